@@ -1,0 +1,120 @@
+"""The signal catalog: every value on the input image, by name and index.
+
+A catalog is built once from data (device profiles and the site's
+schedules) and frozen into parallel lists, so a scan reads ``image[i]``
+and never looks a string up.  Every signal is an integer with a declared
+unit and a decimal scale: ``("bms1.cell_vmax_mv", "V", -3)`` is a voltage
+in millivolts, ``("bms1.temp_max_dc", "C", -1)`` a temperature in tenths of
+a degree.  Booleans use unit ``"bool"`` (values 0 and 1).
+
+Every device gets twins that the bus driver fills in, so that a device that
+stops answering is a fact on the image rather than an exception:
+``<dev>.online`` and the counters ``<dev>.comm_ok``, ``<dev>.comm_timeouts``,
+``<dev>.comm_crc``, ``<dev>.comm_exc`` (last Modbus exception code, 0 none).
+"""
+
+import hashlib
+
+from .errors import CoreError, UnknownSignal
+
+UNITS = (
+    "bool", "count", "code", "bits", "V", "A", "W", "Wh", "Ah", "C", "g",
+    "deg", "pct", "s", "ms", "Hz", "ohm", "score",
+)
+
+DEVICE_TWINS = (
+    ("online", "bool", 0),
+    ("comm_ok", "count", 0),
+    ("comm_timeouts", "count", 0),
+    ("comm_crc", "count", 0),
+    ("comm_exc", "code", 0),
+)
+
+# Signals the gateway itself provides, whatever the devices are.
+SYSTEM_SIGNALS = (
+    ("sys.clock_trusted", "bool", 0),
+    ("sys.late_scans", "count", 0),
+    ("sys.disk_free_pct", "pct", 0),
+    ("sys.journal_backlog", "count", 0),
+    ("sys.tamper", "bool", 0),
+)
+
+
+def device_signals(device, signals):
+    """Specs for one device: its own signals, then its communication twins.
+
+    ``signals`` is a sequence of ``(short_name, unit, scale)``.
+    """
+    specs = []
+    for name, unit, scale in signals:
+        specs.append((device + "." + name, unit, scale))
+    for name, unit, scale in DEVICE_TWINS:
+        specs.append((device + "." + name, unit, scale))
+    return specs
+
+
+def schedule_signals(names):
+    """One boolean ``sched.<name>`` per named schedule, set by the shell."""
+    return [("sched." + n, "bool", 0) for n in sorted(names)]
+
+
+class Catalog:
+    """Frozen index tables over a list of ``(name, unit, scale)`` specs."""
+
+    def __init__(self, specs):
+        self.names = []
+        self.units = []
+        self.scales = []
+        self.index = {}
+        for spec in specs:
+            self._add(spec)
+        self.size = len(self.names)
+        self.devices = sorted(
+            n[: -len(".online")] for n in self.names if n.endswith(".online")
+        )
+
+    def _add(self, spec):
+        if len(spec) != 3:
+            raise CoreError("signal spec {!r} is not (name, unit, scale)".format(spec))
+        name, unit, scale = spec
+        if name in self.index:
+            raise CoreError("signal '{}' is declared twice".format(name))
+        if unit not in UNITS:
+            raise CoreError(
+                "signal '{}' has unknown unit '{}' (known: {})".format(
+                    name, unit, ", ".join(UNITS)
+                )
+            )
+        if not isinstance(scale, int) or scale < -9 or scale > 9:
+            raise CoreError(
+                "signal '{}' has scale {!r}: want an integer power of ten from -9 to 9".format(
+                    name, scale
+                )
+            )
+        self.index[name] = len(self.names)
+        self.names.append(name)
+        self.units.append(unit)
+        self.scales.append(scale)
+
+    def lookup(self, name, where=""):
+        """The index of ``name``; ``where`` prefixes the error message."""
+        i = self.index.get(name)
+        if i is None:
+            raise UnknownSignal(name, where)
+        return i
+
+    def new_image(self):
+        """A zeroed input image: every device offline, every input 0."""
+        return [0] * self.size
+
+    def specs(self):
+        return [(self.names[i], self.units[i], self.scales[i]) for i in range(self.size)]
+
+    def digest(self):
+        """SHA-256 over the ordered specs; compiled tables are bound to it."""
+        h = hashlib.sha256()
+        for i in range(self.size):
+            h.update(
+                "{}|{}|{}\n".format(self.names[i], self.units[i], self.scales[i]).encode()
+            )
+        return h.digest()

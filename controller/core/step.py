@@ -1,0 +1,248 @@
+"""``step()``: one scan of the cabinet, as a deterministic function.
+
+``step(state, inputs, now)`` reads the input image and the commands of
+this scan, advances the mode machine, the siren policy and the rules, and
+returns ``(outputs, events)``.  Its result depends only on its arguments:
+``state`` is the explicit accumulator that the caller owns and passes to
+every scan (updated in place so that a scan allocates next to nothing), and
+``now`` is the tick in milliseconds (``ticks.wrap`` of a monotonic clock).
+Replaying the same inputs from the same initial state gives the same
+outputs and events, bit for bit, on CPython and MicroPython.
+
+The returned ``outputs`` list is the state's own; copy it to keep it.
+"""
+
+from . import modes, ticks
+from .events import (
+    ACT_FAULT, ACT_LOCK, ACT_SILENT, ALARM, CMD_ACK, CMD_ARM, CMD_DISARM,
+    CMD_DURESS, CMD_FAULT, CMD_LOCK, CMD_MAINT_START, CMD_MAINT_STOP,
+    CMD_SILENCE, CMD_TEST_SIREN, CMD_TEST_STROBE, CMD_UNLOCK, CRITICAL,
+    EV_DEVICE, EV_DURESS, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST,
+    EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT,
+)
+from .errors import ModeError
+from .outputs import LED_FOR_MODE, N_OUTPUTS, OUT_LED, OUT_LOCK, OUT_SIREN, OUT_STROBE
+
+_NO_EVENTS = ()
+
+# Commands that are mode events, and the mode event each one is.
+_MODE_COMMANDS = {
+    CMD_ARM: modes.ARM,
+    CMD_DISARM: modes.DISARM,
+    CMD_MAINT_START: modes.MAINT_START,
+    CMD_MAINT_STOP: modes.MAINT_STOP,
+    CMD_ACK: modes.ACK,
+}
+
+# The lock's cause field for a command (rules use their index + 1).
+LOCK_BY_COMMAND = 0
+
+
+class CoreConfig:
+    """Timing and zone settings of the core; every duration in ms."""
+
+    DEFAULTS = (
+        ("exit_delay_ms", 30000),
+        ("entry_delay_ms", 30000),
+        ("maint_default_ms", 30 * 60000),
+        ("maint_max_ms", 4 * 3600000),
+        ("siren_max_ms", 3 * 60000),
+        ("siren_retriggers", 3),
+        ("test_max_ms", 10000),
+    )
+
+    def __init__(self, values=None, entry_zones=()):
+        values = values or {}
+        for name, default in self.DEFAULTS:
+            v = values.get(name, default)
+            if not isinstance(v, int) or v < 0 or v > ticks.MAX_SPAN:
+                raise ValueError(
+                    "core setting {} = {!r}: want a whole number of ms from 0 to {}".format(
+                        name, v, ticks.MAX_SPAN
+                    )
+                )
+            setattr(self, name, v)
+        for name in values:
+            if name not in [d[0] for d in self.DEFAULTS]:
+                raise ValueError("unknown core setting '{}'".format(name))
+        # Indices of the image signals that start the entry delay when they rise.
+        self.entry_zones = tuple(entry_zones)
+
+    def as_dict(self):
+        return dict((name, getattr(self, name)) for name, _ in self.DEFAULTS)
+
+
+class CoreState:
+    """Everything ``step()`` remembers between scans."""
+
+    def __init__(self, catalog, config, rules=None):
+        self.catalog = catalog
+        self.config = config
+        self.machine = modes.ModeMachine(config)
+        self.outputs = [0] * N_OUTPUTS
+        self.lock = 0
+        self.siren_on = 0           # 1 while the alarm siren may sound
+        self.siren_since = 0        # tick it started
+        self.siren_retriggers = 0
+        self.test_until = [0, 0]    # siren, strobe test deadlines
+        self.test_on = [0, 0]
+        self.zone_prev = [0] * len(config.entry_zones)
+        online = [catalog.index[d + ".online"] for d in catalog.devices]
+        self.online_idx = tuple(online)
+        self.online_prev = [0] * len(online)
+        self.rules = rules          # an evaluator (rules.table) or None
+        self.scans = 0
+
+    @property
+    def mode(self):
+        return self.machine.mode
+
+
+def step(state, inputs, now):
+    """One scan.  ``inputs`` is ``(image, commands)``; returns ``(outputs, events)``."""
+    image, commands = inputs
+    events = None
+    machine = state.machine
+    for cmd in commands:
+        events = _command(state, cmd, now, events)
+    events = _devices(state, image, events)
+    events = _zones(state, image, now, events)
+    due = machine.expiry(now)
+    if due >= 0:
+        events = _fire(state, due, now, 0, events)
+    if state.rules is not None:
+        for change in state.rules.scan(image, now, machine.mode):
+            events = _rule(state, change, now, events)
+    if state.siren_on and ticks.diff(now, state.siren_since) >= state.config.siren_max_ms:
+        state.siren_on = 0
+        events = _emit(events, (EV_SIREN_LIMIT, state.config.siren_max_ms, state.siren_retriggers, 0))
+    _drive(state, now)
+    state.scans += 1
+    return state.outputs, (events if events is not None else _NO_EVENTS)
+
+
+def _emit(events, ev):
+    if events is None:
+        events = []
+    events.append(ev)
+    return events
+
+
+def _fire(state, mode_event, now, arg, events):
+    """Apply a mode event; report and react to a change of mode."""
+    machine = state.machine
+    old = machine.fire(mode_event, now, arg)
+    new = machine.mode
+    if new != old:
+        events = _emit(events, (EV_MODE, old, new, mode_event))
+        if new == modes.ALARM:
+            _start_siren(state, now)
+        elif old == modes.ALARM:
+            state.siren_on = 0
+            state.siren_retriggers = 0
+    return events
+
+
+def _start_siren(state, now):
+    state.siren_on = 1
+    state.siren_since = now
+
+
+def _command(state, cmd, now, events):
+    code, arg = cmd
+    machine = state.machine
+    mode_event = _MODE_COMMANDS.get(code)
+    if mode_event is not None:
+        try:
+            return _fire(state, mode_event, now, arg, events)
+        except ModeError:
+            return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+    if code == CMD_SILENCE:
+        if machine.mode != modes.ALARM or not state.siren_on:
+            return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+        state.siren_on = 0
+        return _emit(events, (EV_SILENCED, 0, 0, 0))
+    if code == CMD_LOCK or code == CMD_UNLOCK:
+        want = 1 if code == CMD_LOCK else 0
+        if want != state.lock:
+            state.lock = want
+            events = _emit(events, (EV_LOCK, want, LOCK_BY_COMMAND, 0))
+        return events
+    if code == CMD_TEST_SIREN or code == CMD_TEST_STROBE:
+        if machine.mode not in (modes.DISARMED, modes.MAINTENANCE):
+            return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+        which = 0 if code == CMD_TEST_SIREN else 1
+        span = arg if 0 < arg < state.config.test_max_ms else state.config.test_max_ms
+        state.test_on[which] = 1
+        state.test_until[which] = ticks.add(now, span)
+        return _emit(events, (EV_OUTPUT_TEST, which, span, 0))
+    if code == CMD_DURESS:
+        return _emit(events, (EV_DURESS, arg, 0, 0))
+    if code == CMD_FAULT:
+        events = _emit(events, (EV_FAULT, arg, machine.mode, 0))
+        return _fire(state, modes.RAISE_FAULT, now, 0, events)
+    return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+
+
+def _devices(state, image, events):
+    idx = state.online_idx
+    prev = state.online_prev
+    for k in range(len(idx)):
+        v = image[idx[k]]
+        if v != prev[k]:
+            prev[k] = v
+            events = _emit(events, (EV_DEVICE, idx[k], v, 0))
+    return events
+
+
+def _zones(state, image, now, events):
+    zones = state.config.entry_zones
+    prev = state.zone_prev
+    rose = False
+    for k in range(len(zones)):
+        v = image[zones[k]]
+        if v and not prev[k]:
+            rose = True
+        prev[k] = v
+    if rose:
+        events = _fire(state, modes.ENTRY_OPENED, now, 0, events)
+    return events
+
+
+def _rule(state, change, now, events):
+    """React to one rule that was raised or cleared this scan."""
+    index, severity, actions, raised = change
+    events = _emit(events, (EV_RULE, index, severity, raised))
+    if not raised:
+        return events
+    if actions & ACT_LOCK or severity == CRITICAL:
+        if not state.lock:
+            state.lock = 1
+            events = _emit(events, (EV_LOCK, 1, index + 1, 0))
+    if actions & ACT_FAULT:
+        events = _fire(state, modes.RAISE_FAULT, now, 0, events)
+    if severity >= ALARM and not actions & ACT_SILENT:
+        before = state.machine.mode
+        cause = modes.RAISE_CRITICAL if severity == CRITICAL else modes.RAISE_ALARM
+        events = _fire(state, cause, now, 0, events)
+        if before == modes.ALARM and not state.siren_on:
+            # Re-trigger policy: a new raise restarts a siren that timed out
+            # or was silenced, a bounded number of times per alarm.
+            if state.siren_retriggers < state.config.siren_retriggers:
+                state.siren_retriggers += 1
+                _start_siren(state, now)
+    return events
+
+
+def _drive(state, now):
+    """Compute the output image from the state after this scan's changes."""
+    out = state.outputs
+    mode = state.machine.mode
+    for which in (0, 1):
+        if state.test_on[which] and ticks.reached(now, state.test_until[which]):
+            state.test_on[which] = 0
+    alarm = mode == modes.ALARM
+    out[OUT_SIREN] = 1 if (alarm and state.siren_on) or state.test_on[0] else 0
+    out[OUT_STROBE] = 1 if alarm or state.test_on[1] else 0
+    out[OUT_LOCK] = state.lock
+    out[OUT_LED] = LED_FOR_MODE[mode]

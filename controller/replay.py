@@ -1,0 +1,73 @@
+"""``cabguard replay``: re-run a recorded trace and print what happened."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from controller.core.errors import TraceError
+from controller.core.outputs import OUTPUT_NAMES
+from controller.core.trace import Replay, replay_lines
+from controller.errors import CabguardError
+from controller.timeline import clock, describe, event_json, outputs_text
+
+
+def load(path: str) -> Replay:
+    """Replay a trace file; errors name the file and the line."""
+    p = Path(path)
+    try:
+        with p.open("r", encoding="utf-8") as f:
+            return replay_lines(f)
+    except OSError as e:
+        raise CabguardError("cannot read trace {}: {}".format(path, e.strerror)) from None
+    except UnicodeDecodeError:
+        raise CabguardError("{}: not a text file; a trace is JSON Lines (docs/trace.md)".format(path)) from None
+    except TraceError as e:
+        raise CabguardError("{}: {}".format(path, e)) from None
+
+
+def print_timeline(replay: Replay, origin_s: int = 0, rule_names: tuple[str, ...] = (),
+                   out=sys.stdout) -> None:
+    catalog = replay.state.catalog
+    assert replay.timeline is not None
+    t0 = replay.timeline[0][1] if replay.timeline else 0
+    prev: list[int] | None = None
+    for _scan, t, outputs, events in replay.timeline:
+        stamp = clock((t - t0) & ((1 << 30) - 1), origin_s)
+        for ev in events:
+            print("{}  {}".format(stamp, describe(ev, catalog, rule_names)), file=out)
+        if outputs != prev:
+            print("{}    {}".format(stamp, outputs_text(outputs)), file=out)
+            prev = outputs
+
+
+def summary(replay: Replay) -> dict:
+    from controller.core.modes import MODE_NAMES
+    assert replay.timeline is not None
+    return {
+        "scans": replay.scans,
+        "events": replay.events,
+        "digest": replay.digest(),
+        "final_mode": MODE_NAMES[replay.state.mode],
+        "final_outputs": dict(zip(OUTPUT_NAMES, replay.state.outputs)),
+        "timeline": [
+            {"scan": scan, "t": t, "outputs": dict(zip(OUTPUT_NAMES, outputs)),
+             "events": [event_json(e) for e in events]}
+            for scan, t, outputs, events in replay.timeline
+        ],
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    replay = load(args.trace)
+    if args.json:
+        json.dump(summary(replay), sys.stdout)
+        print()
+        return 0
+    print_timeline(replay)
+    print("{} scans, {} events, final mode {}".format(
+        replay.scans, replay.events, summary(replay)["final_mode"]))
+    print("digest {}".format(replay.digest()))
+    return 0

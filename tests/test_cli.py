@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+from controller.demo import night_trace
+
+
+def cabguard(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "controller.cli", *args],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+def test_unknown_subcommand_prints_usage_and_exits_2():
+    r = cabguard("frobnicate")
+    assert r.returncode == 2 and "usage: cabguard" in r.stderr
+
+
+def test_help_lists_only_real_subcommands():
+    r = cabguard("--help")
+    assert r.returncode == 0
+    for name in ("demo", "replay", "bench"):
+        assert name in r.stdout
+
+
+def test_replay_prints_digest_and_json(tmp_path):
+    trace = tmp_path / "night.trace"
+    trace.write_text("\n".join(night_trace()) + "\n")
+    text = cabguard("replay", str(trace))
+    assert text.returncode == 0 and "mode entry -> alarm" in text.stdout
+    doc = json.loads(cabguard("replay", str(trace), "--json").stdout)
+    assert doc["final_mode"] == "disarmed"
+    assert doc["digest"] in text.stdout
+    assert set(doc) >= {"scans", "events", "digest", "final_mode", "final_outputs", "timeline"}
+
+
+def test_bad_trace_is_a_message_not_a_traceback(tmp_path):
+    trace = tmp_path / "bad.trace"
+    lines = night_trace()[:3] + ['{"t": 9, "set": {"io.doorr": 1}}']
+    trace.write_text("\n".join(lines))
+    r = cabguard("replay", str(trace))
+    assert r.returncode == 1
+    assert "bad.trace: trace line 4: unknown signal 'io.doorr'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_trace_file():
+    r = cabguard("replay", "/nonexistent/x.trace")
+    assert r.returncode == 1 and "cannot read trace /nonexistent/x.trace" in r.stderr
+
+
+def test_demo_shows_the_forced_door(tmp_path):
+    r = cabguard("demo", "--out", str(tmp_path))
+    assert r.returncode == 0
+    assert "mode entry -> alarm" in r.stdout and (tmp_path / "night.trace").exists()

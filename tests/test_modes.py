@@ -1,0 +1,63 @@
+import pytest
+
+from controller.core import modes
+from controller.core.errors import ModeError
+from controller.core.step import CoreConfig
+
+
+def machine():
+    return modes.ModeMachine(CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 2000,
+                                         "maint_default_ms": 5000, "maint_max_ms": 9000}))
+
+
+def test_every_mode_accepts_every_internal_event():
+    for mode, row in modes.TRANSITIONS.items():
+        for ev in modes.INTERNAL_EVENTS:
+            assert ev in row, (modes.MODE_NAMES[mode], modes.EVENT_NAMES[ev])
+
+
+def test_illegal_command_names_state_and_event():
+    m = machine()
+    m.fire(modes.RAISE_ALARM, 0)
+    with pytest.raises(ModeError, match="mode alarm does not accept disarm"):
+        m.fire(modes.DISARM, 10)
+    assert m.mode == modes.ALARM
+
+
+def test_exit_then_entry_delay_then_alarm():
+    m = machine()
+    m.fire(modes.ARM, 0)
+    assert m.mode == modes.ARMING and m.expiry(999) == -1
+    assert m.expiry(1000) == modes.EXIT_DONE
+    m.fire(modes.EXIT_DONE, 1000)
+    m.fire(modes.ENTRY_OPENED, 5000)
+    assert m.mode == modes.ENTRY and m.remaining(6000) == 1000
+    assert m.expiry(7000) == modes.ENTRY_EXPIRED
+    m.fire(modes.ENTRY_EXPIRED, 7000)
+    assert m.mode == modes.ALARM
+
+
+def test_maintenance_resumes_armed_and_is_capped():
+    m = machine()
+    m.fire(modes.ARM, 0)
+    m.fire(modes.EXIT_DONE, 1000)
+    m.fire(modes.MAINT_START, 2000, 60000)
+    assert m.mode == modes.MAINTENANCE and m.remaining(2000) == 9000
+    m.fire(modes.MAINT_EXPIRED, 11000)
+    assert m.mode == modes.ARMING
+
+
+def test_maintenance_from_disarmed_resumes_disarmed():
+    m = machine()
+    m.fire(modes.MAINT_START, 0)
+    assert m.remaining(0) == 5000
+    m.fire(modes.MAINT_STOP, 100)
+    assert m.mode == modes.DISARMED
+
+
+def test_a_fault_never_disarms():
+    m = machine()
+    m.fire(modes.ARM, 0)
+    m.fire(modes.EXIT_DONE, 1000)
+    m.fire(modes.RAISE_FAULT, 1100)
+    assert m.mode == modes.ARMED

@@ -1,0 +1,116 @@
+from controller.core import modes
+from controller.core.catalog import Catalog, device_signals
+from controller.core.events import (
+    ALARM, CMD_ACK, CMD_ARM, CMD_DISARM, CMD_LOCK, CMD_SILENCE, CMD_TEST_SIREN,
+    CMD_UNLOCK, CRITICAL, EV_DEVICE, EV_LOCK, EV_MODE, EV_REFUSED, EV_RULE,
+    EV_SIREN_LIMIT, WARNING,
+)
+from controller.core.outputs import OUT_LOCK, OUT_SIREN, OUT_STROBE
+from controller.core.step import CoreConfig, CoreState, step
+
+
+class ScriptedRules:
+    """A stand-in rules evaluator: raises given rules at given ticks."""
+
+    def __init__(self, script):
+        self.script = script
+
+    def scan(self, image, now, mode):
+        return self.script.get(now, ())
+
+
+def make(rules=None, **cfg):
+    catalog = Catalog(device_signals("io", [("door", "bool", 0)]))
+    values = {"exit_delay_ms": 1000, "entry_delay_ms": 1000, "siren_max_ms": 3000}
+    values.update(cfg)
+    state = CoreState(catalog, CoreConfig(values, (catalog.index["io.door"],)), rules)
+    return catalog, state, catalog.new_image()
+
+
+def run(state, image, t, cmds=()):
+    out, events = step(state, (image, list(cmds)), t)
+    return list(out), list(events)
+
+
+def test_forced_door_alarms_after_entry_delay_and_siren_stops_at_limit():
+    catalog, state, image = make()
+    run(state, image, 0, [(CMD_ARM, 0)])
+    run(state, image, 1000)
+    assert state.mode == modes.ARMED
+    image[catalog.index["io.door"]] = 1
+    _, ev = run(state, image, 2000)
+    assert (EV_MODE, modes.ARMED, modes.ENTRY, modes.ENTRY_OPENED) in ev
+    out, ev = run(state, image, 3000)
+    assert state.mode == modes.ALARM and out[OUT_SIREN] == 1 and out[OUT_STROBE] == 1
+    out, ev = run(state, image, 6000)
+    assert out[OUT_SIREN] == 0 and out[OUT_STROBE] == 1
+    assert ev[0][0] == EV_SIREN_LIMIT
+
+
+def test_disarm_during_entry_delay_prevents_alarm():
+    catalog, state, image = make()
+    run(state, image, 0, [(CMD_ARM, 0)])
+    run(state, image, 1000)
+    image[catalog.index["io.door"]] = 1
+    run(state, image, 1100)
+    run(state, image, 1500, [(CMD_DISARM, 0)])
+    out, _ = run(state, image, 5000)
+    assert state.mode == modes.DISARMED and out[OUT_SIREN] == 0
+
+
+def test_alarm_is_latched_until_acknowledged():
+    _, state, image = make(ScriptedRules({10: [(0, ALARM, 0, 1)]}))
+    run(state, image, 10)
+    _, ev = run(state, image, 20, [(CMD_DISARM, 0)])
+    assert ev == [(EV_REFUSED, CMD_DISARM, modes.ALARM, 0)]
+    out, _ = run(state, image, 30, [(CMD_ACK, 0)])
+    assert state.mode == modes.DISARMED and out[OUT_SIREN] == 0
+
+
+def test_critical_rule_locks_battery_until_unlock_command():
+    _, state, image = make(ScriptedRules({10: [(4, CRITICAL, 0, 1)]}))
+    out, ev = run(state, image, 10)
+    assert out[OUT_LOCK] == 1 and (EV_LOCK, 1, 5, 0) in ev
+    run(state, image, 20, [(CMD_ACK, 0)])
+    out, _ = run(state, image, 30)
+    assert out[OUT_LOCK] == 1
+    out, _ = run(state, image, 40, [(CMD_UNLOCK, 0)])
+    assert out[OUT_LOCK] == 0
+    out, _ = run(state, image, 50, [(CMD_LOCK, 0)])
+    assert out[OUT_LOCK] == 1
+
+
+def test_warning_is_recorded_without_sound():
+    _, state, image = make(ScriptedRules({10: [(1, WARNING, 0, 1)]}))
+    out, ev = run(state, image, 10)
+    assert ev == [(EV_RULE, 1, WARNING, 1)] and out[OUT_SIREN] == 0
+
+
+def test_silenced_siren_retriggers_on_a_new_alarm():
+    _, state, image = make(ScriptedRules({10: [(0, ALARM, 0, 1)], 50: [(1, ALARM, 0, 1)]}))
+    run(state, image, 10)
+    out, _ = run(state, image, 20, [(CMD_SILENCE, 0)])
+    assert out[OUT_SIREN] == 0 and out[OUT_STROBE] == 1
+    out, _ = run(state, image, 50)
+    assert out[OUT_SIREN] == 1
+
+
+def test_siren_test_only_when_not_guarding():
+    _, state, image = make()
+    out, _ = run(state, image, 0, [(CMD_TEST_SIREN, 500)])
+    assert out[OUT_SIREN] == 1
+    out, _ = run(state, image, 500)
+    assert out[OUT_SIREN] == 0
+    run(state, image, 600, [(CMD_ARM, 0)])
+    _, ev = run(state, image, 700, [(CMD_TEST_SIREN, 500)])
+    assert ev == [(EV_REFUSED, CMD_TEST_SIREN, modes.ARMING, 0)]
+
+
+def test_device_going_offline_is_an_event():
+    catalog, state, image = make()
+    image[catalog.index["io.online"]] = 1
+    _, ev = run(state, image, 0)
+    assert ev == [(EV_DEVICE, catalog.index["io.online"], 1, 0)]
+    image[catalog.index["io.online"]] = 0
+    _, ev = run(state, image, 100)
+    assert ev == [(EV_DEVICE, catalog.index["io.online"], 0, 0)]

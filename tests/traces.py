@@ -1,0 +1,43 @@
+"""The shared set of traces that every platform must replay identically."""
+
+from __future__ import annotations
+
+import random
+
+from controller.bench.core import hour_trace
+from controller.core import ticks
+from controller.core.catalog import Catalog
+from controller.core.events import COMMAND_NAMES
+from controller.core.step import CoreConfig
+from controller.core.trace import header_line, scan_line
+from controller.demo import CABINET, night_trace
+
+
+def random_trace(seed: int, scans: int = 4000) -> list[str]:
+    """Random inputs and commands (every command, odd timings, a tick wrap)."""
+    rng = random.Random(seed)
+    catalog = Catalog(CABINET)
+    config = CoreConfig({"exit_delay_ms": 2000, "entry_delay_ms": 1500, "maint_default_ms": 5000,
+                         "maint_max_ms": 20000, "siren_max_ms": 3000},
+                        (catalog.index["io.door_open"],))
+    lines = [header_line(catalog, config, ["io.door_open"])]
+    t = ticks.MASK - rng.randrange(0, 50000)
+    names = sorted(COMMAND_NAMES.values())
+    for _ in range(scans):
+        changes = {}
+        if rng.random() < 0.05:
+            name = rng.choice(catalog.names)
+            changes[name] = rng.randrange(0, 2) if rng.random() < 0.7 else rng.randrange(-5000, 5000)
+        cmds = []
+        if rng.random() < 0.02:
+            cmds.append((rng.choice(names), rng.choice([0, 0, 700, 30000])))
+        lines.append(scan_line(t, changes, cmds))
+        t = ticks.add(t, rng.choice([50, 100, 100, 100, 250]))
+    return lines
+
+
+def shared_traces() -> dict[str, list[str]]:
+    traces = {"night": night_trace(), "hour": hour_trace()[:6001]}
+    for seed in (1, 2, 3):
+        traces["random{}".format(seed)] = random_trace(seed)
+    return traces
