@@ -19,10 +19,11 @@ from controller.replay import print_timeline
 
 CABINET = (
     device_signals("io", [("door_open", "bool", 0), ("door_bolt", "bool", 0),
-                          ("vib_rms_mg", "g", -3), ("tilt_mdeg", "deg", -3),
-                          ("tamper", "bool", 0)])
+                          ("tamper", "bool", 0), ("vib_rms_mg", "g", -3),
+                          ("tilt_mdeg", "deg", -3)])
     + device_signals("bms1", [("pack_mv", "V", -3), ("current_ma", "A", -3),
-                              ("temp_max_dc", "C", -1), ("modules", "count", 0)])
+                              ("temp_max_dc", "C", -1), ("modules", "count", 0),
+                              ("serial", "code", 0)])
     + list(SYSTEM_SIGNALS)
 )
 
