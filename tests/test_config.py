@@ -1,0 +1,99 @@
+import pytest
+
+from controller.config import ConfigError, load_with_fallback, parse, remember_good
+
+GOOD = """
+[gateway]
+id = "gw-porta-017"
+site = "port-a"
+timezone = "Europe/Amsterdam"
+state_dir = "{state}"
+
+[[bus]]
+name = "rs485a"
+port = "/dev/ttyUSB0"
+
+[[device]]
+name = "io"
+bus = "rs485a"
+profile = "io-module"
+address = 1
+poll_ms = 100
+
+[[device]]
+name = "relay"
+bus = "rs485a"
+profile = "relay-4ch"
+address = 4
+
+[outputs.siren]
+gpio = 17
+
+[outputs.lock]
+device = "relay"
+coil = 0
+
+[schedules.night]
+windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
+when_clock_untrusted = "active"
+
+[keys]
+record = "/etc/cabguard/keys/record.key"
+
+[journal]
+dir = "/var/lib/cabguard/journal"
+"""
+
+
+def test_good_config_parses_with_defaults(tmp_path):
+    cfg = parse(GOOD.format(state=tmp_path), "site.toml")
+    assert cfg.gateway_id == "gw-porta-017"
+    assert cfg.doc["gateway"]["scan_period_ms"] == 100
+    assert cfg.doc["bus"][0]["baud"] == 115200
+    assert cfg.doc["outputs"]["lock"]["coil"] == 0
+
+
+def test_every_problem_is_listed_at_once_with_dotted_paths(tmp_path):
+    bad = GOOD.format(state=tmp_path).replace('timezone = "Europe/Amsterdam"', 'timezone = "Mars/Olympus"') \
+        .replace("address = 4", "address = 300").replace('bus = "rs485a"\nprofile = "relay-4ch"',
+                                                           'bus = "rs485b"\nprofile = "relay-4ch"') \
+        .replace("[keys]", "[keys]\nrecrod = 1") + "\n[uplink_typo]\nx = 1\n"
+    with pytest.raises(ConfigError) as err:
+        parse(bad, "site.toml")
+    text = str(err.value)
+    assert text.startswith("site.toml: 5 problems:")
+    assert "gateway.timezone: unknown timezone 'Mars/Olympus'" in text
+    assert "device[1].address: want a whole number from 1 to 247, got 300" in text
+    assert "device[1].bus: no [[bus]] named 'rs485b' (buses: rs485a)" in text
+    assert "keys.recrod: unknown key" in text
+    assert "uplink_typo: unknown key" in text
+
+
+def test_toml_syntax_error_names_line():
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*line 2"):
+        parse("[gateway]\nid = \n", "site.toml")
+
+
+def test_outputs_need_exactly_one_target(tmp_path):
+    bad = GOOD.format(state=tmp_path).replace("gpio = 17", "gpio = 17\ndevice = \"relay\"\ncoil = 1")
+    with pytest.raises(ConfigError, match="outputs.siren: give either gpio"):
+        parse(bad, "site.toml")
+
+
+def test_invalid_new_config_falls_back_to_last_good(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(GOOD.format(state=tmp_path))
+    cfg, err = load_with_fallback(site, tmp_path)
+    assert err is None
+    remember_good(cfg)
+    site.write_text(GOOD.format(state=tmp_path).replace("address = 1\n", "address = 0\n"))
+    cfg2, err2 = load_with_fallback(site, tmp_path)
+    assert err2 is not None and "device[0].address" in str(err2)
+    assert cfg2.doc["device"][0]["address"] == 1
+
+
+def test_invalid_config_without_last_good_is_refused(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text("[gateway]\n")
+    with pytest.raises(ConfigError):
+        load_with_fallback(site, tmp_path / "empty")
