@@ -1,0 +1,1 @@
+"""The field technician's serial console (docs/console.md)."""

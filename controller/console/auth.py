@@ -1,0 +1,185 @@
+"""Console logins: per-person TOTP codes, duress codes, single use, lockout.
+
+Theory of operation
+-------------------
+Every technician and installer has their own TOTP secret (RFC 6238, SHA-1,
+6 digits, 30 s), enrolled by an installer; the enrolment prints an
+``otpauth://`` URI for their authenticator app.  A code is accepted for the
+current step and one step either side (clock skew between phone and
+gateway), and each step's code is accepted once per person, so a code read
+over a shoulder cannot be replayed.
+
+Duress: a person forced to log in adds one to the last digit of their code
+(9 becomes 0).  The console then behaves exactly as for a normal login,
+while the caller raises a silent duress alarm upstream.  The normal code is
+checked first, so a duress code that happens to equal a neighbouring
+step's normal code logs in normally (one chance in a few hundred thousand).
+
+Lockout: after ``max_failures`` failed attempts (any person, any code) the
+console refuses every login for ``lockout_s``; the caller raises an event.
+Messages never say which part of a login was wrong.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
+from controller.errors import CabguardError
+
+STEP_S = 30
+DIGITS = 6
+TECHNICIAN = 1
+INSTALLER = 2
+ROLE_LEVELS = {"technician": TECHNICIAN, "installer": INSTALLER}
+
+OK = "ok"
+DURESS = "duress"
+FAILED = "failed"
+LOCKED = "locked"
+
+
+class AuthError(CabguardError):
+    """A technician store that cannot be read or written."""
+
+
+@dataclass
+class Person:
+    ident: str
+    role: str
+    number: int      # small integer for the core's duress event
+    secret: bytes
+
+    @property
+    def level(self) -> int:
+        return ROLE_LEVELS[self.role]
+
+
+def duress_variant(code: str) -> str:
+    """The documented duress transform: last digit + 1, modulo 10."""
+    return code[:-1] + str((int(code[-1]) + 1) % 10)
+
+
+def _totp(secret: bytes) -> TOTP:
+    return TOTP(secret, DIGITS, SHA1(), STEP_S, enforce_key_length=False)
+
+
+def code_at(secret: bytes, wall_s: float) -> str:
+    return _totp(secret).generate(int(wall_s)).decode()
+
+
+def otpauth_uri(person: Person, gateway_id: str) -> str:
+    label = quote("cabguard {}:{}".format(gateway_id, person.ident))
+    secret = base64.b32encode(person.secret).decode().rstrip("=")
+    return "otpauth://totp/{}?secret={}&issuer={}&algorithm=SHA1&digits={}&period={}".format(
+        label, secret, quote("cabguard " + gateway_id), DIGITS, STEP_S)
+
+
+class PeopleStore:
+    """The enrolled people, in a TOML file of mode 0600 (secrets in base32)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.people: dict[str, Person] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            doc = tomllib.loads(self.path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise AuthError("{}: cannot read the enrolled people: {}".format(self.path, e)) from None
+        for ident, entry in doc.get("person", {}).items():
+            try:
+                secret = base64.b32decode(entry["secret"] + "=" * (-len(entry["secret"]) % 8))
+                person = Person(ident, entry["role"], int(entry["number"]), secret)
+            except (KeyError, ValueError, TypeError) as e:
+                raise AuthError("{}: person.{} is malformed ({}); re-enrol them".format(
+                    self.path, ident, e)) from None
+            if person.role not in ROLE_LEVELS:
+                raise AuthError("{}: person.{}.role must be technician or installer".format(self.path, ident))
+            self.people[ident] = person
+
+    def enrol(self, ident: str, role: str) -> Person:
+        if role not in ROLE_LEVELS:
+            raise AuthError("role must be technician or installer, not {!r}".format(role))
+        if not ident.replace("-", "").replace("_", "").isalnum() or len(ident) > 32:
+            raise AuthError("a person id is up to 32 letters, digits, '-' or '_'")
+        number = self.people[ident].number if ident in self.people else \
+            max([p.number for p in self.people.values()] + [0]) + 1
+        person = Person(ident, role, number, secrets.token_bytes(20))
+        self.people[ident] = person
+        self._save()
+        return person
+
+    def _save(self) -> None:
+        lines = []
+        for p in sorted(self.people.values(), key=lambda p: p.number):
+            lines += ["[person.{}]".format(p.ident), 'role = "{}"'.format(p.role),
+                      "number = {}".format(p.number),
+                      'secret = "{}"'.format(base64.b32encode(p.secret).decode()), ""]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, "\n".join(lines).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+
+class Authenticator:
+    """Checks codes against the store; holds the failure count and lockout."""
+
+    def __init__(self, store: PeopleStore, max_failures: int = 5, lockout_s: int = 900):
+        self.store = store
+        self.max_failures = max_failures
+        self.lockout_s = lockout_s
+        self.failures = 0
+        self.locked_until = 0.0
+        self.last_step: dict[str, int] = {}
+
+    def locked(self, wall_s: float) -> bool:
+        return wall_s < self.locked_until
+
+    def check(self, ident: str, code: str, wall_s: float) -> tuple[str, Person | None]:
+        """(OK | DURESS | FAILED | LOCKED, the person on success)."""
+        if self.locked(wall_s):
+            return LOCKED, None
+        person = self.store.people.get(ident)
+        found = self._match(person, code.strip(), wall_s) if person else None
+        if found is None:
+            self.failures += 1
+            if self.failures >= self.max_failures:
+                self.failures = 0
+                self.locked_until = wall_s + self.lockout_s
+                return LOCKED, None
+            return FAILED, None
+        kind, step = found
+        assert person is not None
+        self.last_step[person.ident] = step
+        self.failures = 0
+        return kind, person
+
+    def _match(self, person: Person, code: str, wall_s: float) -> tuple[str, int] | None:
+        if len(code) != DIGITS or not code.isdigit():
+            return None
+        now_step = int(wall_s) // STEP_S
+        used = self.last_step.get(person.ident, -1)
+        for kind, transform in ((OK, lambda c: c), (DURESS, duress_variant)):
+            for step in (now_step, now_step - 1, now_step + 1):
+                if step <= used:
+                    continue
+                expected = transform(code_at(person.secret, step * STEP_S))
+                if hmac.compare_digest(expected.encode(), code.encode()):
+                    return kind, step
+        return None
