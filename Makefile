@@ -7,9 +7,14 @@ PY     := $(VENV)/bin/python
 PYDEPS := $(VENV)/.deps-stamp
 JSDEPS := node_modules/.deps-stamp
 
-.PHONY: setup demo test bench hil clean
+.PHONY: setup demo test bench hil clean system
 
-setup: $(PYDEPS) $(JSDEPS)
+setup: $(PYDEPS) $(JSDEPS) system
+
+# Debian packages the tests need: Mosquitto (a real broker on loopback).
+system:
+	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 
 $(PYDEPS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
