@@ -1,0 +1,168 @@
+"""MQTT transport over paho-mqtt (3.1.1 or 5), owned by one thread.
+
+The uplink thread calls ``poll()`` in its loop; paho's network work and
+callbacks then run on that same thread, so nothing here needs a lock.
+paho's own automatic reconnect is off: ``Backoff`` decides when to try
+again (exponential with full jitter, so a fleet that lost its broker does
+not come back in lockstep), and a broker that refuses the credentials is
+reported once per attempt as a health problem, not hammered.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from drivers.errors import DriverError
+
+# What the transport reports to its owner, in order.
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+REFUSED = "refused"        # the broker answered CONNACK with an error
+ACKED = "acked"            # (mid)
+MESSAGE = "message"        # (topic, payload)
+
+
+class MqttConfigError(DriverError):
+    """TLS files or settings that cannot work; names the file and why."""
+
+
+@dataclass
+class BrokerSettings:
+    host: str
+    port: int = 1883
+    protocol: int = 4              # 4 = MQTT 3.1.1, 5 = MQTT 5
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    keepalive_s: int = 30
+
+
+class Backoff:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base·2^n)]."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 60.0, rng: random.Random | None = None):
+        self.base_s, self.cap_s = base_s, cap_s
+        self.attempts = 0
+        self.rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * (2 ** self.attempts))
+        self.attempts = min(self.attempts + 1, 30)
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def _tls_context(s: BrokerSettings) -> ssl.SSLContext:
+    for label, path in (("CA certificate", s.ca_file), ("client certificate", s.cert_file),
+                        ("client key", s.key_file)):
+        if path and not Path(path).is_file():
+            raise MqttConfigError("uplink {} {} does not exist".format(label, path))
+    try:
+        ctx = ssl.create_default_context(cafile=s.ca_file or None)
+    except ssl.SSLError as e:
+        raise MqttConfigError("uplink CA certificate {} is unusable: {}".format(s.ca_file, e.reason or e)) from None
+    if s.cert_file:
+        try:
+            ctx.load_cert_chain(s.cert_file, s.key_file or None)
+        except ssl.SSLError as e:
+            raise MqttConfigError("uplink client certificate {} / key {} are unusable: {}".format(
+                s.cert_file, s.key_file or "(in the certificate file)", e.reason or e)) from None
+    return ctx
+
+
+def describe_tls_failure(err: BaseException, s: BrokerSettings) -> str:
+    """Turn a handshake failure into what an installer can act on."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return "broker {}:{} certificate rejected: {} (checked against CA {})".format(
+            s.host, s.port, err.verify_message, s.ca_file or "the system store")
+    if isinstance(err, ssl.SSLError):
+        return "TLS with broker {}:{} failed: {} (client certificate {})".format(
+            s.host, s.port, err.reason or err, s.cert_file or "none")
+    return "cannot reach broker {}:{}: {}".format(s.host, s.port, err)
+
+
+class MqttLink:
+    def __init__(self, settings: BrokerSettings, will_topic: str = "", will_payload: bytes = b""):
+        self.settings = settings
+        version = MQTTProtocolVersion.MQTTv5 if settings.protocol == 5 else MQTTProtocolVersion.MQTTv311
+        kwargs = {} if settings.protocol == 5 else {"clean_session": False}
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+                                  protocol=version, reconnect_on_failure=False, **kwargs)
+        self.client.max_inflight_messages_set(65535)  # the owner keeps its own window
+        self.client.max_queued_messages_set(0)
+        if settings.username:
+            self.client.username_pw_set(settings.username, settings.password or None)
+        if settings.ca_file or settings.cert_file:
+            self.client.tls_set_context(_tls_context(settings))
+        if will_topic:
+            self.client.will_set(will_topic, will_payload, qos=1, retain=True)
+        self.events: deque[tuple] = deque()
+        self.connected = False
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+
+    # paho callbacks (run inside poll()) --------------------------------------
+    def _on_connect(self, _c, _u, _flags, reason, _props) -> None:
+        if reason.is_failure:
+            self.events.append((REFUSED, str(reason)))
+        else:
+            self.connected = True
+            self.events.append((CONNECTED,))
+
+    def _on_disconnect(self, _c, _u, _flags, reason, _props) -> None:
+        was = self.connected
+        self.connected = False
+        if was:
+            self.events.append((DISCONNECTED, str(reason)))
+
+    def _on_publish(self, _c, _u, mid, _reason, _props) -> None:
+        self.events.append((ACKED, mid))
+
+    def _on_message(self, _c, _u, msg) -> None:
+        self.events.append((MESSAGE, msg.topic, msg.payload))
+
+    # owner's calls ------------------------------------------------------------
+    def connect(self) -> str | None:
+        """Start a connection; returns why it could not even start, or None."""
+        s = self.settings
+        try:
+            self.client.connect(s.host, s.port, keepalive=s.keepalive_s)
+        except (OSError, ssl.SSLError) as e:
+            return describe_tls_failure(e, s)
+        return None
+
+    def poll(self, timeout_s: float = 0.05) -> None:
+        rc = self.client.loop(timeout=timeout_s)
+        if rc != paho.MQTT_ERR_SUCCESS and self.connected:
+            self.connected = False
+            self.events.append((DISCONNECTED, paho.error_string(rc)))
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
+        """The message id to wait for, or None if it could not be queued."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        return info.mid if info.rc == paho.MQTT_ERR_SUCCESS else None
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+            self.client.loop(timeout=0.1)
+        except (OSError, socket.error):
+            pass

@@ -1,0 +1,76 @@
+"""A real Mosquitto broker on loopback for tests and benches (started per use)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mosquitto_path() -> str:
+    path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if not path:
+        raise RuntimeError("mosquitto is not installed: run `make setup` (it installs the Debian package)")
+    return path
+
+
+class Broker:
+    """Mosquitto on 127.0.0.1:<port>; ``stop()``/``start()`` for outage tests."""
+
+    def __init__(self, port: int | None = None, extra_conf: str = ""):
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="cabguard-broker-"))
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                             "max_queued_messages 0\nmax_inflight_messages 0\n{}".format(self.port, extra_conf))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return "127.0.0.1:{}".format(self.port)
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen([mosquitto_path(), "-c", str(self.conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("mosquitto exited at start (config {})".format(self.conf))
+                time.sleep(0.02)
+        raise RuntimeError("mosquitto did not listen on port {}".format(self.port))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the broker hangs without closing connections (a slow broker)."""
+        assert self.proc
+        self.proc.send_signal(19)
+
+    def resume(self) -> None:
+        assert self.proc
+        self.proc.send_signal(18)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,10 @@
+import pytest
+
+from tests.broker import Broker
+
+
+@pytest.fixture
+def broker():
+    b = Broker().start()
+    yield b
+    b.cleanup()
