@@ -1,0 +1,209 @@
+"""The console's I/O shell: a Session served over a byte stream, in its own thread.
+
+Streams: a serial port (pyserial), a pseudo-terminal (for tests and HIL:
+the slave end is linked at a path that picocom, minicom or screen open), or
+the local terminal (``cabguard console --local``).  The thread only reads,
+edits lines and writes; commands that change the cabinet go through the
+GatewayView into the scan loop's command queue, so a slow terminal or a
+flood of input never delays a scan.  A pulled cable (EOF, EIO) ends the
+session — logged out, audited — and the console waits for the next one.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import termios
+import threading
+import time
+import tty
+from pathlib import Path
+
+from controller.console.auth import Authenticator
+from controller.console.line import LineEditor
+from controller.console.session import GatewayView, Session
+
+BANNER = "cabguard console on {gw}. Type 'help'.\r\n"
+LIVE_PERIOD_S = 1.0
+READ_CHUNK = 4096
+
+
+class Stream:
+    """A byte stream with a read timeout; ``None`` from read means hung up."""
+
+    def read(self, timeout_s: float) -> bytes | None:
+        raise NotImplementedError
+
+    def write(self, data: bytes) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FdStream(Stream):
+    """A file descriptor: a pty master, or the local terminal's stdin/stdout."""
+
+    def __init__(self, rfd: int, wfd: int):
+        self.rfd, self.wfd = rfd, wfd
+
+    def read(self, timeout_s: float) -> bytes | None:
+        ready, _, _ = select.select([self.rfd], [], [], timeout_s)
+        if not ready:
+            return b""
+        try:
+            data = os.read(self.rfd, READ_CHUNK)
+        except OSError:  # EIO: the pty's other side closed (cable pulled)
+            return None
+        return data if data else None
+
+    def write(self, data: bytes) -> bool:
+        try:
+            view = memoryview(data)
+            while view:
+                _, ready, _ = select.select([], [self.wfd], [], 1.0)
+                if not ready:
+                    return False  # nobody reads: drop rather than block
+                view = view[os.write(self.wfd, view):]
+            return True
+        except OSError:
+            return False
+
+
+class PtyStream(FdStream):
+    """A pty whose slave end is symlinked at ``link`` for terminal programs.
+
+    The slave is not held open here, so when the terminal program exits
+    (the cable is pulled) reads fail with EIO — a hang-up, like a serial
+    line losing carrier — until the next one opens it.
+    """
+
+    def __init__(self, link: str | Path):
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        name = os.ttyname(slave)
+        os.close(slave)
+        super().__init__(master, master)
+        self.link = Path(link)
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.link.with_name(self.link.name + ".tmp")
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(name, tmp)
+        os.replace(tmp, self.link)
+
+    def close(self) -> None:
+        try:
+            os.close(self.rfd)
+        except OSError:
+            pass
+        if self.link.is_symlink():
+            self.link.unlink()
+
+
+class SerialStream(Stream):
+    """A real serial port through pyserial (a USB-serial cable's far end)."""
+
+    def __init__(self, port: str, baud: int):
+        import serial  # host-only dependency, imported where it is used
+
+        self.serial = serial.Serial(port, baud, timeout=0)
+        self.serial_error = serial.SerialException
+
+    def read(self, timeout_s: float) -> bytes | None:
+        try:
+            ready, _, _ = select.select([self.serial.fileno()], [], [], timeout_s)
+            return self.serial.read(READ_CHUNK) if ready else b""
+        except (OSError, self.serial_error):
+            return None
+
+    def write(self, data: bytes) -> bool:
+        try:
+            self.serial.write(data)
+            return True
+        except (OSError, self.serial_error):
+            return False
+
+    def close(self) -> None:
+        self.serial.close()
+
+
+class ConsoleServer:
+    """Runs sessions on one stream until stopped; one session at a time."""
+
+    def __init__(self, stream: Stream, view: GatewayView, auth: Authenticator, idle_s: int = 300,
+                 max_line: int = 200, now=time.time):
+        self.stream = stream
+        self.view = view
+        self.auth = auth
+        self.idle_s = idle_s
+        self.max_line = max_line
+        self.now = now
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="console", daemon=True)
+
+    def start(self) -> "ConsoleServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(5)
+        self.stream.close()
+
+    def _send(self, text: str) -> None:
+        if text:
+            self.stream.write(text.replace("\r\n", "\n").replace("\n", "\r\n").encode("ascii", "replace"))
+
+    def _input(self, session: Session, editor: LineEditor, data: bytes, now: float,
+               next_live: float) -> float:
+        """Echo, run whole lines; returns when the live view is next due."""
+        fed = editor.feed(data)
+        self.stream.write(fed.echo)
+        if fed.overflowed:
+            self._send("line too long (at most {} characters); ignored\n".format(self.max_line))
+        lines = fed.lines
+        if fed.interrupted or (session.live_pattern and lines):
+            if session.live_pattern and not fed.interrupted:
+                lines = lines[1:]  # the Enter that stopped the live view
+            session.stop_live()
+            self._send(session.prompt())
+        for line in lines:
+            answer = session.handle(line, now)
+            self._send(answer + "\n" if answer else "")
+            if session.live_pattern:
+                return now + LIVE_PERIOD_S  # typing ahead during a live view is dropped
+            self._send(session.prompt())
+        return next_live
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            self._serve_one()
+
+    def _serve_one(self) -> None:
+        session = Session(self.view, self.auth, self.idle_s)
+        editor = LineEditor(self.max_line)
+        session.last_input = self.now()
+        self._send(BANNER.format(gw=self.view.gateway_id) + session.prompt())
+        next_live = 0.0
+        heard = False
+        while not self.stop_event.is_set():
+            data = self.stream.read(0.2)
+            now = self.now()
+            if data is None:  # hang-up: end this session, wait for the next terminal
+                if heard:
+                    self.view.audit(session.actor, "session", "line dropped (cable pulled?)")
+                time.sleep(0.2)
+                return
+            heard = heard or bool(data)
+            if data:
+                next_live = self._input(session, editor, data, now, next_live)
+            if session.live_pattern and now >= next_live:
+                self._send("--- {} ---\n{}\n".format(time.strftime("%H:%M:%S"), session.live_view()))
+                next_live = now + LIVE_PERIOD_S
+            message = session.idle_check(now)
+            if message:
+                self._send(message + "\n" + session.prompt())

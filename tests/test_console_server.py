@@ -1,0 +1,100 @@
+"""The console over a real pseudo-terminal, as picocom would drive it."""
+
+import os
+import select
+import time
+
+import pytest
+
+from controller.console.auth import Authenticator, PeopleStore, code_at
+from controller.console.server import ConsoleServer, PtyStream
+from tests.test_console_session import View
+
+
+class Terminal:
+    """The technician's side: opens the linked pty like picocom does."""
+
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        self.seen = b""
+
+    def send(self, data: bytes):
+        os.write(self.fd, data)
+
+    def expect(self, text: bytes, timeout=5.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, "did not see {!r}; got {!r}".format(text, self.seen[-300:])
+            if select.select([self.fd], [], [], left)[0]:
+                self.seen += os.read(self.fd, 4096)
+        out, self.seen = self.seen, self.seen[self.seen.index(text) + len(text):]
+        return out
+
+    def close(self):
+        os.close(self.fd)
+
+
+@pytest.fixture
+def console(tmp_path):
+    store = PeopleStore(tmp_path / "people.toml")
+    store.enrol("ana", "technician")
+    view = View()
+    server = ConsoleServer(PtyStream(tmp_path / "console"), view, Authenticator(store), idle_s=60).start()
+    term = Terminal(tmp_path / "console")
+    yield term, view, store
+    term.close()
+    server.stop()
+
+
+def test_login_and_maintenance_over_a_pty(console):
+    term, view, store = console
+    term.expect(b"gw-1 (anyone)> ")
+    term.send("login ana {}\r".format(code_at(store.people["ana"].secret, time.time())).encode())
+    term.expect(b"Logged in as ana (technician).\r\ngw-1 (technician ana)> ")
+    term.send(b"maint start 20m\r")
+    term.expect(b"ok\r\ngw-1 (technician ana)> ")
+    assert view.submitted == [("maint start", (3, 1200000), "ana")]
+
+
+def test_survives_garbage_ctrl_c_overlong_lines_and_floods(console):
+    term, view, _ = console
+    term.expect(b"> ")
+    term.send(bytes(range(256)) * 4)
+    term.send(b"\x03")
+    term.expect(b"^C\r\ngw-1 (anyone)> ")
+    term.send(b"x" * 500 + b"\r")
+    term.expect(b"line too long")
+    term.send(b"status\r" * 300)
+    for _ in range(300):
+        term.expect(b"mode armed")
+    term.send(b"stauts\r")
+    term.expect(b"Did you mean: status")
+
+
+def test_live_view_streams_until_enter(console):
+    term, view, store = console
+    term.expect(b"> ")
+    term.send("login ana {}\r".format(code_at(store.people["ana"].secret, time.time())).encode())
+    term.expect(b"(technician ana)> ")
+    term.send(b"signals io.*\r")
+    term.expect(b"io.door_open")
+    term.expect(b"--- ")
+    term.send(b"\r")
+    term.expect(b"(technician ana)> ")
+
+
+def test_cable_pulled_mid_command_leaves_nothing_behind(console, tmp_path):
+    term, view, store = console
+    term.expect(b"> ")
+    term.send(b"maint st")
+    term.expect(b"maint st")
+    term.close()
+    time.sleep(0.5)
+    term2 = Terminal(tmp_path / "console")
+    term2.send(b"\r")
+    term2.expect(b"(anyone)> ")
+    term2.send(b"status\r")
+    term2.expect(b"mode armed")
+    assert ("-", "session", "line dropped (cable pulled?)") in view.audits
+    term.fd = term2.fd
