@@ -43,7 +43,37 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="controller.bench:main")
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_demo, _replay, _bench]
+def _sim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="serve simulated Modbus devices on pseudo-terminals",
+                       description="Serve the simulated buses and devices of SIM.toml "
+                                   "(docs/simulator.md) until SIGINT/SIGTERM; DIR/<bus> links to "
+                                   "each bus's pty.")
+    p.add_argument("--config", required=True, metavar="SIM.toml", help="simulator config")
+    p.add_argument("--link", required=True, metavar="DIR", help="make DIR/<bus> symlinks to the ptys")
+    p.add_argument("--commands", action="store_true",
+                   help="read commands from stdin: set DEV SIG=V..., fault DEV KIND|none, swap DEV SERIAL")
+    p.set_defaults(handler="simulator.cli:main")
+
+
+def _bus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bus", help="Modbus bus tools (scan)",
+                       description="Tools for an installer on a Modbus RTU bus.")
+    bus = p.add_subparsers(dest="bus_command", metavar="ACTION", required=True)
+    scan = bus.add_parser("scan", help="find answering slaves, identify SunSpec devices",
+                          description="Probe each slave address on PORT and list those that "
+                                      "answer; SunSpec devices show their models and identity.")
+    scan.add_argument("port", metavar="PORT", help="serial port, e.g. /dev/ttyUSB0")
+    scan.add_argument("--baud", type=int, default=115200, metavar="B", help="baud rate (default 115200)")
+    scan.add_argument("--timeout-ms", type=float, default=30.0, metavar="MS",
+                      help="wait per address (default 30)")
+    scan.add_argument("--first", type=int, default=1, choices=range(1, 248), metavar="A",
+                      help="first address (default 1)")
+    scan.add_argument("--last", type=int, default=247, choices=range(1, 248), metavar="A",
+                      help="last address (default 247)")
+    scan.set_defaults(handler="drivers.modbus.scan:main")
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_demo, _replay, _bench, _sim, _bus]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,3 +11,36 @@ class CoseError(DriverError):
 
 class KeyFileError(DriverError):
     """A key file that is missing, malformed or too open."""
+
+
+class PortError(DriverError):
+    """A serial port that cannot be opened (the message lists the ports that exist)."""
+
+
+class ProfileError(DriverError):
+    """A device profile that fails validation; names file, line and register."""
+
+
+class ModbusError(DriverError):
+    """A Modbus transaction that did not return a good answer."""
+
+
+class ModbusTimeout(ModbusError):
+    """No complete answer within the device's timeout."""
+
+
+class ModbusCrcError(ModbusError):
+    """An answer whose CRC does not match."""
+
+
+class ModbusFrameError(ModbusError):
+    """An answer of the wrong address, function, length or content."""
+
+
+class ModbusException(ModbusError):
+    """The slave answered with a Modbus exception code."""
+
+    def __init__(self, address: int, function: int, code: int) -> None:
+        super().__init__("slave {} answered function {} with exception code {}".format(
+            address, function, code))
+        self.code = code

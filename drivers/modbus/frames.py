@@ -1,0 +1,153 @@
+"""Modbus RTU frames: CRC-16 and the PDUs of functions 1-6, 15 and 16.
+
+Pure functions over bytes, shared by the master (drivers) and the simulated
+slaves (simulator).  An RTU frame is ``address, function, data..., crc_lo,
+crc_hi``; an exception answer is exactly 5 bytes with ``function | 0x80``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from drivers.errors import ModbusCrcError, ModbusException, ModbusFrameError
+
+READ_COILS, READ_DISCRETE, READ_HOLDING, READ_INPUT = 1, 2, 3, 4
+WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS = 5, 6, 15, 16
+
+# Which read function serves which table of a profile.
+READ_FUNCTION = {"coil": READ_COILS, "discrete": READ_DISCRETE,
+                 "holding": READ_HOLDING, "input": READ_INPUT}
+BIT_FUNCTIONS = (READ_COILS, READ_DISCRETE)
+MAX_REGISTERS = 125
+MAX_BITS = 2000
+EXCEPTION_LENGTH = 5
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+_TABLE = _crc_table()
+
+
+def crc16(data: bytes) -> int:
+    """Modbus CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF)."""
+    crc = 0xFFFF
+    table = _TABLE
+    for b in data:
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
+    return crc
+
+
+def with_crc(body: bytes) -> bytes:
+    crc = crc16(body)
+    return body + bytes((crc & 0xFF, crc >> 8))
+
+
+def crc_ok(frame: bytes) -> bool:
+    return len(frame) >= 4 and crc16(frame[:-2]) == frame[-2] | (frame[-1] << 8)
+
+
+def t35_seconds(baud: int) -> float:
+    """The inter-frame silence: 3.5 characters, fixed at 1.75 ms above 19200 baud."""
+    return 0.00175 if baud > 19200 else 3.5 * 11 / baud
+
+
+def wire_seconds(nbytes: int, baud: int) -> float:
+    """Time on the wire for ``nbytes`` 11-bit characters."""
+    return nbytes * 11 / baud
+
+
+# ---- requests (master side) ------------------------------------------------
+
+def read_request(address: int, function: int, start: int, count: int) -> bytes:
+    return with_crc(struct.pack(">BBHH", address, function, start, count))
+
+
+def write_coil_request(address: int, coil: int, on: bool) -> bytes:
+    return with_crc(struct.pack(">BBHH", address, WRITE_COIL, coil, 0xFF00 if on else 0))
+
+
+def write_register_request(address: int, register: int, value: int) -> bytes:
+    return with_crc(struct.pack(">BBHH", address, WRITE_REGISTER, register, value & 0xFFFF))
+
+
+def expected_length(function: int, count: int) -> int:
+    """Length of the normal answer to a request of ``function`` for ``count`` items."""
+    if function in BIT_FUNCTIONS:
+        return 5 + (count + 7) // 8
+    if function in (READ_HOLDING, READ_INPUT):
+        return 5 + 2 * count
+    return 8  # the write functions echo address and value/quantity
+
+
+def check_reply(request: bytes, reply: bytes) -> bytes:
+    """The data part of ``reply`` to ``request``, or a ModbusError saying what is wrong.
+
+    Checks, in order: CRC, address, exception, function, length.  Pure and
+    total: any byte string gives a value or a ModbusError, never anything else.
+    """
+    if len(reply) < EXCEPTION_LENGTH:
+        raise ModbusFrameError("answer of {} bytes is too short".format(len(reply)))
+    if not crc_ok(reply):
+        raise ModbusCrcError("answer CRC mismatch")
+    if reply[0] != request[0]:
+        raise ModbusFrameError("answer from address {} to a request for {}".format(reply[0], request[0]))
+    function = request[1]
+    if reply[1] == function | 0x80 and len(reply) == EXCEPTION_LENGTH:
+        raise ModbusException(request[0], function, reply[2])
+    if reply[1] != function:
+        raise ModbusFrameError("answer has function {} to a request for {}".format(reply[1], function))
+    if function in (READ_COILS, READ_DISCRETE, READ_HOLDING, READ_INPUT):
+        count = (request[4] << 8) | request[5]
+        if len(reply) != expected_length(function, count) or reply[2] != len(reply) - 5:
+            raise ModbusFrameError("answer of {} bytes to a read of {}".format(len(reply), count))
+        return reply[3:-2]
+    if reply[:6] != request[:6]:
+        raise ModbusFrameError("write answer does not echo the request")
+    return reply[2:6]
+
+
+def registers(data: bytes) -> list[int]:
+    return list(struct.unpack(">%dH" % (len(data) // 2), data))
+
+
+def bits(data: bytes, count: int) -> list[int]:
+    return [(data[i >> 3] >> (i & 7)) & 1 for i in range(count)]
+
+
+# ---- answers (slave side) --------------------------------------------------
+
+def request_length(buffer: bytes) -> int:
+    """Length of the request frame starting ``buffer``, 0 if not yet known."""
+    if len(buffer) < 2:
+        return 0
+    if buffer[1] in (WRITE_COILS, WRITE_REGISTERS):
+        return 9 + buffer[6] if len(buffer) >= 7 else 0
+    return 8
+
+
+def pack_bits(values: list[int]) -> bytes:
+    out = bytearray((len(values) + 7) // 8)
+    for i, v in enumerate(values):
+        if v:
+            out[i >> 3] |= 1 << (i & 7)
+    return bytes(out)
+
+
+def read_answer(address: int, function: int, values: list[int]) -> bytes:
+    if function in BIT_FUNCTIONS:
+        data = pack_bits(values)
+    else:
+        data = struct.pack(">%dH" % len(values), *values)
+    return with_crc(bytes((address, function, len(data))) + data)
+
+
+def exception_answer(address: int, function: int, code: int) -> bytes:
+    return with_crc(bytes((address, function | 0x80, code)))

@@ -1,0 +1,318 @@
+"""The bus poller: one thread per RS-485 bus, snapshots for the scan loop.
+
+Theory of operation
+-------------------
+``BusPoller`` owns one port and the devices on it.  Its thread polls each
+device on its own period (staggered at start), reading the profile's blocks
+(at most 125 registers each), decoding them with the profile, and publishing
+the device's values and communication twins into a flat snapshot under a
+short lock.  The scan loop never waits for the bus: ``copy_into(image,
+indices)`` copies the newest snapshot (a few hundred integers, microseconds)
+and ``events()`` drains what happened since the last scan.
+
+Timeouts follow each device's measured turnaround (EWMA) plus the wire time
+of the request and answer, clamped to [floor, ceiling]; a failed read is
+retried at most ``retries`` times, so a silent or exception-answering
+device holds the bus at most ``(1 + retries) * timeout`` per block.  A
+device goes offline after ``offline_after`` failed polls in a row and back
+online after ``online_after`` good polls (hysteresis); its signals keep
+their last good values while ``online`` is 0.
+
+Coil writes are queued to the bus thread (``write_coils``), done between
+polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
+``write_failed``).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import NamedTuple
+
+from drivers.errors import (ModbusCrcError, ModbusError, ModbusException,
+                            ModbusFrameError, ModbusTimeout, ProfileError)
+from drivers.modbus import frames
+from drivers.modbus.master import RtuMaster
+from drivers.modbus.profiles import Profile, RegisterMap, load_profile
+from drivers.modbus.sunspec import NotSunSpec, discover
+
+TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
+COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
+
+
+class PolledDevice(NamedTuple):
+    instance: str              # the site config's name: "io", "bms1", ...
+    profile: Profile | str     # a Profile or a profile name / path
+    address: int               # Modbus slave address 1..247
+    period_ms: int             # poll period
+
+
+class BusOptions(NamedTuple):
+    baud: int = 115200
+    timeout_floor_ms: float = 20.0
+    timeout_ceiling_ms: float = 500.0
+    retries: int = 1
+    offline_after: int = 2
+    online_after: int = 2
+
+
+class BusEvent(NamedTuple):
+    device: str
+    kind: str      # online offline exception mismatch write_ok write_mismatch write_failed
+    code: int      # Modbus exception code, or the write's token
+    detail: str
+
+
+class _State:
+    """One device's bookkeeping, owned by the bus thread."""
+
+    def __init__(self, spec: PolledDevice, profile: Profile, slot: int, due: float) -> None:
+        self.instance = spec.instance
+        self.profile = profile
+        self.address = spec.address
+        self.period = spec.period_ms / 1000
+        self.regmap: RegisterMap | None = None if profile.sunspec else profile.bind()
+        self.names = [n for n, _u, _s in profile.signal_specs()]
+        self.slot = slot                 # first index in the flat snapshot
+        self.due = due
+        self.online = 0
+        self.good_run = 0
+        self.bad_run = 0
+        self.ok = self.timeouts = self.crc = self.exc = self.exc_count = 0
+        self.not_implemented = 0
+        self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
+
+    def twins(self) -> list[int]:
+        return [self.online, self.ok, self.timeouts, self.crc, self.exc]
+
+
+class BusPoller:
+    """Polls the devices of one bus in its own thread.
+
+    >>> poller = BusPoller("/dev/ttyUSB0", [PolledDevice("io", "io-dvt", 1, 100),
+    ...                                     PolledDevice("bms1", "bms16-vendor", 2, 1000)])  # doctest: +SKIP
+    >>> indices = poller.indices(catalog)     # once, after building the catalog  # doctest: +SKIP
+    >>> poller.start()                        # doctest: +SKIP
+    >>> poller.copy_into(image, indices)      # every scan: non-blocking  # doctest: +SKIP
+    """
+
+    def __init__(self, port: str, devices: list[PolledDevice], options: BusOptions = BusOptions()) -> None:
+        self.port = port
+        self.options = options
+        self._states: list[_State] = []
+        names: list[str] = []
+        seen = set()
+        now = time.monotonic()
+        for i, spec in enumerate(devices):
+            if spec.instance in seen or not 1 <= spec.address <= 247 or spec.period_ms <= 0:
+                raise ProfileError("bus {}: device {!r} is repeated or has a bad address/period".format(
+                    port, spec.instance))
+            seen.add(spec.instance)
+            profile = spec.profile if isinstance(spec.profile, Profile) else load_profile(spec.profile)
+            stagger = spec.period_ms / 1000 * i / max(1, len(devices))
+            self._states.append(_State(spec, profile, len(names), now + stagger))
+            names += [spec.instance + "." + n for n, _u, _s in profile.signal_specs()]
+            names += [spec.instance + "." + t for t in TWINS]
+        self.names = names
+        self._flat = [0] * len(names)
+        self._lock = threading.Lock()
+        self._events: queue.SimpleQueue[BusEvent] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._master: RtuMaster | None = None
+        self._tokens = 0
+
+    # ---- the scan loop's side (never blocks on the bus) --------------------
+
+    def catalog_specs(self) -> list[tuple[str, str, int]]:
+        """The catalog specs of every device on this bus (signals, then twins)."""
+        from controller.core.catalog import device_signals
+        specs = []
+        for st in self._states:
+            specs += device_signals(st.instance, st.profile.signal_specs())
+        return specs
+
+    def indices(self, catalog) -> list[int]:
+        """Image index for each snapshot value; build once after the catalog."""
+        return [catalog.lookup(name, "bus " + self.port) for name in self.names]
+
+    def copy_into(self, image: list[int], indices: list[int]) -> None:
+        """Copy the newest snapshot into ``image`` (a short lock, no I/O)."""
+        with self._lock:
+            for i, v in zip(indices, self._flat):
+                image[i] = v
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(zip(self.names, self._flat))
+
+    def events(self) -> list[BusEvent]:
+        """Everything that happened since the last call (non-blocking)."""
+        out = []
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                return out
+
+    def write_coils(self, instance: str, values: dict[str, int]) -> int:
+        """Queue coil writes (e.g. ``{"k1": 1}``) with readback; returns a token that the
+        result event (``write_ok`` / ``write_mismatch`` / ``write_failed``) carries as code."""
+        st = self._state(instance)
+        addresses = {name: (st.regmap or st.profile.bind()).coil(name) for name in values}
+        self._tokens += 1
+        self._commands.put((self._tokens, st, addresses, dict(values)))
+        return self._tokens
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per-device counters and timing, for status pages and the bench."""
+        return {st.instance: {"online": st.online, "ok": st.ok, "timeouts": st.timeouts,
+                              "crc": st.crc, "exceptions": st.exc_count, "last_exception": st.exc,
+                              "not_implemented": st.not_implemented,
+                              "latency_ms": st.latency * 1000, "timeout_ms": self._timeout(st, 0) * 1000}
+                for st in self._states}
+
+    def start(self) -> "BusPoller":
+        """Open the port (PortError if it is missing) and start the bus thread."""
+        self._master = RtuMaster(self.port, self.options.baud)
+        self._thread = threading.Thread(target=self._run, name="bus-" + self.port, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread (within one transaction's timeout) and close the port."""
+        self._stop.set()
+        self._commands.put(None)
+        if self._thread is not None:
+            self._thread.join()
+        if self._master is not None:
+            self._master.close()
+
+    def _state(self, instance: str) -> _State:
+        for st in self._states:
+            if st.instance == instance:
+                return st
+        raise ProfileError("no device {!r} on bus {}".format(instance, self.port))
+
+    # ---- the bus thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            st = min(self._states, key=lambda s: s.due)
+            wait = st.due - time.monotonic()
+            if wait > 0:
+                try:
+                    command = self._commands.get(timeout=wait)
+                except queue.Empty:
+                    command = None
+                if command is not None:
+                    self._write(*command)
+                continue
+            self.poll(st)
+            st.due += st.period
+            now = time.monotonic()
+            if st.due < now:  # overrun: skip missed slots, keep the phase
+                st.due += ((now - st.due) // st.period + 1) * st.period
+
+    def poll(self, st: _State) -> bool:
+        """Read and decode one device now; update its twins and the snapshot."""
+        try:
+            if st.regmap is None:
+                st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
+                                                     st.profile))
+            blocks = [self._read(st, frames.READ_FUNCTION[b.table], b.start, b.count)
+                      for b in st.regmap.blocks]
+            values, missing = st.regmap.decode(blocks)
+        except NotSunSpec as e:
+            self._failed(st)
+            self._events.put(BusEvent(st.instance, "mismatch", 0, str(e)))
+            return False
+        except ModbusError:
+            self._failed(st)
+            return False
+        st.not_implemented = (st.not_implemented + missing) & COUNTER_MASK
+        st.bad_run = 0
+        st.good_run += 1
+        if not st.online and st.good_run >= self.options.online_after:
+            st.online = 1
+            self._events.put(BusEvent(st.instance, "online", 0, "answering"))
+        if st.exc:
+            st.exc = 0
+        self._publish(st, [values[n] for n in st.names])
+        return True
+
+    def _failed(self, st: _State) -> None:
+        st.good_run = 0
+        st.bad_run += 1
+        if st.online and st.bad_run >= self.options.offline_after:
+            st.online = 0
+            if st.profile.sunspec:
+                st.regmap = None  # rediscover: it may be a different device when it returns
+            self._events.put(BusEvent(st.instance, "offline", st.exc, "{} failed polls".format(st.bad_run)))
+        self._publish(st, None)
+
+    def _publish(self, st: _State, values: list[int] | None) -> None:
+        n = len(st.names)
+        with self._lock:
+            if values is not None:
+                self._flat[st.slot:st.slot + n] = values
+            self._flat[st.slot + n:st.slot + n + len(TWINS)] = st.twins()
+
+    def _timeout(self, st: _State, count: int) -> float:
+        wire = frames.wire_seconds(8 + 5 + 2 * count, self.options.baud)
+        t = wire + 4 * st.latency + 0.002
+        return min(self.options.timeout_ceiling_ms / 1000, max(self.options.timeout_floor_ms / 1000, t))
+
+    def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
+        """One block read with bounded retries; counts every attempt on the twins."""
+        assert self._master is not None
+        timeout = self._timeout(st, count)
+        for attempt in range(1 + self.options.retries):
+            t0 = time.perf_counter()
+            try:
+                values = self._master.read_block(st.address, function, start, count, timeout)
+            except ModbusTimeout:
+                st.timeouts = (st.timeouts + 1) & COUNTER_MASK
+                error: ModbusError = ModbusTimeout()
+            except (ModbusCrcError, ModbusFrameError) as e:
+                st.crc = (st.crc + 1) & COUNTER_MASK
+                error = e
+            except ModbusException as e:
+                self._exception(st, e.code)
+                raise  # the device answered: retrying will not change its mind
+            else:
+                turnaround = time.perf_counter() - t0 - frames.wire_seconds(8 + 5 + 2 * count,
+                                                                             self.options.baud)
+                st.latency += (max(0.0, turnaround) - st.latency) / 8
+                st.ok = (st.ok + 1) & COUNTER_MASK
+                return values
+            if self._stop.is_set() or attempt == self.options.retries:
+                raise error
+
+    def _exception(self, st: _State, code: int) -> None:
+        st.exc_count = (st.exc_count + 1) & COUNTER_MASK
+        if code != st.exc:
+            self._events.put(BusEvent(st.instance, "exception", code,
+                                      "Modbus exception {} from address {}".format(code, st.address)))
+        st.exc = code
+
+    def _write(self, token: int, st: _State, addresses: dict[str, int], values: dict[str, int]) -> None:
+        assert self._master is not None
+        try:
+            for name, coil in sorted(addresses.items()):
+                self._master.write_coil(st.address, coil, bool(values[name]), self._timeout(st, 0))
+        except ModbusError as e:
+            if isinstance(e, ModbusException):
+                self._exception(st, e.code)
+            self._events.put(BusEvent(st.instance, "write_failed", token, str(e) or "timeout"))
+            return
+        if not self.poll(st):
+            self._events.put(BusEvent(st.instance, "write_failed", token, "readback failed"))
+            return
+        got = self.snapshot()
+        wrong = [n for n in values if got[st.instance + "." + n] != (1 if values[n] else 0)]
+        kind = "write_mismatch" if wrong else "write_ok"
+        self._events.put(BusEvent(st.instance, kind, token, ", ".join(wrong) or "read back"))
+

@@ -1,0 +1,561 @@
+"""Device profiles: register maps as data (TOML), validated on load.
+
+A profile belongs to a device class (``io``, ``battery``, ``relay``) and maps
+registers to exactly that class's signals (docs/signals.md), each an integer
+in the class's declared unit and decimal scale.  The format is documented in
+docs/profiles.md.
+
+Decoding and encoding are pure and I/O free, so the same code serves the bus
+poller (registers -> signals), the simulator (signals -> registers) and
+virtual-time evaluation (world -> encode -> decode -> image):
+
+    profile = load_profile("bms16-vendor")
+    regmap = profile.bind()                 # SunSpec: profile.bind(layout)
+    tables = profile.encode({"pack_mv": 51200, ...})
+    values, missing = regmap.decode(regmap.blocks_from(tables))
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import zlib
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from drivers.errors import ProfileError
+from drivers.modbus.frames import MAX_BITS, MAX_REGISTERS
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
+
+# The signal contract of docs/signals.md: (short name, unit, scale).
+_IO = (("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
+       ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
+       ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1))
+_BATTERY = (("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
+            ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3),
+            ("temp_max_dc", "C", -1), ("temp_min_dc", "C", -1), ("modules", "count", 0),
+            ("serial", "code", 0), ("alarm_bits", "bits", 0))
+_CELLS = tuple(("cell{:02d}_mv".format(i), "V", -3) for i in range(1, 17))
+_RELAY = tuple(("k{}".format(i), "bool", 0) for i in range(1, 5))
+# class -> (signals every profile of the class maps, signals a profile may add)
+CLASSES: dict[str, tuple[tuple, tuple]] = {
+    "io": (_IO, ()),
+    "battery": (_BATTERY, _CELLS),
+    "relay": (_RELAY, ()),
+}
+
+TABLES = ("coil", "discrete", "holding", "input")
+BIT_TABLES = ("coil", "discrete")
+WORDS = {"bool": 1, "u16": 1, "s16": 1, "u32": 2, "s32": 2}
+TYPES = tuple(WORDS) + ("str",)
+SUNSPEC_BASES = (40000, 0, 50000)
+SUNS = (0x5375, 0x6E53)  # "SunS"
+SUNSPEC_END = 0xFFFF
+# SunSpec "not implemented" values per type; a scale factor uses 0x8000.
+NOT_IMPLEMENTED = {"u16": 0xFFFF, "s16": 0x8000, "u32": 0xFFFFFFFF, "s32": 0x80000000}
+NI_SF = 0x8000
+_FIELD_KEYS = {"table", "address", "model", "offset", "type", "scale", "sf", "bit",
+               "words", "word_order", "missing"}
+_PROFILE_KEYS = {"name", "class", "description", "word_order", "align", "gap"}
+
+
+def fold31(value: int) -> int:
+    """A 32-bit value folded into 31 bits (bit 31 is xor-ed into bit 0)."""
+    return (value & 0x7FFFFFFF) ^ (value >> 31)
+
+
+def fold_text(text: str) -> int:
+    """A serial string as an integer: its value if all digits and < 2**31, else CRC-32 & 0x7FFFFFFF."""
+    if text.isdigit() and int(text) < 2**31:
+        return int(text)
+    return zlib.crc32(text.encode("latin-1", "replace")) & 0x7FFFFFFF
+
+
+def _scaled(raw: int, exp: int) -> int:
+    """raw * 10**exp in integers, truncated toward zero."""
+    if exp >= 0:
+        return raw * 10**exp
+    div = 10**-exp
+    return raw // div if raw >= 0 else -((-raw) // div)
+
+
+class Field(NamedTuple):
+    """One signal's register(s), resolved to an absolute address."""
+    name: str
+    table: str
+    address: int
+    type: str
+    words: int
+    bit: int | None
+    word_order: str
+    raw_scale: int          # decimal exponent of one raw count (when sf is None)
+    sf_address: int | None  # SunSpec scale-factor register
+    scale: int              # the signal's declared scale
+    missing: int            # value given for a not-implemented point
+
+
+class Block(NamedTuple):
+    table: str
+    start: int
+    count: int
+
+
+class SunSpecModel(NamedTuple):
+    id: int
+    length: int
+    fill: dict[int, Any]
+
+
+class RegisterMap:
+    """A profile bound to concrete addresses: block reads, decode, coil addresses."""
+
+    def __init__(self, fields: list[Field], gap: int, not_implemented: bool) -> None:
+        self.fields = fields
+        self.blocks = _pack_blocks(fields, gap)
+        self.not_implemented = not_implemented
+        self._plan = [(f, *self._locate(f.table, f.address)) for f in fields]
+        self._sf = {f.sf_address: self._locate("holding", f.sf_address)
+                    for f in fields if f.sf_address is not None}
+
+    def _locate(self, table: str, address: int) -> tuple[int, int]:
+        for i, b in enumerate(self.blocks):
+            if b.table == table and b.start <= address < b.start + b.count:
+                return i, address - b.start
+        raise ProfileError("register {} of table {} is in no block".format(address, table))
+
+    def decode(self, blocks: list[list[int]]) -> tuple[dict[str, int], int]:
+        """Signals from block contents (aligned with ``self.blocks``), and the count of
+        not-implemented points (each given its field's ``missing`` value)."""
+        out: dict[str, int] = {}
+        missing = 0
+        ni = self.not_implemented
+        for f, bi, off in self._plan:
+            regs = blocks[bi]
+            raw = _raw(f, regs, off)
+            if raw is None or (ni and f.type in NOT_IMPLEMENTED and raw == NOT_IMPLEMENTED[f.type]):
+                out[f.name] = f.missing
+                missing += 1
+                continue
+            raw = _signed(f, raw)
+            exp = f.raw_scale
+            if f.sf_address is not None:
+                sbi, soff = self._sf[f.sf_address]
+                sf = blocks[sbi][soff]
+                if sf == NI_SF:
+                    out[f.name] = f.missing
+                    missing += 1
+                    continue
+                exp = sf - 0x10000 if sf & 0x8000 else sf
+            out[f.name] = _scaled(raw, exp - f.scale)
+        return out, missing
+
+    def blocks_from(self, tables: dict[str, dict[int, int]]) -> list[list[int]]:
+        """What a slave holding ``tables`` answers to this map's block reads (absent = 0)."""
+        return [[tables[b.table].get(a, 0) for a in range(b.start, b.start + b.count)]
+                for b in self.blocks]
+
+    def coil(self, name: str) -> int:
+        """The coil address of a writable signal."""
+        for f in self.fields:
+            if f.name == name and f.table == "coil":
+                return f.address
+        raise ProfileError("signal '{}' is not a coil (coils: {})".format(
+            name, ", ".join(f.name for f in self.fields if f.table == "coil") or "none"))
+
+
+def _raw(f: Field, regs: list[int], off: int) -> int | None:
+    if f.type == "str":
+        data = b"".join(r.to_bytes(2, "big") for r in regs[off:off + f.words])
+        text = data.split(b"\0")[0].decode("latin-1").strip()
+        return fold_text(text) if text else None
+    if f.words == 2:
+        hi, lo = regs[off], regs[off + 1]
+        if f.word_order == "little":
+            hi, lo = lo, hi
+        return (hi << 16) | lo
+    raw = regs[off]
+    if f.bit is not None:
+        return (raw >> f.bit) & 1
+    return raw
+
+
+def _signed(f: Field, raw: int) -> int:
+    if f.type == "s16" and raw & 0x8000:
+        return raw - 0x10000
+    if f.type == "s32" and raw & 0x80000000:
+        return raw - 0x100000000
+    if f.type == "u32" and raw >> 31:
+        return fold31(raw)
+    return raw
+
+
+def _pack_blocks(fields: list[Field], gap: int) -> list[Block]:
+    """Contiguous (or within ``gap``) addresses of one table packed into reads of at
+    most 125 registers / 2000 bits."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for f in fields:
+        spans.setdefault(f.table, []).append((f.address, f.address + f.words))
+        if f.sf_address is not None:
+            spans.setdefault("holding", []).append((f.sf_address, f.sf_address + 1))
+    blocks = []
+    for table in TABLES:
+        limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
+        start = end = None
+        for lo, hi in sorted(spans.get(table, [])):
+            if start is not None and lo <= end + gap and max(end, hi) - start <= limit:
+                end = max(end, hi)
+                continue
+            if start is not None:
+                blocks.append(Block(table, start, end - start))
+            start, end = lo, hi
+        if start is not None:
+            blocks.append(Block(table, start, end - start))
+    return blocks
+
+
+class Profile:
+    """A validated profile.  ``bind()`` gives the RegisterMap the poller and decoder use."""
+
+    def __init__(self, path: Path, name: str, device_class: str, description: str,
+                 specs: list[tuple[str, str, int]], fields: list[dict], gap: int,
+                 models: list[SunSpecModel]) -> None:
+        self.path = path
+        self.name = name
+        self.device_class = device_class
+        self.description = description
+        self._specs = specs
+        self._fields = fields     # validated entries; SunSpec ones relative to their model
+        self.gap = gap
+        self.models = models      # empty unless a SunSpec profile
+
+    @property
+    def sunspec(self) -> bool:
+        return bool(self.models)
+
+    def signal_specs(self) -> list[tuple[str, str, int]]:
+        """``(short_name, unit, scale)`` in class order, for catalog.device_signals()."""
+        return list(self._specs)
+
+    def sim_layout(self, base: int = SUNSPEC_BASES[0]) -> dict[int, int]:
+        """SunSpec model id -> address of its ID register, chained from ``base``."""
+        layout, addr = {}, base + 2
+        for m in self.models:
+            layout[m.id] = addr
+            addr += 2 + m.length
+        return layout
+
+    def bind(self, layout: dict[int, int] | None = None) -> RegisterMap:
+        """Resolve addresses; a SunSpec profile needs the discovered model ``layout``."""
+        if self.sunspec and layout is None:
+            raise ProfileError("{}: a SunSpec profile needs the device's model layout".format(self.path))
+        fields = []
+        for e in self._fields:
+            base = layout[e["model"]] if self.sunspec else 0
+            sf = e.get("sf")
+            fields.append(Field(e["name"], e["table"], base + e["address"], e["type"],
+                                e["words"], e.get("bit"), e["word_order"], e["raw_scale"],
+                                None if sf is None else base + sf, e["scale"], e["missing"]))
+        return RegisterMap(fields, self.gap, self.sunspec)
+
+    def encode(self, values: dict[str, int], base: int = SUNSPEC_BASES[0]) -> dict[str, dict[int, int]]:
+        """Register tables that decode to ``values`` (the simulator's side).
+
+        Values outside a register's range are clamped; SunSpec scale factors are
+        chosen per scale-factor register as the finest that fits every point.
+        """
+        tables: dict[str, dict[int, int]] = {t: {} for t in TABLES}
+        layout = self.sim_layout(base) if self.sunspec else None
+        regmap = self.bind(layout)
+        if self.sunspec:
+            _encode_sunspec_frame(tables["holding"], self.models, layout, base)
+        sfs = _choose_sfs(regmap.fields, values)
+        for f in regmap.fields:
+            value = values.get(f.name, 0)
+            exp = sfs[f.sf_address] if f.sf_address is not None else f.raw_scale
+            _put(tables[f.table], f, value, exp)
+        for address, sf in sfs.items():
+            tables["holding"][address] = sf & 0xFFFF
+        return tables
+
+
+def _encode_sunspec_frame(holding: dict[int, int], models: list[SunSpecModel],
+                          layout: dict[int, int], base: int) -> None:
+    holding[base], holding[base + 1] = SUNS
+    end = base + 2
+    for m in models:
+        start = layout[m.id]
+        holding[start], holding[start + 1] = m.id, m.length
+        for a in range(start + 2, start + 2 + m.length):
+            holding[a] = 0
+        for offset, value in m.fill.items():
+            if isinstance(value, str):
+                _put_text(holding, start + offset, value, 16)
+            else:
+                holding[start + offset] = value & 0xFFFF
+        end = start + 2 + m.length
+    holding[end], holding[end + 1] = SUNSPEC_END, 0
+
+
+def _put_text(regs: dict[int, int], address: int, text: str, words: int) -> None:
+    data = text.encode("latin-1", "replace")[: 2 * words].ljust(2 * words, b"\0")
+    for i in range(words):
+        regs[address + i] = (data[2 * i] << 8) | data[2 * i + 1]
+
+
+_RANGE = {"bool": (0, 1), "u16": (0, 0xFFFF), "s16": (-0x8000, 0x7FFF),
+          "u32": (0, 0x7FFFFFFF), "s32": (-0x80000000, 0x7FFFFFFF)}
+
+
+def _raw_for(f: Field, value: int, exp: int) -> int:
+    return _scaled(value, f.scale - exp)
+
+
+def _choose_sfs(fields: list[Field], values: dict[str, int]) -> dict[int, int]:
+    by_sf: dict[int, list[Field]] = {}
+    for f in fields:
+        if f.sf_address is not None:
+            by_sf.setdefault(f.sf_address, []).append(f)
+    chosen = {}
+    for address, group in by_sf.items():
+        for exp in range(-6, 10):
+            if all(_RANGE[f.type][0] <= _raw_for(f, values.get(f.name, 0), exp) <= _RANGE[f.type][1]
+                   for f in group):
+                break
+        chosen[address] = exp
+    return chosen
+
+
+def _put(regs: dict[int, int], f: Field, value: int, exp: int) -> None:
+    if f.type == "str":
+        _put_text(regs, f.address, str(value), f.words)
+        return
+    lo, hi = _RANGE[f.type]
+    raw = min(hi, max(lo, _raw_for(f, value, exp)))
+    if f.bit is not None:
+        old = regs.get(f.address, 0)
+        regs[f.address] = (old & ~(1 << f.bit)) | (raw << f.bit)
+    elif f.words == 2:
+        raw &= 0xFFFFFFFF
+        words = [raw >> 16, raw & 0xFFFF]
+        if f.word_order == "little":
+            words.reverse()
+        regs[f.address], regs[f.address + 1] = words
+    else:
+        regs[f.address] = raw & 0xFFFF
+
+
+# ---- loading and validation ------------------------------------------------
+
+class _Source:
+    """The profile's text, to find the line of a table or key (tomllib has no lines)."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, header: str, key: str | None = None) -> int:
+        pat = re.compile(r"^\s*\[+\s*" + re.escape(header) + r"\s*\]+\s*(#.*)?$")
+        inline = re.compile(r"^\s*" + re.escape(header.rsplit(".", 1)[-1]) + r"\s*=\s*\{")
+        for i, line in enumerate(self.lines):
+            if pat.match(line) or ("." in header and inline.match(line)):
+                return self._key_after(i, key) if key else i + 1
+        return self._key_after(0, key) if key else 1
+
+    def nth_of(self, header: str, n: int, key: str | None = None) -> int:
+        """Line of the n-th ``[[header]]`` array table (or its key)."""
+        pat = re.compile(r"^\s*\[\[\s*" + re.escape(header) + r"\s*\]\]")
+        hits = [i for i, line in enumerate(self.lines) if pat.match(line)]
+        if n < len(hits):
+            return self._key_after(hits[n], key) if key else hits[n] + 1
+        return 1
+
+    def _key_after(self, start: int, key: str | None) -> int:
+        pat = re.compile(r"^\s*" + re.escape(key or "") + r"\s*=")
+        inline = re.compile(r"[{,]\s*" + re.escape(key or "") + r"\s*=")
+        for i in range(start, len(self.lines)):
+            line = self.lines[i]
+            if i > start and line.lstrip().startswith("["):
+                break
+            if pat.match(line) or inline.search(line):
+                return i + 1
+        return start + 1
+
+    def error(self, line: int, what: str) -> ProfileError:
+        return ProfileError("{}:{}: {}".format(self.path, line, what))
+
+
+def known_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A profile by name (drivers/profiles/NAME.toml) or by file path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and "/" not in str(name_or_path):
+        path = PROFILE_DIR / (str(name_or_path) + ".toml")
+        if not path.is_file():
+            raise ProfileError("unknown device profile '{}' (known: {}; or give a .toml path)".format(
+                name_or_path, ", ".join(known_profiles())))
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ProfileError("cannot read device profile {}: {}".format(path, e.strerror)) from None
+    return parse_profile(text, path)
+
+
+def parse_profile(text: str, path: Path) -> Profile:
+    src = _Source(path, text)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError("{}: not valid TOML: {}".format(path, e)) from None
+    head = doc.get("profile")
+    if not isinstance(head, dict):
+        raise src.error(1, "missing [profile] table (name, class)")
+    for key in head:
+        if key not in _PROFILE_KEYS:
+            raise src.error(src.line_of("profile", key), "unknown key profile.{} (known: {})".format(
+                key, ", ".join(sorted(_PROFILE_KEYS))))
+    device_class = head.get("class")
+    if device_class not in CLASSES:
+        raise src.error(src.line_of("profile", "class"), "device class {!r} is not one of {}".format(
+            device_class, ", ".join(CLASSES)))
+    word_order = head.get("word_order", "big")
+    if word_order not in ("big", "little"):
+        raise src.error(src.line_of("profile", "word_order"), "word_order must be \"big\" or \"little\"")
+    align = _int_in(src, head, "align", 1, (1, 2), "profile")
+    gap = _int_in(src, head, "gap", 0, range(0, MAX_REGISTERS), "profile")
+    models = _sunspec_models(src, doc.get("sunspec"))
+    required, optional = CLASSES[device_class]
+    catalog = {n: (u, s) for n, u, s in required + optional}
+    signals = doc.get("signals")
+    if not isinstance(signals, dict):
+        raise src.error(1, "missing [signals.NAME] tables")
+    entries = []
+    for name, entry in signals.items():
+        if name not in catalog:
+            raise src.error(src.line_of("signals." + name), "signal '{}' is not in class {} (its signals: {})".format(
+                name, device_class, ", ".join(n for n, _u, _s in required + optional)))
+        entries.append(_field(src, name, entry, catalog[name], word_order, models))
+    missing = [n for n, _u, _s in required if n not in signals]
+    if missing:
+        raise src.error(1, "class {} needs signals {}: add a [signals.NAME] table for each".format(
+            device_class, ", ".join(missing)))
+    _check_layout(src, entries, align, models)
+    specs = [s for s in required + optional if s[0] in signals]
+    return Profile(path, str(head.get("name", path.stem)), device_class,
+                   str(head.get("description", "")), specs, entries, gap, models)
+
+
+def _int_in(src: _Source, table: dict, key: str, default: int, allowed, where: str) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value not in allowed:
+        raise src.error(src.line_of(where, key), "{}.{} = {!r} is not allowed (want one of {})".format(
+            where, key, value, "{}..{}".format(min(allowed), max(allowed))))
+    return value
+
+
+def _sunspec_models(src: _Source, sunspec: Any) -> list[SunSpecModel]:
+    if sunspec is None:
+        return []
+    models = sunspec.get("model") if isinstance(sunspec, dict) else None
+    if not isinstance(models, list) or not models:
+        raise src.error(src.line_of("sunspec"), "[sunspec] needs [[sunspec.model]] tables (id, length)")
+    out = []
+    for n, m in enumerate(models):
+        mid, length = m.get("id"), m.get("length")
+        if not isinstance(mid, int) or not 1 <= mid < SUNSPEC_END or not isinstance(length, int) or length < 1:
+            raise src.error(src.nth_of("sunspec.model", n), "SunSpec model needs integer id and length")
+        fill = {}
+        for key, value in m.get("fill", {}).items():
+            if not key.isdigit() or not 2 <= int(key) < 2 + length or not isinstance(value, (int, str)):
+                raise src.error(src.nth_of("sunspec.model", n, "fill"),
+                                "model {} fill key {!r}: want an offset 2..{} and an integer or string".format(
+                                    mid, key, length + 1))
+            fill[int(key)] = value
+        out.append(SunSpecModel(mid, length, fill))
+    if out[0].id != 1:
+        raise src.error(src.nth_of("sunspec.model", 0, "id"), "the first SunSpec model must be the common model 1")
+    return out
+
+
+def _field(src: _Source, name: str, entry: Any, unit_scale: tuple[str, int], word_order: str,
+           models: list[SunSpecModel]) -> dict:
+    header = "signals." + name
+    if not isinstance(entry, dict):
+        raise src.error(src.line_of(header), "signal '{}' must be a table".format(name))
+    for key in entry:
+        if key not in _FIELD_KEYS:
+            raise src.error(src.line_of(header, key), "signal '{}': unknown key '{}' (known: {})".format(
+                name, key, ", ".join(sorted(_FIELD_KEYS))))
+    unit, scale = unit_scale
+    typ = entry.get("type", "bool" if unit == "bool" else "u16")
+    if models:
+        table, address = "holding", entry.get("offset")
+        where = "model {} offset {}".format(entry.get("model"), address)
+        if entry.get("model") not in [m.id for m in models]:
+            raise src.error(src.line_of(header, "model"), "signal '{}': model {!r} is not in [[sunspec.model]]".format(
+                name, entry.get("model")))
+    else:
+        table, address = entry.get("table"), entry.get("address")
+        where = "{} register {}".format(table, address)
+        if table not in TABLES:
+            raise src.error(src.line_of(header, "table"), "signal '{}': table {!r} is not one of {}".format(
+                name, table, ", ".join(TABLES)))
+    if not isinstance(address, int) or not 0 <= address <= 0xFFFF:
+        raise src.error(src.line_of(header, "offset" if models else "address"),
+                        "signal '{}': register address {!r} is not an integer 0..65535".format(name, address))
+    line = src.line_of(header, "type")
+    say = "signal '{}' ({})".format(name, where)
+    if typ not in TYPES:
+        raise src.error(line, "{}: unknown type {!r} (known: {})".format(say, typ, ", ".join(TYPES)))
+    if (table in BIT_TABLES) != (typ == "bool"):
+        raise src.error(line, "{}: type {} does not fit table {} (coil/discrete are bool, registers are not)".format(
+            say, typ, table))
+    bit = entry.get("bit")
+    if bit is not None and (typ != "u16" or not isinstance(bit, int) or not 0 <= bit <= 15):
+        raise src.error(src.line_of(header, "bit"), "{}: bit must be 0..15 on a u16 register".format(say))
+    if unit == "bool" and typ != "bool" and bit is None:
+        raise src.error(line, "{}: a bool signal on a register needs `bit`".format(say))
+    words = WORDS.get(typ, entry.get("words"))
+    if typ == "str" and (not isinstance(words, int) or not 1 <= words <= MAX_REGISTERS):
+        raise src.error(src.line_of(header, "words"), "{}: a str needs words = 1..125".format(say))
+    raw_scale = entry.get("scale", scale)
+    if not isinstance(raw_scale, int) or isinstance(raw_scale, bool) or not -9 <= raw_scale <= 9:
+        raise src.error(src.line_of(header, "scale"), "{}: scale {!r} is not an integer power of ten -9..9".format(
+            say, raw_scale))
+    sf = entry.get("sf")
+    if sf is not None and (not models or not isinstance(sf, int) or sf < 2):
+        raise src.error(src.line_of(header, "sf"), "{}: sf is the offset of a SunSpec scale-factor point".format(say))
+    order = entry.get("word_order", word_order)
+    if order not in ("big", "little"):
+        raise src.error(src.line_of(header, "word_order"), "{}: word_order must be big or little".format(say))
+    missing = entry.get("missing", 0)
+    if not isinstance(missing, int):
+        raise src.error(src.line_of(header, "missing"), "{}: missing must be an integer".format(say))
+    return {"name": name, "table": table, "address": address, "type": typ, "words": words,
+            "bit": bit, "word_order": order, "raw_scale": raw_scale, "sf": sf, "scale": scale,
+            "missing": missing, "model": entry.get("model"), "line": line, "where": where}
+
+
+def _check_layout(src: _Source, entries: list[dict], align: int, models: list[SunSpecModel]) -> None:
+    lengths = {m.id: m.length for m in models}
+    taken: dict[tuple, dict] = {}
+    for e in entries:
+        if align == 2 and e["words"] == 2 and e["address"] % 2:
+            raise src.error(e["line"], "signal '{}' ({}): a 32-bit value must start at an even register "
+                            "(profile.align = 2)".format(e["name"], e["where"]))
+        if models and e["address"] + e["words"] > 2 + lengths[e["model"]]:
+            raise src.error(e["line"], "signal '{}' ({}): runs past the end of model {} (length {})".format(
+                e["name"], e["where"], e["model"], lengths[e["model"]]))
+        for a in range(e["address"], e["address"] + e["words"]):
+            key = (e["model"], e["table"], a, e["bit"])
+            whole = (e["model"], e["table"], a, None)
+            clash = taken.get(key) or (taken.get(whole) if e["bit"] is not None else None)
+            if clash is None and e["bit"] is None:
+                clash = next((v for k, v in taken.items() if k[:3] == key[:3]), None)
+            if clash is not None:
+                raise src.error(e["line"], "signal '{}' ({}) overlaps signal '{}' at register {}".format(
+                    e["name"], e["where"], clash["name"], a))
+            taken[key] = e

@@ -1,0 +1,79 @@
+"""``cabguard bus scan PORT``: which slave addresses answer, and which are SunSpec devices."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NamedTuple
+
+from drivers.errors import ModbusCrcError, ModbusError, ModbusException, ModbusFrameError, ModbusTimeout
+from drivers.modbus import frames
+from drivers.modbus.master import RtuMaster
+from drivers.modbus.sunspec import NotSunSpec, find_base, model_chain
+
+COMMON_TEXT = (("Mn", 2, 16), ("Md", 18, 16), ("SN", 50, 16))  # model 1 strings: name, offset, words
+
+
+class Found(NamedTuple):
+    address: int
+    note: str                 # "" or what was odd about the answers
+    sunspec_base: int | None
+    models: list[int]
+    identity: dict[str, str]
+
+
+def _text(regs: list[int]) -> str:
+    return b"".join(r.to_bytes(2, "big") for r in regs).split(b"\0")[0].decode("latin-1").strip()
+
+
+def probe(master: RtuMaster, address: int, timeout: float) -> Found | None:
+    """A device at ``address``: anything that answers, even with an exception, is there."""
+    note = ""
+    try:
+        master.read_registers(address, frames.READ_HOLDING, 0, 1, timeout)
+    except ModbusException as e:
+        note = "exception {} at holding register 0".format(e.code)
+    except (ModbusCrcError, ModbusFrameError) as e:
+        return Found(address, "answers, but garbled: {}".format(e), None, [], {})
+    except ModbusTimeout:
+        return None
+    return identify(master, address, timeout, note)
+
+
+def identify(master: RtuMaster, address: int, timeout: float, note: str = "") -> Found:
+    def read(start: int, count: int) -> list[int]:
+        return master.read_registers(address, frames.READ_HOLDING, start, count, timeout)
+    try:
+        base = find_base(read)
+        chain = model_chain(read, base)
+    except (NotSunSpec, ModbusError):
+        return Found(address, note, None, [], {})
+    identity = {}
+    common = [a for mid, a, _l in chain if mid == 1]
+    if common:
+        for name, offset, words in COMMON_TEXT:
+            try:
+                identity[name] = _text(read(common[0] + offset, words))
+            except ModbusError:
+                identity[name] = "?"
+    return Found(address, note, base, [c[0] for c in chain], identity)
+
+
+def main(args: argparse.Namespace) -> int:
+    master = RtuMaster(args.port, args.baud)
+    timeout = args.timeout_ms / 1000
+    try:
+        found = [f for a in range(args.first, args.last + 1)
+                 if (f := probe(master, a, timeout)) is not None]
+    finally:
+        master.close()
+    print("{} at {} baud, addresses {}-{}: {} slave(s) answer".format(
+        args.port, args.baud, args.first, args.last, len(found)))
+    for f in found:
+        line = "  address {:3d}".format(f.address)
+        if f.sunspec_base is not None:
+            line += "  SunSpec at {}: models {}".format(f.sunspec_base, ", ".join(map(str, f.models)))
+            line += "".join("  {}={}".format(k, v) for k, v in f.identity.items())
+        if f.note:
+            line += "  ({})".format(f.note)
+        print(line)
+    return 0

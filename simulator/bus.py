@@ -1,0 +1,154 @@
+"""Simulated RS-485 buses: Modbus RTU slaves served on pseudo-terminal pairs.
+
+Each bus is an ``os.openpty()`` pair: the gateway (or any Modbus master)
+opens the slave end (``bus.port``, e.g. /dev/pts/7) as a serial port; the
+simulator reads requests from the master end and answers for the devices on
+that bus.  A request is complete when its length (known from the function
+code) has arrived, so answers do not wait for the t3.5 gap; a partial frame
+followed by t3.5 of silence, or a bad CRC, is dropped as a real slave would.
+
+    with Simulator([SimBus("rs485-1", [SimDevice("io", "io-dvt", 1)])]) as sim:
+        port = sim.bus("rs485-1").port
+        sim.device("io").set(door_open=1)
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+
+from drivers.modbus import frames
+from simulator.errors import SimConfigError
+from simulator.slave import SimDevice
+
+
+class SimBus:
+    """One pty pair and the devices on it; ``wire_time`` delays each answer by the
+    time request and answer would take on a real wire at ``baud``."""
+
+    def __init__(self, name: str, devices: list[SimDevice], baud: int = 115200,
+                 wire_time: bool = False) -> None:
+        addresses = [d.address for d in devices]
+        if len(set(addresses)) != len(addresses):
+            raise SimConfigError("bus {}: two devices share an address ({})".format(name, addresses))
+        self.name = name
+        self.baud = baud
+        self.wire_time = wire_time
+        self.devices = {d.address: d for d in devices}
+        self.master_fd, self.slave_fd = os.openpty()
+        tty.setraw(self.slave_fd)  # no echo or line editing before a client configures it
+        self.port = os.ttyname(self.slave_fd)
+        self.dropped = 0           # frames dropped for CRC or silence mid-frame
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, name="sim-" + self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        os.close(self.master_fd)
+        os.close(self.slave_fd)
+
+    def _serve(self) -> None:
+        poller = select.poll()
+        poller.register(self.master_fd, select.POLLIN)
+        t35_ms = frames.t35_seconds(self.baud) * 1000
+        buf = b""
+        while not self._stop.is_set():
+            # Waiting inside a frame: t3.5 of silence ends (drops) it.
+            if not poller.poll(t35_ms if buf else 50):
+                if buf:
+                    self.dropped += 1
+                    buf = b""
+                continue
+            buf += os.read(self.master_fd, 512)
+            while buf:
+                need = frames.request_length(buf)
+                if not need or len(buf) < need:
+                    break
+                frame, buf = buf[:need], buf[need:]
+                self._handle(frame)
+
+    def _handle(self, frame: bytes) -> None:
+        if not frames.crc_ok(frame):
+            self.dropped += 1
+            return
+        device = self.devices.get(frame[0])
+        if device is None:
+            return
+        reply = device.reply(frame)
+        if reply.data is None:
+            return
+        delay = reply.delay_s
+        if self.wire_time:
+            delay += frames.wire_seconds(len(frame) + len(reply.data), self.baud)
+        if delay:
+            time.sleep(delay)
+        os.write(self.master_fd, reply.data)
+
+
+class Simulator:
+    """Several buses in one process; ``link(dir)`` makes ``dir/<bus>`` symlinks to the ports."""
+
+    def __init__(self, buses: list[SimBus]) -> None:
+        names = [b.name for b in buses]
+        if len(set(names)) != len(names):
+            raise SimConfigError("two buses share a name ({})".format(", ".join(names)))
+        self.buses = {b.name: b for b in buses}
+        self._links: list[Path] = []
+
+    def bus(self, name: str) -> SimBus:
+        try:
+            return self.buses[name]
+        except KeyError:
+            raise SimConfigError("no bus {!r} (buses: {})".format(name, ", ".join(self.buses))) from None
+
+    def device(self, name: str) -> SimDevice:
+        for bus in self.buses.values():
+            for dev in bus.devices.values():
+                if dev.name == name:
+                    return dev
+        raise SimConfigError("no simulated device {!r}".format(name))
+
+    def link(self, directory: str | Path) -> dict[str, Path]:
+        """``directory/<bus>`` -> the bus's pty, replacing stale links of an earlier run."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        made = {}
+        for name, bus in self.buses.items():
+            path = d / name
+            if path.is_symlink():
+                path.unlink()
+            elif path.exists():
+                raise SimConfigError("{} exists and is not a symlink: remove it or choose another --link".format(path))
+            path.symlink_to(bus.port)
+            self._links.append(path)
+            made[name] = path
+        return made
+
+    def start(self) -> "Simulator":
+        for bus in self.buses.values():
+            bus.start()
+        return self
+
+    def stop(self) -> None:
+        for bus in self.buses.values():
+            bus.stop()
+        for path in self._links:
+            if path.is_symlink():
+                path.unlink()
+        self._links.clear()
+
+    def __enter__(self) -> "Simulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
