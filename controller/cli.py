@@ -73,7 +73,36 @@ def _bus(sub: argparse._SubParsersAction) -> None:
     scan.set_defaults(handler="drivers.modbus.scan:main")
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_demo, _replay, _bench, _sim, _bus]
+def _keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="make a gateway's COSE_Key files",
+                       description="Key files (COSE_Key, mode 0600); see docs/keys.md.")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser("gen", help="write record, command and installer keys for a gateway",
+                              description="Write record.key (provisioning record key), command.key "
+                                          "and installer.key for one gateway, mode 0600.")
+    gen.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id (names the kids)")
+    gen.add_argument("--out", required=True, metavar="DIR", help="folder for the key files")
+    gen.add_argument("--alg", choices=["aes-mac", "sm4-mac", "a128gcm", "sm4-gcm"], default="aes-mac",
+                     help="record algorithm: MAC only (default aes-mac) or encrypted (a128gcm, sm4-gcm)")
+    gen.add_argument("--force", action="store_true", help="replace existing key files")
+    gen.set_defaults(handler="controller.keygen:main")
+
+
+def _verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check a journal: MACs, chain, sequence, time, truncation",
+                       description="Check every record of a journal folder with the provisioning "
+                                   "record key; exit 1 on any sign of tampering (docs/journal.md).")
+    p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files)")
+    p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
+    p.add_argument("--checkpoint", metavar="SEQ[:TAG]",
+                   help="the last checkpoint the head-end saw in a heartbeat (detects truncation)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.set_defaults(handler="controller.verify:main")
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _demo, _replay, _bench, _sim, _bus, _keys, _verify,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

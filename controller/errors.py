@@ -11,3 +11,7 @@ class CabguardError(Exception):
 
 class UsageError(CabguardError):
     """A command line that cannot be carried out as given."""
+
+
+class JournalError(CabguardError):
+    """A journal that cannot be opened, continued or written."""

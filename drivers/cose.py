@@ -1,20 +1,34 @@
-"""COSE_Mac0 (RFC 9052 §6.2) with CBC-MAC over AES or SM4 (RFC 9053 §3.2).
+"""COSE_Mac0 and COSE_Encrypt0 (RFC 9052) for cabguard's records.
 
-The MAC is computed over the deterministic CBOR encoding of the
-MAC_structure ``["MAC0", protected, external_aad, payload]``: the bytes are
-zero-padded to a whole number of 16-byte blocks and run through the block
-cipher in CBC mode with an all-zero IV; the tag is the last block (128-bit
-tag).  SM4 uses the same construction under a private-use algorithm id.
-Tags are compared in constant time.
+COSE_Mac0 uses CBC-MAC over AES or SM4 (RFC 9053 §3.2): the deterministic
+CBOR encoding of the MAC_structure ``["MAC0", protected, external_aad,
+payload]`` is zero-padded to a whole number of 16-byte blocks and run
+through the block cipher in CBC mode with an all-zero IV; the tag is the
+last block (128-bit tag).  SM4 uses the same construction under a
+private-use algorithm id.
+
+COSE_Encrypt0 uses AES-GCM (A128GCM, alg 1) or SM4-GCM (private-use id):
+the 12-byte IV goes in the unprotected header (label 5), the additional
+data is the Enc_structure ``["Encrypt0", protected, external_aad]`` and
+the ciphertext carries the 16-byte GCM tag at its end (RFC 9053 §4.1).
+SM4-GCM is cryptography's SM4 block cipher in its GCM mode (the
+construction of RFC 8998), checked against RFC 8998's test vector.
+
+Both message kinds may carry the record's sequence number in the
+protected header under a private-use label, so that a journal reader can
+order records without opening them.  Tags are compared in constant time.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 from typing import Callable
 
 import cbor2
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drivers.errors import CoseError
 
@@ -24,10 +38,20 @@ ALG_AES_MAC_128_128 = 25
 ALG_SM4_MAC_128_128 = -65537
 ALG_SM4_GCM = -65538
 MAC_ALGS = {ALG_AES_MAC_128_128: "AES-MAC 128/128", ALG_SM4_MAC_128_128: "SM4-MAC 128/128"}
+AEAD_ALGS = {ALG_A128GCM: "A128GCM", ALG_SM4_GCM: "SM4-GCM"}
+ALGS = {**MAC_ALGS, **AEAD_ALGS}
+# Names for the command line (`keys gen --alg`).
+ALG_BY_NAME = {"aes-mac": ALG_AES_MAC_128_128, "sm4-mac": ALG_SM4_MAC_128_128,
+               "a128gcm": ALG_A128GCM, "sm4-gcm": ALG_SM4_GCM}
 
 HDR_ALG = 1
 HDR_KID = 4
+HDR_IV = 5
+HDR_SEQ = -65537   # private-use header label: the record's sequence number
+TAG_ENCRYPT0 = 16
 TAG_MAC0 = 17
+TAG_LEN = 16
+IV_LEN = 12
 _ZERO_IV = bytes(16)
 
 
@@ -36,50 +60,128 @@ def encode(obj: object) -> bytes:
     return cbor2.dumps(obj, canonical=True)
 
 
+def _check_key(alg: int, key: bytes) -> None:
+    if alg not in ALGS:
+        raise CoseError("algorithm {} is not one this gateway knows ({})".format(
+            alg, ", ".join("{} = {}".format(k, v) for k, v in ALGS.items())))
+    if len(key) != 16:
+        raise CoseError("a {} key must be 16 bytes, this one has {}".format(ALGS[alg], len(key)))
+
+
+class CbcMac:
+    """CBC-MAC with one long-lived CBC context per key (not thread-safe).
+
+    Creating a cipher context costs more than MACing a record, so the
+    context is kept: after a message the chaining value is that message's
+    tag, and XOR-ing the tag into the next message's first block undoes it,
+    which is exactly CBC-MAC with a zero IV.
+    """
+
+    def __init__(self, alg: int, key: bytes):
+        if alg not in MAC_ALGS:
+            raise CoseError("algorithm {} is not a MAC this gateway knows ({})".format(
+                alg, ", ".join("{} = {}".format(k, v) for k, v in MAC_ALGS.items())))
+        _check_key(alg, key)
+        cipher = algorithms.AES(key) if alg == ALG_AES_MAC_128_128 else algorithms.SM4(key)
+        self._enc = Cipher(cipher, modes.CBC(_ZERO_IV)).encryptor()
+        self._chain = 0
+
+    def tag(self, data: bytes) -> bytes:
+        pad = (-len(data)) % 16 if data else 16
+        padded = data + bytes(pad)
+        first = (int.from_bytes(padded[:16], "big") ^ self._chain).to_bytes(16, "big")
+        out = self._enc.update(first + padded[16:])
+        tag = out[-16:]
+        self._chain = int.from_bytes(tag, "big")
+        return tag
+
+
 def cbc_mac(alg: int, key: bytes, data: bytes) -> bytes:
     """The 128-bit CBC-MAC of ``data`` under ``key`` with AES or SM4."""
-    if alg == ALG_AES_MAC_128_128:
-        cipher = algorithms.AES(key)
-    elif alg == ALG_SM4_MAC_128_128:
-        cipher = algorithms.SM4(key)
-    else:
-        raise CoseError("algorithm {} is not a MAC this gateway knows ({})".format(
-            alg, ", ".join("{} = {}".format(k, v) for k, v in MAC_ALGS.items())))
-    if len(key) != 16:
-        raise CoseError("a {} key must be 16 bytes, this one has {}".format(MAC_ALGS[alg], len(key)))
-    pad = (-len(data)) % 16
-    enc = Cipher(cipher, modes.CBC(_ZERO_IV)).encryptor()
-    out = enc.update(data + bytes(pad)) + enc.finalize()
-    return out[-16:]
+    return CbcMac(alg, key).tag(data)
+
+
+class Gcm:
+    """AES-GCM or SM4-GCM with a 12-byte IV and a 16-byte tag."""
+
+    def __init__(self, alg: int, key: bytes):
+        if alg not in AEAD_ALGS:
+            raise CoseError("algorithm {} is not an AEAD this gateway knows ({})".format(
+                alg, ", ".join("{} = {}".format(k, v) for k, v in AEAD_ALGS.items())))
+        _check_key(alg, key)
+        self._alg = alg
+        self._key = key
+        self._aes = AESGCM(key) if alg == ALG_A128GCM else None
+
+    def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
+        if self._aes is not None:
+            return self._aes.encrypt(iv, plaintext, aad)
+        enc = Cipher(algorithms.SM4(self._key), modes.GCM(iv)).encryptor()
+        enc.authenticate_additional_data(aad)
+        return enc.update(plaintext) + enc.finalize() + enc.tag
+
+    def open(self, iv: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+        """The plaintext; InvalidTag if the tag is wrong."""
+        if self._aes is not None:
+            return self._aes.decrypt(iv, ciphertext, aad)
+        if len(ciphertext) < TAG_LEN:
+            raise InvalidTag()
+        dec = Cipher(algorithms.SM4(self._key), modes.GCM(iv, ciphertext[-TAG_LEN:])).decryptor()
+        dec.authenticate_additional_data(aad)
+        return dec.update(ciphertext[:-TAG_LEN]) + dec.finalize()
 
 
 def _mac_structure(protected: bytes, external_aad: bytes, payload: bytes) -> bytes:
     return encode(["MAC0", protected, external_aad, payload])
 
 
-def mac0_create(payload: bytes, alg: int, kid: bytes, key: bytes, external_aad: bytes = b"") -> bytes:
-    """A tagged COSE_Mac0 with ``alg`` and ``kid`` in the protected header."""
-    protected = encode({HDR_ALG: alg, HDR_KID: kid})
-    tag = cbc_mac(alg, key, _mac_structure(protected, external_aad, payload))
-    return encode(cbor2.CBORTag(TAG_MAC0, [protected, {}, payload, tag]))
+def _enc_structure(protected: bytes, external_aad: bytes) -> bytes:
+    return encode(["Encrypt0", protected, external_aad])
 
 
-class Mac0:
-    """A decoded (not yet verified) COSE_Mac0."""
+def protected_header(alg: int, kid: bytes, seq: int | None = None) -> bytes:
+    header: dict[int, object] = {HDR_ALG: alg, HDR_KID: kid}
+    if seq is not None:
+        header[HDR_SEQ] = seq
+    return encode(header)
 
-    def __init__(self, protected: bytes, payload: bytes, tag: bytes, alg: int, kid: bytes):
-        self.protected = protected
-        self.payload = payload
-        self.tag = tag
+
+class Sealer:
+    """Wraps payloads under one key: COSE_Mac0 for MAC algorithms,
+    COSE_Encrypt0 for AEAD ones.  ``seal`` returns ``(message, tag)``.
+    Keeps cipher state: one Sealer per thread."""
+
+    def __init__(self, alg: int, kid: bytes, key: bytes):
         self.alg = alg
         self.kid = kid
+        self._mac = CbcMac(alg, key) if alg in MAC_ALGS else None
+        self._gcm = Gcm(alg, key) if alg in AEAD_ALGS else None
+        if self._mac is None and self._gcm is None:
+            _check_key(alg, key)
 
-    def verify(self, key: bytes, external_aad: bytes = b"") -> bytes:
-        """The payload if the tag is right; CoseError naming the kid if not."""
-        want = cbc_mac(self.alg, key, _mac_structure(self.protected, external_aad, self.payload))
-        if not hmac.compare_digest(want, self.tag):
-            raise CoseError("MAC mismatch for kid {}".format(kid_text(self.kid)))
-        return self.payload
+    def seal(self, payload: bytes, seq: int | None = None, external_aad: bytes = b"") -> tuple[bytes, bytes]:
+        protected = protected_header(self.alg, self.kid, seq)
+        if self._mac is not None:
+            tag = self._mac.tag(_mac_structure(protected, external_aad, payload))
+            return encode(cbor2.CBORTag(TAG_MAC0, [protected, {}, payload, tag])), tag
+        assert self._gcm is not None
+        iv = os.urandom(IV_LEN)
+        ct = self._gcm.seal(iv, payload, _enc_structure(protected, external_aad))
+        return encode(cbor2.CBORTag(TAG_ENCRYPT0, [protected, {HDR_IV: iv}, ct])), ct[-TAG_LEN:]
+
+
+def mac0_create(payload: bytes, alg: int, kid: bytes, key: bytes, external_aad: bytes = b"") -> bytes:
+    """A tagged COSE_Mac0 with ``alg`` and ``kid`` in the protected header."""
+    if alg not in MAC_ALGS:
+        CbcMac(alg, key)  # raises the clear error
+    return Sealer(alg, kid, key).seal(payload, external_aad=external_aad)[0]
+
+
+def encrypt0_create(payload: bytes, alg: int, kid: bytes, key: bytes, external_aad: bytes = b"") -> bytes:
+    """A tagged COSE_Encrypt0 (A128GCM or SM4-GCM) with a fresh random IV."""
+    if alg not in AEAD_ALGS:
+        Gcm(alg, key)  # raises the clear error
+    return Sealer(alg, kid, key).seal(payload, external_aad=external_aad)[0]
 
 
 def kid_text(kid: bytes) -> str:
@@ -92,20 +194,67 @@ def kid_text(kid: bytes) -> str:
     return kid.hex()
 
 
-def mac0_decode(data: bytes) -> Mac0:
-    """Parse a tagged COSE_Mac0; CoseError says what is malformed."""
+class Message:
+    """A decoded (not yet verified) COSE_Mac0 or COSE_Encrypt0.
+
+    ``tag`` is the MAC tag, or the GCM tag at the end of the ciphertext;
+    ``seq`` is the private-use sequence header, or None.
+    """
+
+    def __init__(self, cose_tag: int, protected: bytes, header: dict, body: bytes,
+                 tag: bytes, iv: bytes = b""):
+        self.cose_tag = cose_tag
+        self.protected = protected
+        self.alg: int = header[HDR_ALG]
+        self.kid: bytes = header[HDR_KID]
+        seq = header.get(HDR_SEQ)
+        self.seq: int | None = seq if isinstance(seq, int) else None
+        self.body = body          # payload (Mac0) or ciphertext with tag (Encrypt0)
+        self.tag = tag
+        self.iv = iv
+
+    @property
+    def encrypted(self) -> bool:
+        return self.cose_tag == TAG_ENCRYPT0
+
+    def _mismatch(self) -> CoseError:
+        return CoseError("MAC mismatch for kid {}".format(kid_text(self.kid)))
+
+    def verify(self, key: bytes, external_aad: bytes = b"", mac: CbcMac | None = None) -> bytes:
+        """The payload if the tag is right; CoseError naming the kid if not.
+
+        ``mac`` may be a long-lived CbcMac for this key (faster)."""
+        if self.encrypted:
+            try:
+                return Gcm(self.alg, key).open(self.iv, self.body, _enc_structure(self.protected, external_aad))
+            except InvalidTag:
+                raise self._mismatch() from None
+        if self.alg not in MAC_ALGS:
+            raise CoseError("COSE_Mac0 with kid {} names algorithm {}, which is not a MAC".format(
+                kid_text(self.kid), self.alg))
+        want = (mac or CbcMac(self.alg, key)).tag(_mac_structure(self.protected, external_aad, self.body))
+        if not hmac.compare_digest(want, self.tag):
+            raise self._mismatch()
+        return self.body
+
+
+def decode(data: bytes) -> Message:
+    """Parse a tagged COSE_Mac0 or COSE_Encrypt0; CoseError says what is malformed."""
     try:
         obj = cbor2.loads(data)
     except Exception as e:  # cbor2 raises several types for bad input
         raise CoseError("not CBOR: {}".format(e)) from None
-    if not isinstance(obj, cbor2.CBORTag) or obj.tag != TAG_MAC0:
-        raise CoseError("not a tagged COSE_Mac0 (CBOR tag 17)")
+    if not isinstance(obj, cbor2.CBORTag) or obj.tag not in (TAG_MAC0, TAG_ENCRYPT0):
+        raise CoseError("not a tagged COSE_Mac0 (CBOR tag 17) or COSE_Encrypt0 (tag 16)")
     body = obj.value
-    if not isinstance(body, list) or len(body) != 4:
-        raise CoseError("COSE_Mac0 must be an array of 4 items")
-    protected, _unprotected, payload, tag = body
-    if not isinstance(protected, bytes) or not isinstance(payload, bytes) or not isinstance(tag, bytes):
-        raise CoseError("COSE_Mac0 protected header, payload and tag must be byte strings")
+    size = 4 if obj.tag == TAG_MAC0 else 3
+    name = "COSE_Mac0" if obj.tag == TAG_MAC0 else "COSE_Encrypt0"
+    if not isinstance(body, list) or len(body) != size:
+        raise CoseError("{} must be an array of {} items".format(name, size))
+    protected, unprotected, content = body[0], body[1], body[2]
+    if not isinstance(protected, bytes) or not isinstance(content, bytes) or not isinstance(unprotected, dict):
+        raise CoseError("{} protected header and content must be byte strings, "
+                        "the unprotected header a map".format(name))
     try:
         header = cbor2.loads(protected)
     except Exception as e:
@@ -113,10 +262,30 @@ def mac0_decode(data: bytes) -> Mac0:
     if not isinstance(header, dict) or not isinstance(header.get(HDR_ALG), int) \
             or not isinstance(header.get(HDR_KID), bytes):
         raise CoseError("protected header must carry alg (1) and kid (4)")
-    return Mac0(protected, payload, tag, header[HDR_ALG], header[HDR_KID])
+    if obj.tag == TAG_MAC0:
+        if not isinstance(body[3], bytes):
+            raise CoseError("COSE_Mac0 tag must be a byte string")
+        return Message(TAG_MAC0, protected, header, content, body[3])
+    iv = unprotected.get(HDR_IV)
+    if not isinstance(iv, bytes) or len(iv) != IV_LEN or len(content) < TAG_LEN:
+        raise CoseError("COSE_Encrypt0 needs a 12-byte IV (unprotected label 5) and a 16-byte tag")
+    return Message(TAG_ENCRYPT0, protected, header, content, content[-TAG_LEN:], iv)
+
+
+def mac0_decode(data: bytes) -> Message:
+    msg = decode(data)
+    if msg.encrypted:
+        raise CoseError("not a tagged COSE_Mac0 (CBOR tag 17): this is a COSE_Encrypt0")
+    return msg
 
 
 def mac0_verify(data: bytes, key_for: Callable[[bytes, int], bytes], external_aad: bytes = b"") -> bytes:
     """Decode and verify; ``key_for(kid, alg)`` returns the key bytes."""
     msg = mac0_decode(data)
+    return msg.verify(key_for(msg.kid, msg.alg), external_aad)
+
+
+def open_message(data: bytes, key_for: Callable[[bytes, int], bytes], external_aad: bytes = b"") -> bytes:
+    """Decode and verify (or decrypt) either kind of message."""
+    msg = decode(data)
     return msg.verify(key_for(msg.kid, msg.alg), external_aad)

@@ -1,8 +1,19 @@
-"""Symmetric COSE_Key files (RFC 9052 §7, kty 4), mode 0600.
+"""Symmetric COSE_Key files (RFC 9052 §7, kty 4), mode 0600, and the
+forward-secure record key epochs.
 
 A key file is one CBOR map: ``{1: 4 (kty Symmetric), 2: kid, 3: alg,
 -1: k}``.  The gateway refuses a key file that group or others can read,
 because a readable record key lets anyone forge evidence.
+
+Kids (docs/keys.md): ``<gateway>/record`` is the provisioning record key,
+``<gateway>/record/<n>`` its epoch ``n``, ``<gateway>/command`` the
+head-end's command key and ``<gateway>/installer`` the installer's key.
+
+Epochs: ``E0 = HKDF(K_prov, info=INFO || 0)`` and
+``En = HKDF(E(n-1), info=INFO || n)`` with HKDF-SHA256, no salt, 16 bytes,
+``n`` as 4 bytes big-endian.  The chain runs one way: the gateway keeps
+only the current epoch key, so a gateway stolen today holds nothing that
+forges yesterday's records; a verifier with ``K_prov`` derives them all.
 """
 
 from __future__ import annotations
@@ -13,8 +24,10 @@ import stat
 from pathlib import Path
 
 import cbor2
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from drivers.cose import ALG_AES_MAC_128_128, MAC_ALGS, encode, kid_text
+from drivers.cose import ALG_AES_MAC_128_128, ALGS, encode, kid_text
 from drivers.errors import KeyFileError
 
 KTY = 1
@@ -67,7 +80,7 @@ def decode_key(data: bytes, where: str) -> CoseKey:
     kid, alg, k = m.get(KID), m.get(ALG), m.get(K)
     if not isinstance(kid, bytes) or not isinstance(alg, int) or not isinstance(k, bytes):
         raise KeyFileError("{}: COSE_Key needs kid (2, bytes), alg (3, int) and k (-1, bytes)".format(where))
-    if alg in MAC_ALGS and len(k) != 16:
+    if alg in ALGS and len(k) != 16:
         raise KeyFileError("{}: key for alg {} must be 16 bytes, has {}".format(where, alg, len(k)))
     return CoseKey(kid, alg, k)
 
@@ -87,3 +100,65 @@ def load_key(path: str | Path, check_mode: bool = True) -> CoseKey:
             "key file {} is readable by others (mode {:o}); fix it with: chmod 600 {}".format(
                 path, stat.S_IMODE(st.st_mode), path))
     return decode_key(data, str(path))
+
+
+EPOCH_INFO = b"cabguard record epoch "
+ROLES = ("record", "command", "installer")
+
+
+def role_kid(gateway: str, role: str) -> bytes:
+    """The kid of a gateway's key for ``role`` (one of ROLES)."""
+    return "{}/{}".format(gateway, role).encode()
+
+
+def epoch_kid(provisioning_kid: bytes, n: int) -> bytes:
+    return provisioning_kid + b"/" + str(n).encode()
+
+
+def parse_epoch_kid(kid: bytes) -> tuple[bytes, int] | None:
+    """``(provisioning kid, n)`` for an epoch kid, None for any other kid."""
+    base, _, n = kid.rpartition(b"/")
+    if not base or not n.isdigit() or not base.endswith(b"/record"):
+        return None
+    return base, int(n)
+
+
+def _hkdf(ikm: bytes, n: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=16, salt=None,
+                info=EPOCH_INFO + n.to_bytes(4, "big")).derive(ikm)
+
+
+def first_epoch(provisioning: CoseKey) -> CoseKey:
+    """Epoch 0 of a provisioning record key."""
+    return CoseKey(epoch_kid(provisioning.kid, 0), provisioning.alg, _hkdf(provisioning.k, 0))
+
+
+def next_epoch(current: CoseKey) -> CoseKey:
+    """The following epoch's key; the caller forgets ``current``."""
+    parsed = parse_epoch_kid(current.kid)
+    if parsed is None:
+        raise KeyFileError("key {} is not an epoch key (want kid <gateway>/record/<n>)".format(
+            current.kid_text))
+    base, n = parsed
+    return CoseKey(epoch_kid(base, n + 1), current.alg, _hkdf(current.k, n + 1))
+
+
+class EpochKeys:
+    """A verifier's view: every epoch key of one provisioning key, derived
+    on demand (and cached), looked up by kid."""
+
+    def __init__(self, provisioning: CoseKey):
+        self.provisioning = provisioning
+        self._epochs = [first_epoch(provisioning)]
+
+    def epoch(self, n: int) -> CoseKey:
+        while len(self._epochs) <= n:
+            self._epochs.append(next_epoch(self._epochs[-1]))
+        return self._epochs[n]
+
+    def key_for(self, kid: bytes) -> CoseKey | None:
+        """The key for ``kid``, or None when this provisioning key has no such epoch."""
+        parsed = parse_epoch_kid(kid)
+        if parsed is None or parsed[0] != self.provisioning.kid:
+            return None
+        return self.epoch(parsed[1])

@@ -1,0 +1,144 @@
+"""Segment files: frames of ``[4-byte BE length][4-byte BE CRC-32][record]``.
+
+Shared by the journal (writing, recovery, reading from a cursor) and by
+``cabguard verify``.  A segment is ``NNNNNNNN.seg`` (its number, eight
+digits) in the journal folder; the record of a frame is a tagged COSE_Mac0
+or COSE_Encrypt0 (drivers.cose).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+HEAD = struct.Struct(">II")
+HEAD_LEN = HEAD.size
+MAX_RECORD = 1 << 20     # a record larger than this is a damaged length field
+SUFFIX = ".seg"
+
+
+def frame(record: bytes) -> bytes:
+    return HEAD.pack(len(record), zlib.crc32(record)) + record
+
+
+def segment_name(number: int) -> str:
+    return "{:08d}{}".format(number, SUFFIX)
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """``(number, path)`` of every segment, oldest first."""
+    found = []
+    for p in directory.iterdir():
+        stem = p.name[:-len(SUFFIX)]
+        if p.name.endswith(SUFFIX) and len(stem) == 8 and stem.isdigit():
+            found.append((int(stem), p))
+    return sorted(found)
+
+
+class Bad(NamedTuple):
+    """A stretch of a segment that is not a good frame."""
+    offset: int
+    length: int
+    reason: str
+
+
+def _frame_at(data: bytes, pos: int) -> tuple[int, str]:
+    """``(end, "")`` for a good frame at ``pos``, else ``(0, reason)``."""
+    if len(data) - pos < HEAD_LEN:
+        return 0, "incomplete frame header ({} bytes)".format(len(data) - pos)
+    length, crc = HEAD.unpack_from(data, pos)
+    if length == 0 or length > MAX_RECORD:
+        return 0, "impossible frame length {}".format(length)
+    end = pos + HEAD_LEN + length
+    if end > len(data):
+        return 0, "frame of {} bytes runs past the end of the file".format(length)
+    if zlib.crc32(data[pos + HEAD_LEN:end]) != crc:
+        return 0, "CRC mismatch"
+    return end, ""
+
+
+def _resync(data: bytes, pos: int) -> int:
+    """The next offset after ``pos`` where a good frame starts, or len(data)."""
+    for p in range(pos + 1, len(data) - HEAD_LEN):
+        if _frame_at(data, p)[0]:
+            return p
+    return len(data)
+
+
+def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
+    """Good frames as ``(offset, record)``; damage as ``Bad``, then go on.
+
+    A frame whose length is plausible but whose CRC fails is skipped by its
+    length; otherwise the scan looks for the next good frame byte by byte.
+    """
+    pos = 0
+    n = len(data)
+    while pos < n:
+        end, reason = _frame_at(data, pos)
+        if end:
+            yield pos, data[pos + HEAD_LEN:end]
+            pos = end
+            continue
+        if reason == "CRC mismatch":
+            length = HEAD.unpack_from(data, pos)[0]
+            nxt = pos + HEAD_LEN + length
+            if _frame_at(data, nxt)[0] or nxt == n:
+                yield Bad(pos, nxt - pos, reason)
+                pos = nxt
+                continue
+        nxt = _resync(data, pos)
+        yield Bad(pos, nxt - pos, reason)
+        pos = nxt
+
+
+class Tail(NamedTuple):
+    """What a start-up scan of the last segment found."""
+    good_end: int            # offset after the last good frame
+    last_record: bytes       # the last good record (b"" if none)
+    frames: int
+    torn: bool               # the damage runs to the end of the file: cut it
+    damage: Bad | None       # the first damage, if any
+
+
+def scan_tail(data: bytes) -> Tail:
+    """Walk frames until the first damage; decide whether it is a torn tail.
+
+    A crash can only leave a short or zero-filled end.  Damage with good
+    frames after it is corruption, which is kept for ``verify`` to report.
+    """
+    pos, last, count = 0, b"", 0
+    while pos < len(data):
+        end, reason = _frame_at(data, pos)
+        if not end:
+            bad = Bad(pos, len(data) - pos, reason)
+            rest_is_zero = data.count(0, pos) == len(data) - pos
+            torn = rest_is_zero or _resync(data, pos) == len(data)
+            return Tail(pos, last, count, torn, bad)
+        last = data[pos + HEAD_LEN:end]
+        count += 1
+        pos = end
+    return Tail(pos, last, count, False, None)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so a crash leaves the old or the new file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)

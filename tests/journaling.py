@@ -1,0 +1,50 @@
+"""Helpers shared by the journal tests: a provisioned journal and its frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller import records as R
+from controller.journal import Journal, default_clock
+from controller.segments import HEAD, iter_frames, list_segments
+from drivers.cose import ALG_AES_MAC_128_128
+from drivers.keys import CoseKey, generate, role_kid, write_key
+
+
+def provision(tmp: Path, alg: int = ALG_AES_MAC_128_128, gateway: str = "gw-7") -> tuple[CoseKey, Path]:
+    """A provisioning record key (also written to tmp/record.key, 0600)."""
+    key = generate(role_kid(gateway, "record"), alg)
+    path = tmp / "record.key"
+    write_key(path, key)
+    return key, path
+
+
+def open_journal(tmp: Path, prov: CoseKey | None = None, **kw) -> Journal:
+    return Journal.open(tmp / "journal", "gw-7", tmp / "epoch.key", prov, **kw)
+
+
+def event_record(i: int, severity: int = 0) -> dict:
+    """A rule event record whose data carries ``i`` (to find it again)."""
+    c = default_clock()
+    rec = R.from_event((3, i, severity, 1), R.Context(c.wall_ms, True, c.mono_ms, [i, 1, 2, 3]))
+    return rec
+
+
+def write_records(tmp: Path, prov: CoseKey | None, n: int, **kw) -> list[int]:
+    with open_journal(tmp, prov, **kw) as j:
+        seqs = [j.append(event_record(i)) for i in range(n)]
+    return seqs
+
+
+def frames(tmp: Path) -> list[tuple[Path, int, bytes]]:
+    """Every good frame as (segment path, offset, record bytes)."""
+    out = []
+    for _n, path in list_segments(tmp / "journal"):
+        for item in iter_frames(path.read_bytes()):
+            if isinstance(item, tuple):
+                out.append((path, item[0], item[1]))
+    return out
+
+
+def frame_span(record: bytes) -> int:
+    return HEAD.size + len(record)

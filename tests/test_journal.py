@@ -1,0 +1,265 @@
+import json
+import os
+import subprocess
+import sys
+import zlib
+
+import cbor2
+import pytest
+from pycose.keys import SymmetricKey
+from pycose.messages import Enc0Message, Mac0Message
+
+from controller import records as R
+from controller.core import events as ev
+from controller.errors import JournalError
+from controller.verify import verify_dir
+from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, Gcm,
+                          decode)
+from drivers.keys import EpochKeys, load_key
+from tests.journaling import event_record, frame_span, frames, open_journal, provision, write_records
+
+
+def cabguard(*args):
+    return subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True)
+
+
+def payload(tmp, prov, record):
+    msg = decode(record)
+    return cbor2.loads(msg.verify(EpochKeys(prov).key_for(msg.kid).k))
+
+
+@pytest.mark.parametrize("alg", [ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128, ALG_A128GCM, ALG_SM4_GCM])
+def test_journal_round_trip_verifies_for_every_algorithm(tmp_path, alg):
+    prov, _ = provision(tmp_path, alg)
+    write_records(tmp_path, prov, 50)
+    write_records(tmp_path, None, 5)  # second boot: next epoch, recovered record
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok, report.problems
+    assert report.kids == ["gw-7/record/0", "gw-7/record/1"]
+    types = [payload(tmp_path, prov, f[2])[R.TYPE] for f in frames(tmp_path)]
+    assert types[0] == R.GENESIS and R.KEY_ROTATION in types and R.RECOVERED in types
+    seqs = [payload(tmp_path, prov, f[2])[R.SEQ] for f in frames(tmp_path)]
+    assert seqs == list(range(len(seqs)))
+
+
+def test_gateway_keeps_only_the_current_epoch_key(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 1)
+    write_records(tmp_path, None, 1)
+    current = load_key(tmp_path / "epoch.key")
+    assert current.kid == b"gw-7/record/1"
+    epochs = EpochKeys(prov)
+    assert current.k == epochs.epoch(1).k and current.k not in (epochs.epoch(0).k, prov.k)
+
+
+def test_pycose_verifies_aes_mac_journal_records(tmp_path):
+    prov, _ = provision(tmp_path, ALG_AES_MAC_128_128)
+    write_records(tmp_path, prov, 3)
+    for _path, _off, record in frames(tmp_path):
+        msg = Mac0Message.decode(record)
+        msg.key = SymmetricKey(k=EpochKeys(prov).key_for(decode(record).kid).k)
+        assert msg.verify_tag()
+        assert cbor2.loads(msg.payload)[R.GATEWAY] == "gw-7"
+
+
+def test_pycose_decrypts_a128gcm_journal_records(tmp_path):
+    prov, _ = provision(tmp_path, ALG_A128GCM)
+    write_records(tmp_path, prov, 3)
+    epoch0 = EpochKeys(prov).epoch(0)
+    for _path, _off, record in frames(tmp_path):
+        msg = Enc0Message.decode(record)
+        msg.key = SymmetricKey(k=epoch0.k)
+        assert cbor2.loads(msg.decrypt())[R.GATEWAY] == "gw-7"
+
+
+def test_sm4_gcm_matches_rfc8998_vector():
+    key = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    iv = bytes.fromhex("00001234567800000000ABCD")
+    aad = bytes.fromhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2")
+    pt = bytes.fromhex("AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBBCCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD"
+                       "EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFFEEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA")
+    out = Gcm(ALG_SM4_GCM, key).seal(iv, pt, aad)
+    assert out[:-16].hex().upper() == (
+        "17F399F08C67D5EE19D0DC9969C4BB7D5FD46FD3756489069157B282BB200735"
+        "D82710CA5C22F0CCFA7CBF93D496AC15A56834CBCF98C397B4024A2691233B8D")
+    assert out[-16:].hex().upper() == "83DE3541E4C2B58177E065A9BF7B62EC"
+    assert Gcm(ALG_SM4_GCM, key).open(iv, out, aad) == pt
+
+
+def _rewrite(path, data):
+    path.write_bytes(bytes(data))
+
+
+def test_bit_flip_with_fixed_crc_is_a_mac_mismatch(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 20)
+    path, off, record = frames(tmp_path)[10]
+    rec = bytearray(record)
+    rec[-30] ^= 0x04
+    data = bytearray(path.read_bytes())
+    data[off + 4:off + 8] = zlib.crc32(bytes(rec)).to_bytes(4, "big")
+    data[off + 8:off + 8 + len(rec)] = rec
+    _rewrite(path, data)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert [p["kind"] for p in report.problems] == ["mac"]
+    assert report.problems[0]["offset"] == off and "MAC mismatch for kid gw-7/record/0" in report.problems[0]["message"]
+
+
+def test_corrupt_middle_frame_is_reported_with_segment_and_offset(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 20)
+    path, off, _record = frames(tmp_path)[7]
+    data = bytearray(path.read_bytes())
+    data[off + 20] ^= 0xFF           # CRC no longer matches
+    _rewrite(path, data)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert not report.ok
+    frame_problem = report.problems[0]
+    assert frame_problem["kind"] == "frame" and frame_problem["segment"] == path.name
+    assert frame_problem["offset"] == off
+    assert report.last_seq == 19 + 1  # went on past it (genesis + 20 records)
+
+
+def test_deleted_record_is_a_gap(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 20)
+    path, off, record = frames(tmp_path)[5]
+    data = path.read_bytes()
+    _rewrite(path, data[:off] + data[off + frame_span(record):])
+    report = verify_dir(tmp_path / "journal", prov)
+    assert [p["kind"] for p in report.problems] == ["gap"]
+    assert "records 5..5 are missing" in report.problems[0]["message"]
+
+
+def test_reordered_records_are_detected(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 20)
+    fs = frames(tmp_path)
+    (path, off_a, a), (_p, off_b, b) = fs[4], fs[5]
+    data = path.read_bytes()
+    fa, fb = data[off_a:off_a + frame_span(a)], data[off_b:off_b + frame_span(b)]
+    _rewrite(path, data[:off_a] + fb + fa + data[off_b + frame_span(b):])
+    report = verify_dir(tmp_path / "journal", prov)
+    assert {p["kind"] for p in report.problems} >= {"order"}
+
+
+def test_truncation_is_detected_against_cursor_and_heartbeat(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov) as j:
+        for i in range(20):
+            j.append(event_record(i))
+        cp = j.checkpoint()
+        j.flush()
+        seq, tag = j.last_checkpoint
+        assert seq == cp
+        j.set_cursor(cp)
+    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
+    path, off, _record = frames(tmp_path)[-3]
+    path.write_bytes(path.read_bytes()[:off])       # cut whole frames: no torn tail left
+    report = verify_dir(tmp_path / "journal", prov, (seq, tag))
+    assert [p["kind"] for p in report.problems] == ["truncated", "truncated"]
+    os.remove(tmp_path / "journal" / "cursor")
+    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, (seq, None)).problems] == ["truncated"]
+
+
+def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 10)
+    path, _off, _rec = frames(tmp_path)[-1]
+    with open(path, "ab") as f:
+        f.write(b"\x00\x00\x01\x00\x12\x34")     # half a frame header and no record
+    warn = verify_dir(tmp_path / "journal", prov)
+    assert warn.ok and warn.warnings[0]["kind"] == "torn_tail"
+    with open_journal(tmp_path) as j:
+        assert j.next_seq == 11 + 2           # rotation + recovered queued
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and not report.warnings
+    recovered = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)][-1]
+    assert recovered[R.TYPE] == R.RECOVERED and recovered[R.DATA][R.RECOVERED_CUT] == 6
+
+
+def test_wrong_key_reads_mac_mismatch_for_kid(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 3)
+    cabguard("keys", "gen", "--gateway", "gw-7", "--out", str(tmp_path / "other"))
+    r = cabguard("verify", str(tmp_path / "journal"), "--key", str(tmp_path / "other" / "record.key"))
+    assert r.returncode == 1 and "MAC mismatch for kid gw-7/record/0" in r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_verify_json_has_stable_keys_and_exit_zero(tmp_path):
+    prov, key_path = provision(tmp_path)
+    write_records(tmp_path, prov, 3)
+    r = cabguard("verify", str(tmp_path / "journal"), "--key", str(key_path), "--json")
+    assert r.returncode == 0
+    doc = json.loads(r.stdout)
+    assert set(doc) == {"ok", "records", "segments", "first_seq", "last_seq", "last_tag", "kids",
+                        "problems", "warnings"}
+    assert doc["ok"] and doc["records"] == 4
+
+
+def test_keys_gen_writes_three_0600_cose_keys(tmp_path):
+    r = cabguard("keys", "gen", "--gateway", "site4-cab2", "--out", str(tmp_path), "--alg", "sm4-gcm")
+    assert r.returncode == 0
+    kids = {}
+    for name in ("record", "command", "installer"):
+        path = tmp_path / "{}.key".format(name)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        kids[name] = load_key(path)
+    assert kids["record"].kid == b"site4-cab2/record" and kids["record"].alg == ALG_SM4_GCM
+    assert kids["command"].alg == ALG_SM4_MAC_128_128
+    again = cabguard("keys", "gen", "--gateway", "site4-cab2", "--out", str(tmp_path))
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_reopen_without_key_file_refuses_to_continue(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 2)
+    os.remove(tmp_path / "epoch.key")
+    with pytest.raises(JournalError, match="record key .* is gone"):
+        open_journal(tmp_path, prov)
+
+
+def test_cursor_reading_and_sent(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov, segment_bytes=2000) as j:
+        for i in range(40):
+            j.append(event_record(i))
+        j.flush()
+        assert len(j.segments) >= 3
+        got = [s for s, _rec in j.read_from(17)]
+        assert got == list(range(17, j.durable_seq + 1))
+        j.set_cursor(20)
+        assert j.is_sent(20) and not j.is_sent(21)
+        with pytest.raises(JournalError, match="cannot move back"):
+            j.set_cursor(3)
+    assert json.loads((tmp_path / "journal" / "cursor").read_text()) == {"acked": 20}
+
+
+def test_alarm_is_durable_without_a_flush(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov) as j:
+        seq = j.append(event_record(1, ev.ALARM))
+        assert j.wait_durable(seq, timeout=5)
+
+
+def test_budget_drops_sent_segments_then_keeps_unsent_alarms(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
+        for i in range(30):
+            j.append(event_record(i))
+        j.flush()
+        j.set_cursor(j.durable_seq)
+        for i in range(60):
+            j.append(event_record(i, ev.ALARM))
+        j.flush()
+        health = j.health()
+    assert health["over_budget"]
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    assert any(r[R.TYPE] == R.RETENTION for r in recs)
+    assert any(r[R.TYPE] == R.HEALTH and r[R.SEVERITY] == ev.CRITICAL for r in recs)
+    alarms = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE and r[R.SEVERITY] == ev.ALARM]
+    assert alarms == list(range(60))                 # no unsent alarm dropped
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok, report.problems                # retention explains the missing start
+    assert report.first_seq > 0
