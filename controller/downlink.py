@@ -96,10 +96,10 @@ class DownlinkVerifier:
             raise Refused("bad-mac", "signed with kid {!r} alg {}, expected the head-end key {!r}".format(
                 msg.kid.decode(errors="replace"), msg.alg, self.key.kid_text))
         try:
-            msg.verify(self.key.k, AAD)
+            payload = msg.verify(self.key.k, AAD)
         except CoseError as e:
             raise Refused("bad-mac", str(e)) from None
-        body = self._payload(msg.payload)
+        body = self._payload(payload)
         seq, name = body[K_SEQ], body[K_NAME]
         if body[K_GATEWAY] != self.gateway_id:
             raise Refused("wrong-gateway", "addressed to {!r}".format(body[K_GATEWAY]), seq, name)
