@@ -35,6 +35,26 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="controller.demo:main")
 
 
+def _run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the gateway for real",
+                       description="Run the gateway with a site config (docs/config.md) until "
+                                   "SIGTERM: scan loop, buses, outputs, journal.")
+    p.add_argument("--config", required=True, metavar="SITE.toml", help="the site config")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the last good config is kept if SITE.toml cannot be read "
+                        "(default: the config's gateway.state_dir, else /var/lib/cabguard)")
+    p.set_defaults(handler="controller.run:main")
+
+
+def _config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="check a site config",
+                       description="Site config tools (docs/config.md).")
+    cs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = cs.add_parser("check", help="list every problem at once, with dotted paths")
+    check.add_argument("config", metavar="SITE.toml")
+    check.set_defaults(handler="controller.configcheck:main")
+
+
 def _bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="performance figures (what `make bench` runs)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
@@ -101,7 +121,7 @@ def _verify(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _demo, _replay, _bench, _sim, _bus, _keys, _verify,
+    _run, _config, _demo, _replay, _bench, _sim, _bus, _keys, _verify,
 ]
 
 

@@ -89,7 +89,7 @@ SCHEMA = Table({
         "gpio": Int(0, 27, default=-1),
         "active_high": Bool(default=True),
         "device": Str(NAME, "the name of a [[device]] with coils", default=""),
-        "coil": Int(0, 65535, default=-1),
+        "coil": Str(r"[a-z][a-z0-9_]*", "a coil signal of the device's profile, e.g. 'k1'", default=""),
     }), key_pattern="|".join(OUTPUTS)),
     "schedules": MapOf(Table({
         "windows": ListOf(Table({
@@ -115,6 +115,30 @@ SCHEMA = Table({
     }),
     "clock": Table({
         "assume_trusted": Bool(default=False),
+    }, optional=True),
+    "gpio": Table({
+        "pin_factory": Choice(("default", "mock"), default="default"),
+    }, optional=True),
+    "console": Table({
+        "port": Str(r".+", "a serial port such as /dev/ttyAMA0, or pty:PATH to link a pty at PATH"),
+        "baud": Choice(BAUDS, default=115200),
+        "people": PATH,
+        "idle_s": Int(30, 3600, default=300),
+        "max_failures": Int(1, 20, default=5),
+        "lockout_s": Int(10, 86400, default=900),
+    }, optional=True),
+    "uplink": Table({
+        "broker": Str(r"[A-Za-z0-9.\-]+:\d{1,5}", "HOST:PORT of the site's MQTT broker"),
+        "protocol": Choice(("3.1.1", "5"), default="3.1.1"),
+        "topic_prefix": Str(r"[A-Za-z0-9_\-/]+", "an MQTT topic prefix", default="cabguard"),
+        "client_id": Str(r"[A-Za-z0-9._\-]{0,64}", "an MQTT client id", default=""),
+        "username": Str(r".*", "a user name", default=""),
+        "password": Str(r".*", "a password", default=""),
+        "ca_file": Str(r".*", "a CA certificate file", default=""),
+        "cert_file": Str(r".*", "a client certificate file", default=""),
+        "key_file": Str(r".*", "a client key file", default=""),
+        "heartbeat_s": Int(5, 3600, default=30),
+        "window": Int(1, 1024, default=64),
     }, optional=True),
 })
 
@@ -163,7 +187,7 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem(path, "give either gpio = PIN or device = NAME with coil = N"))
         elif by_coil and out["device"] not in devices:
             problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
-        elif by_coil and out["coil"] < 0:
+        elif by_coil and not out["coil"]:
             problems.append(Problem(path + ".coil", "missing; want the coil number on {}".format(out["device"])))
     core = doc.get("core") or {}
     if core and core["maint_default_min"] > core["maint_max_min"]:

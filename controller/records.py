@@ -61,6 +61,14 @@ EVENT_A, EVENT_B, EVENT_C = 1, 2, 3
 
 # Health codes (HEALTH records, data key 1).
 HEALTH_JOURNAL_FULL = 1     # over the disk budget and keeping unsent alarms
+HEALTH_LATE_SCANS = 2       # scans started late (detail: how many so far)
+HEALTH_BUS = 3              # a bus event: exception answer, port missing, write result
+HEALTH_CONFIG_FALLBACK = 4  # the new config was invalid: running on the last good one
+HEALTH_TABLE_REFUSED = 5    # a rule table failed its checks: the previous one stays
+HEALTH_UPLINK = 6           # the broker refused us, or TLS failed
+HEALTH_CONSOLE_LOCKOUT = 7  # repeated failed console logins
+HEALTH_STARTED = 8          # the gateway started (detail: version, config)
+HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
 
 # Data keys per type beyond the core events (docs/records.cddl).
 GENESIS_KID, GENESIS_ALG = 1, 2
@@ -147,6 +155,11 @@ def command(ctx: Context, source: str, name: str, arg: int, accepted: bool,
 def login(ctx: Context, user: str, level: str, ok: bool) -> dict[int, object]:
     return make(LOGIN, ev.INFO if ok else ev.WARNING, ctx,
                 {LOGIN_USER: user, LOGIN_LEVEL: level, LOGIN_OK: ok})
+
+
+def health(ctx: Context, code: int, detail: str, severity: int = ev.WARNING) -> dict[int, object]:
+    """Something about the gateway itself that the head end should know."""
+    return make(HEALTH, severity, ctx, {HEALTH_CODE: code, HEALTH_DETAIL: detail})
 
 
 def telemetry(ctx: Context) -> dict[int, object]:

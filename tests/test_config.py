@@ -31,7 +31,7 @@ gpio = 17
 
 [outputs.lock]
 device = "relay"
-coil = 0
+coil = "k1"
 
 [schedules.night]
 windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
@@ -50,7 +50,7 @@ def test_good_config_parses_with_defaults(tmp_path):
     assert cfg.gateway_id == "gw-porta-017"
     assert cfg.doc["gateway"]["scan_period_ms"] == 100
     assert cfg.doc["bus"][0]["baud"] == 115200
-    assert cfg.doc["outputs"]["lock"]["coil"] == 0
+    assert cfg.doc["outputs"]["lock"]["coil"] == "k1"
 
 
 def test_every_problem_is_listed_at_once_with_dotted_paths(tmp_path):
@@ -75,7 +75,7 @@ def test_toml_syntax_error_names_line():
 
 
 def test_outputs_need_exactly_one_target(tmp_path):
-    bad = GOOD.format(state=tmp_path).replace("gpio = 17", "gpio = 17\ndevice = \"relay\"\ncoil = 1")
+    bad = GOOD.format(state=tmp_path).replace("gpio = 17", 'gpio = 17\ndevice = "relay"\ncoil = "k2"')
     with pytest.raises(ConfigError, match="outputs.siren: give either gpio"):
         parse(bad, "site.toml")
 

@@ -61,3 +61,17 @@ def test_a_fault_never_disarms():
     m.fire(modes.EXIT_DONE, 1000)
     m.fire(modes.RAISE_FAULT, 1100)
     assert m.mode == modes.ARMED
+
+
+def test_restore_after_restart():
+    for persisted, expected in ((modes.ALARM, modes.ALARM), (modes.ENTRY, modes.ALARM),
+                                (modes.ARMING, modes.ARMED), (modes.DISARMED, modes.DISARMED),
+                                (modes.MAINTENANCE, modes.MAINTENANCE), (99, modes.DISARMED)):
+        m = machine()
+        m.restore(persisted, modes.ARMING, 0)
+        assert m.mode == expected
+    m = machine()
+    m.restore(modes.MAINTENANCE, modes.ARMING, 100)
+    assert m.remaining(100) == 5000
+    m.fire(modes.MAINT_STOP, 200)
+    assert m.mode == modes.ARMING

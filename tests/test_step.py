@@ -114,3 +114,13 @@ def test_device_going_offline_is_an_event():
     image[catalog.index["io.online"]] = 0
     _, ev = run(state, image, 100)
     assert ev == [(EV_DEVICE, catalog.index["io.online"], 0, 0)]
+
+
+def test_restart_restores_latched_alarm_and_lock():
+    _, state, image = make(ScriptedRules({10: [(4, CRITICAL, 0, 1)]}))
+    run(state, image, 10)
+    saved = state.persisted()
+    _, fresh, image2 = make()
+    fresh.restore(saved, 5000)
+    out, _ = run(fresh, image2, 5100)
+    assert fresh.mode == modes.ALARM and out[OUT_SIREN] == 1 and out[OUT_LOCK] == 1

@@ -21,6 +21,13 @@ A cabinet is always in exactly one mode:
                  a cabinet: raised while armed it is recorded and the mode
                  stays; arming from FAULT is allowed.
 
+After a restart (power cut, crash, watchdog) the shell restores the last
+persisted mode with ``restore``: ALARM stays latched, FAULT and DISARMED
+stay, the exit delay and ARMED come back ARMED, MAINTENANCE comes back
+with a fresh default window, and ENTRY comes back as ALARM — a gateway
+that loses power during the entry delay is the classic "crash and smash"
+attack, so the interrupted delay is never granted again.
+
 Modes change only through *mode events*: operator commands (ARM, DISARM,
 MAINT_START, MAINT_STOP, ACK) and the core's own findings (EXIT_DONE,
 ENTRY_OPENED, ENTRY_EXPIRED, MAINT_EXPIRED, ALARM, CRITICAL, FAULT).  The
@@ -171,6 +178,18 @@ class ModeMachine:
                 self.deadline = 0
         self.mode = new
         return old
+
+    def restore(self, mode, resume, now):
+        """Come back after a restart in the mode persisted before it."""
+        if mode == ENTRY:
+            mode = ALARM
+        elif mode == ARMING:
+            mode = ARMED
+        if mode not in TRANSITIONS:
+            mode = DISARMED
+        self.mode = mode
+        self.resume = resume if resume in (ARMING, DISARMED) else DISARMED
+        self.deadline = ticks.add(now, self.config.maint_default_ms) if mode == MAINTENANCE else 0
 
     def expiry(self, now):
         """The internal event due at ``now`` because a deadline passed, or -1."""

@@ -97,6 +97,19 @@ class CoreState:
     def mode(self):
         return self.machine.mode
 
+    def persisted(self):
+        """What must survive a restart: (mode, resume, lock)."""
+        return (self.machine.mode, self.machine.resume, self.lock)
+
+    def restore(self, persisted, now):
+        """Resume from ``persisted()`` of the previous run (modes.restore has the policy)."""
+        mode, resume, lock = persisted
+        self.machine.restore(mode, resume, now)
+        self.lock = 1 if lock else 0
+        if self.machine.mode == modes.ALARM:
+            _start_siren(self, now)
+        _drive(self, now)
+
 
 def step(state, inputs, now):
     """One scan.  ``inputs`` is ``(image, commands)``; returns ``(outputs, events)``."""

@@ -1,0 +1,314 @@
+"""The running gateway: the imperative shell around ``step()``.
+
+Theory of operation
+-------------------
+One thread runs the scan loop on absolute deadlines (controller/scantimer.py).
+Each scan, in order:
+
+1. copy each bus poller's newest snapshot into the input image (no I/O);
+2. write the gateway's own signals (late scans, clock trust, journal
+   backlog, disk) and, once a second, the ``sched.*`` values;
+3. take the commands queued since the last scan (console, downlink, the
+   shell's own fault reports);
+4. ``step()`` — the only place where anything is decided;
+5. drive the outputs at once, then hand every event to the journal
+   (O(1), the writer thread does the disk) and persist mode and lock if
+   they changed (a writer thread again);
+6. ping the systemd watchdog.
+
+Everything slow lives beside the loop and talks to it through queues: one
+thread per bus, the journal writer, the state writer, the console, the
+uplink, and a housekeeping thread that refreshes the cached health values
+(clock trust, disk, backlog) once a second.  The loop never blocks on a
+disk, a bus or a network.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import shutil
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Callable
+
+from controller import __version__
+from controller import records as R
+from controller.actuators import OutputBank, build_bank
+from controller.core import ticks
+from controller.core.events import (
+    ALARM, CMD_FAULT, COMMAND_NAMES, EV_REFUSED, INFO, WARNING,
+)
+from controller.core.modes import MODE_NAMES
+from controller.core.step import CoreState, step
+from controller.journal import Journal
+from controller.scantimer import ScanTimer
+from controller.site import Site
+from controller.statefile import StateFile
+from controller.timeline import describe
+from drivers.clock import Clock
+from drivers.errors import DriverError
+from drivers.keys import load_key
+from drivers.sdnotify import Notifier
+
+FAULT_OUTPUT_READBACK = 1
+FAULT_OUTPUT_WRITE = 2
+HOUSEKEEPING_S = 1.0
+PORT_RETRY_S = 5.0
+BUS_REPORT_S = 60.0
+
+
+class CommandTicket:
+    """A core command on its way into a scan, and its outcome."""
+
+    def __init__(self, code: int, arg: int, source: str, actor: str):
+        self.code, self.arg, self.source, self.actor = code, arg, source, actor
+        self.outcome: Future[str] = Future()
+
+
+class Gateway:
+    def __init__(self, site: Site, *, clock: Clock | None = None, notifier: Notifier | None = None,
+                 rules=None, on_scan: Callable[["Gateway"], None] | None = None):
+        doc = site.config.doc
+        self.site = site
+        self.gateway_id = doc["gateway"]["id"]
+        self.state_dir = Path(doc["gateway"]["state_dir"])
+        self.clock = clock or Clock((doc.get("clock") or {}).get("assume_trusted", False))
+        self.notifier = notifier or Notifier()
+        self.catalog = site.catalog
+        self.image = self.catalog.new_image()
+        self.state = CoreState(self.catalog, site.core_config, rules)
+        self.on_scan = on_scan
+        gpio = (doc.get("gpio") or {}).get("pin_factory", "default")
+        self.bank: OutputBank = build_bank(doc.get("outputs") or {}, gpio, site.pollers_by_device)
+        self.timer = ScanTimer(doc["gateway"]["scan_period_ms"], self.clock.monotonic_ns)
+        self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
+        self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.recent: collections.deque[str] = collections.deque(maxlen=200)
+        self.stop_event = threading.Event()
+        self.started_pollers: set[int] = set()
+        self.trusted = False
+        self.disk_free_pct = 100
+        self.backlog = 0
+        self.sched_values: list[int] = []
+        self._sched_idx = [self.catalog.index["sched." + n] for n in site.schedules.names()]
+        self._bus_reported: dict[tuple[str, str], float] = {}
+        self.last_event = ""
+        self.persisted: tuple | None = None
+        self.last_late = 0
+        self.lateness_ns: collections.deque[int] = collections.deque(maxlen=100000)
+        self._idx = {name: self.catalog.index[name] for name in (
+            "sys.late_scans", "sys.clock_trusted", "sys.journal_backlog", "sys.disk_free_pct")}
+        self._poll_idx = [(p, p.indices(self.catalog)) for p in site.pollers]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.statefile = StateFile(self.state_dir / "core-state.json")
+        jdoc = doc["journal"]
+        self.journal = Journal.open(jdoc["dir"], self.gateway_id, self.state_dir / "record-epoch.key",
+                                    provisioning=self._provisioning_key(doc),
+                                    budget_bytes=jdoc["budget_mb"] << 20)
+        self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+
+    @staticmethod
+    def _provisioning_key(doc: dict):
+        """The record key from provisioning, needed only to start a new journal."""
+        path = Path(doc["keys"]["record"])
+        return load_key(path) if path.exists() else None
+
+    # ---- context for records -------------------------------------------------
+
+    def context(self, with_image: bool = True) -> R.Context:
+        mono_ms = self.clock.monotonic_ns() // 1_000_000
+        return R.Context(int(self.clock.wall_s() * 1000), self.trusted, mono_ms,
+                         self.image if with_image else None)
+
+    def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
+        self.journal.append(R.health(self.context(False), code, detail, severity))
+        self.note("health: " + detail)
+
+    def note(self, text: str) -> None:
+        self.last_event = text
+        self.recent.append("{} {}".format(time.strftime("%H:%M:%S", time.localtime(self.clock.wall_s())), text))
+
+    # ---- commands from the console and the downlink ------------------------------
+
+    def submit(self, code: int, arg: int, source: str, actor: str) -> CommandTicket:
+        """Queue a core command for the next scan; ``ticket.outcome`` says what became of it."""
+        ticket = CommandTicket(code, arg, source, actor)
+        self.tickets.put(ticket)
+        return ticket
+
+    def run_in_loop(self, task: Callable[[], None]) -> None:
+        """Run ``task`` in the loop thread between two scans (e.g. swap a rule table)."""
+        self.tasks.put(task)
+
+    # ---- start, loop, stop ---------------------------------------------------
+
+    def start(self) -> None:
+        self.trusted = self.clock.trusted()
+        self._refresh_schedules()
+        self._start_pollers()
+        now = ticks.wrap(self.clock.monotonic_ns() // 1_000_000)
+        saved = self.statefile.load()
+        if saved is not None:
+            self.state.restore(saved, now)
+        self.persisted = self.state.persisted()
+        self.bank.apply(self.state.outputs if saved is not None else [0, 0, self.state.lock, 0])
+        ctx = self.context(False)
+        self.journal.append(R.catalog(ctx, self.catalog.specs(), self.state.config.as_dict(),
+                                      self.site.entry_zones, self.catalog.digest().hex()))
+        self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
+            __version__, self.site.config.path, MODE_NAMES[self.state.mode]), INFO))
+        self.note("started in mode {}".format(MODE_NAMES[self.state.mode]))
+        self.housekeeper.start()
+
+    def _start_pollers(self) -> None:
+        """Start every bus whose port opens; a missing port leaves its devices offline."""
+        for i, poller in enumerate(self.site.pollers):
+            if i in self.started_pollers:
+                continue
+            try:
+                poller.start()
+                self.started_pollers.add(i)
+            except DriverError as e:
+                if not getattr(poller, "_reported_missing", False):
+                    poller._reported_missing = True  # report once, keep retrying quietly
+                    self.journal_health(R.HEALTH_BUS, str(e), ALARM)
+
+    def run(self) -> None:
+        self.timer.start()
+        self.notifier.ready("guarding: mode {}".format(MODE_NAMES[self.state.mode]))
+        watchdog_every = self.notifier.watchdog_interval_s
+        next_ping = time.monotonic()
+        while not self.stop_event.is_set():
+            lateness = self.timer.wait()
+            self.lateness_ns.append(lateness)
+            self.scan()
+            if watchdog_every and time.monotonic() >= next_ping:
+                self.notifier.watchdog()
+                next_ping = time.monotonic() + watchdog_every
+
+    def scan(self) -> None:
+        """One scan: inputs, step(), outputs, records."""
+        now_ns = self.clock.monotonic_ns()
+        now = ticks.wrap(now_ns // 1_000_000)
+        image = self.image
+        for poller, indices in self._poll_idx:
+            poller.copy_into(image, indices)
+        idx = self._idx
+        image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
+        image[idx["sys.clock_trusted"]] = int(self.trusted)
+        image[idx["sys.journal_backlog"]] = min(self.backlog, 0x7FFFFFFF)
+        image[idx["sys.disk_free_pct"]] = self.disk_free_pct
+        for i, value in zip(self._sched_idx, self.sched_values):
+            image[i] = value
+        while not self.tasks.empty():
+            self.tasks.get_nowait()()
+        tickets = []
+        while not self.tickets.empty():
+            tickets.append(self.tickets.get_nowait())
+        commands = [(t.code, t.arg) for t in tickets] + self._bus_faults()
+        outputs, events = step(self.state, (image, commands), now)
+        self.bank.apply(outputs)
+        if events or tickets:
+            self._record(events, tickets)
+        if self.timer.late_scans != self.last_late:
+            self.last_late = self.timer.late_scans
+            self.journal_health(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
+                self.last_late, self.timer.last_lateness_ns / 1e6))
+        if self.on_scan:
+            self.on_scan(self)
+
+    def _bus_faults(self) -> list[tuple[int, int]]:
+        """Bus events become health records; failed output writes become core faults."""
+        faults = []
+        for poller in self.site.pollers:
+            for bev in poller.events():
+                if bev.kind in ("write_mismatch", "write_failed"):
+                    code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
+                    faults.append((CMD_FAULT, code))
+                if bev.kind not in ("online", "offline", "write_ok") and self._bus_news(bev.device, bev.kind):
+                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail))
+        return faults
+
+    def _bus_news(self, device: str, kind: str) -> bool:
+        """At most one record a minute per device and kind: a device answering
+        every poll with an exception must not flood the journal."""
+        now = time.monotonic()
+        key = (device, kind)
+        if now - self._bus_reported.get(key, -BUS_REPORT_S) < BUS_REPORT_S:
+            return False
+        self._bus_reported[key] = now
+        return True
+
+    def _record(self, events, tickets: list[CommandTicket]) -> None:
+        ctx = self.context()
+        refused = {e[1] for e in events if e[0] == EV_REFUSED}
+        for t in tickets:
+            ok = t.code not in refused
+            name = COMMAND_NAMES.get(t.code, str(t.code))
+            self.journal.append(R.command(ctx, t.source, name, t.arg, ok,
+                                          "" if ok else "not allowed in mode " + MODE_NAMES[self.state.mode]))
+            t.outcome.set_result("ok" if ok else "refused: not allowed in mode {}".format(
+                MODE_NAMES[self.state.mode]))
+        for ev in events:
+            if ev[0] == EV_REFUSED:
+                continue  # journaled above as a refused command
+            self.journal.append(R.from_event(ev, ctx))
+            self.note(describe(ev, self.catalog, self.rule_names()))
+        persisted = self.state.persisted()
+        if persisted != self.persisted:
+            self.persisted = persisted
+            self.statefile.save(persisted)
+
+    def rule_names(self) -> tuple[str, ...]:
+        rules = self.state.rules
+        return tuple(getattr(rules, "names", ()) or ())
+
+    def _refresh_schedules(self) -> None:
+        values = self.site.schedules.values(self.clock.wall_s(), self.trusted)
+        self.sched_values = [values["sched." + n] for n in self.site.schedules.names()]
+
+    def _housekeeping(self) -> None:
+        """Slow facts, cached for the loop: clock trust, disk, backlog, ports."""
+        next_ports = time.monotonic() + PORT_RETRY_S
+        while not self.stop_event.wait(HOUSEKEEPING_S):
+            self.trusted = self.clock.trusted()
+            self._refresh_schedules()
+            health = self.journal.health()
+            self.backlog = int(health.get("backlog", 0))
+            budget = int(health.get("budget", 0)) or 1
+            used_pct = 100 * int(health.get("bytes", 0)) // budget
+            try:
+                disk = shutil.disk_usage(self.journal.directory)
+                disk_pct = 100 * disk.free // max(1, disk.total)
+            except OSError:
+                disk_pct = 0
+            self.disk_free_pct = max(0, min(100 - used_pct, disk_pct))
+            if time.monotonic() >= next_ports and len(self.started_pollers) < len(self.site.pollers):
+                self._start_pollers()
+                next_ports = time.monotonic() + PORT_RETRY_S
+            self.notifier.status(self.status_line())
+
+    def status_line(self) -> str:
+        online = sum(self.image[self.catalog.index[d + ".online"]] for d in self.catalog.devices)
+        return "mode {} | devices {}/{} online | last: {}".format(
+            MODE_NAMES[self.state.mode], online, len(self.catalog.devices), self.last_event or "-")
+
+    def stop(self, why: str = "stopped") -> None:
+        """SIGTERM path: outputs to their safe state, journal flushed, buses closed."""
+        self.stop_event.set()
+        self.bank.safe(self.state.lock)
+        self.notifier.stopping()
+        try:
+            self.journal.append(R.health(self.context(False), R.HEALTH_STOPPED, why, INFO))
+        finally:
+            self.journal.close()
+        for i, poller in enumerate(self.site.pollers):
+            if i in self.started_pollers:
+                poller.stop()
+        self.statefile.close()
+        self.bank.close()
+        if self.housekeeper.is_alive():
+            self.housekeeper.join(2 * HOUSEKEEPING_S)

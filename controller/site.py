@@ -1,0 +1,92 @@
+"""From a checked site config to the parts of a running gateway.
+
+``assemble`` loads each device's profile, groups devices into one poller
+per bus, builds the signal catalog (device signals and twins, the
+gateway's own signals, one ``sched.*`` per schedule) and the core's
+settings.  Everything here is built once at start; nothing runs yet.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from controller.config import ConfigError, SiteConfig
+from controller.core.catalog import SYSTEM_SIGNALS, Catalog, schedule_signals
+from controller.core.step import CoreConfig
+from controller.schedules import Schedules
+from controller.schema import Problem
+from drivers.errors import DriverError
+from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
+
+
+@dataclass
+class Site:
+    config: SiteConfig
+    pollers: list[BusPoller]
+    pollers_by_device: dict[str, BusPoller]
+    catalog: Catalog
+    core_config: CoreConfig
+    entry_zones: list[str]
+    schedules: Schedules
+
+
+def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
+    doc = config.doc
+    pollers = []
+    for bus in doc["bus"]:
+        devices = [(i, d) for i, d in enumerate(doc["device"]) if d["bus"] == bus["name"]]
+        if not devices:
+            continue
+        options = BusOptions(baud=bus["baud"], timeout_floor_ms=bus["timeout_floor_ms"],
+                             timeout_ceiling_ms=bus["timeout_ceiling_ms"], retries=bus["retries"])
+        try:
+            pollers.append(BusPoller(bus["port"], [PolledDevice(d["name"], d["profile"], d["address"], d["poll_ms"])
+                                                   for _, d in devices], options))
+        except DriverError as e:
+            first = devices[0][0]
+            problems.append(Problem("device[{}].profile".format(first), str(e)))
+    return pollers
+
+
+def core_config(doc: dict, catalog: Catalog, problems: list[Problem]) -> tuple[CoreConfig, list[str]]:
+    core = doc.get("core") or {}
+    zones = core.get("entry_zones", ["io.door_open"])
+    indices = []
+    for i, name in enumerate(zones):
+        if name in catalog.index:
+            indices.append(catalog.index[name])
+        else:
+            close = difflib.get_close_matches(name, catalog.names, 3)
+            problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
+                name, " (did you mean {}?)".format(", ".join(close)) if close else "")))
+    values = {
+        "exit_delay_ms": core.get("exit_delay_s", 30) * 1000,
+        "entry_delay_ms": core.get("entry_delay_s", 30) * 1000,
+        "maint_default_ms": core.get("maint_default_min", 30) * 60000,
+        "maint_max_ms": core.get("maint_max_min", 240) * 60000,
+        "siren_max_ms": core.get("siren_max_s", 180) * 1000,
+        "siren_retriggers": core.get("siren_retriggers", 3),
+    }
+    return CoreConfig(values, indices), zones
+
+
+def assemble(config: SiteConfig) -> Site:
+    """The site's parts; ConfigError lists every problem found while building them."""
+    doc = config.doc
+    problems: list[Problem] = []
+    pollers = _pollers(config, problems)
+    schedules = Schedules(doc.get("schedules") or {}, doc["gateway"]["timezone"])
+    specs = []
+    for p in pollers:
+        specs += p.catalog_specs()
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names())
+    catalog = Catalog(specs)
+    core, zones = core_config(doc, catalog, problems)
+    if problems:
+        raise ConfigError(config.path, problems)
+    by_device = {}
+    for p in pollers:
+        for name in {n.split(".")[0] for n in p.names}:
+            by_device[name] = p
+    return Site(config, pollers, by_device, catalog, core, zones, schedules)
