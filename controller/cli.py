@@ -55,6 +55,39 @@ def _config(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(handler="controller.configcheck:main")
 
 
+def _collect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="reference receiver: verify records from the broker into SQLite",
+                       description="Subscribe to every gateway's records, verify MACs and chains, "
+                                   "de-duplicate, store in SQLite, report gaps (docs/uplink.md).")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT")
+    p.add_argument("--key", required=True, action="append", metavar="KEY",
+                   help="a gateway's record key file, or a folder of them (repeatable)")
+    p.add_argument("--out", required=True, metavar="DB", help="SQLite database file")
+    p.add_argument("--prefix", default="cabguard", help="topic prefix (default cabguard)")
+    p.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: until SIGTERM)")
+    p.add_argument("--until-records", type=int, metavar="N", help="stop once N records are stored")
+    p.add_argument("--client-id", default="cabguard-collect",
+                   help="MQTT client id: keep it stable so the broker holds a persistent session")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.set_defaults(handler="controller.collect:main")
+
+
+def _cmd(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cmd", help="send a signed downlink command to a gateway",
+                       description="Make a COSE_Mac0 command under the head-end key, bound to one "
+                                   "gateway, with a sequence number and an expiry, and publish it.")
+    p.add_argument("name", help="command, e.g. arm, lock, 'maint start'")
+    p.add_argument("args", nargs="*", help="its arguments, e.g. 30m for maint start")
+    p.add_argument("--gateway", required=True, metavar="ID")
+    p.add_argument("--key", required=True, metavar="KEY", help="the head-end command key file")
+    p.add_argument("--site", required=True, help="the gateway's site (part of the topic)")
+    p.add_argument("--broker", metavar="HOST:PORT", help="publish here (else print the command as hex)")
+    p.add_argument("--prefix", default="cabguard")
+    p.add_argument("--seq", type=int, metavar="N", help="command sequence (default: milliseconds since 1970)")
+    p.add_argument("--expires", type=int, default=300, metavar="S", help="seconds until it expires (default 300)")
+    p.set_defaults(handler="controller.cmdsend:main")
+
+
 def _bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="performance figures (what `make bench` runs)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
@@ -121,7 +154,7 @@ def _verify(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _bench, _sim, _bus, _keys, _verify,
+    _run, _config, _demo, _replay, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
 ]
 
 

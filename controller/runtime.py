@@ -118,6 +118,9 @@ class Gateway:
 
     # ---- context for records -------------------------------------------------
 
+    def now_tick(self) -> int:
+        return ticks.wrap(self.clock.monotonic_ns() // 1_000_000)
+
     def context(self, with_image: bool = True) -> R.Context:
         mono_ms = self.clock.monotonic_ns() // 1_000_000
         return R.Context(int(self.clock.wall_s() * 1000), self.trusted, mono_ms,

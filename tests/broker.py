@@ -29,9 +29,14 @@ class Broker:
     def __init__(self, port: int | None = None, extra_conf: str = ""):
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="cabguard-broker-"))
+        # Started as root, mosquitto drops to its own user: let it save its sessions here.
+        self.dir.chmod(0o777)
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                             "max_queued_messages 0\nmax_inflight_messages 0\n{}".format(self.port, extra_conf))
+        # Persistent sessions, as a site broker must run (docs/uplink.md): a
+        # receiver that reconnects gets what was published meanwhile.
+        self.conf.write_text("listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                             "persistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n{}".format(
+                                 self.port, self.dir, extra_conf))
         self.proc: subprocess.Popen | None = None
 
     @property
