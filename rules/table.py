@@ -1,0 +1,475 @@
+"""Compiled rule tables and their evaluator: a small stack machine (portable).
+
+Theory of operation
+-------------------
+The host compiler (rules/compiler.py) turns rule files into a *table*: plain
+data (lists, integers, text) that is CBOR-encoded and MAC'd for the gateway,
+or carried as JSON in a trace header.  This module holds everything that
+the table format fixes -- severities, action bits, mode codes, opcodes --
+and the evaluator that runs a table once per scan.
+
+Each rule is one list of integers: postfix code over the input image.
+Running it leaves one value on the stack (the ``when`` condition, with any
+``for`` duration already folded in as a HELD op), or two when the rule has
+a ``clear_when`` (hysteresis).  All of a rule's code runs on every scan
+(``and``/``or`` do not short-circuit), so the state of every timer, edge
+detector, counter and rate stays current.  The code is straight-line; the
+only loop is a count() window's expiry, bounded by COUNT_CAP: time per scan
+is bounded by the table's size.
+
+The state of the stateful ops lives in one flat integer list ``mem`` that
+the evaluator owns (offsets assigned by the compiler); the evaluator is
+part of the core's state, so ``step()`` stays a pure function of its
+arguments.  Times are wrapping ticks: the evaluator only takes differences,
+through the ``ticks_diff`` function the host injects.
+
+A rule is *raised* when its condition becomes true and *cleared* when it
+becomes false again, or -- with ``clear_when`` -- when the clear condition
+is true and the condition is false, or -- when latched -- once the cabinet
+is disarmed or a maintenance visit starts.  ``scan()`` reports only the
+changes, as ``(rule index, severity, action bits, 1 raised / 0 cleared)``.
+"""
+
+import binascii
+
+from rules.table_errors import TableError
+
+FORMAT = 1
+
+# Severities, lowest first.  info and warning are recorded; alarm sounds
+# siren and strobe; critical also locks the battery output.
+INFO = 0
+WARNING = 1
+ALARM = 2
+CRITICAL = 3
+SEVERITY_NAMES = ("info", "warning", "alarm", "critical")
+
+# Extra actions a rule may ask for on top of what its severity implies.
+ACT_LOCK = 1      # lock the battery output
+ACT_SILENT = 2    # no local sound or light (upstream only)
+ACT_FAULT = 4     # put the gateway into FAULT
+ACT_UPLINK = 8    # send upstream at once, ahead of older telemetry
+ACTION_BITS = (("lock", ACT_LOCK), ("silent", ACT_SILENT), ("fault", ACT_FAULT), ("uplink", ACT_UPLINK))
+
+
+def severity_code(name):
+    """The severity number for its name, or -1."""
+    for i in range(len(SEVERITY_NAMES)):
+        if SEVERITY_NAMES[i] == name:
+            return i
+    return -1
+
+
+# Mode codes of table format 1 (the core's modes, in its order).  mode()
+# compiles to a bit mask over them; bit GUARD stands for "armed": set while
+# the cabinet is ARMED or in its ENTRY delay, and kept through an ALARM or
+# FAULT that started from there; DISARMED, ARMING and MAINTENANCE end it.
+MODES = ("disarmed", "arming", "armed", "entry", "maintenance", "alarm", "fault")
+GUARD = 1 << 7
+_GUARD_ON = (2, 3)
+_GUARD_OFF = (0, 1, 4)
+# A latched rule stays raised until the cabinet is disarmed or a visit starts.
+_LATCH_CLEAR = (0, 4)
+
+# Rule flags.
+FLAG_CLEAR_WHEN = 1
+FLAG_LATCH = 2
+
+# Opcodes and their operands (after the opcode, in the code list).
+OP_SIG = 1        # idx            push image[idx]
+OP_CONST = 2      # k              push k
+OP_ADD = 3
+OP_SUB = 4
+OP_MUL = 5
+OP_DIV = 6        # floor division; by zero gives 0
+OP_NEG = 7
+OP_ABS = 8
+OP_MIN = 9
+OP_MAX = 10
+OP_LT = 11
+OP_LE = 12
+OP_GT = 13
+OP_GE = 14
+OP_EQ = 15
+OP_NE = 16
+OP_AND = 17
+OP_OR = 18
+OP_NOT = 19
+OP_BIT = 20       # n              (x >> n) & 1
+OP_MODE = 21      # mask           1 if the mode's bit (or GUARD) is in mask
+OP_HELD = 22      # off ms         x true continuously for >= ms   mem: since, running
+OP_WITHIN = 23    # off ms         x true at some scan in the last ms   mem: last, seen
+OP_COUNT = 24     # off ms         rises of x in the last ms (<= COUNT_CAP)   mem: prev, n, tail, ring
+OP_RATE = 25      # off ms         x now minus x about ms ago (0 until then)   mem: last, samples, pos, ring
+OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev
+OP_ROSE = 27      # off            x became true   mem: prev
+OP_FELL = 28      # off            x became false   mem: prev
+# Fused "signal <op> constant" (the commonest term): idx k.
+OP_SIG_GT_K = 30
+OP_SIG_GE_K = 31
+OP_SIG_LT_K = 32
+OP_SIG_LE_K = 33
+OP_SIG_EQ_K = 34
+OP_SIG_NE_K = 35
+
+# Operand count of every opcode: the table's code is checked against it.
+OPERANDS = {
+    OP_SIG: 1, OP_CONST: 1, OP_ADD: 0, OP_SUB: 0, OP_MUL: 0, OP_DIV: 0,
+    OP_NEG: 0, OP_ABS: 0, OP_MIN: 0, OP_MAX: 0, OP_LT: 0, OP_LE: 0, OP_GT: 0,
+    OP_GE: 0, OP_EQ: 0, OP_NE: 0, OP_AND: 0, OP_OR: 0, OP_NOT: 0, OP_BIT: 1,
+    OP_MODE: 1, OP_HELD: 2, OP_WITHIN: 2, OP_COUNT: 2, OP_RATE: 2,
+    OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1, OP_SIG_GT_K: 2, OP_SIG_GE_K: 2,
+    OP_SIG_LT_K: 2, OP_SIG_LE_K: 2, OP_SIG_EQ_K: 2, OP_SIG_NE_K: 2,
+}
+# Stack effect (pushed minus popped) of every opcode.
+_POP2 = (OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT,
+         OP_GE, OP_EQ, OP_NE, OP_AND, OP_OR)
+_PUSH = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
+         OP_SIG_LE_K, OP_SIG_EQ_K, OP_SIG_NE_K)
+
+# The longest window or duration: the longest tick difference the core trusts
+# (controller.core.ticks.MAX_SPAN, about 6.2 days).
+MAX_WINDOW_MS = (1 << 29) - 1
+COUNT_CAP = 16       # count() remembers at most this many rises
+RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
+# Words of mem each stateful op uses.
+MEM_WORDS = {
+    OP_HELD: 2, OP_WITHIN: 2, OP_COUNT: 3 + COUNT_CAP, OP_RATE: 3 + RATE_SAMPLES + 1,
+    OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1,
+}
+
+_NONE = ()
+
+
+def _bytes(v, what):
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    if isinstance(v, str):
+        try:
+            return binascii.unhexlify(v)
+        except ValueError:
+            pass
+    raise TableError("table field '{}' must be bytes or hex text".format(what))
+
+
+def _check_code(code, where, image_size, mem):
+    """Walk ``code`` once: operands present, indices in range, stack sane."""
+    if not isinstance(code, list):
+        raise TableError("{}: code must be a list of integers".format(where))
+    pc = 0
+    depth = 0
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        if op not in OPERANDS:
+            raise TableError("{}: unknown opcode {} at {}".format(where, op, pc))
+        k = OPERANDS[op]
+        if pc + k >= n:
+            raise TableError("{}: opcode {} at {} lacks its operands".format(where, op, pc))
+        for j in range(1, k + 1):
+            if not isinstance(code[pc + j], int):
+                raise TableError("{}: operand at {} is not an integer".format(where, pc + j))
+        if op == OP_SIG or op >= OP_SIG_GT_K:
+            if not 0 <= code[pc + 1] < image_size:
+                raise TableError("{}: signal index {} outside the image".format(where, code[pc + 1]))
+        if op in MEM_WORDS:
+            if not 0 <= code[pc + 1] <= mem - MEM_WORDS[op]:
+                raise TableError("{}: state offset {} outside mem".format(where, code[pc + 1]))
+            if op in (OP_HELD, OP_WITHIN, OP_COUNT, OP_RATE) and code[pc + 2] < 1:
+                raise TableError("{}: window at {} must be > 0 ms".format(where, pc))
+        if op in _PUSH:
+            depth += 1
+        elif op in _POP2:
+            depth -= 1
+        if depth < 1:
+            raise TableError("{}: stack underflow at {}".format(where, pc))
+        pc += k + 1
+    return depth
+
+
+class Table:
+    """A checked table: parallel lists, one entry per rule.
+
+    ``data`` is the decoded payload (docs/rules.md, "Table format"), from
+    CBOR or from JSON (where the byte strings are hex text).
+    """
+
+    def __init__(self, data, image_size):
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise TableError("not a rule table of format {}".format(FORMAT))
+        self.catalog = _bytes(data.get("catalog"), "catalog")
+        self.source = _bytes(data.get("source"), "source")
+        mem = data.get("mem", 0)
+        if not isinstance(mem, int) or mem < 0:
+            raise TableError("table field 'mem' must be a whole number")
+        self.mem = mem
+        self.ids = []
+        self.severities = []
+        self.actions = []
+        self.flags = []
+        self.codes = []
+        rules = data.get("rules")
+        if not isinstance(rules, list):
+            raise TableError("table field 'rules' must be a list")
+        for r in range(len(rules)):
+            self._add(rules[r], r, image_size)
+        self.size = len(self.ids)
+
+    def _add(self, rule, r, image_size):
+        if not isinstance(rule, list) or len(rule) != 5:
+            raise TableError("rule #{}: want [id, severity, actions, flags, code]".format(r))
+        rid, sev, act, flags, code = rule
+        where = "rule #{} ({})".format(r, rid)
+        if not isinstance(rid, str) or not isinstance(sev, int) or not 0 <= sev < len(SEVERITY_NAMES):
+            raise TableError("{}: bad id or severity".format(where))
+        if not isinstance(act, int) or not isinstance(flags, int):
+            raise TableError("{}: actions and flags must be integers".format(where))
+        want = 2 if flags & FLAG_CLEAR_WHEN else 1
+        if _check_code(code, where, image_size, self.mem) != want:
+            raise TableError("{}: code must leave {} value(s)".format(where, want))
+        self.ids.append(rid)
+        self.severities.append(sev)
+        self.actions.append(act)
+        self.flags.append(flags)
+        self.codes.append(code)
+
+
+class Evaluator:
+    """Runs a Table every scan; holds every rule's state.
+
+    ``ticks_diff(a, b)`` is the signed tick difference (controller.core.ticks.diff
+    on the host, the same function under MicroPython).
+    """
+
+    def __init__(self, table, ticks_diff):
+        self.table = table
+        self.diff = ticks_diff
+        self.mem = [0] * table.mem
+        self.active = [0] * table.size
+        self.stack = []
+        self.guard = 0
+        self.primed = 0
+
+    def scan(self, image, now, mode):
+        """Evaluate every rule; an iterable of (index, severity, actions, raised)."""
+        if mode in _GUARD_ON:
+            self.guard = 1
+        elif mode in _GUARD_OFF:
+            self.guard = 0
+        mbit = (1 << mode) | (GUARD if self.guard else 0)
+        latch_clear = mode in _LATCH_CLEAR
+        t = self.table
+        codes = t.codes
+        flags = t.flags
+        active = self.active
+        changes = None
+        for r in range(t.size):
+            self._run(codes[r], image, now, mbit)
+            s = self.stack
+            if flags[r] & FLAG_CLEAR_WHEN:
+                c = s.pop()
+            else:
+                c = 0
+            w = s.pop()
+            if not active[r]:
+                if w:
+                    active[r] = 1
+                    if changes is None:
+                        changes = []
+                    changes.append((r, t.severities[r], t.actions[r], 1))
+                continue
+            f = flags[r]
+            if f & FLAG_LATCH:
+                done = latch_clear
+            elif f & FLAG_CLEAR_WHEN:
+                done = c and not w
+            else:
+                done = not w
+            if done:
+                active[r] = 0
+                if changes is None:
+                    changes = []
+                changes.append((r, t.severities[r], t.actions[r], 0))
+        self.primed = 1
+        return changes if changes is not None else _NONE
+
+    def _run(self, code, image, now, mbit):
+        s = self.stack
+        push = s.append
+        pop = s.pop
+        pc = 0
+        n = len(code)
+        while pc < n:
+            op = code[pc]
+            if op == OP_SIG:
+                push(image[code[pc + 1]])
+                pc += 2
+            elif op >= OP_SIG_GT_K:
+                v = image[code[pc + 1]]
+                k = code[pc + 2]
+                if op == OP_SIG_GT_K:
+                    push(1 if v > k else 0)
+                elif op == OP_SIG_GE_K:
+                    push(1 if v >= k else 0)
+                elif op == OP_SIG_LT_K:
+                    push(1 if v < k else 0)
+                elif op == OP_SIG_LE_K:
+                    push(1 if v <= k else 0)
+                elif op == OP_SIG_EQ_K:
+                    push(1 if v == k else 0)
+                else:
+                    push(1 if v != k else 0)
+                pc += 3
+            elif op == OP_AND:
+                b = pop()
+                s[-1] = 1 if (s[-1] and b) else 0
+                pc += 1
+            elif op == OP_OR:
+                b = pop()
+                s[-1] = 1 if (s[-1] or b) else 0
+                pc += 1
+            elif op == OP_NOT:
+                s[-1] = 0 if s[-1] else 1
+                pc += 1
+            elif op == OP_CONST:
+                push(code[pc + 1])
+                pc += 2
+            elif op == OP_MODE:
+                push(1 if mbit & code[pc + 1] else 0)
+                pc += 2
+            elif op <= OP_NE:
+                self._arith(op)
+                pc += 1
+            elif op == OP_BIT:
+                s[-1] = (s[-1] >> code[pc + 1]) & 1
+                pc += 2
+            else:
+                self._stateful(op, code[pc + 1], code[pc + 2] if OPERANDS[op] == 2 else 0, now)
+                pc += 1 + OPERANDS[op]
+
+    def _arith(self, op):
+        s = self.stack
+        if op == OP_NEG:
+            s[-1] = -s[-1]
+            return
+        if op == OP_ABS:
+            s[-1] = abs(s[-1])
+            return
+        b = s.pop()
+        a = s[-1]
+        if op == OP_ADD:
+            r = a + b
+        elif op == OP_SUB:
+            r = a - b
+        elif op == OP_MUL:
+            r = a * b
+        elif op == OP_DIV:
+            r = a // b if b else 0
+        elif op == OP_MIN:
+            r = a if a < b else b
+        elif op == OP_MAX:
+            r = a if a > b else b
+        elif op == OP_LT:
+            r = 1 if a < b else 0
+        elif op == OP_LE:
+            r = 1 if a <= b else 0
+        elif op == OP_GT:
+            r = 1 if a > b else 0
+        elif op == OP_GE:
+            r = 1 if a >= b else 0
+        elif op == OP_EQ:
+            r = 1 if a == b else 0
+        else:
+            r = 1 if a != b else 0
+        s[-1] = r
+
+    def _stateful(self, op, o, ms, now):
+        s = self.stack
+        m = self.mem
+        v = s[-1]
+        if op == OP_HELD:
+            if not v:
+                m[o + 1] = 0
+                s[-1] = 0
+                return
+            if not m[o + 1]:
+                m[o + 1] = 1
+                m[o] = now
+            s[-1] = 1 if self.diff(now, m[o]) >= ms else 0
+        elif op == OP_WITHIN:
+            if v:
+                m[o] = now
+                m[o + 1] = 1
+            elif m[o + 1] and self.diff(now, m[o]) > ms:
+                m[o + 1] = 0
+            s[-1] = m[o + 1]
+        elif op == OP_COUNT:
+            s[-1] = self._count(o, ms, 1 if v else 0, now)
+        elif op == OP_RATE:
+            s[-1] = self._rate(o, ms, v, now)
+        else:
+            prev = m[o]
+            m[o] = v
+            if not self.primed:
+                s[-1] = 0
+            elif op == OP_CHANGED:
+                s[-1] = 1 if v != prev else 0
+            elif op == OP_ROSE:
+                s[-1] = 1 if (v and not prev) else 0
+            else:
+                s[-1] = 1 if (prev and not v) else 0
+
+    def _count(self, o, ms, v, now):
+        m = self.mem
+        prev = m[o]
+        m[o] = v
+        n = m[o + 1]
+        tail = m[o + 2]
+        ring = o + 3
+        while n and self.diff(now, m[ring + tail]) >= ms:
+            tail = (tail + 1) % COUNT_CAP
+            n -= 1
+        if v and not prev and self.primed:
+            if n == COUNT_CAP:
+                tail = (tail + 1) % COUNT_CAP
+                n -= 1
+            m[ring + (tail + n) % COUNT_CAP] = now
+            n += 1
+        m[o + 1] = n
+        m[o + 2] = tail
+        return n
+
+    def _rate(self, o, ms, v, now):
+        # A ring of RATE_SAMPLES + 1 samples taken every ms // RATE_SAMPLES:
+        # the oldest one is about ms old.
+        m = self.mem
+        size = RATE_SAMPLES + 1
+        step = ms // RATE_SAMPLES
+        if step < 1:
+            step = 1
+        taken = m[o + 1]
+        pos = m[o + 2]
+        ring = o + 3
+        if taken == 0 or self.diff(now, m[o]) >= step:
+            m[ring + pos] = v
+            pos = (pos + 1) % size
+            m[o] = now
+            m[o + 2] = pos
+            if taken < size:
+                taken += 1
+                m[o + 1] = taken
+        if taken < size:
+            return 0
+        return v - m[ring + pos]
+
+
+def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
+    """The evaluator for a trace whose header carries a table under "rules",
+    or None; TableError if the table was compiled for another catalog."""
+    data = head.get("rules")
+    if data is None:
+        return None
+    table = Table(data, image_size)
+    if table.catalog != catalog_digest:
+        raise TableError("the trace's rule table was compiled for another signal catalog")
+    return Evaluator(table, ticks_diff)
