@@ -172,6 +172,8 @@ class ExprCompiler:
         code, ty = self.emit(node.operand)
         if isinstance(node.op, ast.Not):
             _need_bool(node.operand, ty, "'not'")
+            if len(code) == 2 and code[0] == T.OP_SIG:
+                return [T.OP_NOT_SIG, code[1]], Ty("bool", what="not ...")
             return code + [T.OP_NOT], Ty("bool", what="not ...")
         if isinstance(node.op, ast.USub):
             if ty.kind == "lit":
@@ -190,9 +192,10 @@ class ExprCompiler:
         for k, value in enumerate(node.values):
             part, ty = self.emit(value)
             _need_bool(value, ty, word)
-            code += part
-            if k:
-                code.append(op)
+            if k and len(part) == 2 and part[0] == T.OP_SIG:
+                code += [T.OP_AND_SIG if op == T.OP_AND else T.OP_OR_SIG, part[1]]
+            else:
+                code += part + ([op] if k else [])
         return code, Ty("bool", what=word)
 
     def _BinOp(self, node: ast.BinOp) -> tuple[list[int], Ty]:
@@ -396,6 +399,8 @@ class ExprCompiler:
         code, ty = self.emit(args[0])
         if ty.kind not in ("bits", "code"):
             raise CompileFailed(args[0], "bit() reads a bits or code signal, not {}".format(ty.describe()))
+        if len(code) == 2 and code[0] == T.OP_SIG:
+            return [T.OP_SIG_BIT, code[1], args[1].value], Ty("bool", what="bit(...)")
         return code + [T.OP_BIT, args[1].value], Ty("bool", what="bit(...)")
 
 

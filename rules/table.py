@@ -68,8 +68,8 @@ MODES = ("disarmed", "arming", "armed", "entry", "maintenance", "alarm", "fault"
 GUARD = 1 << 7
 _GUARD_ON = (2, 3)
 _GUARD_OFF = (0, 1, 4)
-# A latched rule stays raised until the cabinet is disarmed or a visit starts.
-_LATCH_CLEAR = (0, 4)
+# A latched rule stays raised until the cabinet is disarmed (0) or a
+# maintenance visit (4) starts: scan() tests these two codes inline.
 
 # Rule flags.
 FLAG_CLEAR_WHEN = 1
@@ -111,6 +111,11 @@ OP_SIG_LT_K = 32
 OP_SIG_LE_K = 33
 OP_SIG_EQ_K = 34
 OP_SIG_NE_K = 35
+# Fused boolean signal ops: idx (SIG_BIT: idx n).
+OP_AND_SIG = 36   # idx            x and image[idx]
+OP_OR_SIG = 37    # idx            x or image[idx]
+OP_NOT_SIG = 38   # idx            push not image[idx]
+OP_SIG_BIT = 39   # idx n          push (image[idx] >> n) & 1
 
 # Operand count of every opcode: the table's code is checked against it.
 OPERANDS = {
@@ -120,12 +125,16 @@ OPERANDS = {
     OP_MODE: 1, OP_HELD: 2, OP_WITHIN: 2, OP_COUNT: 2, OP_RATE: 2,
     OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1, OP_SIG_GT_K: 2, OP_SIG_GE_K: 2,
     OP_SIG_LT_K: 2, OP_SIG_LE_K: 2, OP_SIG_EQ_K: 2, OP_SIG_NE_K: 2,
+    OP_AND_SIG: 1, OP_OR_SIG: 1, OP_NOT_SIG: 1, OP_SIG_BIT: 2,
 }
+# Opcodes whose first operand is a signal index.
+_SIGNAL_OPS = (OP_SIG, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K, OP_SIG_LE_K, OP_SIG_EQ_K,
+               OP_SIG_NE_K, OP_AND_SIG, OP_OR_SIG, OP_NOT_SIG, OP_SIG_BIT)
 # Stack effect (pushed minus popped) of every opcode.
 _POP2 = (OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT,
          OP_GE, OP_EQ, OP_NE, OP_AND, OP_OR)
 _PUSH = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
-         OP_SIG_LE_K, OP_SIG_EQ_K, OP_SIG_NE_K)
+         OP_SIG_LE_K, OP_SIG_EQ_K, OP_SIG_NE_K, OP_NOT_SIG, OP_SIG_BIT)
 
 # The longest window or duration: the longest tick difference the core trusts
 # (controller.core.ticks.MAX_SPAN, about 6.2 days).
@@ -153,11 +162,14 @@ def _bytes(v, what):
 
 
 def _check_code(code, where, image_size, mem):
-    """Walk ``code`` once: operands present, indices in range, stack sane."""
+    """Walk ``code`` once: operands present, indices in range, stack sane.
+    Returns (final stack depth, signals read, 1 if it reads the mode)."""
     if not isinstance(code, list):
         raise TableError("{}: code must be a list of integers".format(where))
     pc = 0
     depth = 0
+    signals = []
+    uses_mode = 0
     n = len(code)
     while pc < n:
         op = code[pc]
@@ -169,9 +181,13 @@ def _check_code(code, where, image_size, mem):
         for j in range(1, k + 1):
             if not isinstance(code[pc + j], int):
                 raise TableError("{}: operand at {} is not an integer".format(where, pc + j))
-        if op == OP_SIG or op >= OP_SIG_GT_K:
+        if op in _SIGNAL_OPS:
             if not 0 <= code[pc + 1] < image_size:
                 raise TableError("{}: signal index {} outside the image".format(where, code[pc + 1]))
+            if code[pc + 1] not in signals:
+                signals.append(code[pc + 1])
+        if op == OP_MODE:
+            uses_mode = 1
         if op in MEM_WORDS:
             if not 0 <= code[pc + 1] <= mem - MEM_WORDS[op]:
                 raise TableError("{}: state offset {} outside mem".format(where, code[pc + 1]))
@@ -184,7 +200,7 @@ def _check_code(code, where, image_size, mem):
         if depth < 1:
             raise TableError("{}: stack underflow at {}".format(where, pc))
         pc += k + 1
-    return depth
+    return depth, signals, uses_mode
 
 
 class Table:
@@ -211,9 +227,22 @@ class Table:
         rules = data.get("rules")
         if not isinstance(rules, list):
             raise TableError("table field 'rules' must be a list")
+        self.image_size = image_size
+        readers = {}
+        mode_rules = []
         for r in range(len(rules)):
-            self._add(rules[r], r, image_size)
+            signals, uses_mode = self._add(rules[r], r, image_size)
+            for i in signals:
+                if i not in readers:
+                    readers[i] = []
+                readers[i].append(r)
+            if uses_mode or self.flags[r] & FLAG_LATCH:
+                mode_rules.append(r)
         self.size = len(self.ids)
+        # For change-driven evaluation: the rules that read each signal, and
+        # the rules whose value can change with the mode.
+        self.watch = [(i, tuple(readers[i])) for i in sorted(readers)]
+        self.mode_rules = tuple(mode_rules)
 
     def _add(self, rule, r, image_size):
         if not isinstance(rule, list) or len(rule) != 5:
@@ -225,13 +254,15 @@ class Table:
         if not isinstance(act, int) or not isinstance(flags, int):
             raise TableError("{}: actions and flags must be integers".format(where))
         want = 2 if flags & FLAG_CLEAR_WHEN else 1
-        if _check_code(code, where, image_size, self.mem) != want:
+        depth, signals, uses_mode = _check_code(code, where, image_size, self.mem)
+        if depth != want:
             raise TableError("{}: code must leave {} value(s)".format(where, want))
         self.ids.append(rid)
         self.severities.append(sev)
         self.actions.append(act)
         self.flags.append(flags)
         self.codes.append(code)
+        return signals, uses_mode
 
 
 class Evaluator:
@@ -239,113 +270,189 @@ class Evaluator:
 
     ``ticks_diff(a, b)`` is the signed tick difference (controller.core.ticks.diff
     on the host, the same function under MicroPython).
+
+    Evaluation is change-driven: a rule runs on a scan when a signal it reads
+    changed, when the mode changed and it reads the mode (or is latched), or
+    when it is *live* -- one of its timers, windows, counters, rates or edges
+    can change its value with time alone.  Any other rule would compute what
+    it computed last time, so skipping it changes nothing.  ``every_scan``
+    runs every rule on every scan: the reference the tests hold the
+    change-driven path to, and the bound on the time a scan can take.
     """
 
-    def __init__(self, table, ticks_diff):
+    def __init__(self, table, ticks_diff, every_scan=False):
         self.table = table
         self.diff = ticks_diff
+        self.every_scan = every_scan
         self.mem = [0] * table.mem
         self.active = [0] * table.size
+        self.live = {}
+        self.last = [0] * table.image_size
+        self.last_mbit = -1
         self.stack = []
         self.guard = 0
         self.primed = 0
 
+    def _due(self, image, mbit):
+        """The rules to run this scan, in index order (None: none)."""
+        due = None
+        last = self.last
+        for i, readers in self.table.watch:
+            v = image[i]
+            if v != last[i]:
+                last[i] = v
+                if due is None:
+                    due = {}
+                for r in readers:
+                    due[r] = 1
+        if mbit != self.last_mbit:
+            self.last_mbit = mbit
+            if due is None:
+                due = {}
+            for r in self.table.mode_rules:
+                due[r] = 1
+        if self.live:
+            if due is None:
+                due = {}
+            for r in self.live:
+                due[r] = 1
+        if due is None:
+            return None
+        return sorted(due)
+
     def scan(self, image, now, mode):
-        """Evaluate every rule; an iterable of (index, severity, actions, raised)."""
+        """Evaluate the rules; an iterable of (index, severity, actions, raised)."""
         if mode in _GUARD_ON:
             self.guard = 1
         elif mode in _GUARD_OFF:
             self.guard = 0
         mbit = (1 << mode) | (GUARD if self.guard else 0)
-        latch_clear = mode in _LATCH_CLEAR
         t = self.table
+        if self.primed and not self.every_scan:
+            due = self._due(image, mbit)
+            if due is None:
+                return _NONE
+        else:
+            self._due(image, mbit)
+            due = range(t.size)
         codes = t.codes
         flags = t.flags
         active = self.active
-        changes = None
-        for r in range(t.size):
-            self._run(codes[r], image, now, mbit)
-            s = self.stack
-            if flags[r] & FLAG_CLEAR_WHEN:
-                c = s.pop()
-            else:
-                c = 0
-            w = s.pop()
-            if not active[r]:
-                if w:
-                    active[r] = 1
-                    if changes is None:
-                        changes = []
-                    changes.append((r, t.severities[r], t.actions[r], 1))
-                continue
-            f = flags[r]
-            if f & FLAG_LATCH:
-                done = latch_clear
-            elif f & FLAG_CLEAR_WHEN:
-                done = c and not w
-            else:
-                done = not w
-            if done:
-                active[r] = 0
-                if changes is None:
-                    changes = []
-                changes.append((r, t.severities[r], t.actions[r], 0))
-        self.primed = 1
-        return changes if changes is not None else _NONE
-
-    def _run(self, code, image, now, mbit):
+        live_rules = self.live
         s = self.stack
         push = s.append
         pop = s.pop
-        pc = 0
-        n = len(code)
-        while pc < n:
-            op = code[pc]
-            if op == OP_SIG:
-                push(image[code[pc + 1]])
-                pc += 2
-            elif op >= OP_SIG_GT_K:
-                v = image[code[pc + 1]]
-                k = code[pc + 2]
-                if op == OP_SIG_GT_K:
-                    push(1 if v > k else 0)
-                elif op == OP_SIG_GE_K:
-                    push(1 if v >= k else 0)
-                elif op == OP_SIG_LT_K:
-                    push(1 if v < k else 0)
-                elif op == OP_SIG_LE_K:
-                    push(1 if v <= k else 0)
-                elif op == OP_SIG_EQ_K:
-                    push(1 if v == k else 0)
+        mem = self.mem
+        diff = self.diff
+        changes = None
+        for r in due:
+            # The interpreter, inlined: a call per rule would cost a third.
+            code = codes[r]
+            pc = 0
+            n = len(code)
+            live = 0
+            while pc < n:
+                op = code[pc]
+                # Most frequent first (measured on the default packs).
+                if op == OP_AND:
+                    b = pop()
+                    s[-1] = 1 if (s[-1] and b) else 0
+                    pc += 1
+                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
+                    v = image[code[pc + 1]]
+                    k = code[pc + 2]
+                    if op == OP_SIG_GT_K:
+                        push(1 if v > k else 0)
+                    elif op == OP_SIG_LT_K:
+                        push(1 if v < k else 0)
+                    elif op == OP_SIG_GE_K:
+                        push(1 if v >= k else 0)
+                    elif op == OP_SIG_LE_K:
+                        push(1 if v <= k else 0)
+                    elif op == OP_SIG_EQ_K:
+                        push(1 if v == k else 0)
+                    else:
+                        push(1 if v != k else 0)
+                    pc += 3
+                elif op == OP_AND_SIG:
+                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
+                    pc += 2
+                elif op == OP_SIG:
+                    push(image[code[pc + 1]])
+                    pc += 2
+                elif op == OP_HELD:
+                    o = code[pc + 1]
+                    if s[-1]:
+                        if not mem[o + 1]:
+                            mem[o + 1] = 1
+                            mem[o] = now
+                        if diff(now, mem[o]) >= code[pc + 2]:
+                            s[-1] = 1
+                        else:
+                            s[-1] = 0
+                            live = 1
+                    else:
+                        mem[o + 1] = 0
+                    pc += 3
+                elif op == OP_MODE:
+                    push(1 if mbit & code[pc + 1] else 0)
+                    pc += 2
+                elif op == OP_NOT_SIG:
+                    push(0 if image[code[pc + 1]] else 1)
+                    pc += 2
+                elif op == OP_OR:
+                    b = pop()
+                    s[-1] = 1 if (s[-1] or b) else 0
+                    pc += 1
+                elif op == OP_OR_SIG:
+                    s[-1] = 1 if (s[-1] or image[code[pc + 1]]) else 0
+                    pc += 2
+                elif op == OP_SIG_BIT:
+                    push((image[code[pc + 1]] >> code[pc + 2]) & 1)
+                    pc += 3
+                elif op == OP_NOT:
+                    s[-1] = 0 if s[-1] else 1
+                    pc += 1
+                elif op == OP_CONST:
+                    push(code[pc + 1])
+                    pc += 2
+                elif op <= OP_NE:
+                    self._arith(op)
+                    pc += 1
+                elif op == OP_BIT:
+                    s[-1] = (s[-1] >> code[pc + 1]) & 1
+                    pc += 2
                 else:
-                    push(1 if v != k else 0)
-                pc += 3
-            elif op == OP_AND:
-                b = pop()
-                s[-1] = 1 if (s[-1] and b) else 0
-                pc += 1
-            elif op == OP_OR:
-                b = pop()
-                s[-1] = 1 if (s[-1] or b) else 0
-                pc += 1
-            elif op == OP_NOT:
-                s[-1] = 0 if s[-1] else 1
-                pc += 1
-            elif op == OP_CONST:
-                push(code[pc + 1])
-                pc += 2
-            elif op == OP_MODE:
-                push(1 if mbit & code[pc + 1] else 0)
-                pc += 2
-            elif op <= OP_NE:
-                self._arith(op)
-                pc += 1
-            elif op == OP_BIT:
-                s[-1] = (s[-1] >> code[pc + 1]) & 1
-                pc += 2
+                    if self._stateful(op, code, pc, now):
+                        live = 1
+                    pc += 1 + OPERANDS[op]
+            if live:
+                live_rules[r] = 1
+            elif r in live_rules:
+                del live_rules[r]
+            f = flags[r]
+            c = pop() if f & FLAG_CLEAR_WHEN else 0
+            w = pop()
+            if not active[r]:
+                if not w:
+                    continue
+                active[r] = 1
+                raised = 1
+            elif f & FLAG_LATCH:
+                if mode != 0 and mode != 4:   # disarmed, maintenance
+                    continue
+                active[r] = 0
+                raised = 0
+            elif (c and not w) if f & FLAG_CLEAR_WHEN else not w:
+                active[r] = 0
+                raised = 0
             else:
-                self._stateful(op, code[pc + 1], code[pc + 2] if OPERANDS[op] == 2 else 0, now)
-                pc += 1 + OPERANDS[op]
+                continue
+            if changes is None:
+                changes = []
+            changes.append((r, t.severities[r], t.actions[r], raised))
+        self.primed = 1
+        return changes if changes is not None else _NONE
 
     def _arith(self, op):
         s = self.stack
@@ -383,41 +490,39 @@ class Evaluator:
             r = 1 if a != b else 0
         s[-1] = r
 
-    def _stateful(self, op, o, ms, now):
+    def _stateful(self, op, code, pc, now):
+        """Run one stateful op (not HELD, which is inlined); 1 if it is live."""
         s = self.stack
         m = self.mem
         v = s[-1]
-        if op == OP_HELD:
-            if not v:
-                m[o + 1] = 0
-                s[-1] = 0
-                return
-            if not m[o + 1]:
-                m[o + 1] = 1
-                m[o] = now
-            s[-1] = 1 if self.diff(now, m[o]) >= ms else 0
-        elif op == OP_WITHIN:
+        o = code[pc + 1]
+        if op == OP_WITHIN:
             if v:
                 m[o] = now
                 m[o + 1] = 1
-            elif m[o + 1] and self.diff(now, m[o]) > ms:
+            elif m[o + 1] and self.diff(now, m[o]) > code[pc + 2]:
                 m[o + 1] = 0
             s[-1] = m[o + 1]
-        elif op == OP_COUNT:
-            s[-1] = self._count(o, ms, 1 if v else 0, now)
-        elif op == OP_RATE:
-            s[-1] = self._rate(o, ms, v, now)
+            return m[o + 1]
+        if op == OP_COUNT:
+            n = self._count(o, code[pc + 2], 1 if v else 0, now)
+            s[-1] = n
+            return 1 if n else 0
+        if op == OP_RATE:
+            s[-1] = self._rate(o, code[pc + 2], v, now)
+            return 1
+        prev = m[o]
+        m[o] = v
+        if not self.primed:
+            r = 0
+        elif op == OP_CHANGED:
+            r = 1 if v != prev else 0
+        elif op == OP_ROSE:
+            r = 1 if (v and not prev) else 0
         else:
-            prev = m[o]
-            m[o] = v
-            if not self.primed:
-                s[-1] = 0
-            elif op == OP_CHANGED:
-                s[-1] = 1 if v != prev else 0
-            elif op == OP_ROSE:
-                s[-1] = 1 if (v and not prev) else 0
-            else:
-                s[-1] = 1 if (prev and not v) else 0
+            r = 1 if (prev and not v) else 0
+        s[-1] = r
+        return r
 
     def _count(self, o, ms, v, now):
         m = self.mem
