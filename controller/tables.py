@@ -69,16 +69,17 @@ def read_payload(path: str | Path, key: CoseKey | None) -> bytes:
 
 def build_table(data: dict, catalog: Catalog, where: str) -> Table:
     """Check the table against ``catalog``; TableRefused on a mismatch."""
-    try:
-        table = Table(data, catalog.size)
-    except RuleError as e:
-        raise TableRefused("{}: {}".format(where, e)) from None
     digest = catalog.digest()
-    if table.catalog != digest:
+    theirs = data.get("catalog")
+    if not isinstance(theirs, bytes) or theirs != digest:
+        shown = theirs.hex()[:12] if isinstance(theirs, bytes) else "(none)"
         raise TableRefused(
             "{}: compiled for signal catalog {}..., but this gateway's catalog is {}...: recompile "
-            "the rules against this site's catalog".format(where, table.catalog.hex()[:12], digest.hex()[:12]))
-    return table
+            "the rules against this site's catalog".format(where, shown, digest.hex()[:12]))
+    try:
+        return Table(data, catalog.size)
+    except RuleError as e:
+        raise TableRefused("{}: {}".format(where, e)) from None
 
 
 def load_table(path: str | Path, key: CoseKey | None, catalog: Catalog) -> tuple[dict, Evaluator]:

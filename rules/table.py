@@ -25,8 +25,8 @@ through the ``ticks_diff`` function the host injects.
 
 A rule is *raised* when its condition becomes true and *cleared* when it
 becomes false again, or -- with ``clear_when`` -- when the clear condition
-is true and the condition is false, or -- when latched -- once the cabinet
-is disarmed or a maintenance visit starts.  ``scan()`` reports only the
+is true and the condition is false, or -- when latched -- when the condition
+is false while the cabinet is disarmed or in a maintenance visit.  ``scan()`` reports only the
 changes, as ``(rule index, severity, action bits, 1 raised / 0 cleared)``.
 """
 
@@ -139,6 +139,7 @@ _PUSH = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
 # The longest window or duration: the longest tick difference the core trusts
 # (controller.core.ticks.MAX_SPAN, about 6.2 days).
 MAX_WINDOW_MS = (1 << 29) - 1
+TICK_MASK = (1 << 30) - 1   # ticks wrap at 2**30 ms, as MicroPython's do
 COUNT_CAP = 16       # count() remembers at most this many rises
 RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
 # Words of mem each stateful op uses.
@@ -439,7 +440,7 @@ class Evaluator:
                 active[r] = 1
                 raised = 1
             elif f & FLAG_LATCH:
-                if mode != 0 and mode != 4:   # disarmed, maintenance
+                if w or (mode != 0 and mode != 4):   # reset by disarmed, maintenance
                     continue
                 active[r] = 0
                 raised = 0
@@ -545,8 +546,10 @@ class Evaluator:
         return n
 
     def _rate(self, o, ms, v, now):
-        # A ring of RATE_SAMPLES + 1 samples taken every ms // RATE_SAMPLES:
-        # the oldest one is about ms old.
+        # A ring of RATE_SAMPLES + 1 samples taken every ms // RATE_SAMPLES on
+        # a nominal schedule (so scan jitter does not stretch the window):
+        # the oldest one is ms old.  mem: nominal time of the last sample,
+        # samples taken (up to the ring size), next ring position, the ring.
         m = self.mem
         size = RATE_SAMPLES + 1
         step = ms // RATE_SAMPLES
@@ -558,7 +561,10 @@ class Evaluator:
         if taken == 0 or self.diff(now, m[o]) >= step:
             m[ring + pos] = v
             pos = (pos + 1) % size
-            m[o] = now
+            nominal = (m[o] + step) & TICK_MASK
+            if taken == 0 or self.diff(now, nominal) >= step:
+                nominal = now   # scans fell behind the schedule: restart it here
+            m[o] = nominal
             m[o + 2] = pos
             if taken < size:
                 taken += 1
@@ -574,7 +580,6 @@ def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
     data = head.get("rules")
     if data is None:
         return None
-    table = Table(data, image_size)
-    if table.catalog != catalog_digest:
+    if not isinstance(data, dict) or _bytes(data.get("catalog"), "catalog") != catalog_digest:
         raise TableError("the trace's rule table was compiled for another signal catalog")
-    return Evaluator(table, ticks_diff)
+    return Evaluator(Table(data, image_size), ticks_diff)
