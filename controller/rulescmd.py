@@ -18,7 +18,6 @@ from controller.core.errors import CoreError, TraceError
 from controller.core.trace import replay_lines
 from controller.errors import CabguardError
 from controller.tables import build_table, read_payload, sign, write_table
-from controller.timeline import clock
 from drivers.keys import load_key
 from rules.compiler import Compiled, SiteCatalog, compile_files, decode_payload
 from rules.errors import CatalogFileError
@@ -175,7 +174,7 @@ def explain(args: argparse.Namespace) -> int:
         print("(MAC not checked: give --key KEY to verify the table)")
     for scan, t, change, terms, values in ex.records:
         r, sev, _act, raised = change
-        print("scan {} t={} ({}): {} {} ({})".format(scan, t, clock(t), ids[r],
+        print("scan {} t={} ms: {} {} ({})".format(scan, t, ids[r],
                                                     "RAISED" if raised else "cleared", SEVERITY_NAMES[sev]))
         print("    when {}".format(ex.entries[r][0]))
         for text, value in terms:

@@ -520,7 +520,7 @@ def _terms(node: ast.AST) -> list[ast.AST]:
     """The leaves of the and/or/not structure: what explain reports."""
     if isinstance(node, ast.BoolOp):
         return [t for v in node.values for t in _terms(v)]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not) and isinstance(node.operand, ast.BoolOp):
         return _terms(node.operand)
     return [node]
 
@@ -553,6 +553,8 @@ def _instance(spec: RuleSpec, device: str, trees: dict[str, ast.Expression], cat
         text = (ast.get_source_segment(src, node) or ast.unparse(node)).replace(DEV_NAME, device)
         terms.append((text, ExprCompiler(catalog, device, explain_mem).condition(node)))
     when_text = " ".join(spec.when.replace("{dev}", device).split())
+    if spec.for_ms:
+        when_text += "  (for {} ms)".format(spec.for_ms)
     return CompiledRule(rule_id, spec, code, flags, when_text, terms, sorted(comp.signals))
 
 
