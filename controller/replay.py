@@ -14,9 +14,7 @@ from controller.core.errors import TraceError
 from controller.core.outputs import OUTPUT_NAMES
 from controller.core.trace import Replay, replay_lines
 from controller.errors import CabguardError, UsageError
-from controller.tables import load_table
 from controller.timeline import clock, describe, event_json, outputs_text
-from drivers.keys import load_key
 from rules.errors import RuleError
 from rules.table import evaluator_from_header
 
@@ -43,6 +41,9 @@ def rules_factory(table: str | None, key_path: str | None) -> RulesFactory:
     if table:
         if not key_path:
             raise UsageError("--table needs --key KEY to verify the table")
+        # Imported here: only a table file needs the cryptography.
+        from controller.tables import load_table
+        from drivers.keys import load_key
         key = load_key(key_path)
         return lambda catalog, _head: load_table(table, key, catalog)[1]
     return lambda catalog, head: evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)

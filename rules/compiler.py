@@ -374,7 +374,7 @@ class ExprCompiler:
             raise CompileFailed(node, "abs() takes one argument")
         code, ty = self.emit(args[0])
         _need_num(args[0], ty, "abs()")
-        return code + [T.OP_ABS], ty
+        return code + [T.OP_ABS], _computed(ty)
 
     def _minmax(self, node: ast.Call, args: list[ast.expr], op: int, name: str) -> tuple[list[int], Ty]:
         if len(args) != 2:
@@ -383,7 +383,7 @@ class ExprCompiler:
         rc, rt = self.emit(args[1])
         _need_num(args[0], lt, name + "()")
         _need_num(args[1], rt, name + "()")
-        return lc + rc + [op], _same_unit(node, lt, rt, name + "()")
+        return lc + rc + [op], _computed(_same_unit(node, lt, rt, name + "()"))
 
     def _fn_min(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
         return self._minmax(node, args, T.OP_MIN, "min")
@@ -418,6 +418,11 @@ def _disallowed(node: ast.AST) -> str:
         "Await": "await is not allowed", "Starred": "'*' unpacking is not allowed",
     }
     return reasons.get(type(node).__name__, "{} is not part of the rule language".format(type(node).__name__))
+
+
+def _computed(ty: Ty) -> Ty:
+    """A function's result is computed at run time: never a literal."""
+    return Ty("num", None, None, what="a computed number") if ty.kind == "lit" else ty
 
 
 def _need_bool(node: ast.AST, ty: Ty, where: str) -> None:

@@ -31,6 +31,7 @@ class RuleSourceError(RuleError):
     """Everything wrong with a set of rule files, every problem at once."""
 
     def __init__(self, diagnostics: list[Diagnostic]):
+        diagnostics = sorted(diagnostics, key=lambda d: (d.path, d.line, d.col))
         self.diagnostics = diagnostics
         count = len(diagnostics)
         head = "{} problem{} in the rules:".format(count, "" if count == 1 else "s")

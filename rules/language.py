@@ -164,8 +164,8 @@ def _toml_diag(path: str, message: str) -> Diagnostic:
 
 
 def _fill(spec: RuleSpec, table: dict, diags: list[Diagnostic]) -> bool:
-    """Check every key of one rule table; False if the rule cannot be compiled."""
-    before = len(diags)
+    """Check every key of one rule table; False if it has no condition to
+    compile (other problems are reported and its expressions still checked)."""
     rid = table.get("id")
     if isinstance(rid, str) and ID_RE.match(rid):
         spec.id = rid
@@ -208,7 +208,8 @@ def _fill(spec: RuleSpec, table: dict, diags: list[Diagnostic]) -> bool:
     if DEV in (spec.when + spec.clear_when) and not spec.devices:
         diags.append(spec.diag("when", "'{}' is used but the rule has no 'devices' class to "
                                "repeat over".format(DEV)))
-    return len(diags) == before
+        return False
+    return bool(spec.when)
 
 
 def _fill_actions(spec: RuleSpec, actions: object, diags: list[Diagnostic]) -> None:

@@ -111,6 +111,11 @@ def test_armed_covers_entry_and_an_alarm_raised_from_armed_but_not_arming():
     assert run(text, script) == [(100, "r", 1), (400, "r", 0)]
 
 
+def test_functions_of_constants_are_computed_not_folded_wrongly():
+    script = [(0, {"io.temp_dc": 4}, 0), (100, {"io.temp_dc": 6}, 0)]
+    assert run(rule("io.temp_dc > max(3, 5) and io.temp_dc > abs(-5) - 1"), script) == [(100, "r", 1)]
+
+
 def test_schedule_reads_its_signal():
     script = [(0, {"sched.night": 1}, 0), (100, {"sched.night": 0}, 0)]
     assert run(rule("schedule('night')"), script) == [(0, "r", 1), (100, "r", 0)]
