@@ -33,6 +33,8 @@ _CMP_OPS = {ast.Lt: T.OP_LT, ast.LtE: T.OP_LE, ast.Gt: T.OP_GT, ast.GtE: T.OP_GE
             ast.Eq: T.OP_EQ, ast.NotEq: T.OP_NE}
 _FUSED = {T.OP_LT: T.OP_SIG_LT_K, T.OP_LE: T.OP_SIG_LE_K, T.OP_GT: T.OP_SIG_GT_K,
           T.OP_GE: T.OP_SIG_GE_K, T.OP_EQ: T.OP_SIG_EQ_K, T.OP_NE: T.OP_SIG_NE_K}
+_FUSED_K = {T.OP_LT: T.OP_LT_K, T.OP_LE: T.OP_LE_K, T.OP_GT: T.OP_GT_K,
+            T.OP_GE: T.OP_GE_K, T.OP_EQ: T.OP_EQ_K, T.OP_NE: T.OP_NE_K}
 _FLIPPED = {T.OP_LT: T.OP_GT, T.OP_LE: T.OP_GE, T.OP_GT: T.OP_LT, T.OP_GE: T.OP_LE,
             T.OP_EQ: T.OP_EQ, T.OP_NE: T.OP_NE}
 _BIN_OPS = {ast.Add: T.OP_ADD, ast.Sub: T.OP_SUB, ast.Mult: T.OP_MUL, ast.FloorDiv: T.OP_DIV}
@@ -244,6 +246,11 @@ class ExprCompiler:
             return [_FUSED[op], lc[1], rt.value]
         if rc[0] == T.OP_SIG and len(rc) == 2 and lt.kind == "lit":
             return [_FUSED[_FLIPPED[op]], rc[1], lt.value]
+        # ... and "computed value <op> constant".
+        if rt.kind == "lit" and rc == [T.OP_CONST, rt.value]:
+            return lc + [_FUSED_K[op], rt.value]
+        if lt.kind == "lit" and lc == [T.OP_CONST, lt.value]:
+            return rc + [_FUSED_K[_FLIPPED[op]], lt.value]
         return lc + rc + [op]
 
     def _float_check(self, left: ast.AST, right: ast.AST) -> None:

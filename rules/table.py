@@ -98,7 +98,7 @@ OP_NOT = 19
 OP_BIT = 20       # n              (x >> n) & 1
 OP_MODE = 21      # mask           1 if the mode's bit (or GUARD) is in mask
 OP_HELD = 22      # off ms         x true continuously for >= ms   mem: since, running
-OP_WITHIN = 23    # off ms         x true at some scan in the last ms   mem: last, seen
+OP_WITHIN = 23    # off ms         x true at some scan in the last ms   mem: last, seen, now
 OP_COUNT = 24     # off ms         rises of x in the last ms (<= COUNT_CAP)   mem: prev, n, tail, ring
 OP_RATE = 25      # off ms         x now minus x about ms ago (0 until then)   mem: last, samples, pos, ring
 OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev
@@ -116,6 +116,13 @@ OP_AND_SIG = 36   # idx            x and image[idx]
 OP_OR_SIG = 37    # idx            x or image[idx]
 OP_NOT_SIG = 38   # idx            push not image[idx]
 OP_SIG_BIT = 39   # idx n          push (image[idx] >> n) & 1
+# Fused "x <op> constant" for a computed x (a rate, an abs, a sum): k.
+OP_GT_K = 40
+OP_GE_K = 41
+OP_LT_K = 42
+OP_LE_K = 43
+OP_EQ_K = 44
+OP_NE_K = 45
 
 # Operand count of every opcode: the table's code is checked against it.
 OPERANDS = {
@@ -126,6 +133,7 @@ OPERANDS = {
     OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1, OP_SIG_GT_K: 2, OP_SIG_GE_K: 2,
     OP_SIG_LT_K: 2, OP_SIG_LE_K: 2, OP_SIG_EQ_K: 2, OP_SIG_NE_K: 2,
     OP_AND_SIG: 1, OP_OR_SIG: 1, OP_NOT_SIG: 1, OP_SIG_BIT: 2,
+    OP_GT_K: 1, OP_GE_K: 1, OP_LT_K: 1, OP_LE_K: 1, OP_EQ_K: 1, OP_NE_K: 1,
 }
 # Opcodes whose first operand is a signal index.
 _SIGNAL_OPS = (OP_SIG, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K, OP_SIG_LE_K, OP_SIG_EQ_K,
@@ -144,7 +152,7 @@ COUNT_CAP = 16       # count() remembers at most this many rises
 RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
 # Words of mem each stateful op uses.
 MEM_WORDS = {
-    OP_HELD: 2, OP_WITHIN: 2, OP_COUNT: 3 + COUNT_CAP, OP_RATE: 3 + RATE_SAMPLES + 1,
+    OP_HELD: 2, OP_WITHIN: 3, OP_COUNT: 3 + COUNT_CAP, OP_RATE: 3 + RATE_SAMPLES + 1,
     OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1,
 }
 
@@ -274,9 +282,10 @@ class Evaluator:
 
     Evaluation is change-driven: a rule runs on a scan when a signal it reads
     changed, when the mode changed and it reads the mode (or is latched), or
-    when it is *live* -- one of its timers, windows, counters, rates or edges
-    can change its value with time alone.  Any other rule would compute what
-    it computed last time, so skipping it changes nothing.  ``every_scan``
+    when its *wake* tick has come -- the earliest tick at which one of its
+    timers, windows, counters, rates or edges can change by time alone.  Any
+    other rule would compute what it computed last time, so skipping it
+    changes nothing.  ``every_scan``
     runs every rule on every scan: the reference the tests hold the
     change-driven path to, and the bound on the time a scan can take.
     """
@@ -293,8 +302,9 @@ class Evaluator:
         self.stack = []
         self.guard = 0
         self.primed = 0
+        self.prev_now = 0   # the previous scan's tick
 
-    def _due(self, image, mbit):
+    def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
         due = None
         last = self.last
@@ -312,10 +322,12 @@ class Evaluator:
                 due = {}
             for r in self.table.mode_rules:
                 due[r] = 1
-        if self.live:
-            if due is None:
-                due = {}
-            for r in self.live:
+        live = self.live
+        diff = self.diff
+        for r in live:
+            if diff(now, live[r]) >= 0:
+                if due is None:
+                    due = {}
                 due[r] = 1
         if due is None:
             return None
@@ -330,11 +342,12 @@ class Evaluator:
         mbit = (1 << mode) | (GUARD if self.guard else 0)
         t = self.table
         if self.primed and not self.every_scan:
-            due = self._due(image, mbit)
+            due = self._due(image, mbit, now)
             if due is None:
+                self.prev_now = now
                 return _NONE
         else:
-            self._due(image, mbit)
+            self._due(image, mbit, now)
             due = range(t.size)
         codes = t.codes
         flags = t.flags
@@ -351,7 +364,7 @@ class Evaluator:
             code = codes[r]
             pc = 0
             n = len(code)
-            live = 0
+            wake = -1   # the earliest tick at which time alone may change this rule
             while pc < n:
                 op = code[pc]
                 # Most frequent first (measured on the default packs).
@@ -391,13 +404,35 @@ class Evaluator:
                             s[-1] = 1
                         else:
                             s[-1] = 0
-                            live = 1
+                            due_at = (mem[o] + code[pc + 2]) & TICK_MASK
+                            if wake < 0 or diff(due_at, wake) < 0:
+                                wake = due_at
                     else:
                         mem[o + 1] = 0
                     pc += 3
                 elif op == OP_MODE:
                     push(1 if mbit & code[pc + 1] else 0)
                     pc += 2
+                elif OP_GT_K <= op <= OP_NE_K:
+                    v = s[-1]
+                    k = code[pc + 1]
+                    if op == OP_GT_K:
+                        s[-1] = 1 if v > k else 0
+                    elif op == OP_LT_K:
+                        s[-1] = 1 if v < k else 0
+                    elif op == OP_GE_K:
+                        s[-1] = 1 if v >= k else 0
+                    elif op == OP_LE_K:
+                        s[-1] = 1 if v <= k else 0
+                    elif op == OP_EQ_K:
+                        s[-1] = 1 if v == k else 0
+                    else:
+                        s[-1] = 1 if v != k else 0
+                    pc += 2
+                elif op == OP_ABS:
+                    if s[-1] < 0:
+                        s[-1] = -s[-1]
+                    pc += 1
                 elif op == OP_NOT_SIG:
                     push(0 if image[code[pc + 1]] else 1)
                     pc += 2
@@ -424,11 +459,12 @@ class Evaluator:
                     s[-1] = (s[-1] >> code[pc + 1]) & 1
                     pc += 2
                 else:
-                    if self._stateful(op, code, pc, now):
-                        live = 1
+                    due_at = self._stateful(op, code, pc, now)
+                    if due_at >= 0 and (wake < 0 or diff(due_at, wake) < 0):
+                        wake = due_at
                     pc += 1 + OPERANDS[op]
-            if live:
-                live_rules[r] = 1
+            if wake >= 0:
+                live_rules[r] = wake
             elif r in live_rules:
                 del live_rules[r]
             f = flags[r]
@@ -453,15 +489,13 @@ class Evaluator:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
         self.primed = 1
+        self.prev_now = now
         return changes if changes is not None else _NONE
 
     def _arith(self, op):
         s = self.stack
         if op == OP_NEG:
             s[-1] = -s[-1]
-            return
-        if op == OP_ABS:
-            s[-1] = abs(s[-1])
             return
         b = s.pop()
         a = s[-1]
@@ -492,26 +526,38 @@ class Evaluator:
         s[-1] = r
 
     def _stateful(self, op, code, pc, now):
-        """Run one stateful op (not HELD, which is inlined); 1 if it is live."""
+        """Run one stateful op (HELD is inlined); returns the tick at which
+        time alone may change its value, or -1 if only its input can."""
         s = self.stack
         m = self.mem
         v = s[-1]
         o = code[pc + 1]
         if op == OP_WITHIN:
+            # mem: last tick it was true, seen within the window, true now.
+            # When it turns false, it was last true at the previous scan.
+            ms = code[pc + 2]
             if v:
                 m[o] = now
                 m[o + 1] = 1
-            elif m[o + 1] and self.diff(now, m[o]) > code[pc + 2]:
+                m[o + 2] = 1
+                s[-1] = 1
+                return -1
+            if m[o + 2]:
+                m[o] = self.prev_now
+                m[o + 2] = 0
+            if m[o + 1] and self.diff(now, m[o]) > ms:
                 m[o + 1] = 0
             s[-1] = m[o + 1]
-            return m[o + 1]
+            return (m[o] + ms + 1) & TICK_MASK if m[o + 1] else -1
         if op == OP_COUNT:
-            n = self._count(o, code[pc + 2], 1 if v else 0, now)
+            ms = code[pc + 2]
+            n = self._count(o, ms, 1 if v else 0, now)
             s[-1] = n
-            return 1 if n else 0
+            return (m[o + 3 + m[o + 2]] + ms) & TICK_MASK if n else -1
         if op == OP_RATE:
             s[-1] = self._rate(o, code[pc + 2], v, now)
-            return 1
+            step = code[pc + 2] // RATE_SAMPLES
+            return (m[o] + (step if step > 0 else 1)) & TICK_MASK
         prev = m[o]
         m[o] = v
         if not self.primed:
@@ -523,7 +569,7 @@ class Evaluator:
         else:
             r = 1 if (prev and not v) else 0
         s[-1] = r
-        return r
+        return now if r else -1
 
     def _count(self, o, ms, v, now):
         m = self.mem
