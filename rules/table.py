@@ -68,8 +68,8 @@ MODES = ("disarmed", "arming", "armed", "entry", "maintenance", "alarm", "fault"
 GUARD = 1 << 7
 _GUARD_ON = (2, 3)
 _GUARD_OFF = (0, 1, 4)
-# A latched rule stays raised until the cabinet is disarmed (0) or a
-# maintenance visit (4) starts: scan() tests these two codes inline.
+# A latched rule clears only once its condition is false while the cabinet
+# is disarmed (0) or in a maintenance visit (4): scan() tests these inline.
 
 # Rule flags.
 FLAG_CLEAR_WHEN = 1
@@ -285,9 +285,9 @@ class Evaluator:
     when its *wake* tick has come -- the earliest tick at which one of its
     timers, windows, counters, rates or edges can change by time alone.  Any
     other rule would compute what it computed last time, so skipping it
-    changes nothing.  ``every_scan``
-    runs every rule on every scan: the reference the tests hold the
-    change-driven path to, and the bound on the time a scan can take.
+    changes nothing.  ``every_scan`` runs every rule on every scan: the
+    reference the tests hold the change-driven path to, and the bound on
+    the time a scan can take.
     """
 
     def __init__(self, table, ticks_diff, every_scan=False):
@@ -296,7 +296,7 @@ class Evaluator:
         self.every_scan = every_scan
         self.mem = [0] * table.mem
         self.active = [0] * table.size
-        self.live = {}
+        self.wakes = {}      # rule index -> wake tick
         self.last = [0] * table.image_size
         self.last_mbit = -1
         self.stack = []
@@ -322,10 +322,10 @@ class Evaluator:
                 due = {}
             for r in self.table.mode_rules:
                 due[r] = 1
-        live = self.live
+        wakes = self.wakes
         diff = self.diff
-        for r in live:
-            if diff(now, live[r]) >= 0:
+        for r in wakes:
+            if diff(now, wakes[r]) >= 0:
                 if due is None:
                     due = {}
                 due[r] = 1
@@ -352,7 +352,7 @@ class Evaluator:
         codes = t.codes
         flags = t.flags
         active = self.active
-        live_rules = self.live
+        wakes = self.wakes
         s = self.stack
         push = s.append
         pop = s.pop
@@ -464,9 +464,9 @@ class Evaluator:
                         wake = due_at
                     pc += 1 + OPERANDS[op]
             if wake >= 0:
-                live_rules[r] = wake
-            elif r in live_rules:
-                del live_rules[r]
+                wakes[r] = wake
+            elif r in wakes:
+                del wakes[r]
             f = flags[r]
             c = pop() if f & FLAG_CLEAR_WHEN else 0
             w = pop()
