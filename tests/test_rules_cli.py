@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from controller.bench.rules import compile_text, rules_trace
-from controller.rulescmd import demo_catalog
+from controller.rulescmd import demo_catalog, site_catalog
 from drivers.keys import generate, write_key
+from rules.errors import CatalogFileError
 from tests.test_cli import cabguard
 
 
@@ -73,3 +76,14 @@ def test_replay_table_without_key_is_a_usage_error(tmp_path):
     trace.write_text("\n".join(rules_trace(None, 2, 10)) + "\n")
     r = cabguard("replay", str(trace), "--table", str(tmp_path / "x.cbor"))
     assert r.returncode == 1 and "--table needs --key" in r.stderr
+
+
+def test_bad_catalog_files_name_the_file_and_what_is_wrong(tmp_path):
+    cases = {"a.json": ("{", "not JSON"), "b.json": ('{"signals": 3}', "want {\"signals\""),
+             "c.json": ('{"signals": [["x.online", "bool"]]}', "signals[0] must be [name, unit, scale]"),
+             "d.json": ('{"signals": [["x.online", "volts", 0]]}', "unknown unit 'volts'")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CatalogFileError) as e:
+            site_catalog(str(tmp_path / name))
+        assert name in str(e.value) and message in str(e.value)
