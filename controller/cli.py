@@ -24,6 +24,9 @@ def _replay(sub: argparse._SubParsersAction) -> None:
                                    "events and a digest (docs/trace.md).")
     p.add_argument("trace", help="trace file (JSON Lines)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.add_argument("--table", metavar="TABLE", help="run this compiled rule table (default: the "
+                                                    "table in the trace header, if any)")
+    p.add_argument("--key", metavar="KEY", help="installer key that verifies --table")
     p.set_defaults(handler="controller.replay:main")
 
 
@@ -153,8 +156,37 @@ def _verify(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="controller.verify:main")
 
 
+def _rules(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rules", help="check, compile and explain rule files (docs/rules.md)",
+                       description="The rule language: check rule files, compile them into a "
+                                   "signed table, explain a table against a trace.")
+    rsub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    catalog_help = ("signal catalog JSON (docs/rules.md); default: the built-in demo cabinet "
+                    "(io, bms1, bms2, relay, sys.*, sched.night/shift_change/maintenance)")
+    c = rsub.add_parser("check", help="validate rule files, report every problem",
+                        description="Validate rule files against the signal catalog; every "
+                                    "problem is reported with file, line, column and rule id.")
+    c.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
+    c.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    c.set_defaults(handler="controller.rulescmd:check")
+    k = rsub.add_parser("compile", help="compile rule files into a signed table",
+                        description="Compile rule files into a CBOR table MAC'd with the installer key.")
+    k.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
+    k.add_argument("-o", "--output", metavar="TABLE", required=True, help="table file to write")
+    k.add_argument("--key", metavar="KEY", required=True, help="installer COSE_Key file")
+    k.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    k.set_defaults(handler="controller.rulescmd:compile_cmd")
+    e = rsub.add_parser("explain", help="which rule fired when, and why",
+                        description="Replay TRACE with TABLE and show, for every rule raised or "
+                                    "cleared, the scan and which of its terms were true.")
+    e.add_argument("table", metavar="TABLE", help="compiled table file")
+    e.add_argument("trace", metavar="TRACE", help="trace file (docs/trace.md)")
+    e.add_argument("--key", metavar="KEY", help="verify the table's MAC with this key")
+    e.set_defaults(handler="controller.rulescmd:explain")
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
 ]
 
 

@@ -6,26 +6,52 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
+from controller.core import ticks
+from controller.core.catalog import Catalog
 from controller.core.errors import TraceError
 from controller.core.outputs import OUTPUT_NAMES
 from controller.core.trace import Replay, replay_lines
-from controller.errors import CabguardError
+from controller.errors import CabguardError, UsageError
 from controller.timeline import clock, describe, event_json, outputs_text
+from rules.errors import RuleError
+from rules.table import evaluator_from_header
+
+RulesFactory = Callable[[Catalog, dict], Any]
 
 
-def load(path: str) -> Replay:
+def load(path: str, rules_factory: RulesFactory | None = None) -> Replay:
     """Replay a trace file; errors name the file and the line."""
     p = Path(path)
     try:
         with p.open("r", encoding="utf-8") as f:
-            return replay_lines(f)
+            return replay_lines(f, rules_factory)
     except OSError as e:
         raise CabguardError("cannot read trace {}: {}".format(path, e.strerror)) from None
     except UnicodeDecodeError:
         raise CabguardError("{}: not a text file; a trace is JSON Lines (docs/trace.md)".format(path)) from None
-    except TraceError as e:
+    except (TraceError, RuleError) as e:
         raise CabguardError("{}: {}".format(path, e)) from None
+
+
+def rules_factory(table: str | None, key_path: str | None) -> RulesFactory:
+    """The rules for a replay: ``table`` verified with ``key_path``, else the
+    table the trace header carries under "rules" (docs/trace.md), if any."""
+    if table:
+        if not key_path:
+            raise UsageError("--table needs --key KEY to verify the table")
+        # Imported here: only a table file needs the cryptography.
+        from controller.tables import load_table
+        from drivers.keys import load_key
+        key = load_key(key_path)
+        return lambda catalog, _head: load_table(table, key, catalog)[1]
+    return lambda catalog, head: evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)
+
+
+def rule_ids(replay: Replay) -> tuple[str, ...]:
+    rules = replay.state.rules
+    return tuple(rules.table.ids) if rules is not None else ()
 
 
 def print_timeline(replay: Replay, origin_s: int = 0, rule_names: tuple[str, ...] = (),
@@ -52,6 +78,7 @@ def summary(replay: Replay) -> dict:
         "digest": replay.digest(),
         "final_mode": MODE_NAMES[replay.state.mode],
         "final_outputs": dict(zip(OUTPUT_NAMES, replay.state.outputs)),
+        "rules": list(rule_ids(replay)),
         "timeline": [
             {"scan": scan, "t": t, "outputs": dict(zip(OUTPUT_NAMES, outputs)),
              "events": [event_json(e) for e in events]}
@@ -61,12 +88,12 @@ def summary(replay: Replay) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    replay = load(args.trace)
+    replay = load(args.trace, rules_factory(args.table, args.key))
     if args.json:
         json.dump(summary(replay), sys.stdout)
         print()
         return 0
-    print_timeline(replay)
+    print_timeline(replay, rule_names=rule_ids(replay))
     print("{} scans, {} events, final mode {}".format(
         replay.scans, replay.events, summary(replay)["final_mode"]))
     print("digest {}".format(replay.digest()))

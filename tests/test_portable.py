@@ -53,3 +53,37 @@ def test_micropython_replays_the_shared_traces_bit_for_bit():
     for name, lines in traces.items():
         r = replay_lines(lines, keep_timeline=False)
         assert got[name] == (r.scans, r.digest()), name
+
+
+def rules_traces():
+    """Traces whose header carries a rule table: the default packs and random tables."""
+    from controller.bench.rules import compile_text, packs, random_rules, rules_trace
+    traces = {"packs": rules_trace(packs(), 21, 4000)}
+    for seed in (1, 2):
+        traces["random_rules{}".format(seed)] = rules_trace(compile_text(random_rules(seed, 60)), seed, 3000)
+    return traces
+
+
+@pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
+def test_micropython_evaluates_rule_tables_bit_for_bit():
+    from controller.core import ticks
+    from rules.table import evaluator_from_header
+
+    def factory(catalog, head):
+        return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)
+
+    traces = rules_traces()
+    files = {"traces/{}.trace".format(k): "\n".join(v) + "\n" for k, v in traces.items()}
+    code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
+            "from rules.table import evaluator_from_header\n"
+            "def factory(catalog, head):\n"
+            "    return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)\n")
+    for name in sorted(traces):
+        code += ("r = replay_lines(open('/app/traces/{0}.trace'), factory, keep_timeline=False)\n"
+                 "print('{0}', r.scans, r.events, r.digest())\n").format(name)
+    (out,) = mpy.run([code], files)
+    got = dict((line.split()[0], tuple(line.split()[1:])) for line in out.strip().splitlines())
+    for name, lines in traces.items():
+        r = replay_lines(lines, factory, keep_timeline=False)
+        assert r.events > 10, name
+        assert got[name] == (str(r.scans), str(r.events), r.digest()), name

@@ -1,0 +1,89 @@
+"""cabguard rules check|compile|explain and replay with rules, end to end."""
+
+import json
+
+import pytest
+
+from controller.bench.rules import compile_text, rules_trace
+from controller.rulescmd import demo_catalog, site_catalog
+from drivers.keys import generate, write_key
+from rules.errors import CatalogFileError
+from tests.test_cli import cabguard
+
+
+def test_check_the_default_packs():
+    r = cabguard("rules", "check")
+    assert r.returncode == 0 and "door_forced.io" in r.stdout and "ok: 44 rules" in r.stdout
+
+
+def test_check_reports_every_problem_with_position_and_no_traceback(tmp_path):
+    src = tmp_path / "bad.toml"
+    src.write_text('[[rule]]\nid = "a"\nwhen = "io.door_opn"\nseverity = "alarm"\n\n'
+                   '[[rule]]\nid = "a"\nwhen = "io.tamper and"\nseverity = "alarm"\n')
+    r = cabguard("rules", "check", str(src))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "2 problems" in r.stderr
+    assert "{}:3:9: rule 'a': unknown signal 'io.door_opn' (did you mean 'io.door_open'".format(src) in r.stderr
+    assert "duplicate rule id" in r.stderr
+
+
+def test_catalog_file_is_used_and_checked(tmp_path):
+    specs, classes = demo_catalog()
+    cat = tmp_path / "cat.json"
+    cat.write_text(json.dumps({"signals": [list(s) for s in specs if not s[0].startswith("bms2.")],
+                               "device_classes": {k: v for k, v in classes.items() if k != "bms2"}}))
+    r = cabguard("rules", "check", "--catalog", str(cat))
+    assert r.returncode == 0 and "bms2" not in r.stdout and "door_forced.io" in r.stdout
+    cat.write_text(json.dumps({"signals": [list(s) for s in specs], "device_classes": {"bms9": "battery"}}))
+    r = cabguard("rules", "check", "--catalog", str(cat))
+    assert r.returncode == 1 and "device_classes.bms9" in r.stderr
+
+
+def test_compile_replay_and_explain(tmp_path):
+    key = tmp_path / "installer.key"
+    write_key(key, generate("installer"))
+    table = tmp_path / "rules.cbor"
+    r = cabguard("rules", "compile", "-o", str(table), "--key", str(key))
+    assert r.returncode == 0 and "signed with key 'installer'" in r.stdout and table.exists()
+
+    trace = tmp_path / "t.trace"
+    trace.write_text("\n".join(rules_trace(None, 4, 3000)) + "\n")
+    plain = cabguard("replay", str(trace), "--json")
+    ruled = cabguard("replay", str(trace), "--json", "--table", str(table), "--key", str(key))
+    assert plain.returncode == ruled.returncode == 0
+    doc = json.loads(ruled.stdout)
+    assert "door_forced.io" in doc["rules"]
+    assert json.loads(plain.stdout)["digest"] != doc["digest"]
+
+    ex = cabguard("rules", "explain", str(table), str(trace), "--key", str(key))
+    assert ex.returncode == 0, ex.stderr
+    assert "RAISED" in ex.stdout and "    when " in ex.stdout and "values:" in ex.stdout
+    assert doc["digest"] in ex.stdout
+    unverified = cabguard("rules", "explain", str(table), str(trace))
+    assert "MAC not checked" in unverified.stdout
+
+
+def test_replay_runs_the_table_in_the_trace_header(tmp_path):
+    compiled = compile_text('[[rule]]\nid = "t"\nwhen = "io.tamper"\nseverity = "warning"\n')
+    trace = tmp_path / "h.trace"
+    trace.write_text("\n".join(rules_trace(compiled, 2, 2000)) + "\n")
+    r = cabguard("replay", str(trace))
+    assert r.returncode == 0 and "rule t raised (warning)" in r.stdout
+
+
+def test_replay_table_without_key_is_a_usage_error(tmp_path):
+    trace = tmp_path / "h.trace"
+    trace.write_text("\n".join(rules_trace(None, 2, 10)) + "\n")
+    r = cabguard("replay", str(trace), "--table", str(tmp_path / "x.cbor"))
+    assert r.returncode == 1 and "--table needs --key" in r.stderr
+
+
+def test_bad_catalog_files_name_the_file_and_what_is_wrong(tmp_path):
+    cases = {"a.json": ("{", "not JSON"), "b.json": ('{"signals": 3}', "want {\"signals\""),
+             "c.json": ('{"signals": [["x.online", "bool"]]}', "signals[0] must be [name, unit, scale]"),
+             "d.json": ('{"signals": [["x.online", "volts", 0]]}', "unknown unit 'volts'")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(CatalogFileError) as e:
+            site_catalog(str(tmp_path / name))
+        assert name in str(e.value) and message in str(e.value)

@@ -1,0 +1,130 @@
+"""The default packs raise what they promise (evaluator driven directly)."""
+
+import random
+
+import pytest
+
+from controller.bench.rules import compile_text
+from controller.core import modes, ticks
+from controller.rulescmd import default_sources, site_catalog
+from rules.compiler import compile_files
+from rules.table import Evaluator, Table
+
+ARMED, DISARMED, MAINT = modes.ARMED, modes.DISARMED, modes.MAINTENANCE
+UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
+      "io.door_bolt": 1, "bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 4712,
+      "bms1.pack_mv": 400000, "bms1.temp_max_dc": 250, "sys.disk_free_pct": 80, "io.temp_dc": 200}
+
+
+def raised(script, mode=ARMED, settle_s=20):
+    """Settle for ``settle_s`` with everything up, then play ``script``:
+    [(seconds after settling, {signal: value}, mode or None)], scanning every 100 ms.
+    Returns the ids raised during the script."""
+    catalog, site = site_catalog(None)
+    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
+    image = catalog.new_image()
+    for name, v in UP.items():
+        image[catalog.index[name]] = v
+    at = {}
+    for s, changes, m in script:
+        at[int(s * 10)] = (changes, m)
+    end = max(at) + 100 if at else 100
+    out = []
+    for k in range(settle_s * 10 + end):
+        step_k = k - settle_s * 10
+        if step_k in at:
+            changes, m = at[step_k]
+            for name, v in changes.items():
+                image[catalog.index[name]] = v
+            if m is not None:
+                mode = m
+        for r, _s, _a, up in ev.scan(image, ticks.wrap(k * 100), mode):
+            if up and step_k >= 0:
+                out.append(ev.table.ids[r])
+    return out
+
+
+@pytest.mark.parametrize("rule_id, script", [
+    ("door_forced.io", [(0, {"io.door_open": 1}, None)]),
+    ("door_with_vibration.io", [(0, {"io.door_open": 1, "io.door_bolt": 0}, None), (3, {"io.vib_peak_mg": 1200}, None)]),
+    ("tilt_or_lift.io", [(0, {"io.tilt_mdeg": -7000}, None)]),
+    ("tilt_or_lift.io", [(0, {"io.accel_z_mg": 500}, None)]),
+    ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
+    ("module_removed.bms2", [(0, {"bms2.modules": 7}, None)]),
+    ("string_voltage_step.bms1", [(0, {"bms1.pack_mv": 350000}, None)]),
+    ("current_collapse.bms1", [(0, {"bms1.current_ma": 40000}, None), (2, {"bms1.current_ma": 100}, None)]),
+    ("bms_silent.bms1", [(0, {"bms1.online": 0}, None)]),
+    ("sensor_silent.io", [(0, {"io.online": 0}, None)]),
+    ("tamper.io", [(0, {"io.tamper": 1}, DISARMED)]),
+    ("gateway_tamper", [(0, {"sys.tamper": 1}, None)]),
+    ("temp_rise.bms1", [(s, {"bms1.temp_max_dc": 250 + s * 2}, None) for s in range(0, 80)]),
+    ("over_temperature.bms1", [(0, {"bms1.temp_max_dc": 610}, DISARMED)]),
+    ("temp_high.bms1", [(0, {"bms1.temp_max_dc": 460}, DISARMED)]),
+    ("cell_spread.bms2", [(0, {"bms2.cell_vmax_mv": 3600, "bms2.cell_vmin_mv": 3200}, DISARMED), (40, {}, None)]),
+    ("over_current.bms2", [(0, {"bms2.current_ma": -210000}, DISARMED)]),
+    ("bms_door_open.bms1", [(0, {"bms1.alarm_bits": 1 << 23}, None)]),
+    ("bms_over_temp.bms2", [(0, {"bms2.alarm_bits": 1 << 1}, DISARMED)]),
+    ("battery_offline.bms2", [(0, {"bms2.online": 0}, DISARMED), (70, {}, None)]),
+    ("disk_low", [(0, {"sys.disk_free_pct": 5}, DISARMED)]),
+    ("door_outside_schedule.io", [(0, {"io.door_open": 1, "io.door_bolt": 0}, DISARMED), (40, {}, None)]),
+])
+def test_pack_rule_raises(rule_id, script):
+    assert rule_id in raised(script)
+
+
+def test_nothing_raises_on_a_quiet_armed_cabinet():
+    assert raised([(0, {}, None)], settle_s=30) == []
+
+
+def test_door_opened_by_a_technician_in_maintenance_is_quiet():
+    got = raised([(0, {"io.door_bolt": 0}, MAINT), (1, {"io.door_open": 1}, None), (60, {}, None)])
+    assert got == []
+
+
+def test_door_open_inside_the_maintenance_window_is_not_a_warning():
+    got = raised([(0, {"sched.maintenance": 1, "io.door_bolt": 0}, DISARMED), (1, {"io.door_open": 1}, None),
+                  (60, {}, None)])
+    assert "door_outside_schedule.io" not in got
+
+
+def test_maintenance_misuse_after_four_visits():
+    script = []
+    for k in range(4):
+        script += [(k * 60, {}, MAINT), (k * 60 + 30, {}, DISARMED)]
+    assert "maintenance_misuse" in raised(script, mode=DISARMED)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_stateless_expressions_evaluate_like_python(seed):
+    """The oracle: a random expression of comparisons, arithmetic and logic
+    gives what Python's own eval gives for the same values."""
+    rng = random.Random(seed)
+    names = ["io.temp_dc", "bms1.temp_max_dc", "bms2.temp_min_dc"]
+
+    def num(d):
+        if d > 2 or rng.random() < 0.4:
+            return rng.choice(names + [str(rng.randrange(-50, 50))])
+        return "({} {} {})".format(num(d + 1), rng.choice(["+", "-", "*"]), num(d + 1))
+
+    def cond(d):
+        if d > 2 or rng.random() < 0.4:
+            return "{} {} {}".format(num(d), rng.choice(["<", "<=", ">", ">=", "==", "!="]), rng.choice(names))
+        if rng.random() < 0.2:
+            return "not ({})".format(cond(d + 1))
+        return "({}) {} ({})".format(cond(d + 1), rng.choice(["and", "or"]), cond(d + 1))
+
+    text = cond(0)
+    catalog, _site = site_catalog(None)
+    ev = Evaluator(Table(compile_text('[[rule]]\nid = "p"\nseverity = "info"\nwhen = "{}"\n'.format(text)).data,
+                         catalog.size), ticks.diff, every_scan=True)
+    image = catalog.new_image()
+    for _ in range(20):
+        values = {n: rng.randrange(-60, 60) for n in names}
+        for n, v in values.items():
+            image[catalog.index[n]] = v
+        ns = {"io": type("D", (), {"temp_dc": values["io.temp_dc"]}),
+              "bms1": type("D", (), {"temp_max_dc": values["bms1.temp_max_dc"]}),
+              "bms2": type("D", (), {"temp_min_dc": values["bms2.temp_min_dc"]})}
+        want = 1 if eval(text, {}, ns) else 0
+        ev.scan(image, 0, 0)
+        assert ev.active[0] == want, (text, values)

@@ -1,0 +1,202 @@
+"""The portable evaluator: timing functions, latching, hysteresis, modes,
+change-driven evaluation, and its place in step()."""
+
+import pytest
+
+from controller.bench.rules import compile_text, random_rules, rules_trace
+from controller.core import modes, ticks
+from controller.core.catalog import Catalog
+from controller.core.events import EV_LOCK, EV_MODE, EV_RULE
+from controller.core.step import CoreConfig, CoreState, step
+from controller.core.trace import replay_lines
+from controller.rulescmd import default_sources, site_catalog
+from rules.compiler import compile_files, json_data
+from rules.table import Evaluator, Table, TableError, evaluator_from_header
+
+ARMED, DISARMED, ALARM, MAINT, ARMING = modes.ARMED, modes.DISARMED, modes.ALARM, modes.MAINTENANCE, modes.ARMING
+
+
+def evaluator(text, every_scan=False):
+    catalog, _site = site_catalog(None)
+    compiled = compile_text(text)
+    return catalog, Evaluator(Table(compiled.data, catalog.size), ticks.diff, every_scan)
+
+
+def run(text, script, start=0):
+    """``script``: (ms, {signal: value}, mode); returns [(ms, rule id, raised)]."""
+    catalog, ev = evaluator(text)
+    image = catalog.new_image()
+    out = []
+    for ms, changes, mode in script:
+        for name, v in changes.items():
+            image[catalog.index[name]] = v
+        for r, _sev, _act, raised in ev.scan(image, ticks.wrap(start + ms), mode):
+            out.append((ms, ev.table.ids[r], raised))
+    return out
+
+
+def rule(when, extra=""):
+    return '[[rule]]\nid = "r"\nwhen = "{}"\nseverity = "info"\n{}\n'.format(when, extra)
+
+
+def every(ms_from, ms_to, step_ms, mode, changes=None):
+    return [(ms, dict(changes or {}) if ms == ms_from else {}, mode) for ms in range(ms_from, ms_to, step_ms)]
+
+
+def test_for_duration_raises_after_holding_and_clears_at_once():
+    script = every(0, 100, 100, DISARMED) + [(100, {"io.tamper": 1}, DISARMED)] + every(200, 2200, 100, DISARMED) \
+        + [(2200, {"io.tamper": 0}, DISARMED)]
+    assert run(rule("io.tamper", 'for = "2s"'), script) == [(2100, "r", 1), (2200, "r", 0)]
+
+
+def test_for_restarts_when_the_condition_drops():
+    script = [(0, {"io.tamper": 1}, 0), (1500, {"io.tamper": 0}, 0), (1600, {"io.tamper": 1}, 0),
+              (3000, {}, 0), (3600, {}, 0)]
+    assert run(rule("io.tamper", 'for = "2s"'), script) == [(3600, "r", 1)]
+
+
+def test_held_works_across_the_tick_wrap():
+    script = [(0, {"io.tamper": 1}, 0), (1000, {}, 0), (2000, {}, 0)]
+    assert run(rule("held(io.tamper, '2s')"), script, start=ticks.MASK - 500) == [(2000, "r", 1)]
+
+
+def test_within_remembers_for_its_window():
+    script = [(0, {"io.vib_peak_mg": 900}, 0), (100, {"io.vib_peak_mg": 0}, 0),
+              (5000, {"io.door_open": 1}, 0), (20000, {"io.door_open": 0}, 0), (20100, {"io.door_open": 1}, 0)]
+    got = run(rule("io.door_open and within(io.vib_peak_mg > 800, '10s')"), script)
+    assert got == [(5000, "r", 1), (20000, "r", 0)]
+
+
+def test_count_counts_rises_in_a_sliding_window():
+    script = []
+    for k in range(4):
+        script += [(k * 1000, {"io.door_open": 1}, 0), (k * 1000 + 500, {"io.door_open": 0}, 0)]
+    script += [(20000, {}, 0)]
+    got = run(rule("count(io.door_open, '10s') >= 3"), script)
+    # The first scan only primes: a condition already true then is not a rise.
+    assert got == [(3000, "r", 1), (20000, "r", 0)]
+
+
+def test_rate_is_the_change_over_its_window_and_zero_until_then():
+    script = [(ms, {"bms1.temp_max_dc": 200 + ms // 1000 * 10}, 0) for ms in range(0, 30000, 500)]
+    got = run(rule("rate(bms1.temp_max_dc, '10s') > 90"), script)
+    assert got == [(10000, "r", 1)]
+
+
+def test_edges_are_one_scan_pulses_and_not_at_start():
+    script = [(0, {"bms1.serial": 5, "io.door_open": 1}, 0), (100, {}, 0), (200, {"bms1.serial": 6}, 0),
+              (300, {}, 0), (400, {"io.door_open": 0}, 0), (500, {}, 0)]
+    assert run(rule("changed(bms1.serial)"), script) == [(200, "r", 1), (300, "r", 0)]
+    assert run(rule("fell(io.door_open)"), script) == [(400, "r", 1), (500, "r", 0)]
+    assert run(rule("rose(io.door_open)"), script) == []
+
+
+def test_clear_when_gives_hysteresis():
+    text = rule("bms1.temp_max_dc > 450", 'clear_when = "bms1.temp_max_dc < 420"')
+    script = [(0, {"bms1.temp_max_dc": 460}, 0), (100, {"bms1.temp_max_dc": 430}, 0),
+              (200, {"bms1.temp_max_dc": 460}, 0), (300, {"bms1.temp_max_dc": 410}, 0)]
+    assert run(text, script) == [(0, "r", 1), (300, "r", 0)]
+
+
+def test_latched_rule_holds_until_disarmed():
+    script = [(0, {}, ARMED), (100, {"io.tamper": 1}, ARMED), (200, {"io.tamper": 0}, ALARM),
+              (300, {}, ALARM), (400, {}, DISARMED)]
+    assert run(rule("io.tamper", "latch = true"), script) == [(100, "r", 1), (400, "r", 0)]
+
+
+def test_armed_covers_entry_and_an_alarm_raised_from_armed_but_not_arming():
+    text = rule("mode('armed')")
+    script = [(0, {}, ARMING), (100, {}, ARMED), (200, {}, modes.ENTRY), (300, {}, ALARM),
+              (400, {}, DISARMED), (500, {}, ALARM)]
+    assert run(text, script) == [(100, "r", 1), (400, "r", 0)]
+
+
+def test_functions_of_constants_are_computed_not_folded_wrongly():
+    script = [(0, {"io.temp_dc": 4}, 0), (100, {"io.temp_dc": 6}, 0)]
+    assert run(rule("io.temp_dc > max(3, 5) and io.temp_dc > abs(-5) - 1"), script) == [(100, "r", 1)]
+
+
+def test_schedule_reads_its_signal():
+    script = [(0, {"sched.night": 1}, 0), (100, {"sched.night": 0}, 0)]
+    assert run(rule("schedule('night')"), script) == [(0, "r", 1), (100, "r", 0)]
+
+
+def test_a_quiet_scan_returns_the_shared_empty_tuple():
+    catalog, ev = evaluator(rule("io.tamper"))
+    image = catalog.new_image()
+    ev.scan(image, 0, 0)
+    assert ev.scan(image, 100, 0) is ev.scan(image, 200, 0) == ()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
+def test_change_driven_evaluation_equals_evaluating_every_rule(seed):
+    text = random_rules(seed, 150)
+    lines = rules_trace(compile_text(text), seed, 3000)
+    catalog, lazy = evaluator(text)
+    _c, full = evaluator(text, every_scan=True)
+    got = []
+    for which in (lazy, full):
+        r = replay_lines(lines, lambda cat, head, ev=which: ev, keep_timeline=False)
+        got.append((r.digest(), r.events))
+    assert got[0] == got[1] and got[0][1] > 20
+
+
+def door_forced_state():
+    catalog, site = site_catalog(None)
+    table = Table(compile_files(default_sources([]), site).data, catalog.size)
+    config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 30000}, (catalog.index["io.door_open"],))
+    return catalog, CoreState(catalog, config, Evaluator(table, ticks.diff))
+
+
+def _scan(state, catalog, image, t, changes=None, cmds=()):
+    for name, v in (changes or {}).items():
+        image[catalog.index[name]] = v
+    return step(state, (image, list(cmds)), t)[1]
+
+
+def test_door_forced_while_armed_alarms_at_once_without_waiting_for_entry_delay():
+    catalog, state = door_forced_state()
+    image = catalog.new_image()
+    _scan(state, catalog, image, 0, {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1,
+                                      "io.door_bolt": 1, "sys.clock_trusted": 1})
+    _scan(state, catalog, image, 100, cmds=[(1, 0)])           # arm
+    for t in range(200, 1500, 100):
+        _scan(state, catalog, image, t)
+    assert state.mode == ARMED
+    events = _scan(state, catalog, image, 1500, {"io.door_open": 1})
+    forced = state.rules.table.ids.index("door_forced.io")
+    assert (EV_RULE, forced, 2, 1) in events
+    assert state.mode == ALARM and (EV_MODE, modes.ENTRY, ALARM, modes.RAISE_ALARM) in events
+
+
+def test_bus_silent_while_armed_raises_a_tamper_alarm():
+    catalog, state = door_forced_state()
+    image = catalog.new_image()
+    _scan(state, catalog, image, 0, {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1})
+    _scan(state, catalog, image, 100, cmds=[(1, 0)])
+    for t in range(200, 1500, 100):
+        _scan(state, catalog, image, t)
+    events = []
+    _scan(state, catalog, image, 1500, {"bms2.online": 0})
+    for t in range(1600, 7000, 100):
+        events += _scan(state, catalog, image, t)
+    silent = state.rules.table.ids.index("bms_silent.bms2")
+    assert (EV_RULE, silent, 2, 1) in events and state.mode == ALARM
+
+
+def test_critical_rule_locks_the_battery_output():
+    catalog, state = door_forced_state()
+    image = catalog.new_image()
+    _scan(state, catalog, image, 0, {"bms1.online": 1})
+    events = _scan(state, catalog, image, 100, {"bms1.alarm_bits": 1 << 1})
+    rule_index = state.rules.table.ids.index("bms_over_temp.bms1")
+    assert (EV_LOCK, 1, rule_index + 1, 0) in events and state.lock == 1
+
+
+def test_header_table_for_another_catalog_is_refused():
+    compiled = compile_text(rule("io.tamper"))
+    lines = rules_trace(compiled, 1, 2)
+    other = Catalog([("x.online", "bool", 0)])
+    with pytest.raises(TableError, match="another signal catalog"):
+        evaluator_from_header({"rules": json_data(compiled.data)}, other.digest(), other.size, ticks.diff)
+    assert replay_lines(lines, lambda cat, head: evaluator_from_header(head, cat.digest(), cat.size, ticks.diff)).scans == 2
