@@ -56,7 +56,7 @@ def read_payload(path: str | Path, key: CoseKey | None) -> bytes:
         raise TableRefused("{}: not a signed rule table ({}); make one with "
                            "`cabguard rules compile`".format(path, e)) from None
     if key is None:
-        return msg.payload
+        return msg.body
     if msg.kid != key.kid:
         raise TableRefused("{}: signed with key '{}', but this gateway's installer key is '{}': "
                            "recompile with the right --key".format(path, kid_text(msg.kid), key.kid_text))
