@@ -168,6 +168,7 @@ def _rules(sub: argparse._SubParsersAction) -> None:
                                     "problem is reported with file, line, column and rule id.")
     c.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
     c.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    c.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
     c.set_defaults(handler="controller.rulescmd:check")
     k = rsub.add_parser("compile", help="compile rule files into a signed table",
                         description="Compile rule files into a CBOR table MAC'd with the installer key.")
@@ -175,6 +176,7 @@ def _rules(sub: argparse._SubParsersAction) -> None:
     k.add_argument("-o", "--output", metavar="TABLE", required=True, help="table file to write")
     k.add_argument("--key", metavar="KEY", required=True, help="installer COSE_Key file")
     k.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    k.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
     k.set_defaults(handler="controller.rulescmd:compile_cmd")
     e = rsub.add_parser("explain", help="which rule fired when, and why",
                         description="Replay TRACE with TABLE and show, for every rule raised or "

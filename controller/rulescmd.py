@@ -74,8 +74,20 @@ def read_catalog_file(path: str) -> tuple[list[tuple[str, str, int]], dict[str, 
     return specs, classes
 
 
-def site_catalog(catalog_path: str | None) -> tuple[Catalog, SiteCatalog]:
-    specs, classes = read_catalog_file(catalog_path) if catalog_path else demo_catalog()
+def config_catalog(config_path: str) -> tuple[list[tuple[str, str, int]], dict[str, str]]:
+    """The catalog and device classes of a site config, as the gateway will build them."""
+    from controller.config import load
+    from controller.site import assemble
+
+    site = assemble(load(config_path))
+    return site.catalog.specs(), site.device_classes
+
+
+def site_catalog(catalog_path: str | None, config_path: str | None = None) -> tuple[Catalog, SiteCatalog]:
+    if config_path:
+        specs, classes = config_catalog(config_path)
+    else:
+        specs, classes = read_catalog_file(catalog_path) if catalog_path else demo_catalog()
     try:
         catalog = Catalog(specs)
     except CoreError as e:
@@ -88,7 +100,7 @@ def default_sources(sources: list[str]) -> list[str]:
 
 
 def _compile(args: argparse.Namespace) -> tuple[Catalog, Compiled]:
-    catalog, site = site_catalog(args.catalog)
+    catalog, site = site_catalog(args.catalog, getattr(args, "config", None))
     return catalog, compile_files(default_sources(args.sources), site)
 
 

@@ -18,6 +18,7 @@ from controller.schedules import Schedules
 from controller.schema import Problem
 from drivers.errors import DriverError
 from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
+from drivers.modbus.profiles import load_profile
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Site:
     core_config: CoreConfig
     entry_zones: list[str]
     schedules: Schedules
+    device_classes: dict[str, str]
 
 
 def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
@@ -89,4 +91,5 @@ def assemble(config: SiteConfig) -> Site:
     for p in pollers:
         for name in {n.split(".")[0] for n in p.names}:
             by_device[name] = p
-    return Site(config, pollers, by_device, catalog, core, zones, schedules)
+    classes = {d["name"]: load_profile(d["profile"]).device_class for d in doc["device"]}
+    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes)
