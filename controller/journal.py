@@ -225,9 +225,9 @@ class Journal:
             # Corruption inside the segment: resume after its last good frame.
             goods = [item for item in iter_frames(data) if isinstance(item, tuple)]
             tail = tail._replace(last_record=goods[-1][1])
-        for number, path in listed[:-1]:
-            first = self._first_seq(path)
-            self.segments.append(Segment(number, path, first, first, path.stat().st_size, CRITICAL))
+        for older_number, older in listed[:-1]:
+            first = self._first_seq(older)
+            self.segments.append(Segment(older_number, older, first, first, older.stat().st_size, CRITICAL))
         for i in range(len(self.segments) - 1):
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
