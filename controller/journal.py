@@ -176,7 +176,7 @@ class Journal:
         write_atomic(state_path, json.dumps({"boot": self.boot}).encode())
         if fresh_key:
             write_key(self._key_path, self._key)
-        self._open_segment(self._next_seq)
+        self._open_segment(self._next_seq, reuse_tail=True)
         self._epoch_day = self._clock().wall_ms // DAY_MS
         self._thread.start()
         if found is None:  # an empty journal
@@ -262,9 +262,9 @@ class Journal:
                 return _seq_of(item[1], str(path))
         raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
 
-    def _open_segment(self, first_seq: int) -> None:
+    def _open_segment(self, first_seq: int, reuse_tail: bool) -> None:
         last = self.segments[-1] if self.segments else None
-        if last is not None and self._fd != -2 and last.size < self._segment_bytes:
+        if reuse_tail and last is not None and self._fd != -2 and last.size < self._segment_bytes:
             self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
             last.max_severity = CRITICAL
             return
@@ -438,6 +438,9 @@ class Journal:
             self._written_seq = seq
         self._write(buf)
         seg.size += size
+        if stop:   # records queued from here on would never be written
+            return urgent, stop, waiters
+        self._enforce_budget()
         self._since_checkpoint += sum(1 for it in items if it[0] == _RECORD)
         if self._since_checkpoint >= self._checkpoint_every:
             self._since_checkpoint = 0
@@ -512,8 +515,7 @@ class Journal:
         os.fdatasync(self._fd)
         os.close(self._fd)
         self._set_durable(self._written_seq)
-        self._open_segment(first_seq)
-        self._enforce_budget()
+        self._open_segment(first_seq, reuse_tail=False)
         return self.segments[-1]
 
     def _enforce_budget(self) -> None:

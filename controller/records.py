@@ -155,7 +155,7 @@ def telemetry(ctx: Context) -> dict[int, object]:
 
 
 def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str, int],
-            zones: Sequence[str], digest: str) -> dict[int, object]:
+            zones: Sequence[str], digest: bytes) -> dict[int, object]:
     """The catalog once per boot, so evidence can be replayed from the journal."""
     return make(CATALOG, ev.INFO, ctx, {CATALOG_SPECS: [list(s) for s in specs],
                                         CATALOG_CORE: dict(core), CATALOG_ZONES: list(zones),

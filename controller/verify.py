@@ -190,7 +190,12 @@ class Checker:
 def _explained(report: Report) -> None:
     """Gaps (and a missing start) covered by retention records are not tampering."""
     def retained(first: int, last: int) -> bool:
-        return any(a <= first and last <= b for a, b in report.retained)
+        """Do the (possibly adjacent) retention ranges cover first..last?"""
+        covered = first - 1
+        for a, b in sorted(report.retained):
+            if a <= covered + 1:
+                covered = max(covered, b)
+        return covered >= last
 
     kept = []
     for p in report.problems:

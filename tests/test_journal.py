@@ -16,7 +16,12 @@ from controller.verify import verify_dir
 from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, Gcm,
                           decode)
 from drivers.keys import EpochKeys, load_key
+from pathlib import Path
+
 from tests.journaling import event_record, frame_span, frames, open_journal, provision, write_records
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cabguard(*args):
@@ -263,3 +268,39 @@ def test_budget_drops_sent_segments_then_keeps_unsent_alarms(tmp_path):
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems                # retention explains the missing start
     assert report.first_seq > 0
+
+
+def test_every_record_kind_matches_the_cddl_schema(tmp_path):
+    import pycddl
+
+    from controller.core.catalog import Catalog
+    from controller.demo import CABINET
+    from controller.journal import default_clock
+
+    schema = pycddl.Schema((ROOT / "docs" / "records.cddl").read_text())
+    prov, _ = provision(tmp_path)
+    c = default_clock()
+    ctx = R.Context(c.wall_ms, True, c.mono_ms, [0, 1, -5])
+    cat = Catalog(CABINET)
+    with open_journal(tmp_path, prov, segment_bytes=3000, budget_bytes=5000) as j:
+        for code in ev.EVENT_NAMES:
+            j.append(R.from_event((code, 1, 2, 0), ctx))
+        j.append(R.command(ctx, "console", "arm", 0, False, "wrong mode"))
+        j.append(R.login(ctx, "tech1", "technician", True))
+        j.append(R.telemetry(ctx))
+        j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000}, ["io.door_open"], cat.digest()))
+        j.checkpoint()
+        j.flush()
+        j.set_cursor(j.durable_seq)
+        for i in range(60):
+            j.append(event_record(i))
+        j.flush()
+    write_records(tmp_path, None, 1)
+    seen = set()
+    for _path, _off, record in frames(tmp_path):
+        msg = decode(record)
+        raw = msg.verify(EpochKeys(prov).key_for(msg.kid).k)
+        schema.validate_cbor(raw)
+        seen.add(cbor2.loads(raw)[R.TYPE])
+    assert seen >= set(ev.EVENT_NAMES) | {R.GENESIS, R.RECOVERED, R.KEY_ROTATION, R.CHECKPOINT, R.COMMAND,
+                                          R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION}
