@@ -1,10 +1,13 @@
 import os
 
+import cbor2
 import pytest
 from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
-from drivers.cose import ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128, mac0_create, mac0_decode, mac0_verify
+from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, HDR_SEQ, Sealer,
+                          cbc_mac, encode, mac0_create, mac0_decode, mac0_verify, open_message,
+                          protected_header)
 from drivers.errors import CoseError, KeyFileError
 from drivers.keys import generate, load_key, write_key
 
@@ -40,3 +43,23 @@ def test_key_files_are_0600_and_open_ones_refused(tmp_path):
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="readable by others.*chmod 600"):
         load_key(path)
+
+
+@pytest.mark.parametrize("alg, kid, seq", [
+    (ALG_AES_MAC_128_128, b"gw-7/record/0", None), (ALG_SM4_MAC_128_128, b"k" * 30, 0),
+    (ALG_A128GCM, b"x", 23), (ALG_SM4_GCM, b"y" * 300, 2**32 + 5), (ALG_AES_MAC_128_128, b"", 65536)])
+def test_hand_written_structures_equal_deterministic_cbor(alg, kid, seq):
+    header = {1: alg, 4: kid}
+    if seq is not None:
+        header[HDR_SEQ] = seq
+    assert protected_header(alg, kid, seq) == encode(header)
+    protected, payload = encode(header), b"p" * 70000
+    key = bytes(range(16))
+    message, tag = Sealer(alg, kid, key).seal(payload, seq, b"aad")
+    if alg in (ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128):
+        assert message == encode(cbor2.CBORTag(17, [protected, {}, payload, tag]))
+        assert cbc_mac(alg, key, encode(["MAC0", protected, b"aad", payload])) == tag
+    else:
+        iv = cbor2.loads(message).value[1][5]
+        assert message == encode(cbor2.CBORTag(16, [protected, {5: iv}, cbor2.loads(message).value[2]]))
+        assert open_message(message, lambda k, a: key, b"aad") == payload
