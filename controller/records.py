@@ -161,11 +161,3 @@ def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str,
                                         CATALOG_CORE: dict(core), CATALOG_ZONES: list(zones),
                                         CATALOG_DIGEST: digest})
 
-
-def describe(rec: dict[int, object]) -> str:
-    """One line for people: type, severity, and the data."""
-    rtype = rec.get(TYPE)
-    name = TYPE_NAMES.get(rtype, "type {}".format(rtype)) if isinstance(rtype, int) else "?"
-    sev = rec.get(SEVERITY)
-    sev_name = ev.SEVERITY_NAMES[sev] if isinstance(sev, int) and 0 <= sev < 4 else "?"
-    return "{} {} {}".format(name, sev_name, rec.get(DATA, ""))

@@ -70,6 +70,8 @@ class Checker:
         self.keys = keys
         self.report = report
         self.macs: dict[bytes, cose.CbcMac] = {}
+        self.prev_kid = b""
+        self.prev_key: CoseKey | None = None
         self.prev_seq: int | None = None
         self.prev_tag = b""
         self.prev_kid_epoch = -1
@@ -80,7 +82,7 @@ class Checker:
 
     def _open(self, msg: cose.Message, where: tuple[str, int]) -> dict | None:
         rep = self.report
-        key = self.keys.key_for(msg.kid)
+        key = self.keys.key_for(msg.kid) if msg.kid != self.prev_kid else self.prev_key
         if key is None:
             rep.problem("unknown_kid", "record signed with kid {}, which the key {} does not derive".format(
                 cose.kid_text(msg.kid), self.keys.provisioning.kid_text), *where, seq=msg.seq or -1)
@@ -92,6 +94,7 @@ class Checker:
                 if mac is None:
                     mac = self.macs[msg.kid] = cose.CbcMac(key.alg, key.k)
             payload = msg.verify(key.k, mac=mac)
+            self.prev_key = key
         except CoseError as e:
             rep.problem("mac", str(e), *where, seq=msg.seq if msg.seq is not None else -1)
             return None
@@ -156,6 +159,9 @@ class Checker:
                         *where, seq=seq)
 
     def _key(self, kid: bytes, rec: dict, where: tuple[str, int], seq: int) -> None:
+        if kid == self.prev_kid:
+            return
+        self.prev_kid = kid
         parsed = parse_epoch_kid(kid)
         epoch = parsed[1] if parsed else -1
         text = cose.kid_text(kid)

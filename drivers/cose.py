@@ -264,8 +264,68 @@ class Message:
         return self.body
 
 
+def _read_head(data: bytes, pos: int) -> tuple[int, int, int]:
+    """``(major type, value, next position)`` of the CBOR head at ``pos``."""
+    ib = data[pos]
+    ai = ib & 31
+    if ai < 24:
+        return ib >> 5, ai, pos + 1
+    size = {24: 1, 25: 2, 26: 4, 27: 8}[ai]   # KeyError: indefinite or reserved
+    end = pos + 1 + size
+    if end > len(data):
+        raise IndexError("short head")
+    return ib >> 5, int.from_bytes(data[pos + 1:end], "big"), end
+
+
+def _read_bstr(data: bytes, pos: int) -> tuple[bytes, int]:
+    major, n, pos = _read_head(data, pos)
+    if major != 2 or pos + n > len(data):
+        raise ValueError("not a byte string")
+    return data[pos:pos + n], pos + n
+
+
+def _read_int(data: bytes, pos: int) -> tuple[int, int]:
+    major, n, pos = _read_head(data, pos)
+    if major > 1:
+        raise ValueError("not an integer")
+    return (n if major == 0 else -1 - n), pos
+
+
+_SEQ_LABEL = _int(HDR_SEQ)
+
+
+def _fast_mac0(data: bytes) -> Message | None:
+    """The common case, our own layout ``17([protected {1,4,-65537}, {}, payload, tag])``,
+    read without building CBOR objects; None sends anything else to the full decoder."""
+    try:
+        if data[:2] != b"\xd1\x84":
+            return None
+        protected, pos = _read_bstr(data, 2)
+        if data[pos] != 0xA0:
+            return None
+        payload, pos = _read_bstr(data, pos + 1)
+        tag, pos = _read_bstr(data, pos)
+        if pos != len(data) or protected[:2] != b"\xa3\x01":
+            return None
+        alg, hp = _read_int(protected, 2)
+        if protected[hp] != 0x04:
+            return None
+        kid, hp = _read_bstr(protected, hp + 1)
+        if protected[hp:hp + len(_SEQ_LABEL)] != _SEQ_LABEL:
+            return None
+        major, seq, hp = _read_head(protected, hp + len(_SEQ_LABEL))
+        if major != 0 or hp != len(protected):
+            return None
+    except (IndexError, KeyError, ValueError):
+        return None
+    return Message(TAG_MAC0, protected, {HDR_ALG: alg, HDR_KID: kid, HDR_SEQ: seq}, payload, tag)
+
+
 def decode(data: bytes) -> Message:
     """Parse a tagged COSE_Mac0 or COSE_Encrypt0; CoseError says what is malformed."""
+    fast = _fast_mac0(data)
+    if fast is not None:
+        return fast
     try:
         obj = cbor2.loads(data)
     except Exception as e:  # cbor2 raises several types for bad input

@@ -63,3 +63,18 @@ def test_hand_written_structures_equal_deterministic_cbor(alg, kid, seq):
         iv = cbor2.loads(message).value[1][5]
         assert message == encode(cbor2.CBORTag(16, [protected, {5: iv}, cbor2.loads(message).value[2]]))
         assert open_message(message, lambda k, a: key, b"aad") == payload
+
+
+def test_fast_reader_agrees_with_the_full_decoder():
+    from drivers import cose
+
+    key = bytes(16)
+    for seq in (0, 23, 24, 255, 65536, 2**40):
+        message, tag = Sealer(ALG_AES_MAC_128_128, b"gw/record/3", key).seal(b"x" * seq.bit_length(), seq)
+        fast = cose._fast_mac0(message)
+        assert fast is not None and (fast.seq, fast.kid, fast.alg, fast.tag) == (seq, b"gw/record/3", 25, tag)
+        full = cbor2.loads(message).value
+        assert (fast.protected, fast.body) == (full[0], full[2])
+    odd = encode(cbor2.CBORTag(17, [encode({1: 25, 4: b"k"}), {}, b"p", bytes(16)]))
+    assert cose._fast_mac0(odd) is None and cose.decode(odd).kid == b"k"    # the full decoder takes over
+    assert cose._fast_mac0(message[:-1]) is None
