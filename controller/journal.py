@@ -130,6 +130,7 @@ class Journal:
         self._fd = -1
         self.cursor = -1
         self.error: BaseException | None = None
+        self._batch_waiters: list[threading.Event] = []
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
 
     # ---- opening ---------------------------------------------------------
@@ -280,6 +281,8 @@ class Journal:
         with self._lock:
             if self._closed:
                 raise JournalError("the journal is closed")
+            if self.error is not None:
+                raise JournalError("the journal writer stopped: {}".format(self.error))
             seq = self._next_seq
             self._next_seq += 1
             self._queue.put((kind, seq, item, urgent))
@@ -299,13 +302,16 @@ class Journal:
         return self._enqueue(_CHECKPOINT, None, True)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Make everything appended so far durable; False on timeout."""
+        """Make everything appended so far durable; False on timeout or if
+        the writer has failed (see ``error``)."""
         done = threading.Event()
         with self._lock:
             if self._closed:
-                return True
+                return self.error is None
             self._queue.put((_FLUSH, -1, done, True))
-        return done.wait(timeout)
+        if self.error is not None:
+            self._release_waiters()
+        return done.wait(timeout) and self.error is None
 
     def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
         with self._durable:
@@ -376,11 +382,23 @@ class Journal:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException as e:  # reported through .error and wait_durable
+        except BaseException as e:  # reported through .error, append() and the waiters
             self.error = e
             with self._durable:
                 self._durable.notify_all()
-            raise
+            self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        """Wake every flush() in the failed batch or still queued: the writer is gone."""
+        for waiter in self._batch_waiters:
+            waiter.set()
+        while True:
+            try:
+                kind, _seq, item, _urgent = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if kind == _FLUSH:
+                item.set()
 
     def _loop(self) -> None:
         unsynced_since: float | None = None
@@ -397,27 +415,26 @@ class Journal:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            urgent, stop, waiters = self._write_batch(items)
+            self._batch_waiters = [item for kind, _s, item, _u in items if kind == _FLUSH]
+            urgent, stop = self._write_batch(items)
             if urgent or (unsynced_since is not None and time.monotonic() - unsynced_since >= BATCH_S):
                 self._sync()
                 unsynced_since = None
             elif unsynced_since is None and self._written_seq > self.durable_seq:
                 unsynced_since = time.monotonic()
-            for w in waiters:
-                w.set()
+            for waiter in self._batch_waiters:
+                waiter.set()
             if stop:
                 os.close(self._fd)
                 return
 
-    def _write_batch(self, items: list) -> tuple[bool, bool, list[threading.Event]]:
+    def _write_batch(self, items: list) -> tuple[bool, bool]:
         buf: list[bytes] = []
         size = 0
         seg = self.segments[-1]
         urgent = stop = False
-        waiters = []
         for kind, seq, item, urg in items:
             if kind == _FLUSH:
-                waiters.append(item)
                 urgent = True
                 continue
             if kind == _STOP:
@@ -439,7 +456,7 @@ class Journal:
         self._write(buf)
         seg.size += size
         if stop:   # records queued from here on would never be written
-            return urgent, stop, waiters
+            return urgent, stop
         self._enforce_budget()
         self._since_checkpoint += sum(1 for it in items if it[0] == _RECORD)
         if self._since_checkpoint >= self._checkpoint_every:
@@ -449,7 +466,7 @@ class Journal:
         if day != self._epoch_day:
             self._epoch_day = day
             self._enqueue_internal(_ROTATE, R.ROTATE_DAY, False)
-        return urgent, stop, waiters
+        return urgent, stop
 
     def _enqueue_internal(self, kind: int, item: object, urgent: bool) -> None:
         try:

@@ -110,9 +110,9 @@ def make(rtype: int, severity: int, ctx: Context, data: dict[int, object] | None
 
 def event_severity(event: tuple[int, int, int, int]) -> int:
     """How serious a core event is: it decides the fsync and the uplink."""
-    code, a, b, _c = event
-    if code == ev.EV_RULE:
-        return b if a >= 0 and 0 <= b <= ev.CRITICAL else ev.WARNING
+    code, a, b, c = event
+    if code == ev.EV_RULE:   # a rule clearing is news, not an alarm
+        return b if c and 0 <= b <= ev.CRITICAL else ev.INFO
     if code == ev.EV_MODE:
         return {modes.ALARM: ev.ALARM, modes.FAULT: ev.CRITICAL}.get(b, ev.INFO)
     if code in (ev.EV_DURESS, ev.EV_FAULT):

@@ -46,6 +46,7 @@ class Report:
         self.problems: list[dict] = []
         self.warnings: list[dict] = []
         self.retained: list[tuple[int, int]] = []
+        self.gaps: list[tuple[int, int, dict]] = []     # (first, last missing, its problem)
         self.checkpoints: dict[int, bytes] = {}
 
     def problem(self, kind: str, message: str, segment: str = "", offset: int = -1, seq: int = -1) -> None:
@@ -154,6 +155,7 @@ class Checker:
             if not self.broken:
                 rep.problem("gap", "records {}..{} are missing".format(self.prev_seq + 1, seq - 1),
                             *where, seq=seq)
+                rep.gaps.append((self.prev_seq + 1, seq - 1, rep.problems[-1]))
         elif prev != self.prev_tag and not self.broken:
             rep.problem("chain", "record {} does not carry the tag of record {}".format(seq, self.prev_seq),
                         *where, seq=seq)
@@ -203,14 +205,8 @@ def _explained(report: Report) -> None:
                 covered = max(covered, b)
         return covered >= last
 
-    kept = []
-    for p in report.problems:
-        if p["kind"] == "gap":
-            first, last = (int(x) for x in p["message"].split()[1].split(".."))
-            if retained(first, last):
-                continue
-        kept.append(p)
-    report.problems = kept
+    explained = [id(p) for first, last, p in report.gaps if retained(first, last)]
+    report.problems = [p for p in report.problems if id(p) not in explained]
     if report.first_seq not in (None, 0) and not retained(0, report.first_seq - 1):
         report.problem("start", "the journal starts at record {}: records 0..{} are missing".format(
             report.first_seq, report.first_seq - 1), seq=report.first_seq)

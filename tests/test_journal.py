@@ -304,3 +304,37 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
         seen.add(cbor2.loads(raw)[R.TYPE])
     assert seen >= set(ev.EVENT_NAMES) | {R.GENESIS, R.RECOVERED, R.KEY_ROTATION, R.CHECKPOINT, R.COMMAND,
                                           R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION}
+
+
+def test_unsent_telemetry_goes_before_alarms_and_the_gap_is_explained(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
+        for i in range(20):
+            j.append(event_record(i, ev.ALARM))
+        for i in range(80):
+            j.append(event_record(100 + i))
+        j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    alarms = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE and r[R.SEVERITY] == ev.ALARM]
+    assert alarms == list(range(20))
+    assert recs[0][R.TYPE] == R.GENESIS and any(r[R.TYPE] == R.RETENTION for r in recs)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok, report.problems
+    # The same hole without the journal's own retention record is tampering.
+    segments = sorted((tmp_path / "journal").glob("*.seg"))
+    segments[1].unlink()
+    assert "gap" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
+
+
+def test_a_failed_writer_is_reported_not_hung(tmp_path):
+    prov, _ = provision(tmp_path)
+    j = open_journal(tmp_path, prov)
+    j.flush()
+    os.close(j._fd)                    # the disk goes away under the writer
+    j.append(event_record(1, ev.ALARM))
+    assert not j.flush(timeout=5)
+    assert isinstance(j.error, OSError)
+    with pytest.raises(JournalError, match="writer stopped"):
+        j.append(event_record(2))
+    assert j.health()["writer_failed"]
+    j.close()
