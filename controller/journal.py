@@ -50,7 +50,7 @@ from controller.segments import (
 )
 from drivers import cose
 from drivers.errors import DriverError
-from drivers.keys import CoseKey, first_epoch, load_key, next_epoch, write_key
+from drivers.keys import CoseKey, epoch_number, first_epoch, load_key, next_epoch, write_key
 
 BATCH_S = 1.0
 SEGMENT_BYTES = 16 << 20
@@ -181,7 +181,8 @@ class Journal:
         self._epoch_day = self._clock().wall_ms // DAY_MS
         self._thread.start()
         if found is None:  # an empty journal
-            if fresh_key:
+            # Epoch 0 with no records: provisioning was cut short by a crash.
+            if fresh_key or epoch_number(self._key.kid) == 0:
                 self._enqueue(_RECORD, R.make(R.GENESIS, INFO, self._clock(), {
                     R.GENESIS_KID: self._key.kid, R.GENESIS_ALG: self._key.alg}), True)
             else:

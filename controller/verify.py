@@ -23,7 +23,7 @@ from controller.errors import CabguardError
 from controller.segments import Bad, iter_frames, list_segments
 from drivers import cose
 from drivers.errors import CoseError
-from drivers.keys import CoseKey, EpochKeys, load_key, parse_epoch_kid
+from drivers.keys import CoseKey, EpochKeys, epoch_number, load_key
 
 ZERO_TAG = bytes(cose.TAG_LEN)
 # Records from different threads (scan loop, console, uplink, the journal's
@@ -164,8 +164,7 @@ class Checker:
         if kid == self.prev_kid:
             return
         self.prev_kid = kid
-        parsed = parse_epoch_kid(kid)
-        epoch = parsed[1] if parsed else -1
+        epoch = epoch_number(kid)
         text = cose.kid_text(kid)
         if text not in self.report.kids:
             self.report.kids.append(text)

@@ -338,3 +338,47 @@ def test_a_failed_writer_is_reported_not_hung(tmp_path):
         j.append(event_record(2))
     assert j.health()["writer_failed"]
     j.close()
+
+
+def test_the_record_key_moves_on_when_the_day_changes(tmp_path):
+    prov, _ = provision(tmp_path)
+    day = 86_400_000
+    now = {"wall": 20_000 * day + 5}
+
+    def clock():
+        return R.Context(now["wall"], True, 1000)
+
+    with open_journal(tmp_path, prov, clock=clock) as j:
+        j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
+        j.flush()
+        now["wall"] += day
+        j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
+        j.flush()                      # this batch notices the new day
+        j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
+        j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    rotation = [r[R.DATA] for r in recs if r[R.TYPE] == R.KEY_ROTATION]
+    assert rotation == [{R.ROTATION_OLD_KID: b"gw-7/record/0", R.ROTATION_NEW_KID: b"gw-7/record/1",
+                         R.ROTATION_REASON: R.ROTATE_DAY}]
+    assert load_key(tmp_path / "epoch.key").kid == b"gw-7/record/1"
+    assert verify_dir(tmp_path / "journal", prov).ok
+
+
+def test_a_crash_during_provisioning_still_starts_with_genesis(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 0)
+    for seg in (tmp_path / "journal").glob("*.seg"):
+        seg.write_bytes(b"")           # the genesis never reached the disk
+    write_records(tmp_path, None, 2)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and report.records == 3
+
+
+def test_an_emptied_journal_is_tampering(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 2)
+    write_records(tmp_path, None, 1)   # epoch 1 now
+    for seg in (tmp_path / "journal").glob("*.seg"):
+        seg.unlink()
+    write_records(tmp_path, None, 1)
+    assert "genesis" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
