@@ -13,8 +13,6 @@ needs: the catalog record of the boot and the window, rebuilt as a trace
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,7 +29,7 @@ from controller.errors import CabguardError
 from controller.segments import iter_frames, list_segments
 from drivers import cose
 from drivers.errors import CoseError
-from drivers.keys import EpochKeys, load_key
+from drivers.keys import CoseKey, EpochKeys, load_key
 
 
 class Window:
@@ -135,7 +133,7 @@ def verified_records(directory: Path, keys: EpochKeys) -> Iterator[dict]:
                 yield rec
 
 
-def incident_trace(directory: str | Path, provisioning, seq: int) -> list[str]:
+def incident_trace(directory: str | Path, provisioning: CoseKey, seq: int) -> list[str]:
     """The trace lines of the evidence for incident ``seq`` (the incident
     record's seq or its trigger's)."""
     catalog_rec = evidence = None

@@ -146,7 +146,6 @@ class Checker:
         if self.prev_seq is None:
             if seq == 0 and (rec.get(R.TYPE) != R.GENESIS or prev != ZERO_TAG):
                 rep.problem("genesis", "record 0 is not a genesis record", *where, seq=seq)
-            self.first_where = where
             return
         if seq <= self.prev_seq:
             rep.problem("order", "record {} comes after record {}: repeated or reordered".format(
