@@ -21,8 +21,13 @@ Handler = str  # "module:function"
 def _replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="re-run a recorded input trace, print a digest",
                        description="Re-run a trace through step() and print the outputs, "
-                                   "events and a digest (docs/trace.md).")
-    p.add_argument("trace", help="trace file (JSON Lines)")
+                                   "events and a digest (docs/trace.md); or re-run an "
+                                   "incident's evidence window from a journal.")
+    p.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines), or a journal folder with --incident")
+    p.add_argument("--incident", type=int, metavar="SEQ",
+                   help="TRACE is a journal: replay the evidence of this incident (its seq or its alarm's)")
+    p.add_argument("--key", metavar="KEY", help="with --incident: the record key file")
+    p.add_argument("--trace-out", metavar="FILE", help="with --incident: also write the rebuilt trace")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--table", metavar="TABLE", help="run this compiled rule table (default: the "
                                                     "table in the trace header, if any)")

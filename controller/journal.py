@@ -50,7 +50,7 @@ from controller.segments import (
 )
 from drivers import cose
 from drivers.errors import DriverError
-from drivers.keys import CoseKey, first_epoch, load_key, next_epoch, write_key
+from drivers.keys import CoseKey, epoch_number, first_epoch, load_key, next_epoch, write_key
 
 BATCH_S = 1.0
 SEGMENT_BYTES = 16 << 20
@@ -130,6 +130,7 @@ class Journal:
         self._fd = -1
         self.cursor = -1
         self.error: BaseException | None = None
+        self._batch_waiters: list[threading.Event] = []
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
 
     # ---- opening ---------------------------------------------------------
@@ -176,11 +177,12 @@ class Journal:
         write_atomic(state_path, json.dumps({"boot": self.boot}).encode())
         if fresh_key:
             write_key(self._key_path, self._key)
-        self._open_segment(self._next_seq)
+        self._open_segment(self._next_seq, reuse_tail=True)
         self._epoch_day = self._clock().wall_ms // DAY_MS
         self._thread.start()
         if found is None:  # an empty journal
-            if fresh_key:
+            # Epoch 0 with no records: provisioning was cut short by a crash.
+            if fresh_key or epoch_number(self._key.kid) == 0:
                 self._enqueue(_RECORD, R.make(R.GENESIS, INFO, self._clock(), {
                     R.GENESIS_KID: self._key.kid, R.GENESIS_ALG: self._key.alg}), True)
             else:
@@ -225,9 +227,9 @@ class Journal:
             # Corruption inside the segment: resume after its last good frame.
             goods = [item for item in iter_frames(data) if isinstance(item, tuple)]
             tail = tail._replace(last_record=goods[-1][1])
-        for number, path in listed[:-1]:
-            first = self._first_seq(path)
-            self.segments.append(Segment(number, path, first, first, path.stat().st_size, CRITICAL))
+        for older_number, older in listed[:-1]:
+            first = self._first_seq(older)
+            self.segments.append(Segment(older_number, older, first, first, older.stat().st_size, CRITICAL))
         for i in range(len(self.segments) - 1):
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
@@ -262,9 +264,9 @@ class Journal:
                 return _seq_of(item[1], str(path))
         raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
 
-    def _open_segment(self, first_seq: int) -> None:
+    def _open_segment(self, first_seq: int, reuse_tail: bool) -> None:
         last = self.segments[-1] if self.segments else None
-        if last is not None and self._fd != -2 and last.size < self._segment_bytes:
+        if reuse_tail and last is not None and self._fd != -2 and last.size < self._segment_bytes:
             self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
             last.max_severity = CRITICAL
             return
@@ -280,6 +282,8 @@ class Journal:
         with self._lock:
             if self._closed:
                 raise JournalError("the journal is closed")
+            if self.error is not None:
+                raise JournalError("the journal writer stopped: {}".format(self.error))
             seq = self._next_seq
             self._next_seq += 1
             self._queue.put((kind, seq, item, urgent))
@@ -299,13 +303,16 @@ class Journal:
         return self._enqueue(_CHECKPOINT, None, True)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Make everything appended so far durable; False on timeout."""
+        """Make everything appended so far durable; False on timeout or if
+        the writer has failed (see ``error``)."""
         done = threading.Event()
         with self._lock:
             if self._closed:
-                return True
+                return self.error is None
             self._queue.put((_FLUSH, -1, done, True))
-        return done.wait(timeout)
+        if self.error is not None:
+            self._release_waiters()
+        return done.wait(timeout) and self.error is None
 
     def wait_durable(self, seq: int, timeout: float | None = None) -> bool:
         with self._durable:
@@ -376,11 +383,23 @@ class Journal:
     def _run(self) -> None:
         try:
             self._loop()
-        except BaseException as e:  # reported through .error and wait_durable
+        except BaseException as e:  # reported through .error, append() and the waiters
             self.error = e
             with self._durable:
                 self._durable.notify_all()
-            raise
+            self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        """Wake every flush() in the failed batch or still queued: the writer is gone."""
+        for waiter in self._batch_waiters:
+            waiter.set()
+        while True:
+            try:
+                kind, _seq, item, _urgent = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if kind == _FLUSH:
+                item.set()
 
     def _loop(self) -> None:
         unsynced_since: float | None = None
@@ -397,27 +416,26 @@ class Journal:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            urgent, stop, waiters = self._write_batch(items)
+            self._batch_waiters = [item for kind, _s, item, _u in items if kind == _FLUSH]
+            urgent, stop = self._write_batch(items)
             if urgent or (unsynced_since is not None and time.monotonic() - unsynced_since >= BATCH_S):
                 self._sync()
                 unsynced_since = None
             elif unsynced_since is None and self._written_seq > self.durable_seq:
                 unsynced_since = time.monotonic()
-            for w in waiters:
-                w.set()
+            for waiter in self._batch_waiters:
+                waiter.set()
             if stop:
                 os.close(self._fd)
                 return
 
-    def _write_batch(self, items: list) -> tuple[bool, bool, list[threading.Event]]:
+    def _write_batch(self, items: list) -> tuple[bool, bool]:
         buf: list[bytes] = []
         size = 0
         seg = self.segments[-1]
         urgent = stop = False
-        waiters = []
         for kind, seq, item, urg in items:
             if kind == _FLUSH:
-                waiters.append(item)
                 urgent = True
                 continue
             if kind == _STOP:
@@ -438,6 +456,9 @@ class Journal:
             self._written_seq = seq
         self._write(buf)
         seg.size += size
+        if stop:   # records queued from here on would never be written
+            return urgent, stop
+        self._enforce_budget()
         self._since_checkpoint += sum(1 for it in items if it[0] == _RECORD)
         if self._since_checkpoint >= self._checkpoint_every:
             self._since_checkpoint = 0
@@ -446,7 +467,7 @@ class Journal:
         if day != self._epoch_day:
             self._epoch_day = day
             self._enqueue_internal(_ROTATE, R.ROTATE_DAY, False)
-        return urgent, stop, waiters
+        return urgent, stop
 
     def _enqueue_internal(self, kind: int, item: object, urgent: bool) -> None:
         try:
@@ -512,8 +533,7 @@ class Journal:
         os.fdatasync(self._fd)
         os.close(self._fd)
         self._set_durable(self._written_seq)
-        self._open_segment(first_seq)
-        self._enforce_budget()
+        self._open_segment(first_seq, reuse_tail=False)
         return self.segments[-1]
 
     def _enforce_budget(self) -> None:

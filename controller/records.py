@@ -82,7 +82,7 @@ INCIDENT_TRIGGER, INCIDENT_EVIDENCE = 1, 2
 HEALTH_CODE, HEALTH_DETAIL = 1, 2
 RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
 CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST = 1, 2, 3, 4
-EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS = 1, 2, 3, 4
+EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
 
 
 class Context:
@@ -118,9 +118,9 @@ def make(rtype: int, severity: int, ctx: Context, data: dict[int, object] | None
 
 def event_severity(event: tuple[int, int, int, int]) -> int:
     """How serious a core event is: it decides the fsync and the uplink."""
-    code, a, b, _c = event
-    if code == ev.EV_RULE:
-        return b if a >= 0 and 0 <= b <= ev.CRITICAL else ev.WARNING
+    code, a, b, c = event
+    if code == ev.EV_RULE:   # a rule clearing is news, not an alarm
+        return b if c and 0 <= b <= ev.CRITICAL else ev.INFO
     if code == ev.EV_MODE:
         return {modes.ALARM: ev.ALARM, modes.FAULT: ev.CRITICAL}.get(b, ev.INFO)
     if code in (ev.EV_DURESS, ev.EV_FAULT):
@@ -168,17 +168,9 @@ def telemetry(ctx: Context) -> dict[int, object]:
 
 
 def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str, int],
-            zones: Sequence[str], digest: str) -> dict[int, object]:
+            zones: Sequence[str], digest: bytes) -> dict[int, object]:
     """The catalog once per boot, so evidence can be replayed from the journal."""
     return make(CATALOG, ev.INFO, ctx, {CATALOG_SPECS: [list(s) for s in specs],
                                         CATALOG_CORE: dict(core), CATALOG_ZONES: list(zones),
                                         CATALOG_DIGEST: digest})
 
-
-def describe(rec: dict[int, object]) -> str:
-    """One line for people: type, severity, and the data."""
-    rtype = rec.get(TYPE)
-    name = TYPE_NAMES.get(rtype, "type {}".format(rtype)) if isinstance(rtype, int) else "?"
-    sev = rec.get(SEVERITY)
-    sev_name = ev.SEVERITY_NAMES[sev] if isinstance(sev, int) and 0 <= sev < 4 else "?"
-    return "{} {} {}".format(name, sev_name, rec.get(DATA, ""))

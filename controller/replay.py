@@ -87,8 +87,17 @@ def summary(replay: Replay) -> dict:
     }
 
 
+def _incident(args: argparse.Namespace) -> Replay:
+    from controller.evidence import replay_incident
+
+    try:
+        return replay_lines(replay_incident(args))
+    except TraceError as e:
+        raise CabguardError("{}: incident {}: {}".format(args.trace, args.incident, e)) from None
+
+
 def main(args: argparse.Namespace) -> int:
-    replay = load(args.trace, rules_factory(args.table, args.key))
+    replay = _incident(args) if args.incident is not None else load(args.trace, rules_factory(args.table, args.key))
     if args.json:
         json.dump(summary(replay), sys.stdout)
         print()

@@ -155,7 +155,7 @@ class Gateway:
         now = ticks.wrap(self.clock.monotonic_ns() // 1_000_000)
         saved = self.statefile.load()
         if saved is not None:
-            self.state.restore(saved, now)
+            self.state.resume_after_restart(saved, now)
         self.persisted = self.state.persisted()
         self.bank.apply(self.state.outputs if saved is not None else [0, 0, self.state.lock, 0])
         ctx = self.context(False)

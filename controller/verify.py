@@ -23,7 +23,7 @@ from controller.errors import CabguardError
 from controller.segments import Bad, iter_frames, list_segments
 from drivers import cose
 from drivers.errors import CoseError
-from drivers.keys import CoseKey, EpochKeys, load_key, parse_epoch_kid
+from drivers.keys import CoseKey, EpochKeys, epoch_number, load_key
 
 ZERO_TAG = bytes(cose.TAG_LEN)
 # Records from different threads (scan loop, console, uplink, the journal's
@@ -46,6 +46,7 @@ class Report:
         self.problems: list[dict] = []
         self.warnings: list[dict] = []
         self.retained: list[tuple[int, int]] = []
+        self.gaps: list[tuple[int, int, dict]] = []     # (first, last missing, its problem)
         self.checkpoints: dict[int, bytes] = {}
 
     def problem(self, kind: str, message: str, segment: str = "", offset: int = -1, seq: int = -1) -> None:
@@ -70,6 +71,8 @@ class Checker:
         self.keys = keys
         self.report = report
         self.macs: dict[bytes, cose.CbcMac] = {}
+        self.prev_kid = b""
+        self.prev_key: CoseKey | None = None
         self.prev_seq: int | None = None
         self.prev_tag = b""
         self.prev_kid_epoch = -1
@@ -80,7 +83,7 @@ class Checker:
 
     def _open(self, msg: cose.Message, where: tuple[str, int]) -> dict | None:
         rep = self.report
-        key = self.keys.key_for(msg.kid)
+        key = self.keys.key_for(msg.kid) if msg.kid != self.prev_kid else self.prev_key
         if key is None:
             rep.problem("unknown_kid", "record signed with kid {}, which the key {} does not derive".format(
                 cose.kid_text(msg.kid), self.keys.provisioning.kid_text), *where, seq=msg.seq or -1)
@@ -92,6 +95,7 @@ class Checker:
                 if mac is None:
                     mac = self.macs[msg.kid] = cose.CbcMac(key.alg, key.k)
             payload = msg.verify(key.k, mac=mac)
+            self.prev_key = key
         except CoseError as e:
             rep.problem("mac", str(e), *where, seq=msg.seq if msg.seq is not None else -1)
             return None
@@ -142,7 +146,6 @@ class Checker:
         if self.prev_seq is None:
             if seq == 0 and (rec.get(R.TYPE) != R.GENESIS or prev != ZERO_TAG):
                 rep.problem("genesis", "record 0 is not a genesis record", *where, seq=seq)
-            self.first_where = where
             return
         if seq <= self.prev_seq:
             rep.problem("order", "record {} comes after record {}: repeated or reordered".format(
@@ -151,13 +154,16 @@ class Checker:
             if not self.broken:
                 rep.problem("gap", "records {}..{} are missing".format(self.prev_seq + 1, seq - 1),
                             *where, seq=seq)
+                rep.gaps.append((self.prev_seq + 1, seq - 1, rep.problems[-1]))
         elif prev != self.prev_tag and not self.broken:
             rep.problem("chain", "record {} does not carry the tag of record {}".format(seq, self.prev_seq),
                         *where, seq=seq)
 
     def _key(self, kid: bytes, rec: dict, where: tuple[str, int], seq: int) -> None:
-        parsed = parse_epoch_kid(kid)
-        epoch = parsed[1] if parsed else -1
+        if kid == self.prev_kid:
+            return
+        self.prev_kid = kid
+        epoch = epoch_number(kid)
         text = cose.kid_text(kid)
         if text not in self.report.kids:
             self.report.kids.append(text)
@@ -190,16 +196,15 @@ class Checker:
 def _explained(report: Report) -> None:
     """Gaps (and a missing start) covered by retention records are not tampering."""
     def retained(first: int, last: int) -> bool:
-        return any(a <= first and last <= b for a, b in report.retained)
+        """Do the (possibly adjacent) retention ranges cover first..last?"""
+        covered = first - 1
+        for a, b in sorted(report.retained):
+            if a <= covered + 1:
+                covered = max(covered, b)
+        return covered >= last
 
-    kept = []
-    for p in report.problems:
-        if p["kind"] == "gap":
-            first, last = (int(x) for x in p["message"].split()[1].split(".."))
-            if retained(first, last):
-                continue
-        kept.append(p)
-    report.problems = kept
+    explained = [id(p) for first, last, p in report.gaps if retained(first, last)]
+    report.problems = [p for p in report.problems if id(p) not in explained]
     if report.first_seq not in (None, 0) and not retained(0, report.first_seq - 1):
         report.problem("start", "the journal starts at record {}: records 0..{} are missing".format(
             report.first_seq, report.first_seq - 1), seq=report.first_seq)

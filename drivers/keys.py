@@ -123,6 +123,12 @@ def parse_epoch_kid(kid: bytes) -> tuple[bytes, int] | None:
     return base, int(n)
 
 
+def epoch_number(kid: bytes) -> int:
+    """The epoch an epoch kid names, -1 for any other kid."""
+    parsed = parse_epoch_kid(kid)
+    return parsed[1] if parsed else -1
+
+
 def _hkdf(ikm: bytes, n: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=16, salt=None,
                 info=EPOCH_INFO + n.to_bytes(4, "big")).derive(ikm)

@@ -1,10 +1,13 @@
 import os
 
+import cbor2
 import pytest
 from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
-from drivers.cose import ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128, mac0_create, mac0_decode, mac0_verify
+from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, HDR_SEQ, Sealer,
+                          cbc_mac, encode, mac0_create, mac0_decode, mac0_verify, open_message,
+                          protected_header)
 from drivers.errors import CoseError, KeyFileError
 from drivers.keys import generate, load_key, write_key
 
@@ -40,3 +43,38 @@ def test_key_files_are_0600_and_open_ones_refused(tmp_path):
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="readable by others.*chmod 600"):
         load_key(path)
+
+
+@pytest.mark.parametrize("alg, kid, seq", [
+    (ALG_AES_MAC_128_128, b"gw-7/record/0", None), (ALG_SM4_MAC_128_128, b"k" * 30, 0),
+    (ALG_A128GCM, b"x", 23), (ALG_SM4_GCM, b"y" * 300, 2**32 + 5), (ALG_AES_MAC_128_128, b"", 65536)])
+def test_hand_written_structures_equal_deterministic_cbor(alg, kid, seq):
+    header = {1: alg, 4: kid}
+    if seq is not None:
+        header[HDR_SEQ] = seq
+    assert protected_header(alg, kid, seq) == encode(header)
+    protected, payload = encode(header), b"p" * 70000
+    key = bytes(range(16))
+    message, tag = Sealer(alg, kid, key).seal(payload, seq, b"aad")
+    if alg in (ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128):
+        assert message == encode(cbor2.CBORTag(17, [protected, {}, payload, tag]))
+        assert cbc_mac(alg, key, encode(["MAC0", protected, b"aad", payload])) == tag
+    else:
+        iv = cbor2.loads(message).value[1][5]
+        assert message == encode(cbor2.CBORTag(16, [protected, {5: iv}, cbor2.loads(message).value[2]]))
+        assert open_message(message, lambda k, a: key, b"aad") == payload
+
+
+def test_fast_reader_agrees_with_the_full_decoder():
+    from drivers import cose
+
+    key = bytes(16)
+    for seq in (0, 23, 24, 255, 65536, 2**40):
+        message, tag = Sealer(ALG_AES_MAC_128_128, b"gw/record/3", key).seal(b"x" * seq.bit_length(), seq)
+        fast = cose._fast_mac0(message)
+        assert fast is not None and (fast.seq, fast.kid, fast.alg, fast.tag) == (seq, b"gw/record/3", 25, tag)
+        full = cbor2.loads(message).value
+        assert (fast.protected, fast.body) == (full[0], full[2])
+    odd = encode(cbor2.CBORTag(17, [encode({1: 25, 4: b"k"}), {}, b"p", bytes(16)]))
+    assert cose._fast_mac0(odd) is None and cose.decode(odd).kid == b"k"    # the full decoder takes over
+    assert cose._fast_mac0(message[:-1]) is None

@@ -16,7 +16,12 @@ from controller.verify import verify_dir
 from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, Gcm,
                           decode)
 from drivers.keys import EpochKeys, load_key
+from pathlib import Path
+
 from tests.journaling import event_record, frame_span, frames, open_journal, provision, write_records
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def cabguard(*args):
@@ -263,3 +268,117 @@ def test_budget_drops_sent_segments_then_keeps_unsent_alarms(tmp_path):
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems                # retention explains the missing start
     assert report.first_seq > 0
+
+
+def test_every_record_kind_matches_the_cddl_schema(tmp_path):
+    import pycddl
+
+    from controller.core.catalog import Catalog
+    from controller.demo import CABINET
+    from controller.journal import default_clock
+
+    schema = pycddl.Schema((ROOT / "docs" / "records.cddl").read_text())
+    prov, _ = provision(tmp_path)
+    c = default_clock()
+    ctx = R.Context(c.wall_ms, True, c.mono_ms, [0, 1, -5])
+    cat = Catalog(CABINET)
+    with open_journal(tmp_path, prov, segment_bytes=3000, budget_bytes=5000) as j:
+        for code in ev.EVENT_NAMES:
+            j.append(R.from_event((code, 1, 2, 0), ctx))
+        j.append(R.command(ctx, "console", "arm", 0, False, "wrong mode"))
+        j.append(R.login(ctx, "tech1", "technician", True))
+        j.append(R.telemetry(ctx))
+        j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000}, ["io.door_open"], cat.digest()))
+        j.checkpoint()
+        j.flush()
+        j.set_cursor(j.durable_seq)
+        for i in range(60):
+            j.append(event_record(i))
+        j.flush()
+    write_records(tmp_path, None, 1)
+    seen = set()
+    for _path, _off, record in frames(tmp_path):
+        msg = decode(record)
+        raw = msg.verify(EpochKeys(prov).key_for(msg.kid).k)
+        schema.validate_cbor(raw)
+        seen.add(cbor2.loads(raw)[R.TYPE])
+    assert seen >= set(ev.EVENT_NAMES) | {R.GENESIS, R.RECOVERED, R.KEY_ROTATION, R.CHECKPOINT, R.COMMAND,
+                                          R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION}
+
+
+def test_unsent_telemetry_goes_before_alarms_and_the_gap_is_explained(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
+        for i in range(20):
+            j.append(event_record(i, ev.ALARM))
+        for i in range(80):
+            j.append(event_record(100 + i))
+        j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    alarms = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE and r[R.SEVERITY] == ev.ALARM]
+    assert alarms == list(range(20))
+    assert recs[0][R.TYPE] == R.GENESIS and any(r[R.TYPE] == R.RETENTION for r in recs)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok, report.problems
+    # The same hole without the journal's own retention record is tampering.
+    segments = sorted((tmp_path / "journal").glob("*.seg"))
+    segments[1].unlink()
+    assert "gap" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
+
+
+def test_a_failed_writer_is_reported_not_hung(tmp_path):
+    prov, _ = provision(tmp_path)
+    j = open_journal(tmp_path, prov)
+    j.flush()
+    os.close(j._fd)                    # the disk goes away under the writer
+    j.append(event_record(1, ev.ALARM))
+    assert not j.flush(timeout=5)
+    assert isinstance(j.error, OSError)
+    with pytest.raises(JournalError, match="writer stopped"):
+        j.append(event_record(2))
+    assert j.health()["writer_failed"]
+    j.close()
+
+
+def test_the_record_key_moves_on_when_the_day_changes(tmp_path):
+    prov, _ = provision(tmp_path)
+    day = 86_400_000
+    now = {"wall": 20_000 * day + 5}
+
+    def clock():
+        return R.Context(now["wall"], True, 1000)
+
+    with open_journal(tmp_path, prov, clock=clock) as j:
+        j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
+        j.flush()
+        now["wall"] += day
+        j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
+        j.flush()                      # this batch notices the new day
+        j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
+        j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    rotation = [r[R.DATA] for r in recs if r[R.TYPE] == R.KEY_ROTATION]
+    assert rotation == [{R.ROTATION_OLD_KID: b"gw-7/record/0", R.ROTATION_NEW_KID: b"gw-7/record/1",
+                         R.ROTATION_REASON: R.ROTATE_DAY}]
+    assert load_key(tmp_path / "epoch.key").kid == b"gw-7/record/1"
+    assert verify_dir(tmp_path / "journal", prov).ok
+
+
+def test_a_crash_during_provisioning_still_starts_with_genesis(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 0)
+    for seg in (tmp_path / "journal").glob("*.seg"):
+        seg.write_bytes(b"")           # the genesis never reached the disk
+    write_records(tmp_path, None, 2)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and report.records == 3
+
+
+def test_an_emptied_journal_is_tampering(tmp_path):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 2)
+    write_records(tmp_path, None, 1)   # epoch 1 now
+    for seg in (tmp_path / "journal").glob("*.seg"):
+        seg.unlink()
+    write_records(tmp_path, None, 1)
+    assert "genesis" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}

@@ -121,6 +121,6 @@ def test_restart_restores_latched_alarm_and_lock():
     run(state, image, 10)
     saved = state.persisted()
     _, fresh, image2 = make()
-    fresh.restore(saved, 5000)
+    fresh.resume_after_restart(saved, 5000)
     out, _ = run(fresh, image2, 5100)
     assert fresh.mode == modes.ALARM and out[OUT_SIREN] == 1 and out[OUT_LOCK] == 1

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core", "rules")
+AREAS = ("core", "rules", "journal")
 
 
 class Figure(NamedTuple):

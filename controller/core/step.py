@@ -20,7 +20,7 @@ from .events import (
     EV_DEVICE, EV_DURESS, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST,
     EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT,
 )
-from .errors import ModeError
+from .errors import CoreError, ModeError
 from .outputs import LED_FOR_MODE, N_OUTPUTS, OUT_LED, OUT_LOCK, OUT_SIREN, OUT_STROBE
 
 _NO_EVENTS = ()
@@ -101,7 +101,7 @@ class CoreState:
         """What must survive a restart: (mode, resume, lock)."""
         return (self.machine.mode, self.machine.resume, self.lock)
 
-    def restore(self, persisted, now):
+    def resume_after_restart(self, persisted, now):
         """Resume from ``persisted()`` of the previous run (modes.restore has the policy)."""
         mode, resume, lock = persisted
         self.machine.restore(mode, resume, now)
@@ -109,6 +109,42 @@ class CoreState:
         if self.machine.mode == modes.ALARM:
             _start_siren(self, now)
         _drive(self, now)
+
+    def snapshot(self):
+        """What a replay needs to start here: plain integers and lists.
+
+        Evidence windows carry it (docs/trace.md, header key "start").  The
+        rules' own timers are not part of it."""
+        m = self.machine
+        return {
+            "mode": m.mode, "deadline": m.deadline, "resume": m.resume, "lock": self.lock,
+            "siren": [self.siren_on, self.siren_since, self.siren_retriggers],
+            "tests": [self.test_on[0], self.test_on[1], self.test_until[0], self.test_until[1]],
+            "zones": list(self.zone_prev), "online": list(self.online_prev),
+        }
+
+    def restore(self, snap):
+        """Start from a ``snapshot()``; CoreError names what does not fit."""
+        try:
+            siren, tests = snap["siren"], snap["tests"]
+            zones, online = snap["zones"], snap["online"]
+            if len(siren) != 3 or len(tests) != 4:
+                raise CoreError("start: 'siren' needs 3 numbers and 'tests' 4")
+            if len(zones) != len(self.zone_prev) or len(online) != len(self.online_prev):
+                raise CoreError("start: 'zones' needs {} values and 'online' {}".format(
+                    len(self.zone_prev), len(self.online_prev)))
+            if snap["mode"] not in range(len(modes.MODE_NAMES)):
+                raise CoreError("start: unknown mode {!r}".format(snap["mode"]))
+            m = self.machine
+            m.mode, m.deadline, m.resume = snap["mode"], snap["deadline"], snap["resume"]
+            self.lock = snap["lock"]
+        except (KeyError, TypeError) as e:
+            raise CoreError("start: not a core snapshot ({!r} missing or malformed)".format(e.args[0] if e.args else e))
+        self.siren_on, self.siren_since, self.siren_retriggers = siren[0], siren[1], siren[2]
+        self.test_on = [tests[0], tests[1]]
+        self.test_until = [tests[2], tests[3]]
+        self.zone_prev = list(zones)
+        self.online_prev = list(online)
 
 
 def step(state, inputs, now):

@@ -182,6 +182,11 @@ def replay_lines(lines, rules_factory=None, keep_timeline=True):
             catalog, config, _zones, head = parse_header(text, lineno)
             rules = rules_factory(catalog, head) if rules_factory else None
             replay = Replay(catalog, config, rules, keep_timeline)
+            if "start" in head:
+                try:
+                    replay.state.restore(head["start"])
+                except CoreError as e:
+                    raise TraceError("trace line {}: {}".format(lineno, e))
             continue
         t, changes, commands = parse_scan(text, lineno, catalog)
         replay.feed(t, changes, commands)

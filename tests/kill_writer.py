@@ -1,0 +1,35 @@
+"""A process that writes the journal hard until it is killed (tests/test_journal_kill.py).
+
+Usage: python -m tests.kill_writer TMP_DIR.  Prints ``ready`` once the
+journal is open, then ``durable SEQ`` each time records become durable.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from controller.core import events as ev
+from drivers.keys import load_key
+from tests.journaling import event_record, open_journal
+
+
+def report(seq: int) -> None:
+    sys.stdout.write("durable {}\n".format(seq))
+    sys.stdout.flush()
+
+
+def main() -> None:
+    tmp = Path(sys.argv[1])
+    prov = None if (tmp / "epoch.key").exists() else load_key(tmp / "record.key")
+    journal = open_journal(tmp, prov, segment_bytes=64 * 1024, checkpoint_every=300, on_durable=report)
+    print("ready", flush=True)
+    i = 0
+    while True:
+        for _ in range(50):
+            journal.append(event_record(i, ev.ALARM if i % 97 == 0 else ev.INFO))
+            i += 1
+        time.sleep(0.0005)
+
+
+if __name__ == "__main__":
+    main()
