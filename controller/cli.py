@@ -26,12 +26,12 @@ def _replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines), or a journal folder with --incident")
     p.add_argument("--incident", type=int, metavar="SEQ",
                    help="TRACE is a journal: replay the evidence of this incident (its seq or its alarm's)")
-    p.add_argument("--key", metavar="KEY", help="with --incident: the record key file")
+    p.add_argument("--key", metavar="KEY", help="with --incident: the record key file; "
+                                                "with --table: the installer key that verifies it")
     p.add_argument("--trace-out", metavar="FILE", help="with --incident: also write the rebuilt trace")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--table", metavar="TABLE", help="run this compiled rule table (default: the "
                                                     "table in the trace header, if any)")
-    p.add_argument("--key", metavar="KEY", help="installer key that verifies --table")
     p.set_defaults(handler="controller.replay:main")
 
 
