@@ -63,6 +63,8 @@ class RtuMaster:
                 self._drain(deadline)
             elif not frame[1] & 0x80 and expected > len(frame):
                 frame += self._read(expected - len(frame), deadline)
+                if len(frame) < expected:
+                    raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
             return frames.check_reply(request, frame)
         finally:
             self._quiet_from = time.perf_counter() + self.t35
