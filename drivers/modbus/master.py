@@ -47,9 +47,7 @@ class RtuMaster:
 
         ``timeout`` counts from the end of the request on the wire.
         """
-        wait = self._quiet_from - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
+        self.wait_quiet()
         termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
         os.write(self.fd, request)
         deadline = time.perf_counter() + frames.wire_seconds(len(request), self.baud) + timeout
@@ -68,6 +66,12 @@ class RtuMaster:
             return frames.check_reply(request, frame)
         finally:
             self._quiet_from = time.perf_counter() + self.t35
+
+    def wait_quiet(self) -> None:
+        """Sleep until t3.5 has passed since the last frame on the wire."""
+        wait = self._quiet_from - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
 
     def _read(self, n: int, deadline: float) -> bytes:
         buf = b""

@@ -30,8 +30,8 @@ import threading
 import time
 from typing import NamedTuple
 
-from drivers.errors import (ModbusCrcError, ModbusError, ModbusException,
-                            ModbusFrameError, ModbusTimeout, ProfileError)
+from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
+                            ModbusFrameError, ModbusTimeout)
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
@@ -106,7 +106,7 @@ class BusPoller:
         now = time.monotonic()
         for i, spec in enumerate(devices):
             if spec.instance in seen or not 1 <= spec.address <= 247 or spec.period_ms <= 0:
-                raise ProfileError("bus {}: device {!r} is repeated or has a bad address/period".format(
+                raise BusError("bus {}: device {!r} is repeated or has a bad address/period".format(
                     port, spec.instance))
             seen.add(spec.instance)
             profile = spec.profile if isinstance(spec.profile, Profile) else load_profile(spec.profile)
@@ -174,9 +174,28 @@ class BusPoller:
                               "latency_ms": st.latency * 1000, "timeout_ms": self._timeout(st, 0) * 1000}
                 for st in self._states}
 
+    def open(self) -> "BusPoller":
+        """Open the port; PortError names it and the ports that exist if it is missing."""
+        if self._master is None:
+            self._master = RtuMaster(self.port, self.options.baud)
+        return self
+
+    def poll_cycle(self) -> list[bool]:
+        """Poll every device once now, in the calling thread (before ``start()``; the bench
+        and start-up checks use it).  True for each device that answered."""
+        if self._thread is not None:
+            raise BusError("bus {}: poll_cycle() is for a poller whose thread is not running".format(
+                self.port))
+        self.open()
+        return [self.poll(st) for st in self._states]
+
+    def register_maps(self) -> dict[str, RegisterMap | None]:
+        """Each device's bound register map (None for a SunSpec device not yet discovered)."""
+        return {st.instance: st.regmap for st in self._states}
+
     def start(self) -> "BusPoller":
         """Open the port (PortError if it is missing) and start the bus thread."""
-        self._master = RtuMaster(self.port, self.options.baud)
+        self.open()
         self._thread = threading.Thread(target=self._run, name="bus-" + self.port, daemon=True)
         self._thread.start()
         return self
@@ -194,7 +213,7 @@ class BusPoller:
         for st in self._states:
             if st.instance == instance:
                 return st
-        raise ProfileError("no device {!r} on bus {}".format(instance, self.port))
+        raise BusError("no device {!r} on bus {}".format(instance, self.port))
 
     # ---- the bus thread ----------------------------------------------------
 
