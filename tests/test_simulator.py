@@ -136,3 +136,14 @@ def test_stdin_commands_reach_the_running_simulator(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=5) == 0
+
+
+def test_the_documented_sim_toml_example_loads(tmp_path):
+    text = (ROOT / "docs/simulator.md").read_text()
+    example = text.split("```toml\n")[1].split("```")[0]
+    path = tmp_path / "SIM.toml"
+    path.write_text(example)
+    sim = load_config(path)
+    with sim:
+        assert set(sim.buses) == {"rs485-1", "rs485-2"}
+        assert sim.device("bms1").fault.kind == "slow"

@@ -81,6 +81,7 @@ class _State:
         self.bad_run = 0
         self.ok = self.timeouts = self.crc = self.exc = self.exc_count = 0
         self.not_implemented = 0
+        self.mismatch = False            # a SunSpec discovery failure was reported
         self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
 
     def twins(self) -> list[int]:
@@ -246,12 +247,15 @@ class BusPoller:
             values, missing = st.regmap.decode(blocks)
         except NotSunSpec as e:
             self._failed(st)
-            self._events.put(BusEvent(st.instance, "mismatch", 0, str(e)))
+            if not st.mismatch:  # once per episode, not every period
+                self._events.put(BusEvent(st.instance, "mismatch", 0, str(e)))
+            st.mismatch = True
             return False
         except ModbusError:
             self._failed(st)
             return False
         st.not_implemented = (st.not_implemented + missing) & COUNTER_MASK
+        st.mismatch = False
         st.bad_run = 0
         st.good_run += 1
         if not st.online and st.good_run >= self.options.online_after:
