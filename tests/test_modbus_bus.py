@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 
 from controller.bench.modbus import GOOD, REQUEST, fuzz_answers
-from controller.core.catalog import Catalog
+from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
 from drivers.errors import (ModbusCrcError, ModbusError, ModbusException, ModbusFrameError,
                             ModbusTimeout, PortError)
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
-from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
+from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice
 from simulator.bus import ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 
@@ -111,7 +111,12 @@ def _poller(port, **opts):
 def test_poller_fills_the_image_with_values_and_twins(sim):
     poller = _poller(sim.bus("b1").port).start()
     try:
-        catalog = Catalog(poller.catalog_specs())
+        specs = []
+        for instance, signals in poller.device_specs():
+            specs += device_signals(instance, signals)
+        catalog = Catalog(specs)
+        assert catalog.names == poller.names  # the snapshot's order is the catalog's
+        assert TWINS == tuple(n for n, _u, _s in DEVICE_TWINS)
         indices = poller.indices(catalog)
         image = catalog.new_image()
         assert _wait_for(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))

@@ -37,6 +37,8 @@ from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
 from drivers.modbus.sunspec import NotSunSpec, discover
 
+# The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
+# import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
 
@@ -127,13 +129,10 @@ class BusPoller:
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
-    def catalog_specs(self) -> list[tuple[str, str, int]]:
-        """The catalog specs of every device on this bus (signals, then twins)."""
-        from controller.core.catalog import device_signals
-        specs = []
-        for st in self._states:
-            specs += device_signals(st.instance, st.profile.signal_specs())
-        return specs
+    def device_specs(self) -> list[tuple[str, list[tuple[str, str, int]]]]:
+        """``(instance, profile.signal_specs())`` per device, in bus order: the runtime
+        passes each to controller.core.catalog.device_signals() to build the catalog."""
+        return [(st.instance, st.profile.signal_specs()) for st in self._states]
 
     def indices(self, catalog) -> list[int]:
         """Image index for each snapshot value; build once after the catalog."""
