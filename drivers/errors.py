@@ -44,3 +44,7 @@ class ModbusException(ModbusError):
         super().__init__("slave {} answered function {} with exception code {}".format(
             address, function, code))
         self.code = code
+
+
+class BusError(DriverError):
+    """A bus poller set up or used in a way that cannot work (names bus and device)."""

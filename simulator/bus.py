@@ -28,7 +28,8 @@ from simulator.slave import SimDevice
 
 class SimBus:
     """One pty pair and the devices on it; ``wire_time`` delays each answer by the
-    time request and answer would take on a real wire at ``baud``."""
+    time request and answer would take on a real wire at ``baud`` plus the slave's
+    t3.5 turnaround, so poll cycles over a pty show real-wire timing."""
 
     def __init__(self, name: str, devices: list[SimDevice], baud: int = 115200,
                  wire_time: bool = False) -> None:
@@ -89,7 +90,7 @@ class SimBus:
             return
         delay = reply.delay_s
         if self.wire_time:
-            delay += frames.wire_seconds(len(frame) + len(reply.data), self.baud)
+            delay += frames.wire_seconds(len(frame) + len(reply.data), self.baud) + frames.t35_seconds(self.baud)
         if delay:
             time.sleep(delay)
         os.write(self.master_fd, reply.data)
@@ -152,3 +153,48 @@ class Simulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ScriptedSlave:
+    """A pty whose 'slave' answers each request with the next scripted bytes (b"" = silence).
+
+    For fuzzing a master with arbitrary answers: wrong CRC, address, function or length.
+    """
+
+    def __init__(self) -> None:
+        self.master_fd, self.slave_fd = os.openpty()
+        tty.setraw(self.slave_fd)
+        self.port = os.ttyname(self.slave_fd)
+        self._answers: list[bytes] = []
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, name="scripted-slave", daemon=True)
+        self._running = True
+        self._thread.start()
+
+    def script(self, answers: list[bytes]) -> None:
+        with self._ready:
+            self._answers = list(answers)
+            self._ready.notify()
+
+    def _serve(self) -> None:
+        poller = select.poll()
+        poller.register(self.master_fd, select.POLLIN)
+        buf = b""
+        while self._running:
+            if not poller.poll(20):
+                continue
+            buf += os.read(self.master_fd, 256)
+            need = frames.request_length(buf)
+            if not need or len(buf) < need:
+                continue
+            buf = buf[need:]
+            with self._ready:
+                answer = self._answers.pop(0) if self._answers else b""
+            if answer:
+                os.write(self.master_fd, answer)
+
+    def close(self) -> None:
+        self._running = False
+        self._thread.join()
+        os.close(self.master_fd)
+        os.close(self.slave_fd)

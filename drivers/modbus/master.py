@@ -47,11 +47,12 @@ class RtuMaster:
 
         ``timeout`` counts from the end of the request on the wire.
         """
-        wait = self._quiet_from - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
-        os.write(self.fd, request)
+        self.wait_quiet()
+        try:
+            termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
+            os.write(self.fd, request)
+        except OSError as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
+            raise ModbusTimeout("port {}: {}".format(self.port, e.strerror)) from None
         deadline = time.perf_counter() + frames.wire_seconds(len(request), self.baud) + timeout
         try:
             frame = self._read(frames.EXCEPTION_LENGTH, deadline)
@@ -63,9 +64,17 @@ class RtuMaster:
                 self._drain(deadline)
             elif not frame[1] & 0x80 and expected > len(frame):
                 frame += self._read(expected - len(frame), deadline)
+                if len(frame) < expected:
+                    raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
             return frames.check_reply(request, frame)
         finally:
             self._quiet_from = time.perf_counter() + self.t35
+
+    def wait_quiet(self) -> None:
+        """Sleep until t3.5 has passed since the last frame on the wire."""
+        wait = self._quiet_from - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
 
     def _read(self, n: int, deadline: float) -> bytes:
         buf = b""
@@ -73,7 +82,10 @@ class RtuMaster:
             left = deadline - time.perf_counter()
             if left <= 0 or not self._poll.poll(left * 1000):
                 break
-            chunk = os.read(self.fd, n - len(buf))
+            try:
+                chunk = os.read(self.fd, n - len(buf))
+            except OSError:
+                break
             if not chunk:
                 break
             buf += chunk
@@ -85,7 +97,10 @@ class RtuMaster:
             left = min(deadline - time.perf_counter(), self.t35)
             if left <= 0 or not self._poll.poll(left * 1000):
                 return
-            os.read(self.fd, 256)
+            try:
+                os.read(self.fd, 256)
+            except OSError:
+                return
 
     def read_registers(self, address: int, function: int, start: int, count: int,
                        timeout: float) -> list[int]:

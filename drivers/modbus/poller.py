@@ -30,13 +30,15 @@ import threading
 import time
 from typing import NamedTuple
 
-from drivers.errors import (ModbusCrcError, ModbusError, ModbusException,
-                            ModbusFrameError, ModbusTimeout, ProfileError)
+from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
+                            ModbusFrameError, ModbusTimeout)
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
 from drivers.modbus.sunspec import NotSunSpec, discover
 
+# The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
+# import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
 
@@ -81,6 +83,7 @@ class _State:
         self.bad_run = 0
         self.ok = self.timeouts = self.crc = self.exc = self.exc_count = 0
         self.not_implemented = 0
+        self.mismatch = False            # a SunSpec discovery failure was reported
         self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
 
     def twins(self) -> list[int]:
@@ -106,7 +109,7 @@ class BusPoller:
         now = time.monotonic()
         for i, spec in enumerate(devices):
             if spec.instance in seen or not 1 <= spec.address <= 247 or spec.period_ms <= 0:
-                raise ProfileError("bus {}: device {!r} is repeated or has a bad address/period".format(
+                raise BusError("bus {}: device {!r} is repeated or has a bad address/period".format(
                     port, spec.instance))
             seen.add(spec.instance)
             profile = spec.profile if isinstance(spec.profile, Profile) else load_profile(spec.profile)
@@ -126,13 +129,10 @@ class BusPoller:
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
-    def catalog_specs(self) -> list[tuple[str, str, int]]:
-        """The catalog specs of every device on this bus (signals, then twins)."""
-        from controller.core.catalog import device_signals
-        specs = []
-        for st in self._states:
-            specs += device_signals(st.instance, st.profile.signal_specs())
-        return specs
+    def device_specs(self) -> list[tuple[str, list[tuple[str, str, int]]]]:
+        """``(instance, profile.signal_specs())`` per device, in bus order: the runtime
+        passes each to controller.core.catalog.device_signals() to build the catalog."""
+        return [(st.instance, st.profile.signal_specs()) for st in self._states]
 
     def indices(self, catalog) -> list[int]:
         """Image index for each snapshot value; build once after the catalog."""
@@ -174,9 +174,28 @@ class BusPoller:
                               "latency_ms": st.latency * 1000, "timeout_ms": self._timeout(st, 0) * 1000}
                 for st in self._states}
 
+    def open(self) -> "BusPoller":
+        """Open the port; PortError names it and the ports that exist if it is missing."""
+        if self._master is None:
+            self._master = RtuMaster(self.port, self.options.baud)
+        return self
+
+    def poll_cycle(self) -> list[bool]:
+        """Poll every device once now, in the calling thread (before ``start()``; the bench
+        and start-up checks use it).  True for each device that answered."""
+        if self._thread is not None:
+            raise BusError("bus {}: poll_cycle() is for a poller whose thread is not running".format(
+                self.port))
+        self.open()
+        return [self.poll(st) for st in self._states]
+
+    def register_maps(self) -> dict[str, RegisterMap | None]:
+        """Each device's bound register map (None for a SunSpec device not yet discovered)."""
+        return {st.instance: st.regmap for st in self._states}
+
     def start(self) -> "BusPoller":
         """Open the port (PortError if it is missing) and start the bus thread."""
-        self._master = RtuMaster(self.port, self.options.baud)
+        self.open()
         self._thread = threading.Thread(target=self._run, name="bus-" + self.port, daemon=True)
         self._thread.start()
         return self
@@ -194,7 +213,7 @@ class BusPoller:
         for st in self._states:
             if st.instance == instance:
                 return st
-        raise ProfileError("no device {!r} on bus {}".format(instance, self.port))
+        raise BusError("no device {!r} on bus {}".format(instance, self.port))
 
     # ---- the bus thread ----------------------------------------------------
 
@@ -227,12 +246,15 @@ class BusPoller:
             values, missing = st.regmap.decode(blocks)
         except NotSunSpec as e:
             self._failed(st)
-            self._events.put(BusEvent(st.instance, "mismatch", 0, str(e)))
+            if not st.mismatch:  # once per episode, not every period
+                self._events.put(BusEvent(st.instance, "mismatch", 0, str(e)))
+            st.mismatch = True
             return False
         except ModbusError:
             self._failed(st)
             return False
         st.not_implemented = (st.not_implemented + missing) & COUNTER_MASK
+        st.mismatch = False
         st.bad_run = 0
         st.good_run += 1
         if not st.online and st.good_run >= self.options.online_after:

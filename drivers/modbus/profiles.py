@@ -228,6 +228,7 @@ class Profile:
         self._fields = fields     # validated entries; SunSpec ones relative to their model
         self.gap = gap
         self.models = models      # empty unless a SunSpec profile
+        self._sim_maps: dict[int, RegisterMap] = {}  # encode()'s bound maps, by SunSpec base
 
     @property
     def sunspec(self) -> bool:
@@ -265,10 +266,11 @@ class Profile:
         chosen per scale-factor register as the finest that fits every point.
         """
         tables: dict[str, dict[int, int]] = {t: {} for t in TABLES}
-        layout = self.sim_layout(base) if self.sunspec else None
-        regmap = self.bind(layout)
+        regmap = self._sim_maps.get(base)
+        if regmap is None:
+            regmap = self._sim_maps[base] = self.bind(self.sim_layout(base) if self.sunspec else None)
         if self.sunspec:
-            _encode_sunspec_frame(tables["holding"], self.models, layout, base)
+            _encode_sunspec_frame(tables["holding"], self.models, self.sim_layout(base), base)
         sfs = _choose_sfs(regmap.fields, values)
         for f in regmap.fields:
             value = values.get(f.name, 0)
@@ -290,7 +292,7 @@ def _encode_sunspec_frame(holding: dict[int, int], models: list[SunSpecModel],
             holding[a] = 0
         for offset, value in m.fill.items():
             if isinstance(value, str):
-                _put_text(holding, start + offset, value, 16)
+                _put_text(holding, start + offset, value, (len(value) + 1) // 2)
             else:
                 holding[start + offset] = value & 0xFFFF
         end = start + 2 + m.length

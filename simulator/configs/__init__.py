@@ -1,0 +1,1 @@
+"""Example simulator configs (SIM.toml, docs/simulator.md); a package so installs carry them."""

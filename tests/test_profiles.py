@@ -1,0 +1,210 @@
+"""Device profiles: the shipped ones, their round trip, and every kind of bad profile."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from controller.core.catalog import Catalog, device_signals
+from drivers.errors import ProfileError
+from drivers.modbus.profiles import (NI_SF, CLASSES, fold31, known_profiles, load_profile,
+                                     parse_profile)
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR = (ROOT / "drivers/profiles/bms16-vendor.toml").read_text()
+
+
+def doc_class_signals(device_class):
+    """Signal names of a class as the first column of its table in docs/signals.md."""
+    text = (ROOT / "docs/signals.md").read_text()
+    section = text.split("## Class `{}`".format(device_class))[1].split("\n## ")[0]
+    names = set()
+    for first in re.findall(r"^\| ([^|]+)\|", section, re.M):
+        names.update(re.findall(r"`(\w+)`", first))
+    if {"k1", "k4"} <= names:   # "`k1` … `k4`"
+        names.update({"k2", "k3"})
+    return names
+
+
+def test_shipped_profiles_cover_every_class():
+    classes = {load_profile(n).device_class for n in known_profiles()}
+    assert classes == set(CLASSES)
+
+
+@pytest.mark.parametrize("name", known_profiles())
+def test_profile_signals_are_the_documented_class_signals(name):
+    p = load_profile(name)
+    names = {n for n, _u, _s in p.signal_specs()}
+    documented = doc_class_signals(p.device_class)
+    base = {n for n, _u, _s in CLASSES[p.device_class][0]}
+    assert base == documented and base <= names
+    Catalog(device_signals("dev", p.signal_specs()))  # units and scales the core accepts
+
+
+def _values(profile, draw_int):
+    out = {}
+    for name, unit, scale in profile.signal_specs():
+        if unit == "bool":
+            out[name] = draw_int(0, 1)
+        elif name == "current_ma":
+            out[name] = draw_int(-32000, 32000) * 10
+        elif name in ("temp_max_dc", "temp_min_dc", "temp_dc", "tilt_mdeg", "accel_z_mg"):
+            out[name] = draw_int(-300, 900) * (10 if name == "tilt_mdeg" else 1)
+        elif name == "supply_mv":
+            out[name] = draw_int(0, 6000) * 10
+        elif name == "soc_pct":
+            out[name] = draw_int(0, 100)
+        elif name in ("serial", "alarm_bits"):
+            out[name] = draw_int(0, 2**31 - 1)
+        elif name == "pack_mv":
+            out[name] = draw_int(0, 6500) * 100
+        else:
+            out[name] = draw_int(0, 6000)
+    return out
+
+
+@pytest.mark.parametrize("name", known_profiles())
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_encode_then_decode_gives_the_values_back(name, data):
+    p = load_profile(name)
+    values = _values(p, lambda lo, hi: data.draw(st.integers(lo, hi)))
+    regmap = p.bind(p.sim_layout() if p.sunspec else None)
+    decoded, missing = regmap.decode(regmap.blocks_from(p.encode(values)))
+    assert missing == 0 and decoded == values
+
+
+def test_blocks_respect_the_125_register_limit():
+    p = load_profile("sunspec-battery")
+    blocks = p.bind(p.sim_layout()).blocks
+    assert all(b.count <= 125 for b in blocks) and len(blocks) >= 1
+
+
+def test_sunspec_not_implemented_points_become_missing_values_and_are_counted():
+    p = load_profile("sunspec-battery")
+    layout = p.sim_layout()
+    regmap = p.bind(layout)
+    tables = p.encode({"pack_mv": 400000, "soc_pct": 50})
+    tables["holding"][layout[802] + 34] = 0xFFFF      # V not implemented
+    tables["holding"][layout[802] + 56] = NI_SF       # SoC_SF not implemented
+    values, missing = regmap.decode(regmap.blocks_from(tables))
+    assert values["pack_mv"] == 0 and values["soc_pct"] == 0 and missing == 2
+
+
+def test_sunspec_scale_factors_use_integer_arithmetic():
+    p = load_profile("sunspec-battery")
+    layout = p.sim_layout()
+    regmap = p.bind(layout)
+    tables = p.encode({})
+    tables["holding"][layout[802] + 34] = 5123       # V = 512.3 V with V_SF = -1
+    tables["holding"][layout[802] + 59] = 0xFFFF     # -1
+    tables["holding"][layout[802] + 44] = 0xFFF6     # A = -10 with A_SF = +1 -> -100 A
+    tables["holding"][layout[802] + 61] = 1
+    values, _ = regmap.decode(regmap.blocks_from(tables))
+    assert values["pack_mv"] == 512300 and values["current_ma"] == -100000
+
+
+def test_sunspec_profile_offsets_match_the_sunspec_model_definitions():
+    import sunspec2
+    models = Path(sunspec2.__file__).parent / "models" / "json"
+    expect = {("serial", 1): "SN", ("pack_mv", 802): "V", ("current_ma", 802): "A",
+              ("soc_pct", 802): "SoC", ("cell_vmax_mv", 802): "CellVMax",
+              ("cell_vmin_mv", 802): "CellVMin", ("alarm_bits", 802): "Evt1",
+              ("temp_max_dc", 803): "ModTmpMax", ("temp_min_dc", 803): "ModTmpMin",
+              ("modules", 803): "StrNMod"}
+    p = load_profile("sunspec-battery")
+    regmap = p.bind({m.id: 0 for m in p.models})
+    for f in regmap.fields:
+        model = next(m for (n, m) in expect if n == f.name)
+        doc = json.loads((models / "model_{}.json".format(model)).read_text())["group"]
+        offsets, off = {}, 0
+        for point in doc["points"]:
+            offsets[point["name"]] = (off, point.get("sf"))
+            off += point["size"]
+        for group in doc.get("groups", []):   # first instance of a repeating group
+            goff = off
+            for point in group["points"]:
+                offsets[point["name"]] = (goff, point.get("sf"))
+                goff += point["size"]
+        point_offset, sf_name = offsets[expect[(f.name, model)]]
+        assert f.address == point_offset, f.name
+        if sf_name:
+            assert f.sf_address == offsets[sf_name][0], f.name
+    for m in p.models:
+        doc = json.loads((models / "model_{}.json".format(m.id)).read_text())["group"]
+        fixed = sum(pt["size"] for pt in doc["points"]) - 2
+        assert m.length >= fixed
+
+
+def test_serial_is_folded_to_31_bits():
+    assert fold31(0xFFFFFFFF) == 0x7FFFFFFE and fold31(12345) == 12345
+    p = load_profile("bms16-vendor")
+    regmap = p.bind()
+    tables = p.encode({})
+    tables["input"][12], tables["input"][13] = 0x8000, 0x0001
+    values, _ = regmap.decode(regmap.blocks_from(tables))
+    assert values["serial"] == 0 and 0 <= values["serial"] < 2**31
+
+
+def _bad(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    return str(e.value)
+
+
+def _line_of(text, needle):
+    return text.splitlines().index(needle) + 1
+
+
+def test_overlapping_registers_name_file_line_and_register(tmp_path):
+    text = VENDOR.replace('[signals.modules]\ntable = "input"\naddress = 5',
+                          '[signals.modules]\ntable = "input"\naddress = 3')
+    msg = _bad(tmp_path, text)
+    lines = text.splitlines()
+    header = lines.index("[signals.modules]")
+    expected_line = header + lines[header:].index('type = "u16"') + 1
+    assert msg.startswith("{}:{}:".format(tmp_path / "bad.toml", expected_line))
+    assert "signal 'modules' (input register 3) overlaps signal 'current_ma' at register 3" in msg
+
+
+def test_misaligned_32_bit_register_is_rejected(tmp_path):
+    text = VENDOR.replace("[signals.alarm_bits]\ntable = \"input\"\naddress = 10",
+                          "[signals.alarm_bits]\ntable = \"input\"\naddress = 31")
+    msg = _bad(tmp_path, text)
+    assert "signal 'alarm_bits' (input register 31)" in msg and "even register" in msg
+
+
+def test_unknown_type_names_the_line(tmp_path):
+    text = VENDOR.replace('[signals.modules]\ntable = "input"\naddress = 5\ntype = "u16"',
+                          '[signals.modules]\ntable = "input"\naddress = 5\ntype = "float32"')
+    msg = _bad(tmp_path, text)
+    assert msg.startswith("{}:{}:".format(tmp_path / "bad.toml", _line_of(text, 'type = "float32"')))
+    assert "unknown type 'float32'" in msg and "input register 5" in msg
+
+
+def test_bad_scale_names_the_line(tmp_path):
+    text = VENDOR.replace('address = 4\ntype = "u16"\nscale = -1', 'address = 4\ntype = "u16"\nscale = 0.1')
+    msg = _bad(tmp_path, text)
+    assert msg.startswith("{}:{}:".format(tmp_path / "bad.toml", _line_of(text, "scale = 0.1")))
+    assert "scale 0.1" in msg
+
+
+def test_signal_outside_the_class_and_missing_signals(tmp_path):
+    msg = _bad(tmp_path, VENDOR + '\n[signals.door_open]\ntable = "discrete"\naddress = 0\n')
+    assert "not in class battery" in msg
+    msg = _bad(tmp_path, VENDOR.replace("[signals.serial]", "[signals.serial_old]"))
+    assert "not in class battery" in msg or "needs signals serial" in msg
+
+
+def test_unknown_profile_name_lists_the_known_ones():
+    with pytest.raises(ProfileError, match="known: .*bms16-vendor"):
+        load_profile("no-such-profile")
+
+
+def test_parse_profile_reports_toml_syntax(tmp_path):
+    with pytest.raises(ProfileError, match="not valid TOML"):
+        parse_profile("[profile\n", tmp_path / "x.toml")
