@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 
 from controller.config import ConfigError, SiteConfig
-from controller.core.catalog import SYSTEM_SIGNALS, Catalog, schedule_signals
+from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.step import CoreConfig
 from controller.schedules import Schedules
 from controller.schema import Problem
@@ -81,7 +81,8 @@ def assemble(config: SiteConfig) -> Site:
     schedules = Schedules(doc.get("schedules") or {}, doc["gateway"]["timezone"])
     specs = []
     for p in pollers:
-        specs += p.catalog_specs()
+        for instance, signals in p.device_specs():
+            specs += device_signals(instance, signals)
     specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names())
     catalog = Catalog(specs)
     core, zones = core_config(doc, catalog, problems)
