@@ -1,4 +1,9 @@
-"""``cabguard run --config SITE.toml``: the gateway, for real."""
+"""``cabguard run --config SITE.toml``: the gateway, for real.
+
+``build`` turns a site config into running services — the gateway and its
+scan loop's helpers, the rule table, the serial console and the uplink,
+all sharing one command path — and ``serve`` runs them until SIGTERM.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,39 @@ import argparse
 import signal
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from controller import records as R
+from controller.commandpath import CommandPath
 from controller.config import load_with_fallback, remember_good
+from controller.console.auth import Authenticator, PeopleStore
+from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
+from controller.consoleview import ConsoleView
 from controller.core.events import ALARM
+from controller.downlink import DownlinkVerifier, SeqStore
 from controller.runtime import Gateway
 from controller.site import assemble
+from controller.uplink import Topics, Uplink
+from drivers.keys import load_key
+from drivers.mqtt import BrokerSettings
 
 DEFAULT_STATE_DIR = "/var/lib/cabguard"
+
+
+@dataclass
+class Services:
+    gateway: Gateway
+    path: CommandPath
+    console: ConsoleServer | None = None
+    uplink: Uplink | None = None
+
+    def stop(self, why: str) -> None:
+        if self.console:
+            self.console.stop()
+        if self.uplink:
+            self.uplink.stop()
+        self.gateway.stop(why)
 
 
 def state_dir_of(path: str) -> str:
@@ -27,10 +56,45 @@ def state_dir_of(path: str) -> str:
         return DEFAULT_STATE_DIR
 
 
-def build(config_path: str, state_dir: str | None = None, **gateway_options) -> Gateway:
-    """Load the config (falling back to the last good one), assemble, start."""
+def console_stream(doc: dict, link_override: str | None) -> Stream:
+    port = "pty:" + link_override if link_override else doc["port"]
+    if port.startswith("pty:"):
+        return PtyStream(port[4:])
+    return SerialStream(port, doc["baud"])
+
+
+def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | None) -> ConsoleServer:
+    auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"])
+    return ConsoleServer(console_stream(doc, link), ConsoleView(gateway, path), auth, doc["idle_s"]).start()
+
+
+def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> Uplink:
+    gdoc = gateway.site.config.doc
+    host, _, port = doc["broker"].rpartition(":")
+    settings = BrokerSettings(host, int(port), protocol=5 if doc["protocol"] == "5" else 4,
+                              client_id=doc["client_id"] or gateway.gateway_id, username=doc["username"],
+                              password=doc["password"], ca_file=doc["ca_file"], cert_file=doc["cert_file"],
+                              key_file=doc["key_file"])
+    verifier = None
+    headend = gdoc["keys"]["headend"]
+    if headend:
+        verifier = DownlinkVerifier(gateway.gateway_id, load_key(headend), SeqStore(gateway.state_dir / "downlink-seq"))
+    uplink = Uplink(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
+                    gateway.journal, verifier=verifier, on_request=path.execute, on_refused=path.refused,
+                    on_health=gateway.uplink_health, heartbeat=gateway.heartbeat_doc,
+                    window=doc["window"], heartbeat_s=doc["heartbeat_s"])
+    gateway.urgent_listeners.append(uplink.notify_urgent)
+    return uplink.start()
+
+
+def build(config_path: str, state_dir: str | None = None, console_link: str | None = None,
+          **gateway_options) -> Services:
+    """Load the config (falling back to the last good one), assemble, start everything."""
     config, fallback = load_with_fallback(config_path, state_dir or state_dir_of(config_path))
+    doc = config.doc
     gateway = Gateway(assemble(config), **gateway_options)
+    if doc.get("rules"):
+        gateway.use_table(doc["rules"]["key"], doc["rules"]["table"])
     gateway.start()
     if fallback is None:
         remember_good(config)
@@ -38,23 +102,30 @@ def build(config_path: str, state_dir: str | None = None, **gateway_options) -> 
         print(fallback, file=sys.stderr)
         print("cabguard: running on the last good config {}".format(config.path), file=sys.stderr)
         gateway.journal_health(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
-    return gateway
+    console_doc = doc.get("console")
+    people = PeopleStore(console_doc["people"]) if console_doc else None
+    services = Services(gateway, CommandPath(gateway, people))
+    if console_doc:
+        services.console = start_console(gateway, services.path, console_doc, console_link)
+    if doc.get("uplink"):
+        services.uplink = start_uplink(gateway, services.path, doc["uplink"])
+    return services
 
 
-def serve(gateway: Gateway) -> int:
+def serve(services: Services) -> int:
     """Run until SIGTERM or SIGINT, then stop cleanly (safe outputs, journal flushed)."""
     why = {"text": "stopped"}
 
     def on_signal(signum: int, _frame) -> None:
         why["text"] = "stopped by {}".format(signal.Signals(signum).name)
-        gateway.stop_event.set()
+        services.gateway.stop_event.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        gateway.run()
+        services.gateway.run()
     finally:
-        gateway.stop(why["text"])
+        services.stop(why["text"])
     return 0
 
 

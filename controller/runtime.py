@@ -39,14 +39,16 @@ from controller import records as R
 from controller.actuators import OutputBank, build_bank
 from controller.core import ticks
 from controller.core.events import (
-    ALARM, CMD_FAULT, COMMAND_NAMES, EV_REFUSED, INFO, WARNING,
+    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_REFUSED, INFO, WARNING,
 )
 from controller.core.modes import MODE_NAMES
 from controller.core.step import CoreState, step
+from controller.errors import CabguardError
 from controller.journal import Journal
 from controller.scantimer import ScanTimer
 from controller.site import Site
 from controller.statefile import StateFile
+from controller.tables import TableSlot
 from controller.timeline import describe
 from drivers.clock import Clock
 from drivers.errors import DriverError
@@ -55,6 +57,7 @@ from drivers.sdnotify import Notifier
 
 FAULT_OUTPUT_READBACK = 1
 FAULT_OUTPUT_WRITE = 2
+FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
 BUS_REPORT_S = 60.0
@@ -70,7 +73,7 @@ class CommandTicket:
 
 class Gateway:
     def __init__(self, site: Site, *, clock: Clock | None = None, notifier: Notifier | None = None,
-                 rules=None, on_scan: Callable[["Gateway"], None] | None = None):
+                 on_scan: Callable[["Gateway"], None] | None = None):
         doc = site.config.doc
         self.site = site
         self.gateway_id = doc["gateway"]["id"]
@@ -79,7 +82,9 @@ class Gateway:
         self.notifier = notifier or Notifier()
         self.catalog = site.catalog
         self.image = self.catalog.new_image()
-        self.state = CoreState(self.catalog, site.core_config, rules)
+        self.state = CoreState(self.catalog, site.core_config)
+        self.table: TableSlot | None = None
+        self.urgent_listeners: list[Callable[[int], None]] = []
         self.on_scan = on_scan
         gpio = (doc.get("gpio") or {}).get("pin_factory", "default")
         self.bank: OutputBank = build_bank(doc.get("outputs") or {}, gpio, site.pollers_by_device)
@@ -236,7 +241,7 @@ class Gateway:
         return faults
 
     def _bus_news(self, device: str, kind: str) -> bool:
-        """At most one record a minute per device and kind: a device answering
+        """At most one record a minute per source and kind: a device answering
         every poll with an exception must not flood the journal."""
         now = time.monotonic()
         key = (device, kind)
@@ -258,7 +263,11 @@ class Gateway:
         for ev in events:
             if ev[0] == EV_REFUSED:
                 continue  # journaled above as a refused command
-            self.journal.append(R.from_event(ev, ctx))
+            record = R.from_event(ev, ctx)
+            seq = self.journal.append(record)
+            if record[R.SEVERITY] >= ALARM:
+                for listener in self.urgent_listeners:
+                    listener(seq)
             self.note(describe(ev, self.catalog, self.rule_names()))
         persisted = self.state.persisted()
         if persisted != self.persisted:
@@ -267,7 +276,47 @@ class Gateway:
 
     def rule_names(self) -> tuple[str, ...]:
         rules = self.state.rules
-        return tuple(getattr(rules, "names", ()) or ())
+        return tuple(rules.table.ids) if rules is not None else ()
+
+    # ---- the rule table ------------------------------------------------------
+
+    def use_table(self, key_path: str, table_path: str) -> None:
+        """At start: load the site's table; without a good one the gateway says so loudly.
+
+        The core still guards with its entry delay, and the FAULT it raises
+        is journaled and uplinked as critical until a good table is loaded."""
+        self.table = TableSlot(load_key(key_path), self.catalog,
+                               on_change=lambda ev: self.run_in_loop(lambda: setattr(self.state, "rules", ev)))
+        if self.table.load(table_path):
+            self.state.rules = self.table.evaluator
+            self.note("rule table {} loaded: {} rules".format(table_path, len(self.rule_names())))
+            return
+        self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
+        self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
+
+    def load_rules(self, path: str) -> str:
+        """A new table from the console or the downlink; a refused one leaves the old active."""
+        if self.table is None:
+            raise CabguardError("this site has no [rules] section, so no installer key to verify tables")
+        if self.table.load(path):
+            return "rule table {} verified and loaded ({} rules)".format(path, self.table.evaluator.table.size)
+        self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, ALARM)
+        return "refused: {}; the previous table stays active".format(self.table.error)
+
+    def rules_info(self) -> str:
+        if self.table is None or self.table.data is None:
+            return "no rule table (core entry-delay protection only)"
+        data = self.table.data
+        source = data.get("source", b"")
+        return "{}: {} rules, source {}, MAC kid {}".format(
+            self.table.path, self.table.evaluator.table.size,
+            source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text)
+
+    def config_text(self) -> str:
+        """The running config, secrets left out."""
+        text = Path(self.site.config.path).read_text(encoding="utf-8")
+        return "\n".join("password = \"(hidden)\"" if line.strip().startswith("password") else line
+                         for line in text.splitlines())
 
     def _refresh_schedules(self) -> None:
         values = self.site.schedules.values(self.clock.wall_s(), self.trusted)
@@ -293,6 +342,22 @@ class Gateway:
                 self._start_pollers()
                 next_ports = time.monotonic() + PORT_RETRY_S
             self.notifier.status(self.status_line())
+
+    def uplink_health(self, text: str) -> None:
+        """The uplink's troubles: noted at once, journaled at most once a minute."""
+        self.note(text)
+        if self._bus_news("uplink", "health"):
+            self.journal.append(R.health(self.context(False), R.HEALTH_UPLINK, text, WARNING))
+
+    def heartbeat_doc(self) -> dict:
+        """Health for the uplink's heartbeat (called from the uplink thread)."""
+        online = [d for d in self.catalog.devices if self.image[self.catalog.index[d + ".online"]]]
+        return {"gateway": self.gateway_id, "site": self.site.config.doc["gateway"]["site"],
+                "mode": MODE_NAMES[self.state.mode], "devices_online": len(online),
+                "devices": len(self.catalog.devices), "offline": sorted(set(self.catalog.devices) - set(online)),
+                "last_seq": self.journal.durable_seq, "clock_trusted": self.trusted,
+                "late_scans": self.timer.late_scans, "version": __version__,
+                "rules": self.rules_info(), "wall_ms": int(self.clock.wall_s() * 1000)}
 
     def status_line(self) -> str:
         online = sum(self.image[self.catalog.index[d + ".online"]] for d in self.catalog.devices)

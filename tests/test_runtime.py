@@ -104,7 +104,7 @@ def cabinet(tmp_path):
 
 
 def start(site):
-    gw = build(str(site))
+    gw = build(str(site)).gateway
     thread = threading.Thread(target=gw.run, daemon=True)
     thread.start()
     return gw, thread
