@@ -74,6 +74,12 @@ pin_factory = "mock"
 [schedules.night]
 windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
 
+[schedules.shift_change]
+windows = [{{ days = "mon-fri", from = "05:45", to = "06:15" }}]
+
+[schedules.maintenance]
+windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
+
 [keys]
 record = "{d}/keys/record.key"
 
