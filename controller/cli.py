@@ -36,10 +36,18 @@ def _replay(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="a scripted night at a cabinet, shown as a timeline",
-                       description="Replay a built-in night (arming, a technician's visit, "
-                                   "a forced door) through the core and show it as a timeline.")
-    p.add_argument("--out", metavar="DIR", help="also keep the night's trace in DIR")
+    p = sub.add_parser("demo", help="the built-in simulator and a gateway through a scripted night",
+                       description="Simulated devices on ptys, a real gateway with the default rule "
+                                   "packs, console logins, an uplink to a private broker: a night "
+                                   "compressed into about a minute, then an incident summary and "
+                                   "cabguard verify over the journal.")
+    p.add_argument("--out", metavar="DIR", help="keep the journal, keys and config in DIR")
+    p.add_argument("--seconds", type=float, default=60.0, metavar="N",
+                   help="how long the night takes (default 60, at least 30)")
+    p.add_argument("--broker", metavar="HOST:PORT",
+                   help="uplink to this broker (default: a private Mosquitto, if installed)")
+    p.add_argument("--console-link", metavar="PATH",
+                   help="link the console pty here (picocom PATH to watch or join in)")
     p.set_defaults(handler="controller.demo:main")
 
 
