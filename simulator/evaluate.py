@@ -51,9 +51,15 @@ class ModelRules:
     """A rules evaluator (``scan(image, now, mode)`` -> changes) that runs the
     anomaly model first, puts ``anom.score``/``anom.top`` on the image, then
     runs the wrapped rules evaluator, and raises the model's own rule
-    (index ``rule_index``) when the score reaches the model's threshold:
-    severity alarm while armed (or when temperature drove it), warning
-    otherwise.  It clears below half the threshold."""
+    (index ``rule_index``) when the score reaches the model's threshold.
+
+    Severity: alarm when the cabinet is in the armed family (exit delay,
+    armed, entry delay), or when temperature drove the score (safety does
+    not depend on arming); warning otherwise.  Door activity is the core's
+    business (entry zones: an authorised person has the entry delay to
+    authenticate), so a score driven by the door is always a warning.  A
+    warning is raised again as an alarm when the conditions for an alarm
+    arrive; the rule clears below half the threshold."""
 
     def __init__(self, model: AnomalyModel, catalog: Catalog, rules: Any = None, rule_index: int = 1000):
         self.model = model
@@ -62,23 +68,31 @@ class ModelRules:
         self.score_idx = catalog.index["anom.score"]
         self.top_idx = catalog.index["anom.top"]
         self.threshold = model.t.threshold
-        self.raised = 0
+        self.raised = -1                 # severity raised, -1 when clear
         self.explained: list[tuple[int, list[tuple[str, int]]]] = []
+
+    def severity(self, top: int, mode: int) -> int:
+        feature = FEATURES[top]
+        if feature == "temp":
+            return ALARM
+        if feature != "door" and mode in (modes.ARMING, modes.ARMED, modes.ENTRY):
+            return ALARM
+        return WARNING
 
     def scan(self, image: list[int], now: int, mode: int) -> list[tuple[int, int, int, int]]:
         score, top = self.model.scan(image, now, mode)
         image[self.score_idx] = score
         image[self.top_idx] = top
         changes = list(self.rules.scan(image, now, mode)) if self.rules is not None else []
-        if not self.raised and score >= self.threshold:
-            self.raised = 1
-            armed = mode in (modes.ARMING, modes.ARMED, modes.ENTRY)
-            severity = ALARM if armed or FEATURES[top] == "temp" else WARNING
-            self.explained.append((now, self.model.explain()))
-            changes.append((self.rule_index, severity, 0, 1))
-        elif self.raised and score * 2 < self.threshold:
-            self.raised = 0
-            changes.append((self.rule_index, WARNING, 0, 0))
+        if score >= self.threshold:
+            severity = self.severity(top, mode)
+            if severity > self.raised:
+                self.raised = severity
+                self.explained.append((now, self.model.explain()))
+                changes.append((self.rule_index, severity, 0, 1))
+        elif self.raised >= 0 and score * 2 < self.threshold:
+            changes.append((self.rule_index, self.raised, 0, 0))
+            self.raised = -1
         return changes
 
 
