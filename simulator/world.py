@@ -115,6 +115,8 @@ class Episode:
         shape = self.shape
         if shape == "wobble":
             return self.a * self.envelope(t) * math.sin(6.2832 * t / self.c)
+        if shape == "swell":      # eases in and out (weather cooling the cabinet)
+            return self.a * self.envelope(t)
         if shape == "ramp":       # a: final value, b: ramp length ms; holds after
             x = (t - self.start) / self.b if self.b > 0 else 1.0
             return self.a * (x if x < 1.0 else 1.0)
@@ -171,7 +173,6 @@ class CabinetWorld:
             self._at(0, SET, name, v)
         for n in range(1, cab.batteries + 1):
             self._at(0, SET, "bms{}.online".format(n), 1)
-            self._at(0, SET, "bms{}.serial".format(n), cab.serial + n - 1)
         if cab.armed:
             self._cmd(0, "arm")
         # The hour of the week at the start and at every hour boundary.
@@ -254,12 +255,12 @@ class CabinetWorld:
         for t, length in self._weather(p, rng):
             self._ep(t, length, "vib", "gusty", p["rms_mg"], p["peak_mg"])
             self._ep(t, length, "tilt", "wobble", p["tilt_mdeg"], 0.0, p["period"])
-            self._ep(t, length, "tio", "ramp", -15.0, 1800000.0)
+            self._ep(t, length, "tio", "swell", -15.0)
 
     def _process_rain(self, p: dict, rng: random.Random) -> None:
         for t, length in self._weather(p, rng):
             self._ep(t, length, "vib", "gusty", p["rms_mg"], p["peak_mg"])
-            self._ep(t, length, "tio", "ramp", -10.0 * p["cool_c"], 1800000.0)
+            self._ep(t, length, "tio", "swell", -10.0 * p["cool_c"])
 
     def _process_wind(self, p: dict, rng: random.Random) -> None:
         self._ep(0, self.scn.duration_ms + 1, "vib", "burst", p["rms_mg"], p["rms_mg"] * 3.0)
@@ -421,12 +422,12 @@ class CabinetWorld:
 class _Battery:
     __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx")
 
-    def __init__(self, name: str, cab: Cabinet, index: dict[str, int]):
-        self.name = name
+    def __init__(self, number: int, cab: Cabinet, index: dict[str, int]):
+        name = self.name = "bms{}".format(number)
         self.soc = cab.soc_pct / 100.0
         self.temp = cab.temp_c + 2.0
         self.modules = cab.modules
-        self.serial = cab.serial
+        self.serial = cab.serial + number - 1
         self.alarm = 0
         self.current = 0.0
         self.idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
@@ -440,10 +441,11 @@ class _Stream:
         cat = world.catalog
         self.index = cat.index
         self.last: list[int | None] = [None] * cat.size
+        self.truth: list[int | None] = [None] * cat.size    # what it would read unforced
         self.forced: dict[int, int | None] = {}
         self.offline: set[str] = set()
         cab = world.cab
-        self.batteries = [_Battery("bms{}".format(n), cab, cat.index) for n in range(1, cab.batteries + 1)]
+        self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
         self.io_idx = [cat.index["io." + s[0]] for s in IO_SIGNALS]
         self.changes: list[tuple[int, int]] = []
         self.active: list[Episode] = []
@@ -453,9 +455,14 @@ class _Stream:
         self.cycles_active: list[tuple[int, int, float]] = []
 
     def put(self, i: int, v: int) -> None:
+        """Report what signal ``i`` reads now, unless a fault forces it."""
+        self.truth[i] = v
         if i in self.forced:
             f = self.forced[i]
             v = f if f is not None else (self.last[i] if self.last[i] is not None else v)
+        self._emit(i, v)
+
+    def _emit(self, i: int, v: int) -> None:
         if v != self.last[i]:
             self.last[i] = v
             self.changes.append((i, v))
@@ -505,14 +512,16 @@ class _Stream:
             if a.endswith(".online"):
                 self.offline.add(a[:-7])
             if b is not None:
-                self.put(i, b)
+                self._emit(i, b)
             return True
         elif op == RELEASE:
             i = self.index[a]
             self.forced.pop(i, None)
             if a.endswith(".online"):
                 self.offline.discard(a[:-7])
-                self.put(i, 1)
+            truth = self.truth[i]
+            if truth is not None:
+                self.put(i, truth)
             return True
         else:
             batt = self.batteries[int(a[3:]) - 1]
