@@ -140,13 +140,7 @@ class Features:
             v = image[self.peak]
             if v > acc[1]:
                 acc[1] = v
-        doors = self.doors
-        prev = self.door_prev
-        for k in range(len(doors)):
-            v = image[doors[k]]
-            if v != prev[k]:
-                prev[k] = v
-                acc[2] += 64
+        acc[2] += _steps(image, self.doors, self.door_prev)[1] * 64
         if self.tilt >= 0:
             v = abs(image[self.tilt])
             if v > acc[3]:
@@ -155,8 +149,12 @@ class Features:
             v = abs(image[self.lift])
             if v > acc[4]:
                 acc[4] = v
-        acc[5] = _steps(image, self.currents, self.cur_prev, acc[5])
-        acc[6] = _steps(image, self.packs, self.pack_prev, acc[6])
+        d = _steps(image, self.currents, self.cur_prev)[0]
+        if d > acc[5]:
+            acc[5] = d
+        d = _steps(image, self.packs, self.pack_prev)[0]
+        if d > acc[6]:
+            acc[6] = d
         if self.supply >= 0 and image[self.supply] < self.supply_min:
             self.supply_min = image[self.supply]
 
@@ -207,17 +205,23 @@ class Features:
         return out
 
 
-def _steps(image, idx, prev, best):
-    """The largest change of any of ``idx`` since its previous reading."""
-    for k in range(len(idx)):
-        v = image[idx[k]]
-        d = v - prev[k]
-        if d < 0:
-            d = -d
-        if d > best:
-            best = d
-        prev[k] = v
-    return best
+def _steps(image, idx, prev):
+    """(largest change, number of signals that changed) of ``idx`` since
+    their previous readings, which become the current ones."""
+    best = 0
+    changed = 0
+    k = 0
+    for i in idx:
+        d = image[i] - prev[k]
+        if d:
+            changed += 1
+            prev[k] = image[i]
+            if d < 0:
+                d = -d
+            if d > best:
+                best = d
+        k += 1
+    return best, changed
 
 
 class AnomalyModel:

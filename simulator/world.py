@@ -12,7 +12,7 @@ Where the values come from:
   windows, the hour of the week) land on the scan they happen in;
 * the I/O module reports vibration, tilt and lift once per second (its
   measuring window) and temperature / supply every 10 s;
-* each BMS is sampled every 2 s and at once after anything that changes
+* each BMS is sampled every 4 s and at once after anything that changes
   its pack (a module pulled, a cable cut).
 
 Continuous effects are *episodes* (a crane cycle, a truck passing, a storm,
@@ -50,7 +50,7 @@ ANOMALY_SIGNALS = (("anom.score", "score", 0), ("anom.top", "code", 0))
 
 IO_PERIOD_MS = 1000
 IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample
-BMS_PERIOD_MS = 2000
+BMS_PERIOD_MS = 4000
 CELLS_PER_MODULE = 16
 BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 
@@ -450,17 +450,21 @@ class _Stream:
         self.changes: list[tuple[int, int]] = []
         self.active: list[Episode] = []
         self.ep_next = 0
+        self.active_end = 1 << 62          # the earliest end among the active episodes
         self.bms_t = 0
         self.cycle_next = 0
         self.cycles_active: list[tuple[int, int, float]] = []
+        self.day0 = world.scn.week_ms(0) % 86400000     # local time of day at the start, ms
 
     def put(self, i: int, v: int) -> None:
         """Report what signal ``i`` reads now, unless a fault forces it."""
         self.truth[i] = v
-        if i in self.forced:
+        if self.forced and i in self.forced:
             f = self.forced[i]
             v = f if f is not None else (self.last[i] if self.last[i] is not None else v)
-        self._emit(i, v)
+        if v != self.last[i]:
+            self.last[i] = v
+            self.changes.append((i, v))
 
     def _emit(self, i: int, v: int) -> None:
         if v != self.last[i]:
@@ -484,16 +488,16 @@ class _Stream:
                 return
             self.changes = []
             cmds: list[tuple[int, int]] = []
-            bms_now = t == next_bms
+            bms_event = False
             while ei < n_ev and events[ei][0] == t:
-                bms_now |= self._apply(events[ei], cmds)
+                bms_event |= self._apply(events[ei], cmds)
                 ei += 1
             if t == next_io:
                 self._sample_io(t, io_count % IO_SLOW_EVERY == 0)
                 io_count += 1
                 next_io += IO_PERIOD_MS
-            if bms_now:
-                self._sample_bms(t)
+            if bms_event or t == next_bms:
+                self._sample_bms(t, bms_event or t == 0)
                 if t == next_bms:
                     next_bms += BMS_PERIOD_MS
             if self.changes or cmds:
@@ -537,10 +541,14 @@ class _Stream:
         eps = w.episodes
         active = self.active
         while self.ep_next < len(eps) and eps[self.ep_next].start <= t:
-            active.append(eps[self.ep_next])
+            e = eps[self.ep_next]
+            active.append(e)
+            if e.end < self.active_end:
+                self.active_end = e.end
             self.ep_next += 1
-        if active and min(e.end for e in active) <= t:
+        if self.active_end <= t:
             active[:] = [e for e in active if e.end > t]
+            self.active_end = min([e.end for e in active]) if active else 1 << 62
         rng = w.noise
         sq = 1.0 + 2.0 * rng.random()       # the sensor's own floor, about 1-1.7 mg
         peak = 3.0 + 3.0 * rng.random()
@@ -573,7 +581,7 @@ class _Stream:
 
     def _ambient(self, t: int) -> float:
         """Outside temperature: the cabinet's mean with a daily swing, °C."""
-        day = (self.w.scn.week_ms(0) + t) % 86400000 / 86400000.0
+        day = (self.day0 + t) % 86400000 / 86400000.0
         return self.w.cab.temp_c + 4.0 * math.sin(6.2832 * (day - 0.375))
 
     def _amps(self, t: int) -> float:
@@ -596,7 +604,9 @@ class _Stream:
             amps += w.noise.gauss(0.0, w.bms_noise)
         return amps
 
-    def _sample_bms(self, t: int) -> None:
+    def _sample_bms(self, t: int, event: bool) -> None:
+        """Sample every pack; ``event``: also the slow values (modules,
+        serial, alarm bits), which only discrete events change."""
         w = self.w
         cab = w.cab
         dt = (t - self.bms_t) / 1000.0
@@ -607,8 +617,10 @@ class _Stream:
         for e in self.active:
             if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
                 offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
+        cut = self._forced_names() if self.forced else set()
         for b in self.batteries:
-            i_now = amps if (b.name + ".current_ma") not in self._forced_names() else 0.0
+            lost = (b.name + ".current_ma") in cut
+            i_now = 0.0 if lost else amps
             b.current = i_now
             b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
             b.temp += (ambient + 2.0 + 0.004 * i_now * i_now - b.temp) * min(1.0, dt / 1800.0)
@@ -627,10 +639,10 @@ class _Stream:
             self.put(idx[4], int(cell - spread) if b.modules else 0)
             self.put(idx[5], int(temp * 10 + 5))
             self.put(idx[6], int(b.temp * 10 - 5))
-            self.put(idx[7], b.modules)
-            self.put(idx[8], b.serial)
-            lost = (b.name + ".current_ma") in self._forced_names()
-            self.put(idx[9], b.alarm | (BMS_ALARM_POWER_LOST if lost else 0))
+            if event:
+                self.put(idx[7], b.modules)
+                self.put(idx[8], b.serial)
+                self.put(idx[9], b.alarm | (BMS_ALARM_POWER_LOST if lost else 0))
 
     def _forced_names(self) -> set[str]:
         names = self.w.catalog.names

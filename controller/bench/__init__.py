@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core",)
+AREAS = ("core", "eval")
 
 
 class Figure(NamedTuple):
