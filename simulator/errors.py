@@ -9,5 +9,5 @@ class ScenarioError(SimError):
     """A scenario file that cannot be loaded; the message names file and line."""
 
 
-class ModelError(SimError):
+class EvalError(SimError):
     """An evaluation that cannot run as asked (missing model, bad report folder)."""

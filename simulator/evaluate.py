@@ -33,7 +33,7 @@ from controller.core.catalog import Catalog
 from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_RULE, WARNING
 from controller.core.step import CoreConfig, CoreState, step
 from rules.anomaly import FEATURES, AnomalyModel, ModelTables
-from simulator.errors import ModelError
+from simulator.errors import EvalError
 from simulator.scenario import Cabinet, Scenario, load
 from simulator.world import CabinetWorld, cabinet_catalog
 
@@ -304,9 +304,9 @@ def load_model(path: str | None) -> ModelTables | None:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         return ModelTables(doc)
     except OSError as e:
-        raise ModelError("cannot read model {}: {}".format(path, e.strerror)) from None
+        raise EvalError("cannot read model {}: {}".format(path, e.strerror)) from None
     except ValueError as e:
-        raise ModelError("{}: {} (make one with `cabguard model train`)".format(path, e)) from None
+        raise EvalError("{}: {} (make one with `cabguard model train`)".format(path, e)) from None
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "rules" / "models" / "port.json"

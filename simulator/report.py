@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.core.modes import MODE_NAMES
-from simulator.errors import ModelError
+from simulator.errors import EvalError
 from simulator.scenario import Scenario
 
 PANELS = (
@@ -87,11 +87,11 @@ def write_report(out: Path, scenarios: list[Scenario], doc: dict[str, Any],
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ModelError("the report needs matplotlib: pip install -e '.[report]'") from None
+        raise EvalError("the report needs matplotlib: pip install -e '.[report]'") from None
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ModelError("cannot create report folder {}: {}".format(out, e.strerror)) from None
+        raise EvalError("cannot create report folder {}: {}".format(out, e.strerror)) from None
     (out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = ["# Evaluation report", "", "Detections come from {}.".format(doc["detections_from"]), "",
              "| configuration | PD | NAR /cabinet-day | per cabinet-30d | TTD median s | TTD p95 s |",

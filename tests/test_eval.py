@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from simulator.evaluate import evaluate, load_model, run_cabinet
-from simulator.scenario import load
 from simulator.train import train
 from rules.anomaly import ModelTables
 from tests.scen_helpers import scenario
@@ -52,18 +51,11 @@ def test_skipping_quiet_scans_changes_nothing_for_the_core():
     assert len(fast.detections) == 2 and exact.scans > 5 * fast.scans
 
 
-def _model_for(body):
-    doc, _notes = train_docs(body)
-    return ModelTables(doc)
-
-
-def train_docs(body, tmp=None):
-    import tempfile
-    from pathlib import Path
-    d = Path(tempfile.mkdtemp())
-    path = d / "noise.toml"
+def _model_for(body, folder):
+    path = folder / "noise.toml"
     path.write_text(scenario_text(body))
-    return train([str(path)])
+    doc, _notes = train([str(path)])
+    return ModelTables(doc)
 
 
 def scenario_text(body, duration="6h"):
@@ -74,8 +66,8 @@ def scenario_text(body, duration="6h"):
 NOISE = '\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\n[[process]]\nkind = "bms"\ncharge_at = "01:00"\n'
 
 
-def test_the_model_adds_a_detection_the_core_alone_misses():
-    model = _model_for(NOISE)
+def test_the_model_adds_a_detection_the_core_alone_misses(tmp_path):
+    model = _model_for(NOISE, tmp_path)
     attack = NOISE + '\n[[action]]\nkind = "lift"\nat = "+2h"\n\n[[incident]]\nkind = "theft"\nstart = "+2h"\nend = "+2h5m"\n'
     doc = evaluate([scenario(attack, "4h")], model=model)
     assert doc["compare"]["rules"]["pd"] == 0.0
@@ -109,3 +101,15 @@ def test_shipped_model_loads_and_is_small():
     from simulator.evaluate import DEFAULT_MODEL
     assert DEFAULT_MODEL.stat().st_size <= 16 * 1024
     assert load_model(str(DEFAULT_MODEL)).threshold > 0
+
+
+def test_help_lists_eval_and_model_train_and_a_bad_model_is_a_message(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True)
+    assert "eval" in r.stdout and "model" in r.stdout
+    bad = tmp_path / "m.json"
+    bad.write_text('{"cabguard_model": 1}')
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text("", "10m"))
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "eval", str(path), "--model", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "m.json: model key 'window_ms'" in r.stderr
