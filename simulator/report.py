@@ -30,9 +30,13 @@ PANELS = (
 
 
 def _steps(points: list[tuple[int, int]], t0: int, t1: int) -> tuple[list[float], list[int]]:
+    """A step line over [t0, t1], starting from the value in force at t0."""
     xs: list[float] = []
     ys: list[int] = []
-    for t, v in points:
+    before = [p for p in points if p[0] < t0]
+    inside = [p for p in points if t0 <= p[0] <= t1]
+    for t, v in before[-1:] + inside:
+        t = max(t, t0)
         if xs:
             xs.append((t - t0) / 1000)
             ys.append(ys[-1])
@@ -74,6 +78,7 @@ def _plot(path: Path, scn: Scenario, inc: Any, runs: dict[str, Any]) -> None:
     ax.legend(fontsize=6, loc="upper right")
     ax.set_xlabel("seconds from 5 min before the incident")
     for a in axes:
+        a.set_xlim(0, (t1 - t0) / 1000)
         a.axvspan((inc.start_ms - t0) / 1000, (inc.end_ms - t0) / 1000, color="red", alpha=0.08)
     fig.suptitle("{} / {}: {} ({})".format(scn.name, inc.cabinet, inc.kind, inc.note), fontsize=9)
     fig.tight_layout()

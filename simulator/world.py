@@ -24,6 +24,7 @@ always produces the same stream.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 from typing import Iterator
@@ -246,7 +247,6 @@ class CabinetWorld:
     def _offset(self, value: object) -> int:
         off = parse_duration(value)
         if off is None:  # an absolute time: the loader checked it
-            import datetime as dt
             when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
             off = int((when - self.scn.start).total_seconds() * 1000)
         return off
@@ -269,7 +269,7 @@ class CabinetWorld:
             self._ep(t, length, "vib", "gusty", p["gust_mg"], p["gust_mg"] * 3.0)
             self._ep(t, length, "tilt", "wobble", p["tilt_mdeg"], 0.0, p["period"])
 
-    def _visit(self, t: int, length: int, auth: str, delay: int, tech: int, tools: tuple[float, float]) -> None:
+    def _visit(self, t: int, length: int, auth: str, delay: int, tools: tuple[float, float]) -> None:
         """An authorised visit: unlock, open, authenticate within the entry
         delay, work, close, lock, sign off."""
         self._at(t, SET, "io.door_bolt", 0)
@@ -285,7 +285,6 @@ class CabinetWorld:
             self._cmd(t + length + 5000, "maint_stop")
         elif self.cab.armed:
             self._cmd(t + length + 5000, "arm")
-        del tech  # the technician's number only matters to the console's log
 
     def _process_shift(self, p: dict, rng: random.Random) -> None:
         lo, hi = (parse_duration(x) for x in p["auth_delay"])
@@ -301,7 +300,7 @@ class CabinetWorld:
                     start = t + int(rng.uniform(-half / 2, half / 2))
                     if start > 0:
                         self._visit(start, int(p["visit"] * rng.uniform(0.6, 1.4)), p["auth"],
-                                    int(rng.uniform(lo, hi)), p["technician"], (20.0, 90.0))
+                                    int(rng.uniform(lo, hi)), (20.0, 90.0))
 
     def _process_maintenance(self, p: dict, rng: random.Random) -> None:
         minute = parse_clock(p["at"])
@@ -313,8 +312,7 @@ class CabinetWorld:
             self._at(t, SET, "sched." + p["schedule"], 1)
             self._at(t + p["length"], SET, "sched." + p["schedule"], 0)
             visit = p["length"] - 300000
-            self._visit(t + 120000, visit, "maint", int(rng.uniform(5000, 15000)), p["technician"],
-                        (p["rms_mg"], p["peak_mg"]))
+            self._visit(t + 120000, visit, "maint", int(rng.uniform(5000, 15000)), (p["rms_mg"], p["peak_mg"]))
             if p["swap_module"]:
                 self._at(t + visit // 3, MODULES, "bms1", -1)
                 self._at(t + visit // 3 + 600000, MODULES, "bms1", 1)
