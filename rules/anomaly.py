@@ -28,7 +28,7 @@ FEATURES = ("vib", "peak", "door", "tilt", "lift", "current", "volt", "temp", "p
 N_FEATURES = 9
 HOURS = 168
 SCORE_MAX = 30000
-TEMP_HISTORY = 12          # windows over which a temperature rise is measured
+TEMP_HISTORY = 60          # windows over which a temperature rise is measured (5 min)
 
 _MASK = (1 << 30) - 1      # the core's tick period (docs/trace.md)
 _HALF = 1 << 29

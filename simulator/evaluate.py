@@ -45,6 +45,11 @@ PLOT_SIGNALS = ("io.vib_rms_mg", "io.vib_peak_mg", "io.door_open", "io.door_bolt
 PLOT_MARGIN_MS = 5 * 60000
 
 RulesFactory = Callable[[Catalog], Any]
+# Builds, per cabinet, the path the world's values take to the image, e.g.
+# encode into the simulated devices' registers and decode with the device
+# profiles: changes in, changes out (catalog indices and integer values).
+Changes = list[tuple[int, int]]
+DecodeFactory = Callable[[Catalog], Callable[[Changes], Changes]]
 
 
 class ModelRules:
@@ -54,12 +59,15 @@ class ModelRules:
     (index ``rule_index``) when the score reaches the model's threshold.
 
     Severity: alarm when the cabinet is in the armed family (exit delay,
-    armed, entry delay), or when temperature drove the score (safety does
-    not depend on arming); warning otherwise.  Door activity is the core's
-    business (entry zones: an authorised person has the entry delay to
-    authenticate), so a score driven by the door is always a warning.  A
-    warning is raised again as an alarm when the conditions for an alarm
-    arrive; the rule clears below half the threshold."""
+    armed, entry delay); alarm in every mode when temperature drove the
+    score (safety does not depend on arming) or the pack's structure did
+    (``volt``: modules pulled), except, for the pack, while a
+    ``sched.maintenance`` window is active; warning otherwise.  Door
+    activity is the core's business (entry zones: an authorised person has
+    the entry delay to authenticate), so a score driven by the door is
+    always a warning.  A warning is raised again as an alarm when the
+    conditions for an alarm arrive; the rule clears below half the
+    threshold."""
 
     def __init__(self, model: AnomalyModel, catalog: Catalog, rules: Any = None, rule_index: int = 1000):
         self.model = model
@@ -67,13 +75,16 @@ class ModelRules:
         self.rule_index = rule_index
         self.score_idx = catalog.index["anom.score"]
         self.top_idx = catalog.index["anom.top"]
+        self.maint_idx = catalog.index.get("sched.maintenance", -1)
         self.threshold = model.t.threshold
         self.raised = -1                 # severity raised, -1 when clear
         self.explained: list[tuple[int, list[tuple[str, int]]]] = []
 
-    def severity(self, top: int, mode: int) -> int:
+    def severity(self, top: int, mode: int, image: list[int]) -> int:
         feature = FEATURES[top]
         if feature == "temp":
+            return ALARM
+        if feature == "volt" and not (self.maint_idx >= 0 and image[self.maint_idx]):
             return ALARM
         if feature != "door" and mode in (modes.ARMING, modes.ARMED, modes.ENTRY):
             return ALARM
@@ -85,7 +96,7 @@ class ModelRules:
         image[self.top_idx] = top
         changes = list(self.rules.scan(image, now, mode)) if self.rules is not None else []
         if score >= self.threshold:
-            severity = self.severity(top, mode)
+            severity = self.severity(top, mode, image)
             if severity > self.raised:
                 self.raised = severity
                 self.explained.append((now, self.model.explain()))
@@ -124,9 +135,11 @@ def _due(state: CoreState, last: int) -> int | None:
 
 
 def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None = None,
-                model: ModelTables | None = None, idle_ms: int = 1000, record: bool = False) -> CabinetRun:
+                model: ModelTables | None = None, idle_ms: int = 1000, record: bool = False,
+                decode_factory: DecodeFactory | None = None) -> CabinetRun:
     """Drive one cabinet's core through the whole scenario."""
     catalog = cabinet_catalog(scn, cab)
+    decode = decode_factory(catalog) if decode_factory else None
     config = CoreConfig(scn.core, (catalog.index["io.door_open"],))
     rules = rules_factory(catalog) if rules_factory else None
     evaluator = rules
@@ -158,7 +171,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             break
         cmds: list[tuple[int, int]] = []
         if nxt is not None and nxt[0] == t:
-            for i, v in nxt[1]:
+            for i, v in (decode(nxt[1]) if decode else nxt[1]):
                 image[i] = v
             cmds = nxt[2]
             nxt = next(stream, None)
@@ -261,7 +274,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None = None,
              model: ModelTables | None = None, idle_ms: int = 1000,
-             record: bool = False) -> dict[str, Any]:
+             record: bool = False, decode_factory: DecodeFactory | None = None) -> dict[str, Any]:
     """Run every scenario once per configuration and summarise.
 
     Configurations: "rules" (the rules evaluator from ``rules_factory``, or
@@ -277,7 +290,8 @@ def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None =
     runs: dict[str, dict[str, list[CabinetRun]]] = {}
     for scn in scenarios:
         for name, m in configs:
-            cab_runs = [run_cabinet(scn, cab, rules_factory, m, idle_ms, record) for cab in scn.cabinets]
+            cab_runs = [run_cabinet(scn, cab, rules_factory, m, idle_ms, record, decode_factory)
+                        for cab in scn.cabinets]
             per.setdefault(name, []).append(score_scenario(scn, cab_runs))
             runs.setdefault(name, {})[scn.path] = cab_runs
     last = configs[-1][0]

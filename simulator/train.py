@@ -8,7 +8,8 @@ turned into log-scale levels, and folded into:
 * an envelope per hour of the week: the highest level seen in that hour and
   its neighbours (shift changes wander), never below ...
 * ... a floor per feature: the 99.9th percentile over all hours, so that
-  weather, which comes at any hour, is learned once for the whole week;
+  weather, which comes at any hour, is learned once for the whole week,
+  and never below a physical prior (PRIOR);
 * an all-week envelope, used while the gateway's clock is not trusted.
 
 Windows that overlap a labelled incident (plus the scenario's grace) are
@@ -39,6 +40,11 @@ WEIGHT = [4] * N_FEATURES
 MARGIN = 8                                  # levels above the envelope that cost nothing (x1.4)
 THRESHOLD = 48                              # 12 levels past the margin on one feature (x1.7)
 FLOOR_QUANTILE = 0.999
+# Physical priors: levels below these are never unusual, whatever training
+# saw (a pack voltage step under 2 V, a current step under 20 A between two
+# readings, a 1.2 °C rise in 5 min, 0.5° of tilt, 50 mg of lift).
+PRIOR = {"volt": qlog(2000 >> PRE[6]), "current": qlog(20000 >> PRE[5]), "temp": qlog(12),
+         "tilt": qlog(500), "lift": qlog(50)}
 ADAPT = {"cap": 12, "step_windows": 720, "holdoff_windows": 720}
 
 Window = tuple[int, list[int]]              # (hour of week or -1, raw features)
@@ -64,8 +70,9 @@ class Collected:
                 row[f] = q
 
     def tables(self) -> dict:
-        base = [max((q for q in range(256) if self.hist[f][q]), default=0) for f in range(N_FEATURES)]
-        floor = [self._quantile(f, FLOOR_QUANTILE) for f in range(N_FEATURES)]
+        base = [max(max((q for q in range(256) if self.hist[f][q]), default=0), PRIOR.get(FEATURES[f], 0))
+                for f in range(N_FEATURES)]
+        floor = [max(self._quantile(f, FLOOR_QUANTILE), PRIOR.get(FEATURES[f], 0)) for f in range(N_FEATURES)]
         hi = bytearray()
         for h in range(HOURS):
             near = [self.env[(h + d) % HOURS] for d in (-1, 0, 1)]

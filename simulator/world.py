@@ -621,7 +621,7 @@ class _Stream:
             i_now = 0.0 if lost else amps
             b.current = i_now
             b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
-            b.temp += (ambient + 2.0 + 0.004 * i_now * i_now - b.temp) * min(1.0, dt / 1800.0)
+            b.temp += (ambient + 2.0 + 0.0015 * i_now * i_now - b.temp) * min(1.0, dt / 3600.0)
             if b.name in self.offline:
                 continue
             module_mv = cab.module_mv * (0.92 + 0.16 * b.soc) - i_now * 2.0

@@ -113,3 +113,13 @@ def test_help_lists_eval_and_model_train_and_a_bad_model_is_a_message(tmp_path):
     r = subprocess.run([sys.executable, "-m", "controller.cli", "eval", str(path), "--model", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "m.json: model key 'window_ms'" in r.stderr
+
+
+def test_values_reach_the_image_through_the_decode_path():
+    # A decode path that loses the door contact (a broken profile) hides the entry.
+    def factory(catalog):
+        door = catalog.index["io.door_open"]
+        return lambda changes: [(i, v) for i, v in changes if i != door]
+    scn = scenario(UNAUTHORISED)
+    assert run_cabinet(scn, scn.cabinets[0], decode_factory=factory).detections == []
+    assert len(run_cabinet(scn, scn.cabinets[0]).detections) == 1

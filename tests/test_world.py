@@ -122,12 +122,12 @@ def test_shift_visit_authenticates_within_the_entry_delay():
 
 def test_maintenance_window_and_bms_cycles():
     body = ('\n[[process]]\nkind = "maintenance"\ndays = ["mon"]\nat = "01:00"\nlength = "1h"\n'
-            '\n[[process]]\nkind = "bms"\ncharge_at = "00:10"\ncharge = "1h"\ndischarge_at = "02:00"\ndischarge = "1h"\n')
+            '\n[[process]]\nkind = "bms"\ncharge_at = "00:10"\ncharge = "1h"\ncharge_a = 100.0\ndischarge_at = "02:00"\ndischarge = "1h"\n')
     s, _ = series(scenario(body, "4h"))
     assert value_at(s["sched.maintenance"], 61 * MIN) == 1 and value_at(s["sched.maintenance"], 121 * MIN) == 0
     assert value_at(s["bms1.modules"], 80 * MIN) == 7               # the authorised module swap
     assert value_at(s["bms1.modules"], 95 * MIN) == 8
-    assert value_at(s["bms1.current_ma"], 40 * MIN) < -30000        # charging
+    assert value_at(s["bms1.current_ma"], 40 * MIN) < -80000        # charging
     assert value_at(s["bms1.current_ma"], 150 * MIN) > 30000        # discharging
     assert value_at(s["bms1.soc_pct"], 70 * MIN) > value_at(s["bms1.soc_pct"], 5 * MIN)
     assert value_at(s["bms1.temp_max_dc"], 70 * MIN) > value_at(s["bms1.temp_max_dc"], 5 * MIN)
