@@ -68,6 +68,7 @@ def _model(sub: argparse._SubParsersAction) -> None:
                                     "are excluded. Writes integer tables as JSON.")
     t.add_argument("inputs", nargs="+", metavar="INPUT", help="scenario (.toml) or trace files")
     t.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (JSON)")
+    t.add_argument("--cabinet", metavar="ID", help="learn only this cabinet of the scenarios (default: all, pooled)")
     t.set_defaults(handler="simulator.train:main")
 
 

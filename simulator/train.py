@@ -102,13 +102,15 @@ def _excluded(t_end: int, spans: list[tuple[int, int]]) -> bool:
     return any(t0 < b and a < t_end for a, b in spans)
 
 
-def scenario_windows(path: str, out: Collected) -> None:
+def scenario_windows(path: str, out: Collected, cabinet: str | None = None) -> None:
     scn = load(path)
     if scn.incidents:
         kinds = ", ".join(sorted({i.kind for i in scn.incidents}))
         out.notes.append("{}: excluded {} labelled incident(s) ({}) from training".format(
             path, len(scn.incidents), kinds))
     for cab in scn.cabinets:
+        if cabinet is not None and cab.id != cabinet:
+            continue
         spans = [(i.start_ms - WINDOW_MS, i.end_ms + scn.grace_ms) for i in scn.incidents if i.cabinet == cab.id]
         catalog = cabinet_catalog(scn, cab)
         for t_end, hour, raw in _windows(CabinetWorld(scn, cab, catalog).stream(), catalog.index,
@@ -159,12 +161,15 @@ def trace_windows(path: str, out: Collected) -> None:
             out.add(hour, raw)
 
 
-def train(inputs: list[str]) -> tuple[dict, list[str]]:
-    """The model document and what the trainer has to say about its inputs."""
+def train(inputs: list[str], cabinet: str | None = None) -> tuple[dict, list[str]]:
+    """The model document and what the trainer has to say about its inputs.
+
+    ``cabinet``: learn only that cabinet of the scenario inputs (a baseline
+    for one gateway); by default every cabinet's life is pooled."""
     out = Collected()
     for path in inputs:
-        if path.endswith((".toml",)):
-            scenario_windows(path, out)
+        if path.endswith(".toml"):
+            scenario_windows(path, out, cabinet)
         else:
             trace_windows(path, out)
     if out.windows == 0:
@@ -173,7 +178,7 @@ def train(inputs: list[str]) -> tuple[dict, list[str]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    doc, notes = train(args.inputs)
+    doc, notes = train(args.inputs, args.cabinet)
     text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
     try:
         Path(args.output).write_text(text + "\n")

@@ -69,3 +69,17 @@ def test_training_from_a_recorded_trace_with_labels(tmp_path):
 def test_unreadable_input_is_a_message(tmp_path):
     r = train_cli(str(tmp_path / "missing.trace"), "-o", str(tmp_path / "m.json"))
     assert r.returncode == 1 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_one_cabinets_baseline(tmp_path):
+    two = HEAD.format(duration="1h", armed="true") + '\n[[cabinet]]\nid = "c2"\n' + \
+        '\n[[process]]\nkind = "truck"\ncabinets = ["c2"]\nper_hour = 60.0\n'
+    p = tmp_path / "two.toml"
+    p.write_text(two)
+    assert train_cli(str(p), "-o", str(tmp_path / "c1.json"), "--cabinet", "c1").returncode == 0
+    assert train_cli(str(p), "-o", str(tmp_path / "c2.json"), "--cabinet", "c2").returncode == 0
+    peak = FEATURES.index("peak")
+    c1 = json.loads((tmp_path / "c1.json").read_text())
+    c2 = json.loads((tmp_path / "c2.json").read_text())
+    assert c1["trained"]["windows"] == c2["trained"]["windows"] == 720
+    assert c1["base"][peak] < 60 < c2["base"][peak]
