@@ -411,7 +411,7 @@ class _Loader:
             if kind not in kinds:
                 raise self.src.error(self.src.line_of(name, i, "kind"), "[[{}]] #{}: unknown {} {!r} (known: {})".format(
                     name, i + 1, name, kind, ", ".join(sorted(kinds))))
-            common = {"kind", "cabinet", "cabinets", "seed"} | ({"at"} if timed else set())
+            common = {"kind", "cabinet", "cabinets"} | ({"at"} if timed else {"seed"})
             self._only(t, set(kinds[kind]) | common, name, i)
             p = self._params(t, kinds[kind], name, i)
             cabs = self._cabinet_list(t, ids, name, i)
