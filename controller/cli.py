@@ -200,8 +200,37 @@ def _rules(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(handler="controller.rulescmd:explain")
 
 
+def _eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="closed-loop evaluation of scenarios in virtual time",
+                       description="Run scenarios (docs/scenarios.md) through step() in virtual time; "
+                                   "report detection (PD), time-to-detect and nuisance alarms (NAR), "
+                                   "rules alone against rules plus the anomaly model.")
+    p.add_argument("scenario", nargs="+", help="scenario file(s) (TOML)")
+    p.add_argument("--report", metavar="DIR", help="write a report with plots (PNG) into DIR")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.add_argument("--model", metavar="MODEL", help="anomaly model (default: rules/models/port.json)")
+    p.add_argument("--no-model", action="store_true", help="evaluate without the anomaly model")
+    p.add_argument("--idle-ms", type=int, default=1000, metavar="MS",
+                   help="longest virtual-time step between scans when nothing changes (default 1000)")
+    p.set_defaults(handler="simulator.evaluate:main")
+
+
+def _model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="the anomaly model: train it",
+                       description="Anomaly model tools (docs/anomaly.md).")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    t = msub.add_parser("train", help="learn a baseline from scenarios or traces",
+                        description="Learn the per-time-of-week baseline from the normal parts of "
+                                    "scenario files (.toml) or recorded traces; labelled incidents "
+                                    "are excluded. Writes integer tables as JSON.")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="scenario (.toml) or trace files")
+    t.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (JSON)")
+    t.add_argument("--cabinet", metavar="ID", help="learn only this cabinet of the scenarios (default: all, pooled)")
+    t.set_defaults(handler="simulator.train:main")
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
 ]
 
 
