@@ -151,11 +151,13 @@ headend = "{d}/keys/command.key"
 
 [journal]
 dir = "{d}/journal"
+{console}{uplink}"""
 
+CONSOLE = """
 [console]
-port = "pty:{console}"
+port = "pty:{link}"
 people = "{d}/people.toml"
-{uplink}"""
+"""
 
 UPLINK = """
 [uplink]
@@ -258,8 +260,9 @@ class Console:
         self.os.close(self.fd)
 
 
-def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path) -> Path:
-    """Keys, people, the site config and its signed rule table, in ``out``."""
+def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path | None) -> Path:
+    """Keys, people, the site config and its signed rule table, in ``out``
+    (the demo's; the runtime bench uses it too, without console or uplink)."""
     if not (out / "keys" / "record.key").exists():
         generate_keys("demo-01", out / "keys", ALG_AES_MAC_128_128)
     people = PeopleStore(out / "people.toml")
@@ -267,7 +270,8 @@ def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path) ->
         if who not in people.people:
             people.enrol(who, "technician")
     site = out / "site.toml"
-    site.write_text(SITE.format(d=out, port=sim_port, console=console_link,
+    site.write_text(SITE.format(d=out, port=sim_port,
+                                console=CONSOLE.format(link=console_link, d=out) if console_link else "",
                                 uplink=UPLINK.format(broker=broker) if broker else ""))
     specs, classes = config_catalog(str(site))
     catalog = Catalog(specs)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import sys
 import shutil
 import threading
 import time
@@ -62,6 +63,7 @@ FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
 BUS_REPORT_S = 60.0
+SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
 
@@ -189,7 +191,12 @@ class Gateway:
                     self.journal_health(R.HEALTH_BUS, str(e), ALARM)
 
     def run(self) -> None:
-        self.timer.start()
+        # A thread waiting for the GIL waits up to the switch interval; 5 ms by
+        # default would show as scan jitter whenever the journal writer is busy.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        anchor_ns = self.timer.start()
+        for poller in self.site.pollers:
+            poller.align(anchor_ns / 1e9, self.timer.period_ns / 1e9)
         self.notifier.ready("guarding: mode {}".format(MODE_NAMES[self.state.mode]))
         watchdog_every = self.notifier.watchdog_interval_s
         next_ping = time.monotonic()

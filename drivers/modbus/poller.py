@@ -25,6 +25,7 @@ polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -40,7 +41,8 @@ from drivers.modbus.sunspec import NotSunSpec, discover
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
 # import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
-COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
+COUNTER_MASK = 0x7FFFFFFF
+ALIGN_MARGIN_S = 0.003     # an aligned poll ends this long before the scan that reads it  # counters wrap inside 31 bits, like every image value
 
 
 class PolledDevice(NamedTuple):
@@ -85,6 +87,7 @@ class _State:
         self.not_implemented = 0
         self.mismatch = False            # a SunSpec discovery failure was reported
         self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
+        self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
 
     def twins(self) -> list[int]:
         return [self.online, self.ok, self.timeouts, self.crc, self.exc]
@@ -126,6 +129,7 @@ class BusPoller:
         self._thread: threading.Thread | None = None
         self._master: RtuMaster | None = None
         self._tokens = 0
+        self._grid: tuple[float, float] | None = None   # the scan loop's (anchor, period), see align()
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
@@ -229,11 +233,33 @@ class BusPoller:
                 if command is not None:
                     self._write(*command)
                 continue
+            started = time.monotonic()
             self.poll(st)
-            st.due += st.period
             now = time.monotonic()
-            if st.due < now:  # overrun: skip missed slots, keep the phase
-                st.due += ((now - st.due) // st.period + 1) * st.period
+            st.poll_s += (now - started - st.poll_s) / 8
+            st.due = self._next_due(st, now)
+
+    def _next_due(self, st: _State, now: float) -> float:
+        """When to poll ``st`` next: on its own period, keeping its phase; or, for a
+        device polled once per scan of an aligned loop, just early enough that its
+        answer is in the snapshot when the scan copies it."""
+        grid = self._grid
+        if grid is not None and abs(st.period - grid[1]) < 1e-6:
+            anchor, period = grid
+            lead = st.poll_s + ALIGN_MARGIN_S
+            return anchor + (math.floor((now + lead - anchor) / period) + 1) * period - lead
+        due = st.due + st.period
+        if due < now:  # overrun: skip missed slots, keep the phase
+            due += ((now - due) // st.period + 1) * st.period
+        return due
+
+    def align(self, anchor_s: float, period_s: float) -> None:
+        """Phase-lock the devices polled once per scan to the scan loop, whose scans
+        start at ``anchor_s + k * period_s`` (time.monotonic seconds).  Without it a
+        fresh reading can wait almost a whole period in the snapshot before a scan
+        sees it; with it a door opening reaches ``step()`` within one poll period
+        plus one transaction.  Safe to call from the loop's thread at any time."""
+        self._grid = (anchor_s, period_s)
 
     def poll(self, st: _State) -> bool:
         """Read and decode one device now; update its twins and the snapshot."""
