@@ -41,8 +41,8 @@ from drivers.modbus.sunspec import NotSunSpec, discover
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
 # import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
-COUNTER_MASK = 0x7FFFFFFF
-ALIGN_MARGIN_S = 0.003     # an aligned poll ends this long before the scan that reads it  # counters wrap inside 31 bits, like every image value
+COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
+ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
 
 
 class PolledDevice(NamedTuple):
