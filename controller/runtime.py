@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import queue
+import re
 import shutil
 import threading
 import time
@@ -61,6 +62,8 @@ FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
 BUS_REPORT_S = 60.0
+# `password = "..."`, `broker_secret = '...'`, `token = ...`: the value goes, the key stays.
+_SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
 
 
 class CommandTicket:
@@ -132,8 +135,15 @@ class Gateway:
                          self.image if with_image else None)
 
     def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
-        self.journal.append(R.health(self.context(False), code, detail, severity))
+        seq = self.journal.append(R.health(self.context(False), code, detail, severity))
+        if severity >= ALARM:
+            self._urgent(seq)
         self.note("health: " + detail)
+
+    def _urgent(self, seq: int) -> None:
+        """An alarm or critical record: the uplink sends it at once, not with the next batch."""
+        for listener in self.urgent_listeners:
+            listener(seq)
 
     def note(self, text: str) -> None:
         self.last_event = text
@@ -266,8 +276,7 @@ class Gateway:
             record = R.from_event(ev, ctx)
             seq = self.journal.append(record)
             if record[R.SEVERITY] >= ALARM:
-                for listener in self.urgent_listeners:
-                    listener(seq)
+                self._urgent(seq)
             self.note(describe(ev, self.catalog, self.rule_names()))
         persisted = self.state.persisted()
         if persisted != self.persisted:
@@ -313,10 +322,9 @@ class Gateway:
             source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text)
 
     def config_text(self) -> str:
-        """The running config, secrets left out."""
+        """The running config, secrets left out (key files are named, never read)."""
         text = Path(self.site.config.path).read_text(encoding="utf-8")
-        return "\n".join("password = \"(hidden)\"" if line.strip().startswith("password") else line
-                         for line in text.splitlines())
+        return "\n".join(_SECRET.sub(r'\1"(hidden)"', line) for line in text.splitlines())
 
     def _refresh_schedules(self) -> None:
         values = self.site.schedules.values(self.clock.wall_s(), self.trusted)
