@@ -98,3 +98,26 @@ def test_cable_pulled_mid_command_leaves_nothing_behind(console, tmp_path):
     term2.expect(b"mode armed")
     assert ("-", "session", "line dropped (cable pulled?)") in view.audits
     term.fd = term2.fd
+
+
+def test_an_idle_session_is_logged_out_on_its_own(tmp_path):
+    """The server checks idleness even when nothing is typed (its clock is injected here)."""
+    store = PeopleStore(tmp_path / "people.toml")
+    store.enrol("ana", "technician")
+    view = View()
+    clock = {"now": time.time()}
+    server = ConsoleServer(PtyStream(tmp_path / "console"), view, Authenticator(store), idle_s=60,
+                           now=lambda: clock["now"]).start()
+    term = Terminal(tmp_path / "console")
+    try:
+        term.send("login ana {}\r".format(code_at(store.people["ana"].secret, clock["now"])).encode())
+        term.expect(b"(technician ana)> ")
+        clock["now"] += 59
+        term.send(b"status\r")
+        term.expect(b"mode armed\r\ngw-1 (technician ana)> ")
+        clock["now"] += 61                          # a minute and a second without a key
+        term.expect(b"Session timed out; logged out.\r\ngw-1 (anyone)> ")
+        assert ("ana", "session", "idle timeout") in view.audits
+    finally:
+        term.close()
+        server.stop()
