@@ -40,7 +40,7 @@ from controller import records as R
 from controller.actuators import OutputBank, build_bank
 from controller.core import ticks
 from controller.core.events import (
-    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_REFUSED, INFO, WARNING,
+    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_DURESS, EV_REFUSED, INFO, WARNING,
 )
 from controller.core.modes import MODE_NAMES
 from controller.core.step import CoreState, step
@@ -277,7 +277,8 @@ class Gateway:
             seq = self.journal.append(record)
             if record[R.SEVERITY] >= ALARM:
                 self._urgent(seq)
-            self.note(describe(ev, self.catalog, self.rule_names()))
+            if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
+                self.note(describe(ev, self.catalog, self.rule_names()))
         persisted = self.state.persisted()
         if persisted != self.persisted:
             self.persisted = persisted
