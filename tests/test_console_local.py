@@ -8,22 +8,17 @@ import time
 
 import pytest
 
-from controller.console.auth import Authenticator, PeopleStore, code_at
+from controller.console.auth import code_at
 from controller.console.local import link_path
-from controller.console.server import ConsoleServer, PtyStream
 from controller.errors import UsageError
-from tests.test_console_server import Terminal
-from tests.test_console_session import View
+from tests.test_console_server import Terminal, serve
 
 CABGUARD = [sys.executable, "-m", "controller.cli", "console", "--local"]
 
 
 @pytest.fixture
 def console(tmp_path):
-    store = PeopleStore(tmp_path / "people.toml")
-    store.enrol("ana", "technician")
-    view = View()
-    server = ConsoleServer(PtyStream(tmp_path / "console"), view, Authenticator(store), idle_s=60).start()
+    server, view, store = serve(tmp_path)
     yield tmp_path / "console", view, store
     server.stop()
 

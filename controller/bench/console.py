@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from controller.bench import Figure
 from controller.bench.modbus import DEVICES, _SimProcess
@@ -40,17 +41,11 @@ port = "{port}"
 
 {devices}
 
-[outputs.siren]
-gpio = 17
-
-[outputs.strobe]
-gpio = 27
-
-[outputs.led]
-gpio = 22
-
-[outputs.lock]
-gpio = 23
+[outputs]
+siren = {{ gpio = 17 }}
+strobe = {{ gpio = 27 }}
+led = {{ gpio = 22 }}
+lock = {{ gpio = 23 }}
 
 [gpio]
 pin_factory = "mock"
@@ -118,32 +113,36 @@ def _lateness(gw, seconds: float) -> list[float]:
     return [ns / 1e9 for ns in list(gw.lateness_ns)[start:]]
 
 
+def _lateness_beside(gw, work: Callable[[threading.Event], None]) -> list[float]:
+    """Lateness while ``work`` runs in a thread of its own until told to stop."""
+    stop = threading.Event()
+    worker = threading.Thread(target=work, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        return _lateness(gw, JITTER_S)
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _live_view(term: _Terminal, gw) -> list[float]:
     """Lateness while the terminal streams `signals` (and a reader keeps up with it)."""
-    stop = threading.Event()
-
-    def read() -> None:
+    def read(stop: threading.Event) -> None:
         while not stop.is_set():
             if select.select([term.fd], [], [], 0.1)[0]:
                 os.read(term.fd, 65536)
 
     os.write(term.fd, b"signals\r")
     term.until(b"--- ")      # the view is streaming
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
     try:
-        return _lateness(gw, JITTER_S)
+        return _lateness_beside(gw, read)
     finally:
-        stop.set()
-        reader.join()
         os.write(term.fd, b"\r")
 
 
 def _flood(term: _Terminal, gw) -> list[float]:
     """Lateness while the terminal types `status` as fast as the console answers."""
-    stop = threading.Event()
-
-    def pump() -> None:
+    def pump(stop: threading.Event) -> None:
         while not stop.is_set():
             readable, writable, _ = select.select([term.fd], [term.fd], [], 0.1)
             if readable:
@@ -151,13 +150,7 @@ def _flood(term: _Terminal, gw) -> list[float]:
             if writable:
                 os.write(term.fd, b"status\r" * 16)
 
-    pumper = threading.Thread(target=pump, daemon=True)
-    pumper.start()
-    try:
-        return _lateness(gw, JITTER_S)
-    finally:
-        stop.set()
-        pumper.join()
+    return _lateness_beside(gw, pump)
 
 
 def run() -> list[Figure]:
