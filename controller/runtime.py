@@ -66,6 +66,11 @@ BUS_REPORT_S = 60.0
 _SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
 
 
+def hide_secrets(text: str) -> str:
+    """A config's text with the value of every password, secret or token key replaced."""
+    return "\n".join(_SECRET.sub(r'\1"(hidden)"', line) for line in text.splitlines())
+
+
 class CommandTicket:
     """A core command on its way into a scan, and its outcome."""
 
@@ -324,8 +329,7 @@ class Gateway:
 
     def config_text(self) -> str:
         """The running config, secrets left out (key files are named, never read)."""
-        text = Path(self.site.config.path).read_text(encoding="utf-8")
-        return "\n".join(_SECRET.sub(r'\1"(hidden)"', line) for line in text.splitlines())
+        return hide_secrets(Path(self.site.config.path).read_text(encoding="utf-8"))
 
     def _refresh_schedules(self) -> None:
         values = self.site.schedules.values(self.clock.wall_s(), self.trusted)

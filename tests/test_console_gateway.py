@@ -12,6 +12,7 @@ from controller.core import modes
 from controller.core.events import ALARM, CRITICAL, EV_DURESS
 from controller.keygen import generate_keys
 from controller.run import build
+from controller.runtime import hide_secrets
 from controller.segments import iter_frames, list_segments
 from drivers.cose import ALG_AES_MAC_128_128, decode
 from drivers.keys import EpochKeys, load_key
@@ -198,3 +199,11 @@ def test_garbage_long_lines_ctrl_c_floods_and_pulled_cables_leave_it_usable(visi
     # The loop kept its period all along (a late scan starts > 1/4 period late).
     assert len(gw.lateness_ns) > lateness_before
     assert gw.timer.late_scans - late_before <= 2
+
+
+def test_config_show_hides_passwords_secrets_and_tokens():
+    text = 'broker = "10.0.0.1:8883"\npassword = "hunter2"\n  api_token="t0k3n"  # from the portal\n' \
+           'ca_file = "/etc/ca.pem"\nSecret_Key = 42'
+    shown = hide_secrets(text)
+    assert shown.splitlines() == ['broker = "10.0.0.1:8883"', 'password = "(hidden)"', '  api_token="(hidden)"',
+                                  'ca_file = "/etc/ca.pem"', 'Secret_Key = "(hidden)"']

@@ -30,7 +30,7 @@ import termios
 import time
 import tty
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, TextIO
 
 from controller.config import load
 from controller.errors import CabguardError, UsageError
@@ -109,12 +109,12 @@ def interactive(link: int, stdin: int, stdout: int) -> int:
 class Scripted:
     """Lines in, transcript out: each line waits for the console's prompt."""
 
-    def __init__(self, link: int, out, timeout_s: float):
+    def __init__(self, link: int, out: TextIO, timeout_s: float):
         self.link = link
         self.out = out
         self.timeout_s = timeout_s
 
-    def _until(self, done, what: str) -> bytes:
+    def _until(self, done: Callable[[bytes], object], what: str) -> bytes:
         got = b""
         deadline = time.monotonic() + self.timeout_s
         while not done(got):
