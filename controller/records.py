@@ -81,7 +81,7 @@ LOGIN_USER, LOGIN_LEVEL, LOGIN_OK = 1, 2, 3
 INCIDENT_TRIGGER, INCIDENT_EVIDENCE = 1, 2
 HEALTH_CODE, HEALTH_DETAIL = 1, 2
 RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
-CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST = 1, 2, 3, 4
+CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
 EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
 
 
@@ -168,9 +168,12 @@ def telemetry(ctx: Context) -> dict[int, object]:
 
 
 def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str, int],
-            zones: Sequence[str], digest: bytes) -> dict[int, object]:
-    """The catalog once per boot, so evidence can be replayed from the journal."""
-    return make(CATALOG, ev.INFO, ctx, {CATALOG_SPECS: [list(s) for s in specs],
-                                        CATALOG_CORE: dict(core), CATALOG_ZONES: list(zones),
-                                        CATALOG_DIGEST: digest})
+            zones: Sequence[str], digest: bytes, table: bytes | None = None) -> dict[int, object]:
+    """The catalog (and the running rule table's payload) at each boot and table
+    change, so evidence can be replayed from the journal with the same rules."""
+    data: dict[int, object] = {CATALOG_SPECS: [list(s) for s in specs], CATALOG_CORE: dict(core),
+                               CATALOG_ZONES: list(zones), CATALOG_DIGEST: digest}
+    if table is not None:
+        data[CATALOG_TABLE] = table
+    return make(CATALOG, ev.INFO, ctx, data)
 

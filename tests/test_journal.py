@@ -274,7 +274,7 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
     import pycddl
 
     from controller.core.catalog import Catalog
-    from controller.demo import CABINET
+    from controller.sampletraces import CABINET
     from controller.journal import default_clock
 
     schema = pycddl.Schema((ROOT / "docs" / "records.cddl").read_text())

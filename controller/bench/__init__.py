@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core", "rules", "journal", "modbus", "console")
+AREAS = ("core", "rules", "journal", "modbus", "eval", "console")
 
 
 class Figure(NamedTuple):
