@@ -200,6 +200,22 @@ def _rules(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(handler="controller.rulescmd:explain")
 
 
+def _console(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("console", help="the technician shell on this terminal (a running gateway's console)",
+                       description="Attach this terminal to the console of a gateway running on this "
+                                   "machine (its [console] port = \"pty:PATH\"), as picocom would over "
+                                   "the cable (docs/console.md).  On a terminal: raw mode, Ctrl-] quits.  "
+                                   "With stdin not a terminal: send each line at the prompt, print the "
+                                   "transcript.")
+    p.add_argument("--local", action="store_true", required=True,
+                   help="attach this terminal (stdin/stdout) to the gateway's console")
+    p.add_argument("--link", metavar="PATH", help="the console's pty link (default: from --config)")
+    p.add_argument("--config", metavar="SITE.toml", help="take the link from this site config's [console] port")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="scripted use: the longest wait for the prompt after a line (default 30)")
+    p.set_defaults(handler="controller.console.local:main")
+
+
 def _eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="closed-loop evaluation of scenarios in virtual time",
                        description="Run scenarios (docs/scenarios.md) through step() in virtual time; "
@@ -231,6 +247,7 @@ def _model(sub: argparse._SubParsersAction) -> None:
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _console,
 ]
 
 

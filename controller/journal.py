@@ -297,6 +297,11 @@ class Journal:
             urgent = record.get(R.SEVERITY, INFO) >= ALARM  # type: ignore[operator]
         return self._enqueue(_RECORD, record, urgent)
 
+    def rotate_key(self) -> int:
+        """Move the record key one epoch on now (the installer's ``keys rotate``);
+        returns the sequence number of the key-rotation record."""
+        return self._enqueue(_ROTATE, R.ROTATE_COMMAND, True)
+
     def checkpoint(self) -> int:
         """Queue a checkpoint record now (e.g. for the uplink's heartbeat);
         ``last_checkpoint`` becomes its ``(seq, tag)`` once durable."""

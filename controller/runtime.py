@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import collections
 import queue
-import sys
+import re
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -40,7 +41,7 @@ from controller import records as R
 from controller.actuators import OutputBank, build_bank
 from controller.core import ticks
 from controller.core.events import (
-    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_REFUSED, EV_RULE, INFO, WARNING,
+    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_DURESS, EV_REFUSED, EV_RULE, INFO, WARNING,
 )
 from controller.core.modes import MODE_NAMES
 from controller.core.step import CoreState, step
@@ -66,6 +67,13 @@ BUS_REPORT_S = 60.0
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
+# `password = "..."`, `broker_secret = '...'`, `token = ...`: the value goes, the key stays.
+_SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
+
+
+def hide_secrets(text: str) -> str:
+    """A config's text with the value of every password, secret or token key replaced."""
+    return "\n".join(_SECRET.sub(r'\1"(hidden)"', line) for line in text.splitlines())
 
 
 class CommandTicket:
@@ -139,8 +147,15 @@ class Gateway:
                          self.image if with_image else None)
 
     def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
-        self.journal.append(R.health(self.context(False), code, detail, severity))
+        seq = self.journal.append(R.health(self.context(False), code, detail, severity))
+        if severity >= ALARM:
+            self._urgent(seq)
         self.note("health: " + detail)
+
+    def _urgent(self, seq: int) -> None:
+        """An alarm or critical record: the uplink sends it at once, not with the next batch."""
+        for listener in self.urgent_listeners:
+            listener(seq)
 
     def note(self, text: str) -> None:
         self.last_event = text
@@ -289,9 +304,9 @@ class Gateway:
             severity = record[R.SEVERITY]
             if severity >= ALARM:
                 incident = incident or (seq, severity)
-                for listener in self.urgent_listeners:
-                    listener(seq)
-            self.note(describe(ev, self.catalog, self.rule_names()))
+                self._urgent(seq)
+            if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
+                self.note(describe(ev, self.catalog, self.rule_names()))
         persisted = self.state.persisted()
         if persisted != self.persisted:
             self.persisted = persisted
@@ -357,10 +372,8 @@ class Gateway:
             source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text)
 
     def config_text(self) -> str:
-        """The running config, secrets left out."""
-        text = Path(self.site.config.path).read_text(encoding="utf-8")
-        return "\n".join("password = \"(hidden)\"" if line.strip().startswith("password") else line
-                         for line in text.splitlines())
+        """The running config, secrets left out (key files are named, never read)."""
+        return hide_secrets(Path(self.site.config.path).read_text(encoding="utf-8"))
 
     def _refresh_schedules(self) -> None:
         values = self.site.schedules.values(self.clock.wall_s(), self.trusted)

@@ -21,15 +21,23 @@ their last good values while ``online`` is 0.
 Coil writes are queued to the bus thread (``write_coils``), done between
 polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
 ``write_failed``).
+
+Other bus work — a technician's ``bus scan`` while the gateway runs — is a
+*job* (``run_job``): a generator that does one short transaction per step.
+The bus thread runs a step only while no poll is due, so the cabinet's
+devices keep their poll schedule (late by at most one step) and the job's
+answer arrives on a Future.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 import queue
 import threading
 import time
-from typing import NamedTuple
+from concurrent.futures import Future
+from typing import Callable, Generator, NamedTuple
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusTimeout)
@@ -66,6 +74,14 @@ class BusEvent(NamedTuple):
     kind: str      # online offline exception mismatch write_ok write_mismatch write_failed
     code: int      # Modbus exception code, or the write's token
     detail: str
+
+
+Job = Callable[[RtuMaster], Generator[None, None, object]]
+
+
+class _QueuedJob(NamedTuple):
+    job: Job
+    future: Future
 
 
 class _State:
@@ -130,6 +146,8 @@ class BusPoller:
         self._master: RtuMaster | None = None
         self._tokens = 0
         self._grid: tuple[float, float] | None = None   # the scan loop's (anchor, period), see align()
+        self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
+        self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
@@ -169,6 +187,16 @@ class BusPoller:
         self._tokens += 1
         self._commands.put((self._tokens, st, addresses, dict(values)))
         return self._tokens
+
+    def run_job(self, job: Job) -> Future:
+        """Queue ``job(master)`` for the bus thread, which runs its steps between polls;
+        the Future holds the generator's return value (or its ModbusError / BusError)."""
+        if self._thread is None or not self._thread.is_alive():
+            raise BusError("bus {} is not being polled (port missing?), so it cannot run this now".format(
+                self.port))
+        future: Future = Future()
+        self._commands.put(_QueuedJob(job, future))
+        return future
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per-device counters and timing, for status pages and the bench."""
@@ -226,11 +254,16 @@ class BusPoller:
             st = min(self._states, key=lambda s: s.due)
             wait = st.due - time.monotonic()
             if wait > 0:
+                if self._jobs and self._commands.empty():
+                    self._job_step()
+                    continue
                 try:
                     command = self._commands.get(timeout=wait)
                 except queue.Empty:
                     command = None
-                if command is not None:
+                if isinstance(command, _QueuedJob):
+                    self._jobs.append(command)
+                elif command is not None:
                     self._write(*command)
                 continue
             started = time.monotonic()
@@ -238,6 +271,8 @@ class BusPoller:
             now = time.monotonic()
             st.poll_s += (now - started - st.poll_s) / 8
             st.due = self._next_due(st, now)
+        for queued in self._jobs:
+            queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
 
     def _next_due(self, st: _State, now: float) -> float:
         """When to poll ``st`` next: on its own period, keeping its phase; or, for a
@@ -260,6 +295,22 @@ class BusPoller:
         sees it; with it a door opening reaches ``step()`` within one poll period
         plus one transaction.  Safe to call from the loop's thread at any time."""
         self._grid = (anchor_s, period_s)
+
+    def _job_step(self) -> None:
+        """One step of the first queued job; its Future gets the result when it ends."""
+        assert self._master is not None
+        first = self._jobs[0]
+        try:
+            if self._steps is None:
+                self._steps = first.job(self._master)
+            next(self._steps)
+            return
+        except StopIteration as done:
+            first.future.set_result(done.value)
+        except (ModbusError, BusError) as e:
+            first.future.set_exception(e)
+        self._jobs.popleft()
+        self._steps = None
 
     def poll(self, st: _State) -> bool:
         """Read and decode one device now; update its twins and the snapshot."""
