@@ -46,9 +46,10 @@ from controller import records as R
 from controller.core.events import ALARM, CRITICAL, INFO
 from controller.errors import JournalError
 from controller.segments import (
-    frame, fsync_dir, iter_frames, list_segments, scan_tail, segment_name, write_atomic,
+    frame, iter_frames, list_segments, scan_tail, segment_name,
 )
 from drivers import cose
+from drivers.atomicfile import fsync_dir, write_atomic
 from drivers.errors import DriverError
 from drivers.keys import CoseKey, epoch_number, first_epoch, load_key, next_epoch, write_key
 
