@@ -112,22 +112,33 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
     return services
 
 
-def serve(services: Services) -> int:
+class StopRequest:
+    """SIGTERM/SIGINT caught from the very start, so a stop during start-up is clean too."""
+
+    def __init__(self) -> None:
+        self.why = ""
+        self.services: Services | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.why = "stopped by {}".format(signal.Signals(signum).name)
+        if self.services is not None:
+            self.services.gateway.stop_event.set()
+
+
+def serve(services: Services, stop: StopRequest) -> int:
     """Run until SIGTERM or SIGINT, then stop cleanly (safe outputs, journal flushed)."""
-    why = {"text": "stopped"}
-
-    def on_signal(signum: int, _frame) -> None:
-        why["text"] = "stopped by {}".format(signal.Signals(signum).name)
+    stop.services = services
+    if stop.why:                         # the stop came while we were starting
         services.gateway.stop_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
         services.gateway.run()
     finally:
-        services.stop(why["text"])
+        services.stop(stop.why or "stopped")
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
-    return serve(build(args.config, args.state_dir))
+    stop = StopRequest()
+    return serve(build(args.config, args.state_dir), stop)

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from controller.keygen import generate_keys
 from controller.verify import verify_dir
@@ -57,3 +58,15 @@ def test_config_check_lists_every_problem_or_says_ok(tmp_path):
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "gateway.scan_period_ms: want a whole number from 20 to 1000, got 5" in bad.stderr
     assert "journal.budjet_mb: unknown key" in bad.stderr
+
+
+def test_sigterm_during_start_up_still_stops_cleanly(tmp_path):
+    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))
+    proc = subprocess.Popen(CLI + ["run", "--config", str(site)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "journal").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)   # the journal folder appears while build() runs: stop it there
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0, proc.stderr.read()
