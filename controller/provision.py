@@ -1,0 +1,102 @@
+"""``cabguard provision``: the host-side steps flash.sh needs Python for.
+
+flash.sh (docs/flashing.md) is the installer's one command; these helpers
+read what a site config says about the gateway's files, write a copy of it
+whose paths live inside a staging root, and enrol technicians.  Each prints
+plain lines for the shell and raises ``ProvisionError`` with a message that
+names the file and key on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from controller.config import SiteConfig, load
+from controller.console.auth import PeopleStore, otpauth_uri
+from controller.errors import CabguardError
+
+# Config keys that name files or folders on the gateway (docs/config.md).
+PATH_KEYS = (("gateway", "state_dir"), ("rules", "table"), ("rules", "key"), ("model", "path"),
+             ("keys", "record"), ("keys", "headend"), ("journal", "dir"), ("console", "people"))
+
+
+class ProvisionError(CabguardError):
+    """A site config or argument that flash.sh cannot provision from."""
+
+
+def _value(config: SiteConfig, section: str, key: str) -> str:
+    doc = config.section(section)
+    return doc.get(key, "") if doc else ""
+
+
+def gateway_paths(config: SiteConfig) -> dict[str, str]:
+    """What flash.sh installs where: ``section.key`` -> value, plus id, site and console port."""
+    out = {"gateway.id": config.gateway_id, "gateway.site": config.doc["gateway"]["site"],
+           "console.port": _value(config, "console", "port")}
+    for section, key in PATH_KEYS:
+        out["{}.{}".format(section, key)] = _value(config, section, key)
+    return out
+
+
+def relocate_text(text: str, config: SiteConfig, root: str) -> str:
+    """The config's text with every absolute gateway path (and a ``pty:`` console) moved under ``root``."""
+    root = root.rstrip("/")
+    values = [v for k, v in gateway_paths(config).items()
+              if k not in ("gateway.id", "gateway.site", "console.port") and v.startswith("/")]
+    port = _value(config, "console", "port")
+    if port.startswith("pty:/"):
+        values.append(port)
+    for value in sorted(set(values), key=len, reverse=True):
+        moved = "pty:" + root + port[4:] if value == port else root + value
+        text, count = re.subn(r'(["\'])' + re.escape(value) + r'\1', lambda m: m.group(1) + moved + m.group(1), text)
+        if count == 0:
+            raise ProvisionError("{}: cannot find the string {!r} to move it under {} (write it as a plain "
+                                 "quoted string)".format(config.path, value, root))
+    return text
+
+
+def atomic_write(path: Path, data: str, mode: int) -> None:
+    """Write beside, fsync, rename: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(".{}.tmp".format(path.name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def paths_cmd(args: argparse.Namespace) -> int:
+    for key, value in gateway_paths(load(args.config)).items():
+        if "\t" in value or "\n" in value:
+            raise ProvisionError("{}: {} contains a tab or newline".format(args.config, key))
+        print("{}\t{}".format(key, value))
+    return 0
+
+
+def relocate_cmd(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    text = relocate_text(Path(args.config).read_text(encoding="utf-8"), config, args.root)
+    out = Path(args.output)
+    atomic_write(out, text, 0o644)
+    load(out)  # the moved copy must still be a valid config
+    return 0
+
+
+def enrol_cmd(args: argparse.Namespace) -> int:
+    """Enrol people not yet in the store; print each new one's otpauth URI (shown this once)."""
+    store = PeopleStore(args.people)
+    for entry in args.person:
+        ident, _, role = entry.partition(":")
+        role = role or "technician"
+        if ident in store.people:
+            print("{}: already enrolled (its secret is not shown again)".format(ident))
+            continue
+        person = store.enrol(ident, role)
+        print("{} ({}): {}".format(person.ident, person.role, otpauth_uri(person, args.gateway)))
+    return 0
