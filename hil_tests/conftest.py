@@ -81,7 +81,7 @@ class Rig:
         self.sim: Simulator | None = None
         self.flash_s = 0.0
 
-    def flash(self) -> subprocess.CompletedProcess:
+    def flash(self, *extra: str) -> subprocess.CompletedProcess:
         template = (REPO / "hil_tests/site.toml.in").read_text()
         site = self.tmp / "site.toml"
         site.write_text(template.replace("@BUS@", self.bench.gateway_bus).replace("@BAUD@", str(self.bench.baud))
@@ -89,7 +89,7 @@ class Rig:
         self.root.mkdir(exist_ok=True)
         t0 = time.monotonic()
         done = subprocess.run([str(REPO / "flash.sh"), "--config", str(site), "--gateway", GATEWAY, "--site", SITE,
-                               "--technician", "ana", "--in-place", "--keys-out", str(self.keys), str(self.root)],
+                               "--technician", "ana", "--in-place", "--keys-out", str(self.keys), *extra, str(self.root)],
                               capture_output=True, text=True)
         self.flash_s = time.monotonic() - t0
         return done
