@@ -10,13 +10,13 @@ names the file and key on bad input.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 
 from controller.config import SiteConfig, load
 from controller.console.auth import PeopleStore, otpauth_uri
 from controller.errors import CabguardError
+from controller.segments import write_atomic
 
 # Config keys that name files or folders on the gateway (docs/config.md).
 PATH_KEYS = (("gateway", "state_dir"), ("rules", "table"), ("rules", "key"), ("model", "path"),
@@ -58,19 +58,6 @@ def relocate_text(text: str, config: SiteConfig, root: str) -> str:
     return text
 
 
-def atomic_write(path: Path, data: str, mode: int) -> None:
-    """Write beside, fsync, rename: a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(".{}.tmp".format(path.name))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def paths_cmd(args: argparse.Namespace) -> int:
     for key, value in gateway_paths(load(args.config)).items():
         if "\t" in value or "\n" in value:
@@ -83,7 +70,8 @@ def relocate_cmd(args: argparse.Namespace) -> int:
     config = load(args.config)
     text = relocate_text(Path(args.config).read_text(encoding="utf-8"), config, args.root)
     out = Path(args.output)
-    atomic_write(out, text, 0o644)
+    write_atomic(out, text.encode())
+    out.chmod(0o644)  # the service user reads it; keys, not the config, hold the secrets
     load(out)  # the moved copy must still be a valid config
     return 0
 
