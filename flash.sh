@@ -296,9 +296,9 @@ install_key() {
 }
 state_started() { compgen -G "$R${CFG[journal.dir]}/*.seg" >/dev/null; }
 install_record_key() {
-    # A gateway that has started holds its epoch key and has dropped record.key: do not bring it back.
+    # A gateway that has started holds its epoch key; once record.key is removed (docs/keys.md) it stays gone.
     if state_started && [[ ! -f $R${CFG[keys.record]} ]]; then
-        note "journal exists and record.key was retired by the gateway: not reinstalling it"
+        note "the gateway has a journal and no record.key (removed after its first start): not reinstalling it"
         return 0
     fi
     install_key "$KEYSRC/record.key" "$R${CFG[keys.record]}"

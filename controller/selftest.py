@@ -36,7 +36,7 @@ def check_keys(doc: dict) -> list[str]:
             continue
         p = Path(path)
         if not p.exists():
-            # The gateway removes its provisioning record key once it holds an epoch key.
+            # record.key is removed from a gateway after its first start (docs/keys.md).
             if label != "keys.record":
                 problems.append("{} {}: missing".format(label, path))
             continue

@@ -1,7 +1,10 @@
 """What flash.sh left on the target: a second flash changes nothing, --verify passes on the bench."""
 
 import hashlib
+import shutil
 import stat
+
+from hil_tests.conftest import START_TIMEOUT_S, GatewayProcess, wait_until
 
 
 def tree(root):
@@ -45,3 +48,24 @@ def test_a_second_flash_changes_nothing_and_verify_passes_on_the_bench(rig):
         assert line in done.stdout, line
     assert tree(rig.root) == before
     assert rig.sim.device("relay").values.get("k2", 0) == 0   # the siren test switched it off again
+
+
+def test_a_reflash_does_not_bring_back_a_removed_record_key(rig):
+    rig.wipe_state()
+    gw = GatewayProcess(rig).start()
+    try:
+        # started in full (the console answers) and journaling
+        assert wait_until(lambda: "mode      " in rig.console_status(), START_TIMEOUT_S, 0.2), gw.tail()
+        assert any(rig.journal.glob("*.seg"))
+    finally:
+        assert gw.stop() == 0
+    record_key = rig.root / "etc/cabguard/keys/record.key"
+    record_key.unlink()                                 # docs/keys.md: removed after the first start
+    try:
+        done = rig.flash("--verify")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "no record.key (removed after its first start): not reinstalling it" in done.stderr
+        assert not record_key.exists() and "selftest: passed" in done.stdout
+    finally:
+        shutil.copy(rig.keys / "record.key", record_key)
+        record_key.chmod(0o600)
