@@ -124,3 +124,24 @@ def test_relocate_names_a_path_it_cannot_find(tmp_path):
     with pytest.raises(ProvisionError, match="record.key") as err:
         relocate_text(path.read_text(), load(path), "/stage")
     assert isinstance(err.value, CabguardError)
+
+
+def test_selftest_names_each_failed_check(tmp_path):
+    from controller.keygen import generate_keys
+    from controller.selftest import run_checks
+    from controller.tables import sign, write_table
+    from drivers.cose import ALG_AES_MAC_128_128
+    from drivers.keys import generate
+
+    path = tmp_path / "site.toml"
+    path.write_text(site_text())
+    path.write_text(relocate_text(path.read_text(), load(path), str(tmp_path)))
+    keys = tmp_path / "etc/cabguard/keys"
+    generate_keys("gw-hil", keys, ALG_AES_MAC_128_128)
+    (keys / "command.key").chmod(0o644)
+    write_table(tmp_path / "etc/cabguard/rules.table", sign(b"\xa0", generate("gw-hil/installer")))
+    results = dict(run_checks(str(path), siren=False))
+    failed = [line for line, ok in results.items() if not ok]
+    assert any("command.key: readable by others (chmod 600)" in line for line in failed), failed
+    assert any(line.startswith("rule table: ") and "does not verify" in line for line in failed), failed
+    assert any("io on /dev/ttyUSB0: serial port /dev/ttyUSB0 does not exist" in line for line in failed), failed
