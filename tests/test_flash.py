@@ -105,7 +105,7 @@ def test_refuses_a_target_without_enough_space(site, tmp_path):
 
 def test_refuses_a_missing_target_and_unknown_schemes(site, tmp_path):
     assert "does not exist" in flash(*base(site), tmp_path / "nowhere").stderr
-    assert "only directories and ssh://" in flash(*base(site), "mpremote://ttyACM0").stderr
+    assert "only directories, ssh://user@host and mpremote:PORT" in flash(*base(site), "ftp://gw").stderr
 
 
 def test_relocate_moves_gateway_paths_and_a_pty_console_under_the_root(tmp_path):
