@@ -20,7 +20,7 @@ from controller.config import SiteConfig, load
 from controller.console.auth import PeopleStore, otpauth_uri
 from controller.errors import CabguardError
 from controller.mpy import ROOT, portable_files
-from controller.segments import write_atomic
+from drivers.atomicfile import write_atomic
 
 # Config keys that name files or folders on the gateway (docs/config.md).
 PATH_KEYS = (("gateway", "state_dir"), ("rules", "table"), ("rules", "key"), ("model", "path"),
@@ -74,8 +74,7 @@ def relocate_cmd(args: argparse.Namespace) -> int:
     config = load(args.config)
     text = relocate_text(Path(args.config).read_text(encoding="utf-8"), config, args.root)
     out = Path(args.output)
-    write_atomic(out, text.encode())
-    out.chmod(0o644)  # the service user reads it; keys, not the config, hold the secrets
+    write_atomic(out, text.encode(), 0o644)  # the service user reads it; the keys hold the secrets
     load(out)  # the moved copy must still be a valid config
     return 0
 

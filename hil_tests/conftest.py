@@ -29,7 +29,7 @@ from controller.tables import read_payload
 from rules.compiler import decode_payload
 from simulator.bus import SimBus, Simulator, open_raw_port
 from simulator.slave import SimDevice
-from tests.broker import Broker
+from simulator.broker import Broker
 from tests.test_console_server import Terminal
 
 REPO = Path(__file__).resolve().parent.parent
