@@ -26,6 +26,7 @@ from drivers.modbus.profiles import load_profile
 from drivers.modbus.scan import probe
 
 SIREN_TEST_S = 1.0
+PROBE_FLOOR_MS = 300
 
 
 def check_keys(doc: dict) -> list[str]:
@@ -64,9 +65,14 @@ def scan_buses(doc: dict) -> list[tuple[str, bool]]:
         except DriverError as e:
             results += [("{} on {}: {}".format(d["name"], bus["port"], e), False) for d in devices]
             continue
+        # Not a poll: a slow or startled device gets a generous wait and the bus's retries.
+        timeout = max(bus["timeout_ceiling_ms"], PROBE_FLOOR_MS) / 1000
         try:
             for d in devices:
-                found = probe(master, d["address"], bus["timeout_ceiling_ms"] / 1000)
+                for _attempt in range(1 + bus["retries"]):
+                    found = probe(master, d["address"], timeout)
+                    if found:
+                        break
                 where = "{}@{} on {}".format(d["name"], d["address"], bus["port"])
                 results.append((where + (" answers" if found else " does not answer"), found is not None))
         finally:
