@@ -11,10 +11,13 @@ JSDEPS := node_modules/.deps-stamp
 
 setup: $(PYDEPS) $(JSDEPS) system
 
-# Debian packages the tests need: Mosquitto (a real broker on loopback).
+# Debian packages the tests need: Mosquitto (a real broker on loopback),
+# shellcheck (flash.sh must stay clean).
 system:
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
+	@command -v shellcheck >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
 
 $(PYDEPS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +34,13 @@ $(JSDEPS): package.json package-lock.json
 demo: setup
 	$(VENV)/bin/cabguard demo
 
+# The unit tests, then the HIL suite against a flashed gateway (docs/flashing.md).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest tests hil_tests
+
+# The HIL suite alone; on a bench: make hil HIL_ARGS="--bench-config bench.toml"
+hil: setup
+	$(PY) -m pytest hil_tests $(HIL_ARGS)
 
 bench: setup
 	$(VENV)/bin/cabguard bench

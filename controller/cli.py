@@ -245,9 +245,42 @@ def _model(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(handler="simulator.train:main")
 
 
+def _provision(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("provision", help="flash.sh's helpers: config paths, relocation, TOTP enrolment, .mpy",
+                       description="Host-side steps of flash.sh (docs/flashing.md).")
+    ps = p.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
+    paths = ps.add_parser("paths", help="print the files a site config names (KEY<TAB>VALUE lines)")
+    paths.add_argument("config", metavar="SITE.toml")
+    paths.set_defaults(handler="controller.provision:paths_cmd")
+    rel = ps.add_parser("relocate", help="write a copy of SITE.toml with its gateway paths under ROOT")
+    rel.add_argument("config", metavar="SITE.toml")
+    rel.add_argument("--root", required=True, metavar="ROOT")
+    rel.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically")
+    rel.set_defaults(handler="controller.provision:relocate_cmd")
+    enrol = ps.add_parser("enrol", help="enrol people; print each new one's otpauth:// URI once")
+    enrol.add_argument("people", metavar="PEOPLE.toml", help="the console's people file ([console] people)")
+    enrol.add_argument("--gateway", required=True, metavar="ID")
+    enrol.add_argument("--person", required=True, action="append", metavar="ID[:ROLE]",
+                       help="technician (default) or installer; repeatable")
+    enrol.set_defaults(handler="controller.provision:enrol_cmd")
+    mpy = ps.add_parser("mpy", help="compile the portable core to .mpy files (mpy-cross)")
+    mpy.add_argument("--out", required=True, metavar="DIR", help="package folders of .mpy files go here")
+    mpy.set_defaults(handler="controller.provision:mpy_cmd")
+
+
+def _selftest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("selftest", help="check a flashed gateway: config, keys, rule table, bus scan",
+                       description="What flash.sh --verify runs on the gateway (service stopped): "
+                                   "config check, key modes, rule-table MAC and catalog, every "
+                                   "configured device answers; optionally a siren test.")
+    p.add_argument("--config", required=True, metavar="SITE.toml")
+    p.add_argument("--siren-test", action="store_true", help="sound the siren for one second")
+    p.set_defaults(handler="controller.selftest:main")
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
-    _console,
+    _console, _provision, _selftest,
 ]
 
 

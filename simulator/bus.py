@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import threading
 import time
 import tty
@@ -26,13 +27,30 @@ from simulator.errors import SimConfigError
 from simulator.slave import SimDevice
 
 
+def open_raw_port(path: str, baud: int) -> int:
+    """A real serial port, raw (no echo or line editing), at ``baud``, 8N1."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    except OSError as e:
+        raise SimConfigError("cannot open serial port {}: {}".format(path, e.strerror)) from None
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    speed = getattr(termios, "B{}".format(baud), None)
+    if speed is None:
+        os.close(fd)
+        raise SimConfigError("{}: baud {} is not a standard rate".format(path, baud))
+    attrs[4] = attrs[5] = speed
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    return fd
+
+
 class SimBus:
     """One pty pair and the devices on it; ``wire_time`` delays each answer by the
     time request and answer would take on a real wire at ``baud`` plus the slave's
     t3.5 turnaround, so poll cycles over a pty show real-wire timing."""
 
     def __init__(self, name: str, devices: list[SimDevice], baud: int = 115200,
-                 wire_time: bool = False) -> None:
+                 wire_time: bool = False, serial_port: str | None = None) -> None:
         addresses = [d.address for d in devices]
         if len(set(addresses)) != len(addresses):
             raise SimConfigError("bus {}: two devices share an address ({})".format(name, addresses))
@@ -40,9 +58,14 @@ class SimBus:
         self.baud = baud
         self.wire_time = wire_time
         self.devices = {d.address: d for d in devices}
-        self.master_fd, self.slave_fd = os.openpty()
-        tty.setraw(self.slave_fd)  # no echo or line editing before a client configures it
-        self.port = os.ttyname(self.slave_fd)
+        if serial_port:
+            # A HIL bench: serve on a real adapter wired to the gateway's bus.
+            self.master_fd, self.slave_fd = open_raw_port(serial_port, baud), -1
+            self.port = serial_port
+        else:
+            self.master_fd, self.slave_fd = os.openpty()
+            tty.setraw(self.slave_fd)  # no echo or line editing before a client configures it
+            self.port = os.ttyname(self.slave_fd)
         self.dropped = 0           # frames dropped for CRC or silence mid-frame
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -56,7 +79,8 @@ class SimBus:
         if self._thread is not None:
             self._thread.join()
         os.close(self.master_fd)
-        os.close(self.slave_fd)
+        if self.slave_fd >= 0:
+            os.close(self.slave_fd)
 
     def _serve(self) -> None:
         poller = select.poll()
@@ -197,4 +221,5 @@ class ScriptedSlave:
         self._running = False
         self._thread.join()
         os.close(self.master_fd)
-        os.close(self.slave_fd)
+        if self.slave_fd >= 0:
+            os.close(self.slave_fd)
