@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,10 @@ def site(tmp_path):
 
 
 def flash(*args, cwd=None):
-    return subprocess.run([str(FLASH), *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    """flash.sh in a scratch folder unless told otherwise: its default --keys-out
+    is ./keys-<gateway>, which must never land in the checkout."""
+    return subprocess.run([str(FLASH), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or tempfile.mkdtemp(prefix="cabguard-flash-cwd-"))
 
 
 def base(site):
