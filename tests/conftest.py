@@ -1,6 +1,6 @@
 import pytest
 
-from tests.broker import Broker
+from simulator.broker import Broker
 
 
 @pytest.fixture

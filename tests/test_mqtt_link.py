@@ -1,7 +1,7 @@
 import random
 import time
 
-from tests.broker import Broker
+from simulator.broker import Broker
 from drivers.mqtt import ACKED, CONNECTED, MESSAGE, REFUSED, Backoff, BrokerSettings, MqttLink
 
 
