@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core", "rules", "journal", "modbus")
+AREAS = ("core", "rules", "journal", "modbus", "uplink")
 
 
 class Figure(NamedTuple):
