@@ -95,7 +95,8 @@ class Uplink:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.thread.join(5)
+        if self.thread.ident is not None:     # started
+            self.thread.join(5)
         self.link.close()
 
     @property

@@ -2,6 +2,7 @@
 hung (SIGSTOP), killed with messages in flight, refusing credentials, TLS
 that cannot be trusted; and hostile payloads on the command topic."""
 
+import contextlib
 import datetime
 import ipaddress
 import random
@@ -54,15 +55,29 @@ def arrival_order(collector) -> list[int]:
     return [row[0] for row in collector.db.execute("SELECT seq FROM records ORDER BY rowid")]
 
 
-def test_long_outage_keeps_journaling_backs_off_then_drains_in_order(tmp_path, broker):
-    prov, journal = filled_journal(tmp_path, 50)
+@contextlib.contextmanager
+def streaming(tmp_path, broker, n, **uplink_kw):
+    """A journal of ``n`` records, a subscribed receiver, and an uplink (not started)."""
+    prov, journal = filled_journal(tmp_path, n)
     collector = Collector(tmp_path / "rx.db", [prov])
     done = threading.Event()
     rx = receiver(broker, collector, seconds=30.0, stop_event=done)
-    broker.stop()                     # the receiver's session is saved with the broker
-    health = Health()
-    uplink = make_uplink(broker, journal, on_health=health, backoff=Backoff(0.05, 0.4, random.Random(5))).start()
+    uplink = make_uplink(broker, journal, **uplink_kw)
     try:
+        yield collector, journal, uplink
+    finally:
+        uplink.stop()
+        journal.close()
+        done.set()
+        rx.join()
+
+
+def test_long_outage_keeps_journaling_backs_off_then_drains_in_order(tmp_path, broker):
+    health = Health()
+    with streaming(tmp_path, broker, 50, on_health=health, backoff=Backoff(0.05, 0.4, random.Random(5))) as (
+            collector, journal, uplink):
+        broker.stop()                 # the receiver's session is saved with the broker
+        uplink.start()
         for i in range(50, 300):      # the gateway keeps journaling while the broker is gone
             journal.append(event_record(i))
         assert wait_until(lambda: len(health.lines) >= 6)
@@ -73,11 +88,6 @@ def test_long_outage_keeps_journaling_backs_off_then_drains_in_order(tmp_path, b
         broker.start()
         assert wait_until(lambda: journal.cursor >= journal.durable_seq, 20)
         assert wait_until(lambda: collector.stored >= journal.cursor + 1, 10)
-    finally:
-        uplink.stop()
-        journal.close()
-        done.set()
-        rx.join()
     order = [s for s in arrival_order(collector) if s is not None]
     assert order == sorted(order) and order[:300] == list(range(300))   # in sequence order
     rep = collector.report()
@@ -85,14 +95,9 @@ def test_long_outage_keeps_journaling_backs_off_then_drains_in_order(tmp_path, b
 
 
 def test_hung_broker_bounds_the_window_and_is_not_hammered(tmp_path, broker):
-    prov, journal = filled_journal(tmp_path, 3000)
-    collector = Collector(tmp_path / "rx.db", [prov])
-    done = threading.Event()
-    rx = receiver(broker, collector, seconds=30.0, stop_event=done)
     health = Health()
-    uplink = make_uplink(broker, journal, on_health=health, connack_timeout_s=0.2,
-                         backoff=Backoff(0.05, 0.2, random.Random(2)))
-    try:
+    with streaming(tmp_path, broker, 3000, on_health=health, connack_timeout_s=0.2,
+                   backoff=Backoff(0.05, 0.2, random.Random(2))) as (collector, journal, uplink):
         broker.pause()                # hung before the uplink connects: TCP accepts, CONNACK never comes
         uplink.start()
         assert wait_until(lambda: len(health.lines) >= 3)
@@ -104,41 +109,31 @@ def test_hung_broker_bounds_the_window_and_is_not_hammered(tmp_path, broker):
         broker.resume()
         assert wait_until(lambda: journal.cursor >= journal.durable_seq, 20)
         assert wait_until(lambda: collector.stored >= journal.cursor + 1, 10)
-    finally:
-        uplink.stop()
-        journal.close()
-        done.set()
-        rx.join()
     rep = collector.report()
     assert rep["gateways"]["gw-7"]["gaps"] == [] and rep["chain_breaks"] == 0
 
 
 def test_broker_killed_with_messages_in_flight(tmp_path, broker):
-    prov, journal = filled_journal(tmp_path, 3000)
-    collector = Collector(tmp_path / "rx.db", [prov])
-    done = threading.Event()
-    rx = receiver(broker, collector, seconds=30.0, stop_event=done)
-    broker.save()                     # the receiver's session is on disk
-    uplink = make_uplink(broker, journal).start()
-    try:
+    with streaming(tmp_path, broker, 3000) as (collector, journal, uplink):
+        broker.save()                 # the receiver's session is on disk
+        uplink.start()
         assert wait_until(lambda: uplink.window.cursor > 100)
         broker.pause()
         assert wait_until(lambda: len(uplink.window.in_flight) == 16)
-        in_flight = set(uplink.window.in_flight)
-        acked_before = uplink.window.cursor
-        broker.kill()                 # SIGKILL: the in-flight publications are never acknowledged
+        broker.kill()                 # SIGKILL: what is in flight is never acknowledged
+        assert wait_until(lambda: not uplink.connected)
+        # What the dead broker did acknowledge (PUBACKs read before the socket closed),
+        # and what was in flight, queued to be sent again:
+        acked_by_dead = set(range(uplink.window.cursor + 1)) | set(uplink.window.acked)
+        resend = set(uplink.window.urgent)
         broker.start()
         assert wait_until(lambda: journal.cursor >= journal.durable_seq, 20)
-        assert wait_until(lambda: set(range(acked_before + 1, journal.cursor + 1)) <= stored(collector), 10)
-    finally:
-        uplink.stop()
-        journal.close()
-        done.set()
-        rx.join()
+        unacked = set(range(journal.cursor + 1)) - acked_by_dead
+        assert wait_until(lambda: unacked <= stored(collector), 10)
     # Everything not acknowledged when the broker died was sent again and arrived;
     # what the dead broker had acknowledged is its own persistence's business (docs/uplink.md).
-    assert in_flight <= stored(collector)
-    assert all(b <= acked_before for _a, b in collector.gaps("gw-7"))
+    assert resend and not resend & acked_by_dead and resend <= stored(collector)
+    assert all(set(range(a, b + 1)) <= acked_by_dead for a, b in collector.gaps("gw-7"))
     assert collector.chain_breaks == 0
 
 
