@@ -36,10 +36,18 @@ def _replay(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="a scripted night at a cabinet, shown as a timeline",
-                       description="Replay a built-in night (arming, a technician's visit, "
-                                   "a forced door) through the core and show it as a timeline.")
-    p.add_argument("--out", metavar="DIR", help="also keep the night's trace in DIR")
+    p = sub.add_parser("demo", help="the built-in simulator and a gateway through a scripted night",
+                       description="Simulated devices on ptys, a real gateway with the default rule "
+                                   "packs, console logins, an uplink to a private broker: a night "
+                                   "compressed into about a minute, then an incident summary and "
+                                   "cabguard verify over the journal.")
+    p.add_argument("--out", metavar="DIR", help="keep the journal, keys and config in DIR")
+    p.add_argument("--seconds", type=float, default=60.0, metavar="N",
+                   help="how long the night takes (default 60, at least 30)")
+    p.add_argument("--broker", metavar="HOST:PORT",
+                   help="uplink to this broker (default: a private Mosquitto, if installed)")
+    p.add_argument("--console-link", metavar="PATH",
+                   help="link the console pty here (picocom PATH to watch or join in)")
     p.set_defaults(handler="controller.demo:main")
 
 
@@ -193,8 +201,54 @@ def _rules(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(handler="controller.rulescmd:explain")
 
 
+def _console(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("console", help="the technician shell on this terminal (a running gateway's console)",
+                       description="Attach this terminal to the console of a gateway running on this "
+                                   "machine (its [console] port = \"pty:PATH\"), as picocom would over "
+                                   "the cable (docs/console.md).  On a terminal: raw mode, Ctrl-] quits.  "
+                                   "With stdin not a terminal: send each line at the prompt, print the "
+                                   "transcript.")
+    p.add_argument("--local", action="store_true", required=True,
+                   help="attach this terminal (stdin/stdout) to the gateway's console")
+    p.add_argument("--link", metavar="PATH", help="the console's pty link (default: from --config)")
+    p.add_argument("--config", metavar="SITE.toml", help="take the link from this site config's [console] port")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="scripted use: the longest wait for the prompt after a line (default 30)")
+    p.set_defaults(handler="controller.console.local:main")
+
+
+def _eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="closed-loop evaluation of scenarios in virtual time",
+                       description="Run scenarios (docs/scenarios.md) through step() in virtual time; "
+                                   "report detection (PD), time-to-detect and nuisance alarms (NAR), "
+                                   "rules alone against rules plus the anomaly model.")
+    p.add_argument("scenario", nargs="+", help="scenario file(s) (TOML)")
+    p.add_argument("--report", metavar="DIR", help="write a report with plots (PNG) into DIR")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.add_argument("--model", metavar="MODEL", help="anomaly model (default: rules/models/port.json)")
+    p.add_argument("--no-model", action="store_true", help="evaluate without the anomaly model")
+    p.add_argument("--idle-ms", type=int, default=1000, metavar="MS",
+                   help="longest virtual-time step between scans when nothing changes (default 1000)")
+    p.set_defaults(handler="simulator.evaluate:main")
+
+
+def _model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="the anomaly model: train it",
+                       description="Anomaly model tools (docs/anomaly.md).")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    t = msub.add_parser("train", help="learn a baseline from scenarios or traces",
+                        description="Learn the per-time-of-week baseline from the normal parts of "
+                                    "scenario files (.toml) or recorded traces; labelled incidents "
+                                    "are excluded. Writes integer tables as JSON.")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="scenario (.toml) or trace files")
+    t.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (JSON)")
+    t.add_argument("--cabinet", metavar="ID", help="learn only this cabinet of the scenarios (default: all, pooled)")
+    t.set_defaults(handler="simulator.train:main")
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _console,
 ]
 
 

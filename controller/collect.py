@@ -167,13 +167,10 @@ def run(broker: str, prefix: str, collector: Collector, seconds: float | None = 
     if why:
         raise CabguardError(why)
     next_attempt = 0.0
-    stop = {"now": False}
-    if sys.stdin is not None and seconds is None:
-        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     deadline = time.monotonic() + seconds if seconds else None
     last_commit = time.monotonic()
     try:
-        while not stop["now"] and not (stop_event and stop_event.is_set()):
+        while not (stop_event and stop_event.is_set()):
             if not link.connected and time.monotonic() >= next_attempt:
                 link.connect()
                 next_attempt = time.monotonic() + backoff.next_delay()
@@ -218,8 +215,10 @@ def main(args: argparse.Namespace) -> int:
         collector = Collector(args.out, load_keys(args.key))
     except (DriverError, sqlite3.Error) as e:
         raise CabguardError(str(e)) from None
-    run(args.broker, args.prefix, collector, args.seconds, args.until_records, client_id=args.client_id,
-        protocol=5 if args.protocol == "5" else 4)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    run(args.broker, args.prefix, collector, args.seconds, args.until_records, stop, args.client_id,
+        5 if args.protocol == "5" else 4)
     rep = collector.report()
     if args.json:
         json.dump(rep, sys.stdout)

@@ -21,8 +21,13 @@ from controller.console.auth import PeopleStore, otpauth_uri
 from controller.downlink import Refused
 from controller.errors import CabguardError
 from controller.site import assemble
+from drivers.errors import DriverError
+from drivers.modbus.master import RtuMaster
+from drivers.modbus.scan import probes, report, scan_job
 
 OUTCOME_TIMEOUT_S = 2.0
+SCAN_TIMEOUT_S = 0.03      # per address, as `cabguard bus scan`'s default
+SCAN_STEP_BUDGET_S = 0.25  # per address, waiting for the bus thread (polls come first)
 
 
 class CommandPath:
@@ -38,6 +43,7 @@ class CommandPath:
             "tech enrol": self._enrol,
             "config check": self._config_check,
             "config show": lambda req, now: self.gateway.config_text(),
+            "bus scan": self._bus_scan,
         }
 
     def grant_active(self, wall_s: float) -> bool:
@@ -100,3 +106,40 @@ class CommandPath:
         except ConfigError as e:
             return str(e)
         return "{}: OK".format(path)
+
+    def _bus_scan(self, req: cm.Request, now: float) -> str:
+        """Through the bus's own poller thread when the gateway polls it, else on the open port."""
+        name = str(req.args["bus"])
+        buses = {b["name"]: b for b in self.gateway.site.config.doc["bus"]}
+        if name not in buses:
+            raise CabguardError("no bus {!r} in the site config (buses: {})".format(name, ", ".join(sorted(buses))))
+        bus = buses[name]
+        first, last = address_range(str(req.args.get("addresses", "1-247")))
+        addresses = range(first, last + 1)
+        poller = next((p for p in self.gateway.site.pollers if p.port == bus["port"]), None)
+        try:
+            if poller is not None:
+                future = poller.run_job(scan_job(addresses, SCAN_TIMEOUT_S))
+                found = future.result(2.0 + SCAN_STEP_BUDGET_S * len(addresses))
+            else:
+                master = RtuMaster(bus["port"], bus["baud"])
+                try:
+                    found = [f for f in probes(master, addresses, SCAN_TIMEOUT_S) if f is not None]
+                finally:
+                    master.close()
+        except FutureTimeout:
+            raise CabguardError("bus {}: the scan did not finish in time (is the bus overloaded?)".format(name))
+        except DriverError as e:
+            raise CabguardError("bus {}: {}".format(name, e)) from None
+        return "\n".join(report("{} ({})".format(name, bus["port"]), bus["baud"], first, last, found))
+
+
+def address_range(text: str) -> tuple[int, int]:
+    """'1-16' or '5' → (first, last), within Modbus's 1..247."""
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and (last.isdigit() or not last)):
+        raise CabguardError("ADDRESSES is A-B or A, e.g. 1-16, not {!r}".format(text))
+    lo, hi = int(first), int(last or first)
+    if not 1 <= lo <= hi <= 247:
+        raise CabguardError("addresses go from 1 to 247, first <= last; got {!r}".format(text))
+    return lo, hi

@@ -10,8 +10,6 @@ unguarded.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tomllib
 import zoneinfo
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import CabguardError
+from drivers.atomicfile import write_atomic
 from controller.schema import (
     ArrayOfTables, Bool, Choice, Int, ListOf, MapOf, Problem, Str, Table, check,
 )
@@ -233,11 +232,7 @@ def remember_good(config: SiteConfig) -> None:
     """Keep a copy of a config that started cleanly (atomic replace)."""
     dest = last_good_path(config.doc["gateway"]["state_dir"])
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(config.path, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
+    write_atomic(dest, Path(config.path).read_bytes())
 
 
 def load_with_fallback(path: str | Path, state_dir: str | Path) -> tuple[SiteConfig, ConfigError | None]:

@@ -50,12 +50,23 @@ class ConsoleView:
         return list(self.gateway.recent)[-count:]
 
     def devices_text(self) -> str:
+        """Per device: the image's twins, then where it is and how its bus is doing."""
         g = self.gateway
+        config = {d["name"]: d for d in g.site.config.doc["device"]}
+        stats: dict[str, dict[str, float]] = {}
+        for poller in g.site.pollers:
+            stats.update(poller.stats())
         rows = []
         for d in g.catalog.devices:
             twins = [g.image[g.catalog.index["{}.{}".format(d, t)]] for t, _u, _s in DEVICE_TWINS]
             rows.append("{:<10} {:<8} ok {:<8} timeouts {:<6} crc {:<6} last exception {}".format(
                 d, "online" if twins[0] else "OFFLINE", *twins[1:]))
+            if d in config and d in stats:
+                c, st = config[d], stats[d]
+                rows.append("{:<10} bus {} address {} profile {} poll {} ms; latency {:.1f} ms, timeout {:.0f} ms, "
+                            "exceptions {}, registers not implemented {}".format(
+                                "", c["bus"], c["address"], c["profile"], c["poll_ms"], st["latency_ms"],
+                                st["timeout_ms"], int(st["exceptions"]), int(st["not_implemented"])))
         return "\n".join(rows)
 
     def submit(self, request: cm.Request) -> str:

@@ -16,13 +16,13 @@ command runs, so a reboot does not reopen the replay window.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cbor2
 
 from controller.commands import BY_NAME, CommandError, Request, bind
 from controller.errors import CabguardError
+from drivers.atomicfile import write_atomic
 from drivers.cose import encode, mac0_create, mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
@@ -69,12 +69,7 @@ class SeqStore:
                                 "sequence); restore it from the journal's last command record".format(self.path))
 
     def advance(self, seq: int) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            f.write("{}\n".format(seq))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "{}\n".format(seq).encode())
         self.value = seq
 
 

@@ -30,6 +30,7 @@ from controller.segments import iter_frames, list_segments
 from drivers import cose
 from drivers.errors import CoseError
 from drivers.keys import CoseKey, EpochKeys, load_key
+from rules.compiler import decode_payload, json_data
 
 
 class Window:
@@ -135,30 +136,35 @@ def verified_records(directory: Path, keys: EpochKeys) -> Iterator[dict]:
 
 def incident_trace(directory: str | Path, provisioning: CoseKey, seq: int) -> list[str]:
     """The trace lines of the evidence for incident ``seq`` (the incident
-    record's seq or its trigger's)."""
-    catalog_rec = evidence = None
+    record's seq or its trigger's), with the catalog of the boot it was in."""
+    catalog_rec = None
+    windows: dict[int, tuple[dict, dict]] = {}   # trigger seq -> (evidence, catalog of its boot)
+    triggers: dict[int, int] = {}                # incident record seq -> trigger seq
     for rec in verified_records(Path(directory), EpochKeys(provisioning)):
         data = rec.get(R.DATA, {})
-        if rec.get(R.TYPE) == R.CATALOG and evidence is None:
+        if rec.get(R.TYPE) == R.CATALOG:
             catalog_rec = data
-        elif rec.get(R.TYPE) == R.EVIDENCE and data.get(R.EVIDENCE_INCIDENT) == seq:
-            evidence = data
-            break
-        elif rec.get(R.TYPE) == R.INCIDENT and rec.get(R.SEQ) == seq:
-            seq = data.get(R.INCIDENT_TRIGGER, -1)
-    if evidence is None:
+        elif rec.get(R.TYPE) == R.EVIDENCE and catalog_rec is not None:
+            windows[data.get(R.EVIDENCE_INCIDENT, -1)] = (data, catalog_rec)
+        elif rec.get(R.TYPE) == R.INCIDENT:
+            triggers[rec.get(R.SEQ, -1)] = data.get(R.INCIDENT_TRIGGER, -1)
+    found = windows.get(triggers.get(seq, seq))
+    if found is None:
         raise CabguardError("{}: no evidence window for incident {} (is it the incident's or its "
                             "alarm's sequence number?)".format(directory, seq))
-    if catalog_rec is None:
-        raise CabguardError("{}: no catalog record before the evidence of incident {}".format(directory, seq))
-    return _trace_lines(catalog_rec, evidence)
+    evidence, catalog = found
+    return _trace_lines(catalog, evidence)
 
 
 def _trace_lines(catalog_rec: dict, evidence: dict) -> list[str]:
     catalog = Catalog([tuple(s) for s in catalog_rec[R.CATALOG_SPECS]])
     zones = list(catalog_rec[R.CATALOG_ZONES])
     config = CoreConfig(catalog_rec[R.CATALOG_CORE], [catalog.index[z] for z in zones])
-    lines = [header_line(catalog, config, zones, {"start": evidence[R.EVIDENCE_START]})]
+    extra = {"start": evidence[R.EVIDENCE_START]}
+    table = catalog_rec.get(R.CATALOG_TABLE)
+    if table is not None:   # replay with the rules that ran
+        extra["rules"] = json_data(decode_payload(table, "the journal's catalog record"))
+    lines = [header_line(catalog, config, zones, extra)]
     base = evidence[R.EVIDENCE_FIRST]
     t = evidence[R.EVIDENCE_T0]
     first = True

@@ -46,9 +46,10 @@ from controller import records as R
 from controller.core.events import ALARM, CRITICAL, INFO
 from controller.errors import JournalError
 from controller.segments import (
-    frame, fsync_dir, iter_frames, list_segments, scan_tail, segment_name, write_atomic,
+    frame, iter_frames, list_segments, scan_tail, segment_name,
 )
 from drivers import cose
+from drivers.atomicfile import fsync_dir, write_atomic
 from drivers.errors import DriverError
 from drivers.keys import CoseKey, epoch_number, first_epoch, load_key, next_epoch, write_key
 
@@ -296,6 +297,11 @@ class Journal:
         if urgent is None:
             urgent = record.get(R.SEVERITY, INFO) >= ALARM  # type: ignore[operator]
         return self._enqueue(_RECORD, record, urgent)
+
+    def rotate_key(self) -> int:
+        """Move the record key one epoch on now (the installer's ``keys rotate``);
+        returns the sequence number of the key-rotation record."""
+        return self._enqueue(_ROTATE, R.ROTATE_COMMAND, True)
 
     def checkpoint(self) -> int:
         """Queue a checkpoint record now (e.g. for the uplink's heartbeat);

@@ -74,14 +74,14 @@ HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
 GENESIS_KID, GENESIS_ALG = 1, 2
 RECOVERED_SEGMENT, RECOVERED_OFFSET, RECOVERED_CUT, RECOVERED_LAST_SEQ, RECOVERED_CORRUPT = 1, 2, 3, 4, 5
 ROTATION_OLD_KID, ROTATION_NEW_KID, ROTATION_REASON = 1, 2, 3
-ROTATE_BOOT, ROTATE_DAY = 0, 1
+ROTATE_BOOT, ROTATE_DAY, ROTATE_COMMAND = 0, 1, 2
 CHECKPOINT_SINCE_BOOT, CHECKPOINT_FIRST_SEQ, CHECKPOINT_BYTES = 1, 2, 3
 COMMAND_SOURCE, COMMAND_NAME, COMMAND_ARG, COMMAND_ACCEPTED, COMMAND_REASON = 1, 2, 3, 4, 5
 LOGIN_USER, LOGIN_LEVEL, LOGIN_OK = 1, 2, 3
 INCIDENT_TRIGGER, INCIDENT_EVIDENCE = 1, 2
 HEALTH_CODE, HEALTH_DETAIL = 1, 2
 RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
-CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST = 1, 2, 3, 4
+CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
 EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
 
 
@@ -168,9 +168,12 @@ def telemetry(ctx: Context) -> dict[int, object]:
 
 
 def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str, int],
-            zones: Sequence[str], digest: bytes) -> dict[int, object]:
-    """The catalog once per boot, so evidence can be replayed from the journal."""
-    return make(CATALOG, ev.INFO, ctx, {CATALOG_SPECS: [list(s) for s in specs],
-                                        CATALOG_CORE: dict(core), CATALOG_ZONES: list(zones),
-                                        CATALOG_DIGEST: digest})
+            zones: Sequence[str], digest: bytes, table: bytes | None = None) -> dict[int, object]:
+    """The catalog (and the running rule table's payload) at each boot and table
+    change, so evidence can be replayed from the journal with the same rules."""
+    data: dict[int, object] = {CATALOG_SPECS: [list(s) for s in specs], CATALOG_CORE: dict(core),
+                               CATALOG_ZONES: list(zones), CATALOG_DIGEST: digest}
+    if table is not None:
+        data[CATALOG_TABLE] = table
+    return make(CATALOG, ev.INFO, ctx, data)
 

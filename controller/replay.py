@@ -91,7 +91,7 @@ def _incident(args: argparse.Namespace) -> Replay:
     from controller.evidence import replay_incident
 
     try:
-        return replay_lines(replay_incident(args))
+        return replay_lines(replay_incident(args), rules_factory(None, None))
     except TraceError as e:
         raise CabguardError("{}: incident {}: {}".format(args.trace, args.incident, e)) from None
 

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import collections
 import queue
+import re
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -39,10 +41,11 @@ from controller import records as R
 from controller.actuators import OutputBank, build_bank
 from controller.core import ticks
 from controller.core.events import (
-    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_REFUSED, INFO, WARNING,
+    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_DURESS, EV_REFUSED, EV_RULE, INFO, WARNING,
 )
 from controller.core.modes import MODE_NAMES
 from controller.core.step import CoreState, step
+from controller.evidence import EvidenceRing, evidence_record, incident_record
 from controller.errors import CabguardError
 from controller.journal import Journal
 from controller.scantimer import ScanTimer
@@ -61,6 +64,16 @@ FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
 BUS_REPORT_S = 60.0
+SWITCH_INTERVAL_S = 0.0005
+EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
+EVIDENCE_AFTER_MS = 10_000    # ... and this long after
+# `password = "..."`, `broker_secret = '...'`, `token = ...`: the value goes, the key stays.
+_SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
+
+
+def hide_secrets(text: str) -> str:
+    """A config's text with the value of every password, secret or token key replaced."""
+    return "\n".join(_SECRET.sub(r'\1"(hidden)"', line) for line in text.splitlines())
 
 
 class CommandTicket:
@@ -85,6 +98,8 @@ class Gateway:
         self.state = CoreState(self.catalog, site.core_config)
         self.table: TableSlot | None = None
         self.urgent_listeners: list[Callable[[int], None]] = []
+        self.active_rules: set[str] = set()   # rules raised and not cleared, by id
+        self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
         self.on_scan = on_scan
         gpio = (doc.get("gpio") or {}).get("pin_factory", "default")
         self.bank: OutputBank = build_bank(doc.get("outputs") or {}, gpio, site.pollers_by_device)
@@ -132,8 +147,15 @@ class Gateway:
                          self.image if with_image else None)
 
     def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
-        self.journal.append(R.health(self.context(False), code, detail, severity))
+        seq = self.journal.append(R.health(self.context(False), code, detail, severity))
+        if severity >= ALARM:
+            self._urgent(seq)
         self.note("health: " + detail)
+
+    def _urgent(self, seq: int) -> None:
+        """An alarm or critical record: the uplink sends it at once, not with the next batch."""
+        for listener in self.urgent_listeners:
+            listener(seq)
 
     def note(self, text: str) -> None:
         self.last_event = text
@@ -163,9 +185,8 @@ class Gateway:
             self.state.resume_after_restart(saved, now)
         self.persisted = self.state.persisted()
         self.bank.apply(self.state.outputs if saved is not None else [0, 0, self.state.lock, 0])
+        self._journal_catalog()
         ctx = self.context(False)
-        self.journal.append(R.catalog(ctx, self.catalog.specs(), self.state.config.as_dict(),
-                                      self.site.entry_zones, self.catalog.digest().hex()))
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
             __version__, self.site.config.path, MODE_NAMES[self.state.mode]), INFO))
         self.note("started in mode {}".format(MODE_NAMES[self.state.mode]))
@@ -185,7 +206,12 @@ class Gateway:
                     self.journal_health(R.HEALTH_BUS, str(e), ALARM)
 
     def run(self) -> None:
-        self.timer.start()
+        # A thread waiting for the GIL waits up to the switch interval; 5 ms by
+        # default would show as scan jitter whenever the journal writer is busy.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        anchor_ns = self.timer.start()
+        for poller in self.site.pollers:
+            poller.align(anchor_ns / 1e9, self.timer.period_ns / 1e9)
         self.notifier.ready("guarding: mode {}".format(MODE_NAMES[self.state.mode]))
         watchdog_every = self.notifier.watchdog_interval_s
         next_ping = time.monotonic()
@@ -220,7 +246,13 @@ class Gateway:
         outputs, events = step(self.state, (image, commands), now)
         self.bank.apply(outputs)
         if events or tickets:
-            self._record(events, tickets)
+            incident = self._record(events, tickets)
+            if incident is not None:
+                self.evidence.incident(incident[0], incident[1], now)
+        for window in self.evidence.scan(now, image, commands):
+            ctx = self.context(False)
+            evidence_seq = self.journal.append(evidence_record(ctx, window))
+            self.journal.append(incident_record(ctx, window, evidence_seq))
         if self.timer.late_scans != self.last_late:
             self.last_late = self.timer.late_scans
             self.journal_health(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
@@ -250,8 +282,10 @@ class Gateway:
         self._bus_reported[key] = now
         return True
 
-    def _record(self, events, tickets: list[CommandTicket]) -> None:
+    def _record(self, events, tickets: list[CommandTicket]) -> tuple[int, int] | None:
+        """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
         ctx = self.context()
+        incident = None
         refused = {e[1] for e in events if e[0] == EV_REFUSED}
         for t in tickets:
             ok = t.code not in refused
@@ -263,16 +297,29 @@ class Gateway:
         for ev in events:
             if ev[0] == EV_REFUSED:
                 continue  # journaled above as a refused command
+            if ev[0] == EV_RULE:
+                self._track_rule(ev)
             record = R.from_event(ev, ctx)
             seq = self.journal.append(record)
-            if record[R.SEVERITY] >= ALARM:
-                for listener in self.urgent_listeners:
-                    listener(seq)
-            self.note(describe(ev, self.catalog, self.rule_names()))
+            severity = record[R.SEVERITY]
+            if severity >= ALARM:
+                incident = incident or (seq, severity)
+                self._urgent(seq)
+            if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
+                self.note(describe(ev, self.catalog, self.rule_names()))
         persisted = self.state.persisted()
         if persisted != self.persisted:
             self.persisted = persisted
             self.statefile.save(persisted)
+        return incident
+
+    def _track_rule(self, ev: tuple[int, int, int, int]) -> None:
+        names = self.rule_names()
+        name = names[ev[1]] if ev[1] < len(names) else "#{}".format(ev[1])
+        if ev[3] and ev[2] >= ALARM:
+            self.active_rules.add(name)
+        else:
+            self.active_rules.discard(name)
 
     def rule_names(self) -> tuple[str, ...]:
         rules = self.state.rules
@@ -285,14 +332,26 @@ class Gateway:
 
         The core still guards with its entry delay, and the FAULT it raises
         is journaled and uplinked as critical until a good table is loaded."""
-        self.table = TableSlot(load_key(key_path), self.catalog,
-                               on_change=lambda ev: self.run_in_loop(lambda: setattr(self.state, "rules", ev)))
-        if self.table.load(table_path):
+        self.table = TableSlot(load_key(key_path), self.catalog)
+        loaded = self.table.load(table_path)
+        self.table.on_change = lambda ev: self.run_in_loop(lambda: self._use_evaluator(ev))
+        if loaded:
             self.state.rules = self.table.evaluator
             self.note("rule table {} loaded: {} rules".format(table_path, len(self.rule_names())))
             return
         self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
         self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
+
+    def _journal_catalog(self) -> None:
+        """What an incident replay needs: the catalog, core settings and the running table."""
+        payload = self.table.payload if self.table is not None and self.table.data is not None else None
+        self.journal.append(R.catalog(self.context(False), self.catalog.specs(), self.state.config.as_dict(),
+                                      self.site.entry_zones, self.catalog.digest(), payload))
+
+    def _use_evaluator(self, evaluator) -> None:
+        """In the loop thread, between scans: a new table takes over."""
+        self.state.rules = evaluator
+        self._journal_catalog()
 
     def load_rules(self, path: str) -> str:
         """A new table from the console or the downlink; a refused one leaves the old active."""
@@ -313,10 +372,8 @@ class Gateway:
             source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text)
 
     def config_text(self) -> str:
-        """The running config, secrets left out."""
-        text = Path(self.site.config.path).read_text(encoding="utf-8")
-        return "\n".join("password = \"(hidden)\"" if line.strip().startswith("password") else line
-                         for line in text.splitlines())
+        """The running config, secrets left out (key files are named, never read)."""
+        return hide_secrets(Path(self.site.config.path).read_text(encoding="utf-8"))
 
     def _refresh_schedules(self) -> None:
         values = self.site.schedules.values(self.clock.wall_s(), self.trusted)

@@ -12,7 +12,7 @@ import json
 import threading
 from pathlib import Path
 
-from controller.segments import write_atomic
+from drivers.atomicfile import write_atomic
 
 
 class StateFile:

@@ -82,15 +82,18 @@ def build_table(data: dict, catalog: Catalog, where: str) -> Table:
         raise TableRefused("{}: {}".format(where, e)) from None
 
 
-def load_table(path: str | Path, key: CoseKey | None, catalog: Catalog) -> tuple[dict, Evaluator]:
-    """Verify, decode and check a table file; returns its data and a fresh evaluator."""
-    payload = read_payload(path, key)
+def load_payload(payload: bytes, catalog: Catalog, where: str) -> tuple[dict, Evaluator]:
+    """Decode and check a verified table payload; returns its data and a fresh evaluator."""
     try:
-        data = decode_payload(payload, str(path))
+        data = decode_payload(payload, where)
     except RuleError as e:
         raise TableRefused(str(e)) from None
-    table = build_table(data, catalog, str(path))
-    return data, Evaluator(table, ticks.diff)
+    return data, Evaluator(build_table(data, catalog, where), ticks.diff)
+
+
+def load_table(path: str | Path, key: CoseKey | None, catalog: Catalog) -> tuple[dict, Evaluator]:
+    """Verify, decode and check a table file; returns its data and a fresh evaluator."""
+    return load_payload(read_payload(path, key), catalog, str(path))
 
 
 class TableSlot:
@@ -108,15 +111,18 @@ class TableSlot:
         self.on_change = on_change
         self.evaluator: Evaluator | None = None
         self.data: dict | None = None
+        self.payload: bytes | None = None   # as verified: what the journal keeps for replays
         self.path = ""
         self.error = ""
 
     def load(self, path: str | Path) -> bool:
         try:
-            data, evaluator = load_table(path, self.key, self.catalog)
+            payload = read_payload(path, self.key)
+            data, evaluator = load_payload(payload, self.catalog, str(path))
         except TableRefused as e:
             self.error = str(e)
             return False
+        self.payload = payload
         self.data = data
         self.evaluator = evaluator
         self.path = str(path)

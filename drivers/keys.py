@@ -18,7 +18,6 @@ forges yesterday's records; a verifier with ``K_prov`` derives them all.
 
 from __future__ import annotations
 
-import os
 import secrets
 import stat
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from drivers.cose import ALG_AES_MAC_128_128, ALGS, encode, kid_text
+from drivers.atomicfile import write_atomic
 from drivers.errors import KeyFileError
 
 KTY = 1
@@ -58,16 +58,7 @@ def generate(kid: str | bytes, alg: int = ALG_AES_MAC_128_128) -> CoseKey:
 
 def write_key(path: str | Path, key: CoseKey) -> None:
     """Write atomically with mode 0600 (never briefly world-readable)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, key.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_atomic(path, key.encode())
 
 
 def decode_key(data: bytes, where: str) -> CoseKey:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from rules.table_errors import RuleError, TableError
 
-__all__ = ["RuleError", "TableError", "Diagnostic", "RuleSourceError", "CatalogFileError"]
+__all__ = ["RuleError", "TableError", "Diagnostic", "RuleSourceError", "CatalogFileError", "ModelFileError"]
 
 
 class Diagnostic:
@@ -40,3 +40,7 @@ class RuleSourceError(RuleError):
 
 class CatalogFileError(RuleError):
     """A --catalog file that cannot be used; names the file and the key."""
+
+
+class ModelFileError(RuleError):
+    """An anomaly model file or training input that cannot be used."""

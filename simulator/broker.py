@@ -1,4 +1,4 @@
-"""A real Mosquitto broker on loopback for tests and benches (started per use)."""
+"""A private Mosquitto broker on loopback: the demo's head end, and the tests' and benches' broker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from simulator.errors import SimError
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -20,7 +22,7 @@ def free_port() -> int:
 def mosquitto_path() -> str:
     path = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     if not path:
-        raise RuntimeError("mosquitto is not installed: run `make setup` (it installs the Debian package)")
+        raise SimError("mosquitto is not installed: run `make setup` (it installs the Debian package)")
     return path
 
 
@@ -54,9 +56,9 @@ class Broker:
                 return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError("mosquitto exited at start (config {})".format(self.conf))
+                    raise SimError("mosquitto exited at start (config {})".format(self.conf))
                 time.sleep(0.02)
-        raise RuntimeError("mosquitto did not listen on port {}".format(self.port))
+        raise SimError("mosquitto did not listen on port {}".format(self.port))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

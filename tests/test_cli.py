@@ -2,7 +2,7 @@ import json
 import subprocess
 import sys
 
-from controller.demo import night_trace
+from controller.sampletraces import night_trace
 
 
 def cabguard(*args, cwd=None):
@@ -48,7 +48,18 @@ def test_missing_trace_file():
     assert r.returncode == 1 and "cannot read trace /nonexistent/x.trace" in r.stderr
 
 
-def test_demo_shows_the_forced_door(tmp_path):
-    r = cabguard("demo", "--out", str(tmp_path))
-    assert r.returncode == 0
-    assert "mode entry -> alarm" in r.stdout and (tmp_path / "night.trace").exists()
+def test_demo_plays_the_night_and_the_journal_verifies(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "demo", "--seconds", "30", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "console: ana> maint start 30m  ->  ok" in out
+    assert "rule door_forced.io raised (alarm)" in out
+    assert "rule module_removed.bms2 raised (critical)" in out
+    assert "battery output lock (relay.k1 coil): ENGAGED" in out
+    assert "OK - every MAC and the whole chain check out" in out
+    assert ", 0 rejected, 0 chain breaks" in out
+    # nothing raised before the forced door: the crane and the visit are quiet
+    before = out[:out.index("02:10  world:")]
+    assert " raised (" not in before
+    assert (tmp_path / "journal").is_dir() and (tmp_path / "site.toml").exists()

@@ -35,12 +35,32 @@ class Terminal:
         os.close(self.fd)
 
 
-@pytest.fixture
-def console(tmp_path):
+def serve(tmp_path, **options):
+    """A console on a pty linked at tmp_path/console, for ana (technician), over the stub view."""
     store = PeopleStore(tmp_path / "people.toml")
     store.enrol("ana", "technician")
     view = View()
-    server = ConsoleServer(PtyStream(tmp_path / "console"), view, Authenticator(store), idle_s=60).start()
+    server = ConsoleServer(PtyStream(tmp_path / "console"), view, Authenticator(store), idle_s=60,
+                           **options).start()
+    return server, view, store
+
+
+def abuse(term, prompt: bytes, status_answer: bytes, floods: int = 300) -> None:
+    """What a thief or a bad cable sends: noise, Ctrl-C, an endless line, a flood of commands."""
+    term.send(bytes(range(256)) * 16 + b"\x1b[A\x1b[2J")
+    term.send(b"\x03")
+    term.expect(b"^C\r\n" + prompt)
+    term.send(b"x" * 5000 + b"\r")
+    term.expect(b"line too long (at most 200 characters); ignored")
+    term.send(b"status\r" * floods)
+    for _ in range(floods):
+        term.expect(status_answer)
+    term.expect(prompt)
+
+
+@pytest.fixture
+def console(tmp_path):
+    server, view, store = serve(tmp_path)
     term = Terminal(tmp_path / "console")
     yield term, view, store
     term.close()
@@ -60,14 +80,7 @@ def test_login_and_maintenance_over_a_pty(console):
 def test_survives_garbage_ctrl_c_overlong_lines_and_floods(console):
     term, view, _ = console
     term.expect(b"> ")
-    term.send(bytes(range(256)) * 4)
-    term.send(b"\x03")
-    term.expect(b"^C\r\ngw-1 (anyone)> ")
-    term.send(b"x" * 500 + b"\r")
-    term.expect(b"line too long")
-    term.send(b"status\r" * 300)
-    for _ in range(300):
-        term.expect(b"mode armed")
+    abuse(term, b"gw-1 (anyone)> ", b"mode armed")
     term.send(b"stauts\r")
     term.expect(b"Did you mean: status")
 
@@ -98,3 +111,22 @@ def test_cable_pulled_mid_command_leaves_nothing_behind(console, tmp_path):
     term2.expect(b"mode armed")
     assert ("-", "session", "line dropped (cable pulled?)") in view.audits
     term.fd = term2.fd
+
+
+def test_an_idle_session_is_logged_out_on_its_own(tmp_path):
+    """The server checks idleness even when nothing is typed (its clock is injected here)."""
+    clock = {"now": time.time()}
+    server, view, store = serve(tmp_path, now=lambda: clock["now"])
+    term = Terminal(tmp_path / "console")
+    try:
+        term.send("login ana {}\r".format(code_at(store.people["ana"].secret, clock["now"])).encode())
+        term.expect(b"(technician ana)> ")
+        clock["now"] += 59
+        term.send(b"status\r")
+        term.expect(b"mode armed\r\ngw-1 (technician ana)> ")
+        clock["now"] += 61                          # a minute and a second without a key
+        term.expect(b"Session timed out; logged out.\r\ngw-1 (anyone)> ")
+        assert ("ana", "session", "idle timeout") in view.audits
+    finally:
+        term.close()
+        server.stop()

@@ -108,6 +108,9 @@ def test_lockout_raises_an_alert(tmp_path):
     for i in range(5):
         out = s.handle("login ana 00000{}".format(i), T0 + i)
     assert "locked" in out and view.alerts == [("console_lockout", None)]
+    assert "locked" in login(s, store, "ana", T0 + 10)
+    assert view.alerts == [("console_lockout", None)]   # one alarm per lockout
+    assert view.audits[-1] == ("ana", "login", "locked out")
 
 
 def test_idle_timeout_logs_out(tmp_path):

@@ -9,7 +9,7 @@ from controller.core import events as ev
 from controller.core.catalog import Catalog
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
-from controller.demo import CABINET
+from controller.sampletraces import CABINET
 from controller.errors import CabguardError
 from controller.evidence import EvidenceRing, evidence_record, incident_record, incident_trace
 from controller.journal import default_clock

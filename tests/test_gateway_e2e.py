@@ -124,3 +124,36 @@ def test_forged_downlink_is_refused_and_journaled(gateway, broker):
     publish(broker.address, topic, good)
     assert wait_until(lambda: gw.state.mode in (modes.ARMING, modes.ARMED), 5)
     assert any("refused (bad-mac)" in line for line in gw.recent)
+
+
+def test_a_signed_head_end_grant_lets_an_installer_in_without_a_technician(gateway, broker):
+    from tests.test_console_gateway import PROMPT
+
+    services, sim, d, _people = gateway
+    gw = services.gateway
+    ivo = services.path.people.enrol("ivo", "installer")
+    assert wait_until(lambda: services.uplink.connected, 10)
+    term = Terminal(d / "console")
+    try:
+        term.send(b"version\r")
+        term.expect(b"rules: ")
+        term.expect(PROMPT)
+        term.send("login ivo {}\r".format(code_at(ivo.secret, time.time() - 30)).encode())
+        term.expect(b"login failed\r\ngw-test (anyone)> ")          # no level-2 grant yet
+        topic = Topics("cabguard", "bench", "gw-test").commands
+        publish(broker.address, topic, make_command(load_key(d / "keys" / "command.key"), "gw-test", 7,
+                                                    int(time.time()) + 60, "grant", {"minutes": 5}))
+        assert wait_until(lambda: services.path.grant_active(time.time()), 5)
+        term.send("login ivo {}\r".format(code_at(ivo.secret, time.time())).encode())
+        term.expect(b"Logged in as ivo (installer).\r\ngw-test (installer ivo)> ")
+        term.send(b"rules info\r")
+        term.expect(b"rules.table: ")
+        term.send("rules load {}\r".format(d / "rules.table").encode())
+        term.expect(b"verified and loaded")
+        (d / "forged.table").write_bytes(b"\xa0")
+        term.send("rules load {}\r".format(d / "forged.table").encode())
+        term.expect(b"refused: ")
+        term.expect(b"the previous table stays active")
+        assert gw.table.evaluator is not None
+    finally:
+        term.close()

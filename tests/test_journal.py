@@ -274,7 +274,7 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
     import pycddl
 
     from controller.core.catalog import Catalog
-    from controller.demo import CABINET
+    from controller.sampletraces import CABINET
     from controller.journal import default_clock
 
     schema = pycddl.Schema((ROOT / "docs" / "records.cddl").read_text())
@@ -362,6 +362,23 @@ def test_the_record_key_moves_on_when_the_day_changes(tmp_path):
                          R.ROTATION_REASON: R.ROTATE_DAY}]
     assert load_key(tmp_path / "epoch.key").kid == b"gw-7/record/1"
     assert verify_dir(tmp_path / "journal", prov).ok
+
+
+def test_an_installer_rotation_moves_the_key_on_and_verify_follows(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov) as j:
+        j.append(event_record(1))
+        seq = j.rotate_key()
+        j.append(event_record(2))
+        assert j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    rotation = [r for r in recs if r[R.TYPE] == R.KEY_ROTATION]
+    assert [r[R.SEQ] for r in rotation] == [seq]
+    assert rotation[0][R.DATA] == {R.ROTATION_OLD_KID: b"gw-7/record/0", R.ROTATION_NEW_KID: b"gw-7/record/1",
+                                   R.ROTATION_REASON: R.ROTATE_COMMAND}
+    assert load_key(tmp_path / "epoch.key").kid == b"gw-7/record/1"
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and report.records == len(recs)
 
 
 def test_a_crash_during_provisioning_still_starts_with_genesis(tmp_path):

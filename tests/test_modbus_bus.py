@@ -7,7 +7,7 @@ from hypothesis import given, settings
 
 from controller.bench.modbus import GOOD, REQUEST, fuzz_answers
 from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
-from drivers.errors import (ModbusCrcError, ModbusError, ModbusException, ModbusFrameError,
+from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException, ModbusFrameError,
                             ModbusTimeout, PortError)
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
@@ -228,3 +228,30 @@ def test_check_reply_is_total(answer):
         assert frames.check_reply(REQUEST, answer) == GOOD[3:-2]
     except ModbusError:
         pass
+
+
+def test_a_scan_runs_in_the_bus_thread_between_polls(sim):
+    """`bus scan` while the poller owns the port: one address per step, polls go on."""
+    from drivers.modbus.scan import scan_job
+
+    poller = _poller(sim.bus("b1").port, timeout_floor_ms=10, timeout_ceiling_ms=30).start()
+    try:
+        assert _wait_for(lambda: poller.snapshot()["io.online"] == 1)
+        ok_before = poller.snapshot()["io.comm_ok"]
+        first = poller.run_job(scan_job(range(1, 21), 0.02))
+        second = poller.run_job(scan_job([4], 0.02))   # queued behind the first
+        found = first.result(10)
+        assert [f.address for f in found] == [1, 2, 3, 4]
+        assert found[2].sunspec_base == 40000 and found[2].identity["SN"]
+        assert [f.address for f in second.result(5)] == [4]
+        # the io module was polled all along (every 50 ms) through 16 silent addresses (20 ms each)
+        assert poller.snapshot()["io.comm_ok"] > ok_before + 2
+        assert poller.snapshot()["io.online"] == 1
+    finally:
+        poller.stop()
+
+
+def test_a_job_is_refused_when_the_bus_is_not_polled(sim):
+    poller = _poller(sim.bus("b1").port)
+    with pytest.raises(BusError, match="not being polled"):
+        poller.run_job(lambda master: iter(()))

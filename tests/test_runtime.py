@@ -182,3 +182,31 @@ def test_missing_port_starts_anyway_with_devices_offline(tmp_path):
         assert any("serial port /dev/ttyUSB9 does not exist" in line for line in gw.recent)
     finally:
         stop(gw, thread)
+
+
+def test_lock_coil_holds_through_shutdown_and_is_rewritten_after_restart(cabinet):
+    sim, site, d = cabinet
+    gw, thread = start(site)
+    gw.submit(CMD_LOCK, 0, "console", "ana")
+    assert wait_until(lambda: sim.device("relay").values.get("k1") == 1, 3)
+    stop(gw, thread)
+    assert sim.device("relay").values.get("k1") == 1   # the lock is not released by a shutdown
+    sim.device("relay").set(k1=0)                      # e.g. the module lost power meanwhile
+    gw2, thread2 = start(site)
+    try:
+        assert wait_until(lambda: sim.device("relay").values.get("k1") == 1, 3)
+    finally:
+        stop(gw2, thread2)
+
+
+def test_every_scan_devices_are_polled_just_before_the_scan():
+    from drivers.modbus.poller import ALIGN_MARGIN_S, BusPoller, PolledDevice
+    poller = BusPoller("/dev/null", [PolledDevice("io", "io-dvt", 1, 100), PolledDevice("bms1", "bms16-vendor", 2, 1000)])
+    io, bms = poller._states
+    io.poll_s = 0.0005
+    poller.align(10.0, 0.1)
+    lead = io.poll_s + ALIGN_MARGIN_S
+    assert abs(poller._next_due(io, 10.23) - (10.3 - lead)) < 1e-9
+    assert abs(poller._next_due(io, 10.3 - lead / 2) - (10.4 - lead)) < 1e-9   # too late for this scan
+    bms.due = 10.05
+    assert abs(poller._next_due(bms, 10.06) - 11.05) < 1e-9                 # other periods keep their phase

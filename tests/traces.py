@@ -10,7 +10,7 @@ from controller.core.catalog import Catalog
 from controller.core.events import COMMAND_NAMES
 from controller.core.step import CoreConfig
 from controller.core.trace import header_line, scan_line
-from controller.demo import CABINET, night_trace
+from controller.sampletraces import CABINET, night_trace
 
 
 def random_trace(seed: int, scans: int = 4000) -> list[str]:

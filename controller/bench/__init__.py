@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core", "rules", "journal", "modbus", "uplink")
+AREAS = ("core", "rules", "journal", "modbus", "runtime", "console", "eval", "uplink")
 
 
 class Figure(NamedTuple):

@@ -9,7 +9,7 @@ from controller import mpy
 from controller.bench import Figure
 from controller.core import ticks
 from controller.core.trace import replay_lines
-from controller.demo import CABINET
+from controller.sampletraces import CABINET
 from controller.core.catalog import Catalog
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import header_line, scan_line

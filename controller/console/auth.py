@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hmac
-import os
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from controller.errors import CabguardError
+from drivers.atomicfile import write_atomic
 
 STEP_S = 30
 DIGITS = 6
@@ -127,14 +127,7 @@ class PeopleStore:
             lines += ["[person.{}]".format(p.ident), 'role = "{}"'.format(p.role),
                       "number = {}".format(p.number),
                       'secret = "{}"'.format(base64.b32encode(p.secret).decode()), ""]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, "\n".join(lines).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "\n".join(lines).encode())
 
 
 class Authenticator:

@@ -102,10 +102,12 @@ class Session:
                 self.technician_seen or self.view.grant_active(wall_s)):
             self.view.audit(ident, "login", "refused: installer without a level-2 grant")
             return LOGIN_FAILED
+        was_locked = self.auth.locked(wall_s)
         kind, person = self.auth.check(ident, code, wall_s)
         if kind == LOCKED:
             self.view.audit(ident, "login", "locked out")
-            self.view.alert("console_lockout", None)
+            if not was_locked:  # one alarm per lockout, however often they try during it
+                self.view.alert("console_lockout", None)
             return "Console locked after repeated failures; try again later."
         if person is None:
             self.view.audit(ident, "login", "failed")

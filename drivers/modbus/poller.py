@@ -21,14 +21,23 @@ their last good values while ``online`` is 0.
 Coil writes are queued to the bus thread (``write_coils``), done between
 polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
 ``write_failed``).
+
+Other bus work — a technician's ``bus scan`` while the gateway runs — is a
+*job* (``run_job``): a generator that does one short transaction per step.
+The bus thread runs a step only while no poll is due, so the cabinet's
+devices keep their poll schedule (late by at most one step) and the job's
+answer arrives on a Future.
 """
 
 from __future__ import annotations
 
+import collections
+import math
 import queue
 import threading
 import time
-from typing import NamedTuple
+from concurrent.futures import Future
+from typing import Callable, Generator, NamedTuple
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusTimeout)
@@ -41,6 +50,7 @@ from drivers.modbus.sunspec import NotSunSpec, discover
 # import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
+ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
 
 
 class PolledDevice(NamedTuple):
@@ -66,6 +76,14 @@ class BusEvent(NamedTuple):
     detail: str
 
 
+Job = Callable[[RtuMaster], Generator[None, None, object]]
+
+
+class _QueuedJob(NamedTuple):
+    job: Job
+    future: Future
+
+
 class _State:
     """One device's bookkeeping, owned by the bus thread."""
 
@@ -85,6 +103,7 @@ class _State:
         self.not_implemented = 0
         self.mismatch = False            # a SunSpec discovery failure was reported
         self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
+        self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
 
     def twins(self) -> list[int]:
         return [self.online, self.ok, self.timeouts, self.crc, self.exc]
@@ -126,6 +145,9 @@ class BusPoller:
         self._thread: threading.Thread | None = None
         self._master: RtuMaster | None = None
         self._tokens = 0
+        self._grid: tuple[float, float] | None = None   # the scan loop's (anchor, period), see align()
+        self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
+        self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
@@ -165,6 +187,16 @@ class BusPoller:
         self._tokens += 1
         self._commands.put((self._tokens, st, addresses, dict(values)))
         return self._tokens
+
+    def run_job(self, job: Job) -> Future:
+        """Queue ``job(master)`` for the bus thread, which runs its steps between polls;
+        the Future holds the generator's return value (or its ModbusError / BusError)."""
+        if self._thread is None or not self._thread.is_alive():
+            raise BusError("bus {} is not being polled (port missing?), so it cannot run this now".format(
+                self.port))
+        future: Future = Future()
+        self._commands.put(_QueuedJob(job, future))
+        return future
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per-device counters and timing, for status pages and the bench."""
@@ -222,18 +254,63 @@ class BusPoller:
             st = min(self._states, key=lambda s: s.due)
             wait = st.due - time.monotonic()
             if wait > 0:
+                if self._jobs and self._commands.empty():
+                    self._job_step()
+                    continue
                 try:
                     command = self._commands.get(timeout=wait)
                 except queue.Empty:
                     command = None
-                if command is not None:
+                if isinstance(command, _QueuedJob):
+                    self._jobs.append(command)
+                elif command is not None:
                     self._write(*command)
                 continue
+            started = time.monotonic()
             self.poll(st)
-            st.due += st.period
             now = time.monotonic()
-            if st.due < now:  # overrun: skip missed slots, keep the phase
-                st.due += ((now - st.due) // st.period + 1) * st.period
+            st.poll_s += (now - started - st.poll_s) / 8
+            st.due = self._next_due(st, now)
+        for queued in self._jobs:
+            queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
+
+    def _next_due(self, st: _State, now: float) -> float:
+        """When to poll ``st`` next: on its own period, keeping its phase; or, for a
+        device polled once per scan of an aligned loop, just early enough that its
+        answer is in the snapshot when the scan copies it."""
+        grid = self._grid
+        if grid is not None and abs(st.period - grid[1]) < 1e-6:
+            anchor, period = grid
+            lead = st.poll_s + ALIGN_MARGIN_S
+            return anchor + (math.floor((now + lead - anchor) / period) + 1) * period - lead
+        due = st.due + st.period
+        if due < now:  # overrun: skip missed slots, keep the phase
+            due += ((now - due) // st.period + 1) * st.period
+        return due
+
+    def align(self, anchor_s: float, period_s: float) -> None:
+        """Phase-lock the devices polled once per scan to the scan loop, whose scans
+        start at ``anchor_s + k * period_s`` (time.monotonic seconds).  Without it a
+        fresh reading can wait almost a whole period in the snapshot before a scan
+        sees it; with it a door opening reaches ``step()`` within one poll period
+        plus one transaction.  Safe to call from the loop's thread at any time."""
+        self._grid = (anchor_s, period_s)
+
+    def _job_step(self) -> None:
+        """One step of the first queued job; its Future gets the result when it ends."""
+        assert self._master is not None
+        first = self._jobs[0]
+        try:
+            if self._steps is None:
+                self._steps = first.job(self._master)
+            next(self._steps)
+            return
+        except StopIteration as done:
+            first.future.set_result(done.value)
+        except (ModbusError, BusError) as e:
+            first.future.set_exception(e)
+        self._jobs.popleft()
+        self._steps = None
 
     def poll(self, st: _State) -> bool:
         """Read and decode one device now; update its twins and the snapshot."""

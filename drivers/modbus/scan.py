@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import NamedTuple
+from typing import Callable, Generator, Iterable, Iterator, NamedTuple
 
 from drivers.errors import ModbusCrcError, ModbusError, ModbusException, ModbusFrameError, ModbusTimeout
 from drivers.modbus import frames
@@ -58,16 +58,26 @@ def identify(master: RtuMaster, address: int, timeout: float, note: str = "") ->
     return Found(address, note, base, [c[0] for c in chain], identity)
 
 
-def main(args: argparse.Namespace) -> int:
-    master = RtuMaster(args.port, args.baud)
-    timeout = args.timeout_ms / 1000
-    try:
-        found = [f for a in range(args.first, args.last + 1)
-                 if (f := probe(master, a, timeout)) is not None]
-    finally:
-        master.close()
-    print("{} at {} baud, addresses {}-{}: {} slave(s) answer".format(
-        args.port, args.baud, args.first, args.last, len(found)))
+def probes(master: RtuMaster, addresses: Iterable[int], timeout: float) -> Iterator[Found | None]:
+    """Probe each address in turn: what is there, or None."""
+    for address in addresses:
+        yield probe(master, address, timeout)
+
+
+def scan_job(addresses: Iterable[int], timeout: float) -> Callable[[RtuMaster], Generator[None, None, list[Found]]]:
+    """The scan as a BusPoller job: one address per step, between the gateway's polls."""
+    def steps(master: RtuMaster) -> Generator[None, None, list[Found]]:
+        found = []
+        for f in probes(master, addresses, timeout):
+            if f is not None:
+                found.append(f)
+            yield
+        return found
+    return steps
+
+
+def report(port: str, baud: int, first: int, last: int, found: list[Found]) -> list[str]:
+    lines = ["{} at {} baud, addresses {}-{}: {} slave(s) answer".format(port, baud, first, last, len(found))]
     for f in found:
         line = "  address {:3d}".format(f.address)
         if f.sunspec_base is not None:
@@ -75,5 +85,16 @@ def main(args: argparse.Namespace) -> int:
             line += "".join("  {}={}".format(k, v) for k, v in f.identity.items())
         if f.note:
             line += "  ({})".format(f.note)
-        print(line)
+        lines.append(line)
+    return lines
+
+
+def main(args: argparse.Namespace) -> int:
+    master = RtuMaster(args.port, args.baud)
+    try:
+        found = [f for f in probes(master, range(args.first, args.last + 1), args.timeout_ms / 1000)
+                 if f is not None]
+    finally:
+        master.close()
+    print("\n".join(report(args.port, args.baud, args.first, args.last, found)))
     return 0

@@ -1,0 +1,331 @@
+"""The fixed-point anomaly model: window features, a per-time-of-week
+baseline, integer scoring and guarded online adaptation (docs/anomaly.md).
+
+Portable: integer arithmetic only (every intermediate below 2**30), no
+imports beyond MicroPython's subset, nothing of ours.  The caller injects
+everything: the model tables (the JSON model file, parsed), the image
+index of each signal by name, and the mode numbers in which adaptation is
+allowed.
+
+    model = AnomalyModel(tables, catalog.index, adapt_modes=(0,))
+    score, top = model.scan(image, now_ms, mode)      # every scan
+
+``scan`` folds the image into the open window (a few comparisons) and, when
+the window closes (every ``window_ms``), turns the window's features into
+log-scale levels, compares them with the baseline of the current hour of
+the week (``sys.week_hour`` on the image, 0 = Monday 00:00 local; the
+shell sets it from the wall clock and the model falls back to the
+all-week envelope while ``sys.clock_trusted`` is 0) and scores the excess.
+Between closes it returns the last window's score.  ``top`` is the index
+in FEATURES of the feature that contributed most (-1 when the score is 0);
+``explain()`` lists every contributing feature.
+"""
+
+import binascii
+
+FORMAT = 1
+FEATURES = ("vib", "peak", "door", "tilt", "lift", "current", "volt", "temp", "power")
+N_FEATURES = 9
+HOURS = 168
+SCORE_MAX = 30000
+TEMP_HISTORY = 60          # windows over which a temperature rise is measured (5 min)
+
+_MASK = (1 << 30) - 1      # the core's tick period (docs/trace.md)
+_HALF = 1 << 29
+
+# Signals the features read, by short name (device prefixes are found in
+# the index).  Missing ones are simply not used.
+_IO = "io."
+_BATTERY_SUFFIXES = (".current_ma", ".pack_mv", ".temp_max_dc")
+
+
+def qlog(x):
+    """16 * log2(x), piecewise linear between powers of two, 0 for x < 2,
+    capped at 255.  Integer-only, so identical everywhere."""
+    if x < 2:
+        return 0
+    n = 0
+    while (x >> n) > 1:
+        n += 1
+    q = 16 * n + (((x << 4) >> n) & 15)
+    return q if q < 256 else 255
+
+
+class ModelTables:
+    """The model file's content, checked; shared by every cabinet's instance."""
+
+    def __init__(self, doc):
+        if not isinstance(doc, dict) or doc.get("cabguard_model") != FORMAT:
+            raise ValueError("not a cabguard anomaly model (want \"cabguard_model\": {})".format(FORMAT))
+        self.window_ms = _int_in(doc, "window_ms", 100, 600000)
+        self.margin = _int_in(doc, "margin", 0, 255)
+        self.threshold = _int_in(doc, "threshold", 1, SCORE_MAX)
+        self.pre = _ints(doc, "pre", N_FEATURES, 0, 24)
+        self.weight = _ints(doc, "weight", N_FEATURES, 0, 64)
+        self.base = bytes(_ints(doc, "base", N_FEATURES, 0, 255))
+        hi = doc.get("hi")
+        try:
+            self.hi = binascii.unhexlify(hi)
+        except (TypeError, ValueError):
+            raise ValueError("model key 'hi' must be a hex string of {} bytes".format(HOURS * N_FEATURES))
+        if len(self.hi) != HOURS * N_FEATURES:
+            raise ValueError("model key 'hi' must hold {} bytes, has {}".format(HOURS * N_FEATURES, len(self.hi)))
+        adapt = doc.get("adapt", {})
+        if not isinstance(adapt, dict):
+            raise ValueError("model key 'adapt' must be an object")
+        self.adapt_cap = _int_in(adapt, "cap", 0, 64)
+        self.adapt_windows = _int_in(adapt, "step_windows", 1, 1 << 20)
+        self.holdoff_windows = _int_in(adapt, "holdoff_windows", 0, 1 << 20)
+
+
+def _int_in(doc, key, lo, hi):
+    v = doc.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo or v > hi:
+        raise ValueError("model key '{}' must be a whole number from {} to {}, got {!r}".format(key, lo, hi, v))
+    return v
+
+
+def _ints(doc, key, n, lo, hi):
+    v = doc.get(key)
+    if not isinstance(v, list) or len(v) != n:
+        raise ValueError("model key '{}' must be a list of {} whole numbers".format(key, n))
+    for x in v:
+        if not isinstance(x, int) or isinstance(x, bool) or x < lo or x > hi:
+            raise ValueError("model key '{}' holds {!r}: want whole numbers from {} to {}".format(key, x, lo, hi))
+    return list(v)
+
+
+class Features:
+    """Window features from the image: fold every scan, close every window.
+
+    ``index`` maps signal names to image indices (a catalog's ``index``).
+    """
+
+    def __init__(self, index):
+        def get(name):
+            i = index.get(name)
+            return -1 if i is None else i
+        names = sorted(index)
+        self.vib = get(_IO + "vib_rms_mg")
+        self.peak = get(_IO + "vib_peak_mg")
+        self.tilt = get(_IO + "tilt_mdeg")
+        self.lift = get(_IO + "accel_z_mg")
+        self.supply = get(_IO + "supply_mv")
+        self.io_temp = get(_IO + "temp_dc")
+        self.doors = [get(_IO + n) for n in ("door_open", "door_bolt", "tamper") if get(_IO + n) >= 0]
+        self.currents = [index[n] for n in names if n.endswith(_BATTERY_SUFFIXES[0])]
+        self.packs = [index[n] for n in names if n.endswith(_BATTERY_SUFFIXES[1])]
+        self.temps = [index[n] for n in names if n.endswith(_BATTERY_SUFFIXES[2])]
+        self.online = [index[n] for n in names if n.endswith(".online")]
+        self.door_prev = [0] * len(self.doors)
+        self.cur_prev = [0] * len(self.currents)
+        self.pack_prev = [0] * len(self.packs)
+        self.temp_ring = [0] * TEMP_HISTORY
+        self.ring_at = 0
+        self.supply_prev = 0
+        self.primed = 0
+        self.acc = [0] * N_FEATURES
+        self.supply_min = 0
+
+    def update(self, image):
+        """Fold one scan's image into the open window."""
+        acc = self.acc
+        if not self.primed:
+            self._prime(image)
+        if self.vib >= 0:
+            v = image[self.vib]
+            if v > acc[0]:
+                acc[0] = v
+        if self.peak >= 0:
+            v = image[self.peak]
+            if v > acc[1]:
+                acc[1] = v
+        acc[2] += _steps(image, self.doors, self.door_prev)[1] * 64
+        if self.tilt >= 0:
+            v = abs(image[self.tilt])
+            if v > acc[3]:
+                acc[3] = v
+        if self.lift >= 0:
+            v = abs(image[self.lift])
+            if v > acc[4]:
+                acc[4] = v
+        d = _steps(image, self.currents, self.cur_prev)[0]
+        if d > acc[5]:
+            acc[5] = d
+        d = _steps(image, self.packs, self.pack_prev)[0]
+        if d > acc[6]:
+            acc[6] = d
+        if self.supply >= 0 and image[self.supply] < self.supply_min:
+            self.supply_min = image[self.supply]
+
+    def _prime(self, image):
+        for k in range(len(self.doors)):
+            self.door_prev[k] = image[self.doors[k]]
+        for k in range(len(self.currents)):
+            self.cur_prev[k] = image[self.currents[k]]
+        for k in range(len(self.packs)):
+            self.pack_prev[k] = image[self.packs[k]]
+        t = self._temp(image)
+        for k in range(TEMP_HISTORY):
+            self.temp_ring[k] = t
+        self.supply_prev = image[self.supply] if self.supply >= 0 else 0
+        self.supply_min = self.supply_prev
+        self.primed = 1
+
+    def _temp(self, image):
+        t = image[self.io_temp] if self.io_temp >= 0 else -2000
+        for i in self.temps:
+            if image[i] > t:
+                t = image[i]
+        return t
+
+    def close(self, image):
+        """The finished window's raw features; opens the next window."""
+        acc = self.acc
+        t = self._temp(image)
+        low = t
+        for v in self.temp_ring:
+            if v < low:
+                low = v
+        self.temp_ring[self.ring_at] = t
+        self.ring_at = (self.ring_at + 1) % TEMP_HISTORY
+        acc[7] = t - low
+        offline = 0
+        for i in self.online:
+            if not image[i]:
+                offline += 1
+        drop = self.supply_prev - self.supply_min
+        acc[8] = offline * 1024 + (drop >> 4 if drop > 0 else 0)
+        if self.supply >= 0:
+            self.supply_prev = image[self.supply]
+            self.supply_min = self.supply_prev
+        out = list(acc)
+        for k in range(N_FEATURES):
+            acc[k] = 0
+        return out
+
+
+def _steps(image, idx, prev):
+    """(largest change, number of signals that changed) of ``idx`` since
+    their previous readings, which become the current ones."""
+    best = 0
+    changed = 0
+    k = 0
+    for i in idx:
+        d = image[i] - prev[k]
+        if d:
+            changed += 1
+            prev[k] = image[i]
+            if d < 0:
+                d = -d
+            if d > best:
+                best = d
+        k += 1
+    return best, changed
+
+
+class AnomalyModel:
+    """One cabinet's scorer.  ``adapt_modes``: the core's mode numbers in
+    which the baseline may adapt (the caller passes DISARMED)."""
+
+    def __init__(self, tables, index, adapt_modes=(0,)):
+        self.t = tables
+        self.features = Features(index)
+        self.hour_idx = index.get("sys.week_hour", -1)
+        self.trusted_idx = index.get("sys.clock_trusted", -1)
+        self.adapt_modes = tuple(adapt_modes)
+        self.hi = bytearray(tables.hi)         # this cabinet's adapted baseline
+        self.up = [0] * N_FEATURES
+        self.down = [0] * N_FEATURES
+        self.holdoff = tables.holdoff_windows  # no adaptation until it has watched a while
+        self.window_end = -1
+        self.score = 0
+        self.top = -1
+        self.contrib = [0] * N_FEATURES
+        self.levels = [0] * N_FEATURES
+        self.windows = 0
+
+    def scan(self, image, now, mode):
+        """Fold this scan in; at a window's end, score it.  -> (score, top)."""
+        self.features.update(image)
+        if self.window_end < 0:
+            self.window_end = (now + self.t.window_ms) & _MASK
+            return self.score, self.top
+        late = ((now - self.window_end + _HALF) & _MASK) - _HALF
+        if late >= 0:
+            step = self.t.window_ms
+            self.window_end = (now + step - (late if late < step else 0)) & _MASK
+            self._close(image, mode)
+        return self.score, self.top
+
+    def _row(self, image):
+        """Offset of this hour's row in the baseline, or -1 for the all-week one."""
+        if self.trusted_idx >= 0 and not image[self.trusted_idx]:
+            return -1
+        h = image[self.hour_idx] if self.hour_idx >= 0 else -1
+        return h * N_FEATURES if 0 <= h < HOURS else -1
+
+    def _close(self, image, mode):
+        t = self.t
+        raw = self.features.close(image)
+        row = self._row(image)
+        hi = self.hi
+        base = t.base
+        levels = self.levels
+        contrib = self.contrib
+        score = 0
+        top = -1
+        best = 0
+        for f in range(N_FEATURES):
+            q = qlog(raw[f] >> t.pre[f])
+            levels[f] = q
+            ref = hi[row + f] if row >= 0 else base[f]
+            ex = q - ref - t.margin
+            c = ex * t.weight[f] if ex > 0 else 0
+            contrib[f] = c
+            score += c
+            if c > best:
+                best = c
+                top = f
+        self.score = score if score < SCORE_MAX else SCORE_MAX
+        self.top = top
+        self.windows += 1
+        self._adapt(row, mode)
+
+    def _adapt(self, row, mode):
+        """Guarded, bounded, slow: see docs/anomaly.md "Adaptation"."""
+        t = self.t
+        if self.score * 2 >= t.threshold:
+            self.holdoff = t.holdoff_windows
+            return
+        if self.holdoff > 0:
+            self.holdoff -= 1
+            return
+        if row < 0 or mode not in self.adapt_modes or self.score > 0:
+            return
+        hi = self.hi
+        ref = t.hi
+        cap = t.adapt_cap
+        for f in range(N_FEATURES):
+            q = self.levels[f]
+            cur = hi[row + f]
+            if q > cur and cur < ref[row + f] + cap and cur < 255:
+                self.up[f] += 1
+                if self.up[f] >= t.adapt_windows:
+                    self.up[f] = 0
+                    hi[row + f] = cur + 1
+            elif q + 16 < cur and cur > ref[row + f] - cap and cur > 0:
+                self.down[f] += 1
+                if self.down[f] >= t.adapt_windows * 4:
+                    self.down[f] = 0
+                    hi[row + f] = cur - 1
+
+    def explain(self):
+        """The last window's contributing features, largest first: [(name, points)]."""
+        out = []
+        for f in range(N_FEATURES):
+            if self.contrib[f] > 0:
+                out.append((self.contrib[f], f))
+        out.sort()
+        out.reverse()
+        return [(FEATURES[f], c) for c, f in out]

@@ -1,0 +1,365 @@
+"""Closed-loop evaluation in virtual time: ``cabguard eval SCENARIO...``.
+
+Each cabinet of a scenario gets its own gateway core (``CoreState`` from
+the cabinet's catalog) and is driven by ``controller.core.step.step`` with
+the world's changes and people's commands, scan by scan, on the scan grid
+of the scenario.  Virtual time jumps over scans in which nothing can
+happen: ``step()`` runs at every scan where an input changed or a command
+arrived, at every deadline the core holds (exit/entry delay, maintenance,
+siren limit), at the responder's acknowledgement, and at least every
+``idle_ms`` (default 1 s, which is also when the I/O module's window closes
+and the anomaly model's windows end).  For the core alone this is exact;
+a rules evaluator with timers is resolved to within ``idle_ms`` (pass
+``idle_ms=scan_ms`` for scan-exact timers).
+
+A *detection* is the core entering ALARM or a rule raised with severity
+alarm or critical.  An incident is detected when a detection falls in
+``[start, end + grace]``; detections elsewhere are nuisance alarms
+(detections less than a minute apart count once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from controller.core import modes, ticks
+from controller.core.catalog import Catalog
+from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_RULE, WARNING
+from controller.core.step import CoreConfig, CoreState, step
+from rules.anomaly import FEATURES, AnomalyModel, ModelTables
+from simulator.errors import EvalError
+from simulator.scenario import Cabinet, Scenario, load
+from simulator.world import CabinetWorld, cabinet_catalog
+
+MERGE_MS = 60000
+# Signals kept for the report's plots, around each incident.
+PLOT_SIGNALS = ("io.vib_rms_mg", "io.vib_peak_mg", "io.door_open", "io.door_bolt", "io.tilt_mdeg",
+                "io.accel_z_mg", "bms1.modules", "bms1.pack_mv", "bms1.current_ma", "bms1.temp_max_dc",
+                "io.online", "bms1.online", "anom.score")
+PLOT_MARGIN_MS = 5 * 60000
+
+RulesFactory = Callable[[Catalog], Any]
+# Builds, per cabinet, the path the world's values take to the image, e.g.
+# encode into the simulated devices' registers and decode with the device
+# profiles: changes in, changes out (catalog indices and integer values).
+Changes = list[tuple[int, int]]
+DecodeFactory = Callable[[Catalog], Callable[[Changes], Changes]]
+
+
+class ModelRules:
+    """A rules evaluator (``scan(image, now, mode)`` -> changes) that runs the
+    anomaly model first, puts ``anom.score``/``anom.top`` on the image, then
+    runs the wrapped rules evaluator, and raises the model's own rule
+    (index ``rule_index``) when the score reaches the model's threshold.
+
+    Severity: alarm when the cabinet is in the armed family (exit delay,
+    armed, entry delay); alarm in every mode when temperature drove the
+    score (safety does not depend on arming) or the pack's structure did
+    (``volt``: modules pulled), except, for the pack, while a
+    ``sched.maintenance`` window is active; warning otherwise.  Door
+    activity is the core's business (entry zones: an authorised person has
+    the entry delay to authenticate), so a score driven by the door is
+    always a warning.  A warning is raised again as an alarm when the
+    conditions for an alarm arrive; the rule clears below half the
+    threshold."""
+
+    def __init__(self, model: AnomalyModel, catalog: Catalog, rules: Any = None, rule_index: int = 1000):
+        self.model = model
+        self.rules = rules
+        self.rule_index = rule_index
+        self.score_idx = catalog.index["anom.score"]
+        self.top_idx = catalog.index["anom.top"]
+        self.maint_idx = catalog.index.get("sched.maintenance", -1)
+        self.threshold = model.t.threshold
+        self.raised = -1                 # severity raised, -1 when clear
+        self.explained: list[tuple[int, list[tuple[str, int]]]] = []
+
+    def severity(self, top: int, mode: int, image: list[int]) -> int:
+        feature = FEATURES[top]
+        if feature == "temp":
+            return ALARM
+        if feature == "volt" and not (self.maint_idx >= 0 and image[self.maint_idx]):
+            return ALARM
+        if feature != "door" and mode in (modes.ARMING, modes.ARMED, modes.ENTRY):
+            return ALARM
+        return WARNING
+
+    def scan(self, image: list[int], now: int, mode: int) -> list[tuple[int, int, int, int]]:
+        score, top = self.model.scan(image, now, mode)
+        image[self.score_idx] = score
+        image[self.top_idx] = top
+        changes = list(self.rules.scan(image, now, mode)) if self.rules is not None else []
+        if score >= self.threshold:
+            severity = self.severity(top, mode, image)
+            if severity > self.raised:
+                self.raised = severity
+                self.explained.append((now, self.model.explain()))
+                changes.append((self.rule_index, severity, 0, 1))
+        elif self.raised >= 0 and score * 2 < self.threshold:
+            changes.append((self.rule_index, self.raised, 0, 0))
+            self.raised = -1
+        return changes
+
+
+@dataclass
+class Detection:
+    t_ms: int
+    by: str                      # "entry_delay", "rule #N", "model: vib, peak"
+
+
+@dataclass
+class CabinetRun:
+    cabinet: str
+    detections: list[Detection]
+    scans: int
+    history: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    modes: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _due(state: CoreState, last: int) -> int | None:
+    """The absolute ms of the next core deadline after scan ``last``, if any."""
+    due = None
+    m = state.machine
+    if m.mode in (modes.ARMING, modes.ENTRY, modes.MAINTENANCE):
+        due = last + ticks.diff(m.deadline, ticks.wrap(last))
+    if state.siren_on:
+        s = last + ticks.diff(ticks.add(state.siren_since, state.config.siren_max_ms), ticks.wrap(last))
+        due = s if due is None or s < due else due
+    return due
+
+
+def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None = None,
+                model: ModelTables | None = None, idle_ms: int = 1000, record: bool = False,
+                decode_factory: DecodeFactory | None = None) -> CabinetRun:
+    """Drive one cabinet's core through the whole scenario."""
+    catalog = cabinet_catalog(scn, cab)
+    decode = decode_factory(catalog) if decode_factory else None
+    config = CoreConfig(scn.core, (catalog.index["io.door_open"],))
+    rules = rules_factory(catalog) if rules_factory else None
+    evaluator = rules
+    if model is not None:
+        evaluator = ModelRules(AnomalyModel(model, catalog.index, (modes.DISARMED,)), catalog, rules)
+    state = CoreState(catalog, config, evaluator)
+    image = catalog.new_image()
+    stream = CabinetWorld(scn, cab, catalog).stream()
+    nxt = next(stream, None)
+    scan = scn.scan_ms
+    end = scn.duration_ms
+    windows = [(i.start_ms - PLOT_MARGIN_MS, i.end_ms + PLOT_MARGIN_MS)
+               for i in scn.incidents if i.cabinet == cab.id] if record else []
+    plot_idx = [(name, catalog.index[name]) for name in PLOT_SIGNALS if name in catalog.index]
+    run = CabinetRun(cab.id, [], 0, {name: [] for name, _ in plot_idx})
+    ack_at = -1
+    last = -scan
+    while True:
+        t = last + idle_ms
+        if nxt is not None and nxt[0] < t:
+            t = nxt[0]
+        due = _due(state, last)
+        if due is not None and due < t:
+            t = due
+        if 0 <= ack_at < t:
+            t = ack_at
+        t = max(last + scan, -(-t // scan) * scan)
+        if t > end:
+            break
+        cmds: list[tuple[int, int]] = []
+        if nxt is not None and nxt[0] == t:
+            for i, v in (decode(nxt[1]) if decode else nxt[1]):
+                image[i] = v
+            cmds = nxt[2]
+            nxt = next(stream, None)
+        if t == ack_at:
+            cmds = cmds + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
+            ack_at = -1
+        _outputs, events = step(state, (image, cmds), ticks.wrap(t))
+        run.scans += 1
+        for ev in events:
+            found = _detection(ev, evaluator)
+            if found:
+                run.detections.append(Detection(t, found))
+            if ev[0] == EV_MODE:
+                if record:
+                    run.modes.append((t, ev[2]))
+                if ev[2] == modes.ALARM and scn.ack_after_ms:
+                    ack_at = t + scn.ack_after_ms
+        if windows and any(a <= t <= b for a, b in windows):
+            for name, i in plot_idx:
+                h = run.history[name]
+                if not h or h[-1][1] != image[i]:
+                    h.append((t, image[i]))
+        last = t
+    return run
+
+
+def _detection(ev: tuple[int, int, int, int], evaluator: Any) -> str:
+    code, a, b, c = ev
+    if code == EV_MODE and b == modes.ALARM:
+        return "core: " + modes.EVENT_NAMES[c]
+    if code == EV_RULE and c and b >= ALARM:
+        if isinstance(evaluator, ModelRules) and a == evaluator.rule_index:
+            why = evaluator.explained[-1][1] if evaluator.explained else []
+            return "model: " + ", ".join("{} {}".format(n, p) for n, p in why)
+        return "rule #{}".format(a)
+    return ""
+
+
+def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
+    """Per-incident detection and time-to-detect; nuisance alarms per cabinet-day."""
+    incidents = []
+    by_cab = {r.cabinet: r for r in runs}
+    for inc in scn.incidents:
+        hits = [d for d in by_cab[inc.cabinet].detections if inc.start_ms <= d.t_ms <= inc.end_ms + scn.grace_ms]
+        first = hits[0] if hits else None
+        incidents.append({
+            "scenario": scn.name, "cabinet": inc.cabinet, "kind": inc.kind, "note": inc.note,
+            "start_s": inc.start_ms / 1000, "end_s": inc.end_ms / 1000,
+            "detected": first is not None,
+            "ttd_s": (first.t_ms - inc.start_ms) / 1000 if first else None,
+            "by": first.by if first else "",
+        })
+    nuisance = {}
+    for r in runs:
+        spans = [(i.start_ms, i.end_ms + scn.grace_ms) for i in scn.incidents if i.cabinet == r.cabinet]
+        count = 0
+        last = None
+        for d in r.detections:
+            if any(a <= d.t_ms <= b for a, b in spans):
+                continue
+            if last is None or d.t_ms - last >= MERGE_MS:
+                count += 1
+            last = d.t_ms
+        nuisance[r.cabinet] = count
+    days = scn.cabinet_days()
+    return {
+        "scenario": scn.name, "path": scn.path, "cabinet_days": round(days, 4),
+        "incidents": incidents, "nuisance_alarms": nuisance,
+        "nuisance_per_cabinet_day": round(sum(nuisance.values()) / days, 4),
+        "nuisance_times": {r.cabinet: [d.t_ms / 1000 for d in r.detections
+                                       if not any(i.start_ms <= d.t_ms <= i.end_ms + scn.grace_ms
+                                                  for i in scn.incidents if i.cabinet == r.cabinet)]
+                           for r in runs},
+        "scans": sum(r.scans for r in runs),
+    }
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Overall PD, NAR and time-to-detect over scenario results."""
+    incidents = [i for r in results for i in r["incidents"]]
+    found = [i for i in incidents if i["detected"]]
+    ttds = sorted(i["ttd_s"] for i in found)
+    days = sum(r["cabinet_days"] for r in results)
+    alarms = sum(sum(r["nuisance_alarms"].values()) for r in results)
+    by_kind = {}
+    for kind in sorted({i["kind"] for i in incidents}):
+        of = [i for i in incidents if i["kind"] == kind]
+        by_kind[kind] = round(sum(1 for i in of if i["detected"]) / len(of), 4)
+    return {
+        "incidents": len(incidents), "detected": len(found),
+        "pd": round(len(found) / len(incidents), 4) if incidents else None,
+        "pd_by_kind": by_kind,
+        "nar": round(alarms / days, 4) if days else None,
+        "nar_per_cabinet_30d": round(30 * alarms / days, 3) if days else None,
+        "nuisance_alarms": alarms, "cabinet_days": round(days, 3),
+        "ttd_median_s": statistics.median(ttds) if ttds else None,
+        "ttd_p95_s": ttds[min(len(ttds) - 1, int(0.95 * len(ttds)))] if ttds else None,
+    }
+
+
+def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None = None,
+             model: ModelTables | None = None, idle_ms: int = 1000,
+             record: bool = False, decode_factory: DecodeFactory | None = None) -> dict[str, Any]:
+    """Run every scenario once per configuration and summarise.
+
+    Configurations: "rules" (the rules evaluator from ``rules_factory``, or
+    the core alone) and, when a model is given, "rules+model".  The
+    top-level keys describe the last configuration (with the model if any);
+    ``compare`` holds each configuration's summary and the incidents that
+    only the model found.
+    """
+    configs: list[tuple[str, ModelTables | None]] = [("rules", None)]
+    if model is not None:
+        configs.append(("rules+model", model))
+    per: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, dict[str, list[CabinetRun]]] = {}
+    for scn in scenarios:
+        for name, m in configs:
+            cab_runs = [run_cabinet(scn, cab, rules_factory, m, idle_ms, record, decode_factory)
+                        for cab in scn.cabinets]
+            per.setdefault(name, []).append(score_scenario(scn, cab_runs))
+            runs.setdefault(name, {})[scn.path] = cab_runs
+    last = configs[-1][0]
+    doc = summarise(per[last])
+    doc["config"] = last
+    doc["detections_from"] = ("the core (entry delay)" + (", a rules evaluator" if rules_factory else "")
+                              + (", the anomaly model" if model is not None else ""))
+    doc["scenarios"] = per[last]
+    doc["compare"] = {name: summarise(res) for name, res in per.items()}
+    if model is not None:
+        base = {(i["scenario"], i["cabinet"], i["start_s"]) for r in per["rules"] for i in r["incidents"] if i["detected"]}
+        doc["compare"]["model_adds"] = [
+            {k: i[k] for k in ("scenario", "cabinet", "kind", "start_s", "ttd_s", "by")}
+            for r in per[last] for i in r["incidents"]
+            if i["detected"] and (i["scenario"], i["cabinet"], i["start_s"]) not in base]
+    doc["_runs"] = runs
+    return doc
+
+
+def load_model(path: str | None) -> ModelTables | None:
+    if path is None:
+        return None
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        return ModelTables(doc)
+    except OSError as e:
+        raise EvalError("cannot read model {}: {}".format(path, e.strerror)) from None
+    except ValueError as e:
+        raise EvalError("{}: {} (make one with `cabguard model train`)".format(path, e)) from None
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "rules" / "models" / "port.json"
+
+
+def _text(doc: dict[str, Any]) -> str:
+    lines = []
+    for r in doc["scenarios"]:
+        lines.append("{}  ({:.2f} cabinet-days, {} nuisance alarm(s))".format(
+            r["scenario"], r["cabinet_days"], sum(r["nuisance_alarms"].values())))
+        for i in r["incidents"]:
+            lines.append("  {:<7} {:<8} at {:>9.1f} s  {}".format(
+                i["kind"], i["cabinet"], i["start_s"],
+                "detected in {:.1f} s by {}".format(i["ttd_s"], i["by"]) if i["detected"] else "MISSED"))
+    for name, s in doc["compare"].items():
+        if name == "model_adds":
+            continue
+        lines.append("{:<12} PD {}  NAR {} /cabinet-day ({} per cabinet-30d)  TTD median {} s, p95 {} s".format(
+            name, s["pd"], s["nar"], s["nar_per_cabinet_30d"], s["ttd_median_s"], s["ttd_p95_s"]))
+    if "model_adds" in doc["compare"]:
+        lines.append("the model adds {} detection(s) the rules alone miss".format(len(doc["compare"]["model_adds"])))
+    lines.append("detections come from {}".format(doc["detections_from"]))
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    scenarios = [load(p) for p in args.scenario]
+    model_path = None if args.no_model else (args.model or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else None))
+    doc = evaluate(scenarios, model=load_model(model_path), idle_ms=args.idle_ms, record=bool(args.report))
+    runs = doc.pop("_runs")
+    doc["model"] = model_path
+    if args.report:
+        from simulator.report import write_report
+        doc["report"] = write_report(Path(args.report), scenarios, doc, runs)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        print()
+    else:
+        print(_text(doc))
+        if args.report:
+            print("report: {}".format(doc["report"]))
+    return 0

@@ -1,0 +1,542 @@
+"""Scenario files: cabinets, background port life, scripted actions and
+ground-truth incident windows on one timeline (docs/scenarios.md).
+
+``load(path)`` parses and validates a TOML scenario and returns a
+``Scenario`` whose times are all milliseconds from the scenario's start.
+tomllib gives no line numbers, so every error locates the offending table
+or key in the source text itself and names ``file:line``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simulator.errors import ScenarioError
+
+SCAN_MS = 100
+MAX_DURATION_MS = 62 * 86400 * 1000
+
+INCIDENT_KINDS = ("theft", "tamper", "safety")
+
+# Parameters of every process kind, with defaults (durations are strings).
+PROCESS_PARAMS: dict[str, dict[str, Any]] = {
+    "crane": {"hours": ["06:00", "22:00"], "gap": "4m", "cycle": "90s", "rms_mg": 45,
+              "peak_mg": 160, "sway_period": "12s"},
+    "truck": {"hours": ["00:00", "24:00"], "per_hour": 6.0, "pass": "8s", "rms_mg": 35, "peak_mg": 380},
+    "wind": {"rms_mg": 3, "gust_mg": 10, "gust_every": "40s", "tilt_mdeg": 30, "period": "6s"},
+    "storm": {"per_day": 0.3, "at": [], "length": "3h", "rms_mg": 55, "peak_mg": 520,
+              "tilt_mdeg": 280, "period": "5s"},
+    "rain": {"per_day": 1.0, "at": [], "length": "2h", "rms_mg": 6, "peak_mg": 25, "cool_c": 2.0},
+    "shift": {"times": ["06:00", "14:00", "22:00"], "visit_prob": 0.5, "visit": "10m",
+              "auth": "maint", "auth_delay": ["5s", "20s"], "schedule": "shift",
+              "window": "30m"},
+    "maintenance": {"days": ["tue"], "at": "10:00", "length": "2h", "schedule": "maintenance",
+                    "swap_module": True, "rms_mg": 80, "peak_mg": 350},
+    "bms": {"charge_at": "01:00", "charge": "4h", "charge_a": 40.0, "discharge_at": "17:00",
+            "discharge": "4h", "discharge_a": 40.0, "noise_a": 0.3, "ramp": "60s"},
+}
+
+# Parameters of every action kind, with defaults; "cabinet" and "at" are common.
+ACTION_PARAMS: dict[str, dict[str, Any]] = {
+    "door_open": {"unbolt": True},
+    "door_close": {"bolt": True},
+    "door_forced": {"peak_mg": 1800, "rms_mg": 420},
+    "vibration": {"duration": "5s", "rms_mg": 300, "peak_mg": 1200},
+    "tilt": {"deg": 5.0, "ramp": "3s", "duration": "60s"},
+    "lift": {"accel_mg": 250, "deg": 8.0, "duration": "10s"},
+    "module_remove": {"battery": "bms1", "count": 1},
+    "module_insert": {"battery": "bms1", "count": 1, "serial": 0},
+    "cable_cut": {"device": "bms1", "duration": ""},
+    "power_cut": {"duration": ""},
+    "thermal_ramp": {"battery": "bms1", "rise_c": 30.0, "duration": "10m"},
+    "sensor_fault": {"signal": "io.vib_rms_mg", "fault": "stuck", "value": 0, "duration": ""},
+    "theft_slow": {"battery": "bms1", "modules": 2, "duration": "20m", "rms_mg": 12, "peak_mg": 45},
+    "command": {"name": "arm", "arg": ""},
+}
+
+CABINET_PARAMS: dict[str, Any] = {
+    "batteries": 2, "modules": 8, "module_mv": 51200, "capacity_ah": 100.0, "soc_pct": 60,
+    "temp_c": 20.0, "supply_mv": 24000, "serial": 100000, "armed": True,
+}
+
+SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
+COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_DURATION = re.compile(r"^\+?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
+
+
+@dataclass
+class Cabinet:
+    id: str
+    batteries: int
+    modules: int
+    module_mv: int
+    capacity_ah: float
+    soc_pct: int
+    temp_c: float
+    supply_mv: int
+    serial: int
+    armed: bool
+
+
+@dataclass
+class Item:
+    """A process or an action: its kind, cabinets, time and parameters."""
+    kind: str
+    cabinets: tuple[str, ...]
+    at_ms: int
+    params: dict[str, Any]
+    seed: int
+    line: int
+
+
+@dataclass
+class Incident:
+    kind: str
+    cabinet: str
+    start_ms: int
+    end_ms: int
+    note: str
+    line: int
+
+
+@dataclass
+class Schedule:
+    name: str
+    start_min: int      # minutes after local midnight
+    end_min: int
+    days: tuple[int, ...]
+
+
+@dataclass
+class Scenario:
+    path: str
+    name: str
+    description: str
+    start: dt.datetime          # aware
+    duration_ms: int
+    seed: int
+    scan_ms: int
+    core: dict[str, int]
+    ack_after_ms: int           # 0: the responder never acknowledges
+    rearm: bool
+    grace_ms: int
+    cabinets: list[Cabinet]
+    schedules: list[Schedule]
+    processes: list[Item]
+    actions: list[Item]
+    incidents: list[Incident] = field(default_factory=list)
+
+    def cabinet_days(self) -> float:
+        return len(self.cabinets) * self.duration_ms / 86400000.0
+
+    def local_minute(self, ms: int) -> tuple[int, int]:
+        """(weekday 0 = Monday, minute of the day) in the scenario's timezone."""
+        t = self.start + dt.timedelta(milliseconds=ms)
+        return t.weekday(), t.hour * 60 + t.minute
+
+    def week_ms(self, ms: int) -> int:
+        """Milliseconds since local Monday 00:00 at ``ms`` into the scenario."""
+        t = self.start + dt.timedelta(milliseconds=ms)
+        midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        return t.weekday() * 86400000 + int((t - midnight).total_seconds() * 1000)
+
+
+class _Source:
+    """The scenario text, to turn a (table, index, key) into a line number."""
+
+    def __init__(self, path: str, text: str):
+        self.path = path
+        self.lines = text.splitlines()
+
+    def line_of(self, table: str, index: int = 0, key: str | None = None) -> int:
+        header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]" if index >= 0
+                            else r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
+        seen = -1
+        for n, text in enumerate(self.lines):
+            if not header.match(text):
+                continue
+            seen += 1
+            if seen != max(index, 0):
+                continue
+            if key is None:
+                return n + 1
+            keyre = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
+            for m in range(n + 1, len(self.lines)):
+                if re.match(r"^\s*\[", self.lines[m]):
+                    break
+                if keyre.match(self.lines[m]):
+                    return m + 1
+            return n + 1
+        return 1
+
+    def error(self, line: int, message: str) -> ScenarioError:
+        return ScenarioError("{}:{}: {}".format(self.path, line, message))
+
+
+def parse_duration(value: Any) -> int | None:
+    """``"1h30m"``, ``"+90s"``, ``"250ms"``, ``"2d"`` -> ms; None if malformed."""
+    if not isinstance(value, str) or not value.strip("+"):
+        return None
+    m = _DURATION.match(value.strip())
+    if not m:
+        return None
+    d, h, mi, s, ms = m.groups()
+    total = (int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60) * 1000
+    total += int(round(float(s or 0) * 1000)) + int(ms or 0)
+    return total
+
+
+def parse_clock(value: Any) -> int | None:
+    """``"HH:MM"`` (00:00 to 24:00) -> minutes after midnight; None if malformed."""
+    if not isinstance(value, str):
+        return None
+    m = re.match(r"^(\d\d):(\d\d)$", value)
+    if not m:
+        return None
+    h, mi = int(m.group(1)), int(m.group(2))
+    if h > 24 or mi > 59 or (h == 24 and mi):
+        return None
+    return h * 60 + mi
+
+
+def _aware(value: Any) -> dt.datetime | None:
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value
+    return None
+
+
+class _Loader:
+    def __init__(self, path: str, text: str):
+        self.src = _Source(path, text)
+        try:
+            self.doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ScenarioError("{}: not valid TOML: {}".format(path, e)) from None
+        self.start: dt.datetime | None = None
+        self.duration_ms = 0
+
+    # -- times -----------------------------------------------------------
+    def time(self, value: Any, line: int, what: str) -> int:
+        """A timeline instant: an offset (``"+1h"``) or an aware datetime."""
+        off = parse_duration(value)
+        if off is None:
+            when = _aware(value)
+            if when is None:
+                raise self.src.error(line, "{}: bad time {!r}: write an offset like \"+1h30m\" or an "
+                                           "absolute time with a timezone like 2026-03-14T23:30:00+01:00"
+                                     .format(what, value))
+            assert self.start is not None
+            off = int((when - self.start).total_seconds() * 1000)
+        if off < 0 or off > self.duration_ms:
+            raise self.src.error(line, "{}: time {!r} is outside the scenario (0 to {} s after start)"
+                                 .format(what, value, self.duration_ms // 1000))
+        return off
+
+    def duration(self, value: Any, line: int, what: str, allow_empty: bool = False) -> int:
+        if allow_empty and value == "":
+            return 0
+        d = parse_duration(value)
+        if d is None:
+            raise self.src.error(line, "{}: bad duration {!r}: write it like \"90s\", \"4m\", \"1h30m\", \"2d\""
+                                 .format(what, value))
+        return d
+
+    # -- sections --------------------------------------------------------
+    def scenario(self, path: str) -> Scenario:
+        doc = self.doc
+        known = {"scenario", "core", "response", "cabinet", "schedule", "process", "action", "incident"}
+        for key in doc:
+            if key not in known:
+                raise self.src.error(self._top_line(key), "unknown section [{}] (known: {})".format(
+                    key, ", ".join(sorted(known))))
+        head = self._table("scenario", required=True)
+        line = self.src.line_of("scenario", -1)
+        self._only(head, {"name", "description", "start", "duration", "seed", "scan_ms"}, "scenario", -1)
+        for key in ("name", "start", "duration"):
+            if key not in head:
+                raise self.src.error(line, "[scenario] needs '{}'".format(key))
+        self.start = _aware(head["start"])
+        if self.start is None:
+            raise self.src.error(self.src.line_of("scenario", -1, "start"),
+                                 "[scenario] start: bad time {!r}: want an absolute time with a timezone, "
+                                 "like 2026-03-14T22:00:00+01:00".format(head["start"]))
+        self.duration_ms = self.duration(head["duration"], self.src.line_of("scenario", -1, "duration"),
+                                         "[scenario] duration")
+        if not 0 < self.duration_ms <= MAX_DURATION_MS:
+            raise self.src.error(self.src.line_of("scenario", -1, "duration"),
+                                 "[scenario] duration must be more than 0 and at most 62 days")
+        scan_ms = self._int(head.get("scan_ms", SCAN_MS), ("scenario", -1, "scan_ms"), 10, 10000)
+        seed = self._int(head.get("seed", 0), ("scenario", -1, "seed"), 0, 2**31 - 1)
+        core = self._core()
+        resp = self._table("response")
+        self._only(resp, {"ack_after", "rearm", "grace"}, "response", -1)
+        rline = self.src.line_of("response", -1)
+        cabinets = self._cabinets()
+        ids = tuple(c.id for c in cabinets)
+        scn = Scenario(
+            path=path, name=str(head["name"]), description=str(head.get("description", "")),
+            start=self.start, duration_ms=self.duration_ms, seed=seed, scan_ms=scan_ms, core=core,
+            ack_after_ms=self.duration(resp.get("ack_after", "10m"), rline, "[response] ack_after", True),
+            rearm=bool(resp.get("rearm", True)),
+            grace_ms=self.duration(resp.get("grace", "2m"), rline, "[response] grace", True),
+            cabinets=cabinets, schedules=self._schedules(),
+            processes=self._items("process", PROCESS_PARAMS, ids, timed=False),
+            actions=self._items("action", ACTION_PARAMS, ids, timed=True),
+        )
+        scn.incidents = self._incidents(ids)
+        return scn
+
+    def _top_line(self, key: str) -> int:
+        for n, text in enumerate(self.src.lines):
+            if re.match(r"^\s*\[{1,2}\s*" + re.escape(key) + r"\s*\]", text) or \
+               re.match(r"^\s*" + re.escape(key) + r"\s*=", text):
+                return n + 1
+        return 1
+
+    def _table(self, name: str, required: bool = False) -> dict:
+        t = self.doc.get(name)
+        if t is None:
+            if required:
+                raise ScenarioError("{}: missing the [{}] table".format(self.src.path, name))
+            return {}
+        if not isinstance(t, dict):
+            raise self.src.error(self._top_line(name), "'{}' must be a table [{}]".format(name, name))
+        return t
+
+    def _array(self, name: str) -> list[dict]:
+        arr = self.doc.get(name, [])
+        if not isinstance(arr, list) or not all(isinstance(x, dict) for x in arr):
+            raise self.src.error(self._top_line(name), "'{}' must be an array of tables [[{}]]".format(name, name))
+        return arr
+
+    def _only(self, table: dict, allowed: set[str], name: str, index: int) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.src.error(self.src.line_of(name, index, key),
+                                     "[{}] unknown key '{}' (known: {})".format(
+                                         name if index < 0 else "[{}] #{}".format(name, index + 1),
+                                         key, ", ".join(sorted(allowed))))
+
+    def _int(self, v: Any, where: tuple[str, int, str], lo: int, hi: int) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise self.src.error(self.src.line_of(*where), "'{}' must be a whole number from {} to {}, got {!r}"
+                                 .format(where[2], lo, hi, v))
+        return v
+
+    def _core(self) -> dict[str, int]:
+        core = self._table("core")
+        names = {"exit_delay_ms", "entry_delay_ms", "maint_default_ms", "maint_max_ms",
+                 "siren_max_ms", "siren_retriggers", "test_max_ms"}
+        self._only(core, names, "core", -1)
+        return {k: self._int(v, ("core", -1, k), 0, 2**29 - 1) for k, v in core.items()}
+
+    def _cabinets(self) -> list[Cabinet]:
+        arr = self._array("cabinet")
+        if not arr:
+            raise ScenarioError("{}: a scenario needs at least one [[cabinet]] with an id".format(self.src.path))
+        out = []
+        for i, t in enumerate(arr):
+            self._only(t, set(CABINET_PARAMS) | {"id"}, "cabinet", i)
+            line = self.src.line_of("cabinet", i)
+            cid = t.get("id")
+            if not isinstance(cid, str) or not re.match(r"^[A-Za-z0-9_-]{1,32}$", cid):
+                raise self.src.error(line, "[[cabinet]] #{}: 'id' must be a name of letters, digits, - and _".format(i + 1))
+            if cid in [c.id for c in out]:
+                raise self.src.error(line, "[[cabinet]] id '{}' is used twice".format(cid))
+            p = self._params(t, CABINET_PARAMS, "cabinet", i)
+            self._int(p["batteries"], ("cabinet", i, "batteries"), 1, 4)
+            self._int(p["modules"], ("cabinet", i, "modules"), 1, 32)
+            out.append(Cabinet(id=cid, batteries=p["batteries"], modules=p["modules"], module_mv=p["module_mv"],
+                               capacity_ah=float(p["capacity_ah"]), soc_pct=p["soc_pct"],
+                               temp_c=float(p["temp_c"]), supply_mv=p["supply_mv"], serial=p["serial"],
+                               armed=bool(p["armed"])))
+        return out
+
+    def _params(self, t: dict, defaults: dict[str, Any], name: str, index: int) -> dict[str, Any]:
+        """Defaults overlaid with the table's values, each of the default's type."""
+        p = dict(defaults)
+        for key, default in defaults.items():
+            if key not in t:
+                continue
+            v = t[key]
+            ok = (isinstance(v, bool) if isinstance(default, bool) else
+                  isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(default, float) else
+                  isinstance(v, int) and not isinstance(v, bool) if isinstance(default, int) else
+                  isinstance(v, type(default)))
+            if not ok:
+                raise self.src.error(self.src.line_of(name, index, key), "[[{}]] #{} '{}' must be {}, got {!r}".format(
+                    name, index + 1, key, type(default).__name__.replace("str", "a string")
+                    .replace("list", "a list").replace("float", "a number").replace("int", "a whole number"), v))
+            p[key] = v
+        return p
+
+    def _schedules(self) -> list[Schedule]:
+        out = []
+        for i, t in enumerate(self._array("schedule")):
+            self._only(t, {"name", "from", "to", "days"}, "schedule", i)
+            line = self.src.line_of("schedule", i)
+            name = t.get("name")
+            if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", name):
+                raise self.src.error(line, "[[schedule]] #{} needs a 'name' of lower-case letters, digits and _"
+                                     .format(i + 1))
+            a, b = parse_clock(t.get("from")), parse_clock(t.get("to"))
+            if a is None or b is None:
+                raise self.src.error(self.src.line_of("schedule", i, "from" if a is None else "to"),
+                                     "[[schedule]] '{}': 'from' and 'to' are local times \"HH:MM\"".format(name))
+            out.append(Schedule(name, a, b, self._days(t.get("days", list(DAYS)), ("schedule", i, "days"))))
+        return out
+
+    def _days(self, days: Any, where: tuple[str, int, str]) -> tuple[int, ...]:
+        if not isinstance(days, list) or not days or any(d not in DAYS for d in days):
+            raise self.src.error(self.src.line_of(*where), "'days' must be a list of {}".format(", ".join(DAYS)))
+        return tuple(sorted(DAYS.index(d) for d in days))
+
+    def _items(self, name: str, kinds: dict[str, dict[str, Any]], ids: tuple[str, ...], timed: bool) -> list[Item]:
+        out = []
+        for i, t in enumerate(self._array(name)):
+            line = self.src.line_of(name, i)
+            kind = t.get("kind")
+            if kind not in kinds:
+                raise self.src.error(self.src.line_of(name, i, "kind"), "[[{}]] #{}: unknown {} {!r} (known: {})".format(
+                    name, i + 1, name, kind, ", ".join(sorted(kinds))))
+            common = {"kind", "cabinet", "cabinets"} | ({"at"} if timed else {"seed"})
+            self._only(t, set(kinds[kind]) | common, name, i)
+            p = self._params(t, kinds[kind], name, i)
+            cabs = self._cabinet_list(t, ids, name, i)
+            at = 0
+            if timed:
+                if "at" not in t:
+                    raise self.src.error(line, "[[{}]] #{} ({}) needs 'at'".format(name, i + 1, kind))
+                at = self.time(t["at"], self.src.line_of(name, i, "at"), "[[{}]] #{} at".format(name, i + 1))
+            seed = self._int(t.get("seed", i + 1), (name, i, "seed"), 0, 2**31 - 1)
+            item = Item(kind, cabs, at, p, seed, line)
+            self._check_item(item, name, i)
+            out.append(item)
+        return out
+
+    def _cabinet_list(self, t: dict, ids: tuple[str, ...], name: str, i: int) -> tuple[str, ...]:
+        if "cabinet" in t:
+            cabs = [t["cabinet"]]
+        elif "cabinets" in t:
+            cabs = t["cabinets"]
+        elif name == "action" and len(ids) > 1:
+            raise self.src.error(self.src.line_of(name, i), "[[action]] #{}: say which 'cabinet' (there are {})"
+                                 .format(i + 1, len(ids)))
+        else:
+            return ids
+        for c in cabs if isinstance(cabs, list) else [cabs]:
+            if c not in ids:
+                raise self.src.error(self.src.line_of(name, i, "cabinet" if "cabinet" in t else "cabinets"),
+                                     "[[{}]] #{}: unknown cabinet {!r} (known: {})".format(name, i + 1, c, ", ".join(ids)))
+        return tuple(cabs)
+
+    def _check_item(self, item: Item, name: str, i: int) -> None:
+        """Kind-specific checks: every duration, clock time and choice."""
+        p = item.params
+        for key, v in p.items():
+            where = self.src.line_of(name, i, key)
+            label = "[[{}]] #{} {}".format(name, i + 1, key)
+            default = (PROCESS_PARAMS if name == "process" else ACTION_PARAMS)[item.kind][key]
+            if key in ("hours", "times"):
+                if not all(parse_clock(x) is not None for x in v) or (key == "hours" and len(v) != 2):
+                    raise self.src.error(where, "{}: want local times \"HH:MM\"{}".format(
+                        label, " [from, to]" if key == "hours" else ""))
+            elif key == "days":
+                self._days(v, (name, i, key))
+            elif key == "at" and name == "process":
+                if isinstance(v, str):
+                    if parse_clock(v) is None:
+                        raise self.src.error(where, "{}: want a local time \"HH:MM\"".format(label))
+                else:
+                    for x in v:
+                        self.time(x, where, label)
+            elif key == "auth_delay":
+                lo, hi = (self.duration(x, where, label) for x in v) if len(v) == 2 else (None, None)
+                if lo is None or lo > hi:
+                    raise self.src.error(where, "{}: want [shortest, longest] durations".format(label))
+            elif key in ("charge_at", "discharge_at"):
+                if parse_clock(v) is None:
+                    raise self.src.error(where, "{}: want a local time \"HH:MM\"".format(label))
+            elif isinstance(default, str) and key not in ("battery", "device", "signal", "fault", "name", "auth",
+                                                          "schedule", "arg"):
+                p[key] = self.duration(v, where, label, allow_empty=default == "")
+        self._check_choices(item, name, i)
+
+    def _check_choices(self, item: Item, name: str, i: int) -> None:
+        p = item.params
+
+        def bad(key: str, what: str) -> ScenarioError:
+            return self.src.error(self.src.line_of(name, i, key), "[[{}]] #{} ({}) {}: {}".format(
+                name, i + 1, item.kind, key, what))
+        if "battery" in p and not re.match(r"^bms[1-4]$", p["battery"]):
+            raise bad("battery", "want bms1 … bms4, got {!r}".format(p["battery"]))
+        if item.kind == "cable_cut" and not re.match(r"^(io|bus|bms[1-4])$", p["device"]):
+            raise bad("device", "want io, bms1 … bms4 or bus, got {!r}".format(p["device"]))
+        if item.kind == "sensor_fault":
+            if p["fault"] not in SENSOR_FAULTS:
+                raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
+            if not re.match(r"^(io|bms[1-4])\.[a-z_0-9]+$", p["signal"]):
+                raise bad("signal", "want a device signal like io.vib_rms_mg (docs/signals.md)")
+        if item.kind == "command":
+            if p["name"] not in COMMANDS:
+                raise bad("name", "want one of {}".format(", ".join(COMMANDS)))
+            p["arg"] = self.duration(p["arg"], self.src.line_of(name, i, "arg"), "arg", allow_empty=True)
+        if item.kind == "shift" and p["auth"] not in ("maint", "disarm"):
+            raise bad("auth", "want \"maint\" or \"disarm\"")
+
+    def _incidents(self, ids: tuple[str, ...]) -> list[Incident]:
+        out: list[Incident] = []
+        for i, t in enumerate(self._array("incident")):
+            self._only(t, {"kind", "cabinet", "start", "end", "note"}, "incident", i)
+            line = self.src.line_of("incident", i)
+            if t.get("kind") not in INCIDENT_KINDS:
+                raise self.src.error(self.src.line_of("incident", i, "kind"),
+                                     "[[incident]] #{}: kind must be one of {}, got {!r}".format(
+                                         i + 1, ", ".join(INCIDENT_KINDS), t.get("kind")))
+            cabs = self._cabinet_list(t, ids, "incident", i)
+            if len(cabs) != 1:
+                raise self.src.error(line, "[[incident]] #{}: say which 'cabinet'".format(i + 1))
+            for key in ("start", "end"):
+                if key not in t:
+                    raise self.src.error(line, "[[incident]] #{} needs '{}'".format(i + 1, key))
+            start = self.time(t["start"], self.src.line_of("incident", i, "start"), "[[incident]] #{} start".format(i + 1))
+            end = self.time(t["end"], self.src.line_of("incident", i, "end"), "[[incident]] #{} end".format(i + 1))
+            if end <= start:
+                raise self.src.error(self.src.line_of("incident", i, "end"),
+                                     "[[incident]] #{}: end must be after start".format(i + 1))
+            inc = Incident(t["kind"], cabs[0], start, end, str(t.get("note", "")), line)
+            for other in out:
+                if other.cabinet == inc.cabinet and other.start_ms < inc.end_ms and inc.start_ms < other.end_ms:
+                    what = "contradictory labels ({} vs {})".format(other.kind, inc.kind) \
+                        if other.kind != inc.kind else "duplicate labels (both {})".format(inc.kind)
+                    raise self.src.error(line, "[[incident]] #{} overlaps the incident at line {} on cabinet {}: {}; "
+                                               "make the windows disjoint".format(i + 1, other.line, inc.cabinet, what))
+            out.append(inc)
+        return out
+
+
+def loads(text: str, path: str = "<scenario>") -> Scenario:
+    return _Loader(path, text).scenario(path)
+
+
+def load(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioError("cannot read scenario {}: {}".format(path, e.strerror)) from None
+    except UnicodeDecodeError:
+        raise ScenarioError("{}: not a UTF-8 text file; a scenario is TOML (docs/scenarios.md)".format(path)) from None
+    return loads(text, str(path))

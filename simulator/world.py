@@ -1,0 +1,647 @@
+"""The world model: what a cabinet's sensors read, scan by scan, in virtual time.
+
+``CabinetWorld(scenario, cabinet).stream()`` yields ``(t_ms, changes,
+commands)`` only at scans where something changed: ``changes`` is a list
+of ``(catalog index, value)`` and ``commands`` a list of core commands
+``(code, arg)`` that people issued (technicians, scripted actions).  Signal
+names, units and scales are those of docs/signals.md.
+
+Where the values come from:
+
+* discrete events (doors, bolts, modules, cables, commands, schedule
+  windows, the hour of the week) land on the scan they happen in;
+* the I/O module reports vibration, tilt and lift once per second (its
+  measuring window) and temperature / supply every 10 s;
+* each BMS is sampled every 4 s and at once after anything that changes
+  its pack (a module pulled, a cable cut).
+
+Continuous effects are *episodes* (a crane cycle, a truck passing, a storm,
+a burst from a forced door, a tilt) that add to a channel while active.
+Vibration contributions add as RMS (root of the sum of squares); peaks take
+the maximum.  Everything is drawn from seeded generators, so a scenario
+always produces the same stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from typing import Iterator
+
+from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.events import COMMAND_CODES
+from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
+
+IO_SIGNALS = (
+    ("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
+    ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
+    ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1),
+)
+BATTERY_SIGNALS = (
+    ("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
+    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
+    ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
+    ("alarm_bits", "bits", 0),
+)
+# Gateway-side signals this simulator adds: the hour of the week for the
+# anomaly model's baseline (docs/anomaly.md), and the model's outputs.
+WEEK_HOUR = ("sys.week_hour", "count", 0)
+ANOMALY_SIGNALS = (("anom.score", "score", 0), ("anom.top", "code", 0))
+
+IO_PERIOD_MS = 1000
+IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample
+BMS_PERIOD_MS = 4000
+CELLS_PER_MODULE = 16
+BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
+
+# Discrete event operations.
+SET, CMD, FORCE, RELEASE, MODULES, SERIAL = range(6)
+FREEZE = None                   # FORCE value: hold the last reported value
+
+
+def schedule_names(scn: Scenario) -> list[str]:
+    names = {s.name for s in scn.schedules}
+    for p in scn.processes:
+        if p.kind in ("shift", "maintenance"):
+            names.add(p.params["schedule"])
+    return sorted(names)
+
+
+def cabinet_catalog(scn: Scenario, cab: Cabinet) -> Catalog:
+    """The image of one cabinet's gateway: io, bms1..N, sys, sched, anom."""
+    specs = device_signals("io", IO_SIGNALS)
+    for n in range(1, cab.batteries + 1):
+        specs += device_signals("bms{}".format(n), BATTERY_SIGNALS)
+    specs += list(SYSTEM_SIGNALS) + [WEEK_HOUR] + schedule_signals(schedule_names(scn)) + list(ANOMALY_SIGNALS)
+    return Catalog(specs)
+
+
+class Episode:
+    """A continuous effect on one channel between ``start`` and ``end`` (ms)."""
+
+    __slots__ = ("start", "end", "channel", "shape", "a", "b", "c", "rng")
+
+    def __init__(self, start: int, end: int, channel: str, shape: str, a: float, b: float = 0.0,
+                 c: float = 0.0, rng: random.Random | None = None):
+        self.start, self.end, self.channel, self.shape = start, end, channel, shape
+        self.a, self.b, self.c = a, b, c
+        self.rng = rng
+
+    def envelope(self, t: int) -> float:
+        """0..1: ramps up over the first 15 %, down over the last 15 %."""
+        span = self.end - self.start
+        x = (t - self.start) / span if span > 0 else 1.0
+        return min(1.0, x / 0.15, (1.0 - x) / 0.15) if self.shape != "step" else 1.0
+
+    def vib(self, t: int, rng: random.Random) -> tuple[float, float]:
+        """(rms, peak) in mg at ``t`` for a vibration episode."""
+        shape = self.shape
+        if shape == "crane":
+            env = self.envelope(t)
+            rms = self.a * env * (0.75 + 0.25 * math.sin(6.2832 * t / self.c)) * (0.9 + 0.2 * rng.random())
+            return rms, rms + self.b * env * (0.6 + 0.4 * rng.random())
+        if shape == "truck":
+            x = (t - self.start) / (self.end - self.start)
+            env = 1.0 - abs(2.0 * x - 1.0)
+            return self.a * env, self.b * env * (0.7 + 0.3 * rng.random())
+        if shape == "gusty":      # storms, rain, wind gusts, a careful thief
+            g = rng.random()
+            env = self.envelope(t)
+            return self.a * env * (0.4 + 0.6 * g), self.b * env * (0.3 + 0.7 * rng.random())
+        return self.a * (0.9 + 0.2 * rng.random()), self.b * (0.8 + 0.2 * rng.random())  # "burst"
+
+    def level(self, t: int) -> float:
+        """The value on a scalar channel (tilt, lift, temperature offset)."""
+        shape = self.shape
+        if shape == "wobble":
+            return self.a * self.envelope(t) * math.sin(6.2832 * t / self.c)
+        if shape == "swell":      # eases in and out (weather cooling the cabinet)
+            return self.a * self.envelope(t)
+        if shape == "ramp":       # a: final value, b: ramp length ms; holds after
+            x = (t - self.start) / self.b if self.b > 0 else 1.0
+            return self.a * (x if x < 1.0 else 1.0)
+        return self.a          # "step"
+
+
+class CabinetWorld:
+    """One cabinet's physical world for one scenario."""
+
+    def __init__(self, scn: Scenario, cab: Cabinet, catalog: Catalog | None = None):
+        self.scn = scn
+        self.cab = cab
+        self.catalog = catalog or cabinet_catalog(scn, cab)
+        self.scan = scn.scan_ms
+        self.events: list[tuple[int, int, int, object, object]] = []
+        self.episodes: list[Episode] = []
+        self.cycles: list[tuple[int, int, float]] = []   # (start, end, amps) BMS current plan
+        self._seq = 0
+        self.noise = random.Random("{}/{}/noise".format(scn.seed, cab.id))
+        self._plan()
+
+    # -- building the plan --------------------------------------------------
+    def _at(self, t: int, op: int, a: object, b: object = 0) -> None:
+        t = (t // self.scan) * self.scan
+        if 0 <= t <= self.scn.duration_ms:
+            self._seq += 1
+            self.events.append((t, self._seq, op, a, b))
+
+    def _cmd(self, t: int, name: str, arg: int = 0) -> None:
+        self._at(t, CMD, COMMAND_CODES[name], arg)
+
+    def _ep(self, start: int, length: int, channel: str, shape: str, a: float, b: float = 0.0,
+            c: float = 0.0) -> None:
+        if length > 0 and start < self.scn.duration_ms:
+            self.episodes.append(Episode(start, start + length, channel, shape, a, b, c))
+
+    def _plan(self) -> None:
+        scn, cab = self.scn, self.cab
+        self._initial()
+        for item in scn.processes:
+            if cab.id in item.cabinets:
+                rng = random.Random("{}/{}/{}".format(scn.seed, item.seed, item.kind))
+                getattr(self, "_process_" + item.kind)(item.params, rng)
+        for item in scn.actions:
+            if cab.id in item.cabinets:
+                getattr(self, "_action_" + item.kind)(item.at_ms, item.params, item)
+        self.events.sort()
+        self.episodes.sort(key=lambda e: e.start)
+
+    def _initial(self) -> None:
+        scn, cab = self.scn, self.cab
+        for name, v in (("sys.clock_trusted", 1), ("sys.disk_free_pct", 80), ("io.online", 1),
+                        ("io.door_bolt", 1), ("io.supply_mv", cab.supply_mv)):
+            self._at(0, SET, name, v)
+        for n in range(1, cab.batteries + 1):
+            self._at(0, SET, "bms{}.online".format(n), 1)
+        if cab.armed:
+            self._cmd(0, "arm")
+        # The hour of the week at the start and at every hour boundary.
+        week = scn.week_ms(0)
+        self._at(0, SET, "sys.week_hour", week // 3600000)
+        t = 3600000 - week % 3600000
+        while t <= scn.duration_ms:
+            self._at(t, SET, "sys.week_hour", scn.week_ms(t) // 3600000)
+            t += 3600000
+        for s in scn.schedules:
+            self._windows("sched." + s.name, s.start_min, s.end_min, s.days)
+
+    def _daily(self, minute: int, days: tuple[int, ...] = tuple(range(7))) -> Iterator[int]:
+        """Scenario ms of every local ``minute`` of the day on ``days``."""
+        wd, now_min = self.scn.local_minute(0)
+        day0 = -(now_min * 60000 + self.scn.week_ms(0) % 60000)   # ms of local midnight, day 0
+        d = -1
+        while True:
+            t = day0 + d * 86400000 + minute * 60000
+            if t > self.scn.duration_ms:
+                return
+            if (wd + d) % 7 in days:
+                yield t
+            d += 1
+
+    def _windows(self, signal: str, start_min: int, end_min: int, days: tuple[int, ...]) -> None:
+        length = ((end_min - start_min) % 1440 or 1440) * 60000
+        for t in self._daily(start_min, days):
+            if t + length > 0:
+                self._at(max(t, 0), SET, signal, 1)
+                self._at(t + length, SET, signal, 0)
+
+    def _poisson(self, rng: random.Random, per_ms: float, t0: int, t1: int) -> Iterator[int]:
+        t = t0
+        while per_ms > 0:
+            t += int(rng.expovariate(per_ms))
+            if t >= t1:
+                return
+            yield t
+
+    def _in_hours(self, hours: list[str]) -> Iterator[tuple[int, int]]:
+        a, b = parse_clock(hours[0]), parse_clock(hours[1])
+        assert a is not None and b is not None
+        length = ((b - a) % 1440 or 1440) * 60000
+        for t in self._daily(a):
+            yield t, t + length
+
+    # -- background processes -------------------------------------------------
+    def _process_crane(self, p: dict, rng: random.Random) -> None:
+        for t0, t1 in self._in_hours(p["hours"]):
+            t = t0 + int(rng.expovariate(1.0 / p["gap"]))
+            while t < t1:
+                length = int(p["cycle"] * rng.uniform(0.8, 1.2))
+                level = rng.uniform(0.7, 1.3)
+                self._ep(t, length, "vib", "crane", p["rms_mg"] * level, p["peak_mg"] * level, p["sway_period"])
+                t += length + int(rng.expovariate(1.0 / p["gap"]))
+
+    def _process_truck(self, p: dict, rng: random.Random) -> None:
+        for t0, t1 in self._in_hours(p["hours"]):
+            for t in self._poisson(rng, p["per_hour"] / 3600000.0, t0, t1):
+                size = rng.uniform(0.5, 1.5)
+                self._ep(t, int(p["pass"] * rng.uniform(0.7, 1.3)), "vib", "truck",
+                         p["rms_mg"] * size, p["peak_mg"] * size)
+
+    def _weather(self, p: dict, rng: random.Random) -> Iterator[tuple[int, int]]:
+        starts = list(self._poisson(rng, p["per_day"] / 86400000.0, -p["length"], self.scn.duration_ms))
+        starts += [self._offset(x) for x in p["at"]]
+        for t in sorted(starts):
+            yield t, int(p["length"] * rng.uniform(0.7, 1.3))
+
+    def _offset(self, value: object) -> int:
+        off = parse_duration(value)
+        if off is None:  # an absolute time: the loader checked it
+            when = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+            off = int((when - self.scn.start).total_seconds() * 1000)
+        return off
+
+    def _process_storm(self, p: dict, rng: random.Random) -> None:
+        for t, length in self._weather(p, rng):
+            self._ep(t, length, "vib", "gusty", p["rms_mg"], p["peak_mg"])
+            self._ep(t, length, "tilt", "wobble", p["tilt_mdeg"], 0.0, p["period"])
+            self._ep(t, length, "tio", "swell", -15.0)
+
+    def _process_rain(self, p: dict, rng: random.Random) -> None:
+        for t, length in self._weather(p, rng):
+            self._ep(t, length, "vib", "gusty", p["rms_mg"], p["peak_mg"])
+            self._ep(t, length, "tio", "swell", -10.0 * p["cool_c"])
+
+    def _process_wind(self, p: dict, rng: random.Random) -> None:
+        self._ep(0, self.scn.duration_ms + 1, "vib", "burst", p["rms_mg"], p["rms_mg"] * 3.0)
+        for t in self._poisson(rng, 1.0 / p["gust_every"], 0, self.scn.duration_ms):
+            length = int(rng.uniform(4000, 15000))
+            self._ep(t, length, "vib", "gusty", p["gust_mg"], p["gust_mg"] * 3.0)
+            self._ep(t, length, "tilt", "wobble", p["tilt_mdeg"], 0.0, p["period"])
+
+    def _visit(self, t: int, length: int, auth: str, delay: int, tools: tuple[float, float]) -> None:
+        """An authorised visit: unlock, open, authenticate within the entry
+        delay, work, close, lock, sign off."""
+        self._at(t, SET, "io.door_bolt", 0)
+        self._at(t + 1000, SET, "io.door_open", 1)
+        if auth == "maint":
+            self._cmd(t + 1000 + delay, "maint_start", length + 300000)
+        else:
+            self._cmd(t + 1000 + delay, "disarm")
+        self._ep(t + 30000, max(length - 60000, 1000), "vib", "gusty", tools[0], tools[1])
+        self._at(t + length, SET, "io.door_open", 0)
+        self._at(t + length + 2000, SET, "io.door_bolt", 1)
+        if auth == "maint":
+            self._cmd(t + length + 5000, "maint_stop")
+        elif self.cab.armed:
+            self._cmd(t + length + 5000, "arm")
+
+    def _process_shift(self, p: dict, rng: random.Random) -> None:
+        lo, hi = (parse_duration(x) for x in p["auth_delay"])
+        assert lo is not None and hi is not None
+        half = p["window"] // 2
+        for clock in p["times"]:
+            minute = parse_clock(clock)
+            assert minute is not None
+            for t in self._daily(minute):
+                self._at(max(t - half, 0), SET, "sched." + p["schedule"], 1)
+                self._at(t + half, SET, "sched." + p["schedule"], 0)
+                if rng.random() < p["visit_prob"]:
+                    start = t + int(rng.uniform(-half / 2, half / 2))
+                    if start > 0:
+                        self._visit(start, int(p["visit"] * rng.uniform(0.6, 1.4)), p["auth"],
+                                    int(rng.uniform(lo, hi)), (20.0, 90.0))
+
+    def _process_maintenance(self, p: dict, rng: random.Random) -> None:
+        minute = parse_clock(p["at"])
+        assert minute is not None
+        days = tuple(("mon", "tue", "wed", "thu", "fri", "sat", "sun").index(d) for d in p["days"])
+        for t in self._daily(minute, days):
+            if t < 0:
+                continue
+            self._at(t, SET, "sched." + p["schedule"], 1)
+            self._at(t + p["length"], SET, "sched." + p["schedule"], 0)
+            visit = p["length"] - 300000
+            self._visit(t + 120000, visit, "maint", int(rng.uniform(5000, 15000)), (p["rms_mg"], p["peak_mg"]))
+            if p["swap_module"]:
+                self._at(t + visit // 3, MODULES, "bms1", -1)
+                self._at(t + visit // 3 + 600000, MODULES, "bms1", 1)
+
+    def _process_bms(self, p: dict, rng: random.Random) -> None:
+        for key, sign in (("charge", -1.0), ("discharge", 1.0)):
+            minute = parse_clock(p[key + "_at"])
+            assert minute is not None
+            for t in self._daily(minute):
+                amps = sign * p[key + "_a"] * rng.uniform(0.85, 1.15)
+                self.cycles.append((t, t + p[key], amps))
+        self.cycles.sort()
+        self.bms_noise = p["noise_a"]
+        self.bms_ramp = max(p["ramp"], 1)
+
+    # -- scripted actions --------------------------------------------------------
+    def _action_door_open(self, t: int, p: dict, item: Item) -> None:
+        if p["unbolt"]:
+            self._at(t, SET, "io.door_bolt", 0)
+        self._at(t + 1000, SET, "io.door_open", 1)
+
+    def _action_door_close(self, t: int, p: dict, item: Item) -> None:
+        self._at(t, SET, "io.door_open", 0)
+        if p["bolt"]:
+            self._at(t + 1000, SET, "io.door_bolt", 1)
+
+    def _action_door_forced(self, t: int, p: dict, item: Item) -> None:
+        self._ep(t, 2000, "vib", "burst", p["rms_mg"], p["peak_mg"])
+        self._at(t + 1000, SET, "io.door_open", 1)
+
+    def _action_vibration(self, t: int, p: dict, item: Item) -> None:
+        self._ep(t, p["duration"], "vib", "burst", p["rms_mg"], p["peak_mg"])
+
+    def _action_tilt(self, t: int, p: dict, item: Item) -> None:
+        self._ep(t, p["duration"], "tilt", "ramp", p["deg"] * 1000.0, float(p["ramp"]))
+
+    def _action_lift(self, t: int, p: dict, item: Item) -> None:
+        self._ep(t, 2000, "lift", "step", p["accel_mg"])
+        self._ep(t, p["duration"], "tilt", "ramp", p["deg"] * 1000.0, 2000.0)
+        self._ep(t, p["duration"], "vib", "burst", 150.0, 600.0)
+
+    def _action_module_remove(self, t: int, p: dict, item: Item) -> None:
+        self._ep(t, 3000, "vib", "burst", 25.0, 90.0)
+        self._at(t + 2000, MODULES, p["battery"], -p["count"])
+
+    def _action_module_insert(self, t: int, p: dict, item: Item) -> None:
+        self._ep(t, 3000, "vib", "burst", 25.0, 90.0)
+        self._at(t + 2000, MODULES, p["battery"], p["count"])
+        if p["serial"]:
+            self._at(t + 2000, SERIAL, p["battery"], p["serial"])
+
+    def _devices(self, device: str) -> list[str]:
+        bms = ["bms{}".format(n) for n in range(1, self.cab.batteries + 1)]
+        return ["io"] + bms if device == "bus" else [device]
+
+    def _action_cable_cut(self, t: int, p: dict, item: Item) -> None:
+        for dev in self._devices(p["device"]):
+            self._force(t, dev + ".online", 0, p["duration"])
+            if dev != "io":
+                self._force(t, dev + ".current_ma", 0, p["duration"])
+
+    def _force(self, t: int, signal: str, value: object, duration: int) -> None:
+        self._at(t, FORCE, signal, value)
+        if duration:
+            self._at(t + duration, RELEASE, signal)
+
+    def _action_power_cut(self, t: int, p: dict, item: Item) -> None:
+        self._force(t, "io.supply_mv", 0, p["duration"])
+        self._force(t + 200, "io.online", 0, p["duration"])
+
+    def _action_thermal_ramp(self, t: int, p: dict, item: Item) -> None:
+        end = self.scn.duration_ms + 1 - t
+        self._ep(t, end, "t" + p["battery"], "ramp", p["rise_c"], float(p["duration"]))
+        self._ep(t, end, "tio", "ramp", p["rise_c"] * 2.5, float(p["duration"]))
+
+    def _action_sensor_fault(self, t: int, p: dict, item: Item) -> None:
+        fault, signal = p["fault"], p["signal"]
+        if fault == "offline":
+            self._force(t, signal.split(".")[0] + ".online", 0, p["duration"])
+        elif fault == "stuck":
+            self._force(t, signal, FREEZE, p["duration"])
+        else:
+            self._force(t, signal, 0 if fault == "zero" else p["value"], p["duration"] or 1000)
+
+    def _action_theft_slow(self, t: int, p: dict, item: Item) -> None:
+        d = p["duration"]
+        self._at(t, SET, "io.door_bolt", 0)
+        self._at(t + 20000, SET, "io.door_open", 1)
+        self._ep(t, d, "vib", "gusty", p["rms_mg"], p["peak_mg"])
+        n = p["modules"]
+        for k in range(n):
+            self._at(t + int(d * (0.25 + 0.6 * k / max(n - 1, 1))), MODULES, p["battery"], -1)
+        self._at(t + d - 30000, SET, "io.door_open", 0)
+        self._at(t + d - 10000, SET, "io.door_bolt", 1)
+
+    def _action_command(self, t: int, p: dict, item: Item) -> None:
+        self._cmd(t, p["name"], p["arg"])
+
+    # -- the stream -------------------------------------------------------------
+    def stream(self) -> Iterator[tuple[int, list[tuple[int, int]], list[tuple[int, int]]]]:
+        """Yield ``(t, changes, commands)`` at every scan where something happened."""
+        return _Stream(self).run()
+
+
+class _Battery:
+    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx")
+
+    def __init__(self, number: int, cab: Cabinet, index: dict[str, int]):
+        name = self.name = "bms{}".format(number)
+        self.soc = cab.soc_pct / 100.0
+        self.temp = cab.temp_c + 2.0
+        self.modules = cab.modules
+        self.serial = cab.serial + number - 1
+        self.alarm = 0
+        self.current = 0.0
+        self.idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
+
+
+class _Stream:
+    """The running state of one CabinetWorld's stream."""
+
+    def __init__(self, world: CabinetWorld):
+        self.w = world
+        cat = world.catalog
+        self.index = cat.index
+        self.last: list[int | None] = [None] * cat.size
+        self.truth: list[int | None] = [None] * cat.size    # what it would read unforced
+        self.forced: dict[int, int | None] = {}
+        self.offline: set[str] = set()
+        cab = world.cab
+        self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
+        self.io_idx = [cat.index["io." + s[0]] for s in IO_SIGNALS]
+        self.changes: list[tuple[int, int]] = []
+        self.active: list[Episode] = []
+        self.ep_next = 0
+        self.active_end = 1 << 62          # the earliest end among the active episodes
+        self.bms_t = 0
+        self.cycle_next = 0
+        self.cycles_active: list[tuple[int, int, float]] = []
+        self.day0 = world.scn.week_ms(0) % 86400000     # local time of day at the start, ms
+
+    def put(self, i: int, v: int) -> None:
+        """Report what signal ``i`` reads now, unless a fault forces it."""
+        self.truth[i] = v
+        if self.forced and i in self.forced:
+            f = self.forced[i]
+            v = f if f is not None else (self.last[i] if self.last[i] is not None else v)
+        if v != self.last[i]:
+            self.last[i] = v
+            self.changes.append((i, v))
+
+    def _emit(self, i: int, v: int) -> None:
+        if v != self.last[i]:
+            self.last[i] = v
+            self.changes.append((i, v))
+
+    def run(self) -> Iterator[tuple[int, list[tuple[int, int]], list[tuple[int, int]]]]:
+        w = self.w
+        events = w.events
+        n_ev = len(events)
+        ei = 0
+        end = w.scn.duration_ms
+        next_io = 0
+        next_bms = 0
+        io_count = 0
+        while True:
+            t = events[ei][0] if ei < n_ev else end + 1
+            if next_io < t:
+                t = next_io
+            if t > end:
+                return
+            self.changes = []
+            cmds: list[tuple[int, int]] = []
+            bms_event = False
+            while ei < n_ev and events[ei][0] == t:
+                bms_event |= self._apply(events[ei], cmds)
+                ei += 1
+            if t == next_io:
+                self._sample_io(t, io_count % IO_SLOW_EVERY == 0)
+                io_count += 1
+                next_io += IO_PERIOD_MS
+            if bms_event or t == next_bms:
+                self._sample_bms(t, bms_event or t == 0)
+                if t == next_bms:
+                    next_bms += BMS_PERIOD_MS
+            if self.changes or cmds:
+                yield t, self.changes, cmds
+
+    def _apply(self, ev: tuple, cmds: list[tuple[int, int]]) -> bool:
+        """Apply one discrete event; True when the BMS must be re-sampled."""
+        _t, _seq, op, a, b = ev
+        if op == SET:
+            self.put(self.index[a], b)
+        elif op == CMD:
+            cmds.append((a, b))
+        elif op == FORCE:
+            i = self.index[a]
+            self.forced[i] = b
+            if a.endswith(".online"):
+                self.offline.add(a[:-7])
+            if b is not None:
+                self._emit(i, b)
+            return True
+        elif op == RELEASE:
+            i = self.index[a]
+            self.forced.pop(i, None)
+            if a.endswith(".online"):
+                self.offline.discard(a[:-7])
+            truth = self.truth[i]
+            if truth is not None:
+                self.put(i, truth)
+            return True
+        else:
+            batt = self.batteries[int(a[3:]) - 1]
+            if op == MODULES:
+                batt.modules = max(0, batt.modules + b)
+            else:
+                batt.serial = b
+            return True
+        return False
+
+    def _sample_io(self, t: int, slow: bool) -> None:
+        w = self.w
+        eps = w.episodes
+        active = self.active
+        while self.ep_next < len(eps) and eps[self.ep_next].start <= t:
+            e = eps[self.ep_next]
+            active.append(e)
+            if e.end < self.active_end:
+                self.active_end = e.end
+            self.ep_next += 1
+        if self.active_end <= t:
+            active[:] = [e for e in active if e.end > t]
+            self.active_end = min([e.end for e in active]) if active else 1 << 62
+        rng = w.noise
+        sq = 1.0 + 2.0 * rng.random()       # the sensor's own floor, about 1-1.7 mg
+        peak = 3.0 + 3.0 * rng.random()
+        tilt = 0.0
+        lift = 0.0
+        tio = 0.0
+        for e in active:
+            ch = e.channel
+            if ch == "vib":
+                r, p = e.vib(t, rng)
+                sq += r * r
+                if p > peak:
+                    peak = p
+            elif ch == "tilt":
+                tilt += e.level(t)
+            elif ch == "lift":
+                lift += e.level(t)
+            elif ch == "tio":
+                tio += e.level(t)
+        if "io" in self.offline:
+            return
+        rms = math.sqrt(sq)
+        idx = self.io_idx
+        self.put(idx[3], int(rms))
+        self.put(idx[4], int(peak if peak > rms else rms))
+        self.put(idx[5], int(tilt))
+        self.put(idx[6], int(lift))
+        if slow:
+            self.put(idx[8], int(self._ambient(t) * 10 + 30 + tio))
+
+    def _ambient(self, t: int) -> float:
+        """Outside temperature: the cabinet's mean with a daily swing, °C."""
+        day = (self.day0 + t) % 86400000 / 86400000.0
+        return self.w.cab.temp_c + 4.0 * math.sin(6.2832 * (day - 0.375))
+
+    def _amps(self, t: int) -> float:
+        """The planned pack current at ``t`` (+ discharge, - charge)."""
+        w = self.w
+        cyc = w.cycles
+        while self.cycle_next < len(cyc) and cyc[self.cycle_next][0] <= t:
+            self.cycles_active.append(cyc[self.cycle_next])
+            self.cycle_next += 1
+        amps = 0.0
+        for c in self.cycles_active:
+            if c[1] <= t:
+                continue
+            ramp = w.bms_ramp
+            x = min(1.0, (t - c[0]) / ramp, (c[1] - t) / ramp)
+            amps += c[2] * x
+        if self.cycles_active and self.cycles_active[0][1] <= t:
+            self.cycles_active = [c for c in self.cycles_active if c[1] > t]
+        if amps:
+            amps += w.noise.gauss(0.0, w.bms_noise)
+        return amps
+
+    def _sample_bms(self, t: int, event: bool) -> None:
+        """Sample every pack; ``event``: also the slow values (modules,
+        serial, alarm bits), which only discrete events change."""
+        w = self.w
+        cab = w.cab
+        dt = (t - self.bms_t) / 1000.0
+        self.bms_t = t
+        amps = self._amps(t) if w.cycles else 0.0
+        ambient = self._ambient(t)
+        offsets = {}
+        for e in self.active:
+            if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
+                offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
+        cut = self._forced_names() if self.forced else set()
+        for b in self.batteries:
+            lost = (b.name + ".current_ma") in cut
+            i_now = 0.0 if lost else amps
+            b.current = i_now
+            b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
+            b.temp += (ambient + 2.0 + 0.0015 * i_now * i_now - b.temp) * min(1.0, dt / 3600.0)
+            if b.name in self.offline:
+                continue
+            module_mv = cab.module_mv * (0.92 + 0.16 * b.soc) - i_now * 2.0
+            pack = int(b.modules * module_mv)
+            cell = module_mv / CELLS_PER_MODULE
+            spread = 6 + abs(i_now) * 0.05
+            temp = b.temp + offsets.get(b.name, 0.0)
+            idx = b.idx
+            self.put(idx[0], pack)
+            self.put(idx[1], int(i_now * 1000))
+            self.put(idx[2], int(b.soc * 100))
+            self.put(idx[3], int(cell + spread) if b.modules else 0)
+            self.put(idx[4], int(cell - spread) if b.modules else 0)
+            self.put(idx[5], int(temp * 10 + 5))
+            self.put(idx[6], int(b.temp * 10 - 5))
+            if event:
+                self.put(idx[7], b.modules)
+                self.put(idx[8], b.serial)
+                self.put(idx[9], b.alarm | (BMS_ALARM_POWER_LOST if lost else 0))
+
+    def _forced_names(self) -> set[str]:
+        names = self.w.catalog.names
+        return {names[i] for i in self.forced}

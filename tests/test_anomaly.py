@@ -1,0 +1,115 @@
+"""The anomaly model: integer scoring, the adaptation guard, and MicroPython parity."""
+
+import json
+
+import pytest
+
+from controller import mpy
+from rules.anomaly import FEATURES, AnomalyModel, ModelTables, N_FEATURES, qlog
+from simulator.world import CabinetWorld
+from tests.scen_helpers import scenario
+
+ARMED, DISARMED = 2, 0
+
+
+def tables(level=40, **adapt):
+    doc = {"cabguard_model": 1, "window_ms": 1000, "margin": 4, "threshold": 40,
+           "pre": [0] * N_FEATURES, "weight": [4] * N_FEATURES, "base": [level] * N_FEATURES,
+           "hi": bytes([level] * (168 * N_FEATURES)).hex(),
+           "adapt": dict({"cap": 6, "step_windows": 2, "holdoff_windows": 3}, **adapt)}
+    return doc
+
+
+def recorded(body, duration="30m"):
+    """A world stream as (t, changes) plus the catalog index."""
+    scn = scenario(body, duration)
+    world = CabinetWorld(scn, scn.cabinets[0])
+    return [(t, ch) for t, ch, _c in world.stream()], dict(world.catalog.index)
+
+
+def run(doc, scans, index, mode):
+    model = AnomalyModel(ModelTables(doc), index, (DISARMED,))
+    image = [0] * (max(index.values()) + 1)
+    out = []
+    for t, changes in scans:
+        for i, v in changes:
+            image[i] = v
+        out.append(model.scan(image, t, mode))
+    return model, out
+
+
+def test_qlog_is_a_monotone_integer_log():
+    assert [qlog(x) for x in (0, 1, 2, 3, 4, 8, 1024)] == [0, 0, 16, 24, 32, 48, 160]
+    assert qlog(1 << 20) == 255
+    values = [qlog(x) for x in range(1, 5000)]
+    assert values == sorted(values)
+
+
+def test_a_burst_scores_and_names_its_features():
+    scans, index = recorded('\n[[action]]\nkind = "vibration"\nat = "+10m"\nrms_mg = 400\npeak_mg = 1500\n')
+    model, out = run(tables(), scans, index, ARMED)
+    before = [s for (t, _c), s in zip(scans, out) if t < 600000]
+    assert max(score for score, _top in before) == 0
+    burst = [(score, top) for (t, _c), (score, top) in zip(scans, out) if 600000 < t < 606000]
+    score, top = max(burst)
+    assert score >= 40 and FEATURES[top] in ("vib", "peak")
+
+
+def test_adaptation_is_bounded_and_frozen_while_armed_or_elevated():
+    # Levels slightly above the baseline (inside the margin): a disarmed
+    # cabinet adapts, but never past the cap; an armed one never does.
+    scans, index = recorded("", "20m")
+    doc = tables(level=0, cap=6)
+    doc["margin"] = 48
+    disarmed, _ = run(doc, scans, index, DISARMED)
+    armed, _ = run(doc, scans, index, ARMED)
+    grown = [disarmed.hi[f] for f in range(N_FEATURES)]
+    assert max(grown) == 6 and max(armed.hi) == 0
+    # An elevated score holds adaptation off: a thief who keeps it busy teaches it nothing.
+    noisy, index2 = recorded('\n[[action]]\nkind = "vibration"\nat = "+0s"\nduration = "20m"\nrms_mg = 200\n', "20m")
+    busy, out = run(tables(level=0, cap=60), noisy, index2, DISARMED)
+    assert min(score for score, _t in out[50:]) > 0 and max(busy.hi) == 0
+
+
+def test_bad_model_files_are_refused():
+    doc = tables()
+    doc["hi"] = "00ff"
+    with pytest.raises(ValueError, match="'hi' must hold"):
+        ModelTables(doc)
+    with pytest.raises(ValueError, match="cabguard anomaly model"):
+        ModelTables({"format": 2})
+
+
+@pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
+def test_micropython_scores_bit_for_bit():
+    body = ('\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\nper_hour = 40.0\n'
+            '\n[[process]]\nkind = "bms"\ncharge_at = "00:05"\n'
+            '\n[[action]]\nkind = "door_forced"\nat = "+5m"\n\n[[action]]\nkind = "module_remove"\nat = "+6m"\n'
+            '\n[[action]]\nkind = "thermal_ramp"\nat = "+8m"\nduration = "2m"\n'
+            '\n[[action]]\nkind = "power_cut"\nat = "+11m"\nduration = "1m"\n')
+    scans, index = recorded(body, "15m")
+    doc = tables(level=30)
+    results = {}
+    for mode in (ARMED, DISARMED):
+        model, out = run(doc, scans, index, mode)
+        results[mode] = (out, model.hi.hex(), model.explain())
+    files = {"scans.json": json.dumps(scans), "index.json": json.dumps(index), "model.json": json.dumps(doc)}
+    code = ("import json\nfrom rules.anomaly import AnomalyModel, ModelTables\n"
+            "scans = json.load(open('/app/scans.json'))\nindex = json.load(open('/app/index.json'))\n"
+            "doc = json.load(open('/app/model.json'))\n"
+            "for mode in (2, 0):\n"
+            "    m = AnomalyModel(ModelTables(doc), index, (0,))\n"
+            "    image = [0] * (max(index.values()) + 1)\n"
+            "    out = []\n"
+            "    for t, ch in scans:\n"
+            "        for i, v in ch:\n"
+            "            image[i] = v\n"
+            "        out.append(list(m.scan(image, t, mode)))\n"
+            "    print(json.dumps([out, ''.join(['%02x' % b for b in m.hi]), [list(x) for x in m.explain()]]))\n")
+    (text,) = mpy.run([code], files)
+    lines = text.strip().splitlines()
+    for mode, line in zip((ARMED, DISARMED), lines):
+        out, hi, why = json.loads(line)
+        assert [tuple(x) for x in out] == results[mode][0]
+        assert hi == results[mode][1] and [tuple(x) for x in why] == results[mode][2]
+    assert max(s for s, _t in results[ARMED][0]) > 0

@@ -1,0 +1,125 @@
+"""Closed-loop evaluation on small scenarios whose right answer is known."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from simulator.evaluate import evaluate, load_model, run_cabinet
+from simulator.train import train
+from rules.anomaly import ModelTables
+from tests.scen_helpers import scenario
+
+UNAUTHORISED = """
+[[action]]
+kind = "door_open"
+at = "+10m"
+
+[[incident]]
+kind = "theft"
+start = "+10m"
+end = "+15m"
+"""
+
+
+def test_entry_delay_detects_an_unauthorised_door_in_31_s():
+    doc = evaluate([scenario(UNAUTHORISED)])
+    (inc,) = doc["scenarios"][0]["incidents"]
+    # bolt released at +10m, door opens 1 s later, entry delay 30 s.
+    assert inc["detected"] and inc["ttd_s"] == 31.0 and inc["by"] == "core: entry_expired"
+    assert doc["pd"] == 1.0 and doc["nar"] == 0.0 and doc["ttd_median_s"] == 31.0
+
+
+def test_an_authorised_visit_is_no_alarm_and_a_stray_door_is_a_nuisance():
+    visit = '\n[[action]]\nkind = "door_open"\nat = "+10m"\n\n[[action]]\nkind = "command"\nat = "+10m15s"\nname = "maint_start"\narg = "20m"\n'
+    doc = evaluate([scenario(visit, "1d")])
+    assert doc["nuisance_alarms"] == 0 and doc["pd"] is None
+    stray = '\n[[action]]\nkind = "door_open"\nat = "+10m"\n'
+    doc = evaluate([scenario(stray, "1d")])
+    assert doc["nuisance_alarms"] == 1 and doc["nar"] == 1.0 and doc["nar_per_cabinet_30d"] == 30.0
+
+
+def test_skipping_quiet_scans_changes_nothing_for_the_core():
+    body = UNAUTHORISED + '\n[[action]]\nkind = "door_close"\nat = "+25m"\n' \
+                          '\n[[action]]\nkind = "command"\nat = "+31m"\nname = "arm"\n' \
+                          '\n[[action]]\nkind = "door_forced"\nat = "+40m"\n'
+    scn = scenario(body)
+    fast = run_cabinet(scn, scn.cabinets[0], idle_ms=1000)
+    exact = run_cabinet(scn, scn.cabinets[0], idle_ms=scn.scan_ms)
+    assert [(d.t_ms, d.by) for d in fast.detections] == [(d.t_ms, d.by) for d in exact.detections]
+    assert len(fast.detections) == 2 and exact.scans > 5 * fast.scans
+
+
+def _model_for(body, folder):
+    path = folder / "noise.toml"
+    path.write_text(scenario_text(body))
+    doc, _notes = train([str(path)])
+    return ModelTables(doc)
+
+
+def scenario_text(body, duration="6h"):
+    from tests.scen_helpers import HEAD
+    return HEAD.format(duration=duration, armed="true") + body
+
+
+NOISE = '\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\n[[process]]\nkind = "bms"\ncharge_at = "01:00"\n'
+
+
+def test_the_model_adds_a_detection_the_core_alone_misses(tmp_path):
+    model = _model_for(NOISE, tmp_path)
+    attack = NOISE + '\n[[action]]\nkind = "lift"\nat = "+2h"\n\n[[incident]]\nkind = "theft"\nstart = "+2h"\nend = "+2h5m"\n'
+    doc = evaluate([scenario(attack, "4h")], model=model)
+    assert doc["compare"]["rules"]["pd"] == 0.0
+    assert doc["compare"]["rules+model"]["pd"] == 1.0 and doc["nuisance_alarms"] == 0
+    (added,) = doc["compare"]["model_adds"]
+    assert added["by"].startswith("model: lift") and added["ttd_s"] <= 5.0
+
+
+def test_eval_cli_json_and_report(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text(UNAUTHORISED, "1h"))
+    args = [sys.executable, "-m", "controller.cli", "eval", str(path), "--json", "--no-model"]
+    pytest.importorskip("matplotlib")
+    r = subprocess.run(args + ["--report", str(tmp_path / "rep")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert {"pd", "nar", "ttd_median_s", "ttd_p95_s", "scenarios", "compare"} <= set(doc)
+    assert (tmp_path / "rep" / "t-1.png").stat().st_size > 1000
+    assert "t-1.png" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_eval_cli_refuses_a_bad_scenario(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(scenario_text('\n[[action]]\nkind = "teleport"\nat = "+1m"\n', "1h"))
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "eval", str(path)], capture_output=True, text=True)
+    assert r.returncode == 1 and "bad.toml:" in r.stderr and "unknown action 'teleport'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_shipped_model_loads_and_is_small():
+    from simulator.evaluate import DEFAULT_MODEL
+    assert DEFAULT_MODEL.stat().st_size <= 16 * 1024
+    assert load_model(str(DEFAULT_MODEL)).threshold > 0
+
+
+def test_help_lists_eval_and_model_train_and_a_bad_model_is_a_message(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True)
+    assert "eval" in r.stdout and "model" in r.stdout
+    bad = tmp_path / "m.json"
+    bad.write_text('{"cabguard_model": 1}')
+    path = tmp_path / "s.toml"
+    path.write_text(scenario_text("", "10m"))
+    r = subprocess.run([sys.executable, "-m", "controller.cli", "eval", str(path), "--model", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "m.json: model key 'window_ms'" in r.stderr
+
+
+def test_values_reach_the_image_through_the_decode_path():
+    # A decode path that loses the door contact (a broken profile) hides the entry.
+    def factory(catalog):
+        door = catalog.index["io.door_open"]
+        return lambda changes: [(i, v) for i, v in changes if i != door]
+    scn = scenario(UNAUTHORISED)
+    assert run_cabinet(scn, scn.cabinets[0], decode_factory=factory).detections == []
+    assert len(run_cabinet(scn, scn.cabinets[0]).detections) == 1

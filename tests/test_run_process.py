@@ -1,0 +1,59 @@
+"""`cabguard run` as systemd runs it: a real process, sd_notify, SIGTERM; and `config check`."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+from controller.keygen import generate_keys
+from controller.verify import verify_dir
+from drivers.cose import ALG_AES_MAC_128_128
+from drivers.keys import load_key
+from simulator.bus import SimBus, Simulator
+from simulator.slave import SimDevice
+from tests.test_runtime import SITE
+
+CLI = [sys.executable, "-m", "controller.cli"]
+
+
+def test_ready_watchdog_status_and_a_clean_sigterm(tmp_path):
+    sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
+                                      SimDevice("relay", "relay4", 4)])]).start()
+    try:
+        generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+        site = tmp_path / "site.toml"
+        site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port))
+        notify = tmp_path / "notify"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(str(notify))
+        sock.settimeout(15)
+        env = dict(os.environ, NOTIFY_SOCKET=str(notify), WATCHDOG_USEC="400000")
+        proc = subprocess.Popen(CLI + ["run", "--config", str(site)], env=env, stderr=subprocess.PIPE, text=True)
+        seen = []
+        while not ("WATCHDOG=1" in seen and any(m.startswith("STATUS=mode") for m in seen)):
+            seen += sock.recv(4096).decode().splitlines()
+        assert "READY=1" in seen and "STATUS=guarding: mode disarmed" in seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, proc.stderr.read()
+        while "STOPPING=1" not in seen:
+            seen += sock.recv(4096).decode().splitlines()
+        sock.close()
+    finally:
+        sim.stop()
+    report = verify_dir(tmp_path / "journal", load_key(tmp_path / "keys" / "record.key"))
+    assert report.ok
+    assert (tmp_path / "state" / "last-good.toml").exists()   # a clean start: kept as last good
+
+
+def test_config_check_lists_every_problem_or_says_ok(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB0"))
+    ok = subprocess.run(CLI + ["config", "check", str(site)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout and "3 device(s)" in ok.stdout
+    site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB0").replace('profile = "io-dvt"', 'profile = "io-dvx"')
+                    .replace("scan_period_ms = 50", "scan_period_ms = 5").replace("[journal]", "[journal]\nbudjet_mb = 3"))
+    bad = subprocess.run(CLI + ["config", "check", str(site)], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert "gateway.scan_period_ms: want a whole number from 20 to 1000, got 5" in bad.stderr
+    assert "journal.budjet_mb: unknown key" in bad.stderr

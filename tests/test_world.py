@@ -1,0 +1,133 @@
+"""The world model: deterministic, and every action and process has its shape."""
+
+import hashlib
+
+from controller.core.events import COMMAND_CODES
+from simulator.world import CabinetWorld
+from tests.scen_helpers import peak, scenario, series, value_at
+
+MIN = 60000
+
+
+def digest(scn):
+    h = hashlib.sha256()
+    for t, changes, cmds in CabinetWorld(scn, scn.cabinets[0]).stream():
+        h.update(repr((t, changes, cmds)).encode())
+    return h.hexdigest()
+
+
+def test_same_scenario_same_stream_and_seed_matters():
+    body = '\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\n[[process]]\nkind = "bms"\ncharge_at = "00:10"\n'
+    assert digest(scenario(body)) == digest(scenario(body))
+    assert digest(scenario(body)) != digest(scenario(body.replace('kind = "truck"', 'kind = "truck"\nseed = 99')))
+
+
+def test_initial_image_and_signal_names():
+    s, cmds = series(scenario())
+    assert value_at(s["io.online"], 0) == 1 and value_at(s["bms2.online"], 0) == 1
+    assert value_at(s["io.door_bolt"], 0) == 1 and value_at(s["bms1.modules"], 0) == 8
+    assert value_at(s["bms1.serial"], 0) == 100000 and value_at(s["bms2.serial"], 0) == 100001
+    assert 400000 < value_at(s["bms1.pack_mv"], 0) < 450000
+    assert value_at(s["sys.week_hour"], 0) == 0          # Monday 00:00 local
+    assert value_at(s["sys.week_hour"], 3600000) == 1
+    assert cmds[0] == (0, (COMMAND_CODES["arm"], 0))
+    assert max(v for _t, v in s["io.vib_rms_mg"]) < 5    # a quiet cabinet: the sensor floor
+
+
+def action(kind, extra="", at="+10m"):
+    return '\n[[action]]\nkind = "{}"\nat = "{}"\n{}\n'.format(kind, at, extra)
+
+
+def test_door_actions():
+    s, _ = series(scenario(action("door_open") + action("door_close", at="+20m") + action("door_forced", at="+30m")))
+    assert value_at(s["io.door_bolt"], 10 * MIN) == 0 and value_at(s["io.door_open"], 10 * MIN) == 0
+    assert value_at(s["io.door_open"], 10 * MIN + 1000) == 1
+    assert value_at(s["io.door_open"], 20 * MIN) == 0 and value_at(s["io.door_bolt"], 20 * MIN + 1000) == 1
+    forced = 30 * MIN + 1000
+    assert value_at(s["io.door_open"], forced) == 1 and value_at(s["io.door_bolt"], forced) == 1
+    assert peak(s["io.vib_peak_mg"], 30 * MIN, forced) > 1400
+
+
+def test_vibration_tilt_and_lift():
+    s, _ = series(scenario(action("vibration", 'duration = "10s"\nrms_mg = 300') + action("tilt", 'deg = 4.0', "+20m")
+                           + action("lift", "accel_mg = 250", "+40m")))
+    assert 250 < peak(s["io.vib_rms_mg"], 10 * MIN, 10 * MIN + 9000) < 360
+    assert value_at(s["io.vib_rms_mg"], 10 * MIN + 12000) < 5
+    assert value_at(s["io.tilt_mdeg"], 20 * MIN + 1000) < 4000
+    assert value_at(s["io.tilt_mdeg"], 20 * MIN + 10000) == 4000
+    assert value_at(s["io.tilt_mdeg"], 22 * MIN) == 0           # back after the duration
+    assert value_at(s["io.accel_z_mg"], 40 * MIN) == 250 and value_at(s["io.accel_z_mg"], 40 * MIN + 3000) == 0
+
+
+def test_modules_cables_power_and_faults():
+    s, _ = series(scenario(action("module_remove", 'battery = "bms2"') + action("module_insert", 'battery = "bms2"\nserial = 4242', "+15m")
+                           + action("cable_cut", 'device = "bms1"\nduration = "2m"', "+20m")
+                           + action("power_cut", 'duration = "1m"', "+30m")
+                           + action("sensor_fault", 'signal = "io.temp_dc"\nfault = "spike"\nvalue = 999', "+40m")))
+    t = 10 * MIN + 2000
+    assert value_at(s["bms2.modules"], t) == 7 and value_at(s["bms2.modules"], t - 100) == 8
+    assert value_at(s["bms2.pack_mv"], t - 100) - value_at(s["bms2.pack_mv"], t) > 45000
+    assert value_at(s["bms2.modules"], 15 * MIN + 2000) == 8 and value_at(s["bms2.serial"], 15 * MIN + 2000) == 4242
+    assert value_at(s["bms1.online"], 20 * MIN) == 0 and value_at(s["bms1.online"], 22 * MIN) == 1
+    assert value_at(s["io.supply_mv"], 30 * MIN) == 0 and value_at(s["io.online"], 30 * MIN + 200) == 0
+    assert value_at(s["io.supply_mv"], 31 * MIN) == 24000 and value_at(s["io.online"], 31 * MIN + 200) == 1
+    assert value_at(s["io.temp_dc"], 40 * MIN) == 999 and value_at(s["io.temp_dc"], 41 * MIN) < 400
+
+
+def test_stuck_sensor_holds_its_value():
+    body = '\n[[process]]\nkind = "truck"\nper_hour = 60.0\n' + action("sensor_fault", 'duration = "20m"')
+    s, _ = series(scenario(body))
+    during = [v for t, v in s["io.vib_rms_mg"] if 10 * MIN < t < 30 * MIN]
+    assert during == [] and len([v for t, v in s["io.vib_rms_mg"] if t > 30 * MIN]) > 100
+
+
+def test_thermal_ramp_and_slow_theft():
+    s, _ = series(scenario(action("thermal_ramp", 'rise_c = 30.0\nduration = "10m"') +
+                           action("theft_slow", 'battery = "bms2"\nduration = "20m"', "+30m")))
+    before = value_at(s["bms1.temp_max_dc"], 10 * MIN - 100)
+    assert 280 < value_at(s["bms1.temp_max_dc"], 21 * MIN) - before < 320
+    assert value_at(s["io.door_bolt"], 30 * MIN) == 0 and value_at(s["io.door_open"], 30 * MIN + 20000) == 1
+    assert value_at(s["bms2.modules"], 36 * MIN) == 7 and value_at(s["bms2.modules"], 48 * MIN) == 6
+    assert peak(s["io.vib_rms_mg"], 31 * MIN, 49 * MIN) < 20      # quiet work
+    assert value_at(s["io.door_open"], 50 * MIN) == 0 and value_at(s["io.door_bolt"], 50 * MIN) == 1
+
+
+def test_crane_cycles_only_in_working_hours_and_trucks_peak():
+    s, _ = series(scenario('\n[[process]]\nkind = "crane"\nhours = ["02:00", "03:00"]\n', "4h"))
+    assert peak(s["io.vib_rms_mg"], 0, 2 * 60 * MIN) < 5
+    assert peak(s["io.vib_rms_mg"], 2 * 60 * MIN, 3 * 60 * MIN + 3 * MIN) > 25
+    t, _ = series(scenario('\n[[process]]\nkind = "truck"\nper_hour = 30.0\n', "1h"))
+    big = [v for _t, v in t["io.vib_peak_mg"] if v > 150]
+    assert 5 < len(big) < 400
+
+
+def test_storm_wobbles_and_rain_is_low_noise():
+    s, _ = series(scenario('\n[[process]]\nkind = "storm"\nper_day = 0.0\nat = ["+10m"]\nlength = "1h"\n', "2h"))
+    tilts = [v for t, v in s["io.tilt_mdeg"] if 20 * MIN < t < 60 * MIN]
+    assert max(tilts) > 100 and min(tilts) < -100
+    r, _ = series(scenario('\n[[process]]\nkind = "rain"\nper_day = 0.0\nat = ["+10m"]\n', "2h"))
+    assert 3 < peak(r["io.vib_rms_mg"], 20 * MIN, 60 * MIN) < 12
+
+
+def test_shift_visit_authenticates_within_the_entry_delay():
+    body = '\n[[process]]\nkind = "shift"\ntimes = ["02:00"]\nvisit_prob = 1.0\n'
+    s, cmds = series(scenario(body, "4h"))
+    opened = [t for t, v in s["io.door_open"] if v == 1]
+    assert len(opened) == 1
+    auth = [t for t, (code, _arg) in cmds if code == COMMAND_CODES["maint_start"]]
+    assert len(auth) == 1 and 0 < auth[0] - opened[0] < 30000
+    assert [c for _t, (c, _a) in cmds].count(COMMAND_CODES["maint_stop"]) == 1
+    assert value_at(s["sched.shift"], 2 * 60 * MIN) == 1 and value_at(s["sched.shift"], 3 * 60 * MIN) == 0
+
+
+def test_maintenance_window_and_bms_cycles():
+    body = ('\n[[process]]\nkind = "maintenance"\ndays = ["mon"]\nat = "01:00"\nlength = "1h"\n'
+            '\n[[process]]\nkind = "bms"\ncharge_at = "00:10"\ncharge = "1h"\ncharge_a = 100.0\ndischarge_at = "02:00"\ndischarge = "1h"\n')
+    s, _ = series(scenario(body, "4h"))
+    assert value_at(s["sched.maintenance"], 61 * MIN) == 1 and value_at(s["sched.maintenance"], 121 * MIN) == 0
+    assert value_at(s["bms1.modules"], 80 * MIN) == 7               # the authorised module swap
+    assert value_at(s["bms1.modules"], 95 * MIN) == 8
+    assert value_at(s["bms1.current_ma"], 40 * MIN) < -80000        # charging
+    assert value_at(s["bms1.current_ma"], 150 * MIN) > 30000        # discharging
+    assert value_at(s["bms1.soc_pct"], 70 * MIN) > value_at(s["bms1.soc_pct"], 5 * MIN)
+    assert value_at(s["bms1.temp_max_dc"], 70 * MIN) > value_at(s["bms1.temp_max_dc"], 5 * MIN)
