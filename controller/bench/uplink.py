@@ -1,9 +1,10 @@
-"""Uplink figures: a 100,000-record backlog drained to a local Mosquitto (and the
-scan loop's lateness meanwhile), a week's outage drained with nothing lost or out
-of order at the receiver, and a fleet of N gateways through one broker.
+"""Uplink figures: a 100,000-record backlog drained to a local Mosquitto; the real
+Gateway's scan lateness while its own uplink drains one; a week's outage drained
+with nothing lost or out of order at the receiver; a fleet of N gateways through
+one broker.
 
-The receiver is always ``cabguard collect`` in its own process, as at a head
-end, so its CPU and the broker's can be read from /proc.  The outage figure
+The receiver is ``cabguard collect`` in its own process, as at a head end, so
+its CPU and the broker's can be read from /proc.  The outage figure
 queues one simulated day at 1 record/s by default (the bench stays within a
 few minutes on a 2-core box); ``CABGUARD_BENCH_FULL=1`` queues the full week
 (604,800 records).
