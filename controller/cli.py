@@ -84,6 +84,7 @@ def _collect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until-records", type=int, metavar="N", help="stop once N records are stored")
     p.add_argument("--client-id", default="cabguard-collect",
                    help="MQTT client id: keep it stable so the broker holds a persistent session")
+    p.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version (default 3.1.1)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.set_defaults(handler="controller.collect:main")
 

@@ -155,12 +155,12 @@ def load_keys(paths: list[str]) -> list:
 
 def run(broker: str, prefix: str, collector: Collector, seconds: float | None = None,
         until_records: int | None = None, stop_event: threading.Event | None = None,
-        client_id: str = "cabguard-collect") -> None:
+        client_id: str = "cabguard-collect", protocol: int = 4) -> None:
     """Receive until SIGTERM, ``seconds``, or ``until_records`` stored; survives broker
     restarts.  A stable ``client_id`` keeps a persistent session at the broker, so
     records published while this receiver is away are delivered when it returns."""
     host, _, port = broker.rpartition(":")
-    settings = BrokerSettings(host, int(port), client_id=client_id)
+    settings = BrokerSettings(host, int(port), protocol=protocol, client_id=client_id)
     link = MqttLink(settings)
     backoff = Backoff(0.1, 5.0)
     why = link.connect()
@@ -217,7 +217,8 @@ def main(args: argparse.Namespace) -> int:
         raise CabguardError(str(e)) from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    run(args.broker, args.prefix, collector, args.seconds, args.until_records, stop, args.client_id)
+    run(args.broker, args.prefix, collector, args.seconds, args.until_records, stop, args.client_id,
+        5 if args.protocol == "5" else 4)
     rep = collector.report()
     if args.json:
         json.dump(rep, sys.stdout)

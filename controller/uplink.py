@@ -26,7 +26,7 @@ import json
 import queue
 import threading
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 from controller.downlink import DownlinkVerifier, Refused
 from controller.sendwindow import SendWindow
@@ -34,7 +34,9 @@ from drivers.mqtt import (
     ACKED, CONNECTED, DISCONNECTED, MESSAGE, REFUSED, Backoff, BrokerSettings, MqttLink,
 )
 
-FETCH_AHEAD = 512
+FETCH_AHEAD = 512        # records read ahead of need; also the farthest a read skips forward
+CURSOR_SAVE_S = 0.25     # the cursor file is rewritten (fsync'd) at most this often
+CONNACK_TIMEOUT_S = 10.0 # a broker that accepts TCP but never answers CONNECT (hung) is retried
 
 
 class Topics:
@@ -57,7 +59,8 @@ class Uplink:
                  on_refused: Callable[[Refused], None] = lambda refused: None,
                  on_health: Callable[[str], None] = lambda text: None,
                  heartbeat: Callable[[], dict] = dict,
-                 window: int = 64, heartbeat_s: float = 30.0, backoff: Backoff | None = None):
+                 window: int = 64, heartbeat_s: float = 30.0, backoff: Backoff | None = None,
+                 connack_timeout_s: float = CONNACK_TIMEOUT_S):
         self.link = MqttLink(settings, topics.state, b"offline")
         self.topics = topics
         self.journal = journal
@@ -70,7 +73,12 @@ class Uplink:
         self.urgent: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.mids: dict[int, int] = {}        # MQTT message id -> record seq
         self.ahead: dict[int, bytes] = {}     # records read ahead of need
+        self.reader: Iterator[tuple[int, bytes]] | None = None   # sequential journal read
+        self.reader_next = -1                 # the seq the reader yields next (at least)
+        self.next_cursor_save = 0.0
         self.next_attempt = 0.0
+        self.awaiting_connack = False
+        self.connack_timeout_s = connack_timeout_s
         self.next_heartbeat = 0.0
         self.sent = 0
         self.stop_event = threading.Event()
@@ -87,7 +95,8 @@ class Uplink:
 
     def stop(self) -> None:
         self.stop_event.set()
-        self.thread.join(5)
+        if self.thread.ident is not None:     # started
+            self.thread.join(5)
         self.link.close()
 
     @property
@@ -97,45 +106,84 @@ class Uplink:
     # ---- the uplink thread ---------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._save_cursor(force=True)
+
+    def _loop(self) -> None:
         while not self.stop_event.is_set():
-            now = time.monotonic()
-            if not self.link.connected and now >= self.next_attempt:
-                why = self.link.connect()
-                if why:
-                    self._retry_later(why)
-            self.link.poll(0.02)
-            self._drain_events()
-            while not self.urgent.empty():
-                self.window.add_urgent(self.urgent.get_nowait())
-            if self.link.connected:
-                self._publish_records()
-                if now >= self.next_heartbeat:
-                    self._heartbeat()
+            self.service(0.02)
+
+    def service(self, poll_s: float) -> None:
+        """One round of the uplink's work, waiting at most ``poll_s`` for the network.
+        The thread calls it in a loop; the fleet bench drives many uplinks from one
+        thread with ``poll_s=0``."""
+        now = time.monotonic()
+        if not self.link.connected and now >= self.next_attempt:
+            self._attempt(now)
+        self.link.poll(poll_s)
+        self._drain_events()
+        while not self.urgent.empty():
+            self.window.add_urgent(self.urgent.get_nowait())
+        if self.link.connected:
+            self._publish_records()
+            if now >= self.next_heartbeat:
+                self._heartbeat()
+        self._save_cursor()
+
+    def _save_cursor(self, force: bool = False) -> None:
+        """Persist the cursor now and then, not per PUBACK: an fsync per record would
+        cap the drain rate, and a cursor that lags only means a few records are sent
+        again after a restart (the receiver de-duplicates)."""
+        now = time.monotonic()
+        if self.window.cursor > self.journal.cursor and (force or now >= self.next_cursor_save):
+            self.journal.set_cursor(self.window.cursor)
+            self.next_cursor_save = now + CURSOR_SAVE_S
+
+    def _attempt(self, now: float) -> None:
+        """Start a connection, or give up on one the broker never answered."""
+        s = self.link.settings
+        if self.awaiting_connack:
+            self.awaiting_connack = False
+            self._retry_later("broker {}:{} did not answer the connection within {:.1f} s".format(
+                s.host, s.port, self.connack_timeout_s))
+            return
+        why = self.link.connect()
+        if why:
+            self._retry_later(why)
+        else:
+            self.awaiting_connack = True
+            self.next_attempt = now + self.connack_timeout_s
 
     def _retry_later(self, why: str) -> None:
         delay = self.backoff.next_delay()
         self.next_attempt = time.monotonic() + delay
-        self.on_health("uplink: {}; retrying in {:.1f} s".format(why, delay))
+        self.on_health("uplink: {}; retrying in {:.2f} s".format(why, delay))
 
     def _drain_events(self) -> None:
         while self.link.events:
             ev = self.link.events.popleft()
             kind = ev[0]
+            if kind in (CONNECTED, REFUSED):
+                self.awaiting_connack = False
             if kind == CONNECTED:
                 self.backoff.reset()
                 self.link.publish(self.topics.state, b"online", retain=True)
                 self.link.subscribe(self.topics.commands)
                 self.next_heartbeat = 0.0
             elif kind == REFUSED:
-                self._retry_later("broker refused the connection ({})".format(ev[1]))
+                self._retry_later("broker {}:{} refused the connection: {} (check [uplink] username, "
+                                  "password and client certificate)".format(
+                                      self.link.settings.host, self.link.settings.port, ev[1]))
             elif kind == DISCONNECTED:
                 self.window.disconnected()
                 self.mids.clear()
                 self._retry_later("connection lost ({})".format(ev[1]))
             elif kind == ACKED:
                 seq = self.mids.pop(ev[1], None)
-                if seq is not None and self.window.ack(seq):
-                    self.journal.set_cursor(self.window.cursor)
+                if seq is not None:
+                    self.window.ack(seq)
             elif kind == MESSAGE and ev[1] == self.topics.commands:
                 self._command(ev[2])
 
@@ -163,15 +211,40 @@ class Uplink:
             self.sent += 1
 
     def _fetch(self, seq: int) -> bytes | None:
+        """One record, from a sequential read of the journal kept open between calls:
+        re-reading a segment file per batch would make a long backlog quadratic."""
         data = self.ahead.pop(seq, None)
         if data is not None:
             return data
+        if self.reader is not None and seq > self.reader_next + FETCH_AHEAD:
+            # an alarm far ahead of the backlog: read it alone, keep the reader where it is
+            return next((r for s, r in self.journal.read_from(seq) if s == seq), None)
+        if self.reader is not None and seq >= self.reader_next:
+            found, data = self._read_to(seq)
+            if found:
+                return data
+        # No reader, a seq behind it, or the reader's copy of the tail segment ended
+        # before seq was written: read afresh from seq.
         self.ahead.clear()
-        for s, record in self.journal.read_from(seq):
-            self.ahead[s] = record
-            if len(self.ahead) >= FETCH_AHEAD:
-                break
-        return self.ahead.pop(seq, None)
+        self.reader = self.journal.read_from(seq)
+        self.reader_next = seq
+        return self._read_to(seq)[1]
+
+    def _read_to(self, seq: int) -> tuple[bool, bytes | None]:
+        """Advance the reader to ``seq``: (True, record), (True, None) if the journal
+        no longer has it (retention), or (False, None) if the reader ran out first."""
+        assert self.reader is not None
+        for s, record in self.reader:
+            self.reader_next = s + 1
+            if s == seq:
+                return True, record
+            if s > seq:
+                self.ahead[s] = record
+                return True, None
+            if len(self.ahead) < FETCH_AHEAD:
+                self.ahead[s] = record
+        self.reader = None
+        return False, None
 
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.heartbeat_s

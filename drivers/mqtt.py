@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
+from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from drivers.errors import DriverError
 
@@ -28,6 +31,10 @@ DISCONNECTED = "disconnected"
 REFUSED = "refused"        # the broker answered CONNACK with an error
 ACKED = "acked"            # (mid)
 MESSAGE = "message"        # (topic, payload)
+
+# MQTT 5 ends a session at disconnect unless told otherwise; hold it a week, the
+# outage a gateway must ride out, as MQTT 3.1.1 does with clean_session = False.
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 
 class MqttConfigError(DriverError):
@@ -83,11 +90,23 @@ def _tls_context(s: BrokerSettings) -> ssl.SSLContext:
     return ctx
 
 
+def presented_certificate(host: str, port: int) -> str:
+    """Who the broker's certificate says it is, fetched without verification
+    (only to name it in an error message), or "" if it cannot be had."""
+    try:
+        pem = ssl.get_server_certificate((host, port), timeout=2)
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except (OSError, ValueError):
+        return ""
+    return " (subject {}, issued by {})".format(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string())
+
+
 def describe_tls_failure(err: BaseException, s: BrokerSettings) -> str:
     """Turn a handshake failure into what an installer can act on."""
     if isinstance(err, ssl.SSLCertVerificationError):
-        return "broker {}:{} certificate rejected: {} (checked against CA {})".format(
-            s.host, s.port, err.verify_message, s.ca_file or "the system store")
+        return "broker {}:{} certificate{} rejected: {} (checked against CA {})".format(
+            s.host, s.port, presented_certificate(s.host, s.port), err.verify_message,
+            s.ca_file or "the system store")
     if isinstance(err, ssl.SSLError):
         return "TLS with broker {}:{} failed: {} (client certificate {})".format(
             s.host, s.port, err.reason or err, s.cert_file or "none")
@@ -140,8 +159,13 @@ class MqttLink:
     def connect(self) -> str | None:
         """Start a connection; returns why it could not even start, or None."""
         s = self.settings
+        v5 = {}
+        if s.protocol == 5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            v5 = {"clean_start": False, "properties": props}
         try:
-            self.client.connect(s.host, s.port, keepalive=s.keepalive_s)
+            self.client.connect(s.host, s.port, keepalive=s.keepalive_s, **v5)
         except (OSError, ssl.SSLError) as e:
             return describe_tls_failure(e, s)
         return None

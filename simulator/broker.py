@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -69,14 +70,34 @@ class Broker:
                 self.proc.wait()
         self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: the broker dies without saving or closing anything cleanly."""
+        assert self.proc
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def save(self, timeout_s: float = 10.0) -> None:
+        """SIGUSR1: write the persistence database now; returns once it is written."""
+        assert self.proc
+        db = self.dir / "mosquitto.db"
+        before = db.stat().st_mtime_ns if db.exists() else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if db.exists() and db.stat().st_mtime_ns != before:
+                return
+            time.sleep(0.01)
+        raise RuntimeError("mosquitto did not save {}".format(db))
+
     def pause(self) -> None:
         """SIGSTOP: the broker hangs without closing connections (a slow broker)."""
         assert self.proc
-        self.proc.send_signal(19)
+        self.proc.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         assert self.proc
-        self.proc.send_signal(18)
+        self.proc.send_signal(signal.SIGCONT)
 
     def cleanup(self) -> None:
         self.stop()

@@ -3,6 +3,8 @@
 import threading
 import time
 
+import pytest
+
 from controller.collect import Collector, run as collect_run
 from controller.cmdsend import publish
 from controller.downlink import DownlinkVerifier, SeqStore, make_command
@@ -35,13 +37,14 @@ def publish_probe(broker) -> bool:
     return False
 
 
-def make_uplink(broker, journal, **kw):
-    settings = BrokerSettings("127.0.0.1", broker.port, client_id="gw-7")
-    return Uplink(settings, Topics("cabguard", "port-a", "gw-7"), journal,
-                  backoff=Backoff(0.05, 0.5), heartbeat_s=0.5, window=16, **kw)
+def make_uplink(broker, journal, protocol=4, **kw):
+    settings = BrokerSettings("127.0.0.1", broker.port, protocol=protocol, client_id="gw-7")
+    kw.setdefault("backoff", Backoff(0.05, 0.5))
+    return Uplink(settings, Topics("cabguard", "port-a", "gw-7"), journal, heartbeat_s=0.5, window=16, **kw)
 
 
-def test_backlog_drains_in_full_through_a_broker_restart(tmp_path, broker):
+@pytest.mark.parametrize("protocol", [4, 5], ids=["mqtt3.1.1", "mqtt5"])
+def test_backlog_drains_in_full_through_a_broker_restart(tmp_path, broker, protocol):
     prov, _ = provision(tmp_path)
     journal = open_journal(tmp_path, prov)
     for i in range(400):
@@ -49,8 +52,8 @@ def test_backlog_drains_in_full_through_a_broker_restart(tmp_path, broker):
     journal.flush()
     collector = Collector(tmp_path / "rx.db", [prov])
     done = threading.Event()
-    rx = receiver(broker, collector, seconds=30.0, stop_event=done)
-    uplink = make_uplink(broker, journal).start()
+    rx = receiver(broker, collector, seconds=30.0, stop_event=done, protocol=protocol)
+    uplink = make_uplink(broker, journal, protocol).start()
     try:
         assert wait_until(lambda: journal.cursor > 100)
         broker.stop()                 # the broker goes away mid-stream ...
