@@ -31,6 +31,7 @@ from simulator.bus import SimBus, Simulator, open_raw_port
 from simulator.slave import SimDevice
 from simulator.broker import Broker
 from tests.test_console_server import Terminal
+from tests.waiting import wait_until  # noqa: F401 (re-exported to the cases)
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = "gw-hil"
@@ -212,14 +213,6 @@ class Console(Terminal):
         self.expect(b"> ")
         return text[text.rfind("gateway "):]
 
-
-def wait_until(predicate, timeout=10.0, step=0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 class Receiver:

@@ -14,6 +14,7 @@ from drivers.modbus.master import RtuMaster
 from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice
 from simulator.bus import ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.waiting import wait_until
 
 BMS = {"pack_mv": 52800, "current_ma": -1500, "soc_pct": 81, "serial": 20240117, "modules": 1}
 SUNSPEC = {"pack_mv": 409600, "current_ma": -2500, "soc_pct": 64, "serial": 77001234, "modules": 8,
@@ -92,14 +93,6 @@ def test_missing_port_names_it_and_lists_existing_ports(sim):
     assert "/dev/ttyNOPE0 does not exist" in msg and sim.bus("b1").port in msg
 
 
-def _wait_for(pred, seconds=3.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
 
 def _poller(port, **opts):
     return BusPoller(port, [PolledDevice("io", "io-dvt", 1, 50),
@@ -119,7 +112,7 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         assert TWINS == tuple(n for n, _u, _s in DEVICE_TWINS)
         indices = poller.indices(catalog)
         image = catalog.new_image()
-        assert _wait_for(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
+        assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
         poller.copy_into(image, indices)
         get = lambda n: image[catalog.index[n]]  # noqa: E731
         assert get("io.door_bolt") == 1 and get("io.tamper") == 1 and get("io.vib_rms_mg") == 12
@@ -129,8 +122,8 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         assert get("bms1.comm_ok") > 0 and get("bms1.comm_timeouts") == 0
         sim.device("bms2").swap(88000001)
         sim.device("io").set(door_open=1)
-        assert _wait_for(lambda: poller.snapshot()["bms2.serial"] == 88000001)
-        assert _wait_for(lambda: poller.snapshot()["io.door_open"] == 1)
+        assert wait_until(lambda: poller.snapshot()["bms2.serial"] == 88000001)
+        assert wait_until(lambda: poller.snapshot()["io.door_open"] == 1)
         kinds = {(e.device, e.kind) for e in poller.events()}
         assert ("bms2", "online") in kinds
     finally:
@@ -140,11 +133,11 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
 def test_silent_and_exception_devices_go_offline_with_events(sim):
     poller = _poller(sim.bus("b1").port).start()
     try:
-        assert _wait_for(lambda: poller.snapshot()["bms1.online"] and poller.snapshot()["io.online"])
+        assert wait_until(lambda: poller.snapshot()["bms1.online"] and poller.snapshot()["io.online"])
         sim.device("bms1").set_fault("silence")
         sim.device("io").set_fault("exception", code=4)
-        assert _wait_for(lambda: not poller.snapshot()["bms1.online"])
-        assert _wait_for(lambda: not poller.snapshot()["io.online"])
+        assert wait_until(lambda: not poller.snapshot()["bms1.online"])
+        assert wait_until(lambda: not poller.snapshot()["io.online"])
         snap = poller.snapshot()
         assert snap["bms1.comm_timeouts"] >= 2 and snap["io.comm_exc"] == 4
         assert snap["bms2.online"] == 1  # the others keep being polled
@@ -152,7 +145,7 @@ def test_silent_and_exception_devices_go_offline_with_events(sim):
         assert any(e.device == "io" and e.kind == "exception" and e.code == 4 for e in events)
         assert {e.device for e in events if e.kind == "offline"} >= {"io", "bms1"}
         sim.device("bms1").set_fault(None)
-        assert _wait_for(lambda: poller.snapshot()["bms1.online"])
+        assert wait_until(lambda: poller.snapshot()["bms1.online"])
         assert poller.snapshot()["bms1.pack_mv"] == 52800
     finally:
         poller.stop()
@@ -162,7 +155,7 @@ def test_sunspec_device_that_is_not_sunspec_is_a_mismatch_event(sim):
     poller = BusPoller(sim.bus("b1").port, [PolledDevice("bms", "sunspec-battery", 2, 50)]).start()
     try:
         seen = []
-        assert _wait_for(lambda: seen.extend(poller.events()) or any(e.kind == "mismatch" for e in seen))
+        assert wait_until(lambda: seen.extend(poller.events()) or any(e.kind == "mismatch" for e in seen))
         time.sleep(0.3)  # several more failed discoveries: reported once
         seen += poller.events()
         mismatches = [e for e in seen if e.kind == "mismatch"]
@@ -175,10 +168,10 @@ def test_sunspec_device_that_is_not_sunspec_is_a_mismatch_event(sim):
 def test_coil_writes_are_read_back(sim):
     poller = _poller(sim.bus("b1").port).start()
     try:
-        assert _wait_for(lambda: poller.snapshot()["relay.online"])
+        assert wait_until(lambda: poller.snapshot()["relay.online"])
         token = poller.write_coils("relay", {"k1": 1, "k3": 1})
         results = []
-        assert _wait_for(lambda: results.extend(e for e in poller.events() if e.code == token
+        assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
                                                 and e.kind.startswith("write")) or results)
         assert results[0].kind == "write_ok"
         assert sim.device("relay").values == {"k1": 1, "k2": 0, "k3": 1, "k4": 0}
@@ -186,7 +179,7 @@ def test_coil_writes_are_read_back(sim):
         sim.device("relay").set_fault("silence")
         token = poller.write_coils("relay", {"k1": 0})
         results.clear()
-        assert _wait_for(lambda: results.extend(e for e in poller.events() if e.code == token
+        assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
                                                 and e.kind.startswith("write")) or results)
         assert results[0].kind == "write_failed"
     finally:
@@ -236,7 +229,7 @@ def test_a_scan_runs_in_the_bus_thread_between_polls(sim):
 
     poller = _poller(sim.bus("b1").port, timeout_floor_ms=10, timeout_ceiling_ms=30).start()
     try:
-        assert _wait_for(lambda: poller.snapshot()["io.online"] == 1)
+        assert wait_until(lambda: poller.snapshot()["io.online"] == 1)
         ok_before = poller.snapshot()["io.comm_ok"]
         first = poller.run_job(scan_job(range(1, 21), 0.02))
         second = poller.run_job(scan_job([4], 0.02))   # queued behind the first

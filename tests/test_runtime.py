@@ -2,7 +2,6 @@
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.waiting import wait_until
 
 SITE = """
 [gateway]
@@ -87,14 +87,6 @@ record = "{d}/keys/record.key"
 dir = "{d}/journal"
 """
 
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

@@ -12,15 +12,8 @@ from controller.uplink import Topics, Uplink
 from drivers.keys import generate, role_kid
 from drivers.mqtt import Backoff, BrokerSettings
 from tests.journaling import event_record, open_journal, provision
+from tests.waiting import wait_until
 
-
-def wait_until(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def receiver(broker, collector, **kw):
