@@ -38,6 +38,9 @@ def test_an_authorised_visit_is_no_alarm_and_a_stray_door_is_a_nuisance():
     stray = '\n[[action]]\nkind = "door_open"\nat = "+10m"\n'
     doc = evaluate([scenario(stray, "1d")])
     assert doc["nuisance_alarms"] == 1 and doc["nar"] == 1.0 and doc["nar_per_cabinet_30d"] == 30.0
+    assert doc["nar_noise_per_cabinet_30d"] == 30.0 and doc["noise_cabinet_days"] == 1.0
+    doc = evaluate([scenario(stray + '\n[[incident]]\nkind = "theft"\nstart = "+10m"\nend = "+15m"\n', "1d")])
+    assert doc["nuisance_alarms"] == 0 and doc["noise_cabinet_days"] == 0 and doc["nar_noise_per_cabinet_30d"] is None
 
 
 def test_skipping_quiet_scans_changes_nothing_for_the_core():
