@@ -84,19 +84,20 @@ class ModelRules:
             return ALARM
         return WARNING
 
-    def scan(self, image: list[int], now: int, mode: int) -> list[tuple[int, int, int, int]]:
+    def scan(self, image: list[int], now: int, mode: int):
+        """-> an iterable of rule changes (index, severity, actions, raised)."""
         score, top = self.model.scan(image, now, mode)
         image[self.score_idx] = score
         image[self.top_idx] = top
-        changes = list(self.rules.scan(image, now, mode)) if self.rules is not None else []
+        changes = self.rules.scan(image, now, mode) if self.rules is not None else ()
         if score >= self.threshold:
             severity = self.severity(top, mode, image)
             if severity > self.raised:
                 self.raised = severity
                 self.raised_as = self.rule_index
                 self.explained.append((now, self.model.explain()))
-                changes.append((self.raised_as, severity, 0, 1))
+                return list(changes) + [(self.raised_as, severity, 0, 1)]
         elif self.raised >= 0 and score * 2 < self.threshold:
-            changes.append((self.raised_as, self.raised, 0, 0))
-            self.raised = -1
+            raised, self.raised = self.raised, -1
+            return list(changes) + [(self.raised_as, raised, 0, 0)]
         return changes

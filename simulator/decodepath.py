@@ -42,17 +42,20 @@ class _Points:
         self.regmap = self.profile.bind(profile.sim_layout() if profile.sunspec else None)
         self.names = names
         self.values = {n: 0 for n in names}
-        self.cache: dict[int, int] | None = {} if len(names) == 1 else None
+        self.cache: dict[int, int] = {}
 
-    def roundtrip(self, name: str, value: int) -> list[tuple[str, int]]:
+    def alone(self, name: str, value: int) -> int:
+        """A point without a scale factor: its decoded value (cached by value)."""
         cache = self.cache
-        if cache is not None:
-            got = cache.get(value)
-            if got is None:
-                if len(cache) >= CACHE_LIMIT:
-                    cache.clear()
-                got = cache[value] = self._decode({name: value})[name]
-            return [(name, got)]
+        got = cache.get(value)
+        if got is None:
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            got = cache[value] = self._decode({name: value})[name]
+        return got
+
+    def together(self, name: str, value: int) -> list[tuple[str, int]]:
+        """A point of a scale-factor group: the whole group, decoded again."""
         self.values[name] = value
         decoded = self._decode(self.values)
         return [(n, decoded[n]) for n in self.names]
@@ -80,14 +83,14 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
 
     def factory(catalog: Catalog) -> Callable[[Changes], Changes]:
         index = catalog.index
-        route: dict[int, tuple[_Points, str, dict[str, int]]] = {}
+        route: dict[int, tuple[_Points, str, dict[str, int] | None]] = {}
         for dev in catalog.devices:
             profile = loaded[device_class(dev)]
             for names in _groups(profile):
                 points = _Points(profile, names)
                 where = {n: index[dev + "." + n] for n in names if dev + "." + n in index}
                 for n in where:
-                    route[where[n]] = (points, n, where)
+                    route[where[n]] = (points, n, where if len(names) > 1 else None)
 
         def decode(changes: Changes) -> Changes:
             out = []
@@ -96,10 +99,13 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
                 if hit is None:
                     out.append((i, v))
                     continue
-                points, name, where = hit
-                for n, x in points.roundtrip(name, v):
-                    if n in where:
-                        out.append((where[n], x))
+                points, name, group = hit
+                if group is None:
+                    out.append((i, points.alone(name, v)))
+                    continue
+                for n, x in points.together(name, v):
+                    if n in group:
+                        out.append((group[n], x))
             return out
         return decode
     return factory
