@@ -227,6 +227,9 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--model", metavar="MODEL", help="anomaly model (default: rules/models/port.json)")
     p.add_argument("--no-model", action="store_true", help="evaluate without the anomaly model")
+    p.add_argument("--rules", nargs="+", metavar="SRC", default=[],
+                   help="rule files to compile for each cabinet (default: the packs in rules/packs/)")
+    p.add_argument("--no-rules", action="store_true", help="no rule table: the core's entry delay alone")
     p.add_argument("--idle-ms", type=int, default=1000, metavar="MS",
                    help="longest virtual-time step between scans when nothing changes (default 1000)")
     p.set_defaults(handler="simulator.evaluate:main")

@@ -7,10 +7,13 @@ Each scan, in order:
 
 1. copy each bus poller's newest snapshot into the input image (no I/O);
 2. write the gateway's own signals (late scans, clock trust, journal
-   backlog, disk) and, once a second, the ``sched.*`` values;
+   backlog, disk) and, once a second, the ``sched.*`` values and
+   ``sys.week_hour``;
 3. take the commands queued since the last scan (console, downlink, the
    shell's own fault reports);
-4. ``step()`` — the only place where anything is decided;
+4. ``step()`` — the only place where anything is decided (the anomaly
+   model, when the site has one, runs inside it in front of the table's
+   rules and writes ``anom.score`` / ``anom.top``);
 5. drive the outputs at once, then hand every event to the journal
    (O(1), the writer thread does the disk) and persist mode and lock if
    they changed (a writer thread again);
@@ -48,6 +51,7 @@ from controller.core.step import CoreState, step
 from controller.evidence import EvidenceRing, evidence_record, incident_record
 from controller.errors import CabguardError
 from controller.journal import Journal
+from controller.modelrules import ModelRules
 from controller.scantimer import ScanTimer
 from controller.site import Site
 from controller.statefile import StateFile
@@ -95,7 +99,9 @@ class Gateway:
         self.notifier = notifier or Notifier()
         self.catalog = site.catalog
         self.image = self.catalog.new_image()
-        self.state = CoreState(self.catalog, site.core_config)
+        # The anomaly model runs in front of the table's rules (controller/modelrules.py).
+        self.model_rules = ModelRules(site.model, self.catalog) if site.model is not None else None
+        self.state = CoreState(self.catalog, site.core_config, self.model_rules)
         self.table: TableSlot | None = None
         self.urgent_listeners: list[Callable[[int], None]] = []
         self.active_rules: set[str] = set()   # rules raised and not cleared, by id
@@ -113,6 +119,7 @@ class Gateway:
         self.disk_free_pct = 100
         self.backlog = 0
         self.sched_values: list[int] = []
+        self.week_hour = -1
         self._sched_idx = [self.catalog.index["sched." + n] for n in site.schedules.names()]
         self._bus_reported: dict[tuple[str, str], float] = {}
         self.last_event = ""
@@ -120,7 +127,8 @@ class Gateway:
         self.last_late = 0
         self.lateness_ns: collections.deque[int] = collections.deque(maxlen=100000)
         self._idx = {name: self.catalog.index[name] for name in (
-            "sys.late_scans", "sys.clock_trusted", "sys.journal_backlog", "sys.disk_free_pct")}
+            "sys.late_scans", "sys.clock_trusted", "sys.journal_backlog", "sys.disk_free_pct",
+            "sys.week_hour")}
         self._poll_idx = [(p, p.indices(self.catalog)) for p in site.pollers]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.statefile = StateFile(self.state_dir / "core-state.json")
@@ -235,6 +243,7 @@ class Gateway:
         image[idx["sys.clock_trusted"]] = int(self.trusted)
         image[idx["sys.journal_backlog"]] = min(self.backlog, 0x7FFFFFFF)
         image[idx["sys.disk_free_pct"]] = self.disk_free_pct
+        image[idx["sys.week_hour"]] = self.week_hour
         for i, value in zip(self._sched_idx, self.sched_values):
             image[i] = value
         while not self.tasks.empty():
@@ -322,6 +331,9 @@ class Gateway:
             self.active_rules.discard(name)
 
     def rule_names(self) -> tuple[str, ...]:
+        """Rule names by the index events carry (the model's rule after the table's)."""
+        if self.model_rules is not None:
+            return self.model_rules.rule_names()
         rules = self.state.rules
         return tuple(rules.table.ids) if rules is not None else ()
 
@@ -336,7 +348,7 @@ class Gateway:
         loaded = self.table.load(table_path)
         self.table.on_change = lambda ev: self.run_in_loop(lambda: self._use_evaluator(ev))
         if loaded:
-            self.state.rules = self.table.evaluator
+            self.state.rules = self._with_model(self.table.evaluator)
             self.note("rule table {} loaded: {} rules".format(table_path, len(self.rule_names())))
             return
         self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
@@ -350,8 +362,15 @@ class Gateway:
 
     def _use_evaluator(self, evaluator) -> None:
         """In the loop thread, between scans: a new table takes over."""
-        self.state.rules = evaluator
+        self.state.rules = self._with_model(evaluator)
         self._journal_catalog()
+
+    def _with_model(self, evaluator):
+        """The evaluator step() runs: the table's, behind the anomaly model if there is one."""
+        if self.model_rules is None:
+            return evaluator
+        self.model_rules.rules = evaluator
+        return self.model_rules
 
     def load_rules(self, path: str) -> str:
         """A new table from the console or the downlink; a refused one leaves the old active."""
@@ -376,8 +395,10 @@ class Gateway:
         return hide_secrets(Path(self.site.config.path).read_text(encoding="utf-8"))
 
     def _refresh_schedules(self) -> None:
-        values = self.site.schedules.values(self.clock.wall_s(), self.trusted)
+        wall = self.clock.wall_s()
+        values = self.site.schedules.values(wall, self.trusted)
         self.sched_values = [values["sched." + n] for n in self.site.schedules.names()]
+        self.week_hour = self.site.schedules.week_hour(wall, self.trusted)
 
     def _housekeeping(self) -> None:
         """Slow facts, cached for the loop: clock trust, disk, backlog, ports."""

@@ -71,6 +71,15 @@ class Schedules:
     def names(self) -> list[str]:
         return sorted(self.windows)
 
+    def week_hour(self, wall_s: float, trusted: bool) -> int:
+        """``sys.week_hour``: the hour of the week in the site's timezone (0 =
+        Monday 00:00), or -1 while the clock is untrusted (the anomaly model
+        then scores against its all-week envelope, docs/anomaly.md)."""
+        if not trusted:
+            return -1
+        local = datetime.fromtimestamp(wall_s, self.tz)
+        return local.weekday() * 24 + local.hour
+
     def values(self, wall_s: float, trusted: bool) -> dict[str, int]:
         if not trusted:
             return {"sched." + n: v for n, v in self.untrusted.items()}

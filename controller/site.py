@@ -2,8 +2,8 @@
 
 ``assemble`` loads each device's profile, groups devices into one poller
 per bus, builds the signal catalog (device signals and twins, the
-gateway's own signals, one ``sched.*`` per schedule) and the core's
-settings.  Everything here is built once at start; nothing runs yet.
+gateway's own signals, one ``sched.*`` per schedule, the anomaly model's
+``anom.*``), the core's settings and the anomaly model (``[model] path``).  Everything here is built once at start; nothing runs yet.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import difflib
 from dataclasses import dataclass
 
 from controller.config import ConfigError, SiteConfig
-from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.step import CoreConfig
+from controller.modelrules import ModelFileError, read_model
 from controller.schedules import Schedules
 from controller.schema import Problem
 from drivers.errors import DriverError
 from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
 from drivers.modbus.profiles import load_profile
+from rules.anomaly import ModelTables
 
 
 @dataclass
@@ -31,6 +33,7 @@ class Site:
     entry_zones: list[str]
     schedules: Schedules
     device_classes: dict[str, str]
+    model: ModelTables | None = None
 
 
 def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
@@ -83,9 +86,15 @@ def assemble(config: SiteConfig) -> Site:
     for p in pollers:
         for instance, signals in p.device_specs():
             specs += device_signals(instance, signals)
-    specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names())
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names()) + list(ANOMALY_SIGNALS)
     catalog = Catalog(specs)
     core, zones = core_config(doc, catalog, problems)
+    model = None
+    if doc.get("model"):
+        try:
+            model = read_model(doc["model"]["path"])
+        except ModelFileError as e:
+            problems.append(Problem("model.path", str(e)))
     if problems:
         raise ConfigError(config.path, problems)
     by_device = {}
@@ -93,4 +102,4 @@ def assemble(config: SiteConfig) -> Site:
         for name in {n.split(".")[0] for n in p.names}:
             by_device[name] = p
     classes = {d["name"]: load_profile(d["profile"]).device_class for d in doc["device"]}
-    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes)
+    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, model)

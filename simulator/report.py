@@ -99,12 +99,15 @@ def write_report(out: Path, scenarios: list[Scenario], doc: dict[str, Any],
         raise EvalError("cannot create report folder {}: {}".format(out, e.strerror)) from None
     (out / "summary.json").write_text(json.dumps(doc, indent=1) + "\n")
     lines = ["# Evaluation report", "", "Detections come from {}.".format(doc["detections_from"]), "",
-             "| configuration | PD | NAR /cabinet-day | per cabinet-30d | TTD median s | TTD p95 s |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| configuration | PD | PD by kind | NAR /cabinet-day | per cabinet-30d | port noise: per cabinet-30d "
+             "| TTD median s | TTD p95 s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in doc["compare"].items():
         if name != "model_adds":
-            lines.append("| {} | {} | {} | {} | {} | {} |".format(
-                name, s["pd"], s["nar"], s["nar_per_cabinet_30d"], s["ttd_median_s"], s["ttd_p95_s"]))
+            lines.append("| {} | {} | {} | {} | {} | {} ({} cabinet-days) | {} | {} |".format(
+                name, s["pd"], ", ".join("{} {}".format(k, v) for k, v in s["pd_by_kind"].items()), s["nar"],
+                s["nar_per_cabinet_30d"], s["nar_noise_per_cabinet_30d"], s["noise_cabinet_days"],
+                s["ttd_median_s"], s["ttd_p95_s"]))
     if "model_adds" in doc["compare"]:
         lines += ["", "Incidents only the model detected: {}".format(len(doc["compare"]["model_adds"]))]
         lines += ["- {scenario} / {cabinet}: {kind}, {ttd_s} s, {by}".format(**a) for a in doc["compare"]["model_adds"]]

@@ -29,7 +29,7 @@ import math
 import random
 from typing import Iterator
 
-from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.events import COMMAND_CODES
 from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
 
@@ -44,10 +44,6 @@ BATTERY_SIGNALS = (
     ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
     ("alarm_bits", "bits", 0),
 )
-# Gateway-side signals this simulator adds: the hour of the week for the
-# anomaly model's baseline (docs/anomaly.md), and the model's outputs.
-WEEK_HOUR = ("sys.week_hour", "count", 0)
-ANOMALY_SIGNALS = (("anom.score", "score", 0), ("anom.top", "code", 0))
 
 IO_PERIOD_MS = 1000
 IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample
@@ -68,12 +64,16 @@ def schedule_names(scn: Scenario) -> list[str]:
     return sorted(names)
 
 
-def cabinet_catalog(scn: Scenario, cab: Cabinet) -> Catalog:
-    """The image of one cabinet's gateway: io, bms1..N, sys, sched, anom."""
+def cabinet_catalog(scn: Scenario, cab: Cabinet, extra_schedules: tuple[str, ...] = ()) -> Catalog:
+    """The image of one cabinet's gateway: io, bms1..N, sys, sched, anom.
+
+    ``extra_schedules``: schedules the rules name that the scenario does not
+    define; their ``sched.*`` signals exist and are never active."""
     specs = device_signals("io", IO_SIGNALS)
     for n in range(1, cab.batteries + 1):
         specs += device_signals("bms{}".format(n), BATTERY_SIGNALS)
-    specs += list(SYSTEM_SIGNALS) + [WEEK_HOUR] + schedule_signals(schedule_names(scn)) + list(ANOMALY_SIGNALS)
+    names = sorted(set(schedule_names(scn)) | set(extra_schedules))
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(names) + list(ANOMALY_SIGNALS)
     return Catalog(specs)
 
 

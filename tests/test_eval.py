@@ -38,6 +38,9 @@ def test_an_authorised_visit_is_no_alarm_and_a_stray_door_is_a_nuisance():
     stray = '\n[[action]]\nkind = "door_open"\nat = "+10m"\n'
     doc = evaluate([scenario(stray, "1d")])
     assert doc["nuisance_alarms"] == 1 and doc["nar"] == 1.0 and doc["nar_per_cabinet_30d"] == 30.0
+    assert doc["nar_noise_per_cabinet_30d"] == 30.0 and doc["noise_cabinet_days"] == 1.0
+    doc = evaluate([scenario(stray + '\n[[incident]]\nkind = "theft"\nstart = "+10m"\nend = "+15m"\n', "1d")])
+    assert doc["nuisance_alarms"] == 0 and doc["noise_cabinet_days"] == 0 and doc["nar_noise_per_cabinet_30d"] is None
 
 
 def test_skipping_quiet_scans_changes_nothing_for_the_core():
@@ -123,3 +126,42 @@ def test_values_reach_the_image_through_the_decode_path():
     scn = scenario(UNAUTHORISED)
     assert run_cabinet(scn, scn.cabinets[0], decode_factory=factory).detections == []
     assert len(run_cabinet(scn, scn.cabinets[0]).detections) == 1
+
+
+FORCED = '\n[[action]]\nkind = "door_forced"\nat = "+10m"\n\n[[incident]]\nkind = "theft"\nstart = "+10m"\nend = "+15m"\n'
+
+
+def test_the_compiled_packs_run_through_the_profile_decode_path():
+    from simulator.decodepath import profile_decode
+    from simulator.rulesource import RuleSource
+    rules = RuleSource()
+    assert "shift_change" in rules.schedules and "maintenance" in rules.schedules
+    scn = scenario(FORCED + '\n[[process]]\nkind = "wind"\n')
+    doc = evaluate([scn], rules_factory=rules, decode_factory=profile_decode())
+    (inc,) = doc["scenarios"][0]["incidents"]
+    # the door opens 1 s into the burst with the bolt engaged: the pack's door_forced
+    assert inc["detected"] and inc["by"] == "rule door_forced.io" and inc["ttd_s"] <= 2.0
+    assert doc["nuisance_alarms"] == 0
+
+
+def test_the_decode_path_clamps_like_the_registers():
+    from simulator.decodepath import profile_decode
+    from simulator.world import cabinet_catalog
+    scn = scenario()
+    catalog = cabinet_catalog(scn, scn.cabinets[0])
+    decode = profile_decode()(catalog)
+    peak, week = catalog.index["io.vib_peak_mg"], catalog.index["sys.week_hour"]
+    # io-dvt keeps the peak in one u16 register: 70000 mg cannot reach the image.
+    assert decode([(peak, 70000), (week, 5)]) == [(peak, 65535), (week, 5)]
+    assert decode([(peak, 1200)]) == [(peak, 1200)]
+
+
+def test_sunspec_points_sharing_a_scale_factor_decode_together():
+    from simulator.decodepath import profile_decode
+    from simulator.world import cabinet_catalog
+    scn = scenario()
+    catalog = cabinet_catalog(scn, scn.cabinets[0])
+    decode = profile_decode({"battery": "sunspec-battery"})(catalog)
+    pack = catalog.index["bms1.pack_mv"]
+    got = dict(decode([(pack, 409612)]))
+    assert abs(got[pack] - 409612) <= 10      # rounded to the scale factor the encoder chose

@@ -48,6 +48,7 @@ def raised(script, mode=ARMED, settle_s=20):
     ("door_forced.io", [(0, {"io.door_open": 1}, None)]),
     ("door_with_vibration.io", [(0, {"io.door_open": 1, "io.door_bolt": 0}, None), (3, {"io.vib_peak_mg": 1200}, None)]),
     ("tilt_or_lift.io", [(0, {"io.tilt_mdeg": -7000}, None)]),
+    ("sustained_vibration.io", [(0, {"io.vib_rms_mg": 300}, None), (6, {}, None)]),
     ("tilt_or_lift.io", [(0, {"io.accel_z_mg": 500}, None)]),
     ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
     ("module_removed.bms2", [(0, {"bms2.modules": 7}, None)]),

@@ -37,6 +37,14 @@ SYSTEM_SIGNALS = (
     ("sys.disk_free_pct", "pct", 0),
     ("sys.journal_backlog", "count", 0),
     ("sys.tamper", "bool", 0),
+    ("sys.week_hour", "count", 0),   # hour of the week, 0 = Monday 00:00 local; -1 clock untrusted
+)
+
+# The anomaly model's outputs (docs/anomaly.md): on every gateway's image,
+# so a table compiled for a site stays valid when a model is added.
+ANOMALY_SIGNALS = (
+    ("anom.score", "score", 0),
+    ("anom.top", "code", 0),
 )
 
 

@@ -238,6 +238,12 @@ class Profile:
         """``(short_name, unit, scale)`` in class order, for catalog.device_signals()."""
         return list(self._specs)
 
+    def only(self, names: set[str]) -> "Profile":
+        """This profile restricted to some points (same addresses): virtual-time
+        evaluation round-trips one point at a time through it."""
+        return Profile(self.path, self.name, self.device_class, self.description, self._specs,
+                       [e for e in self._fields if e["name"] in names], self.gap, self.models)
+
     def sim_layout(self, base: int = SUNSPEC_BASES[0]) -> dict[int, int]:
         """SunSpec model id -> address of its ID register, chained from ``base``."""
         layout, addr = {}, base + 2

@@ -1,0 +1,103 @@
+"""The anomaly model as a rule: one code path for the gateway and ``cabguard eval``.
+
+``ModelRules`` sits where the core expects a rules evaluator
+(``scan(image, now, mode)`` -> rule changes).  Each scan it runs the
+anomaly model first (rules/anomaly.py), puts ``anom.score`` and
+``anom.top`` on the image so the table's rules can read them, runs the
+table's evaluator, and raises the model's own rule, named ``anomaly``,
+whose index is the one after the table's last rule.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from controller.core import modes
+from controller.core.catalog import Catalog
+from controller.core.events import ALARM, WARNING
+from controller.errors import CabguardError
+from rules.anomaly import FEATURES, AnomalyModel, ModelTables
+
+RULE_NAME = "anomaly"
+ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
+
+
+class ModelFileError(CabguardError):
+    """A model file that cannot be used; names the file and the key."""
+
+
+def read_model(path: str | Path) -> ModelTables:
+    """The checked tables of a model file (docs/anomaly.md "Model file")."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        return ModelTables(doc)
+    except OSError as e:
+        raise ModelFileError("cannot read model {}: {}".format(path, e.strerror)) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError("{}: {} (make one with `cabguard model train`)".format(path, e)) from None
+
+
+class ModelRules:
+    """The model, then the table's evaluator (``rules``, may be None), then
+    the model's rule when the score reaches the model's threshold.
+
+    Severity: alarm when the cabinet is in the armed family (exit delay,
+    armed, entry delay); alarm in every mode when temperature drove the
+    score (safety does not depend on arming) or the pack's structure did
+    (``volt``: modules pulled), except, for the pack, while a
+    ``sched.maintenance`` window is active; warning otherwise.  Door
+    activity is the core's business (entry zones: an authorised person has
+    the entry delay to authenticate), so a score driven by the door is
+    always a warning.  A warning is raised again as an alarm when the
+    conditions for an alarm arrive; the rule clears below half the
+    threshold."""
+
+    def __init__(self, tables: ModelTables, catalog: Catalog, rules: Any = None):
+        self.model = AnomalyModel(tables, catalog.index, (modes.DISARMED,))
+        self.rules = rules
+        self.score_idx = catalog.index["anom.score"]
+        self.top_idx = catalog.index["anom.top"]
+        self.maint_idx = catalog.index.get("sched.maintenance", -1)
+        self.threshold = tables.threshold
+        self.raised = -1                 # severity raised, -1 when clear
+        self.raised_as = -1              # the rule index it was raised under
+        self.explained: list[tuple[int, list[tuple[str, int]]]] = []
+
+    @property
+    def rule_index(self) -> int:
+        """The index after the table's rules (0 without a table)."""
+        return len(self.rules.table.ids) if self.rules is not None else 0
+
+    def rule_names(self) -> tuple[str, ...]:
+        """Rule names by index: the table's, then the model's."""
+        return (tuple(self.rules.table.ids) if self.rules is not None else ()) + (RULE_NAME,)
+
+    def severity(self, top: int, mode: int, image: list[int]) -> int:
+        feature = FEATURES[top]
+        if feature == "temp":
+            return ALARM
+        if feature == "volt" and not (self.maint_idx >= 0 and image[self.maint_idx]):
+            return ALARM
+        if feature != "door" and mode in ARMED_FAMILY:
+            return ALARM
+        return WARNING
+
+    def scan(self, image: list[int], now: int, mode: int):
+        """-> an iterable of rule changes (index, severity, actions, raised)."""
+        score, top = self.model.scan(image, now, mode)
+        image[self.score_idx] = score
+        image[self.top_idx] = top
+        changes = self.rules.scan(image, now, mode) if self.rules is not None else ()
+        if score >= self.threshold:
+            severity = self.severity(top, mode, image)
+            if severity > self.raised:
+                self.raised = severity
+                self.raised_as = self.rule_index
+                self.explained.append((now, self.model.explain()))
+                return list(changes) + [(self.raised_as, severity, 0, 1)]
+        elif self.raised >= 0 and score * 2 < self.threshold:
+            raised, self.raised = self.raised, -1
+            return list(changes) + [(self.raised_as, raised, 0, 0)]
+        return changes

@@ -1,0 +1,111 @@
+"""The gateway's decode path in virtual time: world values -> registers -> image.
+
+``profile_decode(profiles)`` is a ``decode_factory`` for
+``simulator.evaluate``: each value the world reports for a device is
+encoded into that device's registers with its Modbus profile
+(``profile.encode``, what the simulated slave serves) and decoded back
+with the profile's register map (``RegisterMap.decode``, what the bus
+poller runs), so clamping, rounding, word order, bit packing and SunSpec
+scale factors reach the image exactly as on a gateway.
+
+Speed: a point without a scale factor decodes independently of the
+device's other points, so it round-trips alone (``profile.only``) and the
+result is cached by value; points that share a SunSpec scale factor are
+encoded together with their group's current values on every change.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from controller.core.catalog import Catalog
+from drivers.modbus.profiles import Profile, load_profile
+
+# The profiles a scenario cabinet's devices speak, by device class.
+DEFAULT_PROFILES = {"io": "io-dvt", "battery": "bms16-vendor"}
+CACHE_LIMIT = 1 << 16          # cached round trips per point before its cache restarts
+
+Changes = list[tuple[int, int]]
+
+
+def device_class(device: str) -> str:
+    """A scenario cabinet's devices: ``io`` and ``bms1`` ... ``bms4``."""
+    return "io" if device == "io" else "battery"
+
+
+class _Points:
+    """Some points of one device that round-trip together (one point, or a
+    SunSpec scale-factor group), with the values the world last reported."""
+
+    def __init__(self, profile: Profile, names: tuple[str, ...]):
+        self.profile = profile.only(set(names))
+        self.regmap = self.profile.bind(profile.sim_layout() if profile.sunspec else None)
+        self.names = names
+        self.values = {n: 0 for n in names}
+        self.cache: dict[int, int] = {}
+
+    def alone(self, name: str, value: int) -> int:
+        """A point without a scale factor: its decoded value (cached by value)."""
+        cache = self.cache
+        got = cache.get(value)
+        if got is None:
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            got = cache[value] = self._decode({name: value})[name]
+        return got
+
+    def together(self, name: str, value: int) -> list[tuple[str, int]]:
+        """A point of a scale-factor group: the whole group, decoded again."""
+        self.values[name] = value
+        decoded = self._decode(self.values)
+        return [(n, decoded[n]) for n in self.names]
+
+    def _decode(self, values: dict[str, int]) -> dict[str, int]:
+        decoded, _missing = self.regmap.decode(self.regmap.blocks_from(self.profile.encode(values)))
+        return decoded
+
+
+def _groups(profile: Profile) -> list[tuple[str, ...]]:
+    regmap = profile.bind(profile.sim_layout() if profile.sunspec else None)
+    by_sf: dict[object, list[str]] = {}
+    for f in regmap.fields:
+        by_sf.setdefault(f.sf_address if f.sf_address is not None else ("alone", f.name), []).append(f.name)
+    return [tuple(names) for names in by_sf.values()]
+
+
+def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog], Callable[[Changes], Changes]]:
+    """A decode factory: per cabinet catalog, a function from the world's
+    changes to the image's changes through each device's profile.
+    ``profiles`` maps device class -> profile name (default DEFAULT_PROFILES);
+    signals of no device (``sys.*``, ``sched.*``) and twins pass unchanged."""
+    chosen = dict(DEFAULT_PROFILES, **(profiles or {}))
+    loaded = {cls: load_profile(name) for cls, name in chosen.items()}
+
+    def factory(catalog: Catalog) -> Callable[[Changes], Changes]:
+        index = catalog.index
+        route: dict[int, tuple[_Points, str, dict[str, int] | None]] = {}
+        for dev in catalog.devices:
+            profile = loaded[device_class(dev)]
+            for names in _groups(profile):
+                points = _Points(profile, names)
+                where = {n: index[dev + "." + n] for n in names if dev + "." + n in index}
+                for n in where:
+                    route[where[n]] = (points, n, where if len(names) > 1 else None)
+
+        def decode(changes: Changes) -> Changes:
+            out = []
+            for i, v in changes:
+                hit = route.get(i)
+                if hit is None:
+                    out.append((i, v))
+                    continue
+                points, name, group = hit
+                if group is None:
+                    out.append((i, points.alone(name, v)))
+                    continue
+                for n, x in points.together(name, v):
+                    if n in group:
+                        out.append((group[n], x))
+            return out
+        return decode
+    return factory
