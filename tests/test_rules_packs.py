@@ -129,3 +129,27 @@ def test_stateless_expressions_evaluate_like_python(seed):
         want = 1 if eval(text, {}, ns) else 0
         ev.scan(image, 0, 0)
         assert ev.active[0] == want, (text, values)
+
+
+def test_sunspec_event_bits_match_the_model_802_definition():
+    """The safety pack's bit numbers are those of SunSpec model 802 Evt1, as the
+    SunSpec Alliance's own package defines them (not from memory)."""
+    import json
+    import re
+    from pathlib import Path
+
+    import sunspec2
+
+    model = json.loads((Path(sunspec2.__file__).parent / "models" / "json" / "model_802.json").read_text())
+    evt1 = next(p for p in model["group"]["points"] if p["name"] == "Evt1")
+    bits = {s["name"]: s["value"] for s in evt1["symbols"]}
+    wanted = {"bms_over_temp": ["OVER_TEMP_ALARM"],
+              "bms_over_current": ["OVER_CHARGE_CURRENT_ALARM", "OVER_DISCHARGE_CURRENT_ALARM"],
+              "bms_voltage": ["OVER_VOLT_ALARM", "UNDER_VOLT_ALARM"],
+              "bms_contactor_or_ground": ["CONTACTOR_ERROR", "GROUND_FAULT"],
+              "bms_door_open": ["OPEN_DOOR_ERROR"]}
+    text = (Path(__file__).parent.parent / "rules" / "packs" / "safety.toml").read_text()
+    for rule_id, names in wanted.items():
+        block = text[text.index('id = "{}"'.format(rule_id)):]
+        when = re.search(r'when = "(.*)"', block).group(1)
+        assert [int(b) for b in re.findall(r"alarm_bits, (\d+)\)", when)] == [bits[n] for n in names], rule_id
