@@ -37,14 +37,16 @@ class SendWindow:
     def _sendable(self, seq: int) -> bool:
         return seq > self.cursor and seq not in self.in_flight and seq not in self.acked
 
-    def take(self, last_seq: int) -> list[int]:
-        """The seqs to publish now, urgent first; ``last_seq`` is the newest record."""
+    def take(self, last_seq: int, limit: int | None = None) -> list[int]:
+        """The seqs to publish now, urgent first; ``last_seq`` is the newest record,
+        ``limit`` caps how many (a paced drain)."""
         out: list[int] = []
-        while self.urgent and len(out) < self.room():
+        room = self.room() if limit is None else min(self.room(), limit)
+        while self.urgent and len(out) < room:
             seq = heapq.heappop(self.urgent)
             if self._sendable(seq) and seq <= last_seq:
                 out.append(seq)
-        while len(out) < self.room() and self.next_seq <= last_seq:
+        while len(out) < room and self.next_seq <= last_seq:
             seq = self.next_seq
             self.next_seq += 1
             if self._sendable(seq) and seq not in out:
