@@ -297,6 +297,7 @@ class Evaluator:
         self.mem = [0] * table.mem
         self.active = [0] * table.size
         self.wakes = {}      # rule index -> wake tick
+        self.next_wake = -1  # the earliest of the wakes (-1: none), so a quiet scan skips them
         self.last = [0] * table.image_size
         self.last_mbit = -1
         self.stack = []
@@ -322,16 +323,26 @@ class Evaluator:
                 due = {}
             for r in self.table.mode_rules:
                 due[r] = 1
-        wakes = self.wakes
         diff = self.diff
-        for r in wakes:
-            if diff(now, wakes[r]) >= 0:
-                if due is None:
-                    due = {}
-                due[r] = 1
+        if self.next_wake >= 0 and diff(now, self.next_wake) >= 0:
+            wakes = self.wakes
+            for r in wakes:
+                if diff(now, wakes[r]) >= 0:
+                    if due is None:
+                        due = {}
+                    due[r] = 1
         if due is None:
             return None
         return sorted(due)
+
+    def _earliest_wake(self):
+        """The wake that comes first (ticks wrap: compare by their difference)."""
+        diff = self.diff
+        first = -1
+        for w in self.wakes.values():
+            if first < 0 or diff(w, first) < 0:
+                first = w
+        return first
 
     def scan(self, image, now, mode):
         """Evaluate the rules; an iterable of (index, severity, actions, raised)."""
@@ -488,6 +499,7 @@ class Evaluator:
             if changes is None:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
+        self.next_wake = self._earliest_wake()
         self.primed = 1
         self.prev_now = now
         return changes if changes is not None else _NONE
