@@ -10,9 +10,9 @@ from controller.rulescmd import default_sources, site_catalog
 from rules.compiler import compile_files
 from rules.table import Evaluator, Table
 
-ARMED, DISARMED, MAINT = modes.ARMED, modes.DISARMED, modes.MAINTENANCE
+ARMED, DISARMED, MAINT, ENTRY = modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
-      "io.door_bolt": 1, "bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 4712,
+      "io.door_bolt": 1, "io.vib_rms_mg": 2, "io.vib_peak_mg": 5, "bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 4712,
       "bms1.pack_mv": 400000, "bms1.temp_max_dc": 250, "sys.disk_free_pct": 80, "io.temp_dc": 200}
 
 
@@ -50,6 +50,16 @@ def raised(script, mode=ARMED, settle_s=20):
     ("tilt_or_lift.io", [(0, {"io.tilt_mdeg": -7000}, None)]),
     ("sustained_vibration.io", [(0, {"io.vib_rms_mg": 300}, None), (6, {}, None)]),
     ("tilt_or_lift.io", [(0, {"io.accel_z_mg": 500}, None)]),
+    ("heavy_vibration.io", [(0, {"io.vib_rms_mg": 300, "io.vib_peak_mg": 1200}, None), (3, {}, None)]),
+    ("cabinet_moved.io", [(0, {"io.tilt_mdeg": -1000}, None), (2, {}, None)]),
+    ("cabinet_moved.io", [(0, {"io.accel_z_mg": 200}, None), (2, {}, None)]),
+    ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY),
+                              (2, {"io.vib_rms_mg": 160, "io.vib_peak_mg": 600}, None)]),
+    ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY), (2, {"io.tilt_mdeg": 600}, None)]),
+    ("entry_route_from_bolt.io", [(0, {"io.door_bolt": 0}, None), (31, {}, None)]),
+    ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
+    ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
+    ("vibration_sensor_masked.io", [(0, {"io.vib_peak_mg": 400}, None), (3, {}, None)]),
     ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
     ("module_removed.bms2", [(0, {"bms2.modules": 7}, None)]),
     ("string_voltage_step.bms1", [(0, {"bms1.pack_mv": 350000}, None)]),
@@ -80,6 +90,21 @@ def test_nothing_raises_on_a_quiet_armed_cabinet():
 def test_door_opened_by_a_technician_in_maintenance_is_quiet():
     got = raised([(0, {"io.door_bolt": 0}, MAINT), (1, {"io.door_open": 1}, None), (60, {}, None)])
     assert got == []
+
+
+def test_a_technician_who_unbolts_opens_and_logs_in_within_the_entry_delay_is_quiet():
+    got = raised([(0, {"io.door_bolt": 0}, None), (1, {"io.door_open": 1}, ENTRY), (20, {}, MAINT),
+                  (600, {"io.door_open": 0}, None), (602, {"io.door_bolt": 1}, None), (605, {}, ARMED), (700, {}, None)])
+    assert got == []
+
+
+def test_a_storm_rocking_the_cabinet_and_a_passing_truck_are_quiet():
+    """Port noise at its worst in the library: the cabinet rocks by 0.48 deg
+    either way, a truck's crest factor is 24 at 22 mg RMS."""
+    script = [(s * 0.5, {"io.tilt_mdeg": 480 if s % 4 < 2 else -480}, None) for s in range(40)]
+    script += [(20 + s, {"io.vib_rms_mg": 22, "io.vib_peak_mg": 520}, None) for s in range(8)]
+    script += [(28, {"io.vib_rms_mg": 120, "io.vib_peak_mg": 700}, None), (40, {"io.vib_rms_mg": 3, "io.vib_peak_mg": 9}, None)]
+    assert raised(script) == []
 
 
 def test_door_open_inside_the_maintenance_window_is_not_a_warning():
