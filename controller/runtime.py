@@ -428,7 +428,7 @@ class Gateway:
             self.journal.append(R.health(self.context(False), R.HEALTH_UPLINK, text, WARNING))
 
     def heartbeat_doc(self) -> dict:
-        """Health for the uplink's heartbeat (called from the uplink thread)."""
+        """Health for the uplink's heartbeat (called from the uplink-inbox thread)."""
         online = [d for d in self.catalog.devices if self.image[self.catalog.index[d + ".online"]]]
         return {"gateway": self.gateway_id, "site": self.site.config.doc["gateway"]["site"],
                 "mode": MODE_NAMES[self.state.mode], "devices_online": len(online),
