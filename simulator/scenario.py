@@ -10,6 +10,7 @@ or key in the source text itself and names ``file:line``.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -23,6 +24,21 @@ MAX_DURATION_MS = 62 * 86400 * 1000
 
 INCIDENT_KINDS = ("theft", "tamper", "safety")
 
+# The signals a scenario cabinet's devices report (docs/signals.md, classes
+# io and battery): (short name, unit, scale).  Besides these every device
+# has its `online` twin.
+IO_SIGNALS = (
+    ("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
+    ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
+    ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1),
+)
+BATTERY_SIGNALS = (
+    ("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
+    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
+    ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
+    ("alarm_bits", "bits", 0),
+)
+
 # Parameters of every process kind, with defaults (durations are strings).
 PROCESS_PARAMS: dict[str, dict[str, Any]] = {
     "crane": {"hours": ["06:00", "22:00"], "gap": "4m", "cycle": "90s", "rms_mg": 45,
@@ -33,7 +49,7 @@ PROCESS_PARAMS: dict[str, dict[str, Any]] = {
               "tilt_mdeg": 280, "period": "5s"},
     "rain": {"per_day": 1.0, "at": [], "length": "2h", "rms_mg": 6, "peak_mg": 25, "cool_c": 2.0},
     "shift": {"times": ["06:00", "14:00", "22:00"], "visit_prob": 0.5, "visit": "10m",
-              "auth": "maint", "auth_delay": ["5s", "20s"], "schedule": "shift",
+              "auth": "maint", "auth_delay": ["5s", "20s"], "schedule": "shift_change",
               "window": "30m"},
     "maintenance": {"days": ["tue"], "at": "10:00", "length": "2h", "schedule": "maintenance",
                     "swap_module": True, "rms_mg": 80, "peak_mg": 350},
@@ -65,6 +81,11 @@ CABINET_PARAMS: dict[str, Any] = {
 }
 
 SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
+# Numbers that may be negative (a tilt either way, a cooling ramp, a raw signal value).
+SIGNED_PARAMS = ("deg", "rise_c", "value")
+# Durations that are a period or a mean gap: 0 would divide by zero.
+POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period")
+MAINTENANCE_MIN_MS = 5 * 60000 + 1       # the visit is the window less 5 minutes
 COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -226,6 +247,7 @@ class _Loader:
             raise ScenarioError("{}: not valid TOML: {}".format(path, e)) from None
         self.start: dt.datetime | None = None
         self.duration_ms = 0
+        self.batteries: dict[str, int] = {}      # cabinet id -> its number of BMS units
 
     # -- times -----------------------------------------------------------
     def time(self, value: Any, line: int, what: str) -> int:
@@ -284,12 +306,13 @@ class _Loader:
         self._only(resp, {"ack_after", "rearm", "grace"}, "response", -1)
         rline = self.src.line_of("response", -1)
         cabinets = self._cabinets()
+        self.batteries = {c.id: c.batteries for c in cabinets}
         ids = tuple(c.id for c in cabinets)
         scn = Scenario(
             path=path, name=str(head["name"]), description=str(head.get("description", "")),
             start=self.start, duration_ms=self.duration_ms, seed=seed, scan_ms=scan_ms, core=core,
             ack_after_ms=self.duration(resp.get("ack_after", "10m"), rline, "[response] ack_after", True),
-            rearm=bool(resp.get("rearm", True)),
+            rearm=self._flag(resp.get("rearm", True), ("response", -1, "rearm")),
             grace_ms=self.duration(resp.get("grace", "2m"), rline, "[response] grace", True),
             cabinets=cabinets, schedules=self._schedules(),
             processes=self._items("process", PROCESS_PARAMS, ids, timed=False),
@@ -324,16 +347,26 @@ class _Loader:
     def _only(self, table: dict, allowed: set[str], name: str, index: int) -> None:
         for key in table:
             if key not in allowed:
-                raise self.src.error(self.src.line_of(name, index, key),
-                                     "[{}] unknown key '{}' (known: {})".format(
-                                         name if index < 0 else "[{}] #{}".format(name, index + 1),
-                                         key, ", ".join(sorted(allowed))))
+                raise self.src.error(self.src.line_of(name, index, key), "{}: unknown key '{}' (known: {})".format(
+                    _label(name, index), key, ", ".join(sorted(allowed))))
 
     def _int(self, v: Any, where: tuple[str, int, str], lo: int, hi: int) -> int:
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise self.src.error(self.src.line_of(*where), "'{}' must be a whole number from {} to {}, got {!r}"
-                                 .format(where[2], lo, hi, v))
+            raise self.src.error(self.src.line_of(*where), "{} {}: must be a whole number from {} to {}, got {!r}"
+                                 .format(_label(where[0], where[1]), where[2], lo, hi, v))
         return v
+
+    def _flag(self, v: Any, where: tuple[str, int, str]) -> bool:
+        if not isinstance(v, bool):
+            raise self.src.error(self.src.line_of(*where), "{} {}: must be true or false, got {!r}"
+                                 .format(_label(where[0], where[1]), where[2], v))
+        return v
+
+    def _number(self, v: float, where: tuple[str, int, str], lo: float, hi: float) -> float:
+        if not lo <= v <= hi:
+            raise self.src.error(self.src.line_of(*where), "{} {}: must be from {} to {}, got {!r}"
+                                 .format(_label(where[0], where[1]), where[2], lo, hi, v))
+        return float(v)
 
     def _core(self) -> dict[str, int]:
         core = self._table("core")
@@ -356,12 +389,15 @@ class _Loader:
             if cid in [c.id for c in out]:
                 raise self.src.error(line, "[[cabinet]] id '{}' is used twice".format(cid))
             p = self._params(t, CABINET_PARAMS, "cabinet", i)
-            self._int(p["batteries"], ("cabinet", i, "batteries"), 1, 4)
-            self._int(p["modules"], ("cabinet", i, "modules"), 1, 32)
+            for key, lo, hi in (("batteries", 1, 4), ("modules", 1, 32), ("module_mv", 1000, 500000),
+                                ("soc_pct", 0, 100), ("supply_mv", 0, 600000),
+                                ("serial", 0, 2**31 - p["batteries"])):
+                self._int(p[key], ("cabinet", i, key), lo, hi)
             out.append(Cabinet(id=cid, batteries=p["batteries"], modules=p["modules"], module_mv=p["module_mv"],
-                               capacity_ah=float(p["capacity_ah"]), soc_pct=p["soc_pct"],
-                               temp_c=float(p["temp_c"]), supply_mv=p["supply_mv"], serial=p["serial"],
-                               armed=bool(p["armed"])))
+                               capacity_ah=self._number(p["capacity_ah"], ("cabinet", i, "capacity_ah"), 0.1, 1e5),
+                               soc_pct=p["soc_pct"],
+                               temp_c=self._number(p["temp_c"], ("cabinet", i, "temp_c"), -60.0, 80.0),
+                               supply_mv=p["supply_mv"], serial=p["serial"], armed=bool(p["armed"])))
         return out
 
     def _params(self, t: dict, defaults: dict[str, Any], name: str, index: int) -> dict[str, Any]:
@@ -376,8 +412,8 @@ class _Loader:
                   isinstance(v, int) and not isinstance(v, bool) if isinstance(default, int) else
                   isinstance(v, type(default)))
             if not ok:
-                raise self.src.error(self.src.line_of(name, index, key), "[[{}]] #{} '{}' must be {}, got {!r}".format(
-                    name, index + 1, key, type(default).__name__.replace("str", "a string")
+                raise self.src.error(self.src.line_of(name, index, key), "{} {}: must be {}, got {!r}".format(
+                    _label(name, index), key, type(default).__name__.replace("str", "a string")
                     .replace("list", "a list").replace("float", "a number").replace("int", "a whole number"), v))
             p[key] = v
         return p
@@ -453,6 +489,10 @@ class _Loader:
                 if not all(parse_clock(x) is not None for x in v) or (key == "hours" and len(v) != 2):
                     raise self.src.error(where, "{}: want local times \"HH:MM\"{}".format(
                         label, " [from, to]" if key == "hours" else ""))
+            elif key == "visit_prob":
+                self._number(v, (name, i, key), 0.0, 1.0)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and key not in SIGNED_PARAMS and v < 0:
+                raise self.src.error(where, "{}: must not be negative, got {!r}".format(label, v))
             elif key == "days":
                 self._days(v, (name, i, key))
             elif key == "at" and name == "process":
@@ -472,7 +512,16 @@ class _Loader:
             elif isinstance(default, str) and key not in ("battery", "device", "signal", "fault", "name", "auth",
                                                           "schedule", "arg"):
                 p[key] = self.duration(v, where, label, allow_empty=default == "")
+                if key in POSITIVE_DURATIONS and p[key] <= 0:
+                    raise self.src.error(where, "{}: must be longer than 0".format(label))
+        if item.kind == "maintenance" and p["length"] < MAINTENANCE_MIN_MS:
+            raise self.src.error(self.src.line_of(name, i, "length"), "[[process]] #{} length: must be more "
+                                 "than 5 minutes (the technician's visit is the window less 5 minutes)".format(i + 1))
+        for key in ("count", "modules"):
+            if key in p:
+                self._int(p[key], (name, i, key), 1, 32)
         self._check_choices(item, name, i)
+        self._check_devices(item, i)
 
     def _check_choices(self, item: Item, name: str, i: int) -> None:
         p = item.params
@@ -484,17 +533,40 @@ class _Loader:
             raise bad("battery", "want bms1 … bms4, got {!r}".format(p["battery"]))
         if item.kind == "cable_cut" and not re.match(r"^(io|bus|bms[1-4])$", p["device"]):
             raise bad("device", "want io, bms1 … bms4 or bus, got {!r}".format(p["device"]))
-        if item.kind == "sensor_fault":
-            if p["fault"] not in SENSOR_FAULTS:
-                raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
-            if not re.match(r"^(io|bms[1-4])\.[a-z_0-9]+$", p["signal"]):
-                raise bad("signal", "want a device signal like io.vib_rms_mg (docs/signals.md)")
+        if item.kind == "sensor_fault" and p["fault"] not in SENSOR_FAULTS:
+            raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
         if item.kind == "command":
             if p["name"] not in COMMANDS:
                 raise bad("name", "want one of {}".format(", ".join(COMMANDS)))
             p["arg"] = self.duration(p["arg"], self.src.line_of(name, i, "arg"), "arg", allow_empty=True)
         if item.kind == "shift" and p["auth"] not in ("maint", "disarm"):
             raise bad("auth", "want \"maint\" or \"disarm\"")
+
+    def _check_devices(self, item: Item, i: int) -> None:
+        """The battery, device or signal an action names exists on each of its cabinets."""
+        p = item.params
+        key = next((k for k in ("battery", "device", "signal") if k in p), None)
+        if key is None:
+            return
+        fewest = min(self.batteries[c] for c in item.cabinets)
+        where = self.src.line_of("action", i, key)
+        label = "[[action]] #{} ({}) {}".format(i + 1, item.kind, key)
+        if key == "signal":
+            known = ["io." + s[0] for s in IO_SIGNALS] + ["bms{}.{}".format(n, s[0]) for n in range(1, fewest + 1)
+                                                          for s in BATTERY_SIGNALS]
+            if p["signal"] not in known:
+                near = difflib.get_close_matches(p["signal"], known, 1)
+                raise self.src.error(where, "{}: unknown signal {!r}{}; known: io.<{}>, bmsN.<{}> for N from 1 to {} "
+                                     "(docs/scenarios.md, \"Cabinets and their signals\")".format(
+                                         label, p["signal"], " (did you mean {}?)".format(near[0]) if near else "",
+                                         "|".join(s[0] for s in IO_SIGNALS), "|".join(s[0] for s in BATTERY_SIGNALS),
+                                         fewest))
+            return
+        device = p[key]
+        if device.startswith("bms") and int(device[3:]) > fewest:
+            cab = next(c for c in item.cabinets if self.batteries[c] == fewest)
+            raise self.src.error(where, "{}: cabinet {} has only {} (its 'batteries' is {}), got {!r}".format(
+                label, cab, "bms1" if fewest == 1 else "bms1 … bms{}".format(fewest), fewest, device))
 
     def _incidents(self, ids: tuple[str, ...]) -> list[Incident]:
         out: list[Incident] = []
@@ -525,6 +597,11 @@ class _Loader:
                                                "make the windows disjoint".format(i + 1, other.line, inc.cabinet, what))
             out.append(inc)
         return out
+
+
+def _label(name: str, index: int) -> str:
+    """How errors name a table: ``[response]`` or ``[[action]] #3``."""
+    return "[{}]".format(name) if index < 0 else "[[{}]] #{}".format(name, index + 1)
 
 
 def loads(text: str, path: str = "<scenario>") -> Scenario:

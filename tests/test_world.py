@@ -117,7 +117,7 @@ def test_shift_visit_authenticates_within_the_entry_delay():
     auth = [t for t, (code, _arg) in cmds if code == COMMAND_CODES["maint_start"]]
     assert len(auth) == 1 and 0 < auth[0] - opened[0] < 30000
     assert [c for _t, (c, _a) in cmds].count(COMMAND_CODES["maint_stop"]) == 1
-    assert value_at(s["sched.shift"], 2 * 60 * MIN) == 1 and value_at(s["sched.shift"], 3 * 60 * MIN) == 0
+    assert value_at(s["sched.shift_change"], 2 * 60 * MIN) == 1 and value_at(s["sched.shift_change"], 3 * 60 * MIN) == 0
 
 
 def test_maintenance_window_and_bms_cycles():
