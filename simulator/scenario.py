@@ -89,6 +89,7 @@ MAINTENANCE_MIN_MS = 5 * 60000 + 1       # the visit is the window less 5 minute
 COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+SCHEDULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _DURATION = re.compile(r"^\+?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
@@ -256,14 +257,14 @@ class _Loader:
         if off is None:
             when = _aware(value)
             if when is None:
-                raise self.src.error(line, "{}: bad time {!r}: write an offset like \"+1h30m\" or an "
+                raise self.src.error(line, "{}: bad time {}: write an offset like \"+1h30m\" or an "
                                            "absolute time with a timezone like 2026-03-14T23:30:00+01:00"
-                                     .format(what, value))
+                                     .format(what, _shown(value)))
             assert self.start is not None
             off = int((when - self.start).total_seconds() * 1000)
         if off < 0 or off > self.duration_ms:
-            raise self.src.error(line, "{}: time {!r} is outside the scenario (0 to {} s after start)"
-                                 .format(what, value, self.duration_ms // 1000))
+            raise self.src.error(line, "{}: time {} is outside the scenario (0 to {} s after start)"
+                                 .format(what, _shown(value), self.duration_ms // 1000))
         return off
 
     def duration(self, value: Any, line: int, what: str, allow_empty: bool = False) -> int:
@@ -292,8 +293,8 @@ class _Loader:
         self.start = _aware(head["start"])
         if self.start is None:
             raise self.src.error(self.src.line_of("scenario", -1, "start"),
-                                 "[scenario] start: bad time {!r}: want an absolute time with a timezone, "
-                                 "like 2026-03-14T22:00:00+01:00".format(head["start"]))
+                                 "[scenario] start: bad time {}: want an absolute time with a timezone, "
+                                 "like 2026-03-14T22:00:00+01:00".format(_shown(head["start"])))
         self.duration_ms = self.duration(head["duration"], self.src.line_of("scenario", -1, "duration"),
                                          "[scenario] duration")
         if not 0 < self.duration_ms <= MAX_DURATION_MS:
@@ -424,7 +425,7 @@ class _Loader:
             self._only(t, {"name", "from", "to", "days"}, "schedule", i)
             line = self.src.line_of("schedule", i)
             name = t.get("name")
-            if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", name):
+            if not isinstance(name, str) or not SCHEDULE_NAME.match(name):
                 raise self.src.error(line, "[[schedule]] #{} needs a 'name' of lower-case letters, digits and _"
                                      .format(i + 1))
             a, b = parse_clock(t.get("from")), parse_clock(t.get("to"))
@@ -463,16 +464,22 @@ class _Loader:
         return out
 
     def _cabinet_list(self, t: dict, ids: tuple[str, ...], name: str, i: int) -> tuple[str, ...]:
+        if "cabinet" in t and "cabinets" in t:
+            raise self.src.error(self.src.line_of(name, i, "cabinets"), "[[{}]] #{}: give 'cabinet' or 'cabinets', "
+                                 "not both".format(name, i + 1))
         if "cabinet" in t:
             cabs = [t["cabinet"]]
         elif "cabinets" in t:
             cabs = t["cabinets"]
+            if not isinstance(cabs, list) or not cabs:
+                raise self.src.error(self.src.line_of(name, i, "cabinets"), "[[{}]] #{}: 'cabinets' must be a "
+                                     "non-empty list of cabinet ids, like [\"cab-01\"]".format(name, i + 1))
         elif name == "action" and len(ids) > 1:
             raise self.src.error(self.src.line_of(name, i), "[[action]] #{}: say which 'cabinet' (there are {})"
                                  .format(i + 1, len(ids)))
         else:
             return ids
-        for c in cabs if isinstance(cabs, list) else [cabs]:
+        for c in cabs:
             if c not in ids:
                 raise self.src.error(self.src.line_of(name, i, "cabinet" if "cabinet" in t else "cabinets"),
                                      "[[{}]] #{}: unknown cabinet {!r} (known: {})".format(name, i + 1, c, ", ".join(ids)))
@@ -539,6 +546,8 @@ class _Loader:
             if p["name"] not in COMMANDS:
                 raise bad("name", "want one of {}".format(", ".join(COMMANDS)))
             p["arg"] = self.duration(p["arg"], self.src.line_of(name, i, "arg"), "arg", allow_empty=True)
+        if "schedule" in p and not SCHEDULE_NAME.match(p["schedule"]):
+            raise bad("schedule", "want a name of lower-case letters, digits and _, got {!r}".format(p["schedule"]))
         if item.kind == "shift" and p["auth"] not in ("maint", "disarm"):
             raise bad("auth", "want \"maint\" or \"disarm\"")
 
@@ -557,7 +566,7 @@ class _Loader:
             if p["signal"] not in known:
                 near = difflib.get_close_matches(p["signal"], known, 1)
                 raise self.src.error(where, "{}: unknown signal {!r}{}; known: io.<{}>, bmsN.<{}> for N from 1 to {} "
-                                     "(docs/scenarios.md, \"Cabinets and their signals\")".format(
+                                     "(docs/scenarios.md, \"Signals of a cabinet\")".format(
                                          label, p["signal"], " (did you mean {}?)".format(near[0]) if near else "",
                                          "|".join(s[0] for s in IO_SIGNALS), "|".join(s[0] for s in BATTERY_SIGNALS),
                                          fewest))
@@ -597,6 +606,11 @@ class _Loader:
                                                "make the windows disjoint".format(i + 1, other.line, inc.cabinet, what))
             out.append(inc)
         return out
+
+
+def _shown(value: Any) -> str:
+    """A value as the author wrote it: TOML dates and times as ISO text."""
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date, dt.time)) else repr(value)
 
 
 def _label(name: str, index: int) -> str:
