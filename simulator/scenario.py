@@ -300,7 +300,11 @@ class _Loader:
         if not 0 < self.duration_ms <= MAX_DURATION_MS:
             raise self.src.error(self.src.line_of("scenario", -1, "duration"),
                                  "[scenario] duration must be more than 0 and at most 62 days")
-        scan_ms = self._int(head.get("scan_ms", SCAN_MS), ("scenario", -1, "scan_ms"), 10, 10000)
+        scan_ms = self._int(head.get("scan_ms", SCAN_MS), ("scenario", -1, "scan_ms"), 10, 1000)
+        if 1000 % scan_ms:
+            # The I/O module reports at whole seconds: they must fall on scans.
+            raise self.src.error(self.src.line_of("scenario", -1, "scan_ms"), "[scenario] scan_ms: must divide "
+                                 "1000 (10, 20, 25, 40, 50, 100, 125, 200, 250, 500 or 1000), got {}".format(scan_ms))
         seed = self._int(head.get("seed", 0), ("scenario", -1, "seed"), 0, 2**31 - 1)
         core = self._core()
         resp = self._table("response")

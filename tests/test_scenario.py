@@ -145,7 +145,7 @@ def test_error_labels_read_well():
     assert "s.toml:10: [response]: unknown key 'x'" in error(BASE + "\n[response]\nx = 1\n")
     assert error(BASE + "\n[response]\nrearm = 1\n").endswith("[response] rearm: must be true or false, got 1")
     msg = error(BASE.replace('duration = "2h"', 'duration = "2h"\nscan_ms = 5'))
-    assert msg == "s.toml:5: [scenario] scan_ms: must be a whole number from 10 to 10000, got 5"
+    assert msg == "s.toml:5: [scenario] scan_ms: must be a whole number from 10 to 1000, got 5"
     naive = BASE + '\n[[action]]\nkind = "door_open"\nat = 2026-03-14T23:00:00\n'
     assert "bad time 2026-03-14T23:00:00:" in error(naive)
 
@@ -170,6 +170,8 @@ def test_values_the_world_cannot_run_are_refused():
     }
     for body, message in cases.items():
         assert message in error(BASE + body), body
+    # The I/O module's whole seconds must fall on scans, or its values never reach the image.
+    assert "scan_ms: must divide 1000" in error(BASE.replace('duration = "2h"', 'duration = "2h"\nscan_ms = 300'))
     cabinet = {"capacity_ah = 0.0": "capacity_ah: must be from 0.1", "soc_pct = 150": "soc_pct: must be a whole number",
                "serial = 2147483647": "serial: must be a whole number from 0 to 2147483646"}
     for line, message in cabinet.items():
