@@ -31,19 +31,8 @@ from typing import Iterator
 
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.events import COMMAND_CODES
-from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
-
-IO_SIGNALS = (
-    ("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
-    ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
-    ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1),
-)
-BATTERY_SIGNALS = (
-    ("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
-    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
-    ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
-    ("alarm_bits", "bits", 0),
-)
+from simulator.scenario import (BATTERY_SIGNALS, IO_SIGNALS, Cabinet, Item, Scenario, parse_clock,
+                                parse_duration)
 
 IO_PERIOD_MS = 1000
 IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample
@@ -52,7 +41,7 @@ CELLS_PER_MODULE = 16
 BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 
 # Discrete event operations.
-SET, CMD, FORCE, RELEASE, MODULES, SERIAL = range(6)
+SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW = range(7)
 FREEZE = None                   # FORCE value: hold the last reported value
 
 
@@ -202,9 +191,13 @@ class CabinetWorld:
     def _windows(self, signal: str, start_min: int, end_min: int, days: tuple[int, ...]) -> None:
         length = ((end_min - start_min) % 1440 or 1440) * 60000
         for t in self._daily(start_min, days):
-            if t + length > 0:
-                self._at(max(t, 0), SET, signal, 1)
-                self._at(t + length, SET, signal, 0)
+            self._window(signal, t, t + length)
+
+    def _window(self, signal: str, start: int, end: int) -> None:
+        """A schedule window; windows of one name overlap as a union."""
+        if end > 0:
+            self._at(max(start, 0), WINDOW, signal, 1)
+            self._at(end, WINDOW, signal, -1)
 
     def _poisson(self, rng: random.Random, per_ms: float, t0: int, t1: int) -> Iterator[int]:
         t = t0
@@ -294,8 +287,7 @@ class CabinetWorld:
             minute = parse_clock(clock)
             assert minute is not None
             for t in self._daily(minute):
-                self._at(max(t - half, 0), SET, "sched." + p["schedule"], 1)
-                self._at(t + half, SET, "sched." + p["schedule"], 0)
+                self._window("sched." + p["schedule"], t - half, t + half)
                 if rng.random() < p["visit_prob"]:
                     start = t + int(rng.uniform(-half / 2, half / 2))
                     if start > 0:
@@ -309,8 +301,7 @@ class CabinetWorld:
         for t in self._daily(minute, days):
             if t < 0:
                 continue
-            self._at(t, SET, "sched." + p["schedule"], 1)
-            self._at(t + p["length"], SET, "sched." + p["schedule"], 0)
+            self._window("sched." + p["schedule"], t, t + p["length"])
             visit = p["length"] - 300000
             self._visit(t + 120000, visit, "maint", int(rng.uniform(5000, 15000)), (p["rms_mg"], p["peak_mg"]))
             if p["swap_module"]:
@@ -442,6 +433,7 @@ class _Stream:
         self.truth: list[int | None] = [None] * cat.size    # what it would read unforced
         self.forced: dict[int, int | None] = {}
         self.offline: set[str] = set()
+        self.windows: dict[str, int] = {}     # schedule signal -> windows open now
         cab = world.cab
         self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
         self.io_idx = [cat.index["io." + s[0]] for s in IO_SIGNALS]
@@ -508,6 +500,9 @@ class _Stream:
             self.put(self.index[a], b)
         elif op == CMD:
             cmds.append((a, b))
+        elif op == WINDOW:
+            n = self.windows[a] = self.windows.get(a, 0) + b
+            self.put(self.index[a], 1 if n > 0 else 0)
         elif op == FORCE:
             i = self.index[a]
             self.forced[i] = b
