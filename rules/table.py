@@ -258,6 +258,28 @@ def _reads(code):
     return reads
 
 
+def _signal_rates(code):
+    """The rate() ops of checked ``code`` whose input is a plain signal:
+    [(mem offset, window ms, signal index)]."""
+    out = []
+    pc = 0
+    prev = -1
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        if op == OP_RATE and prev >= 0 and code[prev] == OP_SIG:
+            out.append((code[pc + 1], code[pc + 2], code[prev + 1]))
+        prev = pc
+        pc += OPERANDS[op] + 1
+    return out
+
+
+def _rate_step(ms):
+    """The sampling period of a rate() over ``ms``."""
+    step = ms // RATE_SAMPLES
+    return step if step > 0 else 1
+
+
 def _append(lists, key, item):
     if key not in lists:
         lists[key] = []
@@ -320,6 +342,7 @@ class Table:
         readers = {}
         tested = {}
         mode_rules = []
+        samplers = []
         for r in range(len(rules)):
             uses_mode = self._add(rules[r], r, image_size)
             reads = _reads(self.codes[r])
@@ -330,6 +353,8 @@ class Table:
                     _append(tested, i, (r, tuple(reads[i])))
             if uses_mode or self.flags[r] & FLAG_LATCH:
                 mode_rules.append(r)
+            for o, ms, i in _signal_rates(self.codes[r]):
+                samplers.append((r, o, _rate_step(ms), i))
         self.size = len(self.ids)
         # For change-driven evaluation: the signals the rules read; for each,
         # the rules that need its value and the rules (with their tests) that
@@ -343,6 +368,13 @@ class Table:
                 self.readers[i] = ((), tuple(tested[i]))
         self.watch = tuple(sorted(self.readers))
         self.mode_rules = tuple(mode_rules)
+        # rate() of a signal: (rule, mem offset, sample step ms, signal).  The
+        # evaluator takes their samples itself (Evaluator._sample_rates), so
+        # such a rule need not run for a sample that leaves the rate's value.
+        self.samplers = tuple(samplers)
+        self.sampled = {}
+        for sampler in samplers:
+            self.sampled[sampler[1]] = 1
 
     def _add(self, rule, r, image_size):
         if not isinstance(rule, list) or len(rule) != 5:
@@ -391,6 +423,7 @@ class Evaluator:
         self.active = [0] * table.size
         self.wakes = {}      # rule index -> wake tick
         self.next_wake = -1  # the earliest of the wakes (-1: none), so a quiet scan skips them
+        self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
         self.last = [0] * table.image_size
         self.last_mbit = -1
         self.stack = []
@@ -424,9 +457,30 @@ class Evaluator:
             for r in wakes:
                 if diff(now, wakes[r]) >= 0:
                     due[r] = 1
+        if self.next_sample >= 0 and diff(now, self.next_sample) >= 0:
+            self._sample_rates(image, now, due)
         if not due:
             return None
         return sorted(due)
+
+    def _sample_rates(self, image, now, due):
+        """Take the samplers' samples that are due, as their rate() ops would
+        when their rules ran this scan; a rule whose rate's value changes is
+        due (its signal has not changed, or it is due already)."""
+        m = self.mem
+        diff = self.diff
+        first = -1
+        for r, o, step, i in self.table.samplers:
+            if diff(now, m[o]) >= step:
+                v = image[i]
+                before = self._rate_value(o, v)
+                self._rate_sample(o, step, v, now)
+                if self._rate_value(o, v) != before:
+                    due[r] = 1
+            nxt = (m[o] + step) & TICK_MASK
+            if first < 0 or diff(nxt, first) < 0:
+                first = nxt
+        self.next_sample = first
 
     def _earliest_wake(self):
         """The wake that comes first (ticks wrap: compare by their difference)."""
@@ -462,6 +516,7 @@ class Evaluator:
         pop = s.pop
         mem = self.mem
         diff = self.diff
+        sampled = t.sampled
         changes = None
         for r in due:
             # The interpreter, inlined: a call per rule would cost a third.
@@ -498,7 +553,7 @@ class Evaluator:
                     pc += 3
                 elif op == OP_RATE:
                     due_at = self._rate(code[pc + 1], code[pc + 2], now)
-                    if wake < 0 or diff(due_at, wake) < 0:
+                    if code[pc + 1] not in sampled and (wake < 0 or diff(due_at, wake) < 0):
                         wake = due_at
                     pc += 3
                 elif op == OP_MODE:
@@ -599,6 +654,10 @@ class Evaluator:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
         self.next_wake = self._earliest_wake()
+        if not self.primed and t.samplers:
+            # Every rule ran, so every sampler took its first sample: this
+            # only finds the next one.
+            self._sample_rates(image, now, {})
         self.primed = 1
         self.prev_now = now
         return changes if changes is not None else _NONE
@@ -706,28 +765,33 @@ class Evaluator:
         # the oldest one is ms old.  mem: nominal time of the last sample,
         # samples taken (up to the ring size), next ring position, the ring.
         s = self.stack
-        v = s[-1]
         m = self.mem
-        size = RATE_SAMPLES + 1
-        step = ms // RATE_SAMPLES
-        if step < 1:
-            step = 1
+        step = _rate_step(ms)
+        if m[o + 1] == 0 or self.diff(now, m[o]) >= step:
+            self._rate_sample(o, step, s[-1], now)
+        s[-1] = self._rate_value(o, s[-1])
+        return (m[o] + step) & TICK_MASK
+
+    def _rate_sample(self, o, step, v, now):
+        """Put ``v`` in the ring and move the nominal schedule on."""
+        m = self.mem
         taken = m[o + 1]
         pos = m[o + 2]
-        ring = o + 3
-        if taken == 0 or self.diff(now, m[o]) >= step:
-            m[ring + pos] = v
-            pos = (pos + 1) % size
-            nominal = (m[o] + step) & TICK_MASK
-            if taken == 0 or self.diff(now, nominal) >= step:
-                nominal = now   # scans fell behind the schedule: restart it here
-            m[o] = nominal
-            m[o + 2] = pos
-            if taken < size:
-                taken += 1
-                m[o + 1] = taken
-        s[-1] = v - m[ring + pos] if taken == size else 0
-        return (m[o] + step) & TICK_MASK
+        m[o + 3 + pos] = v
+        m[o + 2] = (pos + 1) % (RATE_SAMPLES + 1)
+        nominal = (m[o] + step) & TICK_MASK
+        if taken == 0 or self.diff(now, nominal) >= step:
+            nominal = now   # scans fell behind the schedule: restart it here
+        m[o] = nominal
+        if taken <= RATE_SAMPLES:
+            m[o + 1] = taken + 1
+
+    def _rate_value(self, o, v):
+        """``v`` minus the oldest sample, 0 until the ring is full."""
+        m = self.mem
+        if m[o + 1] <= RATE_SAMPLES:
+            return 0
+        return v - m[o + 3 + m[o + 2]]
 
 
 def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):

@@ -161,6 +161,24 @@ def test_a_rule_that_only_tests_a_signal_runs_when_a_test_changes():
         assert ev._due(image, mbit, t) == due, name
 
 
+def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
+    catalog, ev = evaluator(rule("rate(bms1.temp_max_dc, '8s') > 5"))
+    i = catalog.index["bms1.temp_max_dc"]
+    assert ev.table.samplers == ((0, 0, 1000, i),)
+    image = catalog.new_image()
+    ev.scan(image, 0, DISARMED)
+    mbit = 1 << DISARMED
+    for t in range(1000, 20000, 1000):           # a constant signal: samples, but the rate stays 0
+        assert ev._due(image, mbit, t) is None
+    image[i] = 10
+    assert ev._due(image, mbit, 20000) == [0]    # the signal changed
+    assert ev._due(image, mbit, 21000) is None   # a sample, but the oldest is still a 0: the rate stays 10
+    ev.scan(image, 21000, DISARMED)
+    for t in range(22000, 28000, 1000):
+        assert ev._due(image, mbit, t) is None
+    assert ev._due(image, mbit, 28000) == [0]    # 8 s of 10s: the rate drops to 0
+
+
 def door_forced_state():
     catalog, site = site_catalog(None)
     table = Table(compile_files(default_sources([]), site).data, catalog.size)
