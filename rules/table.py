@@ -408,9 +408,11 @@ class Evaluator:
     ``abs(x) > k``, a bit, truth -- when one of those tests changed its
     result), when the mode changed and it reads the mode (or is latched), or
     when its *wake* tick has come -- the earliest tick at which one of its
-    timers, windows, counters, rates or edges can change by time alone.  Any
-    other rule would compute what it computed last time, so skipping it
-    changes nothing.  ``every_scan`` runs every rule on every scan: the
+    timers, windows, counters, rates or edges can change by time alone (a
+    rate() of a plain signal is sampled by the evaluator itself, and its
+    rule runs when a sample changes the rate's value).  Any other rule
+    would compute what it computed last time, so skipping it changes
+    nothing.  ``every_scan`` runs every rule on every scan: the
     reference the tests hold the change-driven path to, and the bound on
     the time a scan can take.
     """
