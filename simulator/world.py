@@ -43,6 +43,7 @@ BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 # Discrete event operations.
 SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW = range(7)
 FREEZE = None                   # FORCE value: hold the last reported value
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def schedule_names(scn: Scenario) -> list[str]:
@@ -409,7 +410,8 @@ class CabinetWorld:
 
 
 class _Battery:
-    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx")
+    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx", "fast_idx", "slow_idx",
+                 "current_name")
 
     def __init__(self, number: int, cab: Cabinet, index: dict[str, int]):
         name = self.name = "bms{}".format(number)
@@ -420,6 +422,9 @@ class _Battery:
         self.alarm = 0
         self.current = 0.0
         self.idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
+        self.fast_idx = tuple(self.idx[:7])     # sampled every time
+        self.slow_idx = tuple(self.idx[7:])     # modules, serial, alarm bits: on events
+        self.current_name = name + ".current_ma"
 
 
 class _Stream:
@@ -437,6 +442,7 @@ class _Stream:
         cab = world.cab
         self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
         self.io_idx = [cat.index["io." + s[0]] for s in IO_SIGNALS]
+        self.io_fast_idx = tuple(self.io_idx[3:7])    # vibration rms and peak, tilt, lift
         self.changes: list[tuple[int, int]] = []
         self.active: list[Episode] = []
         self.ep_next = 0
@@ -448,13 +454,21 @@ class _Stream:
 
     def put(self, i: int, v: int) -> None:
         """Report what signal ``i`` reads now, unless a fault forces it."""
-        self.truth[i] = v
-        if self.forced and i in self.forced:
-            f = self.forced[i]
-            v = f if f is not None else (self.last[i] if self.last[i] is not None else v)
-        if v != self.last[i]:
-            self.last[i] = v
-            self.changes.append((i, v))
+        self.report((i,), (v,))
+
+    def report(self, idx: tuple[int, ...], values: tuple[int, ...]) -> None:
+        """``put`` each signal of ``idx`` with its value in ``values``, in
+        order (one call per device sample: the samplers are the hot path)."""
+        truth, last, forced, changes = self.truth, self.last, self.forced, self.changes
+        for k in range(len(idx)):
+            i = idx[k]
+            v = truth[i] = values[k]
+            if forced and i in forced:
+                f = forced[i]
+                v = f if f is not None else (last[i] if last[i] is not None else v)
+            if v != last[i]:
+                last[i] = v
+                changes.append((i, v))
 
     def _emit(self, i: int, v: int) -> None:
         if v != self.last[i]:
@@ -559,18 +573,14 @@ class _Stream:
                 tilt += e.level(t)
             elif ch == "lift":
                 lift += e.level(t)
-            elif ch == "tio":
+            elif ch == "tio" and slow:        # only read with the slow values
                 tio += e.level(t)
         if "io" in self.offline:
             return
         rms = math.sqrt(sq)
-        idx = self.io_idx
-        self.put(idx[3], int(rms))
-        self.put(idx[4], int(peak if peak > rms else rms))
-        self.put(idx[5], int(tilt))
-        self.put(idx[6], int(lift))
+        self.report(self.io_fast_idx, (int(rms), int(peak if peak > rms else rms), int(tilt), int(lift)))
         if slow:
-            self.put(idx[8], int(self._ambient(t) * 10 + 30 + tio))
+            self.put(self.io_idx[8], int(self._ambient(t) * 10 + 30 + tio))
 
     def _ambient(self, t: int) -> float:
         """Outside temperature: the cabinet's mean with a daily swing, °C."""
@@ -610,9 +620,9 @@ class _Stream:
         for e in self.active:
             if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
                 offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
-        cut = self._forced_names() if self.forced else set()
+        cut = self._forced_names() if self.forced else _NO_NAMES
         for b in self.batteries:
-            lost = (b.name + ".current_ma") in cut
+            lost = b.current_name in cut
             i_now = 0.0 if lost else amps
             b.current = i_now
             b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
@@ -624,18 +634,11 @@ class _Stream:
             cell = module_mv / CELLS_PER_MODULE
             spread = 6 + abs(i_now) * 0.05
             temp = b.temp + offsets.get(b.name, 0.0)
-            idx = b.idx
-            self.put(idx[0], pack)
-            self.put(idx[1], int(i_now * 1000))
-            self.put(idx[2], int(b.soc * 100))
-            self.put(idx[3], int(cell + spread) if b.modules else 0)
-            self.put(idx[4], int(cell - spread) if b.modules else 0)
-            self.put(idx[5], int(temp * 10 + 5))
-            self.put(idx[6], int(b.temp * 10 - 5))
+            self.report(b.fast_idx, (pack, int(i_now * 1000), int(b.soc * 100),
+                                     int(cell + spread) if b.modules else 0, int(cell - spread) if b.modules else 0,
+                                     int(temp * 10 + 5), int(b.temp * 10 - 5)))
             if event:
-                self.put(idx[7], b.modules)
-                self.put(idx[8], b.serial)
-                self.put(idx[9], b.alarm | (BMS_ALARM_POWER_LOST if lost else 0))
+                self.report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
 
     def _forced_names(self) -> set[str]:
         names = self.w.catalog.names
