@@ -106,7 +106,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                  Arg("addresses", "word", True, "A-B or A, e.g. 1-16 (default 1-247)"))),
     CommandSpec("config check", INSTALLER, "check the site config on disk"),
     CommandSpec("config show", INSTALLER, "show the running config"),
-    CommandSpec("rules info", INSTALLER, "the running rule table: source hash, rules, MAC kid"),
+    CommandSpec("rules info", INSTALLER, "the running rule table (source hash, rules, MAC kid) and anomaly model"),
     CommandSpec("rules load", INSTALLER, "load and verify a compiled rule table",
                 (Arg("path", "text"),), downlink=True),
     CommandSpec("keys rotate", INSTALLER, "start a new record key epoch", downlink=True),

@@ -16,7 +16,9 @@ command runs, so a reboot does not reopen the replay window.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 import cbor2
 
@@ -124,3 +126,17 @@ class DownlinkVerifier:
                 not isinstance(body.get(k), t) or isinstance(body.get(k), bool) for k, t in types.items()):
             raise Refused("malformed", "payload must be the documented command map (docs/uplink.md)")
         return body
+
+
+def command_handler(verifier: DownlinkVerifier, on_request: Callable[[Request], object],
+                    on_refused: Callable[[Refused], None]) -> Callable[[bytes], None]:
+    """What the uplink calls with each payload from the command topic: verify,
+    then run it (``on_request``) or report the refusal (``on_refused``)."""
+    def handle(payload: bytes) -> None:
+        try:
+            request = verifier.verify(payload, time.time())
+        except Refused as refused:
+            on_refused(refused)
+            return
+        on_request(request)
+    return handle

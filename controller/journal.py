@@ -10,8 +10,8 @@ with the current epoch key (COSE_Mac0 or COSE_Encrypt0), frames it and
 writes the batch with one ``write``.  A batch holding an alarm or critical
 record (or a ``flush``) is fsync'd at once; otherwise the writer fsyncs at
 most 1 s after the first unsynced write.  After each fsync ``durable_seq``
-moves and ``on_durable(seq)`` is called: a record reported durable is on
-disk.
+moves and the ``durable_listeners`` are called: a record reported durable
+is on disk.
 
 Records the journal writes itself (genesis, recovered, key rotation,
 checkpoint, retention, health) take their sequence number the same way,
@@ -96,6 +96,38 @@ def _seq_of(record: bytes, where: str) -> int:
     return msg.seq
 
 
+def first_seq_of(path: Path) -> int:
+    """The sequence number of a segment's first record."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    for item in iter_frames(head):
+        if isinstance(item, tuple):
+            return _seq_of(item[1], str(path))
+    raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
+
+
+def read_durable(segments: list[tuple[int, Path]], seq: int,
+                 durable_seq: Callable[[], int]) -> Iterator[tuple[int, bytes]]:
+    """Records with sequence number >= ``seq`` and <= ``durable_seq()``, in order,
+    from ``segments`` (``(first seq, path)``, oldest first); damaged frames are
+    skipped, and a segment dropped by retention meanwhile is passed over."""
+    firsts = [first for first, _path in segments]
+    start = max(0, bisect_right(firsts, seq) - 1)
+    for _first, path in segments[start:]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        for item in iter_frames(data):
+            if not isinstance(item, tuple):
+                continue
+            s = _seq_of(item[1], str(path))
+            if s > durable_seq():
+                return
+            if s >= seq:
+                yield s, item[1]
+
+
 class Journal:
     """Open with ``Journal.open``; see the module's theory of operation."""
 
@@ -111,7 +143,8 @@ class Journal:
         self._segment_bytes = segment_bytes
         self._budget = budget_bytes
         self._checkpoint_every = checkpoint_every
-        self._on_durable = on_durable
+        # Called with each new durable_seq from the writer thread (keep them short).
+        self.durable_listeners: list[Callable[[int], None]] = [on_durable] if on_durable else []
         self.segments: list[Segment] = []
         self.boot = 0
         self._next_seq = 0
@@ -229,7 +262,7 @@ class Journal:
             goods = [item for item in iter_frames(data) if isinstance(item, tuple)]
             tail = tail._replace(last_record=goods[-1][1])
         for older_number, older in listed[:-1]:
-            first = self._first_seq(older)
+            first = first_seq_of(older)
             self.segments.append(Segment(older_number, older, first, first, older.stat().st_size, CRITICAL))
         for i in range(len(self.segments) - 1):
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
@@ -247,7 +280,7 @@ class Journal:
                     os.fsync(f.fileno())
             else:
                 found[R.RECOVERED_CORRUPT] = True
-        first = self._first_seq(path) if tail.good_end else last_seq
+        first = first_seq_of(path) if tail.good_end else last_seq
         size = tail.good_end if tail.torn else len(data)
         self.segments.append(Segment(number, path, first, last_seq, size, CRITICAL))
         if self.segments[:-1]:
@@ -255,15 +288,6 @@ class Journal:
         if tail.damage is not None and not tail.torn:
             self._fd = -2  # do not append after damage: the next segment starts fresh
         return found
-
-    @staticmethod
-    def _first_seq(path: Path) -> int:
-        with open(path, "rb") as f:
-            head = f.read(1 << 16)
-        for item in iter_frames(head):
-            if isinstance(item, tuple):
-                return _seq_of(item[1], str(path))
-        raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
 
     def _open_segment(self, first_seq: int, reuse_tail: bool) -> None:
         last = self.segments[-1] if self.segments else None
@@ -349,24 +373,7 @@ class Journal:
     def read_from(self, seq: int) -> Iterator[tuple[int, bytes]]:
         """Durable records with sequence number >= ``seq``, in order, as
         ``(seq, tagged COSE bytes)``.  Damaged frames are skipped."""
-        segments = list(self.segments)
-        firsts = [s.first_seq for s in segments]
-        start = max(0, bisect_right(firsts, seq) - 1)
-        for seg in segments[start:]:
-            if seg.last_seq < seq:
-                continue
-            try:
-                data = seg.path.read_bytes()
-            except FileNotFoundError:   # dropped by retention meanwhile
-                continue
-            for item in iter_frames(data):
-                if not isinstance(item, tuple):
-                    continue
-                s = _seq_of(item[1], str(seg.path))
-                if s > self.durable_seq:
-                    return
-                if s >= seq:
-                    yield s, item[1]
+        return read_durable([(s.first_seq, s.path) for s in self.segments], seq, lambda: self.durable_seq)
 
     def set_cursor(self, acked: int) -> None:
         """Record that every record up to ``acked`` is acknowledged upstream (atomic)."""
@@ -531,8 +538,8 @@ class Journal:
             if self._checkpoint_tag is not None and self._checkpoint_tag[0] <= seq:
                 self.last_checkpoint = self._checkpoint_tag
             self._durable.notify_all()
-        if self._on_durable is not None:
-            self._on_durable(seq)
+        for listener in self.durable_listeners:
+            listener(seq)
 
     def _roll(self, first_seq: int) -> Segment:
         """Close the full segment (durably) and start the next one."""

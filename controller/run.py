@@ -13,6 +13,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from controller import records as R
 from controller.commandpath import CommandPath
@@ -21,10 +22,11 @@ from controller.console.auth import Authenticator, PeopleStore
 from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
 from controller.consoleview import ConsoleView
 from controller.core.events import ALARM
-from controller.downlink import DownlinkVerifier, SeqStore
+from controller.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.runtime import Gateway
 from controller.site import assemble
-from controller.uplink import Topics, Uplink
+from controller.uplink import Topics, with_checkpoint
+from controller.uplinkproc import UplinkProcess, UplinkSpec
 from drivers.keys import load_key
 from drivers.mqtt import BrokerSettings
 
@@ -36,7 +38,7 @@ class Services:
     gateway: Gateway
     path: CommandPath
     console: ConsoleServer | None = None
-    uplink: Uplink | None = None
+    uplink: UplinkProcess | None = None
 
     def stop(self, why: str) -> None:
         if self.console:
@@ -68,21 +70,22 @@ def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | No
     return ConsoleServer(console_stream(doc, link), ConsoleView(gateway, path), auth, doc["idle_s"]).start()
 
 
-def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> Uplink:
+def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProcess:
     gdoc = gateway.site.config.doc
     host, _, port = doc["broker"].rpartition(":")
     settings = BrokerSettings(host, int(port), protocol=5 if doc["protocol"] == "5" else 4,
                               client_id=doc["client_id"] or gateway.gateway_id, username=doc["username"],
                               password=doc["password"], ca_file=doc["ca_file"], cert_file=doc["cert_file"],
                               key_file=doc["key_file"])
-    verifier = None
+    on_command: Callable[[bytes], None] = lambda payload: None    # no head-end key: no commands
     headend = gdoc["keys"]["headend"]
     if headend:
         verifier = DownlinkVerifier(gateway.gateway_id, load_key(headend), SeqStore(gateway.state_dir / "downlink-seq"))
-    uplink = Uplink(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
-                    gateway.journal, verifier=verifier, on_request=path.execute, on_refused=path.refused,
-                    on_health=gateway.uplink_health, heartbeat=gateway.heartbeat_doc,
-                    window=doc["window"], heartbeat_s=doc["heartbeat_s"])
+        on_command = command_handler(verifier, path.execute, path.refused)
+    spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
+                      str(gateway.journal.directory), window=doc["window"], heartbeat_s=doc["heartbeat_s"])
+    uplink = UplinkProcess(spec, gateway.journal, on_command=on_command, on_health=gateway.uplink_health,
+                           heartbeat=with_checkpoint(gateway.journal, gateway.heartbeat_doc))
     gateway.urgent_listeners.append(uplink.notify_urgent)
     return uplink.start()
 

@@ -382,13 +382,18 @@ class Gateway:
         return "refused: {}; the previous table stays active".format(self.table.error)
 
     def rules_info(self) -> str:
+        """What decides: the rule table (or none) and the anomaly model (or none)."""
+        model = ""
+        if self.model_rules is not None:
+            model = "; anomaly model {} (score threshold {})".format(
+                self.site.config.doc["model"]["path"], self.model_rules.threshold)
         if self.table is None or self.table.data is None:
-            return "no rule table (core entry-delay protection only)"
+            return "no rule table (core entry-delay protection only)" + model
         data = self.table.data
         source = data.get("source", b"")
-        return "{}: {} rules, source {}, MAC kid {}".format(
+        return "{}: {} rules, source {}, MAC kid {}{}".format(
             self.table.path, self.table.evaluator.table.size,
-            source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text)
+            source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text, model)
 
     def config_text(self) -> str:
         """The running config, secrets left out (key files are named, never read)."""
@@ -428,7 +433,7 @@ class Gateway:
             self.journal.append(R.health(self.context(False), R.HEALTH_UPLINK, text, WARNING))
 
     def heartbeat_doc(self) -> dict:
-        """Health for the uplink's heartbeat (called from the uplink thread)."""
+        """Health for the uplink's heartbeat (called from the uplink-inbox thread)."""
         online = [d for d in self.catalog.devices if self.image[self.catalog.index[d + ".online"]]]
         return {"gateway": self.gateway_id, "site": self.site.config.doc["gateway"]["site"],
                 "mode": MODE_NAMES[self.state.mode], "devices_online": len(online),

@@ -14,10 +14,16 @@ de-duplicates by (gateway, sequence) and restores order by sequence.
 On connect it publishes ``online`` (retained) on the state topic; the
 broker publishes the last will ``offline`` there if the gateway vanishes.
 Every ``heartbeat_s`` a heartbeat (JSON) carries health and the latest
-journal checkpoint, so a receiver can tell a truncated journal from a
-quiet one.  Downlink commands arrive on the command topic and go through
-the verifier (controller/downlink.py) into the shared command path; every
-acceptance and refusal is journaled there.  Topic scheme: docs/uplink.md.
+journal checkpoint (``with_checkpoint``), so a receiver can tell a
+truncated journal from a quiet one.  Downlink commands arrive on the
+command topic and go to ``on_command`` (the verifier of
+controller/downlink.py, then the shared command path; every acceptance and
+refusal is journaled there).  Topic scheme: docs/uplink.md.
+
+The journal the uplink reads is anything with ``cursor``, ``set_cursor``,
+``durable_seq`` and ``read_from``: the Journal itself (tests, benches), or
+on the gateway the uplink process's view of the gateway's journal
+(controller/uplinkproc.py), which keeps this work off the scan loop's GIL.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from controller.downlink import DownlinkVerifier, Refused
 from controller.sendwindow import SendWindow
 from drivers.mqtt import (
     ACKED, CONNECTED, DISCONNECTED, MESSAGE, REFUSED, Backoff, BrokerSettings, MqttLink,
@@ -42,6 +47,7 @@ CONNACK_TIMEOUT_S = 10.0 # a broker that accepts TCP but never answers CONNECT (
 # backlog still drains in about 17 s (the goal is 30 s).
 DRAIN_RATE = 6000.0
 DRAIN_BURST = 256
+SETTLE_S = 1.0           # a stop waits this long at most for the acknowledgements in flight
 
 
 class Topics:
@@ -57,13 +63,25 @@ class Topics:
         return "{}/+/+/rec".format(prefix.rstrip("/"))
 
 
+def with_checkpoint(journal, health: Callable[[], dict] = dict) -> Callable[[], dict]:
+    """A heartbeat source: ``health()`` plus the journal's latest durable
+    checkpoint; each heartbeat asks for the next checkpoint, so a quiet
+    journal still gets one per heartbeat."""
+    def heartbeat() -> dict:
+        doc = dict(health())
+        checkpoint = journal.last_checkpoint
+        doc["checkpoint"] = {"seq": checkpoint[0], "tag": checkpoint[1].hex()} if checkpoint else None
+        journal.checkpoint()
+        return doc
+    return heartbeat
+
+
 class Uplink:
     def __init__(self, settings: BrokerSettings, topics: Topics, journal, *,
-                 verifier: DownlinkVerifier | None = None,
-                 on_request: Callable = lambda request: None,
-                 on_refused: Callable[[Refused], None] = lambda refused: None,
+                 on_command: Callable[[bytes], None] = lambda payload: None,
                  on_health: Callable[[str], None] = lambda text: None,
-                 heartbeat: Callable[[], dict] = dict,
+                 on_link: Callable[[bool], None] = lambda up: None,
+                 heartbeat: Callable[[], dict] | None = None,
                  window: int = 64, heartbeat_s: float = 30.0, backoff: Backoff | None = None,
                  connack_timeout_s: float = CONNACK_TIMEOUT_S, max_rate: float = DRAIN_RATE):
         self.link = MqttLink(settings, topics.state, b"offline")
@@ -72,9 +90,9 @@ class Uplink:
         self.tokens_at = time.monotonic()
         self.topics = topics
         self.journal = journal
-        self.verifier = verifier
-        self.on_request, self.on_refused, self.on_health = on_request, on_refused, on_health
-        self.heartbeat_doc = heartbeat
+        self.on_command, self.on_health, self.on_link = on_command, on_health, on_link
+        self.heartbeat_doc = heartbeat or with_checkpoint(journal)
+        self.was_connected = False
         self.heartbeat_s = heartbeat_s
         self.backoff = backoff or Backoff()
         self.window = SendWindow(journal.cursor, window)
@@ -90,7 +108,7 @@ class Uplink:
         self.next_heartbeat = 0.0
         self.sent = 0
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self.thread = threading.Thread(target=self.run, name="uplink", daemon=True)
 
     # ---- the loop's side (thread-safe) ---------------------------------------
 
@@ -102,9 +120,16 @@ class Uplink:
         return self
 
     def stop(self) -> None:
+        """Stop sending; when connected, wait for the acknowledgements in flight
+        (a DISCONNECT that overtakes them makes mosquitto treat the link as
+        dropped and publish the last will), say ``offline``, persist the cursor."""
         self.stop_event.set()
         if self.thread.ident is not None:     # started
             self.thread.join(5)
+        if self.link.connected:
+            self._settle(SETTLE_S)
+            self.link.publish(self.topics.state, b"offline", retain=True)
+        self._save_cursor(force=True)
         self.link.close()
 
     @property
@@ -113,15 +138,16 @@ class Uplink:
 
     # ---- the uplink thread ---------------------------------------------------
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._save_cursor(force=True)
-
-    def _loop(self) -> None:
+    def run(self) -> None:
+        """Until ``stop_event``: the thread's body (or the uplink process's main loop)."""
         while not self.stop_event.is_set():
             self.service(0.02)
+
+    def _settle(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.mids and self.link.connected and time.monotonic() < deadline:
+            self.link.poll(0.02)
+            self._drain_events()
 
     def service(self, poll_s: float) -> None:
         """One round of the uplink's work, waiting at most ``poll_s`` for the network.
@@ -132,6 +158,9 @@ class Uplink:
             self._attempt(now)
         self.link.poll(poll_s)
         self._drain_events()
+        if self.link.connected != self.was_connected:
+            self.was_connected = self.link.connected
+            self.on_link(self.was_connected)
         while not self.urgent.empty():
             self.window.add_urgent(self.urgent.get_nowait())
         if self.link.connected:
@@ -193,17 +222,7 @@ class Uplink:
                 if seq is not None:
                     self.window.ack(seq)
             elif kind == MESSAGE and ev[1] == self.topics.commands:
-                self._command(ev[2])
-
-    def _command(self, payload: bytes) -> None:
-        if self.verifier is None:
-            return
-        try:
-            request = self.verifier.verify(payload, time.time())
-        except Refused as refused:
-            self.on_refused(refused)
-            return
-        self.on_request(request)
+                self.on_command(ev[2])
 
     def _publish_records(self) -> None:
         now = time.monotonic()
@@ -262,9 +281,6 @@ class Uplink:
     def _heartbeat(self) -> None:
         self.next_heartbeat = time.monotonic() + self.heartbeat_s
         doc = dict(self.heartbeat_doc())
-        checkpoint = self.journal.last_checkpoint
-        doc["checkpoint"] = {"seq": checkpoint[0], "tag": checkpoint[1].hex()} if checkpoint else None
         doc["backlog"] = self.window.backlog(self.journal.durable_seq)
         doc["cursor"] = self.window.cursor
         self.link.publish(self.topics.heartbeat, json.dumps(doc, sort_keys=True).encode(), qos=0)
-        self.journal.checkpoint()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import socket
 import ssl
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,8 @@ class Backoff:
         self.attempts = 0
 
 
-def _tls_context(s: BrokerSettings) -> ssl.SSLContext:
+def tls_context(s: BrokerSettings) -> ssl.SSLContext:
+    """The TLS context of the settings; MqttConfigError names an unusable file."""
     for label, path in (("CA certificate", s.ca_file), ("client certificate", s.cert_file),
                         ("client key", s.key_file)):
         if path and not Path(path).is_file():
@@ -125,7 +127,7 @@ class MqttLink:
         if settings.username:
             self.client.username_pw_set(settings.username, settings.password or None)
         if settings.ca_file or settings.cert_file:
-            self.client.tls_set_context(_tls_context(settings))
+            self.client.tls_set_context(tls_context(settings))
         if will_topic:
             self.client.will_set(will_topic, will_payload, qos=1, retain=True)
         self.events: deque[tuple] = deque()
@@ -171,6 +173,9 @@ class MqttLink:
         return None
 
     def poll(self, timeout_s: float = 0.05) -> None:
+        if self.client.socket() is None:     # not connected: paho would return at once
+            time.sleep(timeout_s)
+            return
         rc = self.client.loop(timeout=timeout_s)
         if rc != paho.MQTT_ERR_SUCCESS and self.connected:
             self.connected = False

@@ -172,12 +172,11 @@ def _bytes(v, what):
 
 def _check_code(code, where, image_size, mem):
     """Walk ``code`` once: operands present, indices in range, stack sane.
-    Returns (final stack depth, signals read, 1 if it reads the mode)."""
+    Returns (final stack depth, 1 if it reads the mode)."""
     if not isinstance(code, list):
         raise TableError("{}: code must be a list of integers".format(where))
     pc = 0
     depth = 0
-    signals = []
     uses_mode = 0
     n = len(code)
     while pc < n:
@@ -193,8 +192,6 @@ def _check_code(code, where, image_size, mem):
         if op in _SIGNAL_OPS:
             if not 0 <= code[pc + 1] < image_size:
                 raise TableError("{}: signal index {} outside the image".format(where, code[pc + 1]))
-            if code[pc + 1] not in signals:
-                signals.append(code[pc + 1])
         if op == OP_MODE:
             uses_mode = 1
         if op in MEM_WORDS:
@@ -209,7 +206,112 @@ def _check_code(code, where, image_size, mem):
         if depth < 1:
             raise TableError("{}: stack underflow at {}".format(where, pc))
         pc += k + 1
-    return depth, signals, uses_mode
+    return depth, uses_mode
+
+
+# A *test* is how a rule may read a signal without needing its value: the
+# result of (abs first, compare opcode, constant), the compare opcode being
+# one of OP_GT_K .. OP_NE_K or OP_BIT (the constant is the bit number).
+# Truthiness is the test (0, OP_NE_K, 0).
+_TRUTH = (0, OP_NE_K, 0)
+
+
+def _test_at(code, pc):
+    """The test through which the signal read at ``pc`` is used, or None
+    when the code uses its value (checked code: operands are present)."""
+    op = code[pc]
+    if OP_SIG_GT_K <= op <= OP_SIG_NE_K:
+        return (0, op - OP_SIG_GT_K + OP_GT_K, code[pc + 2])
+    if op == OP_SIG_BIT:
+        return (0, OP_BIT, code[pc + 2])
+    if op == OP_NOT_SIG or op == OP_AND_SIG or op == OP_OR_SIG:
+        return _TRUTH
+    # OP_SIG: a test when the next op, after an optional abs, is one.
+    nxt = pc + 2
+    absolute = 0
+    if nxt < len(code) and code[nxt] == OP_ABS:
+        absolute = 1
+        nxt += 1
+    if nxt + 1 < len(code) and (OP_GT_K <= code[nxt] <= OP_NE_K or code[nxt] == OP_BIT):
+        return (absolute, code[nxt], code[nxt + 1])
+    return None
+
+
+def _reads(code):
+    """How checked ``code`` reads each signal: {index: [test, ...]}, or
+    {index: None} when it needs the signal's value."""
+    reads = {}
+    pc = 0
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        if op in _SIGNAL_OPS:
+            i = code[pc + 1]
+            test = _test_at(code, pc)
+            if test is None:
+                reads[i] = None
+            elif i not in reads:
+                reads[i] = [test]
+            elif reads[i] is not None:
+                reads[i].append(test)
+        pc += OPERANDS[op] + 1
+    return reads
+
+
+def _signal_rates(code):
+    """The rate() ops of checked ``code`` whose input is a plain signal:
+    [(mem offset, window ms, signal index)]."""
+    out = []
+    pc = 0
+    prev = -1
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        if op == OP_RATE and prev >= 0 and code[prev] == OP_SIG:
+            out.append((code[pc + 1], code[pc + 2], code[prev + 1]))
+        prev = pc
+        pc += OPERANDS[op] + 1
+    return out
+
+
+def _rate_step(ms):
+    """The sampling period of a rate() over ``ms``."""
+    step = ms // RATE_SAMPLES
+    return step if step > 0 else 1
+
+
+def _append(lists, key, item):
+    if key not in lists:
+        lists[key] = []
+    lists[key].append(item)
+
+
+def _passes(test, v):
+    """The result of ``test`` on the value ``v`` (as the rule's code computes it)."""
+    absolute, op, k = test
+    if absolute and v < 0:
+        v = -v
+    if op == OP_GT_K:
+        return v > k
+    if op == OP_GE_K:
+        return v >= k
+    if op == OP_LT_K:
+        return v < k
+    if op == OP_LE_K:
+        return v <= k
+    if op == OP_EQ_K:
+        return v == k
+    if op == OP_NE_K:
+        return v != k
+    return (v >> k) & 1
+
+
+def _tests_moved(tests, old, new):
+    """True if any of ``tests`` gives another result for ``new`` than for ``old``."""
+    for test in tests:
+        if _passes(test, old) != _passes(test, new):
+            return True
+    return False
 
 
 class Table:
@@ -238,20 +340,41 @@ class Table:
             raise TableError("table field 'rules' must be a list")
         self.image_size = image_size
         readers = {}
+        tested = {}
         mode_rules = []
+        samplers = []
         for r in range(len(rules)):
-            signals, uses_mode = self._add(rules[r], r, image_size)
-            for i in signals:
-                if i not in readers:
-                    readers[i] = []
-                readers[i].append(r)
+            uses_mode = self._add(rules[r], r, image_size)
+            reads = _reads(self.codes[r])
+            for i in reads:
+                if reads[i] is None:
+                    _append(readers, i, r)
+                else:
+                    _append(tested, i, (r, tuple(reads[i])))
             if uses_mode or self.flags[r] & FLAG_LATCH:
                 mode_rules.append(r)
+            for o, ms, i in _signal_rates(self.codes[r]):
+                samplers.append((r, o, _rate_step(ms), i))
         self.size = len(self.ids)
-        # For change-driven evaluation: the rules that read each signal, and
-        # the rules whose value can change with the mode.
-        self.watch = [(i, tuple(readers[i])) for i in sorted(readers)]
+        # For change-driven evaluation: the signals the rules read; for each,
+        # the rules that need its value and the rules (with their tests) that
+        # read it only through tests against constants; and the rules whose
+        # value can change with the mode.
+        self.readers = {}
+        for i in readers:
+            self.readers[i] = (tuple(readers[i]), tuple(tested.get(i, ())))
+        for i in tested:
+            if i not in readers:
+                self.readers[i] = ((), tuple(tested[i]))
+        self.watch = tuple(sorted(self.readers))
         self.mode_rules = tuple(mode_rules)
+        # rate() of a signal: (rule, mem offset, sample step ms, signal).  The
+        # evaluator takes their samples itself (Evaluator._sample_rates), so
+        # such a rule need not run for a sample that leaves the rate's value.
+        self.samplers = tuple(samplers)
+        self.sampled = {}
+        for sampler in samplers:
+            self.sampled[sampler[1]] = 1
 
     def _add(self, rule, r, image_size):
         if not isinstance(rule, list) or len(rule) != 5:
@@ -263,7 +386,7 @@ class Table:
         if not isinstance(act, int) or not isinstance(flags, int):
             raise TableError("{}: actions and flags must be integers".format(where))
         want = 2 if flags & FLAG_CLEAR_WHEN else 1
-        depth, signals, uses_mode = _check_code(code, where, image_size, self.mem)
+        depth, uses_mode = _check_code(code, where, image_size, self.mem)
         if depth != want:
             raise TableError("{}: code must leave {} value(s)".format(where, want))
         self.ids.append(rid)
@@ -271,7 +394,7 @@ class Table:
         self.actions.append(act)
         self.flags.append(flags)
         self.codes.append(code)
-        return signals, uses_mode
+        return uses_mode
 
 
 class Evaluator:
@@ -281,11 +404,15 @@ class Evaluator:
     on the host, the same function under MicroPython).
 
     Evaluation is change-driven: a rule runs on a scan when a signal it reads
-    changed, when the mode changed and it reads the mode (or is latched), or
+    changed (when it only tests the signal against constants -- ``x > k``,
+    ``abs(x) > k``, a bit, truth -- when one of those tests changed its
+    result), when the mode changed and it reads the mode (or is latched), or
     when its *wake* tick has come -- the earliest tick at which one of its
-    timers, windows, counters, rates or edges can change by time alone.  Any
-    other rule would compute what it computed last time, so skipping it
-    changes nothing.  ``every_scan`` runs every rule on every scan: the
+    timers, windows, counters, rates or edges can change by time alone (a
+    rate() of a plain signal is sampled by the evaluator itself, and its
+    rule runs when a sample changes the rate's value).  Any other rule
+    would compute what it computed last time, so skipping it changes
+    nothing.  ``every_scan`` runs every rule on every scan: the
     reference the tests hold the change-driven path to, and the bound on
     the time a scan can take.
     """
@@ -298,6 +425,7 @@ class Evaluator:
         self.active = [0] * table.size
         self.wakes = {}      # rule index -> wake tick
         self.next_wake = -1  # the earliest of the wakes (-1: none), so a quiet scan skips them
+        self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
         self.last = [0] * table.image_size
         self.last_mbit = -1
         self.stack = []
@@ -307,20 +435,22 @@ class Evaluator:
 
     def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
-        due = None
+        due = {}
         last = self.last
-        for i, readers in self.table.watch:
-            v = image[i]
-            if v != last[i]:
-                last[i] = v
-                if due is None:
-                    due = {}
-                for r in readers:
+        readers = self.table.readers
+        for i in self.table.watch:
+            if image[i] != last[i]:
+                old = last[i]
+                v = last[i] = image[i]
+                needs_value, tested = readers[i]
+                for r in needs_value:
                     due[r] = 1
+                # A rule that only tests the signal sees no change unless a test does.
+                for r, tests in tested:
+                    if _tests_moved(tests, old, v):
+                        due[r] = 1
         if mbit != self.last_mbit:
             self.last_mbit = mbit
-            if due is None:
-                due = {}
             for r in self.table.mode_rules:
                 due[r] = 1
         diff = self.diff
@@ -328,12 +458,31 @@ class Evaluator:
             wakes = self.wakes
             for r in wakes:
                 if diff(now, wakes[r]) >= 0:
-                    if due is None:
-                        due = {}
                     due[r] = 1
-        if due is None:
+        if self.next_sample >= 0 and diff(now, self.next_sample) >= 0:
+            self._sample_rates(image, now, due)
+        if not due:
             return None
         return sorted(due)
+
+    def _sample_rates(self, image, now, due):
+        """Take the samplers' samples that are due, as their rate() ops would
+        when their rules ran this scan; a rule whose rate's value changes is
+        due (its signal has not changed, or it is due already)."""
+        m = self.mem
+        diff = self.diff
+        first = -1
+        for r, o, step, i in self.table.samplers:
+            if diff(now, m[o]) >= step:
+                v = image[i]
+                before = self._rate_value(o, v)
+                self._rate_sample(o, step, v, now)
+                if self._rate_value(o, v) != before:
+                    due[r] = 1
+            nxt = (m[o] + step) & TICK_MASK
+            if first < 0 or diff(nxt, first) < 0:
+                first = nxt
+        self.next_sample = first
 
     def _earliest_wake(self):
         """The wake that comes first (ticks wrap: compare by their difference)."""
@@ -369,6 +518,7 @@ class Evaluator:
         pop = s.pop
         mem = self.mem
         diff = self.diff
+        sampled = t.sampled
         changes = None
         for r in due:
             # The interpreter, inlined: a call per rule would cost a third.
@@ -378,33 +528,15 @@ class Evaluator:
             wake = -1   # the earliest tick at which time alone may change this rule
             while pc < n:
                 op = code[pc]
-                # Most frequent first (measured on the default packs).
-                if op == OP_AND:
+                # Most frequent first (measured on the default packs over the noise
+                # month of `cabguard eval`: rates and timers, seldom a test).
+                if op == OP_SIG:
+                    push(image[code[pc + 1]])
+                    pc += 2
+                elif op == OP_AND:
                     b = pop()
                     s[-1] = 1 if (s[-1] and b) else 0
                     pc += 1
-                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
-                    v = image[code[pc + 1]]
-                    k = code[pc + 2]
-                    if op == OP_SIG_GT_K:
-                        push(1 if v > k else 0)
-                    elif op == OP_SIG_LT_K:
-                        push(1 if v < k else 0)
-                    elif op == OP_SIG_GE_K:
-                        push(1 if v >= k else 0)
-                    elif op == OP_SIG_LE_K:
-                        push(1 if v <= k else 0)
-                    elif op == OP_SIG_EQ_K:
-                        push(1 if v == k else 0)
-                    else:
-                        push(1 if v != k else 0)
-                    pc += 3
-                elif op == OP_AND_SIG:
-                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
-                    pc += 2
-                elif op == OP_SIG:
-                    push(image[code[pc + 1]])
-                    pc += 2
                 elif op == OP_HELD:
                     o = code[pc + 1]
                     if s[-1]:
@@ -420,6 +552,11 @@ class Evaluator:
                                 wake = due_at
                     else:
                         mem[o + 1] = 0
+                    pc += 3
+                elif op == OP_RATE:
+                    due_at = self._rate(code[pc + 1], code[pc + 2], now)
+                    if code[pc + 1] not in sampled and (wake < 0 or diff(due_at, wake) < 0):
+                        wake = due_at
                     pc += 3
                 elif op == OP_MODE:
                     push(1 if mbit & code[pc + 1] else 0)
@@ -444,6 +581,25 @@ class Evaluator:
                     if s[-1] < 0:
                         s[-1] = -s[-1]
                     pc += 1
+                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
+                    v = image[code[pc + 1]]
+                    k = code[pc + 2]
+                    if op == OP_SIG_GT_K:
+                        push(1 if v > k else 0)
+                    elif op == OP_SIG_LT_K:
+                        push(1 if v < k else 0)
+                    elif op == OP_SIG_GE_K:
+                        push(1 if v >= k else 0)
+                    elif op == OP_SIG_LE_K:
+                        push(1 if v <= k else 0)
+                    elif op == OP_SIG_EQ_K:
+                        push(1 if v == k else 0)
+                    else:
+                        push(1 if v != k else 0)
+                    pc += 3
+                elif op == OP_AND_SIG:
+                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
+                    pc += 2
                 elif op == OP_NOT_SIG:
                     push(0 if image[code[pc + 1]] else 1)
                     pc += 2
@@ -500,6 +656,10 @@ class Evaluator:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
         self.next_wake = self._earliest_wake()
+        if not self.primed and t.samplers:
+            # Every rule ran, so every sampler took its first sample: this
+            # only finds the next one.
+            self._sample_rates(image, now, {})
         self.primed = 1
         self.prev_now = now
         return changes if changes is not None else _NONE
@@ -538,8 +698,9 @@ class Evaluator:
         s[-1] = r
 
     def _stateful(self, op, code, pc, now):
-        """Run one stateful op (HELD is inlined); returns the tick at which
-        time alone may change its value, or -1 if only its input can."""
+        """Run one stateful op (HELD is inlined, RATE has its own branch);
+        returns the tick at which time alone may change its value, or -1 if
+        only its input can."""
         s = self.stack
         m = self.mem
         v = s[-1]
@@ -566,10 +727,6 @@ class Evaluator:
             n = self._count(o, ms, 1 if v else 0, now)
             s[-1] = n
             return (m[o + 3 + m[o + 2]] + ms) & TICK_MASK if n else -1
-        if op == OP_RATE:
-            s[-1] = self._rate(o, code[pc + 2], v, now)
-            step = code[pc + 2] // RATE_SAMPLES
-            return (m[o] + (step if step > 0 else 1)) & TICK_MASK
         prev = m[o]
         m[o] = v
         if not self.primed:
@@ -603,33 +760,40 @@ class Evaluator:
         m[o + 2] = tail
         return n
 
-    def _rate(self, o, ms, v, now):
+    def _rate(self, o, ms, now):
+        """Run a RATE op on the top of the stack; returns the tick of its next sample."""
         # A ring of RATE_SAMPLES + 1 samples taken every ms // RATE_SAMPLES on
         # a nominal schedule (so scan jitter does not stretch the window):
         # the oldest one is ms old.  mem: nominal time of the last sample,
         # samples taken (up to the ring size), next ring position, the ring.
+        s = self.stack
         m = self.mem
-        size = RATE_SAMPLES + 1
-        step = ms // RATE_SAMPLES
-        if step < 1:
-            step = 1
+        step = _rate_step(ms)
+        if m[o + 1] == 0 or self.diff(now, m[o]) >= step:
+            self._rate_sample(o, step, s[-1], now)
+        s[-1] = self._rate_value(o, s[-1])
+        return (m[o] + step) & TICK_MASK
+
+    def _rate_sample(self, o, step, v, now):
+        """Put ``v`` in the ring and move the nominal schedule on."""
+        m = self.mem
         taken = m[o + 1]
         pos = m[o + 2]
-        ring = o + 3
-        if taken == 0 or self.diff(now, m[o]) >= step:
-            m[ring + pos] = v
-            pos = (pos + 1) % size
-            nominal = (m[o] + step) & TICK_MASK
-            if taken == 0 or self.diff(now, nominal) >= step:
-                nominal = now   # scans fell behind the schedule: restart it here
-            m[o] = nominal
-            m[o + 2] = pos
-            if taken < size:
-                taken += 1
-                m[o + 1] = taken
-        if taken < size:
+        m[o + 3 + pos] = v
+        m[o + 2] = (pos + 1) % (RATE_SAMPLES + 1)
+        nominal = (m[o] + step) & TICK_MASK
+        if taken == 0 or self.diff(now, nominal) >= step:
+            nominal = now   # scans fell behind the schedule: restart it here
+        m[o] = nominal
+        if taken <= RATE_SAMPLES:
+            m[o + 1] = taken + 1
+
+    def _rate_value(self, o, v):
+        """``v`` minus the oldest sample, 0 until the ring is full."""
+        m = self.mem
+        if m[o + 1] <= RATE_SAMPLES:
             return 0
-        return v - m[ring + pos]
+        return v - m[o + 3 + m[o + 2]]
 
 
 def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):

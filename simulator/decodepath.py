@@ -10,8 +10,10 @@ scale factors reach the image exactly as on a gateway.
 
 Speed: a point without a scale factor decodes independently of the
 device's other points, so it round-trips alone (``profile.only``) and the
-result is cached by value; points that share a SunSpec scale factor are
-encoded together with their group's current values on every change.
+result is cached by value, one cache per device class and point (batteries
+in a cabinet often report the same values); points that share a SunSpec
+scale factor are encoded together with their group's current values on
+every change.
 """
 
 from __future__ import annotations
@@ -80,15 +82,29 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
     signals of no device (``sys.*``, ``sched.*``) and twins pass unchanged."""
     chosen = dict(DEFAULT_PROFILES, **(profiles or {}))
     loaded = {cls: load_profile(name) for cls, name in chosen.items()}
+    groups = {cls: _groups(profile) for cls, profile in loaded.items()}
+    # A point without a scale factor decodes the same on every device of its
+    # class, so all of them (in every cabinet) share its cache.
+    alone: dict[tuple[str, str], _Points] = {}
+
+    def points_for(cls: str, names: tuple[str, ...]) -> _Points:
+        if len(names) > 1:
+            return _Points(loaded[cls], names)      # the group's values are the device's own
+        key = (cls, names[0])
+        if key not in alone:
+            alone[key] = _Points(loaded[cls], names)
+        return alone[key]
 
     def factory(catalog: Catalog) -> Callable[[Changes], Changes]:
         index = catalog.index
         route: dict[int, tuple[_Points, str, dict[str, int] | None]] = {}
         for dev in catalog.devices:
-            profile = loaded[device_class(dev)]
-            for names in _groups(profile):
-                points = _Points(profile, names)
+            cls = device_class(dev)
+            for names in groups[cls]:
                 where = {n: index[dev + "." + n] for n in names if dev + "." + n in index}
+                if not where:
+                    continue
+                points = points_for(cls, names)
                 for n in where:
                     route[where[n]] = (points, n, where if len(names) > 1 else None)
 
@@ -101,7 +117,8 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
                     continue
                 points, name, group = hit
                 if group is None:
-                    out.append((i, points.alone(name, v)))
+                    got = points.cache.get(v)       # the common case, inline: a cached round trip
+                    out.append((i, got if got is not None else points.alone(name, v)))
                     continue
                 for n, x in points.together(name, v):
                     if n in group:

@@ -10,6 +10,7 @@ or key in the source text itself and names ``file:line``.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -23,6 +24,21 @@ MAX_DURATION_MS = 62 * 86400 * 1000
 
 INCIDENT_KINDS = ("theft", "tamper", "safety")
 
+# The signals a scenario cabinet's devices report (docs/signals.md, classes
+# io and battery): (short name, unit, scale).  Besides these every device
+# has its `online` twin.
+IO_SIGNALS = (
+    ("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
+    ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
+    ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1),
+)
+BATTERY_SIGNALS = (
+    ("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
+    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
+    ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
+    ("alarm_bits", "bits", 0),
+)
+
 # Parameters of every process kind, with defaults (durations are strings).
 PROCESS_PARAMS: dict[str, dict[str, Any]] = {
     "crane": {"hours": ["06:00", "22:00"], "gap": "4m", "cycle": "90s", "rms_mg": 45,
@@ -33,7 +49,7 @@ PROCESS_PARAMS: dict[str, dict[str, Any]] = {
               "tilt_mdeg": 280, "period": "5s"},
     "rain": {"per_day": 1.0, "at": [], "length": "2h", "rms_mg": 6, "peak_mg": 25, "cool_c": 2.0},
     "shift": {"times": ["06:00", "14:00", "22:00"], "visit_prob": 0.5, "visit": "10m",
-              "auth": "maint", "auth_delay": ["5s", "20s"], "schedule": "shift",
+              "auth": "maint", "auth_delay": ["5s", "20s"], "schedule": "shift_change",
               "window": "30m"},
     "maintenance": {"days": ["tue"], "at": "10:00", "length": "2h", "schedule": "maintenance",
                     "swap_module": True, "rms_mg": 80, "peak_mg": 350},
@@ -65,9 +81,15 @@ CABINET_PARAMS: dict[str, Any] = {
 }
 
 SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
+# Numbers that may be negative (a tilt either way, a cooling ramp, a raw signal value).
+SIGNED_PARAMS = ("deg", "rise_c", "value")
+# Durations that are a period or a mean gap: 0 would divide by zero.
+POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period")
+MAINTENANCE_MIN_MS = 5 * 60000 + 1       # the visit is the window less 5 minutes
 COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
+SCHEDULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _DURATION = re.compile(r"^\+?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
@@ -226,6 +248,7 @@ class _Loader:
             raise ScenarioError("{}: not valid TOML: {}".format(path, e)) from None
         self.start: dt.datetime | None = None
         self.duration_ms = 0
+        self.batteries: dict[str, int] = {}      # cabinet id -> its number of BMS units
 
     # -- times -----------------------------------------------------------
     def time(self, value: Any, line: int, what: str) -> int:
@@ -234,14 +257,14 @@ class _Loader:
         if off is None:
             when = _aware(value)
             if when is None:
-                raise self.src.error(line, "{}: bad time {!r}: write an offset like \"+1h30m\" or an "
+                raise self.src.error(line, "{}: bad time {}: write an offset like \"+1h30m\" or an "
                                            "absolute time with a timezone like 2026-03-14T23:30:00+01:00"
-                                     .format(what, value))
+                                     .format(what, _shown(value)))
             assert self.start is not None
             off = int((when - self.start).total_seconds() * 1000)
         if off < 0 or off > self.duration_ms:
-            raise self.src.error(line, "{}: time {!r} is outside the scenario (0 to {} s after start)"
-                                 .format(what, value, self.duration_ms // 1000))
+            raise self.src.error(line, "{}: time {} is outside the scenario (0 to {} s after start)"
+                                 .format(what, _shown(value), self.duration_ms // 1000))
         return off
 
     def duration(self, value: Any, line: int, what: str, allow_empty: bool = False) -> int:
@@ -270,26 +293,31 @@ class _Loader:
         self.start = _aware(head["start"])
         if self.start is None:
             raise self.src.error(self.src.line_of("scenario", -1, "start"),
-                                 "[scenario] start: bad time {!r}: want an absolute time with a timezone, "
-                                 "like 2026-03-14T22:00:00+01:00".format(head["start"]))
+                                 "[scenario] start: bad time {}: want an absolute time with a timezone, "
+                                 "like 2026-03-14T22:00:00+01:00".format(_shown(head["start"])))
         self.duration_ms = self.duration(head["duration"], self.src.line_of("scenario", -1, "duration"),
                                          "[scenario] duration")
         if not 0 < self.duration_ms <= MAX_DURATION_MS:
             raise self.src.error(self.src.line_of("scenario", -1, "duration"),
                                  "[scenario] duration must be more than 0 and at most 62 days")
-        scan_ms = self._int(head.get("scan_ms", SCAN_MS), ("scenario", -1, "scan_ms"), 10, 10000)
+        scan_ms = self._int(head.get("scan_ms", SCAN_MS), ("scenario", -1, "scan_ms"), 10, 1000)
+        if 1000 % scan_ms:
+            # The I/O module reports at whole seconds: they must fall on scans.
+            raise self.src.error(self.src.line_of("scenario", -1, "scan_ms"), "[scenario] scan_ms: must divide "
+                                 "1000 (10, 20, 25, 40, 50, 100, 125, 200, 250, 500 or 1000), got {}".format(scan_ms))
         seed = self._int(head.get("seed", 0), ("scenario", -1, "seed"), 0, 2**31 - 1)
         core = self._core()
         resp = self._table("response")
         self._only(resp, {"ack_after", "rearm", "grace"}, "response", -1)
         rline = self.src.line_of("response", -1)
         cabinets = self._cabinets()
+        self.batteries = {c.id: c.batteries for c in cabinets}
         ids = tuple(c.id for c in cabinets)
         scn = Scenario(
             path=path, name=str(head["name"]), description=str(head.get("description", "")),
             start=self.start, duration_ms=self.duration_ms, seed=seed, scan_ms=scan_ms, core=core,
             ack_after_ms=self.duration(resp.get("ack_after", "10m"), rline, "[response] ack_after", True),
-            rearm=bool(resp.get("rearm", True)),
+            rearm=self._flag(resp.get("rearm", True), ("response", -1, "rearm")),
             grace_ms=self.duration(resp.get("grace", "2m"), rline, "[response] grace", True),
             cabinets=cabinets, schedules=self._schedules(),
             processes=self._items("process", PROCESS_PARAMS, ids, timed=False),
@@ -324,16 +352,26 @@ class _Loader:
     def _only(self, table: dict, allowed: set[str], name: str, index: int) -> None:
         for key in table:
             if key not in allowed:
-                raise self.src.error(self.src.line_of(name, index, key),
-                                     "[{}] unknown key '{}' (known: {})".format(
-                                         name if index < 0 else "[{}] #{}".format(name, index + 1),
-                                         key, ", ".join(sorted(allowed))))
+                raise self.src.error(self.src.line_of(name, index, key), "{}: unknown key '{}' (known: {})".format(
+                    _label(name, index), key, ", ".join(sorted(allowed))))
 
     def _int(self, v: Any, where: tuple[str, int, str], lo: int, hi: int) -> int:
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise self.src.error(self.src.line_of(*where), "'{}' must be a whole number from {} to {}, got {!r}"
-                                 .format(where[2], lo, hi, v))
+            raise self.src.error(self.src.line_of(*where), "{} {}: must be a whole number from {} to {}, got {!r}"
+                                 .format(_label(where[0], where[1]), where[2], lo, hi, v))
         return v
+
+    def _flag(self, v: Any, where: tuple[str, int, str]) -> bool:
+        if not isinstance(v, bool):
+            raise self.src.error(self.src.line_of(*where), "{} {}: must be true or false, got {!r}"
+                                 .format(_label(where[0], where[1]), where[2], v))
+        return v
+
+    def _number(self, v: float, where: tuple[str, int, str], lo: float, hi: float) -> float:
+        if not lo <= v <= hi:
+            raise self.src.error(self.src.line_of(*where), "{} {}: must be from {} to {}, got {!r}"
+                                 .format(_label(where[0], where[1]), where[2], lo, hi, v))
+        return float(v)
 
     def _core(self) -> dict[str, int]:
         core = self._table("core")
@@ -356,12 +394,15 @@ class _Loader:
             if cid in [c.id for c in out]:
                 raise self.src.error(line, "[[cabinet]] id '{}' is used twice".format(cid))
             p = self._params(t, CABINET_PARAMS, "cabinet", i)
-            self._int(p["batteries"], ("cabinet", i, "batteries"), 1, 4)
-            self._int(p["modules"], ("cabinet", i, "modules"), 1, 32)
+            for key, lo, hi in (("batteries", 1, 4), ("modules", 1, 32), ("module_mv", 1000, 500000),
+                                ("soc_pct", 0, 100), ("supply_mv", 0, 600000),
+                                ("serial", 0, 2**31 - p["batteries"])):
+                self._int(p[key], ("cabinet", i, key), lo, hi)
             out.append(Cabinet(id=cid, batteries=p["batteries"], modules=p["modules"], module_mv=p["module_mv"],
-                               capacity_ah=float(p["capacity_ah"]), soc_pct=p["soc_pct"],
-                               temp_c=float(p["temp_c"]), supply_mv=p["supply_mv"], serial=p["serial"],
-                               armed=bool(p["armed"])))
+                               capacity_ah=self._number(p["capacity_ah"], ("cabinet", i, "capacity_ah"), 0.1, 1e5),
+                               soc_pct=p["soc_pct"],
+                               temp_c=self._number(p["temp_c"], ("cabinet", i, "temp_c"), -60.0, 80.0),
+                               supply_mv=p["supply_mv"], serial=p["serial"], armed=bool(p["armed"])))
         return out
 
     def _params(self, t: dict, defaults: dict[str, Any], name: str, index: int) -> dict[str, Any]:
@@ -376,8 +417,8 @@ class _Loader:
                   isinstance(v, int) and not isinstance(v, bool) if isinstance(default, int) else
                   isinstance(v, type(default)))
             if not ok:
-                raise self.src.error(self.src.line_of(name, index, key), "[[{}]] #{} '{}' must be {}, got {!r}".format(
-                    name, index + 1, key, type(default).__name__.replace("str", "a string")
+                raise self.src.error(self.src.line_of(name, index, key), "{} {}: must be {}, got {!r}".format(
+                    _label(name, index), key, type(default).__name__.replace("str", "a string")
                     .replace("list", "a list").replace("float", "a number").replace("int", "a whole number"), v))
             p[key] = v
         return p
@@ -388,7 +429,7 @@ class _Loader:
             self._only(t, {"name", "from", "to", "days"}, "schedule", i)
             line = self.src.line_of("schedule", i)
             name = t.get("name")
-            if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]{0,31}$", name):
+            if not isinstance(name, str) or not SCHEDULE_NAME.match(name):
                 raise self.src.error(line, "[[schedule]] #{} needs a 'name' of lower-case letters, digits and _"
                                      .format(i + 1))
             a, b = parse_clock(t.get("from")), parse_clock(t.get("to"))
@@ -427,16 +468,22 @@ class _Loader:
         return out
 
     def _cabinet_list(self, t: dict, ids: tuple[str, ...], name: str, i: int) -> tuple[str, ...]:
+        if "cabinet" in t and "cabinets" in t:
+            raise self.src.error(self.src.line_of(name, i, "cabinets"), "[[{}]] #{}: give 'cabinet' or 'cabinets', "
+                                 "not both".format(name, i + 1))
         if "cabinet" in t:
             cabs = [t["cabinet"]]
         elif "cabinets" in t:
             cabs = t["cabinets"]
+            if not isinstance(cabs, list) or not cabs:
+                raise self.src.error(self.src.line_of(name, i, "cabinets"), "[[{}]] #{}: 'cabinets' must be a "
+                                     "non-empty list of cabinet ids, like [\"cab-01\"]".format(name, i + 1))
         elif name == "action" and len(ids) > 1:
             raise self.src.error(self.src.line_of(name, i), "[[action]] #{}: say which 'cabinet' (there are {})"
                                  .format(i + 1, len(ids)))
         else:
             return ids
-        for c in cabs if isinstance(cabs, list) else [cabs]:
+        for c in cabs:
             if c not in ids:
                 raise self.src.error(self.src.line_of(name, i, "cabinet" if "cabinet" in t else "cabinets"),
                                      "[[{}]] #{}: unknown cabinet {!r} (known: {})".format(name, i + 1, c, ", ".join(ids)))
@@ -453,6 +500,10 @@ class _Loader:
                 if not all(parse_clock(x) is not None for x in v) or (key == "hours" and len(v) != 2):
                     raise self.src.error(where, "{}: want local times \"HH:MM\"{}".format(
                         label, " [from, to]" if key == "hours" else ""))
+            elif key == "visit_prob":
+                self._number(v, (name, i, key), 0.0, 1.0)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and key not in SIGNED_PARAMS and v < 0:
+                raise self.src.error(where, "{}: must not be negative, got {!r}".format(label, v))
             elif key == "days":
                 self._days(v, (name, i, key))
             elif key == "at" and name == "process":
@@ -472,7 +523,16 @@ class _Loader:
             elif isinstance(default, str) and key not in ("battery", "device", "signal", "fault", "name", "auth",
                                                           "schedule", "arg"):
                 p[key] = self.duration(v, where, label, allow_empty=default == "")
+                if key in POSITIVE_DURATIONS and p[key] <= 0:
+                    raise self.src.error(where, "{}: must be longer than 0".format(label))
+        if item.kind == "maintenance" and p["length"] < MAINTENANCE_MIN_MS:
+            raise self.src.error(self.src.line_of(name, i, "length"), "[[process]] #{} length: must be more "
+                                 "than 5 minutes (the technician's visit is the window less 5 minutes)".format(i + 1))
+        for key in ("count", "modules"):
+            if key in p:
+                self._int(p[key], (name, i, key), 1, 32)
         self._check_choices(item, name, i)
+        self._check_devices(item, i)
 
     def _check_choices(self, item: Item, name: str, i: int) -> None:
         p = item.params
@@ -484,17 +544,42 @@ class _Loader:
             raise bad("battery", "want bms1 … bms4, got {!r}".format(p["battery"]))
         if item.kind == "cable_cut" and not re.match(r"^(io|bus|bms[1-4])$", p["device"]):
             raise bad("device", "want io, bms1 … bms4 or bus, got {!r}".format(p["device"]))
-        if item.kind == "sensor_fault":
-            if p["fault"] not in SENSOR_FAULTS:
-                raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
-            if not re.match(r"^(io|bms[1-4])\.[a-z_0-9]+$", p["signal"]):
-                raise bad("signal", "want a device signal like io.vib_rms_mg (docs/signals.md)")
+        if item.kind == "sensor_fault" and p["fault"] not in SENSOR_FAULTS:
+            raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
         if item.kind == "command":
             if p["name"] not in COMMANDS:
                 raise bad("name", "want one of {}".format(", ".join(COMMANDS)))
             p["arg"] = self.duration(p["arg"], self.src.line_of(name, i, "arg"), "arg", allow_empty=True)
+        if "schedule" in p and not SCHEDULE_NAME.match(p["schedule"]):
+            raise bad("schedule", "want a name of lower-case letters, digits and _, got {!r}".format(p["schedule"]))
         if item.kind == "shift" and p["auth"] not in ("maint", "disarm"):
             raise bad("auth", "want \"maint\" or \"disarm\"")
+
+    def _check_devices(self, item: Item, i: int) -> None:
+        """The battery, device or signal an action names exists on each of its cabinets."""
+        p = item.params
+        key = next((k for k in ("battery", "device", "signal") if k in p), None)
+        if key is None:
+            return
+        fewest = min(self.batteries[c] for c in item.cabinets)
+        where = self.src.line_of("action", i, key)
+        label = "[[action]] #{} ({}) {}".format(i + 1, item.kind, key)
+        if key == "signal":
+            known = ["io." + s[0] for s in IO_SIGNALS] + ["bms{}.{}".format(n, s[0]) for n in range(1, fewest + 1)
+                                                          for s in BATTERY_SIGNALS]
+            if p["signal"] not in known:
+                near = difflib.get_close_matches(p["signal"], known, 1)
+                raise self.src.error(where, "{}: unknown signal {!r}{}; known: io.<{}>, bmsN.<{}> for N from 1 to {} "
+                                     "(docs/scenarios.md, \"Signals of a cabinet\")".format(
+                                         label, p["signal"], " (did you mean {}?)".format(near[0]) if near else "",
+                                         "|".join(s[0] for s in IO_SIGNALS), "|".join(s[0] for s in BATTERY_SIGNALS),
+                                         fewest))
+            return
+        device = p[key]
+        if device.startswith("bms") and int(device[3:]) > fewest:
+            cab = next(c for c in item.cabinets if self.batteries[c] == fewest)
+            raise self.src.error(where, "{}: cabinet {} has only {} (its 'batteries' is {}), got {!r}".format(
+                label, cab, "bms1" if fewest == 1 else "bms1 … bms{}".format(fewest), fewest, device))
 
     def _incidents(self, ids: tuple[str, ...]) -> list[Incident]:
         out: list[Incident] = []
@@ -525,6 +610,16 @@ class _Loader:
                                                "make the windows disjoint".format(i + 1, other.line, inc.cabinet, what))
             out.append(inc)
         return out
+
+
+def _shown(value: Any) -> str:
+    """A value as the author wrote it: TOML dates and times as ISO text."""
+    return value.isoformat() if isinstance(value, (dt.datetime, dt.date, dt.time)) else repr(value)
+
+
+def _label(name: str, index: int) -> str:
+    """How errors name a table: ``[response]`` or ``[[action]] #3``."""
+    return "[{}]".format(name) if index < 0 else "[[{}]] #{}".format(name, index + 1)
 
 
 def loads(text: str, path: str = "<scenario>") -> Scenario:

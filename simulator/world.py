@@ -31,19 +31,8 @@ from typing import Iterator
 
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.events import COMMAND_CODES
-from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
-
-IO_SIGNALS = (
-    ("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
-    ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
-    ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1),
-)
-BATTERY_SIGNALS = (
-    ("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
-    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
-    ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
-    ("alarm_bits", "bits", 0),
-)
+from simulator.scenario import (BATTERY_SIGNALS, IO_SIGNALS, Cabinet, Item, Scenario, parse_clock,
+                                parse_duration)
 
 IO_PERIOD_MS = 1000
 IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample
@@ -52,8 +41,9 @@ CELLS_PER_MODULE = 16
 BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 
 # Discrete event operations.
-SET, CMD, FORCE, RELEASE, MODULES, SERIAL = range(6)
+SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW = range(7)
 FREEZE = None                   # FORCE value: hold the last reported value
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 def schedule_names(scn: Scenario) -> list[str]:
@@ -202,9 +192,13 @@ class CabinetWorld:
     def _windows(self, signal: str, start_min: int, end_min: int, days: tuple[int, ...]) -> None:
         length = ((end_min - start_min) % 1440 or 1440) * 60000
         for t in self._daily(start_min, days):
-            if t + length > 0:
-                self._at(max(t, 0), SET, signal, 1)
-                self._at(t + length, SET, signal, 0)
+            self._window(signal, t, t + length)
+
+    def _window(self, signal: str, start: int, end: int) -> None:
+        """A schedule window; windows of one name overlap as a union."""
+        if end > 0:
+            self._at(max(start, 0), WINDOW, signal, 1)
+            self._at(end, WINDOW, signal, -1)
 
     def _poisson(self, rng: random.Random, per_ms: float, t0: int, t1: int) -> Iterator[int]:
         t = t0
@@ -294,8 +288,7 @@ class CabinetWorld:
             minute = parse_clock(clock)
             assert minute is not None
             for t in self._daily(minute):
-                self._at(max(t - half, 0), SET, "sched." + p["schedule"], 1)
-                self._at(t + half, SET, "sched." + p["schedule"], 0)
+                self._window("sched." + p["schedule"], t - half, t + half)
                 if rng.random() < p["visit_prob"]:
                     start = t + int(rng.uniform(-half / 2, half / 2))
                     if start > 0:
@@ -309,8 +302,7 @@ class CabinetWorld:
         for t in self._daily(minute, days):
             if t < 0:
                 continue
-            self._at(t, SET, "sched." + p["schedule"], 1)
-            self._at(t + p["length"], SET, "sched." + p["schedule"], 0)
+            self._window("sched." + p["schedule"], t, t + p["length"])
             visit = p["length"] - 300000
             self._visit(t + 120000, visit, "maint", int(rng.uniform(5000, 15000)), (p["rms_mg"], p["peak_mg"]))
             if p["swap_module"]:
@@ -418,7 +410,8 @@ class CabinetWorld:
 
 
 class _Battery:
-    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx")
+    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx", "fast_idx", "slow_idx",
+                 "current_name")
 
     def __init__(self, number: int, cab: Cabinet, index: dict[str, int]):
         name = self.name = "bms{}".format(number)
@@ -429,6 +422,9 @@ class _Battery:
         self.alarm = 0
         self.current = 0.0
         self.idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
+        self.fast_idx = tuple(self.idx[:7])     # sampled every time
+        self.slow_idx = tuple(self.idx[7:])     # modules, serial, alarm bits: on events
+        self.current_name = name + ".current_ma"
 
 
 class _Stream:
@@ -442,9 +438,11 @@ class _Stream:
         self.truth: list[int | None] = [None] * cat.size    # what it would read unforced
         self.forced: dict[int, int | None] = {}
         self.offline: set[str] = set()
+        self.windows: dict[str, int] = {}     # schedule signal -> windows open now
         cab = world.cab
         self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
         self.io_idx = [cat.index["io." + s[0]] for s in IO_SIGNALS]
+        self.io_fast_idx = tuple(self.io_idx[3:7])    # vibration rms and peak, tilt, lift
         self.changes: list[tuple[int, int]] = []
         self.active: list[Episode] = []
         self.ep_next = 0
@@ -456,13 +454,21 @@ class _Stream:
 
     def put(self, i: int, v: int) -> None:
         """Report what signal ``i`` reads now, unless a fault forces it."""
-        self.truth[i] = v
-        if self.forced and i in self.forced:
-            f = self.forced[i]
-            v = f if f is not None else (self.last[i] if self.last[i] is not None else v)
-        if v != self.last[i]:
-            self.last[i] = v
-            self.changes.append((i, v))
+        self.report((i,), (v,))
+
+    def report(self, idx: tuple[int, ...], values: tuple[int, ...]) -> None:
+        """``put`` each signal of ``idx`` with its value in ``values``, in
+        order (one call per device sample: the samplers are the hot path)."""
+        truth, last, forced, changes = self.truth, self.last, self.forced, self.changes
+        for k in range(len(idx)):
+            i = idx[k]
+            v = truth[i] = values[k]
+            if forced and i in forced:
+                f = forced[i]
+                v = f if f is not None else (last[i] if last[i] is not None else v)
+            if v != last[i]:
+                last[i] = v
+                changes.append((i, v))
 
     def _emit(self, i: int, v: int) -> None:
         if v != self.last[i]:
@@ -508,6 +514,9 @@ class _Stream:
             self.put(self.index[a], b)
         elif op == CMD:
             cmds.append((a, b))
+        elif op == WINDOW:
+            n = self.windows[a] = self.windows.get(a, 0) + b
+            self.put(self.index[a], 1 if n > 0 else 0)
         elif op == FORCE:
             i = self.index[a]
             self.forced[i] = b
@@ -564,18 +573,14 @@ class _Stream:
                 tilt += e.level(t)
             elif ch == "lift":
                 lift += e.level(t)
-            elif ch == "tio":
+            elif ch == "tio" and slow:        # only read with the slow values
                 tio += e.level(t)
         if "io" in self.offline:
             return
         rms = math.sqrt(sq)
-        idx = self.io_idx
-        self.put(idx[3], int(rms))
-        self.put(idx[4], int(peak if peak > rms else rms))
-        self.put(idx[5], int(tilt))
-        self.put(idx[6], int(lift))
+        self.report(self.io_fast_idx, (int(rms), int(peak if peak > rms else rms), int(tilt), int(lift)))
         if slow:
-            self.put(idx[8], int(self._ambient(t) * 10 + 30 + tio))
+            self.put(self.io_idx[8], int(self._ambient(t) * 10 + 30 + tio))
 
     def _ambient(self, t: int) -> float:
         """Outside temperature: the cabinet's mean with a daily swing, °C."""
@@ -615,9 +620,9 @@ class _Stream:
         for e in self.active:
             if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
                 offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
-        cut = self._forced_names() if self.forced else set()
+        cut = self._forced_names() if self.forced else _NO_NAMES
         for b in self.batteries:
-            lost = (b.name + ".current_ma") in cut
+            lost = b.current_name in cut
             i_now = 0.0 if lost else amps
             b.current = i_now
             b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
@@ -629,18 +634,11 @@ class _Stream:
             cell = module_mv / CELLS_PER_MODULE
             spread = 6 + abs(i_now) * 0.05
             temp = b.temp + offsets.get(b.name, 0.0)
-            idx = b.idx
-            self.put(idx[0], pack)
-            self.put(idx[1], int(i_now * 1000))
-            self.put(idx[2], int(b.soc * 100))
-            self.put(idx[3], int(cell + spread) if b.modules else 0)
-            self.put(idx[4], int(cell - spread) if b.modules else 0)
-            self.put(idx[5], int(temp * 10 + 5))
-            self.put(idx[6], int(b.temp * 10 - 5))
+            self.report(b.fast_idx, (pack, int(i_now * 1000), int(b.soc * 100),
+                                     int(cell + spread) if b.modules else 0, int(cell - spread) if b.modules else 0,
+                                     int(temp * 10 + 5), int(b.temp * 10 - 5)))
             if event:
-                self.put(idx[7], b.modules)
-                self.put(idx[8], b.serial)
-                self.put(idx[9], b.alarm | (BMS_ALARM_POWER_LOST if lost else 0))
+                self.report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
 
     def _forced_names(self) -> set[str]:
         names = self.w.catalog.names

@@ -11,7 +11,7 @@ from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
 from controller.rulescmd import default_sources, site_catalog
 from rules.compiler import compile_files, json_data
-from rules.table import Evaluator, Table, TableError, evaluator_from_header
+from rules.table import OP_BIT, OP_GT_K, OP_NE_K, Evaluator, Table, TableError, evaluator_from_header
 
 ARMED, DISARMED, ALARM, MAINT, ARMING = modes.ARMED, modes.DISARMED, modes.ALARM, modes.MAINTENANCE, modes.ARMING
 
@@ -139,6 +139,44 @@ def test_change_driven_evaluation_equals_evaluating_every_rule(seed):
         r = replay_lines(lines, lambda cat, head, ev=which: ev, keep_timeline=False)
         got.append((r.digest(), r.events))
     assert got[0] == got[1] and got[0][1] > 20
+
+
+def test_a_rule_that_only_tests_a_signal_runs_when_a_test_changes():
+    text = ('[[rule]]\nid = "a"\nseverity = "info"\n'
+            'when = "abs(io.tilt_mdeg) > 5000 and bit(bms1.alarm_bits, 3) and not io.tamper"\n\n'
+            '[[rule]]\nid = "b"\nseverity = "info"\nwhen = "rate(io.tilt_mdeg, \'10s\') > 5 and io.vib_peak_mg > 800"\n')
+    catalog, ev = evaluator(text)
+    idx = catalog.index
+    assert ev.table.readers[idx["io.tilt_mdeg"]] == ((1,), ((0, ((1, OP_GT_K, 5000),)),))
+    assert ev.table.readers[idx["bms1.alarm_bits"]] == ((), ((0, ((0, OP_BIT, 3),)),))
+    assert ev.table.readers[idx["io.tamper"]] == ((), ((0, ((0, OP_NE_K, 0),)),))
+    image = catalog.new_image()
+    ev.scan(image, 0, DISARMED)
+    mbit = 1 << DISARMED
+    steps = [("io.tilt_mdeg", -4000, [1]), ("io.tilt_mdeg", -6000, [0, 1]), ("io.vib_peak_mg", 700, None),
+             ("io.vib_peak_mg", 900, [1]), ("bms1.alarm_bits", 0b10000, None), ("bms1.alarm_bits", 0b11000, [0]),
+             ("io.tamper", 1, [0]), ("io.tamper", 2, None)]
+    for t, (name, value, due) in enumerate(steps, 1):
+        image[idx[name]] = value
+        assert ev._due(image, mbit, t) == due, name
+
+
+def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
+    catalog, ev = evaluator(rule("rate(bms1.temp_max_dc, '8s') > 5"))
+    i = catalog.index["bms1.temp_max_dc"]
+    assert ev.table.samplers == ((0, 0, 1000, i),)
+    image = catalog.new_image()
+    ev.scan(image, 0, DISARMED)
+    mbit = 1 << DISARMED
+    for t in range(1000, 20000, 1000):           # a constant signal: samples, but the rate stays 0
+        assert ev._due(image, mbit, t) is None
+    image[i] = 10
+    assert ev._due(image, mbit, 20000) == [0]    # the signal changed
+    assert ev._due(image, mbit, 21000) is None   # a sample, but the oldest is still a 0: the rate stays 10
+    ev.scan(image, 21000, DISARMED)
+    for t in range(22000, 28000, 1000):
+        assert ev._due(image, mbit, t) is None
+    assert ev._due(image, mbit, 28000) == [0]    # 8 s of 10s: the rate drops to 0
 
 
 def door_forced_state():

@@ -7,7 +7,7 @@ import pytest
 
 from controller.collect import Collector, run as collect_run
 from controller.cmdsend import publish
-from controller.downlink import DownlinkVerifier, SeqStore, make_command
+from controller.downlink import DownlinkVerifier, SeqStore, command_handler, make_command
 from controller.uplink import Topics, Uplink
 from drivers.keys import generate, role_kid
 from drivers.mqtt import Backoff, BrokerSettings
@@ -89,8 +89,8 @@ def test_downlink_commands_signed_forged_and_replayed(tmp_path, broker):
     head = generate(role_kid("gw-7", "command"))
     verifier = DownlinkVerifier("gw-7", head, SeqStore(tmp_path / "cmdseq"))
     accepted, refused = [], []
-    uplink = make_uplink(broker, journal, verifier=verifier, on_request=accepted.append,
-                         on_refused=refused.append).start()
+    uplink = make_uplink(broker, journal,
+                         on_command=command_handler(verifier, accepted.append, refused.append)).start()
     try:
         assert wait_until(lambda: uplink.connected)
         time.sleep(0.2)

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from controller.cmdsend import publish
 from controller.collect import Collector
-from controller.downlink import AAD, DownlinkVerifier, SeqStore, make_command
+from controller.downlink import AAD, DownlinkVerifier, SeqStore, command_handler, make_command
 from controller.uplink import Topics, Uplink
 from drivers.cose import encode, mac0_create
 from drivers.keys import generate, role_kid
@@ -264,8 +264,8 @@ def test_malformed_oversized_and_mistyped_commands_are_refused_live(tmp_path, br
     head = generate(role_kid("gw-7", "command"))
     verifier = DownlinkVerifier("gw-7", head, SeqStore(tmp_path / "cmdseq"))
     accepted, refused = [], []
-    uplink = make_uplink(broker, journal, protocol=5, verifier=verifier, on_request=accepted.append,
-                         on_refused=refused.append).start()
+    uplink = make_uplink(broker, journal, protocol=5,
+                         on_command=command_handler(verifier, accepted.append, refused.append)).start()
     topic = Topics("cabguard", "port-a", "gw-7").commands
     later = int(time.time()) + 60
 

@@ -117,7 +117,7 @@ def test_shift_visit_authenticates_within_the_entry_delay():
     auth = [t for t, (code, _arg) in cmds if code == COMMAND_CODES["maint_start"]]
     assert len(auth) == 1 and 0 < auth[0] - opened[0] < 30000
     assert [c for _t, (c, _a) in cmds].count(COMMAND_CODES["maint_stop"]) == 1
-    assert value_at(s["sched.shift"], 2 * 60 * MIN) == 1 and value_at(s["sched.shift"], 3 * 60 * MIN) == 0
+    assert value_at(s["sched.shift_change"], 2 * 60 * MIN) == 1 and value_at(s["sched.shift_change"], 3 * 60 * MIN) == 0
 
 
 def test_maintenance_window_and_bms_cycles():
@@ -131,3 +131,23 @@ def test_maintenance_window_and_bms_cycles():
     assert value_at(s["bms1.current_ma"], 150 * MIN) > 30000        # discharging
     assert value_at(s["bms1.soc_pct"], 70 * MIN) > value_at(s["bms1.soc_pct"], 5 * MIN)
     assert value_at(s["bms1.temp_max_dc"], 70 * MIN) > value_at(s["bms1.temp_max_dc"], 5 * MIN)
+
+
+def test_schedule_windows_of_one_name_overlap_as_a_union():
+    body = ('\n[[schedule]]\nname = "shift_change"\nfrom = "01:00"\nto = "02:00"\n'
+            '\n[[process]]\nkind = "shift"\ntimes = ["02:00"]\nwindow = "60m"\nvisit_prob = 0.0\n')
+    s, _ = series(scenario(body, "4h"))
+    sched = s["sched.shift_change"]
+    assert value_at(sched, 59 * MIN) == 0 and value_at(sched, 61 * MIN) == 1
+    assert value_at(sched, 130 * MIN) == 1          # the [[schedule]] ended at 02:00, the shift window goes on
+    assert value_at(sched, 151 * MIN) == 0
+
+
+def test_a_shift_window_that_ended_before_the_start_is_not_open_at_the_start():
+    s, _ = series(scenario('\n[[process]]\nkind = "shift"\ntimes = ["06:00"]\nvisit_prob = 0.0\n', "8h"))
+    sched = s["sched.shift_change"]
+    assert value_at(sched, 0) == 0 and value_at(sched, 5 * 60 * MIN) == 0    # yesterday's 06:00 window is over
+    assert value_at(sched, 6 * 60 * MIN) == 1
+    s, _ = series(scenario('\n[[process]]\nkind = "shift"\ntimes = ["23:50"]\nvisit_prob = 0.0\n', "1h"))
+    sched = s["sched.shift_change"]
+    assert value_at(sched, 0) == 1 and value_at(sched, 6 * MIN) == 0     # 23:35 to 00:05: under way at the start

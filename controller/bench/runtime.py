@@ -72,7 +72,7 @@ def _armed_site(work: Path, port: str) -> Path:
     return site
 
 
-def _rss_kb(pid: int) -> int:
+def rss_kb(pid: int) -> int:
     for line in Path("/proc/{}/status".format(pid)).read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -101,7 +101,7 @@ def process_figures(work: Path, port: str) -> list[Figure]:
             watchdogs += "WATCHDOG=1" in sock.recv(4096).decode()
         except socket.timeout:
             break
-    rss_mb = _rss_kb(proc.pid) / 1024
+    rss_mb = rss_kb(proc.pid) / 1024
     proc.send_signal(signal.SIGTERM)
     proc.wait(10)
     sock.close()
