@@ -386,8 +386,10 @@ class CabinetWorld:
             self._force(t, signal.split(".")[0] + ".online", 0, p["duration"])
         elif fault == "stuck":
             self._force(t, signal, FREEZE, p["duration"])
-        else:
-            self._force(t, signal, 0 if fault == "zero" else p["value"], p["duration"] or 1000)
+        elif fault == "zero":
+            self._force(t, signal, 0, p["duration"])
+        else:                                 # a spike: a moment, unless told otherwise
+            self._force(t, signal, p["value"], p["duration"] or 1000)
 
     def _action_theft_slow(self, t: int, p: dict, item: Item) -> None:
         d = p["duration"]

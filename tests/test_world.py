@@ -81,6 +81,15 @@ def test_stuck_sensor_holds_its_value():
     assert during == [] and len([v for t, v in s["io.vib_rms_mg"] if t > 30 * MIN]) > 100
 
 
+def test_a_zeroed_sensor_reads_zero_for_ever_unless_given_a_duration():
+    body = '\n[[process]]\nkind = "truck"\nper_hour = 60.0\n'
+    s, _ = series(scenario(body + action("sensor_fault", 'fault = "zero"')))
+    assert value_at(s["io.vib_rms_mg"], 10 * MIN) == 0
+    assert [v for t, v in s["io.vib_rms_mg"] if t >= 10 * MIN] == [0]   # nothing after the zero
+    s, _ = series(scenario(body + action("sensor_fault", 'fault = "zero"\nduration = "5m"')))
+    assert len([v for t, v in s["io.vib_rms_mg"] if t > 15 * MIN]) > 100
+
+
 def test_thermal_ramp_and_slow_theft():
     s, _ = series(scenario(action("thermal_ramp", 'rise_c = 30.0\nduration = "10m"') +
                            action("theft_slow", 'battery = "bms2"\nduration = "20m"', "+30m")))
