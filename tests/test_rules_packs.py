@@ -89,6 +89,14 @@ def test_temp_rise_is_a_pack_heating_faster_than_use_can_explain():
     assert "temp_rise.bms1" not in raised(warming(1), settle_s=130)      # 0.6 C per minute: a hard charge
 
 
+def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not():
+    visit = [(0, {}, MAINT), (600, {"bms2.modules": 6}, None)]
+    assert "modules_gone_after_maintenance.bms2" in raised(visit + [(1800, {}, ARMED), (1900, {}, None)],
+                                                           settle_s=3600)
+    swap = visit + [(900, {"bms2.modules": 8}, None), (1800, {}, ARMED), (1900, {}, None)]
+    assert raised(swap, settle_s=3600) == []
+
+
 def test_nothing_raises_on_a_quiet_armed_cabinet():
     assert raised([(0, {}, None)], settle_s=30) == []
 
