@@ -95,6 +95,12 @@ def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does
                                                            settle_s=3600)
     swap = visit + [(900, {"bms2.modules": 8}, None), (1800, {}, ARMED), (1900, {}, None)]
     assert raised(swap, settle_s=3600) == []
+    stolen_before = [(0, {"bms2.modules": 6}, None), (60, {}, MAINT), (1800, {}, ARMED), (1900, {}, None)]
+    assert "modules_gone_after_maintenance.bms2" not in raised(stolen_before, settle_s=3600)
+
+
+def test_a_vibration_sensor_already_blind_when_armed_is_not_a_new_attack():
+    assert raised([(0, {"io.vib_rms_mg": 0}, DISARMED), (30, {}, ARMED), (40, {}, None)]) == []
 
 
 def test_nothing_raises_on_a_quiet_armed_cabinet():
