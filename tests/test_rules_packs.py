@@ -59,7 +59,6 @@ def raised(script, mode=ARMED, settle_s=20):
     ("entry_route_from_bolt.io", [(0, {"io.door_bolt": 0}, None), (31, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
-    ("vibration_sensor_stuck.io", [(0, {"io.vib_peak_mg": 400}, DISARMED), (3, {}, None)]),
     ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
     ("module_removed.bms2", [(0, {"bms2.modules": 7}, None)]),
     ("string_voltage_step.bms1", [(0, {"bms1.pack_mv": 350000}, None)]),
