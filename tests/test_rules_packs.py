@@ -56,7 +56,9 @@ def raised(script, mode=ARMED, settle_s=20):
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY),
                               (2, {"io.vib_rms_mg": 160, "io.vib_peak_mg": 600}, None)]),
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY), (2, {"io.tilt_mdeg": 600}, None)]),
-    ("entry_route_from_bolt.io", [(0, {"io.door_bolt": 0}, None), (31, {}, None)]),
+    ("entry_route_from_bolt.io", [(0, {"sched.shift_change": 1, "io.door_bolt": 0}, None), (31, {}, None)]),
+    ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, None)]),
+    ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, DISARMED), (5, {}, ARMED), (6, {"io.door_open": 1}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
     ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
@@ -112,9 +114,19 @@ def test_door_opened_by_a_technician_in_maintenance_is_quiet():
 
 
 def test_a_technician_who_unbolts_opens_and_logs_in_within_the_entry_delay_is_quiet():
-    got = raised([(0, {"io.door_bolt": 0}, None), (1, {"io.door_open": 1}, ENTRY), (20, {}, MAINT),
+    got = raised([(0, {"sched.shift_change": 1, "io.door_bolt": 0}, None), (1, {"io.door_open": 1}, ENTRY), (20, {}, MAINT),
                   (600, {"io.door_open": 0}, None), (602, {"io.door_bolt": 1}, None), (605, {}, ARMED), (700, {}, None)])
     assert got == []
+
+
+def test_an_entry_outside_the_windows_alarms_at_the_bolt_and_a_call_out_that_disarms_first_does_not():
+    unexpected = raised([(0, {"io.door_bolt": 0}, None), (1, {"io.door_open": 1}, modes.ALARM), (5, {}, None)])
+    assert unexpected == ["entry_out_of_hours.io"]          # once, at the bolt: not again at the door
+    def call_out(login):
+        return raised([(0, {}, login), (5, {"io.door_bolt": 0}, None), (6, {"io.door_open": 1}, None),
+                       (600, {"io.door_open": 0}, None), (602, {"io.door_bolt": 1}, None), (605, {}, ARMED), (700, {}, None)])
+    assert call_out(MAINT) == []
+    assert call_out(DISARMED) == ["door_outside_schedule.io"]   # the warning a disarmed open door earns, no alarm
 
 
 def test_a_storm_rocking_the_cabinet_a_passing_truck_and_a_crane_are_quiet():
