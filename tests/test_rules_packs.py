@@ -58,7 +58,6 @@ def raised(script, mode=ARMED, settle_s=20):
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY), (2, {"io.tilt_mdeg": 600}, None)]),
     ("entry_route_from_bolt.io", [(0, {"sched.shift_change": 1, "io.door_bolt": 0}, None), (31, {}, None)]),
     ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, None)]),
-    ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, DISARMED), (5, {}, ARMED), (6, {"io.door_open": 1}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
     ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
@@ -122,6 +121,9 @@ def test_a_technician_who_unbolts_opens_and_logs_in_within_the_entry_delay_is_qu
 def test_an_entry_outside_the_windows_alarms_at_the_bolt_and_a_call_out_that_disarms_first_does_not():
     unexpected = raised([(0, {"io.door_bolt": 0}, None), (1, {"io.door_open": 1}, modes.ALARM), (5, {}, None)])
     assert unexpected == ["entry_out_of_hours.io"]          # once, at the bolt: not again at the door
+    left_unbolted = raised([(0, {"io.door_bolt": 0}, DISARMED), (5, {}, ARMED), (6, {"io.door_open": 1}, None)])
+    assert left_unbolted == ["entry_out_of_hours.io"]
+    assert "entry_out_of_hours.io" not in raised([(0, {"io.door_open": 1}, None)])   # forced: door_forced's
     def call_out(login):
         return raised([(0, {}, login), (5, {"io.door_bolt": 0}, None), (6, {"io.door_open": 1}, None),
                        (600, {"io.door_open": 0}, None), (602, {"io.door_bolt": 1}, None), (605, {}, ARMED), (700, {}, None)])
