@@ -51,8 +51,10 @@ class ModelRules:
     activity is the core's business (entry zones: an authorised person has
     the entry delay to authenticate), so a score driven by the door is
     always a warning.  A warning is raised again as an alarm when the
-    conditions for an alarm arrive; the rule clears below half the
-    threshold."""
+    conditions for an alarm arrive with another feature on top: the same
+    feature still up when the cabinet is armed again (a cable left cut
+    after the response team acknowledged it) was reported already.  The
+    rule clears below half the threshold."""
 
     def __init__(self, tables: ModelTables, catalog: Catalog, rules: Any = None):
         self.model = AnomalyModel(tables, catalog.index, (modes.DISARMED,))
@@ -63,6 +65,7 @@ class ModelRules:
         self.threshold = tables.threshold
         self.raised = -1                 # severity raised, -1 when clear
         self.raised_as = -1              # the rule index it was raised under
+        self.raised_top = -1             # the feature on top when it was raised
         self.explained: list[tuple[int, list[tuple[str, int]]]] = []
 
     @property
@@ -92,8 +95,9 @@ class ModelRules:
         changes = self.rules.scan(image, now, mode) if self.rules is not None else ()
         if score >= self.threshold:
             severity = self.severity(top, mode, image)
-            if severity > self.raised:
+            if severity > self.raised and (self.raised < 0 or top != self.raised_top):
                 self.raised = severity
+                self.raised_top = top
                 self.raised_as = self.rule_index
                 self.explained.append((now, self.model.explain()))
                 return list(changes) + [(self.raised_as, severity, 0, 1)]

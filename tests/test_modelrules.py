@@ -1,0 +1,50 @@
+"""The model's rule: when the anomaly score raises, at which severity, and not twice for one cause."""
+
+from controller.core import modes, ticks
+from controller.core.events import ALARM, WARNING
+from controller.modelrules import ModelRules
+from rules.anomaly import FEATURES, HOURS, ModelTables
+from simulator.scenario import loads
+from simulator.world import cabinet_catalog
+
+# Every feature's envelope at level 100 but vibration (40: a few mg) and
+# power (0: every device answers, the supply holds); power weighs less, so
+# a hard shake outscores a cut cable.
+LEVELS = [40 if f == "vib" else 0 if f == "power" else 100 for f in FEATURES]
+MODEL = {"cabguard_model": 1, "features": list(FEATURES), "window_ms": 500,
+         "pre": [0] * 9, "weight": [1 if f == "power" else 4 for f in FEATURES], "margin": 8, "threshold": 48, "base": LEVELS,
+         "hi": bytes(LEVELS * HOURS).hex(), "adapt": {"cap": 12, "step_windows": 720, "holdoff_windows": 720}}
+
+
+def play(script):
+    """Scan every 100 ms; ``script`` is [(second, {signal: value}, mode)].
+    -> [(second, severity, raised)] of the model's rule."""
+    scn = loads('[scenario]\nname = "m"\nstart = 2026-01-05T00:00:00Z\nduration = "1h"\n[[cabinet]]\nid = "c"\n')
+    catalog = cabinet_catalog(scn, scn.cabinets[0])
+    rules = ModelRules(ModelTables(MODEL), catalog)
+    image = catalog.new_image()
+    for name in ("io.online", "bms1.online", "bms2.online", "sys.clock_trusted", "io.door_bolt"):
+        image[catalog.index[name]] = 1
+    image[catalog.index["io.vib_rms_mg"]] = 3
+    at = {int(s * 10): (changes, m) for s, changes, m in script}
+    mode, out = modes.ARMED, []
+    for k in range(max(at) + 20):
+        if k in at:
+            changes, mode = at[k]
+            for name, v in changes.items():
+                image[catalog.index[name]] = v
+        for index, severity, _actions, up in rules.scan(image, ticks.wrap(k * 100), mode):
+            assert index == rules.rule_index
+            out.append((k / 10, severity, up))
+    return out
+
+
+def test_a_cut_cable_alarms_while_armed():
+    assert play([(0, {}, modes.ARMED), (3, {"bms1.online": 0}, modes.ARMED)]) == [(3.0, ALARM, 1)]
+
+
+def test_a_cable_still_cut_when_the_cabinet_is_armed_again_is_not_reported_twice_but_what_comes_next_is():
+    script = [(0, {}, modes.ALARM), (3, {"bms1.online": 0}, modes.ALARM),   # cut while the alarm already sounds
+              (10, {}, modes.DISARMED), (11, {}, modes.ARMING), (20, {}, modes.ARMED)]
+    assert play(script) == [(3.0, WARNING, 1)]
+    assert play(script + [(30, {"io.vib_rms_mg": 900}, modes.ARMED)]) == [(3.0, WARNING, 1), (30.0, ALARM, 1)]
