@@ -46,8 +46,10 @@ class ModelRules:
     Severity: alarm when the cabinet is in the armed family (exit delay,
     armed, entry delay); alarm in every mode when temperature drove the
     score (safety does not depend on arming) or the pack's structure did
-    (``volt``: modules pulled), except, for the pack, while a
-    ``sched.maintenance`` window is active; warning otherwise.  Door
+    (``volt``: modules pulled), except, for the pack, while a technician
+    is logged in (MAINTENANCE) or a ``sched.maintenance`` window is active
+    (modules_gone_after_maintenance judges the visit when it ends); warning
+    otherwise.  Door
     activity is the core's business (entry zones: an authorised person has
     the entry delay to authenticate), so a score driven by the door is
     always a warning.  A warning is raised again as an alarm when the
@@ -81,7 +83,7 @@ class ModelRules:
         feature = FEATURES[top]
         if feature == "temp":
             return ALARM
-        if feature == "volt" and not (self.maint_idx >= 0 and image[self.maint_idx]):
+        if feature == "volt" and mode != modes.MAINTENANCE and not (self.maint_idx >= 0 and image[self.maint_idx]):
             return ALARM
         if feature != "door" and mode in ARMED_FAMILY:
             return ALARM

@@ -48,3 +48,11 @@ def test_a_cable_still_cut_when_the_cabinet_is_armed_again_is_not_reported_twice
               (10, {}, modes.DISARMED), (11, {}, modes.ARMING), (20, {}, modes.ARMED)]
     assert play(script) == [(3.0, WARNING, 1)]
     assert play(script + [(30, {"io.vib_rms_mg": 900}, modes.ARMED)]) == [(3.0, WARNING, 1), (30.0, ALARM, 1)]
+
+
+def test_a_module_pulled_alarms_on_a_disarmed_cabinet_but_not_while_a_technician_is_logged_in():
+    def pulled(mode):
+        return play([(0, {"bms1.pack_mv": 409600}, mode), (3, {"bms1.pack_mv": 358400}, mode)])
+    # A step is one window's news: the rule clears with the next window.
+    assert pulled(modes.DISARMED) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]           # nobody should be at the packs
+    assert pulled(modes.MAINTENANCE) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]    # judged when the visit ends
