@@ -55,6 +55,16 @@ def test_maintenance_from_disarmed_resumes_disarmed():
     assert m.mode == modes.DISARMED
 
 
+def test_only_the_command_sets_the_visits_window():
+    m = machine()
+    m.fire(modes.MAINT_START, 0, 8000)
+    for event in (modes.ENTRY_OPENED, modes.RAISE_ALARM, modes.EXIT_DONE, modes.RAISE_FAULT):
+        m.fire(event, 1000)                      # the door opens, a rule raises: the visit keeps its end
+        assert m.mode == modes.MAINTENANCE and m.remaining(1000) == 7000
+    m.fire(modes.MAINT_START, 2000, 3000)        # a new request sets a new end
+    assert m.remaining(2000) == 3000
+
+
 def test_a_fault_never_disarms():
     m = machine()
     m.fire(modes.ARM, 0)

@@ -162,7 +162,9 @@ class ModeMachine:
         new = self.target(event)
         old = self.mode
         cfg = self.config
-        if new == MAINTENANCE:
+        if event == MAINT_START:
+            # Only the command sets the visit's window: the door opening or
+            # a rule raised during the visit must not shorten or stretch it.
             if old != MAINTENANCE:
                 self.resume = ARMING if old in _ARMED_FAMILY else DISARMED
             span = arg if arg > 0 else cfg.maint_default_ms
