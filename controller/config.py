@@ -49,6 +49,10 @@ def _days(spec: str) -> str | None:
 
 PATH = Str(r".+", "a file or folder path")
 
+# The entry route (EN 50131): the bolt released, then the door opened; the
+# entry delay runs from whichever comes first.
+DEFAULT_ENTRY_ZONES = ["io.door_open", "!io.door_bolt"]
+
 SCHEMA = Table({
     "gateway": Table({
         "id": Str(GATEWAY_ID, "a gateway id: letters, digits, '.', '_' or '-', up to 64"),
@@ -64,8 +68,9 @@ SCHEMA = Table({
         "maint_max_min": Int(1, 480, default=240),
         "siren_max_s": Int(10, 1200, default=180),
         "siren_retriggers": Int(0, 20, default=3),
-        "entry_zones": ListOf(Str(r"[a-z0-9_]+\.[a-z0-9_]+", "a signal name like 'io.door_open'"),
-                              default=["io.door_open"]),
+        "entry_zones": ListOf(Str(r"!?[a-z0-9_]+\.[a-z0-9_]+",
+                                  "a signal name like 'io.door_open', or '!io.door_bolt' for one that opens by falling"),
+                              default=DEFAULT_ENTRY_ZONES),
     }, optional=True),
     "bus": ArrayOfTables(Table({
         "name": Str(NAME, "a bus name: lower-case letters, digits and '_'"),

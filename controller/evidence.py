@@ -159,7 +159,7 @@ def incident_trace(directory: str | Path, provisioning: CoseKey, seq: int) -> li
 def _trace_lines(catalog_rec: dict, evidence: dict) -> list[str]:
     catalog = Catalog([tuple(s) for s in catalog_rec[R.CATALOG_SPECS]])
     zones = list(catalog_rec[R.CATALOG_ZONES])
-    config = CoreConfig(catalog_rec[R.CATALOG_CORE], [catalog.index[z] for z in zones])
+    config = CoreConfig(catalog_rec[R.CATALOG_CORE], [catalog.zone(z) for z in zones])
     extra = {"start": evidence[R.EVIDENCE_START]}
     table = catalog_rec.get(R.CATALOG_TABLE)
     if table is not None:   # replay with the rules that ran

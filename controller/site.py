@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from controller.config import ConfigError, SiteConfig
+from controller.config import DEFAULT_ENTRY_ZONES, ConfigError, SiteConfig
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.step import CoreConfig
 from controller.modelrules import ModelFileError, read_model
@@ -56,13 +56,13 @@ def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
 
 def core_config(doc: dict, catalog: Catalog, problems: list[Problem]) -> tuple[CoreConfig, list[str]]:
     core = doc.get("core") or {}
-    zones = core.get("entry_zones", ["io.door_open"])
+    zones = core.get("entry_zones", DEFAULT_ENTRY_ZONES)
     indices = []
     for i, name in enumerate(zones):
-        if name in catalog.index:
-            indices.append(catalog.index[name])
+        if name.lstrip("!") in catalog.index:
+            indices.append(catalog.zone(name))
         else:
-            close = difflib.get_close_matches(name, catalog.names, 3)
+            close = difflib.get_close_matches(name.lstrip("!"), catalog.names, 3)
             problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
                 name, " (did you mean {}?)".format(", ".join(close)) if close else "")))
     values = {

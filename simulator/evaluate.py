@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from controller.config import DEFAULT_ENTRY_ZONES
 from controller.core import modes, ticks
 from controller.core.catalog import Catalog
 from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_RULE
@@ -88,7 +89,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     """Drive one cabinet's core through the whole scenario."""
     catalog = cabinet_catalog(scn, cab, getattr(rules_factory, "schedules", ()))
     decode = decode_factory(catalog) if decode_factory else None
-    config = CoreConfig(scn.core, (catalog.index["io.door_open"],))
+    config = CoreConfig(scn.core, tuple(catalog.zone(z) for z in DEFAULT_ENTRY_ZONES))  # as a site's default
     rules = rules_factory(catalog) if rules_factory else None
     evaluator = rules
     if model is not None:

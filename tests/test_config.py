@@ -97,3 +97,16 @@ def test_invalid_config_without_last_good_is_refused(tmp_path):
     site.write_text("[gateway]\n")
     with pytest.raises(ConfigError):
         load_with_fallback(site, tmp_path / "empty")
+
+
+def test_entry_zones_default_to_the_bolt_and_the_door_and_a_wrong_one_is_named():
+    from controller.core.catalog import Catalog, device_signals
+    from controller.site import core_config
+    catalog = Catalog(device_signals("io", [("door_open", "bool", 0), ("door_bolt", "bool", 0)]))
+    problems = []
+    config, names = core_config({}, catalog, problems)
+    assert problems == [] and names == ["io.door_open", "!io.door_bolt"]
+    assert config.entry_zones == (catalog.index["io.door_open"], ~catalog.index["io.door_bolt"])
+    core_config({"core": {"entry_zones": ["!io.door_blot"]}}, catalog, problems)
+    assert [(p.path, p.message) for p in problems] == [
+        ("core.entry_zones[0]", "no signal '!io.door_blot' on this site (did you mean io.door_bolt, io.door_open?)")]

@@ -56,7 +56,6 @@ def raised(script, mode=ARMED, settle_s=20):
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY),
                               (2, {"io.vib_rms_mg": 160, "io.vib_peak_mg": 600}, None)]),
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY), (2, {"io.tilt_mdeg": 600}, None)]),
-    ("entry_route_from_bolt.io", [(0, {"sched.shift_change": 1, "io.door_bolt": 0}, None), (31, {}, None)]),
     ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),

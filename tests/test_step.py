@@ -124,3 +124,25 @@ def test_restart_restores_latched_alarm_and_lock():
     fresh.resume_after_restart(saved, 5000)
     out, _ = run(fresh, image2, 5100)
     assert fresh.mode == modes.ALARM and out[OUT_SIREN] == 1 and out[OUT_LOCK] == 1
+
+
+def test_a_bolt_zone_opens_when_the_bolt_falls_and_only_while_its_device_answers():
+    catalog = Catalog(device_signals("io", [("door", "bool", 0), ("bolt", "bool", 0)]))
+    config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 1000},
+                        (catalog.zone("io.door"), catalog.zone("!io.bolt")))
+    state = CoreState(catalog, config)
+    image = catalog.new_image()
+    bolt, online = catalog.index["io.bolt"], catalog.index["io.online"]
+    run(state, image, 0, [(CMD_ARM, 0)])
+    run(state, image, 1000)
+    assert state.mode == modes.ARMED            # io not polled yet: its bolt reads 0, and is not an entry
+    image[online], image[bolt] = 1, 1
+    run(state, image, 1100)
+    assert state.mode == modes.ARMED
+    image[bolt] = 0                             # unbolted: the entry route starts here, not at the door
+    _, ev = run(state, image, 1200)
+    assert (EV_MODE, modes.ARMED, modes.ENTRY, modes.ENTRY_OPENED) in ev
+    image[catalog.index["io.door"]] = 1
+    run(state, image, 1700)
+    run(state, image, 2200)
+    assert state.mode == modes.ALARM            # the delay ran from the bolt, not from the door at 1700

@@ -111,6 +111,15 @@ class Catalog:
             raise UnknownSignal(name, where)
         return i
 
+    def zone(self, name, where=""):
+        """An entry zone's code for CoreConfig: the index of a signal that
+        opens the zone when it rises (``io.door_open``), or ``~index`` for a
+        name written ``!signal``, which opens it when it falls (the bolt
+        ``!io.door_bolt``: released)."""
+        if name[:1] == "!":
+            return ~self.lookup(name[1:], where)
+        return self.lookup(name, where)
+
     def new_image(self):
         """A zeroed input image: every device offline, every input 0."""
         return [0] * self.size

@@ -65,7 +65,9 @@ class CoreConfig:
         for name in values:
             if name not in [d[0] for d in self.DEFAULTS]:
                 raise ValueError("unknown core setting '{}'".format(name))
-        # Indices of the image signals that start the entry delay when they rise.
+        # The signals that start the entry delay (EN 50131's entry route): the
+        # index of one that opens its zone by rising, ~index (negative) of one
+        # that opens it by falling (Catalog.zone).
         self.entry_zones = tuple(entry_zones)
 
     def as_dict(self):
@@ -86,7 +88,8 @@ class CoreState:
         self.siren_retriggers = 0
         self.test_until = [0, 0]    # siren, strobe test deadlines
         self.test_on = [0, 0]
-        self.zone_prev = [0] * len(config.entry_zones)
+        self.zone_prev = [0] * len(config.entry_zones)     # 1: that zone is open
+        self.zone_online = tuple(-1 if z >= 0 else _online_twin(catalog, ~z) for z in config.entry_zones)
         online = [catalog.index[d + ".online"] for d in catalog.devices]
         self.online_idx = tuple(online)
         self.online_prev = [0] * len(online)
@@ -244,12 +247,27 @@ def _devices(state, image, events):
     return events
 
 
+def _online_twin(catalog, index):
+    """The image index of the ``online`` twin of the device that reports
+    signal ``index``, or -1 for a signal no device reports."""
+    twin = catalog.names[index].split(".")[0] + ".online"
+    return catalog.index.get(twin, -1)
+
+
 def _zones(state, image, now, events):
+    # A device not polled yet reads 0 everywhere: closed for a zone that
+    # opens by rising, open for one that opens by falling (a bolt), so the
+    # latter is read only while its device answers, or every boot and
+    # restart would open it.
     zones = state.config.entry_zones
+    online = state.zone_online
     prev = state.zone_prev
     rose = False
     for k in range(len(zones)):
-        v = image[zones[k]]
+        if online[k] >= 0 and not image[online[k]]:
+            continue
+        z = zones[k]
+        v = (1 if image[z] else 0) if z >= 0 else (0 if image[~z] else 1)
         if v and not prev[k]:
             rose = True
         prev[k] = v

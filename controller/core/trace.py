@@ -74,7 +74,7 @@ def parse_header(text, lineno=1):
     try:
         catalog = Catalog([tuple(s) for s in head.get("signals", [])])
         zones = head.get("entry_zones", [])
-        zone_idx = [catalog.lookup(z, "trace line {}: entry_zones: ".format(lineno)) for z in zones]
+        zone_idx = [catalog.zone(z, "trace line {}: entry_zones: ".format(lineno)) for z in zones]
         config = CoreConfig(head.get("core", {}), zone_idx)
     except (CoreError, ValueError, TypeError) as e:
         raise TraceError("trace line {}: {}".format(lineno, e))
