@@ -14,13 +14,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from controller.core import modes
+from controller.core import modes, ticks
 from controller.core.catalog import Catalog
 from controller.core.events import ALARM, WARNING
 from controller.errors import CabguardError
 from rules.anomaly import FEATURES, AnomalyModel, ModelTables
 
 RULE_NAME = "anomaly"
+VISIT_MS = 4 * 3600000                   # the core's default maint_max_ms: the longest visit
 ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
 
 
@@ -46,11 +47,9 @@ class ModelRules:
     Severity: alarm when the cabinet is in the armed family (exit delay,
     armed, entry delay); alarm in every mode when temperature drove the
     score (safety does not depend on arming) or the pack's structure did
-    (``volt``: modules pulled), except, for the pack, while a technician
-    is logged in (MAINTENANCE) or a ``sched.maintenance`` window is active
-    (modules_gone_after_maintenance judges the visit when it ends); warning
-    otherwise.  Door
-    activity is the core's business (entry zones: an authorised person has
+    (``volt``: modules pulled), except, for the pack, while a person is
+    at the cabinet (``attended``) or a ``sched.maintenance`` window is
+    active; warning otherwise.  Door activity is the core's business (entry zones: an authorised person has
     the entry delay to authenticate), so a score driven by the door is
     always a warning.  A warning is raised again as an alarm when the
     conditions for an alarm arrive with another feature on top: the same
@@ -58,7 +57,8 @@ class ModelRules:
     after the response team acknowledged it) was reported already.  The
     rule clears below half the threshold."""
 
-    def __init__(self, tables: ModelTables, catalog: Catalog, rules: Any = None):
+    def __init__(self, tables: ModelTables, catalog: Catalog, rules: Any = None,
+                 visit_ms: int = VISIT_MS):
         self.model = AnomalyModel(tables, catalog.index, (modes.DISARMED,))
         self.rules = rules
         self.score_idx = catalog.index["anom.score"]
@@ -68,6 +68,9 @@ class ModelRules:
         self.raised = -1                 # severity raised, -1 when clear
         self.raised_as = -1              # the rule index it was raised under
         self.raised_top = -1             # the feature on top when it was raised
+        self.visit_ms = visit_ms
+        self.mode_prev = modes.DISARMED  # a start is nobody's visit
+        self.disarmed_at = -1            # tick a guarding cabinet was disarmed, -1: not by a person
         self.explained: list[tuple[int, list[tuple[str, int]]]] = []
 
     @property
@@ -79,11 +82,30 @@ class ModelRules:
         """Rule names by index: the table's, then the model's."""
         return (tuple(self.rules.table.ids) if self.rules is not None else ()) + (RULE_NAME,)
 
+    def attended(self, mode: int) -> bool:
+        """A person is at the cabinet: logged in (MAINTENANCE), or disarmed
+        it from guarding less than ``visit_ms`` ago (a call-out disarms
+        before it opens the door).  Pulling and swapping modules is then
+        their work: a warning on the record (the theft pack judges a
+        maintenance visit when it ends, modules_gone_after_maintenance).  A
+        cabinet left disarmed, or disarmed by an acknowledged alarm, is
+        nobody's visit."""
+        if mode == modes.MAINTENANCE:
+            return True
+        return mode == modes.DISARMED and self.disarmed_at >= 0
+
+    def _track(self, mode: int, now: int) -> None:
+        if mode != self.mode_prev:
+            self.disarmed_at = now if mode == modes.DISARMED and self.mode_prev in ARMED_FAMILY else -1
+            self.mode_prev = mode
+        elif self.disarmed_at >= 0 and ticks.diff(now, self.disarmed_at) >= self.visit_ms:
+            self.disarmed_at = -1        # the visit is over: before the tick difference wraps
+
     def severity(self, top: int, mode: int, image: list[int]) -> int:
         feature = FEATURES[top]
         if feature == "temp":
             return ALARM
-        if feature == "volt" and mode != modes.MAINTENANCE and not (self.maint_idx >= 0 and image[self.maint_idx]):
+        if feature == "volt" and not self.attended(mode) and not (self.maint_idx >= 0 and image[self.maint_idx]):
             return ALARM
         if feature != "door" and mode in ARMED_FAMILY:
             return ALARM
@@ -91,6 +113,7 @@ class ModelRules:
 
     def scan(self, image: list[int], now: int, mode: int):
         """-> an iterable of rule changes (index, severity, actions, raised)."""
+        self._track(mode, now)
         score, top = self.model.scan(image, now, mode)
         image[self.score_idx] = score
         image[self.top_idx] = top

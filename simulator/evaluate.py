@@ -93,7 +93,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     rules = rules_factory(catalog) if rules_factory else None
     evaluator = rules
     if model is not None:
-        evaluator = ModelRules(model, catalog, rules)
+        evaluator = ModelRules(model, catalog, rules, config.maint_max_ms)
     state = CoreState(catalog, config, evaluator)
     image = catalog.new_image()
     stream = CabinetWorld(scn, cab, catalog).stream()

@@ -16,12 +16,12 @@ MODEL = {"cabguard_model": 1, "features": list(FEATURES), "window_ms": 500,
          "hi": bytes(LEVELS * HOURS).hex(), "adapt": {"cap": 12, "step_windows": 720, "holdoff_windows": 720}}
 
 
-def play(script):
+def play(script, visit_ms=4 * 3600000):
     """Scan every 100 ms; ``script`` is [(second, {signal: value}, mode)].
     -> [(second, severity, raised)] of the model's rule."""
     scn = loads('[scenario]\nname = "m"\nstart = 2026-01-05T00:00:00Z\nduration = "1h"\n[[cabinet]]\nid = "c"\n')
     catalog = cabinet_catalog(scn, scn.cabinets[0])
-    rules = ModelRules(ModelTables(MODEL), catalog)
+    rules = ModelRules(ModelTables(MODEL), catalog, visit_ms=visit_ms)
     image = catalog.new_image()
     for name in ("io.online", "bms1.online", "bms2.online", "sys.clock_trusted", "io.door_bolt"):
         image[catalog.index[name]] = 1
@@ -50,9 +50,12 @@ def test_a_cable_still_cut_when_the_cabinet_is_armed_again_is_not_reported_twice
     assert play(script + [(30, {"io.vib_rms_mg": 900}, modes.ARMED)]) == [(3.0, WARNING, 1), (30.0, ALARM, 1)]
 
 
-def test_a_module_pulled_alarms_on_a_disarmed_cabinet_but_not_while_a_technician_is_logged_in():
-    def pulled(mode):
-        return play([(0, {"bms1.pack_mv": 409600}, mode), (3, {"bms1.pack_mv": 358400}, mode)])
+def test_a_module_pulled_alarms_on_a_cabinet_left_disarmed_but_not_while_a_person_is_at_it():
+    def pulled(before, mode, visit_ms=4 * 3600000):
+        return play([(0, {"bms1.pack_mv": 409600}, before), (1, {}, mode), (3, {"bms1.pack_mv": 358400}, mode)],
+                    visit_ms)
     # A step is one window's news: the rule clears with the next window.
-    assert pulled(modes.DISARMED) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]           # nobody should be at the packs
-    assert pulled(modes.MAINTENANCE) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]    # judged when the visit ends
+    assert pulled(modes.DISARMED, modes.DISARMED) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]     # left disarmed: nobody's visit
+    assert pulled(modes.ARMED, modes.MAINTENANCE) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]  # logged in
+    assert pulled(modes.ARMED, modes.DISARMED) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]     # a call-out disarmed it
+    assert pulled(modes.ARMED, modes.DISARMED, visit_ms=1500) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]  # long gone
