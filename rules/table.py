@@ -148,6 +148,7 @@ _PUSH = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
 # (controller.core.ticks.MAX_SPAN, about 6.2 days).
 MAX_WINDOW_MS = (1 << 29) - 1
 TICK_MASK = (1 << 30) - 1   # ticks wrap at 2**30 ms, as MicroPython's do
+TICK_HALF = 1 << 29
 COUNT_CAP = 16       # count() remembers at most this many rises
 RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
 # Words of mem each stateful op uses.
@@ -470,17 +471,18 @@ class Evaluator:
         when their rules ran this scan; a rule whose rate's value changes is
         due (its signal has not changed, or it is due already)."""
         m = self.mem
-        diff = self.diff
         first = -1
+        # Tick differences inlined (as ticks.diff): this loop runs about every
+        # other scan of `cabguard eval`, over every sampler.
         for r, o, step, i in self.table.samplers:
-            if diff(now, m[o]) >= step:
+            if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
                 v = image[i]
                 before = self._rate_value(o, v)
                 self._rate_sample(o, step, v, now)
                 if self._rate_value(o, v) != before:
                     due[r] = 1
             nxt = (m[o] + step) & TICK_MASK
-            if first < 0 or diff(nxt, first) < 0:
+            if first < 0 or ((nxt - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                 first = nxt
         self.next_sample = first
 
