@@ -60,6 +60,7 @@ def raised(script, mode=ARMED, settle_s=20):
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
     ("pack_swapped.bms1", [(0, {"bms1.serial": 999}, None)]),
+    ("pack_replaced.bms1", [(0, {"bms1.serial": 999}, DISARMED)]),
     ("module_removed.bms2", [(0, {"bms2.modules": 7}, None)]),
     ("string_voltage_step.bms1", [(0, {"bms1.pack_mv": 350000}, None)]),
     ("current_collapse.bms1", [(0, {"bms1.current_ma": 40000}, None), (2, {"bms1.current_ma": 100}, None)]),
@@ -96,6 +97,16 @@ def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does
     assert raised(swap, settle_s=3600) == []
     stolen_before = [(0, {"bms2.modules": 6}, None), (60, {}, MAINT), (1800, {}, ARMED), (1900, {}, None)]
     assert "modules_gone_after_maintenance.bms2" not in raised(stolen_before, settle_s=3600)
+
+
+def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_not_an_alarm():
+    assert raised([(0, {}, DISARMED), (5, {"bms1.serial": 999}, None), (20, {}, None)]) == ["pack_replaced.bms1"]
+
+
+def test_modules_taken_on_one_visit_are_not_reported_again_at_the_end_of_the_next():
+    theft = [(0, {}, MAINT), (600, {"bms2.modules": 6}, None), (1800, {}, ARMED)]
+    next_visit = [(3600, {}, MAINT), (4800, {}, ARMED), (4900, {}, None)]
+    assert raised(theft + next_visit, settle_s=3600).count("modules_gone_after_maintenance.bms2") == 1
 
 
 def test_a_vibration_sensor_already_blind_when_armed_is_not_a_new_attack():
