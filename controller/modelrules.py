@@ -17,11 +17,12 @@ from typing import Any
 from controller.core import modes, ticks
 from controller.core.catalog import Catalog
 from controller.core.events import ALARM, WARNING
+from controller.core.step import CoreConfig
 from controller.errors import CabguardError
 from rules.anomaly import FEATURES, AnomalyModel, ModelTables
 
 RULE_NAME = "anomaly"
-VISIT_MS = 4 * 3600000                   # the core's default maint_max_ms: the longest visit
+VISIT_MS = dict(CoreConfig.DEFAULTS)["maint_max_ms"]   # the longest visit, unless a site says otherwise
 ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
 
 
@@ -49,9 +50,9 @@ class ModelRules:
     score (safety does not depend on arming) or the pack's structure did
     (``volt``: modules pulled), except, for the pack, while a person is
     at the cabinet (``attended``) or a ``sched.maintenance`` window is
-    active; warning otherwise.  Door activity is the core's business (entry zones: an authorised person has
-    the entry delay to authenticate), so a score driven by the door is
-    always a warning.  A warning is raised again as an alarm when the
+    active; warning otherwise.  Door activity is the core's business
+    (entry zones: an authorised person has the entry delay to
+    authenticate), so a score driven by the door is always a warning.  A warning is raised again as an alarm when the
     conditions for an alarm arrive with another feature on top: the same
     feature still up when the cabinet is armed again (a cable left cut
     after the response team acknowledged it) was reported already.  The

@@ -100,7 +100,8 @@ class Gateway:
         self.catalog = site.catalog
         self.image = self.catalog.new_image()
         # The anomaly model runs in front of the table's rules (controller/modelrules.py).
-        self.model_rules = ModelRules(site.model, self.catalog, visit_ms=site.core_config.maint_max_ms) if site.model is not None else None
+        self.model_rules = (ModelRules(site.model, self.catalog, visit_ms=site.core_config.maint_max_ms)
+                            if site.model is not None else None)
         self.state = CoreState(self.catalog, site.core_config, self.model_rules)
         self.table: TableSlot | None = None
         self.urgent_listeners: list[Callable[[int], None]] = []

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from controller.config import DEFAULT_ENTRY_ZONES, ConfigError, SiteConfig
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.errors import UnknownSignal
 from controller.core.step import CoreConfig
 from controller.modelrules import ModelFileError, read_model
 from controller.schedules import Schedules
@@ -59,9 +60,9 @@ def core_config(doc: dict, catalog: Catalog, problems: list[Problem]) -> tuple[C
     zones = core.get("entry_zones", DEFAULT_ENTRY_ZONES)
     indices = []
     for i, name in enumerate(zones):
-        if name.lstrip("!") in catalog.index:
+        try:
             indices.append(catalog.zone(name))
-        else:
+        except UnknownSignal:
             close = difflib.get_close_matches(name.lstrip("!"), catalog.names, 3)
             problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
                 name, " (did you mean {}?)".format(", ".join(close)) if close else "")))
