@@ -21,15 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from controller.collect import Collector, run as collect_run
 from controller.console.auth import PeopleStore, code_at
+from controller.gateway.tables import read_payload
+from controller.headend.collect import Collector, run as collect_run
+from controller.journal.evidence import verified_records
 from drivers.keys import EpochKeys, load_key
-from controller.evidence import verified_records
-from controller.tables import read_payload
-from rules.compiler import decode_payload
+from rules.payload import decode_payload
+from simulator.broker import Broker
 from simulator.bus import SimBus, Simulator, open_raw_port
 from simulator.slave import SimDevice
-from simulator.broker import Broker
 from tests.test_console_server import Terminal
 from tests.waiting import wait_until  # noqa: F401 (re-exported to the cases)
 

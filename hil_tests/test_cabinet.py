@@ -10,11 +10,10 @@ journal on disk.
 import subprocess
 import time
 
-from controller import records as R
-from controller.cmdsend import publish
 from controller.core import events as ev
-from controller.downlink import make_command
-from controller.uplink import Topics
+from controller.headend.cmdsend import publish
+from controller.journal import records as R
+from controller.link.wire import Topics, make_command
 from drivers.keys import load_key
 from hil_tests.conftest import GATEWAY, SIREN_BUDGET_S, SITE, START_TIMEOUT_S, wait_until
 from hil_tests import figures

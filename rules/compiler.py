@@ -7,7 +7,7 @@ rule files.  ``when`` expressions are parsed with ``ast`` and checked against
 a whitelist (docs/rules.md): integer literals, signals, comparisons,
 ``and``/``or``/``not``, ``+ - * //``, unary minus and a fixed set of
 functions.  Each expression is type-checked against the signals' units and
-scales, then emitted as postfix code for rules/table.py.
+scales, then emitted as postfix code for controller/core/table.py.
 
 Every problem is collected, with file, line, column and rule id, and raised
 at the end as one RuleSourceError, so a person fixes them in one pass.
@@ -18,11 +18,11 @@ from __future__ import annotations
 import ast
 import hashlib
 from pathlib import Path
-import cbor2
 
-from rules import table as T
+from controller.core import table as T
 from rules.errors import Diagnostic, RuleError, RuleSourceError
 from rules.language import DEV_NAME, RuleSpec, load_file, parse_duration, parse_source, suggest
+from rules.payload import encode_payload
 
 FUNCTIONS = ("held", "within", "count", "rate", "changed", "rose", "fell", "mode",
              "schedule", "abs", "min", "max", "bit")
@@ -593,7 +593,7 @@ class Compiled:
 
     def encode(self) -> bytes:
         """The compact CBOR payload that gets MAC'd."""
-        return cbor2.dumps(self.data, canonical=True)
+        return encode_payload(self.data)
 
 
 def compile_files(paths: list[str | Path], catalog: SiteCatalog) -> Compiled:
@@ -659,23 +659,3 @@ def _payload(rules: list[CompiledRule], catalog: SiteCatalog, source: bytes, mem
             "rules": [[r.when_text, [[text, code] for text, code in r.terms], r.signals] for r in rules],
         },
     }
-
-
-def decode_payload(payload: bytes, where: str) -> dict:
-    """The table data from its CBOR payload; RuleError names ``where``."""
-    try:
-        data = cbor2.loads(payload)
-    except Exception as e:  # cbor2 raises several types for bad input
-        raise RuleError("{}: the table payload is not CBOR ({})".format(where, e)) from None
-    if not isinstance(data, dict):
-        raise RuleError("{}: the table payload is not a rule table".format(where))
-    return data
-
-
-def json_data(data: dict) -> dict:
-    """The table data with its byte strings as hex, for a JSON trace header."""
-    out = dict(data)
-    for key in ("catalog", "source"):
-        out[key] = bytes(data[key]).hex()
-    return out
-

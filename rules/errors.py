@@ -1,14 +1,14 @@
-"""The rules package's exception hierarchy.
+"""The rules package's exception hierarchy (host side).
 
-The base (RuleError) and TableError live in the portable rules/table_errors.py
-so that the evaluator can raise them under MicroPython too.
+A table that breaks the format is the core's TableError
+(controller/core/errors.py): the evaluator raises it under MicroPython too.
 """
 
 from __future__ import annotations
 
-from rules.table_errors import RuleError, TableError
 
-__all__ = ["RuleError", "TableError", "Diagnostic", "RuleSourceError", "CatalogFileError", "ModelFileError"]
+class RuleError(Exception):
+    """Base of every error about rule files, table payloads or models."""
 
 
 class Diagnostic:
@@ -44,3 +44,7 @@ class CatalogFileError(RuleError):
 
 class ModelFileError(RuleError):
     """An anomaly model file or training input that cannot be used."""
+
+
+class TableRefused(RuleError):
+    """A table that must not run here; the message says why and what to do."""

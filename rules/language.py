@@ -14,8 +14,11 @@ import re
 import tomllib
 from pathlib import Path
 
+from controller.core.table import ACTION_BITS, MAX_WINDOW_MS, SEVERITY_NAMES, severity_code
 from rules.errors import Diagnostic
-from rules.table import ACTION_BITS, MAX_WINDOW_MS, SEVERITY_NAMES, severity_code
+
+# The default packs (theft, safety, health): the rules when none are given.
+PACKS = Path(__file__).resolve().parent / "packs"
 
 KEYS = ("id", "description", "when", "severity", "actions", "for", "clear_when", "latch", "devices")
 REQUIRED = ("id", "when", "severity")
@@ -232,3 +235,8 @@ def parse_source(spec: RuleSpec, key: str) -> str:
     parentheses, so that an expression may span lines."""
     text = getattr(spec, key)
     return "(" + text.replace(DEV, DEV_NAME) + "\n)"
+
+
+def default_sources(sources: list[str]) -> list[str]:
+    """``sources``, or the default packs when none are given."""
+    return sources or [str(p) for p in sorted(PACKS.glob("*.toml"))]

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from controller.config import DEFAULT_ENTRY_ZONES
 from controller.core import modes, ticks
+from controller.core.anomaly import ModelTables
 from controller.core.catalog import Catalog
 from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_RULE
-from controller.core.step import CoreConfig, CoreState, step
-from controller.modelrules import ModelRules, read_model
-from rules.anomaly import ModelTables
+from controller.core.modelrules import ModelRules
+from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig, CoreState, step
+from rules.modelfile import read_model
 from simulator.decodepath import profile_decode
 from simulator.rulesource import RuleSource
 from simulator.scenario import Cabinet, Scenario, load

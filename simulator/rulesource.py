@@ -4,7 +4,7 @@
 called with a cabinet's catalog it compiles the rule files (default: the
 packs in rules/packs/) against that catalog and its device classes (``io``
 and ``battery``), encodes the table payload and loads it with the
-gateway's own loader (controller/tables.py ``load_payload``), so eval runs
+gateway's own loader (rules/payload.py ``load_payload``), so eval runs
 the very table a gateway of that cabinet would.  A compiled payload is
 reused for every cabinet with the same catalog.
 
@@ -19,12 +19,11 @@ from __future__ import annotations
 import ast
 
 from controller.core.catalog import Catalog
-from controller.rulescmd import default_sources
-from controller.tables import load_payload
+from controller.core.table import Evaluator
 from rules.compiler import SiteCatalog, compile_files
 from rules.errors import RuleError
-from rules.language import load_file
-from rules.table import Evaluator
+from rules.language import default_sources, load_file
+from rules.payload import load_payload
 from simulator.decodepath import device_class
 from simulator.errors import EvalError
 

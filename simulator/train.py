@@ -2,7 +2,7 @@
 
 Host-only, pure Python.  Inputs are scenario files (their cabinets' normal
 life, simulated) or recorded traces (docs/trace.md).  Every window is cut
-into the same features the gateway computes (``rules.anomaly.Features``),
+into the same features the gateway computes (``controller.core.anomaly.Features``),
 turned into log-scale levels, and folded into:
 
 * an envelope per hour of the week: the highest level seen in that hour and
@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Iterator
 
 from controller.core import ticks
+from controller.core.anomaly import FEATURES, FORMAT, HOURS, N_FEATURES, Features, qlog
 from controller.core.errors import TraceError
 from controller.core.trace import parse_header, parse_scan
-from rules.anomaly import FEATURES, FORMAT, HOURS, N_FEATURES, qlog
-from rules.anomaly import Features
 from rules.errors import ModelFileError
 from simulator.scenario import load
 from simulator.world import CabinetWorld, cabinet_catalog

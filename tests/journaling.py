@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller import records as R
-from controller.journal import Journal, default_clock
-from controller.segments import HEAD, iter_frames, list_segments
+from controller.journal import records as R
+from controller.journal.journal import Journal, default_clock
+from controller.journal.segments import HEAD, iter_frames, list_segments
 from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import CoseKey, generate, role_kid, write_key
 

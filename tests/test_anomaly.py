@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from controller import mpy
-from rules.anomaly import FEATURES, AnomalyModel, ModelTables, N_FEATURES, qlog
+from controller.core.anomaly import FEATURES, N_FEATURES, AnomalyModel, ModelTables, qlog
+from controller.devtools import mpy
 from simulator.world import CabinetWorld
 from tests.scen_helpers import scenario
 
@@ -94,7 +94,7 @@ def test_micropython_scores_bit_for_bit():
         model, out = run(doc, scans, index, mode)
         results[mode] = (out, model.hi.hex(), model.explain())
     files = {"scans.json": json.dumps(scans), "index.json": json.dumps(index), "model.json": json.dumps(doc)}
-    code = ("import json\nfrom rules.anomaly import AnomalyModel, ModelTables\n"
+    code = ("import json\nfrom controller.core.anomaly import AnomalyModel, ModelTables\n"
             "scans = json.load(open('/app/scans.json'))\nindex = json.load(open('/app/index.json'))\n"
             "doc = json.load(open('/app/model.json'))\n"
             "for mode in (2, 0):\n"

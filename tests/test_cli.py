@@ -2,11 +2,11 @@ import json
 import subprocess
 import sys
 
-from controller.sampletraces import night_trace
+from controller.devtools.sampletraces import night_trace
 
 
 def cabguard(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args],
+    return subprocess.run([sys.executable, "-m", "controller.cli.main", *args],
                           capture_output=True, text=True, cwd=cwd)
 
 
@@ -49,7 +49,7 @@ def test_missing_trace_file():
 
 
 def test_demo_plays_the_night_and_the_journal_verifies(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "demo", "--seconds", "30", "--out", str(tmp_path)],
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "demo", "--seconds", "30", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     out = r.stdout

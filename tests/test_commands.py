@@ -1,6 +1,6 @@
 import pytest
 
-from controller.commands import BY_NAME, CommandError, parse, parse_duration
+from controller.console.commands import BY_NAME, CommandError, parse, parse_duration
 from controller.core.events import CMD_MAINT_START, CMD_TEST_SIREN
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from controller.config import ConfigError, load_with_fallback, parse, remember_good
+from controller.gateway.config import ConfigError, load_with_fallback, parse, remember_good
 
 GOOD = """
 [gateway]
@@ -101,7 +101,7 @@ def test_invalid_config_without_last_good_is_refused(tmp_path):
 
 def test_entry_zones_default_to_the_bolt_and_the_door_and_a_wrong_one_is_named():
     from controller.core.catalog import Catalog, device_signals
-    from controller.site import core_config
+    from controller.gateway.site import core_config
     catalog = Catalog(device_signals("io", [("door_open", "bool", 0), ("door_bolt", "bool", 0)]))
     problems = []
     config, names = core_config({}, catalog, problems)

@@ -6,14 +6,14 @@ import time
 import cbor2
 import pytest
 
-from controller import records as R
+from controller.cli.keygen import generate_keys
 from controller.console.auth import PeopleStore, code_at, duress_variant
 from controller.core import modes
 from controller.core.events import ALARM, CRITICAL, EV_DURESS
-from controller.keygen import generate_keys
-from controller.run import build
-from controller.runtime import hide_secrets
-from controller.segments import iter_frames, list_segments
+from controller.gateway.loop import hide_secrets
+from controller.gateway.run import build
+from controller.journal import records as R
+from controller.journal.segments import iter_frames, list_segments
 from drivers.cose import ALG_AES_MAC_128_128, decode
 from drivers.keys import EpochKeys, load_key
 from simulator.bus import SimBus, Simulator

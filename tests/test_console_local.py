@@ -13,7 +13,7 @@ from controller.console.local import link_path
 from controller.errors import UsageError
 from tests.test_console_server import Terminal, serve
 
-CABGUARD = [sys.executable, "-m", "controller.cli", "console", "--local"]
+CABGUARD = [sys.executable, "-m", "controller.cli.main", "console", "--local"]
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 import pytest
 
 from controller.core.events import CMD_ARM, CMD_MAINT_START
-from controller.downlink import AAD, DownlinkVerifier, Refused, SeqStore, make_command
+from controller.link.downlink import DownlinkVerifier, Refused, SeqStore
+from controller.link.wire import AAD, make_command
 from drivers.cose import encode, mac0_create
 from drivers.keys import generate
 

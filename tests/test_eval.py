@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from controller.core.anomaly import ModelTables
 from simulator.evaluate import evaluate, load_model, run_cabinet
 from simulator.train import train
-from rules.anomaly import ModelTables
 from tests.scen_helpers import scenario
 
 UNAUTHORISED = """
@@ -82,7 +82,7 @@ def test_the_model_adds_a_detection_the_core_alone_misses(tmp_path):
 def test_eval_cli_json_and_report(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(scenario_text(UNAUTHORISED, "1h"))
-    args = [sys.executable, "-m", "controller.cli", "eval", str(path), "--json", "--no-model"]
+    args = [sys.executable, "-m", "controller.cli.main", "eval", str(path), "--json", "--no-model"]
     pytest.importorskip("matplotlib")
     r = subprocess.run(args + ["--report", str(tmp_path / "rep")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -95,7 +95,7 @@ def test_eval_cli_json_and_report(tmp_path):
 def test_eval_cli_refuses_a_bad_scenario(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(scenario_text('\n[[action]]\nkind = "teleport"\nat = "+1m"\n', "1h"))
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "eval", str(path)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "eval", str(path)], capture_output=True, text=True)
     assert r.returncode == 1 and "bad.toml:" in r.stderr and "unknown action 'teleport'" in r.stderr
     assert "Traceback" not in r.stderr
 
@@ -107,13 +107,13 @@ def test_shipped_model_loads_and_is_small():
 
 
 def test_help_lists_eval_and_model_train_and_a_bad_model_is_a_message(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "--help"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "--help"], capture_output=True, text=True)
     assert "eval" in r.stdout and "model" in r.stdout
     bad = tmp_path / "m.json"
     bad.write_text('{"cabguard_model": 1}')
     path = tmp_path / "s.toml"
     path.write_text(scenario_text("", "10m"))
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "eval", str(path), "--model", str(bad)],
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "eval", str(path), "--model", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "m.json: model key 'window_ms'" in r.stderr
 

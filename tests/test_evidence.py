@@ -4,15 +4,15 @@ import sys
 
 import pytest
 
-from controller import records as R
 from controller.core import events as ev
 from controller.core.catalog import Catalog
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
-from controller.sampletraces import CABINET
+from controller.devtools.sampletraces import CABINET
 from controller.errors import CabguardError
-from controller.evidence import EvidenceRing, evidence_record, incident_record, incident_trace
-from controller.journal import default_clock
+from controller.journal import records as R
+from controller.journal.evidence import EvidenceRing, evidence_record, incident_record, incident_trace
+from controller.journal.journal import default_clock
 from tests.journaling import open_journal, provision
 
 SCAN_MS = 100
@@ -69,12 +69,12 @@ def test_incident_replays_from_the_journal_as_it_happened(tmp_path):
 def test_replay_command_line_reruns_an_incident(tmp_path):
     prov, key_path, incident, _live = _night(tmp_path)
     out = tmp_path / "incident.trace"
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "replay", str(tmp_path / "journal"),
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "replay", str(tmp_path / "journal"),
                         "--incident", str(incident), "--key", str(key_path), "--trace-out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "alarm" in r.stdout and "digest" in r.stdout
-    again = subprocess.run([sys.executable, "-m", "controller.cli", "replay", str(out)],
+    again = subprocess.run([sys.executable, "-m", "controller.cli.main", "replay", str(out)],
                            capture_output=True, text=True)
     assert again.stdout.splitlines()[-1] == r.stdout.splitlines()[-1]   # same digest from the file
 
@@ -90,7 +90,7 @@ def test_evidence_and_incident_records_match_the_cddl_schema(tmp_path):
 
     import pycddl
 
-    from controller.evidence import verified_records
+    from controller.journal.evidence import verified_records
     from drivers.cose import encode
     from drivers.keys import EpochKeys
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import load
+from controller.cli.provision import ProvisionError, relocate_text
 from controller.errors import CabguardError
-from controller.provision import ProvisionError, relocate_text
+from controller.gateway.config import load
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH = REPO / "flash.sh"
@@ -131,9 +131,9 @@ def test_relocate_names_a_path_it_cannot_find(tmp_path):
 
 
 def test_selftest_names_each_failed_check(tmp_path):
-    from controller.keygen import generate_keys
-    from controller.selftest import run_checks
-    from controller.tables import sign, write_table
+    from controller.cli.keygen import generate_keys
+    from controller.cli.selftest import run_checks
+    from controller.gateway.tables import sign, write_table
     from drivers.cose import ALG_AES_MAC_128_128
     from drivers.keys import generate
 

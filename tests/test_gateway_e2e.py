@@ -5,21 +5,20 @@ import time
 
 import pytest
 
-from controller.collect import Collector, run as collect_run
-from controller.cmdsend import publish
+from controller.cli.keygen import generate_keys
+from controller.cli.rulescmd import config_catalog
 from controller.console.auth import PeopleStore, code_at
 from controller.core import modes
-from controller.downlink import make_command
-from controller.keygen import generate_keys
-from controller.rulescmd import config_catalog
-from controller.run import build
-from controller.tables import sign, write_table
-from controller.uplink import Topics
 from controller.core.catalog import Catalog
+from controller.gateway.run import build
+from controller.gateway.tables import sign, write_table
+from controller.headend.cmdsend import publish
+from controller.headend.collect import Collector, run as collect_run
+from controller.link.wire import Topics, make_command
 from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from rules.compiler import SiteCatalog, compile_files
-from controller.rulescmd import default_sources
+from rules.language import default_sources
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.test_console_server import Terminal

@@ -7,13 +7,13 @@ import threading
 import time
 from datetime import datetime, timezone
 
+from controller.cli.keygen import generate_keys
 from controller.core import modes
+from controller.core.anomaly import FEATURES, HOURS
 from controller.core.events import CMD_ARM
-from controller.keygen import generate_keys
-from controller.modelrules import RULE_NAME, ModelRules
-from controller.run import build
+from controller.core.modelrules import RULE_NAME, ModelRules
+from controller.gateway.run import build
 from drivers.cose import ALG_AES_MAC_128_128
-from rules.anomaly import FEATURES, HOURS
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.test_runtime import SITE, stop, wait_until
@@ -52,7 +52,7 @@ def test_the_model_runs_in_the_gateway_and_the_compiled_table_agrees(tmp_path):
     try:
         sim.device("io").set(door_bolt=1)
         site = _site(tmp_path, sim.bus("rs485").port)
-        r = subprocess.run([sys.executable, "-m", "controller.cli", "rules", "compile", "--config", str(site),
+        r = subprocess.run([sys.executable, "-m", "controller.cli.main", "rules", "compile", "--config", str(site),
                             "-o", str(tmp_path / "rules.table"), "--key", str(tmp_path / "keys" / "installer.key")],
                            capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
@@ -91,8 +91,8 @@ def test_the_model_runs_in_the_gateway_and_the_compiled_table_agrees(tmp_path):
 def test_an_untrusted_clock_gives_the_documented_fallback_hour(tmp_path):
     site = _site(tmp_path, "/dev/ttyUSB9")
     site.write_text(site.read_text().replace("assume_trusted = true", "assume_trusted = false"))
-    from controller.config import load
-    from controller.site import assemble
+    from controller.gateway.config import load
+    from controller.gateway.site import assemble
     s = assemble(load(site))
     assert s.schedules.week_hour(time.time(), False) == -1
     # 2026-03-16 is a Monday: 10:30 UTC is hour 10 of the week.
@@ -103,7 +103,7 @@ def test_an_untrusted_clock_gives_the_documented_fallback_hour(tmp_path):
 def test_a_bad_model_file_is_a_config_problem_naming_model_path(tmp_path):
     site = _site(tmp_path, "/dev/ttyUSB9")
     (tmp_path / "model.json").write_text('{"cabguard_model": 1}')
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "config", "check", str(site)],
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "config", "check", str(site)],
                        capture_output=True, text=True)
     assert r.returncode == 1 and "model.path" in r.stderr + r.stdout and "window_ms" in r.stderr + r.stdout
     assert "Traceback" not in r.stderr

@@ -9,10 +9,10 @@ import pytest
 from pycose.keys import SymmetricKey
 from pycose.messages import Enc0Message, Mac0Message
 
-from controller import records as R
 from controller.core import events as ev
 from controller.errors import JournalError
-from controller.verify import verify_dir
+from controller.journal import records as R
+from controller.journal.verify import verify_dir
 from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, Gcm,
                           decode)
 from drivers.keys import EpochKeys, load_key
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cabguard(*args):
-    return subprocess.run([sys.executable, "-m", "controller.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "controller.cli.main", *args], capture_output=True, text=True)
 
 
 def payload(tmp, prov, record):
@@ -274,8 +274,8 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
     import pycddl
 
     from controller.core.catalog import Catalog
-    from controller.sampletraces import CABINET
-    from controller.journal import default_clock
+    from controller.devtools.sampletraces import CABINET
+    from controller.journal.journal import default_clock
 
     schema = pycddl.Schema((ROOT / "docs" / "records.cddl").read_text())
     prov, _ = provision(tmp_path)

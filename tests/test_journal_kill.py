@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from controller.verify import verify_dir
+from controller.journal.verify import verify_dir
 from tests.journaling import provision
 
 ROOT = Path(__file__).resolve().parent.parent

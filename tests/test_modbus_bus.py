@@ -5,8 +5,8 @@ import time
 import pytest
 from hypothesis import given, settings
 
-from controller.bench.modbus import GOOD, REQUEST, fuzz_answers
 from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
+from controller.devtools.bench.modbus import GOOD, REQUEST, fuzz_answers
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException, ModbusFrameError,
                             ModbusTimeout, PortError)
 from drivers.modbus import frames

@@ -1,9 +1,9 @@
 """The model's rule: when the anomaly score raises, at which severity, and not twice for one cause."""
 
 from controller.core import modes, ticks
+from controller.core.anomaly import FEATURES, HOURS, ModelTables
 from controller.core.events import ALARM, WARNING
-from controller.modelrules import ModelRules
-from rules.anomaly import FEATURES, HOURS, ModelTables
+from controller.core.modelrules import ModelRules
 from simulator.scenario import loads
 from simulator.world import cabinet_catalog
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from controller.bench.rules import compile_text, rules_trace
-from controller.rulescmd import demo_catalog, site_catalog
+from controller.cli.rulescmd import demo_catalog, site_catalog
+from controller.devtools.bench.rules import compile_text, rules_trace
 from drivers.keys import generate, write_key
 from rules.errors import CatalogFileError
 from tests.test_cli import cabguard

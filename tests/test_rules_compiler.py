@@ -2,14 +2,16 @@
 
 import pytest
 
-from controller.bench.rules import compile_text
+from controller.cli.rulescmd import site_catalog
+from controller.core import table as T
 from controller.core.modes import MODE_NAMES
+from controller.core.table import Table, TableError
 from controller.core.ticks import MAX_SPAN
-from controller.rulescmd import default_sources, site_catalog
-from rules import table as T
-from rules.compiler import compile_files, decode_payload
+from controller.devtools.bench.rules import compile_text
+from rules.compiler import compile_files
 from rules.errors import RuleSourceError
-from rules.table import Table, TableError
+from rules.language import default_sources
+from rules.payload import decode_payload
 
 
 def rule(when, rid="r1", extra=""):

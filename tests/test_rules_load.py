@@ -3,11 +3,12 @@ mismatch, and keeps the table it had."""
 
 import pytest
 
-from controller.bench.rules import compile_text
+from controller.cli.rulescmd import site_catalog
 from controller.core.catalog import Catalog
-from controller.rulescmd import site_catalog
-from controller.tables import TableRefused, TableSlot, load_table, sign, write_table
+from controller.devtools.bench.rules import compile_text
+from controller.gateway.tables import TableSlot, load_table, sign, write_table
 from drivers.keys import CoseKey, generate
+from rules.errors import TableRefused
 
 RULES = '[[rule]]\nid = "t"\nwhen = "io.tamper"\nseverity = "alarm"\n'
 

@@ -4,11 +4,12 @@ import random
 
 import pytest
 
-from controller.bench.rules import compile_text
+from controller.cli.rulescmd import site_catalog
 from controller.core import modes, ticks
-from controller.rulescmd import default_sources, site_catalog
+from controller.core.table import Evaluator, Table
+from controller.devtools.bench.rules import compile_text
 from rules.compiler import compile_files
-from rules.table import Evaluator, Table
+from rules.language import default_sources
 
 ARMED, DISARMED, MAINT, ENTRY = modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,

@@ -3,15 +3,19 @@ change-driven evaluation, and its place in step()."""
 
 import pytest
 
-from controller.bench.rules import compile_text, random_rules, rules_trace
+from controller.cli.rulescmd import site_catalog
 from controller.core import modes, ticks
 from controller.core.catalog import Catalog
 from controller.core.events import EV_LOCK, EV_MODE, EV_RULE
 from controller.core.step import CoreConfig, CoreState, step
+from controller.core.table import (
+    OP_BIT, OP_GT_K, OP_NE_K, Evaluator, Table, TableError, evaluator_from_header,
+)
 from controller.core.trace import replay_lines
-from controller.rulescmd import default_sources, site_catalog
-from rules.compiler import compile_files, json_data
-from rules.table import OP_BIT, OP_GT_K, OP_NE_K, Evaluator, Table, TableError, evaluator_from_header
+from controller.devtools.bench.rules import compile_text, random_rules, rules_trace
+from rules.compiler import compile_files
+from rules.language import default_sources
+from rules.payload import json_data
 
 ARMED, DISARMED, ALARM, MAINT, ARMING = modes.ARMED, modes.DISARMED, modes.ALARM, modes.MAINTENANCE, modes.ARMING
 

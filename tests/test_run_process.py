@@ -7,15 +7,15 @@ import subprocess
 import sys
 import time
 
-from controller.keygen import generate_keys
-from controller.verify import verify_dir
+from controller.cli.keygen import generate_keys
+from controller.journal.verify import verify_dir
 from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.test_runtime import SITE
 
-CLI = [sys.executable, "-m", "controller.cli"]
+CLI = [sys.executable, "-m", "controller.cli.main"]
 
 
 def test_ready_watchdog_status_and_a_clean_sigterm(tmp_path):

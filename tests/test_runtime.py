@@ -5,11 +5,11 @@ import time
 
 import pytest
 
+from controller.cli.keygen import generate_keys
 from controller.core import modes
 from controller.core.events import CMD_ARM, CMD_LOCK
-from controller.keygen import generate_keys
-from controller.run import build
-from controller.verify import verify_dir
+from controller.gateway.run import build
+from controller.journal.verify import verify_dir
 from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from simulator.bus import SimBus, Simulator

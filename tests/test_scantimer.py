@@ -1,4 +1,4 @@
-from controller.scantimer import ScanTimer
+from controller.gateway.scantimer import ScanTimer
 
 
 class FakeTime:

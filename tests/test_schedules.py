@@ -1,7 +1,7 @@
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from controller.schedules import Schedules, parse_days
+from controller.gateway.schedules import Schedules, parse_days
 
 TZ = "Europe/Amsterdam"
 DOC = {

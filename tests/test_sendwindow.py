@@ -2,7 +2,7 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from controller.sendwindow import SendWindow
+from controller.link.sendwindow import SendWindow
 
 
 def test_window_bounds_in_flight_and_cursor_needs_contiguous_acks():

@@ -76,7 +76,7 @@ def test_commands_change_a_running_simulator():
 
 
 def cabguard(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "controller.cli.main", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -88,7 +88,7 @@ def test_cabguard_sim_links_ptys_scan_finds_devices_and_sigterm_stops_it(tmp_pat
         assert line.startswith("bus rs485-1: {}".format(links / "rs485-1"))
         link = links / "rs485-1"
         assert os.readlink(link).startswith("/dev/pts/")
-        scan = subprocess.run([sys.executable, "-m", "controller.cli", "bus", "scan", str(link),
+        scan = subprocess.run([sys.executable, "-m", "controller.cli.main", "bus", "scan", str(link),
                                "--last", "6", "--timeout-ms", "20"],
                               cwd=ROOT, capture_output=True, text=True)
         assert scan.returncode == 0, scan.stderr
@@ -102,7 +102,7 @@ def test_cabguard_sim_links_ptys_scan_finds_devices_and_sigterm_stops_it(tmp_pat
 
 
 def test_scan_of_a_missing_port_is_an_installer_message():
-    r = subprocess.run([sys.executable, "-m", "controller.cli", "bus", "scan", "/dev/ttyUSB97"],
+    r = subprocess.run([sys.executable, "-m", "controller.cli.main", "bus", "scan", "/dev/ttyUSB97"],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "serial port /dev/ttyUSB97 does not exist" in r.stderr and "ports that exist" in r.stderr

@@ -2,7 +2,7 @@ import pytest
 
 from controller.core.errors import TraceError
 from controller.core.trace import replay_lines
-from controller.sampletraces import night_trace
+from controller.devtools.sampletraces import night_trace
 from tests.traces import random_trace
 
 

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from rules.anomaly import FEATURES, HOURS, N_FEATURES
+from controller.core.anomaly import FEATURES, HOURS, N_FEATURES
 from tests.scen_helpers import HEAD
 
 BURST = """
@@ -28,7 +28,7 @@ def write(tmp_path, name, body):
 
 
 def train_cli(*args):
-    return subprocess.run([sys.executable, "-m", "controller.cli", "model", "train", *args],
+    return subprocess.run([sys.executable, "-m", "controller.cli.main", "model", "train", *args],
                           capture_output=True, text=True)
 
 

@@ -5,10 +5,11 @@ import time
 
 import pytest
 
-from controller.collect import Collector, run as collect_run
-from controller.cmdsend import publish
-from controller.downlink import DownlinkVerifier, SeqStore, command_handler, make_command
-from controller.uplink import Topics, Uplink
+from controller.headend.cmdsend import publish
+from controller.headend.collect import Collector, run as collect_run
+from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
+from controller.link.uplink import Uplink
+from controller.link.wire import Topics, make_command
 from drivers.keys import generate, role_kid
 from drivers.mqtt import Backoff, BrokerSettings
 from tests.journaling import event_record, open_journal, provision

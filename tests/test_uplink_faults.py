@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from controller.cmdsend import publish
-from controller.collect import Collector
-from controller.downlink import AAD, DownlinkVerifier, SeqStore, command_handler, make_command
-from controller.uplink import Topics, Uplink
+from controller.headend.cmdsend import publish
+from controller.headend.collect import Collector
+from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
+from controller.link.uplink import Uplink
+from controller.link.wire import AAD, Topics, make_command
 from drivers.cose import encode, mac0_create
 from drivers.keys import generate, role_kid
 from drivers.mqtt import Backoff, BrokerSettings, MqttConfigError

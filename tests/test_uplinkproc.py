@@ -13,11 +13,11 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller import records as R
-from controller.collect import Collector
-from controller.keygen import generate_keys
-from controller.uplink import Topics
-from controller.verify import verify_dir
+from controller.cli.keygen import generate_keys
+from controller.headend.collect import Collector
+from controller.journal import records as R
+from controller.journal.verify import verify_dir
+from controller.link.wire import Topics
 from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from simulator.bus import SimBus, Simulator
@@ -27,7 +27,7 @@ from tests.test_runtime import SITE
 from tests.test_uplink import receiver
 from tests.waiting import wait_until
 
-CLI = [sys.executable, "-m", "controller.cli"]
+CLI = [sys.executable, "-m", "controller.cli.main"]
 UPLINK = '\n[uplink]\nbroker = "127.0.0.1:{port}"\nheartbeat_s = 5\n'
 
 

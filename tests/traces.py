@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
-from controller.bench.core import hour_trace
 from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.events import COMMAND_NAMES
 from controller.core.step import CoreConfig
 from controller.core.trace import header_line, scan_line
-from controller.sampletraces import CABINET, night_trace
+from controller.devtools.bench.core import hour_trace
+from controller.devtools.sampletraces import CABINET, night_trace
 
 
 def random_trace(seed: int, scans: int = 4000) -> list[str]:

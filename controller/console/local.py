@@ -32,8 +32,8 @@ import tty
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
-from controller.config import load
 from controller.errors import CabguardError, UsageError
+from controller.gateway.config import load
 
 QUIT = 0x1D        # Ctrl-]: telnet's escape; Ctrl-C is the console's own
 ETX = b"\x03"      # Ctrl-C: abandons any half-typed line and prints a fresh prompt

@@ -18,7 +18,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Protocol
 
-from controller import commands as cm
+from controller.console import commands as cm
 from controller.console.auth import DURESS, LOCKED, OK, Authenticator, Person
 from controller.errors import CabguardError
 

@@ -20,3 +20,7 @@ class ModeError(CoreError):
 
 class TraceError(CoreError):
     """A malformed trace; the message names the line."""
+
+
+class TableError(CoreError):
+    """A rule table whose structure does not follow the format; names the rule."""

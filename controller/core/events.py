@@ -38,12 +38,30 @@ EVENT_FIELDS = {
     EV_FAULT: ("code", "mode", "-"),
 }
 
-# Severities and action bits are part of the rule-table format; they are
-# defined once, in rules/table.py, and re-exported here for the core.
-from rules.table import (  # noqa: F401  (re-exported)
-    ACT_FAULT, ACT_LOCK, ACT_SILENT, ACT_UPLINK, ACTION_BITS, ALARM, CRITICAL,
-    INFO, SEVERITY_NAMES, WARNING, severity_code,
-)
+# Severities, lowest first, and the extra actions a rule may ask for: part of
+# the rule-table format (controller/core/table.py).  info and warning are
+# recorded; alarm sounds siren and strobe; critical also locks the battery output.
+INFO = 0
+WARNING = 1
+ALARM = 2
+CRITICAL = 3
+SEVERITY_NAMES = ("info", "warning", "alarm", "critical")
+
+# Extra actions a rule may ask for on top of what its severity implies.
+ACT_LOCK = 1      # lock the battery output
+ACT_SILENT = 2    # no local sound or light (upstream only)
+ACT_FAULT = 4     # put the gateway into FAULT
+ACT_UPLINK = 8    # send upstream at once, ahead of older telemetry
+ACTION_BITS = (("lock", ACT_LOCK), ("silent", ACT_SILENT), ("fault", ACT_FAULT), ("uplink", ACT_UPLINK))
+
+
+def severity_code(name):
+    """The severity number for its name, or -1."""
+    for i in range(len(SEVERITY_NAMES)):
+        if SEVERITY_NAMES[i] == name:
+            return i
+    return -1
+
 
 # Commands: what people (console, downlink) and the shell ask of the core.
 CMD_ARM = 1

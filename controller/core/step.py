@@ -38,6 +38,11 @@ _MODE_COMMANDS = {
 LOCK_BY_COMMAND = 0
 
 
+# The entry route (EN 50131): the bolt released, then the door opened; the
+# entry delay runs from whichever comes first.  A site's default, and eval's.
+DEFAULT_ENTRY_ZONES = ["io.door_open", "!io.door_bolt"]
+
+
 class CoreConfig:
     """Timing and zone settings of the core; every duration in ms."""
 
@@ -93,7 +98,7 @@ class CoreState:
         online = [catalog.index[d + ".online"] for d in catalog.devices]
         self.online_idx = tuple(online)
         self.online_prev = [0] * len(online)
-        self.rules = rules          # an evaluator (rules.table) or None
+        self.rules = rules          # an evaluator (controller.core.table) or None
         self.scans = 0
 
     @property

@@ -1,0 +1,1 @@
+"""The command line (`cabguard`) and the subcommands that are tools rather than services."""

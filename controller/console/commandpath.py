@@ -1,0 +1,145 @@
+"""The one path every command takes, from the console or the downlink.
+
+Commands that change what the cabinet does become core commands and go
+into the next scan (``Gateway.submit``); the answer is what the core made
+of them (accepted, or refused in this mode).  The rest are host actions
+(load a rule table, rotate the record key, enrol a person, grant installer
+access, check the config).  Every command and its outcome is journaled,
+whichever way it came.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Callable
+
+from controller.console import commands as cm
+from controller.console.auth import PeopleStore, otpauth_uri
+from controller.errors import CabguardError
+from controller.gateway.config import ConfigError, load
+from controller.gateway.site import assemble
+from controller.journal import records as R
+from controller.link.downlink import Refused
+from drivers.errors import DriverError
+from drivers.modbus.master import RtuMaster
+from drivers.modbus.scan import probes, report, scan_job
+
+OUTCOME_TIMEOUT_S = 2.0
+SCAN_TIMEOUT_S = 0.03      # per address, as `cabguard bus scan`'s default
+SCAN_STEP_BUDGET_S = 0.25  # per address, waiting for the bus thread (polls come first)
+
+
+class CommandPath:
+    def __init__(self, gateway, people: PeopleStore | None = None):
+        self.gateway = gateway
+        self.people = people
+        self.grant_until = 0.0
+        self.actions: dict[str, Callable[[cm.Request, float], str]] = {
+            "grant": self._grant,
+            "keys rotate": self._rotate,
+            "rules load": self._rules_load,
+            "rules info": lambda req, now: self.gateway.rules_info(),
+            "tech enrol": self._enrol,
+            "config check": self._config_check,
+            "config show": lambda req, now: self.gateway.config_text(),
+            "bus scan": self._bus_scan,
+        }
+
+    def grant_active(self, wall_s: float) -> bool:
+        return wall_s < self.grant_until
+
+    def execute(self, request: cm.Request, wall_s: float | None = None) -> str:
+        wall_s = time.time() if wall_s is None else wall_s
+        core = request.core_command()
+        if core is not None:
+            ticket = self.gateway.submit(core[0], core[1], request.source, request.actor)
+            try:
+                return ticket.outcome.result(OUTCOME_TIMEOUT_S)
+            except FutureTimeout:
+                return "queued (the scan loop has not answered yet)"
+        action = self.actions.get(request.spec.name)
+        if action is None:
+            raise CabguardError("'{}' is not available here".format(request.spec.name))
+        try:
+            answer = action(request, wall_s)
+            ok = True
+        except CabguardError as e:
+            answer, ok = "failed: {}".format(e), False
+        self.journal(request.source, request.spec.name, request.actor, ok, answer.splitlines()[0] if answer else "")
+        return answer
+
+    def journal(self, source: str, name: str, actor: str, ok: bool, detail: str) -> None:
+        ctx = self.gateway.context(False)
+        self.gateway.journal.append(R.command(ctx, source, "{} by {}".format(name, actor or "-"), 0, ok,
+                                              "" if ok else detail))
+
+    def refused(self, refused: Refused) -> None:
+        """A downlink command that failed its checks: journaled, nothing else happens."""
+        self.journal("downlink", refused.name or "?", "headend", False, str(refused))
+        self.gateway.note(str(refused))
+
+    # ---- host actions ------------------------------------------------------
+
+    def _grant(self, req: cm.Request, now: float) -> str:
+        self.grant_until = now + 60 * int(req.args["minutes"])
+        return "installer access granted for {} min".format(req.args["minutes"])
+
+    def _rotate(self, req: cm.Request, now: float) -> str:
+        seq = self.gateway.journal.rotate_key()
+        return "record key rotated (key-rotation record {})".format(seq)
+
+    def _rules_load(self, req: cm.Request, now: float) -> str:
+        return self.gateway.load_rules(str(req.args["path"]))
+
+    def _enrol(self, req: cm.Request, now: float) -> str:
+        if self.people is None:
+            raise CabguardError("no [console] people file is configured")
+        person = self.people.enrol(str(req.args["id"]), str(req.args.get("role", "technician")))
+        return "enrolled {} as {}; add this to their authenticator app (shown once):\n{}".format(
+            person.ident, person.role, otpauth_uri(person, self.gateway.gateway_id))
+
+    def _config_check(self, req: cm.Request, now: float) -> str:
+        path = self.gateway.site.config.path
+        try:
+            assemble(load(path))
+        except ConfigError as e:
+            return str(e)
+        return "{}: OK".format(path)
+
+    def _bus_scan(self, req: cm.Request, now: float) -> str:
+        """Through the bus's own poller thread when the gateway polls it, else on the open port."""
+        name = str(req.args["bus"])
+        buses = {b["name"]: b for b in self.gateway.site.config.doc["bus"]}
+        if name not in buses:
+            raise CabguardError("no bus {!r} in the site config (buses: {})".format(name, ", ".join(sorted(buses))))
+        bus = buses[name]
+        first, last = address_range(str(req.args.get("addresses", "1-247")))
+        addresses = range(first, last + 1)
+        poller = next((p for p in self.gateway.site.pollers if p.port == bus["port"]), None)
+        try:
+            if poller is not None:
+                future = poller.run_job(scan_job(addresses, SCAN_TIMEOUT_S))
+                found = future.result(2.0 + SCAN_STEP_BUDGET_S * len(addresses))
+            else:
+                master = RtuMaster(bus["port"], bus["baud"])
+                try:
+                    found = [f for f in probes(master, addresses, SCAN_TIMEOUT_S) if f is not None]
+                finally:
+                    master.close()
+        except FutureTimeout:
+            raise CabguardError("bus {}: the scan did not finish in time (is the bus overloaded?)".format(name))
+        except DriverError as e:
+            raise CabguardError("bus {}: {}".format(name, e)) from None
+        return "\n".join(report("{} ({})".format(name, bus["port"]), bus["baud"], first, last, found))
+
+
+def address_range(text: str) -> tuple[int, int]:
+    """'1-16' or '5' → (first, last), within Modbus's 1..247."""
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and (last.isdigit() or not last)):
+        raise CabguardError("ADDRESSES is A-B or A, e.g. 1-16, not {!r}".format(text))
+    lo, hi = int(first), int(last or first)
+    if not 1 <= lo <= hi <= 247:
+        raise CabguardError("addresses go from 1 to 247, first <= last; got {!r}".format(text))
+    return lo, hi

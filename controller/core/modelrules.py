@@ -1,0 +1,109 @@
+"""The anomaly model as a rule: one code path for the gateway and ``cabguard eval``.
+
+``ModelRules`` sits where the core expects a rules evaluator
+(``scan(image, now, mode)`` -> rule changes).  Each scan it runs the
+anomaly model first (controller/core/anomaly.py), puts ``anom.score`` and
+``anom.top`` on the image so the table's rules can read them, runs the
+table's evaluator, and raises the model's own rule, named ``anomaly``,
+whose index is the one after the table's last rule.
+"""
+
+from controller.core import modes, ticks
+from controller.core.anomaly import FEATURES, AnomalyModel
+from controller.core.events import ALARM, WARNING
+from controller.core.step import CoreConfig
+
+RULE_NAME = "anomaly"
+VISIT_MS = dict(CoreConfig.DEFAULTS)["maint_max_ms"]   # the longest visit, unless a site says otherwise
+ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
+
+
+class ModelRules:
+    """The model, then the table's evaluator (``rules``, may be None), then
+    the model's rule when the score reaches the model's threshold.
+
+    Severity: alarm when the cabinet is in the armed family (exit delay,
+    armed, entry delay); alarm in every mode when temperature drove the
+    score (safety does not depend on arming) or the pack's structure did
+    (``volt``: modules pulled), except, for the pack, while a person is
+    at the cabinet (``attended``) or a ``sched.maintenance`` window is
+    active; warning otherwise.  Door activity is the core's business
+    (entry zones: an authorised person has the entry delay to
+    authenticate), so a score driven by the door is always a warning.  A warning is raised again as an alarm when the
+    conditions for an alarm arrive with another feature on top: the same
+    feature still up when the cabinet is armed again (a cable left cut
+    after the response team acknowledged it) was reported already.  The
+    rule clears below half the threshold."""
+
+    def __init__(self, tables, catalog, rules=None, visit_ms=VISIT_MS):
+        self.model = AnomalyModel(tables, catalog.index, (modes.DISARMED,))
+        self.rules = rules
+        self.score_idx = catalog.index["anom.score"]
+        self.top_idx = catalog.index["anom.top"]
+        self.maint_idx = catalog.index.get("sched.maintenance", -1)
+        self.threshold = tables.threshold
+        self.raised = -1                 # severity raised, -1 when clear
+        self.raised_as = -1              # the rule index it was raised under
+        self.raised_top = -1             # the feature on top when it was raised
+        self.visit_ms = visit_ms
+        self.mode_prev = modes.DISARMED  # a start is nobody's visit
+        self.disarmed_at = -1            # tick a guarding cabinet was disarmed, -1: not by a person
+        self.explained = []              # (tick, the model's explanation) per raise
+
+    @property
+    def rule_index(self):
+        """The index after the table's rules (0 without a table)."""
+        return len(self.rules.table.ids) if self.rules is not None else 0
+
+    def rule_names(self):
+        """Rule names by index: the table's, then the model's."""
+        return (tuple(self.rules.table.ids) if self.rules is not None else ()) + (RULE_NAME,)
+
+    def attended(self, mode):
+        """A person is at the cabinet: logged in (MAINTENANCE), or disarmed
+        it from guarding less than ``visit_ms`` ago (a call-out disarms
+        before it opens the door).  Pulling and swapping modules is then
+        their work: a warning on the record (the theft pack judges a
+        maintenance visit when it ends, modules_gone_after_maintenance).  A
+        cabinet left disarmed, or disarmed by an acknowledged alarm, is
+        nobody's visit."""
+        if mode == modes.MAINTENANCE:
+            return True
+        return mode == modes.DISARMED and self.disarmed_at >= 0
+
+    def _track(self, mode, now):
+        if mode != self.mode_prev:
+            self.disarmed_at = now if mode == modes.DISARMED and self.mode_prev in ARMED_FAMILY else -1
+            self.mode_prev = mode
+        elif self.disarmed_at >= 0 and ticks.diff(now, self.disarmed_at) >= self.visit_ms:
+            self.disarmed_at = -1        # the visit is over: before the tick difference wraps
+
+    def severity(self, top, mode, image):
+        feature = FEATURES[top]
+        if feature == "temp":
+            return ALARM
+        if feature == "volt" and not self.attended(mode) and not (self.maint_idx >= 0 and image[self.maint_idx]):
+            return ALARM
+        if feature != "door" and mode in ARMED_FAMILY:
+            return ALARM
+        return WARNING
+
+    def scan(self, image, now, mode):
+        """-> an iterable of rule changes (index, severity, actions, raised)."""
+        self._track(mode, now)
+        score, top = self.model.scan(image, now, mode)
+        image[self.score_idx] = score
+        image[self.top_idx] = top
+        changes = self.rules.scan(image, now, mode) if self.rules is not None else ()
+        if score >= self.threshold:
+            severity = self.severity(top, mode, image)
+            if severity > self.raised and (self.raised < 0 or top != self.raised_top):
+                self.raised = severity
+                self.raised_top = top
+                self.raised_as = self.rule_index
+                self.explained.append((now, self.model.explain()))
+                return list(changes) + [(self.raised_as, severity, 0, 1)]
+        elif self.raised >= 0 and score * 2 < self.threshold:
+            raised, self.raised = self.raised, -1
+            return list(changes) + [(self.raised_as, raised, 0, 0)]
+        return changes

@@ -1,0 +1,1 @@
+"""Developer tools: benchmarks, the MicroPython runner and the sample traces."""

@@ -1,0 +1,213 @@
+"""Gateway figures: scan jitter and CPU under journal load, door-to-siren latency,
+resident memory, start to armed-and-scanning, a clean SIGTERM.
+
+The simulated devices (1 I/O module, 2 BMS, a relay module on one bus) run
+in their own process (`cabguard sim`), as real devices are not in the
+gateway's process either.  Part A runs `cabguard run` as a real process
+with a real sd_notify socket; part B runs the gateway in this process so a
+hook can time the siren output, while a thread appends 1,000 records/s to
+its journal.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from controller.core import modes
+from controller.core.events import CMD_ACK, CMD_ARM
+from controller.core.outputs import OUT_SIREN
+from controller.devtools.bench import Figure
+from controller.gateway.run import build
+from controller.journal import records as R
+from simulator.demo import SIM_CONFIG, prepare
+
+JITTER_S = 40
+LATENCY_TRIALS = 25
+JOURNAL_RATE = 1000
+WIRE_IO_READ_MS = 1.0
+PERIOD_MS = 100         # the demo site's scan period   # one I/O-module read at 115200 baud, request + answer on the wire
+
+
+class SimProcess:
+    """`cabguard sim` in its own process; ``set()`` sends it a command line."""
+
+    def __init__(self, link_dir: Path):
+        self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "sim", "--config", str(SIM_CONFIG),
+                                      "--link", str(link_dir), "--commands"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("serving"):
+                break
+        self.port = str(link_dir / "rs485-1")
+
+    def set(self, device: str, **values: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("set {} {}\n".format(device, " ".join("{}={}".format(k, v) for k, v in values.items())))
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _armed_site(work: Path, port: str) -> Path:
+    site = prepare(work, port, None, None)
+    text = site.read_text().replace("exit_delay_s = 3", "exit_delay_s = 0")
+    site.write_text(text)
+    (work / "state").mkdir(parents=True, exist_ok=True)
+    (work / "state" / "core-state.json").write_text('{"mode": 2, "resume": 0, "lock": 0}')
+    return site
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path("/proc/{}/status".format(pid)).read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def process_figures(work: Path, port: str) -> list[Figure]:
+    """A: `cabguard run` for real: start to READY (armed, scanning), RSS, SIGTERM."""
+    site = _armed_site(work, port)
+    notify = work / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(10)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify), WATCHDOG_USEC="2000000")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "run", "--config", str(site)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ready = ""
+    while "READY=1" not in ready:
+        ready = sock.recv(4096).decode()
+    start_s = time.monotonic() - t0
+    watchdogs = 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            watchdogs += "WATCHDOG=1" in sock.recv(4096).decode()
+        except socket.timeout:
+            break
+    rss_mb = rss_kb(proc.pid) / 1024
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(10)
+    sock.close()
+    return [
+        Figure("start to armed-and-scanning (READY=1)", start_s, "s", "<= 3",
+               "process start to sd_notify READY; status '{}'".format(ready.split("STATUS=")[-1].strip())),
+        Figure("watchdog pings in 5 s (WatchdogSec=2)", watchdogs, "pings", ">= 4"),
+        Figure("resident memory of `cabguard run`", rss_mb, "MB", "<= 60"),
+    ]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
+    """B: the gateway in this process: jitter and CPU under journal load, door-to-siren latency."""
+    site = _armed_site(work, sim.port)
+    siren_at: list[float] = []
+
+    def on_scan(gw) -> None:
+        if gw.state.outputs[OUT_SIREN] and not siren_at:
+            siren_at.append(time.monotonic())
+
+    services = build(str(site), on_scan=on_scan)
+    gw = services.gateway
+    loop = threading.Thread(target=gw.run, daemon=True)
+    loop.start()
+    stop_load = threading.Event()
+
+    def journal_load() -> None:
+        period = 1.0 / JOURNAL_RATE
+        next_t = time.monotonic()
+        while not stop_load.is_set():
+            gw.journal.append(R.telemetry(gw.context(False)))
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    load = threading.Thread(target=journal_load, daemon=True)
+    try:
+        time.sleep(2.0)   # devices online, first polls done
+        load.start()
+        gw.lateness_ns.clear()
+        cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        time.sleep(JITTER_S)
+        cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        lateness_ms = [n / 1e6 for n in gw.lateness_ns]
+        cpu_pct = 100 * ((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)) / (wall1 - wall0)
+        latencies = _door_to_siren(gw, sim, siren_at)
+    finally:
+        stop_load.set()
+        gw.stop_event.set()
+        loop.join(5)
+        services.stop("bench over")
+    budget = PERIOD_MS + WIRE_IO_READ_MS + 5
+    figures = [
+        Figure("scan lateness p50 (100 ms period, journal 1,000 rec/s)", statistics.median(lateness_ms), "ms"),
+        Figure("scan lateness p99", _percentile(lateness_ms, 0.99), "ms", "<= 1"),
+        Figure("scan lateness max", max(lateness_ms), "ms", note="{} scans".format(len(lateness_ms))),
+        Figure("CPU of the gateway process (incl. the load thread)", cpu_pct, "%"),
+        Figure("late scans during the run", gw.timer.late_scans, "scans"),
+    ]
+    if latencies:
+        figures += [
+            Figure("door flip to siren output, p50", statistics.median(latencies), "ms"),
+            Figure("door flip to siren output, p99 (max of {} trials)".format(len(latencies)),
+                   _percentile(latencies, 0.99), "ms", "<= {:.0f}".format(budget),
+                   "budget: {} ms period + 1 I/O read + 5 ms".format(PERIOD_MS)),
+        ]
+    return figures
+
+
+def _door_to_siren(gw, sim: SimProcess, siren_at: list[float]) -> list[float]:
+    """Force the door again and again; time the simulator command to the siren output."""
+    latencies = []
+    rng = random.Random(1)
+    for _ in range(LATENCY_TRIALS):
+        siren_at.clear()
+        t0 = time.monotonic()
+        sim.set("io", door_open=1)
+        deadline = t0 + 2.0
+        while not siren_at and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if siren_at:
+            latencies.append((siren_at[0] - t0) * 1000)
+        gw.submit(CMD_ACK, 0, "bench", "bench").outcome.result(2)
+        sim.set("io", door_open=0)
+        time.sleep(0.3)
+        gw.submit(CMD_ARM, 0, "bench", "bench").outcome.result(2)
+        deadline = time.monotonic() + 2
+        while gw.state.mode != modes.ARMED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2 + rng.random() * 0.1)  # a random phase against the scan and the poll
+    return latencies
+
+
+def run() -> list[Figure]:
+    work = Path(tempfile.mkdtemp(prefix="cabguard-bench-runtime-"))
+    sim = SimProcess(work / "links")
+    try:
+        figures = process_figures(work / "a", sim.port)
+        figures += loop_figures(work / "b", sim)
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return figures

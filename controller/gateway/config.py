@@ -1,0 +1,248 @@
+"""The site config (TOML): loading, checking, and the last known good copy.
+
+docs/config.md documents every key with a complete example.  ``load`` reads
+and checks a file and returns a ``SiteConfig`` or raises ``ConfigError``
+listing *every* problem with its dotted path.  ``load_with_fallback`` is
+what the gateway uses at start: an invalid new config falls back to the last
+known good one (kept beside the journal), so a typo never leaves a cabinet
+unguarded.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.core.step import DEFAULT_ENTRY_ZONES
+from controller.errors import CabguardError
+from controller.gateway.schema import (
+    ArrayOfTables, Bool, Choice, Int, ListOf, MapOf, Problem, Str, Table, check,
+)
+from drivers.atomicfile import write_atomic
+
+NAME = r"[a-z][a-z0-9_]{0,31}"
+GATEWAY_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
+OUTPUTS = ("siren", "strobe", "lock", "led")
+
+
+def _timezone(name: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "unknown timezone {!r}: want an IANA name such as 'Europe/Amsterdam' or 'UTC'".format(name)
+    return None
+
+
+def _days(spec: str) -> str | None:
+    for part in spec.split(","):
+        ends = part.strip().split("-")
+        if len(ends) > 2 or any(e not in DAYS for e in ends):
+            return "days {!r}: want day names ({}) or ranges like 'mon-fri', comma-separated".format(
+                spec, " ".join(DAYS))
+    return None
+
+
+PATH = Str(r".+", "a file or folder path")
+
+SCHEMA = Table({
+    "gateway": Table({
+        "id": Str(GATEWAY_ID, "a gateway id: letters, digits, '.', '_' or '-', up to 64"),
+        "site": Str(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "a site name: letters, digits, '.', '_' or '-'"),
+        "timezone": Str(r".+", "an IANA timezone name", check=_timezone),
+        "scan_period_ms": Int(20, 1000, default=100),
+        "state_dir": Str(r".+", "a folder path", default="/var/lib/cabguard"),
+    }),
+    "core": Table({
+        "exit_delay_s": Int(0, 600, default=30),
+        "entry_delay_s": Int(0, 600, default=30),
+        "maint_default_min": Int(1, 480, default=30),
+        "maint_max_min": Int(1, 480, default=240),
+        "siren_max_s": Int(10, 1200, default=180),
+        "siren_retriggers": Int(0, 20, default=3),
+        "entry_zones": ListOf(Str(r"!?[a-z0-9_]+\.[a-z0-9_]+",
+                                  "a signal name like 'io.door_open', or '!io.door_bolt' for one that opens by falling"),
+                              default=DEFAULT_ENTRY_ZONES),
+    }, optional=True),
+    "bus": ArrayOfTables(Table({
+        "name": Str(NAME, "a bus name: lower-case letters, digits and '_'"),
+        "port": PATH,
+        "baud": Choice(BAUDS, default=115200),
+        "parity": Choice(("N", "E", "O"), default="N"),
+        "stopbits": Choice((1, 2), default=1),
+        "timeout_floor_ms": Int(2, 1000, default=20),
+        "timeout_ceiling_ms": Int(5, 5000, default=200),
+        "retries": Int(0, 5, default=1),
+    }), min_items=1),
+    "device": ArrayOfTables(Table({
+        "name": Str(NAME, "a device name: lower-case letters, digits and '_'"),
+        "bus": Str(NAME, "the name of a [[bus]]"),
+        "profile": Str(r"[A-Za-z0-9_.\-/]+", "a profile name or path"),
+        "address": Int(1, 247),
+        "poll_ms": Int(20, 60000, default=1000),
+    }), min_items=1),
+    "outputs": MapOf(Table({
+        "gpio": Int(0, 27, default=-1),
+        "active_high": Bool(default=True),
+        "device": Str(NAME, "the name of a [[device]] with coils", default=""),
+        "coil": Str(r"[a-z][a-z0-9_]*", "a coil signal of the device's profile, e.g. 'k1'", default=""),
+    }), key_pattern="|".join(OUTPUTS)),
+    "schedules": MapOf(Table({
+        "windows": ListOf(Table({
+            "days": Str(r".+", "days like 'mon-fri' or 'sat,sun'", check=_days),
+            "from": Str(HHMM, "a time 'HH:MM'"),
+            "to": Str(HHMM, "a time 'HH:MM'"),
+        }), min_items=1),
+        "when_clock_untrusted": Choice(("active", "inactive"), default="inactive"),
+    })),
+    "rules": Table({
+        "table": PATH,
+        "key": PATH,
+    }, optional=True),
+    "model": Table({"path": PATH}, optional=True),
+    "keys": Table({
+        "record": PATH,
+        "headend": Str(r".+", "a file path", default=""),
+    }),
+    "journal": Table({
+        "dir": PATH,
+        "budget_mb": Int(16, 1 << 20, default=1024),
+        "batch_ms": Int(10, 1000, default=500),
+    }),
+    "clock": Table({
+        "assume_trusted": Bool(default=False),
+    }, optional=True),
+    "gpio": Table({
+        "pin_factory": Choice(("default", "mock"), default="default"),
+    }, optional=True),
+    "console": Table({
+        "port": Str(r".+", "a serial port such as /dev/ttyAMA0, or pty:PATH to link a pty at PATH"),
+        "baud": Choice(BAUDS, default=115200),
+        "people": PATH,
+        "idle_s": Int(30, 3600, default=300),
+        "max_failures": Int(1, 20, default=5),
+        "lockout_s": Int(10, 86400, default=900),
+    }, optional=True),
+    "uplink": Table({
+        "broker": Str(r"[A-Za-z0-9.\-]+:\d{1,5}", "HOST:PORT of the site's MQTT broker"),
+        "protocol": Choice(("3.1.1", "5"), default="3.1.1"),
+        "topic_prefix": Str(r"[A-Za-z0-9_\-/]+", "an MQTT topic prefix", default="cabguard"),
+        "client_id": Str(r"[A-Za-z0-9._\-]{0,64}", "an MQTT client id", default=""),
+        "username": Str(r".*", "a user name", default=""),
+        "password": Str(r".*", "a password", default=""),
+        "ca_file": Str(r".*", "a CA certificate file", default=""),
+        "cert_file": Str(r".*", "a client certificate file", default=""),
+        "key_file": Str(r".*", "a client key file", default=""),
+        "heartbeat_s": Int(5, 3600, default=30),
+        "window": Int(1, 1024, default=64),
+    }, optional=True),
+})
+
+
+class ConfigError(CabguardError):
+    """A site config that cannot be used; lists every problem."""
+
+    def __init__(self, path: str, problems: list[Problem]):
+        self.path = path
+        self.problems = problems
+        lines = ["{}: {} problem{}:".format(path, len(problems), "" if len(problems) == 1 else "s")]
+        lines += ["  " + str(p) for p in problems]
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class SiteConfig:
+    """A checked config: ``doc`` is the normalised document, ``path`` its file."""
+
+    path: str
+    doc: dict[str, Any]
+
+    @property
+    def gateway_id(self) -> str:
+        return self.doc["gateway"]["id"]
+
+    def section(self, name: str) -> Any:
+        return self.doc.get(name)
+
+
+def _cross_checks(doc: dict) -> list[Problem]:
+    """What one key cannot know alone: references between sections."""
+    problems: list[Problem] = []
+    buses = {b["name"] for b in doc.get("bus") or []}
+    devices = {d["name"] for d in doc.get("device") or []}
+    for i, dev in enumerate(doc.get("device") or []):
+        if dev["bus"] is not None and dev["bus"] not in buses:
+            problems.append(Problem("device[{}].bus".format(i), "no [[bus]] named {!r} (buses: {})".format(
+                dev["bus"], ", ".join(sorted(buses)) or "none")))
+    for name, out in (doc.get("outputs") or {}).items():
+        path = "outputs.{}".format(name)
+        if out is None:
+            continue
+        by_gpio, by_coil = out["gpio"] >= 0, bool(out["device"])
+        if by_gpio == by_coil:
+            problems.append(Problem(path, "give either gpio = PIN or device = NAME with coil = N"))
+        elif by_coil and out["device"] not in devices:
+            problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
+        elif by_coil and not out["coil"]:
+            problems.append(Problem(path + ".coil", "missing; want the coil number on {}".format(out["device"])))
+    core = doc.get("core") or {}
+    if core and core["maint_default_min"] > core["maint_max_min"]:
+        problems.append(Problem("core.maint_default_min", "longer than core.maint_max_min"))
+    addresses: dict[tuple, str] = {}
+    for i, dev in enumerate(doc.get("device") or []):
+        key = (dev["bus"], dev["address"])
+        if key in addresses:
+            problems.append(Problem("device[{}].address".format(i), "address {} on bus {} is already {}".format(
+                dev["address"], dev["bus"], addresses[key])))
+        addresses.setdefault(key, dev["name"])
+    return problems
+
+
+def parse(text: str, path: str) -> SiteConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, [Problem("", "not valid TOML: {}".format(e))]) from None
+    doc, problems = check(SCHEMA, raw)
+    if doc is not None:
+        problems += _cross_checks(doc)
+    if problems:
+        raise ConfigError(path, problems)
+    return SiteConfig(path, doc)
+
+
+def load(path: str | Path) -> SiteConfig:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), [Problem("", "cannot read: {}".format(e.strerror))]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), [Problem("", "not UTF-8 text")]) from None
+    return parse(text, str(path))
+
+
+def last_good_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / "last-good.toml"
+
+
+def remember_good(config: SiteConfig) -> None:
+    """Keep a copy of a config that started cleanly (atomic replace)."""
+    dest = last_good_path(config.doc["gateway"]["state_dir"])
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(dest, Path(config.path).read_bytes())
+
+
+def load_with_fallback(path: str | Path, state_dir: str | Path) -> tuple[SiteConfig, ConfigError | None]:
+    """The config to run with, and the error that forced a fallback (if any)."""
+    try:
+        return load(path), None
+    except ConfigError as err:
+        good = last_good_path(state_dir)
+        if not good.exists():
+            raise
+        return load(good), err

@@ -1,0 +1,466 @@
+"""The running gateway: the imperative shell around ``step()``.
+
+Theory of operation
+-------------------
+One thread runs the scan loop on absolute deadlines (controller/gateway/scantimer.py).
+Each scan, in order:
+
+1. copy each bus poller's newest snapshot into the input image (no I/O);
+2. write the gateway's own signals (late scans, clock trust, journal
+   backlog, disk) and, once a second, the ``sched.*`` values and
+   ``sys.week_hour``;
+3. take the commands queued since the last scan (console, downlink, the
+   shell's own fault reports);
+4. ``step()`` — the only place where anything is decided (the anomaly
+   model, when the site has one, runs inside it in front of the table's
+   rules and writes ``anom.score`` / ``anom.top``);
+5. drive the outputs at once, then hand every event to the journal
+   (O(1), the writer thread does the disk) and persist mode and lock if
+   they changed (a writer thread again);
+6. ping the systemd watchdog.
+
+Everything slow lives beside the loop and talks to it through queues: one
+thread per bus, the journal writer, the state writer, the console, the
+uplink, and a housekeeping thread that refreshes the cached health values
+(clock trust, disk, backlog) once a second.  The loop never blocks on a
+disk, a bus or a network.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import re
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Callable
+
+from controller import __version__
+from controller.core import ticks
+from controller.core.events import (
+    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_DURESS, EV_REFUSED, EV_RULE, INFO, WARNING,
+)
+from controller.core.modelrules import ModelRules
+from controller.core.modes import MODE_NAMES
+from controller.core.step import CoreState, step
+from controller.errors import CabguardError
+from controller.gateway.actuators import OutputBank, build_bank
+from controller.gateway.scantimer import ScanTimer
+from controller.gateway.site import Site
+from controller.gateway.statefile import StateFile
+from controller.gateway.tables import TableSlot
+from controller.gateway.timeline import describe
+from controller.journal import records as R
+from controller.journal.evidence import EvidenceRing, evidence_record, incident_record
+from controller.journal.journal import Journal
+from drivers.clock import Clock
+from drivers.errors import DriverError
+from drivers.keys import load_key
+from drivers.sdnotify import Notifier
+
+FAULT_OUTPUT_READBACK = 1
+FAULT_OUTPUT_WRITE = 2
+FAULT_NO_TABLE = 3
+HOUSEKEEPING_S = 1.0
+PORT_RETRY_S = 5.0
+BUS_REPORT_S = 60.0
+SWITCH_INTERVAL_S = 0.0005
+EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
+EVIDENCE_AFTER_MS = 10_000    # ... and this long after
+# `password = "..."`, `broker_secret = '...'`, `token = ...`: the value goes, the key stays.
+_SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
+
+
+def hide_secrets(text: str) -> str:
+    """A config's text with the value of every password, secret or token key replaced."""
+    return "\n".join(_SECRET.sub(r'\1"(hidden)"', line) for line in text.splitlines())
+
+
+class CommandTicket:
+    """A core command on its way into a scan, and its outcome."""
+
+    def __init__(self, code: int, arg: int, source: str, actor: str):
+        self.code, self.arg, self.source, self.actor = code, arg, source, actor
+        self.outcome: Future[str] = Future()
+
+
+class Gateway:
+    def __init__(self, site: Site, *, clock: Clock | None = None, notifier: Notifier | None = None,
+                 on_scan: Callable[["Gateway"], None] | None = None):
+        doc = site.config.doc
+        self.site = site
+        self.gateway_id = doc["gateway"]["id"]
+        self.state_dir = Path(doc["gateway"]["state_dir"])
+        self.clock = clock or Clock((doc.get("clock") or {}).get("assume_trusted", False))
+        self.notifier = notifier or Notifier()
+        self.catalog = site.catalog
+        self.image = self.catalog.new_image()
+        # The anomaly model runs in front of the table's rules (controller/core/modelrules.py).
+        self.model_rules = (ModelRules(site.model, self.catalog, visit_ms=site.core_config.maint_max_ms)
+                            if site.model is not None else None)
+        self.state = CoreState(self.catalog, site.core_config, self.model_rules)
+        self.table: TableSlot | None = None
+        self.urgent_listeners: list[Callable[[int], None]] = []
+        self.active_rules: set[str] = set()   # rules raised and not cleared, by id
+        self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
+        self.on_scan = on_scan
+        gpio = (doc.get("gpio") or {}).get("pin_factory", "default")
+        self.bank: OutputBank = build_bank(doc.get("outputs") or {}, gpio, site.pollers_by_device)
+        self.timer = ScanTimer(doc["gateway"]["scan_period_ms"], self.clock.monotonic_ns)
+        self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
+        self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.recent: collections.deque[str] = collections.deque(maxlen=200)
+        self.stop_event = threading.Event()
+        self.started_pollers: set[int] = set()
+        self.trusted = False
+        self.disk_free_pct = 100
+        self.backlog = 0
+        self.sched_values: list[int] = []
+        self.week_hour = -1
+        self._sched_idx = [self.catalog.index["sched." + n] for n in site.schedules.names()]
+        self._bus_reported: dict[tuple[str, str], float] = {}
+        self.last_event = ""
+        self.persisted: tuple | None = None
+        self.last_late = 0
+        self.lateness_ns: collections.deque[int] = collections.deque(maxlen=100000)
+        self._idx = {name: self.catalog.index[name] for name in (
+            "sys.late_scans", "sys.clock_trusted", "sys.journal_backlog", "sys.disk_free_pct",
+            "sys.week_hour")}
+        self._poll_idx = [(p, p.indices(self.catalog)) for p in site.pollers]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.statefile = StateFile(self.state_dir / "core-state.json")
+        jdoc = doc["journal"]
+        self.journal = Journal.open(jdoc["dir"], self.gateway_id, self.state_dir / "record-epoch.key",
+                                    provisioning=self._provisioning_key(doc),
+                                    budget_bytes=jdoc["budget_mb"] << 20)
+        self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+
+    @staticmethod
+    def _provisioning_key(doc: dict):
+        """The record key from provisioning, needed only to start a new journal."""
+        path = Path(doc["keys"]["record"])
+        return load_key(path) if path.exists() else None
+
+    # ---- context for records -------------------------------------------------
+
+    def now_tick(self) -> int:
+        return ticks.wrap(self.clock.monotonic_ns() // 1_000_000)
+
+    def context(self, with_image: bool = True) -> R.Context:
+        mono_ms = self.clock.monotonic_ns() // 1_000_000
+        return R.Context(int(self.clock.wall_s() * 1000), self.trusted, mono_ms,
+                         self.image if with_image else None)
+
+    def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
+        seq = self.journal.append(R.health(self.context(False), code, detail, severity))
+        if severity >= ALARM:
+            self._urgent(seq)
+        self.note("health: " + detail)
+
+    def _urgent(self, seq: int) -> None:
+        """An alarm or critical record: the uplink sends it at once, not with the next batch."""
+        for listener in self.urgent_listeners:
+            listener(seq)
+
+    def note(self, text: str) -> None:
+        self.last_event = text
+        self.recent.append("{} {}".format(time.strftime("%H:%M:%S", time.localtime(self.clock.wall_s())), text))
+
+    # ---- commands from the console and the downlink ------------------------------
+
+    def submit(self, code: int, arg: int, source: str, actor: str) -> CommandTicket:
+        """Queue a core command for the next scan; ``ticket.outcome`` says what became of it."""
+        ticket = CommandTicket(code, arg, source, actor)
+        self.tickets.put(ticket)
+        return ticket
+
+    def run_in_loop(self, task: Callable[[], None]) -> None:
+        """Run ``task`` in the loop thread between two scans (e.g. swap a rule table)."""
+        self.tasks.put(task)
+
+    # ---- start, loop, stop ---------------------------------------------------
+
+    def start(self) -> None:
+        self.trusted = self.clock.trusted()
+        self._refresh_schedules()
+        self._start_pollers()
+        now = ticks.wrap(self.clock.monotonic_ns() // 1_000_000)
+        saved = self.statefile.load()
+        if saved is not None:
+            self.state.resume_after_restart(saved, now)
+        self.persisted = self.state.persisted()
+        self.bank.apply(self.state.outputs if saved is not None else [0, 0, self.state.lock, 0])
+        self._journal_catalog()
+        ctx = self.context(False)
+        self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
+            __version__, self.site.config.path, MODE_NAMES[self.state.mode]), INFO))
+        self.note("started in mode {}".format(MODE_NAMES[self.state.mode]))
+        self.housekeeper.start()
+
+    def _start_pollers(self) -> None:
+        """Start every bus whose port opens; a missing port leaves its devices offline."""
+        for i, poller in enumerate(self.site.pollers):
+            if i in self.started_pollers:
+                continue
+            try:
+                poller.start()
+                self.started_pollers.add(i)
+            except DriverError as e:
+                if not getattr(poller, "_reported_missing", False):
+                    poller._reported_missing = True  # report once, keep retrying quietly
+                    self.journal_health(R.HEALTH_BUS, str(e), ALARM)
+
+    def run(self) -> None:
+        # A thread waiting for the GIL waits up to the switch interval; 5 ms by
+        # default would show as scan jitter whenever the journal writer is busy.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        anchor_ns = self.timer.start()
+        for poller in self.site.pollers:
+            poller.align(anchor_ns / 1e9, self.timer.period_ns / 1e9)
+        self.notifier.ready("guarding: mode {}".format(MODE_NAMES[self.state.mode]))
+        watchdog_every = self.notifier.watchdog_interval_s
+        next_ping = time.monotonic()
+        while not self.stop_event.is_set():
+            lateness = self.timer.wait()
+            self.lateness_ns.append(lateness)
+            self.scan()
+            if watchdog_every and time.monotonic() >= next_ping:
+                self.notifier.watchdog()
+                next_ping = time.monotonic() + watchdog_every
+
+    def scan(self) -> None:
+        """One scan: inputs, step(), outputs, records."""
+        now_ns = self.clock.monotonic_ns()
+        now = ticks.wrap(now_ns // 1_000_000)
+        image = self.image
+        for poller, indices in self._poll_idx:
+            poller.copy_into(image, indices)
+        idx = self._idx
+        image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
+        image[idx["sys.clock_trusted"]] = int(self.trusted)
+        image[idx["sys.journal_backlog"]] = min(self.backlog, 0x7FFFFFFF)
+        image[idx["sys.disk_free_pct"]] = self.disk_free_pct
+        image[idx["sys.week_hour"]] = self.week_hour
+        for i, value in zip(self._sched_idx, self.sched_values):
+            image[i] = value
+        while not self.tasks.empty():
+            self.tasks.get_nowait()()
+        tickets = []
+        while not self.tickets.empty():
+            tickets.append(self.tickets.get_nowait())
+        commands = [(t.code, t.arg) for t in tickets] + self._bus_faults()
+        outputs, events = step(self.state, (image, commands), now)
+        self.bank.apply(outputs)
+        if events or tickets:
+            incident = self._record(events, tickets)
+            if incident is not None:
+                self.evidence.incident(incident[0], incident[1], now)
+        for window in self.evidence.scan(now, image, commands):
+            ctx = self.context(False)
+            evidence_seq = self.journal.append(evidence_record(ctx, window))
+            self.journal.append(incident_record(ctx, window, evidence_seq))
+        if self.timer.late_scans != self.last_late:
+            self.last_late = self.timer.late_scans
+            self.journal_health(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
+                self.last_late, self.timer.last_lateness_ns / 1e6))
+        if self.on_scan:
+            self.on_scan(self)
+
+    def _bus_faults(self) -> list[tuple[int, int]]:
+        """Bus events become health records; failed output writes become core faults."""
+        faults = []
+        for poller in self.site.pollers:
+            for bev in poller.events():
+                if bev.kind in ("write_mismatch", "write_failed"):
+                    code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
+                    faults.append((CMD_FAULT, code))
+                if bev.kind not in ("online", "offline", "write_ok") and self._bus_news(bev.device, bev.kind):
+                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail))
+        return faults
+
+    def _bus_news(self, device: str, kind: str) -> bool:
+        """At most one record a minute per source and kind: a device answering
+        every poll with an exception must not flood the journal."""
+        now = time.monotonic()
+        key = (device, kind)
+        if now - self._bus_reported.get(key, -BUS_REPORT_S) < BUS_REPORT_S:
+            return False
+        self._bus_reported[key] = now
+        return True
+
+    def _record(self, events, tickets: list[CommandTicket]) -> tuple[int, int] | None:
+        """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
+        ctx = self.context()
+        incident = None
+        refused = {e[1] for e in events if e[0] == EV_REFUSED}
+        for t in tickets:
+            ok = t.code not in refused
+            name = COMMAND_NAMES.get(t.code, str(t.code))
+            self.journal.append(R.command(ctx, t.source, name, t.arg, ok,
+                                          "" if ok else "not allowed in mode " + MODE_NAMES[self.state.mode]))
+            t.outcome.set_result("ok" if ok else "refused: not allowed in mode {}".format(
+                MODE_NAMES[self.state.mode]))
+        for ev in events:
+            if ev[0] == EV_REFUSED:
+                continue  # journaled above as a refused command
+            if ev[0] == EV_RULE:
+                self._track_rule(ev)
+            record = R.from_event(ev, ctx)
+            seq = self.journal.append(record)
+            severity = record[R.SEVERITY]
+            if severity >= ALARM:
+                incident = incident or (seq, severity)
+                self._urgent(seq)
+            if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
+                self.note(describe(ev, self.catalog, self.rule_names()))
+        persisted = self.state.persisted()
+        if persisted != self.persisted:
+            self.persisted = persisted
+            self.statefile.save(persisted)
+        return incident
+
+    def _track_rule(self, ev: tuple[int, int, int, int]) -> None:
+        names = self.rule_names()
+        name = names[ev[1]] if ev[1] < len(names) else "#{}".format(ev[1])
+        if ev[3] and ev[2] >= ALARM:
+            self.active_rules.add(name)
+        else:
+            self.active_rules.discard(name)
+
+    def rule_names(self) -> tuple[str, ...]:
+        """Rule names by the index events carry (the model's rule after the table's)."""
+        if self.model_rules is not None:
+            return self.model_rules.rule_names()
+        rules = self.state.rules
+        return tuple(rules.table.ids) if rules is not None else ()
+
+    # ---- the rule table ------------------------------------------------------
+
+    def use_table(self, key_path: str, table_path: str) -> None:
+        """At start: load the site's table; without a good one the gateway says so loudly.
+
+        The core still guards with its entry delay, and the FAULT it raises
+        is journaled and uplinked as critical until a good table is loaded."""
+        self.table = TableSlot(load_key(key_path), self.catalog)
+        loaded = self.table.load(table_path)
+        self.table.on_change = lambda ev: self.run_in_loop(lambda: self._use_evaluator(ev))
+        if loaded:
+            self.state.rules = self._with_model(self.table.evaluator)
+            self.note("rule table {} loaded: {} rules".format(table_path, len(self.rule_names())))
+            return
+        self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
+        self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
+
+    def _journal_catalog(self) -> None:
+        """What an incident replay needs: the catalog, core settings and the running table."""
+        payload = self.table.payload if self.table is not None and self.table.data is not None else None
+        self.journal.append(R.catalog(self.context(False), self.catalog.specs(), self.state.config.as_dict(),
+                                      self.site.entry_zones, self.catalog.digest(), payload))
+
+    def _use_evaluator(self, evaluator) -> None:
+        """In the loop thread, between scans: a new table takes over."""
+        self.state.rules = self._with_model(evaluator)
+        self._journal_catalog()
+
+    def _with_model(self, evaluator):
+        """The evaluator step() runs: the table's, behind the anomaly model if there is one."""
+        if self.model_rules is None:
+            return evaluator
+        self.model_rules.rules = evaluator
+        return self.model_rules
+
+    def load_rules(self, path: str) -> str:
+        """A new table from the console or the downlink; a refused one leaves the old active."""
+        if self.table is None:
+            raise CabguardError("this site has no [rules] section, so no installer key to verify tables")
+        if self.table.load(path):
+            return "rule table {} verified and loaded ({} rules)".format(path, self.table.evaluator.table.size)
+        self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, ALARM)
+        return "refused: {}; the previous table stays active".format(self.table.error)
+
+    def rules_info(self) -> str:
+        """What decides: the rule table (or none) and the anomaly model (or none)."""
+        model = ""
+        if self.model_rules is not None:
+            model = "; anomaly model {} (score threshold {})".format(
+                self.site.config.doc["model"]["path"], self.model_rules.threshold)
+        if self.table is None or self.table.data is None:
+            return "no rule table (core entry-delay protection only)" + model
+        data = self.table.data
+        source = data.get("source", b"")
+        return "{}: {} rules, source {}, MAC kid {}{}".format(
+            self.table.path, self.table.evaluator.table.size,
+            source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text, model)
+
+    def config_text(self) -> str:
+        """The running config, secrets left out (key files are named, never read)."""
+        return hide_secrets(Path(self.site.config.path).read_text(encoding="utf-8"))
+
+    def _refresh_schedules(self) -> None:
+        wall = self.clock.wall_s()
+        values = self.site.schedules.values(wall, self.trusted)
+        self.sched_values = [values["sched." + n] for n in self.site.schedules.names()]
+        self.week_hour = self.site.schedules.week_hour(wall, self.trusted)
+
+    def _housekeeping(self) -> None:
+        """Slow facts, cached for the loop: clock trust, disk, backlog, ports."""
+        next_ports = time.monotonic() + PORT_RETRY_S
+        while not self.stop_event.wait(HOUSEKEEPING_S):
+            self.trusted = self.clock.trusted()
+            self._refresh_schedules()
+            health = self.journal.health()
+            self.backlog = int(health.get("backlog", 0))
+            budget = int(health.get("budget", 0)) or 1
+            used_pct = 100 * int(health.get("bytes", 0)) // budget
+            try:
+                disk = shutil.disk_usage(self.journal.directory)
+                disk_pct = 100 * disk.free // max(1, disk.total)
+            except OSError:
+                disk_pct = 0
+            self.disk_free_pct = max(0, min(100 - used_pct, disk_pct))
+            if time.monotonic() >= next_ports and len(self.started_pollers) < len(self.site.pollers):
+                self._start_pollers()
+                next_ports = time.monotonic() + PORT_RETRY_S
+            self.notifier.status(self.status_line())
+
+    def uplink_health(self, text: str) -> None:
+        """The uplink's troubles: noted at once, journaled at most once a minute."""
+        self.note(text)
+        if self._bus_news("uplink", "health"):
+            self.journal.append(R.health(self.context(False), R.HEALTH_UPLINK, text, WARNING))
+
+    def heartbeat_doc(self) -> dict:
+        """Health for the uplink's heartbeat (called from the uplink-inbox thread)."""
+        online = [d for d in self.catalog.devices if self.image[self.catalog.index[d + ".online"]]]
+        return {"gateway": self.gateway_id, "site": self.site.config.doc["gateway"]["site"],
+                "mode": MODE_NAMES[self.state.mode], "devices_online": len(online),
+                "devices": len(self.catalog.devices), "offline": sorted(set(self.catalog.devices) - set(online)),
+                "last_seq": self.journal.durable_seq, "clock_trusted": self.trusted,
+                "late_scans": self.timer.late_scans, "version": __version__,
+                "rules": self.rules_info(), "wall_ms": int(self.clock.wall_s() * 1000)}
+
+    def status_line(self) -> str:
+        online = sum(self.image[self.catalog.index[d + ".online"]] for d in self.catalog.devices)
+        return "mode {} | devices {}/{} online | last: {}".format(
+            MODE_NAMES[self.state.mode], online, len(self.catalog.devices), self.last_event or "-")
+
+    def stop(self, why: str = "stopped") -> None:
+        """SIGTERM path: outputs to their safe state, journal flushed, buses closed."""
+        self.stop_event.set()
+        self.bank.safe(self.state.lock)
+        self.notifier.stopping()
+        try:
+            self.journal.append(R.health(self.context(False), R.HEALTH_STOPPED, why, INFO))
+        finally:
+            self.journal.close()
+        for i, poller in enumerate(self.site.pollers):
+            if i in self.started_pollers:
+                poller.stop()
+        self.statefile.close()
+        self.bank.close()
+        if self.housekeeper.is_alive():
+            self.housekeeper.join(2 * HOUSEKEEPING_S)

@@ -1,0 +1,148 @@
+"""``cabguard run --config SITE.toml``: the gateway, for real.
+
+``build`` turns a site config into running services — the gateway and its
+scan loop's helpers, the rule table, the serial console and the uplink,
+all sharing one command path — and ``serve`` runs them until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from controller.console.auth import Authenticator, PeopleStore
+from controller.console.commandpath import CommandPath
+from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
+from controller.console.view import ConsoleView
+from controller.core.events import ALARM
+from controller.gateway.config import load_with_fallback, remember_good
+from controller.gateway.loop import Gateway
+from controller.gateway.site import assemble
+from controller.journal import records as R
+from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
+from controller.link.uplink import with_checkpoint
+from controller.link.uplinkproc import UplinkProcess, UplinkSpec
+from controller.link.wire import Topics
+from drivers.keys import load_key
+from drivers.mqtt import BrokerSettings
+
+DEFAULT_STATE_DIR = "/var/lib/cabguard"
+
+
+@dataclass
+class Services:
+    gateway: Gateway
+    path: CommandPath
+    console: ConsoleServer | None = None
+    uplink: UplinkProcess | None = None
+
+    def stop(self, why: str) -> None:
+        if self.console:
+            self.console.stop()
+        if self.uplink:
+            self.uplink.stop()
+        self.gateway.stop(why)
+
+
+def state_dir_of(path: str) -> str:
+    """The state folder named by a config, even an invalid one (to find its last good copy)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        value = raw.get("gateway", {}).get("state_dir")
+        return value if isinstance(value, str) and value else DEFAULT_STATE_DIR
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return DEFAULT_STATE_DIR
+
+
+def console_stream(doc: dict, link_override: str | None) -> Stream:
+    port = "pty:" + link_override if link_override else doc["port"]
+    if port.startswith("pty:"):
+        return PtyStream(port[4:])
+    return SerialStream(port, doc["baud"])
+
+
+def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | None) -> ConsoleServer:
+    auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"])
+    return ConsoleServer(console_stream(doc, link), ConsoleView(gateway, path), auth, doc["idle_s"]).start()
+
+
+def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProcess:
+    gdoc = gateway.site.config.doc
+    host, _, port = doc["broker"].rpartition(":")
+    settings = BrokerSettings(host, int(port), protocol=5 if doc["protocol"] == "5" else 4,
+                              client_id=doc["client_id"] or gateway.gateway_id, username=doc["username"],
+                              password=doc["password"], ca_file=doc["ca_file"], cert_file=doc["cert_file"],
+                              key_file=doc["key_file"])
+    on_command: Callable[[bytes], None] = lambda payload: None    # no head-end key: no commands
+    headend = gdoc["keys"]["headend"]
+    if headend:
+        verifier = DownlinkVerifier(gateway.gateway_id, load_key(headend), SeqStore(gateway.state_dir / "downlink-seq"))
+        on_command = command_handler(verifier, path.execute, path.refused)
+    spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
+                      str(gateway.journal.directory), window=doc["window"], heartbeat_s=doc["heartbeat_s"])
+    uplink = UplinkProcess(spec, gateway.journal, on_command=on_command, on_health=gateway.uplink_health,
+                           heartbeat=with_checkpoint(gateway.journal, gateway.heartbeat_doc))
+    gateway.urgent_listeners.append(uplink.notify_urgent)
+    return uplink.start()
+
+
+def build(config_path: str, state_dir: str | None = None, console_link: str | None = None,
+          **gateway_options) -> Services:
+    """Load the config (falling back to the last good one), assemble, start everything."""
+    config, fallback = load_with_fallback(config_path, state_dir or state_dir_of(config_path))
+    doc = config.doc
+    gateway = Gateway(assemble(config), **gateway_options)
+    if doc.get("rules"):
+        gateway.use_table(doc["rules"]["key"], doc["rules"]["table"])
+    gateway.start()
+    if fallback is None:
+        remember_good(config)
+    else:
+        print(fallback, file=sys.stderr)
+        print("cabguard: running on the last good config {}".format(config.path), file=sys.stderr)
+        gateway.journal_health(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
+    console_doc = doc.get("console")
+    people = PeopleStore(console_doc["people"]) if console_doc else None
+    services = Services(gateway, CommandPath(gateway, people))
+    if console_doc:
+        services.console = start_console(gateway, services.path, console_doc, console_link)
+    if doc.get("uplink"):
+        services.uplink = start_uplink(gateway, services.path, doc["uplink"])
+    return services
+
+
+class StopRequest:
+    """SIGTERM/SIGINT caught from the very start, so a stop during start-up is clean too."""
+
+    def __init__(self) -> None:
+        self.why = ""
+        self.services: Services | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.why = "stopped by {}".format(signal.Signals(signum).name)
+        if self.services is not None:
+            self.services.gateway.stop_event.set()
+
+
+def serve(services: Services, stop: StopRequest) -> int:
+    """Run until SIGTERM or SIGINT, then stop cleanly (safe outputs, journal flushed)."""
+    stop.services = services
+    if stop.why:                         # the stop came while we were starting
+        services.gateway.stop_event.set()
+    try:
+        services.gateway.run()
+    finally:
+        services.stop(stop.why or "stopped")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    stop = StopRequest()
+    return serve(build(args.config, args.state_dir), stop)

@@ -1,0 +1,178 @@
+"""Records: what the journal stores, one CBOR map with small integer keys.
+
+The schema is docs/records.cddl.  Every record has the common keys below;
+``DATA`` holds the fields of its type, again with small integer keys.
+The journal adds ``SEQ``, ``BOOT``, ``GATEWAY`` and ``PREV`` when it seals a
+record, so a record map built here is complete except for its place in
+the chain.  Encoding is deterministic CBOR (drivers.cose.encode).
+
+``from_event`` turns each event of ``step()`` into a record, so the runtime
+journals every event with one call.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from controller.core import events as ev, modes
+
+# Common keys.
+SEQ = 1
+BOOT = 2
+WALL_MS = 3
+TIME_QUALITY = 4
+MONO_MS = 5
+GATEWAY = 6
+TYPE = 7
+SEVERITY = 8
+RULE = 9
+SNAPSHOT = 10
+PREV = 11
+DATA = 12
+
+# Time quality: is the wall clock worth believing?
+TIME_UNTRUSTED = 0   # free-running since boot, never synchronised
+TIME_TRUSTED = 1     # synchronised (NTP, GNSS or a set RTC)
+
+# Record types: the core's events keep their event codes (1-10).
+GENESIS = 32
+RECOVERED = 33
+KEY_ROTATION = 34
+CHECKPOINT = 35
+COMMAND = 36
+LOGIN = 37
+INCIDENT = 38
+TELEMETRY = 39
+HEALTH = 40
+RETENTION = 41
+CATALOG = 42
+EVIDENCE = 43
+
+TYPE_NAMES = {**ev.EVENT_NAMES, GENESIS: "genesis", RECOVERED: "recovered",
+              KEY_ROTATION: "key_rotation", CHECKPOINT: "checkpoint", COMMAND: "command",
+              LOGIN: "login", INCIDENT: "incident", TELEMETRY: "telemetry",
+              HEALTH: "health", RETENTION: "retention", CATALOG: "catalog",
+              EVIDENCE: "evidence"}
+
+# Data keys of the core events: 1, 2, 3 are the event's a, b, c
+# (controller.core.events.EVENT_FIELDS names them).
+EVENT_A, EVENT_B, EVENT_C = 1, 2, 3
+
+# Health codes (HEALTH records, data key 1).
+HEALTH_JOURNAL_FULL = 1     # over the disk budget and keeping unsent alarms
+HEALTH_LATE_SCANS = 2       # scans started late (detail: how many so far)
+HEALTH_BUS = 3              # a bus event: exception answer, port missing, write result
+HEALTH_CONFIG_FALLBACK = 4  # the new config was invalid: running on the last good one
+HEALTH_TABLE_REFUSED = 5    # a rule table failed its checks: the previous one stays
+HEALTH_UPLINK = 6           # the broker refused us, or TLS failed
+HEALTH_CONSOLE_LOCKOUT = 7  # repeated failed console logins
+HEALTH_STARTED = 8          # the gateway started (detail: version, config)
+HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
+
+# Data keys per type beyond the core events (docs/records.cddl).
+GENESIS_KID, GENESIS_ALG = 1, 2
+RECOVERED_SEGMENT, RECOVERED_OFFSET, RECOVERED_CUT, RECOVERED_LAST_SEQ, RECOVERED_CORRUPT = 1, 2, 3, 4, 5
+ROTATION_OLD_KID, ROTATION_NEW_KID, ROTATION_REASON = 1, 2, 3
+ROTATE_BOOT, ROTATE_DAY, ROTATE_COMMAND = 0, 1, 2
+CHECKPOINT_SINCE_BOOT, CHECKPOINT_FIRST_SEQ, CHECKPOINT_BYTES = 1, 2, 3
+COMMAND_SOURCE, COMMAND_NAME, COMMAND_ARG, COMMAND_ACCEPTED, COMMAND_REASON = 1, 2, 3, 4, 5
+LOGIN_USER, LOGIN_LEVEL, LOGIN_OK = 1, 2, 3
+INCIDENT_TRIGGER, INCIDENT_EVIDENCE = 1, 2
+HEALTH_CODE, HEALTH_DETAIL = 1, 2
+RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
+CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
+EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
+
+
+class Context:
+    """What the shell knows at the moment of an event: the clocks and the image."""
+
+    __slots__ = ("wall_ms", "trusted", "mono_ms", "image")
+
+    def __init__(self, wall_ms: int, trusted: bool, mono_ms: int, image: Sequence[int] | None = None):
+        self.wall_ms = wall_ms
+        self.trusted = trusted
+        self.mono_ms = mono_ms
+        self.image = image
+
+
+def make(rtype: int, severity: int, ctx: Context, data: dict[int, object] | None = None,
+         rule: int | None = None, snapshot: bool = False) -> dict[int, object]:
+    """A record map without its chain fields (the journal adds those)."""
+    rec: dict[int, object] = {
+        WALL_MS: ctx.wall_ms,
+        TIME_QUALITY: TIME_TRUSTED if ctx.trusted else TIME_UNTRUSTED,
+        MONO_MS: ctx.mono_ms,
+        TYPE: rtype,
+        SEVERITY: severity,
+    }
+    if rule is not None:
+        rec[RULE] = rule
+    if snapshot and ctx.image is not None:
+        rec[SNAPSHOT] = list(ctx.image)
+    if data:
+        rec[DATA] = data
+    return rec
+
+
+def event_severity(event: tuple[int, int, int, int]) -> int:
+    """How serious a core event is: it decides the fsync and the uplink."""
+    code, a, b, c = event
+    if code == ev.EV_RULE:   # a rule clearing is news, not an alarm
+        return b if c and 0 <= b <= ev.CRITICAL else ev.INFO
+    if code == ev.EV_MODE:
+        return {modes.ALARM: ev.ALARM, modes.FAULT: ev.CRITICAL}.get(b, ev.INFO)
+    if code in (ev.EV_DURESS, ev.EV_FAULT):
+        return ev.CRITICAL
+    if code == ev.EV_LOCK:
+        return ev.ALARM if a else ev.WARNING
+    if code in (ev.EV_DEVICE, ev.EV_REFUSED, ev.EV_SIREN_LIMIT):
+        return ev.WARNING
+    return ev.INFO
+
+
+def from_event(event: tuple[int, int, int, int], ctx: Context) -> dict[int, object]:
+    """The record of one ``step()`` event; the image goes in as the snapshot."""
+    code, a, b, c = event
+    if code not in ev.EVENT_NAMES:
+        raise ValueError("event code {} is not a core event".format(code))
+    rule = a if code == ev.EV_RULE else None
+    return make(code, event_severity(event), ctx, {EVENT_A: a, EVENT_B: b, EVENT_C: c},
+                rule=rule, snapshot=True)
+
+
+def command(ctx: Context, source: str, name: str, arg: int, accepted: bool,
+            reason: str = "") -> dict[int, object]:
+    """A command from the console or the downlink, accepted or refused."""
+    data: dict[int, object] = {COMMAND_SOURCE: source, COMMAND_NAME: name, COMMAND_ARG: arg,
+                               COMMAND_ACCEPTED: accepted}
+    if reason:
+        data[COMMAND_REASON] = reason
+    return make(COMMAND, ev.INFO if accepted else ev.WARNING, ctx, data)
+
+
+def login(ctx: Context, user: str, level: str, ok: bool) -> dict[int, object]:
+    return make(LOGIN, ev.INFO if ok else ev.WARNING, ctx,
+                {LOGIN_USER: user, LOGIN_LEVEL: level, LOGIN_OK: ok})
+
+
+def health(ctx: Context, code: int, detail: str, severity: int = ev.WARNING) -> dict[int, object]:
+    """Something about the gateway itself that the head end should know."""
+    return make(HEALTH, severity, ctx, {HEALTH_CODE: code, HEALTH_DETAIL: detail})
+
+
+def telemetry(ctx: Context) -> dict[int, object]:
+    """A periodic snapshot of the whole image."""
+    return make(TELEMETRY, ev.INFO, ctx, snapshot=True)
+
+
+def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str, int],
+            zones: Sequence[str], digest: bytes, table: bytes | None = None) -> dict[int, object]:
+    """The catalog (and the running rule table's payload) at each boot and table
+    change, so evidence can be replayed from the journal with the same rules."""
+    data: dict[int, object] = {CATALOG_SPECS: [list(s) for s in specs], CATALOG_CORE: dict(core),
+                               CATALOG_ZONES: list(zones), CATALOG_DIGEST: digest}
+    if table is not None:
+        data[CATALOG_TABLE] = table
+    return make(CATALOG, ev.INFO, ctx, data)
+
