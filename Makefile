@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PYDEPS := $(VENV)/.deps-stamp
 JSDEPS := node_modules/.deps-stamp
 
-.PHONY: setup demo test bench hil clean system
+.PHONY: setup demo test bench soak hil clean system
 
 setup: $(PYDEPS) $(JSDEPS) system
 
@@ -42,8 +42,16 @@ test: setup
 hil: setup
 	$(PY) -m pytest hil_tests $(HIL_ARGS)
 
+# Figures, then the 10-minute soaks of the real gateway (docs/runtime.md), disarmed and armed.
 bench: setup
 	$(VENV)/bin/cabguard bench
+	$(VENV)/bin/cabguard soak --minutes 10
+	$(VENV)/bin/cabguard soak --minutes 10 --armed
+
+# The real gateway against the simulator for as long as asked: make soak MINUTES=60 [SOAK_ARGS=--armed]
+MINUTES ?= 10
+soak: setup
+	$(VENV)/bin/cabguard soak --minutes $(MINUTES) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache *.egg-info

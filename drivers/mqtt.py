@@ -11,6 +11,7 @@ reported once per attempt as a health problem, not hammered.
 from __future__ import annotations
 
 import random
+import select
 import socket
 import ssl
 import time
@@ -136,6 +137,11 @@ class MqttLink:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        # Another thread's wake() ends a poll() early: new records to send, a stop.
+        # (Socket objects: a wake() after close() fails cleanly, never on a reused fd.)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     # paho callbacks (run inside poll()) --------------------------------------
     def _on_connect(self, _c, _u, _flags, reason, _props) -> None:
@@ -172,11 +178,33 @@ class MqttLink:
             return describe_tls_failure(e, s)
         return None
 
+    def wake(self) -> None:
+        """End the current or next ``poll()`` at once (thread-safe)."""
+        try:
+            self._wake_w.send(b"w")
+        except OSError:             # already woken many times over, or closed
+            pass
+
     def poll(self, timeout_s: float = 0.05) -> None:
-        if self.client.socket() is None:     # not connected: paho would return at once
-            time.sleep(timeout_s)
+        """Wait up to ``timeout_s`` for the broker or a ``wake()``, then let paho
+        read, write and keep the connection alive.  The owner sleeps here
+        between events instead of waking at a fixed rate."""
+        sock = self.client.socket()
+        rlist = [self._wake_r] if sock is None else [self._wake_r, sock]
+        wlist = [sock] if sock is not None and self.client.want_write() else []
+        pending = sock is not None and hasattr(sock, "pending") and sock.pending() > 0   # TLS bytes already read
+        try:
+            ready = select.select(rlist, wlist, [], 0.0 if pending else timeout_s)[0]
+        except (OSError, ValueError):   # the socket closed under us: paho reports it below
+            ready = []
+        if self._wake_r in ready:
+            try:
+                self._wake_r.recv(4096)
+            except OSError:
+                pass
+        if sock is None:
             return
-        rc = self.client.loop(timeout=timeout_s)
+        rc = self.client.loop(timeout=0.0)
         if rc != paho.MQTT_ERR_SUCCESS and self.connected:
             self.connected = False
             self.events.append((DISCONNECTED, paho.error_string(rc)))
@@ -195,3 +223,5 @@ class MqttLink:
             self.client.loop(timeout=0.1)
         except (OSError, socket.error):
             pass
+        self._wake_r.close()
+        self._wake_w.close()

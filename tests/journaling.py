@@ -6,7 +6,7 @@ from pathlib import Path
 
 from controller.journal import records as R
 from controller.journal.journal import Journal, default_clock
-from controller.journal.segments import HEAD, iter_frames, list_segments
+from controller.journal.segments import HEAD, Bad, iter_frames, list_segments
 from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import CoseKey, generate, role_kid, write_key
 
@@ -41,7 +41,7 @@ def frames(tmp: Path) -> list[tuple[Path, int, bytes]]:
     out = []
     for _n, path in list_segments(tmp / "journal"):
         for item in iter_frames(path.read_bytes()):
-            if isinstance(item, tuple):
+            if not isinstance(item, Bad):
                 out.append((path, item[0], item[1]))
     return out
 

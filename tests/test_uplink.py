@@ -34,7 +34,8 @@ def publish_probe(broker) -> bool:
 def make_uplink(broker, journal, protocol=4, **kw):
     settings = BrokerSettings("127.0.0.1", broker.port, protocol=protocol, client_id="gw-7")
     kw.setdefault("backoff", Backoff(0.05, 0.5))
-    return Uplink(settings, Topics("cabguard", "port-a", "gw-7"), journal, heartbeat_s=0.5, window=16, **kw)
+    kw.setdefault("heartbeat_s", 0.5)
+    return Uplink(settings, Topics("cabguard", "port-a", "gw-7"), journal, window=16, **kw)
 
 
 @pytest.mark.parametrize("protocol", [4, 5], ids=["mqtt3.1.1", "mqtt5"])
@@ -107,3 +108,25 @@ def test_downlink_commands_signed_forged_and_replayed(tmp_path, broker):
         journal.close()
     assert [r.spec.name for r in accepted] == ["arm"]
     assert sorted(r.reason for r in refused) == ["bad-mac", "malformed", "replayed"]
+
+
+def test_an_idle_uplink_sleeps_until_the_journal_wakes_it(tmp_path, broker):
+    """Idle, the uplink thread waits for the network, a wake-up or its next timer
+    (not a fixed 20 ms poll); a record made durable wakes it at once."""
+    prov, _ = provision(tmp_path)
+    journal = open_journal(tmp_path, prov)
+    uplink = make_uplink(broker, journal, heartbeat_s=60.0)
+    rounds = []
+    service = uplink.service
+    uplink.service = lambda poll_s: (rounds.append(poll_s), service(poll_s))[1]
+    uplink.start()
+    try:
+        assert wait_until(lambda: uplink.connected and journal.cursor == journal.durable_seq and rounds[-1] > 0.5, 10)
+        before = len(rounds)
+        seq = journal.append(event_record(1))
+        journal.flush()
+        assert wait_until(lambda: journal.cursor >= seq, 5)
+        assert len(rounds) - before < 20          # a 20 ms poll would have run ~50 rounds a second
+    finally:
+        uplink.stop()
+        journal.close()

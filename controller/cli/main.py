@@ -125,6 +125,21 @@ def _sim(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="simulator.cli:main")
 
 
+def _soak(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("soak", help="the real gateway against the real simulator, with restarts and field faults",
+                       description="Run `cabguard run` against `cabguard sim` in real time: a quiet, living "
+                                   "cabinet, the shipped packs and model, a private Mosquitto, gateway "
+                                   "restarts and harmless field faults (docs/runtime.md). Prints every "
+                                   "record of severity warning or above; exits 1 on any alarm a quiet "
+                                   "cabinet must not raise.")
+    p.add_argument("--minutes", type=float, default=10.0, metavar="N", help="how long (default 10)")
+    p.add_argument("--armed", action="store_true",
+                   help="arm the cabinet: only a tamper rule's documented trigger may alarm")
+    p.add_argument("--out", metavar="DIR", help="keep the journal, keys, configs and logs in DIR")
+    p.add_argument("--seed", type=int, default=1, help="random source of the cabinet's life and faults")
+    p.set_defaults(handler="simulator.soak:main")
+
+
 def _bus(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bus", help="Modbus bus tools (scan)",
                        description="Tools for an installer on a Modbus RTU bus.")
@@ -283,7 +298,7 @@ def _selftest(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _bus, _keys, _verify, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _collect, _cmd,
     _console, _provision, _selftest,
 ]
 

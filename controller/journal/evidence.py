@@ -26,7 +26,7 @@ from controller.core.step import CoreConfig, CoreState
 from controller.core.trace import header_line, scan_line
 from controller.errors import CabguardError
 from controller.journal import records as R
-from controller.journal.segments import iter_frames, list_segments
+from controller.journal.segments import Bad, iter_frames, list_segments
 from drivers import cose
 from drivers.errors import CoseError
 from drivers.keys import CoseKey, EpochKeys, load_key
@@ -120,7 +120,7 @@ def verified_records(directory: Path, keys: EpochKeys) -> Iterator[dict]:
     ``cabguard verify`` is the place that reports them)."""
     for _n, path in list_segments(directory):
         for item in iter_frames(path.read_bytes()):
-            if not isinstance(item, tuple):
+            if isinstance(item, Bad):
                 continue
             try:
                 msg = cose.decode(item[1])

@@ -45,7 +45,9 @@ from typing import Callable, Iterator
 from controller.core.events import ALARM, CRITICAL, INFO
 from controller.errors import JournalError
 from controller.journal import records as R
-from controller.journal.segments import frame, iter_frames, list_segments, scan_tail, segment_name
+from controller.journal.segments import (
+    Bad, frame, iter_frames, list_segments, scan_tail, segment_name, stream_frames,
+)
 from drivers import cose
 from drivers.atomicfile import fsync_dir, write_atomic
 from drivers.errors import DriverError
@@ -99,7 +101,7 @@ def first_seq_of(path: Path) -> int:
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     for item in iter_frames(head):
-        if isinstance(item, tuple):
+        if not isinstance(item, Bad):
             return _seq_of(item[1], str(path))
     raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
 
@@ -113,17 +115,16 @@ def read_durable(segments: list[tuple[int, Path]], seq: int,
     start = max(0, bisect_right(firsts, seq) - 1)
     for _first, path in segments[start:]:
         try:
-            data = path.read_bytes()
+            for item in stream_frames(path):
+                if isinstance(item, Bad):
+                    continue
+                s = _seq_of(item[1], str(path))
+                if s > durable_seq():
+                    return
+                if s >= seq:
+                    yield s, item[1]
         except FileNotFoundError:
             continue
-        for item in iter_frames(data):
-            if not isinstance(item, tuple):
-                continue
-            s = _seq_of(item[1], str(path))
-            if s > durable_seq():
-                return
-            if s >= seq:
-                yield s, item[1]
 
 
 class Journal:
@@ -257,7 +258,7 @@ class Journal:
             return None
         if tail.damage is not None and not tail.torn:
             # Corruption inside the segment: resume after its last good frame.
-            goods = [item for item in iter_frames(data) if isinstance(item, tuple)]
+            goods = [item for item in iter_frames(data) if not isinstance(item, Bad)]
             tail = tail._replace(last_record=goods[-1][1])
         for older_number, older in listed[:-1]:
             first = first_seq_of(older)

@@ -69,6 +69,7 @@ def _resync(data: bytes, pos: int) -> int:
 
 def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
     """Good frames as ``(offset, record)``; damage as ``Bad``, then go on.
+    (``Bad`` is a tuple too: tell them apart with ``isinstance(item, Bad)``.)
 
     A frame whose length is plausible but whose CRC fails is skipped by its
     length; otherwise the scan looks for the next good frame byte by byte.
@@ -91,6 +92,37 @@ def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
         nxt = _resync(data, pos)
         yield Bad(pos, nxt - pos, reason)
         pos = nxt
+
+
+# stream_frames reads a segment this much at a time: twice the largest frame, so
+# every frame that starts in a window's first half ends inside the window.
+STREAM_WINDOW = 2 * (HEAD_LEN + MAX_RECORD)
+
+
+def stream_frames(path: Path) -> Iterator[tuple[int, bytes] | Bad]:
+    """``iter_frames`` over a segment file without holding it whole: memory
+    stays near STREAM_WINDOW however long the segment (the uplink drains a
+    week's backlog through this).  A frame still being written at the end
+    of the file ends the stream, as ``iter_frames`` reports it."""
+    with open(path, "rb") as f:
+        base = 0
+        while True:
+            f.seek(base)
+            data = f.read(STREAM_WINDOW)
+            if not data:
+                return
+            last = len(data) < STREAM_WINDOW          # the window holds the file's end
+            half = len(data) - HEAD_LEN - MAX_RECORD   # a frame starting before this ends inside
+            nxt = len(data)
+            for item in iter_frames(data):
+                start = item.offset if isinstance(item, Bad) else item[0]
+                if not last and start >= half:
+                    nxt = start
+                    break
+                yield item._replace(offset=base + start) if isinstance(item, Bad) else (base + start, item[1])
+            if last:
+                return
+            base += nxt
 
 
 class Tail(NamedTuple):

@@ -21,7 +21,7 @@ controller/link/downlink.py, then the shared command path; every acceptance and
 refusal is journaled there).  Topic scheme: docs/uplink.md.
 
 The journal the uplink reads is anything with ``cursor``, ``set_cursor``,
-``durable_seq`` and ``read_from``: the Journal itself (tests, benches), or
+``durable_seq``, ``durable_listeners`` and ``read_from``: the Journal itself (tests, benches), or
 on the gateway the uplink process's view of the gateway's journal
 (controller/link/uplinkproc.py), which keeps this work off the scan loop's GIL.
 """
@@ -47,6 +47,10 @@ CONNACK_TIMEOUT_S = 10.0 # a broker that accepts TCP but never answers CONNECT (
 DRAIN_RATE = 6000.0
 DRAIN_BURST = 256
 SETTLE_S = 1.0           # a stop waits this long at most for the acknowledgements in flight
+# The uplink thread sleeps until the network, a wake-up (new durable records, an
+# urgent one, a stop) or its next timer; at most this long, so paho's keepalive
+# and the timers are looked at now and then.  Idle, that is one wake-up a second.
+IDLE_WAIT_S = 1.0
 
 
 def with_checkpoint(journal, health: Callable[[], dict] = dict) -> Callable[[], dict]:
@@ -95,11 +99,17 @@ class Uplink:
         self.sent = 0
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="uplink", daemon=True)
+        journal.durable_listeners.append(lambda _seq: self.link.wake())
 
     # ---- the loop's side (thread-safe) ---------------------------------------
 
     def notify_urgent(self, seq: int) -> None:
         self.urgent.put(seq)
+        self.link.wake()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self.link.wake()
 
     def start(self) -> "Uplink":
         self.thread.start()
@@ -109,7 +119,7 @@ class Uplink:
         """Stop sending; when connected, wait for the acknowledgements in flight
         (a DISCONNECT that overtakes them makes mosquitto treat the link as
         dropped and publish the last will), say ``offline``, persist the cursor."""
-        self.stop_event.set()
+        self.request_stop()
         if self.thread.ident is not None:     # started
             self.thread.join(5)
         if self.link.connected:
@@ -127,7 +137,21 @@ class Uplink:
     def run(self) -> None:
         """Until ``stop_event``: the thread's body (or the uplink process's main loop)."""
         while not self.stop_event.is_set():
-            self.service(0.02)
+            self.service(self._wait_s())
+
+    def _wait_s(self) -> float:
+        """How long the thread may sleep before its next piece of work: none
+        while records wait for drain tokens' refill, else until a timer."""
+        now = time.monotonic()
+        if self.link.connected:
+            if self.window.backlog(self.journal.durable_seq) > len(self.window.in_flight) and self.window.room():
+                return max(0.0, (1.0 - self.tokens) / self.max_rate)
+            until = [self.next_heartbeat]
+        else:
+            until = [self.next_attempt]
+        if self.window.cursor > self.journal.cursor:
+            until.append(self.next_cursor_save)
+        return max(0.0, min(IDLE_WAIT_S, min(until) - now))
 
     def _settle(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -235,6 +235,13 @@ class JournalFeed:
         self.durable_seq = durable_seq
         self.pipe = pipe
         self.first_seqs: dict[Path, int] = {}
+        self.durable_listeners: list[Callable[[int], None]] = []
+
+    def durable(self, seq: int) -> None:
+        """The gateway says records up to ``seq`` are on disk."""
+        self.durable_seq = seq
+        for listener in self.durable_listeners:
+            listener(seq)
 
     def read_from(self, seq: int):
         return read_durable(self._segments(), seq, lambda: self.durable_seq)
@@ -295,14 +302,14 @@ def _listen(conn: Connection, feed: JournalFeed, uplink: Uplink, docs: queue.Sim
         except (EOFError, OSError):           # the gateway is gone
             break
         if message[0] == "feed":
-            feed.durable_seq = message[1]
             for seq in message[2]:
                 uplink.notify_urgent(seq)
+            feed.durable(message[1])
         elif message[0] == "heartbeat":
             docs.put(message[1])
         elif message[0] == "stop":
             break
-    uplink.stop_event.set()
+    uplink.request_stop()
 
 
 if __name__ == "__main__":
