@@ -219,14 +219,14 @@ compile_rules() {
 
 mp_copy() {
     cd "$MP_STAGE"
-    "$MPREMOTE" connect "$MP_PORT" fs cp -r controller rules rules.table :
+    "$MPREMOTE" connect "$MP_PORT" fs cp -r controller rules.table :
 }
 
 if [[ -n $MP_PORT ]]; then
     MP_STAGE=$(mktemp -d "${TMPDIR:-/tmp}/cabguard-mpy.XXXXXX")
     trap 'rm -rf "$MP_STAGE"' EXIT
     ensure_keys
-    act "compile the portable core (controller/core, rules/table*, rules/anomaly*) to .mpy with mpy-cross" \
+    act "compile the portable core (controller/core, its manifest) to .mpy with mpy-cross" \
         "$HOST_CABGUARD" provision mpy --out "$MP_STAGE"
     act "compile ${RULES[*]:-the default rule packs} for this site, signed -> :rules.table" compile_rules "$MP_STAGE/rules.table"
     act "copy them to the board on $MP_PORT (mpremote fs cp -r)" mp_copy

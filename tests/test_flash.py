@@ -154,7 +154,7 @@ def test_selftest_names_each_failed_check(tmp_path):
 def test_mpremote_target_dry_run_lists_core_table_and_copy(site, tmp_path):
     done = flash(*base(site), "--dry-run", "--target", "mpremote:/dev/ttyACM0", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    for action in ("portable core (controller/core, rules/table*, rules/anomaly*) to .mpy", "-> :rules.table",
+    for action in ("portable core (controller/core, its manifest) to .mpy", "-> :rules.table",
                    "copy them to the board on /dev/ttyACM0"):
         assert action in done.stdout, action
     assert "bundle the program" not in done.stdout and "cabguard.service" not in done.stdout
@@ -166,5 +166,6 @@ def test_portable_core_compiles_to_mpy_files(tmp_path):
     assert done.returncode == 0, done.stderr
     step = tmp_path / "controller/core/step.mpy"
     assert step.read_bytes()[:2] == b"M\x06"            # MicroPython .mpy, format 6
-    assert (tmp_path / "rules/table.mpy").exists() and not list(tmp_path.rglob("*.py"))
-    assert not (tmp_path / "controller/runtime.mpy").exists()   # host code stays on the host
+    assert (tmp_path / "controller/core/modelrules.mpy").exists() and not list(tmp_path.rglob("*.py"))
+    assert not (tmp_path / "controller/gateway/loop.mpy").exists()   # host code stays on the host
+    assert not (tmp_path / "rules").exists()

@@ -91,3 +91,69 @@ def test_micropython_evaluates_rule_tables_bit_for_bit():
         r = replay_lines(lines, factory, keep_timeline=False)
         assert r.events > 10, name
         assert got[name] == (str(r.scans), str(r.events), r.digest()), name
+
+
+def model_trace():
+    """A world's quarter hour (a forced door, a module out, heat, a power cut)
+    as a trace whose header carries the default packs, and a model sensitive
+    enough to raise its rule: all of the core runs, model rules included."""
+    from controller.core.events import COMMAND_NAMES
+    from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
+    from controller.core.trace import header_line, scan_line
+    from rules.compiler import SiteCatalog, compile_files
+    from rules.language import default_sources
+    from rules.payload import json_data
+    from simulator.decodepath import device_class
+    from simulator.rulesource import RuleSource
+    from simulator.world import CabinetWorld, cabinet_catalog
+    from tests.scen_helpers import scenario
+
+    scn = scenario('\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\nper_hour = 40.0\n'
+                   '\n[[action]]\nkind = "door_forced"\nat = "+5m"\n\n[[action]]\nkind = "module_remove"\nat = "+6m"\n'
+                   '\n[[action]]\nkind = "thermal_ramp"\nat = "+8m"\nduration = "2m"\n'
+                   '\n[[action]]\nkind = "power_cut"\nat = "+11m"\nduration = "1m"\n', "15m")
+    catalog = cabinet_catalog(scn, scn.cabinets[0], RuleSource([]).schedules)
+    world = CabinetWorld(scn, scn.cabinets[0], catalog)
+    classes = {dev: device_class(dev) for dev in catalog.devices}
+    compiled = compile_files(default_sources([]), SiteCatalog(catalog.specs(), classes, catalog.digest()))
+    config = CoreConfig({}, tuple(catalog.zone(z) for z in DEFAULT_ENTRY_ZONES))
+    lines = [header_line(catalog, config, DEFAULT_ENTRY_ZONES, {"rules": json_data(compiled.data)})]
+    for t, changes, commands in world.stream():
+        lines.append(scan_line(t, {catalog.names[i]: v for i, v in changes},
+                               [(COMMAND_NAMES[c], a) for c, a in commands]))
+    return lines
+
+
+MODEL_FACTORY = (
+    "def factory(catalog, head):\n"
+    "    return ModelRules(ModelTables(MODEL), catalog,\n"
+    "                      evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff))\n")
+
+
+@pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
+def test_micropython_runs_the_model_rules_bit_for_bit():
+    import json
+
+    from controller.core import ticks
+    from controller.core.anomaly import ModelTables
+    from controller.core.modelrules import ModelRules
+    from controller.core.table import evaluator_from_header
+    from tests.test_anomaly import tables
+
+    MODEL = tables(level=30)
+    lines = model_trace()
+    scope = {"ModelTables": ModelTables, "ModelRules": ModelRules, "MODEL": MODEL,
+             "evaluator_from_header": evaluator_from_header, "ticks": ticks}
+    exec(MODEL_FACTORY, scope)
+    r = replay_lines(lines, scope["factory"], keep_timeline=False)
+    model = r.state.rules
+    assert model.explained, "the model's rule never raised: the test would prove nothing"
+    files = {"model.trace": "\n".join(lines) + "\n", "model.json": json.dumps(MODEL)}
+    code = ("import json\nfrom controller.core import ticks\nfrom controller.core.anomaly import ModelTables\n"
+            "from controller.core.modelrules import ModelRules\nfrom controller.core.table import evaluator_from_header\n"
+            "from controller.core.trace import replay_lines\nMODEL = json.load(open('/app/model.json'))\n"
+            + MODEL_FACTORY +
+            "r = replay_lines(open('/app/model.trace'), factory, keep_timeline=False)\n"
+            "print(r.scans, r.events, r.digest(), len(r.state.rules.explained))\n")
+    (out,) = mpy.run([code], files)
+    assert out.split() == [str(r.scans), str(r.events), r.digest(), str(len(model.explained))]
