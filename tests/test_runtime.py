@@ -9,9 +9,11 @@ from controller.cli.keygen import generate_keys
 from controller.core import modes
 from controller.core.events import CMD_ARM, CMD_LOCK
 from controller.gateway.run import build
+from controller.journal import records as R
+from controller.journal.evidence import verified_records
 from controller.journal.verify import verify_dir
 from drivers.cose import ALG_AES_MAC_128_128
-from drivers.keys import load_key
+from drivers.keys import EpochKeys, load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
@@ -138,6 +140,28 @@ def test_devices_online_entry_delay_alarm_siren_and_a_verified_journal(cabinet):
     assert not pins[0].state and not pins[1].state  # safe state: quiet
     report = verify_dir(d / "journal", load_key(d / "keys" / "record.key"))
     assert report.ok, report
+
+
+def test_two_commands_of_one_code_in_one_scan_are_judged_each_on_its_own(cabinet):
+    """The first arm arms the cabinet; the second, in the same scan, finds it
+    arming and is refused.  Outcomes and journal say so of each (they were
+    once matched by command code: both journaled refused)."""
+    sim, site, d = cabinet
+    gw = build(str(site)).gateway
+    first = gw.submit(CMD_ARM, 0, "console", "ana")
+    second = gw.submit(CMD_ARM, 0, "downlink", "headend")    # both queued before the first scan
+    thread = threading.Thread(target=gw.run, daemon=True)
+    thread.start()
+    try:
+        assert first.outcome.result(5) == "ok"
+        assert second.outcome.result(5) == "refused: not allowed in mode arming"
+        assert gw.state.mode in (modes.ARMING, modes.ARMED)
+    finally:
+        stop(gw, thread)
+    keys = EpochKeys(load_key(d / "keys" / "record.key"))
+    commands = [r[R.DATA] for r in verified_records(d / "journal", keys) if r[R.TYPE] == R.COMMAND]
+    assert [(c[R.COMMAND_SOURCE], c[R.COMMAND_ACCEPTED], c.get(R.COMMAND_REASON, "")) for c in commands] == [
+        ("console", True, ""), ("downlink", False, "not allowed in mode arming")]
 
 
 def test_alarm_and_lock_survive_a_restart(cabinet):

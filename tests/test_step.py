@@ -146,3 +146,11 @@ def test_a_bolt_zone_opens_when_the_bolt_falls_and_only_while_its_device_answers
     run(state, image, 1700)
     run(state, image, 2200)
     assert state.mode == modes.ALARM            # the delay ran from the bolt, not from the door at 1700
+
+
+def test_a_refusal_names_the_commands_place_in_the_scan():
+    _catalog, state, image = make()
+    _out, ev = run(state, image, 0, [(CMD_ARM, 0), (CMD_TEST_SIREN, 0), (CMD_ARM, 0)])
+    assert ev == [(EV_MODE, modes.DISARMED, modes.ARMING, modes.ARM),
+                  (EV_REFUSED, CMD_TEST_SIREN, modes.ARMING, 1), (EV_REFUSED, CMD_ARM, modes.ARMING, 2)]
+

@@ -8,7 +8,7 @@ make the replay digest independent of how a platform prints things.
 
 # Event codes.
 EV_MODE = 1          # (old mode, new mode, cause: a modes.* event)
-EV_REFUSED = 2       # (command code, mode at the time, 0)
+EV_REFUSED = 2       # (command code, mode at the time, the command's index in the scan's list)
 EV_RULE = 3          # (rule index, severity, 1 raised / 0 cleared)
 EV_DEVICE = 4        # (index of the <dev>.online signal, 1 online / 0 offline, 0)
 EV_SIREN_LIMIT = 5   # (milliseconds the siren sounded, re-triggers so far, 0)
@@ -27,7 +27,7 @@ EVENT_NAMES = {
 
 EVENT_FIELDS = {
     EV_MODE: ("from", "to", "cause"),
-    EV_REFUSED: ("command", "mode", "-"),
+    EV_REFUSED: ("command", "mode", "index"),
     EV_RULE: ("rule", "severity", "raised"),
     EV_DEVICE: ("signal", "online", "-"),
     EV_SIREN_LIMIT: ("sounded_ms", "retriggers", "-"),

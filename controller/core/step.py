@@ -160,8 +160,10 @@ def step(state, inputs, now):
     image, commands = inputs
     events = None
     machine = state.machine
+    index = 0
     for cmd in commands:
-        events = _command(state, cmd, now, events)
+        events = _command(state, cmd, index, now, events)
+        index += 1
     events = _devices(state, image, events)
     events = _zones(state, image, now, events)
     due = machine.expiry(now)
@@ -205,7 +207,9 @@ def _start_siren(state, now):
     state.siren_since = now
 
 
-def _command(state, cmd, now, events):
+def _command(state, cmd, index, now, events):
+    """Apply one command; a refusal names the command's place in the scan's
+    list (two commands of one code in one scan can fare differently)."""
     code, arg = cmd
     machine = state.machine
     mode_event = _MODE_COMMANDS.get(code)
@@ -213,10 +217,10 @@ def _command(state, cmd, now, events):
         try:
             return _fire(state, mode_event, now, arg, events)
         except ModeError:
-            return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+            return _emit(events, (EV_REFUSED, code, machine.mode, index))
     if code == CMD_SILENCE:
         if machine.mode != modes.ALARM or not state.siren_on:
-            return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+            return _emit(events, (EV_REFUSED, code, machine.mode, index))
         state.siren_on = 0
         return _emit(events, (EV_SILENCED, 0, 0, 0))
     if code == CMD_LOCK or code == CMD_UNLOCK:
@@ -227,7 +231,7 @@ def _command(state, cmd, now, events):
         return events
     if code == CMD_TEST_SIREN or code == CMD_TEST_STROBE:
         if machine.mode not in (modes.DISARMED, modes.MAINTENANCE):
-            return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+            return _emit(events, (EV_REFUSED, code, machine.mode, index))
         which = 0 if code == CMD_TEST_SIREN else 1
         span = arg if 0 < arg < state.config.test_max_ms else state.config.test_max_ms
         state.test_on[which] = 1
@@ -238,7 +242,7 @@ def _command(state, cmd, now, events):
     if code == CMD_FAULT:
         events = _emit(events, (EV_FAULT, arg, machine.mode, 0))
         return _fire(state, modes.RAISE_FAULT, now, 0, events)
-    return _emit(events, (EV_REFUSED, code, machine.mode, 0))
+    return _emit(events, (EV_REFUSED, code, machine.mode, index))
 
 
 def _devices(state, image, events):

@@ -296,14 +296,15 @@ class Gateway:
         """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
         ctx = self.context()
         incident = None
-        refused = {e[1] for e in events if e[0] == EV_REFUSED}
-        for t in tickets:
-            ok = t.code not in refused
+        # The tickets are the scan's first commands, in order: a refusal's
+        # index is its ticket's, and it carries the mode that refused it.
+        refused = {e[3]: e[2] for e in events if e[0] == EV_REFUSED}
+        for index, t in enumerate(tickets):
+            ok = index not in refused
+            reason = "" if ok else "not allowed in mode " + MODE_NAMES[refused[index]]
             name = COMMAND_NAMES.get(t.code, str(t.code))
-            self.journal.append(R.command(ctx, t.source, name, t.arg, ok,
-                                          "" if ok else "not allowed in mode " + MODE_NAMES[self.state.mode]))
-            t.outcome.set_result("ok" if ok else "refused: not allowed in mode {}".format(
-                MODE_NAMES[self.state.mode]))
+            self.journal.append(R.command(ctx, t.source, name, t.arg, ok, reason))
+            t.outcome.set_result("ok" if ok else "refused: " + reason)
         for ev in events:
             if ev[0] == EV_REFUSED:
                 continue  # journaled above as a refused command
