@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
 from simulator.errors import ScenarioError
 
 SCAN_MS = 100
@@ -24,20 +25,6 @@ MAX_DURATION_MS = 62 * 86400 * 1000
 
 INCIDENT_KINDS = ("theft", "tamper", "safety")
 
-# The signals a scenario cabinet's devices report (docs/signals.md, classes
-# io and battery): (short name, unit, scale).  Besides these every device
-# has its `online` twin.
-IO_SIGNALS = (
-    ("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
-    ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
-    ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1),
-)
-BATTERY_SIGNALS = (
-    ("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
-    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
-    ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
-    ("alarm_bits", "bits", 0),
-)
 
 # Parameters of every process kind, with defaults (durations are strings).
 PROCESS_PARAMS: dict[str, dict[str, Any]] = {

@@ -31,8 +31,8 @@ from typing import Iterator
 
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.events import COMMAND_CODES
-from simulator.scenario import (BATTERY_SIGNALS, IO_SIGNALS, Cabinet, Item, Scenario, parse_clock,
-                                parse_duration)
+from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
+from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
 
 IO_PERIOD_MS = 1000
 IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample

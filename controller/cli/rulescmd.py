@@ -20,22 +20,14 @@ from controller.core.trace import replay_lines
 from controller.errors import CabguardError
 from controller.gateway.tables import read_payload, sign, write_table
 from drivers.keys import load_key
+from drivers.modbus.profiles import CLASSES
 from rules.compiler import Compiled, SiteCatalog, compile_files
 from rules.errors import CatalogFileError
 from rules.language import default_sources
 from rules.payload import build_table, decode_payload
 
-# Signals of each device class (docs/signals.md), for the built-in demo cabinet.
-CLASS_SIGNALS = {
-    "io": [("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
-           ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
-           ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1)],
-    "battery": [("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
-                ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3), ("temp_max_dc", "C", -1),
-                ("temp_min_dc", "C", -1), ("modules", "count", 0), ("serial", "code", 0),
-                ("alarm_bits", "bits", 0)],
-    "relay": [("k1", "bool", 0), ("k2", "bool", 0), ("k3", "bool", 0), ("k4", "bool", 0)],
-}
+# Signals of each device class (docs/signals.md): what every profile of the class maps.
+CLASS_SIGNALS = {cls: list(CLASSES[cls][0]) for cls in CLASSES}
 DEMO_DEVICES = {"io": "io", "bms1": "battery", "bms2": "battery", "relay": "relay"}
 DEMO_SCHEDULES = ("night", "shift_change", "maintenance")
 

@@ -28,21 +28,22 @@ from drivers.modbus.frames import MAX_BITS, MAX_REGISTERS
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
-# The signal contract of docs/signals.md: (short name, unit, scale).
-_IO = (("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
-       ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
-       ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1))
-_BATTERY = (("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
-            ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3),
-            ("temp_max_dc", "C", -1), ("temp_min_dc", "C", -1), ("modules", "count", 0),
-            ("serial", "code", 0), ("alarm_bits", "bits", 0))
-_CELLS = tuple(("cell{:02d}_mv".format(i), "V", -3) for i in range(1, 17))
-_RELAY = tuple(("k{}".format(i), "bool", 0) for i in range(1, 5))
+# The signal contract of docs/signals.md, defined here once for the drivers,
+# the rule tools and the simulator: (short name, unit, scale).
+IO_SIGNALS = (("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bool", 0),
+              ("vib_rms_mg", "g", -3), ("vib_peak_mg", "g", -3), ("tilt_mdeg", "deg", -3),
+              ("accel_z_mg", "g", -3), ("supply_mv", "V", -3), ("temp_dc", "C", -1))
+BATTERY_SIGNALS = (("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
+                   ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3),
+                   ("temp_max_dc", "C", -1), ("temp_min_dc", "C", -1), ("modules", "count", 0),
+                   ("serial", "code", 0), ("alarm_bits", "bits", 0))
+CELL_SIGNALS = tuple(("cell{:02d}_mv".format(i), "V", -3) for i in range(1, 17))
+RELAY_SIGNALS = tuple(("k{}".format(i), "bool", 0) for i in range(1, 5))
 # class -> (signals every profile of the class maps, signals a profile may add)
 CLASSES: dict[str, tuple[tuple, tuple]] = {
-    "io": (_IO, ()),
-    "battery": (_BATTERY, _CELLS),
-    "relay": (_RELAY, ()),
+    "io": (IO_SIGNALS, ()),
+    "battery": (BATTERY_SIGNALS, CELL_SIGNALS),
+    "relay": (RELAY_SIGNALS, ()),
 }
 
 TABLES = ("coil", "discrete", "holding", "input")
