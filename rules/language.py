@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from controller.core.table import ACTION_BITS, MAX_WINDOW_MS, SEVERITY_NAMES, severity_code
+from rules.duration import parse_ms
 from rules.errors import Diagnostic
 
 # The default packs (theft, safety, health): the rules when none are given.
@@ -27,8 +28,6 @@ ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # that stands in for it while parsing (so that columns stay exact).
 DEV = "{dev}"
 DEV_NAME = "_DEV_"
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
 _KEY_LINE = re.compile(r"^(\s*)([A-Za-z_]+)\s*=\s*")
 
@@ -40,14 +39,8 @@ def parse_duration(text: object, allow_zero: bool) -> int:
     t = text.strip()
     if t.startswith("-"):
         raise ValueError("negative duration '{}': durations count forward, write e.g. \"{}\"".format(text, t[1:]))
-    pos = 0
-    total = 0
-    for m in _DURATION_PART.finditer(t):
-        if m.start() != pos:
-            break
-        total += int(m.group(1)) * _UNIT_MS[m.group(2)]
-        pos = m.end()
-    if pos != len(t) or not t:
+    total = parse_ms(t)
+    if total is None:
         raise ValueError("'{}' is not a duration: write a number and a unit (ms, s, m, h, d), "
                          "e.g. \"30s\", \"5m\", \"1h30m\"".format(text))
     if total == 0 and not allow_zero:

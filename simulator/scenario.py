@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
+from rules.duration import parse_ms
 from simulator.errors import ScenarioError
 
 SCAN_MS = 100
@@ -77,7 +78,6 @@ COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "loc
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 SCHEDULE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_DURATION = re.compile(r"^\+?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
 @dataclass
@@ -190,16 +190,12 @@ class _Source:
 
 
 def parse_duration(value: Any) -> int | None:
-    """``"1h30m"``, ``"+90s"``, ``"250ms"``, ``"2d"`` -> ms; None if malformed."""
-    if not isinstance(value, str) or not value.strip("+"):
+    """``"1h30m"``, ``"+90s"``, ``"250ms"``, ``"2d"`` -> ms; None if malformed.
+    The grammar is rules/duration.py's; an offset may lead with ``+``."""
+    if not isinstance(value, str):
         return None
-    m = _DURATION.match(value.strip())
-    if not m:
-        return None
-    d, h, mi, s, ms = m.groups()
-    total = (int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60) * 1000
-    total += int(round(float(s or 0) * 1000)) + int(ms or 0)
-    return total
+    text = value.strip()
+    return parse_ms(text[1:] if text.startswith("+") else text)
 
 
 def parse_clock(value: Any) -> int | None:

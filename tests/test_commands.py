@@ -11,6 +11,19 @@ def test_durations():
         parse_duration("30 min")
 
 
+def test_one_duration_grammar_for_console_rules_and_scenarios():
+    from rules.language import parse_duration as rule_duration
+    from simulator.scenario import parse_duration as scenario_duration
+    for text, ms in (("250ms", 250), ("1h30m", 5400000), ("2.5s", 2500), ("2d", 172800000), ("30s1m", 90000)):
+        assert parse_duration(text) == rule_duration(text, allow_zero=False) == scenario_duration(text) == ms, text
+    for text in ("5", "5x", "1h 30m", "", "s"):
+        assert scenario_duration(text) is None
+        with pytest.raises(CommandError):
+            parse_duration(text)
+        with pytest.raises(ValueError):
+            rule_duration(text, allow_zero=True)
+
+
 def test_maint_start_becomes_a_core_command():
     req = parse("maint start 45m", actor="ana")
     assert req.spec is BY_NAME["maint start"] and req.core_command() == (CMD_MAINT_START, 2700000)

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 
 from controller.core import events as ev
 from controller.errors import CabguardError
+from rules.duration import parse_ms
 
 ANYONE = 0
 TECHNICIAN = 1
 INSTALLER = 2
 LEVEL_NAMES = ("anyone", "technician", "installer")
 
-_DURATION = re.compile(r"(\d+)(s|m|h)")
-_UNIT_MS = {"s": 1000, "m": 60000, "h": 3600000}
 
 
 class CommandError(CabguardError):
@@ -32,11 +31,11 @@ class CommandError(CabguardError):
 
 
 def parse_duration(text: str) -> int:
-    """'90s', '30m', '2h' or '1h30m' → milliseconds."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    """'90s', '30m', '2h' or '1h30m' → milliseconds (rules/duration.py)."""
+    ms = parse_ms(text)
+    if ms is None:
         raise CommandError("{!r} is not a duration: write it like 90s, 30m, 2h or 1h30m".format(text))
-    return sum(int(n) * _UNIT_MS[u] for n, u in parts)
+    return ms
 
 
 @dataclass(frozen=True)
