@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.core.step import CoreConfig
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
 from rules.duration import parse_ms
 from simulator.errors import ScenarioError
@@ -358,9 +359,7 @@ class _Loader:
 
     def _core(self) -> dict[str, int]:
         core = self._table("core")
-        names = {"exit_delay_ms", "entry_delay_ms", "maint_default_ms", "maint_max_ms",
-                 "siren_max_ms", "siren_retriggers", "test_max_ms"}
-        self._only(core, names, "core", -1)
+        self._only(core, {name for name, _default in CoreConfig.DEFAULTS}, "core", -1)
         return {k: self._int(v, ("core", -1, k), 0, 2**29 - 1) for k, v in core.items()}
 
     def _cabinets(self) -> list[Cabinet]:

@@ -16,12 +16,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.core.step import DEFAULT_ENTRY_ZONES
+from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.errors import CabguardError
 from controller.gateway.schema import (
     ArrayOfTables, Bool, Choice, Int, ListOf, MapOf, Problem, Str, Table, check,
 )
 from drivers.atomicfile import write_atomic
+
+# The [core] keys in the units a person writes: (key, the core's setting,
+# ms per unit).  Their defaults are the core's own (CoreConfig.DEFAULTS).
+CORE_KEYS = (
+    ("exit_delay_s", "exit_delay_ms", 1000),
+    ("entry_delay_s", "entry_delay_ms", 1000),
+    ("maint_default_min", "maint_default_ms", 60000),
+    ("maint_max_min", "maint_max_ms", 60000),
+    ("siren_max_s", "siren_max_ms", 1000),
+    ("siren_retriggers", "siren_retriggers", 1),
+)
+CORE_DEFAULTS = {key: dict(CoreConfig.DEFAULTS)[setting] // unit for key, setting, unit in CORE_KEYS}
+
+
+def core_values(core: dict) -> dict[str, int]:
+    """The core's settings (ms) from a config's [core] table; missing keys take the core's defaults."""
+    return {setting: core.get(key, CORE_DEFAULTS[key]) * unit for key, setting, unit in CORE_KEYS}
+
 
 NAME = r"[a-z][a-z0-9_]{0,31}"
 GATEWAY_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -59,12 +77,12 @@ SCHEMA = Table({
         "state_dir": Str(r".+", "a folder path", default="/var/lib/cabguard"),
     }),
     "core": Table({
-        "exit_delay_s": Int(0, 600, default=30),
-        "entry_delay_s": Int(0, 600, default=30),
-        "maint_default_min": Int(1, 480, default=30),
-        "maint_max_min": Int(1, 480, default=240),
-        "siren_max_s": Int(10, 1200, default=180),
-        "siren_retriggers": Int(0, 20, default=3),
+        "exit_delay_s": Int(0, 600, default=CORE_DEFAULTS["exit_delay_s"]),
+        "entry_delay_s": Int(0, 600, default=CORE_DEFAULTS["entry_delay_s"]),
+        "maint_default_min": Int(1, 480, default=CORE_DEFAULTS["maint_default_min"]),
+        "maint_max_min": Int(1, 480, default=CORE_DEFAULTS["maint_max_min"]),
+        "siren_max_s": Int(10, 1200, default=CORE_DEFAULTS["siren_max_s"]),
+        "siren_retriggers": Int(0, 20, default=CORE_DEFAULTS["siren_retriggers"]),
         "entry_zones": ListOf(Str(r"!?[a-z0-9_]+\.[a-z0-9_]+",
                                   "a signal name like 'io.door_open', or '!io.door_bolt' for one that opens by falling"),
                               default=DEFAULT_ENTRY_ZONES),

@@ -15,7 +15,7 @@ from controller.core.anomaly import ModelTables
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.errors import UnknownSignal
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
-from controller.gateway.config import ConfigError, SiteConfig
+from controller.gateway.config import ConfigError, SiteConfig, core_values
 from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
 from drivers.errors import DriverError
@@ -67,15 +67,7 @@ def core_config(doc: dict, catalog: Catalog, problems: list[Problem]) -> tuple[C
             close = difflib.get_close_matches(name.lstrip("!"), catalog.names, 3)
             problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
                 name, " (did you mean {}?)".format(", ".join(close)) if close else "")))
-    values = {
-        "exit_delay_ms": core.get("exit_delay_s", 30) * 1000,
-        "entry_delay_ms": core.get("entry_delay_s", 30) * 1000,
-        "maint_default_ms": core.get("maint_default_min", 30) * 60000,
-        "maint_max_ms": core.get("maint_max_min", 240) * 60000,
-        "siren_max_ms": core.get("siren_max_s", 180) * 1000,
-        "siren_retriggers": core.get("siren_retriggers", 3),
-    }
-    return CoreConfig(values, indices), zones
+    return CoreConfig(core_values(core), indices), zones
 
 
 def assemble(config: SiteConfig) -> Site:
