@@ -48,6 +48,7 @@ class Report:
         self.retained: list[tuple[int, int]] = []
         self.gaps: list[tuple[int, int, dict]] = []     # (first, last missing, its problem)
         self.checkpoints: dict[int, bytes] = {}
+        self.watched_tag: bytes | None = None           # the tag of the record --checkpoint names
 
     def problem(self, kind: str, message: str, segment: str = "", offset: int = -1, seq: int = -1) -> None:
         self.problems.append({"kind": kind, "segment": segment, "offset": offset, "seq": seq,
@@ -67,9 +68,10 @@ class Report:
 class Checker:
     """Walks records in journal order and keeps the chain state."""
 
-    def __init__(self, keys: EpochKeys, report: Report):
+    def __init__(self, keys: EpochKeys, report: Report, watch_seq: int = -1):
         self.keys = keys
         self.report = report
+        self.watch_seq = watch_seq
         self.macs: dict[bytes, cose.CbcMac] = {}
         self.prev_kid = b""
         self.prev_key: CoseKey | None = None
@@ -134,6 +136,8 @@ class Checker:
             rep.retained.append((data_.get(R.RETENTION_FIRST, -1), data_.get(R.RETENTION_LAST, -1)))
         if rec.get(R.TYPE) == R.CHECKPOINT:
             rep.checkpoints[seq] = msg.tag
+        if seq == self.watch_seq:
+            rep.watched_tag = msg.tag
         if rep.first_seq is None:
             rep.first_seq = seq
         rep.last_seq = seq
@@ -224,8 +228,10 @@ def _truncation(report: Report, directory: Path, checkpoint: tuple[int, bytes | 
         if seq > last:
             report.problem("truncated", "the heartbeat checkpoint names record {} but the journal "
                            "ends at {}".format(seq, last), seq=seq)
-        elif tag is not None and report.checkpoints.get(seq, tag) != tag and \
-                not (seq == last and report.last_tag == tag):
+        elif tag is not None and report.watched_tag is None:
+            report.problem("checkpoint", "record {} named by the checkpoint is not in the journal".format(seq),
+                           seq=seq)
+        elif tag is not None and report.watched_tag != tag:
             report.problem("checkpoint", "record {} does not have the tag the heartbeat reported".format(seq),
                            seq=seq)
 
@@ -236,7 +242,7 @@ def verify_dir(directory: str | Path, provisioning: CoseKey,
     if not directory.is_dir():
         raise CabguardError("journal folder {} does not exist".format(directory))
     report = Report()
-    checker = Checker(EpochKeys(provisioning), report)
+    checker = Checker(EpochKeys(provisioning), report, checkpoint[0] if checkpoint else -1)
     segments = list_segments(directory)
     report.segments = len(segments)
     for i, (_number, path) in enumerate(segments):

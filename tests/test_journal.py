@@ -167,6 +167,19 @@ def test_truncation_is_detected_against_cursor_and_heartbeat(tmp_path):
     assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, (seq, None)).problems] == ["truncated"]
 
 
+def test_a_checkpoint_on_any_record_is_checked_against_its_tag(tmp_path):
+    """``--checkpoint SEQ:TAG`` on a record that is not a checkpoint record compared
+    the given tag with itself, so a forged journal passed."""
+    from drivers import cose
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 12)
+    record = frames(tmp_path)[6][2]
+    seq, tag = cose.decode(record).seq, cose.decode(record).tag
+    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
+    forged = verify_dir(tmp_path / "journal", prov, (seq, bytes(len(tag))))
+    assert [p["kind"] for p in forged.problems] == ["checkpoint"]
+
+
 def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
     prov, _ = provision(tmp_path)
     write_records(tmp_path, prov, 10)
