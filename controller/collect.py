@@ -42,6 +42,29 @@ CREATE TABLE IF NOT EXISTS problems (gateway TEXT, seq INTEGER, kind TEXT NOT NU
 """
 
 
+INT64 = 1 << 63
+STORED_INTS = (R.BOOT, R.WALL_MS, R.TIME_QUALITY, R.TYPE, R.SEVERITY)   # columns of the records table
+
+
+def _int64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
+
+
+def _bad_payload(rec: object) -> str:
+    """Why a verified payload cannot be stored ("" if it can).  A valid MAC
+    proves who wrote it, not that its fields fit the store."""
+    if not isinstance(rec, dict):
+        return "not a record map"
+    if not _int64(rec.get(R.SEQ)) or rec[R.SEQ] < 0 or not isinstance(rec.get(R.GATEWAY), str):
+        return "not a record map with a sequence number (0 .. 2**63-1) and a gateway id"
+    for key in STORED_INTS:
+        if rec.get(key) is not None and not _int64(rec[key]):
+            return "field {} is not a 64-bit integer".format(key)
+    if not isinstance(rec.get(R.PREV, b""), bytes):
+        return "previous tag is not a byte string"
+    return ""
+
+
 class Collector:
     """Verification and storage, without the network (so tests feed it directly)."""
 
@@ -49,6 +72,10 @@ class Collector:
         self.db = sqlite3.connect(str(db_path), check_same_thread=False)  # one thread at a time
         self.db.executescript(SCHEMA)
         self.keys = {k.kid: EpochKeys(k) for k in keys}
+        for (kid,) in self.db.execute("SELECT DISTINCT kid FROM records"):   # epochs seen before a restart
+            parsed = parse_epoch_kid(kid.encode())
+            if parsed and parsed[0] in self.keys:
+                self.keys[parsed[0]].confirm(kid.encode())
         self.macs: dict[bytes, cose.CbcMac] = {}
         self.received = self.stored = self.duplicates = self.rejected = self.chain_breaks = 0
 
@@ -75,8 +102,10 @@ class Collector:
         except (CoseError, ValueError, cbor2.CBORDecodeError) as e:
             self._problem(None, msg.seq, "mac", str(e))
             return None
-        if not isinstance(rec, dict) or not isinstance(rec.get(R.SEQ), int) or not isinstance(rec.get(R.GATEWAY), str):
-            self._problem(None, msg.seq, "payload", "not a record map with seq and gateway")
+        epochs.confirm(msg.kid)
+        why = _bad_payload(rec)
+        if why:
+            self._problem(None, msg.seq, "payload", why)
             return None
         return msg, rec
 

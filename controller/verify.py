@@ -98,6 +98,7 @@ class Checker:
                     mac = self.macs[msg.kid] = cose.CbcMac(key.alg, key.k)
             payload = msg.verify(key.k, mac=mac)
             self.prev_key = key
+            self.keys.confirm(msg.kid)
         except CoseError as e:
             rep.problem("mac", str(e), *where, seq=msg.seq if msg.seq is not None else -1)
             return None
