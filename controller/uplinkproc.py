@@ -47,6 +47,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
+from controller.downlink import MAX_BYTES as MAX_COMMAND_BYTES
 from controller.errors import CabguardError, JournalError
 from controller.journal import Journal, first_seq_of, read_durable
 from controller.segments import list_segments
@@ -283,7 +284,8 @@ def child_main(conn: Connection, spec: UplinkSpec, cursor: int, durable_seq: int
 
     uplink = Uplink(spec.settings, spec.topics, feed, window=spec.window, heartbeat_s=spec.heartbeat_s,
                     max_rate=spec.max_rate, heartbeat=heartbeat,
-                    on_command=lambda payload: pipe.send(("command", payload)),
+                    # More than the verifier accepts is cut here, not copied whole to the gateway.
+                    on_command=lambda payload: pipe.send(("command", payload[:MAX_COMMAND_BYTES + 1])),
                     on_health=lambda text: pipe.send(("health", text)),
                     on_link=lambda up: pipe.send(("link", up)))
     for seq in urgent:
