@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS heartbeats (gateway TEXT NOT NULL, received_at REAL NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS problems (gateway TEXT, seq INTEGER, kind TEXT NOT NULL, detail TEXT NOT NULL,
     received_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS equivocations (gateway TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
+    received_at REAL NOT NULL);
 """
 
 
@@ -78,6 +80,7 @@ class Collector:
                 self.keys[parsed[0]].confirm(kid.encode())
         self.macs: dict[bytes, cose.CbcMac] = {}
         self.received = self.stored = self.duplicates = self.rejected = self.chain_breaks = 0
+        self.equivocations = 0
 
     def _problem(self, gateway: str | None, seq: int | None, kind: str, detail: str) -> None:
         self.db.execute("INSERT INTO problems VALUES (?,?,?,?,?)", (gateway, seq, kind, detail, time.time()))
@@ -124,11 +127,23 @@ class Collector:
                 gateway, seq, rec.get(R.BOOT), rec.get(R.WALL_MS), rec.get(R.TIME_QUALITY), rec.get(R.TYPE),
                 rec.get(R.SEVERITY), cose.kid_text(msg.kid), msg.tag, prev, data, time.time()))
         except sqlite3.IntegrityError:
-            self.duplicates += 1
+            held = self.db.execute("SELECT record FROM records WHERE gateway=? AND seq=?", (gateway, seq)).fetchone()
+            if held is not None and held[0] != data:
+                self._equivocation(gateway, seq, data)
+            else:
+                self.duplicates += 1
             return False
         self.stored += 1
         self._check_links(gateway, seq, msg.tag, prev)
         return True
+
+    def _equivocation(self, gateway: str, seq: int, data: bytes) -> None:
+        """Two different records, both under the gateway's key, for one sequence
+        number: a cloned or rewritten gateway.  Both copies are kept."""
+        self.equivocations += 1
+        self.db.execute("INSERT INTO equivocations VALUES (?,?,?,?)", (gateway, seq, data, time.time()))
+        self._problem(gateway, seq, "equivocation", "ALARM: a second, different record {} of {} under its key "
+                      "(a cloned or rewritten gateway); both copies are kept".format(seq, gateway))
 
     def _check_links(self, gateway: str, seq: int, tag: bytes, prev: bytes) -> None:
         q = "SELECT tag, prev FROM records WHERE gateway=? AND seq=?"
@@ -164,7 +179,8 @@ class Collector:
                 "SELECT gateway, MIN(seq), MAX(seq), COUNT(*) FROM records GROUP BY gateway"):
             gateways[gw] = {"first_seq": first, "last_seq": last, "records": count, "gaps": self.gaps(gw)}
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
-                "rejected": self.rejected, "chain_breaks": self.chain_breaks, "gateways": gateways}
+                "rejected": self.rejected, "chain_breaks": self.chain_breaks,
+                "equivocations": self.equivocations, "gateways": gateways}
 
 
 def load_keys(paths: list[str]) -> list:
@@ -232,7 +248,11 @@ def run(broker: str, prefix: str, collector: Collector, seconds: float | None = 
 
 def print_report(rep: dict, out=sys.stdout) -> None:
     print("received {received}, stored {stored}, duplicates {duplicates}, rejected {rejected}, "
-          "chain breaks {chain_breaks}".format(**rep), file=out)
+          "chain breaks {chain_breaks}, equivocations {equivocations}".format(**rep), file=out)
+    if rep["equivocations"]:
+        print("ALARM: {} record(s) contradict a stored record with the same gateway and sequence number: "
+              "a cloned or rewritten gateway (both copies are in the equivocations table)".format(
+                  rep["equivocations"]), file=out)
     for gw, g in sorted(rep["gateways"].items()):
         gaps = ", ".join("{}-{}".format(a, b) for a, b in g["gaps"]) or "none"
         print("  {}: seq {}..{}, {} records, gaps: {}".format(gw, g["first_seq"], g["last_seq"], g["records"], gaps),
@@ -254,4 +274,4 @@ def main(args: argparse.Namespace) -> int:
         print()
     else:
         print_report(rep)
-    return 0 if rep["rejected"] == 0 and rep["chain_breaks"] == 0 else 1
+    return 0 if rep["rejected"] == 0 and rep["chain_breaks"] == 0 and rep["equivocations"] == 0 else 1

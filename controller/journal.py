@@ -159,6 +159,7 @@ class Journal:
         self.last_checkpoint: tuple[int, bytes] | None = None
         self._checkpoint_tag: tuple[int, bytes] | None = None
         self._epoch_day = -1
+        self._tail_kid = b""         # the kid of the last record found at start-up
         self._over_budget = False
         self._fd = -1
         self.cursor = -1
@@ -222,7 +223,13 @@ class Journal:
                 self._enqueue(_RECORD, R.make(R.RECOVERED, CRITICAL, self._clock(),
                                               {R.RECOVERED_LAST_SEQ: -1}), True)
             return
-        if not fresh_key:
+        if not fresh_key and epoch_number(self._key.kid) == epoch_number(self._tail_kid) + 1:
+            # A crash came between writing the next epoch's key file and its rotation
+            # record: that record comes now, so the chain still moves one epoch at a time.
+            self._enqueue(_RECORD, R.make(R.KEY_ROTATION, INFO, self._clock(), {
+                R.ROTATION_OLD_KID: self._tail_kid, R.ROTATION_NEW_KID: self._key.kid,
+                R.ROTATION_REASON: R.ROTATE_BOOT}), False)
+        elif not fresh_key:
             self._enqueue(_ROTATE, R.ROTATE_BOOT, False)
         self._enqueue(_RECORD, R.make(R.RECOVERED, ALARM if found.get(R.RECOVERED_CORRUPT) else INFO,
                                       self._clock(), found), True)
@@ -267,6 +274,7 @@ class Journal:
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
         self._prev_tag = cose.decode(tail.last_record).tag
+        self._tail_kid = cose.decode(tail.last_record).kid
         self._next_seq = last_seq + 1
         self.durable_seq = self._written_seq = last_seq
         found: dict[int, object] = {R.RECOVERED_SEGMENT: number, R.RECOVERED_LAST_SEQ: last_seq}

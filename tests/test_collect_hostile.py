@@ -61,3 +61,17 @@ def test_a_restarted_collector_remembers_the_epochs_it_verified(tmp_path):
     first.commit()
     again = Collector(tmp_path / "rx.db", [prov])
     assert again.record(sealed(keys.epoch(2000), epoch_kid(prov.kid, 2000), good(2)))
+
+
+def test_two_different_records_for_one_gateway_and_seq_are_an_equivocation_alarm(tmp_path):
+    prov, _ = provision(tmp_path)
+    collector = Collector(tmp_path / "rx.db", [prov])
+    epoch0 = EpochKeys(prov).epoch(0)
+    first = sealed(epoch0, epoch0.kid, good(5))
+    assert collector.record(first)
+    assert not collector.record(first)                                   # the same bytes again: a duplicate
+    assert not collector.record(sealed(epoch0, epoch0.kid, good(5, {R.SEVERITY: 2})))
+    rep = collector.report()
+    assert (rep["duplicates"], rep["equivocations"]) == (1, 1)
+    assert collector.db.execute("SELECT COUNT(*) FROM equivocations").fetchone() == (1,)
+    assert collector.db.execute("SELECT kind FROM problems").fetchall() == [("equivocation",)]
