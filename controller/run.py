@@ -35,6 +35,7 @@ from drivers.mqtt import BrokerSettings
 
 DEFAULT_STATE_DIR = "/var/lib/cabguard"
 LOCK_NAME = "run.lock"
+LOCKOUT_NAME = "console-lockout.json"   # the console's failed logins and lock (controller/console/auth.py)
 
 
 @dataclass
@@ -96,7 +97,8 @@ def console_stream(doc: dict, link_override: str | None) -> Stream:
 
 
 def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | None) -> ConsoleServer:
-    auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"])
+    auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"],
+                         gateway.state_dir / LOCKOUT_NAME, gateway.clock)
     return ConsoleServer(console_stream(doc, link), ConsoleView(gateway, path), auth, doc["idle_s"]).start()
 
 
