@@ -202,7 +202,11 @@ class Authenticator:
         left_ns = 0 if self._lock_ends_ns is None else max(0, self._lock_ends_ns - self.clock.monotonic_ns())
         doc = {"failures": self.failures, "lock_left_s": -(-left_ns // 1_000_000_000),
                "written_wall_s": int(self.clock.wall_s()) if self.clock.trusted() else None}
-        write_atomic(self.state_path, json.dumps(doc).encode())
+        try:
+            write_atomic(self.state_path, json.dumps(doc).encode())
+        except OSError as e:
+            raise AuthError("cannot write the console lockout {}: {}; check the state folder's disk "
+                            "and permissions".format(self.state_path, e.strerror)) from None
 
     def _load(self) -> None:
         if self.state_path is None or not self.state_path.exists():

@@ -19,7 +19,7 @@ import fnmatch
 from typing import Protocol
 
 from controller import commands as cm
-from controller.console.auth import DURESS, LOCKED, OK, Authenticator, Person
+from controller.console.auth import DURESS, LOCKED, OK, Authenticator, AuthError, Person
 from controller.errors import CabguardError
 
 LOGIN_FAILED = "login failed"
@@ -102,8 +102,12 @@ class Session:
         # as one: the answer and the lockout must not tell installers apart.
         allowed = not (person and person.level == cm.INSTALLER and not (
             self.technician_seen or self.view.grant_active(wall_s)))
-        was_locked = self.auth.locked()
-        kind, person = self.auth.check(ident, code, wall_s, allowed)
+        try:
+            was_locked = self.auth.locked()
+            kind, person = self.auth.check(ident, code, wall_s, allowed)
+        except AuthError as e:   # the count cannot be kept: no login (fail closed)
+            self.view.audit(ident, "login", "refused: {}".format(e))
+            return LOGIN_FAILED
         if kind == LOCKED:
             self.view.audit(ident, "login", "locked out")
             if not was_locked:  # one alarm per lockout, however often they try during it
