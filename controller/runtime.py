@@ -21,9 +21,9 @@ Each scan, in order:
 6. ping the systemd watchdog.
 
 Everything slow lives beside the loop and talks to it through queues: one
-thread per bus, the journal writer, the console, the
-uplink, and a housekeeping thread that refreshes the cached health values
-(clock trust, disk, backlog) once a second.  The loop never blocks on a
+thread per bus, the journal writer, the console, the uplink, and a
+housekeeping thread that refreshes the cached health values (clock trust,
+disk, backlog) once a second.  The loop never blocks on a
 disk, a bus or a network.
 """
 
