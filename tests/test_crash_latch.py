@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("CABGUARD_LATCH_KILLS", "20"))
 
@@ -39,6 +41,7 @@ def test_a_kill_before_any_disk_operation_never_unlatches_the_alarm(tmp_path):
     assert any(alarm for _w, alarm, _m in trials)           # some kills left the alarm in the journal
 
 
+@pytest.mark.timeout(60 + KILLS)    # about 0.3 s a kill
 def test_kills_at_random_moments_with_slow_fsync_never_unlatch_the_alarm(tmp_path):
     _ops, trials = run_trials(tmp_path, "random", str(KILLS), "7")
     in_journal = [t for t in trials if t[1]]
