@@ -4,8 +4,9 @@ tests/kill_gateway.py kills a real gateway (slow fsyncs simulated) before
 each disk operation from the alarm's scan on, and at random moments, then
 restarts it.  Whenever the alarm's record is in the journal, the restart
 must come back in ALARM.  ``make test`` runs CABGUARD_LATCH_KILLS (default
-20) random kills; the full figure is
-``CABGUARD_LATCH_KILLS=1000 .venv/bin/python -m pytest tests/test_crash_latch.py``.
+20) random kills; the full figure (docs/runtime.md) is
+``CABGUARD_LATCH_KILLS=1000 .venv/bin/python -m pytest tests/test_crash_latch.py``
+(about 5 minutes), or ``python -m tests.kill_gateway DIR random 1000 7``.
 """
 
 import os
