@@ -13,6 +13,11 @@ most 1 s after the first unsynced write.  After each fsync ``durable_seq``
 moves and the ``durable_listeners`` are called: a record reported durable
 is on disk.
 
+State that records announce (the core's mode and lock) goes through the
+same queue with ``persist``: the writer saves the newest such state before
+it writes any record of the batch, so a crash can leave that state ahead
+of the journal but never behind it (docs/runtime.md, "Crash order").
+
 Records the journal writes itself (genesis, recovered, key rotation,
 checkpoint, retention, health) take their sequence number the same way,
 so the queue order is always the sequence order.
@@ -61,7 +66,7 @@ ZERO_TAG = bytes(cose.TAG_LEN)
 _MAX_BATCH = 4096
 
 # Queue item kinds.
-_RECORD, _ROTATE, _CHECKPOINT, _FLUSH, _STOP = range(5)
+_RECORD, _ROTATE, _CHECKPOINT, _FLUSH, _STOP, _PERSIST = range(6)
 
 
 def default_clock() -> R.Context:
@@ -329,6 +334,16 @@ class Journal:
             urgent = record.get(R.SEVERITY, INFO) >= ALARM  # type: ignore[operator]
         return self._enqueue(_RECORD, record, urgent)
 
+    def persist(self, save: Callable[[], None]) -> None:
+        """Have the writer call ``save`` (e.g. write the core's mode to its
+        file) before it writes any record appended after this call.  Of the
+        calls queued together only the newest runs: each saves a whole state.
+        If ``save`` raises, the writer stops (see ``error``)."""
+        with self._lock:
+            if self._closed:
+                raise JournalError("the journal is closed")
+            self._queue.put((_PERSIST, -1, save, False))
+
     def rotate_key(self) -> int:
         """Move the record key one epoch on now (the installer's ``keys rotate``);
         returns the sequence number of the key-rotation record."""
@@ -454,7 +469,12 @@ class Journal:
         size = 0
         seg = self.segments[-1]
         urgent = stop = False
+        saves = [item for kind, _s, item, _u in items if kind == _PERSIST]
+        if saves:
+            saves[-1]()   # the newest state, on disk before any record of this batch
         for kind, seq, item, urg in items:
+            if kind == _PERSIST:
+                continue
             if kind == _FLUSH:
                 urgent = True
                 continue

@@ -15,20 +15,22 @@ Each scan, in order:
    model, when the site has one, runs inside it in front of the table's
    rules and writes ``anom.score`` / ``anom.top``);
 5. drive the outputs at once, then hand every event to the journal
-   (O(1), the writer thread does the disk) and persist mode and lock if
-   they changed (a writer thread again);
+   (O(1), the writer thread does the disk), the changed mode and lock
+   ahead of the records that announce them (the same writer saves them
+   first, so the state file is never behind the journal);
 6. ping the systemd watchdog.
 
 Everything slow lives beside the loop and talks to it through queues: one
-thread per bus, the journal writer, the state writer, the console, the
-uplink, and a housekeeping thread that refreshes the cached health values
-(clock trust, disk, backlog) once a second.  The loop never blocks on a
+thread per bus, the journal writer, the console, the uplink, and a
+housekeeping thread that refreshes the cached health values (clock trust,
+disk, backlog) once a second.  The loop never blocks on a
 disk, a bus or a network.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import queue
 import re
 import shutil
@@ -296,6 +298,12 @@ class Gateway:
         """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
         ctx = self.context()
         incident = None
+        persisted = self.state.persisted()
+        if persisted != self.persisted:
+            # Queued ahead of this scan's records: the journal writer saves the
+            # new mode and lock before it writes the records that announce them.
+            self.persisted = persisted
+            self.journal.persist(functools.partial(self.statefile.save, persisted))
         refused = {e[1] for e in events if e[0] == EV_REFUSED}
         for t in tickets:
             ok = t.code not in refused
@@ -317,10 +325,6 @@ class Gateway:
                 self._urgent(seq)
             if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
                 self.note(describe(ev, self.catalog, self.rule_names()))
-        persisted = self.state.persisted()
-        if persisted != self.persisted:
-            self.persisted = persisted
-            self.statefile.save(persisted)
         return incident
 
     def _track_rule(self, ev: tuple[int, int, int, int]) -> None:
@@ -460,7 +464,6 @@ class Gateway:
         for i, poller in enumerate(self.site.pollers):
             if i in self.started_pollers:
                 poller.stop()
-        self.statefile.close()
         self.bank.close()
         if self.housekeeper.is_alive():
             self.housekeeper.join(2 * HOUSEKEEPING_S)
