@@ -248,3 +248,72 @@ def test_a_job_is_refused_when_the_bus_is_not_polled(sim):
     poller = _poller(sim.bus("b1").port)
     with pytest.raises(BusError, match="not being polled"):
         poller.run_job(lambda master: iter(()))
+
+
+def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
+    """The adapter pulled (the pty and its link vanish), then plugged back in (a new pty
+    at the same path): the bus thread lives, the devices go offline and come back."""
+    first = Simulator([SimBus("b1", cabinet())]).start()
+    link = first.link(tmp_path)["b1"]
+    poller = _poller(str(link)).start()
+    seen = []
+    try:
+        assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2")))
+        first.stop()   # unplugged: reads hang up, tcflush raises termios.error
+        assert wait_until(lambda: not any(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
+        assert poller.crashed() is None
+        seen += poller.events()
+        lost = [e for e in seen if e.kind == "port_lost"]
+        assert len(lost) == 1 and lost[0].device == str(link) and "failed" in lost[0].detail
+        offline = [e for e in seen if e.kind == "offline"]
+        assert {e.device for e in offline} == {"io", "bms1", "bms2", "relay"}
+        assert all("failed polls; last: port " in e.detail for e in offline)
+        with Simulator([SimBus("b1", cabinet())]) as second:
+            second.link(tmp_path)
+            assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
+            assert poller.snapshot()["bms1.pack_mv"] == 52800
+            seen += poller.events()
+            assert [e.kind for e in seen].count("port_reopened") == 1
+    finally:
+        poller.stop()
+
+
+class _Crash(BaseException):
+    """Escapes every handler of the bus thread, as a bug would."""
+
+
+def _crashing_job(master):
+    raise _Crash("a bug in a job")
+    yield
+
+
+def test_a_dead_bus_thread_marks_its_devices_offline_and_can_be_restarted(sim):
+    poller = _poller(sim.bus("b1").port).start()
+    try:
+        assert wait_until(lambda: poller.snapshot()["io.online"] and poller.snapshot()["bms1.online"])
+        assert poller.crashed() is None
+        poller.run_job(_crashing_job)
+        assert wait_until(lambda: poller.crashed() is not None)
+        assert "_Crash: a bug in a job" in poller.crashed()
+        assert not poller.snapshot()["io.online"] and not poller.snapshot()["bms1.online"]
+        poller.restart()
+        assert poller.crashed() is None
+        assert wait_until(lambda: poller.snapshot()["io.online"] and poller.snapshot()["bms1.online"])
+    finally:
+        poller.stop()
+
+
+def test_a_failing_job_fails_its_future_and_polling_goes_on(sim):
+    poller = _poller(sim.bus("b1").port).start()
+
+    def buggy(master):
+        yield
+        raise ValueError("a bug in a scan")
+
+    try:
+        with pytest.raises(ValueError, match="a bug in a scan"):
+            poller.run_job(buggy).result(5)
+        assert poller.crashed() is None
+        assert wait_until(lambda: poller.snapshot()["io.online"])
+    finally:
+        poller.stop()

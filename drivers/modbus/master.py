@@ -8,6 +8,11 @@ exception answer is complete at 5 bytes) or reads exactly the rest of the
 expected length.  A wrong address or function ends the read at once.  The
 port is read with poll() on its non-blocking descriptor, and the t3.5
 silence before each request is kept.
+
+Every failure of the port itself (an unplugged USB adapter makes ``tcflush``
+raise ``termios.error``, reads return end-of-file, writes EIO) becomes a
+``ModbusPortLost``: a failed transaction like any other, so the caller's
+thread lives and can reopen the port.
 """
 
 from __future__ import annotations
@@ -17,9 +22,22 @@ import select
 import termios
 import time
 
-from drivers.errors import ModbusFrameError, ModbusTimeout
+import serial
+
+from drivers.errors import ModbusFrameError, ModbusPortLost, ModbusTimeout
 from drivers.modbus import frames
 from drivers.modbus.ports import open_serial
+
+# What the serial layer raises when the port goes away under us.
+SERIAL_ERRORS = (OSError, termios.error, serial.SerialException)
+
+
+def _reason(error: BaseException) -> str:
+    """``Input/output error`` from an OSError or a termios.error's (errno, text) args."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    args = getattr(error, "args", ())
+    return str(args[1]) if len(args) > 1 else str(error) or type(error).__name__
 
 
 class RtuMaster:
@@ -36,23 +54,34 @@ class RtuMaster:
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
         self._quiet_from = 0.0
+        self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
 
     def close(self) -> None:
-        self.serial.close()
+        try:
+            self.serial.close()
+        except SERIAL_ERRORS:
+            pass  # a port that is gone is closed enough
+
+    def _lost(self, error: BaseException | str) -> ModbusPortLost:
+        why = error if isinstance(error, str) else _reason(error)
+        self.lost = "port {} failed: {}".format(self.port, why)
+        return ModbusPortLost(self.lost)
 
     def transact(self, request: bytes, expected: int, timeout: float) -> bytes:
         """The checked data part of the answer to ``request``; ModbusError otherwise.
 
         ``timeout`` counts from the end of the request on the wire.
         """
+        if self.lost:
+            raise ModbusPortLost(self.lost)
         self.wait_quiet()
         try:
             termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
             os.write(self.fd, request)
-        except OSError as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
-            raise ModbusTimeout("port {}: {}".format(self.port, e.strerror)) from None
+        except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
+            raise self._lost(e) from None
         deadline = time.perf_counter() + frames.wire_seconds(len(request), self.baud) + timeout
         try:
             frame = self._read(frames.EXCEPTION_LENGTH, deadline)
@@ -82,14 +111,18 @@ class RtuMaster:
             left = deadline - time.perf_counter()
             if left <= 0 or not self._poll.poll(left * 1000):
                 break
-            try:
-                chunk = os.read(self.fd, n - len(buf))
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
+            buf += self._read_some(n - len(buf))
         return buf
+
+    def _read_some(self, n: int) -> bytes:
+        """Up to ``n`` bytes that poll() said are there; end-of-file or EIO is a lost port."""
+        try:
+            chunk = os.read(self.fd, n)
+        except SERIAL_ERRORS as e:
+            raise self._lost(e) from None
+        if not chunk:  # a hung-up tty reads as end-of-file
+            raise self._lost("the line hung up (adapter unplugged?)")
+        return chunk
 
     def _drain(self, deadline: float) -> None:
         """Skip a stray answer: read until t3.5 of silence (or the deadline)."""
@@ -97,10 +130,7 @@ class RtuMaster:
             left = min(deadline - time.perf_counter(), self.t35)
             if left <= 0 or not self._poll.poll(left * 1000):
                 return
-            try:
-                os.read(self.fd, 256)
-            except OSError:
-                return
+            self._read_some(256)
 
     def read_registers(self, address: int, function: int, start: int, count: int,
                        timeout: float) -> list[int]:
