@@ -317,3 +317,30 @@ def test_a_failing_job_fails_its_future_and_polling_goes_on(sim):
         assert wait_until(lambda: poller.snapshot()["io.online"])
     finally:
         poller.stop()
+
+
+@pytest.mark.parametrize("parity, stopbits", [("E", 2), ("O", 1), ("N", 2)])
+def test_the_bus_framing_reaches_the_port_and_a_matching_simulator_answers(parity, stopbits):
+    bus = SimBus("framed", [SimDevice("bms1", "bms16-vendor", 2, BMS)], parity=parity, stopbits=stopbits)
+    with Simulator([bus]):
+        default = RtuMaster(bus.port, 19200)   # 8N1: another framing, no answer
+        try:
+            with pytest.raises(ModbusTimeout):
+                default.read_registers(2, frames.READ_INPUT, 4, 1, 0.05)
+        finally:
+            default.close()
+        dropped = bus.dropped
+        assert dropped >= 1
+        poller = BusPoller(bus.port, [PolledDevice("bms1", "bms16-vendor", 2, 50)],
+                           BusOptions(baud=19200, parity=parity, stopbits=stopbits)).start()
+        try:
+            assert poller._master.serial.parity == parity and poller._master.serial.stopbits == stopbits
+            assert wait_until(lambda: poller.snapshot()["bms1.online"])
+            assert poller.snapshot()["bms1.soc_pct"] == 81 and bus.dropped == dropped
+        finally:
+            poller.stop()
+
+
+def test_a_bad_framing_is_refused_with_the_port_named():
+    with pytest.raises(PortError, match="/dev/ttyX0: parity 'M'"):
+        RtuMaster("/dev/ttyX0", 9600, "M", 1)

@@ -47,10 +47,10 @@ class RtuMaster:
     >>> m.read_registers(2, frames.READ_INPUT, 0, 30, timeout=0.05)  # doctest: +SKIP
     """
 
-    def __init__(self, port: str, baud: int = 115200) -> None:
+    def __init__(self, port: str, baud: int = 115200, parity: str = "N", stopbits: int = 1) -> None:
         self.port = port
         self.baud = baud
-        self.serial = open_serial(port, baud)
+        self.serial = open_serial(port, baud, parity, stopbits)
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
         self._quiet_from = 0.0

@@ -73,6 +73,8 @@ class PolledDevice(NamedTuple):
 
 class BusOptions(NamedTuple):
     baud: int = 115200
+    parity: str = "N"          # N E O: must match the devices' framing
+    stopbits: int = 1
     timeout_floor_ms: float = 20.0
     timeout_ceiling_ms: float = 500.0
     retries: int = 1
@@ -226,8 +228,12 @@ class BusPoller:
     def open(self) -> "BusPoller":
         """Open the port; PortError names it and the ports that exist if it is missing."""
         if self._master is None:
-            self._master = RtuMaster(self.port, self.options.baud)
+            self._master = self._open_master()
         return self
+
+    def _open_master(self) -> RtuMaster:
+        opts = self.options
+        return RtuMaster(self.port, opts.baud, opts.parity, opts.stopbits)
 
     def poll_cycle(self) -> list[bool]:
         """Poll every device once now, in the calling thread (before ``start()``; the bench
@@ -347,7 +353,7 @@ class BusPoller:
         if self._master is not None or time.monotonic() < self._reopen_at:
             return
         try:
-            self._master = RtuMaster(self.port, self.options.baud)
+            self._master = self._open_master()
         except PortError:
             self._reopen_delay = min(REOPEN_MAX_S, 2 * self._reopen_delay)
             self._reopen_at = time.monotonic() + self._reopen_delay
