@@ -26,6 +26,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import NamedTuple
 
 from drivers.modbus import frames
 from simulator.errors import SimConfigError
@@ -208,8 +209,17 @@ class Simulator:
         self.stop()
 
 
+class Late(NamedTuple):
+    """A scripted answer that starts ``delay_s`` after the request and comes one byte
+    every ``gap_s``, as a slow slave's answer on a slow line."""
+    data: bytes
+    delay_s: float
+    gap_s: float
+
+
 class ScriptedSlave:
-    """A pty whose 'slave' answers each request with the next scripted bytes (b"" = silence).
+    """A pty whose 'slave' answers each request with the next scripted bytes (b"" = silence)
+    or ``Late`` answer.
 
     For fuzzing a master with arbitrary answers: wrong CRC, address, function or length.
     """
@@ -224,7 +234,7 @@ class ScriptedSlave:
         self._running = True
         self._thread.start()
 
-    def script(self, answers: list[bytes]) -> None:
+    def script(self, answers: list[bytes | Late]) -> None:
         with self._ready:
             self._answers = list(answers)
             self._ready.notify()
@@ -243,7 +253,12 @@ class ScriptedSlave:
             buf = buf[need:]
             with self._ready:
                 answer = self._answers.pop(0) if self._answers else b""
-            if answer:
+            if isinstance(answer, Late):
+                time.sleep(answer.delay_s)
+                for i in range(len(answer.data)):
+                    os.write(self.master_fd, answer.data[i:i + 1])
+                    time.sleep(answer.gap_s)
+            elif answer:
                 os.write(self.master_fd, answer)
 
     def close(self) -> None:

@@ -12,7 +12,7 @@ from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusExcepti
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice
-from simulator.bus import ScriptedSlave, SimBus, Simulator
+from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
 
@@ -214,6 +214,22 @@ def test_fuzzed_answers_over_a_pty_never_crash_or_stall(scripted, answer):
     assert master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.05) == [1, 2, 3]
 
 
+def test_the_rest_of_a_late_answer_is_not_taken_as_the_next_answer():
+    """The answer begins after the deadline and trickles in at a slow line's pace; the
+    next request waits until the line has been quiet for t3.5 (16 ms at 2400 baud)."""
+    slave = ScriptedSlave()
+    master = RtuMaster(slave.port, 2400)
+    late = frames.read_answer(7, frames.READ_HOLDING, [9, 9, 9])
+    try:
+        slave.script([Late(late, 0.05, 0.003), GOOD])
+        with pytest.raises(ModbusError):
+            master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.01)
+        assert master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.5) == [1, 2, 3]
+    finally:
+        master.close()
+        slave.close()
+
+
 @settings(max_examples=500)
 @given(answer=answers)
 def test_check_reply_is_total(answer):
@@ -258,7 +274,7 @@ def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
     poller = _poller(str(link)).start()
     seen = []
     try:
-        assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2")))
+        assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
         first.stop()   # unplugged: reads hang up, tcflush raises termios.error
         assert wait_until(lambda: not any(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
         assert poller.crashed() is None

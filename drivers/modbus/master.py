@@ -7,7 +7,11 @@ writes the request, reads the first 5 bytes, and then either stops (an
 exception answer is complete at 5 bytes) or reads exactly the rest of the
 expected length.  A wrong address or function ends the read at once.  The
 port is read with poll() on its non-blocking descriptor, and the t3.5
-silence before each request is kept.
+silence before each request is kept.  After a transaction that did not end
+in a whole answer (a timeout, a truncated or garbled frame) the next request
+waits for a quiet line: stale bytes are read and dropped until t3.5 has
+passed after the last one, so the rest of a late answer is not taken as the
+answer to the next request.
 
 Every failure of the port itself (an unplugged USB adapter makes ``tcflush``
 raise ``termios.error``, reads return end-of-file, writes EIO) becomes a
@@ -24,7 +28,7 @@ import time
 
 import serial
 
-from drivers.errors import ModbusFrameError, ModbusPortLost, ModbusTimeout
+from drivers.errors import ModbusException, ModbusFrameError, ModbusPortLost, ModbusTimeout
 from drivers.modbus import frames
 from drivers.modbus.ports import open_serial
 
@@ -54,6 +58,8 @@ class RtuMaster:
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
         self._quiet_from = 0.0
+        self._stale = False        # the last transaction may have left an answer on its way
+        self._longest = frames.wire_seconds(frames.MAX_FRAME, baud) + self.t35
         self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
@@ -83,6 +89,7 @@ class RtuMaster:
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
         deadline = time.perf_counter() + frames.wire_seconds(len(request), self.baud) + timeout
+        whole = False
         try:
             frame = self._read(frames.EXCEPTION_LENGTH, deadline)
             if len(frame) < frames.EXCEPTION_LENGTH:
@@ -95,12 +102,22 @@ class RtuMaster:
                 frame += self._read(expected - len(frame), deadline)
                 if len(frame) < expected:
                     raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
-            return frames.check_reply(request, frame)
+            data = frames.check_reply(request, frame)
+            whole = True
+            return data
+        except ModbusException:
+            whole = True  # a complete exception answer: nothing else is coming
+            raise
         finally:
             self._quiet_from = time.perf_counter() + self.t35
+            self._stale = not whole
 
     def wait_quiet(self) -> None:
-        """Sleep until t3.5 has passed since the last frame on the wire."""
+        """Sleep until t3.5 has passed since the last frame on the wire; after a failed
+        transaction, until t3.5 after the last stale byte (at most one longest frame)."""
+        if self._stale:
+            self._stale = False
+            self._drain(time.perf_counter() + self._longest)
         wait = self._quiet_from - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
