@@ -360,3 +360,36 @@ def test_the_bus_framing_reaches_the_port_and_a_matching_simulator_answers(parit
 def test_a_bad_framing_is_refused_with_the_port_named():
     with pytest.raises(PortError, match="/dev/ttyX0: parity 'M'"):
         RtuMaster("/dev/ttyX0", 9600, "M", 1)
+
+
+def test_a_slow_slave_comes_online_at_first_contact_and_its_late_answers_teach_the_timeout():
+    """A BMS answering 40 ms after the request at 19200 baud (wire time emulated): the first
+    poll waits the ceiling, the turnaround it measures sets the timeout, and the device is
+    online after its first two polls, without a single timeout."""
+    bms = SimDevice("bms1", "bms16-vendor", 2, BMS)
+    bms.set_fault("slow", delay_ms=40)
+    with Simulator([SimBus("slow", [bms], 19200, wire_time=True)]) as sim:
+        poller = BusPoller(sim.bus("slow").port, [PolledDevice("bms1", "bms16-vendor", 2, 300)],
+                           BusOptions(baud=19200, timeout_floor_ms=20, timeout_ceiling_ms=200)).start()
+        try:
+            assert wait_until(lambda: poller.snapshot()["bms1.online"])
+            stats = poller.stats()["bms1"]
+            assert stats["timeouts"] == 0 and stats["latency_ms"] >= 40
+            assert poller.snapshot()["bms1.soc_pct"] == 81
+        finally:
+            poller.stop()
+
+
+def test_a_late_answer_raises_the_turnaround_of_a_device_that_slowed_down():
+    bms = SimDevice("bms1", "bms16-vendor", 2, BMS)
+    with Simulator([SimBus("slowing", [bms], 19200, wire_time=True)]) as sim:
+        poller = BusPoller(sim.bus("slowing").port, [PolledDevice("bms1", "bms16-vendor", 2, 100)],
+                           BusOptions(baud=19200, timeout_floor_ms=20, timeout_ceiling_ms=300)).start()
+        try:
+            assert wait_until(lambda: poller.snapshot()["bms1.online"])
+            assert poller.stats()["bms1"]["latency_ms"] < 30
+            bms.set_fault("slow", delay_ms=80)   # beyond its learned timeout: answers come late
+            assert wait_until(lambda: poller.stats()["bms1"]["latency_ms"] >= 40)
+            assert wait_until(lambda: poller.stats()["bms1"]["timeout_ms"] >= 150)
+        finally:
+            poller.stop()

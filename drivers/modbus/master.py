@@ -59,6 +59,8 @@ class RtuMaster:
         self.t35 = frames.t35_seconds(baud)
         self._quiet_from = 0.0
         self._stale = False        # the last transaction may have left an answer on its way
+        self._sent = (0, 0.0)      # (address, end of the request on the wire) of the last request
+        self.late: tuple[int, float] | None = None   # (address, turnaround) of a late answer seen
         self._longest = frames.wire_seconds(frames.MAX_FRAME, baud) + self.t35
         self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
@@ -88,7 +90,9 @@ class RtuMaster:
             os.write(self.fd, request)
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
-        deadline = time.perf_counter() + frames.wire_seconds(len(request), self.baud) + timeout
+        sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
+        self._sent = (request[0], sent)
+        deadline = sent + timeout
         whole = False
         try:
             frame = self._read(frames.EXCEPTION_LENGTH, deadline)
@@ -117,7 +121,9 @@ class RtuMaster:
         transaction, until t3.5 after the last stale byte (at most one longest frame)."""
         if self._stale:
             self._stale = False
-            self._drain(time.perf_counter() + self._longest)
+            first = self._drain(time.perf_counter() + self._longest)
+            if first is not None:  # the failed request's answer, late: how late, for the poller
+                self.late = (self._sent[0], first - self._sent[1])
         wait = self._quiet_from - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
@@ -141,13 +147,16 @@ class RtuMaster:
             raise self._lost("the line hung up (adapter unplugged?)")
         return chunk
 
-    def _drain(self, deadline: float) -> None:
-        """Skip a stray answer: read until t3.5 of silence (or the deadline)."""
+    def _drain(self, deadline: float) -> float | None:
+        """Skip a stray answer: read until t3.5 of silence (or the deadline); returns
+        when its first byte was read (perf_counter), None if the line was quiet."""
+        first = None
         while True:
             left = min(deadline - time.perf_counter(), self.t35)
             if left <= 0 or not self._poll.poll(left * 1000):
-                return
+                return first
             self._read_some(256)
+            first = first or time.perf_counter()
 
     def read_registers(self, address: int, function: int, start: int, count: int,
                        timeout: float) -> list[int]:

@@ -11,7 +11,11 @@ indices)`` copies the newest snapshot (a few hundred integers, microseconds)
 and ``events()`` drains what happened since the last scan.
 
 Timeouts follow each device's measured turnaround (EWMA) plus the wire time
-of the request and answer, clamped to [floor, ceiling]; a failed read is
+of the request and answer, clamped to [floor, ceiling].  Until a device has
+answered once its timeout is the ceiling (first contact: a slow BMS must
+get the chance to show how slow it is), with no retry; its first answer
+sets the turnaround, later ones (late answers too, as the master sees them
+arrive while it waits for a quiet line) average into it.  A failed read is
 retried at most ``retries`` times, so a silent or exception-answering
 device holds the bus at most ``(1 + retries) * timeout`` per block.  A
 device goes offline after ``offline_after`` failed polls in a row and back
@@ -117,6 +121,7 @@ class _State:
         self.not_implemented = 0
         self.mismatch = False            # a SunSpec discovery failure was reported
         self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
+        self.answered = False            # it answered once: latency is measured, not guessed
         self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
         self.reason = ""                 # why the last read failed, for the offline event
 
@@ -448,6 +453,8 @@ class BusPoller:
             self._flat[st.slot + n:st.slot + n + len(TWINS)] = st.twins()
 
     def _timeout(self, st: _State, count: int) -> float:
+        if not st.answered:
+            return self.options.timeout_ceiling_ms / 1000
         wire = frames.wire_seconds(8 + 5 + 2 * count, self.options.baud)
         t = wire + 4 * st.latency + 0.002
         return min(self.options.timeout_ceiling_ms / 1000, max(self.options.timeout_floor_ms / 1000, t))
@@ -460,10 +467,13 @@ class BusPoller:
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with bounded retries; counts every attempt on the twins."""
         timeout = self._timeout(st, count)
-        for attempt in range(1 + self.options.retries):
-            t0 = time.perf_counter()
+        retries = self.options.retries if st.answered else 0  # first contact already waits the ceiling
+        for attempt in range(1 + retries):
             try:
-                values = self._port().read_block(st.address, function, start, count, timeout)
+                master = self._port()
+                master.wait_quiet()
+                t0 = time.perf_counter()
+                values = master.read_block(st.address, function, start, count, timeout)
             except ModbusPortLost as e:
                 st.timeouts = (st.timeouts + 1) & COUNTER_MASK
                 st.reason = str(e)
@@ -479,15 +489,35 @@ class BusPoller:
             except ModbusException as e:
                 self._exception(st, e.code)
                 st.reason = str(e)
+                st.answered = True
                 raise  # the device answered: retrying will not change its mind
             else:
-                turnaround = time.perf_counter() - t0 - frames.wire_seconds(8 + 5 + 2 * count,
-                                                                             self.options.baud)
-                st.latency += (max(0.0, turnaround) - st.latency) / 8
+                self._learn(st, time.perf_counter() - t0 - frames.wire_seconds(8 + 5 + 2 * count,
+                                                                                 self.options.baud))
                 st.ok = (st.ok + 1) & COUNTER_MASK
                 return values
-            if self._stop.is_set() or attempt == self.options.retries:
+            finally:
+                self._late_answer()
+            if self._stop.is_set() or attempt == retries:
                 raise error
+
+    @staticmethod
+    def _learn(st: _State, turnaround: float) -> None:
+        """A measured turnaround: the first one is the estimate, later ones average in."""
+        turnaround = max(0.0, turnaround)
+        st.latency = st.latency + (turnaround - st.latency) / 8 if st.answered else turnaround
+        st.answered = True
+
+    def _late_answer(self) -> None:
+        """Learn from an answer the master saw arrive after its request had timed out."""
+        master = self._master
+        if master is None or master.late is None:
+            return
+        address, turnaround = master.late
+        master.late = None
+        for st in self._states:
+            if st.address == address:
+                self._learn(st, turnaround)
 
     def _exception(self, st: _State, code: int) -> None:
         st.exc_count = (st.exc_count + 1) & COUNTER_MASK
