@@ -101,6 +101,7 @@ def pulled_then_back(gw, pull, plug_in):
     assert wait_until(lambda: {"sensor_silent.io", "bms_silent.bms1"} <= gw.active_rules, 10), (gw.active_rules, list(gw.recent))
     assert gw.state.mode == modes.ALARM
     assert noted(gw, "port_lost: port ")
+    assert noted(gw, "io offline: 2 failed polls; last: port ")   # the journal says why
     assert gw.site.pollers[0].crashed() is None
     plug_in()
     assert wait_until(lambda: all(online(gw)), 10)

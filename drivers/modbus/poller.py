@@ -29,10 +29,11 @@ polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
 A port that fails under a transaction (USB adapter pulled, simulator gone)
 is closed and reopened with backoff (``REOPEN_FIRST_S`` doubling up to
 ``REOPEN_MAX_S``); meanwhile every poll fails at once, so the devices go
-offline through the same hysteresis as a cut cable.  ``port_lost`` and
-``port_reopened`` events say so.  Should the thread die anyway (a bug),
-every device is marked offline and ``crashed()`` tells the runtime, which
-journals it and calls ``restart()``.
+offline through the same hysteresis as a cut cable.  Once it is back, every
+device is polled at once.  ``port_lost`` and ``port_reopened`` events say
+so.  Should the thread die anyway (a bug), every device is marked offline
+and ``crashed()`` tells the runtime, which journals it and calls
+``restart()``.
 
 Other bus work — a technician's ``bus scan`` while the gateway runs — is a
 *job* (``run_job``): a generator that does one short transaction per step.
@@ -65,7 +66,7 @@ TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
 ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
 REOPEN_FIRST_S = 0.1       # a lost port is tried again after this long ...
-REOPEN_MAX_S = 1.0         # ... doubling up to this: a port back is in use within a second
+REOPEN_MAX_S = 0.5         # ... doubling up to this: a port back is in use within half a second
 
 
 class PolledDevice(NamedTuple):
@@ -354,7 +355,7 @@ class BusPoller:
             self._lost_at = now
             self._reopen_at = now + self._reopen_delay
             self._events.put(BusEvent(self.port, "port_lost", 0, "{}; its devices fall silent, reopening "
-                                      "every {:.0f} s at most".format(master.lost, REOPEN_MAX_S)))
+                                      "every {:.1f} s at most".format(master.lost, REOPEN_MAX_S)))
         if self._master is not None or time.monotonic() < self._reopen_at:
             return
         try:
@@ -364,6 +365,8 @@ class BusPoller:
             self._reopen_at = time.monotonic() + self._reopen_delay
             return
         self._opened_at = time.monotonic()
+        for st in self._states:  # poll everyone now: the devices come back one period sooner
+            st.due = min(st.due, self._opened_at)
         self._events.put(BusEvent(self.port, "port_reopened", 0, "port {} is back after {:.1f} s".format(
             self.port, time.monotonic() - self._lost_at)))
 
