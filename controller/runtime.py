@@ -285,11 +285,13 @@ class Gateway:
                 if bev.kind in ("write_mismatch", "write_failed"):
                     code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
-                # A pulled adapter is news every time (the poller's backoff bounds it); the rest
-                # at most once a minute.  An offline record says why (timeouts, CRC, port gone).
+                # A pulled adapter is news every time (the poller's backoff bounds it), and an
+                # alarm, as a port missing at start is; the rest at most once a minute.  An
+                # offline record says why (timeouts, CRC, exception, port gone).
                 if bev.kind in PORT_EVENTS or (bev.kind not in ("online", "write_ok")
                                                and self._bus_news(bev.device, bev.kind)):
-                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail))
+                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
+                                        ALARM if bev.kind == "port_lost" else WARNING)
         return faults
 
     def _bus_news(self, device: str, kind: str) -> bool:

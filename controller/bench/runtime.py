@@ -207,9 +207,8 @@ def _door_to_siren(gw, sim: SimProcess, siren_at: list[float]) -> list[float]:
     return latencies
 
 
-def _wait(predicate, timeout_s: float) -> float | None:
-    """Seconds until ``predicate()`` holds, None if it did not within ``timeout_s``."""
-    t0 = time.monotonic()
+def _since(t0: float, predicate, timeout_s: float = 10) -> float | None:
+    """Seconds from ``t0`` until ``predicate()`` holds, None if it did not within ``timeout_s``."""
     while time.monotonic() - t0 < timeout_s:
         if predicate():
             return time.monotonic() - t0
@@ -227,12 +226,14 @@ def pulled_port_figures(work: Path) -> list[Figure]:
     loop = threading.Thread(target=gw.run, daemon=True)
     loop.start()
     try:
-        _wait(lambda: all(gw.image[i] for i in online) and gw.state.mode == modes.ARMED, 10)
+        _since(time.monotonic(), lambda: all(gw.image[i] for i in online) and gw.state.mode == modes.ARMED)
         sim.pull()
-        offline_s = _wait(lambda: not gw.image[gw.catalog.index["io.online"]], 10)
-        alarm_s = _wait(lambda: "sensor_silent.io" in gw.active_rules, 10)
+        pulled = time.monotonic()
+        lost_s = _since(pulled, lambda: any("port_lost" in line for line in gw.recent))
+        offline_s = _since(pulled, lambda: not gw.image[gw.catalog.index["io.online"]])
+        alarm_s = _since(pulled, lambda: "sensor_silent.io" in gw.active_rules)
         sim = SimProcess(links)   # plugged back in: the port exists again from here
-        back_s = _wait(lambda: all(gw.image[i] for i in online), 10)
+        back_s = _since(time.monotonic(), lambda: all(gw.image[i] for i in online))
     finally:
         gw.stop_event.set()
         loop.join(5)
@@ -241,9 +242,11 @@ def pulled_port_figures(work: Path) -> list[Figure]:
     missing = -1.0   # shown when the event never came within 10 s
     period_s = PERIOD_MS / 1000
     return [
+        Figure("port pulled while armed -> port_lost alarm", lost_s / period_s if lost_s else missing,
+               "periods", "<= 3", "a health alarm, uplinked at once"),
         Figure("port pulled while armed -> io offline", offline_s / period_s if offline_s else missing,
                "periods", "<= 3", "io polled every {} ms".format(PERIOD_MS)),
-        Figure("port pulled while armed -> tamper alarm", alarm_s / period_s if alarm_s else missing,
+        Figure("port pulled while armed -> tamper rule alarm", alarm_s / period_s if alarm_s else missing,
                "periods", "<= 3", "sensor_silent holds 2 s after offline (rules/packs/theft.toml)"),
         Figure("port back -> all devices online", back_s if back_s else missing, "s", "<= 2",
                "from `cabguard sim` serving again"),
