@@ -70,6 +70,7 @@ FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
 BUS_REPORT_S = 60.0
+PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these cannot flood
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
@@ -276,12 +277,23 @@ class Gateway:
         """Bus events become health records; failed output writes become core faults."""
         faults = []
         for poller in self.site.pollers:
+            death = poller.crashed()
+            if death is not None:  # within one scan: its devices are offline, the bus polled again
+                poller.restart()
+                if self._bus_news(poller.port, "thread"):
+                    self.journal_health(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
+                        poller.port, death), ALARM)
             for bev in poller.events():
                 if bev.kind in ("write_mismatch", "write_failed"):
                     code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
-                if bev.kind not in ("online", "offline", "write_ok") and self._bus_news(bev.device, bev.kind):
-                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail))
+                # A pulled adapter is news every time (the poller's backoff bounds it), and an
+                # alarm, as a port missing at start is; the rest at most once a minute.  An
+                # offline record says why (timeouts, CRC, exception, port gone).
+                if bev.kind in PORT_EVENTS or (bev.kind not in ("online", "write_ok")
+                                               and self._bus_news(bev.device, bev.kind)):
+                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
+                                        ALARM if bev.kind == "port_lost" else WARNING)
         return faults
 
     def _bus_news(self, device: str, kind: str) -> bool:
