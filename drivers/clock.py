@@ -42,13 +42,27 @@ class _Timex(ctypes.Structure):
     ]
 
 
+_libc: list[ctypes.CDLL | None] = []     # empty until looked for
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    """The C library, looked for once: ``find_library`` runs ``ldconfig -p`` in
+    a child process, which once a second cost the gateway 2 ms and a fork."""
+    if not _libc:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc.append(ctypes.CDLL(name, use_errno=True) if name else None)
+        except OSError:
+            _libc.append(None)
+    return _libc[0]
+
+
 def kernel_synchronised() -> bool:
     """True if adjtimex(2) reports a disciplined clock (read-only call)."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
+    libc = _load_libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):

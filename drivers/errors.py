@@ -37,6 +37,11 @@ class ModbusFrameError(ModbusError):
     """An answer of the wrong address, function, length or content."""
 
 
+class ModbusPortLost(ModbusError):
+    """The serial port failed under a transaction: adapter unplugged, cable cut at the
+    adapter, simulator gone.  The poller reopens the port (drivers/modbus/poller.py)."""
+
+
 class ModbusException(ModbusError):
     """The slave answered with a Modbus exception code."""
 

@@ -106,10 +106,19 @@ def epoch_kid(provisioning_kid: bytes, n: int) -> bytes:
     return provisioning_kid + b"/" + str(n).encode()
 
 
+# An epoch number has at most this many digits (a rotation a second for 30
+# years is 10 digits less one); anything longer is not an epoch kid.
+EPOCH_DIGITS = 9
+# A verifier derives keys at most this many epochs past the newest epoch it has
+# seen a record verify under: a forged kid cannot make it derive without end
+# (1,024 derivations take about 9 ms; a rotation a day is 2.8 years of them).
+MAX_EPOCH_AHEAD = 1024
+
+
 def parse_epoch_kid(kid: bytes) -> tuple[bytes, int] | None:
     """``(provisioning kid, n)`` for an epoch kid, None for any other kid."""
     base, _, n = kid.rpartition(b"/")
-    if not base or not n.isdigit() or not base.endswith(b"/record"):
+    if not base or not n.isdigit() or len(n) > EPOCH_DIGITS or not base.endswith(b"/record"):
         return None
     return base, int(n)
 
@@ -147,6 +156,7 @@ class EpochKeys:
     def __init__(self, provisioning: CoseKey):
         self.provisioning = provisioning
         self._epochs = [first_epoch(provisioning)]
+        self.confirmed = 0      # the newest epoch a record has verified under
 
     def epoch(self, n: int) -> CoseKey:
         while len(self._epochs) <= n:
@@ -156,6 +166,10 @@ class EpochKeys:
     def key_for(self, kid: bytes) -> CoseKey | None:
         """The key for ``kid``, or None when this provisioning key has no such epoch."""
         parsed = parse_epoch_kid(kid)
-        if parsed is None or parsed[0] != self.provisioning.kid:
+        if parsed is None or parsed[0] != self.provisioning.kid or parsed[1] > self.confirmed + MAX_EPOCH_AHEAD:
             return None
         return self.epoch(parsed[1])
+
+    def confirm(self, kid: bytes) -> None:
+        """A record under ``kid`` verified: its epoch is real, derive ahead of it."""
+        self.confirmed = max(self.confirmed, epoch_number(kid))

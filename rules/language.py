@@ -205,7 +205,9 @@ def _fill(spec: RuleSpec, table: dict, diags: list[Diagnostic]) -> bool:
         diags.append(spec.diag("when", "'{}' is used but the rule has no 'devices' class to "
                                "repeat over".format(DEV)))
         return False
-    return bool(spec.when)
+    if "when" in table and isinstance(table["when"], str) and not table["when"].strip():
+        diags.append(spec.diag("when", "'when' is empty: write the condition that raises the rule"))
+    return bool(spec.when.strip())
 
 
 def _fill_actions(spec: RuleSpec, actions: object, diags: list[Diagnostic]) -> None:

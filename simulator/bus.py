@@ -6,6 +6,11 @@ simulator reads requests from the master end and answers for the devices on
 that bus.  A request is complete when its length (known from the function
 code) has arrived, so answers do not wait for the t3.5 gap; a partial frame
 followed by t3.5 of silence, or a bad CRC, is dropped as a real slave would.
+A bus has a framing (``parity``, ``stopbits``, 8N1 by default); a request
+sent with another framing is dropped too, as a real slave sees only parity
+and framing errors.  On a pty the framing is read from the line settings
+the master made (stop bits and odd parity always; even parity only where
+the kernel keeps PARENB on ptys, which not all do).
 
     with Simulator([SimBus("rs485-1", [SimDevice("io", "io-dvt", 1)])]) as sim:
         port = sim.bus("rs485-1").port
@@ -21,14 +26,19 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import NamedTuple
 
 from drivers.modbus import frames
 from simulator.errors import SimConfigError
 from simulator.slave import SimDevice
 
 
-def open_raw_port(path: str, baud: int) -> int:
-    """A real serial port, raw (no echo or line editing), at ``baud``, 8N1."""
+PARITY_FLAGS = {"N": 0, "E": termios.PARENB, "O": termios.PARENB | termios.PARODD}
+
+
+def open_raw_port(path: str, baud: int, parity: str = "N", stopbits: int = 1) -> int:
+    """A real serial port, raw (no echo or line editing), at ``baud``, 8 data bits,
+    ``parity`` and ``stopbits``."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
     except OSError as e:
@@ -40,6 +50,8 @@ def open_raw_port(path: str, baud: int) -> int:
         os.close(fd)
         raise SimConfigError("{}: baud {} is not a standard rate".format(path, baud))
     attrs[4] = attrs[5] = speed
+    attrs[2] &= ~(termios.PARENB | termios.PARODD | termios.CSTOPB)
+    attrs[2] |= PARITY_FLAGS[parity] | (termios.CSTOPB if stopbits == 2 else 0)
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     return fd
 
@@ -50,23 +62,29 @@ class SimBus:
     t3.5 turnaround, so poll cycles over a pty show real-wire timing."""
 
     def __init__(self, name: str, devices: list[SimDevice], baud: int = 115200,
-                 wire_time: bool = False, serial_port: str | None = None) -> None:
+                 wire_time: bool = False, serial_port: str | None = None,
+                 parity: str = "N", stopbits: int = 1) -> None:
         addresses = [d.address for d in devices]
         if len(set(addresses)) != len(addresses):
             raise SimConfigError("bus {}: two devices share an address ({})".format(name, addresses))
+        if parity not in PARITY_FLAGS or stopbits not in (1, 2):
+            raise SimConfigError("bus {}: parity {!r} / stop bits {!r}: want parity N, E or O and stop "
+                                 "bits 1 or 2".format(name, parity, stopbits))
         self.name = name
         self.baud = baud
+        self.parity = parity
+        self.stopbits = stopbits
         self.wire_time = wire_time
         self.devices = {d.address: d for d in devices}
         if serial_port:
             # A HIL bench: serve on a real adapter wired to the gateway's bus.
-            self.master_fd, self.slave_fd = open_raw_port(serial_port, baud), -1
+            self.master_fd, self.slave_fd = open_raw_port(serial_port, baud, parity, stopbits), -1
             self.port = serial_port
         else:
             self.master_fd, self.slave_fd = os.openpty()
             tty.setraw(self.slave_fd)  # no echo or line editing before a client configures it
             self.port = os.ttyname(self.slave_fd)
-        self.dropped = 0           # frames dropped for CRC or silence mid-frame
+        self.dropped = 0           # frames dropped for CRC, framing or silence mid-frame
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -102,8 +120,20 @@ class SimBus:
                 frame, buf = buf[:need], buf[need:]
                 self._handle(frame)
 
+    def framing_matches(self) -> bool:
+        """Whether the master's line settings on the pty are this bus's framing (on a real
+        adapter the hardware sees to it: a mismatch arrives as garbage)."""
+        if self.slave_fd < 0:
+            return True
+        cflag = termios.tcgetattr(self.master_fd)[2]
+        if (2 if cflag & termios.CSTOPB else 1) != self.stopbits:
+            return False
+        if bool(cflag & termios.PARODD) != (self.parity == "O"):
+            return False
+        return not cflag & termios.PARENB or self.parity != "N"
+
     def _handle(self, frame: bytes) -> None:
-        if not frames.crc_ok(frame):
+        if not frames.crc_ok(frame) or not self.framing_matches():
             self.dropped += 1
             return
         device = self.devices.get(frame[0])
@@ -179,8 +209,17 @@ class Simulator:
         self.stop()
 
 
+class Late(NamedTuple):
+    """A scripted answer that starts ``delay_s`` after the request and comes one byte
+    every ``gap_s``, as a slow slave's answer on a slow line."""
+    data: bytes
+    delay_s: float
+    gap_s: float
+
+
 class ScriptedSlave:
-    """A pty whose 'slave' answers each request with the next scripted bytes (b"" = silence).
+    """A pty whose 'slave' answers each request with the next scripted bytes (b"" = silence)
+    or ``Late`` answer.
 
     For fuzzing a master with arbitrary answers: wrong CRC, address, function or length.
     """
@@ -195,7 +234,7 @@ class ScriptedSlave:
         self._running = True
         self._thread.start()
 
-    def script(self, answers: list[bytes]) -> None:
+    def script(self, answers: list[bytes | Late]) -> None:
         with self._ready:
             self._answers = list(answers)
             self._ready.notify()
@@ -214,7 +253,12 @@ class ScriptedSlave:
             buf = buf[need:]
             with self._ready:
                 answer = self._answers.pop(0) if self._answers else b""
-            if answer:
+            if isinstance(answer, Late):
+                time.sleep(answer.delay_s)
+                for i in range(len(answer.data)):
+                    os.write(self.master_fd, answer.data[i:i + 1])
+                    time.sleep(answer.gap_s)
+            elif answer:
                 os.write(self.master_fd, answer)
 
     def close(self) -> None:

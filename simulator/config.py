@@ -15,7 +15,7 @@ from simulator.bus import SimBus, Simulator
 from simulator.errors import SimConfigError
 from simulator.slave import SimDevice
 
-_BUS_KEYS = {"name", "baud", "wire_time", "device"}
+_BUS_KEYS = {"name", "baud", "parity", "stopbits", "wire_time", "device"}
 _DEVICE_KEYS = {"name", "profile", "address", "values", "fault", "seed"}
 _FAULT_KEYS = {"kind", "rate", "delay_ms", "code"}
 
@@ -60,7 +60,8 @@ def _bus(path: Path, i: int, bus: Any) -> SimBus:
         raise SimConfigError("{}: {}: no [[bus.device]] tables".format(path, where))
     sims = [_device(path, "{}.device[{}]".format(where, j), d) for j, d in enumerate(devices)]
     try:
-        return SimBus(name, sims, baud, bool(bus.get("wire_time", False)))
+        return SimBus(name, sims, baud, bool(bus.get("wire_time", False)),
+                      parity=bus.get("parity", "N"), stopbits=bus.get("stopbits", 1))
     except SimConfigError as e:
         raise SimConfigError("{}: {}: {}".format(path, where, e)) from None
 

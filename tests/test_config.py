@@ -110,3 +110,20 @@ def test_entry_zones_default_to_the_bolt_and_the_door_and_a_wrong_one_is_named()
     core_config({"core": {"entry_zones": ["!io.door_blot"]}}, catalog, problems)
     assert [(p.path, p.message) for p in problems] == [
         ("core.entry_zones[0]", "no signal '!io.door_blot' on this site (did you mean io.door_bolt, io.door_open?)")]
+
+
+@pytest.mark.parametrize("broker", ["127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:65536", "broker:"])
+def test_a_broker_port_outside_1_to_65535_is_refused(tmp_path, broker):
+    with pytest.raises(ConfigError, match="uplink.broker"):
+        parse(GOOD.format(state=tmp_path) + '\n[uplink]\nbroker = "{}"\n'.format(broker), "site.toml")
+    assert parse(GOOD.format(state=tmp_path) + '\n[uplink]\nbroker = "127.0.0.1:65535"\n', "site.toml")
+
+
+@pytest.mark.parametrize("gateway", ["g" * 100_000, "gw porta", "gw/x", "-gw", "ｇｗ"])
+def test_keys_gen_refuses_a_gateway_id_the_config_would_refuse(tmp_path, gateway):
+    from controller.errors import UsageError
+    from controller.cli.keygen import generate_keys
+    from drivers.cose import ALG_AES_MAC_128_128
+    with pytest.raises(UsageError, match="a gateway id is letters, digits"):
+        generate_keys(gateway, tmp_path / "keys", ALG_AES_MAC_128_128)
+    assert not (tmp_path / "keys").exists()

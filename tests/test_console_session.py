@@ -113,6 +113,23 @@ def test_lockout_raises_an_alert(tmp_path):
     assert view.audits[-1] == ("ana", "login", "locked out")
 
 
+def test_installer_failures_count_like_anyone_s_and_raise_the_lockout(tmp_path):
+    store, view, s = make(tmp_path)
+    answers = {login(s, store, "ivo", T0 + 30 * i) for i in range(4)}    # right codes, no grant
+    answers.add(s.handle("login ivo 123456", T0 + 150))
+    assert answers == {LOGIN_FAILED, "Console locked after repeated failures; try again later."}
+    assert view.alerts == [("console_lockout", None)]
+    assert "locked" in login(s, store, "ana", T0 + 180)
+
+
+def test_a_lockout_that_cannot_be_written_refuses_the_login(tmp_path):
+    store, view, _s = make(tmp_path)
+    s = Session(view, Authenticator(store, state_path=tmp_path / "no-such-folder" / "lockout.json"))
+    assert s.handle("login ana 000000", T0) == LOGIN_FAILED
+    assert "cannot write the console lockout" in view.audits[-1][2]
+    assert login(s, store, "ana", T0) == LOGIN_FAILED       # a good code, but the count cannot be cleared
+
+
 def test_idle_timeout_logs_out(tmp_path):
     store, view, s = make(tmp_path)
     login(s, store, "ana", T0)

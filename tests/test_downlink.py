@@ -37,6 +37,12 @@ def test_good_command_runs_once(setup, tmp_path):
                              key.alg, key.kid, key.k, AAD), "unknown-command"),
     (lambda key: mac0_create(encode({1: 1, 2: "gw-1", 3: 9, 4: NOW + 60, 5: "maint start",
                                      6: {"duration": "soon"}}), key.alg, key.kid, key.k, AAD), "bad-arguments"),
+    # Signed, but claiming numbers that would lock the gateway out or keep a command alive for years.
+    (lambda key: make_command(key, "gw-1", 2**62, NOW + 60, "arm"), "bad-sequence"),
+    (lambda key: make_command(key, "gw-1", 9, 32_503_680_000, "arm"), "bad-expiry"),     # year 3000
+    (lambda key: make_command(key, "gw-1", 9, NOW + 60, "grant", {"minutes": 10**30}), "bad-arguments"),
+    (lambda key: make_command(key, "gw-1", 9, NOW + 60, "maint start", {"duration": "99999999h"}),
+     "bad-arguments"),
 ])
 def test_refusals(setup, mutate, reason):
     key, ver = setup
@@ -51,3 +57,9 @@ def test_old_sequence_after_newer_is_refused(setup):
     with pytest.raises(Refused, match="replayed"):
         ver.verify(make_command(key, "gw-1", 7, NOW + 60, "disarm"), NOW)
     assert ver.verify(make_command(key, "gw-1", 11, NOW + 60, "arm"), NOW).core_command() == (CMD_ARM, 0)
+
+
+def test_millisecond_sequences_and_counters_both_pass_the_bound(setup):
+    key, ver = setup
+    assert ver.verify(make_command(key, "gw-1", 3, NOW + 60, "arm"), NOW)                   # a counter
+    assert ver.verify(make_command(key, "gw-1", NOW * 1000, NOW + 60, "disarm"), NOW)       # cabguard cmd's default

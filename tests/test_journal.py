@@ -18,6 +18,8 @@ from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4
 from drivers.keys import EpochKeys, load_key
 from pathlib import Path
 
+from controller.journal.segments import frame as segments_frame, list_segments
+from drivers import cose
 from tests.journaling import event_record, frame_span, frames, open_journal, provision, write_records
 
 
@@ -167,6 +169,19 @@ def test_truncation_is_detected_against_cursor_and_heartbeat(tmp_path):
     assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, (seq, None)).problems] == ["truncated"]
 
 
+def test_a_checkpoint_on_any_record_is_checked_against_its_tag(tmp_path):
+    """``--checkpoint SEQ:TAG`` on a record that is not a checkpoint record compared
+    the given tag with itself, so a forged journal passed."""
+    from drivers import cose
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 12)
+    record = frames(tmp_path)[6][2]
+    seq, tag = cose.decode(record).seq, cose.decode(record).tag
+    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
+    forged = verify_dir(tmp_path / "journal", prov, (seq, bytes(len(tag))))
+    assert [p["kind"] for p in forged.problems] == ["checkpoint"]
+
+
 def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
     prov, _ = provision(tmp_path)
     write_records(tmp_path, prov, 10)
@@ -188,8 +203,54 @@ def test_wrong_key_reads_mac_mismatch_for_kid(tmp_path):
     write_records(tmp_path, prov, 3)
     cabguard("keys", "gen", "--gateway", "gw-7", "--out", str(tmp_path / "other"))
     r = cabguard("verify", str(tmp_path / "journal"), "--key", str(tmp_path / "other" / "record.key"))
-    assert r.returncode == 1 and "MAC mismatch for kid gw-7/record/0" in r.stdout
+    # Another key of the same kid (a re-flashed gateway's): one verdict, not a TAMPERING? line per record.
+    assert r.returncode == 1 and "does not belong to this journal" in r.stderr and "TAMPERING" not in r.stdout
     assert "Traceback" not in r.stderr
+    cabguard("keys", "gen", "--gateway", "gw-8", "--out", str(tmp_path / "gw8"))
+    r = cabguard("verify", str(tmp_path / "journal"), "--key", str(tmp_path / "gw8" / "record.key"))
+    assert r.returncode == 1 and "the key gw-8/record does not belong to this journal" in r.stderr
+    assert "signed with kid gw-7/record/0" in r.stderr
+
+
+def test_verify_of_a_folder_without_a_journal_says_so(tmp_path):
+    prov, key_path = provision(tmp_path)
+    (tmp_path / "empty").mkdir()
+    r = cabguard("verify", str(tmp_path / "empty"), "--key", str(key_path))
+    assert r.returncode == 1 and "no journal in" in r.stderr and "OK" not in r.stdout
+
+
+def test_an_epoch_jump_is_tampering(tmp_path):
+    """A holder of a later epoch key (derived forward only) re-seals the journal
+    from an early point on with a rotation straight to its epoch."""
+    import cbor2
+    from drivers.cose import Sealer
+    from drivers.keys import EpochKeys, epoch_kid
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 6)
+    epochs = EpochKeys(prov)
+    kept = frames(tmp_path)[:3]
+    path = kept[0][0]
+    data = path.read_bytes()[:kept[-1][1] + frame_span(kept[-1][2])]
+    prev = cose.decode(kept[-1][2]).tag
+    seq = cose.decode(kept[-1][2]).seq + 1
+    last_rec = payload(tmp_path, prov, kept[-1][2])
+    stolen = epochs.epoch(4)                                  # the thief's key: the current epoch only
+    sealer = Sealer(stolen.alg, epoch_kid(prov.kid, 4), stolen.k)
+    for kind in (R.KEY_ROTATION, 39, 39):
+        rec = dict(last_rec)
+        rec.update({R.SEQ: seq, R.TYPE: kind, R.PREV: prev, R.SEVERITY: 0})
+        if kind == R.KEY_ROTATION:
+            rec[R.DATA] = {R.ROTATION_OLD_KID: last_rec.get(R.DATA, {}).get(R.ROTATION_NEW_KID, b""),
+                           R.ROTATION_NEW_KID: epoch_kid(prov.kid, 4), R.ROTATION_REASON: R.ROTATE_COMMAND}
+        message, prev = sealer.seal(cbor2.dumps(rec), seq)
+        data += segments_frame(message)
+        seq += 1
+    path.write_bytes(data)
+    for extra in list_segments(tmp_path / "journal")[1:]:
+        extra[1].unlink()
+    (tmp_path / "journal" / "cursor").unlink(missing_ok=True)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert any(p["kind"] == "key" and "jumps from epoch" in p["message"] for p in report.problems), report.problems
 
 
 def test_verify_json_has_stable_keys_and_exit_zero(tmp_path):
@@ -399,3 +460,18 @@ def test_an_emptied_journal_is_tampering(tmp_path):
         seg.unlink()
     write_records(tmp_path, None, 1)
     assert "genesis" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
+
+
+def test_a_crash_between_the_new_epoch_key_and_its_rotation_record_is_no_jump(tmp_path):
+    """The rotation writes the next epoch's key file first; killed before its record
+    reached the disk, the next start writes that record, then rotates as every boot does."""
+    from drivers.keys import load_key, next_epoch, write_key
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 5)
+    key_path = tmp_path / "epoch.key"
+    write_key(key_path, next_epoch(load_key(key_path)))     # the key moved on, the record never came
+    with open_journal(tmp_path) as j:
+        j.append(event_record(9))
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok, report.problems
+    assert [k.rsplit("/", 1)[1] for k in report.kids] == ["0", "1"]

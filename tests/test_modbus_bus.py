@@ -12,7 +12,7 @@ from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusExcepti
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice
-from simulator.bus import ScriptedSlave, SimBus, Simulator
+from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
 
@@ -144,6 +144,9 @@ def test_silent_and_exception_devices_go_offline_with_events(sim):
         events = poller.events()
         assert any(e.device == "io" and e.kind == "exception" and e.code == 4 for e in events)
         assert {e.device for e in events if e.kind == "offline"} >= {"io", "bms1"}
+        why = {e.device: e.detail for e in events if e.kind == "offline"}
+        assert "failed polls; last: no answer within" in why["bms1"]
+        assert "failed polls; last: slave 1 answered function" in why["io"] and "exception code 4" in why["io"]
         sim.device("bms1").set_fault(None)
         assert wait_until(lambda: poller.snapshot()["bms1.online"])
         assert poller.snapshot()["bms1.pack_mv"] == 52800
@@ -214,6 +217,25 @@ def test_fuzzed_answers_over_a_pty_never_crash_or_stall(scripted, answer):
     assert master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.05) == [1, 2, 3]
 
 
+def test_the_rest_of_a_late_answer_is_not_taken_as_the_next_answer():
+    """The answer begins after the deadline and trickles in at a slow line's pace; the
+    next request waits until the line has been quiet for t3.5 (16 ms at 2400 baud)."""
+    slave = ScriptedSlave()
+    master = RtuMaster(slave.port, 2400)
+    late = frames.read_answer(7, frames.READ_HOLDING, [9, 9, 9])
+    try:
+        slave.script([Late(late, 0.05, 0.003), GOOD])
+        with pytest.raises(ModbusError):
+            master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.01)
+        assert master.late is None
+        assert master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.5) == [1, 2, 3]
+        address, turnaround = master.late   # seen while waiting: the poller learns from it
+        assert address == 7 and turnaround > 0
+    finally:
+        master.close()
+        slave.close()
+
+
 @settings(max_examples=500)
 @given(answer=answers)
 def test_check_reply_is_total(answer):
@@ -248,3 +270,118 @@ def test_a_job_is_refused_when_the_bus_is_not_polled(sim):
     poller = _poller(sim.bus("b1").port)
     with pytest.raises(BusError, match="not being polled"):
         poller.run_job(lambda master: iter(()))
+
+
+def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
+    """The adapter pulled (the pty and its link vanish), then plugged back in (a new pty
+    at the same path): the bus thread lives, the devices go offline and come back."""
+    first = Simulator([SimBus("b1", cabinet())]).start()
+    link = first.link(tmp_path)["b1"]
+    poller = _poller(str(link)).start()
+    seen = []
+    try:
+        assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
+        first.stop()   # unplugged: reads hang up, tcflush raises termios.error
+        assert wait_until(lambda: not any(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
+        assert poller.crashed() is None
+        seen += poller.events()
+        lost = [e for e in seen if e.kind == "port_lost"]
+        assert len(lost) == 1 and lost[0].device == str(link) and "failed" in lost[0].detail
+        offline = [e for e in seen if e.kind == "offline"]
+        assert {e.device for e in offline} == {"io", "bms1", "bms2", "relay"}
+        assert all("failed polls; last: port " in e.detail for e in offline)
+        with Simulator([SimBus("b1", cabinet())]) as second:
+            second.link(tmp_path)
+            assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
+            assert poller.snapshot()["bms1.pack_mv"] == 52800
+            seen += poller.events()
+            assert [e.kind for e in seen].count("port_reopened") == 1
+    finally:
+        poller.stop()
+
+
+class _Crash(BaseException):
+    """Escapes every handler of the bus thread, as a bug would."""
+
+
+def _crashing_job(master):
+    raise _Crash("a bug in a job")
+    yield
+
+
+def test_a_dead_bus_thread_marks_its_devices_offline_and_can_be_restarted(sim):
+    poller = _poller(sim.bus("b1").port).start()
+    try:
+        assert wait_until(lambda: poller.snapshot()["io.online"] and poller.snapshot()["bms1.online"])
+        assert poller.crashed() is None
+        poller.run_job(_crashing_job)
+        assert wait_until(lambda: poller.crashed() is not None)
+        assert "_Crash: a bug in a job" in poller.crashed()
+        assert not poller.snapshot()["io.online"] and not poller.snapshot()["bms1.online"]
+        poller.restart()
+        assert poller.crashed() is None
+        assert wait_until(lambda: poller.snapshot()["io.online"] and poller.snapshot()["bms1.online"])
+    finally:
+        poller.stop()
+
+
+def test_a_failing_job_fails_its_future_and_polling_goes_on(sim):
+    poller = _poller(sim.bus("b1").port).start()
+
+    def buggy(master):
+        yield
+        raise ValueError("a bug in a scan")
+
+    try:
+        with pytest.raises(ValueError, match="a bug in a scan"):
+            poller.run_job(buggy).result(5)
+        assert poller.crashed() is None
+        assert wait_until(lambda: poller.snapshot()["io.online"])
+    finally:
+        poller.stop()
+
+
+@pytest.mark.parametrize("parity, stopbits", [("E", 2), ("O", 1), ("N", 2)])
+def test_the_bus_framing_reaches_the_port_and_a_matching_simulator_answers(parity, stopbits):
+    bus = SimBus("framed", [SimDevice("bms1", "bms16-vendor", 2, BMS)], parity=parity, stopbits=stopbits)
+    with Simulator([bus]):
+        default = RtuMaster(bus.port, 19200)   # 8N1: another framing, no answer
+        try:
+            with pytest.raises(ModbusTimeout):
+                default.read_registers(2, frames.READ_INPUT, 4, 1, 0.05)
+        finally:
+            default.close()
+        dropped = bus.dropped
+        assert dropped >= 1
+        poller = BusPoller(bus.port, [PolledDevice("bms1", "bms16-vendor", 2, 50)],
+                           BusOptions(baud=19200, parity=parity, stopbits=stopbits)).start()
+        try:
+            assert poller._master.serial.parity == parity and poller._master.serial.stopbits == stopbits
+            assert wait_until(lambda: poller.snapshot()["bms1.online"])
+            assert poller.snapshot()["bms1.soc_pct"] == 81 and bus.dropped == dropped
+        finally:
+            poller.stop()
+
+
+def test_a_bad_framing_is_refused_with_the_port_named():
+    with pytest.raises(PortError, match="/dev/ttyX0: parity 'M'"):
+        RtuMaster("/dev/ttyX0", 9600, "M", 1)
+
+
+def test_a_slow_slave_comes_online_at_first_contact_and_its_late_answers_teach_the_timeout():
+    """A BMS answering 40 ms after the request at 19200 baud (wire time emulated): the first
+    poll waits the ceiling, the turnaround it measures sets the timeout, and the device is
+    online after its first two polls, without a single timeout."""
+    bms = SimDevice("bms1", "bms16-vendor", 2, BMS)
+    bms.set_fault("slow", delay_ms=40)
+    with Simulator([SimBus("slow", [bms], 19200, wire_time=True)]) as sim:
+        poller = BusPoller(sim.bus("slow").port, [PolledDevice("bms1", "bms16-vendor", 2, 300)],
+                           BusOptions(baud=19200, timeout_floor_ms=20, timeout_ceiling_ms=200)).start()
+        try:
+            assert wait_until(lambda: poller.snapshot()["bms1.online"])
+            stats = poller.stats()["bms1"]
+            assert stats["timeouts"] == 0 and stats["latency_ms"] >= 40
+            assert poller.snapshot()["bms1.soc_pct"] == 81
+        finally:
+            poller.stop()
+

@@ -65,6 +65,12 @@ def test_syntax_error_on_a_later_line_of_a_multiline_expression():
     assert d.line in (6, 7) and d.rule_id == "m"
 
 
+@pytest.mark.parametrize("when", ['""', '"   "', '"""\n\n"""'])
+def test_an_empty_when_is_a_problem_not_a_rule_silently_dropped(when):
+    d = one_problem('[[rule]]\nid = "e"\nseverity = "warning"\nwhen = {}\n'.format(when))
+    assert "'when' is empty" in d.message and d.rule_id == "e"
+
+
 def test_toml_syntax_error_has_line_and_column():
     d = one_problem('[[rule]]\nid = "x\n')
     assert d.line == 2 and d.col > 0 and "TOML syntax" in d.message

@@ -70,3 +70,35 @@ def test_sigterm_during_start_up_still_stops_cleanly(tmp_path):
         time.sleep(0.005)   # the journal folder appears while build() runs: stop it there
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0, proc.stderr.read()
+
+
+def test_a_second_gateway_on_the_same_state_folder_exits_1_naming_the_first(tmp_path):
+    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))
+    notify = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(15)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify))
+    first = subprocess.Popen(CLI + ["run", "--config", str(site)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        while "READY=1" not in sock.recv(4096).decode().splitlines():
+            pass
+        second = subprocess.run(CLI + ["run", "--config", str(site)], capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert "another gateway (PID {}) is running on the state folder {}".format(
+            first.pid, tmp_path / "state") in second.stderr
+        first.send_signal(signal.SIGKILL)       # a crash lets go of the lock: the next start runs
+        first.wait(15)
+        third = subprocess.Popen(CLI + ["run", "--config", str(site)], env=env, stderr=subprocess.PIPE, text=True)
+        while "READY=1" not in sock.recv(4096).decode().splitlines():
+            pass
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(15) == 0, third.stderr.read()
+    finally:
+        first.kill()
+        first.wait(15)
+        sock.close()
+    report = verify_dir(tmp_path / "journal", load_key(tmp_path / "keys" / "record.key"))
+    assert report.ok, report.problems[:5]

@@ -53,6 +53,19 @@ def test_bad_configs_name_file_and_key(tmp_path, change, message):
     assert str(e.value).startswith(str(path)) and message in str(e.value)
 
 
+def test_a_bus_framing_is_configured_and_checked(tmp_path):
+    path = tmp_path / "sim.toml"
+    bus = "[[bus]]\nname = \"b\"\nparity = \"{}\"\nstopbits = {}\n" \
+          "[[bus.device]]\nname = \"io\"\nprofile = \"io-dvt\"\naddress = 1\n"
+    path.write_text(bus.format("E", 2))
+    sim = load_config(path)
+    with sim:
+        assert (sim.bus("b").parity, sim.bus("b").stopbits) == ("E", 2)
+    path.write_text(bus.format("X", 1))
+    with pytest.raises(SimConfigError, match=r"bus\[0\]: bus b: parity 'X' / stop bits 1: want parity N, E or O"):
+        load_config(path)
+
+
 def test_commands_change_a_running_simulator():
     sim = load_config(DEMO)
     with sim:

@@ -9,9 +9,11 @@ installer's console and rule-table key).  Kids: docs/keys.md.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from controller.errors import CabguardError, UsageError
+from controller.gateway.config import GATEWAY_ID
 from drivers.cose import ALG_AES_MAC_128_128, ALG_BY_NAME, ALG_SM4_GCM, ALG_SM4_MAC_128_128
 from drivers.keys import ROLES, generate, role_kid, write_key
 
@@ -20,8 +22,9 @@ _MAC_FOR = {ALG_SM4_MAC_128_128: ALG_SM4_MAC_128_128, ALG_SM4_GCM: ALG_SM4_MAC_1
 
 
 def generate_keys(gateway: str, out: Path, record_alg: int, force: bool = False) -> list[Path]:
-    if not gateway or "/" in gateway or not gateway.isprintable() or not gateway.isascii():
-        raise UsageError("--gateway {!r}: want a printable ASCII id without '/' (e.g. site4-cab2)".format(gateway))
+    if not re.fullmatch(GATEWAY_ID, gateway):
+        raise UsageError("--gateway {!r}: a gateway id is letters, digits, '.', '_' or '-', up to 64, "
+                         "as [gateway] id in the site config (e.g. site4-cab2)".format(gateway[:80]))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -149,6 +149,9 @@ def _bus(sub: argparse._SubParsersAction) -> None:
                                       "answer; SunSpec devices show their models and identity.")
     scan.add_argument("port", metavar="PORT", help="serial port, e.g. /dev/ttyUSB0")
     scan.add_argument("--baud", type=int, default=115200, metavar="B", help="baud rate (default 115200)")
+    scan.add_argument("--parity", default="N", choices=("N", "E", "O"),
+                      help="parity: N none (default), E even (the Modbus RTU default), O odd")
+    scan.add_argument("--stopbits", type=int, default=1, choices=(1, 2), help="stop bits (default 1)")
     scan.add_argument("--timeout-ms", type=float, default=30.0, metavar="MS",
                       help="wait per address (default 30)")
     scan.add_argument("--first", type=int, default=1, choices=range(1, 248), metavar="A",

@@ -62,7 +62,7 @@ def scan_buses(doc: dict) -> list[tuple[str, bool]]:
     for bus in doc["bus"]:
         devices = [d for d in doc["device"] if d["bus"] == bus["name"]]
         try:
-            master = RtuMaster(bus["port"], bus["baud"])
+            master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
         except DriverError as e:
             results += [("{} on {}: {}".format(d["name"], bus["port"], e), False) for d in devices]
             continue
@@ -97,7 +97,7 @@ def siren_test(doc: dict) -> str:
     device = next(d for d in doc["device"] if d["name"] == spec["device"])
     bus = next(b for b in doc["bus"] if b["name"] == device["bus"])
     coil = load_profile(device["profile"]).bind().coil(spec["coil"])
-    master = RtuMaster(bus["port"], bus["baud"])
+    master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
     timeout = bus["timeout_ceiling_ms"] / 1000
     try:
         master.write_coil(device["address"], coil, True, timeout)

@@ -17,13 +17,25 @@ step's normal code logs in normally (one chance in a few hundred thousand).
 
 Lockout: after ``max_failures`` failed attempts (any person, any code) the
 console refuses every login for ``lockout_s``; the caller raises an event.
-Messages never say which part of a login was wrong.
+A failure counts the same for every id, known or not, technician or
+installer (an installer refused for want of a grant included), so no
+answer and no count tells which ids are installers.  Messages never say
+which part of a login was wrong.
+
+The count and the lock survive a restart: each change is written to the
+console's lockout file (atomic, fsync'd) before the answer.  The lock runs
+on the monotonic clock, which a wall-clock jump cannot shorten; a restart
+resumes it with the time left at the last write, less the time since then
+only when the wall clock is trusted both then and now.  A restart therefore
+never shortens a lockout, and an unreadable lockout file locks the console
+for ``lockout_s`` (fail closed).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import json
 import secrets
 import tomllib
 from dataclasses import dataclass
@@ -35,6 +47,7 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from controller.errors import CabguardError
 from drivers.atomicfile import write_atomic
+from drivers.clock import Clock
 
 STEP_S = 30
 DIGITS = 6
@@ -131,37 +144,86 @@ class PeopleStore:
 
 
 class Authenticator:
-    """Checks codes against the store; holds the failure count and lockout."""
+    """Checks codes against the store; holds the failure count and lockout,
+    persisted in ``state_path`` when one is given (the module's theory)."""
 
-    def __init__(self, store: PeopleStore, max_failures: int = 5, lockout_s: int = 900):
+    def __init__(self, store: PeopleStore, max_failures: int = 5, lockout_s: int = 900,
+                 state_path: str | Path | None = None, clock: Clock | None = None):
         self.store = store
         self.max_failures = max_failures
         self.lockout_s = lockout_s
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.clock = clock or Clock()
         self.failures = 0
-        self.locked_until = 0.0
+        self._lock_ends_ns: int | None = None   # on the monotonic clock
         self.last_step: dict[str, int] = {}
+        self._load()
 
-    def locked(self, wall_s: float) -> bool:
-        return wall_s < self.locked_until
+    def locked(self) -> bool:
+        if self._lock_ends_ns is None:
+            return False
+        if self.clock.monotonic_ns() < self._lock_ends_ns:
+            return True
+        self._lock_ends_ns = None
+        self._save()   # over: a restart must not serve it again
+        return False
 
-    def check(self, ident: str, code: str, wall_s: float) -> tuple[str, Person | None]:
-        """(OK | DURESS | FAILED | LOCKED, the person on success)."""
-        if self.locked(wall_s):
+    def check(self, ident: str, code: str, wall_s: float, allowed: bool = True) -> tuple[str, Person | None]:
+        """(OK | DURESS | FAILED | LOCKED, the person on success).  ``allowed``
+        False refuses even a right code, counted as any failure (an installer
+        without a grant); the code is checked all the same, so it takes as long."""
+        if self.locked():
             return LOCKED, None
         person = self.store.people.get(ident)
         found = self._match(person, code.strip(), wall_s) if person else None
-        if found is None:
-            self.failures += 1
-            if self.failures >= self.max_failures:
-                self.failures = 0
-                self.locked_until = wall_s + self.lockout_s
-                return LOCKED, None
-            return FAILED, None
+        if found is None or not allowed:
+            return self._failed()
         kind, step = found
         assert person is not None
         self.last_step[person.ident] = step
-        self.failures = 0
+        if self.failures:
+            self.failures = 0
+            self._save()
         return kind, person
+
+    def _failed(self) -> tuple[str, None]:
+        self.failures += 1
+        if self.failures < self.max_failures:
+            self._save()
+            return FAILED, None
+        self.failures = 0
+        self._lock_ends_ns = self.clock.monotonic_ns() + self.lockout_s * 1_000_000_000
+        self._save()
+        return LOCKED, None
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        left_ns = 0 if self._lock_ends_ns is None else max(0, self._lock_ends_ns - self.clock.monotonic_ns())
+        doc = {"failures": self.failures, "lock_left_s": -(-left_ns // 1_000_000_000),
+               "written_wall_s": int(self.clock.wall_s()) if self.clock.trusted() else None}
+        try:
+            write_atomic(self.state_path, json.dumps(doc).encode())
+        except OSError as e:
+            raise AuthError("cannot write the console lockout {}: {}; check the state folder's disk "
+                            "and permissions".format(self.state_path, e.strerror)) from None
+
+    def _load(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        try:
+            doc = json.loads(self.state_path.read_bytes())
+            failures, left, written = int(doc["failures"]), int(doc["lock_left_s"]), doc["written_wall_s"]
+            if written is not None and not isinstance(written, int):
+                raise TypeError("written_wall_s must be an integer or null")
+        except (OSError, ValueError, KeyError, TypeError):
+            failures, left, written = 0, self.lockout_s, None   # fail closed
+        if written is not None and self.clock.trusted():
+            elapsed = int(self.clock.wall_s()) - written
+            left -= max(0, elapsed)
+        self.failures = max(0, failures)
+        if left > 0:
+            self._lock_ends_ns = self.clock.monotonic_ns() + min(left, self.lockout_s) * 1_000_000_000
 
     def _match(self, person: Person, code: str, wall_s: float) -> tuple[str, int] | None:
         if len(code) != DIGITS or not code.isdigit():

@@ -122,7 +122,7 @@ class CommandPath:
                 future = poller.run_job(scan_job(addresses, SCAN_TIMEOUT_S))
                 found = future.result(2.0 + SCAN_STEP_BUDGET_S * len(addresses))
             else:
-                master = RtuMaster(bus["port"], bus["baud"])
+                master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
                 try:
                     found = [f for f in probes(master, addresses, SCAN_TIMEOUT_S) if f is not None]
                 finally:

@@ -38,19 +38,31 @@ def parse_duration(text: str) -> int:
     return ms
 
 
+DAY_MS = 86_400_000
+# The largest number a command takes: whatever comes in from outside has a bound.
+MAX_INT = 1_000_000
+
+
 @dataclass(frozen=True)
 class Arg:
     name: str
     kind: str              # "duration" | "int" | "word" | "text"
     optional: bool = False
     help: str = ""
+    most: int | None = None    # the largest int, or duration in ms (default MAX_INT, DAY_MS)
 
     def convert(self, text: str) -> int | str:
         if self.kind == "duration":
+            most = self.most or DAY_MS
+            if len(text) > 16 or parse_duration(text) > most:
+                raise CommandError("{} {!r} is too long: at most {} min".format(self.name, text[:16], most // 60_000))
             return parse_duration(text)
         if self.kind == "int":
-            if not text.isdigit():
-                raise CommandError("{} must be a whole number, not {!r}".format(self.name, text))
+            most = self.most or MAX_INT
+            if not (text.isascii() and text.isdigit()):
+                raise CommandError("{} must be a whole number, not {!r}".format(self.name, text[:16]))
+            if len(text) > 9 or int(text) > most:
+                raise CommandError("{} must be at most {}, not {}".format(self.name, most, text[:16]))
             return int(text)
         if self.kind == "word" and not re.fullmatch(r"[A-Za-z0-9_.\-*]+", text):
             raise CommandError("{} must be one word, not {!r}".format(self.name, text))
@@ -91,14 +103,14 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("silence", TECHNICIAN, "silence the siren (the strobe stays on)", core=ev.CMD_SILENCE,
                 downlink=True),
     CommandSpec("test siren", TECHNICIAN, "sound the siren briefly (disarmed or maintenance only)",
-                (Arg("seconds", "int", True),), core=ev.CMD_TEST_SIREN),
+                (Arg("seconds", "int", True, most=60),), core=ev.CMD_TEST_SIREN),
     CommandSpec("test strobe", TECHNICIAN, "flash the strobe briefly (disarmed or maintenance only)",
-                (Arg("seconds", "int", True),), core=ev.CMD_TEST_STROBE),
+                (Arg("seconds", "int", True, most=60),), core=ev.CMD_TEST_STROBE),
     CommandSpec("lock", TECHNICIAN, "lock the battery output", core=ev.CMD_LOCK, downlink=True),
     CommandSpec("unlock", INSTALLER, "unlock the battery output", core=ev.CMD_UNLOCK, downlink=True),
     CommandSpec("signals", TECHNICIAN, "live view of signals (Enter or Ctrl-C stops it)",
                 (Arg("pattern", "word", True, "e.g. io.* or bms1.temp*"),)),
-    CommandSpec("events", TECHNICIAN, "the last events", (Arg("count", "int", True),)),
+    CommandSpec("events", TECHNICIAN, "the last events", (Arg("count", "int", True, most=10_000),)),
     CommandSpec("devices", TECHNICIAN, "each device: online, counters, last error"),
     CommandSpec("bus scan", TECHNICIAN, "find the slaves answering on a bus (between the gateway's polls)",
                 (Arg("bus", "word", help="a [[bus]] name of the site config"),
@@ -112,7 +124,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("tech enrol", INSTALLER, "enrol a person; prints their otpauth:// URI",
                 (Arg("id", "word"), Arg("role", "word", True, "technician (default) or installer"))),
     CommandSpec("grant", INSTALLER, "installer grant from the head end (downlink only)",
-                (Arg("minutes", "int"),), console=False, downlink=True),
+                (Arg("minutes", "int", most=7 * 24 * 60),), console=False, downlink=True),
 )
 
 BY_NAME = {c.name: c for c in COMMANDS}

@@ -19,7 +19,7 @@ import fnmatch
 from typing import Protocol
 
 from controller.console import commands as cm
-from controller.console.auth import DURESS, LOCKED, OK, Authenticator, Person
+from controller.console.auth import DURESS, LOCKED, OK, AuthError, Authenticator, Person
 from controller.errors import CabguardError
 
 LOGIN_FAILED = "login failed"
@@ -98,19 +98,23 @@ class Session:
 
     def _login(self, ident: str, code: str, wall_s: float) -> str:
         person = self.auth.store.people.get(ident)
-        if person and person.level == cm.INSTALLER and not (
-                self.technician_seen or self.view.grant_active(wall_s)):
-            self.view.audit(ident, "login", "refused: installer without a level-2 grant")
+        # An installer without a grant is refused like a wrong code, and counts
+        # as one: the answer and the lockout must not tell installers apart.
+        allowed = not (person and person.level == cm.INSTALLER and not (
+            self.technician_seen or self.view.grant_active(wall_s)))
+        try:
+            was_locked = self.auth.locked()
+            kind, person = self.auth.check(ident, code, wall_s, allowed)
+        except AuthError as e:   # the count cannot be kept: no login (fail closed)
+            self.view.audit(ident, "login", "refused: {}".format(e))
             return LOGIN_FAILED
-        was_locked = self.auth.locked(wall_s)
-        kind, person = self.auth.check(ident, code, wall_s)
         if kind == LOCKED:
             self.view.audit(ident, "login", "locked out")
             if not was_locked:  # one alarm per lockout, however often they try during it
                 self.view.alert("console_lockout", None)
             return "Console locked after repeated failures; try again later."
         if person is None:
-            self.view.audit(ident, "login", "failed")
+            self.view.audit(ident, "login", "failed" if allowed else "refused: installer without a level-2 grant")
             return LOGIN_FAILED
         if kind == DURESS:
             self.view.alert("duress", person)  # silent: the answer below is the normal one

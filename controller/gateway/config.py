@@ -43,6 +43,8 @@ def core_values(core: dict) -> dict[str, int]:
 
 NAME = r"[a-z][a-z0-9_]{0,31}"
 GATEWAY_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+# HOST:PORT with a port of 1..65535.
+BROKER = (r"[A-Za-z0-9.\-]+:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})")
 HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
@@ -147,7 +149,7 @@ SCHEMA = Table({
         "lockout_s": Int(10, 86400, default=900),
     }, optional=True),
     "uplink": Table({
-        "broker": Str(r"[A-Za-z0-9.\-]+:\d{1,5}", "HOST:PORT of the site's MQTT broker"),
+        "broker": Str(BROKER, "HOST:PORT of the site's MQTT broker (port 1..65535)"),
         "protocol": Choice(("3.1.1", "5"), default="3.1.1"),
         "topic_prefix": Str(r"[A-Za-z0-9_\-/]+", "an MQTT topic prefix", default="cabguard"),
         "client_id": Str(r"[A-Za-z0-9._\-]{0,64}", "an MQTT client id", default=""),

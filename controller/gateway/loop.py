@@ -15,20 +15,22 @@ Each scan, in order:
    model, when the site has one, runs inside it in front of the table's
    rules and writes ``anom.score`` / ``anom.top``);
 5. drive the outputs at once, then hand every event to the journal
-   (O(1), the writer thread does the disk) and persist mode and lock if
-   they changed (a writer thread again);
+   (O(1), the writer thread does the disk), the changed mode and lock
+   ahead of the records that announce them (the same writer saves them
+   first, so the state file is never behind the journal);
 6. ping the systemd watchdog.
 
 Everything slow lives beside the loop and talks to it through queues: one
-thread per bus, the journal writer, the state writer, the console, the
-uplink, and a housekeeping thread that refreshes the cached health values
-(clock trust, disk, backlog) once a second.  The loop never blocks on a
+thread per bus, the journal writer, the console, the uplink, and a
+housekeeping thread that refreshes the cached health values (clock trust,
+disk, backlog) once a second.  The loop never blocks on a
 disk, a bus or a network.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import queue
 import re
 import shutil
@@ -68,6 +70,7 @@ FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
 BUS_REPORT_S = 60.0
+PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these cannot flood
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
@@ -274,12 +277,23 @@ class Gateway:
         """Bus events become health records; failed output writes become core faults."""
         faults = []
         for poller in self.site.pollers:
+            death = poller.crashed()
+            if death is not None:  # within one scan: its devices are offline, the bus polled again
+                poller.restart()
+                if self._bus_news(poller.port, "thread"):
+                    self.journal_health(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
+                        poller.port, death), ALARM)
             for bev in poller.events():
                 if bev.kind in ("write_mismatch", "write_failed"):
                     code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
-                if bev.kind not in ("online", "offline", "write_ok") and self._bus_news(bev.device, bev.kind):
-                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail))
+                # A pulled adapter is news every time (the poller's backoff bounds it), and an
+                # alarm, as a port missing at start is; the rest at most once a minute.  An
+                # offline record says why (timeouts, CRC, exception, port gone).
+                if bev.kind in PORT_EVENTS or (bev.kind not in ("online", "write_ok")
+                                               and self._bus_news(bev.device, bev.kind)):
+                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
+                                        ALARM if bev.kind == "port_lost" else WARNING)
         return faults
 
     def _bus_news(self, device: str, kind: str) -> bool:
@@ -296,6 +310,12 @@ class Gateway:
         """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
         ctx = self.context()
         incident = None
+        persisted = self.state.persisted()
+        if persisted != self.persisted:
+            # Queued ahead of this scan's records: the journal writer saves the
+            # new mode and lock before it writes the records that announce them.
+            self.persisted = persisted
+            self.journal.persist(functools.partial(self.statefile.save, persisted))
         # The tickets are the scan's first commands, in order: a refusal's
         # index is its ticket's, and it carries the mode that refused it.
         refused = {e[3]: e[2] for e in events if e[0] == EV_REFUSED}
@@ -318,10 +338,6 @@ class Gateway:
                 self._urgent(seq)
             if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
                 self.note(describe(ev, self.catalog, self.rule_names()))
-        persisted = self.state.persisted()
-        if persisted != self.persisted:
-            self.persisted = persisted
-            self.statefile.save(persisted)
         return incident
 
     def _track_rule(self, ev: tuple[int, int, int, int]) -> None:
@@ -461,7 +477,6 @@ class Gateway:
         for i, poller in enumerate(self.site.pollers):
             if i in self.started_pollers:
                 poller.stop()
-        self.statefile.close()
         self.bank.close()
         if self.housekeeper.is_alive():
             self.housekeeper.join(2 * HOUSEKEEPING_S)

@@ -8,6 +8,8 @@ all sharing one command path — and ``serve`` runs them until SIGTERM.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import signal
 import sys
 import tomllib
@@ -20,6 +22,7 @@ from controller.console.commandpath import CommandPath
 from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
 from controller.console.view import ConsoleView
 from controller.core.events import ALARM
+from controller.errors import CabguardError
 from controller.gateway.config import load_with_fallback, remember_good
 from controller.gateway.loop import Gateway
 from controller.gateway.site import assemble
@@ -32,6 +35,8 @@ from drivers.keys import load_key
 from drivers.mqtt import BrokerSettings
 
 DEFAULT_STATE_DIR = "/var/lib/cabguard"
+LOCK_NAME = "run.lock"
+LOCKOUT_NAME = "console-lockout.json"   # the console's failed logins and lock (controller/console/auth.py)
 
 
 @dataclass
@@ -49,14 +54,40 @@ class Services:
         self.gateway.stop(why)
 
 
-def state_dir_of(path: str) -> str:
+def state_dir_of(path: str, default: str = DEFAULT_STATE_DIR) -> str:
     """The state folder named by a config, even an invalid one (to find its last good copy)."""
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         value = raw.get("gateway", {}).get("state_dir")
-        return value if isinstance(value, str) and value else DEFAULT_STATE_DIR
+        return value if isinstance(value, str) and value else default
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
-        return DEFAULT_STATE_DIR
+        return default
+
+
+def hold_state_dir(state_dir: str) -> int:
+    """One gateway per state folder: an exclusive ``flock`` on ``STATE_DIR/run.lock``,
+    held until the process ends (the kernel lets go even after a SIGKILL).
+    The file holds the holder's PID so that a refused second start can name it.
+    Returns the lock's file descriptor; keep it open."""
+    folder = Path(state_dir)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise CabguardError("cannot open the lock {}: {}; check the state folder's owner and "
+                            "permissions".format(path, e.strerror)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise CabguardError("another gateway (PID {}) is running on the state folder {}: two would write "
+                            "the same journal; stop that one first (e.g. systemctl stop cabguard)"
+                            .format(holder, folder)) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, "{}\n".format(os.getpid()).encode(), 0)
+    return fd
 
 
 def console_stream(doc: dict, link_override: str | None) -> Stream:
@@ -67,7 +98,8 @@ def console_stream(doc: dict, link_override: str | None) -> Stream:
 
 
 def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | None) -> ConsoleServer:
-    auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"])
+    auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"],
+                         gateway.state_dir / LOCKOUT_NAME, gateway.clock)
     return ConsoleServer(console_stream(doc, link), ConsoleView(gateway, path), auth, doc["idle_s"]).start()
 
 
@@ -145,4 +177,5 @@ def serve(services: Services, stop: StopRequest) -> int:
 
 def main(args: argparse.Namespace) -> int:
     stop = StopRequest()
+    hold_state_dir(state_dir_of(args.config, args.state_dir or DEFAULT_STATE_DIR))
     return serve(build(args.config, args.state_dir), stop)

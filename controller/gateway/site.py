@@ -45,7 +45,8 @@ def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
         devices = [(i, d) for i, d in enumerate(doc["device"]) if d["bus"] == bus["name"]]
         if not devices:
             continue
-        options = BusOptions(baud=bus["baud"], timeout_floor_ms=bus["timeout_floor_ms"],
+        options = BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
+                             timeout_floor_ms=bus["timeout_floor_ms"],
                              timeout_ceiling_ms=bus["timeout_ceiling_ms"], retries=bus["retries"])
         try:
             pollers.append(BusPoller(bus["port"], [PolledDevice(d["name"], d["profile"], d["address"], d["poll_ms"])

@@ -25,6 +25,7 @@ import cbor2
 
 from controller.errors import CabguardError
 from controller.journal import records as R
+from controller.link.wire import Topics
 from drivers import cose
 from drivers.errors import CoseError, DriverError
 from drivers.keys import EpochKeys, load_key, parse_epoch_kid
@@ -39,7 +40,32 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS heartbeats (gateway TEXT NOT NULL, received_at REAL NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS problems (gateway TEXT, seq INTEGER, kind TEXT NOT NULL, detail TEXT NOT NULL,
     received_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS equivocations (gateway TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
+    received_at REAL NOT NULL);
 """
+
+
+INT64 = 1 << 63
+STORED_INTS = (R.BOOT, R.WALL_MS, R.TIME_QUALITY, R.TYPE, R.SEVERITY)   # columns of the records table
+
+
+def _int64(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
+
+
+def _bad_payload(rec: object) -> str:
+    """Why a verified payload cannot be stored ("" if it can).  A valid MAC
+    proves who wrote it, not that its fields fit the store."""
+    if not isinstance(rec, dict):
+        return "not a record map"
+    if not _int64(rec.get(R.SEQ)) or rec[R.SEQ] < 0 or not isinstance(rec.get(R.GATEWAY), str):
+        return "not a record map with a sequence number (0 .. 2**63-1) and a gateway id"
+    for key in STORED_INTS:
+        if rec.get(key) is not None and not _int64(rec[key]):
+            return "field {} is not a 64-bit integer".format(key)
+    if not isinstance(rec.get(R.PREV, b""), bytes):
+        return "previous tag is not a byte string"
+    return ""
 
 
 class Collector:
@@ -49,8 +75,13 @@ class Collector:
         self.db = sqlite3.connect(str(db_path), check_same_thread=False)  # one thread at a time
         self.db.executescript(SCHEMA)
         self.keys = {k.kid: EpochKeys(k) for k in keys}
+        for (kid,) in self.db.execute("SELECT DISTINCT kid FROM records"):   # epochs seen before a restart
+            parsed = parse_epoch_kid(kid.encode())
+            if parsed and parsed[0] in self.keys:
+                self.keys[parsed[0]].confirm(kid.encode())
         self.macs: dict[bytes, cose.CbcMac] = {}
         self.received = self.stored = self.duplicates = self.rejected = self.chain_breaks = 0
+        self.equivocations = 0
 
     def _problem(self, gateway: str | None, seq: int | None, kind: str, detail: str) -> None:
         self.db.execute("INSERT INTO problems VALUES (?,?,?,?,?)", (gateway, seq, kind, detail, time.time()))
@@ -75,8 +106,10 @@ class Collector:
         except (CoseError, ValueError, cbor2.CBORDecodeError) as e:
             self._problem(None, msg.seq, "mac", str(e))
             return None
-        if not isinstance(rec, dict) or not isinstance(rec.get(R.SEQ), int) or not isinstance(rec.get(R.GATEWAY), str):
-            self._problem(None, msg.seq, "payload", "not a record map with seq and gateway")
+        epochs.confirm(msg.kid)
+        why = _bad_payload(rec)
+        if why:
+            self._problem(None, msg.seq, "payload", why)
             return None
         return msg, rec
 
@@ -95,11 +128,23 @@ class Collector:
                 gateway, seq, rec.get(R.BOOT), rec.get(R.WALL_MS), rec.get(R.TIME_QUALITY), rec.get(R.TYPE),
                 rec.get(R.SEVERITY), cose.kid_text(msg.kid), msg.tag, prev, data, time.time()))
         except sqlite3.IntegrityError:
-            self.duplicates += 1
+            held = self.db.execute("SELECT record FROM records WHERE gateway=? AND seq=?", (gateway, seq)).fetchone()
+            if held is not None and held[0] != data:
+                self._equivocation(gateway, seq, data)
+            else:
+                self.duplicates += 1
             return False
         self.stored += 1
         self._check_links(gateway, seq, msg.tag, prev)
         return True
+
+    def _equivocation(self, gateway: str, seq: int, data: bytes) -> None:
+        """Two different records, both under the gateway's key, for one sequence
+        number: a cloned or rewritten gateway.  Both copies are kept."""
+        self.equivocations += 1
+        self.db.execute("INSERT INTO equivocations VALUES (?,?,?,?)", (gateway, seq, data, time.time()))
+        self._problem(gateway, seq, "equivocation", "ALARM: a second, different record {} of {} under its key "
+                      "(a cloned or rewritten gateway); both copies are kept".format(seq, gateway))
 
     def _check_links(self, gateway: str, seq: int, tag: bytes, prev: bytes) -> None:
         q = "SELECT tag, prev FROM records WHERE gateway=? AND seq=?"
@@ -135,7 +180,8 @@ class Collector:
                 "SELECT gateway, MIN(seq), MAX(seq), COUNT(*) FROM records GROUP BY gateway"):
             gateways[gw] = {"first_seq": first, "last_seq": last, "records": count, "gaps": self.gaps(gw)}
         return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
-                "rejected": self.rejected, "chain_breaks": self.chain_breaks, "gateways": gateways}
+                "rejected": self.rejected, "chain_breaks": self.chain_breaks,
+                "equivocations": self.equivocations, "gateways": gateways}
 
 
 def load_keys(paths: list[str]) -> list:
@@ -179,14 +225,14 @@ def run(broker: str, prefix: str, collector: Collector, seconds: float | None = 
                 ev = link.events.popleft()
                 if ev[0] == CONNECTED:
                     backoff.reset()
-                    link.subscribe("{}/+/+/rec".format(prefix))
-                    link.subscribe("{}/+/+/hb".format(prefix))
+                    link.subscribe(Topics.all_records(prefix))
+                    link.subscribe(Topics.all_heartbeats(prefix))
                 elif ev[0] == MESSAGE:
-                    parts = ev[1].split("/")
-                    if ev[1].endswith("/rec"):
+                    gateway, kind = Topics.parse(ev[1])
+                    if kind == Topics.RECORDS:
                         collector.record(ev[2])
-                    elif ev[1].endswith("/hb") and len(parts) >= 3:
-                        collector.heartbeat(parts[-2], ev[2])
+                    elif kind == Topics.HEARTBEAT:
+                        collector.heartbeat(gateway, ev[2])
             if time.monotonic() - last_commit > 0.5:
                 collector.commit()
                 last_commit = time.monotonic()
@@ -203,7 +249,11 @@ def run(broker: str, prefix: str, collector: Collector, seconds: float | None = 
 
 def print_report(rep: dict, out=sys.stdout) -> None:
     print("received {received}, stored {stored}, duplicates {duplicates}, rejected {rejected}, "
-          "chain breaks {chain_breaks}".format(**rep), file=out)
+          "chain breaks {chain_breaks}, equivocations {equivocations}".format(**rep), file=out)
+    if rep["equivocations"]:
+        print("ALARM: {} record(s) contradict a stored record with the same gateway and sequence number: "
+              "a cloned or rewritten gateway (both copies are in the equivocations table)".format(
+                  rep["equivocations"]), file=out)
     for gw, g in sorted(rep["gateways"].items()):
         gaps = ", ".join("{}-{}".format(a, b) for a, b in g["gaps"]) or "none"
         print("  {}: seq {}..{}, {} records, gaps: {}".format(gw, g["first_seq"], g["last_seq"], g["records"], gaps),
@@ -225,4 +275,4 @@ def main(args: argparse.Namespace) -> int:
         print()
     else:
         print_report(rep)
-    return 0 if rep["rejected"] == 0 and rep["chain_breaks"] == 0 else 1
+    return 0 if rep["rejected"] == 0 and rep["chain_breaks"] == 0 and rep["equivocations"] == 0 else 1

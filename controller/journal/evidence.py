@@ -130,6 +130,7 @@ def verified_records(directory: Path, keys: EpochKeys) -> Iterator[dict]:
                 rec = cbor2.loads(msg.verify(key.k))
             except (CoseError, ValueError, cbor2.CBORDecodeError):
                 continue
+            keys.confirm(msg.kid)
             if isinstance(rec, dict):
                 yield rec
 

@@ -13,6 +13,11 @@ most 1 s after the first unsynced write.  After each fsync ``durable_seq``
 moves and the ``durable_listeners`` are called: a record reported durable
 is on disk.
 
+State that records announce (the core's mode and lock) goes through the
+same queue with ``persist``: the writer saves the newest such state before
+it writes any record of the batch, so a crash can leave that state ahead
+of the journal but never behind it (docs/runtime.md, "Crash order").
+
 Records the journal writes itself (genesis, recovered, key rotation,
 checkpoint, retention, health) take their sequence number the same way,
 so the queue order is always the sequence order.
@@ -61,7 +66,7 @@ ZERO_TAG = bytes(cose.TAG_LEN)
 _MAX_BATCH = 4096
 
 # Queue item kinds.
-_RECORD, _ROTATE, _CHECKPOINT, _FLUSH, _STOP = range(5)
+_RECORD, _ROTATE, _CHECKPOINT, _FLUSH, _STOP, _PERSIST = range(6)
 
 
 def default_clock() -> R.Context:
@@ -159,6 +164,7 @@ class Journal:
         self.last_checkpoint: tuple[int, bytes] | None = None
         self._checkpoint_tag: tuple[int, bytes] | None = None
         self._epoch_day = -1
+        self._tail_kid = b""         # the kid of the last record found at start-up
         self._over_budget = False
         self._fd = -1
         self.cursor = -1
@@ -222,7 +228,13 @@ class Journal:
                 self._enqueue(_RECORD, R.make(R.RECOVERED, CRITICAL, self._clock(),
                                               {R.RECOVERED_LAST_SEQ: -1}), True)
             return
-        if not fresh_key:
+        if not fresh_key and epoch_number(self._key.kid) == epoch_number(self._tail_kid) + 1:
+            # A crash came between writing the next epoch's key file and its rotation
+            # record: that record comes now, so the chain still moves one epoch at a time.
+            self._enqueue(_RECORD, R.make(R.KEY_ROTATION, INFO, self._clock(), {
+                R.ROTATION_OLD_KID: self._tail_kid, R.ROTATION_NEW_KID: self._key.kid,
+                R.ROTATION_REASON: R.ROTATE_BOOT}), False)
+        elif not fresh_key:
             self._enqueue(_ROTATE, R.ROTATE_BOOT, False)
         self._enqueue(_RECORD, R.make(R.RECOVERED, ALARM if found.get(R.RECOVERED_CORRUPT) else INFO,
                                       self._clock(), found), True)
@@ -267,6 +279,7 @@ class Journal:
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
         self._prev_tag = cose.decode(tail.last_record).tag
+        self._tail_kid = cose.decode(tail.last_record).kid
         self._next_seq = last_seq + 1
         self.durable_seq = self._written_seq = last_seq
         found: dict[int, object] = {R.RECOVERED_SEGMENT: number, R.RECOVERED_LAST_SEQ: last_seq}
@@ -320,6 +333,16 @@ class Journal:
         if urgent is None:
             urgent = record.get(R.SEVERITY, INFO) >= ALARM  # type: ignore[operator]
         return self._enqueue(_RECORD, record, urgent)
+
+    def persist(self, save: Callable[[], None]) -> None:
+        """Have the writer call ``save`` (e.g. write the core's mode to its
+        file) before it writes any record appended after this call.  Of the
+        calls queued together only the newest runs: each saves a whole state.
+        If ``save`` raises, the writer stops (see ``error``)."""
+        with self._lock:
+            if self._closed:
+                raise JournalError("the journal is closed")
+            self._queue.put((_PERSIST, -1, save, False))
 
     def rotate_key(self) -> int:
         """Move the record key one epoch on now (the installer's ``keys rotate``);
@@ -446,7 +469,12 @@ class Journal:
         size = 0
         seg = self.segments[-1]
         urgent = stop = False
+        saves = [item for kind, _s, item, _u in items if kind == _PERSIST]
+        if saves:
+            saves[-1]()   # the newest state, on disk before any record of this batch
         for kind, seq, item, urg in items:
+            if kind == _PERSIST:
+                continue
             if kind == _FLUSH:
                 urgent = True
                 continue

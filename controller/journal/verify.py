@@ -48,6 +48,8 @@ class Report:
         self.retained: list[tuple[int, int]] = []
         self.gaps: list[tuple[int, int, dict]] = []     # (first, last missing, its problem)
         self.checkpoints: dict[int, bytes] = {}
+        self.watched_tag: bytes | None = None           # the tag of the record --checkpoint names
+        self.foreign_kids: set[str] = set()             # kids the given key does not derive
 
     def problem(self, kind: str, message: str, segment: str = "", offset: int = -1, seq: int = -1) -> None:
         self.problems.append({"kind": kind, "segment": segment, "offset": offset, "seq": seq,
@@ -67,9 +69,10 @@ class Report:
 class Checker:
     """Walks records in journal order and keeps the chain state."""
 
-    def __init__(self, keys: EpochKeys, report: Report):
+    def __init__(self, keys: EpochKeys, report: Report, watch_seq: int = -1):
         self.keys = keys
         self.report = report
+        self.watch_seq = watch_seq
         self.macs: dict[bytes, cose.CbcMac] = {}
         self.prev_kid = b""
         self.prev_key: CoseKey | None = None
@@ -85,6 +88,7 @@ class Checker:
         rep = self.report
         key = self.keys.key_for(msg.kid) if msg.kid != self.prev_kid else self.prev_key
         if key is None:
+            rep.foreign_kids.add(cose.kid_text(msg.kid))
             rep.problem("unknown_kid", "record signed with kid {}, which the key {} does not derive".format(
                 cose.kid_text(msg.kid), self.keys.provisioning.kid_text), *where, seq=msg.seq or -1)
             return None
@@ -96,6 +100,7 @@ class Checker:
                     mac = self.macs[msg.kid] = cose.CbcMac(key.alg, key.k)
             payload = msg.verify(key.k, mac=mac)
             self.prev_key = key
+            self.keys.confirm(msg.kid)
         except CoseError as e:
             rep.problem("mac", str(e), *where, seq=msg.seq if msg.seq is not None else -1)
             return None
@@ -134,6 +139,8 @@ class Checker:
             rep.retained.append((data_.get(R.RETENTION_FIRST, -1), data_.get(R.RETENTION_LAST, -1)))
         if rec.get(R.TYPE) == R.CHECKPOINT:
             rep.checkpoints[seq] = msg.tag
+        if seq == self.watch_seq:
+            rep.watched_tag = msg.tag
         if rep.first_seq is None:
             rep.first_seq = seq
         rep.last_seq = seq
@@ -172,6 +179,11 @@ class Checker:
         elif epoch > self.prev_kid_epoch >= 0 and rec.get(R.TYPE) != R.KEY_ROTATION:
             self.report.problem("key", "kid changes to {} without a key rotation record".format(text),
                                 *where, seq=seq)
+        elif epoch > self.prev_kid_epoch + 1 and self.prev_kid_epoch >= 0:
+            # A rotation moves one epoch: a jump is someone holding a later epoch's key
+            # (derived forward only) re-sealing the journal from an earlier point on.
+            self.report.problem("key", "kid jumps from epoch {} to {}: a rotation moves one epoch at a "
+                                "time".format(self.prev_kid_epoch, epoch), *where, seq=seq)
         self.prev_kid_epoch = max(epoch, self.prev_kid_epoch)
 
     def _time(self, rec: dict, where: tuple[str, int], seq: int) -> None:
@@ -183,12 +195,13 @@ class Checker:
             self.report.problem("time", "monotonic time goes back from {} to {} ms".format(
                 self.prev_mono, mono), *where, seq=seq)
         if rec.get(R.TIME_QUALITY) == R.TIME_TRUSTED:
-            if wall < self.prev_wall - TIME_SLACK_MS:
+            if boot == self.prev_boot and wall < self.prev_wall - TIME_SLACK_MS:
                 self.report.problem("time", "trusted wall time goes back from {} to {} ms".format(
                     self.prev_wall, wall), *where, seq=seq)
             self.prev_wall = max(wall, self.prev_wall)
-        if boot != self.prev_boot:
+        if boot != self.prev_boot:       # both clocks are checked within a boot (docs/journal.md)
             self.prev_mono = -1
+            self.prev_wall = -1
         self.prev_boot = boot
         self.prev_mono = max(self.prev_mono, mono)
 
@@ -224,8 +237,10 @@ def _truncation(report: Report, directory: Path, checkpoint: tuple[int, bytes | 
         if seq > last:
             report.problem("truncated", "the heartbeat checkpoint names record {} but the journal "
                            "ends at {}".format(seq, last), seq=seq)
-        elif tag is not None and report.checkpoints.get(seq, tag) != tag and \
-                not (seq == last and report.last_tag == tag):
+        elif tag is not None and report.watched_tag is None:
+            report.problem("checkpoint", "record {} named by the checkpoint is not in the journal".format(seq),
+                           seq=seq)
+        elif tag is not None and report.watched_tag != tag:
             report.problem("checkpoint", "record {} does not have the tag the heartbeat reported".format(seq),
                            seq=seq)
 
@@ -236,8 +251,11 @@ def verify_dir(directory: str | Path, provisioning: CoseKey,
     if not directory.is_dir():
         raise CabguardError("journal folder {} does not exist".format(directory))
     report = Report()
-    checker = Checker(EpochKeys(provisioning), report)
+    checker = Checker(EpochKeys(provisioning), report, checkpoint[0] if checkpoint else -1)
     segments = list_segments(directory)
+    if not segments:
+        raise CabguardError("no journal in {}: it holds no segment files (NNNNNNNN.seg); give the journal "
+                            "folder ([journal] dir of the site config)".format(directory))
     report.segments = len(segments)
     for i, (_number, path) in enumerate(segments):
         try:
@@ -258,9 +276,22 @@ def verify_dir(directory: str | Path, provisioning: CoseKey,
                     checker.broken = True
                 continue
             checker.record(item[1], (path.name, item[0]))
+    _wrong_key(report, provisioning)
     _explained(report)
     _truncation(report, directory, checkpoint)
     return report
+
+
+def _wrong_key(report: Report, provisioning: CoseKey) -> None:
+    """Not one record opened under this key: say so once, not once per record."""
+    if report.records or not report.problems:
+        return
+    found = sorted(report.foreign_kids)
+    if found or all(p["kind"] == "mac" for p in report.problems):
+        raise CabguardError("the key {} does not belong to this journal: {} (give this gateway's record key, "
+                            "keys/record.key from flashing)".format(
+                                provisioning.kid_text, "its records are signed with kid " + ", ".join(found[:3])
+                                if found else "no record's MAC checks out under it"))
 
 
 def _parse_checkpoint(text: str | None) -> tuple[int, bytes | None] | None:

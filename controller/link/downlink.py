@@ -26,6 +26,13 @@ from drivers.cose import mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
 
+# Bounds on what a signed command may claim (a valid MAC proves who sent it,
+# not that its numbers are sane): one sequence number far ahead would make
+# every later command "replayed", an expiry years away keeps it replayable.
+SEQ_STEP_MAX = 366 * 86_400_000       # a year of the head end's default (milliseconds) sequence
+EXPIRY_MAX_S = 7 * 86_400
+PLAUSIBLE_WALL_S = 1_767_225_600      # 2026-01-01: a gateway clock before this is not believed
+
 
 class Refused(CabguardError):
     """A downlink command the gateway will not run; ``reason`` is a short code."""
@@ -64,7 +71,7 @@ class DownlinkVerifier:
     def verify(self, data: bytes, wall_s: float) -> Request:
         """A Request to run, or Refused saying why (never another exception)."""
         if len(data) > MAX_BYTES:
-            raise Refused("oversized", "{} bytes (at most {})".format(len(data), MAX_BYTES))
+            raise Refused("oversized", "more than {} bytes".format(MAX_BYTES))
         try:
             msg = mac0_decode(data)
         except CoseError as e:
@@ -82,8 +89,15 @@ class DownlinkVerifier:
             raise Refused("wrong-gateway", "addressed to {!r}".format(body[K_GATEWAY]), seq, name)
         if seq <= self.seqs.value:
             raise Refused("replayed", "sequence {} is not after {}".format(seq, self.seqs.value), seq, name)
+        ceiling = max(self.seqs.value, int(max(wall_s, PLAUSIBLE_WALL_S) * 1000)) + SEQ_STEP_MAX
+        if seq > ceiling:
+            raise Refused("bad-sequence", "sequence {} is more than a year ahead (at most {})".format(seq, ceiling),
+                          seq, name)
         if wall_s > body[K_EXPIRY]:
             raise Refused("expired", "expired {:.0f} s ago".format(wall_s - body[K_EXPIRY]), seq, name)
+        if wall_s >= PLAUSIBLE_WALL_S and body[K_EXPIRY] > wall_s + EXPIRY_MAX_S:
+            raise Refused("bad-expiry", "expires {:.0f} days from now (at most {})".format(
+                (body[K_EXPIRY] - wall_s) / 86_400, EXPIRY_MAX_S // 86_400), seq, name)
         spec = BY_NAME.get(name)
         if spec is None or not spec.downlink:
             raise Refused("unknown-command", "{!r} is not a downlink command".format(name), seq, name)

@@ -51,7 +51,7 @@ from controller.errors import CabguardError, JournalError
 from controller.journal.journal import Journal, first_seq_of, read_durable
 from controller.journal.segments import list_segments
 from controller.link.uplink import DRAIN_RATE, Uplink
-from controller.link.wire import Topics
+from controller.link.wire import MAX_BYTES as MAX_COMMAND_BYTES, Topics
 from drivers.mqtt import Backoff, BrokerSettings, tls_context
 
 UPLINK_NICE = 10          # the scan loop comes first
@@ -284,7 +284,8 @@ def child_main(conn: Connection, spec: UplinkSpec, cursor: int, durable_seq: int
 
     uplink = Uplink(spec.settings, spec.topics, feed, window=spec.window, heartbeat_s=spec.heartbeat_s,
                     max_rate=spec.max_rate, heartbeat=heartbeat,
-                    on_command=lambda payload: pipe.send(("command", payload)),
+                    # More than the verifier accepts is cut here, not copied whole to the gateway.
+                    on_command=lambda payload: pipe.send(("command", payload[:MAX_COMMAND_BYTES + 1])),
                     on_health=lambda text: pipe.send(("health", text)),
                     on_link=lambda up: pipe.send(("link", up)))
     for seq in urgent:

@@ -26,20 +26,30 @@ K_FORMAT, K_GATEWAY, K_SEQ, K_EXPIRY, K_NAME, K_ARGS = 1, 2, 3, 4, 5, 6
 
 
 class Topics:
+    """A gateway's topics: ``PREFIX/SITE/GATEWAY/KIND``."""
+
+    RECORDS, HEARTBEAT, STATE, COMMANDS = "rec", "hb", "state", "cmd"
+
     def __init__(self, prefix: str, site: str, gateway: str):
-        base = "{}/{}/{}".format(prefix.rstrip("/"), site, gateway)
-        self.records = base + "/rec"
-        self.heartbeat = base + "/hb"
-        self.state = base + "/state"
-        self.commands = base + "/cmd"
+        base = "{}/{}/{}/".format(prefix.rstrip("/"), site, gateway)
+        self.records = base + self.RECORDS
+        self.heartbeat = base + self.HEARTBEAT
+        self.state = base + self.STATE
+        self.commands = base + self.COMMANDS
+
+    @classmethod
+    def all_records(cls, prefix: str) -> str:
+        return "{}/+/+/{}".format(prefix.rstrip("/"), cls.RECORDS)
+
+    @classmethod
+    def all_heartbeats(cls, prefix: str) -> str:
+        return "{}/+/+/{}".format(prefix.rstrip("/"), cls.HEARTBEAT)
 
     @staticmethod
-    def all_records(prefix: str) -> str:
-        return "{}/+/+/rec".format(prefix.rstrip("/"))
-
-    @staticmethod
-    def all_heartbeats(prefix: str) -> str:
-        return "{}/+/+/hb".format(prefix.rstrip("/"))
+    def parse(topic: str) -> tuple[str, str]:
+        """(gateway id, kind) of a gateway's topic; ("", "") for any other."""
+        parts = topic.split("/")
+        return (parts[-2], parts[-1]) if len(parts) >= 4 else ("", "")
 
 
 def make_command(key: CoseKey, gateway: str, seq: int, expiry_s: int, name: str,

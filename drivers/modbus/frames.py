@@ -21,6 +21,7 @@ BIT_FUNCTIONS = (READ_COILS, READ_DISCRETE)
 MAX_REGISTERS = 125
 MAX_BITS = 2000
 EXCEPTION_LENGTH = 5
+MAX_FRAME = 256          # the longest RTU frame, bytes
 
 
 def _crc_table() -> list[int]:

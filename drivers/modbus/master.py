@@ -7,7 +7,16 @@ writes the request, reads the first 5 bytes, and then either stops (an
 exception answer is complete at 5 bytes) or reads exactly the rest of the
 expected length.  A wrong address or function ends the read at once.  The
 port is read with poll() on its non-blocking descriptor, and the t3.5
-silence before each request is kept.
+silence before each request is kept.  After a transaction that did not end
+in a whole answer (a timeout, a truncated or garbled frame) the next request
+waits for a quiet line: stale bytes are read and dropped until t3.5 has
+passed after the last one, so the rest of a late answer is not taken as the
+answer to the next request.
+
+Every failure of the port itself (an unplugged USB adapter makes ``tcflush``
+raise ``termios.error``, reads return end-of-file, writes EIO) becomes a
+``ModbusPortLost``: a failed transaction like any other, so the caller's
+thread lives and can reopen the port.
 """
 
 from __future__ import annotations
@@ -17,9 +26,22 @@ import select
 import termios
 import time
 
-from drivers.errors import ModbusFrameError, ModbusTimeout
+import serial
+
+from drivers.errors import ModbusException, ModbusFrameError, ModbusPortLost, ModbusTimeout
 from drivers.modbus import frames
 from drivers.modbus.ports import open_serial
+
+# What the serial layer raises when the port goes away under us.
+SERIAL_ERRORS = (OSError, termios.error, serial.SerialException)
+
+
+def _reason(error: BaseException) -> str:
+    """``Input/output error`` from an OSError or a termios.error's (errno, text) args."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    args = getattr(error, "args", ())
+    return str(args[1]) if len(args) > 1 else str(error) or type(error).__name__
 
 
 class RtuMaster:
@@ -29,31 +51,49 @@ class RtuMaster:
     >>> m.read_registers(2, frames.READ_INPUT, 0, 30, timeout=0.05)  # doctest: +SKIP
     """
 
-    def __init__(self, port: str, baud: int = 115200) -> None:
+    def __init__(self, port: str, baud: int = 115200, parity: str = "N", stopbits: int = 1) -> None:
         self.port = port
         self.baud = baud
-        self.serial = open_serial(port, baud)
+        self.serial = open_serial(port, baud, parity, stopbits)
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
         self._quiet_from = 0.0
+        self._stale = False        # the last transaction may have left an answer on its way
+        self._sent = (0, 0.0)      # (address, end of the request on the wire) of the last request
+        self.late: tuple[int, float] | None = None   # (address, turnaround) of a late answer seen
+        self._longest = frames.wire_seconds(frames.MAX_FRAME, baud) + self.t35
+        self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
         self._poll.register(self.fd, select.POLLIN)
 
     def close(self) -> None:
-        self.serial.close()
+        try:
+            self.serial.close()
+        except SERIAL_ERRORS:
+            pass  # a port that is gone is closed enough
+
+    def _lost(self, error: BaseException | str) -> ModbusPortLost:
+        why = error if isinstance(error, str) else _reason(error)
+        self.lost = "port {} failed: {}".format(self.port, why)
+        return ModbusPortLost(self.lost)
 
     def transact(self, request: bytes, expected: int, timeout: float) -> bytes:
         """The checked data part of the answer to ``request``; ModbusError otherwise.
 
         ``timeout`` counts from the end of the request on the wire.
         """
+        if self.lost:
+            raise ModbusPortLost(self.lost)
         self.wait_quiet()
         try:
             termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
             os.write(self.fd, request)
-        except OSError as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
-            raise ModbusTimeout("port {}: {}".format(self.port, e.strerror)) from None
-        deadline = time.perf_counter() + frames.wire_seconds(len(request), self.baud) + timeout
+        except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
+            raise self._lost(e) from None
+        sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
+        self._sent = (request[0], sent)
+        deadline = sent + timeout
+        whole = False
         try:
             frame = self._read(frames.EXCEPTION_LENGTH, deadline)
             if len(frame) < frames.EXCEPTION_LENGTH:
@@ -66,12 +106,24 @@ class RtuMaster:
                 frame += self._read(expected - len(frame), deadline)
                 if len(frame) < expected:
                     raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
-            return frames.check_reply(request, frame)
+            data = frames.check_reply(request, frame)
+            whole = True
+            return data
+        except ModbusException:
+            whole = True  # a complete exception answer: nothing else is coming
+            raise
         finally:
             self._quiet_from = time.perf_counter() + self.t35
+            self._stale = not whole
 
     def wait_quiet(self) -> None:
-        """Sleep until t3.5 has passed since the last frame on the wire."""
+        """Sleep until t3.5 has passed since the last frame on the wire; after a failed
+        transaction, until t3.5 after the last stale byte (at most one longest frame)."""
+        if self._stale:
+            self._stale = False
+            first = self._drain(time.perf_counter() + self._longest)
+            if first is not None:  # the failed request's answer, late: how late, for the poller
+                self.late = (self._sent[0], first - self._sent[1])
         wait = self._quiet_from - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
@@ -82,25 +134,29 @@ class RtuMaster:
             left = deadline - time.perf_counter()
             if left <= 0 or not self._poll.poll(left * 1000):
                 break
-            try:
-                chunk = os.read(self.fd, n - len(buf))
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
+            buf += self._read_some(n - len(buf))
         return buf
 
-    def _drain(self, deadline: float) -> None:
-        """Skip a stray answer: read until t3.5 of silence (or the deadline)."""
+    def _read_some(self, n: int) -> bytes:
+        """Up to ``n`` bytes that poll() said are there; end-of-file or EIO is a lost port."""
+        try:
+            chunk = os.read(self.fd, n)
+        except SERIAL_ERRORS as e:
+            raise self._lost(e) from None
+        if not chunk:  # a hung-up tty reads as end-of-file
+            raise self._lost("the line hung up (adapter unplugged?)")
+        return chunk
+
+    def _drain(self, deadline: float) -> float | None:
+        """Skip a stray answer: read until t3.5 of silence (or the deadline); returns
+        when its first byte was read (perf_counter), None if the line was quiet."""
+        first = None
         while True:
             left = min(deadline - time.perf_counter(), self.t35)
             if left <= 0 or not self._poll.poll(left * 1000):
-                return
-            try:
-                os.read(self.fd, 256)
-            except OSError:
-                return
+                return first
+            self._read_some(256)
+            first = first or time.perf_counter()
 
     def read_registers(self, address: int, function: int, start: int, count: int,
                        timeout: float) -> list[int]:

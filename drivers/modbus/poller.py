@@ -11,7 +11,11 @@ indices)`` copies the newest snapshot (a few hundred integers, microseconds)
 and ``events()`` drains what happened since the last scan.
 
 Timeouts follow each device's measured turnaround (EWMA) plus the wire time
-of the request and answer, clamped to [floor, ceiling]; a failed read is
+of the request and answer, clamped to [floor, ceiling].  Until a device has
+answered once its timeout is the ceiling (first contact: a slow BMS must
+get the chance to show how slow it is), with no retry; its first answer
+sets the turnaround, later ones (late answers too, as the master sees them
+arrive while it waits for a quiet line) average into it.  A failed read is
 retried at most ``retries`` times, so a silent or exception-answering
 device holds the bus at most ``(1 + retries) * timeout`` per block.  A
 device goes offline after ``offline_after`` failed polls in a row and back
@@ -21,6 +25,15 @@ their last good values while ``online`` is 0.
 Coil writes are queued to the bus thread (``write_coils``), done between
 polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
 ``write_failed``).
+
+A port that fails under a transaction (USB adapter pulled, simulator gone)
+is closed and reopened with backoff (``REOPEN_FIRST_S`` doubling up to
+``REOPEN_MAX_S``); meanwhile every poll fails at once, so the devices go
+offline through the same hysteresis as a cut cable.  Once it is back, every
+device is polled at once.  ``port_lost`` and ``port_reopened`` events say
+so.  Should the thread die anyway (a bug), every device is marked offline
+and ``crashed()`` tells the runtime, which journals it and calls
+``restart()``.
 
 Other bus work — a technician's ``bus scan`` while the gateway runs — is a
 *job* (``run_job``): a generator that does one short transaction per step.
@@ -36,11 +49,12 @@ import math
 import queue
 import threading
 import time
+import traceback
 from concurrent.futures import Future
 from typing import Callable, Generator, NamedTuple
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
-                            ModbusFrameError, ModbusTimeout)
+                            ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
@@ -51,6 +65,8 @@ from drivers.modbus.sunspec import NotSunSpec, discover
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
 ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
+REOPEN_FIRST_S = 0.1       # a lost port is tried again after this long ...
+REOPEN_MAX_S = 0.5         # ... doubling up to this: a port back is in use within half a second
 
 
 class PolledDevice(NamedTuple):
@@ -62,6 +78,8 @@ class PolledDevice(NamedTuple):
 
 class BusOptions(NamedTuple):
     baud: int = 115200
+    parity: str = "N"          # N E O: must match the devices' framing
+    stopbits: int = 1
     timeout_floor_ms: float = 20.0
     timeout_ceiling_ms: float = 500.0
     retries: int = 1
@@ -72,6 +90,7 @@ class BusOptions(NamedTuple):
 class BusEvent(NamedTuple):
     device: str
     kind: str      # online offline exception mismatch write_ok write_mismatch write_failed
+                   # port_lost port_reopened (device is then the port)
     code: int      # Modbus exception code, or the write's token
     detail: str
 
@@ -103,7 +122,9 @@ class _State:
         self.not_implemented = 0
         self.mismatch = False            # a SunSpec discovery failure was reported
         self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
+        self.answered = False            # it answered once: latency is measured, not guessed
         self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
+        self.reason = ""                 # why the last read failed, for the offline event
 
     def twins(self) -> list[int]:
         return [self.online, self.ok, self.timeouts, self.crc, self.exc]
@@ -148,6 +169,10 @@ class BusPoller:
         self._grid: tuple[float, float] | None = None   # the scan loop's (anchor, period), see align()
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
+        self._reopen_at = 0.0            # when to try a lost port again (bus thread only)
+        self._reopen_delay = REOPEN_FIRST_S
+        self._lost_at = self._opened_at = 0.0
+        self._death: str | None = None   # why the bus thread died, until restart()
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
@@ -209,8 +234,12 @@ class BusPoller:
     def open(self) -> "BusPoller":
         """Open the port; PortError names it and the ports that exist if it is missing."""
         if self._master is None:
-            self._master = RtuMaster(self.port, self.options.baud)
+            self._master = self._open_master()
         return self
+
+    def _open_master(self) -> RtuMaster:
+        opts = self.options
+        return RtuMaster(self.port, opts.baud, opts.parity, opts.stopbits)
 
     def poll_cycle(self) -> list[bool]:
         """Poll every device once now, in the calling thread (before ``start()``; the bench
@@ -228,9 +257,24 @@ class BusPoller:
     def start(self) -> "BusPoller":
         """Open the port (PortError if it is missing) and start the bus thread."""
         self.open()
+        self._start_thread()
+        return self
+
+    def crashed(self) -> str | None:
+        """Why the bus thread died, if it did (not stopped); the runtime checks every scan."""
+        thread = self._thread
+        if thread is None or thread.is_alive() or self._stop.is_set():
+            return None
+        return self._death or "the bus thread ended"
+
+    def restart(self) -> None:
+        """A new bus thread after ``crashed()``; it reopens the port itself if needed."""
+        self._death = None
+        self._start_thread()
+
+    def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name="bus-" + self.port, daemon=True)
         self._thread.start()
-        return self
 
     def stop(self) -> None:
         """Stop the thread (within one transaction's timeout) and close the port."""
@@ -250,9 +294,33 @@ class BusPoller:
     # ---- the bus thread ----------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # a bug: the devices fall silent, the runtime restarts us
+            traceback.print_exc()
+            self._death = "{}: {}".format(type(e).__name__, e)
+            self._all_offline("the bus thread died ({})".format(self._death))
+        finally:
+            for queued in self._jobs:
+                queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
+            self._jobs.clear()
+            self._steps = None
+
+    def _all_offline(self, why: str) -> None:
+        """No thread polls them: their values are no longer known."""
+        for st in self._states:
+            st.good_run = 0
+            if st.online:
+                st.online = 0
+                self._events.put(BusEvent(st.instance, "offline", st.exc, why))
+            self._publish(st, None)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
+            self._check_port()
             st = min(self._states, key=lambda s: s.due)
-            wait = st.due - time.monotonic()
+            due = st.due if self._master is not None else min(st.due, self._reopen_at)
+            wait = due - time.monotonic()
             if wait > 0:
                 if self._jobs and self._commands.empty():
                     self._job_step()
@@ -266,13 +334,41 @@ class BusPoller:
                 elif command is not None:
                     self._write(*command)
                 continue
+            if st.due > time.monotonic():
+                continue  # it was time to reopen the port, not to poll
             started = time.monotonic()
             self.poll(st)
             now = time.monotonic()
             st.poll_s += (now - started - st.poll_s) / 8
             st.due = self._next_due(st, now)
-        for queued in self._jobs:
-            queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
+
+    def _check_port(self) -> None:
+        """Close a port that failed; reopen a lost one when its backoff is up."""
+        master = self._master
+        if master is not None and master.lost:
+            master.close()
+            self._master = None
+            now = time.monotonic()
+            # A port that flaps (a loose plug) backs off too; one that held a while starts afresh.
+            held = now - self._opened_at > 10 * REOPEN_MAX_S
+            self._reopen_delay = REOPEN_FIRST_S if held else min(REOPEN_MAX_S, 2 * self._reopen_delay)
+            self._lost_at = now
+            self._reopen_at = now + self._reopen_delay
+            self._events.put(BusEvent(self.port, "port_lost", 0, "{}; its devices fall silent, reopening "
+                                      "every {:.1f} s at most".format(master.lost, REOPEN_MAX_S)))
+        if self._master is not None or time.monotonic() < self._reopen_at:
+            return
+        try:
+            self._master = self._open_master()
+        except PortError:
+            self._reopen_delay = min(REOPEN_MAX_S, 2 * self._reopen_delay)
+            self._reopen_at = time.monotonic() + self._reopen_delay
+            return
+        self._opened_at = time.monotonic()
+        for st in self._states:  # poll everyone now: the devices come back one period sooner
+            st.due = min(st.due, self._opened_at)
+        self._events.put(BusEvent(self.port, "port_reopened", 0, "port {} is back after {:.1f} s".format(
+            self.port, time.monotonic() - self._lost_at)))
 
     def _next_due(self, st: _State, now: float) -> float:
         """When to poll ``st`` next: on its own period, keeping its phase; or, for a
@@ -298,16 +394,15 @@ class BusPoller:
 
     def _job_step(self) -> None:
         """One step of the first queued job; its Future gets the result when it ends."""
-        assert self._master is not None
         first = self._jobs[0]
         try:
             if self._steps is None:
-                self._steps = first.job(self._master)
+                self._steps = first.job(self._port())
             next(self._steps)
             return
         except StopIteration as done:
             first.future.set_result(done.value)
-        except (ModbusError, BusError) as e:
+        except Exception as e:  # the job's failure (or bug) is its caller's news, not the bus's
             first.future.set_exception(e)
         self._jobs.popleft()
         self._steps = None
@@ -349,7 +444,8 @@ class BusPoller:
             st.online = 0
             if st.profile.sunspec:
                 st.regmap = None  # rediscover: it may be a different device when it returns
-            self._events.put(BusEvent(st.instance, "offline", st.exc, "{} failed polls".format(st.bad_run)))
+            self._events.put(BusEvent(st.instance, "offline", st.exc, "{} failed polls; last: {}".format(
+                st.bad_run, st.reason)))
         self._publish(st, None)
 
     def _publish(self, st: _State, values: list[int] | None) -> None:
@@ -360,35 +456,71 @@ class BusPoller:
             self._flat[st.slot + n:st.slot + n + len(TWINS)] = st.twins()
 
     def _timeout(self, st: _State, count: int) -> float:
+        if not st.answered:
+            return self.options.timeout_ceiling_ms / 1000
         wire = frames.wire_seconds(8 + 5 + 2 * count, self.options.baud)
         t = wire + 4 * st.latency + 0.002
         return min(self.options.timeout_ceiling_ms / 1000, max(self.options.timeout_floor_ms / 1000, t))
 
+    def _port(self) -> RtuMaster:
+        if self._master is None:
+            raise ModbusPortLost("port {} is gone (unplugged?); trying to reopen it".format(self.port))
+        return self._master
+
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with bounded retries; counts every attempt on the twins."""
-        assert self._master is not None
         timeout = self._timeout(st, count)
-        for attempt in range(1 + self.options.retries):
-            t0 = time.perf_counter()
+        retries = self.options.retries if st.answered else 0  # first contact already waits the ceiling
+        for attempt in range(1 + retries):
             try:
-                values = self._master.read_block(st.address, function, start, count, timeout)
+                master = self._port()
+                master.wait_quiet()
+                t0 = time.perf_counter()
+                values = master.read_block(st.address, function, start, count, timeout)
+            except ModbusPortLost as e:
+                st.timeouts = (st.timeouts + 1) & COUNTER_MASK
+                st.reason = str(e)
+                raise  # no retry: the port is closed and reopened between polls
             except ModbusTimeout:
                 st.timeouts = (st.timeouts + 1) & COUNTER_MASK
+                st.reason = "no answer within {:.0f} ms".format(timeout * 1000)
                 error: ModbusError = ModbusTimeout()
             except (ModbusCrcError, ModbusFrameError) as e:
                 st.crc = (st.crc + 1) & COUNTER_MASK
+                st.reason = str(e)
                 error = e
             except ModbusException as e:
                 self._exception(st, e.code)
+                st.reason = str(e)
+                st.answered = True
                 raise  # the device answered: retrying will not change its mind
             else:
-                turnaround = time.perf_counter() - t0 - frames.wire_seconds(8 + 5 + 2 * count,
-                                                                             self.options.baud)
-                st.latency += (max(0.0, turnaround) - st.latency) / 8
+                self._learn(st, time.perf_counter() - t0 - frames.wire_seconds(8 + 5 + 2 * count,
+                                                                                 self.options.baud))
                 st.ok = (st.ok + 1) & COUNTER_MASK
                 return values
-            if self._stop.is_set() or attempt == self.options.retries:
+            finally:
+                self._late_answer()
+            if self._stop.is_set() or attempt == retries:
                 raise error
+
+    @staticmethod
+    def _learn(st: _State, turnaround: float) -> None:
+        """A measured turnaround: the first one is the estimate, later ones average in."""
+        turnaround = max(0.0, turnaround)
+        st.latency = st.latency + (turnaround - st.latency) / 8 if st.answered else turnaround
+        st.answered = True
+
+    def _late_answer(self) -> None:
+        """Learn from an answer the master saw arrive after its request had timed out."""
+        master = self._master
+        if master is None or master.late is None:
+            return
+        address, turnaround = master.late
+        master.late = None
+        for st in self._states:
+            if st.address == address:
+                self._learn(st, turnaround)
 
     def _exception(self, st: _State, code: int) -> None:
         st.exc_count = (st.exc_count + 1) & COUNTER_MASK
@@ -398,10 +530,9 @@ class BusPoller:
         st.exc = code
 
     def _write(self, token: int, st: _State, addresses: dict[str, int], values: dict[str, int]) -> None:
-        assert self._master is not None
         try:
             for name, coil in sorted(addresses.items()):
-                self._master.write_coil(st.address, coil, bool(values[name]), self._timeout(st, 0))
+                self._port().write_coil(st.address, coil, bool(values[name]), self._timeout(st, 0))
         except ModbusError as e:
             if isinstance(e, ModbusException):
                 self._exception(st, e.code)

@@ -29,13 +29,21 @@ def _summary(ports: list[str]) -> str:
     return "ports that exist: " + ", ".join(shown)
 
 
-def open_serial(port: str, baud: int) -> serial.Serial:
-    """``port`` opened raw 8N1 at ``baud``, non-blocking (the master reads with poll())."""
+PARITIES = ("N", "E", "O")   # none, even (the Modbus RTU default, spec 2.5.1), odd
+STOPBITS = (1, 2)
+
+
+def open_serial(port: str, baud: int, parity: str = "N", stopbits: int = 1) -> serial.Serial:
+    """``port`` opened raw with 8 data bits, ``parity`` and ``stopbits`` at ``baud``,
+    non-blocking (the master reads with poll())."""
+    if parity not in PARITIES or stopbits not in STOPBITS:
+        raise PortError("serial port {}: parity {!r} / stop bits {!r}: want parity one of {} and "
+                        "stop bits 1 or 2".format(port, parity, stopbits, ", ".join(PARITIES)))
     if not os.path.exists(port):
         raise PortError("serial port {} does not exist; {}. Check the adapter is plugged in and "
                         "the bus's port in the config".format(port, _summary(existing_ports())))
     try:
-        return serial.Serial(port, baud, bytesize=8, parity="N", stopbits=1, timeout=0,
+        return serial.Serial(port, baud, bytesize=8, parity=parity, stopbits=stopbits, timeout=0,
                              exclusive=True)
     except (serial.SerialException, OSError, ValueError) as e:
         raise PortError("cannot open serial port {} at {} baud: {}. Is another program using it? "

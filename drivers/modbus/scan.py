@@ -90,7 +90,7 @@ def report(port: str, baud: int, first: int, last: int, found: list[Found]) -> l
 
 
 def main(args: argparse.Namespace) -> int:
-    master = RtuMaster(args.port, args.baud)
+    master = RtuMaster(args.port, args.baud, args.parity, args.stopbits)
     try:
         found = [f for f in probes(master, range(args.first, args.last + 1), args.timeout_ms / 1000)
                  if f is not None]

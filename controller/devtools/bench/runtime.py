@@ -1,5 +1,6 @@
 """Gateway figures: scan jitter and CPU under journal load, door-to-siren latency,
-resident memory, start to armed-and-scanning, a clean SIGTERM.
+resident memory, start to armed-and-scanning, a clean SIGTERM, and a pulled port
+(the simulator killed under an armed gateway, then started again).
 
 The simulated devices (1 I/O module, 2 BMS, a relay module on one bus) run
 in their own process (`cabguard sim`), as real devices are not in the
@@ -37,7 +38,7 @@ JITTER_S = 40
 LATENCY_TRIALS = 25
 JOURNAL_RATE = 1000
 WIRE_IO_READ_MS = 1.0
-PERIOD_MS = 100         # the demo site's scan period   # one I/O-module read at 115200 baud, request + answer on the wire
+PERIOD_MS = 100         # the demo site's scan period and the I/O module's poll period   # one I/O-module read at 115200 baud, request + answer on the wire
 
 
 class SimProcess:
@@ -60,6 +61,11 @@ class SimProcess:
 
     def stop(self) -> None:
         self.proc.terminate()
+        self.proc.wait(10)
+
+    def pull(self) -> None:
+        """The adapter pulled: the process and its ptys gone at once."""
+        self.proc.kill()
         self.proc.wait(10)
 
 
@@ -201,6 +207,52 @@ def _door_to_siren(gw, sim: SimProcess, siren_at: list[float]) -> list[float]:
     return latencies
 
 
+def _since(t0: float, predicate, timeout_s: float = 10) -> float | None:
+    """Seconds from ``t0`` until ``predicate()`` holds, None if it did not within ``timeout_s``."""
+    while time.monotonic() - t0 < timeout_s:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(0.002)
+    return None
+
+
+def pulled_port_figures(work: Path) -> list[Figure]:
+    """C: `cabguard sim` killed under the armed gateway (the adapter pulled), then back."""
+    links = work / "links"
+    sim = SimProcess(links)
+    services = build(str(_armed_site(work, sim.port)))
+    gw = services.gateway
+    online = [gw.catalog.index[d + ".online"] for d in gw.catalog.devices]
+    loop = threading.Thread(target=gw.run, daemon=True)
+    loop.start()
+    try:
+        _since(time.monotonic(), lambda: all(gw.image[i] for i in online) and gw.state.mode == modes.ARMED)
+        sim.pull()
+        pulled = time.monotonic()
+        lost_s = _since(pulled, lambda: any("port_lost" in line for line in gw.recent))
+        offline_s = _since(pulled, lambda: not gw.image[gw.catalog.index["io.online"]])
+        alarm_s = _since(pulled, lambda: "sensor_silent.io" in gw.active_rules)
+        sim = SimProcess(links)   # plugged back in: the port exists again from here
+        back_s = _since(time.monotonic(), lambda: all(gw.image[i] for i in online))
+    finally:
+        gw.stop_event.set()
+        loop.join(5)
+        services.stop("bench over")
+        sim.stop()
+    missing = -1.0   # shown when the event never came within 10 s
+    period_s = PERIOD_MS / 1000
+    return [
+        Figure("port pulled while armed -> port_lost alarm", lost_s / period_s if lost_s else missing,
+               "periods", "<= 3", "a health alarm, uplinked at once"),
+        Figure("port pulled while armed -> io offline", offline_s / period_s if offline_s else missing,
+               "periods", "<= 3", "io polled every {} ms".format(PERIOD_MS)),
+        Figure("port pulled while armed -> tamper rule alarm", alarm_s / period_s if alarm_s else missing,
+               "periods", "<= 3", "sensor_silent holds 2 s after offline (rules/packs/theft.toml)"),
+        Figure("port back -> all devices online", back_s if back_s else missing, "s", "<= 2",
+               "from `cabguard sim` serving again"),
+    ]
+
+
 def run() -> list[Figure]:
     work = Path(tempfile.mkdtemp(prefix="cabguard-bench-runtime-"))
     sim = SimProcess(work / "links")
@@ -209,5 +261,8 @@ def run() -> list[Figure]:
         figures += loop_figures(work / "b", sim)
     finally:
         sim.stop()
+    try:
+        figures += pulled_port_figures(work / "c")
+    finally:
         shutil.rmtree(work, ignore_errors=True)
     return figures
