@@ -8,12 +8,12 @@ and keeps running the last good one (TableSlot).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
 from controller.core.catalog import Catalog
 from controller.core.table import Evaluator
+from drivers.atomicfile import write_atomic
 from drivers.cose import kid_text, mac0_create, mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
@@ -31,11 +31,9 @@ def sign(payload: bytes, key: CoseKey) -> bytes:
 
 
 def write_table(path: str | Path, data: bytes) -> None:
-    """Write atomically, so a gateway never reads half a table."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write atomically and durably (drivers/atomicfile.py), so a gateway never
+    reads half a table; readable by all: a table is signed, not secret."""
+    write_atomic(path, data, 0o644)
 
 
 def read_payload(path: str | Path, key: CoseKey | None) -> bytes:
