@@ -589,7 +589,7 @@ def _rule_names(workdir: Path) -> tuple[str, ...]:
     """The table's rule ids, then the model's rule (docs/anomaly.md)."""
     from controller.core.modelrules import RULE_NAME
     from controller.gateway.tables import read_payload
-    from rules.compiler import decode_payload
+    from rules.payload import decode_payload
 
     table = workdir / "controller.core.table"
     payload = read_payload(table, load_key(workdir / "keys/installer.key"))
