@@ -47,7 +47,7 @@ def visit(tmp_path):
     services = build(str(site))
     gw = services.gateway
     urgent: list[int] = []
-    gw.urgent_listeners.append(urgent.append)
+    gw.health.urgent_listeners.append(urgent.append)
     thread = threading.Thread(target=gw.run, daemon=True)
     thread.start()
     v = Visit(services, people, urgent, tmp_path)

@@ -64,7 +64,7 @@ def test_the_model_runs_in_the_gateway_and_the_compiled_table_agrees(tmp_path):
             assert isinstance(rules, ModelRules) and rules.rules is gw.table.evaluator   # the table loaded
             names = gw.rule_names()
             assert names[-1] == RULE_NAME and names[:-1] == tuple(gw.table.evaluator.table.ids)
-            assert gw.rules_info().endswith("; anomaly model {} (score threshold {})".format(
+            assert gw.status.rules_info().endswith("; anomaly model {} (score threshold {})".format(
                 tmp_path / "model.json", rules.threshold))
             now = datetime.now(timezone.utc)
             hour = gw.catalog.index["sys.week_hour"]

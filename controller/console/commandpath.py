@@ -39,7 +39,7 @@ class CommandPath:
             "grant": self._grant,
             "keys rotate": self._rotate,
             "rules load": self._rules_load,
-            "rules info": lambda req, now: self.gateway.rules_info(),
+            "rules info": lambda req, now: self.gateway.status.rules_info(),
             "tech enrol": self._enrol,
             "config check": self._config_check,
             "config show": lambda req, now: self.gateway.config_text(),

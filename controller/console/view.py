@@ -37,7 +37,7 @@ class ConsoleView:
         return "\n".join(lines)
 
     def version_text(self) -> str:
-        return "cabguard {}; rules: {}".format(__version__, self.gateway.rules_info().splitlines()[0])
+        return "cabguard {}; rules: {}".format(__version__, self.gateway.status.rules_info().splitlines()[0])
 
     def signal_rows(self) -> list[tuple[str, int, str]]:
         g = self.gateway
@@ -89,7 +89,7 @@ class ConsoleView:
         if kind == "duress" and person is not None:
             g.submit(CMD_DURESS, person.number, "console", person.ident)
         elif kind == "console_lockout":
-            g.journal_health(R.HEALTH_CONSOLE_LOCKOUT, "console locked after repeated failed logins", ALARM)
+            g.health.record(R.HEALTH_CONSOLE_LOCKOUT, "console locked after repeated failed logins", ALARM)
 
     def grant_active(self, wall_s: float) -> bool:
         return self.path.grant_active(wall_s)

@@ -51,9 +51,11 @@ from controller.core.modes import MODE_NAMES
 from controller.core.step import CoreState, step
 from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
+from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.site import Site
 from controller.gateway.statefile import StateFile
+from controller.gateway.status import StatusView
 from controller.gateway.tables import TableSlot
 from controller.gateway.timeline import describe
 from controller.journal import records as R
@@ -69,7 +71,6 @@ FAULT_OUTPUT_WRITE = 2
 FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
-BUS_REPORT_S = 60.0
 PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these cannot flood
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
@@ -94,11 +95,11 @@ class CommandTicket:
 class Gateway:
     def __init__(self, site: Site, *, clock: Clock | None = None, notifier: Notifier | None = None,
                  on_scan: Callable[["Gateway"], None] | None = None):
-        doc = site.config.doc
+        settings = self.settings = site.settings
         self.site = site
-        self.gateway_id = doc["gateway"]["id"]
-        self.state_dir = Path(doc["gateway"]["state_dir"])
-        self.clock = clock or Clock((doc.get("clock") or {}).get("assume_trusted", False))
+        self.gateway_id = settings.gateway_id
+        self.state_dir = settings.state_dir
+        self.clock = clock or Clock(settings.clock_assume_trusted)
         self.notifier = notifier or Notifier()
         self.catalog = site.catalog
         self.image = self.catalog.new_image()
@@ -107,13 +108,11 @@ class Gateway:
                             if site.model is not None else None)
         self.state = CoreState(self.catalog, site.core_config, self.model_rules)
         self.table: TableSlot | None = None
-        self.urgent_listeners: list[Callable[[int], None]] = []
         self.active_rules: set[str] = set()   # rules raised and not cleared, by id
         self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
         self.on_scan = on_scan
-        gpio = (doc.get("gpio") or {}).get("pin_factory", "default")
-        self.bank: OutputBank = build_bank(doc.get("outputs") or {}, gpio, site.pollers_by_device)
-        self.timer = ScanTimer(doc["gateway"]["scan_period_ms"], self.clock.monotonic_ns)
+        self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device)
+        self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
         self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.recent: collections.deque[str] = collections.deque(maxlen=200)
@@ -125,7 +124,6 @@ class Gateway:
         self.sched_values: list[int] = []
         self.week_hour = -1
         self._sched_idx = [self.catalog.index["sched." + n] for n in site.schedules.names()]
-        self._bus_reported: dict[tuple[str, str], float] = {}
         self.last_event = ""
         self.persisted: tuple | None = None
         self.last_late = 0
@@ -136,16 +134,16 @@ class Gateway:
         self._poll_idx = [(p, p.indices(self.catalog)) for p in site.pollers]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.statefile = StateFile(self.state_dir / "core-state.json")
-        jdoc = doc["journal"]
-        self.journal = Journal.open(jdoc["dir"], self.gateway_id, self.state_dir / "record-epoch.key",
-                                    provisioning=self._provisioning_key(doc),
-                                    budget_bytes=jdoc["budget_mb"] << 20)
+        self.journal = Journal.open(settings.journal_dir, self.gateway_id, self.state_dir / "record-epoch.key",
+                                    provisioning=self._provisioning_key(settings.record_key),
+                                    budget_bytes=settings.journal_budget_bytes)
+        self.health = HealthReporter(self.journal, lambda: self.context(False), self.note)
+        self.status = StatusView(self)
         self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
 
     @staticmethod
-    def _provisioning_key(doc: dict):
+    def _provisioning_key(path: Path):
         """The record key from provisioning, needed only to start a new journal."""
-        path = Path(doc["keys"]["record"])
         return load_key(path) if path.exists() else None
 
     # ---- context for records -------------------------------------------------
@@ -157,17 +155,6 @@ class Gateway:
         mono_ms = self.clock.monotonic_ns() // 1_000_000
         return R.Context(int(self.clock.wall_s() * 1000), self.trusted, mono_ms,
                          self.image if with_image else None)
-
-    def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
-        seq = self.journal.append(R.health(self.context(False), code, detail, severity))
-        if severity >= ALARM:
-            self._urgent(seq)
-        self.note("health: " + detail)
-
-    def _urgent(self, seq: int) -> None:
-        """An alarm or critical record: the uplink sends it at once, not with the next batch."""
-        for listener in self.urgent_listeners:
-            listener(seq)
 
     def note(self, text: str) -> None:
         self.last_event = text
@@ -200,7 +187,7 @@ class Gateway:
         self._journal_catalog()
         ctx = self.context(False)
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
-            __version__, self.site.config.path, MODE_NAMES[self.state.mode]), INFO))
+            __version__, self.settings.config_path, MODE_NAMES[self.state.mode]), INFO))
         self.note("started in mode {}".format(MODE_NAMES[self.state.mode]))
         self.housekeeper.start()
 
@@ -215,7 +202,7 @@ class Gateway:
             except DriverError as e:
                 if not getattr(poller, "_reported_missing", False):
                     poller._reported_missing = True  # report once, keep retrying quietly
-                    self.journal_health(R.HEALTH_BUS, str(e), ALARM)
+                    self.health.record(R.HEALTH_BUS, str(e), ALARM)
 
     def run(self) -> None:
         # A thread waiting for the GIL waits up to the switch interval; 5 ms by
@@ -268,7 +255,7 @@ class Gateway:
             self.journal.append(incident_record(ctx, window, evidence_seq))
         if self.timer.late_scans != self.last_late:
             self.last_late = self.timer.late_scans
-            self.journal_health(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
+            self.health.record(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
                 self.last_late, self.timer.last_lateness_ns / 1e6))
         if self.on_scan:
             self.on_scan(self)
@@ -280,8 +267,8 @@ class Gateway:
             death = poller.crashed()
             if death is not None:  # within one scan: its devices are offline, the bus polled again
                 poller.restart()
-                if self._bus_news(poller.port, "thread"):
-                    self.journal_health(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
+                if self.health.news(poller.port, "thread"):
+                    self.health.record(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
                         poller.port, death), ALARM)
             for bev in poller.events():
                 if bev.kind in ("write_mismatch", "write_failed"):
@@ -291,20 +278,10 @@ class Gateway:
                 # alarm, as a port missing at start is; the rest at most once a minute.  An
                 # offline record says why (timeouts, CRC, exception, port gone).
                 if bev.kind in PORT_EVENTS or (bev.kind not in ("online", "write_ok")
-                                               and self._bus_news(bev.device, bev.kind)):
-                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
+                                               and self.health.news(bev.device, bev.kind)):
+                    self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
                                         ALARM if bev.kind == "port_lost" else WARNING)
         return faults
-
-    def _bus_news(self, device: str, kind: str) -> bool:
-        """At most one record a minute per source and kind: a device answering
-        every poll with an exception must not flood the journal."""
-        now = time.monotonic()
-        key = (device, kind)
-        if now - self._bus_reported.get(key, -BUS_REPORT_S) < BUS_REPORT_S:
-            return False
-        self._bus_reported[key] = now
-        return True
 
     def _record(self, events, tickets: list[CommandTicket]) -> tuple[int, int] | None:
         """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
@@ -335,7 +312,7 @@ class Gateway:
             severity = record[R.SEVERITY]
             if severity >= ALARM:
                 incident = incident or (seq, severity)
-                self._urgent(seq)
+                self.health.urgent(seq)
             if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
                 self.note(describe(ev, self.catalog, self.rule_names()))
         return incident
@@ -369,7 +346,7 @@ class Gateway:
             self.state.rules = self._with_model(self.table.evaluator)
             self.note("rule table {} loaded: {} rules".format(table_path, len(self.rule_names())))
             return
-        self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
+        self.health.record(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
         self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
 
     def _journal_catalog(self) -> None:
@@ -396,26 +373,12 @@ class Gateway:
             raise CabguardError("this site has no [rules] section, so no installer key to verify tables")
         if self.table.load(path):
             return "rule table {} verified and loaded ({} rules)".format(path, self.table.evaluator.table.size)
-        self.journal_health(R.HEALTH_TABLE_REFUSED, self.table.error, ALARM)
+        self.health.record(R.HEALTH_TABLE_REFUSED, self.table.error, ALARM)
         return "refused: {}; the previous table stays active".format(self.table.error)
-
-    def rules_info(self) -> str:
-        """What decides: the rule table (or none) and the anomaly model (or none)."""
-        model = ""
-        if self.model_rules is not None:
-            model = "; anomaly model {} (score threshold {})".format(
-                self.site.config.doc["model"]["path"], self.model_rules.threshold)
-        if self.table is None or self.table.data is None:
-            return "no rule table (core entry-delay protection only)" + model
-        data = self.table.data
-        source = data.get("source", b"")
-        return "{}: {} rules, source {}, MAC kid {}{}".format(
-            self.table.path, self.table.evaluator.table.size,
-            source.hex()[:16] if isinstance(source, bytes) else source, self.table.key.kid_text, model)
 
     def config_text(self) -> str:
         """The running config, secrets left out (key files are named, never read)."""
-        return hide_secrets(Path(self.site.config.path).read_text(encoding="utf-8"))
+        return hide_secrets(Path(self.settings.config_path).read_text(encoding="utf-8"))
 
     def _refresh_schedules(self) -> None:
         wall = self.clock.wall_s()
@@ -442,28 +405,7 @@ class Gateway:
             if time.monotonic() >= next_ports and len(self.started_pollers) < len(self.site.pollers):
                 self._start_pollers()
                 next_ports = time.monotonic() + PORT_RETRY_S
-            self.notifier.status(self.status_line())
-
-    def uplink_health(self, text: str) -> None:
-        """The uplink's troubles: noted at once, journaled at most once a minute."""
-        self.note(text)
-        if self._bus_news("uplink", "health"):
-            self.journal.append(R.health(self.context(False), R.HEALTH_UPLINK, text, WARNING))
-
-    def heartbeat_doc(self) -> dict:
-        """Health for the uplink's heartbeat (called from the uplink-inbox thread)."""
-        online = [d for d in self.catalog.devices if self.image[self.catalog.index[d + ".online"]]]
-        return {"gateway": self.gateway_id, "site": self.site.config.doc["gateway"]["site"],
-                "mode": MODE_NAMES[self.state.mode], "devices_online": len(online),
-                "devices": len(self.catalog.devices), "offline": sorted(set(self.catalog.devices) - set(online)),
-                "last_seq": self.journal.durable_seq, "clock_trusted": self.trusted,
-                "late_scans": self.timer.late_scans, "version": __version__,
-                "rules": self.rules_info(), "wall_ms": int(self.clock.wall_s() * 1000)}
-
-    def status_line(self) -> str:
-        online = sum(self.image[self.catalog.index[d + ".online"]] for d in self.catalog.devices)
-        return "mode {} | devices {}/{} online | last: {}".format(
-            MODE_NAMES[self.state.mode], online, len(self.catalog.devices), self.last_event or "-")
+            self.notifier.status(self.status.status_line())
 
     def stop(self, why: str = "stopped") -> None:
         """SIGTERM path: outputs to their safe state, journal flushed, buses closed."""

@@ -117,9 +117,9 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
         on_command = command_handler(verifier, path.execute, path.refused)
     spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
                       str(gateway.journal.directory), window=doc["window"], heartbeat_s=doc["heartbeat_s"])
-    uplink = UplinkProcess(spec, gateway.journal, on_command=on_command, on_health=gateway.uplink_health,
-                           heartbeat=with_checkpoint(gateway.journal, gateway.heartbeat_doc))
-    gateway.urgent_listeners.append(uplink.notify_urgent)
+    uplink = UplinkProcess(spec, gateway.journal, on_command=on_command, on_health=gateway.health.uplink,
+                           heartbeat=with_checkpoint(gateway.journal, gateway.status.heartbeat_doc))
+    gateway.health.urgent_listeners.append(uplink.notify_urgent)
     return uplink.start()
 
 
@@ -137,7 +137,7 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
     else:
         print(fallback, file=sys.stderr)
         print("cabguard: running on the last good config {}".format(config.path), file=sys.stderr)
-        gateway.journal_health(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
+        gateway.health.record(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
     console_doc = doc.get("console")
     people = PeopleStore(console_doc["people"]) if console_doc else None
     services = Services(gateway, CommandPath(gateway, people))

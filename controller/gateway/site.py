@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 from controller.core.anomaly import ModelTables
 from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
@@ -25,6 +26,37 @@ from rules.errors import ModelFileError
 from rules.modelfile import read_model
 
 
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What the running gateway reads from its config, typed (docs/config.md)."""
+    gateway_id: str
+    site_name: str
+    state_dir: Path
+    scan_period_ms: int
+    clock_assume_trusted: bool
+    pin_factory: str
+    outputs: dict
+    journal_dir: str
+    journal_budget_bytes: int
+    record_key: Path
+    model_path: str
+    config_path: str
+
+
+def gateway_settings(config: SiteConfig) -> GatewaySettings:
+    doc = config.doc
+    gateway = doc["gateway"]
+    return GatewaySettings(
+        gateway_id=gateway["id"], site_name=gateway["site"], state_dir=Path(gateway["state_dir"]),
+        scan_period_ms=gateway["scan_period_ms"],
+        clock_assume_trusted=(doc.get("clock") or {}).get("assume_trusted", False),
+        pin_factory=(doc.get("gpio") or {}).get("pin_factory", "default"),
+        outputs=doc.get("outputs") or {},
+        journal_dir=doc["journal"]["dir"], journal_budget_bytes=doc["journal"]["budget_mb"] << 20,
+        record_key=Path(doc["keys"]["record"]), model_path=(doc.get("model") or {}).get("path", ""),
+        config_path=str(config.path))
+
+
 @dataclass
 class Site:
     config: SiteConfig
@@ -35,6 +67,7 @@ class Site:
     entry_zones: list[str]
     schedules: Schedules
     device_classes: dict[str, str]
+    settings: GatewaySettings
     model: ModelTables | None = None
 
 
@@ -97,4 +130,4 @@ def assemble(config: SiteConfig) -> Site:
         for name in {n.split(".")[0] for n in p.names}:
             by_device[name] = p
     classes = {d["name"]: load_profile(d["profile"]).device_class for d in doc["device"]}
-    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, model)
+    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, gateway_settings(config), model)
