@@ -19,6 +19,7 @@ from typing import Any
 
 from controller.core.step import CoreConfig
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
+from drivers.tomlsource import TomlSource
 from rules.duration import parse_ms
 from simulator.errors import ScenarioError
 
@@ -158,33 +159,12 @@ class Scenario:
         return t.weekday() * 86400000 + int((t - midnight).total_seconds() * 1000)
 
 
-class _Source:
+class _Source(TomlSource):
     """The scenario text, to turn a (table, index, key) into a line number."""
 
-    def __init__(self, path: str, text: str):
-        self.path = path
-        self.lines = text.splitlines()
-
-    def line_of(self, table: str, index: int = 0, key: str | None = None) -> int:
-        header = re.compile(r"^\s*\[\[\s*" + re.escape(table) + r"\s*\]\]" if index >= 0
-                            else r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
-        seen = -1
-        for n, text in enumerate(self.lines):
-            if not header.match(text):
-                continue
-            seen += 1
-            if seen != max(index, 0):
-                continue
-            if key is None:
-                return n + 1
-            keyre = re.compile(r"^\s*" + re.escape(key) + r"\s*=")
-            for m in range(n + 1, len(self.lines)):
-                if re.match(r"^\s*\[", self.lines[m]):
-                    break
-                if keyre.match(self.lines[m]):
-                    return m + 1
-            return n + 1
-        return 1
+    def at(self, table: str, index: int = 0, key: str | None = None) -> int:
+        """The ``index``-th ``[[table]]`` (index -1: the ``[table]``), or its ``key``."""
+        return self.nth_of(table, max(index, 0), key, array=index >= 0)
 
     def error(self, line: int, message: str) -> ScenarioError:
         return ScenarioError("{}:{}: {}".format(self.path, line, message))
@@ -269,31 +249,31 @@ class _Loader:
                 raise self.src.error(self._top_line(key), "unknown section [{}] (known: {})".format(
                     key, ", ".join(sorted(known))))
         head = self._table("scenario", required=True)
-        line = self.src.line_of("scenario", -1)
+        line = self.src.at("scenario", -1)
         self._only(head, {"name", "description", "start", "duration", "seed", "scan_ms"}, "scenario", -1)
         for key in ("name", "start", "duration"):
             if key not in head:
                 raise self.src.error(line, "[scenario] needs '{}'".format(key))
         self.start = _aware(head["start"])
         if self.start is None:
-            raise self.src.error(self.src.line_of("scenario", -1, "start"),
+            raise self.src.error(self.src.at("scenario", -1, "start"),
                                  "[scenario] start: bad time {}: want an absolute time with a timezone, "
                                  "like 2026-03-14T22:00:00+01:00".format(_shown(head["start"])))
-        self.duration_ms = self.duration(head["duration"], self.src.line_of("scenario", -1, "duration"),
+        self.duration_ms = self.duration(head["duration"], self.src.at("scenario", -1, "duration"),
                                          "[scenario] duration")
         if not 0 < self.duration_ms <= MAX_DURATION_MS:
-            raise self.src.error(self.src.line_of("scenario", -1, "duration"),
+            raise self.src.error(self.src.at("scenario", -1, "duration"),
                                  "[scenario] duration must be more than 0 and at most 62 days")
         scan_ms = self._int(head.get("scan_ms", SCAN_MS), ("scenario", -1, "scan_ms"), 10, 1000)
         if 1000 % scan_ms:
             # The I/O module reports at whole seconds: they must fall on scans.
-            raise self.src.error(self.src.line_of("scenario", -1, "scan_ms"), "[scenario] scan_ms: must divide "
+            raise self.src.error(self.src.at("scenario", -1, "scan_ms"), "[scenario] scan_ms: must divide "
                                  "1000 (10, 20, 25, 40, 50, 100, 125, 200, 250, 500 or 1000), got {}".format(scan_ms))
         seed = self._int(head.get("seed", 0), ("scenario", -1, "seed"), 0, 2**31 - 1)
         core = self._core()
         resp = self._table("response")
         self._only(resp, {"ack_after", "rearm", "grace"}, "response", -1)
-        rline = self.src.line_of("response", -1)
+        rline = self.src.at("response", -1)
         cabinets = self._cabinets()
         self.batteries = {c.id: c.batteries for c in cabinets}
         ids = tuple(c.id for c in cabinets)
@@ -336,24 +316,24 @@ class _Loader:
     def _only(self, table: dict, allowed: set[str], name: str, index: int) -> None:
         for key in table:
             if key not in allowed:
-                raise self.src.error(self.src.line_of(name, index, key), "{}: unknown key '{}' (known: {})".format(
+                raise self.src.error(self.src.at(name, index, key), "{}: unknown key '{}' (known: {})".format(
                     _label(name, index), key, ", ".join(sorted(allowed))))
 
     def _int(self, v: Any, where: tuple[str, int, str], lo: int, hi: int) -> int:
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise self.src.error(self.src.line_of(*where), "{} {}: must be a whole number from {} to {}, got {!r}"
+            raise self.src.error(self.src.at(*where), "{} {}: must be a whole number from {} to {}, got {!r}"
                                  .format(_label(where[0], where[1]), where[2], lo, hi, v))
         return v
 
     def _flag(self, v: Any, where: tuple[str, int, str]) -> bool:
         if not isinstance(v, bool):
-            raise self.src.error(self.src.line_of(*where), "{} {}: must be true or false, got {!r}"
+            raise self.src.error(self.src.at(*where), "{} {}: must be true or false, got {!r}"
                                  .format(_label(where[0], where[1]), where[2], v))
         return v
 
     def _number(self, v: float, where: tuple[str, int, str], lo: float, hi: float) -> float:
         if not lo <= v <= hi:
-            raise self.src.error(self.src.line_of(*where), "{} {}: must be from {} to {}, got {!r}"
+            raise self.src.error(self.src.at(*where), "{} {}: must be from {} to {}, got {!r}"
                                  .format(_label(where[0], where[1]), where[2], lo, hi, v))
         return float(v)
 
@@ -369,7 +349,7 @@ class _Loader:
         out = []
         for i, t in enumerate(arr):
             self._only(t, set(CABINET_PARAMS) | {"id"}, "cabinet", i)
-            line = self.src.line_of("cabinet", i)
+            line = self.src.at("cabinet", i)
             cid = t.get("id")
             if not isinstance(cid, str) or not re.match(r"^[A-Za-z0-9_-]{1,32}$", cid):
                 raise self.src.error(line, "[[cabinet]] #{}: 'id' must be a name of letters, digits, - and _".format(i + 1))
@@ -399,7 +379,7 @@ class _Loader:
                   isinstance(v, int) and not isinstance(v, bool) if isinstance(default, int) else
                   isinstance(v, type(default)))
             if not ok:
-                raise self.src.error(self.src.line_of(name, index, key), "{} {}: must be {}, got {!r}".format(
+                raise self.src.error(self.src.at(name, index, key), "{} {}: must be {}, got {!r}".format(
                     _label(name, index), key, type(default).__name__.replace("str", "a string")
                     .replace("list", "a list").replace("float", "a number").replace("int", "a whole number"), v))
             p[key] = v
@@ -409,30 +389,30 @@ class _Loader:
         out = []
         for i, t in enumerate(self._array("schedule")):
             self._only(t, {"name", "from", "to", "days"}, "schedule", i)
-            line = self.src.line_of("schedule", i)
+            line = self.src.at("schedule", i)
             name = t.get("name")
             if not isinstance(name, str) or not SCHEDULE_NAME.match(name):
                 raise self.src.error(line, "[[schedule]] #{} needs a 'name' of lower-case letters, digits and _"
                                      .format(i + 1))
             a, b = parse_clock(t.get("from")), parse_clock(t.get("to"))
             if a is None or b is None:
-                raise self.src.error(self.src.line_of("schedule", i, "from" if a is None else "to"),
+                raise self.src.error(self.src.at("schedule", i, "from" if a is None else "to"),
                                      "[[schedule]] '{}': 'from' and 'to' are local times \"HH:MM\"".format(name))
             out.append(Schedule(name, a, b, self._days(t.get("days", list(DAYS)), ("schedule", i, "days"))))
         return out
 
     def _days(self, days: Any, where: tuple[str, int, str]) -> tuple[int, ...]:
         if not isinstance(days, list) or not days or any(d not in DAYS for d in days):
-            raise self.src.error(self.src.line_of(*where), "'days' must be a list of {}".format(", ".join(DAYS)))
+            raise self.src.error(self.src.at(*where), "'days' must be a list of {}".format(", ".join(DAYS)))
         return tuple(sorted(DAYS.index(d) for d in days))
 
     def _items(self, name: str, kinds: dict[str, dict[str, Any]], ids: tuple[str, ...], timed: bool) -> list[Item]:
         out = []
         for i, t in enumerate(self._array(name)):
-            line = self.src.line_of(name, i)
+            line = self.src.at(name, i)
             kind = t.get("kind")
             if kind not in kinds:
-                raise self.src.error(self.src.line_of(name, i, "kind"), "[[{}]] #{}: unknown {} {!r} (known: {})".format(
+                raise self.src.error(self.src.at(name, i, "kind"), "[[{}]] #{}: unknown {} {!r} (known: {})".format(
                     name, i + 1, name, kind, ", ".join(sorted(kinds))))
             common = {"kind", "cabinet", "cabinets"} | ({"at"} if timed else {"seed"})
             self._only(t, set(kinds[kind]) | common, name, i)
@@ -442,7 +422,7 @@ class _Loader:
             if timed:
                 if "at" not in t:
                     raise self.src.error(line, "[[{}]] #{} ({}) needs 'at'".format(name, i + 1, kind))
-                at = self.time(t["at"], self.src.line_of(name, i, "at"), "[[{}]] #{} at".format(name, i + 1))
+                at = self.time(t["at"], self.src.at(name, i, "at"), "[[{}]] #{} at".format(name, i + 1))
             seed = self._int(t.get("seed", i + 1), (name, i, "seed"), 0, 2**31 - 1)
             item = Item(kind, cabs, at, p, seed, line)
             self._check_item(item, name, i)
@@ -451,23 +431,23 @@ class _Loader:
 
     def _cabinet_list(self, t: dict, ids: tuple[str, ...], name: str, i: int) -> tuple[str, ...]:
         if "cabinet" in t and "cabinets" in t:
-            raise self.src.error(self.src.line_of(name, i, "cabinets"), "[[{}]] #{}: give 'cabinet' or 'cabinets', "
+            raise self.src.error(self.src.at(name, i, "cabinets"), "[[{}]] #{}: give 'cabinet' or 'cabinets', "
                                  "not both".format(name, i + 1))
         if "cabinet" in t:
             cabs = [t["cabinet"]]
         elif "cabinets" in t:
             cabs = t["cabinets"]
             if not isinstance(cabs, list) or not cabs:
-                raise self.src.error(self.src.line_of(name, i, "cabinets"), "[[{}]] #{}: 'cabinets' must be a "
+                raise self.src.error(self.src.at(name, i, "cabinets"), "[[{}]] #{}: 'cabinets' must be a "
                                      "non-empty list of cabinet ids, like [\"cab-01\"]".format(name, i + 1))
         elif name == "action" and len(ids) > 1:
-            raise self.src.error(self.src.line_of(name, i), "[[action]] #{}: say which 'cabinet' (there are {})"
+            raise self.src.error(self.src.at(name, i), "[[action]] #{}: say which 'cabinet' (there are {})"
                                  .format(i + 1, len(ids)))
         else:
             return ids
         for c in cabs:
             if c not in ids:
-                raise self.src.error(self.src.line_of(name, i, "cabinet" if "cabinet" in t else "cabinets"),
+                raise self.src.error(self.src.at(name, i, "cabinet" if "cabinet" in t else "cabinets"),
                                      "[[{}]] #{}: unknown cabinet {!r} (known: {})".format(name, i + 1, c, ", ".join(ids)))
         return tuple(cabs)
 
@@ -475,7 +455,7 @@ class _Loader:
         """Kind-specific checks: every duration, clock time and choice."""
         p = item.params
         for key, v in p.items():
-            where = self.src.line_of(name, i, key)
+            where = self.src.at(name, i, key)
             label = "[[{}]] #{} {}".format(name, i + 1, key)
             default = (PROCESS_PARAMS if name == "process" else ACTION_PARAMS)[item.kind][key]
             if key in ("hours", "times"):
@@ -508,7 +488,7 @@ class _Loader:
                 if key in POSITIVE_DURATIONS and p[key] <= 0:
                     raise self.src.error(where, "{}: must be longer than 0".format(label))
         if item.kind == "maintenance" and p["length"] < MAINTENANCE_MIN_MS:
-            raise self.src.error(self.src.line_of(name, i, "length"), "[[process]] #{} length: must be more "
+            raise self.src.error(self.src.at(name, i, "length"), "[[process]] #{} length: must be more "
                                  "than 5 minutes (the technician's visit is the window less 5 minutes)".format(i + 1))
         for key in ("count", "modules"):
             if key in p:
@@ -520,7 +500,7 @@ class _Loader:
         p = item.params
 
         def bad(key: str, what: str) -> ScenarioError:
-            return self.src.error(self.src.line_of(name, i, key), "[[{}]] #{} ({}) {}: {}".format(
+            return self.src.error(self.src.at(name, i, key), "[[{}]] #{} ({}) {}: {}".format(
                 name, i + 1, item.kind, key, what))
         if "battery" in p and not re.match(r"^bms[1-4]$", p["battery"]):
             raise bad("battery", "want bms1 … bms4, got {!r}".format(p["battery"]))
@@ -531,7 +511,7 @@ class _Loader:
         if item.kind == "command":
             if p["name"] not in COMMANDS:
                 raise bad("name", "want one of {}".format(", ".join(COMMANDS)))
-            p["arg"] = self.duration(p["arg"], self.src.line_of(name, i, "arg"), "arg", allow_empty=True)
+            p["arg"] = self.duration(p["arg"], self.src.at(name, i, "arg"), "arg", allow_empty=True)
         if "schedule" in p and not SCHEDULE_NAME.match(p["schedule"]):
             raise bad("schedule", "want a name of lower-case letters, digits and _, got {!r}".format(p["schedule"]))
         if item.kind == "shift" and p["auth"] not in ("maint", "disarm"):
@@ -544,7 +524,7 @@ class _Loader:
         if key is None:
             return
         fewest = min(self.batteries[c] for c in item.cabinets)
-        where = self.src.line_of("action", i, key)
+        where = self.src.at("action", i, key)
         label = "[[action]] #{} ({}) {}".format(i + 1, item.kind, key)
         if key == "signal":
             known = ["io." + s[0] for s in IO_SIGNALS] + ["bms{}.{}".format(n, s[0]) for n in range(1, fewest + 1)
@@ -567,9 +547,9 @@ class _Loader:
         out: list[Incident] = []
         for i, t in enumerate(self._array("incident")):
             self._only(t, {"kind", "cabinet", "start", "end", "note"}, "incident", i)
-            line = self.src.line_of("incident", i)
+            line = self.src.at("incident", i)
             if t.get("kind") not in INCIDENT_KINDS:
-                raise self.src.error(self.src.line_of("incident", i, "kind"),
+                raise self.src.error(self.src.at("incident", i, "kind"),
                                      "[[incident]] #{}: kind must be one of {}, got {!r}".format(
                                          i + 1, ", ".join(INCIDENT_KINDS), t.get("kind")))
             cabs = self._cabinet_list(t, ids, "incident", i)
@@ -578,10 +558,10 @@ class _Loader:
             for key in ("start", "end"):
                 if key not in t:
                     raise self.src.error(line, "[[incident]] #{} needs '{}'".format(i + 1, key))
-            start = self.time(t["start"], self.src.line_of("incident", i, "start"), "[[incident]] #{} start".format(i + 1))
-            end = self.time(t["end"], self.src.line_of("incident", i, "end"), "[[incident]] #{} end".format(i + 1))
+            start = self.time(t["start"], self.src.at("incident", i, "start"), "[[incident]] #{} start".format(i + 1))
+            end = self.time(t["end"], self.src.at("incident", i, "end"), "[[incident]] #{} end".format(i + 1))
             if end <= start:
-                raise self.src.error(self.src.line_of("incident", i, "end"),
+                raise self.src.error(self.src.at("incident", i, "end"),
                                      "[[incident]] #{}: end must be after start".format(i + 1))
             inc = Incident(t["kind"], cabs[0], start, end, str(t.get("note", "")), line)
             for other in out:

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from drivers.errors import ProfileError
 from drivers.modbus.frames import MAX_BITS, MAX_REGISTERS
+from drivers.tomlsource import TomlSource
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -356,39 +357,8 @@ def _put(regs: dict[int, int], f: Field, value: int, exp: int) -> None:
 
 # ---- loading and validation ------------------------------------------------
 
-class _Source:
-    """The profile's text, to find the line of a table or key (tomllib has no lines)."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-
-    def line_of(self, header: str, key: str | None = None) -> int:
-        pat = re.compile(r"^\s*\[+\s*" + re.escape(header) + r"\s*\]+\s*(#.*)?$")
-        inline = re.compile(r"^\s*" + re.escape(header.rsplit(".", 1)[-1]) + r"\s*=\s*\{")
-        for i, line in enumerate(self.lines):
-            if pat.match(line) or ("." in header and inline.match(line)):
-                return self._key_after(i, key) if key else i + 1
-        return self._key_after(0, key) if key else 1
-
-    def nth_of(self, header: str, n: int, key: str | None = None) -> int:
-        """Line of the n-th ``[[header]]`` array table (or its key)."""
-        pat = re.compile(r"^\s*\[\[\s*" + re.escape(header) + r"\s*\]\]")
-        hits = [i for i, line in enumerate(self.lines) if pat.match(line)]
-        if n < len(hits):
-            return self._key_after(hits[n], key) if key else hits[n] + 1
-        return 1
-
-    def _key_after(self, start: int, key: str | None) -> int:
-        pat = re.compile(r"^\s*" + re.escape(key or "") + r"\s*=")
-        inline = re.compile(r"[{,]\s*" + re.escape(key or "") + r"\s*=")
-        for i in range(start, len(self.lines)):
-            line = self.lines[i]
-            if i > start and line.lstrip().startswith("["):
-                break
-            if pat.match(line) or inline.search(line):
-                return i + 1
-        return start + 1
+class _Source(TomlSource):
+    """The profile's text, to find the line of a table or key."""
 
     def error(self, line: int, what: str) -> ProfileError:
         return ProfileError("{}:{}: {}".format(self.path, line, what))
