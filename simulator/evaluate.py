@@ -37,7 +37,8 @@ from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig, CoreState, ste
 from rules.modelfile import read_model
 from simulator.decodepath import profile_decode
 from simulator.rulesource import RuleSource
-from simulator.scenario import Cabinet, Scenario, load
+from simulator.scenario import Cabinet, Scenario
+from simulator.scenariofile import load
 from simulator.world import CabinetWorld, cabinet_catalog
 
 MERGE_MS = 60000

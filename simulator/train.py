@@ -30,7 +30,7 @@ from controller.core.anomaly import FEATURES, FORMAT, HOURS, N_FEATURES, Feature
 from controller.core.errors import TraceError
 from controller.core.trace import parse_header, parse_scan
 from rules.errors import ModelFileError
-from simulator.scenario import load
+from simulator.scenariofile import load
 from simulator.world import CabinetWorld, cabinet_catalog
 
 WINDOW_MS = 5000

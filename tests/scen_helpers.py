@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from simulator.scenario import Scenario, loads
+from simulator.scenario import Scenario
+
+from simulator.scenariofile import loads
 from simulator.world import CabinetWorld
 
 HEAD = """

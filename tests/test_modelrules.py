@@ -4,7 +4,7 @@ from controller.core import modes, ticks
 from controller.core.anomaly import FEATURES, HOURS, ModelTables
 from controller.core.events import ALARM, WARNING
 from controller.core.modelrules import ModelRules
-from simulator.scenario import loads
+from simulator.scenariofile import loads
 from simulator.world import cabinet_catalog
 
 # Every feature's envelope at level 100 but vibration (40: a few mg) and

@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from simulator.errors import ScenarioError
-from simulator.scenario import load, loads, parse_duration
+from simulator.scenario import parse_duration
+from simulator.scenariofile import load, loads
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = """[scenario]

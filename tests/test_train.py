@@ -50,7 +50,7 @@ def test_labelled_incidents_are_excluded_and_reported(tmp_path):
 
 def test_training_from_a_recorded_trace_with_labels(tmp_path):
     from controller.core.trace import header_line, scan_line
-    from simulator.scenario import load
+    from simulator.scenariofile import load
     from simulator.world import CabinetWorld
     scn = load(write(tmp_path, "s.toml", BURST))
     world = CabinetWorld(scn, scn.cabinets[0])

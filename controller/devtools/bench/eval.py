@@ -12,7 +12,7 @@ from controller.devtools.bench import Figure
 from simulator.decodepath import profile_decode
 from simulator.evaluate import DEFAULT_MODEL, run_cabinet
 from simulator.rulesource import RuleSource
-from simulator.scenario import load
+from simulator.scenariofile import load
 from simulator.world import CabinetWorld
 
 NOISE_MONTH = DEFAULT_MODEL.parent.parent.parent / "simulator" / "scenarios" / "noise-month.toml"
