@@ -399,3 +399,8 @@ def test_an_emptied_journal_is_tampering(tmp_path):
         seg.unlink()
     write_records(tmp_path, None, 1)
     assert "genesis" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
+
+
+def test_a_device_coming_online_is_info_and_going_silent_a_warning():
+    assert R.event_severity((ev.EV_DEVICE, 9, 1, 0)) == ev.INFO      # every start: each device's first poll
+    assert R.event_severity((ev.EV_DEVICE, 9, 0, 0)) == ev.WARNING
