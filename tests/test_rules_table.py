@@ -6,11 +6,11 @@ import pytest
 from controller.cli.rulescmd import site_catalog
 from controller.core import modes, ticks
 from controller.core.catalog import Catalog
+from controller.core.errors import TableError
+from controller.core.evaluator import Evaluator, evaluator_from_header
 from controller.core.events import EV_LOCK, EV_MODE, EV_RULE
 from controller.core.step import CoreConfig, CoreState, step
-from controller.core.table import (
-    OP_BIT, OP_GT_K, OP_NE_K, Evaluator, Table, TableError, evaluator_from_header,
-)
+from controller.core.table import OP_BIT, OP_GT_K, OP_NE_K, Table
 from controller.core.trace import replay_lines
 from controller.devtools.bench.rules import compile_text, random_rules, rules_trace
 from rules.compiler import compile_files
