@@ -184,6 +184,12 @@ class ConsoleServer:
             self._serve_one()
 
     def _serve_one(self) -> None:
+        # The banner waits for a terminal: a pty nobody has open reads as a
+        # hang-up, and what is written meanwhile piles up for whoever opens it.
+        typed = self.stream.read(0.2)
+        if typed is None:
+            time.sleep(0.2)
+            return
         session = Session(self.view, self.auth, self.idle_s)
         editor = LineEditor(self.max_line)
         session.last_input = self.now()
@@ -191,7 +197,7 @@ class ConsoleServer:
         next_live = 0.0
         heard = False
         while not self.stop_event.is_set():
-            data = self.stream.read(0.2)
+            data, typed = typed or self.stream.read(0.2), b""   # keys typed before the banner first
             now = self.now()
             if data is None:  # hang-up: end this session, wait for the next terminal
                 if heard:
