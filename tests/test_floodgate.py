@@ -1,15 +1,14 @@
 """Flood control (controller/floodgate.py): a token bucket per source, one summary per interval."""
 
 import hashlib
-import os
 import random
-import select
 import time
 import tty
 
 import pytest
 
 from controller import records as R
+from controller.bench.console import type_draining
 from controller.core import modes
 from controller.downlink import DownlinkVerifier, SeqStore, command_handler, make_command
 from controller.floodgate import Floodgate, Limit
@@ -101,13 +100,7 @@ def test_console_junk_is_summarised_and_a_login_still_counts(visit):
     term, first = visit.term, visit.gw.journal.next_seq
     tty.setraw(term.fd)     # as picocom does (an echoed ^S would stop our side)
     junk = random.Random(5).randbytes(1 << 17) + b"\rstatus\r" * 2000
-    sent = 0
-    while sent < len(junk):   # write and drain the echo, or both ends block
-        readable, writable, _ = select.select([term.fd], [term.fd], [], 1.0)
-        if readable:
-            os.read(term.fd, 65536)
-        if writable:
-            sent += os.write(term.fd, junk[sent:sent + 4096])
+    type_draining(term.fd, junk)
     term.seen = b""
     term.send(b"\x03\rversion\r")
     term.expect(b"rules: ", timeout=60)

@@ -166,18 +166,24 @@ def _journaled_since(gw, seq: int) -> int:
     return gw.journal.next_seq - seq
 
 
+def type_draining(fd: int, data: bytes) -> None:
+    """Type ``data`` into a terminal's fd as fast as it goes, reading the echo
+    away meanwhile (or both ends block on full pty buffers)."""
+    sent = 0
+    while sent < len(data):
+        readable, writable, _ = select.select([fd], [fd], [], 1.0)
+        if readable:
+            os.read(fd, 65536)
+        if writable:
+            sent += os.write(fd, data[sent:sent + 4096])
+
+
 def _console_junk(term: _Terminal, gw) -> tuple[int, float]:
     """Records made by 1 MB of random bytes typed anonymously, and the seconds it took."""
     junk = random.Random(3).randbytes(JUNK_BYTES)
     first = gw.journal.next_seq
     t0 = time.perf_counter()
-    sent = 0
-    while sent < len(junk):   # write and drain the echo, or both ends block
-        readable, writable, _ = select.select([term.fd], [term.fd], [], 1.0)
-        if readable:
-            os.read(term.fd, 65536)
-        if writable:
-            sent += os.write(term.fd, junk[sent:sent + 4096])
+    type_draining(term.fd, junk)
     os.write(term.fd, b"\x03\rversion\r")
     term.until(b"rules: ", timeout=120)
     term.until(PROMPT)
