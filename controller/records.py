@@ -61,7 +61,7 @@ TYPE_NAMES = {**ev.EVENT_NAMES, GENESIS: "genesis", RECOVERED: "recovered",
 EVENT_A, EVENT_B, EVENT_C = 1, 2, 3
 
 # Health codes (HEALTH records, data key 1).
-HEALTH_JOURNAL_FULL = 1     # over the disk budget and keeping unsent alarms
+HEALTH_JOURNAL_FULL = 1     # over the disk budget with unsent records: info refused (and back under it)
 HEALTH_LATE_SCANS = 2       # scans started late (detail: how many so far)
 HEALTH_BUS = 3              # a bus event: exception answer, port missing, write result
 HEALTH_CONFIG_FALLBACK = 4  # the new config was invalid: running on the last good one

@@ -53,6 +53,8 @@ class FdStream(Stream):
             return b""
         try:
             data = os.read(self.rfd, READ_CHUNK)
+        except BlockingIOError:  # ready was a hang-up that a terminal opening has since cleared
+            return b""
         except OSError:  # EIO: the pty's other side closed (cable pulled)
             return None
         return data if data else None
@@ -86,6 +88,9 @@ class PtyStream(FdStream):
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
         name = os.ttyname(slave)
         os.close(slave)
+        # Non-blocking: select reports a hang-up as readable, and a terminal opening
+        # between that select and the read would otherwise block the read until it types.
+        os.set_blocking(master, False)
         super().__init__(master, master)
         self.link = Path(link)
         self.link.parent.mkdir(parents=True, exist_ok=True)
