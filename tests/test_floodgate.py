@@ -92,6 +92,7 @@ def _records_from(visit, first_seq):
 
 
 def _floods(records, source):
+    """The flood records of ``source`` (one a minute: a slow machine may make two)."""
     return [r[R.DATA] for r in records if r[R.TYPE] == R.FLOOD and r[R.DATA][R.FLOOD_SOURCE] == source]
 
 
@@ -112,9 +113,9 @@ def test_console_junk_is_summarised_and_a_login_still_counts(visit):
     assert len(console) <= 30, len(console)
     assert (R.LOGIN, "ana", True) in [(r[R.TYPE], r[R.DATA].get(R.LOGIN_USER), r[R.DATA].get(R.LOGIN_OK))
                                        for r in console]                    # a real event is never dropped
-    (flood,) = _floods(records, "console")
-    assert flood[R.FLOOD_COUNT] >= 2000 and flood[R.FLOOD_FIRST_MS] <= flood[R.FLOOD_LAST_MS]
-    assert len(flood[R.FLOOD_DIGEST]) == 32
+    floods = _floods(records, "console")
+    assert sum(f[R.FLOOD_COUNT] for f in floods) >= 2000
+    assert all(f[R.FLOOD_FIRST_MS] <= f[R.FLOOD_LAST_MS] and len(f[R.FLOOD_DIGEST]) == 32 for f in floods)
 
 
 def test_ten_thousand_junk_commands_make_a_few_records_and_a_good_one_still_runs(visit):
@@ -133,5 +134,5 @@ def test_ten_thousand_junk_commands_make_a_few_records_and_a_good_one_still_runs
     downlink = [r for r in records if r[R.TYPE] == R.COMMAND and r[R.DATA][R.COMMAND_SOURCE] == "downlink"]
     assert len(downlink) <= 25, len(downlink)
     assert any(r[R.DATA][R.COMMAND_ACCEPTED] and r[R.DATA][R.COMMAND_NAME] == "maint_start" for r in downlink)
-    (flood,) = _floods(records, "downlink")
-    assert flood[R.FLOOD_COUNT] + len(downlink) - 1 == 10_000      # every refusal is counted somewhere
+    dropped = sum(f[R.FLOOD_COUNT] for f in _floods(records, "downlink"))
+    assert dropped + len(downlink) - 1 == 10_000      # every refusal is journaled or counted
