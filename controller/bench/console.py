@@ -15,6 +15,7 @@ import os
 import random
 import select
 import tempfile
+import termios
 import threading
 import time
 import tty
@@ -72,7 +73,6 @@ class _Terminal:
 
     def __init__(self, path: Path):
         self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(self.fd)   # as picocom does: no line discipline (an echoed ^S would stop our side)
         self.seen = b""
 
     def until(self, text: bytes, timeout: float = 10.0) -> None:
@@ -182,12 +182,18 @@ def _console_junk(term: _Terminal, gw) -> tuple[int, float]:
     """Records made by 1 MB of random bytes typed anonymously, and the seconds it took."""
     junk = random.Random(3).randbytes(JUNK_BYTES)
     first = gw.journal.next_seq
-    t0 = time.perf_counter()
-    type_draining(term.fd, junk)
-    os.write(term.fd, b"\x03\rversion\r")
-    term.until(b"rules: ", timeout=120)
-    term.until(PROMPT)
-    return _journaled_since(gw, first), time.perf_counter() - t0
+    cooked = termios.tcgetattr(term.fd)
+    tty.setraw(term.fd)   # as picocom does: an echoed ^S would otherwise stop our side
+    try:
+        t0 = time.perf_counter()
+        type_draining(term.fd, junk)
+        os.write(term.fd, b"\x03\rversion\r")
+        term.until(b"rules: ", timeout=120)
+        term.until(PROMPT)
+        elapsed = time.perf_counter() - t0
+    finally:
+        termios.tcsetattr(term.fd, termios.TCSANOW, cooked)   # the other figures as before
+    return _journaled_since(gw, first), elapsed
 
 
 def _downlink_junk(services) -> int:

@@ -177,6 +177,8 @@ class ConsoleServer:
             session.stop_live()
             self._send(session.prompt())
         for line in lines:
+            if self.stop_event.is_set():   # stopping: typed-ahead lines are not run (the journal is closing)
+                break
             answer = session.handle(line, now)
             self._send(answer + "\n" if answer else "")
             if session.live_pattern:
