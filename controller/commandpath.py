@@ -71,8 +71,9 @@ class CommandPath:
 
     def journal(self, source: str, name: str, actor: str, ok: bool, detail: str) -> None:
         ctx = self.gateway.context(False)
-        self.gateway.journal.append(R.command(ctx, source, "{} by {}".format(name, actor or "-"), 0, ok,
-                                              "" if ok else detail))
+        # A command carried out is a real event; refusals go through the source's flood control.
+        self.gateway.journal_from(source, R.command(ctx, source, "{} by {}".format(name, actor or "-"), 0, ok,
+                                                    "" if ok else detail), protected=ok)
 
     def refused(self, refused: Refused) -> None:
         """A downlink command that failed its checks: journaled, nothing else happens."""

@@ -78,11 +78,15 @@ class ConsoleView:
     def audit(self, actor: str, what: str, outcome: str) -> None:
         g = self.gateway
         ctx = g.context(False)
+        # Everything typed goes through the console's flood control; a login and a
+        # command a known person ran are real events and always pass.
         if what == "login":
-            g.journal.append(R.login(ctx, actor, "console", outcome.startswith("ok")))
+            ok = outcome.startswith("ok")
+            g.journal_from("console", R.login(ctx, actor, "console", ok), protected=ok)
         else:
             ok = not outcome.startswith(("refused", "error", "failed"))
-            g.journal.append(R.command(ctx, "console", "{} by {}".format(what, actor), 0, ok, "" if ok else outcome))
+            g.journal_from("console", R.command(ctx, "console", "{} by {}".format(what, actor), 0, ok,
+                                                "" if ok else outcome), protected=ok and actor != "-")
 
     def alert(self, kind: str, person: Person | None) -> None:
         g = self.gateway

@@ -52,6 +52,7 @@ from controller.core.modes import MODE_NAMES
 from controller.core.step import CoreState, step
 from controller.evidence import EvidenceRing, evidence_record, incident_record
 from controller.errors import CabguardError
+from controller.floodgate import Floodgate
 from controller.journal import Journal
 from controller.modelrules import ModelRules
 from controller.scantimer import ScanTimer
@@ -59,6 +60,7 @@ from controller.site import Site
 from controller.statefile import StateFile
 from controller.tables import TableSlot
 from controller.timeline import describe
+from drivers import cose
 from drivers.clock import Clock
 from drivers.errors import DriverError
 from drivers.keys import load_key
@@ -69,7 +71,6 @@ FAULT_OUTPUT_WRITE = 2
 FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
-BUS_REPORT_S = 60.0
 PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these cannot flood
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
@@ -125,7 +126,7 @@ class Gateway:
         self.sched_values: list[int] = []
         self.week_hour = -1
         self._sched_idx = [self.catalog.index["sched." + n] for n in site.schedules.names()]
-        self._bus_reported: dict[tuple[str, str], float] = {}
+        self.floodgate = Floodgate()
         self.last_event = ""
         self.persisted: tuple | None = None
         self.last_late = 0
@@ -158,11 +159,32 @@ class Gateway:
         return R.Context(int(self.clock.wall_s() * 1000), self.trusted, mono_ms,
                          self.image if with_image else None)
 
-    def journal_health(self, code: int, detail: str, severity: int = WARNING) -> None:
-        seq = self.journal.append(R.health(self.context(False), code, detail, severity))
-        if severity >= ALARM:
+    def journal_health(self, code: int, detail: str, severity: int = WARNING, source: str = "") -> None:
+        """A health record; with a ``source`` (e.g. "bus:pump1:timeout") it goes
+        through that source's flood control (see ``journal_from``)."""
+        record = R.health(self.context(False), code, detail, severity)
+        seq = self.journal_from(source, record) if source else self.journal.append(record)
+        if severity >= ALARM and seq >= 0:
             self._urgent(seq)
         self.note("health: " + detail)
+
+    def journal_from(self, source: str, record: dict[int, object], protected: bool = False) -> int:
+        """A record from a source anyone outside can drive (the console, the
+        downlink, a device, the uplink): journaled if the source is within its
+        limit or the record is ``protected`` (a real event: an accepted command,
+        a login), else counted into the source's next flood record; returns its
+        seq, or -1 (docs/journal.md, "Flood control")."""
+        content = cose.encode(record.get(R.DATA, {}))
+        if not self.floodgate.admit(source, content, record[R.MONO_MS], record[R.WALL_MS],  # type: ignore[arg-type]
+                                    protected):
+            return -1
+        return self.journal.append(record)
+
+    def journal_floods(self, final: bool = False) -> None:
+        """One flood record per source whose summary interval is over (all at a stop)."""
+        ctx = self.context(False)
+        for summary in self.floodgate.summaries(ctx.mono_ms, final):
+            self.journal.append(R.flood(ctx, *summary))
 
     def _urgent(self, seq: int) -> None:
         """An alarm or critical record: the uplink sends it at once, not with the next batch."""
@@ -280,31 +302,25 @@ class Gateway:
             death = poller.crashed()
             if death is not None:  # within one scan: its devices are offline, the bus polled again
                 poller.restart()
-                if self._bus_news(poller.port, "thread"):
-                    self.journal_health(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
-                        poller.port, death), ALARM)
+                # An alarm, but one that repeats with every scan if the thread keeps
+                # dying: bus news, so a crash loop becomes a flood record.
+                self.journal_health(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
+                    poller.port, death), ALARM, source="bus:{}:thread".format(poller.port))
             for bev in poller.events():
                 if bev.kind in ("write_mismatch", "write_failed"):
                     code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
                 # A pulled adapter is news every time (the poller's backoff bounds it), and an
-                # alarm, as a port missing at start is; the rest at most once a minute.  An
-                # offline record says why (timeouts, CRC, exception, port gone).
-                if bev.kind in PORT_EVENTS or (bev.kind not in ("online", "write_ok")
-                                               and self._bus_news(bev.device, bev.kind)):
+                # alarm, as a port missing at start is; the rest goes through the device's
+                # flood control, per kind.  An offline record says why (timeouts, CRC,
+                # exception, port gone).
+                if bev.kind in PORT_EVENTS:
                     self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
                                         ALARM if bev.kind == "port_lost" else WARNING)
+                elif bev.kind not in ("online", "write_ok"):
+                    self.journal_health(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
+                                        source="bus:{}:{}".format(bev.device, bev.kind))
         return faults
-
-    def _bus_news(self, device: str, kind: str) -> bool:
-        """At most one record a minute per source and kind: a device answering
-        every poll with an exception must not flood the journal."""
-        now = time.monotonic()
-        key = (device, kind)
-        if now - self._bus_reported.get(key, -BUS_REPORT_S) < BUS_REPORT_S:
-            return False
-        self._bus_reported[key] = now
-        return True
 
     def _record(self, events, tickets: list[CommandTicket]) -> tuple[int, int] | None:
         """Journal this scan's commands and events; returns the first alarm's (seq, severity)."""
@@ -320,8 +336,9 @@ class Gateway:
         for t in tickets:
             ok = t.code not in refused
             name = COMMAND_NAMES.get(t.code, str(t.code))
-            self.journal.append(R.command(ctx, t.source, name, t.arg, ok,
-                                          "" if ok else "not allowed in mode " + MODE_NAMES[self.state.mode]))
+            self.journal_from(t.source, R.command(ctx, t.source, name, t.arg, ok,
+                                                  "" if ok else "not allowed in mode " + MODE_NAMES[self.state.mode]),
+                              protected=ok)
             t.outcome.set_result("ok" if ok else "refused: not allowed in mode {}".format(
                 MODE_NAMES[self.state.mode]))
         for ev in events:
@@ -438,6 +455,7 @@ class Gateway:
             except OSError:
                 disk_pct = 0
             self.disk_free_pct = max(0, min(100 - used_pct, disk_pct))
+            self.journal_floods()
             if time.monotonic() >= next_ports and len(self.started_pollers) < len(self.site.pollers):
                 self._start_pollers()
                 next_ports = time.monotonic() + PORT_RETRY_S
@@ -445,9 +463,7 @@ class Gateway:
 
     def uplink_health(self, text: str) -> None:
         """The uplink's troubles: noted at once, journaled at most once a minute."""
-        self.note(text)
-        if self._bus_news("uplink", "health"):
-            self.journal.append(R.health(self.context(False), R.HEALTH_UPLINK, text, WARNING))
+        self.journal_health(R.HEALTH_UPLINK, text, source="uplink")
 
     def heartbeat_doc(self) -> dict:
         """Health for the uplink's heartbeat (called from the uplink-inbox thread)."""
@@ -470,6 +486,7 @@ class Gateway:
         self.bank.safe(self.state.lock)
         self.notifier.stopping()
         try:
+            self.journal_floods(final=True)
             self.journal.append(R.health(self.context(False), R.HEALTH_STOPPED, why, INFO))
         finally:
             self.journal.close()
