@@ -31,8 +31,8 @@ entry_delay_s = 1
 [[bus]]
 name = "rs485"
 port = "{port}"
-timeout_floor_ms = 10
-timeout_ceiling_ms = 50
+baud = 19200
+timeout_ceiling_ms = 200
 
 [[device]]
 name = "io"
