@@ -403,3 +403,17 @@ def test_a_scan_at_9600_waits_long_enough_for_a_slow_sunspec_device():
             master.close()
     assert [f.address for f in found] == [3] and "garbled" not in found[0].note
     assert found[0].identity["SN"] and "?" not in found[0].identity.values()
+
+
+def test_a_sunspec_battery_at_9600_comes_online_with_its_long_block_split():
+    """Finding 4: the 111-register battery read takes 260 ms at 9600 baud, more than the 200 ms
+    ceiling, so the battery never came online; the poller splits it into reads that fit."""
+    bms = SimDevice("bms2", "sunspec-battery", 3, SUNSPEC, turnaround_ms=20)
+    with Simulator([SimBus("slow", [bms], 9600)]) as sim:
+        poller = BusPoller(sim.bus("slow").port, [PolledDevice("bms2", "sunspec-battery", 3, 1000)],
+                           BusOptions(baud=9600, timeout_ceiling_ms=200)).start()
+        try:
+            assert wait_until(lambda: poller.snapshot()["bms2.online"])
+            assert poller.snapshot()["bms2.soc_pct"] == 64 and poller.stats()["bms2"]["timeouts"] == 0
+        finally:
+            poller.stop()

@@ -14,6 +14,7 @@ import time
 from controller.bench import Figure
 from drivers.errors import ModbusError
 from drivers.modbus import frames
+from drivers.modbus.budget import read_seconds
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
 
@@ -91,10 +92,8 @@ def _minimalmodbus(port: str) -> float:
 
 
 def _read_limit(function: int, count: int) -> float:
-    """(13 + 2N)·11/baud + 2·t3.5 for registers (bit reads answer ceil(N/8) data bytes),
-    plus the slave's turnaround."""
-    data = (count + 7) // 8 if function in frames.BIT_FUNCTIONS else 2 * count
-    return (13 + data) * 11 / WIRE_BAUD + 2 * frames.t35_seconds(WIRE_BAUD) + TURNAROUND_MS / 1000
+    """A read's wire time (drivers/modbus/budget.py) plus the slave's turnaround."""
+    return read_seconds(function, count, WIRE_BAUD) + TURNAROUND_MS / 1000
 
 
 def _poll_cycle() -> tuple[float, float, int]:

@@ -22,6 +22,7 @@ MAX_REGISTERS = 125
 MAX_BITS = 2000
 EXCEPTION_LENGTH = 5
 MAX_FRAME = 256          # the longest RTU frame, bytes
+SLOWEST_TURNAROUND_S = 0.05   # field devices answer within 10-50 ms (BMS firmware the slowest)
 
 
 def _crc_table() -> list[int]:
@@ -63,6 +64,17 @@ def t35_seconds(baud: int) -> float:
 def wire_seconds(nbytes: int, baud: int) -> float:
     """Time on the wire for ``nbytes`` 11-bit characters."""
     return nbytes * 11 / baud
+
+
+def split_reads(function: int, start: int, count: int, baud: int, ceiling_s: float) -> list[tuple[int, int]]:
+    """A block as (start, count) reads short enough that request and answer ((13 + 2N)
+    characters) and the slowest turnaround fit in ``ceiling_s`` at ``baud`` (a 111-register
+    SunSpec read takes 260 ms at 9600 baud).  Bit reads are short: one read."""
+    if function in BIT_FUNCTIONS:
+        return [(start, count)]
+    budget = (ceiling_s - SLOWEST_TURNAROUND_S) * baud / 11
+    step = max(1, min(MAX_REGISTERS, int((budget - 13) // 2)))
+    return [(first, min(step, start + count - first)) for first in range(start, start + count, step)]
 
 
 # ---- requests (master side) ------------------------------------------------

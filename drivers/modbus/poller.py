@@ -420,7 +420,7 @@ class BusPoller:
             if st.regmap is None:
                 st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
                                                      st.profile))
-            blocks = [self._read(st, frames.READ_FUNCTION[b.table], b.start, b.count)
+            blocks = [self._read_split(st, frames.READ_FUNCTION[b.table], b.start, b.count)
                       for b in st.regmap.blocks]
             values, missing = st.regmap.decode(blocks)
         except NotSunSpec as e:
@@ -473,6 +473,14 @@ class BusPoller:
         if self._master is None:
             raise ModbusPortLost("port {} is gone (unplugged?); trying to reopen it".format(self.port))
         return self._master
+
+    def _read_split(self, st: _State, function: int, start: int, count: int) -> list[int]:
+        """A block in as many reads as the baud needs for each to fit the ceiling."""
+        values: list[int] = []
+        for first, n in frames.split_reads(function, start, count, self.options.baud,
+                                           self.options.timeout_ceiling_ms / 1000):
+            values += self._read(st, function, first, n)
+        return values
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with bounded retries; counts every attempt on the twins."""

@@ -11,7 +11,6 @@ from drivers.modbus.master import RtuMaster
 from drivers.modbus.sunspec import NotSunSpec, find_base, model_chain
 
 COMMON_TEXT = (("Mn", 2, 16), ("Md", 18, 16), ("SN", 50, 16))  # model 1 strings: name, offset, words
-SLOWEST_TURNAROUND_S = 0.05   # field devices answer within 10-50 ms (BMS firmware the slowest)
 
 
 def scan_timeout(baud: int) -> float:
@@ -19,7 +18,7 @@ def scan_timeout(baud: int) -> float:
     the longest identity read (16 registers) and t3.5.  A fixed wait made identity reads
     fail at 9600 baud, and their late answers showed as phantom garbled slaves."""
     longest = max(words for _n, _o, words in COMMON_TEXT)
-    return SLOWEST_TURNAROUND_S + frames.wire_seconds(8 + 5 + 2 * longest, baud) + frames.t35_seconds(baud)
+    return frames.SLOWEST_TURNAROUND_S + frames.wire_seconds(8 + 5 + 2 * longest, baud) + frames.t35_seconds(baud)
 
 
 class Found(NamedTuple):
