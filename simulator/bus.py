@@ -65,6 +65,7 @@ def open_raw_port(path: str, baud: int, parity: str = "N", stopbits: int = 1) ->
     return fd
 
 
+BROADCAST = 0          # a request to address 0 goes to every slave, and none answers
 DEFAULT_BAUD = 19200   # the Modbus serial line's default rate (spec 2.5.1)
 
 
@@ -149,6 +150,11 @@ class SimBus:
     def _handle(self, frame: bytes, first_byte: float) -> None:
         if not frames.crc_ok(frame) or not self.framing_matches():
             self.dropped += 1
+            return
+        if frame[0] == BROADCAST:
+            if frame[1] in frames.WRITE_FUNCTIONS:  # every slave executes it, none answers
+                for each in self.devices.values():
+                    each.answer(frame)
             return
         device = self.devices.get(frame[0])
         if device is None:

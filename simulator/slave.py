@@ -162,7 +162,7 @@ class SimDevice:
         function = request[1]
         address, value = struct.unpack(">HH", request[2:6])
         table = "coil" if function == frames.WRITE_COIL else "holding"
-        if address not in self.tables[table]:
+        if address not in self.tables[table] or self._read_only(table):
             return frames.exception_answer(self.address, function, ILLEGAL_ADDRESS)
         if table == "coil":
             if value not in (0, 0xFF00):
@@ -183,12 +183,17 @@ class SimDevice:
         if len(values) != count:
             return frames.exception_answer(self.address, function, ILLEGAL_VALUE)
         regs = self.tables[table]
-        if any(a not in regs for a in range(start, start + count)):
+        if any(a not in regs for a in range(start, start + count)) or self._read_only(table):
             return frames.exception_answer(self.address, function, ILLEGAL_ADDRESS)
         for i, v in enumerate(values):
             regs[start + i] = v
         self._decode_back()
         return frames.with_crc(request[:6])
+
+    def _read_only(self, table: str) -> bool:
+        """A SunSpec device's registers are read-only here (its profiles map measurements and
+        the model frame, no controls): a write is an illegal address, as on a real unit."""
+        return table == "holding" and self.profile.sunspec
 
     def _decode_back(self) -> None:
         """After a write by the master, the signal values follow the registers."""
