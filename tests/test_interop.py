@@ -1,5 +1,7 @@
 """Other Modbus clients read the simulator over its pty: minimalmodbus, pymodbus, pysunspec2."""
 
+from pathlib import Path
+
 import minimalmodbus
 import pytest
 
@@ -83,3 +85,13 @@ def test_pysunspec2_reads_the_simulated_sunspec_battery(sim):
         assert battery.AHRtg.value is None and battery.WHRtg.value is None and battery.DisChaRte_SF.value is None
     finally:
         dev.close()
+
+
+def test_the_gateway_does_not_depend_on_a_client_only_tests_use():
+    """Finding 10: minimalmodbus was a runtime dependency, used only by this test and the bench."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    runtime = [d.split(">")[0].split("=")[0] for d in project["dependencies"]]
+    assert "minimalmodbus" not in runtime
+    assert any(d.startswith("minimalmodbus") for d in project["optional-dependencies"]["dev"])
