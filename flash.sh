@@ -51,6 +51,7 @@ EOF
 }
 
 die() { echo "flash.sh: error: $*" >&2; exit 1; }
+usage_error() { echo "flash.sh: error: $*" >&2; exit 2; }   # a wrong command line, as every cabguard command
 note() { echo "flash.sh: $*" >&2; }
 
 # ---- options ----------------------------------------------------------------
@@ -60,7 +61,7 @@ WHEELS="$HERE/.cache/wheels" PREFIX=/opt/cabguard SVC_USER=cabguard MIN_FREE_MB=
 IN_PLACE=0 VERIFY=0 SIREN=0 FORCE=0 DRY=0 TARGET=""
 RULES=() PERSONS=()
 
-need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"; }
+need_arg() { [[ $# -ge 2 && -n $2 ]] || usage_error "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --config) need_arg "$@"; CONFIG=$2; shift 2 ;;
@@ -82,26 +83,26 @@ while [[ $# -gt 0 ]]; do
         --siren-test) SIREN=1; shift ;;
         --force) FORCE=1; shift ;;
         --dry-run) DRY=1; shift ;;
-        --target) need_arg "$@"; [[ -z $TARGET ]] || die "two targets given ('$TARGET' and '$2'); give one"; TARGET=$2; shift 2 ;;
+        --target) need_arg "$@"; [[ -z $TARGET ]] || usage_error "two targets given ('$TARGET' and '$2'); give one"; TARGET=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         --) shift; break ;;
-        -*) die "unknown option '$1' (see --help)" ;;
-        *) [[ -z $TARGET ]] || die "two targets given ('$TARGET' and '$1'); give one"; TARGET=$1; shift ;;
+        -*) usage_error "unknown option '$1' (see --help)" ;;
+        *) [[ -z $TARGET ]] || usage_error "two targets given ('$TARGET' and '$1'); give one"; TARGET=$1; shift ;;
     esac
 done
 if [[ $# -gt 0 ]]; then
-    [[ -z $TARGET && $# -eq 1 ]] || die "unexpected arguments: $*"
+    [[ -z $TARGET && $# -eq 1 ]] || usage_error "unexpected arguments: $*"
     TARGET=$1
 fi
 
-[[ -n $TARGET ]] || die "no TARGET: give a directory or ssh://user@host (see --help)"
-[[ -n $CONFIG ]] || die "--config SITE.toml is required"
-[[ -n $GATEWAY ]] || die "--gateway ID is required"
-[[ -n $SITE ]] || die "--site NAME is required"
-[[ $MIN_FREE_MB =~ ^[0-9]+$ ]] || die "--min-free-mb wants a number of MB, not '$MIN_FREE_MB'"
-[[ $SIREN -eq 0 || $VERIFY -eq 1 ]] || die "--siren-test needs --verify"
-[[ $PREFIX == /* ]] || die "--prefix must be an absolute path on the gateway, not '$PREFIX'"
-[[ $SVC_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || die "--user '$SVC_USER' is not a valid user name"
+[[ -n $TARGET ]] || usage_error "no TARGET: give a directory or ssh://user@host (see --help)"
+[[ -n $CONFIG ]] || usage_error "--config SITE.toml is required"
+[[ -n $GATEWAY ]] || usage_error "--gateway ID is required"
+[[ -n $SITE ]] || usage_error "--site NAME is required"
+[[ $MIN_FREE_MB =~ ^[0-9]+$ ]] || usage_error "--min-free-mb wants a number of MB, not '$MIN_FREE_MB'"
+[[ $SIREN -eq 0 || $VERIFY -eq 1 ]] || usage_error "--siren-test needs --verify"
+[[ $PREFIX == /* ]] || usage_error "--prefix must be an absolute path on the gateway, not '$PREFIX'"
+[[ $SVC_USER =~ ^[a-z_][a-z0-9_-]*$ ]] || usage_error "--user '$SVC_USER' is not a valid user name"
 [[ -x $HOST_CABGUARD ]] || die "$HOST_CABGUARD not found: run 'make setup' in $HERE first"
 
 SSH_DEST="" SSH_PORT=22 MP_PORT=""
@@ -378,7 +379,7 @@ write_config() {
     if [[ $IN_PLACE -eq 1 ]]; then
         "$HOST_CABGUARD" provision relocate "$CONFIG" --root "$R" -o "$R$SITE_TOML"
     else
-        put "$CONFIG" "$R$SITE_TOML" 644
+        put "$CONFIG" "$R$SITE_TOML" 600     # it may hold the MQTT password
     fi
     printf '%s\n' "$GATEWAY" | put_text "$R$ETC/gateway-id" 644
 }
@@ -409,6 +410,7 @@ write_tmpfiles() {
         for key in keys.record keys.headend rules.key console.people; do
             [[ -z ${CFG[$key]} ]] || echo "z ${CFG[$key]} 0600 $SVC_USER $SVC_USER -"
         done
+        echo "z $SITE_TOML 0600 $SVC_USER $SVC_USER -"      # the config may hold the MQTT password
     } | put_text "$R/usr/lib/tmpfiles.d/cabguard.conf" 644
 }
 act "declare state/journal folders and key ownership $SVC_USER 0600 (/usr/lib/tmpfiles.d/cabguard.conf)" write_tmpfiles

@@ -121,7 +121,8 @@ def _sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, metavar="SIM.toml", help="simulator config")
     p.add_argument("--link", required=True, metavar="DIR", help="make DIR/<bus> symlinks to the ptys")
     p.add_argument("--commands", action="store_true",
-                   help="read commands from stdin: set DEV SIG=V..., fault DEV KIND|none, swap DEV SERIAL")
+                   help="read commands from stdin: set DEV SIG=V..., fault DEV KIND|none, swap DEV SERIAL, "
+                        "get DEV [SIG...]")
     p.add_argument("--wire", choices=("on", "off"), default=None,
                    help="on: a real wire's timing (byte pacing at the baud, turnarounds); off: fast mode, "
                         "answers at once; default: each bus's 'wire' in SIM.toml (on)")

@@ -74,7 +74,7 @@ def relocate_cmd(args: argparse.Namespace) -> int:
     config = load(args.config)
     text = relocate_text(Path(args.config).read_text(encoding="utf-8"), config, args.root)
     out = Path(args.output)
-    write_atomic(out, text.encode(), 0o644)  # the service user reads it; the keys hold the secrets
+    write_atomic(out, text.encode(), 0o600)  # it may hold the MQTT password; the service user owns it
     load(out)  # the moved copy must still be a valid config
     return 0
 

@@ -145,7 +145,7 @@ class ExplainingRules:
             term_rules += [[text, 0, 0, 0, code] for text, code in terms]
         self.terms = Evaluator(Table({"format": data["format"], "catalog": table.catalog,
                                       "source": table.source, "mem": explain["mem"],
-                                      "rules": term_rules}, image_size), ticks.diff)
+                                      "guards": explain.get("guards", []), "rules": term_rules}, image_size), ticks.diff)
         self.scans = 0
         self.records: list[tuple[int, int, tuple, list[tuple[str, int]], list[int]]] = []
 

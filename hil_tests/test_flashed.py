@@ -24,6 +24,7 @@ def test_the_flashed_tree_is_what_the_gateway_needs(rig):
     for key in ("record", "command", "installer"):
         assert files["etc/cabguard/keys/{}.key".format(key)][0] == 0o600
     assert files["etc/cabguard/people.toml"][0] == 0o600
+    assert files["etc/cabguard/site.toml"][0] == 0o600          # it may hold the MQTT password
     unit = (rig.root / "etc/systemd/system/cabguard.service").read_text()
     for line in ("Type=notify", "Restart=always", "WatchdogSec=", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "User=cabguard", "SupplementaryGroups=dialout gpio",

@@ -88,6 +88,25 @@ class SiteCatalog:
         self.device_classes = dict(device_classes)
         self.digest = bytes(digest)
         self.schedules = sorted(n[len("sched."):] for n in self.names if n.startswith("sched."))
+        self.twin_of = self._online_twins()
+
+    def _online_twins(self) -> dict[int, int]:
+        """{signal index: its device's ``<dev>.online`` index} for every signal
+        a device reports.  The link twins (``online``, ``comm_*``) are the
+        bus driver's knowledge, never unknown; ``sys.*``, ``sched.*`` and
+        ``anom.*`` belong to no device."""
+        twins = {}
+        for name, (i, _unit, _scale) in self.index.items():
+            device, _dot, short = name.partition(".")
+            online = self.index.get(device + ".online")
+            if device in self.device_classes and online is not None \
+                    and short != "online" and not short.startswith("comm_"):
+                twins[i] = online[0]
+        return twins
+
+    def guard(self, code: list[int]) -> list[int]:
+        """The online twins of the devices whose signals ``code`` reads."""
+        return sorted(set(self.twin_of[i] for i in T.read_signals(code) if i in self.twin_of))
 
     def devices_of(self, cls: str) -> list[str]:
         return sorted(d for d, c in self.device_classes.items() if c == cls)
@@ -97,14 +116,18 @@ class SiteCatalog:
 
 
 class Mem:
-    """Allocates words of evaluator state to stateful ops."""
+    """Allocates words of evaluator state to stateful ops, and records the
+    guard of each (the table's "guards")."""
 
     def __init__(self) -> None:
         self.size = 0
+        self.guards: list[list[int]] = []
 
-    def take(self, op: int) -> int:
+    def take(self, op: int, guard: list[int]) -> int:
         off = self.size
         self.size += T.MEM_WORDS[op]
+        if guard:
+            self.guards.append([off] + guard)
         return off
 
 
@@ -297,7 +320,7 @@ class ExprCompiler:
         return code, ty, ms
 
     def _stateful(self, op: int, code: list[int], ms: int | None) -> list[int]:
-        off = self.mem.take(op)
+        off = self.mem.take(op, self.catalog.guard(code))
         return code + [op, off] + ([] if ms is None else [ms])
 
     def _fn_held(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
@@ -613,7 +636,7 @@ def compile_files(paths: list[str | Path], catalog: SiteCatalog) -> Compiled:
 
 
 def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
-                   diags: list[Diagnostic]) -> tuple[list[CompiledRule], int, int]:
+                   diags: list[Diagnostic]) -> tuple[list[CompiledRule], Mem, Mem]:
     mem, explain_mem = Mem(), Mem()
     seen: dict[str, RuleSpec] = {}
     out: list[CompiledRule] = []
@@ -642,20 +665,22 @@ def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
             rule = _instance(spec, device, trees, catalog, mem, explain_mem, diags)
             if rule is not None:
                 out.append(rule)
-    return out, mem.size, explain_mem.size
+    return out, mem, explain_mem
 
 
-def _payload(rules: list[CompiledRule], catalog: SiteCatalog, source: bytes, mem: int, explain_mem: int) -> dict:
+def _payload(rules: list[CompiledRule], catalog: SiteCatalog, source: bytes, mem: Mem, explain_mem: Mem) -> dict:
     used = sorted(set(i for r in rules for i in r.signals))
     return {
         "format": T.FORMAT,
         "catalog": catalog.digest,
         "source": source,
-        "mem": mem,
+        "mem": mem.size,
+        "guards": mem.guards,
         "signals": [[i, catalog.names[i]] for i in used],
         "rules": [[r.id, r.spec.severity, r.spec.actions, r.flags, r.code] for r in rules],
         "explain": {
-            "mem": explain_mem,
+            "mem": explain_mem.size,
+            "guards": explain_mem.guards,
             "rules": [[r.when_text, [[text, code] for text, code in r.terms], r.signals] for r in rules],
         },
     }

@@ -99,11 +99,11 @@ OP_BIT = 20       # n              (x >> n) & 1
 OP_MODE = 21      # mask           1 if the mode's bit (or GUARD) is in mask
 OP_HELD = 22      # off ms         x true continuously for >= ms   mem: since, running
 OP_WITHIN = 23    # off ms         x true at some scan in the last ms   mem: last, seen, now
-OP_COUNT = 24     # off ms         rises of x in the last ms (<= COUNT_CAP)   mem: prev, n, tail, ring
+OP_COUNT = 24     # off ms         rises of x in the last ms (<= COUNT_CAP)   mem: prev (as ROSE), n, tail, ring
 OP_RATE = 25      # off ms         x now minus x about ms ago (0 until then)   mem: last, samples, pos, ring
-OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev
-OP_ROSE = 27      # off            x became true   mem: prev
-OP_FELL = 28      # off            x became false   mem: prev
+OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev, known
+OP_ROSE = 27      # off            x became true   mem: prev (0 none, 1 false, 2 true)
+OP_FELL = 28      # off            x became false   mem: prev (0 none, 1 false, 2 true)
 # Fused "signal <op> constant" (the commonest term): idx k.
 OP_SIG_GT_K = 30
 OP_SIG_GE_K = 31
@@ -151,11 +151,18 @@ TICK_MASK = (1 << 30) - 1   # ticks wrap at 2**30 ms, as MicroPython's do
 TICK_HALF = 1 << 29
 COUNT_CAP = 16       # count() remembers at most this many rises
 RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
-# Words of mem each stateful op uses.
+# Words of mem each stateful op uses.  All zero is an op's fresh state: no
+# history (how a scan starts, and what a guard resets it to, below).
 MEM_WORDS = {
     OP_HELD: 2, OP_WITHIN: 3, OP_COUNT: 3 + COUNT_CAP, OP_RATE: 3 + RATE_SAMPLES + 1,
-    OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1,
+    OP_CHANGED: 2, OP_ROSE: 1, OP_FELL: 1,
 }
+# Guards (table key "guards"): a stateful op whose input reads a device's
+# signals takes its samples only while that device is online (its
+# ``<dev>.online`` twins are all 1).  Otherwise the values on the image are
+# unknown -- never read, or the last reading of a silent device -- so the op
+# is reset to its fresh state and gives 0 (false): its history starts again
+# at the first scan the device is back.
 
 _NONE = ()
 
@@ -259,6 +266,33 @@ def _reads(code):
     return reads
 
 
+def read_signals(code):
+    """The signal indices checked ``code`` reads, in order."""
+    return sorted(_reads(code))
+
+
+def _guard_twins(code, guards):
+    """The online twins that guard the stateful ops of checked ``code``."""
+    twins = {}
+    pc = 0
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        if op in MEM_WORDS and guards[code[pc + 1]] is not None:
+            for g in guards[code[pc + 1]]:
+                twins[g] = 1
+        pc += OPERANDS[op] + 1
+    return twins
+
+
+def _known(image, guard):
+    """1 if every device of ``guard`` (its online twins) is online."""
+    for g in guard:
+        if not image[g]:
+            return 0
+    return 1
+
+
 def _signal_rates(code):
     """The rate() ops of checked ``code`` whose input is a plain signal:
     [(mem offset, window ms, signal index)]."""
@@ -340,6 +374,7 @@ class Table:
         if not isinstance(rules, list):
             raise TableError("table field 'rules' must be a list")
         self.image_size = image_size
+        self.guards = _guards(data.get("guards", []), mem, image_size)
         readers = {}
         tested = {}
         mode_rules = []
@@ -347,6 +382,12 @@ class Table:
         for r in range(len(rules)):
             uses_mode = self._add(rules[r], r, image_size)
             reads = _reads(self.codes[r])
+            # A rule runs when a guard of one of its ops goes on or off line.
+            for g in _guard_twins(self.codes[r], self.guards):
+                if g not in reads:
+                    reads[g] = [_TRUTH]
+                elif reads[g] is not None:
+                    reads[g].append(_TRUTH)
             for i in reads:
                 if reads[i] is None:
                     _append(readers, i, r)
@@ -355,7 +396,9 @@ class Table:
             if uses_mode or self.flags[r] & FLAG_LATCH:
                 mode_rules.append(r)
             for o, ms, i in _signal_rates(self.codes[r]):
-                samplers.append((r, o, _rate_step(ms), i))
+                # A plain signal is one device's: one twin guards it, or none.
+                g = self.guards[o]
+                samplers.append((r, o, _rate_step(ms), i, g[0] if g is not None else -1))
         self.size = len(self.ids)
         # For change-driven evaluation: the signals the rules read; for each,
         # the rules that need its value and the rules (with their tests) that
@@ -369,7 +412,8 @@ class Table:
                 self.readers[i] = ((), tuple(tested[i]))
         self.watch = tuple(sorted(self.readers))
         self.mode_rules = tuple(mode_rules)
-        # rate() of a signal: (rule, mem offset, sample step ms, signal).  The
+        # rate() of a signal: (rule, mem offset, sample step ms, signal, its
+        # guard's online twin or -1).  The
         # evaluator takes their samples itself (Evaluator._sample_rates), so
         # such a rule need not run for a sample that leaves the rate's value.
         self.samplers = tuple(samplers)
@@ -396,6 +440,31 @@ class Table:
         self.flags.append(flags)
         self.codes.append(code)
         return uses_mode
+
+
+def _guards(entries, mem, image_size):
+    """The table's "guards" ``[[mem offset, online twin index, ...], ...]`` as
+    a list over mem: the tuple of twins at an op's offset, else None."""
+    if not isinstance(entries, list):
+        raise TableError("table field 'guards' must be a list")
+    guards = [None] * mem
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) < 2 or not _all_ints(entry):
+            raise TableError("guard {!r}: want [mem offset, online twin index, ...]".format(entry))
+        if not 0 <= entry[0] < mem:
+            raise TableError("guard {!r}: state offset outside mem".format(entry))
+        for i in entry[1:]:
+            if not 0 <= i < image_size:
+                raise TableError("guard {!r}: signal index {} outside the image".format(entry, i))
+        guards[entry[0]] = tuple(entry[1:])
+    return guards
+
+
+def _all_ints(values):
+    for v in values:
+        if not isinstance(v, int):
+            return False
+    return True
 
 
 class Evaluator:
@@ -474,7 +543,9 @@ class Evaluator:
         first = -1
         # Tick differences inlined (as ticks.diff): this loop runs about every
         # other scan of `cabguard eval`, over every sampler.
-        for r, o, step, i in self.table.samplers:
+        for r, o, step, i, g in self.table.samplers:
+            if g >= 0 and not image[g]:
+                continue   # its device is offline: no samples (its rule reset the ring)
             if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
                 v = image[i]
                 before = self._rate_value(o, v)
@@ -521,6 +592,7 @@ class Evaluator:
         mem = self.mem
         diff = self.diff
         sampled = t.sampled
+        guards = t.guards
         changes = None
         for r in due:
             # The interpreter, inlined: a call per rule would cost a third.
@@ -541,7 +613,8 @@ class Evaluator:
                     pc += 1
                 elif op == OP_HELD:
                     o = code[pc + 1]
-                    if s[-1]:
+                    g = guards[o]
+                    if s[-1] and (g is None or _known(image, g)):
                         if not mem[o + 1]:
                             mem[o + 1] = 1
                             mem[o] = now
@@ -554,11 +627,23 @@ class Evaluator:
                                 wake = due_at
                     else:
                         mem[o + 1] = 0
+                        s[-1] = 0
                     pc += 3
                 elif op == OP_RATE:
-                    due_at = self._rate(code[pc + 1], code[pc + 2], now)
-                    if code[pc + 1] not in sampled and (wake < 0 or diff(due_at, wake) < 0):
-                        wake = due_at
+                    o = code[pc + 1]
+                    g = guards[o]
+                    if g is None or _known(image, g):
+                        due_at = self._rate(o, code[pc + 2], now)
+                        if o in sampled:
+                            # Back online, its first sample may be the rule's: the
+                            # evaluator takes the next one.
+                            if self.next_sample < 0 or diff(due_at, self.next_sample) < 0:
+                                self.next_sample = due_at
+                        elif wake < 0 or diff(due_at, wake) < 0:
+                            wake = due_at
+                    else:
+                        mem[o + 1] = 0   # no samples: the ring starts again
+                        s[-1] = 0
                     pc += 3
                 elif op == OP_MODE:
                     push(1 if mbit & code[pc + 1] else 0)
@@ -628,7 +713,7 @@ class Evaluator:
                     s[-1] = (s[-1] >> code[pc + 1]) & 1
                     pc += 2
                 else:
-                    due_at = self._stateful(op, code, pc, now)
+                    due_at = self._stateful(op, code, pc, now, image)
                     if due_at >= 0 and (wake < 0 or diff(due_at, wake) < 0):
                         wake = due_at
                     pc += 1 + OPERANDS[op]
@@ -699,7 +784,7 @@ class Evaluator:
             r = 1 if a != b else 0
         s[-1] = r
 
-    def _stateful(self, op, code, pc, now):
+    def _stateful(self, op, code, pc, now, image):
         """Run one stateful op (HELD is inlined, RATE has its own branch);
         returns the tick at which time alone may change its value, or -1 if
         only its input can."""
@@ -707,6 +792,12 @@ class Evaluator:
         m = self.mem
         v = s[-1]
         o = code[pc + 1]
+        g = self.table.guards[o]
+        if g is not None and not _known(image, g):
+            for k in range(o, o + MEM_WORDS[op]):
+                m[k] = 0
+            s[-1] = 0
+            return -1
         if op == OP_WITHIN:
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
@@ -730,29 +821,30 @@ class Evaluator:
             s[-1] = n
             return (m[o + 3 + m[o + 2]] + ms) & TICK_MASK if n else -1
         prev = m[o]
-        m[o] = v
-        if not self.primed:
-            r = 0
-        elif op == OP_CHANGED:
-            r = 1 if v != prev else 0
-        elif op == OP_ROSE:
-            r = 1 if (v and not prev) else 0
+        if op == OP_CHANGED:
+            r = 1 if (m[o + 1] and v != prev) else 0
+            m[o] = v
+            m[o + 1] = 1
         else:
-            r = 1 if (prev and not v) else 0
+            m[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
+            if op == OP_ROSE:
+                r = 1 if (v and prev == 1) else 0
+            else:
+                r = 1 if (not v and prev == 2) else 0
         s[-1] = r
         return now if r else -1
 
     def _count(self, o, ms, v, now):
         m = self.mem
         prev = m[o]
-        m[o] = v
+        m[o] = 2 if v else 1   # as ROSE: 0 is "no previous", so a first sample is no rise
         n = m[o + 1]
         tail = m[o + 2]
         ring = o + 3
         while n and self.diff(now, m[ring + tail]) >= ms:
             tail = (tail + 1) % COUNT_CAP
             n -= 1
-        if v and not prev and self.primed:
+        if v and prev == 1:
             if n == COUNT_CAP:
                 tail = (tail + 1) % COUNT_CAP
                 n -= 1

@@ -4,6 +4,8 @@
     fault io silence            # or: fault bms1 slow delay_ms=300 rate=0.5
     fault io none
     swap bms1 99001234
+    get relay k1 k2             # what the device holds now, coils the master wrote included
+    get bms1                    # every signal
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from simulator.bus import Simulator
 from simulator.errors import SimConfigError
 
-USAGE = "commands: set DEV SIG=VALUE...; fault DEV KIND|none [rate=R delay_ms=MS code=C]; swap DEV SERIAL"
+USAGE = ("commands: set DEV SIG=VALUE...; fault DEV KIND|none [rate=R delay_ms=MS code=C]; swap DEV SERIAL; "
+         "get DEV [SIG...]")
 
 
 def _pairs(words: list[str]) -> dict[str, str]:
@@ -29,6 +32,8 @@ def apply_command(sim: Simulator, line: str) -> str:
     words = line.split("#")[0].split()
     if not words:
         return ""
+    if words[0] == "get" and len(words) >= 2:
+        return _get(sim, words[1], words[2:])
     if len(words) < 3:
         raise SimConfigError("'{}': {}".format(line.strip(), USAGE))
     verb, dev = words[0], sim.device(words[1])
@@ -47,3 +52,13 @@ def apply_command(sim: Simulator, line: str) -> str:
     except ValueError as e:
         raise SimConfigError("'{}': {}".format(line.strip(), e)) from None
     return "ok " + " ".join(words)
+
+
+def _get(sim: Simulator, name: str, signals: list[str]) -> str:
+    """``ok DEV SIG=VALUE ...``: the device's values now (a coil the master wrote reads back)."""
+    dev = sim.device(name)
+    unknown = [s for s in signals if s not in dev.values]
+    if unknown:
+        raise SimConfigError("device {} has no signal {} (its signals: {})".format(
+            name, ", ".join(unknown), ", ".join(dev.values)))
+    return "ok {} {}".format(name, " ".join("{}={}".format(s, dev.values[s]) for s in signals or dev.values))

@@ -375,6 +375,9 @@ class CabinetWorld:
         self._force(t, "io.supply_mv", 0, p["duration"])
         self._force(t + 200, "io.online", 0, p["duration"])
 
+    def _action_gateway_restart(self, t: int, p: dict, item: Item) -> None:
+        """Nothing in the world: the gateway's restart is the evaluation's (simulator/evaluate.py)."""
+
     def _action_thermal_ramp(self, t: int, p: dict, item: Item) -> None:
         end = self.scn.duration_ms + 1 - t
         self._ep(t, end, "t" + p["battery"], "ramp", p["rise_c"], float(p["duration"]))

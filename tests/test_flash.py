@@ -75,7 +75,7 @@ def test_ssh_target_dry_run_lists_the_remote_steps(site, tmp_path):
 ])
 def test_refuses_bad_options(site, tmp_path, args, message):
     done = flash(*base(site), tmp_path / "root", *args)
-    assert done.returncode == 1 and message in done.stderr, done.stderr
+    assert done.returncode == 2 and message in done.stderr, done.stderr   # usage errors: 2, as the README says
 
 
 def test_refuses_an_invalid_config_and_leaves_the_old_one(site, tmp_path):

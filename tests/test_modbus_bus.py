@@ -11,7 +11,7 @@ from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusExcepti
                             ModbusTimeout, PortError)
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
-from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice
+from drivers.modbus.poller import PORT_LOST, TWINS, BusOptions, BusPoller, PolledDevice
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
@@ -287,6 +287,8 @@ def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
         first.stop()   # unplugged: reads hang up, tcflush raises termios.error
         assert wait_until(lambda: not any(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
         assert poller.crashed() is None
+        # All at once, each saying why: the port, not a glitch (no hysteresis to ride out).
+        assert {poller.snapshot()[d + ".comm_exc"] for d in ("io", "bms1", "bms2", "relay")} == {PORT_LOST}
         seen += poller.events()
         lost = [e for e in seen if e.kind == "port_lost"]
         assert len(lost) == 1 and lost[0].device == str(link) and "failed" in lost[0].detail

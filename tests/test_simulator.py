@@ -88,6 +88,20 @@ def test_commands_change_a_running_simulator():
             apply_command(sim, "set bms1 soc_pct")
 
 
+def test_get_reads_back_what_a_device_holds_coils_the_master_wrote_included():
+    sim = load_config(DEMO)
+    with sim:
+        m = RtuMaster(sim.bus("rs485-1").port, 115200)
+        try:
+            m.write_coil(4, 0, True, 0.1)                    # relay k1, as the gateway's lock
+        finally:
+            m.close()
+        assert apply_command(sim, "get relay k1 k2") == "ok relay k1=1 k2=0"
+        assert apply_command(sim, "get bms1").startswith("ok bms1 pack_mv=52800 ")
+        with pytest.raises(SimConfigError, match="has no signal k9"):
+            apply_command(sim, "get relay k9")
+
+
 def cabguard(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "controller.cli", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)

@@ -260,7 +260,7 @@ def pulled_port_figures(work: Path) -> list[Figure]:
         Figure("port pulled while armed -> io offline", offline_s / period_s if offline_s else missing,
                "periods", "<= 3", "io polled every {} ms".format(PERIOD_MS)),
         Figure("port pulled while armed -> tamper rule alarm", alarm_s / period_s if alarm_s else missing,
-               "periods", "<= 3", "sensor_silent holds 2 s after offline (rules/packs/theft.toml)"),
+               "periods", "<= 3", "sensor_silent: at once when the port is gone (comm_exc 256)"),
         Figure("port back -> all devices online", back_s if back_s else missing, "s", "<= 2",
                "from `cabguard sim` serving again"),
     ]

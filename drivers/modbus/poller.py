@@ -98,6 +98,10 @@ class BusEvent(NamedTuple):
 Job = Callable[[RtuMaster], Generator[None, None, object]]
 
 
+# ``comm_exc`` while the bus's port is gone (docs/signals.md): not a Modbus exception code.
+PORT_LOST = 256
+
+
 class _QueuedJob(NamedTuple):
     job: Job
     future: Future
@@ -363,6 +367,7 @@ class BusPoller:
             self._reopen_at = now + self._reopen_delay
             self._events.put(BusEvent(self.port, "port_lost", 0, "{}; its devices fall silent, reopening "
                                       "every {:.1f} s at most".format(master.lost, REOPEN_MAX_S)))
+            self._silence_all(master.lost)
         if self._master is not None or time.monotonic() < self._reopen_at:
             return
         try:
@@ -376,6 +381,16 @@ class BusPoller:
             st.due = min(st.due, self._opened_at)
         self._events.put(BusEvent(self.port, "port_reopened", 0, "port {} is back after {:.1f} s".format(
             self.port, time.monotonic() - self._lost_at)))
+
+    def _silence_all(self, why: str) -> None:
+        """The port itself is gone: no answer can come, so every device is offline
+        now, not after the hysteresis that rides out a glitch, and says why on its
+        ``comm_exc`` twin (PORT_LOST, outside Modbus's exception codes 1..255)."""
+        for st in self._states:
+            st.exc = PORT_LOST
+            st.reason = why
+            st.bad_run = max(st.bad_run, self.options.offline_after - 1)
+            self._failed(st)
 
     def _next_due(self, st: _State, now: float) -> float:
         """When to poll ``st`` next: on its own period, keeping its phase; or, for a
