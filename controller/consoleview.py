@@ -16,6 +16,11 @@ UNIT_TEXT = {("V", -3): "mV", ("A", -3): "mA", ("C", -1): "0.1 degC", ("g", -3):
              ("deg", -3): "mdeg", ("pct", 0): "%", ("bool", 0): "", ("count", 0): "", ("code", 0): ""}
 
 
+def unit_text(unit: str, scale: int) -> str:
+    """How the console shows a signal's unit: "mV", "bits" (not "bitse0"), "We2"."""
+    return UNIT_TEXT.get((unit, scale), unit if scale == 0 else "{}e{}".format(unit, scale))
+
+
 class ConsoleView:
     def __init__(self, gateway, path: CommandPath):
         self.gateway = gateway
@@ -42,9 +47,7 @@ class ConsoleView:
     def signal_rows(self) -> list[tuple[str, int, str]]:
         g = self.gateway
         cat = g.catalog
-        return [(cat.names[i], g.image[i], UNIT_TEXT.get((cat.units[i], cat.scales[i]),
-                                                         "{}e{}".format(cat.units[i], cat.scales[i])))
-                for i in range(cat.size)]
+        return [(cat.names[i], g.image[i], unit_text(cat.units[i], cat.scales[i])) for i in range(cat.size)]
 
     def events_tail(self, count: int) -> list[str]:
         return list(self.gateway.recent)[-count:]
