@@ -356,13 +356,15 @@ def field_faults(rng: random.Random) -> list[Fault]:
     """One round of docs/runtime.md's field faults, with this round's random lengths."""
     reboot_s = rng.uniform(5.0, 20.0)
     return [
-        Fault("CRC-error burst on the bus (io, 1.5 s)", ("fault io crc",), ("fault io none",), 1.5),
+        Fault("CRC-error burst on the bus (io, 1.5 s)", ("fault io crc",), ("fault io none",), 1.5,
+              silent_device="io"),
         Fault("BMS bms1 reboots ({:.0f} s silent, same serial)".format(reboot_s),
               ("fault bms1 silence",), ("fault bms1 none",), reboot_s, silent_device="bms1"),
         Fault("one-poll dropout of the I/O module", ("fault io silence",), ("fault io none",), 0.1),
         Fault("loose connector on bms2 (40 % of answers lost, 20 s)",
               ("fault bms2 silence rate=0.4",), ("fault bms2 none",), 20.0, silent_device="bms2"),
-        Fault("single-sample spikes (bms1 temperature, io vibration peak)", ("spike",), (), 0.0),
+        Fault("single-sample spikes (bms1 temperature for one BMS poll, io supply for one I/O poll)",
+              ("spike",), (), 0.0),
         Fault("CRC-error burst on the bus (bms2, 3 s)", ("fault bms2 crc",), ("fault bms2 none",), 3.0,
               silent_device="bms2"),
     ]
@@ -476,8 +478,10 @@ class Soak:
         if fault.silent_device:
             self.silenced.add(fault.silent_device)
         if fault.begin == ("spike",):
-            self.cabinet.spike = {"bms1": {"temp_max_dc": 245 + self.rng.randint(120, 200)}}
-            self.cabinet.send("set io vib_peak_mg={}".format(self.rng.randint(1200, 2500)))
+            self.cabinet.spike = {"bms1": {"temp_max_dc": 245 + self.rng.randint(120, 200)}}   # until next second
+            self.cabinet.send("set io supply_mv={}".format(24100 + self.rng.randint(800, 2000)))
+            time.sleep(0.1)                                    # one I/O poll
+            self.cabinet.send("set io supply_mv=24100")
             return
         self.send_all(fault.begin)
         if fault.seconds < 1.0:

@@ -221,3 +221,22 @@ def test_a_text_serial_is_its_crc32_masked_as_docs_profiles_say():
     assert fold_text(text) == crc & 0x7FFFFFFF
     doc = (Path(__file__).resolve().parent.parent / "docs/profiles.md").read_text()
     assert "CRC-32 masked to 31 bits (`crc32 & 0x7FFFFFFF`)" in doc
+
+
+def test_a_garbled_sunspec_chain_is_a_mismatch_not_a_dead_bus_thread():
+    """A model length read from a garbled answer once sent discovery past register
+    65535, and struct.pack killed the bus thread (seen in an armed soak)."""
+    import pytest
+    from drivers.errors import ModbusFrameError
+    from drivers.modbus import frames
+    from drivers.modbus.profiles import SUNS
+    from drivers.modbus.sunspec import NotSunSpec, model_chain
+
+    regs = {40000: SUNS[0], 40001: SUNS[1], 40002: 1, 40003: 65000}     # model 1 "65,000 registers long"
+
+    def read(start, count):
+        return [regs.get(a, 0xFFFF) for a in range(start, start + count)]
+    with pytest.raises(NotSunSpec, match="past the end of the register space"):
+        model_chain(read, 40000)
+    with pytest.raises(ModbusFrameError, match="no registers 65535..65536"):
+        frames.read_request(2, frames.READ_HOLDING, 0xFFFF, 2)

@@ -81,6 +81,9 @@ def split_reads(function: int, start: int, count: int, baud: int, ceiling_s: flo
 # ---- requests (master side) ------------------------------------------------
 
 def read_request(address: int, function: int, start: int, count: int) -> bytes:
+    if not (0 <= start <= 0xFFFF and 1 <= count and start + count <= 0x10000):
+        # Only a garbled answer upstream (a SunSpec chain, say) leads here: a failed read, not a dead thread.
+        raise ModbusFrameError("no registers {}..{} to read (0..65535)".format(start, start + count - 1))
     return with_crc(struct.pack(">BBHH", address, function, start, count))
 
 

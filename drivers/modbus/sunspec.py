@@ -10,6 +10,7 @@ from drivers.modbus.profiles import SUNS, SUNSPEC_BASES, SUNSPEC_END, Profile
 # read(start, count) -> holding registers; raises ModbusError
 ReadHolding = Callable[[int, int], list[int]]
 MAX_MODELS = 64
+LAST_REGISTER = 0xFFFF
 
 
 class NotSunSpec(ModbusFrameError):
@@ -35,6 +36,9 @@ def model_chain(read: ReadHolding, base: int) -> list[tuple[int, int, int]]:
         mid, length = read(address, 2)
         if mid == SUNSPEC_END:
             return chain
+        if address + 2 + length > LAST_REGISTER:   # a garbled or hostile length: no model is that long
+            raise NotSunSpec("SunSpec model {} at {} claims {} registers, past the end of the register "
+                             "space".format(mid, address, length))
         chain.append((mid, address, length))
         address += 2 + length
     raise NotSunSpec("SunSpec model chain from {} has no end mark".format(base))
