@@ -29,6 +29,7 @@ from controller.core import ticks
 from controller.core.anomaly import FEATURES, FORMAT, HOURS, N_FEATURES, Features, qlog
 from controller.core.errors import TraceError
 from controller.core.trace import parse_header, parse_scan
+from drivers.safefile import open_text
 from rules.errors import ModelFileError
 from simulator.scenariofile import load
 from simulator.world import CabinetWorld, cabinet_catalog
@@ -136,10 +137,13 @@ def trace_windows(path: str, out: Collected) -> None:
     """A recorded trace; its header may label incidents as
     ``"incidents": [[start_t, end_t, kind], ...]`` in the scans' own ticks."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_text(path, "trace") as f:
             lines = [x for x in f if x.strip()]
     except OSError as e:
         raise ModelFileError("cannot read {}: {}".format(path, e.strerror)) from None
+    except UnicodeDecodeError as e:
+        raise ModelFileError("{}: not UTF-8 text (byte {} of a line); a trace is JSON Lines".format(
+            path, e.start)) from None
     try:
         catalog, _config, _zones, head = parse_header(lines[0]) if lines else (None, None, None, None)
         if catalog is None:
@@ -147,6 +151,8 @@ def trace_windows(path: str, out: Collected) -> None:
         scans = [parse_scan(text, n + 2, catalog) for n, text in enumerate(lines[1:])]
     except TraceError as e:
         raise ModelFileError("{}: {}".format(path, e)) from None
+    except RecursionError:     # json.loads of a line nested thousands deep
+        raise ModelFileError("{}: a line is nested too deep; a trace is JSON Lines".format(path)) from None
     labels = head.get("incidents", [])
     t0 = scans[0][0] if scans else 0
     spans = [(ticks.diff(a, t0) - WINDOW_MS, ticks.diff(b, t0)) for a, b, _k in labels]

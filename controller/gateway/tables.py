@@ -17,6 +17,7 @@ from drivers.atomicfile import write_atomic
 from drivers.cose import kid_text, mac0_create, mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
+from drivers.safefile import InputFileError, read_bytes
 from rules.errors import TableRefused
 from rules.payload import load_payload
 
@@ -39,9 +40,11 @@ def write_table(path: str | Path, data: bytes) -> None:
 def read_payload(path: str | Path, key: CoseKey | None) -> bytes:
     """The verified payload of a table file (unverified when ``key`` is None)."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path, "rule table")
     except OSError as e:
         raise TableRefused("cannot read rule table {}: {}".format(path, e.strerror)) from None
+    except InputFileError as e:
+        raise TableRefused(str(e)) from None
     try:
         msg = mac0_decode(raw)
     except CoseError as e:
