@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Iterator
 
 from controller.core import ticks
 from controller.core.anomaly import FEATURES, FORMAT, HOURS, N_FEATURES, Features, qlog
 from controller.core.errors import TraceError
 from controller.core.trace import parse_header, parse_scan
+from drivers.atomicfile import write_output
 from drivers.safefile import open_text
 from rules.errors import ModelFileError
 from simulator.scenariofile import load
@@ -185,10 +185,7 @@ def train(inputs: list[str], cabinet: str | None = None) -> tuple[dict, list[str
 def main(args: argparse.Namespace) -> int:
     doc, notes = train(args.inputs, args.cabinet)
     text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
-    try:
-        Path(args.output).write_text(text + "\n")
-    except OSError as e:
-        raise ModelFileError("cannot write model {}: {}".format(args.output, e.strerror)) from None
+    write_output(args.output, (text + "\n").encode(), "model", 0o644)
     for note in notes:
         print(note, file=sys.stderr)
     print("model {}: {} windows learned, {} excluded, {} bytes".format(

@@ -91,6 +91,19 @@ def _replace_dates(text: str, when: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def when_family(terms: int = 100_000) -> dict[str, Item]:
+    """Rules whose ``when`` is a chain of ``terms`` terms, or nested hundreds deep."""
+    chains = {
+        "when-and-chain": " and ".join(["io.door_open == 1"] * terms),
+        "when-sum-chain": " + ".join(["io.supply_mv"] * terms) + " > 5",
+        "when-not-chain": "not " * terms + "io.door_open",
+        "when-not-900": "not " * 900 + "io.door_open",
+        "when-parens": "(" * terms + "io.door_open" + ")" * terms,
+    }
+    return {name: '[[rule]]\nid = "x"\nwhen = "{}"\nseverity = "warning"\n'.format(when).encode()
+            for name, when in chains.items()}
+
+
 def scenario_family(valid: str) -> dict[str, Item]:
     """A scenario's own extremes: offsets and durations of absurd length."""
     items = toml_family(valid)
@@ -219,25 +232,27 @@ def segment_family(valid: bytes, seed: int = 29) -> dict[str, Item]:
     }
 
 
-def output_folders(base: Path) -> dict[str, Path]:
-    """Places no command can write its output to."""
+def output_places(base: Path, folder: bool) -> dict[str, Path]:
+    """Places no command can write its output to: an output ``folder``, or a
+    file.  (No device as an output file: the old code, run as root, renamed
+    its output over it.  A FIFO takes that path.  A read-only folder only if
+    we are not root, who writes anywhere.)"""
     base.mkdir(parents=True, exist_ok=True)
     a_file = base / "a-file"
     a_file.write_text("x")
-    locked = base / "read-only"
-    locked.mkdir(exist_ok=True)
-    locked.chmod(0o500)
-    fifo = base / "fifo-out"
+    a_folder = base / "a-folder"
+    a_folder.mkdir(exist_ok=True)
+    fifo = base / "a-fifo"
     if not fifo.exists():
         os.mkfifo(fifo)
-    return {
-        "out-is-a-file": a_file / "sub",
-        "out-under-a-file": a_file,
-        "out-read-only": locked / "new",
-        "out-dev-null": Path("/dev/null"),
-        "out-proc": Path("/proc/self/nope"),
-        "out-fifo": fifo,
-    }
+    places = {"out-under-a-file": a_file / "sub", "out-in-proc": Path("/proc/self/nope/x"), "out-fifo": fifo}
+    places.update({"out-a-file": a_file, "out-dev-null": Path("/dev/null")} if folder else {"out-a-folder": a_folder})
+    if os.geteuid() != 0:
+        locked = base / "read-only"
+        locked.mkdir(exist_ok=True)
+        locked.chmod(0o500)
+        places["out-read-only"] = locked / "new"
+    return places
 
 
 def materialize(name: str, item: Item, folder: Path, suffix: str = "") -> Path:
@@ -256,9 +271,14 @@ def materialize(name: str, item: Item, folder: Path, suffix: str = "") -> Path:
     return path
 
 
-def corpus(*families: Callable[[], dict[str, Item]] | dict[str, Item]) -> dict[str, Item]:
-    """The generic corpus plus the given families (dicts, or functions making them)."""
-    items = generic()
+# One item of each way the generic corpus breaks a reader: for a command
+# whose reader already gets the whole corpus through another command.
+SAMPLE = ("dev-zero", "fifo", "folder", "binary", "non-utf8")
+
+
+def corpus(*families: Callable[[], dict[str, Item]] | dict[str, Item], sample: bool = False) -> dict[str, Item]:
+    """The generic corpus (or its SAMPLE) plus the given families (dicts, or functions making them)."""
+    items = {k: v for k, v in generic().items() if not sample or k in SAMPLE}
     for family in families:
         items.update(family() if callable(family) else family)
     return items

@@ -13,7 +13,7 @@ from typing import Callable
 
 from controller.core.catalog import Catalog
 from controller.core.table import Evaluator
-from drivers.atomicfile import write_atomic
+from drivers.atomicfile import write_output
 from drivers.cose import kid_text, mac0_create, mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
@@ -34,7 +34,7 @@ def sign(payload: bytes, key: CoseKey) -> bytes:
 def write_table(path: str | Path, data: bytes) -> None:
     """Write atomically and durably (drivers/atomicfile.py), so a gateway never
     reads half a table; readable by all: a table is signed, not secret."""
-    write_atomic(path, data, 0o644)
+    write_output(path, data, "rule table", 0o644)
 
 
 def read_payload(path: str | Path, key: CoseKey | None) -> bytes:

@@ -27,6 +27,7 @@ from controller.journal import records as R
 from controller.journal.segments import Bad, iter_frames, list_segments, read_segment
 from drivers import cose
 from drivers.errors import CoseError
+from drivers.atomicfile import write_output
 from drivers.safefile import loads_cbor
 from drivers.keys import CoseKey, EpochKeys, load_key
 from rules.payload import decode_payload, json_data
@@ -186,5 +187,5 @@ def replay_incident(args: argparse.Namespace) -> list[str]:
         raise CabguardError("--incident needs --key (the record key that verifies the journal)")
     lines = incident_trace(args.trace, load_key(args.key), args.incident)
     if args.trace_out:
-        Path(args.trace_out).write_text("\n".join(lines) + "\n")
+        write_output(args.trace_out, ("\n".join(lines) + "\n").encode(), "trace", 0o644)
     return lines
