@@ -136,7 +136,7 @@ windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
 when_clock_untrusted = "inactive"
 
 [rules]
-table = "{d}/controller.core.table"
+table = "{d}/rules.table"
 key = "{d}/keys/installer.key"
 
 [model]
@@ -297,13 +297,7 @@ class Cabinet:
             self.send("set {} {}".format(dev, " ".join("{}={}".format(k, v) for k, v in sorted(values.items()))))
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc, 10)
 
 
 class GatewayProc:
@@ -329,13 +323,7 @@ class GatewayProc:
         self.start()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc, 20)
 
     def pids(self) -> list[int]:
         """This gateway's process and its children (the uplink process)."""
@@ -411,7 +399,7 @@ class Soak:
         shutil.copy(REPO / "rules/models/port.json", d / "port.json")
         _check(["keys", "gen", "--gateway", GATEWAY, "--out", str(d / "keys")])
         packs = sorted(str(p) for p in (REPO / "rules/packs").glob("*.toml"))
-        _check(["rules", "compile", *packs, "-o", str(d / "controller.core.table"), "--key", str(d / "keys/installer.key"),
+        _check(["rules", "compile", *packs, "-o", str(d / "rules.table"), "--key", str(d / "keys/installer.key"),
                 "--config", str(d / "site.toml")])
         _check(["config", "check", str(d / "site.toml")])
 
@@ -567,6 +555,17 @@ def finish_probe(pids: list[int], t0: float, cpu0: float) -> Footprint | None:
         return None
 
 
+def _terminate(proc: subprocess.Popen | None, grace_s: float) -> None:
+    """SIGTERM, as systemd stops a service; SIGKILL after ``grace_s``."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _sleep_until(deadline: float) -> None:
     left = deadline - time.monotonic()
     if left > 0:
@@ -591,7 +590,7 @@ def _rule_names(workdir: Path) -> tuple[str, ...]:
     from controller.gateway.tables import read_payload
     from rules.payload import decode_payload
 
-    table = workdir / "controller.core.table"
+    table = workdir / "rules.table"
     payload = read_payload(table, load_key(workdir / "keys/installer.key"))
     return tuple(rule[0] for rule in decode_payload(payload, str(table))["rules"]) + (RULE_NAME,)
 

@@ -13,7 +13,8 @@ import argparse
 from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.errors import CoreError
-from controller.core.table import SEVERITY_NAMES, Evaluator, Table
+from controller.core.evaluator import Evaluator
+from controller.core.table import SEVERITY_NAMES, Table
 from controller.gateway.tables import read_payload, sign, write_table
 from controller.cli.replay import load as load_trace
 from drivers.keys import load_key
@@ -133,7 +134,7 @@ class ExplainingRules:
             term_rules += [[text, 0, 0, 0, code] for text, code in terms]
         self.terms = Evaluator(Table({"format": data["format"], "catalog": table.catalog,
                                       "source": table.source, "mem": explain["mem"],
-                                      "rules": term_rules}, image_size), ticks.diff)
+                                      "guards": explain.get("guards", []), "rules": term_rules}, image_size), ticks.diff)
         self.scans = 0
         self.records: list[tuple[int, int, tuple, list[tuple[str, int]], list[int]]] = []
 
