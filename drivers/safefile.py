@@ -28,7 +28,7 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Callable, TextIO
 
 from drivers.errors import DriverError
 
@@ -130,37 +130,31 @@ def check_depth(value: Any, where: str | Path, what: str, max_depth: int = MAX_D
         stack.extend((c, depth + 1) for c in children)
 
 
-def _too_deep(where: str | Path, what: str) -> InputFileError:
-    return InputFileError(where, "nested too deep to read; a {} nests a few levels at most".format(what))
+def _parse(loads: Callable[[Any], Any], syntax_error: type[ValueError], text: Any, where: str | Path,
+           what: str) -> Any:
+    """``loads(text)`` with bounded nesting; ``syntax_error`` passes through for
+    the caller's own line-numbered message."""
+    try:
+        doc = loads(text)
+    except RecursionError:
+        raise InputFileError(where, "nested too deep to read; a {} nests a few levels at most".format(
+            what)) from None
+    except syntax_error:
+        raise
+    except ValueError as e:     # an integer of more than 4,300 digits (sys.int_info)
+        raise InputFileError(where, "a number cannot be read ({})".format(str(e).split(";")[0])) from None
+    check_depth(doc, where, what)
+    return doc
 
 
 def parse_toml(text: str, where: str | Path, what: str) -> dict:
-    """``tomllib.loads`` with bounded nesting; ``TOMLDecodeError`` passes through
-    for the caller's own line-numbered message."""
-    try:
-        doc = tomllib.loads(text)
-    except RecursionError:
-        raise _too_deep(where, what) from None
-    except tomllib.TOMLDecodeError:
-        raise
-    except ValueError as e:     # an integer of more than 4,300 digits (sys.int_info)
-        raise InputFileError(where, "a number cannot be read ({})".format(str(e).split(";")[0])) from None
-    check_depth(doc, where, what)
-    return doc
+    """``tomllib.loads`` with bounded nesting; ``TOMLDecodeError`` passes through."""
+    return _parse(tomllib.loads, tomllib.TOMLDecodeError, text, where, what)
 
 
 def parse_json(text: str | bytes, where: str | Path, what: str) -> Any:
-    """``json.loads`` with bounded nesting; ``ValueError`` passes through."""
-    try:
-        doc = json.loads(text)
-    except RecursionError:
-        raise _too_deep(where, what) from None
-    except json.JSONDecodeError:
-        raise
-    except ValueError as e:     # an integer of more than 4,300 digits (sys.int_info)
-        raise InputFileError(where, "a number cannot be read ({})".format(str(e).split(";")[0])) from None
-    check_depth(doc, where, what)
-    return doc
+    """``json.loads`` with bounded nesting; ``JSONDecodeError`` passes through."""
+    return _parse(json.loads, json.JSONDecodeError, text, where, what)
 
 
 # -- CBOR --------------------------------------------------------------
