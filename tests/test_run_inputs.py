@@ -137,3 +137,18 @@ def test_an_installer_key_that_cannot_be_read_is_a_refused_table_not_a_crash(cab
     finally:
         _stop(services, thread)
     assert any(str(key) in why for why in _health(d)[R.HEALTH_TABLE_REFUSED])
+
+
+def test_a_head_end_key_that_cannot_be_read_leaves_the_uplink_without_commands(cabinet):  # noqa: F811
+    _sim, site, d = cabinet
+    key = d / "keys" / "command.key"
+    key.unlink()
+    os.mkfifo(key, 0o600)
+    text = site.read_text().replace("[keys]\n", '[keys]\nheadend = "{}"\n'.format(key))
+    site.write_text(text + '\n[uplink]\nbroker = "127.0.0.1:9"\n')
+    services, thread = _start(site)
+    try:
+        assert services.uplink is not None and services.gateway.state.mode == modes.DISARMED
+    finally:
+        _stop(services, thread)
+    assert any(str(key) in why for why in _health(d)[R.HEALTH_INPUT_REFUSED])

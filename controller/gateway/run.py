@@ -31,6 +31,7 @@ from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.link.uplink import with_checkpoint
 from controller.link.uplinkproc import UplinkProcess, UplinkSpec
 from controller.link.wire import Topics
+from drivers.errors import KeyFileError
 from drivers.keys import load_key
 from drivers.mqtt import BrokerSettings
 from drivers.safefile import InputFileError, parse_toml, read_text
@@ -113,8 +114,15 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
                               key_file=doc["key_file"])
     on_command: Callable[[bytes], None] = lambda payload: None    # no head-end key: no commands
     headend = gdoc["keys"]["headend"]
+    key = None
     if headend:
-        verifier = DownlinkVerifier(gateway.gateway_id, load_key(headend), SeqStore(gateway.state_dir / "downlink-seq"))
+        try:
+            key = load_key(headend)
+        except KeyFileError as e:       # records still go up; commands wait for a readable key
+            print("cabguard: {}; downlink commands are refused until it is fixed".format(e), file=sys.stderr)
+            gateway.health.record(R.HEALTH_INPUT_REFUSED, str(e), ALARM)
+    if key is not None:
+        verifier = DownlinkVerifier(gateway.gateway_id, key, SeqStore(gateway.state_dir / "downlink-seq"))
         on_command = command_handler(verifier, path.execute, path.refused)
     spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
                       str(gateway.journal.directory), window=doc["window"], heartbeat_s=doc["heartbeat_s"])
