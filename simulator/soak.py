@@ -77,7 +77,7 @@ entry_delay_s = 30
 [[bus]]
 name = "rs485a"
 port = "{d}/bus/rs485a"
-baud = 115200
+baud = 19200
 
 [[device]]
 name = "io"
@@ -158,7 +158,7 @@ heartbeat_s = 30
 SIM = """\
 [[bus]]
 name = "rs485a"
-baud = 115200
+baud = 19200
 
 [[bus.device]]
 name = "io"
