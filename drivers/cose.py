@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drivers.errors import CoseError
+from drivers.safefile import loads_cbor
 
 # COSE algorithm ids (IANA "COSE Algorithms"; private-use ids are < -65536).
 ALG_A128GCM = 1
@@ -327,8 +328,8 @@ def decode(data: bytes) -> Message:
     if fast is not None:
         return fast
     try:
-        obj = cbor2.loads(data)
-    except Exception as e:  # cbor2 raises several types for bad input
+        obj = loads_cbor(data)
+    except ValueError as e:
         raise CoseError("not CBOR: {}".format(e)) from None
     if not isinstance(obj, cbor2.CBORTag) or obj.tag not in (TAG_MAC0, TAG_ENCRYPT0):
         raise CoseError("not a tagged COSE_Mac0 (CBOR tag 17) or COSE_Encrypt0 (tag 16)")
@@ -342,8 +343,8 @@ def decode(data: bytes) -> Message:
         raise CoseError("{} protected header and content must be byte strings, "
                         "the unprotected header a map".format(name))
     try:
-        header = cbor2.loads(protected)
-    except Exception as e:
+        header = loads_cbor(protected)
+    except ValueError as e:
         raise CoseError("protected header is not CBOR: {}".format(e)) from None
     if not isinstance(header, dict) or not isinstance(header.get(HDR_ALG), int) \
             or not isinstance(header.get(HDR_KID), bytes):

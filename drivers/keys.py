@@ -22,19 +22,20 @@ import secrets
 import stat
 from pathlib import Path
 
-import cbor2
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from drivers.cose import ALG_AES_MAC_128_128, ALGS, encode, kid_text
 from drivers.atomicfile import write_atomic
 from drivers.errors import KeyFileError
+from drivers.safefile import KIB, InputFileError, loads_cbor, read_bytes
 
 KTY = 1
 KID = 2
 ALG = 3
 K = -1
 KTY_SYMMETRIC = 4
+KEY_LIMIT = 4 * KIB    # a COSE_Key is about 60 bytes
 
 
 class CoseKey:
@@ -63,9 +64,9 @@ def write_key(path: str | Path, key: CoseKey) -> None:
 
 def decode_key(data: bytes, where: str) -> CoseKey:
     try:
-        m = cbor2.loads(data)
-    except Exception as e:
-        raise KeyFileError("{}: not a COSE_Key (CBOR did not decode: {})".format(where, e)) from None
+        m = loads_cbor(data)
+    except ValueError as e:
+        raise KeyFileError("{}: not a COSE_Key ({})".format(where, e)) from None
     if not isinstance(m, dict) or m.get(KTY) != KTY_SYMMETRIC:
         raise KeyFileError("{}: not a symmetric COSE_Key (want kty 4)".format(where))
     kid, alg, k = m.get(KID), m.get(ALG), m.get(K)
@@ -81,7 +82,9 @@ def load_key(path: str | Path, check_mode: bool = True) -> CoseKey:
     path = Path(path)
     try:
         st = path.stat()
-        data = path.read_bytes()
+        data = read_bytes(path, "key file", KEY_LIMIT)
+    except InputFileError as e:
+        raise KeyFileError(str(e)) from None
     except FileNotFoundError:
         raise KeyFileError("key file {} does not exist (make one: cabguard keys gen)".format(path)) from None
     except OSError as e:

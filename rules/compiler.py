@@ -38,19 +38,47 @@ class CompiledRule:
         self.signals = signals
 
 
+# Bounds on one expression, far above any real rule (the shipped packs' longest
+# is 300 characters, 6 deep): Python's parser and this compiler recurse, and a
+# 100,000-term chain would take minutes or end in RecursionError.
+MAX_EXPR_CHARS = 4000
+MAX_EXPR_DEPTH = 64
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deep the tree nests (walked without recursion)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def _parse(spec: RuleSpec, key: str, diags: list[Diagnostic]) -> ast.Expression | None:
     src = parse_source(spec, key)
     if not src.strip("()\n "):
         if key == "when":
             diags.append(spec.diag(key, "'when' is empty"))
         return None
+    if len(src) > MAX_EXPR_CHARS:
+        diags.append(spec.diag(key, "'{}' is {} characters long, more than {}: split the rule".format(
+            key, len(src), MAX_EXPR_CHARS)))
+        return None
     try:
-        return ast.parse(src, mode="eval")
+        tree = ast.parse(src, mode="eval")
     except SyntaxError as e:
         lineno = min(e.lineno or 1, src.count("\n"))
         line, col = _position(spec, key, lineno, max((e.offset or 1) - 1, 0))
         diags.append(Diagnostic(spec.path, line, col, spec.id, "syntax error in '{}': {}".format(key, e.msg)))
         return None
+    except (RecursionError, MemoryError):      # the parser's own recursion, on deep nesting
+        tree = None
+    if tree is None or _depth(tree) > MAX_EXPR_DEPTH:
+        diags.append(spec.diag(key, "'{}' nests more than {} levels deep: simplify the rule".format(
+            key, MAX_EXPR_DEPTH)))
+        return None
+    return tree
 
 
 def _terms(node: ast.AST) -> list[ast.AST]:

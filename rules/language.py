@@ -17,6 +17,7 @@ from pathlib import Path
 from controller.core.table import ACTION_BITS, MAX_WINDOW_MS, SEVERITY_NAMES, severity_code
 from rules.duration import parse_ms
 from rules.errors import Diagnostic
+from drivers.safefile import TEXT_LIMIT, InputFileError, decode_utf8, parse_toml, read_bytes
 
 # The default packs (theft, safety, health): the rules when none are given.
 PACKS = Path(__file__).resolve().parent / "packs"
@@ -119,15 +120,18 @@ def load_file(path: str | Path, diags: list[Diagnostic]) -> tuple[list[RuleSpec]
     """The rules of one file (and its bytes, for the source hash); problems go to ``diags``."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_bytes(p, "rule file", TEXT_LIMIT)
     except OSError as e:
         diags.append(Diagnostic(str(path), 0, 0, "", "cannot read rule file: {}".format(e.strerror)))
         return [], b""
+    except InputFileError as e:
+        diags.append(Diagnostic(str(path), 0, 0, "", e.problem))
+        return [], b""
     try:
-        text = raw.decode("utf-8")
-        doc = tomllib.loads(text)
-    except UnicodeDecodeError:
-        diags.append(Diagnostic(str(path), 0, 0, "", "not UTF-8 text; rule files are TOML"))
+        text = decode_utf8(raw, path, "rule file")
+        doc = parse_toml(text, path, "rule file")
+    except InputFileError as e:
+        diags.append(Diagnostic(str(path), 0, 0, "", e.problem))
         return [], raw
     except tomllib.TOMLDecodeError as e:
         diags.append(_toml_diag(str(path), str(e)))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.errors import DriverError
+from drivers.safefile import InputFileError, parse_toml, read_text
 from drivers.modbus.profiles import load_profile
 from simulator.bus import DEFAULT_BAUD, SimBus, Simulator
 from simulator.errors import SimConfigError
@@ -25,9 +26,11 @@ def load_config(path: str | Path, wire: bool | None = None) -> Simulator:
     every bus's ``wire``."""
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = parse_toml(read_text(path, "simulator config"), path, "simulator config")
     except OSError as e:
         raise SimConfigError("cannot read simulator config {}: {}".format(path, e.strerror)) from None
+    except InputFileError as e:
+        raise SimConfigError(str(e)) from None
     except tomllib.TOMLDecodeError as e:
         raise SimConfigError("{}: not valid TOML: {}".format(path, e)) from None
     buses = doc.get("bus")

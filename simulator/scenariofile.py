@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.core.step import CoreConfig
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
+from drivers.safefile import InputFileError, parse_toml, read_text
 from drivers.tomlsource import TomlSource
 from simulator.errors import ScenarioError
 from simulator.scenario import (
@@ -43,13 +44,18 @@ def _aware(value: Any) -> dt.datetime | None:
     return None
 
 
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+
+
 class _Loader:
     def __init__(self, path: str, text: str):
         self.src = _Source(path, text)
         try:
-            self.doc = tomllib.loads(text)
+            self.doc = parse_toml(text, path, "scenario")
         except tomllib.TOMLDecodeError as e:
             raise ScenarioError("{}: not valid TOML: {}".format(path, e)) from None
+        except InputFileError as e:
+            raise ScenarioError(str(e)) from None
         self.start: dt.datetime | None = None
         self.duration_ms = 0
         self.batteries: dict[str, int] = {}      # cabinet id -> its number of BMS units
@@ -99,6 +105,10 @@ class _Loader:
             raise self.src.error(self.src.at("scenario", -1, "start"),
                                  "[scenario] start: bad time {}: want an absolute time with a timezone, "
                                  "like 2026-03-14T22:00:00+01:00".format(_shown(head["start"])))
+        if not FIRST_YEAR <= self.start.year <= LAST_YEAR:    # its weeks and days must be datetimes too
+            raise self.src.error(self.src.at("scenario", -1, "start"),
+                                 "[scenario] start: year {} is outside {} to {}".format(
+                                     self.start.year, FIRST_YEAR, LAST_YEAR))
         self.duration_ms = self.duration(head["duration"], self.src.at("scenario", -1, "duration"),
                                          "[scenario] duration")
         if not 0 < self.duration_ms <= MAX_DURATION_MS:
@@ -431,9 +441,9 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
 def load(path: str | Path) -> Scenario:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p, "scenario")
     except OSError as e:
         raise ScenarioError("cannot read scenario {}: {}".format(path, e.strerror)) from None
-    except UnicodeDecodeError:
-        raise ScenarioError("{}: not a UTF-8 text file; a scenario is TOML (docs/scenarios.md)".format(path)) from None
+    except InputFileError as e:
+        raise ScenarioError("{} (a TOML file, docs/scenarios.md)".format(e)) from None
     return loads(text, str(path))

@@ -22,13 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Iterator
 
 from controller.core import ticks
 from controller.core.anomaly import FEATURES, FORMAT, HOURS, N_FEATURES, Features, qlog
 from controller.core.errors import TraceError
 from controller.core.trace import parse_header, parse_scan
+from drivers.atomicfile import write_output
+from drivers.safefile import open_text
 from rules.errors import ModelFileError
 from simulator.scenariofile import load
 from simulator.world import CabinetWorld, cabinet_catalog
@@ -136,10 +137,13 @@ def trace_windows(path: str, out: Collected) -> None:
     """A recorded trace; its header may label incidents as
     ``"incidents": [[start_t, end_t, kind], ...]`` in the scans' own ticks."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_text(path, "trace") as f:
             lines = [x for x in f if x.strip()]
     except OSError as e:
         raise ModelFileError("cannot read {}: {}".format(path, e.strerror)) from None
+    except UnicodeDecodeError as e:
+        raise ModelFileError("{}: not UTF-8 text (byte {} of a line); a trace is JSON Lines".format(
+            path, e.start)) from None
     try:
         catalog, _config, _zones, head = parse_header(lines[0]) if lines else (None, None, None, None)
         if catalog is None:
@@ -147,6 +151,8 @@ def trace_windows(path: str, out: Collected) -> None:
         scans = [parse_scan(text, n + 2, catalog) for n, text in enumerate(lines[1:])]
     except TraceError as e:
         raise ModelFileError("{}: {}".format(path, e)) from None
+    except RecursionError:     # json.loads of a line nested thousands deep
+        raise ModelFileError("{}: a line is nested too deep; a trace is JSON Lines".format(path)) from None
     labels = head.get("incidents", [])
     t0 = scans[0][0] if scans else 0
     spans = [(ticks.diff(a, t0) - WINDOW_MS, ticks.diff(b, t0)) for a, b, _k in labels]
@@ -179,10 +185,7 @@ def train(inputs: list[str], cabinet: str | None = None) -> tuple[dict, list[str
 def main(args: argparse.Namespace) -> int:
     doc, notes = train(args.inputs, args.cabinet)
     text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
-    try:
-        Path(args.output).write_text(text + "\n")
-    except OSError as e:
-        raise ModelFileError("cannot write model {}: {}".format(args.output, e.strerror)) from None
+    write_output(args.output, (text + "\n").encode(), "model", 0o644)
     for note in notes:
         print(note, file=sys.stderr)
     print("model {}: {} windows learned, {} excluded, {} bytes".format(

@@ -1,6 +1,6 @@
 import pytest
 
-from controller.gateway.config import ConfigError, load_with_fallback, parse, remember_good
+from controller.gateway.config import ConfigError, parse
 
 GOOD = """
 [gateway]
@@ -78,25 +78,6 @@ def test_outputs_need_exactly_one_target(tmp_path):
     bad = GOOD.format(state=tmp_path).replace("gpio = 17", 'gpio = 17\ndevice = "relay"\ncoil = "k2"')
     with pytest.raises(ConfigError, match="outputs.siren: give either gpio"):
         parse(bad, "site.toml")
-
-
-def test_invalid_new_config_falls_back_to_last_good(tmp_path):
-    site = tmp_path / "site.toml"
-    site.write_text(GOOD.format(state=tmp_path))
-    cfg, err = load_with_fallback(site, tmp_path)
-    assert err is None
-    remember_good(cfg)
-    site.write_text(GOOD.format(state=tmp_path).replace("address = 1\n", "address = 0\n"))
-    cfg2, err2 = load_with_fallback(site, tmp_path)
-    assert err2 is not None and "device[0].address" in str(err2)
-    assert cfg2.doc["device"][0]["address"] == 1
-
-
-def test_invalid_config_without_last_good_is_refused(tmp_path):
-    site = tmp_path / "site.toml"
-    site.write_text("[gateway]\n")
-    with pytest.raises(ConfigError):
-        load_with_fallback(site, tmp_path / "empty")
 
 
 def test_entry_zones_default_to_the_bolt_and_the_door_and_a_wrong_one_is_named():

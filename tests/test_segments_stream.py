@@ -58,3 +58,30 @@ def test_readers_pass_over_a_damaged_frame(tmp_path):
     read = [s for s, _r in read_durable([(0, path)], 0, lambda: seqs[-1])]
     assert len(read) == len(frames(tmp_path)) and seqs[-1] in read
     assert len(list(verified_records(tmp_path / "journal", EpochKeys(prov)))) == len(read)
+
+
+def test_a_crafted_segment_cannot_make_the_resync_scan_quadratic(monkeypatch):
+    """Every even offset of the crafted segment reads as a plausible ~1 MB frame:
+    a byte-by-byte resync CRC'd a megabyte at each (verify took 90 s on 2 MB).
+    The scan's work is bounded by the segment's length; it says it gave up."""
+    from controller.journal import segments
+    from tests.hostile import CRAFTED_SEGMENT
+
+    crc_bytes = [0]
+    real_crc32 = zlib.crc32
+
+    class CountingZlib:
+        @staticmethod
+        def crc32(data, *rest):
+            crc_bytes[0] += len(data)
+            return real_crc32(data, *rest)
+
+    monkeypatch.setattr(segments, "zlib", CountingZlib)
+    for data in (CRAFTED_SEGMENT, b"\x00" * 64 + frame(b"good") + CRAFTED_SEGMENT):
+        crc_bytes[0] = 0
+        items = list(iter_frames(data))
+        assert crc_bytes[0] <= segments.RESYNC_WORK * len(data) + 2 * MAX_RECORD
+        assert "scan budget" in items[-1].reason and items[-1].offset + items[-1].length == len(data)
+    assert (64, b"good") in items                      # a good frame before the junk is still found
+    tail = segments.scan_tail(CRAFTED_SEGMENT)
+    assert not tail.torn                               # not knowing is not a torn tail: nothing is cut

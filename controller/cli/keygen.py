@@ -36,7 +36,11 @@ def generate_keys(gateway: str, out: Path, record_alg: int, force: bool = False)
                             "(use --force to replace them)".format(", ".join(existing)))
     mac_alg = _MAC_FOR.get(record_alg, ALG_AES_MAC_128_128)
     for role, path in zip(ROLES, paths):
-        write_key(path, generate(role_kid(gateway, role), record_alg if role == "record" else mac_alg))
+        try:
+            write_key(path, generate(role_kid(gateway, role), record_alg if role == "record" else mac_alg))
+        except OSError as e:
+            raise CabguardError("cannot write {}: {}; give a folder you can write to".format(
+                path, e.strerror)) from None
     return paths
 
 

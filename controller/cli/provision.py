@@ -20,7 +20,7 @@ from controller.console.auth import PeopleStore, otpauth_uri
 from controller.devtools.mpy import ROOT, portable_files
 from controller.errors import CabguardError
 from controller.gateway.config import SiteConfig, load
-from drivers.atomicfile import write_atomic
+from drivers.atomicfile import write_output
 
 # Config keys that name files or folders on the gateway (docs/config.md).
 PATH_KEYS = (("gateway", "state_dir"), ("rules", "table"), ("rules", "key"), ("model", "path"),
@@ -74,7 +74,7 @@ def relocate_cmd(args: argparse.Namespace) -> int:
     config = load(args.config)
     text = relocate_text(Path(args.config).read_text(encoding="utf-8"), config, args.root)
     out = Path(args.output)
-    write_atomic(out, text.encode(), 0o600)  # it may hold the MQTT password; the service user owns it
+    write_output(out, text.encode(), "site config", 0o600)  # it may hold the MQTT password; the service user owns it
     load(out)  # the moved copy must still be a valid config
     return 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 from controller.core import ticks
@@ -16,21 +15,25 @@ from controller.core.outputs import OUTPUT_NAMES
 from controller.core.trace import Replay, replay_lines
 from controller.errors import CabguardError, UsageError
 from controller.gateway.timeline import clock, describe, event_json, outputs_text
+from drivers.safefile import open_text
 from rules.errors import RuleError
 
 RulesFactory = Callable[[Catalog, dict], Any]
 
 
-def load(path: str, rules_factory: RulesFactory | None = None) -> Replay:
+def load(path: str, rules_factory: RulesFactory | None = None, keep_timeline: bool = True) -> Replay:
     """Replay a trace file; errors name the file and the line."""
-    p = Path(path)
     try:
-        with p.open("r", encoding="utf-8") as f:
-            return replay_lines(f, rules_factory)
+        with open_text(path, "trace") as f:
+            return replay_lines(f, rules_factory, keep_timeline)
     except OSError as e:
         raise CabguardError("cannot read trace {}: {}".format(path, e.strerror)) from None
-    except UnicodeDecodeError:
-        raise CabguardError("{}: not a text file; a trace is JSON Lines (docs/trace.md)".format(path)) from None
+    except UnicodeDecodeError as e:
+        raise CabguardError("{}: not UTF-8 text (byte {} of a line); a trace is JSON Lines "
+                            "(docs/trace.md)".format(path, e.start)) from None
+    except RecursionError:     # json.loads of a line nested thousands deep
+        raise CabguardError("{}: a line is nested too deep; a trace is JSON Lines (docs/trace.md)".format(
+            path)) from None
     except (TraceError, TableError, RuleError) as e:
         raise CabguardError("{}: {}".format(path, e)) from None
 

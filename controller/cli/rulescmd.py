@@ -9,18 +9,16 @@ table against a trace.  docs/rules.md documents the commands and the
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
-from controller.core.errors import CoreError, TraceError
+from controller.core.errors import CoreError
 from controller.core.evaluator import Evaluator
 from controller.core.table import SEVERITY_NAMES, Table
-from controller.core.trace import replay_lines
-from controller.errors import CabguardError
 from controller.gateway.tables import read_payload, sign, write_table
+from controller.cli.replay import load as load_trace
 from drivers.keys import load_key
+from drivers.safefile import InputFileError, parse_json, read_text
 from drivers.modbus.profiles import CLASSES
 from rules.compiler import Compiled, SiteCatalog, compile_files
 from rules.errors import CatalogFileError
@@ -45,9 +43,11 @@ def demo_catalog() -> tuple[list[tuple[str, str, int]], dict[str, str]]:
 def read_catalog_file(path: str) -> tuple[list[tuple[str, str, int]], dict[str, str]]:
     """A ``--catalog`` JSON file: {"signals": [[name, unit, scale]...], "device_classes": {...}}."""
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = parse_json(read_text(path, "catalog file"), path, "catalog file")
     except OSError as e:
         raise CatalogFileError("cannot read catalog {}: {}".format(path, e.strerror)) from None
+    except InputFileError as e:
+        raise CatalogFileError(str(e)) from None
     except ValueError as e:
         raise CatalogFileError("{}: not JSON ({})".format(path, e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("signals"), list) \
@@ -161,13 +161,7 @@ def explain(args: argparse.Namespace) -> int:
         holder.append(ExplainingRules(data, build_table(data, catalog, args.table), catalog.size))
         return holder[0]
 
-    try:
-        with open(args.trace, encoding="utf-8") as f:
-            replay = replay_lines(f, rules_factory=factory, keep_timeline=False)
-    except OSError as e:
-        raise CabguardError("cannot read trace {}: {}".format(args.trace, e.strerror)) from None
-    except TraceError as e:
-        raise CabguardError("{}: {}".format(args.trace, e)) from None
+    replay = load_trace(args.trace, factory, keep_timeline=False)
     ex = holder[0]
     catalog = replay.state.catalog
     ids = ex.main.table.ids

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from controller.errors import CabguardError
 from drivers.atomicfile import write_atomic
 from drivers.clock import Clock
+from drivers.safefile import KIB, InputFileError, parse_json, parse_toml, read_bytes, read_text
 
 STEP_S = 30
 DIGITS = 6
@@ -103,15 +104,29 @@ class PeopleStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.people: dict[str, Person] = {}
+        self.refused = ""       # why the file could not be read (see ``refusing``)
         if self.path.exists():
             self._load()
 
+    @classmethod
+    def refusing(cls, path: str | Path, why: str) -> PeopleStore:
+        """A store for a people file that could not be read: nobody can log in,
+        and enrolling is refused rather than overwriting the file."""
+        store = cls.__new__(cls)
+        store.path, store.people, store.refused = Path(path), {}, why
+        return store
+
     def _load(self) -> None:
         try:
-            doc = tomllib.loads(self.path.read_text())
+            doc = parse_toml(read_text(self.path, "people file"), self.path, "people file")
+        except InputFileError as e:
+            raise AuthError("{}: cannot read the enrolled people: {}".format(self.path, e.problem)) from None
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise AuthError("{}: cannot read the enrolled people: {}".format(self.path, e)) from None
-        for ident, entry in doc.get("person", {}).items():
+        people = doc.get("person", {})
+        if not isinstance(people, dict):
+            raise AuthError("{}: person must be a table of [person.ID] entries; re-enrol".format(self.path))
+        for ident, entry in people.items():
             try:
                 secret = base64.b32decode(entry["secret"] + "=" * (-len(entry["secret"]) % 8))
                 person = Person(ident, entry["role"], int(entry["number"]), secret)
@@ -123,6 +138,9 @@ class PeopleStore:
             self.people[ident] = person
 
     def enrol(self, ident: str, role: str) -> Person:
+        if self.refused:
+            raise AuthError("the people file could not be read, so no one is enrolled until it is fixed: "
+                            "{}".format(self.refused))
         if role not in ROLE_LEVELS:
             raise AuthError("role must be technician or installer, not {!r}".format(role))
         if not ident.replace("-", "").replace("_", "").isalnum() or len(ident) > 32:
@@ -212,11 +230,12 @@ class Authenticator:
         if self.state_path is None or not self.state_path.exists():
             return
         try:
-            doc = json.loads(self.state_path.read_bytes())
+            doc = parse_json(read_bytes(self.state_path, "console lockout file", 4 * KIB),
+                             self.state_path, "console lockout file")
             failures, left, written = int(doc["failures"]), int(doc["lock_left_s"]), doc["written_wall_s"]
             if written is not None and not isinstance(written, int):
                 raise TypeError("written_wall_s must be an integer or null")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, InputFileError):
             failures, left, written = 0, self.lockout_s, None   # fail closed
         if written is not None and self.clock.trusted():
             elapsed = int(self.clock.wall_s()) - written

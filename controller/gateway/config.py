@@ -2,10 +2,10 @@
 
 docs/config.md documents every key with a complete example.  ``load`` reads
 and checks a file and returns a ``SiteConfig`` or raises ``ConfigError``
-listing *every* problem with its dotted path.  ``load_with_fallback`` is
-what the gateway uses at start: an invalid new config falls back to the last
-known good one (kept beside the journal), so a typo never leaves a cabinet
-unguarded.
+listing *every* problem with its dotted path.  At start the gateway
+(``load_site`` in gateway/run.py) falls back from an invalid new config to
+the last known good one (kept beside the journal, ``last_good_path``), so a
+typo never leaves a cabinet unguarded.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from controller.gateway.schema import (
     ArrayOfTables, Bool, Choice, Int, ListOf, MapOf, Problem, Str, Table, check,
 )
 from drivers.atomicfile import write_atomic
+from drivers.safefile import InputFileError, parse_toml, read_text
 
 # The [core] keys in the units a person writes: (key, the core's setting,
 # ms per unit).  Their defaults are the core's own (CoreConfig.DEFAULTS).
@@ -225,9 +226,11 @@ def _cross_checks(doc: dict) -> list[Problem]:
 
 def parse(text: str, path: str) -> SiteConfig:
     try:
-        raw = tomllib.loads(text)
+        raw = parse_toml(text, path, "site config")
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, [Problem("", "not valid TOML: {}".format(e))]) from None
+    except InputFileError as e:
+        raise ConfigError(path, [Problem("", e.problem)]) from None
     doc, problems = check(SCHEMA, raw)
     if doc is not None:
         problems += _cross_checks(doc)
@@ -238,11 +241,11 @@ def parse(text: str, path: str) -> SiteConfig:
 
 def load(path: str | Path) -> SiteConfig:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, "site config")
     except OSError as e:
         raise ConfigError(str(path), [Problem("", "cannot read: {}".format(e.strerror))]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), [Problem("", "not UTF-8 text")]) from None
+    except InputFileError as e:
+        raise ConfigError(str(path), [Problem("", e.problem)]) from None
     return parse(text, str(path))
 
 
@@ -256,13 +259,3 @@ def remember_good(config: SiteConfig) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(dest, Path(config.path).read_bytes())
 
-
-def load_with_fallback(path: str | Path, state_dir: str | Path) -> tuple[SiteConfig, ConfigError | None]:
-    """The config to run with, and the error that forced a fallback (if any)."""
-    try:
-        return load(path), None
-    except ConfigError as err:
-        good = last_good_path(state_dir)
-        if not good.exists():
-            raise
-        return load(good), err

@@ -62,7 +62,7 @@ from controller.journal import records as R
 from controller.journal.evidence import EvidenceRing, evidence_record, incident_record
 from controller.journal.journal import Journal
 from drivers.clock import Clock
-from drivers.errors import DriverError
+from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
 from drivers.sdnotify import Notifier
 
@@ -342,15 +342,24 @@ class Gateway:
         """At start: load the site's table; without a good one the gateway says so loudly.
 
         The core still guards with its entry delay, and the FAULT it raises
-        is journaled and uplinked as critical until a good table is loaded."""
-        self.table = TableSlot(load_key(key_path), self.catalog)
+        is journaled and uplinked as critical until a good table is loaded.
+        So is an installer key that cannot be read: no table verifies without it."""
+        try:
+            key = load_key(key_path)
+        except KeyFileError as e:
+            self._no_table(str(e))
+            return
+        self.table = TableSlot(key, self.catalog)
         loaded = self.table.load(table_path)
         self.table.on_change = lambda ev: self.run_in_loop(lambda: self._use_evaluator(ev))
         if loaded:
             self.state.rules = self._with_model(self.table.evaluator)
             self.note("rule table {} loaded: {} rules".format(table_path, len(self.rule_names())))
             return
-        self.health.record(R.HEALTH_TABLE_REFUSED, self.table.error, CRITICAL)
+        self._no_table(self.table.error)
+
+    def _no_table(self, why: str) -> None:
+        self.health.record(R.HEALTH_TABLE_REFUSED, why, CRITICAL)
         self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
 
     def _journal_catalog(self) -> None:

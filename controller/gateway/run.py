@@ -17,22 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from controller.console.auth import Authenticator, PeopleStore
+from controller.console.auth import AuthError, Authenticator, PeopleStore
 from controller.console.commandpath import CommandPath
 from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
 from controller.console.view import ConsoleView
 from controller.core.events import ALARM
 from controller.errors import CabguardError
-from controller.gateway.config import load_with_fallback, remember_good
+from controller.gateway.config import ConfigError, last_good_path, load, remember_good
 from controller.gateway.loop import Gateway
-from controller.gateway.site import assemble
+from controller.gateway.site import Site, assemble
 from controller.journal import records as R
 from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.link.uplink import with_checkpoint
 from controller.link.uplinkproc import UplinkProcess, UplinkSpec
 from controller.link.wire import Topics
+from drivers.errors import KeyFileError
 from drivers.keys import load_key
 from drivers.mqtt import BrokerSettings
+from drivers.safefile import InputFileError, parse_toml, read_text
 
 DEFAULT_STATE_DIR = "/var/lib/cabguard"
 LOCK_NAME = "run.lock"
@@ -57,10 +59,10 @@ class Services:
 def state_dir_of(path: str, default: str = DEFAULT_STATE_DIR) -> str:
     """The state folder named by a config, even an invalid one (to find its last good copy)."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        raw = parse_toml(read_text(path, "site config"), path, "site config")
         value = raw.get("gateway", {}).get("state_dir")
         return value if isinstance(value, str) and value else default
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+    except (OSError, InputFileError, tomllib.TOMLDecodeError, AttributeError):
         return default
 
 
@@ -112,8 +114,15 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
                               key_file=doc["key_file"])
     on_command: Callable[[bytes], None] = lambda payload: None    # no head-end key: no commands
     headend = gdoc["keys"]["headend"]
+    key = None
     if headend:
-        verifier = DownlinkVerifier(gateway.gateway_id, load_key(headend), SeqStore(gateway.state_dir / "downlink-seq"))
+        try:
+            key = load_key(headend)
+        except KeyFileError as e:       # records still go up; commands wait for a readable key
+            print("cabguard: {}; downlink commands are refused until it is fixed".format(e), file=sys.stderr)
+            gateway.health.record(R.HEALTH_INPUT_REFUSED, str(e), ALARM)
+    if key is not None:
+        verifier = DownlinkVerifier(gateway.gateway_id, key, SeqStore(gateway.state_dir / "downlink-seq"))
         on_command = command_handler(verifier, path.execute, path.refused)
     spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
                       str(gateway.journal.directory), window=doc["window"], heartbeat_s=doc["heartbeat_s"])
@@ -123,12 +132,37 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
     return uplink.start()
 
 
+def load_site(config_path: str, state_dir: str) -> tuple[Site, ConfigError | None]:
+    """The site to run, and the error that forced a fallback (if any).  A config
+    is good only if what it names (profiles, model) is good too: any problem
+    with either falls back to the last good config."""
+    try:
+        return assemble(load(config_path)), None
+    except ConfigError as err:
+        good = last_good_path(state_dir)
+        if not good.exists():
+            raise
+        return assemble(load(good)), err
+
+
+def people_store(gateway: Gateway, path: str) -> PeopleStore:
+    """The enrolled people; an unreadable file leaves the console with nobody
+    to log in (docs/runtime.md "Inputs the gateway refuses"), journaled."""
+    try:
+        return PeopleStore(path)
+    except AuthError as e:
+        print("cabguard: {}; the console accepts no login until it is fixed".format(e), file=sys.stderr)
+        gateway.health.record(R.HEALTH_INPUT_REFUSED, str(e), ALARM)
+        return PeopleStore.refusing(path, str(e))
+
+
 def build(config_path: str, state_dir: str | None = None, console_link: str | None = None,
           **gateway_options) -> Services:
     """Load the config (falling back to the last good one), assemble, start everything."""
-    config, fallback = load_with_fallback(config_path, state_dir or state_dir_of(config_path))
+    site, fallback = load_site(config_path, state_dir or state_dir_of(config_path))
+    config = site.config
     doc = config.doc
-    gateway = Gateway(assemble(config), **gateway_options)
+    gateway = Gateway(site, **gateway_options)
     if doc.get("rules"):
         gateway.use_table(doc["rules"]["key"], doc["rules"]["table"])
     gateway.start()
@@ -139,7 +173,7 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         print("cabguard: running on the last good config {}".format(config.path), file=sys.stderr)
         gateway.health.record(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
     console_doc = doc.get("console")
-    people = PeopleStore(console_doc["people"]) if console_doc else None
+    people = people_store(gateway, console_doc["people"]) if console_doc else None
     services = Services(gateway, CommandPath(gateway, people))
     if console_doc:
         services.console = start_console(gateway, services.path, console_doc, console_link)

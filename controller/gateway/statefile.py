@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from drivers.atomicfile import write_atomic
+from drivers.safefile import KIB, InputFileError, parse_json, read_bytes
 
 
 class StateFile:
@@ -22,9 +23,9 @@ class StateFile:
     def load(self) -> tuple[int, int, int] | None:
         """The persisted (mode, resume, lock), or None (first start or unreadable)."""
         try:
-            doc = json.loads(self.path.read_text())
+            doc = parse_json(read_bytes(self.path, "core state file", 4 * KIB), self.path, "core state file")
             return (int(doc["mode"]), int(doc["resume"]), int(doc["lock"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, InputFileError):
             return None
 
     def save(self, persisted: tuple[int, int, int]) -> None:

@@ -13,10 +13,11 @@ from typing import Callable
 
 from controller.core.catalog import Catalog
 from controller.core.evaluator import Evaluator
-from drivers.atomicfile import write_atomic
+from drivers.atomicfile import write_output
 from drivers.cose import kid_text, mac0_create, mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
+from drivers.safefile import InputFileError, read_bytes
 from rules.errors import TableRefused
 from rules.payload import load_payload
 
@@ -33,15 +34,17 @@ def sign(payload: bytes, key: CoseKey) -> bytes:
 def write_table(path: str | Path, data: bytes) -> None:
     """Write atomically and durably (drivers/atomicfile.py), so a gateway never
     reads half a table; readable by all: a table is signed, not secret."""
-    write_atomic(path, data, 0o644)
+    write_output(path, data, "rule table", 0o644)
 
 
 def read_payload(path: str | Path, key: CoseKey | None) -> bytes:
     """The verified payload of a table file (unverified when ``key`` is None)."""
     try:
-        raw = Path(path).read_bytes()
+        raw = read_bytes(path, "rule table")
     except OSError as e:
         raise TableRefused("cannot read rule table {}: {}".format(path, e.strerror)) from None
+    except InputFileError as e:
+        raise TableRefused(str(e)) from None
     try:
         msg = mac0_decode(raw)
     except CoseError as e:

@@ -17,8 +17,6 @@ from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import cbor2
-
 from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.events import COMMAND_NAMES
@@ -26,9 +24,11 @@ from controller.core.step import CoreConfig, CoreState
 from controller.core.trace import header_line, scan_line
 from controller.errors import CabguardError
 from controller.journal import records as R
-from controller.journal.segments import Bad, iter_frames, list_segments
+from controller.journal.segments import Bad, iter_frames, list_segments, read_segment
 from drivers import cose
 from drivers.errors import CoseError
+from drivers.atomicfile import write_output
+from drivers.safefile import loads_cbor
 from drivers.keys import CoseKey, EpochKeys, load_key
 from rules.payload import decode_payload, json_data
 
@@ -119,7 +119,7 @@ def verified_records(directory: Path, keys: EpochKeys) -> Iterator[dict]:
     """Every record whose MAC checks out, in journal order (others are skipped:
     ``cabguard verify`` is the place that reports them)."""
     for _n, path in list_segments(directory):
-        for item in iter_frames(path.read_bytes()):
+        for item in iter_frames(read_segment(path)):
             if isinstance(item, Bad):
                 continue
             try:
@@ -127,8 +127,8 @@ def verified_records(directory: Path, keys: EpochKeys) -> Iterator[dict]:
                 key = keys.key_for(msg.kid)
                 if key is None:
                     continue
-                rec = cbor2.loads(msg.verify(key.k))
-            except (CoseError, ValueError, cbor2.CBORDecodeError):
+                rec = loads_cbor(msg.verify(key.k))
+            except (CoseError, ValueError):
                 continue
             keys.confirm(msg.kid)
             if isinstance(rec, dict):
@@ -187,5 +187,5 @@ def replay_incident(args: argparse.Namespace) -> list[str]:
         raise CabguardError("--incident needs --key (the record key that verifies the journal)")
     lines = incident_trace(args.trace, load_key(args.key), args.incident)
     if args.trace_out:
-        Path(args.trace_out).write_text("\n".join(lines) + "\n")
+        write_output(args.trace_out, ("\n".join(lines) + "\n").encode(), "trace", 0o644)
     return lines

@@ -54,7 +54,7 @@ from controller.core.events import ALARM, CRITICAL, INFO, WARNING
 from controller.errors import JournalError
 from controller.journal import records as R
 from controller.journal.segments import (
-    Bad, frame, iter_frames, list_segments, scan_tail, segment_name, stream_frames,
+    Bad, frame, iter_frames, list_segments, read_segment, scan_tail, segment_name, stream_frames,
 )
 from drivers import cose
 from drivers.atomicfile import fsync_dir, write_atomic
@@ -259,7 +259,7 @@ class Journal:
         listed = list_segments(self.directory)
         while listed:
             number, path = listed[-1]
-            data = path.read_bytes()
+            data = read_segment(path)
             tail = scan_tail(data)
             if tail.frames == 0 and (tail.damage is None or tail.torn):
                 path.unlink()   # nothing good in it: a segment created just before a crash
@@ -272,6 +272,10 @@ class Journal:
         if tail.damage is not None and not tail.torn:
             # Corruption inside the segment: resume after its last good frame.
             goods = [item for item in iter_frames(data) if not isinstance(item, Bad)]
+            if not goods:    # the resync gave up on a crafted segment (segments.py RESYNC_WORK)
+                raise JournalError("{}: damaged from offset {} with no readable frame within the scan "
+                                   "budget; move it out of the journal folder and run `cabguard verify` on "
+                                   "it".format(path, tail.good_end))
             tail = tail._replace(last_record=goods[-1][1])
         for older_number, older in listed[:-1]:
             first = first_seq_of(older)

@@ -69,6 +69,7 @@ HEALTH_UPLINK = 6           # the broker refused us, or TLS failed
 HEALTH_CONSOLE_LOCKOUT = 7  # repeated failed console logins
 HEALTH_STARTED = 8          # the gateway started (detail: version, config)
 HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
+HEALTH_INPUT_REFUSED = 10   # a file the gateway reads was refused: running without it (detail: why)
 
 # Data keys per type beyond the core events (docs/records.cddl).
 GENESIS_KID, GENESIS_ALG = 1, 2

@@ -8,15 +8,21 @@ or COSE_Encrypt0 (drivers.cose).
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from drivers.safefile import open_binary, read_bytes
+
 HEAD = struct.Struct(">II")
 HEAD_LEN = HEAD.size
 MAX_RECORD = 1 << 20     # a record larger than this is a damaged length field
 SUFFIX = ".seg"
+# No segment the journal writes is larger (16 MB and one record, by default):
+# a larger file in the folder is not a segment of ours, and is not read whole.
+SEGMENT_LIMIT = 64 << 20
 
 
 def frame(record: bytes) -> bytes:
@@ -35,6 +41,12 @@ def list_segments(directory: Path) -> list[tuple[int, Path]]:
         if p.name.endswith(SUFFIX) and len(stem) == 8 and stem.isdigit():
             found.append((int(stem), p))
     return sorted(found)
+
+
+def read_segment(path: Path) -> bytes:
+    """A whole segment file: a regular file of at most SEGMENT_LIMIT bytes
+    (OSError, or drivers.safefile.InputFileError naming the file)."""
+    return read_bytes(path, "journal segment", SEGMENT_LIMIT)
 
 
 class Bad(NamedTuple):
@@ -59,9 +71,33 @@ def _frame_at(data: bytes, pos: int) -> tuple[int, str]:
     return end, ""
 
 
-def _resync(data: bytes, pos: int) -> int:
-    """The next offset after ``pos`` where a good frame starts, or len(data)."""
-    for p in range(pos + 1, len(data) - HEAD_LEN):
+# Where a frame header could start: a length of 1 to MAX_RECORD (big-endian),
+# found by the regex engine rather than a Python loop over every byte.
+_PLAUSIBLE = re.compile(rb"(?=\x00(?:[\x01-\x0f][\s\S]{2}|\x10\x00\x00|\x00[\x01-\xff][\s\S]|\x00\x00[\x01-\xff]))")
+# A resync spends at most this much work per byte of the data (a candidate
+# costs CANDIDATE_COST, plus the bytes its CRC covers), and at least two
+# largest records' worth.  Real damage is found within a frame or two; a
+# crafted segment with a plausible header at every offset would otherwise
+# cost a CRC of up to 1 MB per byte (verify once took 90 s on 2 MB).
+RESYNC_WORK = 8
+CANDIDATE_COST = 64
+GAVE_UP = -1
+
+
+def resync_budget(data: bytes) -> list[int]:
+    """The work one pass over ``data`` may spend resyncing (a mutable cell)."""
+    return [RESYNC_WORK * len(data) + 2 * MAX_RECORD]
+
+
+def _resync(data: bytes, pos: int, budget: list[int]) -> int:
+    """The next offset after ``pos`` where a good frame starts, len(data) if
+    none does, or GAVE_UP once ``budget`` is spent (not knowing is not "none")."""
+    for m in _PLAUSIBLE.finditer(data, pos + 1, len(data) - HEAD_LEN):
+        p = m.start()
+        length = HEAD.unpack_from(data, p)[0]
+        budget[0] -= CANDIDATE_COST + (length if p + HEAD_LEN + length <= len(data) else 0)
+        if budget[0] < 0:
+            return GAVE_UP
         if _frame_at(data, p)[0]:
             return p
     return len(data)
@@ -76,6 +112,7 @@ def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
     """
     pos = 0
     n = len(data)
+    budget = resync_budget(data)
     while pos < n:
         end, reason = _frame_at(data, pos)
         if end:
@@ -89,7 +126,10 @@ def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
                 yield Bad(pos, nxt - pos, reason)
                 pos = nxt
                 continue
-        nxt = _resync(data, pos)
+        nxt = _resync(data, pos, budget)
+        if nxt == GAVE_UP:
+            yield Bad(pos, n - pos, reason + "; no frame found after it within the scan budget")
+            return
         yield Bad(pos, nxt - pos, reason)
         pos = nxt
 
@@ -104,7 +144,7 @@ def stream_frames(path: Path) -> Iterator[tuple[int, bytes] | Bad]:
     stays near STREAM_WINDOW however long the segment (the uplink drains a
     week's backlog through this).  A frame still being written at the end
     of the file ends the stream, as ``iter_frames`` reports it."""
-    with open(path, "rb") as f:
+    with open_binary(path, "journal segment") as f:
         base = 0
         while True:
             f.seek(base)
@@ -123,6 +163,15 @@ def stream_frames(path: Path) -> Iterator[tuple[int, bytes] | Bad]:
             if last:
                 return
             base += nxt
+
+
+def could_be_torn(data: bytes, bad: Bad) -> bool:
+    """Whether damage can be a crash's unfinished write: it runs to the end of
+    the data and is at most one frame long, or all zeros.  A CRC mismatch
+    cannot: the frame was written whole."""
+    if bad.offset + bad.length != len(data) or bad.reason == "CRC mismatch":
+        return False
+    return bad.length <= HEAD_LEN + MAX_RECORD or data.count(0, bad.offset) == bad.length
 
 
 class Tail(NamedTuple):
@@ -146,7 +195,7 @@ def scan_tail(data: bytes) -> Tail:
         if not end:
             bad = Bad(pos, len(data) - pos, reason)
             rest_is_zero = data.count(0, pos) == len(data) - pos
-            torn = rest_is_zero or _resync(data, pos) == len(data)
+            torn = rest_is_zero or _resync(data, pos, resync_budget(data)) == len(data)
             return Tail(pos, last, count, torn, bad)
         last = data[pos + HEAD_LEN:end]
         count += 1

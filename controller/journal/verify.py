@@ -20,9 +20,10 @@ import cbor2
 
 from controller.errors import CabguardError
 from controller.journal import records as R
-from controller.journal.segments import Bad, iter_frames, list_segments
+from controller.journal.segments import Bad, could_be_torn, iter_frames, list_segments, read_segment
 from drivers import cose
 from drivers.errors import CoseError
+from drivers.safefile import InputFileError
 from drivers.keys import CoseKey, EpochKeys, epoch_number, load_key
 
 ZERO_TAG = bytes(cose.TAG_LEN)
@@ -259,14 +260,17 @@ def verify_dir(directory: str | Path, provisioning: CoseKey,
     report.segments = len(segments)
     for i, (_number, path) in enumerate(segments):
         try:
-            data = path.read_bytes()
+            data = read_segment(path)
         except OSError as e:
             report.problem("io", "cannot read: {}".format(e.strerror), path.name)
+            continue
+        except InputFileError as e:
+            report.problem("io", str(e), path.name)
             continue
         for item in iter_frames(data):
             if isinstance(item, Bad):
                 last_segment = i == len(segments) - 1
-                if last_segment and item.offset + item.length == len(data) and item.reason != "CRC mismatch":
+                if last_segment and could_be_torn(data, item):
                     report.warnings.append({"kind": "torn_tail", "segment": path.name, "offset": item.offset,
                                             "message": "{} bytes of an unfinished write at the end "
                                                        "(a crash; cut at the next start)".format(item.length)})

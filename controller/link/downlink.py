@@ -25,6 +25,7 @@ from drivers.atomicfile import write_atomic
 from drivers.cose import mac0_decode
 from drivers.errors import CoseError
 from drivers.keys import CoseKey
+from drivers.safefile import InputFileError, read_bytes
 
 # Bounds on what a signed command may claim (a valid MAC proves who sent it,
 # not that its numbers are sane): one sequence number far ahead would make
@@ -50,10 +51,10 @@ class SeqStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
-            self.value = int(self.path.read_text().strip() or 0)
+            self.value = int(read_bytes(self.path, "downlink sequence file", 64).strip() or 0)
         except FileNotFoundError:
             self.value = 0
-        except ValueError:
+        except (ValueError, InputFileError):
             raise CabguardError("{} is corrupt: it must hold one number (the last accepted downlink "
                                 "sequence); restore it from the journal's last command record".format(self.path))
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from drivers.errors import ProfileError
+from drivers.safefile import InputFileError, parse_toml, read_text
 from drivers.modbus.frames import MAX_BITS, MAX_REGISTERS
 from drivers.tomlsource import TomlSource
 
@@ -409,18 +410,22 @@ def load_profile(name_or_path: str | Path) -> Profile:
             raise ProfileError("unknown device profile '{}' (known: {}; or give a .toml path)".format(
                 name_or_path, ", ".join(known_profiles())))
     try:
-        text = path.read_text()
+        text = read_text(path, "device profile")
     except OSError as e:
         raise ProfileError("cannot read device profile {}: {}".format(path, e.strerror)) from None
+    except InputFileError as e:
+        raise ProfileError(str(e)) from None
     return parse_profile(text, path)
 
 
 def parse_profile(text: str, path: Path) -> Profile:
     src = _Source(path, text)
     try:
-        doc = tomllib.loads(text)
+        doc = parse_toml(text, path, "device profile")
     except tomllib.TOMLDecodeError as e:
         raise ProfileError("{}: not valid TOML: {}".format(path, e)) from None
+    except InputFileError as e:
+        raise ProfileError(str(e)) from None
     head = doc.get("profile")
     if not isinstance(head, dict):
         raise src.error(1, "missing [profile] table (name, class)")
