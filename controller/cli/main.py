@@ -106,10 +106,11 @@ def _cmd(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(sub: argparse._SubParsersAction) -> None:
+    from controller.devtools.bench import AREAS     # a tuple of names: importing it is cheap
     p = sub.add_parser("bench", help="performance figures (what `make bench` runs)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--only", metavar="AREA", action="append",
-                   help="run only this area (repeatable); default: all")
+                   help="run only this area (repeatable; {}); default: all".format(", ".join(AREAS)))
     p.set_defaults(handler="controller.devtools.bench:main")
 
 

@@ -71,7 +71,7 @@ def config_catalog(config_path: str) -> tuple[list[tuple[str, str, int]], dict[s
     from controller.gateway.config import load
     from controller.gateway.site import assemble
 
-    site = assemble(load(config_path))
+    site = assemble(load(config_path), with_model=False)    # the catalog does not depend on the model file
     return site.catalog.specs(), site.device_classes
 
 
