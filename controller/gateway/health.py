@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from controller.core.events import ALARM, WARNING
+from controller.core.events import ALARM, SEVERITY_NAMES, WARNING
 from controller.journal import records as R
 
 NEWS_INTERVAL_S = 60.0
@@ -21,16 +21,19 @@ class HealthReporter:
     """Health records into ``journal``; ``context`` gives a record's time and
     clock quality, ``note`` shows a line on the console's event list."""
 
-    def __init__(self, journal, context: Callable[[], R.Context], note: Callable[[str], None]):
+    def __init__(self, journal, context: Callable[[], R.Context], note: Callable[[str], None],
+                 log: Callable[[str], None] = lambda line: None):
         self.journal = journal
         self.context = context
         self.note = note
+        self.log = log          # one line per health record, for the system journal (stderr under systemd)
         self.urgent_listeners: list[Callable[[int], None]] = []
         self._reported: dict[tuple[str, str], float] = {}
 
     def record(self, code: int, detail: str, severity: int = WARNING) -> int:
         """Journal a health record (R.HEALTH_*); returns its sequence number."""
         seq = self.journal.append(R.health(self.context(), code, detail, severity))
+        self.log("{} health: {} (seq {})".format(SEVERITY_NAMES[severity], detail, seq))
         if severity >= ALARM:
             self.urgent(seq)
         self.note("health: " + detail)
@@ -55,4 +58,5 @@ class HealthReporter:
         """The uplink's troubles: noted at once, journaled at most once a minute."""
         self.note(text)
         if self.news("uplink", "health"):
-            self.journal.append(R.health(self.context(), R.HEALTH_UPLINK, text, WARNING))
+            seq = self.journal.append(R.health(self.context(), R.HEALTH_UPLINK, text, WARNING))
+            self.log("warning health: {} (seq {})".format(text, seq))

@@ -22,6 +22,7 @@ from controller.console.commandpath import CommandPath
 from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
 from controller.console.view import ConsoleView
 from controller.core.events import ALARM
+from controller.core.modes import MODE_NAMES
 from controller.errors import CabguardError
 from controller.gateway.config import load_with_fallback, remember_good
 from controller.gateway.loop import Gateway
@@ -145,7 +146,22 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         services.console = start_console(gateway, services.path, console_doc, console_link)
     if doc.get("uplink"):
         services.uplink = start_uplink(gateway, services.path, doc["uplink"])
+    gateway.log(started_line(gateway, doc))
     return services
+
+
+def started_line(gateway: Gateway, doc: dict) -> str:
+    """What a technician reading the system journal needs to know the gateway is guarding."""
+    rules = len(gateway.rule_names())
+    return "started: gateway {} site {}, mode {}, {} device(s) on {} bus(es), {} rule(s), console {}, uplink {}".format(
+        gateway.gateway_id, doc["gateway"]["site"], MODE_NAMES[gateway.state.mode], len(doc["device"]),
+        len(gateway.site.pollers), rules, (doc.get("console") or {}).get("port", "none"),
+        (doc.get("uplink") or {}).get("broker", "none"))
+
+
+def log_line(line: str) -> None:
+    """One line to stderr: systemd's journal keeps it with the unit's name and time."""
+    print("cabguard: " + line, file=sys.stderr, flush=True)
 
 
 class StopRequest:
@@ -178,4 +194,4 @@ def serve(services: Services, stop: StopRequest) -> int:
 def main(args: argparse.Namespace) -> int:
     stop = StopRequest()
     hold_state_dir(state_dir_of(args.config, args.state_dir or DEFAULT_STATE_DIR))
-    return serve(build(args.config, args.state_dir), stop)
+    return serve(build(args.config, args.state_dir, log=log_line), stop)
