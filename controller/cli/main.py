@@ -178,6 +178,41 @@ def _keys(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(handler="controller.cli.keygen:main")
 
 
+def _journal(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("journal", help="read a journal: list, filter, show, export records; its incidents",
+                       description="Read a journal folder (the gateway's or a copy) with the record key: "
+                                   "records as lines, filtered, or exported; incidents with their evidence "
+                                   "windows (docs/journal.md).")
+    jsub = p.add_subparsers(dest="journal_cmd", metavar="{list,show,incidents}", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files), or a copy")
+        q.add_argument("--key", required=True, metavar="KEY", help="the record key file from `cabguard keys gen`")
+
+    lst = jsub.add_parser("list", help="records, oldest first; filters combine (and)")
+    common(lst)
+    lst.add_argument("--since", metavar="TIME", help="from this ISO 8601 time on (no offset: UTC)")
+    lst.add_argument("--until", metavar="TIME", help="before this ISO 8601 time")
+    lst.add_argument("--severity", choices=("info", "warning", "alarm", "critical"),
+                     help="this severity or worse")
+    lst.add_argument("--type", action="append", metavar="TYPE",
+                     help="record type, e.g. rule, mode, health, command, incident (repeatable)")
+    lst.add_argument("--rule", action="append", metavar="ID", help="rule id, e.g. door_forced or door_forced.io (repeatable)")
+    lst.add_argument("--device", action="append", metavar="NAME", help="records about this device (repeatable)")
+    lst.add_argument("--format", choices=("text", "jsonl", "csv"), default="text",
+                     help="text lines (default), JSON Lines or CSV")
+    lst.set_defaults(handler="controller.cli.journalcmd:list_cmd")
+    show = jsub.add_parser("show", help="one record in full")
+    common(show)
+    show.add_argument("seq", type=int, metavar="SEQ")
+    show.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    show.set_defaults(handler="controller.cli.journalcmd:show")
+    inc = jsub.add_parser("incidents", help="incidents, their alarms and evidence windows (the SEQ for replay --incident)")
+    common(inc)
+    inc.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    inc.set_defaults(handler="controller.cli.journalcmd:incidents_cmd")
+
+
 def _verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check a journal: MACs, chain, sequence, time, truncation",
                        description="Check every record of a journal folder with the provisioning "
@@ -303,7 +338,7 @@ def _selftest(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _journal, _collect, _cmd,
     _console, _provision, _selftest,
 ]
 
