@@ -243,9 +243,12 @@ def _rules(sub: argparse._SubParsersAction) -> None:
                         description="Compile rule files into a CBOR table MAC'd with the installer key.")
     k.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
     k.add_argument("-o", "--output", metavar="TABLE", required=True, help="table file to write")
-    k.add_argument("--key", metavar="KEY", required=True, help="installer COSE_Key file")
-    k.add_argument("--catalog", metavar="FILE", help=catalog_help)
-    k.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
+    k.add_argument("--key", metavar="KEY", required=True,
+                   help="the gateway's installer key (kid <gateway>/installer, from `cabguard keys gen`)")
+    # A table is for one site's signal catalog: which one is never a silent default.
+    target = k.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", metavar="SITE.toml", help="compile for this site config's catalog (and gateway)")
+    target.add_argument("--catalog", metavar="FILE", help=catalog_help)
     k.set_defaults(handler="controller.cli.rulescmd:compile_cmd")
     e = rsub.add_parser("explain", help="which rule fired when, and why",
                         description="Replay TRACE with TABLE and show, for every rule raised or "

@@ -19,7 +19,7 @@ from controller.core.table import SEVERITY_NAMES, Evaluator, Table
 from controller.core.trace import replay_lines
 from controller.errors import CabguardError
 from controller.gateway.tables import read_payload, sign, write_table
-from drivers.keys import load_key
+from drivers.keys import load_key, require_role
 from drivers.modbus.profiles import CLASSES
 from rules.compiler import Compiled, SiteCatalog, compile_files
 from rules.errors import CatalogFileError
@@ -100,6 +100,11 @@ def _summary(compiled: Compiled) -> str:
     return "{} rules ({})".format(len(compiled.rules), counts or "none")
 
 
+def _config_gateway(config_path: str) -> str:
+    from controller.gateway.config import load
+    return load(config_path).gateway_id
+
+
 def check(args: argparse.Namespace) -> int:
     _catalog, compiled = _compile(args)
     for r in compiled.rules:
@@ -109,8 +114,10 @@ def check(args: argparse.Namespace) -> int:
 
 
 def compile_cmd(args: argparse.Namespace) -> int:
-    _catalog, compiled = _compile(args)
     key = load_key(args.key)
+    gateway = _config_gateway(args.config) if args.config else None
+    require_role(key, "installer", args.key, gateway)     # the gateway verifies tables with its installer key
+    _catalog, compiled = _compile(args)
     payload = compiled.encode()
     write_table(args.output, sign(payload, key))
     print("{}: {}, {} bytes, signed with key '{}'".format(
