@@ -50,6 +50,7 @@ def test_ready_watchdog_status_and_a_clean_sigterm(tmp_path):
 
 
 def test_config_check_lists_every_problem_or_says_ok(tmp_path):
+    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB0"))
     ok = subprocess.run(CLI + ["config", "check", str(site)], capture_output=True, text=True)

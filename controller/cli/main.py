@@ -68,6 +68,13 @@ def _config(sub: argparse._SubParsersAction) -> None:
     cs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = cs.add_parser("check", help="list every problem at once, with dotted paths")
     check.add_argument("config", metavar="SITE.toml")
+    check.add_argument("--installing", action="store_true",
+                       help="on the flashing machine (flash.sh): check the files below, not the config's "
+                            "gateway paths (keys without --keys are yet to be generated)")
+    check.add_argument("--keys", metavar="DIR", help="with --installing: record.key, command.key, installer.key")
+    check.add_argument("--model", metavar="FILE", help="with --installing: the model file to install")
+    check.add_argument("--rules", nargs="+", metavar="SRC",
+                       help="with --installing: rule files to compile for this site (default: the shipped packs)")
     check.set_defaults(handler="controller.cli.configcheck:main")
 
 
