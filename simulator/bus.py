@@ -19,6 +19,7 @@ the kernel keeps PARENB on ptys, which not all do).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import termios
@@ -150,6 +151,9 @@ class SimBus:
         os.write(self.master_fd, reply.data)
 
 
+LINK_LOCK = ".cabguard-sim.lock"    # in a --link folder: held by the simulator linking there
+
+
 class Simulator:
     """Several buses in one process; ``link(dir)`` makes ``dir/<bus>`` symlinks to the ports."""
 
@@ -159,6 +163,7 @@ class Simulator:
             raise SimConfigError("two buses share a name ({})".format(", ".join(names)))
         self.buses = {b.name: b for b in buses}
         self._links: list[Path] = []
+        self._lock_fds: list[int] = []
 
     def bus(self, name: str) -> SimBus:
         try:
@@ -174,9 +179,11 @@ class Simulator:
         raise SimConfigError("no simulated device {!r}".format(name))
 
     def link(self, directory: str | Path) -> dict[str, Path]:
-        """``directory/<bus>`` -> the bus's pty, replacing stale links of an earlier run."""
+        """``directory/<bus>`` -> the bus's pty, replacing stale links of an earlier run;
+        a folder a live simulator links into is refused (its links are in use)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        self._hold(d)
         made = {}
         for name, bus in self.buses.items():
             path = d / name
@@ -188,6 +195,21 @@ class Simulator:
             self._links.append(path)
             made[name] = path
         return made
+
+    def _hold(self, d: Path) -> None:
+        """An exclusive ``flock`` on ``d/LINK_LOCK`` while this simulator runs (the kernel lets
+        go when it dies), holding its PID so that a refused second one can name it."""
+        fd = os.open(d / LINK_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SimConfigError("{} is in use by a running simulator (PID {}): its links serve that "
+                                 "simulator's devices; stop it or choose another --link".format(d, holder)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, "{}\n".format(os.getpid()).encode(), 0)
+        self._lock_fds.append(fd)
 
     def start(self) -> "Simulator":
         for bus in self.buses.values():
@@ -201,6 +223,9 @@ class Simulator:
             if path.is_symlink():
                 path.unlink()
         self._links.clear()
+        for fd in self._lock_fds:
+            os.close(fd)
+        self._lock_fds.clear()
 
     def __enter__(self) -> "Simulator":
         return self.start()
