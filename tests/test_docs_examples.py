@@ -268,9 +268,9 @@ def test_shell_example_runs(block, tmp_path):
         for command in _commands(block.body):
             if command.endswith("&"):
                 proc = subprocess.Popen(["bash", "-c", "exec " + command[:-1]], cwd=cwd, env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                first = proc.stdout.readline()     # it is up once it has said so
-                assert first, "{}: {!r} said nothing: {}".format(block.where, command, proc.stderr.read())
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                first = proc.stdout.readline()     # it is up once it has said so (stdout or stderr)
+                assert first, "{}: {!r} said nothing".format(block.where, command)
                 background.append(proc)
                 continue
             done = subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
