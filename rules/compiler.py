@@ -138,7 +138,7 @@ def compile_files(paths: list[str | Path], catalog: SiteCatalog) -> Compiled:
 
 
 def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
-                   diags: list[Diagnostic]) -> tuple[list[CompiledRule], int, int]:
+                   diags: list[Diagnostic]) -> tuple[list[CompiledRule], Mem, Mem]:
     mem, explain_mem = Mem(), Mem()
     seen: dict[str, RuleSpec] = {}
     out: list[CompiledRule] = []
@@ -167,20 +167,22 @@ def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
             rule = _instance(spec, device, trees, catalog, mem, explain_mem, diags)
             if rule is not None:
                 out.append(rule)
-    return out, mem.size, explain_mem.size
+    return out, mem, explain_mem
 
 
-def _payload(rules: list[CompiledRule], catalog: SiteCatalog, source: bytes, mem: int, explain_mem: int) -> dict:
+def _payload(rules: list[CompiledRule], catalog: SiteCatalog, source: bytes, mem: Mem, explain_mem: Mem) -> dict:
     used = sorted(set(i for r in rules for i in r.signals))
     return {
         "format": T.FORMAT,
         "catalog": catalog.digest,
         "source": source,
-        "mem": mem,
+        "mem": mem.size,
+        "guards": mem.guards,
         "signals": [[i, catalog.names[i]] for i in used],
         "rules": [[r.id, r.spec.severity, r.spec.actions, r.flags, r.code] for r in rules],
         "explain": {
-            "mem": explain_mem,
+            "mem": explain_mem.size,
+            "guards": explain_mem.guards,
             "rules": [[r.when_text, [[text, code] for text, code in r.terms], r.signals] for r in rules],
         },
     }

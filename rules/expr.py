@@ -78,6 +78,25 @@ class SiteCatalog:
         self.device_classes = dict(device_classes)
         self.digest = bytes(digest)
         self.schedules = sorted(n[len("sched."):] for n in self.names if n.startswith("sched."))
+        self.twin_of = self._online_twins()
+
+    def _online_twins(self) -> dict[int, int]:
+        """{signal index: its device's ``<dev>.online`` index} for every signal
+        a device reports.  The link twins (``online``, ``comm_*``) are the
+        bus driver's knowledge, never unknown; ``sys.*``, ``sched.*`` and
+        ``anom.*`` belong to no device."""
+        twins = {}
+        for name, (i, _unit, _scale) in self.index.items():
+            device, _dot, short = name.partition(".")
+            online = self.index.get(device + ".online")
+            if device in self.device_classes and online is not None \
+                    and short != "online" and not short.startswith("comm_"):
+                twins[i] = online[0]
+        return twins
+
+    def guard(self, code: list[int]) -> list[int]:
+        """The online twins of the devices whose signals ``code`` reads."""
+        return sorted(set(self.twin_of[i] for i in T.read_signals(code) if i in self.twin_of))
 
     def devices_of(self, cls: str) -> list[str]:
         return sorted(d for d, c in self.device_classes.items() if c == cls)
@@ -87,14 +106,18 @@ class SiteCatalog:
 
 
 class Mem:
-    """Allocates words of evaluator state to stateful ops."""
+    """Allocates words of evaluator state to stateful ops, and records the
+    guard of each (the table's "guards")."""
 
     def __init__(self) -> None:
         self.size = 0
+        self.guards: list[list[int]] = []
 
-    def take(self, op: int) -> int:
+    def take(self, op: int, guard: list[int]) -> int:
         off = self.size
         self.size += T.MEM_WORDS[op]
+        if guard:
+            self.guards.append([off] + guard)
         return off
 
 
@@ -287,7 +310,7 @@ class ExprCompiler:
         return code, ty, ms
 
     def _stateful(self, op: int, code: list[int], ms: int | None) -> list[int]:
-        off = self.mem.take(op)
+        off = self.mem.take(op, self.catalog.guard(code))
         return code + [op, off] + ([] if ms is None else [ms])
 
     def _fn_held(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:

@@ -14,7 +14,8 @@ import cbor2
 from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.errors import TableError
-from controller.core.table import Evaluator, Table
+from controller.core.evaluator import Evaluator
+from controller.core.table import Table
 from rules.errors import RuleError, TableRefused
 
 

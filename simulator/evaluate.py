@@ -84,6 +84,60 @@ def _due(state: CoreState, last: int) -> int | None:
     return due
 
 
+class GatewayImage:
+    """The gateway's image of what the world's devices answer.
+
+    At a start -- the first, and after each gateway restart -- every device
+    is unread and offline (its signals 0), as on a gateway that has just
+    started (``cabguard run``); each comes online at its first poll, one
+    device per scan in catalog order, with what it answers then.  Signals of
+    no device (``sys.*``, ``sched.*``) are the gateway's own: at once."""
+
+    def __init__(self, catalog: Catalog, scan_ms: int):
+        self.scan_ms = scan_ms
+        self.truth = catalog.new_image()         # what the devices answer now
+        self.image = catalog.new_image()         # what the gateway has read
+        self.device_of = [-1] * catalog.size     # device number of each signal, -1: none
+        self.signals: list[list[int]] = []       # each device's signals
+        for k, dev in enumerate(catalog.devices):
+            own = [i for i, name in enumerate(catalog.names) if name.startswith(dev + ".")]
+            for i in own:
+                self.device_of[i] = k
+            self.signals.append(own)
+        self.unpolled: dict[int, int] = {}       # device number -> ms of its first poll
+
+    def boot(self, t: int) -> None:
+        """The gateway starts at ``t``: its image is new, its devices unread."""
+        for i in range(len(self.image)):
+            self.image[i] = self.truth[i] if self.device_of[i] < 0 else 0
+        self.unpolled = {k: t + (k + 1) * self.scan_ms for k in range(len(self.signals))}
+
+    def apply(self, changes: Changes) -> None:
+        """The world's changes: to the image for the devices polled since the start."""
+        for i, v in changes:
+            self.truth[i] = v
+            k = self.device_of[i]
+            if k < 0 or k not in self.unpolled:
+                self.image[i] = v
+
+    def poll(self, t: int) -> None:
+        """Devices whose first poll is due come online with what they answer."""
+        for k, at in list(self.unpolled.items()):
+            if at <= t:
+                for i in self.signals[k]:
+                    self.image[i] = self.truth[i]
+                del self.unpolled[k]
+
+    def next_poll(self) -> int | None:
+        return min(self.unpolled.values()) if self.unpolled else None
+
+
+def _restarts(scn: Scenario, cab: Cabinet) -> list[tuple[int, int]]:
+    """The cabinet's gateway restarts: (ms it stops, ms it starts again)."""
+    return sorted((a.at_ms, a.at_ms + a.params["down"]) for a in scn.actions
+                  if a.kind == "gateway_restart" and cab.id in a.cabinets)
+
+
 def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None = None,
                 model: ModelTables | None = None, idle_ms: int = 1000, record: bool = False,
                 decode_factory: DecodeFactory | None = None) -> CabinetRun:
@@ -91,12 +145,19 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     catalog = cabinet_catalog(scn, cab, getattr(rules_factory, "schedules", ()))
     decode = decode_factory(catalog) if decode_factory else None
     config = CoreConfig(scn.core, tuple(catalog.zone(z) for z in DEFAULT_ENTRY_ZONES))  # as a site's default
-    rules = rules_factory(catalog) if rules_factory else None
-    evaluator = rules
-    if model is not None:
-        evaluator = ModelRules(model, catalog, rules, config.maint_max_ms)
-    state = CoreState(catalog, config, evaluator)
-    image = catalog.new_image()
+
+    def start() -> CoreState:
+        """A gateway's core as it starts: rules and model without history."""
+        rules = rules_factory(catalog) if rules_factory else None
+        evaluator = rules
+        if model is not None:
+            evaluator = ModelRules(model, catalog, rules, config.maint_max_ms)
+        return CoreState(catalog, config, evaluator)
+    state = start()
+    gateway = GatewayImage(catalog, scn.scan_ms)
+    gateway.boot(0)
+    image = gateway.image
+    restarts = _restarts(scn, cab)
     stream = CabinetWorld(scn, cab, catalog).stream()
     nxt = next(stream, None)
     scan = scn.scan_ms
@@ -116,22 +177,42 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             t = due
         if 0 <= ack_at < t:
             t = ack_at
+        poll = gateway.next_poll()
+        if poll is not None and poll < t:
+            t = poll
         t = max(last + scan, -(-t // scan) * scan)
+        if restarts and restarts[0][0] <= t:
+            # The gateway is down: the world goes on, nobody scans, commands
+            # are lost; then it starts as `cabguard run` does, resuming the
+            # mode it persisted.
+            _down, up = restarts.pop(0)
+            while nxt is not None and nxt[0] < up:
+                gateway.apply(decode(nxt[1]) if decode else nxt[1])
+                nxt = next(stream, None)
+            up = -(-up // scan) * scan
+            persisted = state.persisted()
+            state = start()
+            state.resume_after_restart(persisted, ticks.wrap(up))
+            gateway.boot(up)
+            ack_at = -1
+            last = up - scan
+            continue
         if t > end:
             break
         cmds: list[tuple[int, int]] = []
         if nxt is not None and nxt[0] == t:
-            for i, v in (decode(nxt[1]) if decode else nxt[1]):
-                image[i] = v
+            gateway.apply(decode(nxt[1]) if decode else nxt[1])
             cmds = nxt[2]
             nxt = next(stream, None)
+        if gateway.unpolled:
+            gateway.poll(t)
         if t == ack_at:
             cmds = cmds + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
             ack_at = -1
         _outputs, events = step(state, (image, cmds), ticks.wrap(t))
         run.scans += 1
         for ev in events:
-            found = _detection(ev, evaluator)
+            found = _detection(ev, state.rules)
             if found:
                 run.detections.append(Detection(t, found))
             if ev[0] == EV_MODE:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ast
 
 from controller.core.catalog import Catalog
-from controller.core.table import Evaluator
+from controller.core.evaluator import Evaluator
 from rules.compiler import SiteCatalog, compile_files
 from rules.errors import RuleError
 from rules.language import default_sources, load_file

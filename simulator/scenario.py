@@ -51,6 +51,7 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "module_insert": {"battery": "bms1", "count": 1, "serial": 0},
     "cable_cut": {"device": "bms1", "duration": ""},
     "power_cut": {"duration": ""},
+    "gateway_restart": {"down": "30s"},
     "thermal_ramp": {"battery": "bms1", "rise_c": 30.0, "duration": "10m"},
     "sensor_fault": {"signal": "io.vib_rms_mg", "fault": "stuck", "value": 0, "duration": ""},
     "theft_slow": {"battery": "bms1", "modules": 2, "duration": "20m", "rms_mg": 12, "peak_mg": 45},

@@ -297,13 +297,7 @@ class Cabinet:
             self.send("set {} {}".format(dev, " ".join("{}={}".format(k, v) for k, v in sorted(values.items()))))
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc, 10)
 
 
 class GatewayProc:
@@ -329,13 +323,7 @@ class GatewayProc:
         self.start()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc, 20)
 
     def pids(self) -> list[int]:
         """This gateway's process and its children (the uplink process)."""
@@ -565,6 +553,17 @@ def finish_probe(pids: list[int], t0: float, cpu0: float) -> Footprint | None:
                          100.0 * cpu / wall)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _terminate(proc: subprocess.Popen | None, grace_s: float) -> None:
+    """SIGTERM, as systemd stops a service; SIGKILL after ``grace_s``."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _sleep_until(deadline: float) -> None:

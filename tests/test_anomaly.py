@@ -113,3 +113,52 @@ def test_micropython_scores_bit_for_bit():
         assert [tuple(x) for x in out] == results[mode][0]
         assert hi == results[mode][1] and [tuple(x) for x in why] == results[mode][2]
     assert max(s for s, _t in results[ARMED][0]) > 0
+
+
+PORT_MODEL = "rules/models/port.json"
+HEALTHY = {"io.door_bolt": 1, "io.supply_mv": 24000, "io.temp_dc": 231, "io.vib_rms_mg": 3, "io.vib_peak_mg": 9,
+           "bms1.pack_mv": 52800, "bms1.temp_max_dc": 245, "bms1.temp_min_dc": 240, "bms1.modules": 8,
+           "bms1.soc_pct": 80, "bms1.serial": 4711, "bms1.cell_vmax_mv": 3310, "bms1.cell_vmin_mv": 3290}
+
+
+def boot(events, minutes=6):
+    """The shipped model over a disarmed cabinet whose image starts unread
+    (all 0, devices offline); ``events``: {ms: {signal: value}}.  -> (the
+    largest score, the features that ever scored, the model's threshold)."""
+    _scans, index = recorded("", "1m")
+    with open(PORT_MODEL, encoding="utf-8") as f:
+        model = AnomalyModel(ModelTables(json.load(f)), index, (DISARMED,))
+    image = [0] * (max(index.values()) + 1)
+    image[index["sys.clock_trusted"]] = 1
+    worst = 0
+    scored = set()
+    for t in range(0, minutes * 60000, 100):
+        for name, v in events.get(t, {}).items():
+            image[index[name]] = v
+        worst = max(worst, model.scan(image, t, DISARMED)[0])
+        scored |= set(name for name, _points in model.explain())
+    return worst, scored, model.t.threshold
+
+
+def online(*devices, **values):
+    out = {d + ".online": 1 for d in devices}
+    out.update({k: v for k, v in HEALTHY.items() if k.split(".")[0] in devices})
+    return out
+
+
+def test_devices_coming_online_late_are_no_step_or_rise_for_the_model():
+    # The I/O module at its first poll, the BMS 2.5 s later (its own period).
+    assert boot({500: online("io"), 3000: online("bms1")})[:2] == (0, set())
+
+
+def test_a_device_returning_with_other_values_is_no_step_for_the_model():
+    back = dict(online("bms1"), **{"bms1.pack_mv": 40000, "bms1.temp_max_dc": 380, "bms1.current_ma": 50000})
+    _worst, scored, _threshold = boot({500: online("io", "bms1"), 120000: {"bms1.online": 0}, 135000: back,
+                                       200000: {"io.online": 0}, 203000: dict(online("io"), **{"io.door_bolt": 0})})
+    # A device silent is a fact (the power feature); what it reads when back is no step.
+    assert scored == {"power"}
+
+
+def test_the_same_step_while_the_device_answers_is_scored():
+    worst, scored, threshold = boot({500: online("io", "bms1"), 120000: {"bms1.pack_mv": 40000}})
+    assert worst >= threshold and scored == {"volt"}

@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from controller.core.anomaly import ModelTables
-from simulator.evaluate import evaluate, load_model, run_cabinet
+from simulator.decodepath import profile_decode
+from simulator.evaluate import DEFAULT_MODEL, evaluate, load_model, run_cabinet
+from simulator.rulesource import RuleSource
 from simulator.train import train
 from tests.scen_helpers import scenario
 
@@ -165,3 +167,61 @@ def test_sunspec_points_sharing_a_scale_factor_decode_together():
     pack = catalog.index["bms1.pack_mv"]
     got = dict(decode([(pack, 409612)]))
     assert abs(got[pack] - 409612) <= 10      # rounded to the scale factor the encoder chose
+
+
+QUIET_RESTARTS = """
+[[process]]
+kind = "wind"
+[[process]]
+kind = "bms"
+charge_at = "00:05"
+charge = "20m"
+
+[[action]]
+kind = "gateway_restart"
+at = "+3m"
+down = "20s"
+
+[[action]]
+kind = "power_cut"
+at = "+8m"
+duration = "5s"
+
+[[action]]
+kind = "gateway_restart"
+at = "+12m"
+down = "5s"
+
+[[action]]
+kind = "cable_cut"
+device = "bms1"
+at = "+20m"
+duration = "15s"
+"""
+
+
+def test_a_quiet_cabinet_boots_like_a_gateway_and_stays_quiet_through_restarts():
+    scn = scenario(QUIET_RESTARTS, "30m", armed=False)
+    seen = []
+
+    class Watch:
+        """Rules that note what the gateway's image holds at its first scans."""
+
+        def __init__(self, catalog):
+            self.online = catalog.index["bms2.online"]
+            self.pack = catalog.index["bms2.pack_mv"]
+
+        def scan(self, image, now, mode):
+            seen.append((now, image[self.online], image[self.pack]))
+            return ()
+    run_cabinet(scn, scn.cabinets[0], Watch, idle_ms=100)
+    starts = [0, 200000, 725000]            # the start, and each restart's first scan
+    for t0 in starts:
+        first = [s for s in seen if s[0] >= t0][:3]
+        # Unread and offline at the start; online with its value at its first poll
+        # (one device per scan: bms1, bms2, io).
+        assert [(t - t0, on, pack > 0) for t, on, pack in first] == [(0, 0, False), (100, 0, False), (200, 1, True)]
+    assert not [s for s in seen if 180000 <= s[0] < 200000]   # down: nobody scans
+    doc = evaluate([scn], rules_factory=RuleSource(), model=load_model(str(DEFAULT_MODEL)),
+                   decode_factory=profile_decode())
+    assert doc["nuisance_alarms"] == 0 and doc["compare"]["rules"]["nuisance_alarms"] == 0

@@ -475,3 +475,8 @@ def test_a_crash_between_the_new_epoch_key_and_its_rotation_record_is_no_jump(tm
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems
     assert [k.rsplit("/", 1)[1] for k in report.kids] == ["0", "1"]
+
+
+def test_a_device_coming_online_is_info_and_going_silent_a_warning():
+    assert R.event_severity((ev.EV_DEVICE, 9, 1, 0)) == ev.INFO      # every start: each device's first poll
+    assert R.event_severity((ev.EV_DEVICE, 9, 0, 0)) == ev.WARNING

@@ -71,7 +71,7 @@ def rules_traces():
 @pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
 def test_micropython_evaluates_rule_tables_bit_for_bit():
     from controller.core import ticks
-    from controller.core.table import evaluator_from_header
+    from controller.core.evaluator import evaluator_from_header
 
     def factory(catalog, head):
         return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)
@@ -79,7 +79,7 @@ def test_micropython_evaluates_rule_tables_bit_for_bit():
     traces = rules_traces()
     files = {"traces/{}.trace".format(k): "\n".join(v) + "\n" for k, v in traces.items()}
     code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
-            "from controller.core.table import evaluator_from_header\n"
+            "from controller.core.evaluator import evaluator_from_header\n"
             "def factory(catalog, head):\n"
             "    return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)\n")
     for name in sorted(traces):
@@ -137,7 +137,7 @@ def test_micropython_runs_the_model_rules_bit_for_bit():
     from controller.core import ticks
     from controller.core.anomaly import ModelTables
     from controller.core.modelrules import ModelRules
-    from controller.core.table import evaluator_from_header
+    from controller.core.evaluator import evaluator_from_header
     from tests.test_anomaly import tables
 
     MODEL = tables(level=30)
@@ -150,7 +150,7 @@ def test_micropython_runs_the_model_rules_bit_for_bit():
     assert model.explained, "the model's rule never raised: the test would prove nothing"
     files = {"model.trace": "\n".join(lines) + "\n", "model.json": json.dumps(MODEL)}
     code = ("import json\nfrom controller.core import ticks\nfrom controller.core.anomaly import ModelTables\n"
-            "from controller.core.modelrules import ModelRules\nfrom controller.core.table import evaluator_from_header\n"
+            "from controller.core.modelrules import ModelRules\nfrom controller.core.evaluator import evaluator_from_header\n"
             "from controller.core.trace import replay_lines\nMODEL = json.load(open('/app/model.json'))\n"
             + MODEL_FACTORY +
             "r = replay_lines(open('/app/model.trace'), factory, keep_timeline=False)\n"

@@ -6,7 +6,8 @@ import pytest
 
 from controller.cli.rulescmd import site_catalog
 from controller.core import modes, ticks
-from controller.core.table import Evaluator, Table
+from controller.core.evaluator import Evaluator
+from controller.core.table import Table
 from controller.devtools.bench.rules import compile_text
 from rules.compiler import compile_files
 from rules.language import default_sources

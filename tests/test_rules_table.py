@@ -6,11 +6,11 @@ import pytest
 from controller.cli.rulescmd import site_catalog
 from controller.core import modes, ticks
 from controller.core.catalog import Catalog
+from controller.core.errors import TableError
+from controller.core.evaluator import Evaluator, evaluator_from_header
 from controller.core.events import EV_LOCK, EV_MODE, EV_RULE
 from controller.core.step import CoreConfig, CoreState, step
-from controller.core.table import (
-    OP_BIT, OP_GT_K, OP_NE_K, Evaluator, Table, TableError, evaluator_from_header,
-)
+from controller.core.table import OP_BIT, OP_GT_K, OP_NE_K, Table
 from controller.core.trace import replay_lines
 from controller.devtools.bench.rules import compile_text, random_rules, rules_trace
 from rules.compiler import compile_files
@@ -26,10 +26,17 @@ def evaluator(text, every_scan=False):
     return catalog, Evaluator(Table(compiled.data, catalog.size), ticks.diff, every_scan)
 
 
-def run(text, script, start=0):
-    """``script``: (ms, {signal: value}, mode); returns [(ms, rule id, raised)]."""
+ONLINE = ("io.online", "bms1.online", "bms2.online", "relay.online")
+
+
+def run(text, script, start=0, online=ONLINE):
+    """``script``: (ms, {signal: value}, mode); returns [(ms, rule id, raised)].
+    The devices in ``online`` answer from the start (a device's signals are
+    unknown to the stateful ops while it is offline)."""
     catalog, ev = evaluator(text)
     image = catalog.new_image()
+    for name in online:
+        image[catalog.index[name]] = 1
     out = []
     for ms, changes, mode in script:
         for name, v in changes.items():
@@ -168,8 +175,10 @@ def test_a_rule_that_only_tests_a_signal_runs_when_a_test_changes():
 def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
     catalog, ev = evaluator(rule("rate(bms1.temp_max_dc, '8s') > 5"))
     i = catalog.index["bms1.temp_max_dc"]
-    assert ev.table.samplers == ((0, 0, 1000, i),)
+    online = catalog.index["bms1.online"]
+    assert ev.table.samplers == ((0, 0, 1000, i, online),)
     image = catalog.new_image()
+    image[online] = 1
     ev.scan(image, 0, DISARMED)
     mbit = 1 << DISARMED
     for t in range(1000, 20000, 1000):           # a constant signal: samples, but the rate stays 0
@@ -242,3 +251,107 @@ def test_header_table_for_another_catalog_is_refused():
     with pytest.raises(TableError, match="another signal catalog"):
         evaluator_from_header({"rules": json_data(compiled.data)}, other.digest(), other.size, ticks.diff)
     assert replay_lines(lines, lambda cat, head: evaluator_from_header(head, cat.digest(), cat.size, ticks.diff)).scans == 2
+
+
+# -- a value never read is unknown: stateful ops and their devices' online twin --
+
+def answering(device, start, stop, values, every_ms=1000, after=None, end_ms=None):
+    """A script where ``device`` is offline (never read: its signals 0) until
+    ``start`` ms, answers with ``values`` until ``stop``, then, if ``after``
+    is given, is silent for 10 s and answers again with ``after`` (the
+    image keeps the silent device's last values).  Scans every 100 ms up to
+    ``end_ms`` (default: 3 minutes past the last change)."""
+    online = device + ".online"
+    events = {start: dict(values, **{online: 1})}
+    if after is not None:
+        events[stop] = {online: 0}
+        events[stop + 10000] = dict(after, **{online: 1})
+    last = max(events)
+    end_ms = end_ms if end_ms is not None else last + 180000
+    return [(ms, events.get(ms, {}), DISARMED) for ms in range(0, end_ms, 100)]
+
+
+# Each operator, a rule that is true only from a never-read sample or from a
+# sample of an offline device: a device coming online late, or coming back
+# with another value after a silence, is never a rise, a fall or a change.
+LATE = {
+    "rate": (rule("rate(bms1.temp_max_dc, '2m') > 20"), "bms1", {"bms1.temp_max_dc": 245},
+             {"bms1.temp_max_dc": 300}),
+    "changed": (rule("changed(bms1.serial)"), "bms1", {"bms1.serial": 4711}, {"bms1.serial": 4712}),
+    "rose": (rule("rose(io.door_bolt)"), "io", {"io.door_bolt": 1}, {"io.door_bolt": 1}),
+    "fell": (rule("fell(not io.door_bolt)"), "io", {"io.door_bolt": 1}, {"io.door_bolt": 1}),
+    "count": (rule("count(io.door_bolt, '10m') >= 1"), "io", {"io.door_bolt": 1}, {"io.door_bolt": 1}),
+    "within": (rule("bms1.current_ma > 10000 and within(bms1.current_ma < 500, '10s')"), "bms1",
+               {"bms1.current_ma": 20000}, {"bms1.current_ma": 20000}),
+    "held": (rule("held(bms1.soc_pct <= 100, '20s')"), "bms1", {"bms1.soc_pct": 80},
+             {"bms1.soc_pct": 80}),
+    "for": (rule("bms1.soc_pct <= 100", 'for = "20s"'), "bms1", {"bms1.soc_pct": 80},
+            {"bms1.soc_pct": 80}),
+}
+
+
+@pytest.mark.parametrize("op", sorted(LATE))
+def test_a_device_coming_online_late_is_no_history(op):
+    text, device, values, _after = LATE[op]
+    got = run(text, answering(device, 30000, 0, values), online=())
+    if op in ("held", "for"):
+        # Only samples taken while the device answered count: 20 s after it came.
+        assert got == [(50000, "r", 1)]
+    else:
+        assert got == []
+
+
+# What the device read before its silence, for each operator: the value it
+# comes back with differs, or (edges, counts) would be an edge again.
+BEFORE = {
+    "rate": {"bms1.temp_max_dc": 245}, "changed": {"bms1.serial": 4711},
+    "rose": {"io.door_bolt": 0}, "fell": {"io.door_bolt": 0}, "count": {"io.door_bolt": 0},
+    "within": {"bms1.current_ma": 300}, "held": {"bms1.soc_pct": 80}, "for": {"bms1.soc_pct": 80},
+}
+
+
+@pytest.mark.parametrize("op", sorted(LATE))
+def test_a_device_returning_after_a_silence_starts_a_new_history(op):
+    text, device, _values, after = LATE[op]
+    # Online at once with its first reading (0 ms), silent at 200 s, back at 210 s.
+    script = answering(device, 0, 200000, BEFORE[op], after=after)
+    got = run(text, script, online=())
+    if op in ("held", "for"):
+        # Raised after 20 s online; cleared by the silence; raised 20 s after the return.
+        assert got == [(20000, "r", 1), (200000, "r", 0), (230000, "r", 1)]
+    else:
+        assert got == []
+
+
+@pytest.mark.parametrize("op", sorted(LATE))
+def test_a_flapping_device_never_satisfies_a_stateful_op(op):
+    text, device, _values, after = LATE[op]
+    online = device + ".online"
+    script = []
+    for k in range(60):                  # 60 times: 5 s answering, 2 s silent, values alternating
+        reading = after if k % 2 else BEFORE[op]
+        script += [(k * 7000, dict(reading, **{online: 1}), DISARMED), (k * 7000 + 5000, {online: 0}, DISARMED)]
+    assert run(text, script, online=()) == []
+
+
+def test_the_link_twins_sys_and_sched_signals_have_no_guard():
+    catalog, site = site_catalog(None)
+    compiled = compile_text(rule("within(bms1.online, '10s') and held(bms1.comm_ok > 0, '1s')"
+                                 " and held(not sys.clock_trusted, '1s') and count(schedule('night'), '1h') > 0"
+                                 " and rate(sys.journal_backlog, '1s') > 0 and rose(bms1.soc_pct > 5)"))
+    guards = compiled.data["guards"]
+    assert guards == [[guards[0][0], catalog.index["bms1.online"]]]   # only the rose() of bms1.soc_pct
+    # A rule that watches the device go silent keeps seeing its link state.
+    script = [(0, {"bms1.online": 1}, DISARMED), (1000, {"bms1.online": 0}, DISARMED), (1100, {}, DISARMED),
+              (12000, {}, DISARMED)]
+    assert run(rule("not bms1.online and within(bms1.online, '10s')"), script, online=()) == [
+        (1000, "r", 1), (12000, "r", 0)]
+
+
+def test_an_op_reading_two_devices_needs_both_online():
+    text = rule("held(bms1.temp_max_dc > bms2.temp_max_dc, '2s')")
+    script = [(0, {"bms1.online": 1, "bms1.temp_max_dc": 300}, DISARMED)] + \
+        [(ms, {}, DISARMED) for ms in range(100, 5000, 100)] + \
+        [(5000, {"bms2.online": 1, "bms2.temp_max_dc": 250}, DISARMED)] + \
+        [(ms, {}, DISARMED) for ms in range(5100, 8000, 100)]
+    assert run(text, script, online=()) == [(7000, "r", 1)]

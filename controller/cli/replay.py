@@ -11,8 +11,8 @@ from typing import Any, Callable
 from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.errors import TableError, TraceError
+from controller.core.evaluator import evaluator_from_header
 from controller.core.outputs import OUTPUT_NAMES
-from controller.core.table import evaluator_from_header
 from controller.core.trace import Replay, replay_lines
 from controller.errors import CabguardError, UsageError
 from controller.gateway.timeline import clock, describe, event_json, outputs_text

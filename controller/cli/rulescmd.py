@@ -15,7 +15,8 @@ from pathlib import Path
 from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.errors import CoreError, TraceError
-from controller.core.table import SEVERITY_NAMES, Evaluator, Table
+from controller.core.evaluator import Evaluator
+from controller.core.table import SEVERITY_NAMES, Table
 from controller.core.trace import replay_lines
 from controller.errors import CabguardError
 from controller.gateway.tables import read_payload, sign, write_table
@@ -140,7 +141,7 @@ class ExplainingRules:
             term_rules += [[text, 0, 0, 0, code] for text, code in terms]
         self.terms = Evaluator(Table({"format": data["format"], "catalog": table.catalog,
                                       "source": table.source, "mem": explain["mem"],
-                                      "rules": term_rules}, image_size), ticks.diff)
+                                      "guards": explain.get("guards", []), "rules": term_rules}, image_size), ticks.diff)
         self.scans = 0
         self.records: list[tuple[int, int, tuple, list[tuple[str, int]], list[int]]] = []
 

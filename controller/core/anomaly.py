@@ -99,6 +99,13 @@ class Features:
     """Window features from the image: fold every scan, close every window.
 
     ``index`` maps signal names to image indices (a catalog's ``index``).
+
+    A value never read is unknown, not 0: a device's signals are folded only
+    while its ``<dev>.online`` twin is 1, and its steps (door, current,
+    pack voltage) and the temperature history start again when it comes
+    back online, so neither its first reading nor a value it returns with
+    is a step or a rise.  A device counts as offline (the power feature)
+    once it has answered since the model started: before that it is unread.
     """
 
     def __init__(self, index):
@@ -106,32 +113,76 @@ class Features:
             i = index.get(name)
             return -1 if i is None else i
         names = sorted(index)
+        self.online = [index[n] for n in names if n.endswith(".online")]
+        slot_of = {}   # "dev." -> its position in online
+        for n in names:
+            if n.endswith(".online"):
+                slot_of[n[:-len("online")]] = len(slot_of)
+
+        def slot(name):
+            dot = name.find(".")
+            return slot_of.get(name[:dot + 1], -1)
         self.vib = get(_IO + "vib_rms_mg")
         self.peak = get(_IO + "vib_peak_mg")
         self.tilt = get(_IO + "tilt_mdeg")
         self.lift = get(_IO + "accel_z_mg")
         self.supply = get(_IO + "supply_mv")
         self.io_temp = get(_IO + "temp_dc")
+        self.io = slot(_IO)
         self.doors = [get(_IO + n) for n in ("door_open", "door_bolt", "tamper") if get(_IO + n) >= 0]
-        self.currents = [index[n] for n in names if n.endswith(_BATTERY_SUFFIXES[0])]
-        self.packs = [index[n] for n in names if n.endswith(_BATTERY_SUFFIXES[1])]
-        self.temps = [index[n] for n in names if n.endswith(_BATTERY_SUFFIXES[2])]
-        self.online = [index[n] for n in names if n.endswith(".online")]
+        current_names = [n for n in names if n.endswith(_BATTERY_SUFFIXES[0])]
+        pack_names = [n for n in names if n.endswith(_BATTERY_SUFFIXES[1])]
+        temp_names = [n for n in names if n.endswith(_BATTERY_SUFFIXES[2])]
+        self.currents = [index[n] for n in current_names]
+        self.packs = [index[n] for n in pack_names]
+        self.temps = [index[n] for n in temp_names]
+        # The device slot (position in ``online``) of each signal, -1 for none.
+        self.door_slots = [self.io] * len(self.doors)
+        self.cur_slots = [slot(n) for n in current_names]
+        self.pack_slots = [slot(n) for n in pack_names]
+        self.temp_slots = [slot(n) for n in temp_names]
+        n_dev = len(self.online)
+        self.on = [0] * n_dev        # online at this scan
+        self.fresh = [0] * n_dev     # came (back) online at this scan
+        self.answered = [0] * n_dev  # has answered since the model started
         self.door_prev = [0] * len(self.doors)
         self.cur_prev = [0] * len(self.currents)
         self.pack_prev = [0] * len(self.packs)
         self.temp_ring = [0] * TEMP_HISTORY
         self.ring_at = 0
+        self.temp_restart = 1        # the temperature history starts at the next close
         self.supply_prev = 0
-        self.primed = 0
         self.acc = [0] * N_FEATURES
         self.supply_min = 0
 
     def update(self, image):
         """Fold one scan's image into the open window."""
         acc = self.acc
-        if not self.primed:
-            self._prime(image)
+        on = self.on
+        fresh = self.fresh
+        online = self.online
+        for k in range(len(online)):
+            v = 1 if image[online[k]] else 0
+            if v and not on[k]:
+                fresh[k] = 1
+                self.answered[k] = 1
+                self.temp_restart = 1
+            else:
+                fresh[k] = 0
+            on[k] = v
+        io = self.io
+        if io < 0 or on[io]:
+            self._fold_io(image, io >= 0 and fresh[io])
+        d = _steps(image, self.currents, self.cur_prev, self.cur_slots, on, fresh)[0]
+        if d > acc[5]:
+            acc[5] = d
+        d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh)[0]
+        if d > acc[6]:
+            acc[6] = d
+
+    def _fold_io(self, image, back):
+        """The I/O module's readings (it answers); ``back``: its first scan online."""
+        acc = self.acc
         if self.vib >= 0:
             v = image[self.vib]
             if v > acc[0]:
@@ -140,7 +191,7 @@ class Features:
             v = image[self.peak]
             if v > acc[1]:
                 acc[1] = v
-        acc[2] += _steps(image, self.doors, self.door_prev)[1] * 64
+        acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, self.on, self.fresh)[1] * 64
         if self.tilt >= 0:
             v = abs(image[self.tilt])
             if v > acc[3]:
@@ -149,54 +200,49 @@ class Features:
             v = abs(image[self.lift])
             if v > acc[4]:
                 acc[4] = v
-        d = _steps(image, self.currents, self.cur_prev)[0]
-        if d > acc[5]:
-            acc[5] = d
-        d = _steps(image, self.packs, self.pack_prev)[0]
-        if d > acc[6]:
-            acc[6] = d
-        if self.supply >= 0 and image[self.supply] < self.supply_min:
-            self.supply_min = image[self.supply]
-
-    def _prime(self, image):
-        for k in range(len(self.doors)):
-            self.door_prev[k] = image[self.doors[k]]
-        for k in range(len(self.currents)):
-            self.cur_prev[k] = image[self.currents[k]]
-        for k in range(len(self.packs)):
-            self.pack_prev[k] = image[self.packs[k]]
-        t = self._temp(image)
-        for k in range(TEMP_HISTORY):
-            self.temp_ring[k] = t
-        self.supply_prev = image[self.supply] if self.supply >= 0 else 0
-        self.supply_min = self.supply_prev
-        self.primed = 1
+        if self.supply >= 0:
+            v = image[self.supply]
+            if back:
+                self.supply_prev = v   # the supply's drop is measured from a reading
+                self.supply_min = v
+            elif v < self.supply_min:
+                self.supply_min = v
 
     def _temp(self, image):
-        t = image[self.io_temp] if self.io_temp >= 0 else -2000
-        for i in self.temps:
-            if image[i] > t:
-                t = image[i]
+        """The highest temperature of the devices online, or None."""
+        t = None
+        if self.io_temp >= 0 and (self.io < 0 or self.on[self.io]):
+            t = image[self.io_temp]
+        for k in range(len(self.temps)):
+            d = self.temp_slots[k]
+            if (d < 0 or self.on[d]) and (t is None or image[self.temps[k]] > t):
+                t = image[self.temps[k]]
         return t
 
     def close(self, image):
         """The finished window's raw features; opens the next window."""
         acc = self.acc
         t = self._temp(image)
-        low = t
-        for v in self.temp_ring:
-            if v < low:
-                low = v
-        self.temp_ring[self.ring_at] = t
-        self.ring_at = (self.ring_at + 1) % TEMP_HISTORY
-        acc[7] = t - low
+        if t is not None:
+            if self.temp_restart:
+                # A device came (back) online: its temperature is no rise.
+                for k in range(TEMP_HISTORY):
+                    self.temp_ring[k] = t
+                self.temp_restart = 0
+            low = t
+            for v in self.temp_ring:
+                if v < low:
+                    low = v
+            self.temp_ring[self.ring_at] = t
+            self.ring_at = (self.ring_at + 1) % TEMP_HISTORY
+            acc[7] = t - low
         offline = 0
-        for i in self.online:
-            if not image[i]:
+        for k in range(len(self.online)):
+            if self.answered[k] and not self.on[k]:
                 offline += 1
         drop = self.supply_prev - self.supply_min
         acc[8] = offline * 1024 + (drop >> 4 if drop > 0 else 0)
-        if self.supply >= 0:
+        if self.supply >= 0 and (self.io < 0 or self.on[self.io]):
             self.supply_prev = image[self.supply]
             self.supply_min = self.supply_prev
         out = list(acc)
@@ -205,13 +251,21 @@ class Features:
         return out
 
 
-def _steps(image, idx, prev):
+def _steps(image, idx, prev, slots, on, fresh):
     """(largest change, number of signals that changed) of ``idx`` since
-    their previous readings, which become the current ones."""
+    their previous readings, which become the current ones.  A signal of a
+    device offline is skipped; at the device's first scan back its reading
+    becomes the previous one, with no step."""
     best = 0
     changed = 0
     k = 0
     for i in idx:
+        d = slots[k]
+        if d >= 0 and (fresh[d] or not on[d]):
+            if fresh[d]:
+                prev[k] = image[i]
+            k += 1
+            continue
         d = image[i] - prev[k]
         if d:
             changed += 1

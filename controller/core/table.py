@@ -1,4 +1,4 @@
-"""Compiled rule tables and their evaluator: a small stack machine (portable).
+"""Compiled rule tables: the format and its checker (portable).
 
 Theory of operation
 -------------------
@@ -6,7 +6,8 @@ The host compiler (rules/compiler.py) turns rule files into a *table*: plain
 data (lists, integers, text) that is CBOR-encoded and MAC'd for the gateway,
 or carried as JSON in a trace header.  This module holds everything that
 the table format fixes -- severities, action bits, mode codes, opcodes --
-and the evaluator that runs a table once per scan.
+and ``Table``, a table checked against the image; controller/core/
+evaluator.py runs one once per scan.
 
 Each rule is one list of integers: postfix code over the input image.
 Running it leaves one value on the stack (the ``when`` condition, with any
@@ -49,12 +50,6 @@ FORMAT = 1
 # FAULT that started from there; DISARMED, ARMING and MAINTENANCE end it.
 MODES = modes.MODE_NAMES
 GUARD = 1 << 7
-_GUARD_ON = (modes.ARMED, modes.ENTRY)
-_GUARD_OFF = (modes.DISARMED, modes.ARMING, modes.MAINTENANCE)
-_DISARMED = modes.DISARMED
-_MAINTENANCE = modes.MAINTENANCE
-# A latched rule clears only once its condition is false while the cabinet
-# is disarmed or in a maintenance visit: scan() tests these inline.
 
 # Rule flags.
 FLAG_CLEAR_WHEN = 1
@@ -84,11 +79,11 @@ OP_BIT = 20       # n              (x >> n) & 1
 OP_MODE = 21      # mask           1 if the mode's bit (or GUARD) is in mask
 OP_HELD = 22      # off ms         x true continuously for >= ms   mem: since, running
 OP_WITHIN = 23    # off ms         x true at some scan in the last ms   mem: last, seen, now
-OP_COUNT = 24     # off ms         rises of x in the last ms (<= COUNT_CAP)   mem: prev, n, tail, ring
+OP_COUNT = 24     # off ms         rises of x in the last ms (<= COUNT_CAP)   mem: prev (as ROSE), n, tail, ring
 OP_RATE = 25      # off ms         x now minus x about ms ago (0 until then)   mem: last, samples, pos, ring
-OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev
-OP_ROSE = 27      # off            x became true   mem: prev
-OP_FELL = 28      # off            x became false   mem: prev
+OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev, known
+OP_ROSE = 27      # off            x became true   mem: prev (0 none, 1 false, 2 true)
+OP_FELL = 28      # off            x became false   mem: prev (0 none, 1 false, 2 true)
 # Fused "signal <op> constant" (the commonest term): idx k.
 OP_SIG_GT_K = 30
 OP_SIG_GE_K = 31
@@ -136,16 +131,22 @@ TICK_MASK = (1 << 30) - 1   # ticks wrap at 2**30 ms, as MicroPython's do
 TICK_HALF = 1 << 29
 COUNT_CAP = 16       # count() remembers at most this many rises
 RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
-# Words of mem each stateful op uses.
+# Words of mem each stateful op uses.  All zero is an op's fresh state: no
+# history (how a scan starts, and what a guard resets it to, below).
 MEM_WORDS = {
     OP_HELD: 2, OP_WITHIN: 3, OP_COUNT: 3 + COUNT_CAP, OP_RATE: 3 + RATE_SAMPLES + 1,
-    OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1,
+    OP_CHANGED: 2, OP_ROSE: 1, OP_FELL: 1,
 }
+# Guards (table key "guards"): a stateful op whose input reads a device's
+# signals takes its samples only while that device is online (its
+# ``<dev>.online`` twins are all 1).  Otherwise the values on the image are
+# unknown -- never read, or the last reading of a silent device -- so the op
+# is reset to its fresh state and gives 0 (false): its history starts again
+# at the first scan the device is back.
 
-_NONE = ()
 
-
-def _bytes(v, what):
+def table_bytes(v, what):
+    """A table's byte-string field (bytes, or hex text in a JSON trace header)."""
     if isinstance(v, (bytes, bytearray)):
         return bytes(v)
     if isinstance(v, str):
@@ -244,6 +245,25 @@ def _reads(code):
     return reads
 
 
+def read_signals(code):
+    """The signal indices checked ``code`` reads, in order."""
+    return sorted(_reads(code))
+
+
+def _guard_twins(code, guards):
+    """The online twins that guard the stateful ops of checked ``code``."""
+    twins = {}
+    pc = 0
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        if op in MEM_WORDS and guards[code[pc + 1]] is not None:
+            for g in guards[code[pc + 1]]:
+                twins[g] = 1
+        pc += OPERANDS[op] + 1
+    return twins
+
+
 def _signal_rates(code):
     """The rate() ops of checked ``code`` whose input is a plain signal:
     [(mem offset, window ms, signal index)]."""
@@ -260,7 +280,7 @@ def _signal_rates(code):
     return out
 
 
-def _rate_step(ms):
+def rate_step(ms):
     """The sampling period of a rate() over ``ms``."""
     step = ms // RATE_SAMPLES
     return step if step > 0 else 1
@@ -292,7 +312,7 @@ def _passes(test, v):
     return (v >> k) & 1
 
 
-def _tests_moved(tests, old, new):
+def tests_moved(tests, old, new):
     """True if any of ``tests`` gives another result for ``new`` than for ``old``."""
     for test in tests:
         if _passes(test, old) != _passes(test, new):
@@ -310,8 +330,8 @@ class Table:
     def __init__(self, data, image_size):
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise TableError("not a rule table of format {}".format(FORMAT))
-        self.catalog = _bytes(data.get("catalog"), "catalog")
-        self.source = _bytes(data.get("source"), "source")
+        self.catalog = table_bytes(data.get("catalog"), "catalog")
+        self.source = table_bytes(data.get("source"), "source")
         mem = data.get("mem", 0)
         if not isinstance(mem, int) or mem < 0:
             raise TableError("table field 'mem' must be a whole number")
@@ -325,6 +345,7 @@ class Table:
         if not isinstance(rules, list):
             raise TableError("table field 'rules' must be a list")
         self.image_size = image_size
+        self.guards = _guards(data.get("guards", []), mem, image_size)
         readers = {}
         tested = {}
         mode_rules = []
@@ -332,6 +353,12 @@ class Table:
         for r in range(len(rules)):
             uses_mode = self._add(rules[r], r, image_size)
             reads = _reads(self.codes[r])
+            # A rule runs when a guard of one of its ops goes on or off line.
+            for g in _guard_twins(self.codes[r], self.guards):
+                if g not in reads:
+                    reads[g] = [_TRUTH]
+                elif reads[g] is not None:
+                    reads[g].append(_TRUTH)
             for i in reads:
                 if reads[i] is None:
                     _append(readers, i, r)
@@ -340,7 +367,9 @@ class Table:
             if uses_mode or self.flags[r] & FLAG_LATCH:
                 mode_rules.append(r)
             for o, ms, i in _signal_rates(self.codes[r]):
-                samplers.append((r, o, _rate_step(ms), i))
+                # A plain signal is one device's: one twin guards it, or none.
+                g = self.guards[o]
+                samplers.append((r, o, rate_step(ms), i, g[0] if g is not None else -1))
         self.size = len(self.ids)
         # For change-driven evaluation: the signals the rules read; for each,
         # the rules that need its value and the rules (with their tests) that
@@ -354,7 +383,8 @@ class Table:
                 self.readers[i] = ((), tuple(tested[i]))
         self.watch = tuple(sorted(self.readers))
         self.mode_rules = tuple(mode_rules)
-        # rate() of a signal: (rule, mem offset, sample step ms, signal).  The
+        # rate() of a signal: (rule, mem offset, sample step ms, signal, its
+        # guard's online twin or -1).  The
         # evaluator takes their samples itself (Evaluator._sample_rates), so
         # such a rule need not run for a sample that leaves the rate's value.
         self.samplers = tuple(samplers)
@@ -383,412 +413,26 @@ class Table:
         return uses_mode
 
 
-class Evaluator:
-    """Runs a Table every scan; holds every rule's state.
-
-    ``ticks_diff(a, b)`` is the signed tick difference (controller.core.ticks.diff
-    on the host, the same function under MicroPython).
-
-    Evaluation is change-driven: a rule runs on a scan when a signal it reads
-    changed (when it only tests the signal against constants -- ``x > k``,
-    ``abs(x) > k``, a bit, truth -- when one of those tests changed its
-    result), when the mode changed and it reads the mode (or is latched), or
-    when its *wake* tick has come -- the earliest tick at which one of its
-    timers, windows, counters, rates or edges can change by time alone (a
-    rate() of a plain signal is sampled by the evaluator itself, and its
-    rule runs when a sample changes the rate's value).  Any other rule
-    would compute what it computed last time, so skipping it changes
-    nothing.  ``every_scan`` runs every rule on every scan: the
-    reference the tests hold the change-driven path to, and the bound on
-    the time a scan can take.
-    """
-
-    def __init__(self, table, ticks_diff, every_scan=False):
-        self.table = table
-        self.diff = ticks_diff
-        self.every_scan = every_scan
-        self.mem = [0] * table.mem
-        self.active = [0] * table.size
-        self.wakes = {}      # rule index -> wake tick
-        self.next_wake = -1  # the earliest of the wakes (-1: none), so a quiet scan skips them
-        self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
-        self.last = [0] * table.image_size
-        self.last_mbit = -1
-        self.stack = []
-        self.guard = 0
-        self.primed = 0
-        self.prev_now = 0   # the previous scan's tick
-
-    def _due(self, image, mbit, now):
-        """The rules to run this scan, in index order (None: none)."""
-        due = {}
-        last = self.last
-        readers = self.table.readers
-        for i in self.table.watch:
-            if image[i] != last[i]:
-                old = last[i]
-                v = last[i] = image[i]
-                needs_value, tested = readers[i]
-                for r in needs_value:
-                    due[r] = 1
-                # A rule that only tests the signal sees no change unless a test does.
-                for r, tests in tested:
-                    if _tests_moved(tests, old, v):
-                        due[r] = 1
-        if mbit != self.last_mbit:
-            self.last_mbit = mbit
-            for r in self.table.mode_rules:
-                due[r] = 1
-        diff = self.diff
-        if self.next_wake >= 0 and diff(now, self.next_wake) >= 0:
-            wakes = self.wakes
-            for r in wakes:
-                if diff(now, wakes[r]) >= 0:
-                    due[r] = 1
-        if self.next_sample >= 0 and diff(now, self.next_sample) >= 0:
-            self._sample_rates(image, now, due)
-        if not due:
-            return None
-        return sorted(due)
-
-    def _sample_rates(self, image, now, due):
-        """Take the samplers' samples that are due, as their rate() ops would
-        when their rules ran this scan; a rule whose rate's value changes is
-        due (its signal has not changed, or it is due already)."""
-        m = self.mem
-        first = -1
-        # Tick differences inlined (as ticks.diff): this loop runs about every
-        # other scan of `cabguard eval`, over every sampler.
-        for r, o, step, i in self.table.samplers:
-            if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
-                v = image[i]
-                before = self._rate_value(o, v)
-                self._rate_sample(o, step, v, now)
-                if self._rate_value(o, v) != before:
-                    due[r] = 1
-            nxt = (m[o] + step) & TICK_MASK
-            if first < 0 or ((nxt - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                first = nxt
-        self.next_sample = first
-
-    def _earliest_wake(self):
-        """The wake that comes first (ticks wrap: compare by their difference)."""
-        diff = self.diff
-        first = -1
-        for w in self.wakes.values():
-            if first < 0 or diff(w, first) < 0:
-                first = w
-        return first
-
-    def scan(self, image, now, mode):
-        """Evaluate the rules; an iterable of (index, severity, actions, raised)."""
-        if mode in _GUARD_ON:
-            self.guard = 1
-        elif mode in _GUARD_OFF:
-            self.guard = 0
-        mbit = (1 << mode) | (GUARD if self.guard else 0)
-        t = self.table
-        if self.primed and not self.every_scan:
-            due = self._due(image, mbit, now)
-            if due is None:
-                self.prev_now = now
-                return _NONE
-        else:
-            self._due(image, mbit, now)
-            due = range(t.size)
-        codes = t.codes
-        flags = t.flags
-        active = self.active
-        wakes = self.wakes
-        s = self.stack
-        push = s.append
-        pop = s.pop
-        mem = self.mem
-        diff = self.diff
-        sampled = t.sampled
-        changes = None
-        for r in due:
-            # The interpreter, inlined: a call per rule would cost a third.
-            code = codes[r]
-            pc = 0
-            n = len(code)
-            wake = -1   # the earliest tick at which time alone may change this rule
-            while pc < n:
-                op = code[pc]
-                # Most frequent first (measured on the default packs over the noise
-                # month of `cabguard eval`: rates and timers, seldom a test).
-                if op == OP_SIG:
-                    push(image[code[pc + 1]])
-                    pc += 2
-                elif op == OP_AND:
-                    b = pop()
-                    s[-1] = 1 if (s[-1] and b) else 0
-                    pc += 1
-                elif op == OP_HELD:
-                    o = code[pc + 1]
-                    if s[-1]:
-                        if not mem[o + 1]:
-                            mem[o + 1] = 1
-                            mem[o] = now
-                        if diff(now, mem[o]) >= code[pc + 2]:
-                            s[-1] = 1
-                        else:
-                            s[-1] = 0
-                            due_at = (mem[o] + code[pc + 2]) & TICK_MASK
-                            if wake < 0 or diff(due_at, wake) < 0:
-                                wake = due_at
-                    else:
-                        mem[o + 1] = 0
-                    pc += 3
-                elif op == OP_RATE:
-                    due_at = self._rate(code[pc + 1], code[pc + 2], now)
-                    if code[pc + 1] not in sampled and (wake < 0 or diff(due_at, wake) < 0):
-                        wake = due_at
-                    pc += 3
-                elif op == OP_MODE:
-                    push(1 if mbit & code[pc + 1] else 0)
-                    pc += 2
-                elif OP_GT_K <= op <= OP_NE_K:
-                    v = s[-1]
-                    k = code[pc + 1]
-                    if op == OP_GT_K:
-                        s[-1] = 1 if v > k else 0
-                    elif op == OP_LT_K:
-                        s[-1] = 1 if v < k else 0
-                    elif op == OP_GE_K:
-                        s[-1] = 1 if v >= k else 0
-                    elif op == OP_LE_K:
-                        s[-1] = 1 if v <= k else 0
-                    elif op == OP_EQ_K:
-                        s[-1] = 1 if v == k else 0
-                    else:
-                        s[-1] = 1 if v != k else 0
-                    pc += 2
-                elif op == OP_ABS:
-                    if s[-1] < 0:
-                        s[-1] = -s[-1]
-                    pc += 1
-                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
-                    v = image[code[pc + 1]]
-                    k = code[pc + 2]
-                    if op == OP_SIG_GT_K:
-                        push(1 if v > k else 0)
-                    elif op == OP_SIG_LT_K:
-                        push(1 if v < k else 0)
-                    elif op == OP_SIG_GE_K:
-                        push(1 if v >= k else 0)
-                    elif op == OP_SIG_LE_K:
-                        push(1 if v <= k else 0)
-                    elif op == OP_SIG_EQ_K:
-                        push(1 if v == k else 0)
-                    else:
-                        push(1 if v != k else 0)
-                    pc += 3
-                elif op == OP_AND_SIG:
-                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
-                    pc += 2
-                elif op == OP_NOT_SIG:
-                    push(0 if image[code[pc + 1]] else 1)
-                    pc += 2
-                elif op == OP_OR:
-                    b = pop()
-                    s[-1] = 1 if (s[-1] or b) else 0
-                    pc += 1
-                elif op == OP_OR_SIG:
-                    s[-1] = 1 if (s[-1] or image[code[pc + 1]]) else 0
-                    pc += 2
-                elif op == OP_SIG_BIT:
-                    push((image[code[pc + 1]] >> code[pc + 2]) & 1)
-                    pc += 3
-                elif op == OP_NOT:
-                    s[-1] = 0 if s[-1] else 1
-                    pc += 1
-                elif op == OP_CONST:
-                    push(code[pc + 1])
-                    pc += 2
-                elif op <= OP_NE:
-                    self._arith(op)
-                    pc += 1
-                elif op == OP_BIT:
-                    s[-1] = (s[-1] >> code[pc + 1]) & 1
-                    pc += 2
-                else:
-                    due_at = self._stateful(op, code, pc, now)
-                    if due_at >= 0 and (wake < 0 or diff(due_at, wake) < 0):
-                        wake = due_at
-                    pc += 1 + OPERANDS[op]
-            if wake >= 0:
-                wakes[r] = wake
-            elif r in wakes:
-                del wakes[r]
-            f = flags[r]
-            c = pop() if f & FLAG_CLEAR_WHEN else 0
-            w = pop()
-            if not active[r]:
-                if not w:
-                    continue
-                active[r] = 1
-                raised = 1
-            elif f & FLAG_LATCH:
-                if w or (mode != _DISARMED and mode != _MAINTENANCE):   # reset by disarmed, maintenance
-                    continue
-                active[r] = 0
-                raised = 0
-            elif (c and not w) if f & FLAG_CLEAR_WHEN else not w:
-                active[r] = 0
-                raised = 0
-            else:
-                continue
-            if changes is None:
-                changes = []
-            changes.append((r, t.severities[r], t.actions[r], raised))
-        self.next_wake = self._earliest_wake()
-        if not self.primed and t.samplers:
-            # Every rule ran, so every sampler took its first sample: this
-            # only finds the next one.
-            self._sample_rates(image, now, {})
-        self.primed = 1
-        self.prev_now = now
-        return changes if changes is not None else _NONE
-
-    def _arith(self, op):
-        s = self.stack
-        if op == OP_NEG:
-            s[-1] = -s[-1]
-            return
-        b = s.pop()
-        a = s[-1]
-        if op == OP_ADD:
-            r = a + b
-        elif op == OP_SUB:
-            r = a - b
-        elif op == OP_MUL:
-            r = a * b
-        elif op == OP_DIV:
-            r = a // b if b else 0
-        elif op == OP_MIN:
-            r = a if a < b else b
-        elif op == OP_MAX:
-            r = a if a > b else b
-        elif op == OP_LT:
-            r = 1 if a < b else 0
-        elif op == OP_LE:
-            r = 1 if a <= b else 0
-        elif op == OP_GT:
-            r = 1 if a > b else 0
-        elif op == OP_GE:
-            r = 1 if a >= b else 0
-        elif op == OP_EQ:
-            r = 1 if a == b else 0
-        else:
-            r = 1 if a != b else 0
-        s[-1] = r
-
-    def _stateful(self, op, code, pc, now):
-        """Run one stateful op (HELD is inlined, RATE has its own branch);
-        returns the tick at which time alone may change its value, or -1 if
-        only its input can."""
-        s = self.stack
-        m = self.mem
-        v = s[-1]
-        o = code[pc + 1]
-        if op == OP_WITHIN:
-            # mem: last tick it was true, seen within the window, true now.
-            # When it turns false, it was last true at the previous scan.
-            ms = code[pc + 2]
-            if v:
-                m[o] = now
-                m[o + 1] = 1
-                m[o + 2] = 1
-                s[-1] = 1
-                return -1
-            if m[o + 2]:
-                m[o] = self.prev_now
-                m[o + 2] = 0
-            if m[o + 1] and self.diff(now, m[o]) > ms:
-                m[o + 1] = 0
-            s[-1] = m[o + 1]
-            return (m[o] + ms + 1) & TICK_MASK if m[o + 1] else -1
-        if op == OP_COUNT:
-            ms = code[pc + 2]
-            n = self._count(o, ms, 1 if v else 0, now)
-            s[-1] = n
-            return (m[o + 3 + m[o + 2]] + ms) & TICK_MASK if n else -1
-        prev = m[o]
-        m[o] = v
-        if not self.primed:
-            r = 0
-        elif op == OP_CHANGED:
-            r = 1 if v != prev else 0
-        elif op == OP_ROSE:
-            r = 1 if (v and not prev) else 0
-        else:
-            r = 1 if (prev and not v) else 0
-        s[-1] = r
-        return now if r else -1
-
-    def _count(self, o, ms, v, now):
-        m = self.mem
-        prev = m[o]
-        m[o] = v
-        n = m[o + 1]
-        tail = m[o + 2]
-        ring = o + 3
-        while n and self.diff(now, m[ring + tail]) >= ms:
-            tail = (tail + 1) % COUNT_CAP
-            n -= 1
-        if v and not prev and self.primed:
-            if n == COUNT_CAP:
-                tail = (tail + 1) % COUNT_CAP
-                n -= 1
-            m[ring + (tail + n) % COUNT_CAP] = now
-            n += 1
-        m[o + 1] = n
-        m[o + 2] = tail
-        return n
-
-    def _rate(self, o, ms, now):
-        """Run a RATE op on the top of the stack; returns the tick of its next sample."""
-        # A ring of RATE_SAMPLES + 1 samples taken every ms // RATE_SAMPLES on
-        # a nominal schedule (so scan jitter does not stretch the window):
-        # the oldest one is ms old.  mem: nominal time of the last sample,
-        # samples taken (up to the ring size), next ring position, the ring.
-        s = self.stack
-        m = self.mem
-        step = _rate_step(ms)
-        if m[o + 1] == 0 or self.diff(now, m[o]) >= step:
-            self._rate_sample(o, step, s[-1], now)
-        s[-1] = self._rate_value(o, s[-1])
-        return (m[o] + step) & TICK_MASK
-
-    def _rate_sample(self, o, step, v, now):
-        """Put ``v`` in the ring and move the nominal schedule on."""
-        m = self.mem
-        taken = m[o + 1]
-        pos = m[o + 2]
-        m[o + 3 + pos] = v
-        m[o + 2] = (pos + 1) % (RATE_SAMPLES + 1)
-        nominal = (m[o] + step) & TICK_MASK
-        if taken == 0 or self.diff(now, nominal) >= step:
-            nominal = now   # scans fell behind the schedule: restart it here
-        m[o] = nominal
-        if taken <= RATE_SAMPLES:
-            m[o + 1] = taken + 1
-
-    def _rate_value(self, o, v):
-        """``v`` minus the oldest sample, 0 until the ring is full."""
-        m = self.mem
-        if m[o + 1] <= RATE_SAMPLES:
-            return 0
-        return v - m[o + 3 + m[o + 2]]
+def _guards(entries, mem, image_size):
+    """The table's "guards" ``[[mem offset, online twin index, ...], ...]`` as
+    a list over mem: the tuple of twins at an op's offset, else None."""
+    if not isinstance(entries, list):
+        raise TableError("table field 'guards' must be a list")
+    guards = [None] * mem
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) < 2 or not _all_ints(entry):
+            raise TableError("guard {!r}: want [mem offset, online twin index, ...]".format(entry))
+        if not 0 <= entry[0] < mem:
+            raise TableError("guard {!r}: state offset outside mem".format(entry))
+        for i in entry[1:]:
+            if not 0 <= i < image_size:
+                raise TableError("guard {!r}: signal index {} outside the image".format(entry, i))
+        guards[entry[0]] = tuple(entry[1:])
+    return guards
 
 
-def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
-    """The evaluator for a trace whose header carries a table under "rules",
-    or None; TableError if the table was compiled for another catalog."""
-    data = head.get("rules")
-    if data is None:
-        return None
-    if not isinstance(data, dict) or _bytes(data.get("catalog"), "catalog") != catalog_digest:
-        raise TableError("the trace's rule table was compiled for another signal catalog")
-    return Evaluator(Table(data, image_size), ticks_diff)
+def _all_ints(values):
+    for v in values:
+        if not isinstance(v, int):
+            return False
+    return True

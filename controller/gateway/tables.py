@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from controller.core.catalog import Catalog
-from controller.core.table import Evaluator
+from controller.core.evaluator import Evaluator
 from drivers.atomicfile import write_atomic
 from drivers.cose import kid_text, mac0_create, mac0_decode
 from drivers.errors import CoseError

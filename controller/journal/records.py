@@ -126,7 +126,9 @@ def event_severity(event: tuple[int, int, int, int]) -> int:
         return ev.CRITICAL
     if code == ev.EV_LOCK:
         return ev.ALARM if a else ev.WARNING
-    if code in (ev.EV_DEVICE, ev.EV_REFUSED, ev.EV_SIREN_LIMIT):
+    if code == ev.EV_DEVICE:   # a device answering (at every start) is no trouble; one gone silent is
+        return ev.INFO if b else ev.WARNING
+    if code in (ev.EV_REFUSED, ev.EV_SIREN_LIMIT):
         return ev.WARNING
     return ev.INFO
 

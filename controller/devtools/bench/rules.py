@@ -15,8 +15,9 @@ from pathlib import Path
 from controller.cli.rulescmd import CLASS_SIGNALS, DEMO_SCHEDULES, site_catalog
 from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.evaluator import Evaluator
 from controller.core.step import CoreConfig
-from controller.core.table import Evaluator, Table
+from controller.core.table import Table
 from controller.core.trace import header_line, scan_line
 from controller.devtools import mpy
 from controller.devtools.bench import Figure
@@ -194,7 +195,7 @@ def _micropython(lines: list[str]) -> tuple[float, float, int]:
     outs = mpy.run([
         "import gc, time, json\nfrom controller.core import ticks\n"
         "from controller.core.trace import replay_lines\n"
-        "from controller.core.table import evaluator_from_header\n"
+        "from controller.core.evaluator import evaluator_from_header\n"
         "def factory(catalog, head):\n"
         "    return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)\n",
         "gc.collect()\nBASE = gc.mem_alloc()\n",
