@@ -19,7 +19,6 @@ the kernel keeps PARENB on ptys, which not all do).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import termios
@@ -29,6 +28,8 @@ import tty
 from pathlib import Path
 from typing import NamedTuple
 
+from drivers import pidlock
+from drivers.errors import LockHeld
 from drivers.modbus import frames
 from simulator.errors import SimConfigError
 from simulator.slave import SimDevice
@@ -197,19 +198,12 @@ class Simulator:
         return made
 
     def _hold(self, d: Path) -> None:
-        """An exclusive ``flock`` on ``d/LINK_LOCK`` while this simulator runs (the kernel lets
-        go when it dies), holding its PID so that a refused second one can name it."""
-        fd = os.open(d / LINK_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        """Hold ``d/LINK_LOCK`` while this simulator runs (drivers/pidlock.py)."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
+            self._lock_fds.append(pidlock.hold(d / LINK_LOCK, 0o644))
+        except LockHeld as e:
             raise SimConfigError("{} is in use by a running simulator (PID {}): its links serve that "
-                                 "simulator's devices; stop it or choose another --link".format(d, holder)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, "{}\n".format(os.getpid()).encode(), 0)
-        self._lock_fds.append(fd)
+                                 "simulator's devices; stop it or choose another --link".format(d, e.holder)) from None
 
     def start(self) -> "Simulator":
         for bus in self.buses.values():

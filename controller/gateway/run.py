@@ -8,8 +8,6 @@ all sharing one command path — and ``serve`` runs them until SIGTERM.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
 import signal
 import sys
 import tomllib
@@ -32,6 +30,8 @@ from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.link.uplink import with_checkpoint
 from controller.link.uplinkproc import UplinkProcess, UplinkSpec
 from controller.link.wire import Topics
+from drivers import pidlock
+from drivers.errors import LockHeld
 from drivers.keys import load_key
 from drivers.mqtt import BrokerSettings
 
@@ -74,21 +74,14 @@ def hold_state_dir(state_dir: str) -> int:
     path = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return pidlock.hold(path)
     except OSError as e:
         raise CabguardError("cannot open the lock {}: {}; check the state folder's owner and "
                             "permissions".format(path, e.strerror)) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
+    except LockHeld as e:
         raise CabguardError("another gateway (PID {}) is running on the state folder {}: two would write "
                             "the same journal; stop that one first (e.g. systemctl stop cabguard)"
-                            .format(holder, folder)) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, "{}\n".format(os.getpid()).encode(), 0)
-    return fd
+                            .format(e.holder, folder)) from None
 
 
 def console_stream(doc: dict, link_override: str | None) -> Stream:
