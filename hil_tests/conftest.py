@@ -39,7 +39,8 @@ SITE = "hil-bench"
 START_TIMEOUT_S = 20
 SERIAL = 4242
 # Door forced to siren coil on, as seen on the bus: one scan (50 ms), the io
-# poll (50 ms), the relay coil write, plus a process's scheduling noise.
+# poll (100 ms), the relay coil write (19200 baud, 5-40 ms turnarounds), plus a
+# process's scheduling noise.
 SIREN_BUDGET_S = 0.5
 
 
@@ -55,7 +56,7 @@ class Bench:
         doc = tomllib.loads(Path(path).read_text()) if path else {}
         gw, bench = doc.get("gateway", {}), doc.get("bench", {})
         self.real = bool(path)
-        self.baud = gw.get("baud", 115200)
+        self.baud = gw.get("baud", 19200)   # the simulator's wire: a real bus's rate and turnarounds
         self.gateway_bus = gw.get("bus_port", str(tmp / "sim" / "rs485"))
         self.sim_bus = bench.get("bus_port")
         self.gateway_console = gw.get("console_port", "pty:/run/cabguard/console")

@@ -6,6 +6,15 @@ simulator reads requests from the master end and answers for the devices on
 that bus.  A request is complete when its length (known from the function
 code) has arrived, so answers do not wait for the t3.5 gap; a partial frame
 followed by t3.5 of silence, or a bad CRC, is dropped as a real slave would.
+
+A pty carries bytes at once, so every slave would answer instantly; the
+*wire* (on by default) puts a real bus back: the request is taken to end
+when its last character would have arrived at ``baud`` (11 bits a
+character), the device answers after its turnaround (``SimDevice``'s
+``turnaround_ms``), and the answer is written a character at a time at
+``baud``.  ``wire=False`` is the fast mode, for benches that time the
+master's own work.  On a real adapter (``serial_port``) the hardware paces
+the bytes; the turnaround still applies.
 A bus has a framing (``parity``, ``stopbits``, 8N1 by default); a request
 sent with another framing is dropped too, as a real slave sees only parity
 and framing errors.  On a pty the framing is read from the line settings
@@ -58,13 +67,16 @@ def open_raw_port(path: str, baud: int, parity: str = "N", stopbits: int = 1) ->
     return fd
 
 
-class SimBus:
-    """One pty pair and the devices on it; ``wire_time`` delays each answer by the
-    time request and answer would take on a real wire at ``baud`` plus the slave's
-    t3.5 turnaround, so poll cycles over a pty show real-wire timing."""
+BROADCAST = 0          # a request to address 0 goes to every slave, and none answers
+DEFAULT_BAUD = 19200   # the Modbus serial line's default rate (spec 2.5.1)
+PACE_S = 0.002         # the longest pause between batches of an answer's characters
 
-    def __init__(self, name: str, devices: list[SimDevice], baud: int = 115200,
-                 wire_time: bool = False, serial_port: str | None = None,
+
+class SimBus:
+    """One pty pair and the devices on it, on a wire at ``baud`` unless ``wire`` is False."""
+
+    def __init__(self, name: str, devices: list[SimDevice], baud: int = DEFAULT_BAUD,
+                 wire: bool = True, serial_port: str | None = None,
                  parity: str = "N", stopbits: int = 1) -> None:
         addresses = [d.address for d in devices]
         if len(set(addresses)) != len(addresses):
@@ -76,7 +88,7 @@ class SimBus:
         self.baud = baud
         self.parity = parity
         self.stopbits = stopbits
-        self.wire_time = wire_time
+        self.wire = wire
         self.devices = {d.address: d for d in devices}
         if serial_port:
             # A HIL bench: serve on a real adapter wired to the gateway's bus.
@@ -107,6 +119,7 @@ class SimBus:
         poller.register(self.master_fd, select.POLLIN)
         t35_ms = frames.t35_seconds(self.baud) * 1000
         buf = b""
+        first_byte = 0.0  # when the frame in buf began to arrive
         while not self._stop.is_set():
             # Waiting inside a frame: t3.5 of silence ends (drops) it.
             if not poller.poll(t35_ms if buf else 50):
@@ -114,13 +127,16 @@ class SimBus:
                     self.dropped += 1
                     buf = b""
                 continue
+            if not buf:
+                first_byte = time.perf_counter()
             buf += os.read(self.master_fd, 512)
             while buf:
                 need = frames.request_length(buf)
                 if not need or len(buf) < need:
                     break
                 frame, buf = buf[:need], buf[need:]
-                self._handle(frame)
+                self._handle(frame, first_byte)
+                first_byte = time.perf_counter()
 
     def framing_matches(self) -> bool:
         """Whether the master's line settings on the pty are this bus's framing (on a real
@@ -134,9 +150,14 @@ class SimBus:
             return False
         return not cflag & termios.PARENB or self.parity != "N"
 
-    def _handle(self, frame: bytes) -> None:
+    def _handle(self, frame: bytes, first_byte: float) -> None:
         if not frames.crc_ok(frame) or not self.framing_matches():
             self.dropped += 1
+            return
+        if frame[0] == BROADCAST:
+            if frame[1] in frames.WRITE_FUNCTIONS:  # every slave executes it, none answers
+                for each in self.devices.values():
+                    each.answer(frame)
             return
         device = self.devices.get(frame[0])
         if device is None:
@@ -144,12 +165,41 @@ class SimBus:
         reply = device.reply(frame)
         if reply.data is None:
             return
-        delay = reply.delay_s
-        if self.wire_time:
-            delay += frames.wire_seconds(len(frame) + len(reply.data), self.baud) + frames.t35_seconds(self.baud)
-        if delay:
-            time.sleep(delay)
-        os.write(self.master_fd, reply.data)
+        if not self.wire:
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
+            os.write(self.master_fd, reply.data)
+            return
+        paced = self.slave_fd >= 0  # a pty; a real adapter paces the bytes itself
+        received = first_byte + frames.wire_seconds(len(frame), self.baud) if paced else time.perf_counter()
+        _sleep_until(received + device.turnaround_s() + reply.delay_s)
+        if paced:
+            self._send_paced(reply.data)
+        else:
+            os.write(self.master_fd, reply.data)
+
+    def _send_paced(self, data: bytes) -> None:
+        """Write ``data`` as the wire delivers it: character i is readable (i + 1) character
+        times after the first one started.  Characters are written in batches at most
+        ``PACE_S`` apart, the last one on time: a wake-up per character (0.57 ms at 19200)
+        would contend for the interpreter with a gateway in the same process."""
+        char = frames.wire_seconds(1, self.baud)
+        start, sent = time.perf_counter(), 0
+        end = start + len(data) * char
+        while sent < len(data):
+            now = time.perf_counter()
+            due = min(len(data), int((now - start) / char + 1e-6))  # no spin on a rounding error
+            if due > sent:
+                os.write(self.master_fd, data[sent:due])
+                sent = due
+            else:
+                _sleep_until(min(end, max(start + (sent + 1) * char, now + PACE_S)))
+
+
+def _sleep_until(when: float) -> None:
+    wait = when - time.perf_counter()
+    if wait > 0:
+        time.sleep(wait)
 
 
 LINK_LOCK = ".cabguard-sim.lock"    # in a --link folder: held by the simulator linking there

@@ -25,7 +25,7 @@ def _read_commands(sim, stop: threading.Event) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    sim = load_config(args.config)
+    sim = load_config(args.config, None if args.wire is None else args.wire == "on")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -35,7 +35,8 @@ def main(args: argparse.Namespace) -> int:
         for name, bus in sim.buses.items():
             devices = ", ".join("{}@{} ({})".format(d.name, a, d.profile.name)
                                 for a, d in sorted(bus.devices.items()))
-            print("bus {}: {} -> {}  [{}]".format(name, links[name], bus.port, devices), flush=True)
+            wire = "wire {} baud".format(bus.baud) if bus.wire else "wire off"
+            print("bus {}: {} -> {}  [{}]  {}".format(name, links[name], bus.port, devices, wire), flush=True)
         print("serving; stop with Ctrl-C or SIGTERM", flush=True)
         if args.commands:
             threading.Thread(target=_read_commands, args=(sim, stop), daemon=True).start()

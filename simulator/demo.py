@@ -87,6 +87,7 @@ siren_max_s = 60
 [[bus]]
 name = "rs485"
 port = "{port}"
+baud = 19200          # the simulator's wire (simulator/configs/demo.toml)
 
 [[device]]
 name = "io"

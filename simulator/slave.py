@@ -17,6 +17,9 @@ from drivers.modbus import frames
 from drivers.modbus.profiles import Profile, load_profile
 from simulator.errors import SimConfigError
 
+# A real slave's turnaround (request received to answer started), ms: a uniform draw
+# in [low, high] per request.  BMS firmware commonly answers in 10-50 ms.
+DEFAULT_TURNAROUND_MS = (5.0, 40.0)
 FAULTS = ("silence", "crc", "garbage", "truncate", "slow", "exception")
 _TABLE_OF = {frames.READ_COILS: "coil", frames.READ_DISCRETE: "discrete",
              frames.READ_HOLDING: "holding", frames.READ_INPUT: "input"}
@@ -39,6 +42,11 @@ class SimDevice:
     """One slave.  Change values while it runs with ``set()``; inject faults with
     ``set_fault()``; ``swap()`` puts in a different pack (new serial number).
 
+    On a bus with the wire on (simulator/bus.py) it answers ``turnaround_ms`` after
+    the request (a number, or ``(low, high)`` for a uniform draw per request), and
+    leaves a share ``no_answer`` (0..1) of requests unanswered, as noise on a real
+    line does.
+
     >>> dev = SimDevice("bms1", "bms16-vendor", 2, {"pack_mv": 51200})
     >>> dev.set(soc_pct=80)
     >>> dev.values["soc_pct"]
@@ -46,9 +54,18 @@ class SimDevice:
     """
 
     def __init__(self, name: str, profile: Profile | str, address: int,
-                 values: dict[str, int] | None = None, seed: int = 0) -> None:
+                 values: dict[str, int] | None = None, seed: int = 0,
+                 turnaround_ms: float | tuple[float, float] = DEFAULT_TURNAROUND_MS,
+                 no_answer: float = 0.0) -> None:
         if not 1 <= address <= 247:
             raise SimConfigError("device {}: address {} is not 1..247".format(name, address))
+        low, high = turnaround_ms if isinstance(turnaround_ms, (tuple, list)) else (turnaround_ms,) * 2
+        if not 0 <= low <= high or not 0.0 <= no_answer <= 1.0:
+            raise SimConfigError("device {}: want turnaround_ms >= 0 (a number or [low, high] with low <= high) "
+                                 "and 0 <= no_answer <= 1, got {!r} and {!r}".format(
+                                     name, turnaround_ms, no_answer))
+        self.turnaround_ms = (float(low), float(high))
+        self.no_answer = no_answer
         self.name = name
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.address = address
@@ -56,6 +73,7 @@ class SimDevice:
         self.fault: Fault | None = None
         self.requests = 0
         self._rng = random.Random(seed)
+        self._wire_rng = random.Random("wire-{}".format(seed))  # apart, so faults draw as before
         self._lock = threading.Lock()
         self._regmap = self.profile.bind(self.profile.sim_layout() if self.profile.sunspec else None)
         self.tables = self.profile.encode(self.values)
@@ -89,10 +107,17 @@ class SimDevice:
                 self.name))
         self.fault = None if kind is None else Fault(kind, rate, delay_ms, code)
 
+    def turnaround_s(self) -> float:
+        """This request's turnaround on the wire, seconds."""
+        low, high = self.turnaround_ms
+        return (low if low == high else self._wire_rng.uniform(low, high)) / 1000
+
     def reply(self, request: bytes) -> Reply:
         """The answer to a CRC-checked request for this address, after any fault."""
         self.requests += 1
         answer = self.answer(request)
+        if self.no_answer and self._wire_rng.random() < self.no_answer:
+            return Reply(None)
         fault = self.fault
         if fault is None or self._rng.random() >= fault.rate:
             return Reply(answer)
@@ -137,7 +162,7 @@ class SimDevice:
         function = request[1]
         address, value = struct.unpack(">HH", request[2:6])
         table = "coil" if function == frames.WRITE_COIL else "holding"
-        if address not in self.tables[table]:
+        if address not in self.tables[table] or self._read_only(table):
             return frames.exception_answer(self.address, function, ILLEGAL_ADDRESS)
         if table == "coil":
             if value not in (0, 0xFF00):
@@ -158,12 +183,17 @@ class SimDevice:
         if len(values) != count:
             return frames.exception_answer(self.address, function, ILLEGAL_VALUE)
         regs = self.tables[table]
-        if any(a not in regs for a in range(start, start + count)):
+        if any(a not in regs for a in range(start, start + count)) or self._read_only(table):
             return frames.exception_answer(self.address, function, ILLEGAL_ADDRESS)
         for i, v in enumerate(values):
             regs[start + i] = v
         self._decode_back()
         return frames.with_crc(request[:6])
+
+    def _read_only(self, table: str) -> bool:
+        """A SunSpec device's registers are read-only here (its profiles map measurements and
+        the model frame, no controls): a write is an illegal address, as on a real unit."""
+        return table == "holding" and self.profile.sunspec
 
     def _decode_back(self) -> None:
         """After a write by the master, the signal values follow the registers."""

@@ -77,7 +77,7 @@ entry_delay_s = 30
 [[bus]]
 name = "rs485a"
 port = "{d}/bus/rs485a"
-baud = 115200
+baud = 19200
 
 [[device]]
 name = "io"
@@ -136,7 +136,7 @@ windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
 when_clock_untrusted = "inactive"
 
 [rules]
-table = "{d}/controller.core.table"
+table = "{d}/rules.table"
 key = "{d}/keys/installer.key"
 
 [model]
@@ -158,7 +158,7 @@ heartbeat_s = 30
 SIM = """\
 [[bus]]
 name = "rs485a"
-baud = 115200
+baud = 19200
 
 [[bus.device]]
 name = "io"
@@ -399,7 +399,7 @@ class Soak:
         shutil.copy(REPO / "rules/models/port.json", d / "port.json")
         _check(["keys", "gen", "--gateway", GATEWAY, "--out", str(d / "keys")])
         packs = sorted(str(p) for p in (REPO / "rules/packs").glob("*.toml"))
-        _check(["rules", "compile", *packs, "-o", str(d / "controller.core.table"), "--key", str(d / "keys/installer.key"),
+        _check(["rules", "compile", *packs, "-o", str(d / "rules.table"), "--key", str(d / "keys/installer.key"),
                 "--config", str(d / "site.toml")])
         _check(["config", "check", str(d / "site.toml")])
 
@@ -590,7 +590,7 @@ def _rule_names(workdir: Path) -> tuple[str, ...]:
     from controller.gateway.tables import read_payload
     from rules.payload import decode_payload
 
-    table = workdir / "controller.core.table"
+    table = workdir / "rules.table"
     payload = read_payload(table, load_key(workdir / "keys/installer.key"))
     return tuple(rule[0] for rule in decode_payload(payload, str(table))["rules"]) + (RULE_NAME,)
 

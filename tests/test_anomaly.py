@@ -155,8 +155,19 @@ def test_a_device_returning_with_other_values_is_no_step_for_the_model():
     back = dict(online("bms1"), **{"bms1.pack_mv": 40000, "bms1.temp_max_dc": 380, "bms1.current_ma": 50000})
     _worst, scored, _threshold = boot({500: online("io", "bms1"), 120000: {"bms1.online": 0}, 135000: back,
                                        200000: {"io.online": 0}, 203000: dict(online("io"), **{"io.door_bolt": 0})})
-    # A device silent is a fact (the power feature); what it reads when back is no step.
-    assert scored == {"power"}
+    # A device silent is the silence rules' (not a feature); what it reads when back is no step.
+    assert scored == set()
+
+
+def test_honest_faults_are_no_anomaly_a_spike_and_supply_noise():
+    spike = {500: online("io", "bms1"), 120000: {"bms1.temp_max_dc": 245 + 200}, 121000: {"bms1.temp_max_dc": 245}}
+    assert boot(spike)[1] == set()                                      # one poll at +20 C: no rise
+    noise = {500: online("io", "bms1")}
+    noise.update({t: {"io.supply_mv": 24100 - 150 * (t // 1000 % 2)} for t in range(60000, 120000, 1000)})
+    assert boot(noise)[1] == set()                                      # 150 mV of wander: no power drop
+    warming = {500: online("io", "bms1")}
+    warming.update({t: {"bms1.temp_max_dc": 245 + (t - 60000) // 2000} for t in range(60000, 300000, 1000)})
+    assert "temp" in boot(warming)[1]                                   # held: a pack warming up still is
 
 
 def test_the_same_step_while_the_device_answers_is_scored():

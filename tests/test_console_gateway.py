@@ -183,7 +183,7 @@ def test_technician_tools_bus_scan_devices_and_events(visit):
     assert gw.image[gw.catalog.index["io.online"]] == 1
     assert b"no bus 'rs999'" in visit.say("bus scan rs999")
     devices = visit.say("devices").decode()
-    assert "io         online" in devices and "bus rs485 address 1 profile io-dvt poll 50 ms" in devices
+    assert "io         online" in devices and "bus rs485 address 1 profile io-dvt poll 100 ms" in devices
     assert b"started in mode disarmed" in visit.say("events 5")
 
 

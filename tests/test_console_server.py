@@ -9,6 +9,7 @@ import pytest
 from controller.console.auth import Authenticator, PeopleStore, code_at
 from controller.console.server import ConsoleServer, PtyStream
 from tests.test_console_session import View
+from tests.waiting import wait_until
 
 
 class Terminal:
@@ -129,4 +130,32 @@ def test_an_idle_session_is_logged_out_on_its_own(tmp_path):
         assert ("ana", "session", "idle timeout") in view.audits
     finally:
         term.close()
+        server.stop()
+
+
+class CountingPty(PtyStream):
+    """A pty console that counts the hang-ups it reads while no terminal is attached."""
+
+    hangups = 0
+
+    def read(self, timeout_s):
+        data = super().read(timeout_s)
+        self.hangups += data is None
+        return data
+
+
+def test_the_banner_waits_for_a_terminal_instead_of_piling_up(tmp_path):
+    """Finding 9: with nobody attached, 23 banners were waiting on first connect."""
+    store = PeopleStore(tmp_path / "people.toml")
+    stream = CountingPty(tmp_path / "console")
+    server = ConsoleServer(stream, View(), Authenticator(store)).start()
+    try:
+        assert wait_until(lambda: stream.hangups >= 6)     # the console has looked for a terminal 6 times
+        term = Terminal(tmp_path / "console")
+        term.send(b"version\r")
+        seen = term.expect(b"version\r\n")                 # the echo: the banners were before it
+        seen += term.expect(b"gw-1 (anyone)> ")
+        assert seen.count(b"cabguard console on gw-1") == 1, seen
+        term.close()
+    finally:
         server.stop()

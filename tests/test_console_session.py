@@ -145,3 +145,10 @@ def test_unknown_command_suggests_and_live_view_filters(tmp_path):
     assert s.handle("signals io.*", T0 + 1).startswith("io.door_open")
     assert "bms1" not in s.handle("signals io.*", T0 + 1)
     assert "maint start" in s.handle("help", T0 + 1)
+
+
+def test_a_unit_of_scale_0_shows_without_an_exponent():
+    """Finding 10: the console showed alarm_bits' unit as "bitse0"."""
+    from controller.console.view import unit_text
+
+    assert unit_text("bits", 0) == "bits" and unit_text("V", -3) == "mV" and unit_text("W", 2) == "We2"

@@ -1,5 +1,7 @@
 """Other Modbus clients read the simulator over its pty: minimalmodbus, pymodbus, pysunspec2."""
 
+from pathlib import Path
+
 import minimalmodbus
 import pytest
 
@@ -23,7 +25,7 @@ def sim():
 
 def test_minimalmodbus_reads_and_writes(sim):
     inst = minimalmodbus.Instrument(sim.bus("b1").port, 2)
-    inst.serial.baudrate = 115200
+    inst.serial.baudrate = 19200
     inst.serial.timeout = 0.5
     try:
         assert inst.read_long(0, functioncode=4) == 52800
@@ -45,7 +47,7 @@ def test_minimalmodbus_reads_and_writes(sim):
 def test_pymodbus_reads(sim):
     from pymodbus.client import ModbusSerialClient
 
-    client = ModbusSerialClient(port=sim.bus("b1").port, baudrate=115200, timeout=0.5, retries=0)
+    client = ModbusSerialClient(port=sim.bus("b1").port, baudrate=19200, timeout=0.5, retries=0)
     assert client.connect()
     try:
         r = client.read_input_registers(0, count=4, device_id=2)
@@ -62,7 +64,7 @@ def test_pymodbus_reads(sim):
 def test_pysunspec2_reads_the_simulated_sunspec_battery(sim):
     from sunspec2.modbus.client import SunSpecModbusClientDeviceRTU
 
-    dev = SunSpecModbusClientDeviceRTU(3, sim.bus("b1").port, baudrate=115200, timeout=1)
+    dev = SunSpecModbusClientDeviceRTU(3, sim.bus("b1").port, baudrate=19200, timeout=1)
     try:
         dev.scan()
         assert [m for m in dev.models if isinstance(m, int)] == [1, 802, 803, 805]
@@ -74,6 +76,22 @@ def test_pysunspec2_reads_the_simulated_sunspec_battery(sim):
         bank = dev.models[803][0]
         assert bank.ModTmpMax.cvalue == pytest.approx(26.2) and bank.ModTmpMin.cvalue == pytest.approx(23.0)
         assert bank.string[0].StrNMod.value == 8
-        assert dev.models[805][0].NCell.value == 16
+        module = dev.models[805][0]
+        assert module.NCell.value == 16
+        # Finding 8: the 16 cells it declares are there, and points the simulator has no value
+        # for read "not implemented" (pysunspec2 gives None), not 0.
+        cells = module.groups["lithium-ion-module-cell"]
+        assert len(cells) == 16 and cells[15].CellTmp.value is None
+        assert battery.AHRtg.value is None and battery.WHRtg.value is None and battery.DisChaRte_SF.value is None
     finally:
         dev.close()
+
+
+def test_the_gateway_does_not_depend_on_a_client_only_tests_use():
+    """Finding 10: minimalmodbus was a runtime dependency, used only by this test and the bench."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    runtime = [d.split(">")[0].split("=")[0] for d in project["dependencies"]]
+    assert "minimalmodbus" not in runtime
+    assert any(d.startswith("minimalmodbus") for d in project["optional-dependencies"]["dev"])

@@ -343,48 +343,98 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
     c = default_clock()
     ctx = R.Context(c.wall_ms, True, c.mono_ms, [0, 1, -5])
     cat = Catalog(CABINET)
+    seen = set()
+
+    def validate_on_disk() -> None:
+        for _path, _off, record in frames(tmp_path):
+            msg = decode(record)
+            raw = msg.verify(EpochKeys(prov).key_for(msg.kid).k)
+            schema.validate_cbor(raw)
+            seen.add(cbor2.loads(raw)[R.TYPE])
+
     with open_journal(tmp_path, prov, segment_bytes=3000, budget_bytes=5000) as j:
         for code in ev.EVENT_NAMES:
             j.append(R.from_event((code, 1, 2, 0), ctx))
         j.append(R.command(ctx, "console", "arm", 0, False, "wrong mode"))
         j.append(R.login(ctx, "tech1", "technician", True))
         j.append(R.telemetry(ctx))
+        j.append(R.flood(ctx, "console", 7749, c.wall_ms, c.wall_ms + 3700, bytes(32)))
         j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000}, ["io.door_open"], cat.digest()))
         j.checkpoint()
-        j.flush()
-        j.set_cursor(j.durable_seq)
         for i in range(60):
             j.append(event_record(i))
         j.flush()
+        validate_on_disk()
+        j.set_cursor(j.durable_seq)   # all sent: retention drops segments
+        j.append(event_record(60))
+        j.flush()
     write_records(tmp_path, None, 1)
-    seen = set()
-    for _path, _off, record in frames(tmp_path):
-        msg = decode(record)
-        raw = msg.verify(EpochKeys(prov).key_for(msg.kid).k)
-        schema.validate_cbor(raw)
-        seen.add(cbor2.loads(raw)[R.TYPE])
+    validate_on_disk()
     assert seen >= set(ev.EVENT_NAMES) | {R.GENESIS, R.RECOVERED, R.KEY_ROTATION, R.CHECKPOINT, R.COMMAND,
-                                          R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION}
+                                          R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION, R.FLOOD}
 
 
-def test_unsent_telemetry_goes_before_alarms_and_the_gap_is_explained(tmp_path):
+def test_retention_drops_only_sent_segments_and_the_gap_is_explained(tmp_path):
     prov, _ = provision(tmp_path)
     with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
-        for i in range(20):
-            j.append(event_record(i, ev.ALARM))
-        for i in range(80):
-            j.append(event_record(100 + i))
+        for i in range(60):
+            j.append(event_record(i))
         j.flush()
+        j.set_cursor(j.durable_seq)
+        j.append(event_record(60))        # makes room: the sent segments go
+        j.flush()
+        assert not j.health()["full"]
     recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
-    alarms = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE and r[R.SEVERITY] == ev.ALARM]
-    assert alarms == list(range(20))
-    assert recs[0][R.TYPE] == R.GENESIS and any(r[R.TYPE] == R.RETENTION for r in recs)
+    assert recs[0][R.TYPE] != R.GENESIS and any(r[R.TYPE] == R.RETENTION for r in recs)
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems
     # The same hole without the journal's own retention record is tampering.
     segments = sorted((tmp_path / "journal").glob("*.seg"))
     segments[1].unlink()
     assert "gap" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
+
+
+def test_a_flood_with_the_broker_down_deletes_no_unsent_record(tmp_path):
+    """Finding 3: retention dropped unsent segments, alarms among them, and verify said OK."""
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
+        for i in range(10):
+            j.append(event_record(i, ev.ALARM))
+        for i in range(200):                              # junk: warnings (refused commands)
+            j.append(R.command(R.Context(0, False, 0), "downlink", "?", 0, False, "junk {}".format(i)))
+        j.flush()
+        assert j.health()["full"] and j.health()["over_budget"]
+        refused = j.append(R.telemetry(R.Context(0, False, 0)))     # info: refused while full
+        kept = j.append(R.command(R.Context(0, False, 0), "downlink", "?", 0, False, "still kept"))
+        j.flush()
+        assert refused == -1 and kept > 0 and j.refused_while_full == 1
+        # The uplink catches up: retention makes room and the journal takes info again.
+        j.set_cursor(j.durable_seq)   # wakes the writer: nothing else needs to be appended
+        j.flush()
+        assert not j.health()["full"]
+        assert j.append(R.telemetry(R.Context(0, False, 0))) > 0
+        j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    retained = [(r[R.DATA][R.RETENTION_FIRST], r[R.DATA][R.RETENTION_LAST]) for r in recs if r[R.TYPE] == R.RETENTION]
+    assert retained and all(last <= kept for _first, last in retained)   # only what had been sent
+    full = [r[R.DATA][R.HEALTH_DETAIL] for r in recs if r[R.TYPE] == R.HEALTH
+            and r[R.DATA][R.HEALTH_CODE] == R.HEALTH_JOURNAL_FULL]
+    assert len(full) == 2 and "1 info records were refused" in full[1]
+
+
+def test_unsent_records_outlive_the_budget(tmp_path):
+    prov, _ = provision(tmp_path)
+    with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
+        for i in range(20):
+            j.append(event_record(i, ev.ALARM))
+        for i in range(80):
+            j.append(event_record(100 + i, ev.WARNING))
+        j.flush()
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    assert recs[0][R.TYPE] == R.GENESIS and not any(r[R.TYPE] == R.RETENTION for r in recs)
+    rules = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE]
+    assert rules == list(range(20)) + list(range(100, 180))     # not one unsent record deleted
+    assert verify_dir(tmp_path / "journal", prov).ok
 
 
 def test_a_failed_writer_is_reported_not_hung(tmp_path):

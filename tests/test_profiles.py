@@ -2,6 +2,7 @@
 
 import json
 import re
+import zlib
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,15 @@ def test_unknown_profile_name_lists_the_known_ones():
 def test_parse_profile_reports_toml_syntax(tmp_path):
     with pytest.raises(ProfileError, match="not valid TOML"):
         parse_profile("[profile\n", tmp_path / "x.toml")
+
+
+def test_a_text_serial_is_its_crc32_masked_as_docs_profiles_say():
+    """Finding 10: the doc said "folded" (bit 31 xor-ed into bit 0), the code masks."""
+    from drivers.modbus.profiles import fold_text
+
+    text = "PACK-A1"        # its CRC-32 has bit 31 set: folding and masking differ
+    crc = zlib.crc32(text.encode())
+    assert crc >> 31 and fold31(crc) != crc & 0x7FFFFFFF
+    assert fold_text(text) == crc & 0x7FFFFFFF
+    doc = (Path(__file__).resolve().parent.parent / "docs/profiles.md").read_text()
+    assert "CRC-32 masked to 31 bits (`crc32 & 0x7FFFFFFF`)" in doc

@@ -33,29 +33,29 @@ entry_delay_s = 1
 [[bus]]
 name = "rs485"
 port = "{port}"
-timeout_floor_ms = 10
-timeout_ceiling_ms = 50
+baud = 19200
+timeout_ceiling_ms = 200
 
 [[device]]
 name = "io"
 bus = "rs485"
 profile = "io-dvt"
 address = 1
-poll_ms = 50
+poll_ms = 100
 
 [[device]]
 name = "bms1"
 bus = "rs485"
 profile = "bms16-vendor"
 address = 2
-poll_ms = 200
+poll_ms = 500
 
 [[device]]
 name = "relay"
 bus = "rs485"
 profile = "relay4"
 address = 4
-poll_ms = 200
+poll_ms = 500
 
 [outputs.siren]
 gpio = 17

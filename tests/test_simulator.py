@@ -116,7 +116,7 @@ def test_cabguard_sim_links_ptys_scan_finds_devices_and_sigterm_stops_it(tmp_pat
         link = links / "rs485-1"
         assert os.readlink(link).startswith("/dev/pts/")
         scan = subprocess.run([sys.executable, "-m", "controller.cli.main", "bus", "scan", str(link),
-                               "--last", "6", "--timeout-ms", "20"],
+                               "--last", "6", "--baud", "19200"],
                               cwd=ROOT, capture_output=True, text=True)
         assert scan.returncode == 0, scan.stderr
         assert "4 slave(s) answer" in scan.stdout

@@ -131,6 +131,9 @@ def _sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--commands", action="store_true",
                    help="read commands from stdin: set DEV SIG=V..., fault DEV KIND|none, swap DEV SERIAL, "
                         "get DEV [SIG...]")
+    p.add_argument("--wire", choices=("on", "off"), default=None,
+                   help="on: a real wire's timing (byte pacing at the baud, turnarounds); off: fast mode, "
+                        "answers at once; default: each bus's 'wire' in SIM.toml (on)")
     p.set_defaults(handler="simulator.cli:main")
 
 
@@ -161,8 +164,9 @@ def _bus(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("--parity", default="N", choices=("N", "E", "O"),
                       help="parity: N none (default), E even (the Modbus RTU default), O odd")
     scan.add_argument("--stopbits", type=int, default=1, choices=(1, 2), help="stop bits (default 1)")
-    scan.add_argument("--timeout-ms", type=float, default=30.0, metavar="MS",
-                      help="wait per address (default 30)")
+    scan.add_argument("--timeout-ms", type=float, default=None, metavar="MS",
+                      help="wait per read (default: 50 ms of turnaround + a 16-register read's wire time "
+                           "at the baud: 78 ms at 19200, 106 ms at 9600)")
     scan.add_argument("--first", type=int, default=1, choices=range(1, 248), metavar="A",
                       help="first address (default 1)")
     scan.add_argument("--last", type=int, default=247, choices=range(1, 248), metavar="A",

@@ -23,10 +23,9 @@ from controller.journal import records as R
 from controller.link.downlink import Refused
 from drivers.errors import DriverError
 from drivers.modbus.master import RtuMaster
-from drivers.modbus.scan import probes, report, scan_job
+from drivers.modbus.scan import probes, report, scan_job, scan_timeout
 
 OUTCOME_TIMEOUT_S = 2.0
-SCAN_TIMEOUT_S = 0.03      # per address, as `cabguard bus scan`'s default
 SCAN_STEP_BUDGET_S = 0.25  # per address, waiting for the bus thread (polls come first)
 
 
@@ -71,8 +70,9 @@ class CommandPath:
 
     def journal(self, source: str, name: str, actor: str, ok: bool, detail: str) -> None:
         ctx = self.gateway.context(False)
-        self.gateway.journal.append(R.command(ctx, source, "{} by {}".format(name, actor or "-"), 0, ok,
-                                              "" if ok else detail))
+        # A command carried out is a real event; refusals go through the source's flood control.
+        self.gateway.health.journal_from(source, R.command(ctx, source, "{} by {}".format(name, actor or "-"), 0, ok,
+                                                    "" if ok else detail), protected=ok)
 
     def refused(self, refused: Refused) -> None:
         """A downlink command that failed its checks: journaled, nothing else happens."""
@@ -119,12 +119,12 @@ class CommandPath:
         poller = next((p for p in self.gateway.site.pollers if p.port == bus["port"]), None)
         try:
             if poller is not None:
-                future = poller.run_job(scan_job(addresses, SCAN_TIMEOUT_S))
+                future = poller.run_job(scan_job(addresses, scan_timeout(bus["baud"])))
                 found = future.result(2.0 + SCAN_STEP_BUDGET_S * len(addresses))
             else:
                 master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
                 try:
-                    found = [f for f in probes(master, addresses, SCAN_TIMEOUT_S) if f is not None]
+                    found = [f for f in probes(master, addresses, scan_timeout(bus["baud"])) if f is not None]
                 finally:
                     master.close()
         except FutureTimeout:

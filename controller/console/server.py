@@ -53,6 +53,8 @@ class FdStream(Stream):
             return b""
         try:
             data = os.read(self.rfd, READ_CHUNK)
+        except BlockingIOError:  # ready was a hang-up that a terminal opening has since cleared
+            return b""
         except OSError:  # EIO: the pty's other side closed (cable pulled)
             return None
         return data if data else None
@@ -86,6 +88,9 @@ class PtyStream(FdStream):
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
         name = os.ttyname(slave)
         os.close(slave)
+        # Non-blocking: select reports a hang-up as readable, and a terminal opening
+        # between that select and the read would otherwise block the read until it types.
+        os.set_blocking(master, False)
         super().__init__(master, master)
         self.link = Path(link)
         self.link.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +177,8 @@ class ConsoleServer:
             session.stop_live()
             self._send(session.prompt())
         for line in lines:
+            if self.stop_event.is_set():   # stopping: typed-ahead lines are not run (the journal is closing)
+                break
             answer = session.handle(line, now)
             self._send(answer + "\n" if answer else "")
             if session.live_pattern:
@@ -184,6 +191,12 @@ class ConsoleServer:
             self._serve_one()
 
     def _serve_one(self) -> None:
+        # The banner waits for a terminal: a pty nobody has open reads as a
+        # hang-up, and what is written meanwhile piles up for whoever opens it.
+        typed = self.stream.read(0.2)
+        if typed is None:
+            time.sleep(0.2)
+            return
         session = Session(self.view, self.auth, self.idle_s)
         editor = LineEditor(self.max_line)
         session.last_input = self.now()
@@ -191,7 +204,7 @@ class ConsoleServer:
         next_live = 0.0
         heard = False
         while not self.stop_event.is_set():
-            data = self.stream.read(0.2)
+            data, typed = typed or self.stream.read(0.2), b""   # keys typed before the banner first
             now = self.now()
             if data is None:  # hang-up: end this session, wait for the next terminal
                 if heard:

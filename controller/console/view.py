@@ -16,6 +16,11 @@ UNIT_TEXT = {("V", -3): "mV", ("A", -3): "mA", ("C", -1): "0.1 degC", ("g", -3):
              ("deg", -3): "mdeg", ("pct", 0): "%", ("bool", 0): "", ("count", 0): "", ("code", 0): ""}
 
 
+def unit_text(unit: str, scale: int) -> str:
+    """How the console shows a signal's unit: "mV", "bits" (not "bitse0"), "We2"."""
+    return UNIT_TEXT.get((unit, scale), unit if scale == 0 else "{}e{}".format(unit, scale))
+
+
 class ConsoleView:
     def __init__(self, gateway, path: CommandPath):
         self.gateway = gateway
@@ -42,9 +47,7 @@ class ConsoleView:
     def signal_rows(self) -> list[tuple[str, int, str]]:
         g = self.gateway
         cat = g.catalog
-        return [(cat.names[i], g.image[i], UNIT_TEXT.get((cat.units[i], cat.scales[i]),
-                                                         "{}e{}".format(cat.units[i], cat.scales[i])))
-                for i in range(cat.size)]
+        return [(cat.names[i], g.image[i], unit_text(cat.units[i], cat.scales[i])) for i in range(cat.size)]
 
     def events_tail(self, count: int) -> list[str]:
         return list(self.gateway.recent)[-count:]
@@ -78,11 +81,15 @@ class ConsoleView:
     def audit(self, actor: str, what: str, outcome: str) -> None:
         g = self.gateway
         ctx = g.context(False)
+        # Everything typed goes through the console's flood control; a login and a
+        # command a known person ran are real events and always pass.
         if what == "login":
-            g.journal.append(R.login(ctx, actor, "console", outcome.startswith("ok")))
+            ok = outcome.startswith("ok")
+            g.health.journal_from("console", R.login(ctx, actor, "console", ok), protected=ok)
         else:
             ok = not outcome.startswith(("refused", "error", "failed"))
-            g.journal.append(R.command(ctx, "console", "{} by {}".format(what, actor), 0, ok, "" if ok else outcome))
+            g.health.journal_from("console", R.command(ctx, "console", "{} by {}".format(what, actor), 0, ok,
+                                                "" if ok else outcome), protected=ok and actor != "-")
 
     def alert(self, kind: str, person: Person | None) -> None:
         g = self.gateway

@@ -29,6 +29,9 @@ N_FEATURES = 9
 HOURS = 168
 SCORE_MAX = 30000
 TEMP_HISTORY = 60          # windows over which a temperature rise is measured (5 min)
+# A 24 V supply's reading wanders by tens of millivolts (ripple, ADC noise); a
+# cut or a failing supply drops it by volts.  Drops below this are noise.
+SUPPLY_NOISE_MV = 200
 
 _MASK = (1 << 30) - 1      # the core's tick period (docs/trace.md)
 _HALF = 1 << 29
@@ -104,8 +107,11 @@ class Features:
     while its ``<dev>.online`` twin is 1, and its steps (door, current,
     pack voltage) and the temperature history start again when it comes
     back online, so neither its first reading nor a value it returns with
-    is a step or a rise.  A device counts as offline (the power feature)
-    once it has answered since the model started: before that it is unread.
+    is a step or a rise.
+
+    Honest faults are not anomalies: a temperature counts once it held over
+    two window closes (a one-poll spike does not), a supply drop once it is
+    past SUPPLY_NOISE_MV, and a silent device is left to the silence rules.
     """
 
     def __init__(self, index):
@@ -144,13 +150,13 @@ class Features:
         n_dev = len(self.online)
         self.on = [0] * n_dev        # online at this scan
         self.fresh = [0] * n_dev     # came (back) online at this scan
-        self.answered = [0] * n_dev  # has answered since the model started
         self.door_prev = [0] * len(self.doors)
         self.cur_prev = [0] * len(self.currents)
         self.pack_prev = [0] * len(self.packs)
         self.temp_ring = [0] * TEMP_HISTORY
         self.ring_at = 0
         self.temp_restart = 1        # the temperature history starts at the next close
+        self.temp_last = 0           # the hottest reading at the last close
         self.supply_prev = 0
         self.acc = [0] * N_FEATURES
         self.supply_min = 0
@@ -165,7 +171,6 @@ class Features:
             v = 1 if image[online[k]] else 0
             if v and not on[k]:
                 fresh[k] = 1
-                self.answered[k] = 1
                 self.temp_restart = 1
             else:
                 fresh[k] = 0
@@ -229,19 +234,22 @@ class Features:
                 for k in range(TEMP_HISTORY):
                     self.temp_ring[k] = t
                 self.temp_restart = 0
-            low = t
+                self.temp_last = t
+            # The hottest reading that held over two window closes: a single
+            # spike of one poll is not a rise, a pack warming up keeps both.
+            held = t if t < self.temp_last else self.temp_last
+            self.temp_last = t
+            low = held
             for v in self.temp_ring:
                 if v < low:
                     low = v
-            self.temp_ring[self.ring_at] = t
+            self.temp_ring[self.ring_at] = held
             self.ring_at = (self.ring_at + 1) % TEMP_HISTORY
-            acc[7] = t - low
-        offline = 0
-        for k in range(len(self.online)):
-            if self.answered[k] and not self.on[k]:
-                offline += 1
-        drop = self.supply_prev - self.supply_min
-        acc[8] = offline * 1024 + (drop >> 4 if drop > 0 else 0)
+            acc[7] = held - low
+        # Evidence of lost power only: a device that falls silent is the silence
+        # rules' (sensor_silent, bms_silent, *_offline), supply noise is nothing.
+        drop = self.supply_prev - self.supply_min - SUPPLY_NOISE_MV
+        acc[8] = drop >> 4 if drop > 0 else 0
         if self.supply >= 0 and (self.io < 0 or self.on[self.io]):
             self.supply_prev = image[self.supply]
             self.supply_min = self.supply_prev

@@ -1,20 +1,20 @@
 """The gateway's health records: what goes wrong beside the core (a bus, the
 uplink, late scans, a rule table) as journal records.
 
-An alarm-or-worse record is announced to the uplink at once (``urgent``);
-news that can repeat every poll (a device answering with exceptions, the
-uplink's troubles) is journaled at most once a minute per source and kind.
+An alarm-or-worse record is announced to the uplink at once (``urgent``).
+Records from a source anyone outside can drive (the console, the downlink,
+a device's bus news, the uplink) pass the flood control first
+(controller/gateway/floodgate.py, docs/journal.md "Flood control").
 """
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 from controller.core.events import ALARM, SEVERITY_NAMES, WARNING
+from controller.gateway.floodgate import Floodgate
 from controller.journal import records as R
-
-NEWS_INTERVAL_S = 60.0
+from drivers import cose
 
 
 class HealthReporter:
@@ -26,37 +26,45 @@ class HealthReporter:
         self.journal = journal
         self.context = context
         self.note = note
-        self.log = log          # one line per health record, for the system journal (stderr under systemd)
+        self.log = log          # one line per journaled health record, for the system journal (stderr)
+        self.floodgate = Floodgate()
         self.urgent_listeners: list[Callable[[int], None]] = []
-        self._reported: dict[tuple[str, str], float] = {}
 
-    def record(self, code: int, detail: str, severity: int = WARNING) -> int:
-        """Journal a health record (R.HEALTH_*); returns its sequence number."""
-        seq = self.journal.append(R.health(self.context(), code, detail, severity))
-        self.log("{} health: {} (seq {})".format(SEVERITY_NAMES[severity], detail, seq))
-        if severity >= ALARM:
+    def record(self, code: int, detail: str, severity: int = WARNING, source: str = "") -> int:
+        """A health record (R.HEALTH_*); with a ``source`` (e.g. "bus:pump1:timeout")
+        it goes through that source's flood control.  Returns its seq, or -1."""
+        record = R.health(self.context(), code, detail, severity)
+        seq = self.journal_from(source, record) if source else self.journal.append(record)
+        if seq >= 0:        # what flood control holds back is counted in its flood record, not logged
+            self.log("{} health: {} (seq {})".format(SEVERITY_NAMES[severity], detail, seq))
+        if severity >= ALARM and seq >= 0:
             self.urgent(seq)
         self.note("health: " + detail)
         return seq
+
+    def journal_from(self, source: str, record: dict[int, object], protected: bool = False) -> int:
+        """A record from a source anyone outside can drive (the console, the
+        downlink, a device, the uplink): journaled if the source is within its
+        limit or the record is ``protected`` (a real event: an accepted command,
+        a login), else counted into the source's next flood record; returns its
+        seq, or -1 (docs/journal.md, "Flood control")."""
+        content = cose.encode(record.get(R.DATA, {}))
+        if not self.floodgate.admit(source, content, record[R.MONO_MS], record[R.WALL_MS],  # type: ignore[arg-type]
+                                    protected):
+            return -1
+        return self.journal.append(record)
+
+    def floods(self, final: bool = False) -> None:
+        """One flood record per source whose summary interval is over (all at a stop)."""
+        ctx = self.context()
+        for summary in self.floodgate.summaries(ctx.mono_ms, final):
+            self.journal.append(R.flood(ctx, *summary))
 
     def urgent(self, seq: int) -> None:
         """An alarm or critical record: the uplink sends it at once, not with the next batch."""
         for listener in self.urgent_listeners:
             listener(seq)
 
-    def news(self, source: str, kind: str) -> bool:
-        """At most once a minute per source and kind: a device answering every
-        poll with an exception must not flood the journal."""
-        now = time.monotonic()
-        key = (source, kind)
-        if now - self._reported.get(key, -NEWS_INTERVAL_S) < NEWS_INTERVAL_S:
-            return False
-        self._reported[key] = now
-        return True
-
     def uplink(self, text: str) -> None:
-        """The uplink's troubles: noted at once, journaled at most once a minute."""
-        self.note(text)
-        if self.news("uplink", "health"):
-            seq = self.journal.append(R.health(self.context(), R.HEALTH_UPLINK, text, WARNING))
-            self.log("warning health: {} (seq {})".format(text, seq))
+        """The uplink's troubles, through the uplink's flood control."""
+        self.record(R.HEALTH_UPLINK, text, source="uplink")

@@ -269,20 +269,24 @@ class Gateway:
             death = poller.crashed()
             if death is not None:  # within one scan: its devices are offline, the bus polled again
                 poller.restart()
-                if self.health.news(poller.port, "thread"):
-                    self.health.record(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
-                        poller.port, death), ALARM)
+                # An alarm, but one that repeats with every scan if the thread keeps
+                # dying: bus news, so a crash loop becomes a flood record.
+                self.health.record(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
+                    poller.port, death), ALARM, source="bus:{}:thread".format(poller.port))
             for bev in poller.events():
                 if bev.kind in ("write_mismatch", "write_failed"):
                     code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
                 # A pulled adapter is news every time (the poller's backoff bounds it), and an
-                # alarm, as a port missing at start is; the rest at most once a minute.  An
-                # offline record says why (timeouts, CRC, exception, port gone).
-                if bev.kind in PORT_EVENTS or (bev.kind not in ("online", "write_ok")
-                                               and self.health.news(bev.device, bev.kind)):
+                # alarm, as a port missing at start is; the rest goes through the device's
+                # flood control, per kind.  An offline record says why (timeouts, CRC,
+                # exception, port gone).
+                if bev.kind in PORT_EVENTS:
                     self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
                                         ALARM if bev.kind == "port_lost" else WARNING)
+                elif bev.kind not in ("online", "write_ok"):
+                    self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
+                                        source="bus:{}:{}".format(bev.device, bev.kind))
         return faults
 
     def _record(self, events, tickets: list[CommandTicket]) -> tuple[int, int] | None:
@@ -302,7 +306,7 @@ class Gateway:
             ok = index not in refused
             reason = "" if ok else "not allowed in mode " + MODE_NAMES[refused[index]]
             name = COMMAND_NAMES.get(t.code, str(t.code))
-            self.journal.append(R.command(ctx, t.source, name, t.arg, ok, reason))
+            self.health.journal_from(t.source, R.command(ctx, t.source, name, t.arg, ok, reason), protected=ok)
             t.outcome.set_result("ok" if ok else "refused: " + reason)
         for ev in events:
             if ev[0] == EV_REFUSED:
@@ -407,6 +411,7 @@ class Gateway:
             except OSError:
                 disk_pct = 0
             self.disk_free_pct = max(0, min(100 - used_pct, disk_pct))
+            self.health.floods()
             if time.monotonic() >= next_ports and len(self.started_pollers) < len(self.site.pollers):
                 self._start_pollers()
                 next_ports = time.monotonic() + PORT_RETRY_S
@@ -418,6 +423,7 @@ class Gateway:
         self.bank.safe(self.state.lock)
         self.notifier.stopping()
         try:
+            self.health.floods(final=True)
             self.journal.append(R.health(self.context(False), R.HEALTH_STOPPED, why, INFO))
         finally:
             self.journal.close()

@@ -29,11 +29,14 @@ The sequence and the chain resume from the last good record, the record
 key moves one epoch on, and a "recovered" record says what was found.
 
 Disk budget: when the segments outgrow it, whole segments go, oldest
-first: first those already sent (acknowledged), then unsent ones that hold
-no alarm; a segment holding an unsent alarm is never dropped: the journal
-records a critical health event and keeps it.  A retention record names
-every dropped range so that ``verify`` can tell retention from deletion.
-See docs/journal.md.
+first, but only those whose records have all been acknowledged upstream:
+a record above the cursor is never deleted.  Over budget with nothing sent
+left to drop, the journal is full: it records a critical health event and
+refuses info records (telemetry, the look-only console) from then on,
+keeping warnings and above as long as the disk takes them, until the
+uplink's acknowledgements let retention make room.  A retention record
+names every dropped range so that ``verify`` can tell retention from
+deletion.  See docs/journal.md.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Callable, Iterator
 
-from controller.core.events import ALARM, CRITICAL, INFO
+from controller.core.events import ALARM, CRITICAL, INFO, WARNING
 from controller.errors import JournalError
 from controller.journal import records as R
 from controller.journal.segments import (
@@ -77,18 +80,14 @@ def default_clock() -> R.Context:
 class Segment:
     """One segment file as the journal tracks it."""
 
-    __slots__ = ("number", "path", "first_seq", "last_seq", "size", "max_severity")
+    __slots__ = ("number", "path", "first_seq", "last_seq", "size")
 
-    def __init__(self, number: int, path: Path, first_seq: int, last_seq: int, size: int,
-                 max_severity: int):
+    def __init__(self, number: int, path: Path, first_seq: int, last_seq: int, size: int):
         self.number = number
         self.path = path
         self.first_seq = first_seq
         self.last_seq = last_seq
         self.size = size
-        # Highest severity inside; segments from earlier boots count as CRITICAL
-        # (not known without opening them), so they go only once sent.
-        self.max_severity = max_severity
 
 
 def _seq_of(record: bytes, where: str) -> int:
@@ -166,6 +165,8 @@ class Journal:
         self._epoch_day = -1
         self._tail_kid = b""         # the kid of the last record found at start-up
         self._over_budget = False
+        self._full = False           # over budget with only unsent records: info is refused
+        self.refused_while_full = 0  # info records refused since the journal became full
         self._fd = -1
         self.cursor = -1
         self.error: BaseException | None = None
@@ -274,7 +275,7 @@ class Journal:
             tail = tail._replace(last_record=goods[-1][1])
         for older_number, older in listed[:-1]:
             first = first_seq_of(older)
-            self.segments.append(Segment(older_number, older, first, first, older.stat().st_size, CRITICAL))
+            self.segments.append(Segment(older_number, older, first, first, older.stat().st_size))
         for i in range(len(self.segments) - 1):
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
@@ -294,7 +295,7 @@ class Journal:
                 found[R.RECOVERED_CORRUPT] = True
         first = first_seq_of(path) if tail.good_end else last_seq
         size = tail.good_end if tail.torn else len(data)
-        self.segments.append(Segment(number, path, first, last_seq, size, CRITICAL))
+        self.segments.append(Segment(number, path, first, last_seq, size))
         if self.segments[:-1]:
             self.segments[-2].last_seq = first - 1
         if tail.damage is not None and not tail.torn:
@@ -305,13 +306,12 @@ class Journal:
         last = self.segments[-1] if self.segments else None
         if reuse_tail and last is not None and self._fd != -2 and last.size < self._segment_bytes:
             self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
-            last.max_severity = CRITICAL
             return
         number = last.number + 1 if last else 0
         path = self.directory / segment_name(number)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         fsync_dir(self.directory)
-        self.segments.append(Segment(number, path, first_seq, first_seq - 1, 0, INFO))
+        self.segments.append(Segment(number, path, first_seq, first_seq - 1, 0))
 
     # ---- the loop's side --------------------------------------------------
 
@@ -329,9 +329,16 @@ class Journal:
     def append(self, record: dict[int, object], urgent: bool | None = None) -> int:
         """Queue a record (from controller.journal.records) and return its sequence
         number.  Never blocks on the disk; alarm and critical records are
-        fsync'd at once (``urgent`` overrides).  The journal owns ``record``."""
+        fsync'd at once (``urgent`` overrides).  The journal owns ``record``.
+        A full journal (see ``health()``) refuses an info record: it returns
+        -1 and the record is only counted (``refused_while_full``)."""
+        severity: int = record.get(R.SEVERITY, INFO)  # type: ignore[assignment]
+        if self._full and severity < WARNING:
+            with self._lock:
+                self.refused_while_full += 1
+            return -1
         if urgent is None:
-            urgent = record.get(R.SEVERITY, INFO) >= ALARM  # type: ignore[operator]
+            urgent = severity >= ALARM
         return self._enqueue(_RECORD, record, urgent)
 
     def persist(self, save: Callable[[], None]) -> None:
@@ -403,13 +410,17 @@ class Journal:
             raise JournalError("cursor cannot move back from {} to {}".format(self.cursor, acked))
         write_atomic(self.directory / "cursor", json.dumps({"acked": acked}).encode())
         self.cursor = acked
+        if self._full:   # wake the writer: retention may make room now, and info be taken again
+            with self._lock:
+                if not self._closed:
+                    self._queue.put((_FLUSH, -1, threading.Event(), False))
 
     def is_sent(self, seq: int) -> bool:
         return seq <= self.cursor
 
     def health(self) -> dict[str, int | bool]:
         return {"bytes": sum(s.size for s in self.segments), "budget": self._budget or 0,
-                "over_budget": self._over_budget, "durable_seq": self.durable_seq,
+                "over_budget": self._over_budget, "full": self._full, "durable_seq": self.durable_seq,
                 "backlog": max(0, self.durable_seq - self.cursor), "boot": self.boot,
                 "writer_failed": self.error is not None}
 
@@ -481,7 +492,7 @@ class Journal:
             if kind == _STOP:
                 stop = urgent = True
                 continue
-            rec, severity = self._record_for(kind, item)
+            rec = self._record_for(kind, item)
             urgent = urgent or urg
             data = frame(self._seal(seq, rec))
             if seg.size + size + len(data) > self._segment_bytes and seg.size + size > 0:
@@ -492,7 +503,6 @@ class Journal:
             buf.append(data)
             size += len(data)
             seg.last_seq = seq
-            seg.max_severity = max(seg.max_severity, severity)
             self._written_seq = seq
         self._write(buf)
         seg.size += size
@@ -515,7 +525,7 @@ class Journal:
         except JournalError:   # closing: the final flush is already queued
             pass
 
-    def _record_for(self, kind: int, item: object) -> tuple[dict[int, object], int]:
+    def _record_for(self, kind: int, item: object) -> dict[int, object]:
         if kind == _RECORD:
             rec = item  # type: ignore[assignment]
         elif kind == _ROTATE:
@@ -528,7 +538,7 @@ class Journal:
                 R.CHECKPOINT_SINCE_BOOT: self._since_boot,
                 R.CHECKPOINT_FIRST_SEQ: self.segments[0].first_seq,
                 R.CHECKPOINT_BYTES: sum(s.size for s in self.segments)})
-        return rec, rec.get(R.SEVERITY, INFO)  # type: ignore[return-value]
+        return rec  # type: ignore[return-value]
 
     def _seal(self, seq: int, rec: dict[int, object]) -> bytes:
         rec[R.SEQ] = seq
@@ -577,21 +587,29 @@ class Journal:
         return self.segments[-1]
 
     def _enforce_budget(self) -> None:
+        """Drop sent segments, oldest first, while over budget; never one that
+        holds a record above the cursor (docs/journal.md, "Disk budget")."""
         if self._budget is None:
             return
         total = sum(s.size for s in self.segments)
-        sealed = self.segments[:-1]
-        for seg in list(sealed):
-            if total <= self._budget:
+        for seg in list(self.segments[:-1]):
+            if total <= self._budget or seg.last_seq > self.cursor:
                 break
-            if seg.last_seq <= self.cursor or seg.max_severity < ALARM:
-                total -= self._drop(seg)
+            total -= self._drop(seg)
         over = total > self._budget
-        if over and not self._over_budget:
-            self._enqueue_internal(_RECORD, R.make(R.HEALTH, CRITICAL, self._clock(), {
-                R.HEALTH_CODE: R.HEALTH_JOURNAL_FULL,
-                R.HEALTH_DETAIL: "journal {} bytes over its budget of {}: keeping unsent alarms".format(
-                    total - self._budget, self._budget)}), True)
+        if over and not self._full:
+            self._full = True
+            self._enqueue_internal(_RECORD, R.health(self._clock(), R.HEALTH_JOURNAL_FULL,
+                "journal {} bytes over its budget of {} with records not yet sent upstream: none is "
+                "deleted; info records are refused until the uplink catches up (check the broker link)".format(
+                    total - self._budget, self._budget), CRITICAL), True)
+        elif not over and self._full:
+            self._full = False
+            self._enqueue_internal(_RECORD, R.health(self._clock(), R.HEALTH_JOURNAL_FULL,
+                "journal back under its budget: {} info records were refused while it was full".format(
+                    self.refused_while_full), WARNING), True)
+            with self._lock:
+                self.refused_while_full = 0
         self._over_budget = over
 
     def _drop(self, seg: Segment) -> int:

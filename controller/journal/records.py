@@ -47,19 +47,20 @@ HEALTH = 40
 RETENTION = 41
 CATALOG = 42
 EVIDENCE = 43
+FLOOD = 44
 
 TYPE_NAMES = {**ev.EVENT_NAMES, GENESIS: "genesis", RECOVERED: "recovered",
               KEY_ROTATION: "key_rotation", CHECKPOINT: "checkpoint", COMMAND: "command",
               LOGIN: "login", INCIDENT: "incident", TELEMETRY: "telemetry",
               HEALTH: "health", RETENTION: "retention", CATALOG: "catalog",
-              EVIDENCE: "evidence"}
+              EVIDENCE: "evidence", FLOOD: "flood"}
 
 # Data keys of the core events: 1, 2, 3 are the event's a, b, c
 # (controller.core.events.EVENT_FIELDS names them).
 EVENT_A, EVENT_B, EVENT_C = 1, 2, 3
 
 # Health codes (HEALTH records, data key 1).
-HEALTH_JOURNAL_FULL = 1     # over the disk budget and keeping unsent alarms
+HEALTH_JOURNAL_FULL = 1     # over the disk budget with unsent records: info refused (and back under it)
 HEALTH_LATE_SCANS = 2       # scans started late (detail: how many so far)
 HEALTH_BUS = 3              # a bus event: exception answer, port missing, write result
 HEALTH_CONFIG_FALLBACK = 4  # the new config was invalid: running on the last good one
@@ -81,6 +82,7 @@ INCIDENT_TRIGGER, INCIDENT_EVIDENCE = 1, 2
 HEALTH_CODE, HEALTH_DETAIL = 1, 2
 RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
 CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
+FLOOD_SOURCE, FLOOD_COUNT, FLOOD_FIRST_MS, FLOOD_LAST_MS, FLOOD_DIGEST = 1, 2, 3, 4, 5
 EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
 
 
@@ -161,6 +163,14 @@ def login(ctx: Context, user: str, level: str, ok: bool) -> dict[int, object]:
 def health(ctx: Context, code: int, detail: str, severity: int = ev.WARNING) -> dict[int, object]:
     """Something about the gateway itself that the head end should know."""
     return make(HEALTH, severity, ctx, {HEALTH_CODE: code, HEALTH_DETAIL: detail})
+
+
+def flood(ctx: Context, source: str, count: int, first_wall_ms: int, last_wall_ms: int,
+          digest: bytes) -> dict[int, object]:
+    """One source's records over its limit (controller/floodgate.py), in place of them."""
+    return make(FLOOD, ev.WARNING, ctx, {FLOOD_SOURCE: source, FLOOD_COUNT: count,
+                                         FLOOD_FIRST_MS: first_wall_ms, FLOOD_LAST_MS: last_wall_ms,
+                                         FLOOD_DIGEST: digest})
 
 
 def telemetry(ctx: Context) -> dict[int, object]:

@@ -18,10 +18,12 @@ WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS = 5, 6, 15, 16
 READ_FUNCTION = {"coil": READ_COILS, "discrete": READ_DISCRETE,
                  "holding": READ_HOLDING, "input": READ_INPUT}
 BIT_FUNCTIONS = (READ_COILS, READ_DISCRETE)
+WRITE_FUNCTIONS = (WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS)
 MAX_REGISTERS = 125
 MAX_BITS = 2000
 EXCEPTION_LENGTH = 5
 MAX_FRAME = 256          # the longest RTU frame, bytes
+SLOWEST_TURNAROUND_S = 0.05   # field devices answer within 10-50 ms (BMS firmware the slowest)
 
 
 def _crc_table() -> list[int]:
@@ -63,6 +65,17 @@ def t35_seconds(baud: int) -> float:
 def wire_seconds(nbytes: int, baud: int) -> float:
     """Time on the wire for ``nbytes`` 11-bit characters."""
     return nbytes * 11 / baud
+
+
+def split_reads(function: int, start: int, count: int, baud: int, ceiling_s: float) -> list[tuple[int, int]]:
+    """A block as (start, count) reads short enough that request and answer ((13 + 2N)
+    characters) and the slowest turnaround fit in ``ceiling_s`` at ``baud`` (a 111-register
+    SunSpec read takes 260 ms at 9600 baud).  Bit reads are short: one read."""
+    if function in BIT_FUNCTIONS:
+        return [(start, count)]
+    budget = (ceiling_s - SLOWEST_TURNAROUND_S) * baud / 11
+    step = max(1, min(MAX_REGISTERS, int((budget - 13) // 2)))
+    return [(first, min(step, start + count - first)) for first in range(start, start + count, step)]
 
 
 # ---- requests (master side) ------------------------------------------------
@@ -125,13 +138,24 @@ def bits(data: bytes, count: int) -> list[int]:
 
 # ---- answers (slave side) --------------------------------------------------
 
+# Request lengths of the other public functions (Modbus application protocol 6.x), so a
+# slave answers them with exception 1 instead of waiting for 8 bytes that never come:
+# 7 read exception status, 11/12 comm event counter/log, 17 report server id (4 bytes);
+# 22 mask write (10); 24 read FIFO (6); 43/14 read device identification (7).
+_FIXED_LENGTH = {7: 4, 11: 4, 12: 4, 17: 4, 22: 10, 24: 6, 43: 7}
+# Functions whose length follows from a byte count: function -> (offset of the count, bytes
+# besides the counted ones): 15/16 write multiple, 20/21 file records, 23 read/write multiple.
+_COUNTED_LENGTH = {WRITE_COILS: (6, 9), WRITE_REGISTERS: (6, 9), 20: (2, 5), 21: (2, 5), 23: (10, 13)}
+
+
 def request_length(buffer: bytes) -> int:
     """Length of the request frame starting ``buffer``, 0 if not yet known."""
     if len(buffer) < 2:
         return 0
-    if buffer[1] in (WRITE_COILS, WRITE_REGISTERS):
-        return 9 + buffer[6] if len(buffer) >= 7 else 0
-    return 8
+    if buffer[1] in _COUNTED_LENGTH:
+        at, extra = _COUNTED_LENGTH[buffer[1]]
+        return extra + buffer[at] if len(buffer) > at else 0
+    return _FIXED_LENGTH.get(buffer[1], 8)
 
 
 def pack_bits(values: list[int]) -> bytes:

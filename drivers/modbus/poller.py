@@ -172,6 +172,7 @@ class BusPoller:
         self._tokens = 0
         self._grid: tuple[float, float] | None = None   # the scan loop's (anchor, period), see align()
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
+        self._job_turn = False   # a poll ran since the last job step (bus thread only)
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
         self._reopen_at = 0.0            # when to try a lost port again (bus thread only)
         self._reopen_delay = REOPEN_FIRST_S
@@ -325,22 +326,28 @@ class BusPoller:
             st = min(self._states, key=lambda s: s.due)
             due = st.due if self._master is not None else min(st.due, self._reopen_at)
             wait = due - time.monotonic()
-            if wait > 0:
-                if self._jobs and self._commands.empty():
-                    self._job_step()
-                    continue
-                try:
-                    command = self._commands.get(timeout=wait)
-                except queue.Empty:
-                    command = None
-                if isinstance(command, _QueuedJob):
-                    self._jobs.append(command)
-                elif command is not None:
-                    self._write(*command)
+            # A job steps while no poll is due, and on a busy wire (a poll always due)
+            # every other transaction, so a scan neither delays polls much nor starves.
+            if self._jobs and self._commands.empty() and (wait > 0 or self._job_turn):
+                self._job_turn = False
+                self._job_step()
+                continue
+            # A queued write (a siren) goes ahead of a due poll: on a busy wire a poll is
+            # always due, and the write would wait for ever.
+            try:
+                command = self._commands.get(timeout=wait) if wait > 0 else self._commands.get_nowait()
+            except queue.Empty:
+                command = None
+            if isinstance(command, _QueuedJob):
+                self._jobs.append(command)
+            elif command is not None:
+                self._write(*command)
+            if wait > 0 or command is not None:
                 continue
             if st.due > time.monotonic():
                 continue  # it was time to reopen the port, not to poll
             started = time.monotonic()
+            self._job_turn = True
             self.poll(st)
             now = time.monotonic()
             st.poll_s += (now - started - st.poll_s) / 8
@@ -428,7 +435,7 @@ class BusPoller:
             if st.regmap is None:
                 st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
                                                      st.profile))
-            blocks = [self._read(st, frames.READ_FUNCTION[b.table], b.start, b.count)
+            blocks = [self._read_split(st, frames.READ_FUNCTION[b.table], b.start, b.count)
                       for b in st.regmap.blocks]
             values, missing = st.regmap.decode(blocks)
         except NotSunSpec as e:
@@ -481,6 +488,14 @@ class BusPoller:
         if self._master is None:
             raise ModbusPortLost("port {} is gone (unplugged?); trying to reopen it".format(self.port))
         return self._master
+
+    def _read_split(self, st: _State, function: int, start: int, count: int) -> list[int]:
+        """A block in as many reads as the baud needs for each to fit the ceiling."""
+        values: list[int] = []
+        for first, n in frames.split_reads(function, start, count, self.options.baud,
+                                           self.options.timeout_ceiling_ms / 1000):
+            values += self._read(st, function, first, n)
+        return values
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with bounded retries; counts every attempt on the twins."""

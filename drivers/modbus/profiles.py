@@ -17,6 +17,8 @@ virtual-time evaluation (world -> encode -> decode -> image):
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import tomllib
 import zlib
@@ -54,6 +56,12 @@ TYPES = tuple(WORDS) + ("str",)
 SUNSPEC_BASES = (40000, 0, 50000)
 SUNS = (0x5375, 0x6E53)  # "SunS"
 SUNSPEC_END = 0xFFFF
+# What a SunSpec point the simulator has no value for reads: the information model's
+# "not implemented" value of its type, per register, high word first (strings: 0).
+UNSET_POINT = {"uint16": [0xFFFF], "enum16": [0xFFFF], "bitfield16": [0xFFFF], "count": [0xFFFF],
+                   "int16": [0x8000], "sunssf": [0x8000], "pad": [0x8000],
+                   "uint32": [0xFFFF, 0xFFFF], "enum32": [0xFFFF, 0xFFFF], "bitfield32": [0xFFFF, 0xFFFF],
+                   "acc32": [0, 0], "int32": [0x8000, 0]}
 # SunSpec "not implemented" values per type; a scale factor uses 0x8000.
 NOT_IMPLEMENTED = {"u16": 0xFFFF, "s16": 0x8000, "u32": 0xFFFFFFFF, "s32": 0x80000000}
 NI_SF = 0x8000
@@ -302,6 +310,9 @@ def _encode_sunspec_frame(holding: dict[int, int], models: list[SunSpecModel],
         holding[start], holding[start + 1] = m.id, m.length
         for a in range(start + 2, start + 2 + m.length):
             holding[a] = 0
+        for offset, size, kind in _model_points(m.id, m.length):
+            for i, word in enumerate(UNSET_POINT.get(kind, [0] * size)):
+                holding[start + offset + i] = word
         for offset, value in m.fill.items():
             if isinstance(value, str):
                 _put_text(holding, start + offset, value, (len(value) + 1) // 2)
@@ -309,6 +320,27 @@ def _encode_sunspec_frame(holding: dict[int, int], models: list[SunSpecModel],
                 holding[start + offset] = value & 0xFFFF
         end = start + 2 + m.length
     holding[end], holding[end + 1] = SUNSPEC_END, 0
+
+
+@functools.lru_cache(maxsize=None)
+def _point_types() -> dict[str, Any]:
+    return json.loads((PROFILE_DIR / "sunspec-points.json").read_text())
+
+
+def _model_points(model_id: int, length: int) -> list[tuple[int, int, str]]:
+    """(offset from the ID register, registers, type) of every point of a model of ``length``,
+    its repeating group (803's strings, 805's cells) as many times as the length holds; [] for
+    a model whose types are not known."""
+    model = _point_types().get(str(model_id))
+    if model is None:
+        return []
+    points = [tuple(p) for p in model["fixed"]]
+    repeat = model.get("repeat", [])
+    step = sum(size for _o, size, _t in repeat)
+    end = points[-1][0] + points[-1][1] if points else 2
+    for first in range(end, 2 + length - step + 1, step or 2 + length):
+        points += [(first + offset, size, kind) for offset, size, kind in repeat]
+    return points
 
 
 def _put_text(regs: dict[int, int], address: int, text: str, words: int) -> None:

@@ -13,6 +13,14 @@ from drivers.modbus.sunspec import NotSunSpec, find_base, model_chain
 COMMON_TEXT = (("Mn", 2, 16), ("Md", 18, 16), ("SN", 50, 16))  # model 1 strings: name, offset, words
 
 
+def scan_timeout(baud: int) -> float:
+    """The wait per read of a scan at ``baud``: the slowest turnaround, plus the wire time of
+    the longest identity read (16 registers) and t3.5.  A fixed wait made identity reads
+    fail at 9600 baud, and their late answers showed as phantom garbled slaves."""
+    longest = max(words for _n, _o, words in COMMON_TEXT)
+    return frames.SLOWEST_TURNAROUND_S + frames.wire_seconds(8 + 5 + 2 * longest, baud) + frames.t35_seconds(baud)
+
+
 class Found(NamedTuple):
     address: int
     note: str                 # "" or what was odd about the answers
@@ -92,8 +100,8 @@ def report(port: str, baud: int, first: int, last: int, found: list[Found]) -> l
 def main(args: argparse.Namespace) -> int:
     master = RtuMaster(args.port, args.baud, args.parity, args.stopbits)
     try:
-        found = [f for f in probes(master, range(args.first, args.last + 1), args.timeout_ms / 1000)
-                 if f is not None]
+        timeout = scan_timeout(args.baud) if args.timeout_ms is None else args.timeout_ms / 1000
+        found = [f for f in probes(master, range(args.first, args.last + 1), timeout) if f is not None]
     finally:
         master.close()
     print("\n".join(report(args.port, args.baud, args.first, args.last, found)))

@@ -1,5 +1,7 @@
-"""Console figures: command round trip over a pty, and the scan loop's jitter
-with and without a console session streaming the live signals view.
+"""Console figures: command round trip over a pty, the scan loop's jitter
+with and without a console session streaming the live signals view, and
+the records an anonymous flood makes (1 MB of random bytes on the console,
+10,000 junk messages on the command topic) now that floods are summarised.
 
 A real gateway (``controller.gateway.run.build``) polls simulated devices served from
 a child process (as on a real bus, the slaves do not share our interpreter
@@ -13,18 +15,22 @@ import os
 import random
 import select
 import tempfile
+import termios
 import threading
 import time
+import tty
 from pathlib import Path
 from typing import Callable
 
 from controller.console.auth import PeopleStore, code_at
 from controller.devtools.bench import Figure
-from controller.devtools.bench.modbus import DEVICES, _SimProcess
+from controller.devtools.bench.modbus import BAUD, DEVICES, _SimProcess
 
 SCAN_MS = 50
 ROUND_TRIPS = 200
 JITTER_S = 12.0
+JUNK_BYTES = 1 << 20
+JUNK_COMMANDS = 10_000
 PROMPT = b")> "
 
 SITE = """
@@ -153,12 +159,65 @@ def _flood(term: _Terminal, gw) -> list[float]:
     return _lateness_beside(gw, pump)
 
 
+def _journaled_since(gw, seq: int) -> int:
+    """Records written from ``seq`` on, once the floodgate has summarised what it held."""
+    gw.health.floods(final=True)
+    gw.journal.flush(10)
+    return gw.journal.next_seq - seq
+
+
+def type_draining(fd: int, data: bytes) -> None:
+    """Type ``data`` into a terminal's fd as fast as it goes, reading the echo
+    away meanwhile (or both ends block on full pty buffers)."""
+    sent = 0
+    while sent < len(data):
+        readable, writable, _ = select.select([fd], [fd], [], 1.0)
+        if readable:
+            os.read(fd, 65536)
+        if writable:
+            sent += os.write(fd, data[sent:sent + 4096])
+
+
+def _console_junk(term: _Terminal, gw) -> tuple[int, float]:
+    """Records made by 1 MB of random bytes typed anonymously, and the seconds it took."""
+    junk = random.Random(3).randbytes(JUNK_BYTES)
+    first = gw.journal.next_seq
+    cooked = termios.tcgetattr(term.fd)
+    tty.setraw(term.fd)   # as picocom does: an echoed ^S would otherwise stop our side
+    try:
+        t0 = time.perf_counter()
+        type_draining(term.fd, junk)
+        os.write(term.fd, b"\x03\rversion\r")
+        term.until(b"rules: ", timeout=120)
+        term.until(PROMPT)
+        elapsed = time.perf_counter() - t0
+    finally:
+        termios.tcsetattr(term.fd, termios.TCSANOW, cooked)   # the other figures as before
+    return _journaled_since(gw, first), elapsed
+
+
+def _downlink_junk(services) -> int:
+    """Records made by 10,000 junk messages on the command topic (what the uplink hands over)."""
+    from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
+    from drivers.keys import generate
+
+    gw = services.gateway
+    verifier = DownlinkVerifier(gw.gateway_id, generate(gw.gateway_id + ".headend"),
+                                SeqStore(gw.state_dir / "bench-downlink-seq"))
+    handle = command_handler(verifier, services.path.execute, services.path.refused)
+    rng = random.Random(4)
+    first = gw.journal.next_seq
+    for _ in range(JUNK_COMMANDS):
+        handle(rng.randbytes(rng.randrange(1, 300)))
+    return _journaled_since(gw, first)
+
+
 def run() -> list[Figure]:
     from controller.cli.keygen import generate_keys
     from controller.gateway.run import build
     from drivers.cose import ALG_AES_MAC_128_128
 
-    sim = _SimProcess()
+    sim = _SimProcess(wire=False, baud=BAUD)  # fast mode: the figures time the console, not the bus
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         generate_keys("gw-bench", d / "keys", ALG_AES_MAC_128_128)
@@ -172,6 +231,8 @@ def run() -> list[Figure]:
             time.sleep(1.0)                       # devices online, SunSpec discovered
             quiet = _lateness(gw, JITTER_S)
             term = _Terminal(d / "console")
+            console_records, junk_s = _console_junk(term, gw)
+            downlink_records = _downlink_junk(services)
             term.round_trip("login bench {}".format(code_at(tech.secret, time.time())).encode(), b"Logged in")
             status = [term.round_trip(b"status", b"last ") for _ in range(ROUND_TRIPS)]
             rng = random.Random(8)
@@ -204,4 +265,8 @@ def run() -> list[Figure]:
         Figure("scan lateness, `status` flood, p99", _ms(flood, 0.99), "ms",
                note="input as fast as the console answers"),
         Figure("scan lateness, `status` flood, max", _ms(flood, 1.0), "ms", note="{} scans".format(len(flood))),
+        Figure("records written by 1 MB of console junk", console_records, "records", "<= 100",
+               "anonymous, random bytes, {:.1f} s; flood summaries included".format(junk_s)),
+        Figure("records written by 10,000 junk commands", downlink_records, "records", "<= 100",
+               "random payloads on the command topic; flood summaries included"),
     ]

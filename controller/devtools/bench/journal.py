@@ -1,4 +1,5 @@
-"""Journal figures: sign + append, alarm durable latency, verify, start-up recovery of 1 GB."""
+"""Journal figures: sign + append, alarm durable latency, verify, start-up recovery of 1 GB,
+and what retention deletes of unsent alarms under a flood with the broker down."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import cbor2
+
 from controller.core import events as ev
 from controller.devtools.bench import Figure
 from controller.journal import records as R
 from controller.journal.journal import SEGMENT_BYTES, Journal, default_clock
-from controller.journal.segments import list_segments, segment_name
+from controller.journal.segments import Bad, iter_frames, list_segments, segment_name
 from controller.journal.verify import verify_dir
-from drivers.keys import generate, role_kid
+from drivers import cose
+from drivers.keys import EpochKeys, generate, role_kid
 
 RECORDS = 100_000
 ALARMS = 300
 GIGABYTE = 1 << 30
+FLOOD_RECORDS = 20_000
 SNAPSHOT = list(range(40))   # a cabinet's image is a few dozen signals
 
 
@@ -80,6 +85,38 @@ def _recovery(tmp: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _unsent_alarms_lost(tmp: Path, prov) -> tuple[int, int]:
+    """Alarms appended with the broker down (cursor never moves) among a flood of
+    warnings and info over the minimum budget: how many are gone, and how many
+    info records the full journal refused."""
+    flood = tmp / "flood"
+    flood.mkdir()
+    c = default_clock()
+    ctx = R.Context(c.wall_ms, True, c.mono_ms, SNAPSHOT)
+    with Journal.open(flood / "journal", "bench-gw", flood / "epoch.key", prov,
+                      segment_bytes=64 << 10, budget_bytes=1 << 20) as j:
+        for i in range(FLOOD_RECORDS):
+            severity = ev.ALARM if i % 100 == 0 else (ev.WARNING if i % 2 else ev.INFO)
+            j.append(R.from_event((ev.EV_RULE, i, severity, 1), ctx))
+            if i % 500 == 499:   # a flood over time, not one batch: the writer sees the budget
+                j.flush()
+        j.flush()
+        refused = j.refused_while_full
+    kept = sum(1 for r in _payloads(flood, prov) if r[R.TYPE] == ev.EV_RULE and r[R.SEVERITY] == ev.ALARM)
+    return FLOOD_RECORDS // 100 - kept, refused
+
+
+def _payloads(tmp: Path, prov) -> list[dict]:
+    keys = EpochKeys(prov)
+    out = []
+    for _n, path in list_segments(tmp / "journal"):
+        for item in iter_frames(path.read_bytes()):
+            if not isinstance(item, Bad):
+                msg = cose.decode(item[1])
+                out.append(cbor2.loads(msg.verify(keys.key_for(msg.kid).k)))
+    return out
+
+
 def run() -> list[Figure]:
     with tempfile.TemporaryDirectory(prefix="cabguard-bench-") as d:
         tmp = Path(d)
@@ -88,6 +125,7 @@ def run() -> list[Figure]:
         median, p99 = _alarm_latency(tmp)
         verify = _verify_rate(tmp, prov)
         recovery = _recovery(tmp)
+        alarms_lost, refused = _unsent_alarms_lost(tmp, prov)
     return [
         Figure("sign + append, batched (AES-MAC)", rate, "rec/s", ">= 20000",
                "{} records with a 40-signal snapshot".format(RECORDS)),
@@ -96,4 +134,7 @@ def run() -> list[Figure]:
         Figure("verify", verify, "rec/s", ">= 50000"),
         Figure("start-up recovery with 1 GB of journal", recovery, "s", "<= 2",
                "{} MB segments; only the tail is scanned".format(SEGMENT_BYTES >> 20)),
+        Figure("unsent alarms deleted by retention under a flood", alarms_lost, "records", "<= 0",
+               "{} records, 1 MB budget, broker down; {} info records refused while full".format(
+                   FLOOD_RECORDS, refused)),
     ]

@@ -14,10 +14,13 @@ import time
 from controller.devtools.bench import Figure
 from drivers.errors import ModbusError
 from drivers.modbus import frames
+from drivers.modbus.budget import read_seconds
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
 
-BAUD = 115200
+BAUD = 115200           # the software overhead figures, wire off
+WIRE_BAUD = 19200       # the other figures, on the simulator's wire
+TURNAROUND_MS = 10      # the poll-cycle figure's slaves
 TRANSACTIONS = 3000
 FUZZ_PURE = 100_000
 FUZZ_PTY = 2000
@@ -25,12 +28,13 @@ DEVICES = (("io", "io-dvt", 1, {"door_bolt": 1}), ("bms1", "bms16-vendor", 2, {"
            ("bms2", "sunspec-battery", 3, {"serial": 1003}))
 
 
-def _serve(conn, wire_time: bool) -> None:
+def _serve(conn, wire: bool, baud: int) -> None:
     from simulator.bus import SimBus, Simulator
     from simulator.slave import SimDevice
 
-    devices = [SimDevice(name, profile, addr, values) for name, profile, addr, values in DEVICES]
-    with Simulator([SimBus("bench", devices, BAUD, wire_time)]) as sim:
+    devices = [SimDevice(name, profile, addr, values, turnaround_ms=TURNAROUND_MS)
+               for name, profile, addr, values in DEVICES]
+    with Simulator([SimBus("bench", devices, baud, wire)]) as sim:
         conn.send(sim.bus("bench").port)
         while True:
             command = conn.recv()
@@ -41,10 +45,10 @@ def _serve(conn, wire_time: bool) -> None:
 
 
 class _SimProcess:
-    def __init__(self, wire_time: bool = False) -> None:
+    def __init__(self, wire: bool = True, baud: int = WIRE_BAUD) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, wire_time), daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, wire, baud), daemon=True)
         self.proc.start()
         self.port = self.conn.recv()
 
@@ -72,7 +76,11 @@ def _overhead(port: str) -> tuple[float, float]:
 
 
 def _minimalmodbus(port: str) -> float:
-    import minimalmodbus
+    """The same read through minimalmodbus (a dev extra: NaN where it is not installed)."""
+    try:
+        import minimalmodbus
+    except ImportError:
+        return float("nan")
 
     inst = minimalmodbus.Instrument(port, 2)
     inst.serial.baudrate = BAUD
@@ -88,26 +96,29 @@ def _minimalmodbus(port: str) -> float:
 
 
 def _read_limit(function: int, count: int) -> float:
-    """(13 + 2N)·11/baud + 2·t3.5 for registers; bit reads answer ceil(N/8) data bytes."""
-    data = (count + 7) // 8 if function in frames.BIT_FUNCTIONS else 2 * count
-    return (13 + data) * 11 / BAUD + 2 * frames.t35_seconds(BAUD)
+    """A read's wire time (drivers/modbus/budget.py) plus the slave's turnaround."""
+    return read_seconds(function, count, WIRE_BAUD) + TURNAROUND_MS / 1000
 
 
-def _poll_cycle() -> tuple[float, float, int]:
-    sim = _SimProcess(wire_time=True)
+def _poll_cycle() -> tuple[float, float, int, int]:
+    """Median cycle of the good ones, the limit, reads per cycle, cycles with a failed read
+    (a timeout when the loaded host stalls longer than the learned margin)."""
+    sim = _SimProcess()
     poller = BusPoller(sim.port, [PolledDevice(n, p, a, 1000) for n, p, a, _v in DEVICES],
-                       BusOptions(baud=BAUD))
+                       BusOptions(baud=WIRE_BAUD))
     try:
         poller.poll_cycle()  # SunSpec discovery happens in the first cycle
-        cycles = []
+        cycles, failed = [], 0
         for _ in range(40):
             t0 = time.perf_counter()
             ok = poller.poll_cycle()
-            cycles.append(time.perf_counter() - t0)
-            assert all(ok)
+            if all(ok):
+                cycles.append(time.perf_counter() - t0)
+            else:
+                failed += 1
         reads = [(frames.READ_FUNCTION[b.table], b.count) for m in poller.register_maps().values() if m for b in m.blocks]
         limit = sum(_read_limit(f, n) for f, n in reads)
-        return statistics.median(cycles) * 1000, limit * 1000, len(reads)
+        return statistics.median(cycles) * 1000, limit * 1000, len(reads), failed
     finally:
         poller.stop()
         sim.close()
@@ -117,7 +128,7 @@ def _silent_detection(trials: int = 5) -> float:
     sim = _SimProcess()
     period = 0.1
     poller = BusPoller(sim.port, [PolledDevice("io", "io-dvt", 1, int(period * 1000)),
-                                  PolledDevice("bms1", "bms16-vendor", 2, 1000)]).start()
+                                  PolledDevice("bms1", "bms16-vendor", 2, 1000)], BusOptions(baud=WIRE_BAUD)).start()
     worst = 0.0
     try:
         for _ in range(trials):
@@ -137,13 +148,12 @@ def _silent_detection(trials: int = 5) -> float:
 
 
 def _slow_first_contact(turnaround_ms: float = 40, baud: int = 19200, period_ms: int = 200) -> float:
-    """Poll periods from a poller's start to a slow BMS online (wire time emulated)."""
+    """Poll periods from a poller's start to a slow BMS online (on the simulator's wire)."""
     from simulator.bus import SimBus, Simulator
     from simulator.slave import SimDevice
 
-    bms = SimDevice("bms1", "bms16-vendor", 2, {"serial": 1002})
-    bms.set_fault("slow", delay_ms=turnaround_ms)
-    with Simulator([SimBus("slow", [bms], baud, wire_time=True)]) as sim:
+    bms = SimDevice("bms1", "bms16-vendor", 2, {"serial": 1002}, turnaround_ms=turnaround_ms)
+    with Simulator([SimBus("slow", [bms], baud)]) as sim:
         poller = BusPoller(sim.bus("slow").port,
                            [PolledDevice("bms1", "bms16-vendor", 2, period_ms)], BusOptions(baud=baud))
         t0 = time.monotonic()
@@ -233,13 +243,13 @@ def _fuzz_pty(timeout: float = 0.003) -> tuple[int, float]:
 
 
 def run() -> list[Figure]:
-    sim = _SimProcess()
+    sim = _SimProcess(wire=False, baud=BAUD)  # fast mode: the master's own work per transaction
     try:
         median_ms, p95_ms = _overhead(sim.port)
         mm_ms = _minimalmodbus(sim.port)
     finally:
         sim.close()
-    cycle_ms, limit_ms, reads = _poll_cycle()
+    cycle_ms, limit_ms, reads, failed = _poll_cycle()
     periods = _silent_detection()
     first_contact = _slow_first_contact()
     fuzz_n, fuzz_s = _fuzz_pure()
@@ -248,9 +258,10 @@ def run() -> list[Figure]:
         Figure("RTU transaction over a pty, median", median_ms, "ms", "<= 0.5",
                "read 30 registers, t3.5 gap excluded; p95 {:.3f} ms".format(p95_ms)),
         Figure("minimalmodbus, same read, median", mm_ms, "ms", note="for comparison; includes its own t3.5 wait (1.75 ms)"),
-        Figure("poll cycle 1 io + 2 BMS @115200 ({} reads)".format(reads), cycle_ms, "ms",
-               "<= {:.2f}".format(limit_ms * 1.15),
-               "sim emulates wire time; limit {:.2f} ms; target limit + 15%".format(limit_ms)),
+        Figure("poll cycle 1 io + 2 BMS @{} with {} ms turnarounds ({} reads)".format(
+            WIRE_BAUD, TURNAROUND_MS, reads), cycle_ms, "ms", "<= {:.2f}".format(limit_ms * 1.10),
+               "simulator's wire on; wire limit {:.2f} ms; target limit + 10%; {} of 40 cycles had a "
+               "failed read".format(limit_ms, failed)),
         Figure("silent device detected after (worst of 5)", periods, "periods", "<= 3", "io, 100 ms period"),
         Figure("40 ms turnaround @19200: first contact -> online", first_contact, "periods", "<= 2",
                "bms16-vendor polled every 200 ms; online after 2 good polls"),

@@ -32,13 +32,23 @@ from controller.core.outputs import OUT_SIREN
 from controller.devtools.bench import Figure
 from controller.gateway.run import build
 from controller.journal import records as R
+from drivers.modbus.budget import device_load
+from drivers.modbus.profiles import load_profile
 from simulator.demo import SIM_CONFIG, prepare
+from simulator.slave import DEFAULT_TURNAROUND_MS
 
 JITTER_S = 40
 LATENCY_TRIALS = 25
 JOURNAL_RATE = 1000
-WIRE_IO_READ_MS = 1.0
-PERIOD_MS = 100         # the demo site's scan period and the I/O module's poll period   # one I/O-module read at 115200 baud, request + answer on the wire
+PERIOD_MS = 100         # the demo site's scan period and the I/O module's poll period
+WIRE_BAUD = 19200       # the demo's bus (simulator/configs/demo.toml), the simulator's wire on
+
+
+def io_transaction_ms() -> float:
+    """One poll of the I/O module on the demo's wire: its reads' wire time and t3.5 gaps
+    (drivers/modbus/budget.py) and the simulator's slowest turnaround per read."""
+    io = device_load("io", load_profile("io-dvt"), PERIOD_MS, WIRE_BAUD, 0.2)
+    return 1000 * io.poll_s + io.reads * DEFAULT_TURNAROUND_MS[1]
 
 
 class SimProcess:
@@ -165,7 +175,8 @@ def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
         gw.stop_event.set()
         loop.join(5)
         services.stop("bench over")
-    budget = PERIOD_MS + WIRE_IO_READ_MS + 5
+    io_ms = io_transaction_ms()
+    budget = PERIOD_MS + io_ms + 5
     figures = [
         Figure("scan lateness p50 (100 ms period, journal 1,000 rec/s)", statistics.median(lateness_ms), "ms"),
         Figure("scan lateness p99", _percentile(lateness_ms, 0.99), "ms", "<= 1"),
@@ -175,10 +186,12 @@ def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
     ]
     if latencies:
         figures += [
-            Figure("door flip to siren output, p50", statistics.median(latencies), "ms"),
-            Figure("door flip to siren output, p99 (max of {} trials)".format(len(latencies)),
-                   _percentile(latencies, 0.99), "ms", "<= {:.0f}".format(budget),
-                   "budget: {} ms period + 1 I/O read + 5 ms".format(PERIOD_MS)),
+            Figure("door flip to siren output @{} wire on, p50".format(WIRE_BAUD), statistics.median(latencies),
+                   "ms"),
+            Figure("door flip to siren output, p99", _percentile(latencies, 0.99), "ms", "<= {:.0f}".format(budget),
+                   "budget: {} ms period + 1 I/O poll ({:.0f} ms: wire, gaps, slowest turnarounds) + 5 ms".format(
+                       PERIOD_MS, io_ms)),
+            Figure("door flip to siren output, max of {} trials".format(len(latencies)), max(latencies), "ms"),
         ]
     return figures
 

@@ -1,0 +1,67 @@
+"""A bus's wire budget: the share of the wire its devices' polls take (docs/profiles.md).
+
+Each read costs (13 + 2N)·11/baud + 2·t3.5 seconds (N registers; a bit read
+answers ceil(N/8) data bytes): request and answer on the wire and the
+silences around them.  A device's load is its reads' time over its poll
+period; a bus's load is the sum.  Turnarounds come on top, so a bus above
+``WARN_LOAD`` has little room for slow slaves and retries, and one above
+``MAX_LOAD`` cannot keep its poll periods at all.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+from drivers.modbus import frames
+from drivers.modbus.profiles import Profile
+
+WARN_LOAD = 0.60
+MAX_LOAD = 1.00
+
+
+class DeviceLoad(NamedTuple):
+    name: str
+    reads: int           # reads per poll
+    poll_s: float        # wire time of one poll
+    period_s: float
+
+    @property
+    def share(self) -> float:
+        return self.poll_s / self.period_s
+
+
+def read_seconds(function: int, count: int, baud: int) -> float:
+    data = (count + 7) // 8 if function in frames.BIT_FUNCTIONS else 2 * count
+    return frames.wire_seconds(13 + data, baud) + 2 * frames.t35_seconds(baud)
+
+
+def device_load(name: str, profile: Profile, period_ms: int, baud: int, ceiling_s: float) -> DeviceLoad:
+    """One device's polls, read as the poller reads them (long blocks split); a SunSpec
+    device at its default layout."""
+    regmap = profile.bind(profile.sim_layout() if profile.sunspec else None)
+    reads = [(frames.READ_FUNCTION[b.table], n) for b in regmap.blocks
+             for _s, n in frames.split_reads(frames.READ_FUNCTION[b.table], b.start, b.count, baud, ceiling_s)]
+    return DeviceLoad(name, len(reads), sum(read_seconds(f, n, baud) for f, n in reads), period_ms / 1000)
+
+
+def bus_load(devices: Iterable[DeviceLoad]) -> float:
+    return sum(d.share for d in devices)
+
+
+def verdict(bus: str, baud: int, devices: list[DeviceLoad]) -> tuple[str, str]:
+    """("ok" | "warning" | "error", a line for the installer naming the device to slow down)."""
+    load = bus_load(devices)
+    parts = ", ".join("{} {:.0f} %".format(d.name, 100 * d.share) for d in devices)
+    line = "bus {}: wire load {:.0f} % at {} baud ({})".format(bus, 100 * load, baud, parts or "no devices")
+    if load <= WARN_LOAD:
+        return "ok", line
+    worst = max(devices, key=lambda d: d.share)
+    # The period that brings the bus back to WARN_LOAD if only the worst device slows down.
+    room = WARN_LOAD - (load - worst.share)
+    period_ms = 1000 * worst.poll_s / room if room > 0 else None
+    advice = ("slow down {} (poll_ms = {:.0f} or more)".format(worst.name, period_ms) if period_ms
+              else "slow down {} and others".format(worst.name))
+    if load > MAX_LOAD:
+        return "error", "{}: over 100 %, polls cannot keep their periods: {} or raise the baud".format(line, advice)
+    return "warning", "{}: above {:.0f} %, little room for slow slaves and retries: {} or raise the baud".format(
+        line, 100 * WARN_LOAD, advice)
