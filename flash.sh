@@ -179,8 +179,15 @@ put_text() {
 # ---- 1. the config ----------------------------------------------------------
 
 STEP=1
-echo "[01] check the site config $CONFIG (cabguard config check)"
-"$HOST_CABGUARD" config check "$CONFIG" >/dev/null || die "$CONFIG is not a valid site config (see above); nothing was written"
+echo "[01] check the site config $CONFIG, the keys, rules and model to install (cabguard config check --installing)"
+# Everything is checked before anything is written: the keys to install (--keys, or those
+# generated before into --keys-out; new ones are made for this gateway), the rules compiled
+# for this site, the model at its source path (it is not at its gateway path yet).
+KEYS_CHECK=$KEYS_IN
+[[ -n $KEYS_CHECK || ! -f $KEYS_OUT/record.key ]] || KEYS_CHECK=$KEYS_OUT
+"$HOST_CABGUARD" config check --installing "$CONFIG" ${KEYS_CHECK:+--keys "$KEYS_CHECK"} ${MODEL:+--model "$MODEL"} \
+    ${RULES[@]+--rules "${RULES[@]}"} >/dev/null \
+    || die "$CONFIG: refused (see above); nothing was written"
 declare -A CFG=()
 while IFS=$'\t' read -r key value; do CFG[$key]=$value; done < <("$HOST_CABGUARD" provision paths "$CONFIG")
 [[ ${CFG[gateway.id]} == "$GATEWAY" ]] || die "$CONFIG: [gateway] id is '${CFG[gateway.id]}', but --gateway is '$GATEWAY'"
@@ -286,6 +293,25 @@ check_space() {
     fi
 }
 check "check the target has at least $MIN_FREE_MB MB free" check_space
+
+# The keys already on the target: the same as those to install, or --force (a new record key
+# orphans the journal).  Checked here, before the first write; keys yet to be generated differ
+# from any key there.  Over ssh the gateway's own keys stay (rsync --ignore-existing).
+check_keys_match() {
+    local src=${KEYS_CHECK:-} role dest
+    for role in record command installer; do
+        case $role in
+            record) dest=${CFG[keys.record]} ;;
+            command) dest=${CFG[keys.headend]} ;;
+            installer) dest=${CFG[rules.key]} ;;
+        esac
+        [[ -f $R$dest && $FORCE -eq 0 ]] || continue
+        if [[ -z $src ]] || ! cmp -s "$src/$role.key" "$R$dest"; then
+            die "$dest on the target holds a different key than ${src:-the keys to be generated}/$role.key; replacing it orphans everything made with it (give its keys with --keys, or use --force)"
+        fi
+    done
+}
+[[ -n $SSH_DEST ]] || check "check the keys on the target are the ones to install" check_keys_match
 
 # ---- 4. the program: wheels bundled for an offline install ------------------
 

@@ -9,6 +9,15 @@ class CoseError(DriverError):
     """A COSE message that is malformed or fails its MAC."""
 
 
+class LockHeld(DriverError):
+    """A lock file another live process holds (drivers/pidlock.py)."""
+
+    def __init__(self, path, holder: str):
+        self.path = path
+        self.holder = holder
+        super().__init__("{} is held by PID {}".format(path, holder))
+
+
 class KeyFileError(DriverError):
     """A key file that is missing, malformed or too open."""
 

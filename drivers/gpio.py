@@ -9,7 +9,9 @@ from across the yard.
 
 from __future__ import annotations
 
-from gpiozero import LED, DigitalOutputDevice
+import warnings
+
+from gpiozero import LED, BadPinFactory, DigitalOutputDevice, PinFactoryFallback
 from gpiozero.pins.mock import MockFactory
 
 from drivers.errors import DriverError
@@ -38,16 +40,27 @@ def make_factory(name: str):
     return None  # gpiozero picks the platform's factory (lgpio on a Pi 5, …)
 
 
+def _claim(make, pin: int, what: str):
+    """A gpiozero device on ``pin``; a machine without GPIO is named as such, with the fix."""
+    try:
+        with warnings.catch_warnings():     # gpiozero warns once per factory it tries: the error says it all
+            warnings.simplefilter("ignore", PinFactoryFallback)
+            return make()
+    except BadPinFactory:
+        raise GpioError("cannot use GPIO{} for {}: this machine has no GPIO (no gpiozero pin factory "
+                        "loads); on a bench or against `cabguard sim` set [gpio] pin_factory = \"mock\" "
+                        "in the site config (docs/config.md)".format(pin, what)) from None
+    except Exception as e:  # gpiozero raises several types for unusable pins
+        raise GpioError("cannot use GPIO{} for {} ({}): check [outputs] pins and that the service "
+                        "user is in the gpio group".format(pin, what, e)) from None
+
+
 class PinOutput:
     """An on/off output (siren, strobe, lock relay) on one GPIO pin."""
 
     def __init__(self, pin: int, active_high: bool, factory=None):
-        try:
-            self.device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False,
-                                              pin_factory=factory)
-        except Exception as e:  # gpiozero raises several types for unusable pins
-            raise GpioError("cannot use GPIO{} ({}): check [outputs] pins and that the service "
-                            "user is in the gpio group".format(pin, e)) from None
+        self.device = _claim(lambda: DigitalOutputDevice(pin, active_high=active_high, initial_value=False,
+                                                         pin_factory=factory), pin, "an output")
         self.value = 0
 
     def set(self, value: int) -> None:
@@ -66,10 +79,8 @@ class PatternLed:
     """The status LED, showing a pattern code as a blink pattern."""
 
     def __init__(self, pin: int, active_high: bool, factory=None):
-        try:
-            self.led = LED(pin, active_high=active_high, initial_value=False, pin_factory=factory)
-        except Exception as e:
-            raise GpioError("cannot use GPIO{} for the status LED ({})".format(pin, e)) from None
+        self.led = _claim(lambda: LED(pin, active_high=active_high, initial_value=False, pin_factory=factory),
+                          pin, "the status LED")
         self.value = 0
 
     def set(self, code: int) -> None:

@@ -89,11 +89,12 @@ def load_key(path: str | Path, check_mode: bool = True) -> CoseKey:
         raise KeyFileError("key file {} does not exist (make one: cabguard keys gen)".format(path)) from None
     except OSError as e:
         raise KeyFileError("cannot read key file {}: {}".format(path, e.strerror)) from None
+    key = decode_key(data, str(path))   # what the file is comes first: a wrong file is not a mode problem
     if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             "key file {} is readable by others (mode {:o}); fix it with: chmod 600 {}".format(
                 path, stat.S_IMODE(st.st_mode), path))
-    return decode_key(data, str(path))
+    return key
 
 
 EPOCH_INFO = b"cabguard record epoch "
@@ -103,6 +104,18 @@ ROLES = ("record", "command", "installer")
 def role_kid(gateway: str, role: str) -> bytes:
     """The kid of a gateway's key for ``role`` (one of ROLES)."""
     return "{}/{}".format(gateway, role).encode()
+
+
+def require_role(key: CoseKey, role: str, where: str, gateway: str | None = None) -> None:
+    """Refuse a key whose kid is not ``<gateway>/<role>`` (docs/keys.md): another
+    role's key or another gateway's would sign or seal what nobody can check."""
+    parts = key.kid_text.split("/")
+    if len(parts) != 2 or parts[1] != role:
+        raise KeyFileError("{}: key '{}' is not an {} key (want kid '<gateway>/{}': the {}.key "
+                           "`cabguard keys gen` writes)".format(where, key.kid_text, role, role, role))
+    if gateway is not None and parts[0] != gateway:
+        raise KeyFileError("{}: key '{}' belongs to gateway {}, not {} (use this gateway's keys, or "
+                           "`cabguard keys gen --gateway {}`)".format(where, key.kid_text, parts[0], gateway, gateway))
 
 
 def epoch_kid(provisioning_kid: bytes, n: int) -> bytes:

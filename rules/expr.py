@@ -385,8 +385,9 @@ class ExprCompiler:
         a, text = names[0]
         if text not in self.catalog.schedules:
             defined = ", ".join(self.catalog.schedules) or "none"
-            raise CompileFailed(a, "schedule '{}' is never defined{} (defined: {})".format(
-                text, suggest(text, self.catalog.schedules), defined))
+            raise CompileFailed(a, "schedule '{}' is never defined{} (defined: {}; add [schedules.{}] to the "
+                                   "site config, docs/config.md)".format(
+                                       text, suggest(text, self.catalog.schedules), defined, text))
         return self._signal(a, "sched." + text)
 
     def _fn_abs(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:

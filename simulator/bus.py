@@ -37,6 +37,8 @@ import tty
 from pathlib import Path
 from typing import NamedTuple
 
+from drivers import pidlock
+from drivers.errors import LockHeld
 from drivers.modbus import frames
 from simulator.errors import SimConfigError
 from simulator.slave import SimDevice
@@ -200,6 +202,9 @@ def _sleep_until(when: float) -> None:
         time.sleep(wait)
 
 
+LINK_LOCK = ".cabguard-sim.lock"    # in a --link folder: held by the simulator linking there
+
+
 class Simulator:
     """Several buses in one process; ``link(dir)`` makes ``dir/<bus>`` symlinks to the ports."""
 
@@ -209,6 +214,7 @@ class Simulator:
             raise SimConfigError("two buses share a name ({})".format(", ".join(names)))
         self.buses = {b.name: b for b in buses}
         self._links: list[Path] = []
+        self._lock_fds: list[int] = []
 
     def bus(self, name: str) -> SimBus:
         try:
@@ -224,9 +230,11 @@ class Simulator:
         raise SimConfigError("no simulated device {!r}".format(name))
 
     def link(self, directory: str | Path) -> dict[str, Path]:
-        """``directory/<bus>`` -> the bus's pty, replacing stale links of an earlier run."""
+        """``directory/<bus>`` -> the bus's pty, replacing stale links of an earlier run;
+        a folder a live simulator links into is refused (its links are in use)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
+        self._hold(d)
         made = {}
         for name, bus in self.buses.items():
             path = d / name
@@ -238,6 +246,14 @@ class Simulator:
             self._links.append(path)
             made[name] = path
         return made
+
+    def _hold(self, d: Path) -> None:
+        """Hold ``d/LINK_LOCK`` while this simulator runs (drivers/pidlock.py)."""
+        try:
+            self._lock_fds.append(pidlock.hold(d / LINK_LOCK, 0o644))
+        except LockHeld as e:
+            raise SimConfigError("{} is in use by a running simulator (PID {}): its links serve that "
+                                 "simulator's devices; stop it or choose another --link".format(d, e.holder)) from None
 
     def start(self) -> "Simulator":
         for bus in self.buses.values():
@@ -251,6 +267,9 @@ class Simulator:
             if path.is_symlink():
                 path.unlink()
         self._links.clear()
+        for fd in self._lock_fds:
+            os.close(fd)
+        self._lock_fds.clear()
 
     def __enter__(self) -> "Simulator":
         return self.start()

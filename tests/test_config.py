@@ -90,7 +90,7 @@ def test_entry_zones_default_to_the_bolt_and_the_door_and_a_wrong_one_is_named()
     assert config.entry_zones == (catalog.index["io.door_open"], ~catalog.index["io.door_bolt"])
     core_config({"core": {"entry_zones": ["!io.door_blot"]}}, catalog, problems)
     assert [(p.path, p.message) for p in problems] == [
-        ("core.entry_zones[0]", "no signal '!io.door_blot' on this site (did you mean io.door_bolt, io.door_open?)")]
+        ("core.entry_zones[0]", "no signal 'io.door_blot' on this site (did you mean io.door_bolt, io.door_open?)")]
 
 
 @pytest.mark.parametrize("broker", ["127.0.0.1:99999", "127.0.0.1:0", "127.0.0.1:65536", "broker:"])
@@ -108,3 +108,34 @@ def test_keys_gen_refuses_a_gateway_id_the_config_would_refuse(tmp_path, gateway
     with pytest.raises(UsageError, match="a gateway id is letters, digits"):
         generate_keys(gateway, tmp_path / "keys", ALG_AES_MAC_128_128)
     assert not (tmp_path / "keys").exists()
+
+
+def _example_with(*changes: tuple[str, str]) -> str:
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "examples" / "site.toml").read_text()
+    text = text.replace("[model]", "[unused]").replace('path = "/etc/cabguard/port.json"', "")
+    text = text.replace("[unused]\n", "")
+    for old, new in changes:
+        assert old in text
+        text = text.replace(old, new)
+    return text
+
+
+def _assembly_problems(text: str) -> list[tuple[str, str]]:
+    from controller.gateway.site import assemble
+    with pytest.raises(ConfigError) as err:
+        assemble(parse(text, "site.toml"))
+    return [(p.path, p.message) for p in err.value.problems]
+
+
+def test_every_unknown_profile_is_named_at_its_own_device_without_knock_on_zone_errors():
+    problems = _assembly_problems(_example_with(('profile = "bms16-vendor"', 'profile = "vendor-bms16"'),
+                                                ('profile = "relay4"', 'profile = "relay-4ch"'),
+                                                ('profile = "io-dvt"', 'profile = "io-module"')))
+    assert [path for path, _ in problems] == ["device[0].profile", "device[1].profile", "device[2].profile"]
+    assert "unknown device profile 'vendor-bms16'" in problems[1][1] and "bms16-vendor" in problems[1][1]
+
+
+def test_a_lock_on_a_coil_its_device_does_not_have_is_a_config_problem():
+    problems = _assembly_problems(_example_with(('coil = "k1"', 'coil = "k9"')))
+    assert problems == [("outputs.lock.coil", "'k9' is not a coil of relay (profile relay4; coils: k1, k2, k3, k4)")]

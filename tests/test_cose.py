@@ -45,6 +45,23 @@ def test_key_files_are_0600_and_open_ones_refused(tmp_path):
         load_key(path)
 
 
+def test_a_file_that_is_no_key_is_blamed_on_its_content_before_its_mode(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text("[gateway]\n")
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyFileError, match="site.toml: not a"):
+        load_key(path)
+
+
+def test_a_key_of_another_role_or_gateway_is_refused_by_name(tmp_path):
+    from drivers.keys import require_role
+    require_role(generate("gw-1/installer"), "installer", "k", "gw-1")
+    with pytest.raises(KeyFileError, match="key 'gw-1/record' is not an installer key"):
+        require_role(generate("gw-1/record"), "installer", "k")
+    with pytest.raises(KeyFileError, match="key 'gw-2/record' belongs to gateway gw-2, not gw-1"):
+        require_role(generate("gw-2/record"), "record", "k", "gw-1")
+
+
 @pytest.mark.parametrize("alg, kid, seq", [
     (ALG_AES_MAC_128_128, b"gw-7/record/0", None), (ALG_SM4_MAC_128_128, b"k" * 30, 0),
     (ALG_A128GCM, b"x", 23), (ALG_SM4_GCM, b"y" * 300, 2**32 + 5), (ALG_AES_MAC_128_128, b"", 65536)])

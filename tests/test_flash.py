@@ -85,8 +85,49 @@ def test_refuses_an_invalid_config_and_leaves_the_old_one(site, tmp_path):
     site.write_text(site_text().replace('timezone = "UTC"', 'timezone = "Mars/Olympus"'))
     done = flash(*base(site), tmp_path / "root")
     assert done.returncode == 1
-    assert "gateway.timezone" in done.stderr and "not a valid site config" in done.stderr
+    assert "gateway.timezone" in done.stderr and "refused (see above); nothing was written" in done.stderr
     assert installed.read_text() == "# the config that works\n"
+
+
+def _written(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("dry", [[], ["--dry-run"]])
+def test_a_rules_syntax_error_is_refused_before_anything_is_written(site, tmp_path, dry):
+    bad = tmp_path / "bad-rules.toml"
+    bad.write_text('[[rule]]\nid = "x"\nwhen = "io.door_open and"\nseverity = "alarm"\n')
+    done = flash(*base(site), "--rules", bad, *dry, tmp_path / "root", cwd=tmp_path)
+    assert done.returncode == 1 and "bad-rules.toml:3" in done.stderr and "nothing was written" in done.stderr
+    assert "[02]" not in done.stdout and _written(tmp_path / "root") == []
+    assert not (tmp_path / "keys-gw-hil").exists()
+
+
+def test_another_gateways_keys_and_a_different_key_on_the_target_are_refused_before_writes(site, tmp_path):
+    from controller.cli.keygen import generate_keys
+    from drivers.cose import ALG_AES_MAC_128_128
+    generate_keys("gw-other", tmp_path / "other", ALG_AES_MAC_128_128)
+    done = flash(*base(site), "--keys", tmp_path / "other", tmp_path / "root", cwd=tmp_path)
+    assert done.returncode == 1 and "belongs to gateway gw-other, not gw-hil" in done.stderr, done.stderr
+    assert _written(tmp_path / "root") == []
+    generate_keys("gw-hil", tmp_path / "mine", ALG_AES_MAC_128_128)
+    generate_keys("gw-hil", tmp_path / "old", ALG_AES_MAC_128_128)
+    installed = tmp_path / "root/etc/cabguard/keys/record.key"
+    installed.parent.mkdir(parents=True)
+    shutil.copy(tmp_path / "old/record.key", installed)
+    done = flash(*base(site), "--keys", tmp_path / "mine", tmp_path / "root", cwd=tmp_path)
+    assert done.returncode == 1 and "holds a different key" in done.stderr, done.stderr
+    assert "bundle the program" not in done.stdout and _written(tmp_path / "root") == [
+        "etc", "etc/cabguard", "etc/cabguard/keys", "etc/cabguard/keys/record.key"]
+
+
+def test_model_is_checked_at_its_source_path(site, tmp_path):
+    site.write_text(site_text() + '\n[model]\npath = "/etc/cabguard/port.json"\n')
+    done = flash(*base(site), "--model", REPO / "rules/models/port.json", "--dry-run", tmp_path / "root", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "install the anomaly model" in done.stdout
+    done = flash(*base(site), "--model", tmp_path / "nosuch.json", "--dry-run", tmp_path / "root", cwd=tmp_path)
+    assert done.returncode == 1 and "does not exist" in done.stderr
 
 
 def test_refuses_a_gateway_id_that_differs_from_the_config(site, tmp_path):

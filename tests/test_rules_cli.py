@@ -1,11 +1,14 @@
 """cabguard rules check|compile|explain and replay with rules, end to end."""
 
 import json
+from pathlib import Path
 
 import pytest
 
+from controller.cli.keygen import generate_keys
 from controller.cli.rulescmd import demo_catalog, site_catalog
 from controller.devtools.bench.rules import compile_text, rules_trace
+from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import generate, write_key
 from rules.errors import CatalogFileError
 from tests.test_cli import cabguard
@@ -39,12 +42,34 @@ def test_catalog_file_is_used_and_checked(tmp_path):
     assert r.returncode == 1 and "device_classes.bms9" in r.stderr
 
 
+def _demo_file(tmp_path):
+    specs, classes = demo_catalog()
+    cat = tmp_path / "demo-catalog.json"
+    cat.write_text(json.dumps({"signals": [list(s) for s in specs], "device_classes": classes}))
+    return cat
+
+
+def test_compile_needs_a_site_and_an_installer_key(tmp_path):
+    keys = tmp_path / "keys"
+    generate_keys("gw-17", keys, ALG_AES_MAC_128_128)
+    table = tmp_path / "rules.cbor"
+    cat = str(_demo_file(tmp_path))
+    bare = cabguard("rules", "compile", "-o", str(table), "--key", str(keys / "installer.key"))
+    assert bare.returncode == 2 and "one of the arguments --config --catalog is required" in bare.stderr
+    record = cabguard("rules", "compile", "-o", str(table), "--key", str(keys / "record.key"), "--catalog", cat)
+    assert record.returncode == 1 and "key 'gw-17/record' is not an installer key" in record.stderr
+    site = Path(__file__).resolve().parent.parent / "examples" / "site.toml"      # gateway gw-porta-017
+    other = cabguard("rules", "compile", "-o", str(table), "--key", str(keys / "installer.key"), "--config", str(site))
+    assert other.returncode == 1 and "belongs to gateway gw-17, not gw-porta-017" in other.stderr
+    assert not table.exists()
+
+
 def test_compile_replay_and_explain(tmp_path):
     key = tmp_path / "installer.key"
-    write_key(key, generate("installer"))
+    write_key(key, generate("gw-17/installer"))
     table = tmp_path / "rules.cbor"
-    r = cabguard("rules", "compile", "-o", str(table), "--key", str(key))
-    assert r.returncode == 0 and "signed with key 'installer'" in r.stdout and table.exists()
+    r = cabguard("rules", "compile", "-o", str(table), "--key", str(key), "--catalog", str(_demo_file(tmp_path)))
+    assert r.returncode == 0 and "signed with key 'gw-17/installer'" in r.stdout and table.exists()
 
     trace = tmp_path / "t.trace"
     trace.write_text("\n".join(rules_trace(None, 4, 3000)) + "\n")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from controller.cli.keygen import generate_keys
 from controller.journal.verify import verify_dir
 from drivers.cose import ALG_AES_MAC_128_128
@@ -48,6 +50,7 @@ def test_ready_watchdog_status_and_a_clean_sigterm(tmp_path):
 
 
 def test_config_check_lists_every_problem_or_says_ok(tmp_path):
+    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB0"))
     ok = subprocess.run(CLI + ["config", "check", str(site)], capture_output=True, text=True)
@@ -102,3 +105,42 @@ def test_a_second_gateway_on_the_same_state_folder_exits_1_naming_the_first(tmp_
         sock.close()
     report = verify_dir(tmp_path / "journal", load_key(tmp_path / "keys" / "record.key"))
     assert report.ok, report.problems[:5]
+
+
+def test_run_says_on_stderr_that_it_started_and_what_is_wrong(tmp_path):
+    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    site = tmp_path / "site.toml"
+    site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))     # degraded: the port is missing
+    notify = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(15)
+    proc = subprocess.Popen(CLI + ["run", "--config", str(site)], env=dict(os.environ, NOTIFY_SOCKET=str(notify)),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        while "READY=1" not in sock.recv(4096).decode().splitlines():
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+        sock.close()
+    lines = proc.stderr.read().splitlines()
+    assert any(line.startswith("cabguard: alarm health: ") and "/dev/ttyUSB9 does not exist" in line
+               for line in lines), lines
+    assert any(line.startswith("cabguard: started: gateway gw-test site bench, mode disarmed, 3 device(s)")
+               for line in lines), lines
+
+
+def test_gpio_outputs_on_a_machine_without_gpio_name_the_pin_factory_key():
+    from gpiozero import BadPinFactory, Device
+    from drivers.gpio import GpioError, PinOutput
+    try:
+        with pytest.warns(Warning):         # gpiozero warns per factory it tries
+            Device._default_pin_factory()
+    except BadPinFactory:
+        pass
+    else:
+        pytest.skip("this machine has GPIO")
+    with pytest.raises(GpioError, match=r'set \[gpio\] pin_factory = "mock"'):
+        PinOutput(17, True)

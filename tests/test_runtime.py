@@ -226,3 +226,24 @@ def test_every_scan_devices_are_polled_just_before_the_scan():
     assert abs(poller._next_due(io, 10.3 - lead / 2) - (10.4 - lead)) < 1e-9   # too late for this scan
     bms.due = 10.05
     assert abs(poller._next_due(bms, 10.06) - 11.05) < 1e-9                 # other periods keep their phase
+
+
+def test_warning_or_worse_events_are_logged_and_the_status_line_shows_the_active_alarm(cabinet):
+    sim, site, d = cabinet
+    lines: list[str] = []
+    gw = build(str(site), log=lines.append).gateway
+    thread = threading.Thread(target=gw.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: gw.image[gw.catalog.index["io.online"]])
+        assert gw.submit(CMD_ARM, 0, "console", "ana").outcome.result(2) == "ok"
+        assert wait_until(lambda: gw.state.mode == modes.ARMED, 5)
+        sim.device("io").set(door_open=1)
+        assert wait_until(lambda: gw.state.mode == modes.ALARM, 5)
+        assert wait_until(lambda: any(line.startswith(("alarm: ", "critical: ")) for line in lines), 2), lines
+        assert lines[0].startswith("started: gateway gw-test")
+        gw.active_rules.add("door_forced.io")
+        gw.last_event = "rule temp_high.bms1 cleared"
+        assert gw.status.status_line().endswith("| active: door_forced.io")
+    finally:
+        stop(gw, thread)

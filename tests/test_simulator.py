@@ -128,6 +128,28 @@ def test_cabguard_sim_links_ptys_scan_finds_devices_and_sigterm_stops_it(tmp_pat
     assert not (links / "rs485-1").exists()
 
 
+def test_a_second_sim_on_the_same_link_folder_refuses_and_leaves_the_first_ones_links(tmp_path):
+    links = tmp_path / "links"
+    first = cabguard("sim", "--config", str(DEMO), "--link", str(links))
+    try:
+        assert first.stdout.readline().startswith("bus rs485-1:")
+        pty = os.readlink(links / "rs485-1")
+        second = subprocess.run([sys.executable, "-m", "controller.cli.main", "sim", "--config", str(DEMO),
+                                 "--link", str(links)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        assert "{} is in use by a running simulator (PID {})".format(links, first.pid) in second.stderr
+        assert os.readlink(links / "rs485-1") == pty      # not stolen, not deleted
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=5) == 0
+    again = cabguard("sim", "--config", str(DEMO), "--link", str(links))     # free again once it stopped
+    try:
+        assert again.stdout.readline().startswith("bus rs485-1:")
+    finally:
+        again.send_signal(signal.SIGTERM)
+        assert again.wait(timeout=5) == 0
+
+
 def test_scan_of_a_missing_port_is_an_installer_message():
     r = subprocess.run([sys.executable, "-m", "controller.cli.main", "bus", "scan", "/dev/ttyUSB97"],
                        cwd=ROOT, capture_output=True, text=True)

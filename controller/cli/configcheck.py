@@ -1,12 +1,21 @@
-"""``cabguard config check SITE.toml``: every problem at once, or OK; each bus's wire budget."""
+"""``cabguard config check SITE.toml``: every problem at once, or OK; each bus's wire budget.
+
+The config itself, what it names (profiles, signals, coils, entry zones),
+and the files ``cabguard run`` will read: keys, rule table, model.  With
+``--installing`` (flash.sh on the flashing machine) the files are the
+installer's: ``--keys DIR``, ``--model FILE`` and the rule sources
+``--rules``, compiled for this site, in place of the table.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from controller.gateway.config import SiteConfig, load
-from controller.gateway.site import assemble
+from controller.gateway.config import ConfigError, SiteConfig, load
+from controller.gateway.schema import Problem
+from controller.gateway.site import Site, assemble
+from controller.gateway.sitefiles import Sources, file_problems
 from drivers.modbus.budget import device_load, verdict
 from drivers.modbus.profiles import load_profile
 
@@ -24,7 +33,17 @@ def wire_budgets(config: SiteConfig) -> list[tuple[str, str]]:
 
 def main(args: argparse.Namespace) -> int:
     config = load(args.config)      # ConfigError lists every problem of the file itself
-    site = assemble(config)         # ... and of what it names (profiles, signals)
+    problems: list[Problem] = []
+    site: Site | None = None
+    try:
+        site = assemble(config, with_model=False)   # ... and of what it names; the model is a file below
+    except ConfigError as e:
+        problems += e.problems
+    sources = Sources(args.installing, args.keys or "", args.model or "", tuple(args.rules or ()))
+    problems += file_problems(config, site.catalog if site else None, site.device_classes if site else {}, sources)
+    if problems:
+        raise ConfigError(args.config, problems)
+    assert site is not None
     budgets = wire_budgets(config)
     for level, line in budgets:
         print(line if level == "ok" else "{}: {}".format(level, line), file=sys.stderr if level == "error" else sys.stdout)

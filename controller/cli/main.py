@@ -68,6 +68,13 @@ def _config(sub: argparse._SubParsersAction) -> None:
     cs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = cs.add_parser("check", help="list every problem at once, with dotted paths")
     check.add_argument("config", metavar="SITE.toml")
+    check.add_argument("--installing", action="store_true",
+                       help="on the flashing machine (flash.sh): check the files below, not the config's "
+                            "gateway paths (keys without --keys are yet to be generated)")
+    check.add_argument("--keys", metavar="DIR", help="with --installing: record.key, command.key, installer.key")
+    check.add_argument("--model", metavar="FILE", help="with --installing: the model file to install")
+    check.add_argument("--rules", nargs="+", metavar="SRC",
+                       help="with --installing: rule files to compile for this site (default: the shipped packs)")
     check.set_defaults(handler="controller.cli.configcheck:main")
 
 
@@ -106,10 +113,11 @@ def _cmd(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(sub: argparse._SubParsersAction) -> None:
+    from controller.devtools.bench import AREAS     # a tuple of names: importing it is cheap
     p = sub.add_parser("bench", help="performance figures (what `make bench` runs)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.add_argument("--only", metavar="AREA", action="append",
-                   help="run only this area (repeatable); default: all")
+                   help="run only this area (repeatable; {}); default: all".format(", ".join(AREAS)))
     p.set_defaults(handler="controller.devtools.bench:main")
 
 
@@ -181,6 +189,41 @@ def _keys(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(handler="controller.cli.keygen:main")
 
 
+def _journal(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("journal", help="read a journal: list, filter, show, export records; its incidents",
+                       description="Read a journal folder (the gateway's or a copy) with the record key: "
+                                   "records as lines, filtered, or exported; incidents with their evidence "
+                                   "windows (docs/journal.md).")
+    jsub = p.add_subparsers(dest="journal_cmd", metavar="{list,show,incidents}", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files), or a copy")
+        q.add_argument("--key", required=True, metavar="KEY", help="the record key file from `cabguard keys gen`")
+
+    lst = jsub.add_parser("list", help="records, oldest first; filters combine (and)")
+    common(lst)
+    lst.add_argument("--since", metavar="TIME", help="from this ISO 8601 time on (no offset: UTC)")
+    lst.add_argument("--until", metavar="TIME", help="before this ISO 8601 time")
+    lst.add_argument("--severity", choices=("info", "warning", "alarm", "critical"),
+                     help="this severity or worse")
+    lst.add_argument("--type", action="append", metavar="TYPE",
+                     help="record type, e.g. rule, mode, health, command, incident (repeatable)")
+    lst.add_argument("--rule", action="append", metavar="ID", help="rule id, e.g. door_forced or door_forced.io (repeatable)")
+    lst.add_argument("--device", action="append", metavar="NAME", help="records about this device (repeatable)")
+    lst.add_argument("--format", choices=("text", "jsonl", "csv"), default="text",
+                     help="text lines (default), JSON Lines or CSV")
+    lst.set_defaults(handler="controller.cli.journalcmd:list_cmd")
+    show = jsub.add_parser("show", help="one record in full")
+    common(show)
+    show.add_argument("seq", type=int, metavar="SEQ")
+    show.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    show.set_defaults(handler="controller.cli.journalcmd:show")
+    inc = jsub.add_parser("incidents", help="incidents, their alarms and evidence windows (the SEQ for replay --incident)")
+    common(inc)
+    inc.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    inc.set_defaults(handler="controller.cli.journalcmd:incidents_cmd")
+
+
 def _verify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="check a journal: MACs, chain, sequence, time, truncation",
                        description="Check every record of a journal folder with the provisioning "
@@ -211,9 +254,12 @@ def _rules(sub: argparse._SubParsersAction) -> None:
                         description="Compile rule files into a CBOR table MAC'd with the installer key.")
     k.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
     k.add_argument("-o", "--output", metavar="TABLE", required=True, help="table file to write")
-    k.add_argument("--key", metavar="KEY", required=True, help="installer COSE_Key file")
-    k.add_argument("--catalog", metavar="FILE", help=catalog_help)
-    k.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
+    k.add_argument("--key", metavar="KEY", required=True,
+                   help="the gateway's installer key (kid <gateway>/installer, from `cabguard keys gen`)")
+    # A table is for one site's signal catalog: which one is never a silent default.
+    target = k.add_mutually_exclusive_group(required=True)
+    target.add_argument("--config", metavar="SITE.toml", help="compile for this site config's catalog (and gateway)")
+    target.add_argument("--catalog", metavar="FILE", help=catalog_help)
     k.set_defaults(handler="controller.cli.rulescmd:compile_cmd")
     e = rsub.add_parser("explain", help="which rule fired when, and why",
                         description="Replay TRACE with TABLE and show, for every rule raised or "
@@ -306,7 +352,7 @@ def _selftest(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _journal, _collect, _cmd,
     _console, _provision, _selftest,
 ]
 

@@ -17,7 +17,7 @@ from controller.core.evaluator import Evaluator
 from controller.core.table import SEVERITY_NAMES, Table
 from controller.gateway.tables import read_payload, sign, write_table
 from controller.cli.replay import load as load_trace
-from drivers.keys import load_key
+from drivers.keys import load_key, require_role
 from drivers.safefile import InputFileError, parse_json, read_text
 from drivers.modbus.profiles import CLASSES
 from rules.compiler import Compiled, SiteCatalog, compile_files
@@ -72,7 +72,7 @@ def config_catalog(config_path: str) -> tuple[list[tuple[str, str, int]], dict[s
     from controller.gateway.config import load
     from controller.gateway.site import assemble
 
-    site = assemble(load(config_path))
+    site = assemble(load(config_path), with_model=False)    # the catalog does not depend on the model file
     return site.catalog.specs(), site.device_classes
 
 
@@ -101,6 +101,11 @@ def _summary(compiled: Compiled) -> str:
     return "{} rules ({})".format(len(compiled.rules), counts or "none")
 
 
+def _config_gateway(config_path: str) -> str:
+    from controller.gateway.config import load
+    return load(config_path).gateway_id
+
+
 def check(args: argparse.Namespace) -> int:
     _catalog, compiled = _compile(args)
     for r in compiled.rules:
@@ -110,8 +115,10 @@ def check(args: argparse.Namespace) -> int:
 
 
 def compile_cmd(args: argparse.Namespace) -> int:
-    _catalog, compiled = _compile(args)
     key = load_key(args.key)
+    gateway = _config_gateway(args.config) if args.config else None
+    require_role(key, "installer", args.key, gateway)     # the gateway verifies tables with its installer key
+    _catalog, compiled = _compile(args)
     payload = compiled.encode()
     write_table(args.output, sign(payload, key))
     print("{}: {}, {} bytes, signed with key '{}'".format(

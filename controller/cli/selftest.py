@@ -17,10 +17,11 @@ from pathlib import Path
 
 from controller.gateway.config import ConfigError, load
 from controller.gateway.site import Site, assemble
+from controller.gateway.sitefiles import KEY_FILES
 from controller.gateway.tables import load_table
 from drivers.errors import DriverError
 from drivers.gpio import PinOutput, make_factory
-from drivers.keys import load_key
+from drivers.keys import load_key, require_role
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import load_profile
 from drivers.modbus.scan import probe
@@ -28,6 +29,9 @@ from rules.errors import TableRefused
 
 SIREN_TEST_S = 1.0
 PROBE_FLOOR_MS = 300
+
+
+ROLES = {dotted: role for dotted, role, _file in KEY_FILES}
 
 
 def check_keys(doc: dict) -> list[str]:
@@ -44,6 +48,11 @@ def check_keys(doc: dict) -> list[str]:
             continue
         if stat.S_IMODE(p.stat().st_mode) & 0o077:
             problems.append("{} {}: readable by others (chmod 600)".format(label, path))
+            continue
+        try:        # another gateway's key would seal a journal its head end rejects
+            require_role(load_key(p), ROLES[label], label, doc["gateway"]["id"])
+        except DriverError as e:
+            problems.append(str(e))
     return problems
 
 

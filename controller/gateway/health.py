@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from controller.core.events import ALARM, WARNING
+from controller.core.events import ALARM, SEVERITY_NAMES, WARNING
 from controller.gateway.floodgate import Floodgate
 from controller.journal import records as R
 from drivers import cose
@@ -21,10 +21,12 @@ class HealthReporter:
     """Health records into ``journal``; ``context`` gives a record's time and
     clock quality, ``note`` shows a line on the console's event list."""
 
-    def __init__(self, journal, context: Callable[[], R.Context], note: Callable[[str], None]):
+    def __init__(self, journal, context: Callable[[], R.Context], note: Callable[[str], None],
+                 log: Callable[[str], None] = lambda line: None):
         self.journal = journal
         self.context = context
         self.note = note
+        self.log = log          # one line per journaled health record, for the system journal (stderr)
         self.floodgate = Floodgate()
         self.urgent_listeners: list[Callable[[int], None]] = []
 
@@ -33,6 +35,8 @@ class HealthReporter:
         it goes through that source's flood control.  Returns its seq, or -1."""
         record = R.health(self.context(), code, detail, severity)
         seq = self.journal_from(source, record) if source else self.journal.append(record)
+        if seq >= 0:        # what flood control holds back is counted in its flood record, not logged
+            self.log("{} health: {} (seq {})".format(SEVERITY_NAMES[severity], detail, seq))
         if severity >= ALARM and seq >= 0:
             self.urgent(seq)
         self.note("health: " + detail)

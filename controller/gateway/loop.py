@@ -44,7 +44,7 @@ from typing import Callable
 from controller import __version__
 from controller.core import ticks
 from controller.core.events import (
-    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_DURESS, EV_REFUSED, EV_RULE, INFO, WARNING,
+    ALARM, CMD_FAULT, COMMAND_NAMES, CRITICAL, EV_DURESS, EV_REFUSED, EV_RULE, INFO, SEVERITY_NAMES, WARNING,
 )
 from controller.core.modelrules import ModelRules
 from controller.core.modes import MODE_NAMES
@@ -94,7 +94,8 @@ class CommandTicket:
 
 class Gateway:
     def __init__(self, site: Site, *, clock: Clock | None = None, notifier: Notifier | None = None,
-                 on_scan: Callable[["Gateway"], None] | None = None):
+                 on_scan: Callable[["Gateway"], None] | None = None,
+                 log: Callable[[str], None] = lambda line: None):
         settings = self.settings = site.settings
         self.site = site
         self.gateway_id = settings.gateway_id
@@ -111,6 +112,7 @@ class Gateway:
         self.active_rules: set[str] = set()   # rules raised and not cleared, by id
         self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
         self.on_scan = on_scan
+        self.log = log      # start-up, health and warning-or-worse events, one line each (cabguard run: stderr)
         self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device)
         self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
         self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
@@ -137,7 +139,7 @@ class Gateway:
         self.journal = Journal.open(settings.journal_dir, self.gateway_id, self.state_dir / "record-epoch.key",
                                     provisioning=self._provisioning_key(settings.record_key),
                                     budget_bytes=settings.journal_budget_bytes)
-        self.health = HealthReporter(self.journal, lambda: self.context(False), self.note)
+        self.health = HealthReporter(self.journal, lambda: self.context(False), self.note, log)
         self.status = StatusView(self)
         self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
 
@@ -317,8 +319,11 @@ class Gateway:
             if severity >= ALARM:
                 incident = incident or (seq, severity)
                 self.health.urgent(seq)
-            if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status)
-                self.note(describe(ev, self.catalog, self.rule_names()))
+            if ev[0] != EV_DURESS:  # silent: never on the console's screen (events, status) nor the log
+                text = describe(ev, self.catalog, self.rule_names())
+                self.note(text)
+                if severity >= WARNING:
+                    self.log("{}: {} (seq {})".format(SEVERITY_NAMES[severity], text, seq))
         return incident
 
     def _track_rule(self, ev: tuple[int, int, int, int]) -> None:

@@ -8,8 +8,6 @@ all sharing one command path — and ``serve`` runs them until SIGTERM.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
 import signal
 import sys
 import tomllib
@@ -22,6 +20,7 @@ from controller.console.commandpath import CommandPath
 from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
 from controller.console.view import ConsoleView
 from controller.core.events import ALARM
+from controller.core.modes import MODE_NAMES
 from controller.errors import CabguardError
 from controller.gateway.config import ConfigError, last_good_path, load, remember_good
 from controller.gateway.loop import Gateway
@@ -31,7 +30,8 @@ from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.link.uplink import with_checkpoint
 from controller.link.uplinkproc import UplinkProcess, UplinkSpec
 from controller.link.wire import Topics
-from drivers.errors import KeyFileError
+from drivers import pidlock
+from drivers.errors import KeyFileError, LockHeld
 from drivers.keys import load_key
 from drivers.mqtt import BrokerSettings
 from drivers.safefile import InputFileError, parse_toml, read_text
@@ -75,21 +75,14 @@ def hold_state_dir(state_dir: str) -> int:
     path = folder / LOCK_NAME
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        return pidlock.hold(path)
     except OSError as e:
         raise CabguardError("cannot open the lock {}: {}; check the state folder's owner and "
                             "permissions".format(path, e.strerror)) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
+    except LockHeld as e:
         raise CabguardError("another gateway (PID {}) is running on the state folder {}: two would write "
                             "the same journal; stop that one first (e.g. systemctl stop cabguard)"
-                            .format(holder, folder)) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, "{}\n".format(os.getpid()).encode(), 0)
-    return fd
+                            .format(e.holder, folder)) from None
 
 
 def console_stream(doc: dict, link_override: str | None) -> Stream:
@@ -179,7 +172,22 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         services.console = start_console(gateway, services.path, console_doc, console_link)
     if doc.get("uplink"):
         services.uplink = start_uplink(gateway, services.path, doc["uplink"])
+    gateway.log(started_line(gateway, doc))
     return services
+
+
+def started_line(gateway: Gateway, doc: dict) -> str:
+    """What a technician reading the system journal needs to know the gateway is guarding."""
+    rules = len(gateway.rule_names())
+    return "started: gateway {} site {}, mode {}, {} device(s) on {} bus(es), {} rule(s), console {}, uplink {}".format(
+        gateway.gateway_id, doc["gateway"]["site"], MODE_NAMES[gateway.state.mode], len(doc["device"]),
+        len(gateway.site.pollers), rules, (doc.get("console") or {}).get("port", "none"),
+        (doc.get("uplink") or {}).get("broker", "none"))
+
+
+def log_line(line: str) -> None:
+    """One line to stderr: systemd's journal keeps it with the unit's name and time."""
+    print("cabguard: " + line, file=sys.stderr, flush=True)
 
 
 class StopRequest:
@@ -212,4 +220,4 @@ def serve(services: Services, stop: StopRequest) -> int:
 def main(args: argparse.Namespace) -> int:
     stop = StopRequest()
     hold_state_dir(state_dir_of(args.config, args.state_dir or DEFAULT_STATE_DIR))
-    return serve(build(args.config, args.state_dir), stop)
+    return serve(build(args.config, args.state_dir, log=log_line), stop)

@@ -21,7 +21,7 @@ from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
 from drivers.errors import DriverError
 from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
-from drivers.modbus.profiles import load_profile
+from drivers.modbus.profiles import Profile, load_profile
 from rules.errors import ModelFileError
 from rules.modelfile import read_model
 
@@ -71,13 +71,24 @@ class Site:
     model: ModelTables | None = None
 
 
-def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
+def _profiles(doc: dict, problems: list[Problem]) -> dict[str, Profile]:
+    """Each device's profile by device name; a device whose profile fails is named at its own index."""
+    profiles = {}
+    for i, dev in enumerate(doc["device"]):
+        try:
+            profiles[dev["name"]] = load_profile(dev["profile"])
+        except DriverError as e:
+            problems.append(Problem("device[{}].profile".format(i), str(e)))
+    return profiles
+
+
+def _pollers(config: SiteConfig, profiles: dict[str, Profile], problems: list[Problem]) -> list[BusPoller]:
     doc = config.doc
     pollers = []
     for bus in doc["bus"]:
         devices = [(i, d) for i, d in enumerate(doc["device"]) if d["bus"] == bus["name"]]
-        if not devices:
-            continue
+        if not devices or any(d["name"] not in profiles for _, d in devices):
+            continue        # its bad profiles are already problems
         options = BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
                              timeout_floor_ms=bus["timeout_floor_ms"],
                              timeout_ceiling_ms=bus["timeout_ceiling_ms"], retries=bus["retries"])
@@ -85,30 +96,50 @@ def _pollers(config: SiteConfig, problems: list[Problem]) -> list[BusPoller]:
             pollers.append(BusPoller(bus["port"], [PolledDevice(d["name"], d["profile"], d["address"], d["poll_ms"])
                                                    for _, d in devices], options))
         except DriverError as e:
-            first = devices[0][0]
-            problems.append(Problem("device[{}].profile".format(first), str(e)))
+            problems.append(Problem("device[{}].profile".format(devices[0][0]), str(e)))
     return pollers
 
 
-def core_config(doc: dict, catalog: Catalog, problems: list[Problem]) -> tuple[CoreConfig, list[str]]:
+def _output_problems(doc: dict, profiles: dict[str, Profile]) -> list[Problem]:
+    """A coil output must name a coil of its device's profile (run would refuse it at start)."""
+    problems = []
+    for name, out in sorted((doc.get("outputs") or {}).items()):
+        profile = profiles.get(out["device"]) if out and out["device"] else None
+        if profile is not None and out["coil"] and out["coil"] not in profile.coils():
+            problems.append(Problem("outputs.{}.coil".format(name), "{!r} is not a coil of {} (profile {}; coils: {})".format(
+                out["coil"], out["device"], profile.name, ", ".join(profile.coils()) or "none")))
+    return problems
+
+
+def core_config(doc: dict, catalog: Catalog, problems: list[Problem],
+                broken: frozenset[str] = frozenset()) -> tuple[CoreConfig, list[str]]:
+    """The core's settings; ``broken`` devices (their profile failed) are not blamed again here."""
     core = doc.get("core") or {}
     zones = core.get("entry_zones", DEFAULT_ENTRY_ZONES)
     indices = []
     for i, name in enumerate(zones):
+        signal = name.lstrip("!")
         try:
             indices.append(catalog.zone(name))
         except UnknownSignal:
-            close = difflib.get_close_matches(name.lstrip("!"), catalog.names, 3)
+            if signal.split(".")[0] in broken:
+                continue
+            close = difflib.get_close_matches(signal, catalog.names, 3)
             problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
-                name, " (did you mean {}?)".format(", ".join(close)) if close else "")))
+                signal, " (did you mean {}?)".format(", ".join(close)) if close else "")))
     return CoreConfig(core_values(core), indices), zones
 
 
-def assemble(config: SiteConfig) -> Site:
-    """The site's parts; ConfigError lists every problem found while building them."""
+def assemble(config: SiteConfig, with_model: bool = True) -> Site:
+    """The site's parts; ConfigError lists every problem found while building them.
+
+    ``with_model=False`` skips reading the model file: compiling rules needs
+    only the catalog, on a machine where the model is not installed yet."""
     doc = config.doc
     problems: list[Problem] = []
-    pollers = _pollers(config, problems)
+    profiles = _profiles(doc, problems)
+    pollers = _pollers(config, profiles, problems)
+    problems += _output_problems(doc, profiles)
     schedules = Schedules(doc.get("schedules") or {}, doc["gateway"]["timezone"])
     specs = []
     for p in pollers:
@@ -116,9 +147,10 @@ def assemble(config: SiteConfig) -> Site:
             specs += device_signals(instance, signals)
     specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names()) + list(ANOMALY_SIGNALS)
     catalog = Catalog(specs)
-    core, zones = core_config(doc, catalog, problems)
+    broken = frozenset(d["name"] for d in doc["device"] if d["name"] not in profiles)
+    core, zones = core_config(doc, catalog, problems, broken)
     model = None
-    if doc.get("model"):
+    if doc.get("model") and with_model:
         try:
             model = read_model(doc["model"]["path"])
         except ModelFileError as e:
@@ -129,5 +161,5 @@ def assemble(config: SiteConfig) -> Site:
     for p in pollers:
         for name in {n.split(".")[0] for n in p.names}:
             by_device[name] = p
-    classes = {d["name"]: load_profile(d["profile"]).device_class for d in doc["device"]}
+    classes = {name: profile.device_class for name, profile in profiles.items()}
     return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, gateway_settings(config), model)

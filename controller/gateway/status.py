@@ -18,8 +18,11 @@ class StatusView:
 
     def status_line(self) -> str:
         g = self.gateway
-        return "mode {} | devices {}/{} online | last: {}".format(
-            MODE_NAMES[g.state.mode], len(self._online()), len(g.catalog.devices), g.last_event or "-")
+        # An alarm still raised matters more than whatever happened last (a rule clearing, say).
+        last = ("active: " + ", ".join(sorted(g.active_rules)) if g.active_rules
+                else "last: " + (g.last_event or "-"))
+        return "mode {} | devices {}/{} online | {}".format(
+            MODE_NAMES[g.state.mode], len(self._online()), len(g.catalog.devices), last)
 
     def heartbeat_doc(self) -> dict:
         """Health for the uplink's heartbeat (called from the uplink-inbox thread)."""

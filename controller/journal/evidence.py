@@ -151,8 +151,10 @@ def incident_trace(directory: str | Path, provisioning: CoseKey, seq: int) -> li
             triggers[rec.get(R.SEQ, -1)] = data.get(R.INCIDENT_TRIGGER, -1)
     found = windows.get(triggers.get(seq, seq))
     if found is None:
-        raise CabguardError("{}: no evidence window for incident {} (is it the incident's or its "
-                            "alarm's sequence number?)".format(directory, seq))
+        known = ", ".join("{} (alarm {})".format(i, t) for i, t in sorted(triggers.items()) if t in windows)
+        raise CabguardError("{}: no evidence window for incident {}; {} (`cabguard journal incidents` "
+                            "lists them)".format(directory, seq, "this journal's incidents: " + known
+                                                 if known else "this journal has no incidents"))
     evidence, catalog = found
     return _trace_lines(catalog, evidence)
 

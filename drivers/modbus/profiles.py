@@ -249,6 +249,10 @@ class Profile:
         """``(short_name, unit, scale)`` in class order, for catalog.device_signals()."""
         return list(self._specs)
 
+    def coils(self) -> list[str]:
+        """The signals an output may drive (coil table)."""
+        return [e["name"] for e in self._fields if e["table"] == "coil"]
+
     def only(self, names: set[str]) -> "Profile":
         """This profile restricted to some points (same addresses): virtual-time
         evaluation round-trips one point at a time through it."""
