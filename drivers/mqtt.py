@@ -14,7 +14,6 @@ import random
 import select
 import socket
 import ssl
-import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
