@@ -63,7 +63,8 @@ def ws(tmp_path_factory) -> Workspace:
     site = root / "site.toml"
     site.write_text(site_text)
     table = root / "table.cbor"
-    assert cabguard(["rules", "compile", "-o", str(table), "--key", str(keys / "installer.key")]) == 0
+    assert cabguard(["rules", "compile", "-o", str(table), "--key", str(keys / "installer.key"),
+                     "--config", str(site)]) == 0
     trace = root / "good.trace"
     trace.write_text("\n".join(random_trace(5, 200)) + "\n")
     scenario = root / "door.toml"     # a shipped scenario, cut to 3 hours: accepted files run briefly
@@ -155,8 +156,10 @@ SLOTS = [
          lambda ws: {**hostile.toml_family((REPO / "rules/packs/safety.toml").read_text()), **hostile.when_family()}),
     Slot("rules check --catalog", lambda ws, f, d: ["rules", "check", "--catalog", str(f)], ".json", _json),
     Slot("rules compile", lambda ws, f, d: ["rules", "compile", "-o", str(d / "t.cbor"), "--key", _installer(ws),
-                                            str(f)], ".toml", lambda ws: hostile.when_family(), sample=True),
-    Slot("rules compile --key", lambda ws, f, d: ["rules", "compile", "-o", str(d / "t.cbor"), "--key", str(f)],
+                                            "--config", str(ws.site), str(f)],
+         ".toml", lambda ws: hostile.when_family(), sample=True),
+    Slot("rules compile --key", lambda ws, f, d: ["rules", "compile", "-o", str(d / "t.cbor"), "--key", str(f),
+                                                  "--config", str(ws.site)],
          ".key", lambda ws: hostile.cbor_structure(), sample=True),
     Slot("rules explain, table", lambda ws, f, d: ["rules", "explain", str(f), str(ws.trace)], ".cbor",
          lambda ws: hostile.cbor_family(ws.table.read_bytes())),
@@ -263,7 +266,8 @@ def test_every_hostile_file_gets_a_clean_refusal(ws, slot, tmp_path):
 
 OUTPUTS = [
     ("keys gen", True, lambda ws, p: ["keys", "gen", "--gateway", "gw-test", "--out", str(p)]),
-    ("rules compile", False, lambda ws, p: ["rules", "compile", "-o", str(p), "--key", _installer(ws)]),
+    ("rules compile", False, lambda ws, p: ["rules", "compile", "-o", str(p), "--key", _installer(ws),
+                                            "--config", str(ws.site)]),
     ("model train", False, lambda ws, p: ["model", "train", "-o", str(p), str(ws.scenario)]),
     ("provision relocate", False, lambda ws, p: ["provision", "relocate", str(ws.site), "--root", "/tmp/x",
                                                  "-o", str(p)]),
