@@ -90,7 +90,12 @@ def test_a_profile_nested_too_deep_falls_back_to_the_last_good_config(cabinet, t
     assert any(str(profile) in why for why in _health(d)[R.HEALTH_CONFIG_FALLBACK])
 
 
-@pytest.mark.parametrize("people", [b"\xff\xfe junk \x00\x81" * 40, DEEP_TOML.encode()], ids=["junk", "deep"])
+# Only junk here: a deeply nested people file, read in this process, makes
+# tomllib's frames drop "Exception ignored" noise while its RecursionError
+# unwinds, which pytest's unraisable hook cannot format and fails the test
+# for (seen once in CI's clean clone).  The hostile suite (test_hostile.py)
+# gives deep files to `cabguard run` as a real process.
+@pytest.mark.parametrize("people", [b"\xff\xfe junk \x00\x81" * 40], ids=["junk"])
 def test_an_unreadable_people_file_leaves_a_console_nobody_can_log_in_to(cabinet, people):  # noqa: F811
     _sim, site, d = cabinet
     path = d / "people.toml"
