@@ -54,6 +54,7 @@ START_TIMEOUT_S = 30.0
 # this harness was built for came 120 s after every start.
 FIRST_RESTARTS_S = (130.0, 150.0)
 RESTART_EVERY_S = 150.0
+FAULT_EVERY_S = 20.0
 # Rules whose documented trigger a harmless fault can be while armed
 # (rules/packs/theft.toml): a device silent for longer than its offline
 # hysteresis is indistinguishable from a cut cable.
@@ -355,6 +356,7 @@ class Fault:
 def field_faults(rng: random.Random) -> list[Fault]:
     """One round of docs/runtime.md's field faults, with this round's random lengths."""
     reboot_s = rng.uniform(5.0, 20.0)
+    glitch_mg = rng.randint(5000, 65535)
     return [
         Fault("CRC-error burst on the bus (io, 1.5 s)", ("fault io crc",), ("fault io none",), 1.5,
               silent_device="io"),
@@ -367,6 +369,8 @@ def field_faults(rng: random.Random) -> list[Fault]:
               ("spike",), (), 0.0),
         Fault("CRC-error burst on the bus (bms2, 3 s)", ("fault bms2 crc",), ("fault bms2 none",), 3.0,
               silent_device="bms2"),
+        Fault("lone vibration-peak glitch (io peak register at {} mg for one poll, RMS idle)".format(glitch_mg),
+              ("set io vib_peak_mg={}".format(glitch_mg),), ("set io vib_peak_mg=40",), 0.1),
     ]
 
 
@@ -409,7 +413,7 @@ class Soak:
         self.agenda.append((when, len(self.agenda), action))
 
     def plan(self) -> None:
-        """Restarts past the two-minute mark, a field fault every 25 s, the
+        """Restarts past the two-minute mark, a field fault every FAULT_EVERY_S, the
         arming (``--armed``), and the footprint's last minute."""
         if self.armed:
             self.at(15.0, lambda: self.command("arm"))
@@ -417,10 +421,10 @@ class Soak:
             self.at(when, lambda kill=(n % 2 == 0): self.restart(kill))
         faults: list[Fault] = []
         when = 20.0
-        while when < self.duration_s - 25.0:
+        while when < self.duration_s - FAULT_EVERY_S:
             faults = faults or field_faults(self.rng)
             self.plan_fault(when, faults.pop(0))
-            when += 25.0
+            when += FAULT_EVERY_S
         if self.duration_s >= 120.0:
             self.at(self.duration_s - 61.0, self.start_probe)
 
