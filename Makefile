@@ -12,12 +12,15 @@ JSDEPS := node_modules/.deps-stamp
 setup: $(PYDEPS) $(JSDEPS) system
 
 # Debian packages the tests need: Mosquitto (a real broker on loopback),
-# shellcheck (flash.sh must stay clean).
+# shellcheck (flash.sh must stay clean), a C compiler (the soak steps the
+# gateway's wall clock as NTP does: simulator/wallstep.c).
 system:
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 	@command -v shellcheck >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
+	@command -v cc >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; }
 
 $(PYDEPS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

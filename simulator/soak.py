@@ -40,9 +40,11 @@ from controller.journal.evidence import verified_records
 from controller.journal.records import (CATALOG, CATALOG_SPECS, DATA, EVENT_A, EVENT_B, EVENT_C, EVIDENCE, INCIDENT, SEQ,
                                 SEVERITY, TYPE, TYPE_NAMES)
 from controller.gateway.timeline import describe
+from controller.journal.verify import verify_dir
 from drivers.keys import EpochKeys, load_key
 from simulator.broker import Broker
 from simulator.errors import SimError
+from simulator.wallstep import WallStep
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = "soak-01"
@@ -55,6 +57,7 @@ START_TIMEOUT_S = 30.0
 FIRST_RESTARTS_S = (130.0, 150.0)
 RESTART_EVERY_S = 150.0
 FAULT_EVERY_S = 20.0
+SLEW_S_PER_S = 0.0005        # ntpd's largest slew, 500 ppm, all along
 # Rules whose documented trigger a harmless fault can be while armed
 # (rules/packs/theft.toml): a device silent for longer than its offline
 # hysteresis is indistinguishable from a cut cable.
@@ -151,6 +154,9 @@ headend = "{d}/keys/command.key"
 dir = "{d}/journal"
 batch_ms = 500
 
+[clock]
+assume_trusted = true        # as NTP keeps a field gateway's clock: wall times are checked
+
 [uplink]
 broker = "{broker}"
 heartbeat_s = 30
@@ -222,10 +228,15 @@ class Report:
     expected: list[Finding] = field(default_factory=list)
     records: int = 0
     footprint: Footprint | None = None
+    journal_problems: list[str] = field(default_factory=list)   # what `cabguard verify` found
 
     @property
     def alarms(self) -> list[Finding]:
         return [f for f in self.findings if f.alarm]
+
+    @property
+    def passed(self) -> bool:
+        return not self.alarms and not self.journal_problems
 
     def print(self, out=sys.stdout) -> None:
         print("soak: {:.1f} min {}, {} gateway restarts, {} faults injected, {} records".format(
@@ -239,7 +250,10 @@ class Report:
             print("  RECORD    seq {:>6}  {:<8} {}".format(f.seq, SEVERITIES[f.severity], f.text), file=out)
         if self.footprint:
             print(self.footprint.text(), file=out)
-        verdict = "FAILED: {} alarm(s) on a quiet cabinet".format(len(self.alarms)) if self.alarms else "passed"
+        print("cabguard verify: {}".format("; ".join(self.journal_problems) or
+                                           "every MAC, the chain and the wall times check out"), file=out)
+        verdict = "passed" if self.passed else "FAILED: {} alarm(s) on a quiet cabinet, {} journal problem(s)".format(
+            len(self.alarms), len(self.journal_problems))
         print("soak {}: {} warning-or-worse record(s), {} alarm(s){}".format(
             verdict, len(self.findings), len(self.alarms),
             ", {} expected tamper alarm(s)".format(len(self.expected)) if self.armed else ""), file=out)
@@ -302,17 +316,19 @@ class Cabinet:
 
 
 class GatewayProc:
-    """``cabguard run`` as its systemd unit runs it."""
+    """``cabguard run`` as its systemd unit runs it, on a wall clock that NTP may step (``clock``)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, clock: WallStep):
         self.workdir = workdir
+        self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.log = workdir / "gateway.log"
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([_cabguard(), "run", "--config", str(self.workdir / "site.toml")],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=self.clock.env())
 
     def restart(self, kill: bool) -> None:
         assert self.proc
@@ -351,15 +367,21 @@ class Fault:
     end: tuple[str, ...]
     seconds: float
     silent_device: str = ""      # a device unreadable long enough to go offline (armed: a silence alarm)
+    clock_step_s: float = 0.0    # NTP steps the gateway's wall clock by this much
 
 
-def field_faults(rng: random.Random) -> list[Fault]:
-    """One round of docs/runtime.md's field faults, with this round's random lengths."""
+def field_faults(rng: random.Random, round_no: int = 0) -> list[Fault]:
+    """One round of docs/runtime.md's field faults, with this round's random lengths.
+    The clock is stepped back in even rounds (a clock that ran fast: wall
+    times go back) and forward in odd ones (a slow clock, or an RTC that
+    lost time while the network was down)."""
     reboot_s = rng.uniform(5.0, 20.0)
     glitch_mg = rng.randint(5000, 65535)
+    step_s = rng.uniform(5.0, 60.0) * (1 if round_no % 2 else -1)
     return [
         Fault("CRC-error burst on the bus (io, 1.5 s)", ("fault io crc",), ("fault io none",), 1.5,
               silent_device="io"),
+        Fault("NTP steps the wall clock ({:+.1f} s)".format(step_s), (), (), 0.0, clock_step_s=step_s),
         Fault("BMS bms1 reboots ({:.0f} s silent, same serial)".format(reboot_s),
               ("fault bms1 silence",), ("fault bms1 none",), reboot_s, silent_device="bms1"),
         Fault("one-poll dropout of the I/O module", ("fault io silence",), ("fault io none",), 0.1),
@@ -387,7 +409,8 @@ class Soak:
         self.report = Report(minutes, armed)
         self.broker: Broker | None = None
         self.cabinet = Cabinet(workdir, seed)
-        self.gateway = GatewayProc(workdir)
+        self.clock = WallStep(workdir)
+        self.gateway = GatewayProc(workdir, self.clock)
         self.silenced: set[str] = set()          # devices the harness made fall silent
         self.agenda: list[tuple[float, int, Callable[[], None]]] = []
         self.probe: tuple[list[int], float, float] | None = None
@@ -399,6 +422,7 @@ class Soak:
         d = self.workdir
         for sub in ("bus", "journal", "state"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        self.clock.build()
         self.broker = Broker().start()
         (d / "site.toml").write_text(SITE.format(d=d, gateway=GATEWAY, site=SITE_NAME, broker=self.broker.address))
         (d / "sim.toml").write_text(SIM)
@@ -420,9 +444,12 @@ class Soak:
         for n, when in enumerate(self.restart_times()):
             self.at(when, lambda kill=(n % 2 == 0): self.restart(kill))
         faults: list[Fault] = []
+        rounds = 0
         when = 20.0
         while when < self.duration_s - FAULT_EVERY_S:
-            faults = faults or field_faults(self.rng)
+            if not faults:
+                faults = field_faults(self.rng, rounds)
+                rounds += 1
             self.plan_fault(when, faults.pop(0))
             when += FAULT_EVERY_S
         if self.duration_s >= 120.0:
@@ -458,6 +485,7 @@ class Soak:
         self.gateway.start()
         while self.now() < self.duration_s:
             tick = time.monotonic()
+            self.clock.set(self.clock.offset_s + SLEW_S_PER_S)     # NTP disciplining the clock
             self.cabinet.live()
             self.gateway.check_alive()
             while self.agenda and self.agenda[0][0] <= self.now():
@@ -487,6 +515,9 @@ class Soak:
             time.sleep(0.1)                                    # one I/O poll
             self.cabinet.send("set io supply_mv=24100")
             return
+        if fault.clock_step_s:
+            self.clock.set(self.clock.offset_s + fault.clock_step_s)
+            return
         self.send_all(fault.begin)
         if fault.seconds < 1.0:
             time.sleep(fault.seconds)
@@ -512,6 +543,8 @@ class Soak:
     # -- the verdict ----------------------------------------------------------
 
     def collect(self) -> None:
+        verified = verify_dir(self.workdir / "journal", load_key(self.workdir / "keys/record.key"))
+        self.report.journal_problems = ["{} (seq {})".format(p["message"], p["seq"]) for p in verified.problems]
         rule_names = _rule_names(self.workdir)
         keys = EpochKeys(load_key(self.workdir / "keys/record.key"))
         catalog: Catalog | None = None
@@ -630,4 +663,4 @@ def run_soak(minutes: float, armed: bool = False, workdir: Path | None = None, s
 def main(args: argparse.Namespace) -> int:
     report = run_soak(args.minutes, args.armed, Path(args.out) if args.out else None, args.seed)
     report.print()
-    return 1 if report.alarms else 0
+    return 0 if report.passed else 1
