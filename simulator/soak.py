@@ -2,12 +2,13 @@
 
 A quiet but living cabinet (vibration noise, temperature drift, charge and
 discharge cycles) is served by ``cabguard sim --commands``; ``cabguard run``
-guards it with the shipped rule packs and anomaly model, a site config like
-docs/config.md's example, and a private Mosquitto.  Along the way the
+guards it with the shipped rule packs and anomaly model, docs/config.md's
+example (simulator/benchsite.py), and a private Mosquitto.  Along the way the
 harness restarts the gateway (SIGTERM, and SIGKILL as a power cut) and
 injects the non-malicious field faults of docs/runtime.md ("Field faults"):
 CRC bursts, a BMS that reboots, a one-poll dropout of the I/O module, a
-loose connector, single-sample spikes.
+loose connector, single-sample spikes, a lone vibration-peak glitch, and
+NTP slewing and stepping the gateway's wall clock (simulator/wallstep.py).
 
 At the end it reads the journal and prints every record of severity
 warning or above.  Disarmed, any alarm fails the soak.  Armed
@@ -42,6 +43,7 @@ from controller.journal.records import (CATALOG, CATALOG_SPECS, DATA, EVENT_A, E
 from controller.gateway.timeline import describe
 from controller.journal.verify import verify_dir
 from drivers.keys import EpochKeys, load_key
+from simulator.benchsite import SIM_CONFIG, bench_site, local_paths, loopback_uplink
 from simulator.broker import Broker
 from simulator.errors import SimError
 from simulator.wallstep import WallStep
@@ -64,132 +66,14 @@ SLEW_S_PER_S = 0.0005        # ntpd's largest slew, 500 ppm, all along
 EXPECTED_WHILE_ARMED = {"bms_silent", "sensor_silent"}
 
 
-SITE = """\
-# The soak's cabinet: docs/config.md's example on a simulated bus, with
-# gpiozero's mock pins (no GPIO header here) and the shipped model.
-[gateway]
-id = "{gateway}"
-site = "{site}"
-timezone = "UTC"
-scan_period_ms = 100
-state_dir = "{d}/state"
-
-[core]
-exit_delay_s = 5
-entry_delay_s = 30
-
-[[bus]]
-name = "rs485a"
-port = "{d}/bus/rs485a"
-baud = 19200
-
-[[device]]
-name = "io"
-bus = "rs485a"
-profile = "io-dvt"
-address = 1
-poll_ms = 100
-
-[[device]]
-name = "bms1"
-bus = "rs485a"
-profile = "bms16-vendor"
-address = 2
-poll_ms = 1000
-
-[[device]]
-name = "bms2"
-bus = "rs485a"
-profile = "sunspec-battery"
-address = 3
-poll_ms = 1000
-
-[[device]]
-name = "relay"
-bus = "rs485a"
-profile = "relay4"
-address = 4
-poll_ms = 500
-
-[gpio]
-pin_factory = "mock"
-
-[outputs.siren]
-gpio = 17
-
-[outputs.strobe]
-gpio = 27
-
-[outputs.led]
-gpio = 22
-
-[outputs.lock]
-device = "relay"
-coil = "k1"
-
-[schedules.night]
-windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
-when_clock_untrusted = "active"
-
-[schedules.shift_change]
-windows = [{{ days = "mon-fri", from = "05:45", to = "06:15" }}]
-when_clock_untrusted = "inactive"
-
-[schedules.maintenance]
-windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
-when_clock_untrusted = "inactive"
-
-[rules]
-table = "{d}/rules.table"
-key = "{d}/keys/installer.key"
-
-[model]
-path = "{d}/port.json"
-
-[keys]
-record = "{d}/keys/record.key"
-headend = "{d}/keys/command.key"
-
-[journal]
-dir = "{d}/journal"
-batch_ms = 500
-
-[clock]
-assume_trusted = true        # as NTP keeps a field gateway's clock: wall times are checked
-
-[uplink]
-broker = "{broker}"
-heartbeat_s = 30
-"""
-
-SIM = """\
-[[bus]]
-name = "rs485a"
-baud = 19200
-
-[[bus.device]]
-name = "io"
-profile = "io-dvt"
-address = 1
-values = { door_bolt = 1, vib_rms_mg = 12, vib_peak_mg = 40, supply_mv = 24100, temp_dc = 215 }
-
-[[bus.device]]
-name = "bms1"
-profile = "bms16-vendor"
-address = 2
-values = { pack_mv = 52800, current_ma = 0, soc_pct = 70, cell_vmax_mv = 3312, cell_vmin_mv = 3290, temp_max_dc = 245, temp_min_dc = 221, modules = 1, serial = 20240117 }
-
-[[bus.device]]
-name = "bms2"
-profile = "sunspec-battery"
-address = 3
-values = { pack_mv = 409600, current_ma = 0, soc_pct = 64, cell_vmax_mv = 3350, cell_vmin_mv = 3320, temp_max_dc = 262, temp_min_dc = 230, modules = 8, serial = 77001234 }
-
-[[bus.device]]
-name = "relay"
-profile = "relay4"
-address = 4
-"""
+def site_config(d: Path, broker: str) -> str:
+    """docs/config.md's example on the simulated bus, with the shipped model, the
+    gateway's files in ``d`` and a clock kept by NTP (trusted, so wall times are checked)."""
+    return bench_site({"gateway.id": GATEWAY, "gateway.site": SITE_NAME,
+                       "core.exit_delay_s": 5,          # armed by command at 15 s, guarding before the first fault
+                       "bus.port": str(d / "bus" / "rs485-1"), "gpio.pin_factory": "mock", "console": None,
+                       "model.path": str(d / "port.json"), "clock.assume_trusted": True,
+                       **local_paths(d), **loopback_uplink(broker)})
 
 
 @dataclass
@@ -271,7 +155,7 @@ class Cabinet:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [_cabguard(), "sim", "--config", str(self.workdir / "sim.toml"), "--link", str(self.workdir / "bus"),
+            [_cabguard(), "sim", "--config", str(SIM_CONFIG), "--link", str(self.workdir / "bus"),
              "--commands"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             bufsize=1, start_new_session=True)
         assert self.proc.stdout is not None
@@ -424,8 +308,7 @@ class Soak:
             (d / sub).mkdir(parents=True, exist_ok=True)
         self.clock.build()
         self.broker = Broker().start()
-        (d / "site.toml").write_text(SITE.format(d=d, gateway=GATEWAY, site=SITE_NAME, broker=self.broker.address))
-        (d / "sim.toml").write_text(SIM)
+        (d / "site.toml").write_text(site_config(d, self.broker.address))
         shutil.copy(REPO / "rules/models/port.json", d / "port.json")
         _check(["keys", "gen", "--gateway", GATEWAY, "--out", str(d / "keys")])
         packs = sorted(str(p) for p in (REPO / "rules/packs").glob("*.toml"))
