@@ -13,7 +13,8 @@ setup: $(PYDEPS) $(JSDEPS) system
 
 # Debian packages the tests need: Mosquitto (a real broker on loopback),
 # shellcheck (flash.sh must stay clean), a C compiler (the soak steps the
-# gateway's wall clock as NTP does: simulator/wallstep.c).
+# gateway's wall clock as NTP does: simulator/wallstep.c), oathtool (TOTP
+# codes in the docs' walkthrough, as an authenticator app makes them).
 system:
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
@@ -21,6 +22,8 @@ system:
 	  { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
 	@command -v cc >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; }
+	@command -v oathtool >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq oathtool >/dev/null; }
 
 $(PYDEPS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
