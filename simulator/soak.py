@@ -227,15 +227,7 @@ class GatewayProc:
         _terminate(self.proc, 20)
 
     def pids(self) -> list[int]:
-        """This gateway's process and its children (the uplink process)."""
-        if not self.proc or self.proc.poll() is not None:
-            return []
-        pid = self.proc.pid
-        try:
-            children = Path("/proc/{0}/task/{0}/children".format(pid)).read_text().split()
-        except OSError:
-            children = []
-        return [pid, *(int(c) for c in children)]
+        return gateway_pids(self.proc)
 
     def check_alive(self) -> None:
         if self.proc and self.proc.poll() is not None:
@@ -376,7 +368,7 @@ class Soak:
             _sleep_until(tick + 1.0)
         if self.probe:
             pids, t0, cpu0 = self.probe
-            self.report.footprint = finish_probe(pids, t0, cpu0)
+            self.report.footprint = footprint(pids, (t0, cpu0))
         time.sleep(2.0)
         self.gateway.stop()
         self.collect()
@@ -468,13 +460,25 @@ def _proc_kb(pid: int, name: str) -> int:
     return 0
 
 
-def finish_probe(pids: list[int], t0: float, cpu0: float) -> Footprint | None:
-    """CPU since (t0, cpu0), then PSS and RSS, of these processes (None if one has gone)."""
+def gateway_pids(proc: subprocess.Popen | None) -> list[int]:
+    """A running ``cabguard run`` process and its children (the uplink process)."""
+    if not proc or proc.poll() is not None:
+        return []
     try:
-        cpu = sum(_proc_cpu_s(p) for p in pids) - cpu0
-        wall = time.monotonic() - t0
-        return Footprint(sum(_proc_kb(p, "Pss") for p in pids), [_proc_kb(p, "Rss") for p in pids],
-                         100.0 * cpu / wall)
+        children = Path("/proc/{0}/task/{0}/children".format(proc.pid)).read_text().split()
+    except OSError:
+        children = []
+    return [proc.pid, *(int(c) for c in children)]
+
+
+def footprint(pids: list[int], since: tuple[float, float] | None = None) -> Footprint | None:
+    """PSS together and each RSS of these processes, and their CPU since
+    ``since`` = (monotonic time, their CPU seconds then); None if one has gone."""
+    try:
+        cpu_pct = 0.0
+        if since is not None:
+            cpu_pct = 100.0 * (sum(_proc_cpu_s(p) for p in pids) - since[1]) / (time.monotonic() - since[0])
+        return Footprint(sum(_proc_kb(p, "Pss") for p in pids), [_proc_kb(p, "Rss") for p in pids], cpu_pct)
     except (OSError, ValueError, IndexError):
         return None
 
