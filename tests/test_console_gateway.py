@@ -207,6 +207,7 @@ def test_a_technician_reads_the_journal_from_the_console_and_nothing_more(visit)
     genesis = visit.say("journal show 0").decode()
     assert "genesis" in genesis.splitlines()[0] and '"6": "gw-test"' in genesis
     assert b"no record 999999" in visit.say("journal show 999999")
+    assert b"no incidents" in visit.say("journal incidents")
     next_seq = gw.journal.next_seq
     visit.say("journal list 500")
     assert gw.journal.next_seq <= next_seq + 3      # reading writes nothing but the command's own record

@@ -71,10 +71,7 @@ def incidents_cmd(args: argparse.Namespace) -> int:
                           for i in found]))
         return 0
     for i in found:
-        print("incident {}  {}  {}  evidence seq {}: {:.1f} s, {} scans  (replay --incident {})".format(
-            i.seq, i.time, i.severity, i.evidence_seq, i.window_ms / 1000, i.scans, i.seq))
-        if i.trigger is not None:
-            print("    {}".format(i.trigger.line()))
+        print(i.text())
     if not found:
         print("no incidents")
     return 0

@@ -21,7 +21,7 @@ from controller.errors import CabguardError
 from controller.gateway.config import ConfigError, load
 from controller.gateway.site import assemble
 from controller.journal import records as R
-from controller.journal.browse import Entry, Filter, Names, described, word_filter
+from controller.journal.browse import Entry, Filter, Names, described, incidents, word_filter
 from controller.link.downlink import Refused
 from drivers.errors import DriverError
 from drivers.modbus.master import RtuMaster
@@ -49,6 +49,7 @@ class CommandPath:
             "bus scan": self._bus_scan,
             "journal list": self._journal_list,
             "journal show": self._journal_show,
+            "journal incidents": self._journal_incidents,
         }
 
     def grant_active(self, wall_s: float) -> bool:
@@ -141,6 +142,12 @@ class CommandPath:
                 return e.full()
         raise CabguardError("no record {} among the last {} on this gateway (next seq {}; older ones: "
                             "`cabguard journal show` on a copy)".format(seq, JOURNAL_BACK, self.gateway.journal.next_seq))
+
+    def _journal_incidents(self, req: cm.Request, now: float) -> str:
+        found = incidents(self._journal_entries(0))
+        if not found:
+            return "no incidents among the last {} records".format(JOURNAL_BACK)
+        return "\n".join(i.text() for i in found)
 
     def _bus_scan(self, req: cm.Request, now: float) -> str:
         """Through the bus's own poller thread when the gateway polls it, else on the open port."""

@@ -117,6 +117,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                      "are of a severity or worse, a record type, about a device, or of a rule id"),)),
     CommandSpec("journal show", TECHNICIAN, "one journal record in full (read-only)",
                 (Arg("seq", "int", most=999_999_999),)),
+    CommandSpec("journal incidents", TECHNICIAN, "incidents: their alarm and evidence window (read-only)"),
     CommandSpec("bus scan", TECHNICIAN, "find the slaves answering on a bus (between the gateway's polls)",
                 (Arg("bus", "word", help="a [[bus]] name of the site config"),
                  Arg("addresses", "word", True, "A-B or A, e.g. 1-16 (default 1-247)"))),

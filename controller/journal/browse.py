@@ -206,6 +206,12 @@ class Incident:
     window_ms: int          # the evidence window's length (0: not written yet)
     scans: int
 
+    def text(self) -> str:
+        """Its line and its alarm's (what `cabguard journal incidents` and the console print)."""
+        head = "incident {}  {}  {}  evidence seq {}: {:.1f} s, {} scans  (replay --incident {})".format(
+            self.seq, self.time, self.severity, self.evidence_seq, self.window_ms / 1000, self.scans, self.seq)
+        return head + ("\n    " + self.trigger.line() if self.trigger is not None else "")
+
 
 def incidents(all_entries: Iterable[Entry]) -> list[Incident]:
     by_seq: dict[int, Entry] = {}
