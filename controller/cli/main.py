@@ -79,13 +79,19 @@ def _config(sub: argparse._SubParsersAction) -> None:
 
 
 def _collect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="reference receiver: verify records from the broker into SQLite",
-                       description="Subscribe to every gateway's records, verify MACs and chains, "
-                                   "de-duplicate, store in SQLite, report gaps (docs/uplink.md).")
+    p = sub.add_parser("collect", help="head-end receiver: verify records from the broker into SQLite or PostgreSQL",
+                       description="Subscribe to every gateway's records and heartbeats, verify MACs, store "
+                                   "them; the database de-duplicates, checks chains and checkpoints, opens "
+                                   "incidents and notifies (docs/headend.md).")
     p.add_argument("--broker", required=True, metavar="HOST:PORT")
     p.add_argument("--key", required=True, action="append", metavar="KEY",
                    help="a gateway's record key file, or a folder of them (repeatable)")
-    p.add_argument("--out", required=True, metavar="DB", help="SQLite database file")
+    p.add_argument("--db", "--out", dest="db", required=True, metavar="DB",
+                   help="SQLite database file, or postgresql://USER@HOST:PORT/NAME")
+    p.add_argument("--config", metavar="HEADEND.toml", help="silent-gateway timing and notification sinks")
+    p.add_argument("--share", metavar="GROUP",
+                   help="join this MQTT 5 shared subscription group ($share/GROUP/...): collectors in one "
+                        "group split the records and share one --db")
     p.add_argument("--prefix", default="cabguard", help="topic prefix (default cabguard)")
     p.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: until SIGTERM)")
     p.add_argument("--until-records", type=int, metavar="N", help="stop once N records are stored")
