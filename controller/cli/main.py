@@ -102,6 +102,22 @@ def _collect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler="controller.headend.collect:main")
 
 
+def _headend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("headend", help="the fleet in the head-end database: status, acknowledge an incident",
+                       description="Read the head-end database that `cabguard collect` writes (docs/headend.md).")
+    hs = p.add_subparsers(dest="headend_command", metavar="ACTION", required=True)
+    st = hs.add_parser("status", help="gateways online, mode, open incidents, last heartbeat, gaps, equivocations")
+    st.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+    st.add_argument("--config", metavar="HEADEND.toml", help="for heartbeat_s and silent_after (default 30 s, 3)")
+    st.add_argument("--json", action="store_true", help="one JSON document (for dashboards)")
+    st.set_defaults(handler="controller.headend.status:main")
+    ack = hs.add_parser("ack", help="record that a person acknowledged an open incident")
+    ack.add_argument("incident", type=int, metavar="ID", help="the incident number (from status)")
+    ack.add_argument("--by", required=True, metavar="NAME", help="who acknowledges it")
+    ack.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+    ack.set_defaults(handler="controller.headend.status:main")
+
+
 def _cmd(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cmd", help="send a signed downlink command to a gateway",
                        description="Make a COSE_Mac0 command under the head-end key, bound to one "
@@ -358,7 +374,7 @@ def _selftest(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _journal, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _journal, _collect, _headend, _cmd,
     _console, _provision, _selftest,
 ]
 

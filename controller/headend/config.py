@@ -15,7 +15,7 @@ SINK_KEYS = {
     "mqtt": {"topic": str, "broker": str},
     "command": {"argv": list, "timeout_s": (int, float)},
 }
-COMMON_KEYS = {"name": str, "kind": str, "on": list, "attempts": int}
+COMMON_KEYS = {"name": str, "kind": str, "on": list, "attempts": int, "retry_s": (int, float)}
 
 
 class HeadendConfigError(CabguardError):
@@ -103,6 +103,8 @@ def _sink(raw: object, where: str, problems: list[str]) -> Sink | None:
         problems.append("{}: argv is a non-empty list of strings".format(where))
     if isinstance(raw.get("attempts"), int) and not 1 <= raw["attempts"] <= 100:
         problems.append("{}: attempts must be 1..100".format(where))
+    if isinstance(raw.get("retry_s"), (int, float)) and not 0 < raw["retry_s"] <= 300:
+        problems.append("{}: retry_s must be more than 0 and at most 300".format(where))
     if len(problems) > before:
         return None
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
@@ -113,4 +115,5 @@ def _sink(raw: object, where: str, problems: list[str]) -> Sink | None:
             problems.append("{}: {}".format(where, e))
             return None
     options["attempts"] = raw.get("attempts", 8)
+    options["retry_s"] = raw.get("retry_s", 1.0)
     return Sink(str(name), kind, on, options)

@@ -49,8 +49,9 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def backoff_s(attempts: int) -> float:
-    return min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** max(0, attempts - 1))
+def backoff_s(attempts: int, first_s: float = BACKOFF_BASE_S) -> float:
+    """The wait after the ``attempts``-th failed attempt: first_s, doubling, at most 5 minutes."""
+    return min(BACKOFF_CAP_S, first_s * 2 ** max(0, attempts - 1))
 
 
 def send(sink: Sink, body: bytes, broker: str | None) -> None:
@@ -161,7 +162,7 @@ class Notifier:
             tries = attempts + 1
             state = "failed" if tries >= sink.options["attempts"] else "pending"
             self.store.execute("UPDATE deliveries SET attempts=?, state=?, next_at=?, last_error=? WHERE id=?",
-                               (tries, state, time.time() + backoff_s(tries), str(e), did))
+                               (tries, state, time.time() + backoff_s(tries, sink.options["retry_s"]), str(e), did))
             return
         self.delivered += 1
         self.store.execute("UPDATE deliveries SET attempts=?, state='delivered', delivered_at=?, last_error='' "
