@@ -254,6 +254,9 @@ def _verify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
     p.add_argument("--checkpoint", metavar="SEQ[:TAG]",
                    help="the last checkpoint the head-end saw in a heartbeat (detects truncation)")
+    p.add_argument("--headend", metavar="DB", help="take the checkpoint the head end anchored for this gateway "
+                                                   "from its database (SQLite file or postgresql:// URL)")
+    p.add_argument("--gateway", metavar="ID", help="with --headend: the gateway id (default: from the key's kid)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.set_defaults(handler="controller.journal.verify:main")
 

@@ -103,6 +103,13 @@ class Store:
         """Another connection to the same database (for another thread)."""
         return open_store(self.target, migrate_now=False)
 
+    def anchors(self, gateway: str) -> list[tuple[int, bytes]]:
+        """The (seq, tag) checkpoints the gateway's heartbeats anchored, oldest first; a contradicted
+        one is left out (it is an equivocation, and the record the head end holds says otherwise)."""
+        rows = self.execute("SELECT seq, tag FROM checkpoints WHERE gateway=? AND state != 'contradicted' "
+                            "ORDER BY seq", (gateway,)).fetchall()
+        return [(seq, bytes(tag)) for seq, tag in rows]
+
     def version(self) -> int:
         row = self.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
         return row[0] or 0
