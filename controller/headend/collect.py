@@ -124,10 +124,12 @@ class Collector:
         tally, done, rejected = Tally(), [], 0
         sinks = self.config.sinks
         with self.db.transaction(gateways) as tx:
-            ledger.touch_gateways(tx, sorted({o.gateway for o in opened if isinstance(o, Opened)}))
+            verified = [o for o in opened if isinstance(o, Opened)]
+            ledger.touch_gateways(tx, sorted({o.gateway for o in verified}))
+            new = iter(ledger.store_records(tx, verified, sinks, tally))
             for (kind, gateway, site, _), o in zip(messages, opened):
                 if isinstance(o, Opened):
-                    done.append(ledger.store_record(tx, o, sinks, tally))
+                    done.append(next(new))
                 elif kind == Topics.RECORDS:
                     rejected += 1
                     ledger.problem(tx, None, o[0], o[1], o[2])

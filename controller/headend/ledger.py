@@ -71,37 +71,48 @@ def problem(tx: Store, gateway: str | None, seq: int | None, kind: str, detail: 
 
 
 def touch_gateways(tx: Store, gateways: list[str]) -> None:
-    for gw in gateways:
-        tx.execute("INSERT INTO gateways (gateway) VALUES (?) ON CONFLICT (gateway) DO NOTHING", (gw,))
+    tx.many("INSERT INTO gateways (gateway) VALUES (?) ON CONFLICT (gateway) DO NOTHING", [(gw,) for gw in gateways])
 
 
-def store_record(tx: Store, o: Opened, sinks: list[Sink], tally: Tally) -> bool:
-    """Store one verified record and check it; False if (gateway, seq) was already held."""
-    rec = o.rec
-    row = tx.execute(
-        "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway, seq) DO NOTHING RETURNING seq",
-        (o.gateway, o.seq, rec.get(R.BOOT), rec.get(R.WALL_MS), rec.get(R.TIME_QUALITY), rec.get(R.TYPE),
-         o.severity, o.kid, o.tag, o.prev, o.data, time.time())).fetchone()
-    if row is None:
-        held = tx.execute("SELECT record FROM records WHERE gateway=? AND seq=?", (o.gateway, o.seq)).fetchone()
-        if bytes(held[0]) == o.data:
-            tally.duplicates += 1
-        else:
-            equivocation(tx, o.gateway, o.seq, "record", o.tag, o.data,
-                         "ALARM: a second, different record {} of {} under its key (a cloned or rewritten "
-                         "gateway); both copies are kept".format(o.seq, o.gateway), sinks, tally)
-        return False
-    tally.stored += 1
-    _check_links(tx, o, tally)
-    _check_anchor(tx, o, sinks, tally)
-    if rec.get(R.TYPE) == EV.EV_DURESS:
-        open_incident(tx, o.gateway, "duress", o.seq, "duress login by technician {}".format(
-            rec.get(R.DATA, {}).get(R.EVENT_A)), sinks, tally, _record_facts(o))
-    elif isinstance(o.severity, int) and o.severity >= EV.ALARM:
-        open_incident(tx, o.gateway, "alarm", o.seq, "{} record ({})".format(
-            EV.SEVERITY_NAMES[min(o.severity, EV.CRITICAL)], R.TYPE_NAMES.get(rec.get(R.TYPE), rec.get(R.TYPE))),
-            sinks, tally, _record_facts(o))
-    return True
+def store_records(tx: Store, batch: list[Opened], sinks: list[Sink], tally: Tally) -> list[bool]:
+    """Store verified records and check them, in a few round trips for the whole batch; per
+    record, whether it was new.  The verdicts are those of storing them one by one."""
+    first: dict[tuple[str, int], Opened] = {}
+    for o in batch:
+        first.setdefault((o.gateway, o.seq), o)
+    now = time.time()
+    fresh = list(first.values())
+    keys = tx.insert_records(
+        [(o.gateway, o.seq, o.rec.get(R.BOOT), o.rec.get(R.WALL_MS), o.rec.get(R.TIME_QUALITY), o.rec.get(R.TYPE),
+          o.severity, o.kid, o.tag, o.prev, o.data, now) for o in fresh])
+    inserted = [o for o in fresh if (o.gateway, o.seq) in keys]
+    new = {id(o) for o in inserted}
+    for o in batch:
+        if id(o) not in new:
+            _held_already(tx, o, sinks, tally)
+    tally.stored += len(inserted)
+    _check_links(tx, inserted, tally)
+    _check_anchors(tx, inserted, sinks, tally)
+    for o in sorted(inserted, key=lambda o: (o.gateway, o.seq)):
+        if o.rec.get(R.TYPE) == EV.EV_DURESS:
+            open_incident(tx, o.gateway, "duress", o.seq, "duress login by technician {}".format(
+                o.rec.get(R.DATA, {}).get(R.EVENT_A)), sinks, tally, _record_facts(o))
+        elif isinstance(o.severity, int) and o.severity >= EV.ALARM:
+            open_incident(tx, o.gateway, "alarm", o.seq, "{} record ({})".format(
+                EV.SEVERITY_NAMES[min(o.severity, EV.CRITICAL)], R.TYPE_NAMES.get(o.rec.get(R.TYPE), o.rec.get(R.TYPE))),
+                sinks, tally, _record_facts(o))
+    return [id(o) in new for o in batch]
+
+
+def _held_already(tx: Store, o: Opened, sinks: list[Sink], tally: Tally) -> None:
+    """(gateway, seq) was held: the same bytes are a duplicate, other bytes an equivocation."""
+    held = tx.execute("SELECT record FROM records WHERE gateway=? AND seq=?", (o.gateway, o.seq)).fetchone()
+    if bytes(held[0]) == o.data:
+        tally.duplicates += 1
+    else:
+        equivocation(tx, o.gateway, o.seq, "record", o.tag, o.data,
+                     "ALARM: a second, different record {} of {} under its key (a cloned or rewritten "
+                     "gateway); both copies are kept".format(o.seq, o.gateway), sinks, tally)
 
 
 def _record_facts(o: Opened) -> dict:
@@ -111,24 +122,29 @@ def _record_facts(o: Opened) -> dict:
             "wall_ms": o.rec.get(R.WALL_MS), "rule": o.rec.get(R.RULE)}
 
 
-def _check_links(tx: Store, o: Opened, tally: Tally) -> None:
-    for seq, tag, prev in tx.execute("SELECT seq, tag, prev FROM records WHERE gateway=? AND seq IN (?,?)",
-                                     (o.gateway, o.seq - 1, o.seq + 1)).fetchall():
-        if seq == o.seq - 1 and bytes(tag) != o.prev:
+def _check_links(tx: Store, inserted: list[Opened], tally: Tally) -> None:
+    """Each link with a new record at one end and a held record at the other is checked once."""
+    known = {(o.gateway, o.seq): (o.tag, o.prev) for o in inserted}
+    around = sorted({(o.gateway, o.seq + d) for o in inserted for d in (-1, 1)} - set(known))
+    for key, (tag, prev) in tx.lookup("records", "tag, prev", around).items():
+        known[key] = (bytes(tag), bytes(prev))
+    links = {(o.gateway, low) for o in inserted for low in (o.seq - 1, o.seq)
+             if (o.gateway, low) in known and (o.gateway, low + 1) in known}
+    for gw, low in sorted(links):
+        if known[(gw, low)][0] != known[(gw, low + 1)][1]:
             tally.chain_breaks += 1
-            problem(tx, o.gateway, o.seq, "chain", "previous tag does not match record {}".format(seq))
-        elif seq == o.seq + 1 and bytes(prev) != o.tag:
-            tally.chain_breaks += 1
-            problem(tx, o.gateway, seq, "chain", "previous tag does not match record {}".format(o.seq))
+            problem(tx, gw, low + 1, "chain", "previous tag does not match record {}".format(low))
 
 
-def _check_anchor(tx: Store, o: Opened, sinks: list[Sink], tally: Tally) -> None:
-    row = tx.execute("SELECT tag FROM checkpoints WHERE gateway=? AND seq=?", (o.gateway, o.seq)).fetchone()
-    if row is None:
-        return
-    if bytes(row[0]) == o.tag:
-        tx.execute("UPDATE checkpoints SET state='verified' WHERE gateway=? AND seq=?", (o.gateway, o.seq))
-    else:
+def _check_anchors(tx: Store, inserted: list[Opened], sinks: list[Sink], tally: Tally) -> None:
+    anchored = tx.lookup("checkpoints", "tag", [(o.gateway, o.seq) for o in inserted])
+    for o in inserted:
+        found = anchored.get((o.gateway, o.seq))
+        if found is None:
+            continue
+        if bytes(found[0]) == o.tag:
+            tx.execute("UPDATE checkpoints SET state='verified' WHERE gateway=? AND seq=?", (o.gateway, o.seq))
+            continue
         tx.execute("UPDATE checkpoints SET state='contradicted' WHERE gateway=? AND seq=?", (o.gateway, o.seq))
         equivocation(tx, o.gateway, o.seq, "checkpoint", o.tag, o.data,
                      "ALARM: record {} of {} has another tag than its heartbeat checkpoint anchored (a "

@@ -103,6 +103,21 @@ class Store:
         """Another connection to the same database (for another thread)."""
         return open_store(self.target, migrate_now=False)
 
+    def many(self, sql: str, rows: list[tuple]) -> list[list[tuple]]:
+        """One statement for each parameter row; each row's result rows (PostgreSQL: one round trip)."""
+        return [self.execute(sql, r).fetchall() for r in rows]
+
+    def insert_records(self, rows: list[tuple]) -> set[tuple[str, int]]:
+        """Insert rows of the records table unless (gateway, seq) is held; the keys inserted."""
+        inserted = self.many("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (gateway, seq) "
+                             "DO NOTHING RETURNING gateway, seq", rows)
+        return {tuple(r[0]) for r in inserted if r}
+
+    def lookup(self, table: str, columns: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+        """``columns`` of the rows of ``table`` (keyed by gateway, seq) that exist among ``keys``."""
+        found = self.many("SELECT gateway, seq, {} FROM {} WHERE gateway=? AND seq=?".format(columns, table), keys)
+        return {(r[0][0], r[0][1]): tuple(r[0][2:]) for r in found if r}
+
     def anchors(self, gateway: str) -> list[tuple[int, bytes]]:
         """The (seq, tag) checkpoints the gateway's heartbeats anchored, oldest first; a contradicted
         one is left out (it is an equivocation, and the record the head end holds says otherwise)."""
@@ -196,6 +211,37 @@ class PostgresStore(Store):
         if pg is None:
             pg = self._sql[sql] = sql.replace("?", "%s")
         return self.db.execute(pg, tuple(params))
+
+    def many(self, sql: str, rows: list[tuple]) -> list[list[tuple]]:
+        if not rows:
+            return []
+        cur = self.db.cursor()
+        cur.executemany(sql.replace("?", "%s"), rows, returning=True)    # pipelined
+        out = []
+        while True:
+            out.append(cur.fetchall() if cur.pgresult is not None and cur.description else [])
+            if not cur.nextset():
+                return out
+
+    # Set-based forms of the two per-batch statements: one statement for a whole batch.
+    def insert_records(self, rows: list[tuple]) -> set[tuple[str, int]]:
+        if not rows:
+            return set()
+        cols = list(zip(*rows))
+        types = ("text", "bigint", "bigint", "bigint", "bigint", "bigint", "bigint", "text", "bytea", "bytea",
+                 "bytea", "float8")
+        sql = "INSERT INTO records SELECT * FROM unnest({}) ON CONFLICT (gateway, seq) DO NOTHING " \
+              "RETURNING gateway, seq".format(", ".join("%s::{}[]".format(t) for t in types))
+        return {(gw, seq) for gw, seq in self.db.execute(sql, [list(c) for c in cols]).fetchall()}
+
+    def lookup(self, table: str, columns: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+        if not keys:
+            return {}
+        sql = "SELECT t.gateway, t.seq, {} FROM {} t JOIN unnest(%s::text[], %s::bigint[]) AS k(gateway, seq) " \
+              "ON t.gateway = k.gateway AND t.seq = k.seq".format(
+                  ", ".join("t." + c.strip() for c in columns.split(",")), table)
+        rows = self.db.execute(sql, [[k[0] for k in keys], [k[1] for k in keys]]).fetchall()
+        return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
     @contextmanager
     def _begin(self, gateways: list[str]) -> Iterator[None]:
