@@ -78,6 +78,7 @@ class Collectors:
     def __init__(self, broker: str, keys: Path, db: str, n: int, group: str = "head-end",
                  config: Path | None = None, log: Path | None = None):
         self.argv = [CABGUARD, "collect", "--broker", broker, "--key", str(keys), "--db", db, "--share", group]
+        self.group = group
         if config:
             self.argv += ["--config", str(config)]
         self.log = log
@@ -88,7 +89,7 @@ class Collectors:
 
     def start(self, i: int) -> None:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        self.procs[i] = subprocess.Popen(self.argv + ["--client-id", "collector-{}".format(i)],
+        self.procs[i] = subprocess.Popen(self.argv + ["--client-id", "{}-{}".format(self.group, i)],
                                          stdout=out, stderr=out)
 
     def kill(self, i: int) -> None:
