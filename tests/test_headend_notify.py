@@ -18,6 +18,7 @@ from controller.headend.collect import Collector
 from controller.headend.config import HeadendConfigError, parse
 from controller.headend.notify import Notifier
 from controller.headend.status import fleet
+from controller.headend.store import open_store
 from drivers.mqtt import CONNECTED, MESSAGE, BrokerSettings, MqttLink
 from tests.waiting import wait_until
 
@@ -200,3 +201,16 @@ def test_status_shows_gaps_a_missing_tail_equivocations_and_incidents(db, capsys
     assert "2 gateways, 1 online; 1 open incidents; 1 equivocations; 2 gaps" in text
     assert "3-3,6-9" in text and "open incident #" in text and "equivocation" in text
     assert cli(["headend", "ack", str(f["open_incidents"][0]["id"]), "--by", "anna", "--db", db]) == 1
+
+
+def test_cmd_writes_what_it_sent_to_the_command_log(tmp_path, broker, db):
+    from drivers.keys import generate, role_kid, write_key
+    write_key(tmp_path / "command.key", generate(role_kid("gw-1", "command")))
+    words = ["cmd", "maint", "start", "30m", "--gateway", "gw-1", "--site", "port-a", "--key",
+             str(tmp_path / "command.key"), "--seq", "77", "--db", db]
+    assert cli(words + ["--broker", broker.address]) == 0
+    broker.stop()
+    assert cli(words + ["--broker", broker.address]) == 1          # no broker: logged as not sent
+    rows = open_store(db).execute("SELECT gateway, site, seq, name, args, state FROM commands ORDER BY id").fetchall()
+    assert rows[0] == ("gw-1", "port-a", 77, "maint start", '{"duration": "30m"}', "published")
+    assert rows[1][5].startswith("not sent: cannot reach broker")

@@ -131,6 +131,8 @@ def _cmd(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="cabguard")
     p.add_argument("--seq", type=int, metavar="N", help="command sequence (default: milliseconds since 1970)")
     p.add_argument("--expires", type=int, default=300, metavar="S", help="seconds until it expires (default 300)")
+    p.add_argument("--db", metavar="DB", help="write it to this head-end database's command log "
+                                              "(SQLite file or postgresql:// URL)")
     p.set_defaults(handler="controller.headend.cmdsend:main")
 
 
