@@ -72,7 +72,8 @@ class Collector:
         self.db = open_store(db)
         self.config = config or HeadendConfig()
         self.keys = {k.kid: EpochKeys(k) for k in keys}
-        for (kid,) in self.db.execute("SELECT DISTINCT kid FROM records").fetchall():   # epochs seen before
+        self.kids = {kid for (kid,) in self.db.execute("SELECT kid FROM kids").fetchall()}   # epochs seen before
+        for kid in self.kids:
             parsed = parse_epoch_kid(kid.encode())
             if parsed and parsed[0] in self.keys:
                 self.keys[parsed[0]].confirm(kid.encode())
@@ -126,6 +127,8 @@ class Collector:
         with self.db.transaction(gateways) as tx:
             verified = [o for o in opened if isinstance(o, Opened)]
             ledger.touch_gateways(tx, sorted({o.gateway for o in verified}))
+            new_kids = sorted({o.kid for o in verified} - self.kids)
+            tx.many("INSERT INTO kids VALUES (?,?) ON CONFLICT (kid) DO NOTHING", [(k, time.time()) for k in new_kids])
             new = iter(ledger.store_records(tx, verified, sinks, tally))
             for (kind, gateway, site, _), o in zip(messages, opened):
                 if isinstance(o, Opened):
@@ -141,6 +144,7 @@ class Collector:
                     ledger.heartbeat(tx, gateway, site, o, sinks, tally)
                     done.append(True)
         self.rejected += rejected
+        self.kids.update(new_kids)
         self.tally.add(tally)
         if tally.notifications and self.on_notify:
             self.on_notify()

@@ -33,12 +33,14 @@ class StoreError(CabguardError):
 # are the backend's spellings; every integer is BIGINT (sequence numbers and
 # wall times need 64 bits; SQLite stores any integer in one).
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
-    (1, "records, heartbeats, problems, equivocations", [
+    (1, "records, heartbeats, kids, problems, equivocations", [
         """CREATE TABLE records (
             gateway TEXT NOT NULL, seq BIGINT NOT NULL, boot BIGINT, wall_ms BIGINT, time_quality BIGINT,
             type BIGINT, severity BIGINT, kid TEXT, tag {blob} NOT NULL, prev {blob} NOT NULL,
             record {blob} NOT NULL, received_at {float} NOT NULL, PRIMARY KEY (gateway, seq))""",
         """CREATE TABLE heartbeats (gateway TEXT NOT NULL, received_at {float} NOT NULL, doc TEXT NOT NULL)""",
+        # every kid a verified record was under: a restarted collector knows the epochs without a table scan
+        "CREATE TABLE kids (kid TEXT PRIMARY KEY, first_seen {float} NOT NULL)",
         "CREATE INDEX heartbeats_gateway ON heartbeats (gateway, received_at)",
         """CREATE TABLE problems (id {id}, gateway TEXT, seq BIGINT, kind TEXT NOT NULL, detail TEXT NOT NULL,
             received_at {float} NOT NULL)""",
