@@ -216,3 +216,16 @@ def test_two_collectors_on_one_database_reach_one_collectors_verdicts(db, tmp_pa
     assert as_bytes(together["records"]) == as_bytes(alone["records"])
     assert {k: v for k, v in together.items() if k != "records"} == {k: v for k, v in alone.items() if k != "records"}
     assert sum(c.stored for c in collectors) == len(alone["records"])
+
+
+def test_a_postgresql_server_gone_away_is_a_store_error_naming_it(pg, pg_server):
+    store = open_store(pg)
+    other = open_store(pg, migrate_now=False)
+    other.execute("SELECT pg_terminate_backend(?)", (store.db.info.backend_pid,))
+    with pytest.raises(StoreError, match="PostgreSQL postgresql://cabguard@127.0.0.1:{}/.*delivered again".format(
+            pg_server.port)):
+        store.execute("SELECT 1")
+    with pytest.raises(StoreError, match="delivered again"):
+        with open_store(pg).transaction(["gw-1"]) as tx:
+            other.execute("SELECT pg_terminate_backend(?)", (tx.db.info.backend_pid,))
+            tx.execute("SELECT 1")

@@ -212,13 +212,25 @@ class PostgresStore(Store):
         pg = self._sql.get(sql)
         if pg is None:
             pg = self._sql[sql] = sql.replace("?", "%s")
-        return self.db.execute(pg, tuple(params))
+        with self._lost():
+            return self.db.execute(pg, tuple(params))
+
+    @contextmanager
+    def _lost(self) -> Iterator[None]:
+        """A server gone away is a message, not a traceback: the collector ends (its supervisor
+        starts it again) and the broker delivers what it had not acknowledged once more."""
+        try:
+            yield
+        except self.errors.OperationalError as e:
+            raise StoreError("PostgreSQL {}: {} (what was not stored is delivered again when a collector "
+                             "reconnects)".format(_redacted(self.target), str(e).strip())) from None
 
     def many(self, sql: str, rows: list[tuple]) -> list[list[tuple]]:
         if not rows:
             return []
         cur = self.db.cursor()
-        cur.executemany(sql.replace("?", "%s"), rows, returning=True)    # pipelined
+        with self._lost():
+            cur.executemany(sql.replace("?", "%s"), rows, returning=True)    # pipelined
         out = []
         while True:
             out.append(cur.fetchall() if cur.pgresult is not None and cur.description else [])
@@ -234,7 +246,8 @@ class PostgresStore(Store):
                  "bytea", "float8")
         sql = "INSERT INTO records SELECT * FROM unnest({}) ON CONFLICT (gateway, seq) DO NOTHING " \
               "RETURNING gateway, seq".format(", ".join("%s::{}[]".format(t) for t in types))
-        return {(gw, seq) for gw, seq in self.db.execute(sql, [list(c) for c in cols]).fetchall()}
+        with self._lost():
+            return {(gw, seq) for gw, seq in self.db.execute(sql, [list(c) for c in cols]).fetchall()}
 
     def lookup(self, table: str, columns: str, keys: list[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
         if not keys:
@@ -242,12 +255,13 @@ class PostgresStore(Store):
         sql = "SELECT t.gateway, t.seq, {} FROM {} t JOIN unnest(%s::text[], %s::bigint[]) AS k(gateway, seq) " \
               "ON t.gateway = k.gateway AND t.seq = k.seq".format(
                   ", ".join("t." + c.strip() for c in columns.split(",")), table)
-        rows = self.db.execute(sql, [[k[0] for k in keys], [k[1] for k in keys]]).fetchall()
+        with self._lost():
+            rows = self.db.execute(sql, [[k[0] for k in keys], [k[1] for k in keys]]).fetchall()
         return {(r[0], r[1]): tuple(r[2:]) for r in rows}
 
     @contextmanager
     def _begin(self, gateways: list[str]) -> Iterator[None]:
-        with self.db.transaction():
+        with self._lost(), self.db.transaction():
             for gw in gateways:
                 self.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (gw,))
             yield
