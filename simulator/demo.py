@@ -440,7 +440,8 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("journal", "state"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    (out / "headend.db").unlink(missing_ok=True)
+    for name in ("headend.db", "headend.db-wal", "headend.db-shm"):   # the head end's SQLite runs in WAL mode
+        (out / name).unlink(missing_ok=True)
     demo = Demo(out, max(MIN_SECONDS, float(args.seconds)), args.broker, args.console_link)
     try:
         status = demo.run()

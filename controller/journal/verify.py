@@ -324,8 +324,32 @@ def print_text(report: Report, out=sys.stdout) -> None:
           else "FAILED: {} problem(s)".format(len(report.problems)), file=out)
 
 
+def _headend_checkpoint(db: str, gateway: str) -> tuple[int, bytes]:
+    """The newest checkpoint the head end anchored for this gateway (``--headend DB``).
+
+    Adapter until verify takes a list of anchors: the newest one catches a cut
+    tail and a rewritten checkpoint record; the head end itself checks every
+    anchored tag against the records it holds (equivocations)."""
+    from controller.headend.store import open_store     # only with --headend: the CLI composes the two
+    store = open_store(db, migrate_now=False)
+    try:
+        anchors = store.anchors(gateway)
+    finally:
+        store.close()
+    if not anchors:
+        raise CabguardError("the head-end database {} holds no checkpoint of gateway {!r} (give --gateway as "
+                            "`cabguard headend status` lists it)".format(db, gateway))
+    return anchors[-1]
+
+
 def main(args: argparse.Namespace) -> int:
-    report = verify_dir(args.journal, load_key(args.key), _parse_checkpoint(args.checkpoint))
+    key = load_key(args.key)
+    checkpoint = _parse_checkpoint(args.checkpoint)
+    if args.headend:
+        if checkpoint is not None:
+            raise CabguardError("give --checkpoint or --headend, not both")
+        checkpoint = _headend_checkpoint(args.headend, args.gateway or key.kid_text.rsplit("/", 1)[0])
+    report = verify_dir(args.journal, key, checkpoint)
     if args.json:
         json.dump(report.as_json(), sys.stdout)
         print()
