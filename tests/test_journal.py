@@ -160,13 +160,13 @@ def test_truncation_is_detected_against_cursor_and_heartbeat(tmp_path):
         seq, tag = j.last_checkpoint
         assert seq == cp
         j.set_cursor(cp)
-    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
+    assert verify_dir(tmp_path / "journal", prov, [(seq, tag)]).ok
     path, off, _record = frames(tmp_path)[-3]
     path.write_bytes(path.read_bytes()[:off])       # cut whole frames: no torn tail left
-    report = verify_dir(tmp_path / "journal", prov, (seq, tag))
+    report = verify_dir(tmp_path / "journal", prov, [(seq, tag)])
     assert [p["kind"] for p in report.problems] == ["truncated", "truncated"]
     os.remove(tmp_path / "journal" / "cursor")
-    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, (seq, None)).problems] == ["truncated"]
+    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, [(seq, None)]).problems] == ["truncated"]
 
 
 def test_a_checkpoint_on_any_record_is_checked_against_its_tag(tmp_path):
@@ -177,8 +177,8 @@ def test_a_checkpoint_on_any_record_is_checked_against_its_tag(tmp_path):
     write_records(tmp_path, prov, 12)
     record = frames(tmp_path)[6][2]
     seq, tag = cose.decode(record).seq, cose.decode(record).tag
-    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
-    forged = verify_dir(tmp_path / "journal", prov, (seq, bytes(len(tag))))
+    assert verify_dir(tmp_path / "journal", prov, [(seq, tag)]).ok
+    forged = verify_dir(tmp_path / "journal", prov, [(seq, bytes(len(tag)))])
     assert [p["kind"] for p in forged.problems] == ["checkpoint"]
 
 
@@ -260,8 +260,8 @@ def test_verify_json_has_stable_keys_and_exit_zero(tmp_path):
     assert r.returncode == 0
     doc = json.loads(r.stdout)
     assert set(doc) == {"ok", "records", "segments", "first_seq", "last_seq", "last_tag", "kids",
-                        "problems", "warnings"}
-    assert doc["ok"] and doc["records"] == 4
+                        "anchors", "anchored_seq", "problems", "warnings"}
+    assert doc["ok"] and doc["records"] == 4 and doc["anchors"] == 0 and doc["anchored_seq"] is None
 
 
 def test_keys_gen_writes_three_0600_cose_keys(tmp_path):
@@ -512,19 +512,42 @@ def test_an_emptied_journal_is_tampering(tmp_path):
     assert "genesis" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
 
 
-def test_a_crash_between_the_new_epoch_key_and_its_rotation_record_is_no_jump(tmp_path):
-    """The rotation writes the next epoch's key file first; killed before its record
-    reached the disk, the next start writes that record, then rotates as every boot does."""
-    from drivers.keys import load_key, next_epoch, write_key
+def test_a_crash_between_the_rotation_record_and_the_new_key_is_finished_at_start(tmp_path):
+    """The rotation record, sealed with the old key, is durable before the new key file
+    replaces the old one: killed between the two, the next start moves the key on itself
+    (and that counts as this boot's rotation); killed after both, it rotates as every boot."""
+    from drivers.keys import load_key
     prov, _ = provision(tmp_path)
-    write_records(tmp_path, prov, 5)
     key_path = tmp_path / "epoch.key"
-    write_key(key_path, next_epoch(load_key(key_path)))     # the key moved on, the record never came
+    with open_journal(tmp_path, prov) as j:
+        j.append(event_record(1))
+        j.flush()
+        kept = key_path.read_bytes()          # epoch 0, as the file was before the rotation
+        j.rotate_key()
+        assert j.flush()
+    key_path.write_bytes(kept)                # the crash: the record is on disk, the key never moved
     with open_journal(tmp_path) as j:
-        j.append(event_record(9))
+        j.append(event_record(2))
+    assert load_key(key_path).kid == b"gw-7/record/1"
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems
-    assert [k.rsplit("/", 1)[1] for k in report.kids] == ["0", "1"]
+    assert report.kids == ["gw-7/record/0", "gw-7/record/1"]
+    write_records(tmp_path, None, 1)          # a clean restart: one rotation, sealed with epoch 1
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and report.kids[-1] == "gw-7/record/2", report.problems
+
+
+def test_a_key_that_does_not_follow_the_journal_is_an_alarm_at_start(tmp_path):
+    from drivers.keys import load_key, next_epoch, write_key
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 2)
+    key_path = tmp_path / "epoch.key"
+    write_key(key_path, next_epoch(next_epoch(load_key(key_path))))   # two epochs past the journal
+    write_records(tmp_path, None, 1)
+    recovered = [r for r in (payload(tmp_path, prov, f[2]) for f in frames(tmp_path)) if r[R.TYPE] == R.RECOVERED]
+    assert recovered[-1][R.SEVERITY] == ev.ALARM
+    assert recovered[-1][R.DATA][R.RECOVERED_KEY_MISMATCH] == b"gw-7/record/0"
+    assert not verify_dir(tmp_path / "journal", prov).ok
 
 
 def test_a_device_coming_online_is_info_and_going_silent_a_warning():

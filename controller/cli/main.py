@@ -230,8 +230,10 @@ def _verify(sub: argparse._SubParsersAction) -> None:
                                    "record key; exit 1 on any sign of tampering (docs/journal.md).")
     p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files)")
     p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
-    p.add_argument("--checkpoint", metavar="SEQ[:TAG]",
-                   help="the last checkpoint the head-end saw in a heartbeat (detects truncation)")
+    p.add_argument("--checkpoint", metavar="SEQ[:TAG]", action="append",
+                   help="a checkpoint the head-end saw in a heartbeat (detects truncation; repeatable)")
+    p.add_argument("--checkpoints", metavar="FILE",
+                   help="the head end's checkpoints: JSON lines {gateway, seq, tag} (docs/journal.md)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.set_defaults(handler="controller.journal.verify:main")
 

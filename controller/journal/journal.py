@@ -50,6 +50,8 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cbor2
+
 from controller.core.events import ALARM, CRITICAL, INFO, WARNING
 from controller.errors import JournalError
 from controller.journal import records as R
@@ -163,7 +165,7 @@ class Journal:
         self.last_checkpoint: tuple[int, bytes] | None = None
         self._checkpoint_tag: tuple[int, bytes] | None = None
         self._epoch_day = -1
-        self._tail_kid = b""         # the kid of the last record found at start-up
+        self._tail: cose.Message | None = None   # the last record found at start-up
         self._over_budget = False
         self._full = False           # over budget with only unsent records: info is refused
         self.refused_while_full = 0  # info records refused since the journal became full
@@ -217,6 +219,7 @@ class Journal:
         write_atomic(state_path, json.dumps({"boot": self.boot}).encode())
         if fresh_key:
             write_key(self._key_path, self._key)
+        finished = found is not None and self._finish_rotation(found)
         self._open_segment(self._next_seq, reuse_tail=True)
         self._epoch_day = self._clock().wall_ms // DAY_MS
         self._thread.start()
@@ -229,16 +232,32 @@ class Journal:
                 self._enqueue(_RECORD, R.make(R.RECOVERED, CRITICAL, self._clock(),
                                               {R.RECOVERED_LAST_SEQ: -1}), True)
             return
-        if not fresh_key and epoch_number(self._key.kid) == epoch_number(self._tail_kid) + 1:
-            # A crash came between writing the next epoch's key file and its rotation
-            # record: that record comes now, so the chain still moves one epoch at a time.
-            self._enqueue(_RECORD, R.make(R.KEY_ROTATION, INFO, self._clock(), {
-                R.ROTATION_OLD_KID: self._tail_kid, R.ROTATION_NEW_KID: self._key.kid,
-                R.ROTATION_REASON: R.ROTATE_BOOT}), False)
-        elif not fresh_key:
+        if not finished:
             self._enqueue(_ROTATE, R.ROTATE_BOOT, False)
-        self._enqueue(_RECORD, R.make(R.RECOVERED, ALARM if found.get(R.RECOVERED_CORRUPT) else INFO,
-                                      self._clock(), found), True)
+        alarm = R.RECOVERED_CORRUPT in found or R.RECOVERED_KEY_MISMATCH in found
+        self._enqueue(_RECORD, R.make(R.RECOVERED, ALARM if alarm else INFO, self._clock(), found), True)
+
+    def _finish_rotation(self, found: dict[int, object]) -> bool:
+        """Complete a rotation a crash cut short; True if the key moved on here.
+
+        The rotation record (sealed with the old key) is durable before the new
+        key file replaces the old one, so after a crash the key file is the
+        tail's epoch or the one after it.  A tail that is a rotation record under
+        the key we hold announced the next epoch and the key file never moved:
+        move it now.  Any other key is not this journal's: say so (an alarm)."""
+        key_epoch, tail_epoch = epoch_number(self._key.kid), epoch_number(self._tail.kid)
+        if key_epoch == tail_epoch:
+            try:
+                tail = cbor2.loads(self._tail.verify(self._key.k))
+            except (DriverError, ValueError):
+                tail = None
+            if isinstance(tail, dict) and tail.get(R.TYPE) == R.KEY_ROTATION \
+                    and tail[R.DATA][R.ROTATION_NEW_KID] == next_epoch(self._key).kid:
+                self._rotate()
+                return True
+        elif key_epoch != tail_epoch + 1:
+            found[R.RECOVERED_KEY_MISMATCH] = self._tail.kid
+        return False
 
     @staticmethod
     def _read_json(path: Path, field: str, default: int) -> int:
@@ -283,8 +302,8 @@ class Journal:
         for i in range(len(self.segments) - 1):
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
-        self._prev_tag = cose.decode(tail.last_record).tag
-        self._tail_kid = cose.decode(tail.last_record).kid
+        self._tail = cose.decode(tail.last_record)
+        self._prev_tag = self._tail.tag
         self._next_seq = last_seq + 1
         self.durable_seq = self._written_seq = last_seq
         found: dict[int, object] = {R.RECOVERED_SEGMENT: number, R.RECOVERED_LAST_SEQ: last_seq}
@@ -508,6 +527,15 @@ class Journal:
             size += len(data)
             seg.last_seq = seq
             self._written_seq = seq
+            if kind == _ROTATE:
+                # The rotation record, sealed with the old key, is on disk before the new key
+                # replaces it: a crash leaves the key at most one epoch past the journal's tail,
+                # and that tail announces it (docs/keys.md, "Rotation order").
+                self._write(buf)
+                seg.size += size
+                buf, size = [], 0
+                self._sync()
+                self._rotate()
         self._write(buf)
         seg.size += size
         if stop:   # records queued from here on would never be written
@@ -533,10 +561,9 @@ class Journal:
         if kind == _RECORD:
             rec = item  # type: ignore[assignment]
         elif kind == _ROTATE:
-            old = self._key.kid
-            self._rotate()
             rec = R.make(R.KEY_ROTATION, INFO, self._clock(), {
-                R.ROTATION_OLD_KID: old, R.ROTATION_NEW_KID: self._key.kid, R.ROTATION_REASON: item})
+                R.ROTATION_OLD_KID: self._key.kid, R.ROTATION_NEW_KID: next_epoch(self._key).kid,
+                R.ROTATION_REASON: item})
         else:
             rec = R.make(R.CHECKPOINT, INFO, self._clock(), {
                 R.CHECKPOINT_SINCE_BOOT: self._since_boot,
