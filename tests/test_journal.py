@@ -198,6 +198,44 @@ def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
     assert recovered[R.TYPE] == R.RECOVERED and recovered[R.DATA][R.RECOVERED_CUT] == 6
 
 
+@pytest.mark.parametrize("where", ["last frame", "lone frame of the last segment"])
+def test_a_complete_frame_with_a_bad_crc_at_the_end_is_quarantined_not_cut(tmp_path, where):
+    """A crash leaves an incomplete frame or zeros, never a whole frame with a wrong
+    CRC: that one is tampering (or rot).  It is kept in place, the next start says so
+    with an alarm, and verify reports it; the chain goes on in a new segment."""
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 10, segment_bytes=1 << 20 if where == "last frame" else 400)
+    path, off, _rec = frames(tmp_path)[-1]
+    data = bytearray(path.read_bytes())
+    data[off + 20] ^= 0x01
+    _rewrite(path, data)
+    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems] == ["frame"]
+    write_records(tmp_path, None, 1)
+    assert path.read_bytes() == bytes(data)                     # kept, byte for byte
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recovered = [r for r in recs if r[R.TYPE] == R.RECOVERED][-1]
+    assert recovered[R.SEVERITY] == ev.ALARM and recovered[R.DATA][R.RECOVERED_CORRUPT]
+    assert recovered[R.DATA][R.RECOVERED_CUT] == 0 and recovered[R.DATA][R.RECOVERED_OFFSET] == off
+    report = verify_dir(tmp_path / "journal", prov)
+    assert [(p["kind"], p["segment"], p["offset"]) for p in report.problems] == [("frame", path.name, off)]
+    assert report.last_seq == recs[-1][R.SEQ]
+
+
+@pytest.mark.parametrize("tail", [b"\x00\x00\x01", b"\x00\x00\x00\x40" + bytes(4) + b"abc", bytes(300)])
+def test_an_incomplete_final_frame_or_zeros_is_a_crash_and_cut(tmp_path, tail):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 5)
+    path = frames(tmp_path)[-1][0]
+    with open(path, "ab") as f:
+        f.write(tail)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and [w["kind"] for w in report.warnings] == ["torn_tail"]
+    write_records(tmp_path, None, 1)
+    recovered = [r for r in (payload(tmp_path, prov, f[2]) for f in frames(tmp_path)) if r[R.TYPE] == R.RECOVERED]
+    assert recovered[-1][R.SEVERITY] == ev.INFO and recovered[-1][R.DATA][R.RECOVERED_CUT] == len(tail)
+    assert verify_dir(tmp_path / "journal", prov).ok
+
+
 def test_wrong_key_reads_mac_mismatch_for_kid(tmp_path):
     prov, _ = provision(tmp_path)
     write_records(tmp_path, prov, 3)

@@ -288,14 +288,18 @@ class Journal:
             break
         if not listed:
             return None
+        first: int | None = None
         if tail.damage is not None and not tail.torn:
-            # Corruption inside the segment: resume after its last good frame.
+            # Corruption (a complete frame with a bad CRC included) is quarantined: kept in
+            # place for verify, never cut; the chain resumes after the last good frame.
             goods = [item for item in iter_frames(data) if not isinstance(item, Bad)]
-            if not goods:    # the resync gave up on a crafted segment (segments.py RESYNC_WORK)
+            first = _seq_of(goods[0][1], str(path)) if goods else None
+            last_record = goods[-1][1] if goods else self._last_good(listed[:-1])
+            if last_record is None:   # or the resync gave up on a crafted segment (segments.py RESYNC_WORK)
                 raise JournalError("{}: damaged from offset {} with no readable frame within the scan "
                                    "budget; move it out of the journal folder and run `cabguard verify` on "
                                    "it".format(path, tail.good_end))
-            tail = tail._replace(last_record=goods[-1][1])
+            tail = tail._replace(last_record=last_record)
         for older_number, older in listed[:-1]:
             first = first_seq_of(older)
             self.segments.append(Segment(older_number, older, first, first, older.stat().st_size))
@@ -316,7 +320,8 @@ class Journal:
                     os.fsync(f.fileno())
             else:
                 found[R.RECOVERED_CORRUPT] = True
-        first = first_seq_of(path) if tail.good_end else last_seq
+        if first is None:
+            first = first_seq_of(path) if tail.frames else last_seq + 1
         size = tail.good_end if tail.torn else len(data)
         self.segments.append(Segment(number, path, first, last_seq, size))
         if self.segments[:-1]:
@@ -324,6 +329,15 @@ class Journal:
         if tail.damage is not None and not tail.torn:
             self._fd = -2  # do not append after damage: the next segment starts fresh
         return found
+
+    @staticmethod
+    def _last_good(listed: list[tuple[int, Path]]) -> bytes | None:
+        """The newest good record of these segments (a later one held none)."""
+        for _number, path in reversed(listed):
+            goods = [item for item in iter_frames(read_segment(path)) if not isinstance(item, Bad)]
+            if goods:
+                return goods[-1][1]
+        return None
 
     def _open_segment(self, first_seq: int, reuse_tail: bool) -> None:
         last = self.segments[-1] if self.segments else None
