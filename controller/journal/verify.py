@@ -240,6 +240,12 @@ def _explained(report: Report) -> None:
 
     explained = [id(p) for first, last, p in report.gaps if retained(first, last)]
     report.problems = [p for p in report.problems if id(p) not in explained]
+    for a, b in report.retained:
+        # Retention drops whole segments, oldest first: what it dropped lies before every record kept.
+        if report.first_seq is not None and b >= report.first_seq:
+            report.problem("retention", "a retention record says records {}..{} were dropped, but older records "
+                           "(from {}) are kept: retention drops the oldest segments first".format(
+                               a, b, report.first_seq), seq=a)
     if report.first_seq not in (None, 0) and not retained(0, report.first_seq - 1):
         report.problem("start", "the journal starts at record {}: records 0..{} are missing".format(
             report.first_seq, report.first_seq - 1), seq=report.first_seq)
