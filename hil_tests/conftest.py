@@ -25,8 +25,9 @@ from controller.console.auth import PeopleStore, code_at
 from controller.gateway.tables import read_payload
 from controller.headend.collect import Collector, run as collect_run
 from controller.journal.evidence import verified_records
+from controller.cli.provision import write_first_epoch
 from controller.gateway.sitefiles import EPOCH_KEY_FILE
-from drivers.keys import EpochKeys, first_epoch, load_key, write_key
+from drivers.keys import EpochKeys, load_key
 from rules.payload import decode_payload
 from simulator.broker import Broker
 from simulator.bus import SimBus, Simulator, open_raw_port
@@ -118,7 +119,7 @@ class Rig:
         """A gateway as flashed: no journal, no core state, the keys and epoch 0 of the record key."""
         shutil.rmtree(self.state, ignore_errors=True)
         self.journal.mkdir(parents=True)
-        write_key(self.state / EPOCH_KEY_FILE, first_epoch(load_key(self.keys / "record.key")))
+        write_first_epoch(self.keys / "record.key", self.state / EPOCH_KEY_FILE)
 
     def records(self) -> list[dict]:
         return list(verified_records(self.journal, EpochKeys(load_key(self.keys / "record.key"))))

@@ -8,8 +8,7 @@ from controller.journal import records as R
 from controller.journal.journal import Journal, default_clock
 from controller.journal.segments import HEAD, Bad, iter_frames, list_segments
 from drivers.cose import ALG_AES_MAC_128_128
-from controller.gateway.sitefiles import EPOCH_KEY_FILE
-from drivers.keys import CoseKey, first_epoch, generate, load_key, role_kid, write_key
+from drivers.keys import CoseKey, generate, role_kid, write_key
 
 
 def provision(tmp: Path, alg: int = ALG_AES_MAC_128_128, gateway: str = "gw-7") -> tuple[CoseKey, Path]:
@@ -24,10 +23,8 @@ def flashed_keys(d: Path, gateway: str = "gw-test") -> Path:
     """Keys as flash.sh leaves them: all three generated into ``d/keys`` (the installer's
     and head end's copy) and epoch 0 of the record key in the gateway's state folder
     ``d/state``; the root record key is not on the gateway.  Returns the keys folder."""
-    from controller.cli.keygen import generate_keys
-    generate_keys(gateway, d / "keys", ALG_AES_MAC_128_128)
-    (d / "state").mkdir(parents=True, exist_ok=True)
-    write_key(d / "state" / EPOCH_KEY_FILE, first_epoch(load_key(d / "keys" / "record.key")))
+    from controller.cli.provision import flashed_keys as flash
+    flash(gateway, d / "keys", d / "state")
     return d / "keys"
 
 

@@ -20,8 +20,10 @@ from controller.console.auth import PeopleStore, otpauth_uri
 from controller.devtools.mpy import ROOT, portable_files
 from controller.errors import CabguardError
 from controller.gateway.config import SiteConfig, load
-from controller.gateway.sitefiles import epoch_key_path
+from controller.cli.keygen import generate_keys
+from controller.gateway.sitefiles import EPOCH_KEY_FILE, epoch_key_path
 from drivers.atomicfile import write_output
+from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import first_epoch, load_key, require_role
 
 # Config keys that name files or folders on the gateway (docs/config.md).
@@ -83,12 +85,24 @@ def relocate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def epoch_key_cmd(args: argparse.Namespace) -> int:
+def write_first_epoch(record_key: str | Path, dest: str | Path) -> None:
     """Epoch 0 of a root record key, for the gateway: the root stays with the head end
     and the installer, so a stolen gateway holds nothing older than its current epoch."""
-    root = load_key(args.record_key)
-    require_role(root, "record", args.record_key)
-    write_output(args.output, first_epoch(root).encode(), "epoch key")
+    root = load_key(record_key)
+    require_role(root, "record", str(record_key))
+    write_output(dest, first_epoch(root).encode(), "epoch key")
+
+
+def flashed_keys(gateway: str, keys_dir: Path, state_dir: Path) -> None:
+    """Keys as flash.sh leaves them, for benches and simulations: all three in ``keys_dir``
+    (the installer's and head end's copy), epoch 0 of the record key in ``state_dir``."""
+    generate_keys(gateway, keys_dir, ALG_AES_MAC_128_128)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_first_epoch(keys_dir / "record.key", state_dir / EPOCH_KEY_FILE)
+
+
+def epoch_key_cmd(args: argparse.Namespace) -> int:
+    write_first_epoch(args.record_key, args.output)
     return 0
 
 
