@@ -177,21 +177,14 @@ class Checker:
         the old key that announces the new kid: a holder of only a later epoch's key
         cannot forge that record (docs/keys.md, "Rotation order")."""
         announced, self.announced = self.announced, None
-        epoch = epoch_number(kid)
         if rec.get(R.TYPE) == R.KEY_ROTATION:
-            data = rec.get(R.DATA) if isinstance(rec.get(R.DATA), dict) else {}
-            new = data.get(R.ROTATION_NEW_KID)
-            if data.get(R.ROTATION_OLD_KID) != kid or epoch < 0 \
-                    or new != epoch_kid(kid.rpartition(b"/")[0], epoch + 1):
-                self.report.problem("key", "key_rotation record {} sealed with kid {} does not announce the "
-                                    "next epoch of its own key".format(seq, cose.kid_text(kid)), *where, seq=seq)
-            else:
-                self.announced = new
+            self._rotation(kid, rec, where, seq)
         if kid == self.prev_kid:
             if announced is not None and follows:
                 self.report.problem("key", "record {} is still sealed with kid {} after the rotation to {}".format(
                     seq, cose.kid_text(kid), cose.kid_text(announced)), *where, seq=seq)
             return
+        epoch = epoch_number(kid)
         self.prev_kid = kid
         text = cose.kid_text(kid)
         if text not in self.report.kids:
@@ -207,6 +200,16 @@ class Checker:
             self.report.problem("key", "kid changes to {} without a key_rotation record sealed with the "
                                 "previous epoch's key announcing it".format(text), *where, seq=seq)
         self.prev_kid_epoch = max(epoch, self.prev_kid_epoch)
+
+    def _rotation(self, kid: bytes, rec: dict, where: tuple[str, int], seq: int) -> None:
+        """A key_rotation record announces the next epoch of the key that seals it."""
+        data = rec.get(R.DATA) if isinstance(rec.get(R.DATA), dict) else {}
+        new, epoch = data.get(R.ROTATION_NEW_KID), epoch_number(kid)
+        if data.get(R.ROTATION_OLD_KID) != kid or epoch < 0 or new != epoch_kid(kid.rpartition(b"/")[0], epoch + 1):
+            self.report.problem("key", "key_rotation record {} sealed with kid {} does not announce the next "
+                                "epoch of its own key".format(seq, cose.kid_text(kid)), *where, seq=seq)
+        else:
+            self.announced = new
 
     def _time(self, rec: dict, where: tuple[str, int], seq: int) -> None:
         boot, mono, wall = rec.get(R.BOOT, -1), rec.get(R.MONO_MS, -1), rec.get(R.WALL_MS, -1)
