@@ -341,8 +341,10 @@ def verify_dir(directory: str | Path, provisioning: CoseKey, anchors: Sequence[A
                                             "message": "{} bytes of an unfinished write at the end "
                                                        "(a crash; cut at the next start)".format(item.length)})
                 else:
-                    report.problem("frame", "{} ({} bytes skipped)".format(item.reason, item.length),
-                                   path.name, item.offset)
+                    due = -1 if checker.prev_seq is None else checker.prev_seq + 1
+                    report.problem("frame", "{} ({} bytes skipped{})".format(
+                        item.reason, item.length, ", where record {} was due".format(due) if due >= 0 else ""),
+                        path.name, item.offset, seq=due)
                     checker.broken = True
                 continue
             checker.record(item[1], (path.name, item[0]))
@@ -405,8 +407,9 @@ def _checkpoint_line(doc: dict, gateway: str | None) -> Anchor | None:
 
 def print_text(report: Report, out=sys.stdout) -> None:
     for p in report.problems[:TEXT_PROBLEMS]:
-        where = "{} @{}: ".format(p["segment"], p["offset"]) if p["segment"] else ""
-        print("TAMPERING? {}{}".format(where, p["message"]), file=out)
+        where = ["{} @{}".format(p["segment"], p["offset"])] if p["segment"] else []
+        where += ["seq {}".format(p["seq"])] if p["seq"] >= 0 else []
+        print("TAMPERING? {}{}".format(", ".join(where) + ": " if where else "", p["message"]), file=out)
     if len(report.problems) > TEXT_PROBLEMS:
         print("... and {} more problems (--json lists them all)".format(
             len(report.problems) - TEXT_PROBLEMS), file=out)
