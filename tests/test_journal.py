@@ -591,3 +591,33 @@ def test_a_key_that_does_not_follow_the_journal_is_an_alarm_at_start(tmp_path):
 def test_a_device_coming_online_is_info_and_going_silent_a_warning():
     assert R.event_severity((ev.EV_DEVICE, 9, 1, 0)) == ev.INFO      # every start: each device's first poll
     assert R.event_severity((ev.EV_DEVICE, 9, 0, 0)) == ev.WARNING
+
+
+def test_verify_checkpoints_file_anchors_the_tail_and_catches_a_cut_one(tmp_path):
+    prov, key_path = provision(tmp_path)
+    with open_journal(tmp_path, prov) as j:
+        for i in range(12):
+            j.append(event_record(i))
+        j.checkpoint()
+        assert j.flush()
+        seq, tag = j.last_checkpoint
+        for i in range(5):
+            j.append(event_record(i))
+    lines = [{"gateway": "gw-7", "seq": seq, "tag": tag.hex()}, {"gateway": "gw-8", "seq": 9999, "tag": "00"}]
+    cps = tmp_path / "checkpoints.jsonl"
+    cps.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    journal = str(tmp_path / "journal")
+    r = cabguard("verify", journal, "--key", str(key_path))
+    assert r.returncode == 0 and "tail: no head-end checkpoint anchors it" in r.stdout
+    r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
+    last = seq + 5
+    assert r.returncode == 0, r.stdout
+    assert "tail: a head-end checkpoint anchors seq {}; cannot rule out truncation past seq {}".format(seq, last) in r.stdout
+    path, off, _rec = frames(tmp_path)[seq]           # cut at the checkpoint record's frame
+    path.write_bytes(path.read_bytes()[:off])
+    r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
+    assert r.returncode == 1 and "TAMPERING? seq {}: a head-end checkpoint names record {} but the journal ends at {}: " \
+        "its tail was cut".format(seq, seq, seq - 1) in r.stdout, r.stdout
+    cps.write_text(json.dumps(lines[0]) + "\n{\"gateway\": \"gw-7\", \"seq\": -3, \"tag\": \"00\"}\n")
+    r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
+    assert r.returncode == 1 and "{}:2: not a checkpoint line".format(cps) in r.stderr and "Traceback" not in r.stderr
