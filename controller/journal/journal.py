@@ -22,11 +22,19 @@ Records the journal writes itself (genesis, recovered, key rotation,
 checkpoint, retention, health) take their sequence number the same way,
 so the queue order is always the sequence order.
 
-At start-up only the last segment is scanned: a torn tail (a short or
-zero-filled end, as a crash leaves) is cut; damage with good frames after
-it is left for ``cabguard verify`` and writing goes on in a new segment.
-The sequence and the chain resume from the last good record, the record
-key moves one epoch on, and a "recovered" record says what was found.
+At start-up only the last segment is scanned: a torn tail (an incomplete
+final frame or a zero-filled end, as a crash leaves) is cut; any other
+damage, a complete frame with a bad CRC included, is quarantined: left in
+place for ``cabguard verify``, writing going on in a new segment, and the
+"recovered" record is an alarm.  The sequence and the chain resume from the
+last good record, the record key moves one epoch on, and the "recovered"
+record says what was found.
+
+Key rotation (docs/keys.md, "Rotation order"): the key_rotation record is
+sealed with the old key and made durable before the new key file replaces
+the old one, so a crash leaves the key file at most one epoch past the
+journal's tail, whose last record then announces it; a start that finds a
+rotation announced but the key not moved finishes it.
 
 Disk budget: when the segments outgrow it, whole segments go, oldest
 first, but only those whose records have all been acknowledged upstream:
