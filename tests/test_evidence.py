@@ -8,6 +8,7 @@ from controller.core import events as ev
 from controller.core.catalog import Catalog
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
+from controller.devtools import mpy
 from controller.devtools.sampletraces import CABINET
 from controller.errors import CabguardError
 from controller.journal import records as R
@@ -62,7 +63,14 @@ def test_incident_replays_from_the_journal_as_it_happened(tmp_path):
     first_t = json.loads(lines[1])["t"]
     expected = [(t, o, e) for t, o, e in live if t >= first_t and e]
     got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
-    assert got == expected          # the alarm raised again, same tick, same events
+    assert got == expected
+    if mpy.available():     # the same replay on MicroPython, from the rules the trace header carries
+        code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
+                "from controller.core.evaluator import evaluator_from_header\n"
+                "r = replay_lines(open('/app/incident.trace'), lambda c, h: evaluator_from_header("
+                "h, c.digest(), c.size, ticks.diff), keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
+        (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
+        assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]          # the alarm raised again, same tick, same events
     assert any(e[0] == ev.EV_MODE and e[2] == 5 for _t, _o, es in got for e in es)   # into alarm
 
 
@@ -101,3 +109,63 @@ def test_evidence_and_incident_records_match_the_cddl_schema(tmp_path):
         schema.validate_cbor(encode(rec))
         kinds.add(rec[R.TYPE])
     assert {R.EVIDENCE, R.INCIDENT} <= kinds
+
+
+RATE_RULE = '[[rule]]\nid = "warming"\nwhen = "rate(bms1.temp_max_dc, \'2m\') > 30"\nseverity = "alarm"\n'
+
+
+def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds(tmp_path):
+    """The window holds 2 s before the alarm, the rule looks back 2 minutes: the window
+    starts with every rule's state (the rate's samples), so the replay raises it again,
+    at the same tick (issue 16: it re-ran with no event at all)."""
+    from controller.cli.rulescmd import site_catalog
+    from controller.core import ticks
+    from controller.core.evaluator import Evaluator
+    from controller.core.table import Table
+    from controller.devtools.bench.rules import compile_text
+
+    catalog, _site = site_catalog(None)
+    compiled = compile_text(RATE_RULE)
+    config = CoreConfig({}, ())
+    state = CoreState(catalog, config, Evaluator(Table(compiled.data, catalog.size), ticks.diff))
+    ring = EvidenceRing(state, before_ms=2000, after_ms=1000)
+    prov, _key_path = provision(tmp_path)
+    image = catalog.new_image()
+    for name in ("io.online", "bms1.online", "bms2.online", "relay.online"):
+        image[catalog.index[name]] = 1
+    live, incident = [], None
+    with open_journal(tmp_path, prov) as j:
+        c = default_clock()
+        j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), config.as_dict(), [],
+                           catalog.digest(), compiled.encode()))
+        for scan in range(2000):                      # 200 s, the pack warming 1 dC every 3 s
+            now = 5000 + scan * SCAN_MS
+            image[catalog.index["bms1.temp_max_dc"]] = 250 + scan // 30
+            outputs, events = step(state, (image, []), now)
+            live.append((now, list(outputs), list(events)))
+            c = default_clock()
+            ctx = R.Context(c.wall_ms, True, c.mono_ms, image)
+            for e in events:
+                seq = j.append(R.from_event(e, ctx))
+                if R.event_severity(e) >= ev.ALARM and incident is None:
+                    incident = seq
+                    ring.incident(seq, R.event_severity(e), now)
+            for window in ring.scan(now, image, []):
+                ev_seq = j.append(evidence_record(ctx, window))
+                j.append(incident_record(ctx, window, ev_seq))
+    assert incident is not None
+    lines = incident_trace(tmp_path / "journal", prov, incident)
+    assert len(lines) <= 2 + 4000 // SCAN_MS          # seconds of scans, not minutes
+    replay = replay_lines(lines, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
+    first_t, last_t = json.loads(lines[1])["t"], json.loads(lines[-1])["t"]
+    expected = [(t, o, e) for t, o, e in live if first_t <= t <= last_t and e]
+    assert any(e[0] == ev.EV_RULE for _t, _o, es in expected for e in es)
+    got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
+    assert got == expected
+    if mpy.available():     # the same replay on MicroPython, from the rules the trace header carries
+        code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
+                "from controller.core.evaluator import evaluator_from_header\n"
+                "r = replay_lines(open('/app/incident.trace'), lambda c, h: evaluator_from_header("
+                "h, c.digest(), c.size, ticks.diff), keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
+        (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
+        assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]
