@@ -19,27 +19,24 @@ from tests.journaling import open_journal, provision
 SCAN_MS = 100
 
 
-def _night(tmp_path):
-    """Arm, wait, force the door: the core's events journaled, with an evidence window."""
-    catalog = Catalog(CABINET)
-    config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 1000}, (catalog.index["io.door_open"],))
-    state = CoreState(catalog, config)
+def _journaled(tmp_path, state, zones, scans, drive, table=None):
+    """Scans through step(), journaled as the gateway journals them, with an evidence
+    ring (2 s before, 1.5 s after) around the first alarm.  ``drive(scan, image)``
+    sets the image and returns the scan's commands.  Returns (root key, its file,
+    the first alarm's seq, [(tick, outputs, events)] as the gateway saw them)."""
+    catalog = state.catalog
     ring = EvidenceRing(state, before_ms=2000, after_ms=1500)
     prov, key_path = provision(tmp_path)
     image = catalog.new_image()
-    image[catalog.index["io.online"]] = 1
-    live = []       # (tick, outputs, events) as the gateway saw them
+    live = []
     incident = None
     with open_journal(tmp_path, prov) as j:
         c = default_clock()
-        j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), config.as_dict(),
-                           ["io.door_open"], catalog.digest()))
-        for scan in range(120):
+        j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), state.config.as_dict(),
+                           zones, catalog.digest(), table))
+        for scan in range(scans):
             now = 5000 + scan * SCAN_MS
-            cmds = [(ev.CMD_ARM, 0)] if scan == 10 else []
-            if scan == 60:
-                image[catalog.index["io.door_open"]] = 1
-            image[catalog.index["io.vib_rms_mg"]] = scan % 7
+            cmds = drive(scan, image)
             outputs, events = step(state, (image, cmds), now)
             live.append((now, list(outputs), list(events)))
             c = default_clock()
@@ -55,23 +52,43 @@ def _night(tmp_path):
     return prov, key_path, incident, live
 
 
-def test_incident_replays_from_the_journal_as_it_happened(tmp_path):
-    prov, _key, incident, live = _night(tmp_path)
-    assert incident is not None
-    lines = incident_trace(tmp_path / "journal", prov, incident)
-    replay = replay_lines(lines)
-    first_t = json.loads(lines[1])["t"]
-    expected = [(t, o, e) for t, o, e in live if t >= first_t and e]
+def _night(tmp_path):
+    """Arm, wait, force the door: the core's events journaled, with an evidence window."""
+    catalog = Catalog(CABINET)
+    config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 1000}, (catalog.index["io.door_open"],))
+
+    def drive(scan, image):
+        image[catalog.index["io.online"]] = 1
+        if scan == 60:
+            image[catalog.index["io.door_open"]] = 1
+        image[catalog.index["io.vib_rms_mg"]] = scan % 7
+        return [(ev.CMD_ARM, 0)] if scan == 10 else []
+    return _journaled(tmp_path, CoreState(catalog, config), ["io.door_open"], 120, drive)
+
+
+def _replays_as_lived(lines, live, rules_factory=None):
+    """Re-run an incident's trace: the events the gateway saw within its window, at the
+    same ticks, on CPython and (when set up) MicroPython, from the rules in its header."""
+    replay = replay_lines(lines, rules_factory)
+    first_t, last_t = json.loads(lines[1])["t"], json.loads(lines[-1])["t"]
+    expected = [(t, o, e) for t, o, e in live if first_t <= t <= last_t and e]
     got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
     assert got == expected
-    if mpy.available():     # the same replay on MicroPython, from the rules the trace header carries
+    if mpy.available():
         code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
                 "from controller.core.evaluator import evaluator_from_header\n"
                 "r = replay_lines(open('/app/incident.trace'), lambda c, h: evaluator_from_header("
                 "h, c.digest(), c.size, ticks.diff), keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
         (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
-        assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]          # the alarm raised again, same tick, same events
-    assert any(e[0] == ev.EV_MODE and e[2] == 5 for _t, _o, es in got for e in es)   # into alarm
+        assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]
+    return got
+
+
+def test_incident_replays_from_the_journal_as_it_happened(tmp_path):
+    prov, _key, incident, live = _night(tmp_path)
+    assert incident is not None
+    got = _replays_as_lived(incident_trace(tmp_path / "journal", prov, incident), live)
+    assert any(e[0] == ev.EV_MODE and e[2] == 5 for _t, _o, es in got for e in es)   # into alarm, again
 
 
 def test_replay_command_line_reruns_an_incident(tmp_path):
@@ -126,46 +143,16 @@ def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds
 
     catalog, _site = site_catalog(None)
     compiled = compile_text(RATE_RULE)
-    config = CoreConfig({}, ())
-    state = CoreState(catalog, config, Evaluator(Table(compiled.data, catalog.size), ticks.diff))
-    ring = EvidenceRing(state, before_ms=2000, after_ms=1000)
-    prov, _key_path = provision(tmp_path)
-    image = catalog.new_image()
-    for name in ("io.online", "bms1.online", "bms2.online", "relay.online"):
-        image[catalog.index[name]] = 1
-    live, incident = [], None
-    with open_journal(tmp_path, prov) as j:
-        c = default_clock()
-        j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), config.as_dict(), [],
-                           catalog.digest(), compiled.encode()))
-        for scan in range(2000):                      # 200 s, the pack warming 1 dC every 3 s
-            now = 5000 + scan * SCAN_MS
-            image[catalog.index["bms1.temp_max_dc"]] = 250 + scan // 30
-            outputs, events = step(state, (image, []), now)
-            live.append((now, list(outputs), list(events)))
-            c = default_clock()
-            ctx = R.Context(c.wall_ms, True, c.mono_ms, image)
-            for e in events:
-                seq = j.append(R.from_event(e, ctx))
-                if R.event_severity(e) >= ev.ALARM and incident is None:
-                    incident = seq
-                    ring.incident(seq, R.event_severity(e), now)
-            for window in ring.scan(now, image, []):
-                ev_seq = j.append(evidence_record(ctx, window))
-                j.append(incident_record(ctx, window, ev_seq))
+    state = CoreState(catalog, CoreConfig({}, ()), Evaluator(Table(compiled.data, catalog.size), ticks.diff))
+
+    def drive(scan, image):                           # 200 s, the pack warming 1 dC every 3 s
+        for name in ("io.online", "bms1.online", "bms2.online", "relay.online"):
+            image[catalog.index[name]] = 1
+        image[catalog.index["bms1.temp_max_dc"]] = 250 + scan // 30
+        return []
+    prov, _key_path, incident, live = _journaled(tmp_path, state, [], 2000, drive, compiled.encode())
     assert incident is not None
     lines = incident_trace(tmp_path / "journal", prov, incident)
     assert len(lines) <= 2 + 4000 // SCAN_MS          # seconds of scans, not minutes
-    replay = replay_lines(lines, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
-    first_t, last_t = json.loads(lines[1])["t"], json.loads(lines[-1])["t"]
-    expected = [(t, o, e) for t, o, e in live if first_t <= t <= last_t and e]
-    assert any(e[0] == ev.EV_RULE for _t, _o, es in expected for e in es)
-    got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
-    assert got == expected
-    if mpy.available():     # the same replay on MicroPython, from the rules the trace header carries
-        code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
-                "from controller.core.evaluator import evaluator_from_header\n"
-                "r = replay_lines(open('/app/incident.trace'), lambda c, h: evaluator_from_header("
-                "h, c.digest(), c.size, ticks.diff), keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
-        (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
-        assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]
+    got = _replays_as_lived(lines, live, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
+    assert any(e[0] == ev.EV_RULE for _t, _o, es in got for e in es)
