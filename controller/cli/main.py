@@ -254,11 +254,13 @@ def _verify(sub: argparse._SubParsersAction) -> None:
                                    "record key; exit 1 on any sign of tampering (docs/journal.md).")
     p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files)")
     p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
-    p.add_argument("--checkpoint", metavar="SEQ[:TAG]",
-                   help="the last checkpoint the head-end saw in a heartbeat (detects truncation)")
-    p.add_argument("--headend", metavar="DB", help="take the checkpoint the head end anchored for this gateway "
+    p.add_argument("--checkpoint", metavar="SEQ[:TAG]", action="append",
+                   help="a checkpoint the head-end saw in a heartbeat (detects truncation; repeatable)")
+    p.add_argument("--checkpoints", metavar="FILE",
+                   help="the head end's checkpoints: JSON lines {gateway, seq, tag} (docs/journal.md)")
+    p.add_argument("--headend", metavar="DB", help="take the checkpoints the head end anchored for this gateway "
                                                    "from its database (SQLite file or postgresql:// URL)")
-    p.add_argument("--gateway", metavar="ID", help="with --headend: the gateway id (default: from the key's kid)")
+    p.add_argument("--gateway", metavar="ID", help="with --checkpoints/--headend: the gateway id (default: from the key's kid)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.set_defaults(handler="controller.journal.verify:main")
 
@@ -357,6 +359,10 @@ def _provision(sub: argparse._SubParsersAction) -> None:
     rel.add_argument("--root", required=True, metavar="ROOT")
     rel.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically")
     rel.set_defaults(handler="controller.cli.provision:relocate_cmd")
+    epoch = ps.add_parser("epoch-key", help="write epoch 0 of a root record key (what the gateway gets)")
+    epoch.add_argument("record_key", metavar="RECORD.key", help="the root record key from `cabguard keys gen`")
+    epoch.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically, mode 0600")
+    epoch.set_defaults(handler="controller.cli.provision:epoch_key_cmd")
     enrol = ps.add_parser("enrol", help="enrol people; print each new one's otpauth:// URI once")
     enrol.add_argument("people", metavar="PEOPLE.toml", help="the console's people file ([console] people)")
     enrol.add_argument("--gateway", required=True, metavar="ID")
