@@ -12,14 +12,18 @@ JSDEPS := node_modules/.deps-stamp
 setup: $(PYDEPS) $(JSDEPS) system
 
 # Debian packages the tests need: Mosquitto (a real broker on loopback),
-# shellcheck (flash.sh must stay clean), a C compiler (the soak steps the
-# gateway's wall clock as NTP does: simulator/wallstep.c), oathtool (TOTP
-# codes in the docs' walkthrough, as an authenticator app makes them).
+# shellcheck (flash.sh must stay clean), PostgreSQL (the head end's shared store;
+# the tests start their own server on a private port and data folder), a C
+# compiler (the soak steps the gateway's wall clock as NTP does:
+# simulator/wallstep.c), oathtool (TOTP codes in the docs' walkthrough, as an
+# authenticator app makes them).
 system:
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 	@command -v shellcheck >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 	@command -v cc >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; }
 	@command -v oathtool >/dev/null || \

@@ -33,10 +33,12 @@ KEY = re.compile(r"^\s*([\w-]+)\s*=")
 
 def local_paths(folder: Path) -> dict[str, str]:
     """The gateway's own files under one folder, the keys named as `cabguard keys gen --out FOLDER/keys`
-    names them (the model and the console's people file go with their tables, which a bench may drop)."""
+    names them (the model and the console's people file go with their tables, which a bench may drop).
+    The root record key is never there (``gateway/record.key``): as flash.sh leaves a gateway, epoch 0
+    is in the state folder and the root stays in FOLDER/keys, the installer's (docs/keys.md)."""
     d = str(folder)
     return {"gateway.state_dir": d + "/state", "rules.table": d + "/rules.table",
-            "rules.key": d + "/keys/installer.key", "keys.record": d + "/keys/record.key",
+            "rules.key": d + "/keys/installer.key", "keys.record": d + "/gateway/record.key",
             "keys.headend": d + "/keys/command.key", "journal.dir": d + "/journal"}
 
 

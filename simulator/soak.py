@@ -303,6 +303,7 @@ class Soak:
         (d / "site.toml").write_text(site_config(d, self.broker.address))
         shutil.copy(REPO / "rules/models/port.json", d / "port.json")
         _check(["keys", "gen", "--gateway", GATEWAY, "--out", str(d / "keys")])
+        _check(["provision", "epoch-key", str(d / "keys/record.key"), "-o", str(d / "state/record-epoch.key")])
         packs = sorted(str(p) for p in (REPO / "rules/packs").glob("*.toml"))
         _check(["rules", "compile", *packs, "-o", str(d / "rules.table"), "--key", str(d / "keys/installer.key"),
                 "--config", str(d / "site.toml")])

@@ -5,18 +5,17 @@ import time
 
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.core import modes
 from controller.core.events import CMD_ARM, CMD_LOCK
 from controller.gateway.run import build
 from controller.journal import records as R
 from controller.journal.evidence import verified_records
 from controller.journal.verify import verify_dir
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import EpochKeys, load_key
 from simulator.benchsite import bench_site
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.waiting import wait_until
 
 def _template(text: str) -> str:
@@ -33,7 +32,8 @@ SITE = _template(bench_site({
     "bus.name": "rs485", "bus.port": "@PORT@", "device[io].bus": "rs485", "device[bms1].bus": "rs485",
     "device[bms1].poll_ms": 500, "device[bms2]": None, "device[relay].bus": "rs485",
     "gpio.pin_factory": "mock", "rules": None, "model": None, "console": None, "uplink": None, "clock": None,
-    "keys.record": "@D@/keys/record.key", "keys.headend": None, "journal.dir": "@D@/journal"}))
+    "keys.record": "@D@/gateway/record.key",     # never there: flash.sh keeps the root off the gateway
+    "keys.headend": None, "journal.dir": "@D@/journal"}))
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def cabinet(tmp_path):
     sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
                                       SimDevice("relay", "relay4", 4)])]).start()
     sim.device("io").set(door_bolt=1)
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port))
     yield sim, site, tmp_path
@@ -133,7 +133,7 @@ def test_alarm_and_lock_survive_a_restart(cabinet):
 
 
 def test_missing_port_starts_anyway_with_devices_offline(tmp_path):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))
     gw, thread = start(site)
@@ -192,3 +192,24 @@ def test_warning_or_worse_events_are_logged_and_the_status_line_shows_the_active
         assert gw.status.status_line().endswith("| active: door_forced.io")
     finally:
         stop(gw, thread)
+
+
+def test_a_root_record_key_on_the_gateway_is_journaled_and_logged(cabinet):
+    """Forward security holds only while the gateway has nothing but its current
+    epoch key (docs/keys.md): a root record key left at [keys] record is a warning."""
+    import shutil
+    sim, site, d = cabinet
+    (d / "gateway").mkdir()
+    shutil.copy(d / "keys" / "record.key", d / "gateway" / "record.key")
+    lines: list[str] = []
+    gw = build(str(site), log=lines.append).gateway
+    thread = threading.Thread(target=gw.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: any("the root record key {}/gateway/record.key is on the gateway".format(d) in line
+                                      for line in lines), 5), lines
+    finally:
+        stop(gw, thread)
+    keys = EpochKeys(load_key(d / "keys" / "record.key"))
+    health = [r[R.DATA] for r in verified_records(d / "journal", keys) if r[R.TYPE] == R.HEALTH]
+    assert any(h[R.HEALTH_CODE] == R.HEALTH_ROOT_KEY for h in health), health
