@@ -34,6 +34,7 @@ from controller.devtools.bench.runtime import SimProcess, rss_kb
 from controller.devtools.fleetsim import cpu_seconds
 from controller.devtools.sampletraces import CABINET
 from controller.gateway.run import build
+from controller.gateway.sitefiles import EPOCH_KEY_FILE
 from controller.headend.cmdsend import publish
 from controller.journal import records as R
 from controller.journal.journal import Journal
@@ -194,10 +195,8 @@ def _process_drain(tmp: Path) -> list[Figure]:
     sim = SimProcess(tmp / "links")
     proc: subprocess.Popen | None = None
     try:
-        site = prepare(tmp, sim.port, broker.address, None)
-        (tmp / "state").mkdir()
-        journal = Journal.open(tmp / "journal", "demo-01", tmp / "state" / "record-epoch.key",
-                               load_key(tmp / "keys" / "record.key"))
+        site = prepare(tmp, sim.port, broker.address, None)   # epoch 0 in state/, as flash.sh leaves it
+        journal = Journal.open(tmp / "journal", "demo-01", tmp / "state" / EPOCH_KEY_FILE, None)
         start_ms = int(time.time() * 1000) - DRAIN_RECORDS * 1000
         for i in range(DRAIN_RECORDS):
             journal.append(R.telemetry(R.Context(start_ms + i * 1000, True, i * 1000, SNAPSHOT)))
