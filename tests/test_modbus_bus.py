@@ -9,9 +9,10 @@ from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
 from controller.devtools.bench.modbus import GOOD, REQUEST, fuzz_answers
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException, ModbusFrameError,
                             ModbusTimeout, PortError)
-from drivers.modbus import frames
+from drivers.modbus import events as ev, frames
 from drivers.modbus.master import RtuMaster
-from drivers.modbus.poller import PORT_LOST, TWINS, BusOptions, BusPoller, PolledDevice
+from drivers.modbus.link import PORT_LOST
+from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice, open_master
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
@@ -94,12 +95,13 @@ def test_missing_port_names_it_and_lists_existing_ports(sim):
 
 
 
-def _poller(port, **opts):
+def _poller(port, master_factory=open_master, **opts):
     # Periods the wire carries at 19200 with 5-40 ms turnarounds (about half its time).
     return BusPoller(port, [PolledDevice("io", "io-dvt", 1, 100),
                             PolledDevice("bms1", "bms16-vendor", 2, 300),
                             PolledDevice("bms2", "sunspec-battery", 3, 300),
-                            PolledDevice("relay", "relay4", 4, 300)], BusOptions(**{"baud": 19200, **opts}))
+                            PolledDevice("relay", "relay4", 4, 300)], BusOptions(**{"baud": 19200, **opts}),
+                     master_factory)
 
 
 def test_poller_fills_the_image_with_values_and_twins(sim):
@@ -126,7 +128,7 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         assert wait_until(lambda: poller.snapshot()["bms2.serial"] == 88000001)
         assert wait_until(lambda: poller.snapshot()["io.door_open"] == 1)
         kinds = {(e.device, e.kind) for e in poller.events()}
-        assert ("bms2", "online") in kinds
+        assert ("bms2", ev.ONLINE) in kinds
     finally:
         poller.stop()
 
@@ -143,9 +145,9 @@ def test_silent_and_exception_devices_go_offline_with_events(sim):
         assert snap["bms1.comm_timeouts"] >= 2 and snap["io.comm_exc"] == 4
         assert snap["bms2.online"] == 1  # the others keep being polled
         events = poller.events()
-        assert any(e.device == "io" and e.kind == "exception" and e.code == 4 for e in events)
-        assert {e.device for e in events if e.kind == "offline"} >= {"io", "bms1"}
-        why = {e.device: e.detail for e in events if e.kind == "offline"}
+        assert any(e.device == "io" and e.kind == ev.EXCEPTION and e.code == 4 for e in events)
+        assert {e.device for e in events if e.kind == ev.OFFLINE} >= {"io", "bms1"}
+        why = {e.device: e.detail for e in events if e.kind == ev.OFFLINE}
         assert "failed polls; last: no answer within" in why["bms1"]
         assert "failed polls; last: slave 1 answered function" in why["io"] and "exception code 4" in why["io"]
         sim.device("bms1").set_fault(None)
@@ -159,10 +161,10 @@ def test_sunspec_device_that_is_not_sunspec_is_a_mismatch_event(sim):
     poller = BusPoller(sim.bus("b1").port, [PolledDevice("bms", "sunspec-battery", 2, 50)]).start()
     try:
         seen = []
-        assert wait_until(lambda: seen.extend(poller.events()) or any(e.kind == "mismatch" for e in seen))
+        assert wait_until(lambda: seen.extend(poller.events()) or any(e.kind == ev.MISMATCH for e in seen))
         time.sleep(0.3)  # several more failed discoveries: reported once
         seen += poller.events()
-        mismatches = [e for e in seen if e.kind == "mismatch"]
+        mismatches = [e for e in seen if e.kind == ev.MISMATCH]
         assert len(mismatches) == 1 and "no SunSpec marker" in mismatches[0].detail
         assert poller.snapshot()["bms.online"] == 0 and poller.stats()["bms"]["exceptions"] > 0
     finally:
@@ -177,7 +179,7 @@ def test_coil_writes_are_read_back(sim):
         results = []
         assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
                                                 and e.kind.startswith("write")) or results)
-        assert results[0].kind == "write_ok"
+        assert results[0].kind == ev.WRITE_OK
         assert sim.device("relay").values == {"k1": 1, "k2": 0, "k3": 1, "k4": 0}
         assert poller.snapshot()["relay.k3"] == 1
         sim.device("relay").set_fault("silence")
@@ -185,7 +187,7 @@ def test_coil_writes_are_read_back(sim):
         results.clear()
         assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
                                                 and e.kind.startswith("write")) or results)
-        assert results[0].kind == "write_failed"
+        assert results[0].kind == ev.WRITE_FAILED
     finally:
         poller.stop()
 
@@ -277,10 +279,18 @@ def test_a_job_is_refused_when_the_bus_is_not_polled(sim):
 
 def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
     """The adapter pulled (the pty and its link vanish), then plugged back in (a new pty
-    at the same path): the bus thread lives, the devices go offline and come back."""
+    at the same path): the bus thread lives, the devices go offline and come back, through
+    a new master from the poller's master factory."""
     first = Simulator([SimBus("b1", cabinet())]).start()
     link = first.link(tmp_path)["b1"]
-    poller = _poller(str(link)).start()
+    opened: list[tuple[str, BusOptions]] = []
+
+    def factory(port: str, options: BusOptions) -> RtuMaster:
+        master = open_master(port, options)   # PortError while the port is missing: not counted
+        opened.append((port, options))
+        return master
+
+    poller = _poller(str(link), factory).start()
     seen = []
     try:
         assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
@@ -290,9 +300,9 @@ def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
         # All at once, each saying why: the port, not a glitch (no hysteresis to ride out).
         assert {poller.snapshot()[d + ".comm_exc"] for d in ("io", "bms1", "bms2", "relay")} == {PORT_LOST}
         seen += poller.events()
-        lost = [e for e in seen if e.kind == "port_lost"]
+        lost = [e for e in seen if e.kind == ev.PORT_LOST]
         assert len(lost) == 1 and lost[0].device == str(link) and "failed" in lost[0].detail
-        offline = [e for e in seen if e.kind == "offline"]
+        offline = [e for e in seen if e.kind == ev.OFFLINE]
         assert {e.device for e in offline} == {"io", "bms1", "bms2", "relay"}
         assert all("failed polls; last: port " in e.detail for e in offline)
         with Simulator([SimBus("b1", cabinet())]) as second:
@@ -300,7 +310,8 @@ def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
             assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
             assert poller.snapshot()["bms1.pack_mv"] == 52800
             seen += poller.events()
-            assert [e.kind for e in seen].count("port_reopened") == 1
+            assert [e.kind for e in seen].count(ev.PORT_REOPENED) == 1
+            assert opened == [(str(link), BusOptions(baud=19200))] * 2
     finally:
         poller.stop()
 
