@@ -104,8 +104,27 @@ def _poller(port, master_factory=open_master, **opts):
                      master_factory)
 
 
+class _NotingMaster(RtuMaster):
+    """A real master that notes each block read as (address, start, count)."""
+
+    reads: list[tuple[int, int, int]] = []
+
+    def read_block(self, address, function, start, count, timeout):
+        self.reads.append((address, start, count))
+        return super().read_block(address, function, start, count, timeout)
+
+
+def _noting(reads):
+    def factory(port: str, options: BusOptions) -> RtuMaster:
+        master = _NotingMaster(port, options.baud, options.parity, options.stopbits)
+        master.reads = reads
+        return master
+    return factory
+
+
 def test_poller_fills_the_image_with_values_and_twins(sim):
-    poller = _poller(sim.bus("b1").port).start()
+    reads: list[tuple[int, int, int]] = []
+    poller = _poller(sim.bus("b1").port, _noting(reads)).start()
     try:
         specs = []
         for instance, signals in poller.device_specs():
@@ -131,6 +150,12 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         assert ("bms2", ev.ONLINE) in kinds
     finally:
         poller.stop()
+    # No read longer than the shortest poll period (io's 100 ms): the 111-register SunSpec
+    # block goes in 37-register reads, and the io module, due meanwhile, is polled between them.
+    battery = [(i, start, n) for i, (a, start, n) in enumerate(reads) if a == 3]
+    assert max(n for _i, _s, n in battery) == 37
+    assert any(first + n == start and any(a == 1 for a, _s, _n in reads[i + 1:j])
+               for (i, first, n), (j, start, _n) in zip(battery, battery[1:]))
 
 
 def test_silent_and_exception_devices_go_offline_with_events(sim):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from drivers.modbus import frames
 from drivers.modbus.events import EXCEPTION, MISMATCH, OFFLINE, ONLINE, BusEvent
 
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
@@ -91,6 +92,10 @@ class DeviceLink:
             return self.ceiling_us
         t = wire_us(count, self.options.baud) + 4 * self.latency_us + MARGIN_US
         return min(self.ceiling_us, max(self.floor_us, t))
+
+    def expected_us(self, count: int) -> int:
+        """How long a good read of ``count`` registers should take: wire, gaps and turnaround."""
+        return wire_us(count, self.options.baud) + round(2e6 * frames.t35_seconds(self.options.baud)) + self.latency_us
 
     def attempts(self) -> int:
         """Tries for one read: no retry at first contact, which already waits the ceiling."""

@@ -54,6 +54,7 @@ from typing import Callable, Generator, NamedTuple
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
 from drivers.modbus import frames
+from drivers.modbus.budget import read_limit_s
 from drivers.modbus.events import (OFFLINE, PORT_LOST as PORT_LOST_EVENT, PORT_REOPENED, WRITE_FAILED,
                                    WRITE_MISMATCH, WRITE_OK, BusEvent)
 from drivers.modbus.link import (COUNTER_MASK, GARBLED, PORT_GONE, REFUSED, REOPEN_MAX_US, TIMEOUT, BusOptions,
@@ -108,6 +109,7 @@ class _State:
         self.due = due
         self.not_implemented = 0
         self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
+        self.poll_dev = 0.0              # ... and of its deviation from that mean
 
 
 class BusPoller:
@@ -153,6 +155,9 @@ class BusPoller:
         self._job_turn = False   # a poll ran since the last job step (bus thread only)
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
         self._reopen = PortLink()        # when to try a lost port again (bus thread only)
+        self._nested = False             # polling a device in the middle of another's poll
+        # No read longer than the ceiling, nor than the shortest poll period (drivers/modbus/budget.py).
+        self._read_limit = read_limit_s(options.timeout_ceiling_ms / 1000, [d.period_ms / 1000 for d in devices])
         self._death: str | None = None   # why the bus thread died, until restart()
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
@@ -319,12 +324,18 @@ class BusPoller:
                 continue
             if st.due > time.monotonic():
                 continue  # it was time to reopen the port, not to poll
-            started = time.monotonic()
             self._job_turn = True
-            self.poll(st)
-            now = time.monotonic()
-            st.poll_s += (now - started - st.poll_s) / 8
-            st.due = self._next_due(st, now)
+            self._poll_due(st)
+
+    def _poll_due(self, st: _State) -> None:
+        """Poll a device whose time has come, and schedule its next poll."""
+        started = time.monotonic()
+        self.poll(st)
+        now = time.monotonic()
+        took = now - started
+        st.poll_dev += (abs(took - st.poll_s) - st.poll_dev) / 4
+        st.poll_s += (took - st.poll_s) / 8
+        st.due = self._next_due(st, now)
 
     def _check_port(self) -> None:
         """Close a port that failed; reopen a lost one when its backoff is up."""
@@ -358,7 +369,7 @@ class BusPoller:
         grid = self._grid
         if grid is not None and abs(st.period - grid[1]) < 1e-6:
             anchor, period = grid
-            lead = st.poll_s + ALIGN_MARGIN_S
+            lead = st.poll_s + 2 * st.poll_dev + ALIGN_MARGIN_S   # most polls end in time, not half
             return anchor + (math.floor((now + lead - anchor) / period) + 1) * period - lead
         due = st.due + st.period
         if due < now:  # overrun: skip missed slots, keep the phase
@@ -427,12 +438,26 @@ class BusPoller:
         return self._master
 
     def _read_split(self, st: _State, function: int, start: int, count: int) -> list[int]:
-        """A block in as many reads as the baud needs for each to fit the ceiling."""
+        """A block in as many reads as the baud needs for each to fit the ceiling and the
+        shortest poll period; before each, a device of a shorter period whose poll falls due
+        meanwhile is polled first."""
         values: list[int] = []
-        for first, n in frames.split_reads(function, start, count, self.options.baud,
-                                           self.options.timeout_ceiling_ms / 1000):
+        for first, n in frames.split_reads(function, start, count, self.options.baud, self._read_limit):
+            self._yield_to_due(st, n)
             values += self._read(st, function, first, n)
         return values
+
+    def _yield_to_due(self, st: _State, count: int) -> None:
+        if self._nested or threading.current_thread() is not self._thread:
+            return
+        ends = time.monotonic() + st.link.expected_us(count) / 1e6
+        for other in self._states:
+            if other.period < st.period and other.due <= ends and self._master is not None:
+                self._nested = True
+                try:
+                    self._poll_due(other)
+                finally:
+                    self._nested = False
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with the retries its link allows; every attempt goes to the link."""
