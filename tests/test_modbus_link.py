@@ -117,17 +117,31 @@ def test_a_late_answer_teaches_the_turnaround_too():
     assert dev.answered and dev.latency_us == 45_000 and dev.ok == 0
 
 
-@pytest.mark.parametrize("answered_us, count, timeout_us", [
-    (None, 30, 200_000),                                            # first contact: the ceiling
-    (1_000, 0, 20_000),                                             # the floor
-    (10_000, 30, wire_us(30, 19200) + 40_000 + MARGIN_US),          # wire + 4 x turnaround + margin
-    (60_000, 30, 200_000),                                          # the ceiling
+@pytest.mark.parametrize("turnarounds_us, count, timeout_us", [
+    ([], 30, 200_000),                                              # first contact: the ceiling
+    ([1_000], 0, 20_000),                                           # the floor
+    # wire + mean + 4 x deviation + margin; the first answer's deviation is a quarter of it
+    ([10_000], 30, wire_us(30, 19200) + 10_000 + 4 * 2_500 + MARGIN_US),
+    ([10_000] * 40, 30, wire_us(30, 19200) + 10_000 + 4 * 0 + MARGIN_US),    # steady: tight
+    ([100_000], 30, 200_000),                                       # the ceiling
 ])
-def test_timeout(answered_us, count, timeout_us):
+def test_timeout(turnarounds_us, count, timeout_us):
+    """RFC 6298's retransmission timer, over the turnaround instead of a round trip."""
     dev = link()
-    if answered_us is not None:
-        dev.late(answered_us)
+    for t in turnarounds_us:
+        dev.late(t)
     assert dev.timeout_us(count) == timeout_us
+
+
+def test_a_wandering_turnaround_gets_room_and_a_steady_one_a_tight_timeout():
+    """A silent device is found sooner when its answers are steady (bench: 'silent device
+    detected after'); one that answers in 5..40 ms keeps a timeout above its slowest answer."""
+    wandering, steady = link(), link()
+    for t in [5_000, 40_000, 12_000, 33_000] * 10:
+        wandering.late(t)
+        steady.late(10_000)
+    assert wandering.timeout_us(0) > wire_us(0, 19200) + 40_000 + MARGIN_US
+    assert steady.timeout_us(7) < wire_us(7, 19200) + 2 * 10_000     # was wire + 4 x 10 ms
 
 
 @pytest.mark.parametrize("history, attempts", [

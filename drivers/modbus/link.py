@@ -12,9 +12,12 @@ with tables, no pty.
 
 Theory of operation
 -------------------
-Timeouts follow the device's measured turnaround (an EWMA of 1/8) plus the
-wire time of the request and answer and 2 ms, four times the turnaround for
-the host's and the device's jitter, clamped to [floor, ceiling].  Until a
+Timeouts follow the device's measured turnaround as TCP's retransmission
+timer follows round trips (RFC 6298): the wire time of the request and
+answer, plus the turnaround's mean (an EWMA of 1/8), plus four times its
+mean deviation (an EWMA of 1/4), plus 2 ms, clamped to [floor, ceiling].  A
+steady device gets a tight timeout, so a silent one is found within a few
+poll periods; one whose turnaround wanders gets room for it.  Until a
 device has answered once its timeout is the ceiling (first contact: a slow
 BMS must get the chance to show how slow it is), with no retry; its first
 answer sets the turnaround, later ones (late answers too, as the master sees
@@ -76,6 +79,7 @@ class DeviceLink:
         self.bad_run = 0                 # failed polls in a row
         self.ok = self.timeouts = self.crc = self.exc = self.exc_count = 0
         self.latency_us = 0              # EWMA of the turnaround beyond wire time
+        self.latency_dev_us = 0          # EWMA of its deviation from that mean
         self.answered = False            # it answered once: latency is measured, not guessed
         self.mismatch = False            # a SunSpec discovery failure was reported this episode
         self.reason = ""                 # why the last transaction failed, for the offline event
@@ -90,7 +94,7 @@ class DeviceLink:
         """How long to wait for the answer to a read of ``count`` registers."""
         if not self.answered:
             return self.ceiling_us
-        t = wire_us(count, self.options.baud) + 4 * self.latency_us + MARGIN_US
+        t = wire_us(count, self.options.baud) + self.latency_us + 4 * self.latency_dev_us + MARGIN_US
         return min(self.ceiling_us, max(self.floor_us, t))
 
     def expected_us(self, count: int) -> int:
@@ -134,12 +138,14 @@ class DeviceLink:
         return events
 
     def _learn(self, turnaround_us: int) -> None:
-        """The first turnaround is the estimate, later ones average in."""
+        """The first turnaround is the estimate (give or take a quarter of it), later ones average in."""
         turnaround_us = max(0, turnaround_us)
         if self.answered:
+            self.latency_dev_us += (abs(turnaround_us - self.latency_us) - self.latency_dev_us) // 4
             self.latency_us += (turnaround_us - self.latency_us) // 8
         else:
             self.latency_us = turnaround_us
+            self.latency_dev_us = turnaround_us // 4
         self.answered = True
 
     # ---- one poll (all of a device's reads) ----------------------------------
