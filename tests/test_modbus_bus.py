@@ -11,8 +11,10 @@ from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusExcepti
                             ModbusTimeout, PortError)
 from drivers.modbus import events as ev, frames
 from drivers.modbus.master import RtuMaster
+from drivers.modbus.options import Rs485
 from drivers.modbus.link import PORT_LOST
 from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice, open_master
+from drivers.modbus.ports import open_serial
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
@@ -402,6 +404,63 @@ def test_the_bus_framing_reaches_the_port_and_a_matching_simulator_answers(parit
             assert poller.snapshot()["bms1.soc_pct"] == 81 and bus.dropped == dropped
         finally:
             poller.stop()
+
+
+@pytest.mark.parametrize("mode, cannot", [("kernel", "switch the transceiver (TIOCSRS485)"), ("rts", "drive RTS")])
+def test_rs485_direction_control_a_port_cannot_do_is_refused_saying_what_to_use(sim, mode, cannot):
+    """A pty has neither RTS nor the kernel's RS-485 mode, as many USB adapters lack the latter."""
+    with pytest.raises(PortError) as err:
+        RtuMaster(sim.bus("b1").port, 19200, rs485=Rs485(mode))
+    assert "rs485 = \"{}\"".format(mode) in str(err.value) and cannot in str(err.value)
+    assert str(err.value).startswith("serial port " + sim.bus("b1").port)
+
+
+class _RtsLine:
+    """The port's RTS line as levels with the bytes sent so far (a pty has no RTS: the
+    transport seam puts this in front of the real pty; the simulator answers on it)."""
+
+    def __init__(self, port, rs485: Rs485):
+        self.port = port
+        self.levels: list[tuple[bool, int]] = []
+        self.sent = 0
+        self._rts = not rs485.rts_tx_high   # parked at receive, as open_serial parks it
+
+    def fileno(self):
+        return self.port.fileno()
+
+    def close(self):
+        self.port.close()
+
+    @property
+    def rts(self):
+        return self._rts
+
+    @rts.setter
+    def rts(self, level: bool) -> None:
+        self.sent = self.port.out_waiting   # tcdrain has run before RTS falls: nothing left to send
+        self._rts = level
+        self.levels.append((level, self.sent))
+
+
+@pytest.mark.parametrize("tx_high", [True, False])
+def test_rts_direction_control_drives_the_bus_for_the_request_only(sim, tx_high):
+    lines = []
+
+    def transport(port, baud, parity, stopbits, rs485):
+        lines.append(_RtsLine(open_serial(port, baud, parity, stopbits), rs485))
+        return lines[0]
+
+    rs485 = Rs485("rts", tx_high, delay_before_ms=2, delay_after_ms=1)
+    master = RtuMaster(sim.bus("b1").port, 19200, rs485=rs485, transport=transport)
+    try:
+        for _ in range(3):
+            assert master.read_registers(1, frames.READ_INPUT, 0, 2, 0.1) == [12, 0]
+        # Up to the send level before each request, back once its last bit is out, and
+        # the answer is read with the transceiver listening.
+        assert lines[0].levels == [(tx_high, 0), (not tx_high, 0)] * 3
+        assert lines[0].rts == (not tx_high)
+    finally:
+        master.close()
 
 
 def test_a_bad_framing_is_refused_with_the_port_named():

@@ -4,7 +4,8 @@ import pytest
 
 from drivers.modbus.events import EXCEPTION, MISMATCH, OFFLINE, ONLINE
 from drivers.modbus.link import (GARBLED, MARGIN_US, PORT_GONE, PORT_LOST, REFUSED, REOPEN_FIRST_US, REOPEN_HELD_US,
-                                 REOPEN_MAX_US, TIMEOUT, BusOptions, DeviceLink, PortLink, wire_us)
+                                 REOPEN_MAX_US, TIMEOUT, DeviceLink, PortLink, wire_us)
+from drivers.modbus.options import BusOptions
 
 OPTS = BusOptions(baud=19200, timeout_floor_ms=20, timeout_ceiling_ms=200, retries=1, offline_after=2, online_after=2)
 

@@ -31,10 +31,9 @@ at once (``port_gone``).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from drivers.modbus import frames
 from drivers.modbus.events import EXCEPTION, MISMATCH, OFFLINE, ONLINE, BusEvent
+from drivers.modbus.options import BusOptions
 
 COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
 PORT_LOST = 256            # ``comm_exc`` while the bus's port is gone (docs/signals.md): no Modbus code
@@ -46,18 +45,6 @@ MARGIN_US = 2000           # added to every learned timeout
 REOPEN_FIRST_US = 100_000  # a lost port is tried again after this long ...
 REOPEN_MAX_US = 500_000    # ... doubling up to this: a port back is in use within half a second
 REOPEN_HELD_US = 10 * REOPEN_MAX_US   # a port that held this long starts its backoff afresh
-
-
-class BusOptions(NamedTuple):
-    """A bus's settings: its serial framing, and its devices' timeouts and hysteresis."""
-    baud: int = 115200
-    parity: str = "N"          # N E O: must match the devices' framing
-    stopbits: int = 1
-    timeout_floor_ms: float = 20.0
-    timeout_ceiling_ms: float = 500.0
-    retries: int = 1
-    offline_after: int = 2
-    online_after: int = 2
 
 
 def wire_us(count: int, baud: int) -> int:

@@ -13,6 +13,13 @@ waits for a quiet line: stale bytes are read and dropped until t3.5 has
 passed after the last one, so the rest of a late answer is not taken as the
 answer to the next request.
 
+The port comes from a transport factory (``transport``, by default
+``open_serial``), which opens it with the bus's framing and RS-485 direction
+control.  With ``rs485 = "rts"`` the master raises RTS to the send level
+before each request, waits for the UART to send its last bit (``tcdrain``)
+and drops it again, with the configured delays around; ``kernel`` and
+``auto`` leave that to the serial driver or the adapter.
+
 Every failure of the port itself (an unplugged USB adapter makes ``tcflush``
 raise ``termios.error``, reads return end-of-file, writes EIO) becomes a
 ``ModbusPortLost``: a failed transaction like any other, so the caller's
@@ -25,15 +32,18 @@ import os
 import select
 import termios
 import time
+from typing import Callable
 
 import serial
 
 from drivers.errors import ModbusException, ModbusFrameError, ModbusPortLost, ModbusTimeout
 from drivers.modbus import frames
+from drivers.modbus.options import Rs485
 from drivers.modbus.ports import open_serial
 
 # What the serial layer raises when the port goes away under us.
 SERIAL_ERRORS = (OSError, termios.error, serial.SerialException)
+Transport = Callable[[str, int, str, int, Rs485], serial.Serial]
 
 
 def _reason(error: BaseException) -> str:
@@ -51,10 +61,12 @@ class RtuMaster:
     >>> m.read_registers(2, frames.READ_INPUT, 0, 30, timeout=0.05)  # doctest: +SKIP
     """
 
-    def __init__(self, port: str, baud: int = 115200, parity: str = "N", stopbits: int = 1) -> None:
+    def __init__(self, port: str, baud: int = 115200, parity: str = "N", stopbits: int = 1,
+                 rs485: Rs485 = Rs485(), transport: Transport = open_serial) -> None:
         self.port = port
         self.baud = baud
-        self.serial = open_serial(port, baud, parity, stopbits)
+        self.rs485 = rs485
+        self.serial = transport(port, baud, parity, stopbits, rs485)
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
         self._quiet_from = 0.0
@@ -87,10 +99,14 @@ class RtuMaster:
         self.wait_quiet()
         try:
             termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
-            os.write(self.fd, request)
+            if self.rs485.mode == "rts":
+                self._send_driving_rts(request)
+                sent = time.perf_counter()
+            else:
+                os.write(self.fd, request)
+                sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
-        sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
         self._sent = (request[0], sent)
         deadline = sent + timeout
         whole = False
@@ -115,6 +131,19 @@ class RtuMaster:
         finally:
             self._quiet_from = time.perf_counter() + self.t35
             self._stale = not whole
+
+    def _send_driving_rts(self, request: bytes) -> None:
+        """Drive the bus for ``request`` only: RTS to the send level, the request out to its
+        last bit, RTS back, so the transceiver listens before the slave answers."""
+        rs485 = self.rs485
+        self.serial.rts = rs485.rts_tx_high
+        if rs485.delay_before_ms:
+            time.sleep(rs485.delay_before_ms / 1000)
+        os.write(self.fd, request)
+        termios.tcdrain(self.fd)
+        if rs485.delay_after_ms:
+            time.sleep(rs485.delay_after_ms / 1000)
+        self.serial.rts = not rs485.rts_tx_high
 
     def wait_quiet(self) -> None:
         """Sleep until t3.5 has passed since the last frame on the wire; after a failed

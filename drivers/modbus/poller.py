@@ -57,8 +57,9 @@ from drivers.modbus import frames
 from drivers.modbus.budget import read_limit_s
 from drivers.modbus.events import (OFFLINE, PORT_LOST as PORT_LOST_EVENT, PORT_REOPENED, WRITE_FAILED,
                                    WRITE_MISMATCH, WRITE_OK, BusEvent)
-from drivers.modbus.link import (COUNTER_MASK, GARBLED, PORT_GONE, REFUSED, REOPEN_MAX_US, TIMEOUT, BusOptions,
-                                 DeviceLink, PortLink)
+from drivers.modbus.link import (COUNTER_MASK, GARBLED, PORT_GONE, REFUSED, REOPEN_MAX_US, TIMEOUT, DeviceLink,
+                                 PortLink)
+from drivers.modbus.options import BusOptions
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
 from drivers.modbus.sunspec import NotSunSpec, discover
@@ -82,7 +83,7 @@ MasterFactory = Callable[[str, BusOptions], RtuMaster]
 
 def open_master(port: str, options: BusOptions) -> RtuMaster:
     """The default master factory: an RtuMaster on the serial port ``port``."""
-    return RtuMaster(port, options.baud, options.parity, options.stopbits)
+    return RtuMaster(port, options.baud, options.parity, options.stopbits, options.rs485)
 
 
 def _us(seconds: float) -> int:
