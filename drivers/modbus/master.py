@@ -41,6 +41,7 @@ from drivers.modbus import frames
 from drivers.modbus.options import Rs485
 from drivers.modbus.ports import open_serial
 
+PACED_SLACK = 2   # characters an answer's first read may hold and still be taken as paced by a wire
 # What the serial layer raises when the port goes away under us.
 SERIAL_ERRORS = (OSError, termios.error, serial.SerialException)
 Transport = Callable[[str, int, str, int, Rs485], serial.Serial]
@@ -69,10 +70,12 @@ class RtuMaster:
         self.serial = transport(port, baud, parity, stopbits, rs485)
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
+        self._char_s = frames.wire_seconds(1, baud)
         self._quiet_from = 0.0
         self._stale = False        # the last transaction may have left an answer on its way
         self._sent = (0, 0.0)      # (address, end of the request on the wire) of the last request
         self.late: tuple[int, float] | None = None   # (address, turnaround) of a late answer seen
+        self._first_at: float | None = None          # when this answer's first bytes were read
         self._longest = frames.wire_seconds(frames.MAX_FRAME, baud) + self.t35
         self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
@@ -108,10 +111,11 @@ class RtuMaster:
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
         self._sent = (request[0], sent)
+        self._first_at = None
         deadline = sent + timeout
         whole = False
         try:
-            frame = self._read(frames.EXCEPTION_LENGTH, deadline)
+            frame = self._read(frames.EXCEPTION_LENGTH, deadline, expected)
             if len(frame) < frames.EXCEPTION_LENGTH:
                 raise ModbusTimeout("no answer from slave {} within {:.0f} ms".format(
                     request[0], timeout * 1000)) if not frame else ModbusFrameError(
@@ -119,7 +123,7 @@ class RtuMaster:
             if frame[0] != request[0] or frame[1] & 0x7F != request[1]:
                 self._drain(deadline)
             elif not frame[1] & 0x80 and expected > len(frame):
-                frame += self._read(expected - len(frame), deadline)
+                frame += self._read(expected - len(frame), deadline, have=len(frame))
                 if len(frame) < expected:
                     raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
             data = frames.check_reply(request, frame)
@@ -157,13 +161,28 @@ class RtuMaster:
         if wait > 0:
             time.sleep(wait)
 
-    def _read(self, n: int, deadline: float) -> bytes:
+    def _read(self, n: int, deadline: float, coming: int = 0, have: int = 0) -> bytes:
+        """Up to ``n`` more bytes of an answer of which ``have`` are read, those arrived by
+        ``deadline``.  On a wire the rest of an answer (``coming`` bytes in all, when the
+        caller expects more than it reads here) cannot come faster than the baud sends it:
+        the thread sleeps its wire time instead of waking for each batch of characters,
+        which was most of the bus thread's CPU.  Bytes that came faster than the baud
+        carries them (a burst of more than PACED_SLACK characters) are not on a wire (a
+        pty without pacing): the rest is polled for.  (An exception answer, shorter than
+        ``coming``, is read a little later.)"""
         buf = b""
         while len(buf) < n:
             left = deadline - time.perf_counter()
-            if left <= 0 or not self._poll.poll(left * 1000):
+            if not self._poll.poll(max(0.0, left) * 1000):
                 break
             buf += self._read_some(n - len(buf))
+            now = time.perf_counter()
+            if self._first_at is None:
+                self._first_at = now
+            came = have + len(buf) - 1 - PACED_SLACK
+            if len(buf) < n and now - self._first_at >= came * self._char_s:
+                rest = self._char_s * (max(n, coming) - len(buf))
+                time.sleep(min(rest, max(0.0, deadline - now)))
         return buf
 
     def _read_some(self, n: int) -> bytes:
