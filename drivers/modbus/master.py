@@ -167,8 +167,8 @@ class RtuMaster:
         caller expects more than it reads here) cannot come faster than the baud sends it:
         the thread sleeps its wire time instead of waking for each batch of characters,
         which was most of the bus thread's CPU.  Bytes that came faster than the baud
-        carries them (a burst of more than PACED_SLACK characters) are not on a wire (a
-        pty without pacing): the rest is polled for.  (An exception answer, shorter than
+        carries them (before the request was out, or a burst of more than PACED_SLACK
+        characters) are not on a wire (a pty without pacing): the rest is polled for.  (An exception answer, shorter than
         ``coming``, is read a little later.)"""
         buf = b""
         while len(buf) < n:
@@ -180,7 +180,8 @@ class RtuMaster:
             if self._first_at is None:
                 self._first_at = now
             came = have + len(buf) - 1 - PACED_SLACK
-            if len(buf) < n and now - self._first_at >= came * self._char_s:
+            on_wire = self._first_at >= self._sent[1] and now - self._first_at >= came * self._char_s
+            if len(buf) < n and on_wire:
                 rest = self._char_s * (max(n, coming) - len(buf))
                 time.sleep(min(rest, max(0.0, deadline - now)))
         return buf
