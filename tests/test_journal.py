@@ -359,7 +359,8 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
         j.append(R.login(ctx, "tech1", "technician", True))
         j.append(R.telemetry(ctx))
         j.append(R.flood(ctx, "console", 7749, c.wall_ms, c.wall_ms + 3700, bytes(32)))
-        j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000}, ["io.door_open"], cat.digest()))
+        j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000, "escalation": {"alarm.armed": [["lock", 1000]]}},
+                           ["io.door_open"], cat.digest()))
         j.checkpoint()
         for i in range(60):
             j.append(event_record(i))

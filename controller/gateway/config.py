@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.core.escalation import GROUP_NAMES, STEP_NAMES
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.errors import CabguardError
 from controller.gateway.schema import (
@@ -37,9 +38,16 @@ CORE_KEYS = (
 CORE_DEFAULTS = {key: dict(CoreConfig.DEFAULTS)[setting] // unit for key, setting, unit in CORE_KEYS}
 
 
-def core_values(core: dict) -> dict[str, int]:
-    """The core's settings (ms) from a config's [core] table; missing keys take the core's defaults."""
-    return {setting: core.get(key, CORE_DEFAULTS[key]) * unit for key, setting, unit in CORE_KEYS}
+def core_values(core: dict, escalation: dict | None = None) -> dict:
+    """The core's settings (ms) from a config's [core] table, missing keys at
+    the core's defaults, and the plans its [escalation] tables set."""
+    values: dict = {setting: core.get(key, CORE_DEFAULTS[key]) * unit for key, setting, unit in CORE_KEYS}
+    plans = {"{}.{}".format(severity, group): [[s["do"], s["after_s"] * 1000] for s in steps]
+             for severity, table in sorted((escalation or {}).items()) if table
+             for group, steps in sorted(table.items()) if steps is not None}
+    if plans:
+        values["escalation"] = plans
+    return values
 
 
 NAME = r"[a-z][a-z0-9_]{0,31}"
@@ -90,6 +98,12 @@ SCHEMA = Table({
                                   "a signal name like 'io.door_open', or '!io.door_bolt' for one that opens by falling"),
                               default=DEFAULT_ENTRY_ZONES),
     }, optional=True),
+    "escalation": MapOf(Table({
+        group: ListOf(Table({
+            "do": Choice(STEP_NAMES),
+            "after_s": Int(0, 3600, default=0),
+        }), optional=True) for group in GROUP_NAMES
+    }), key_pattern="alarm|critical"),
     "bus": ArrayOfTables(Table({
         "name": Str(NAME, "a bus name: lower-case letters, digits and '_'"),
         "port": PATH,
@@ -211,6 +225,12 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
         elif by_coil and not out["coil"]:
             problems.append(Problem(path + ".coil", "missing; want the coil number on {}".format(out["device"])))
+    for severity, table in sorted((doc.get("escalation") or {}).items()):
+        for group, steps in sorted((table or {}).items()):
+            names = [s["do"] for s in steps or [] if s]
+            for twice in sorted({n for n in names if names.count(n) > 1}):
+                problems.append(Problem("escalation.{}.{}".format(severity, group),
+                                        "step {!r} is listed twice: give each step once, with its after_s".format(twice)))
     core = doc.get("core") or {}
     if core and core["maint_default_min"] > core["maint_max_min"]:
         problems.append(Problem("core.maint_default_min", "longer than core.maint_max_min"))

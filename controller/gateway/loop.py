@@ -48,6 +48,7 @@ from controller.core.events import (
 )
 from controller.core.modelrules import ModelRules
 from controller.core.modes import MODE_NAMES
+from controller.core.outputs import safe_state
 from controller.core.step import CoreState, step
 from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
@@ -185,7 +186,7 @@ class Gateway:
         if saved is not None:
             self.state.resume_after_restart(saved, now)
         self.persisted = self.state.persisted()
-        self.bank.apply(self.state.outputs if saved is not None else [0, 0, self.state.lock, 0])
+        self.bank.apply(self.state.outputs if saved is not None else safe_state(self.state.lock))
         self._journal_catalog()
         ctx = self.context(False)
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(

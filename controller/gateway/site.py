@@ -127,7 +127,7 @@ def core_config(doc: dict, catalog: Catalog, problems: list[Problem],
             close = difflib.get_close_matches(signal, catalog.names, 3)
             problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
                 signal, " (did you mean {}?)".format(", ".join(close)) if close else "")))
-    return CoreConfig(core_values(core), indices), zones
+    return CoreConfig(core_values(core, doc.get("escalation")), indices), zones
 
 
 def assemble(config: SiteConfig, with_model: bool = True) -> Site:

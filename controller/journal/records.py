@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from controller.core import events as ev, modes
+from controller.core.escalation import STEP_UPLINK
 
 # Common keys.
 SEQ = 1
@@ -34,7 +35,7 @@ DATA = 12
 TIME_UNTRUSTED = 0   # free-running since boot, never synchronised
 TIME_TRUSTED = 1     # synchronised (NTP, GNSS or a set RTC)
 
-# Record types: the core's events keep their event codes (1-10).
+# Record types: the core's events keep their event codes (1-11).
 GENESIS = 32
 RECOVERED = 33
 KEY_ROTATION = 34
@@ -131,6 +132,8 @@ def event_severity(event: tuple[int, int, int, int]) -> int:
         return ev.ALARM if a else ev.WARNING
     if code == ev.EV_DEVICE:   # a device answering (at every start) is no trouble; one gone silent is
         return ev.INFO if b else ev.WARNING
+    if code == ev.EV_ESCALATION:   # the plan's "push upstream": sealed and sent at once
+        return ev.ALARM if a == STEP_UPLINK and c else ev.INFO
     if code in (ev.EV_REFUSED, ev.EV_SIREN_LIMIT):
         return ev.WARNING
     return ev.INFO
