@@ -29,7 +29,9 @@ import math
 import random
 from typing import Iterator
 
-from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.catalog import (
+    ANOMALY_SIGNALS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, device_signals, schedule_signals,
+)
 from controller.core.events import COMMAND_CODES
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
 from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
@@ -54,7 +56,7 @@ def cabinet_catalog(scn: Scenario, cab: Cabinet, extra_schedules: tuple[str, ...
     for n in range(1, cab.batteries + 1):
         specs += device_signals("bms{}".format(n), BATTERY_SIGNALS)
     names = sorted(set(schedule_names(scn)) | set(extra_schedules))
-    specs += list(SYSTEM_SIGNALS) + schedule_signals(names) + list(ANOMALY_SIGNALS)
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(names) + list(ANOMALY_SIGNALS) + list(ZONE_SIGNALS)
     return Catalog(specs)
 
 

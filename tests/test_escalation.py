@@ -13,6 +13,7 @@ from controller.core.outputs import OUT_CAMERA, OUT_LIGHTS, OUT_LOCK, OUT_SIREN,
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
 from controller.gateway.config import ConfigError, parse
+from tests.sitetext import MINIMAL_SITE
 from tests.traces import PLANS, random_trace
 
 PORT_PLAN = {"alarm.armed": [["siren", 0], ["strobe", 0], ["lights", 0], ["uplink", 0],
@@ -138,24 +139,7 @@ def test_a_bad_plan_is_refused_naming_it(doc, problem):
         Plans(doc)
 
 
-SITE = """
-[gateway]
-id = "gw1"
-site = "s"
-timezone = "UTC"
-[[bus]]
-name = "a"
-port = "/dev/null"
-[[device]]
-name = "io"
-bus = "a"
-profile = "io-dvt"
-address = 1
-[keys]
-record = "r.key"
-[journal]
-dir = "j"
-"""
+SITE = MINIMAL_SITE
 
 
 def test_the_site_config_sets_plans_in_seconds_and_names_mistakes():

@@ -61,6 +61,28 @@ def device_signals(device, signals):
     return specs
 
 
+# What a camera's analytics report (docs/signals.md, "Cameras"), each 0/1;
+# ``cam.<name>.online`` is its twin: a report came within the freshness limit.
+CAMERA_KINDS = ("person", "vehicle", "loiter", "tamper")
+CAMERA_CLASS = "camera"     # cam.<name> is a device of this class for rules (devices = "camera")
+
+
+# ``zone.<kind>``: 1 while any camera online reports it (a gateway's cameras
+# watch its cabinet's zone).  On every gateway's image, 0 without cameras, so
+# a table's rules that combine them with the cabinet's sensors compile for
+# every site and stay valid when cameras are added.
+ZONE_SIGNALS = tuple(("zone." + kind, "bool", 0) for kind in CAMERA_KINDS)
+
+
+def camera_signals(names):
+    """``cam.<name>.<kind>`` and ``cam.<name>.online`` per camera, set by the shell."""
+    specs = []
+    for n in names:
+        for kind in CAMERA_KINDS + ("online",):
+            specs.append(("cam." + n + "." + kind, "bool", 0))
+    return specs
+
+
 def schedule_signals(names):
     """One boolean ``sched.<name>`` per named schedule, set by the shell."""
     return [("sched." + n, "bool", 0) for n in sorted(names)]

@@ -312,7 +312,7 @@ def _devices(state, image, events):
 def _online_twin(catalog, index):
     """The image index of the ``online`` twin of the device that reports
     signal ``index``, or -1 for a signal no device reports."""
-    twin = catalog.names[index].split(".")[0] + ".online"
+    twin = catalog.names[index].rsplit(".", 1)[0] + ".online"
     return catalog.index.get(twin, -1)
 
 

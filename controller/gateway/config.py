@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from controller.core.escalation import GROUP_NAMES, STEP_NAMES
+from controller.core.outputs import OUTPUT_NAMES
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.errors import CabguardError
 from controller.gateway.schema import (
     ArrayOfTables, Bool, Choice, Int, ListOf, MapOf, Problem, Str, Table, check,
 )
+from controller.gateway.webhook import listen_problem
 from drivers.atomicfile import write_atomic
 from drivers.safefile import InputFileError, parse_toml, read_text
 
@@ -57,7 +59,9 @@ BROKER = (r"[A-Za-z0-9.\-]+:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\
 HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
-OUTPUTS = ("siren", "strobe", "lock", "led")
+OUTPUTS = OUTPUT_NAMES
+# MQTT topics a person writes: no wildcards, no empty levels at the ends.
+TOPIC = r"[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*"
 
 
 def _timezone(name: str) -> str | None:
@@ -126,7 +130,28 @@ SCHEMA = Table({
         "active_high": Bool(default=True),
         "device": Str(NAME, "the name of a [[device]] with coils", default=""),
         "coil": Str(r"[a-z][a-z0-9_]*", "a coil signal of the device's profile, e.g. 'k1'", default=""),
+        "mqtt_topic": Str(TOPIC, "an MQTT topic on the [lan] broker, e.g. 'vms/ptz/gate/preset' (no wildcards)",
+                          default=""),
+        "on": Str(r".{0,256}", "the payload published for 1 (up to 256 characters)", default="1"),
+        "off": Str(r".{0,256}", "the payload published for 0 (up to 256 characters)", default="0"),
     }), key_pattern="|".join(OUTPUTS)),
+    "lan": Table({
+        "broker": Str(BROKER, "HOST:PORT of the cabinet LAN's MQTT broker (port 1..65535)"),
+        "client_id": Str(r"[A-Za-z0-9._\-]{0,64}", "an MQTT client id", default=""),
+        "username": Str(r".*", "a user name", default=""),
+        "password": Str(r".*", "a password", default=""),
+    }, optional=True),
+    "camera": ArrayOfTables(Table({
+        "name": Str(NAME, "a camera name: lower-case letters, digits and '_' (cam.<name>.person ...)"),
+        "topic": Str(TOPIC, "the camera's MQTT topic on the [lan] broker; its events are <topic>/<kind>",
+                     default=""),
+        "fresh_s": Int(5, 3600, default=60),
+        "hold_s": Int(1, 600, default=10),
+    })),
+    "webhook": Table({
+        "listen": Str(r"[0-9a-fA-F.:\[\]]+:[0-9]{1,5}", "ADDRESS:PORT on loopback or the cabinet LAN"),
+        "secret": Str(r".{16,256}", "a shared secret of at least 16 characters"),
+    }, optional=True),
     "schedules": MapOf(Table({
         "windows": ListOf(Table({
             "days": Str(r".+", "days like 'mon-fri' or 'sat,sun'", check=_days),
@@ -218,9 +243,12 @@ def _cross_checks(doc: dict) -> list[Problem]:
         path = "outputs.{}".format(name)
         if out is None:
             continue
-        by_gpio, by_coil = out["gpio"] >= 0, bool(out["device"])
-        if by_gpio == by_coil:
-            problems.append(Problem(path, "give either gpio = PIN or device = NAME with coil = N"))
+        by_gpio, by_coil, by_mqtt = out["gpio"] >= 0, bool(out["device"]), bool(out["mqtt_topic"])
+        if by_gpio + by_coil + by_mqtt != 1:
+            problems.append(Problem(path, "give exactly one of gpio = PIN, device = NAME with coil = N, "
+                                          "or mqtt_topic = TOPIC"))
+        elif by_mqtt and not doc.get("lan"):
+            problems.append(Problem(path + ".mqtt_topic", "an MQTT output needs the [lan] broker it publishes on"))
         elif by_coil and out["device"] not in devices:
             problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
         elif by_coil and not out["coil"]:
@@ -231,6 +259,15 @@ def _cross_checks(doc: dict) -> list[Problem]:
             for twice in sorted({n for n in names if names.count(n) > 1}):
                 problems.append(Problem("escalation.{}.{}".format(severity, group),
                                         "step {!r} is listed twice: give each step once, with its after_s".format(twice)))
+    for i, cam in enumerate(doc.get("camera") or []):
+        if cam["topic"] and not doc.get("lan"):
+            problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
+        if not cam["topic"] and not doc.get("webhook"):
+            problems.append(Problem("camera[{}]".format(i), "no source: give topic = ... (with [lan]) or a [webhook]"))
+    if doc.get("webhook") and doc["webhook"]["listen"]:
+        why = listen_problem(doc["webhook"]["listen"].rpartition(":")[0].strip("[]"))
+        if why:
+            problems.append(Problem("webhook.listen", why))
     core = doc.get("core") or {}
     if core and core["maint_default_min"] > core["maint_max_min"]:
         problems.append(Problem("core.maint_default_min", "longer than core.maint_max_min"))

@@ -5,7 +5,8 @@ Theory of operation
 One thread runs the scan loop on absolute deadlines (controller/gateway/scantimer.py).
 Each scan, in order:
 
-1. copy each bus poller's newest snapshot into the input image (no I/O);
+1. copy each bus poller's newest snapshot into the input image (no I/O),
+   and drain the cameras' reports into it (controller/gateway/cameras.py);
 2. write the gateway's own signals (late scans, clock trust, journal
    backlog, disk) and, once a second, the ``sched.*`` values and
    ``sys.week_hour``;
@@ -52,6 +53,8 @@ from controller.core.outputs import safe_state
 from controller.core.step import CoreState, step
 from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
+from controller.gateway.cameras import CameraFeed, CameraSpec
+from controller.gateway.lanlink import LanLink
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.site import Site
@@ -59,12 +62,14 @@ from controller.gateway.statefile import StateFile
 from controller.gateway.status import StatusView
 from controller.gateway.tables import TableSlot
 from controller.gateway.timeline import describe
+from controller.gateway.webhook import Webhook
 from controller.journal import records as R
 from controller.journal.evidence import EvidenceRing, evidence_record, incident_record
 from controller.journal.journal import Journal
 from drivers.clock import Clock
 from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
+from drivers.mqtt import BrokerSettings
 from drivers.sdnotify import Notifier
 
 FAULT_OUTPUT_READBACK = 1
@@ -114,7 +119,12 @@ class Gateway:
         self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
         self.on_scan = on_scan
         self.log = log      # start-up, health and warning-or-worse events, one line each (cabguard run: stderr)
-        self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device)
+        self.cameras = CameraFeed(self.catalog, [CameraSpec(c["name"], c["topic"], c["fresh_s"] * 1000, c["hold_s"] * 1000)
+                                                 for c in settings.cameras],
+                                  lambda: self.clock.monotonic_ns() // 1_000_000)
+        self.lan = self._lan_link(settings)
+        self.webhook: Webhook | None = None
+        self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
         self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
         self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -143,6 +153,17 @@ class Gateway:
         self.health = HealthReporter(self.journal, lambda: self.context(False), self.note, log)
         self.status = StatusView(self)
         self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+
+    def _lan_link(self, settings) -> LanLink | None:
+        """The LAN broker's link, if the config has one (camera events in, MQTT outputs out)."""
+        if not settings.lan:
+            return None
+        host, _, port = settings.lan["broker"].rpartition(":")
+        broker = BrokerSettings(host, int(port), client_id=settings.lan["client_id"] or self.gateway_id + "-lan",
+                                username=settings.lan["username"], password=settings.lan["password"])
+        topics = ["{}/+".format(c["topic"]) for c in settings.cameras if c["topic"]]
+        return LanLink(broker, topics, self.cameras.on_mqtt,
+                       lambda text: self.health.record(R.HEALTH_LAN, text, WARNING, source="lan"))
 
     @staticmethod
     def _provisioning_key(path: Path):
@@ -188,6 +209,15 @@ class Gateway:
         self.persisted = self.state.persisted()
         self.bank.apply(self.state.outputs if saved is not None else safe_state(self.state.lock))
         self._journal_catalog()
+        if self.lan is not None:
+            self.lan.start()
+        hook = self.settings.webhook
+        if hook:
+            host, _, port = hook["listen"].rpartition(":")
+            try:
+                self.webhook = Webhook(host.strip("[]"), int(port), hook["secret"], self.cameras).start()
+            except OSError as e:     # the cameras' webhooks go unheard: their cameras go offline
+                self.health.record(R.HEALTH_LAN, "webhook {}: cannot listen: {}".format(hook["listen"], e.strerror), ALARM)
         ctx = self.context(False)
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
             __version__, self.settings.config_path, MODE_NAMES[self.state.mode]), INFO))
@@ -232,6 +262,7 @@ class Gateway:
         image = self.image
         for poller, indices in self._poll_idx:
             poller.copy_into(image, indices)
+        self.cameras.fill(image, now_ns // 1_000_000)
         idx = self._idx
         image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
         image[idx["sys.clock_trusted"]] = int(self.trusted)
@@ -441,5 +472,9 @@ class Gateway:
             if i in self.started_pollers:
                 poller.stop()
         self.bank.close()
+        if self.webhook is not None:
+            self.webhook.stop()
+        if self.lan is not None:
+            self.lan.stop()
         if self.housekeeper.is_alive():
             self.housekeeper.join(2 * HOUSEKEEPING_S)

@@ -94,7 +94,7 @@ def _event_text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
     if rule and "." in rule:
         devices = (rule.rsplit(".", 1)[1],)         # per-device rules are ID.DEVICE (docs/rules.md)
     elif event[0] == EV_DEVICE and 0 <= event[1] < len(names.catalog.names):
-        devices = (names.catalog.names[event[1]].split(".")[0],)
+        devices = (names.catalog.names[event[1]][: -len(".online")],)
     return text, rule, devices
 
 

@@ -71,6 +71,7 @@ HEALTH_CONSOLE_LOCKOUT = 7  # repeated failed console logins
 HEALTH_STARTED = 8          # the gateway started (detail: version, config)
 HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
 HEALTH_INPUT_REFUSED = 10   # a file the gateway reads was refused: running without it (detail: why)
+HEALTH_LAN = 11             # the cabinet LAN: its MQTT broker away or refusing, the webhook unable to listen
 
 # Data keys per type beyond the core events (docs/records.cddl).
 GENESIS_KID, GENESIS_ALG = 1, 2
