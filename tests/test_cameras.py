@@ -4,6 +4,7 @@ and the MQTT outputs (actuators.py): real Mosquitto on loopback, real HTTP."""
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 import time
 
@@ -258,7 +259,11 @@ def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_prese
     from controller.cli.keygen import generate_keys
     from controller.core import modes
     from controller.core.events import CMD_ACK, CMD_ARM
+    from controller.core.events import EV_MODE
     from controller.core.outputs import OUT_LIGHTS
+    from controller.journal import records as R
+    from controller.journal.evidence import verified_records
+    from drivers.keys import EpochKeys, load_key
     from drivers.cose import ALG_AES_MAC_128_128
     from simulator.broker import free_port
     from simulator.bus import SimBus, Simulator
@@ -275,6 +280,8 @@ def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_prese
 broker = "127.0.0.1:{broker}"
 [[camera]]
 name = "gate"
+protect_topic = "nvr/protect"
+clip_before_s = 20
 [webhook]
 listen = "127.0.0.1:{hook}"
 secret = "{secret}"
@@ -288,9 +295,11 @@ off = "1"
 armed = [{{ do = "siren" }}, {{ do = "lights" }}, {{ do = "camera", after_s = 1 }}]
 """.format(broker=broker.port, hook=hook_port, secret=SECRET))
     seen: list[bytes] = []
+    protect: list[dict] = []
     vms = paho.Client(CallbackAPIVersion.VERSION2, client_id="vms")
-    vms.on_message = lambda _c, _u, m: seen.append(m.payload)
-    vms.on_connect = lambda c, _u, _f, _r, _p: c.subscribe("vms/#", qos=1)
+    vms.on_message = lambda _c, _u, m: (protect if m.topic == "nvr/protect" else seen).append(
+        json.loads(m.payload) if m.topic == "nvr/protect" else m.payload)
+    vms.on_connect = lambda c, _u, _f, _r, _p: (c.subscribe("vms/#", qos=1), c.subscribe("nvr/protect", qos=1))
     vms.connect("127.0.0.1", broker.port)
     vms.loop_start()
     gw, thread = start(site)
@@ -317,7 +326,17 @@ armed = [{{ do = "siren" }}, {{ do = "lights" }}, {{ do = "camera", after_s = 1 
         assert gw.submit(CMD_ACK, 0, "console", "ana").outcome.result(2) == "ok"
         assert wait_until(lambda: seen[-1:] == [b"1"], 5)
         assert not gw.bank.outputs[OUT_LIGHTS].device.pin.state
+        assert wait_until(lambda: protect, 5)
     finally:
         stop(gw, thread)
         vms.loop_stop()
         sim.stop()
+    records = list(verified_records(tmp_path / "journal", EpochKeys(load_key(tmp_path / "keys" / "record.key"))))
+    marks = [r for r in records if r[R.TYPE] == R.VIDEO_BOOKMARK]
+    alarm = next(r for r in records if r[R.TYPE] == EV_MODE and r[R.DATA][2] == modes.ALARM)
+    assert len(marks) == 1
+    mark = marks[0][R.DATA]
+    assert mark[R.BOOKMARK_CAMERA] == "gate" and mark[R.BOOKMARK_INCIDENT] == alarm[R.SEQ]
+    assert mark[R.BOOKMARK_END_MS] - mark[R.BOOKMARK_START_MS] == 80_000 and mark[R.BOOKMARK_PROTECT]
+    assert protect == [{"gateway": "gw-test", "camera": "gate", "start_ms": mark[R.BOOKMARK_START_MS],
+                        "end_ms": mark[R.BOOKMARK_END_MS], "incident_seq": alarm[R.SEQ]}]

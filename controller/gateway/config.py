@@ -147,6 +147,10 @@ SCHEMA = Table({
                      default=""),
         "fresh_s": Int(5, 3600, default=60),
         "hold_s": Int(1, 600, default=10),
+        "clip_before_s": Int(0, 3600, default=30),
+        "clip_after_s": Int(0, 3600, default=60),
+        "protect_topic": Str(TOPIC, "an MQTT topic on the [lan] broker where the NVR takes protect requests",
+                             default=""),
     })),
     "webhook": Table({
         "listen": Str(r"[0-9a-fA-F.:\[\]]+:[0-9]{1,5}", "ADDRESS:PORT on loopback or the cabinet LAN"),
@@ -260,6 +264,8 @@ def _cross_checks(doc: dict) -> list[Problem]:
                 problems.append(Problem("escalation.{}.{}".format(severity, group),
                                         "step {!r} is listed twice: give each step once, with its after_s".format(twice)))
     for i, cam in enumerate(doc.get("camera") or []):
+        if cam["protect_topic"] and not doc.get("lan"):
+            problems.append(Problem("camera[{}].protect_topic".format(i), "a protect topic needs the [lan] broker"))
         if cam["topic"] and not doc.get("lan"):
             problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
         if not cam["topic"] and not doc.get("webhook"):

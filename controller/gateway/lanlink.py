@@ -10,6 +10,8 @@ config; not the uplink's broker, and not the uplink's process):
   The thread publishes it retained at QoS 1, and again after every
   reconnect, so the third-party system ends up with the newest command
   even if the broker was away when it changed.
+- ``post(topic, payload)`` queues a one-shot message (QoS 1, not
+  retained), e.g. an NVR's "protect this clip": sent once connected.
 - every message on a subscribed topic goes to ``on_message(topic,
   payload)`` on the link's thread (the camera feed queues it for the next
   scan).
@@ -20,6 +22,7 @@ the link retries with the uplink's backoff.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Callable
@@ -38,6 +41,7 @@ class LanLink:
         self.on_message = on_message
         self.on_health = on_health
         self.latest: dict[str, bytes] = {}
+        self.posts: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=1000)
         self.dirty: set[str] = set()
         self.lock = threading.Lock()          # held for a dict update only
         self.link = MqttLink(settings)
@@ -55,6 +59,11 @@ class LanLink:
         with self.lock:
             self.latest[topic] = payload
             self.dirty.add(topic)
+        self.link.wake()
+
+    def post(self, topic: str, payload: bytes) -> None:
+        """Queue a one-shot message (the oldest go first should 1,000 wait)."""
+        self.posts.append((topic, payload))
         self.link.wake()
 
     def stop(self) -> None:
@@ -112,3 +121,9 @@ class LanLink:
                     self.dirty.add(topic)
             else:
                 self.published += 1
+        while self.posts and self.link.connected:
+            topic, payload = self.posts[0]
+            if self.link.publish(topic, payload, qos=1) is None:
+                break
+            self.posts.popleft()
+            self.published += 1

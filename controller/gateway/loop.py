@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import queue
 import re
 import shutil
@@ -283,6 +284,7 @@ class Gateway:
             incident = self._record(events, tickets)
             if incident is not None:
                 self.evidence.incident(incident[0], incident[1], now)
+                self._bookmark(incident[0], incident[1])
         for window in self.evidence.scan(now, image, commands):
             ctx = self.context(False)
             evidence_seq = self.journal.append(evidence_record(ctx, window))
@@ -293,6 +295,20 @@ class Gateway:
                 self.last_late, self.timer.last_lateness_ns / 1e6))
         if self.on_scan:
             self.on_scan(self)
+
+    def _bookmark(self, seq: int, severity: int) -> None:
+        """Each camera's clip around the incident raised by record ``seq``: a
+        signed ``video_bookmark`` record, and a protect request to the NVR
+        where the camera has a ``protect_topic`` (docs/journal.md)."""
+        ctx = self.context(False)
+        for cam in self.settings.cameras:
+            start, end = ctx.wall_ms - cam["clip_before_s"] * 1000, ctx.wall_ms + cam["clip_after_s"] * 1000
+            protect = bool(cam["protect_topic"] and self.lan is not None)
+            if protect:
+                self.lan.post(cam["protect_topic"], json.dumps({
+                    "gateway": self.gateway_id, "camera": cam["name"], "start_ms": start, "end_ms": end,
+                    "incident_seq": seq}).encode())
+            self.health.urgent(self.journal.append(R.video_bookmark(ctx, cam["name"], start, end, seq, severity, protect)))
 
     def _bus_faults(self) -> list[tuple[int, int]]:
         """Bus events become health records; failed output writes become core faults."""

@@ -120,6 +120,11 @@ def _text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
     if rtype == R.EVIDENCE:
         return "evidence for seq {}: {} scans".format(
             data.get(R.EVIDENCE_INCIDENT), len(data.get(R.EVIDENCE_DELTAS, []))), "", ()
+    if rtype == R.VIDEO_BOOKMARK:
+        span_s = (data.get(R.BOOKMARK_END_MS, 0) - data.get(R.BOOKMARK_START_MS, 0)) / 1000
+        return "video bookmark: camera {} for alarm seq {}, {:.0f} s clip{}".format(
+            data.get(R.BOOKMARK_CAMERA), data.get(R.BOOKMARK_INCIDENT), span_s,
+            ", NVR asked to protect it" if data.get(R.BOOKMARK_PROTECT) else ""), "", ()
     if rtype == R.CATALOG:
         return "catalog: {} signals, {} rules".format(len(data.get(R.CATALOG_SPECS, [])),
                                                        len(names.rules) - 1), "", ()

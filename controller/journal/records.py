@@ -49,12 +49,13 @@ RETENTION = 41
 CATALOG = 42
 EVIDENCE = 43
 FLOOD = 44
+VIDEO_BOOKMARK = 45
 
 TYPE_NAMES = {**ev.EVENT_NAMES, GENESIS: "genesis", RECOVERED: "recovered",
               KEY_ROTATION: "key_rotation", CHECKPOINT: "checkpoint", COMMAND: "command",
               LOGIN: "login", INCIDENT: "incident", TELEMETRY: "telemetry",
               HEALTH: "health", RETENTION: "retention", CATALOG: "catalog",
-              EVIDENCE: "evidence", FLOOD: "flood"}
+              EVIDENCE: "evidence", FLOOD: "flood", VIDEO_BOOKMARK: "video_bookmark"}
 
 # Data keys of the core events: 1, 2, 3 are the event's a, b, c
 # (controller.core.events.EVENT_FIELDS names them).
@@ -87,6 +88,7 @@ RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
 CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
 FLOOD_SOURCE, FLOOD_COUNT, FLOOD_FIRST_MS, FLOOD_LAST_MS, FLOOD_DIGEST = 1, 2, 3, 4, 5
 EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
+BOOKMARK_CAMERA, BOOKMARK_START_MS, BOOKMARK_END_MS, BOOKMARK_INCIDENT, BOOKMARK_PROTECT = 1, 2, 3, 4, 5
 
 
 class Context:
@@ -176,6 +178,14 @@ def flood(ctx: Context, source: str, count: int, first_wall_ms: int, last_wall_m
     return make(FLOOD, ev.WARNING, ctx, {FLOOD_SOURCE: source, FLOOD_COUNT: count,
                                          FLOOD_FIRST_MS: first_wall_ms, FLOOD_LAST_MS: last_wall_ms,
                                          FLOOD_DIGEST: digest})
+
+
+def video_bookmark(ctx: Context, camera: str, start_ms: int, end_ms: int, incident_seq: int,
+                   severity: int, protect: bool) -> dict[int, object]:
+    """One camera's clip window around an incident (wall ms), and whether the NVR was asked to protect it."""
+    return make(VIDEO_BOOKMARK, severity, ctx, {BOOKMARK_CAMERA: camera, BOOKMARK_START_MS: start_ms,
+                                                BOOKMARK_END_MS: end_ms, BOOKMARK_INCIDENT: incident_seq,
+                                                BOOKMARK_PROTECT: protect})
 
 
 def telemetry(ctx: Context) -> dict[int, object]:
