@@ -12,13 +12,13 @@ from __future__ import annotations
 import ast
 
 from controller.core import table as T
-from controller.core.catalog import CAMERA_CLASS
+from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS
 from rules.language import DEV_NAME, parse_duration, suggest
 
 FUNCTIONS = ("held", "within", "count", "rate", "changed", "rose", "fell", "mode",
              "schedule", "abs", "min", "max", "bit")
 # Device classes of docs/signals.md; a site may add its own.
-KNOWN_CLASSES = ("io", "battery", "relay", CAMERA_CLASS)
+KNOWN_CLASSES = ("io", "battery", "relay", CAMERA_CLASS, GNSS_CLASS)
 
 _CMP_OPS = {ast.Lt: T.OP_LT, ast.LtE: T.OP_LE, ast.Gt: T.OP_GT, ast.GtE: T.OP_GE,
             ast.Eq: T.OP_EQ, ast.NotEq: T.OP_NE}

@@ -19,7 +19,7 @@ from .errors import CoreError, UnknownSignal
 
 UNITS = (
     "bool", "count", "code", "bits", "V", "A", "W", "Wh", "Ah", "C", "g",
-    "deg", "pct", "s", "ms", "Hz", "ohm", "score",
+    "deg", "pct", "s", "ms", "Hz", "ohm", "score", "m",
 )
 
 DEVICE_TWINS = (
@@ -65,6 +65,7 @@ def device_signals(device, signals):
 # ``cam.<name>.online`` is its twin: a report came within the freshness limit.
 CAMERA_KINDS = ("person", "vehicle", "loiter", "tamper")
 CAMERA_CLASS = "camera"     # cam.<name> is a device of this class for rules (devices = "camera")
+GNSS_CLASS = "gnss"         # pos, the GNSS receiver, is a device of this class (devices = "gnss")
 
 
 # ``zone.<kind>``: 1 while any camera online reports it (a gateway's cameras

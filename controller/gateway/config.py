@@ -10,6 +10,7 @@ typo never leaves a cabinet unguarded.
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 import zoneinfo
 from dataclasses import dataclass
@@ -152,6 +153,14 @@ SCHEMA = Table({
         "protect_topic": Str(TOPIC, "an MQTT topic on the [lan] broker where the NVR takes protect requests",
                              default=""),
     })),
+    "gnss": Table({
+        "port": PATH,
+        "baud": Choice((4800, 9600, 19200, 38400, 57600, 115200), default=9600),
+        "fresh_s": Int(2, 60, default=5),
+        "max_hdop": Int(1, 20, default=5),
+        "max_speed_mps": Int(1, 60, default=15),
+        "reacquire_s": Int(5, 600, default=30),
+    }, optional=True),
     "webhook": Table({
         "listen": Str(r"[0-9a-fA-F.:\[\]]+:[0-9]{1,5}", "ADDRESS:PORT on loopback or the cabinet LAN"),
         "secret": Str(r".{16,256}", "a shared secret of at least 16 characters"),
@@ -270,6 +279,8 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
         if not cam["topic"] and not doc.get("webhook"):
             problems.append(Problem("camera[{}]".format(i), "no source: give topic = ... (with [lan]) or a [webhook]"))
+    if doc.get("gnss") and importlib.util.find_spec("pynmea2") is None:
+        problems.append(Problem("gnss", "the NMEA parser is not installed: pip install 'cabguard[gnss]' (pynmea2)"))
     if doc.get("webhook") and doc["webhook"]["listen"]:
         why = listen_problem(doc["webhook"]["listen"].rpartition(":")[0].strip("[]"))
         if why:

@@ -6,7 +6,8 @@ One thread runs the scan loop on absolute deadlines (controller/gateway/scantime
 Each scan, in order:
 
 1. copy each bus poller's newest snapshot into the input image (no I/O),
-   and drain the cameras' reports into it (controller/gateway/cameras.py);
+   and drain the cameras' reports and the GNSS fixes into it
+   (controller/gateway/cameras.py, position.py);
 2. write the gateway's own signals (late scans, clock trust, journal
    backlog, disk) and, once a second, the ``sched.*`` values and
    ``sys.week_hour``;
@@ -40,6 +41,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Callable
 
@@ -56,6 +58,7 @@ from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
 from controller.gateway.cameras import CameraFeed, CameraSpec
 from controller.gateway.lanlink import LanLink
+from controller.gateway.position import PositionError, PositionFilter, PositionSettings, load_survey, save_survey
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.site import Site
@@ -70,6 +73,7 @@ from controller.journal.journal import Journal
 from drivers.clock import Clock
 from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
+from drivers.gnss import NmeaReader
 from drivers.mqtt import BrokerSettings
 from drivers.sdnotify import Notifier
 
@@ -82,6 +86,7 @@ PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these 
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
+POSITION_FILE = "position.json"   # the surveyed position (`pos survey`)
 # `password = "..."`, `broker_secret = '...'`, `token = ...`: the value goes, the key stays.
 _SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
 
@@ -123,7 +128,16 @@ class Gateway:
         self.cameras = CameraFeed(self.catalog, [CameraSpec(c["name"], c["topic"], c["fresh_s"] * 1000, c["hold_s"] * 1000)
                                                  for c in settings.cameras],
                                   lambda: self.clock.monotonic_ns() // 1_000_000)
+        self.refused_inputs: list[str] = []     # files refused before the journal opened: recorded at start
         self.lan = self._lan_link(settings)
+        self.position: PositionFilter | None = None
+        self.gnss: NmeaReader | None = None
+        if settings.gnss:
+            g = settings.gnss
+            self.position = PositionFilter(self.catalog, PositionSettings(
+                g["fresh_s"] * 1000, g["max_hdop"] * 100, float(g["max_speed_mps"]), g["reacquire_s"] * 1000),
+                self._surveyed())
+            self.gnss = NmeaReader(g["port"], g["baud"], lambda: self.clock.monotonic_ns() // 1_000_000)
         self.webhook: Webhook | None = None
         self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
         self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
@@ -154,6 +168,34 @@ class Gateway:
         self.health = HealthReporter(self.journal, lambda: self.context(False), self.note, log)
         self.status = StatusView(self)
         self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+
+    def _surveyed(self) -> tuple[float, float] | None:
+        """The surveyed position kept in the state folder; an unreadable one is a health record."""
+        try:
+            return load_survey(self.state_dir / POSITION_FILE)
+        except PositionError as e:
+            self.refused_inputs.append(str(e))
+            return None
+
+    def survey_position(self) -> str:
+        """``pos survey`` (console): the mean of the last minute's good fixes becomes the
+        surveyed position, kept in the state folder.  Runs in the loop thread."""
+        if self.position is None:
+            raise PositionError("no [gnss] receiver in the site config")
+        done: Future[tuple] = Future()
+
+        def survey() -> None:
+            try:
+                done.set_result(self.position.survey(self.clock.monotonic_ns() // 1_000_000))
+            except PositionError as e:
+                done.set_exception(e)
+        self.run_in_loop(survey)
+        try:
+            lat, lon, fixes, spread = done.result(5)
+        except FutureTimeout:
+            raise PositionError("the scan loop did not take the survey within 5 s") from None
+        save_survey(self.state_dir / POSITION_FILE, lat, lon, fixes, spread)
+        return "surveyed at {:.7f}, {:.7f} from {} fixes (spread {:.1f} m)".format(lat, lon, fixes, spread)
 
     def _lan_link(self, settings) -> LanLink | None:
         """The LAN broker's link, if the config has one (camera events in, MQTT outputs out)."""
@@ -212,6 +254,10 @@ class Gateway:
         self._journal_catalog()
         if self.lan is not None:
             self.lan.start()
+        if self.gnss is not None:
+            self.gnss.start()
+        for why in self.refused_inputs:
+            self.health.record(R.HEALTH_INPUT_REFUSED, why, ALARM)
         hook = self.settings.webhook
         if hook:
             host, _, port = hook["listen"].rpartition(":")
@@ -264,6 +310,10 @@ class Gateway:
         for poller, indices in self._poll_idx:
             poller.copy_into(image, indices)
         self.cameras.fill(image, now_ns // 1_000_000)
+        if self.position is not None:
+            for fix in self.gnss.drain():
+                self.position.feed(fix)
+            self.position.fill(image, now_ns // 1_000_000)
         idx = self._idx
         image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
         image[idx["sys.clock_trusted"]] = int(self.trusted)
@@ -492,5 +542,7 @@ class Gateway:
             self.webhook.stop()
         if self.lan is not None:
             self.lan.stop()
+        if self.gnss is not None:
+            self.gnss.stop()
         if self.housekeeper.is_alive():
             self.housekeeper.join(2 * HOUSEKEEPING_S)

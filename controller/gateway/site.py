@@ -14,12 +14,13 @@ from pathlib import Path
 
 from controller.core.anomaly import ModelTables
 from controller.core.catalog import (
-    ANOMALY_SIGNALS, CAMERA_CLASS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, camera_signals, device_signals,
+    ANOMALY_SIGNALS, CAMERA_CLASS, GNSS_CLASS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, camera_signals, device_signals,
     schedule_signals,
 )
 from controller.core.errors import UnknownSignal
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.gateway.config import ConfigError, SiteConfig, core_values
+from controller.gateway.position import POSITION_SIGNALS
 from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
 from drivers.errors import DriverError
@@ -47,6 +48,7 @@ class GatewaySettings:
     lan: dict | None = None          # [lan]: the cabinet LAN's MQTT broker
     cameras: tuple = ()              # [[camera]] tables
     webhook: dict | None = None      # [webhook]
+    gnss: dict | None = None         # [gnss]: the GNSS receiver
 
 
 def gateway_settings(config: SiteConfig) -> GatewaySettings:
@@ -61,7 +63,7 @@ def gateway_settings(config: SiteConfig) -> GatewaySettings:
         journal_dir=doc["journal"]["dir"], journal_budget_bytes=doc["journal"]["budget_mb"] << 20,
         record_key=Path(doc["keys"]["record"]), model_path=(doc.get("model") or {}).get("path", ""),
         config_path=str(config.path), lan=doc.get("lan"), cameras=tuple(doc.get("camera") or ()),
-        webhook=doc.get("webhook"))
+        webhook=doc.get("webhook"), gnss=doc.get("gnss"))
 
 
 @dataclass
@@ -154,6 +156,8 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
             specs += device_signals(instance, signals)
     specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names()) + list(ANOMALY_SIGNALS) + list(ZONE_SIGNALS)
     specs += camera_signals([c["name"] for c in doc.get("camera") or []])
+    if doc.get("gnss"):
+        specs += list(POSITION_SIGNALS)
     catalog = Catalog(specs)
     broken = frozenset(d["name"] for d in doc["device"] if d["name"] not in profiles)
     core, zones = core_config(doc, catalog, problems, broken)
@@ -171,4 +175,6 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
             by_device[name] = p
     classes = {name: profile.device_class for name, profile in profiles.items()}
     classes.update({"cam." + c["name"]: CAMERA_CLASS for c in doc.get("camera") or []})
+    if doc.get("gnss"):
+        classes["pos"] = GNSS_CLASS
     return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, gateway_settings(config), model)
