@@ -10,12 +10,10 @@ import time
 
 import pytest
 
-from controller.core.catalog import Catalog
+from controller.core.catalog import POSITION_SIGNALS, Catalog
 from controller.devtools.bench.senses import SURVEY_S, carry_ttd, position_alarms
-from controller.gateway.position import (
-    POSITION_SIGNALS, PositionError, PositionFilter, PositionSettings, load_survey, offset_m, save_survey,
-)
-from drivers.gnss import Fix, GnssError, NmeaReader, parse_gga
+from controller.gateway.position import PositionError, PositionFilter, load_survey, save_survey
+from drivers.gnss import Fix, GnssError, NmeaReader, TrackSettings, offset_m, parse_gga
 from simulator.gnss import PortGnss, gga
 from tests.waiting import wait_until
 
@@ -63,7 +61,7 @@ def test_the_reader_takes_fixes_from_a_pty_and_counts_the_bad_lines():
 
 def catalog_and_filter(surveyed=None) -> tuple[Catalog, PositionFilter]:
     catalog = Catalog(list(POSITION_SIGNALS))
-    return catalog, PositionFilter(catalog, PositionSettings(), surveyed)
+    return catalog, PositionFilter(catalog, TrackSettings(), surveyed)
 
 
 def at(lat0: float, lon0: float, east: float, north: float, ms: int, hdop_x100: int = 150) -> Fix:
@@ -95,12 +93,12 @@ def test_a_multipath_jump_is_ignored_a_carry_is_followed_and_a_long_absence_reac
     for t in range(5, 15):                       # 10 s off by 35 m at a good HDOP
         filt.feed(at(52.0, 4.0, 35, 5, t * 1000))
     filt.fill(image, 14_000)
-    assert values(catalog, image, "dist_m") == (1,) and filt.jumps == 10
+    assert values(catalog, image, "dist_m") == (1,) and filt.track.jumps == 10
     for t in range(15, 40):                      # a truck: 1.5 m/s² up to 5 m/s
         d = min(0.75 * (t - 15) ** 2, 5 * (t - 15) - 8.3) if t > 15 else 0
         filt.feed(at(52.0, 4.0, 0.5, d, t * 1000))
     filt.fill(image, 39_000)
-    assert values(catalog, image, "dist_m")[0] > 100 and filt.jumps == 10
+    assert values(catalog, image, "dist_m")[0] > 100 and filt.track.jumps == 10
     catalog, filt = catalog_and_filter((52.0, 4.0))
     filt.feed(at(52.0, 4.0, 0, 0, 0))
     for t in range(1, 40):                       # elsewhere after an outage: taken after reacquire_s
@@ -183,7 +181,7 @@ def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(tmp_path):
         assert wait_until(lambda: gw.image[idx["pos.online"]] and gw.image[idx["pos.fix"]], 5)
         assert gw.image[idx["pos.surveyed"]] == 0
         path = CommandPath(gw)
-        assert wait_until(lambda: len(gw.position.recent) >= 40, 10)
+        assert wait_until(lambda: len(gw.position.track.recent) >= 40, 10)
         answer = path.execute(cm.parse("pos survey", actor="ida"))
         assert answer.startswith("surveyed at"), answer
         assert load_survey(tmp_path / "state" / "position.json") == gw.position.surveyed

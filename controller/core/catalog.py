@@ -75,6 +75,13 @@ GNSS_CLASS = "gnss"         # pos, the GNSS receiver, is a device of this class 
 ZONE_SIGNALS = tuple(("zone." + kind, "bool", 0) for kind in CAMERA_KINDS)
 
 
+# A GNSS receiver's signals (controller/gateway/position.py), with [gnss].
+POSITION_SIGNALS = (
+    ("pos.online", "bool", 0), ("pos.fix", "code", 0), ("pos.sats", "count", 0), ("pos.hdop", "count", -2),
+    ("pos.surveyed", "bool", 0), ("pos.dist_m", "m", 0), ("pos.err_m", "m", 0),
+)
+
+
 def camera_signals(names):
     """``cam.<name>.<kind>`` and ``cam.<name>.online`` per camera, set by the shell."""
     specs = []

@@ -58,7 +58,7 @@ from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
 from controller.gateway.cameras import CameraFeed, CameraSpec
 from controller.gateway.lanlink import LanLink
-from controller.gateway.position import PositionError, PositionFilter, PositionSettings, load_survey, save_survey
+from controller.gateway.position import PositionError, PositionFilter, load_survey, save_survey
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.site import Site
@@ -73,7 +73,7 @@ from controller.journal.journal import Journal
 from drivers.clock import Clock
 from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
-from drivers.gnss import NmeaReader
+from drivers.gnss import NmeaReader, TrackSettings
 from drivers.mqtt import BrokerSettings
 from drivers.sdnotify import Notifier
 
@@ -134,7 +134,7 @@ class Gateway:
         self.gnss: NmeaReader | None = None
         if settings.gnss:
             g = settings.gnss
-            self.position = PositionFilter(self.catalog, PositionSettings(
+            self.position = PositionFilter(self.catalog, TrackSettings(
                 g["fresh_s"] * 1000, g["max_hdop"] * 100, float(g["max_speed_mps"]), g["reacquire_s"] * 1000),
                 self._surveyed())
             self.gnss = NmeaReader(g["port"], g["baud"], lambda: self.clock.monotonic_ns() // 1_000_000)

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from controller.core.anomaly import ModelTables
 from controller.core.catalog import (
-    ANOMALY_SIGNALS, CAMERA_CLASS, GNSS_CLASS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, camera_signals, device_signals,
+    ANOMALY_SIGNALS, CAMERA_CLASS, GNSS_CLASS, POSITION_SIGNALS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, camera_signals, device_signals,
     schedule_signals,
 )
 from controller.core.errors import UnknownSignal
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.gateway.config import ConfigError, SiteConfig, core_values
-from controller.gateway.position import POSITION_SIGNALS
 from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
 from drivers.errors import DriverError

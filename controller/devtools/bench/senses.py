@@ -30,14 +30,15 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.core import modes, ticks
-from controller.core.catalog import GNSS_CLASS, ZONE_SIGNALS, Catalog, camera_signals
+from controller.core.catalog import GNSS_CLASS, POSITION_SIGNALS, ZONE_SIGNALS, Catalog, camera_signals
 from controller.core.evaluator import Evaluator
 from controller.core.table import Table
 from controller.devtools.bench import Figure
 from controller.gateway.cameras import CameraFeed, CameraSpec
 from controller.gateway.lanlink import LanLink
-from controller.gateway.position import POSITION_SIGNALS, PositionFilter, PositionSettings
+from controller.gateway.position import PositionFilter
 from controller.gateway.scantimer import ScanTimer
+from drivers.gnss import TrackSettings
 from drivers.mqtt import BrokerSettings
 from rules.compiler import SiteCatalog, compile_files
 from rules.language import PACKS
@@ -108,7 +109,7 @@ def position_alarms(gnss: PortGnss, seconds: int, scans_per_fix: int = 1) -> lis
     compiled = compile_files([str(PACKS / "position.toml")], site)
     evaluator = Evaluator(Table(compiled.data, catalog.size), ticks.diff)
     alarm_rules = {i for i, rid in enumerate(evaluator.table.ids) if rid.startswith("moved_from_place")}
-    filt = PositionFilter(catalog, PositionSettings())
+    filt = PositionFilter(catalog, TrackSettings())
     for t in range(SURVEY_S):
         filt.feed(gnss.fix_at(t))
     filt.survey(SURVEY_S * 1000)
