@@ -153,6 +153,12 @@ SCHEMA = Table({
         "protect_topic": Str(TOPIC, "an MQTT topic on the [lan] broker where the NVR takes protect requests",
                              default=""),
     })),
+    "opcua": Table({
+        "listen": Str(r"[0-9a-fA-F.:\[\]]+:[0-9]{1,5}", "ADDRESS:PORT on loopback or the cabinet LAN"),
+        "username": Str(r"[A-Za-z0-9._\-]{1,64}", "a user name: letters, digits, '.', '_' or '-'"),
+        "password": Str(r".{12,256}", "a password of at least 12 characters"),
+        "publish_ms": Int(100, 60000, default=1000),
+    }, optional=True),
     "gnss": Table({
         "port": PATH,
         "baud": Choice((4800, 9600, 19200, 38400, 57600, 115200), default=9600),
@@ -279,6 +285,12 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
         if not cam["topic"] and not doc.get("webhook"):
             problems.append(Problem("camera[{}]".format(i), "no source: give topic = ... (with [lan]) or a [webhook]"))
+    if doc.get("opcua") and importlib.util.find_spec("asyncua") is None:
+        problems.append(Problem("opcua", "the OPC UA server is not installed: pip install 'cabguard[opcua]' (asyncua)"))
+    if doc.get("opcua") and doc["opcua"]["listen"]:
+        why = listen_problem(doc["opcua"]["listen"].rpartition(":")[0].strip("[]"))
+        if why:
+            problems.append(Problem("opcua.listen", why.replace("the webhook", "OPC UA")))
     if doc.get("gnss") and importlib.util.find_spec("pynmea2") is None:
         problems.append(Problem("gnss", "the NMEA parser is not installed: pip install 'cabguard[gnss]' (pynmea2)"))
     if doc.get("webhook") and doc["webhook"]["listen"]:

@@ -68,6 +68,7 @@ from controller.gateway.tables import TableSlot
 from controller.gateway.timeline import describe
 from controller.gateway.webhook import Webhook
 from controller.journal import records as R
+from controller.link.opcuaproc import OpcuaProcess
 from controller.journal.evidence import EvidenceRing, evidence_record, incident_record
 from controller.journal.journal import Journal
 from drivers.clock import Clock
@@ -139,6 +140,7 @@ class Gateway:
                 self._surveyed())
             self.gnss = NmeaReader(g["port"], g["baud"], lambda: self.clock.monotonic_ns() // 1_000_000)
         self.webhook: Webhook | None = None
+        self.opcua: OpcuaProcess | None = None     # started by run.build with [opcua]
         self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
         self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
         self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
@@ -343,6 +345,8 @@ class Gateway:
             self.last_late = self.timer.late_scans
             self.health.record(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
                 self.last_late, self.timer.last_lateness_ns / 1e6))
+        if self.opcua is not None:
+            self.opcua.offer(image, MODE_NAMES[self.state.mode], list(self.active_rules))
         if self.on_scan:
             self.on_scan(self)
 

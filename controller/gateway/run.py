@@ -28,6 +28,7 @@ from controller.gateway.site import Site, assemble
 from controller.journal import records as R
 from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.link.uplink import with_checkpoint
+from controller.link.opcuaproc import OpcuaProcess, OpcuaSpec
 from controller.link.uplinkproc import UplinkProcess, UplinkSpec
 from controller.link.wire import Topics
 from drivers import pidlock
@@ -47,12 +48,16 @@ class Services:
     path: CommandPath
     console: ConsoleServer | None = None
     uplink: UplinkProcess | None = None
+    opcua: OpcuaProcess | None = None
 
     def stop(self, why: str) -> None:
         if self.console:
             self.console.stop()
         if self.uplink:
             self.uplink.stop()
+        if self.opcua:
+            self.gateway.opcua = None
+            self.opcua.stop()
         self.gateway.stop(why)
 
 
@@ -125,6 +130,15 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
     return uplink.start()
 
 
+def start_opcua(gateway: Gateway, doc: dict) -> OpcuaProcess:
+    """The read-only OPC UA server in its own process (controller/link/opcuaproc.py)."""
+    host, _, port = doc["listen"].rpartition(":")
+    catalog = gateway.catalog
+    spec = OpcuaSpec(host.strip("[]"), int(port), doc["username"], doc["password"], gateway.gateway_id,
+                     catalog.specs(), list(catalog.devices))
+    return OpcuaProcess(spec, doc["publish_ms"]).start()
+
+
 def load_site(config_path: str, state_dir: str) -> tuple[Site, ConfigError | None]:
     """The site to run, and the error that forced a fallback (if any).  A config
     is good only if what it names (profiles, model) is good too: any problem
@@ -172,6 +186,8 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         services.console = start_console(gateway, services.path, console_doc, console_link)
     if doc.get("uplink"):
         services.uplink = start_uplink(gateway, services.path, doc["uplink"])
+    if doc.get("opcua"):
+        services.opcua = gateway.opcua = start_opcua(gateway, doc["opcua"])
     gateway.log(started_line(gateway, doc))
     return services
 
