@@ -20,6 +20,7 @@ from controller.gateway.lanlink import LanLink
 from controller.gateway.webhook import SECRET_HEADER, Webhook, listen_problem
 from drivers.mqtt import BrokerSettings
 from tests.sitetext import MINIMAL_SITE
+from tests.test_runtime import cabinet  # noqa: F401 (the fixture)
 from tests.waiting import wait_until
 
 SECRET = "s3cret-s3cret-s3cret"
@@ -252,11 +253,10 @@ def test_the_camera_pack_combines_what_cameras_see_with_the_cabinet(tmp_path, ch
     assert got == want
 
 
-def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_preset(tmp_path, broker):
+def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_preset(cabinet, broker):
     """End to end: a real gateway on the simulator, a camera heard through the
     webhook, an alarm whose plan takes the floodlights (GPIO) and the camera
     preset (an MQTT command on the LAN broker), and an ack that ends both."""
-    from controller.cli.keygen import generate_keys
     from controller.core import modes
     from controller.core.events import CMD_ACK, CMD_ARM
     from controller.core.events import EV_MODE
@@ -264,18 +264,11 @@ def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_prese
     from controller.journal import records as R
     from controller.journal.evidence import verified_records
     from drivers.keys import EpochKeys, load_key
-    from drivers.cose import ALG_AES_MAC_128_128
     from simulator.broker import free_port
-    from simulator.bus import SimBus, Simulator
-    from simulator.slave import SimDevice
-    from tests.test_runtime import SITE, start, stop
-    sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
-                                      SimDevice("relay", "relay4", 4)])]).start()
-    sim.device("io").set(door_bolt=1)
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    from tests.test_runtime import start, stop
+    sim, site, tmp_path = cabinet
     hook_port = free_port()
-    site = tmp_path / "site.toml"
-    site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port) + """
+    site.write_text(site.read_text() + """
 [lan]
 broker = "127.0.0.1:{broker}"
 [[camera]]
@@ -330,7 +323,6 @@ armed = [{{ do = "siren" }}, {{ do = "lights" }}, {{ do = "camera", after_s = 1 
     finally:
         stop(gw, thread)
         vms.loop_stop()
-        sim.stop()
     records = list(verified_records(tmp_path / "journal", EpochKeys(load_key(tmp_path / "keys" / "record.key"))))
     marks = [r for r in records if r[R.TYPE] == R.VIDEO_BOOKMARK]
     alarm = next(r for r in records if r[R.TYPE] == EV_MODE and r[R.DATA][2] == modes.ALARM)

@@ -11,14 +11,10 @@ asyncua = pytest.importorskip("asyncua")
 
 from asyncua import Client, ua  # noqa: E402
 
-from controller.cli.keygen import generate_keys  # noqa: E402
 from controller.core import modes  # noqa: E402
 from controller.core.events import CMD_ARM  # noqa: E402
-from drivers.cose import ALG_AES_MAC_128_128  # noqa: E402
 from simulator.broker import free_port  # noqa: E402
-from simulator.bus import SimBus, Simulator  # noqa: E402
-from simulator.slave import SimDevice  # noqa: E402
-from tests.test_runtime import SITE, start, stop  # noqa: E402
+from tests.test_runtime import cabinet, start, stop  # noqa: E402,F401 (cabinet: the fixture)
 from tests.waiting import wait_until  # noqa: E402
 
 PASSWORD = "scada-reads-only-1"
@@ -44,15 +40,10 @@ async def read_as(url: str, user: str | None, password: str | None, names: list[
         return out
 
 
-def test_scada_reads_the_image_and_mode_with_its_user_and_nobody_anonymous(tmp_path):
-    sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
-                                      SimDevice("relay", "relay4", 4)])]).start()
-    sim.device("io").set(door_bolt=1)
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+def test_scada_reads_the_image_and_mode_with_its_user_and_nobody_anonymous(cabinet):
+    sim, site, _d = cabinet
     port = free_port()
-    site = tmp_path / "site.toml"
-    site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port)
-                    + '\n[opcua]\nlisten = "127.0.0.1:{}"\nusername = "scada"\npassword = "{}"\npublish_ms = 200\n'
+    site.write_text(site.read_text() + '\n[opcua]\nlisten = "127.0.0.1:{}"\nusername = "scada"\npassword = "{}"\npublish_ms = 200\n'
                     .format(port, PASSWORD))
     gw, thread = start(site)
     url = "opc.tcp://127.0.0.1:{}/cabguard/".format(port)
@@ -77,4 +68,3 @@ def test_scada_reads_the_image_and_mode_with_its_user_and_nobody_anonymous(tmp_p
             asyncio.run(read_as(url, "scada", "wrong-password-x", ["Mode"]))
     finally:
         stop(gw, thread)
-        sim.stop()

@@ -15,6 +15,7 @@ from controller.devtools.bench.senses import SURVEY_S, carry_ttd, position_alarm
 from controller.gateway.position import PositionError, PositionFilter, load_survey, save_survey
 from drivers.gnss import Fix, GnssError, NmeaReader, TrackSettings, offset_m, parse_gga
 from simulator.gnss import PortGnss, gga
+from tests.test_runtime import cabinet  # noqa: F401 (the fixture)
 from tests.waiting import wait_until
 
 GOOD = "$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47"
@@ -147,23 +148,15 @@ def test_a_cabinet_carried_50_m_while_armed_alarms_within_10_s(speed):
     assert ttd is not None and ttd <= 10
 
 
-def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(tmp_path):
+def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(cabinet):
     """A real gateway reads a simulated receiver on a pty (10 fixes/s) and the
     installer's `pos survey` becomes the cabinet's place."""
-    from controller.cli.keygen import generate_keys
     from controller.console import commands as cm
     from controller.console.commandpath import CommandPath
-    from drivers.cose import ALG_AES_MAC_128_128
-    from simulator.bus import SimBus, Simulator
-    from simulator.slave import SimDevice
-    from tests.test_runtime import SITE, start, stop
-    sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
-                                      SimDevice("relay", "relay4", 4)])]).start()
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    from tests.test_runtime import start, stop
+    _sim, site, tmp_path = cabinet
     master, slave = os.openpty()
-    site = tmp_path / "site.toml"
-    site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port)
-                    + '\n[gnss]\nport = "{}"\n'.format(os.ttyname(slave)))
+    site.write_text(site.read_text() + '\n[gnss]\nport = "{}"\n'.format(os.ttyname(slave)))
     stop_feed = threading.Event()
 
     def receiver() -> None:
@@ -190,7 +183,6 @@ def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(tmp_path):
     finally:
         stop_feed.set()
         stop(gw, thread)
-        sim.stop()
         os.close(master)
         os.close(slave)
     from controller.journal import records as R

@@ -35,13 +35,14 @@ import asyncio
 import hmac
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+
+from controller.link.child import reap, spawn
 
 OPCUA_NICE = 10
 STOP_TIMEOUT_S = 5.0
@@ -75,12 +76,7 @@ class OpcuaProcess:
         self.feeder = threading.Thread(target=self._feed, name="opcua-feed", daemon=True)
 
     def start(self) -> "OpcuaProcess":
-        ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "controller.link.opcuaproc", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-        self.conn = Connection(ours.detach())
+        self.process, self.conn = spawn("controller.link.opcuaproc")
         self.conn.send(self.spec)
         self.feeder.start()
         return self
@@ -114,12 +110,7 @@ class OpcuaProcess:
                 self.conn.send(("stop",))
             except OSError:
                 pass
-        if self.process is not None:
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        reap(self.process, STOP_TIMEOUT_S)
         if self.conn is not None:
             self.conn.close()
 
