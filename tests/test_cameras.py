@@ -262,8 +262,12 @@ def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_prese
     from controller.core.events import EV_MODE
     from controller.core.outputs import OUT_LIGHTS
     from controller.journal import records as R
+    from controller.journal.browse import entries, incidents
     from controller.journal.evidence import verified_records
     from drivers.keys import EpochKeys, load_key
+
+    def records() -> list[dict]:
+        return list(verified_records(tmp_path / "journal", EpochKeys(load_key(tmp_path / "keys" / "record.key"))))
     from simulator.broker import free_port
     from tests.test_runtime import start, stop
     sim, site, tmp_path = cabinet
@@ -296,6 +300,7 @@ armed = [{{ do = "siren" }}, {{ do = "lights" }}, {{ do = "camera", after_s = 1 
     vms.connect("127.0.0.1", broker.port)
     vms.loop_start()
     gw, thread = start(site)
+    gw.evidence.after_ms = 1000          # the incident record a second after the alarm, not ten
 
     def heartbeat() -> int:
         conn = http.client.HTTPConnection("127.0.0.1", hook_port, timeout=5)
@@ -320,15 +325,19 @@ armed = [{{ do = "siren" }}, {{ do = "lights" }}, {{ do = "camera", after_s = 1 
         assert wait_until(lambda: seen[-1:] == [b"1"], 5)
         assert not gw.bank.outputs[OUT_LIGHTS].device.pin.state
         assert wait_until(lambda: protect, 5)
+        assert wait_until(lambda: any(r[R.TYPE] == R.INCIDENT for r in records()), 5)
     finally:
         stop(gw, thread)
         vms.loop_stop()
-    records = list(verified_records(tmp_path / "journal", EpochKeys(load_key(tmp_path / "keys" / "record.key"))))
-    marks = [r for r in records if r[R.TYPE] == R.VIDEO_BOOKMARK]
-    alarm = next(r for r in records if r[R.TYPE] == EV_MODE and r[R.DATA][2] == modes.ALARM)
+    marks = [r for r in records() if r[R.TYPE] == R.VIDEO_BOOKMARK]
+    alarm = next(r for r in records() if r[R.TYPE] == EV_MODE and r[R.DATA][2] == modes.ALARM)
     assert len(marks) == 1
     mark = marks[0][R.DATA]
     assert mark[R.BOOKMARK_CAMERA] == "gate" and mark[R.BOOKMARK_INCIDENT] == alarm[R.SEQ]
     assert mark[R.BOOKMARK_END_MS] - mark[R.BOOKMARK_START_MS] == 80_000 and mark[R.BOOKMARK_PROTECT]
     assert protect == [{"gateway": "gw-test", "camera": "gate", "start_ms": mark[R.BOOKMARK_START_MS],
                         "end_ms": mark[R.BOOKMARK_END_MS], "incident_seq": alarm[R.SEQ]}]
+    [incident] = incidents(entries(tmp_path / "journal", load_key(tmp_path / "keys" / "record.key")))
+    assert incident.trigger.seq == alarm[R.SEQ]
+    assert incident.bookmarks == [{"seq": marks[0][R.SEQ], "camera": "gate", "start_ms": mark[R.BOOKMARK_START_MS],
+                                   "end_ms": mark[R.BOOKMARK_END_MS], "protect": True}]

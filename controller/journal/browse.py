@@ -173,23 +173,30 @@ class Incident:
     evidence_seq: int
     window_ms: int          # the evidence window's length (0: not written yet)
     scans: int
+    bookmarks: list[dict] = field(default_factory=list)   # its cameras' video bookmarks (docs/journal.md)
 
 
 def incidents(all_entries: Iterable[Entry]) -> list[Incident]:
     by_seq: dict[int, Entry] = {}
     found: list[Incident] = []
     windows: dict[int, tuple[int, int]] = {}    # evidence seq -> (window ms, scans)
+    marks: dict[int, list[dict]] = {}           # trigger seq -> its video bookmarks
     for e in all_entries:
         by_seq[e.seq] = e
         data = e.record.get(R.DATA, {})
         if e.type == "evidence":
             deltas = data.get(R.EVIDENCE_DELTAS, [])
             windows[e.seq] = (sum(d[0] for d in deltas), len(deltas))
+        elif e.type == "video_bookmark":
+            marks.setdefault(data.get(R.BOOKMARK_INCIDENT, -1), []).append({
+                "seq": e.seq, "camera": data.get(R.BOOKMARK_CAMERA), "start_ms": data.get(R.BOOKMARK_START_MS),
+                "end_ms": data.get(R.BOOKMARK_END_MS), "protect": data.get(R.BOOKMARK_PROTECT, False)})
         elif e.type == "incident":
             found.append(Incident(e.seq, e.time, e.severity, by_seq.get(data.get(R.INCIDENT_TRIGGER, -1)),
                                   data.get(R.INCIDENT_EVIDENCE, -1), 0, 0))
     for inc in found:
         inc.window_ms, inc.scans = windows.get(inc.evidence_seq, (0, 0))
+        inc.bookmarks = marks.get(inc.trigger.seq if inc.trigger else -1, [])
     return found
 
 
