@@ -137,7 +137,7 @@ async def serve(conn: Connection, spec: OpcuaSpec) -> None:
     server.set_endpoint("opc.tcp://{}:{}/cabguard/".format(spec.host, spec.port))
     server.set_server_name("cabguard {}".format(spec.gateway_id))
     server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    server.set_security_IDs(["Username"])
+    server.set_identity_tokens([ua.UserNameIdentityToken])      # no anonymous sessions
     ns = await server.register_namespace(NAMESPACE)
     root = await server.nodes.objects.add_object(ns, "Cabguard")
     await root.add_variable(ns, "Gateway", spec.gateway_id)
