@@ -19,7 +19,7 @@ from pathlib import Path
 from controller.console.auth import PeopleStore, otpauth_uri
 from controller.devtools.mpy import ROOT, portable_files
 from controller.errors import CabguardError
-from controller.gateway.config import SiteConfig, load
+from controller.gateway.config import SiteConfig, extras_needed, load
 from drivers.atomicfile import write_output
 
 # Config keys that name files or folders on the gateway (docs/config.md).
@@ -39,7 +39,7 @@ def _value(config: SiteConfig, section: str, key: str) -> str:
 def gateway_paths(config: SiteConfig) -> dict[str, str]:
     """What flash.sh installs where: ``section.key`` -> value, plus id, site and console port."""
     out = {"gateway.id": config.gateway_id, "gateway.site": config.doc["gateway"]["site"],
-           "console.port": _value(config, "console", "port")}
+           "console.port": _value(config, "console", "port"), "extras": ",".join(extras_needed(config.doc))}
     for section, key in PATH_KEYS:
         out["{}.{}".format(section, key)] = _value(config, section, key)
     return out

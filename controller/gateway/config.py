@@ -285,14 +285,10 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
         if not cam["topic"] and not doc.get("webhook"):
             problems.append(Problem("camera[{}]".format(i), "no source: give topic = ... (with [lan]) or a [webhook]"))
-    if doc.get("opcua") and importlib.util.find_spec("asyncua") is None:
-        problems.append(Problem("opcua", "the OPC UA server is not installed: pip install 'cabguard[opcua]' (asyncua)"))
     if doc.get("opcua") and doc["opcua"]["listen"]:
         why = listen_problem(doc["opcua"]["listen"].rpartition(":")[0].strip("[]"))
         if why:
             problems.append(Problem("opcua.listen", why.replace("the webhook", "OPC UA")))
-    if doc.get("gnss") and importlib.util.find_spec("pynmea2") is None:
-        problems.append(Problem("gnss", "the NMEA parser is not installed: pip install 'cabguard[gnss]' (pynmea2)"))
     if doc.get("webhook") and doc["webhook"]["listen"]:
         why = listen_problem(doc["webhook"]["listen"].rpartition(":")[0].strip("[]"))
         if why:
@@ -308,6 +304,23 @@ def _cross_checks(doc: dict) -> list[Problem]:
                 dev["address"], dev["bus"], addresses[key])))
         addresses.setdefault(key, dev["name"])
     return problems
+
+
+# Sections whose parts come with an extra of the package: (section, module, extra).
+EXTRAS = (("gnss", "pynmea2", "gnss"), ("opcua", "asyncua", "opcua"))
+
+
+def extras_needed(doc: dict) -> list[str]:
+    """The package extras a config's sections need (flash.sh bundles them)."""
+    return [extra for section, _module, extra in EXTRAS if doc.get(section)]
+
+
+def missing_extras(config: SiteConfig) -> ConfigError | None:
+    """The sections whose extra is not installed on this machine (checked where the gateway runs)."""
+    problems = [Problem(section, "needs the {} extra, not installed here: pip install 'cabguard[{}]' ({})".format(
+        extra, extra, module)) for section, module, extra in EXTRAS
+        if config.doc.get(section) and importlib.util.find_spec(module) is None]
+    return ConfigError(config.path, problems) if problems else None
 
 
 def parse(text: str, path: str) -> SiteConfig:

@@ -22,7 +22,7 @@ from controller.console.view import ConsoleView
 from controller.core.events import ALARM
 from controller.core.modes import MODE_NAMES
 from controller.errors import CabguardError
-from controller.gateway.config import ConfigError, last_good_path, load, remember_good
+from controller.gateway.config import ConfigError, last_good_path, load, missing_extras, remember_good
 from controller.gateway.loop import Gateway
 from controller.gateway.site import Site, assemble
 from controller.journal import records as R
@@ -168,6 +168,9 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
     """Load the config (falling back to the last good one), assemble, start everything."""
     site, fallback = load_site(config_path, state_dir or state_dir_of(config_path))
     config = site.config
+    missing = missing_extras(config)
+    if missing is not None:
+        raise missing
     doc = config.doc
     gateway = Gateway(site, **gateway_options)
     if doc.get("rules"):
