@@ -76,7 +76,7 @@ def test_toml_syntax_error_names_line():
 
 def test_outputs_need_exactly_one_target(tmp_path):
     bad = GOOD.format(state=tmp_path).replace("gpio = 17", 'gpio = 17\ndevice = "relay"\ncoil = "k2"')
-    with pytest.raises(ConfigError, match="outputs.siren: give either gpio"):
+    with pytest.raises(ConfigError, match="outputs.siren: give exactly one of gpio"):
         parse(bad, "site.toml")
 
 

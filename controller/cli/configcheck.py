@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller.gateway.config import ConfigError, SiteConfig, load
+from controller.gateway.config import ConfigError, SiteConfig, load, missing_extras
 from controller.gateway.schema import Problem
 from controller.gateway.site import Site, assemble
 from controller.gateway.sitefiles import Sources, file_problems
@@ -42,6 +42,9 @@ def main(args: argparse.Namespace) -> int:
         problems += e.problems
     sources = Sources(args.installing, args.keys or "", args.model or "", tuple(args.rules or ()))
     problems += file_problems(config, site.catalog if site else None, site.device_classes if site else {}, sources)
+    missing = None if args.installing else missing_extras(config)   # on the gateway: are they installed?
+    if missing is not None:
+        problems += missing.problems
     if problems:
         raise ConfigError(args.config, problems)
     assert site is not None

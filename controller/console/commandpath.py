@@ -43,6 +43,7 @@ class CommandPath:
             "config check": self._config_check,
             "config show": lambda req, now: self.gateway.config_text(),
             "bus scan": self._bus_scan,
+            "pos survey": lambda req, now: self.gateway.survey_position(),
         }
 
     def grant_active(self, wall_s: float) -> bool:
