@@ -16,7 +16,7 @@ from controller.gateway.config import ConfigError, SiteConfig, load, missing_ext
 from controller.gateway.schema import Problem
 from controller.gateway.site import Site, assemble
 from controller.gateway.sitefiles import Sources, file_problems
-from drivers.modbus.budget import device_load, verdict
+from drivers.modbus.budget import device_load, read_limit_s, verdict
 from drivers.modbus.profiles import load_profile
 
 
@@ -24,9 +24,10 @@ def wire_budgets(config: SiteConfig) -> list[tuple[str, str]]:
     """(ok | warning | error, line) per bus: its devices' polls against its baud."""
     out = []
     for bus in config.doc["bus"]:
-        devices = [device_load(d["name"], load_profile(d["profile"]), d["poll_ms"], bus["baud"],
-                               bus["timeout_ceiling_ms"] / 1000)
-                   for d in config.doc["device"] if d["bus"] == bus["name"]]
+        on_bus = [d for d in config.doc["device"] if d["bus"] == bus["name"]]
+        limit = read_limit_s(bus["timeout_ceiling_ms"] / 1000, [d["poll_ms"] / 1000 for d in on_bus])
+        devices = [device_load(d["name"], load_profile(d["profile"]), d["poll_ms"], bus["baud"], limit)
+                   for d in on_bus]
         out.append(verdict(bus["name"], bus["baud"], devices))
     return out
 

@@ -26,6 +26,7 @@ from controller.gateway.schema import (
 )
 from controller.gateway.webhook import listen_problem
 from drivers.atomicfile import write_atomic
+from drivers.modbus.options import PARITIES, RS485_MODES, STOPBITS
 from drivers.safefile import InputFileError, parse_toml, read_text
 
 # The [core] keys in the units a person writes: (key, the core's setting,
@@ -113,8 +114,12 @@ SCHEMA = Table({
         "name": Str(NAME, "a bus name: lower-case letters, digits and '_'"),
         "port": PATH,
         "baud": Choice(BAUDS, default=115200),
-        "parity": Choice(("N", "E", "O"), default="N"),
-        "stopbits": Choice((1, 2), default=1),
+        "parity": Choice(PARITIES, default="N"),
+        "stopbits": Choice(STOPBITS, default=1),
+        "rs485": Choice(RS485_MODES, default="auto"),
+        "rts_tx_high": Bool(default=True),
+        "rts_delay_before_ms": Int(0, 100, default=0),
+        "rts_delay_after_ms": Int(0, 100, default=0),
         "timeout_floor_ms": Int(2, 1000, default=20),
         "timeout_ceiling_ms": Int(5, 5000, default=200),
         "retries": Int(0, 5, default=1),

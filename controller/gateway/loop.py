@@ -76,6 +76,7 @@ from drivers.clock import Clock
 from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
 from drivers.gnss import NmeaReader, TrackSettings
+from drivers.modbus import events as bus
 from drivers.mqtt import BrokerSettings
 from drivers.sdnotify import Notifier
 
@@ -84,7 +85,6 @@ FAULT_OUTPUT_WRITE = 2
 FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
-PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these cannot flood
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
@@ -382,17 +382,17 @@ class Gateway:
                 self.health.record(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
                     poller.port, death), ALARM, source="bus:{}:thread".format(poller.port))
             for bev in poller.events():
-                if bev.kind in ("write_mismatch", "write_failed"):
-                    code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
+                if bev.kind in (bus.WRITE_MISMATCH, bus.WRITE_FAILED):
+                    code = FAULT_OUTPUT_READBACK if bev.kind == bus.WRITE_MISMATCH else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
                 # A pulled adapter is news every time (the poller's backoff bounds it), and an
                 # alarm, as a port missing at start is; the rest goes through the device's
                 # flood control, per kind.  An offline record says why (timeouts, CRC,
                 # exception, port gone).
-                if bev.kind in PORT_EVENTS:
+                if bev.kind in bus.PORT_KINDS:   # the poller backs off, so these cannot flood
                     self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
-                                        ALARM if bev.kind == "port_lost" else WARNING)
-                elif bev.kind not in ("online", "write_ok"):
+                                        ALARM if bev.kind == bus.PORT_LOST else WARNING)
+                elif bev.kind not in (bus.ONLINE, bus.WRITE_OK):
                     self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
                                         source="bus:{}:{}".format(bev.device, bev.kind))
         return faults

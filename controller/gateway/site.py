@@ -23,7 +23,8 @@ from controller.gateway.config import ConfigError, SiteConfig, core_values
 from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
 from drivers.errors import DriverError
-from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
+from drivers.modbus.options import BusOptions, Rs485
+from drivers.modbus.poller import BusPoller, PolledDevice
 from drivers.modbus.profiles import Profile, load_profile
 from rules.errors import ModelFileError
 from rules.modelfile import read_model
@@ -90,6 +91,14 @@ def _profiles(doc: dict, problems: list[Problem]) -> dict[str, Profile]:
     return profiles
 
 
+def bus_options(bus: dict) -> BusOptions:
+    """A checked ``[[bus]]`` table's settings."""
+    return BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
+                      timeout_floor_ms=bus["timeout_floor_ms"], timeout_ceiling_ms=bus["timeout_ceiling_ms"],
+                      retries=bus["retries"], rs485=Rs485(bus["rs485"], bus["rts_tx_high"],
+                                                          bus["rts_delay_before_ms"], bus["rts_delay_after_ms"]))
+
+
 def _pollers(config: SiteConfig, profiles: dict[str, Profile], problems: list[Problem]) -> list[BusPoller]:
     doc = config.doc
     pollers = []
@@ -97,12 +106,9 @@ def _pollers(config: SiteConfig, profiles: dict[str, Profile], problems: list[Pr
         devices = [(i, d) for i, d in enumerate(doc["device"]) if d["bus"] == bus["name"]]
         if not devices or any(d["name"] not in profiles for _, d in devices):
             continue        # its bad profiles are already problems
-        options = BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
-                             timeout_floor_ms=bus["timeout_floor_ms"],
-                             timeout_ceiling_ms=bus["timeout_ceiling_ms"], retries=bus["retries"])
         try:
             pollers.append(BusPoller(bus["port"], [PolledDevice(d["name"], d["profile"], d["address"], d["poll_ms"])
-                                                   for _, d in devices], options))
+                                                   for _, d in devices], bus_options(bus)))
         except DriverError as e:
             problems.append(Problem("device[{}].profile".format(devices[0][0]), str(e)))
     return pollers
