@@ -38,12 +38,13 @@ def test_verify_takes_the_anchor_from_the_head_end_and_finds_a_cut_tail(tmp_path
     journal = ["verify", str(tmp_path / "sent" / "journal"), "--key", str(key_path)]
     done = cli(journal + ["--headend", db])
     assert done.returncode == 0 and "OK" in done.stdout, done.stdout + done.stderr
+    assert "a head-end checkpoint anchors seq 30" in done.stdout
     # the same gateway's journal, rewritten shorter after its heartbeat anchored record 30
     (tmp_path / "cut").mkdir()
     write_records(tmp_path / "cut", prov, 20)
     done = cli(["verify", str(tmp_path / "cut" / "journal"), "--key", str(key_path), "--headend", db,
                 "--gateway", "gw-7"])
     assert done.returncode == 1
-    assert "the heartbeat checkpoint names record 30 but the journal ends at 20" in done.stdout
+    assert "a head-end checkpoint names record 30 but the journal ends at 20" in done.stdout
     done = cli(journal + ["--headend", db, "--gateway", "gw-other"])
     assert done.returncode == 1 and "holds no checkpoint of gateway 'gw-other'" in done.stderr

@@ -67,7 +67,8 @@ def incidents_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"seq": i.seq, "time": i.time, "severity": i.severity,
                            "trigger": i.trigger.as_json() if i.trigger else None,
-                           "evidence_seq": i.evidence_seq, "window_ms": i.window_ms, "scans": i.scans}
+                           "evidence_seq": i.evidence_seq, "window_ms": i.window_ms, "scans": i.scans,
+                           "video_bookmarks": i.bookmarks}
                           for i in found]))
         return 0
     for i in found:

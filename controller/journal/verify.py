@@ -33,7 +33,7 @@ ZERO_TAG = bytes(cose.TAG_LEN)
 # little out of time order; a regression larger than this is a problem.
 TIME_SLACK_MS = 2000
 # A time service may step the wall clock back: the gateway sees the step
-# within a second (drivers/clock.py) and journals it (health code 12).  A
+# within a second (drivers/clock.py) and journals it (health code 13).  A
 # trusted wall time that goes back less than this before that record, in
 # monotonic time, is the step's, not a problem.
 STEP_SEEN_MS = 1000 + TIME_SLACK_MS
