@@ -13,7 +13,10 @@ setup: $(PYDEPS) $(JSDEPS) system
 
 # Debian packages the tests need: Mosquitto (a real broker on loopback),
 # shellcheck (flash.sh must stay clean), PostgreSQL (the head end's shared store;
-# the tests start their own server on a private port and data folder).
+# the tests start their own server on a private port and data folder), a C
+# compiler (the soak steps the gateway's wall clock as NTP does:
+# simulator/wallstep.c), oathtool (TOTP codes in the docs' walkthrough, as an
+# authenticator app makes them).
 system:
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
@@ -21,6 +24,10 @@ system:
 	  { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
+	@command -v cc >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq gcc libc6-dev >/dev/null; }
+	@command -v oathtool >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq oathtool >/dev/null; }
 
 $(PYDEPS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -13,6 +13,13 @@ as synchronised when any of these holds:
 
 And never while the wall clock reads earlier than this program's build
 year: a board whose RTC battery died boots in 1970 or 2000.
+
+A time service that finds the clock off by more than it may slew *steps*
+it: wall time jumps, forward or back, while the monotonic clock (the scan
+loop's) does not move.  ``stepped_ms()`` compares wall less monotonic time
+with its last call; the gateway calls it once a second and journals a step
+of a second or more (docs/runtime.md, "Field faults").  A slew (at most
+500 ppm) never adds up to a step between two calls.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 STA_UNSYNC = 0x0040
 MAX_ERROR_US = 16_000_000
 EARLIEST_TRUSTED = 1767225600  # 2026-01-01T00:00:00Z
+STEP_MS = 1000     # below verify's 2 s of slack for records stamped out of order
 
 
 class _Timex(ctypes.Structure):
@@ -76,6 +84,7 @@ class Clock:
     def __init__(self, assume_trusted: bool = False, flag: Path = TIMESYNC_FLAG):
         self.assume_trusted = assume_trusted
         self.flag = flag
+        self.offset_ms: int | None = None     # wall less monotonic time at the last stepped_ms()
 
     @staticmethod
     def monotonic_ns() -> int:
@@ -89,3 +98,11 @@ class Clock:
         if self.wall_s() < EARLIEST_TRUSTED:
             return False
         return self.assume_trusted or self.flag.exists() or kernel_synchronised()
+
+    def stepped_ms(self) -> int:
+        """How far the wall clock was stepped since the last call (0: less than STEP_MS, or the first call)."""
+        offset = int(self.wall_s() * 1000) - self.monotonic_ns() // 1_000_000
+        last, self.offset_ms = self.offset_ms, offset
+        if last is None or abs(offset - last) < STEP_MS:
+            return 0
+        return offset - last

@@ -42,11 +42,11 @@ from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from rules.compiler import SiteCatalog, compile_files
 from rules.language import default_sources
+from simulator.benchsite import SIM_CONFIG, bench_site, local_paths, loopback_uplink
 from simulator.broker import Broker
 from simulator.config import load_config
 from simulator.errors import SimError
 
-SIM_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.toml"
 NIGHT_START = "21:58"
 FORCED_AT = "02:10"
 
@@ -73,101 +73,22 @@ NIGHT_END = (60, "02:16")
 MIN_SECONDS = 30.0
 
 
-SITE = """
-[gateway]
-id = "demo-01"
-site = "demo-port"
-timezone = "UTC"
-scan_period_ms = 100
-state_dir = "{d}/state"
-
-[core]
-exit_delay_s = 3
-entry_delay_s = 10
-siren_max_s = 60
-
-[[bus]]
-name = "rs485"
-port = "{port}"
-baud = 19200          # the simulator's wire (simulator/configs/demo.toml)
-
-[[device]]
-name = "io"
-bus = "rs485"
-profile = "io-dvt"
-address = 1
-poll_ms = 100
-
-[[device]]
-name = "bms1"
-bus = "rs485"
-profile = "bms16-vendor"
-address = 2
-poll_ms = 1000
-
-[[device]]
-name = "bms2"
-bus = "rs485"
-profile = "sunspec-battery"
-address = 3
-poll_ms = 1000
-
-[[device]]
-name = "relay"
-bus = "rs485"
-profile = "relay4"
-address = 4
-poll_ms = 500
-
-[gpio]
-pin_factory = "mock"          # no GPIO header here: gpiozero's mock pins
-
-[outputs.siren]
-gpio = 17
-
-[outputs.strobe]
-gpio = 27
-
-[outputs.led]
-gpio = 22
-
-[outputs.lock]
-device = "relay"
-coil = "k1"
-
-[schedules.night]
-windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
-when_clock_untrusted = "active"
-
-[schedules.shift_change]
-windows = [{{ days = "mon-sun", from = "21:45", to = "22:15" }}]
-
-[schedules.maintenance]
-windows = [{{ days = "mon-sun", from = "00:00", to = "01:00" }}]
-
-[rules]
-table = "{d}/rules.table"
-key = "{d}/keys/installer.key"
-
-[keys]
-record = "{d}/gateway/record.key"    # none there: as flash.sh leaves a gateway, epoch 0 is in state/
-headend = "{d}/keys/command.key"
-
-[journal]
-dir = "{d}/journal"
-{console}{uplink}"""
-
-CONSOLE = """
-[console]
-port = "pty:{link}"
-people = "{d}/people.toml"
-"""
-
-UPLINK = """
-[uplink]
-broker = "{broker}"
-heartbeat_s = 5
-"""
+def site_config(out: Path, sim_port: str, broker: str | None, console_link: Path | None) -> str:
+    """docs/config.md's example as the demo's cabinet: the night's schedules and
+    short delays, UTC (the night clock's), no model, files in ``out``."""
+    changes: dict[str, object] = {
+        "gateway.id": "demo-01", "gateway.site": "demo-port", "gateway.timezone": "UTC",
+        "core.exit_delay_s": 3, "core.entry_delay_s": 10, "core.siren_max_s": 60,
+        "bus.port": sim_port, "gpio.pin_factory": "mock", "model": None,
+        "schedules.shift_change.windows": [{"days": "mon-sun", "from": "21:45", "to": "22:15"}],
+        "schedules.maintenance.windows": [{"days": "mon-sun", "from": "00:00", "to": "01:00"}],
+        **local_paths(out)}
+    if console_link:
+        changes.update({"console.port": "pty:{}".format(console_link), "console.people": str(out / "people.toml")})
+    else:
+        changes["console"] = None
+    changes.update(loopback_uplink(broker, heartbeat_s=5) if broker else {"uplink": None})
+    return bench_site(changes)
 
 
 def _minutes(hhmm: str) -> int:
@@ -210,6 +131,9 @@ class NightClock(Clock):
 
     def trusted(self) -> bool:
         return True
+
+    def stepped_ms(self) -> int:
+        return 0        # the night runs fast on purpose: never a step
 
     def night_time(self) -> str:
         return time.strftime("%H:%M", time.gmtime(self.wall_s()))
@@ -277,9 +201,7 @@ def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path | N
         if who not in people.people:
             people.enrol(who, "technician")
     site = out / "site.toml"
-    site.write_text(SITE.format(d=out, port=sim_port,
-                                console=CONSOLE.format(link=console_link, d=out) if console_link else "",
-                                uplink=UPLINK.format(broker=broker) if broker else ""))
+    site.write_text(site_config(out, sim_port, broker, console_link))
     specs, classes = config_catalog(str(site))
     catalog = Catalog(specs)
     compiled = compile_files(default_sources([]), SiteCatalog(catalog.specs(), classes, catalog.digest()))

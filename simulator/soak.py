@@ -2,12 +2,13 @@
 
 A quiet but living cabinet (vibration noise, temperature drift, charge and
 discharge cycles) is served by ``cabguard sim --commands``; ``cabguard run``
-guards it with the shipped rule packs and anomaly model, a site config like
-docs/config.md's example, and a private Mosquitto.  Along the way the
+guards it with the shipped rule packs and anomaly model, docs/config.md's
+example (simulator/benchsite.py), and a private Mosquitto.  Along the way the
 harness restarts the gateway (SIGTERM, and SIGKILL as a power cut) and
 injects the non-malicious field faults of docs/runtime.md ("Field faults"):
 CRC bursts, a BMS that reboots, a one-poll dropout of the I/O module, a
-loose connector, single-sample spikes.
+loose connector, single-sample spikes, a lone vibration-peak glitch, and
+NTP slewing and stepping the gateway's wall clock (simulator/wallstep.py).
 
 At the end it reads the journal and prints every record of severity
 warning or above.  Disarmed, any alarm fails the soak.  Armed
@@ -40,9 +41,12 @@ from controller.journal.evidence import verified_records
 from controller.journal.records import (CATALOG, CATALOG_SPECS, DATA, EVENT_A, EVENT_B, EVENT_C, EVIDENCE, INCIDENT, SEQ,
                                 SEVERITY, TYPE, TYPE_NAMES)
 from controller.gateway.timeline import describe
+from controller.journal.verify import verify_dir
 from drivers.keys import EpochKeys, load_key
+from simulator.benchsite import SIM_CONFIG, bench_site, local_paths, loopback_uplink
 from simulator.broker import Broker
 from simulator.errors import SimError
+from simulator.wallstep import WallStep
 
 REPO = Path(__file__).resolve().parent.parent
 GATEWAY = "soak-01"
@@ -54,135 +58,22 @@ START_TIMEOUT_S = 30.0
 # this harness was built for came 120 s after every start.
 FIRST_RESTARTS_S = (130.0, 150.0)
 RESTART_EVERY_S = 150.0
+FAULT_EVERY_S = 20.0
+SLEW_S_PER_S = 0.0005        # ntpd's largest slew, 500 ppm, all along
 # Rules whose documented trigger a harmless fault can be while armed
 # (rules/packs/theft.toml): a device silent for longer than its offline
 # hysteresis is indistinguishable from a cut cable.
 EXPECTED_WHILE_ARMED = {"bms_silent", "sensor_silent"}
 
 
-SITE = """\
-# The soak's cabinet: docs/config.md's example on a simulated bus, with
-# gpiozero's mock pins (no GPIO header here) and the shipped model.
-[gateway]
-id = "{gateway}"
-site = "{site}"
-timezone = "UTC"
-scan_period_ms = 100
-state_dir = "{d}/state"
-
-[core]
-exit_delay_s = 5
-entry_delay_s = 30
-
-[[bus]]
-name = "rs485a"
-port = "{d}/bus/rs485a"
-baud = 19200
-
-[[device]]
-name = "io"
-bus = "rs485a"
-profile = "io-dvt"
-address = 1
-poll_ms = 100
-
-[[device]]
-name = "bms1"
-bus = "rs485a"
-profile = "bms16-vendor"
-address = 2
-poll_ms = 1000
-
-[[device]]
-name = "bms2"
-bus = "rs485a"
-profile = "sunspec-battery"
-address = 3
-poll_ms = 1000
-
-[[device]]
-name = "relay"
-bus = "rs485a"
-profile = "relay4"
-address = 4
-poll_ms = 500
-
-[gpio]
-pin_factory = "mock"
-
-[outputs.siren]
-gpio = 17
-
-[outputs.strobe]
-gpio = 27
-
-[outputs.led]
-gpio = 22
-
-[outputs.lock]
-device = "relay"
-coil = "k1"
-
-[schedules.night]
-windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
-when_clock_untrusted = "active"
-
-[schedules.shift_change]
-windows = [{{ days = "mon-fri", from = "05:45", to = "06:15" }}]
-when_clock_untrusted = "inactive"
-
-[schedules.maintenance]
-windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
-when_clock_untrusted = "inactive"
-
-[rules]
-table = "{d}/rules.table"
-key = "{d}/keys/installer.key"
-
-[model]
-path = "{d}/port.json"
-
-[keys]
-record = "{d}/gateway/record.key"    # none there: as flash.sh leaves a gateway, epoch 0 is in state/
-headend = "{d}/keys/command.key"
-
-[journal]
-dir = "{d}/journal"
-batch_ms = 500
-
-[uplink]
-broker = "{broker}"
-heartbeat_s = 30
-"""
-
-SIM = """\
-[[bus]]
-name = "rs485a"
-baud = 19200
-
-[[bus.device]]
-name = "io"
-profile = "io-dvt"
-address = 1
-values = { door_bolt = 1, vib_rms_mg = 12, vib_peak_mg = 40, supply_mv = 24100, temp_dc = 215 }
-
-[[bus.device]]
-name = "bms1"
-profile = "bms16-vendor"
-address = 2
-values = { pack_mv = 52800, current_ma = 0, soc_pct = 70, cell_vmax_mv = 3312, cell_vmin_mv = 3290, temp_max_dc = 245, temp_min_dc = 221, modules = 1, serial = 20240117 }
-
-[[bus.device]]
-name = "bms2"
-profile = "sunspec-battery"
-address = 3
-values = { pack_mv = 409600, current_ma = 0, soc_pct = 64, cell_vmax_mv = 3350, cell_vmin_mv = 3320, temp_max_dc = 262, temp_min_dc = 230, modules = 8, serial = 77001234 }
-
-[[bus.device]]
-name = "relay"
-profile = "relay4"
-address = 4
-"""
+def site_config(d: Path, broker: str) -> str:
+    """docs/config.md's example on the simulated bus, with the shipped model, the
+    gateway's files in ``d`` and a clock kept by NTP (trusted, so wall times are checked)."""
+    return bench_site({"gateway.id": GATEWAY, "gateway.site": SITE_NAME,
+                       "core.exit_delay_s": 5,          # armed by command at 15 s, guarding before the first fault
+                       "bus.port": str(d / "bus" / "rs485-1"), "gpio.pin_factory": "mock", "console": None,
+                       "model.path": str(d / "port.json"), "clock.assume_trusted": True,
+                       **local_paths(d), **loopback_uplink(broker)})
 
 
 @dataclass
@@ -221,10 +112,15 @@ class Report:
     expected: list[Finding] = field(default_factory=list)
     records: int = 0
     footprint: Footprint | None = None
+    journal_problems: list[str] = field(default_factory=list)   # what `cabguard verify` found
 
     @property
     def alarms(self) -> list[Finding]:
         return [f for f in self.findings if f.alarm]
+
+    @property
+    def passed(self) -> bool:
+        return not self.alarms and not self.journal_problems
 
     def print(self, out=sys.stdout) -> None:
         print("soak: {:.1f} min {}, {} gateway restarts, {} faults injected, {} records".format(
@@ -238,7 +134,10 @@ class Report:
             print("  RECORD    seq {:>6}  {:<8} {}".format(f.seq, SEVERITIES[f.severity], f.text), file=out)
         if self.footprint:
             print(self.footprint.text(), file=out)
-        verdict = "FAILED: {} alarm(s) on a quiet cabinet".format(len(self.alarms)) if self.alarms else "passed"
+        print("cabguard verify: {}".format("; ".join(self.journal_problems) or
+                                           "every MAC, the chain and the wall times check out"), file=out)
+        verdict = "passed" if self.passed else "FAILED: {} alarm(s) on a quiet cabinet, {} journal problem(s)".format(
+            len(self.alarms), len(self.journal_problems))
         print("soak {}: {} warning-or-worse record(s), {} alarm(s){}".format(
             verdict, len(self.findings), len(self.alarms),
             ", {} expected tamper alarm(s)".format(len(self.expected)) if self.armed else ""), file=out)
@@ -256,7 +155,7 @@ class Cabinet:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [_cabguard(), "sim", "--config", str(self.workdir / "sim.toml"), "--link", str(self.workdir / "bus"),
+            [_cabguard(), "sim", "--config", str(SIM_CONFIG), "--link", str(self.workdir / "bus"),
              "--commands"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             bufsize=1, start_new_session=True)
         assert self.proc.stdout is not None
@@ -301,17 +200,19 @@ class Cabinet:
 
 
 class GatewayProc:
-    """``cabguard run`` as its systemd unit runs it."""
+    """``cabguard run`` as its systemd unit runs it, on a wall clock that NTP may step (``clock``)."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, clock: WallStep):
         self.workdir = workdir
+        self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.log = workdir / "gateway.log"
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([_cabguard(), "run", "--config", str(self.workdir / "site.toml")],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env=self.clock.env())
 
     def restart(self, kill: bool) -> None:
         assert self.proc
@@ -326,15 +227,7 @@ class GatewayProc:
         _terminate(self.proc, 20)
 
     def pids(self) -> list[int]:
-        """This gateway's process and its children (the uplink process)."""
-        if not self.proc or self.proc.poll() is not None:
-            return []
-        pid = self.proc.pid
-        try:
-            children = Path("/proc/{0}/task/{0}/children".format(pid)).read_text().split()
-        except OSError:
-            children = []
-        return [pid, *(int(c) for c in children)]
+        return gateway_pids(self.proc)
 
     def check_alive(self) -> None:
         if self.proc and self.proc.poll() is not None:
@@ -350,14 +243,21 @@ class Fault:
     end: tuple[str, ...]
     seconds: float
     silent_device: str = ""      # a device unreadable long enough to go offline (armed: a silence alarm)
+    clock_step_s: float = 0.0    # NTP steps the gateway's wall clock by this much
 
 
-def field_faults(rng: random.Random) -> list[Fault]:
-    """One round of docs/runtime.md's field faults, with this round's random lengths."""
+def field_faults(rng: random.Random, round_no: int = 0) -> list[Fault]:
+    """One round of docs/runtime.md's field faults, with this round's random lengths.
+    The clock is stepped back in even rounds (a clock that ran fast: wall
+    times go back) and forward in odd ones (a slow clock, or an RTC that
+    lost time while the network was down)."""
     reboot_s = rng.uniform(5.0, 20.0)
+    glitch_mg = rng.randint(5000, 65535)
+    step_s = rng.uniform(5.0, 60.0) * (1 if round_no % 2 else -1)
     return [
         Fault("CRC-error burst on the bus (io, 1.5 s)", ("fault io crc",), ("fault io none",), 1.5,
               silent_device="io"),
+        Fault("NTP steps the wall clock ({:+.1f} s)".format(step_s), (), (), 0.0, clock_step_s=step_s),
         Fault("BMS bms1 reboots ({:.0f} s silent, same serial)".format(reboot_s),
               ("fault bms1 silence",), ("fault bms1 none",), reboot_s, silent_device="bms1"),
         Fault("one-poll dropout of the I/O module", ("fault io silence",), ("fault io none",), 0.1),
@@ -367,6 +267,8 @@ def field_faults(rng: random.Random) -> list[Fault]:
               ("spike",), (), 0.0),
         Fault("CRC-error burst on the bus (bms2, 3 s)", ("fault bms2 crc",), ("fault bms2 none",), 3.0,
               silent_device="bms2"),
+        Fault("lone vibration-peak glitch (io peak register at {} mg for one poll, RMS idle)".format(glitch_mg),
+              ("set io vib_peak_mg={}".format(glitch_mg),), ("set io vib_peak_mg=40",), 0.1),
     ]
 
 
@@ -383,7 +285,8 @@ class Soak:
         self.report = Report(minutes, armed)
         self.broker: Broker | None = None
         self.cabinet = Cabinet(workdir, seed)
-        self.gateway = GatewayProc(workdir)
+        self.clock = WallStep(workdir)
+        self.gateway = GatewayProc(workdir, self.clock)
         self.silenced: set[str] = set()          # devices the harness made fall silent
         self.agenda: list[tuple[float, int, Callable[[], None]]] = []
         self.probe: tuple[list[int], float, float] | None = None
@@ -395,9 +298,9 @@ class Soak:
         d = self.workdir
         for sub in ("bus", "journal", "state"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        self.clock.build()
         self.broker = Broker().start()
-        (d / "site.toml").write_text(SITE.format(d=d, gateway=GATEWAY, site=SITE_NAME, broker=self.broker.address))
-        (d / "sim.toml").write_text(SIM)
+        (d / "site.toml").write_text(site_config(d, self.broker.address))
         shutil.copy(REPO / "rules/models/port.json", d / "port.json")
         _check(["keys", "gen", "--gateway", GATEWAY, "--out", str(d / "keys")])
         _check(["provision", "epoch-key", str(d / "keys/record.key"), "-o", str(d / "state/record-epoch.key")])
@@ -410,18 +313,21 @@ class Soak:
         self.agenda.append((when, len(self.agenda), action))
 
     def plan(self) -> None:
-        """Restarts past the two-minute mark, a field fault every 25 s, the
+        """Restarts past the two-minute mark, a field fault every FAULT_EVERY_S, the
         arming (``--armed``), and the footprint's last minute."""
         if self.armed:
             self.at(15.0, lambda: self.command("arm"))
         for n, when in enumerate(self.restart_times()):
             self.at(when, lambda kill=(n % 2 == 0): self.restart(kill))
         faults: list[Fault] = []
+        rounds = 0
         when = 20.0
-        while when < self.duration_s - 25.0:
-            faults = faults or field_faults(self.rng)
+        while when < self.duration_s - FAULT_EVERY_S:
+            if not faults:
+                faults = field_faults(self.rng, rounds)
+                rounds += 1
             self.plan_fault(when, faults.pop(0))
-            when += 25.0
+            when += FAULT_EVERY_S
         if self.duration_s >= 120.0:
             self.at(self.duration_s - 61.0, self.start_probe)
 
@@ -455,6 +361,7 @@ class Soak:
         self.gateway.start()
         while self.now() < self.duration_s:
             tick = time.monotonic()
+            self.clock.set(self.clock.offset_s + SLEW_S_PER_S)     # NTP disciplining the clock
             self.cabinet.live()
             self.gateway.check_alive()
             while self.agenda and self.agenda[0][0] <= self.now():
@@ -462,7 +369,7 @@ class Soak:
             _sleep_until(tick + 1.0)
         if self.probe:
             pids, t0, cpu0 = self.probe
-            self.report.footprint = finish_probe(pids, t0, cpu0)
+            self.report.footprint = footprint(pids, (t0, cpu0))
         time.sleep(2.0)
         self.gateway.stop()
         self.collect()
@@ -483,6 +390,9 @@ class Soak:
             self.cabinet.send("set io supply_mv={}".format(24100 + self.rng.randint(800, 2000)))
             time.sleep(0.1)                                    # one I/O poll
             self.cabinet.send("set io supply_mv=24100")
+            return
+        if fault.clock_step_s:
+            self.clock.set(self.clock.offset_s + fault.clock_step_s)
             return
         self.send_all(fault.begin)
         if fault.seconds < 1.0:
@@ -509,6 +419,8 @@ class Soak:
     # -- the verdict ----------------------------------------------------------
 
     def collect(self) -> None:
+        verified = verify_dir(self.workdir / "journal", load_key(self.workdir / "keys/record.key"))
+        self.report.journal_problems = ["{} (seq {})".format(p["message"], p["seq"]) for p in verified.problems]
         rule_names = _rule_names(self.workdir)
         keys = EpochKeys(load_key(self.workdir / "keys/record.key"))
         catalog: Catalog | None = None
@@ -549,13 +461,25 @@ def _proc_kb(pid: int, name: str) -> int:
     return 0
 
 
-def finish_probe(pids: list[int], t0: float, cpu0: float) -> Footprint | None:
-    """CPU since (t0, cpu0), then PSS and RSS, of these processes (None if one has gone)."""
+def gateway_pids(proc: subprocess.Popen | None) -> list[int]:
+    """A running ``cabguard run`` process and its children (the uplink process)."""
+    if not proc or proc.poll() is not None:
+        return []
     try:
-        cpu = sum(_proc_cpu_s(p) for p in pids) - cpu0
-        wall = time.monotonic() - t0
-        return Footprint(sum(_proc_kb(p, "Pss") for p in pids), [_proc_kb(p, "Rss") for p in pids],
-                         100.0 * cpu / wall)
+        children = Path("/proc/{0}/task/{0}/children".format(proc.pid)).read_text().split()
+    except OSError:
+        children = []
+    return [proc.pid, *(int(c) for c in children)]
+
+
+def footprint(pids: list[int], since: tuple[float, float] | None = None) -> Footprint | None:
+    """PSS together and each RSS of these processes, and their CPU since
+    ``since`` = (monotonic time, their CPU seconds then); None if one has gone."""
+    try:
+        cpu_pct = 0.0
+        if since is not None:
+            cpu_pct = 100.0 * (sum(_proc_cpu_s(p) for p in pids) - since[1]) / (time.monotonic() - since[0])
+        return Footprint(sum(_proc_kb(p, "Pss") for p in pids), [_proc_kb(p, "Rss") for p in pids], cpu_pct)
     except (OSError, ValueError, IndexError):
         return None
 
@@ -627,4 +551,4 @@ def run_soak(minutes: float, armed: bool = False, workdir: Path | None = None, s
 def main(args: argparse.Namespace) -> int:
     report = run_soak(args.minutes, args.armed, Path(args.out) if args.out else None, args.seed)
     report.print()
-    return 1 if report.alarms else 0
+    return 0 if report.passed else 1

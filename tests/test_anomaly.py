@@ -173,3 +173,15 @@ def test_honest_faults_are_no_anomaly_a_spike_and_supply_noise():
 def test_the_same_step_while_the_device_answers_is_scored():
     worst, scored, threshold = boot({500: online("io", "bms1"), 120000: {"bms1.pack_mv": 40000}})
     assert worst >= threshold and scored == {"volt"}
+
+
+@pytest.mark.parametrize("rms, peak, scores", [
+    (3, 9000, False),        # a lone peak glitch: the register high for one poll, the RMS idle
+    (28, 65535, False),      # the same at the top of the register, a shaking-free cabinet
+    (300, 4200, True),       # a knock: the RMS rises with the peak (crest 14)
+])
+def test_a_lone_peak_glitch_is_no_knock_a_knock_with_its_rms_is(rms, peak, scores):
+    events = {500: online("io", "bms1"), 120000: {"io.vib_rms_mg": rms, "io.vib_peak_mg": peak},
+              120100: {"io.vib_rms_mg": 3, "io.vib_peak_mg": 9}}
+    worst, scored, threshold = boot(events, minutes=3)
+    assert (worst >= threshold) is scores and ("peak" in scored) is scores

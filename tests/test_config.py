@@ -132,7 +132,7 @@ def test_every_unknown_profile_is_named_at_its_own_device_without_knock_on_zone_
     problems = _assembly_problems(_example_with(('profile = "bms16-vendor"', 'profile = "vendor-bms16"'),
                                                 ('profile = "relay4"', 'profile = "relay-4ch"'),
                                                 ('profile = "io-dvt"', 'profile = "io-module"')))
-    assert [path for path, _ in problems] == ["device[0].profile", "device[1].profile", "device[2].profile"]
+    assert [path for path, _ in problems] == ["device[0].profile", "device[1].profile", "device[3].profile"]
     assert "unknown device profile 'vendor-bms16'" in problems[1][1] and "bms16-vendor" in problems[1][1]
 
 

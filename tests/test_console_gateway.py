@@ -9,7 +9,7 @@ import pytest
 
 from controller.console.auth import PeopleStore, code_at, duress_variant
 from controller.core import modes
-from controller.core.events import ALARM, CRITICAL, EV_DURESS
+from controller.core.events import ALARM, CMD_LOCK, CRITICAL, EV_DURESS
 from controller.gateway.loop import hide_secrets
 from controller.gateway.run import build
 from controller.journal import records as R
@@ -185,6 +185,32 @@ def test_technician_tools_bus_scan_devices_and_events(visit):
     devices = visit.say("devices").decode()
     assert "io         online" in devices and "bus rs485 address 1 profile io-dvt poll 100 ms" in devices
     assert b"started in mode disarmed" in visit.say("events 5")
+
+
+def test_a_technician_reads_the_journal_from_the_console_and_nothing_more(visit):
+    gw = visit.gw
+    assert b"not allowed" in visit.say("journal list") or b"log in" in visit.say("journal list")
+    visit.say("login ana " + visit.code("ana"))
+    gw.submit(CMD_LOCK, 0, "console", "ana")
+    assert wait_until(lambda: gw.state.lock == 1)         # and at once in the console's view:
+    listed = visit.say("journal list").decode().splitlines()[:-1]
+    assert listed and all(line.split()[0].isdigit() for line in listed)
+    seqs = [int(line.split()[0]) for line in listed]
+    assert seqs == sorted(seqs) and seqs[-1] < gw.journal.next_seq       # oldest first, newest last
+    assert any("login ana as console: ok" in line for line in listed)
+    assert any("lock" in line and "mode" not in line for line in listed)
+    assert len(visit.say("journal list 2").decode().splitlines()[:-1]) == 2
+    logins = visit.say("journal list 50 login").decode().splitlines()[:-1]
+    assert logins and all(" login " in line for line in logins)
+    assert b"no such records" in visit.say("journal list critical")
+    assert b"one filter at a time" in visit.say("journal list 5 login bms1")
+    genesis = visit.say("journal show 0").decode()
+    assert "genesis" in genesis.splitlines()[0] and '"6": "gw-test"' in genesis
+    assert b"no record 999999" in visit.say("journal show 999999")
+    assert b"no incidents" in visit.say("journal incidents")
+    next_seq = gw.journal.next_seq
+    visit.say("journal list 500")
+    assert gw.journal.next_seq <= next_seq + 3      # reading writes nothing but the command's own record
 
 
 def test_garbage_long_lines_ctrl_c_floods_and_pulled_cables_leave_it_usable(visit):

@@ -39,6 +39,7 @@ from controller.headend.config import parse as parse_headend
 from controller.gateway.site import assemble
 from drivers.modbus.profiles import load_profile
 from rules.compiler import compile_files
+from simulator.benchsite import toml_value
 from simulator.config import load_config
 from simulator.scenariofile import load as load_scenario
 
@@ -105,7 +106,7 @@ def local_site(text: str) -> str:
 def test_examples_site_toml_checks_clean_with_its_profiles_and_schedules():
     config = parse_site(local_site(EXAMPLE_SITE.read_text(encoding="utf-8")), str(EXAMPLE_SITE))
     site = assemble(config)     # raises ConfigError listing every problem
-    assert set(site.device_classes) == {"io", "bms1", "relay"}
+    assert set(site.device_classes) == {"io", "bms1", "bms2", "relay"}
     assert {"maintenance", "shift_change"} <= set(site.schedules.names())   # the theft pack needs both
 
 
@@ -139,19 +140,7 @@ def _toml_table(name: str, value) -> str:
 
 
 def _toml_keys(table: dict) -> str:
-    return "".join("{} = {}\n".format(k, _toml_value(v)) for k, v in table.items())
-
-
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return str(v)
-    if isinstance(v, str):
-        return '"{}"'.format(v.replace("\\", "\\\\").replace('"', '\\"'))
-    if isinstance(v, dict):
-        return "{ " + ", ".join("{} = {}".format(k, _toml_value(x)) for k, x in v.items()) + " }"
-    return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return "".join("{} = {}\n".format(k, toml_value(v)) for k, v in table.items())
 
 
 def _check_toml(block: Block, tmp_path: Path) -> None:

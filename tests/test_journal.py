@@ -624,3 +624,32 @@ def test_verify_checkpoints_file_anchors_the_tail_and_catches_a_cut_one(tmp_path
     cps.write_text(json.dumps(lines[0]) + "\n{\"gateway\": \"gw-7\", \"seq\": -3, \"tag\": \"00\"}\n")
     r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
     assert r.returncode == 1 and "{}:2: not a checkpoint line".format(cps) in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("step_record_after_ms, ok", [
+    (None, False),      # trusted wall time 30 s back, nothing says why: a problem
+    (800, True),        # the gateway's clock-step record within a second: the step is explained
+    (10_000, False),    # a step record long after does not explain it
+])
+def test_a_clock_step_back_is_explained_only_by_the_gateways_step_record(tmp_path, step_record_after_ms, ok):
+    from controller.journal.journal import default_clock
+
+    prov, _ = provision(tmp_path)
+    c = default_clock()
+    wall, mono = c.wall_ms, c.mono_ms
+    with open_journal(tmp_path, prov) as j:
+        for i in range(5):
+            j.append(R.telemetry(R.Context(wall + i * 1000, True, mono + i * 1000)))
+        back = wall + 5_000 - 30_000                     # NTP steps the clock 30 s back
+        for i in range(12):
+            at = 5_000 + i * 100
+            j.append(R.telemetry(R.Context(back + i * 100, True, mono + at)))
+            if step_record_after_ms is not None and i * 100 == step_record_after_ms:
+                j.append(R.health(R.Context(back + i * 100, True, mono + at), R.HEALTH_CLOCK_STEP,
+                                  "the wall clock was stepped back by 30.0 s", ev.WARNING))
+        if step_record_after_ms is not None and step_record_after_ms >= 1200:
+            j.append(R.health(R.Context(back + step_record_after_ms, True, mono + 5_000 + step_record_after_ms),
+                              R.HEALTH_CLOCK_STEP, "the wall clock was stepped back by 30.0 s", ev.WARNING))
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok is ok, report.problems
+    assert ok or {p["kind"] for p in report.problems} == {"time"}

@@ -12,82 +12,28 @@ from controller.journal import records as R
 from controller.journal.evidence import verified_records
 from controller.journal.verify import verify_dir
 from drivers.keys import EpochKeys, load_key
+from simulator.benchsite import bench_site
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.journaling import flashed_keys
 from tests.waiting import wait_until
 
-SITE = """
-[gateway]
-id = "gw-test"
-site = "bench"
-timezone = "UTC"
-scan_period_ms = 50
-state_dir = "{d}/state"
+def _template(text: str) -> str:
+    """``text`` as a str.format template with {d} and {port} where it says @D@ and @PORT@."""
+    return text.replace("{", "{{").replace("}", "}}").replace("@D@", "{d}").replace("@PORT@", "{port}")
 
-[core]
-exit_delay_s = 1
-entry_delay_s = 1
 
-[[bus]]
-name = "rs485"
-port = "{port}"
-baud = 19200
-timeout_ceiling_ms = 200
-
-[[device]]
-name = "io"
-bus = "rs485"
-profile = "io-dvt"
-address = 1
-poll_ms = 100
-
-[[device]]
-name = "bms1"
-bus = "rs485"
-profile = "bms16-vendor"
-address = 2
-poll_ms = 500
-
-[[device]]
-name = "relay"
-bus = "rs485"
-profile = "relay4"
-address = 4
-poll_ms = 500
-
-[outputs.siren]
-gpio = 17
-
-[outputs.strobe]
-gpio = 27
-
-[outputs.led]
-gpio = 22
-
-[outputs.lock]
-device = "relay"
-coil = "k1"
-
-[gpio]
-pin_factory = "mock"
-
-[schedules.night]
-windows = [{{ days = "mon-sun", from = "20:00", to = "06:00" }}]
-
-[schedules.shift_change]
-windows = [{{ days = "mon-fri", from = "05:45", to = "06:15" }}]
-
-[schedules.maintenance]
-windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
-
-[keys]
-record = "{d}/gateway/record.key"    # never there: flash.sh keeps the root off the gateway
-
-[journal]
-dir = "{d}/journal"
-"""
-
+# The tests' gateway: examples/site.toml (simulator/benchsite.py) with its files
+# under {d}, its bus at {port}, 50 ms scans, 1 s delays, the simulated io,
+# bms1 and relay, and none of the optional sections (tests add theirs).
+SITE = _template(bench_site({
+    "gateway.id": "gw-test", "gateway.site": "bench", "gateway.timezone": "UTC", "gateway.scan_period_ms": 50,
+    "gateway.state_dir": "@D@/state", "core.exit_delay_s": 1, "core.entry_delay_s": 1,
+    "bus.name": "rs485", "bus.port": "@PORT@", "device[io].bus": "rs485", "device[bms1].bus": "rs485",
+    "device[bms1].poll_ms": 500, "device[bms2]": None, "device[relay].bus": "rs485",
+    "gpio.pin_factory": "mock", "rules": None, "model": None, "console": None, "uplink": None, "clock": None,
+    "keys.record": "@D@/gateway/record.key",     # never there: flash.sh keeps the root off the gateway
+    "keys.headend": None, "journal.dir": "@D@/journal"}))
 
 
 @pytest.fixture

@@ -20,3 +20,4 @@ def test_a_quiet_cabinet_stays_quiet_through_restarts_and_field_faults(tmp_path)
     assert all(any(k in f for f in report.faults) for k in kinds), text
     assert report.records > 20, text          # the journal is there and was read
     assert report.alarms == [], text
+    assert report.journal_problems == [], text    # wall times sane through the clock step

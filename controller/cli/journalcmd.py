@@ -14,7 +14,7 @@ from typing import Iterator
 
 from controller.core.events import SEVERITY_NAMES
 from controller.errors import CabguardError, UsageError
-from controller.journal.browse import Entry, Filter, entries, incidents, parse_time
+from controller.journal.browse import Entry, Filter, entries, incidents, parse_time, plain
 from drivers.keys import load_key
 
 CSV_FIELDS = ("seq", "boot", "time", "clock_trusted", "type", "severity", "rule", "devices", "text")
@@ -34,10 +34,6 @@ def _filter(args: argparse.Namespace) -> Filter:
                   tuple(args.type or ()), tuple(args.rule or ()), tuple(args.device or ()))
 
 
-def _line(e: Entry) -> str:
-    return "{:>7}  {}  {:<8}  {:<10}  {}".format(e.seq, e.time, e.severity, e.type, e.text)
-
-
 def list_cmd(args: argparse.Namespace) -> int:
     keep = _filter(args)
     chosen = (e for e in _entries(args) if keep.keeps(e))
@@ -53,32 +49,17 @@ def list_cmd(args: argparse.Namespace) -> int:
             out.writerow(row)
     else:
         for e in chosen:
-            print(_line(e))
+            print(e.line())
     return 0
 
 
 def show(args: argparse.Namespace) -> int:
     for e in _entries(args):
         if e.seq == args.seq:
-            if args.json:
-                print(json.dumps({**e.as_json(), "record": _plain(e.record)}))
-            else:
-                print(_line(e))
-                print(json.dumps(_plain(e.record), indent=1))
+            print(json.dumps({**e.as_json(), "record": plain(e.record)}) if args.json else e.full())
             return 0
     raise CabguardError("{}: no verified record with seq {} (`cabguard journal list` shows them; "
                         "`cabguard verify` says why a record does not verify)".format(args.journal, args.seq))
-
-
-def _plain(value):
-    """A record as JSON can hold it: byte strings as hex, integer keys as text."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
 
 
 def incidents_cmd(args: argparse.Namespace) -> int:
@@ -91,13 +72,7 @@ def incidents_cmd(args: argparse.Namespace) -> int:
                           for i in found]))
         return 0
     for i in found:
-        print("incident {}  {}  {}  evidence seq {}: {:.1f} s, {} scans  (replay --incident {})".format(
-            i.seq, i.time, i.severity, i.evidence_seq, i.window_ms / 1000, i.scans, i.seq))
-        if i.trigger is not None:
-            print("    {}".format(_line(i.trigger)))
-        for b in i.bookmarks:
-            print("    video: camera {} {:.0f} s clip (bookmark seq {}{})".format(
-                b["camera"], (b["end_ms"] - b["start_ms"]) / 1000, b["seq"], ", protect asked" if b["protect"] else ""))
+        print(i.text())
     if not found:
         print("no incidents")
     return 0

@@ -10,9 +10,10 @@ whichever way it came.
 
 from __future__ import annotations
 
+import collections
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Callable
+from typing import Callable, Iterator
 
 from controller.console import commands as cm
 from controller.console.auth import PeopleStore, otpauth_uri
@@ -20,12 +21,15 @@ from controller.errors import CabguardError
 from controller.gateway.config import ConfigError, load
 from controller.gateway.site import assemble, bus_options
 from controller.journal import records as R
+from controller.journal.browse import Entry, Filter, Names, described, incidents, word_filter
 from controller.link.downlink import Refused
 from drivers.errors import DriverError
 from drivers.modbus.poller import open_master
 from drivers.modbus.scan import probes, report, scan_job, scan_timeout
 
 OUTCOME_TIMEOUT_S = 2.0
+JOURNAL_LINES, JOURNAL_MOST = 20, 500
+JOURNAL_BACK = 10_000       # records the console's journal view reads back at most (the rest: `cabguard journal`)
 SCAN_STEP_BUDGET_S = 0.25  # per address, waiting for the bus thread (polls come first)
 
 
@@ -43,6 +47,9 @@ class CommandPath:
             "config check": self._config_check,
             "config show": lambda req, now: self.gateway.config_text(),
             "bus scan": self._bus_scan,
+            "journal list": self._journal_list,
+            "journal show": self._journal_show,
+            "journal incidents": self._journal_incidents,
             "pos survey": lambda req, now: self.gateway.survey_position(),
         }
 
@@ -107,6 +114,41 @@ class CommandPath:
         except ConfigError as e:
             return str(e)
         return "{}: OK".format(path)
+
+    def _journal_entries(self, first_seq: int) -> Iterator[Entry]:
+        """Records from ``first_seq`` (of the last JOURNAL_BACK), the newest made durable first."""
+        g = self.gateway
+        g.journal.flush(OUTCOME_TIMEOUT_S)
+        return described(g.journal.opened_from(max(first_seq, g.journal.next_seq - JOURNAL_BACK, 0)),
+                         Names(g.catalog, g.rule_names()))
+
+    def _journal_list(self, req: cm.Request, now: float) -> str:
+        """The last records (of the last JOURNAL_BACK), filtered by one word."""
+        count, words = JOURNAL_LINES, str(req.args.get("what", "")).split()
+        if words and words[0].isdigit():
+            count = min(int(words.pop(0)[:4]), JOURNAL_MOST)
+        if len(words) > 1:
+            raise CabguardError("one filter at a time: a severity, a record type, a device or a rule id "
+                                "(`cabguard journal list` combines them)")
+        keep = word_filter(words[0], self.gateway.catalog.devices) if words else Filter()
+        found = collections.deque((e for e in self._journal_entries(0) if keep.keeps(e)), maxlen=count)
+        if not found:
+            return "no such records among the last {}".format(JOURNAL_BACK)
+        return "\n".join(e.line() for e in found)
+
+    def _journal_show(self, req: cm.Request, now: float) -> str:
+        seq = int(req.args["seq"])
+        for e in self._journal_entries(seq):
+            if e.seq == seq:
+                return e.full()
+        raise CabguardError("no record {} among the last {} on this gateway (next seq {}; older ones: "
+                            "`cabguard journal show` on a copy)".format(seq, JOURNAL_BACK, self.gateway.journal.next_seq))
+
+    def _journal_incidents(self, req: cm.Request, now: float) -> str:
+        found = incidents(self._journal_entries(0))
+        if not found:
+            return "no incidents among the last {} records".format(JOURNAL_BACK)
+        return "\n".join(i.text() for i in found)
 
     def _bus_scan(self, req: cm.Request, now: float) -> str:
         """Through the bus's own poller thread when the gateway polls it, else on the open port."""

@@ -112,6 +112,12 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 (Arg("pattern", "word", True, "e.g. io.* or bms1.temp*"),)),
     CommandSpec("events", TECHNICIAN, "the last events", (Arg("count", "int", True, most=10_000),)),
     CommandSpec("devices", TECHNICIAN, "each device: online, counters, last error"),
+    CommandSpec("journal list", TECHNICIAN, "the journal's last records, newest last (read-only)",
+                (Arg("what", "text", True, "[COUNT] [FILTER]: how many (default 20, at most 500) of those that "
+                     "are of a severity or worse, a record type, about a device, or of a rule id"),)),
+    CommandSpec("journal show", TECHNICIAN, "one journal record in full (read-only)",
+                (Arg("seq", "int", most=999_999_999),)),
+    CommandSpec("journal incidents", TECHNICIAN, "incidents: their alarm and evidence window (read-only)"),
     CommandSpec("bus scan", TECHNICIAN, "find the slaves answering on a bus (between the gateway's polls)",
                 (Arg("bus", "word", help="a [[bus]] name of the site config"),
                  Arg("addresses", "word", True, "A-B or A, e.g. 1-16 (default 1-247)"))),

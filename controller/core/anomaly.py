@@ -32,6 +32,11 @@ TEMP_HISTORY = 60          # windows over which a temperature rise is measured (
 # A 24 V supply's reading wanders by tens of millivolts (ripple, ADC noise); a
 # cut or a failing supply drops it by volts.  Drops below this are noise.
 SUPPLY_NOISE_MV = 200
+# An impact shakes the whole sensor: its RMS rises with its peak (crest
+# factors of knocks, grinders, cranes and trucks stay below 12).  A peak
+# register far above what the RMS allows is a glitch of one reading, so the
+# peak counts at most this many times the window's highest RMS.
+CREST_MAX = 16
 
 _MASK = (1 << 30) - 1      # the core's tick period (docs/trace.md)
 _HALF = 1 << 29
@@ -111,7 +116,9 @@ class Features:
 
     Honest faults are not anomalies: a temperature counts once it held over
     two window closes (a one-poll spike does not), a supply drop once it is
-    past SUPPLY_NOISE_MV, and a silent device is left to the silence rules.
+    past SUPPLY_NOISE_MV, a vibration peak up to CREST_MAX times the RMS
+    (a lone peak glitch with the RMS idle is no knock), and a silent device
+    is left to the silence rules.
     """
 
     def __init__(self, index):
@@ -254,6 +261,8 @@ class Features:
             self.supply_prev = image[self.supply]
             self.supply_min = self.supply_prev
         out = list(acc)
+        if out[1] > out[0] * CREST_MAX:
+            out[1] = out[0] * CREST_MAX
         for k in range(N_FEATURES):
             acc[k] = 0
         return out

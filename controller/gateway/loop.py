@@ -517,6 +517,11 @@ class Gateway:
         next_ports = time.monotonic() + PORT_RETRY_S
         while not self.stop_event.wait(HOUSEKEEPING_S):
             self.trusted = self.clock.trusted()
+            stepped = self.clock.stepped_ms()
+            if stepped:
+                self.health.record(R.HEALTH_CLOCK_STEP, "the wall clock was stepped {} by {:.1f} s (a time "
+                                   "service set it)".format("forward" if stepped > 0 else "back",
+                                                            abs(stepped) / 1000), WARNING)
             self._refresh_schedules()
             health = self.journal.health()
             self.backlog = int(health.get("backlog", 0))

@@ -11,6 +11,7 @@ prints them; docs/journal.md describes the command.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -28,7 +29,8 @@ from rules.payload import decode_payload
 HEALTH_NAMES = {R.HEALTH_JOURNAL_FULL: "journal full", R.HEALTH_LATE_SCANS: "late scans", R.HEALTH_BUS: "bus",
                 R.HEALTH_CONFIG_FALLBACK: "config fallback", R.HEALTH_TABLE_REFUSED: "rule table refused",
                 R.HEALTH_UPLINK: "uplink", R.HEALTH_CONSOLE_LOCKOUT: "console lockout",
-                R.HEALTH_STARTED: "started", R.HEALTH_STOPPED: "stopped"}
+                R.HEALTH_STARTED: "started", R.HEALTH_STOPPED: "stopped", R.HEALTH_INPUT_REFUSED: "input refused",
+                R.HEALTH_ROOT_KEY: "root key on the gateway", R.HEALTH_LAN: "LAN", R.HEALTH_CLOCK_STEP: "clock step"}
 
 
 @dataclass
@@ -56,13 +58,33 @@ class Entry:
                 "clock_trusted": self.trusted, "type": self.type, "severity": self.severity,
                 "rule": self.rule, "devices": list(self.devices), "text": self.text}
 
+    def line(self) -> str:
+        return "{:>7}  {}  {:<8}  {:<10}  {}".format(self.seq, self.time, self.severity, self.type, self.text)
 
-class _Names:
-    """The catalog and rule ids in force: they change at each catalog record."""
+    def full(self) -> str:
+        """Its line and the whole record (integer keys as in docs/records.cddl, byte strings as hex)."""
+        return self.line() + "\n" + json.dumps(plain(self.record), indent=1)
 
-    def __init__(self) -> None:
-        self.catalog: Catalog | None = None
-        self.rules: tuple[str, ...] = ()
+
+def plain(value):
+    """A record as JSON can hold it: byte strings as hex, integer keys as text."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+class Names:
+    """The catalog and rule ids in force: they change at each catalog record.
+    A running gateway knows its own (``catalog``, ``rules``: the table's and
+    the model's rule ids, as ``ModelRules.rule_names`` gives them)."""
+
+    def __init__(self, catalog: Catalog | None = None, rules: tuple[str, ...] = ()) -> None:
+        self.catalog = catalog
+        self.rules = rules
 
     def update(self, data: dict) -> None:
         self.catalog = Catalog([tuple(s) for s in data.get(R.CATALOG_SPECS, [])])
@@ -79,7 +101,7 @@ class _Names:
         return self.rules[index] if 0 <= index < len(self.rules) else "#{}".format(index)
 
 
-def _event_text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
+def _event_text(rec: dict, names: Names) -> tuple[str, str, tuple[str, ...]]:
     """(text, rule id, devices) of a core event record."""
     data = rec.get(R.DATA, {})
     event = (rec[R.TYPE], data.get(R.EVENT_A, 0), data.get(R.EVENT_B, 0), data.get(R.EVENT_C, 0))
@@ -98,7 +120,7 @@ def _event_text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
     return text, rule, devices
 
 
-def _text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
+def _text(rec: dict, names: Names) -> tuple[str, str, tuple[str, ...]]:
     rtype, data = rec.get(R.TYPE), rec.get(R.DATA, {})
     if rtype in EVENT_NAMES:
         return _event_text(rec, names)
@@ -133,8 +155,12 @@ def _text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
 
 def entries(directory: str | Path, provisioning: CoseKey) -> Iterator[Entry]:
     """Every verified record of the journal, oldest first."""
-    names = _Names()
-    for rec in verified_records(Path(directory), EpochKeys(provisioning)):
+    return described(verified_records(Path(directory), EpochKeys(provisioning)), Names())
+
+
+def described(records: Iterable[dict], names: Names) -> Iterator[Entry]:
+    """Records as entries, named with ``names`` until a catalog record brings its own."""
+    for rec in records:
         if rec.get(R.TYPE) == R.CATALOG:
             names.update(rec.get(R.DATA, {}))
         text, rule, devices = _text(rec, names)
@@ -164,6 +190,18 @@ class Filter:
                 and (not self.devices or any(d in e.devices for d in self.devices)))
 
 
+def word_filter(word: str, devices: Iterable[str]) -> Filter:
+    """The console's one-word filter: a severity (that or worse), a record
+    type, a device of the catalog, else a rule id (with or without its device)."""
+    if word in SEVERITY_NAMES:
+        return Filter(min_severity=SEVERITY_NAMES.index(word))
+    if word in R.TYPE_NAMES.values():
+        return Filter(types=(word,))
+    if word in devices:
+        return Filter(devices=(word,))
+    return Filter(rules=(word,))
+
+
 @dataclass
 class Incident:
     seq: int                # the incident record: what `replay --incident` takes (its trigger's seq works too)
@@ -174,6 +212,16 @@ class Incident:
     window_ms: int          # the evidence window's length (0: not written yet)
     scans: int
     bookmarks: list[dict] = field(default_factory=list)   # its cameras' video bookmarks (docs/journal.md)
+
+    def text(self) -> str:
+        """Its line, its alarm's and its video bookmarks' (what `cabguard journal incidents` and the console print)."""
+        head = "incident {}  {}  {}  evidence seq {}: {:.1f} s, {} scans  (replay --incident {})".format(
+            self.seq, self.time, self.severity, self.evidence_seq, self.window_ms / 1000, self.scans, self.seq)
+        lines = [head] + (["    " + self.trigger.line()] if self.trigger is not None else [])
+        lines += ["    video: camera {} {:.0f} s clip (bookmark seq {}{})".format(
+            b["camera"], (b["end_ms"] - b["start_ms"]) / 1000, b["seq"], ", protect asked" if b["protect"] else "")
+            for b in self.bookmarks]
+        return "\n".join(lines)
 
 
 def incidents(all_entries: Iterable[Entry]) -> list[Incident]:

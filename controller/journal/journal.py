@@ -70,6 +70,7 @@ from drivers import cose
 from drivers.atomicfile import fsync_dir, write_atomic
 from drivers.errors import DriverError
 from drivers.keys import CoseKey, epoch_number, first_epoch, load_key, next_epoch, write_key
+from drivers.safefile import loads_cbor
 
 BATCH_S = 1.0
 SEGMENT_BYTES = 16 << 20
@@ -448,6 +449,24 @@ class Journal:
         """Durable records with sequence number >= ``seq``, in order, as
         ``(seq, tagged COSE bytes)``.  Damaged frames are skipped."""
         return read_durable([(s.first_seq, s.path) for s in self.segments], seq, lambda: self.durable_seq)
+
+    def opened_from(self, seq: int) -> Iterator[dict]:
+        """Durable records with sequence number >= ``seq`` as written, for a
+        person at the gateway (the console's ``journal`` view): a COSE_Mac0's
+        payload as it stands, not verified (`cabguard verify` checks MACs and
+        chain, with the record key), a COSE_Encrypt0 opened with the current
+        epoch key; one sealed under an older epoch key is left out."""
+        for _seq, data in self.read_from(seq):
+            key = self._key
+            try:
+                msg = cose.decode(data)
+                if msg.encrypted and msg.kid != key.kid:
+                    continue
+                rec = loads_cbor(msg.verify(key.k) if msg.encrypted else msg.body)
+            except (DriverError, ValueError):
+                continue
+            if isinstance(rec, dict):
+                yield rec
 
     def set_cursor(self, acked: int) -> None:
         """Record that every record up to ``acked`` is acknowledged upstream (atomic)."""

@@ -74,6 +74,7 @@ HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
 HEALTH_INPUT_REFUSED = 10   # a file the gateway reads was refused: running without it (detail: why)
 HEALTH_ROOT_KEY = 11        # the root record key is on the gateway (forward security is void while it is)
 HEALTH_LAN = 12             # the cabinet LAN: its MQTT broker away or refusing, the webhook unable to listen
+HEALTH_CLOCK_STEP = 13      # the wall clock was stepped (a time service set it; detail: by how much)
 
 # Data keys per type beyond the core events (docs/records.cddl).
 GENESIS_KID, GENESIS_ALG = 1, 2

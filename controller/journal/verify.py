@@ -32,6 +32,11 @@ ZERO_TAG = bytes(cose.TAG_LEN)
 # own) take their time stamps before they queue up, so neighbours may be a
 # little out of time order; a regression larger than this is a problem.
 TIME_SLACK_MS = 2000
+# A time service may step the wall clock back: the gateway sees the step
+# within a second (drivers/clock.py) and journals it (health code 13).  A
+# trusted wall time that goes back less than this before that record, in
+# monotonic time, is the step's, not a problem.
+STEP_SEEN_MS = 1000 + TIME_SLACK_MS
 TEXT_PROBLEMS = 50
 
 
@@ -88,6 +93,7 @@ class Checker:
         self.prev_boot = -1
         self.prev_mono = -1
         self.prev_wall = -1
+        self.wall_back: list[tuple[int, str, tuple[str, int], int]] = []   # (mono, message, where, seq) until explained
         self.broken = False    # the record before was unreadable: do not blame the next link
 
     def _open(self, msg: cose.Message, where: tuple[str, int]) -> dict | None:
@@ -219,16 +225,31 @@ class Checker:
         elif boot == self.prev_boot and mono < self.prev_mono - TIME_SLACK_MS:
             self.report.problem("time", "monotonic time goes back from {} to {} ms".format(
                 self.prev_mono, mono), *where, seq=seq)
-        if rec.get(R.TIME_QUALITY) == R.TIME_TRUSTED:
+        if boot != self.prev_boot:
+            self.wall_steps_unexplained()
+        trusted = rec.get(R.TIME_QUALITY) == R.TIME_TRUSTED
+        if trusted:
             if boot == self.prev_boot and wall < self.prev_wall - TIME_SLACK_MS:
-                self.report.problem("time", "trusted wall time goes back from {} to {} ms".format(
-                    self.prev_wall, wall), *where, seq=seq)
+                self.wall_back.append((mono, "trusted wall time goes back from {} to {} ms".format(
+                    self.prev_wall, wall), where, seq))
             self.prev_wall = max(wall, self.prev_wall)
+        data = rec.get(R.DATA)
+        if rec.get(R.TYPE) == R.HEALTH and isinstance(data, dict) and data.get(R.HEALTH_CODE) == R.HEALTH_CLOCK_STEP:
+            # The gateway's own word that its clock was stepped: the regressions just before are the step's.
+            self.wall_back = [w for w in self.wall_back if w[0] < mono - STEP_SEEN_MS]
+            self.prev_wall = wall if trusted else -1
         if boot != self.prev_boot:       # both clocks are checked within a boot (docs/journal.md)
             self.prev_mono = -1
             self.prev_wall = -1
         self.prev_boot = boot
         self.prev_mono = max(self.prev_mono, mono)
+
+
+    def wall_steps_unexplained(self) -> None:
+        """Wall time that went back with no clock-step record after it: problems."""
+        for _mono, message, where, seq in self.wall_back:
+            self.report.problem("time", message, *where, seq=seq)
+        self.wall_back = []
 
 
 def _explained(report: Report) -> None:
@@ -348,6 +369,7 @@ def verify_dir(directory: str | Path, provisioning: CoseKey, anchors: Sequence[A
                     checker.broken = True
                 continue
             checker.record(item[1], (path.name, item[0]))
+    checker.wall_steps_unexplained()
     _wrong_key(report, provisioning)
     _explained(report)
     _truncation(report, directory, anchors)

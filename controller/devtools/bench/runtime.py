@@ -34,7 +34,8 @@ from controller.gateway.run import build
 from controller.journal import records as R
 from drivers.modbus.budget import device_load
 from drivers.modbus.profiles import load_profile
-from simulator.demo import SIM_CONFIG, prepare
+from simulator.benchsite import SIM_CONFIG
+from simulator.demo import prepare
 from simulator.slave import DEFAULT_TURNAROUND_MS
 
 JITTER_S = 40

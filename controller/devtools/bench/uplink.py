@@ -1,5 +1,6 @@
 """Uplink figures: a 100,000-record backlog drained to a local Mosquitto; the real
-Gateway's scan lateness while its own uplink drains one; a week's outage drained
+Gateway's scan lateness while its own uplink drains one; the memory of `cabguard
+run`'s processes while they drain one; a week's outage drained
 with nothing lost or out of order at the receiver; a fleet of N gateways through
 one broker.
 
@@ -33,6 +34,7 @@ from controller.devtools.bench.runtime import SimProcess, rss_kb
 from controller.devtools.fleetsim import cpu_seconds
 from controller.devtools.sampletraces import CABINET
 from controller.gateway.run import build
+from controller.gateway.sitefiles import EPOCH_KEY_FILE
 from controller.headend.cmdsend import publish
 from controller.journal import records as R
 from controller.journal.journal import Journal
@@ -42,6 +44,7 @@ from drivers.keys import generate, load_key, role_kid, write_key
 from drivers.mqtt import Backoff, BrokerSettings
 from simulator.broker import Broker
 from simulator.demo import prepare
+from simulator.soak import footprint, gateway_pids
 
 DRAIN_RECORDS = 100_000
 WEEK_S = 7 * 24 * 3600
@@ -178,6 +181,67 @@ def _gateway_drain(tmp: Path) -> list[Figure]:
         Figure("resident memory of the uplink process", uplink_rss_mb, "MB",
                note="besides the gateway's own (runtime bench)"),
     ]
+
+
+# ---- (d) the real program's memory while its uplink process drains -------------------
+
+def _process_drain(tmp: Path) -> list[Figure]:
+    """`cabguard run` for real (the demo site, devices simulated), started with a
+    100,000-record backlog in its journal and the broker away; then the broker
+    comes.  The gateway's processes together (PSS from /proc/PID/smaps_rollup)
+    and each (RSS) at their largest while the uplink process drains, and once
+    it has drained."""
+    broker = Broker()                      # not started yet: the outage
+    sim = SimProcess(tmp / "links")
+    proc: subprocess.Popen | None = None
+    try:
+        site = prepare(tmp, sim.port, broker.address, None)   # epoch 0 in state/, as flash.sh leaves it
+        journal = Journal.open(tmp / "journal", "demo-01", tmp / "state" / EPOCH_KEY_FILE, None)
+        start_ms = int(time.time() * 1000) - DRAIN_RECORDS * 1000
+        for i in range(DRAIN_RECORDS):
+            journal.append(R.telemetry(R.Context(start_ms + i * 1000, True, i * 1000, SNAPSHOT)))
+        journal.close()
+        last = journal.next_seq - 1
+        with open(tmp / "gateway.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "run", "--config", str(site)],
+                                    stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while len(gateway_pids(proc)) < 2:          # the gateway and its uplink process are up
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("cabguard run did not start its uplink: {}".format(
+                    (tmp / "gateway.log").read_text()[-2000:]))
+            time.sleep(0.1)
+        broker.start()
+        t0, peak = time.monotonic(), None
+        while _acked(tmp / "journal") < last and time.monotonic() - t0 < 900:
+            now = footprint(gateway_pids(proc))
+            if now is not None and (peak is None or now.pss_kb > peak.pss_kb):
+                peak = now
+            time.sleep(0.25)
+        drain_s = time.monotonic() - t0
+        time.sleep(IDLE_S)
+        after = footprint(gateway_pids(proc))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(20)
+        sim.stop()
+        broker.cleanup()
+    assert peak is not None and after is not None
+    return [
+        Figure("gateway processes' PSS while the uplink drains 100,000 records, largest", peak.pss_kb / 1024, "MB",
+               "<= 60", "RSS {} MB; `cabguard run` and its uplink process; drained in {:.0f} s".format(
+                   " + ".join("{:.1f}".format(r / 1024) for r in peak.rss_kb), drain_s)),
+        Figure("  ... {:.0f} s after the drain".format(IDLE_S), after.pss_kb / 1024, "MB", "<= 60",
+               "RSS {} MB".format(" + ".join("{:.1f}".format(r / 1024) for r in after.rss_kb))),
+    ]
+
+
+def _acked(journal_dir: Path) -> int:
+    try:
+        return int(json.loads((journal_dir / "cursor").read_text())["acked"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
 
 
 def _p99(sorted_values: list[float]) -> float:
@@ -380,7 +444,7 @@ def _fleet(tmp: Path, n: int) -> list[Figure]:
 
 def run() -> list[Figure]:
     figures: list[Figure] = []
-    for part in (_drain, _gateway_drain, _outage):
+    for part in (_drain, _gateway_drain, _process_drain, _outage):
         with tempfile.TemporaryDirectory(prefix="cabguard-bench-uplink-") as tmp:
             figures += part(Path(tmp))
     for n in FLEET_SIZES:
