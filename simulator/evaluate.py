@@ -21,6 +21,7 @@ alarm or critical.  An incident is detected when a detection falls in
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import statistics
 import sys
@@ -38,6 +39,7 @@ from rules.modelfile import read_model
 from simulator.decodepath import profile_decode
 from simulator.rulesource import RuleSource
 from simulator.scenario import Cabinet, Scenario
+from simulator.errors import ScenarioError
 from simulator.scenariofile import load
 from simulator.world import CabinetWorld, cabinet_catalog
 
@@ -242,6 +244,15 @@ def _detection(ev: tuple[int, int, int, int], evaluator: Any) -> str:
     return ""
 
 
+def _excused(scn: Scenario, cabinet: str) -> list[tuple[int, int]]:
+    """Spans of a cabinet where a detection is no nuisance: its incidents'
+    ``[start, end + grace]`` and the times a responder has it in hand."""
+    spans = [(i.start_ms, i.end_ms + scn.grace_ms) for i in scn.incidents if i.cabinet == cabinet]
+    spans += [(a.at_ms, a.at_ms + a.params["duration"] if a.params["duration"] else scn.duration_ms)
+              for a in scn.actions if a.kind == "responder" and cabinet in a.cabinets]
+    return spans
+
+
 def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
     """Per-incident detection and time-to-detect; nuisance alarms per cabinet-day."""
     incidents = []
@@ -257,13 +268,16 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
             "by": first.by if first else "",
         })
     nuisance = {}
+    times = {}
     for r in runs:
-        spans = [(i.start_ms, i.end_ms + scn.grace_ms) for i in scn.incidents if i.cabinet == r.cabinet]
+        spans = _excused(scn, r.cabinet)
         count = 0
         last = None
+        times[r.cabinet] = []
         for d in r.detections:
             if any(a <= d.t_ms <= b for a, b in spans):
                 continue
+            times[r.cabinet].append(d.t_ms / 1000)
             if last is None or d.t_ms - last >= MERGE_MS:
                 count += 1
             last = d.t_ms
@@ -273,10 +287,7 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
         "scenario": scn.name, "path": scn.path, "cabinet_days": round(days, 4),
         "incidents": incidents, "nuisance_alarms": nuisance,
         "nuisance_per_cabinet_day": round(sum(nuisance.values()) / days, 4),
-        "nuisance_times": {r.cabinet: [d.t_ms / 1000 for d in r.detections
-                                       if not any(i.start_ms <= d.t_ms <= i.end_ms + scn.grace_ms
-                                                  for i in scn.incidents if i.cabinet == r.cabinet)]
-                           for r in runs},
+        "nuisance_times": times,
         "scans": sum(r.scans for r in runs),
     }
 
@@ -378,7 +389,39 @@ def _text(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check(paths: list[str]) -> int:
+    """``cabguard eval --check``: load and validate each file, run nothing.
+    Prints what each holds and every visit its processes drew (local times),
+    or the file's first error with its line; 0 if all load, else 2."""
+    bad = 0
+    for path in paths:
+        try:
+            scn = load(path)
+        except ScenarioError as e:
+            print(e, file=sys.stderr)
+            bad += 1
+            continue
+        print("{}: ok: {} cabinet(s), {:.2f} cabinet-days, {} action(s), {} incident(s)".format(
+            path, len(scn.cabinets), scn.cabinet_days(), len(scn.actions), len(scn.incidents)))
+        for cab in scn.cabinets:
+            for start, end, auth in sorted(CabinetWorld(scn, cab).visits):
+                print("  {} visit ({}): unbolted {} (+{}), signed off {} (+{})".format(
+                    cab.id, auth, _local(scn, start), _offset(start), _local(scn, end), _offset(end)))
+    return 2 if bad else 0
+
+
+def _local(scn: Scenario, ms: int) -> str:
+    return (scn.start + dt.timedelta(milliseconds=ms)).isoformat(timespec="seconds")
+
+
+def _offset(ms: int) -> str:
+    s = ms // 1000
+    return "{}h{:02d}m{:02d}s".format(s // 3600, s // 60 % 60, s % 60)
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.check:
+        return check(args.scenario)
     scenarios = [load(p) for p in args.scenario]
     model_path = None if args.no_model else (args.model or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else None))
     rules = None if args.no_rules else RuleSource(args.rules)
