@@ -427,7 +427,7 @@ class CabinetWorld:
         for dev in self._devices(p["device"]):
             for k in range(max(1, p["duration"] // 1000)):      # one failed poll a second
                 self._at(t + 1000 * k, CRC, dev + ".comm_crc")
-            if p["duration"] >= 2000:                            # the poller's second failed poll
+            if p["duration"] > 2000:                             # offline from the poller's second failed poll
                 self._force(t + 2000, dev + ".online", 0, p["duration"] - 2000)
 
     def _action_bms_reboot(self, t: int, p: dict, item: Item) -> None:
