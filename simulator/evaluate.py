@@ -273,15 +273,18 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
         })
     nuisance = {}
     times = {}
+    by = {}
     for r in runs:
         spans = _excused(scn, r.cabinet)
         count = 0
         last = None
         times[r.cabinet] = []
+        by[r.cabinet] = []
         for d in r.detections:
             if any(a <= d.t_ms <= b for a, b in spans):
                 continue
             times[r.cabinet].append(d.t_ms / 1000)
+            by[r.cabinet].append(d.by)
             if last is None or d.t_ms - last >= MERGE_MS:
                 count += 1
             last = d.t_ms
@@ -291,7 +294,7 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
         "scenario": scn.name, "path": scn.path, "cabinet_days": round(days, 4),
         "incidents": incidents, "nuisance_alarms": nuisance,
         "nuisance_per_cabinet_day": round(sum(nuisance.values()) / days, 4),
-        "nuisance_times": times,
+        "nuisance_times": times, "nuisance_by": by,
         "scans": sum(r.scans for r in runs),
     }
 
@@ -399,6 +402,13 @@ def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None =
     return doc
 
 
+def _tally(counts: dict[str, int], by: str) -> None:
+    """Count a model detection under its top feature (``model: volt 120, vib 24``)."""
+    if by.startswith("model: "):
+        top = by[len("model: "):].split(" ")[0] or "?"
+        counts[top] = counts.get(top, 0) + 1
+
+
 def batch_of(path: str) -> str:
     """A scenario's batch: a held-out file's name prefix (``ho3`` for
     ``heldout/ho3-forklift.toml``), else ``library``."""
@@ -415,13 +425,19 @@ def model_by_batch(rules: list[dict[str, Any]], with_model: list[dict[str, Any]]
     out: dict[str, dict[str, Any]] = {}
     for a, b in zip(rules, with_model):
         row = out.setdefault(batch_of(a["path"]), {"scenarios": 0, "incidents": 0, "detections_added": 0,
-                                                   "detections_lost": 0, "nuisance_added": 0})
+                                                   "detections_lost": 0, "nuisance_added": 0, "added_by": {},
+                                                   "model_nuisance_by": {}})
         row["scenarios"] += 1
         for i, j in zip(a["incidents"], b["incidents"]):
             row["incidents"] += 1
-            row["detections_added"] += int(j["detected"] and not i["detected"])
+            if j["detected"] and not i["detected"]:
+                row["detections_added"] += 1
+                _tally(row["added_by"], j["by"])
             row["detections_lost"] += int(i["detected"] and not j["detected"])
         row["nuisance_added"] += sum(b["nuisance_alarms"].values()) - sum(a["nuisance_alarms"].values())
+        for found in b["nuisance_by"].values():
+            for d in found:
+                _tally(row["model_nuisance_by"], d)
     for row in out.values():
         row["earns"] = row["detections_added"] > 0 and row["nuisance_added"] <= 0 and not row["detections_lost"]
     return dict(sorted(out.items()))

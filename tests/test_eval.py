@@ -80,8 +80,9 @@ def test_the_model_adds_a_detection_the_core_alone_misses(tmp_path):
     assert doc["compare"]["rules+model"]["pd"] == 1.0 and doc["nuisance_alarms"] == 0
     (added,) = doc["compare"]["model_adds"]
     assert "volt" in added["by"] and added["ttd_s"] <= 5.0
-    assert doc["compare"]["model_by_batch"] == {"library": {"scenarios": 1, "incidents": 1, "detections_added": 1,
-                                                            "detections_lost": 0, "nuisance_added": 0, "earns": True}}
+    assert doc["compare"]["model_by_batch"] == {"library": {
+        "scenarios": 1, "incidents": 1, "detections_added": 1, "detections_lost": 0, "nuisance_added": 0,
+        "added_by": {"volt": 1}, "model_nuisance_by": {}, "earns": True}}
 
 
 def test_eval_cli_json_and_report(tmp_path):

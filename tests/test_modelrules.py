@@ -1,5 +1,7 @@
 """The model's rule: when the anomaly score raises, at which severity, and not twice for one cause."""
 
+import pytest
+
 from controller.core import modes, ticks
 from controller.core.anomaly import FEATURES, HOURS, ModelTables
 from controller.core.events import ALARM, WARNING
@@ -16,12 +18,12 @@ MODEL = {"cabguard_model": 1, "features": list(FEATURES), "window_ms": 500,
          "hi": bytes(LEVELS * HOURS).hex(), "adapt": {"cap": 12, "step_windows": 720, "holdoff_windows": 720}}
 
 
-def play(script, visit_ms=4 * 3600000):
+def play(script, visit_ms=4 * 3600000, model=MODEL):
     """Scan every 100 ms; ``script`` is [(second, {signal: value}, mode)].
     -> [(second, severity, raised)] of the model's rule."""
     scn = loads('[scenario]\nname = "m"\nstart = 2026-01-05T00:00:00Z\nduration = "1h"\n[[cabinet]]\nid = "c"\n')
     catalog = cabinet_catalog(scn, scn.cabinets[0])
-    rules = ModelRules(ModelTables(MODEL), catalog, visit_ms=visit_ms)
+    rules = ModelRules(ModelTables(model), catalog, visit_ms=visit_ms)
     image = catalog.new_image()
     for name in ("io.online", "bms1.online", "bms2.online", "sys.clock_trusted", "io.door_bolt"):
         image[catalog.index[name]] = 1
@@ -73,3 +75,12 @@ def test_a_module_pulled_alarms_on_a_cabinet_left_disarmed_but_not_while_a_perso
     assert pulled(modes.ARMED, modes.MAINTENANCE) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]  # logged in
     assert pulled(modes.ARMED, modes.DISARMED) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]     # a call-out disarmed it
     assert pulled(modes.ARMED, modes.DISARMED, visit_ms=1500) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]  # long gone
+
+
+def test_the_model_file_says_which_losses_may_alarm_and_never_a_gain():
+    pulled = [(0, {"bms1.pack_mv": 409600}, modes.ARMED), (3, {"bms1.pack_mv": 358400}, modes.ARMED)]
+    assert play(pulled, model=dict(MODEL, alarm_on=["current"])) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]
+    assert play(pulled, model=dict(MODEL, alarm_on=["volt"])) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]
+    for bad in (["vib"], "volt", ["volt", 3]):
+        with pytest.raises(ValueError, match="model key 'alarm_on' must be a list of loss features"):
+            ModelTables(dict(MODEL, alarm_on=bad))

@@ -26,6 +26,8 @@ import binascii
 FORMAT = 1
 FEATURES = ("vib", "peak", "door", "tilt", "lift", "current", "volt", "temp", "power")
 N_FEATURES = 9
+# Features that are evidence of loss: current that stopped, pack voltage gone, the supply fallen.
+LOSS_FEATURES = ("current", "volt", "power")
 HOURS = 168
 SCORE_MAX = 30000
 TEMP_HISTORY = 60          # windows over which a temperature rise is measured (5 min)
@@ -79,6 +81,13 @@ class ModelTables:
         self.adapt_cap = _int_in(adapt, "cap", 0, 64)
         self.adapt_windows = _int_in(adapt, "step_windows", 1, 1 << 20)
         self.holdoff_windows = _int_in(adapt, "holdoff_windows", 0, 1 << 20)
+        # The loss features whose points let the model's rule alarm (docs/anomaly.md,
+        # "Earning its place"); default all of them.  Only losses: never a gain.
+        alarm_on = doc.get("alarm_on", list(LOSS_FEATURES))
+        if not isinstance(alarm_on, list) or any(f not in LOSS_FEATURES for f in alarm_on):
+            raise ValueError("model key 'alarm_on' must be a list of loss features ({}), got {!r}".format(
+                ", ".join(LOSS_FEATURES), alarm_on))
+        self.alarm_on = tuple(FEATURES.index(f) for f in alarm_on)
 
 
 def _int_in(doc, key, lo, hi):

@@ -16,10 +16,7 @@ from controller.core.step import CoreConfig
 RULE_NAME = "anomaly"
 VISIT_MS = dict(CoreConfig.DEFAULTS)["maint_max_ms"]   # the longest visit, unless a site says otherwise
 ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
-# The features that are evidence of loss (docs/anomaly.md, "Alarms need a loss").
-_CURRENT = FEATURES.index("current")
 _VOLT = FEATURES.index("volt")
-_POWER = FEATURES.index("power")
 
 
 class ModelRules:
@@ -45,6 +42,7 @@ class ModelRules:
         self.top_idx = catalog.index["anom.top"]
         self.maint_idx = catalog.index.get("sched.maintenance", -1)
         self.threshold = tables.threshold
+        self.alarm_on = tables.alarm_on   # the loss features that may make the rule an alarm
         self.raised = -1                 # severity raised, -1 when clear
         self.raised_as = -1              # the rule index it was raised under
         self.raised_top = -1             # the feature on top when it was raised
@@ -82,14 +80,19 @@ class ModelRules:
             self.disarmed_at = -1        # the visit is over: before the tick difference wraps
 
     def severity(self, top, mode, image):
-        """Alarm only on evidence of loss: a loss feature (current that
-        stopped, pack voltage that went, supply that fell) scored in this
-        window.  Without it -- vibration, tilt, a door, a warm pack, gains
+        """Alarm only on evidence of loss: a loss feature the model file
+        lets alarm (``alarm_on``: current that stopped, pack voltage that
+        went, supply that fell) scored in this window.  Without it -- vibration, tilt, a door, a warm pack, gains
         of any kind -- the model only warns: the packs' rules alarm on those."""
         contrib = self.model.contrib
-        if not (contrib[_CURRENT] > 0 or contrib[_VOLT] > 0 or contrib[_POWER] > 0):
+        loss = 0
+        for f in self.alarm_on:
+            if contrib[f] > 0:
+                loss = 1
+        if not loss:
             return WARNING
-        if contrib[_VOLT] > 0 and not self.attended(mode) and not (self.maint_idx >= 0 and image[self.maint_idx]):
+        if _VOLT in self.alarm_on and contrib[_VOLT] > 0 and not self.attended(mode) \
+                and not (self.maint_idx >= 0 and image[self.maint_idx]):
             return ALARM
         if mode in ARMED_FAMILY:
             return ALARM
