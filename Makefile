@@ -12,12 +12,15 @@ JSDEPS := node_modules/.deps-stamp
 setup: $(PYDEPS) $(JSDEPS) system
 
 # Debian packages the tests need: Mosquitto (a real broker on loopback),
-# shellcheck (flash.sh must stay clean).
+# shellcheck (flash.sh must stay clean), PostgreSQL (the head end's shared store;
+# the tests start their own server on a private port and data folder).
 system:
 	@command -v mosquitto >/dev/null || command -v /usr/sbin/mosquitto >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq mosquitto >/dev/null; }
 	@command -v shellcheck >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq shellcheck >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }
 
 $(PYDEPS): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -296,20 +296,32 @@ check "check the target has at least $MIN_FREE_MB MB free" check_space
 
 # The keys already on the target: the same as those to install, or --force (a new record key
 # orphans the journal).  Checked here, before the first write; keys yet to be generated differ
-# from any key there.  Over ssh the gateway's own keys stay (rsync --ignore-existing).
+# from any key there.  The record key is compared as the epoch-0 key the gateway gets, until
+# the gateway has a journal (then its epoch key has moved on).  Over ssh the gateway's own keys
+# stay (rsync --ignore-existing).
+state_started() { compgen -G "$R${CFG[journal.dir]}/*.seg" >/dev/null; }
 check_keys_match() {
-    local src=${KEYS_CHECK:-} role dest
+    local src=${KEYS_CHECK:-} role dest want scratch
+    scratch=$(mktemp -d)
     for role in record command installer; do
+        want=${src:+$src/$role.key}
         case $role in
-            record) dest=${CFG[keys.record]} ;;
+            record) dest=${CFG[keys.epoch]}
+                    ! state_started || continue
+                    if [[ -n $src ]]; then
+                        want=$scratch/record-epoch.key
+                        "$HOST_CABGUARD" provision epoch-key "$src/record.key" -o "$want"
+                    fi ;;
             command) dest=${CFG[keys.headend]} ;;
             installer) dest=${CFG[rules.key]} ;;
         esac
         [[ -f $R$dest && $FORCE -eq 0 ]] || continue
-        if [[ -z $src ]] || ! cmp -s "$src/$role.key" "$R$dest"; then
-            die "$dest on the target holds a different key than ${src:-the keys to be generated}/$role.key; replacing it orphans everything made with it (give its keys with --keys, or use --force)"
+        if [[ -z $want ]] || ! cmp -s "$want" "$R$dest"; then
+            rm -rf "$scratch"
+            die "$dest on the target holds a different key than the one ${src:-to be generated} gives for $role; replacing it orphans everything made with it (give its keys with --keys, or use --force)"
         fi
     done
+    rm -rf "$scratch"
 }
 [[ -n $SSH_DEST ]] || check "check the keys on the target are the ones to install" check_keys_match
 
@@ -366,16 +378,25 @@ install_key() {
     fi
     cmp -s "$src" "$dest" 2>/dev/null || put "$src" "$dest" 600
 }
-state_started() { compgen -G "$R${CFG[journal.dir]}/*.seg" >/dev/null; }
-install_record_key() {
-    # A gateway that has started holds its epoch key; once record.key is removed (docs/keys.md) it stays gone.
-    if state_started && [[ ! -f $R${CFG[keys.record]} ]]; then
-        note "the gateway has a journal and no record.key (removed after its first start): not reinstalling it"
+# The root record key never goes to the gateway (docs/keys.md): only its epoch 0, which the
+# gateway replaces with the next epoch at its first start.  A gateway with a journal keeps the
+# epoch key it has moved on to.
+install_epoch_key() {
+    local scratch
+    if state_started; then
+        note "the gateway has a journal: its record epoch key has moved on; not reinstalling epoch 0"
         return 0
     fi
-    install_key "$KEYSRC/record.key" "$R${CFG[keys.record]}"
+    scratch=$(mktemp -d)
+    "$HOST_CABGUARD" provision epoch-key "$KEYSRC/record.key" -o "$scratch/record-epoch.key"
+    install_key "$scratch/record-epoch.key" "$R${CFG[keys.epoch]}"
+    rm -rf "$scratch"
 }
-act "install the record key at ${CFG[keys.record]} (0600)" install_record_key
+act "install the epoch-0 record key at ${CFG[keys.epoch]} (0600); the root record key stays off the gateway (keep $KEYSRC/record.key for the head end)" install_epoch_key
+remove_root_key() { rm -f "$R${CFG[keys.record]}"; }
+if [[ -z $SSH_DEST && -e $R${CFG[keys.record]} ]]; then
+    act "remove the root record key ${CFG[keys.record]} an earlier flash left on the target (the head end keeps it)" remove_root_key
+fi
 act "install the head-end command key at ${CFG[keys.headend]} (0600)" install_key "$KEYSRC/command.key" "$R${CFG[keys.headend]}"
 act "install the installer key at ${CFG[rules.key]} (0600)" install_key "$KEYSRC/installer.key" "$R${CFG[rules.key]}"
 
@@ -433,7 +454,7 @@ write_tmpfiles() {
         echo "# cabguard's folders and key ownership (systemd-tmpfiles applies it at boot)"
         echo "d $STATE 0750 $SVC_USER $SVC_USER -"
         echo "d $JOURNAL 0750 $SVC_USER $SVC_USER -"
-        for key in keys.record keys.headend rules.key console.people; do
+        for key in keys.epoch keys.headend rules.key console.people; do
             [[ -z ${CFG[$key]} ]] || echo "z ${CFG[$key]} 0600 $SVC_USER $SVC_USER -"
         done
         echo "z $SITE_TOML 0600 $SVC_USER $SVC_USER -"      # the config may hold the MQTT password
@@ -525,6 +546,8 @@ if [[ -n $SSH_DEST ]]; then
     act "copy the staged tree to $SSH_DEST:/ (rsync; existing keys and people kept)" \
         rsync -a --ignore-existing --rsync-path="sudo -n rsync" -e "$RSYNC_SSH" \
         --include='*/' --include='*.key' --include="$(basename "${CFG[console.people]:-none}")" --exclude='*' "$ROOT/" "$SSH_DEST:/"
+    act "on $SSH_DEST: remove a root record key at ${CFG[keys.record]} (the head end keeps it)" \
+        ssh_run "rm -f ${CFG[keys.record]}"
     act "copy the rest of the staged tree to $SSH_DEST:/ (rsync)" \
         rsync -a --rsync-path="sudo -n rsync" -e "$RSYNC_SSH" --exclude='*.key' \
         --exclude="$(basename "${CFG[console.people]:-none}")" "$ROOT/" "$SSH_DEST:/"

@@ -118,6 +118,14 @@ def require_role(key: CoseKey, role: str, where: str, gateway: str | None = None
                            "`cabguard keys gen --gateway {}`)".format(where, key.kid_text, parts[0], gateway, gateway))
 
 
+def require_epoch(key: CoseKey, where: str, gateway: str) -> None:
+    """Refuse a key that is not an epoch key of ``gateway``'s record key."""
+    parsed = parse_epoch_kid(key.kid)
+    if parsed is None or parsed[0] != role_kid(gateway, "record"):
+        raise KeyFileError("{}: key '{}' is not a record epoch key of gateway {} (want kid '{}/record/<n>': "
+                           "`cabguard provision epoch-key` writes epoch 0)".format(where, key.kid_text, gateway, gateway))
+
+
 def epoch_kid(provisioning_kid: bytes, n: int) -> bytes:
     return provisioning_kid + b"/" + str(n).encode()
 

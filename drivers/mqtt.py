@@ -31,7 +31,7 @@ CONNECTED = "connected"
 DISCONNECTED = "disconnected"
 REFUSED = "refused"        # the broker answered CONNACK with an error
 ACKED = "acked"            # (mid)
-MESSAGE = "message"        # (topic, payload)
+MESSAGE = "message"        # (topic, payload, mid, qos): mid and qos for ack() with manual_ack
 
 # MQTT 5 ends a session at disconnect unless told otherwise; hold it a week, the
 # outage a gateway must ride out, as MQTT 3.1.1 does with clean_session = False.
@@ -116,12 +116,15 @@ def describe_tls_failure(err: BaseException, s: BrokerSettings) -> str:
 
 
 class MqttLink:
-    def __init__(self, settings: BrokerSettings, will_topic: str = "", will_payload: bytes = b""):
+    def __init__(self, settings: BrokerSettings, will_topic: str = "", will_payload: bytes = b"",
+                 manual_ack: bool = False):
+        """``manual_ack``: a received QoS 1 message is acknowledged only by ``ack()``,
+        so a receiver that dies before storing it gets it again (the head end)."""
         self.settings = settings
         version = MQTTProtocolVersion.MQTTv5 if settings.protocol == 5 else MQTTProtocolVersion.MQTTv311
         kwargs = {} if settings.protocol == 5 else {"clean_session": False}
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                                  protocol=version, reconnect_on_failure=False, **kwargs)
+                                  protocol=version, reconnect_on_failure=False, manual_ack=manual_ack, **kwargs)
         self.client.max_inflight_messages_set(65535)  # the owner keeps its own window
         self.client.max_queued_messages_set(0)
         if settings.username:
@@ -160,7 +163,7 @@ class MqttLink:
         self.events.append((ACKED, mid))
 
     def _on_message(self, _c, _u, msg) -> None:
-        self.events.append((MESSAGE, msg.topic, msg.payload))
+        self.events.append((MESSAGE, msg.topic, msg.payload, msg.mid, msg.qos))
 
     # owner's calls ------------------------------------------------------------
     def connect(self) -> str | None:
@@ -210,6 +213,10 @@ class MqttLink:
 
     def subscribe(self, topic: str) -> None:
         self.client.subscribe(topic, qos=1)
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a message received with ``manual_ack`` (its PUBACK goes out now)."""
+        self.client.ack(mid, qos)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int | None:
         """The message id to wait for, or None if it could not be queued."""

@@ -25,6 +25,8 @@ from controller.console.auth import PeopleStore, code_at
 from controller.gateway.tables import read_payload
 from controller.headend.collect import Collector, run as collect_run
 from controller.journal.evidence import verified_records
+from controller.cli.provision import write_first_epoch
+from controller.gateway.sitefiles import EPOCH_KEY_FILE
 from drivers.keys import EpochKeys, load_key
 from rules.payload import decode_payload
 from simulator.broker import Broker
@@ -114,9 +116,10 @@ class Rig:
         relay.set(k1=0, k2=0, k3=0, k4=0)
 
     def wipe_state(self) -> None:
-        """A gateway as flashed: no journal, no core state (the keys stay)."""
+        """A gateway as flashed: no journal, no core state, the keys and epoch 0 of the record key."""
         shutil.rmtree(self.state, ignore_errors=True)
         self.journal.mkdir(parents=True)
+        write_first_epoch(self.keys / "record.key", self.state / EPOCH_KEY_FILE)
 
     def records(self) -> list[dict]:
         return list(verified_records(self.journal, EpochKeys(load_key(self.keys / "record.key"))))

@@ -3,6 +3,9 @@
 import hashlib
 import shutil
 import stat
+import subprocess
+
+from controller.journal import records as R
 
 from hil_tests.conftest import START_TIMEOUT_S, GatewayProcess, wait_until
 
@@ -21,8 +24,9 @@ def tree(root):
 
 def test_the_flashed_tree_is_what_the_gateway_needs(rig):
     files = tree(rig.root)
-    for key in ("record", "command", "installer"):
+    for key in ("command", "installer"):
         assert files["etc/cabguard/keys/{}.key".format(key)][0] == 0o600
+    assert "etc/cabguard/keys/record.key" not in files       # the root record key stays off the gateway
     assert files["etc/cabguard/people.toml"][0] == 0o600
     assert files["etc/cabguard/site.toml"][0] == 0o600          # it may hold the MQTT password
     unit = (rig.root / "etc/systemd/system/cabguard.service").read_text()
@@ -51,22 +55,28 @@ def test_a_second_flash_changes_nothing_and_verify_passes_on_the_bench(rig):
     assert rig.sim.device("relay").values.get("k2", 0) == 0   # the siren test switched it off again
 
 
-def test_a_reflash_does_not_bring_back_a_removed_record_key(rig):
+def test_a_root_record_key_on_the_gateway_is_journaled_failed_by_selftest_and_removed_by_a_flash(rig):
+    """flash.sh installs only epoch 0 of the record key; a root key an older flash (or a
+    person) left there voids forward security: the gateway journals a warning, selftest
+    fails, and the next flash removes it."""
     rig.wipe_state()
-    gw = GatewayProcess(rig).start()
-    try:
-        # started in full (the console answers) and journaling
-        assert wait_until(lambda: "mode      " in rig.console_status(), START_TIMEOUT_S, 0.2), gw.tail()
-        assert any(rig.journal.glob("*.seg"))
-    finally:
-        assert gw.stop() == 0
     record_key = rig.root / "etc/cabguard/keys/record.key"
-    record_key.unlink()                                 # docs/keys.md: removed after the first start
+    shutil.copy(rig.keys / "record.key", record_key)
+    record_key.chmod(0o600)
     try:
+        gw = GatewayProcess(rig).start()
+        try:
+            assert wait_until(lambda: any(r.get(R.TYPE) == R.HEALTH and r[R.DATA][R.HEALTH_CODE] == R.HEALTH_ROOT_KEY
+                                          for r in rig.records()), START_TIMEOUT_S, 0.2), gw.tail()
+        finally:
+            assert gw.stop() == 0
+        done = subprocess.run([str(rig.cabguard), "selftest", "--config", str(rig.site_toml)],
+                              capture_output=True, text=True)
+        assert done.returncode == 1 and "the root record key is on the gateway" in done.stdout, done.stdout
         done = rig.flash("--verify")
         assert done.returncode == 0, done.stdout + done.stderr
-        assert "no record.key (removed after its first start): not reinstalling it" in done.stderr
+        assert "remove the root record key /etc/cabguard/keys/record.key" in done.stdout
+        assert "its record epoch key has moved on; not reinstalling epoch 0" in done.stderr
         assert not record_key.exists() and "selftest: passed" in done.stdout
     finally:
-        shutil.copy(rig.keys / "record.key", record_key)
-        record_key.chmod(0o600)
+        record_key.unlink(missing_ok=True)

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 from controller.cli.keygen import generate_keys
+from controller.cli.provision import write_first_epoch
+from controller.gateway.sitefiles import EPOCH_KEY_FILE
 from controller.cli.rulescmd import config_catalog
 from controller.console.auth import PeopleStore, code_at
 from controller.core import modes
@@ -148,7 +150,7 @@ table = "{d}/rules.table"
 key = "{d}/keys/installer.key"
 
 [keys]
-record = "{d}/keys/record.key"
+record = "{d}/gateway/record.key"    # none there: as flash.sh leaves a gateway, epoch 0 is in state/
 headend = "{d}/keys/command.key"
 
 [journal]
@@ -267,6 +269,9 @@ def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path | N
     (the demo's; the runtime bench uses it too, without console or uplink)."""
     if not (out / "keys" / "record.key").exists():
         generate_keys("demo-01", out / "keys", ALG_AES_MAC_128_128)
+    if not (out / "state" / EPOCH_KEY_FILE).exists() and not list((out / "journal").glob("*.seg")):
+        (out / "state").mkdir(parents=True, exist_ok=True)
+        write_first_epoch(out / "keys" / "record.key", out / "state" / EPOCH_KEY_FILE)
     people = PeopleStore(out / "people.toml")
     for who in ("ben", "ana"):
         if who not in people.people:
@@ -440,7 +445,8 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("journal", "state"):
         shutil.rmtree(out / stale, ignore_errors=True)
-    (out / "headend.db").unlink(missing_ok=True)
+    for name in ("headend.db", "headend.db-wal", "headend.db-shm"):   # the head end's SQLite runs in WAL mode
+        (out / name).unlink(missing_ok=True)
     demo = Demo(out, max(MIN_SECONDS, float(args.seconds)), args.broker, args.console_link)
     try:
         status = demo.run()

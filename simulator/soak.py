@@ -143,7 +143,7 @@ key = "{d}/keys/installer.key"
 path = "{d}/port.json"
 
 [keys]
-record = "{d}/keys/record.key"
+record = "{d}/gateway/record.key"    # none there: as flash.sh leaves a gateway, epoch 0 is in state/
 headend = "{d}/keys/command.key"
 
 [journal]
@@ -400,6 +400,7 @@ class Soak:
         (d / "sim.toml").write_text(SIM)
         shutil.copy(REPO / "rules/models/port.json", d / "port.json")
         _check(["keys", "gen", "--gateway", GATEWAY, "--out", str(d / "keys")])
+        _check(["provision", "epoch-key", str(d / "keys/record.key"), "-o", str(d / "state/record-epoch.key")])
         packs = sorted(str(p) for p in (REPO / "rules/packs").glob("*.toml"))
         _check(["rules", "compile", *packs, "-o", str(d / "rules.table"), "--key", str(d / "keys/installer.key"),
                 "--config", str(d / "site.toml")])

@@ -19,6 +19,15 @@ def provision(tmp: Path, alg: int = ALG_AES_MAC_128_128, gateway: str = "gw-7") 
     return key, path
 
 
+def flashed_keys(d: Path, gateway: str = "gw-test") -> Path:
+    """Keys as flash.sh leaves them: all three generated into ``d/keys`` (the installer's
+    and head end's copy) and epoch 0 of the record key in the gateway's state folder
+    ``d/state``; the root record key is not on the gateway.  Returns the keys folder."""
+    from controller.cli.provision import flashed_keys as flash
+    flash(gateway, d / "keys", d / "state")
+    return d / "keys"
+
+
 def open_journal(tmp: Path, prov: CoseKey | None = None, **kw) -> Journal:
     return Journal.open(tmp / "journal", "gw-7", tmp / "epoch.key", prov, **kw)
 

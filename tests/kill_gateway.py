@@ -35,7 +35,6 @@ from pathlib import Path
 
 import cbor2
 
-from controller.cli.keygen import generate_keys
 from controller.cli.rulescmd import config_catalog
 from controller.core import modes
 from controller.core.catalog import Catalog
@@ -45,9 +44,9 @@ from controller.gateway.tables import sign, write_table
 from controller.journal import records as R
 from controller.journal.segments import iter_frames, list_segments
 from drivers import cose
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from rules.compiler import SiteCatalog, compile_files
+from tests.journaling import flashed_keys
 from tests.test_runtime import SITE
 
 RULE = '[[rule]]\nid = "always"\nwhen = "sys.disk_free_pct <= 100"\nseverity = "alarm"\n'
@@ -58,7 +57,7 @@ SLOW = ("fsync", "fdatasync")
 
 def prepare_template(template: Path) -> None:
     """Keys and a signed table, made once; every trial copies them."""
-    generate_keys("gw-test", template / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(template)
     write_site(template)
     specs, classes = config_catalog(str(template / "site.toml"))
     catalog = Catalog(specs)
@@ -76,6 +75,7 @@ def write_site(d: Path) -> Path:
 
 def fresh_trial(template: Path, d: Path) -> Path:
     shutil.copytree(template / "keys", d / "keys")
+    shutil.copytree(template / "state", d / "state")      # epoch 0 of the record key, as flashed
     shutil.copy(template / "rules.table", d / "rules.table")
     return write_site(d)
 

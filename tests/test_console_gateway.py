@@ -7,7 +7,6 @@ import time
 import cbor2
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.console.auth import PeopleStore, code_at, duress_variant
 from controller.core import modes
 from controller.core.events import ALARM, CRITICAL, EV_DURESS
@@ -15,10 +14,11 @@ from controller.gateway.loop import hide_secrets
 from controller.gateway.run import build
 from controller.journal import records as R
 from controller.journal.segments import iter_frames, list_segments
-from drivers.cose import ALG_AES_MAC_128_128, decode
+from drivers.cose import decode
 from drivers.keys import EpochKeys, load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.test_console_server import Terminal, abuse
 from tests.test_runtime import SITE, wait_until
 
@@ -38,7 +38,7 @@ def visit(tmp_path):
     sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
                                       SimDevice("relay", "relay4", 4)])]).start()
     sim.device("io").set(door_bolt=1, supply_mv=24000)
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port) + CONSOLE.format(d=tmp_path))
     people = PeopleStore(tmp_path / "people.toml")

@@ -3,7 +3,7 @@
 Every fenced block carries a language tag; the tag says what the test does with it:
 
 - ``toml``: a config, checked by the validator of its kind (site config,
-  rule file, scenario, simulator config, profile).  A site config fragment
+  rule file, scenario, simulator config, profile, head-end config).  A site config fragment
   (``[model]``, ``[console]`` ...) is checked inside examples/site.toml.  A
   block whose first line is ``# NAME.toml`` is also written as NAME.toml
   for the shell examples after it in the same doc.
@@ -35,6 +35,7 @@ import pytest
 
 from controller.cli.rulescmd import site_catalog
 from controller.gateway.config import parse as parse_site
+from controller.headend.config import parse as parse_headend
 from controller.gateway.site import assemble
 from drivers.modbus.profiles import load_profile
 from rules.compiler import compile_files
@@ -172,6 +173,8 @@ def _check_toml(block: Block, tmp_path: Path) -> None:
         load_profile(str(path))
     elif "bus" in doc:
         load_config(path)
+    elif "sink" in doc or "headend" in doc:
+        parse_headend(doc, block.where)
     else:
         _check_site_fragment(block, doc)
 

@@ -8,6 +8,7 @@ from controller.core import events as ev
 from controller.core.catalog import Catalog
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
+from controller.devtools import mpy
 from controller.devtools.sampletraces import CABINET
 from controller.errors import CabguardError
 from controller.journal import records as R
@@ -18,27 +19,24 @@ from tests.journaling import open_journal, provision
 SCAN_MS = 100
 
 
-def _night(tmp_path):
-    """Arm, wait, force the door: the core's events journaled, with an evidence window."""
-    catalog = Catalog(CABINET)
-    config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 1000}, (catalog.index["io.door_open"],))
-    state = CoreState(catalog, config)
+def _journaled(tmp_path, state, zones, scans, drive, table=None):
+    """Scans through step(), journaled as the gateway journals them, with an evidence
+    ring (2 s before, 1.5 s after) around the first alarm.  ``drive(scan, image)``
+    sets the image and returns the scan's commands.  Returns (root key, its file,
+    the first alarm's seq, [(tick, outputs, events)] as the gateway saw them)."""
+    catalog = state.catalog
     ring = EvidenceRing(state, before_ms=2000, after_ms=1500)
     prov, key_path = provision(tmp_path)
     image = catalog.new_image()
-    image[catalog.index["io.online"]] = 1
-    live = []       # (tick, outputs, events) as the gateway saw them
+    live = []
     incident = None
     with open_journal(tmp_path, prov) as j:
         c = default_clock()
-        j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), config.as_dict(),
-                           ["io.door_open"], catalog.digest()))
-        for scan in range(120):
+        j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), state.config.as_dict(),
+                           zones, catalog.digest(), table))
+        for scan in range(scans):
             now = 5000 + scan * SCAN_MS
-            cmds = [(ev.CMD_ARM, 0)] if scan == 10 else []
-            if scan == 60:
-                image[catalog.index["io.door_open"]] = 1
-            image[catalog.index["io.vib_rms_mg"]] = scan % 7
+            cmds = drive(scan, image)
             outputs, events = step(state, (image, cmds), now)
             live.append((now, list(outputs), list(events)))
             c = default_clock()
@@ -54,16 +52,43 @@ def _night(tmp_path):
     return prov, key_path, incident, live
 
 
+def _night(tmp_path):
+    """Arm, wait, force the door: the core's events journaled, with an evidence window."""
+    catalog = Catalog(CABINET)
+    config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 1000}, (catalog.index["io.door_open"],))
+
+    def drive(scan, image):
+        image[catalog.index["io.online"]] = 1
+        if scan == 60:
+            image[catalog.index["io.door_open"]] = 1
+        image[catalog.index["io.vib_rms_mg"]] = scan % 7
+        return [(ev.CMD_ARM, 0)] if scan == 10 else []
+    return _journaled(tmp_path, CoreState(catalog, config), ["io.door_open"], 120, drive)
+
+
+def _replays_as_lived(lines, live, rules_factory=None):
+    """Re-run an incident's trace: the events the gateway saw within its window, at the
+    same ticks, on CPython and (when set up) MicroPython, from the rules in its header."""
+    replay = replay_lines(lines, rules_factory)
+    first_t, last_t = json.loads(lines[1])["t"], json.loads(lines[-1])["t"]
+    expected = [(t, o, e) for t, o, e in live if first_t <= t <= last_t and e]
+    got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
+    assert got == expected
+    if mpy.available():
+        code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
+                "from controller.core.evaluator import evaluator_from_header\n"
+                "r = replay_lines(open('/app/incident.trace'), lambda c, h: evaluator_from_header("
+                "h, c.digest(), c.size, ticks.diff), keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
+        (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
+        assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]
+    return got
+
+
 def test_incident_replays_from_the_journal_as_it_happened(tmp_path):
     prov, _key, incident, live = _night(tmp_path)
     assert incident is not None
-    lines = incident_trace(tmp_path / "journal", prov, incident)
-    replay = replay_lines(lines)
-    first_t = json.loads(lines[1])["t"]
-    expected = [(t, o, e) for t, o, e in live if t >= first_t and e]
-    got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
-    assert got == expected          # the alarm raised again, same tick, same events
-    assert any(e[0] == ev.EV_MODE and e[2] == 5 for _t, _o, es in got for e in es)   # into alarm
+    got = _replays_as_lived(incident_trace(tmp_path / "journal", prov, incident), live)
+    assert any(e[0] == ev.EV_MODE and e[2] == 5 for _t, _o, es in got for e in es)   # into alarm, again
 
 
 def test_replay_command_line_reruns_an_incident(tmp_path):
@@ -101,3 +126,33 @@ def test_evidence_and_incident_records_match_the_cddl_schema(tmp_path):
         schema.validate_cbor(encode(rec))
         kinds.add(rec[R.TYPE])
     assert {R.EVIDENCE, R.INCIDENT} <= kinds
+
+
+RATE_RULE = '[[rule]]\nid = "warming"\nwhen = "rate(bms1.temp_max_dc, \'2m\') > 30"\nseverity = "alarm"\n'
+
+
+def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds(tmp_path):
+    """The window holds 2 s before the alarm, the rule looks back 2 minutes: the window
+    starts with every rule's state (the rate's samples), so the replay raises it again,
+    at the same tick (issue 16: it re-ran with no event at all)."""
+    from controller.cli.rulescmd import site_catalog
+    from controller.core import ticks
+    from controller.core.evaluator import Evaluator
+    from controller.core.table import Table
+    from controller.devtools.bench.rules import compile_text
+
+    catalog, _site = site_catalog(None)
+    compiled = compile_text(RATE_RULE)
+    state = CoreState(catalog, CoreConfig({}, ()), Evaluator(Table(compiled.data, catalog.size), ticks.diff))
+
+    def drive(scan, image):                           # 200 s, the pack warming 1 dC every 3 s
+        for name in ("io.online", "bms1.online", "bms2.online", "relay.online"):
+            image[catalog.index[name]] = 1
+        image[catalog.index["bms1.temp_max_dc"]] = 250 + scan // 30
+        return []
+    prov, _key_path, incident, live = _journaled(tmp_path, state, [], 2000, drive, compiled.encode())
+    assert incident is not None
+    lines = incident_trace(tmp_path / "journal", prov, incident)
+    assert len(lines) <= 2 + 4000 // SCAN_MS          # seconds of scans, not minutes
+    got = _replays_as_lived(lines, live, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
+    assert any(e[0] == ev.EV_RULE for _t, _o, es in got for e in es)

@@ -10,6 +10,7 @@ import pytest
 from controller.cli.provision import ProvisionError, relocate_text
 from controller.errors import CabguardError
 from controller.gateway.config import load
+from drivers.keys import first_epoch, load_key, write_key
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH = REPO / "flash.sh"
@@ -50,7 +51,7 @@ def test_dry_run_lists_every_action_and_writes_nothing(site, tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     for action in ("check the site config", "not another gateway", "MB free", "bundle the program",
-                   "generate record, command and installer keys", "install the record key", "enrol ana",
+                   "generate record, command and installer keys", "install the epoch-0 record key", "enrol ana",
                    "compile the default rule packs", "write the config", "service user cabguard in groups dialout and gpio",
                    "cabguard.service (Type=notify, WatchdogSec, Restart=always", "FTDI", "mask serial-getty@ttyAMA0",
                    "cabguard-install.service at first boot"):
@@ -112,13 +113,13 @@ def test_another_gateways_keys_and_a_different_key_on_the_target_are_refused_bef
     assert _written(tmp_path / "root") == []
     generate_keys("gw-hil", tmp_path / "mine", ALG_AES_MAC_128_128)
     generate_keys("gw-hil", tmp_path / "old", ALG_AES_MAC_128_128)
-    installed = tmp_path / "root/etc/cabguard/keys/record.key"
+    installed = tmp_path / "root/var/lib/cabguard/record-epoch.key"     # epoch 0 of another record key
     installed.parent.mkdir(parents=True)
-    shutil.copy(tmp_path / "old/record.key", installed)
+    write_key(installed, first_epoch(load_key(tmp_path / "old/record.key")))
     done = flash(*base(site), "--keys", tmp_path / "mine", tmp_path / "root", cwd=tmp_path)
     assert done.returncode == 1 and "holds a different key" in done.stderr, done.stderr
     assert "bundle the program" not in done.stdout and _written(tmp_path / "root") == [
-        "etc", "etc/cabguard", "etc/cabguard/keys", "etc/cabguard/keys/record.key"]
+        "var", "var/lib", "var/lib/cabguard", "var/lib/cabguard/record-epoch.key"]
 
 
 def test_model_is_checked_at_its_source_path(site, tmp_path):
@@ -182,11 +183,12 @@ def test_selftest_names_each_failed_check(tmp_path):
     path.write_text(site_text())
     path.write_text(relocate_text(path.read_text(), load(path), str(tmp_path)))
     keys = tmp_path / "etc/cabguard/keys"
-    generate_keys("gw-hil", keys, ALG_AES_MAC_128_128)
+    generate_keys("gw-hil", keys, ALG_AES_MAC_128_128)    # record.key too: the root key left on the gateway
     (keys / "command.key").chmod(0o644)
     write_table(tmp_path / "etc/cabguard/rules.table", sign(b"\xa0", generate("gw-hil/installer")))
     results = dict(run_checks(str(path), siren=False))
     failed = [line for line, ok in results.items() if not ok]
+    assert any("record.key: the root record key is on the gateway" in line for line in failed), failed
     assert any("command.key: readable by others (chmod 600)" in line for line in failed), failed
     assert any(line.startswith("rule table: ") and "does not verify" in line for line in failed), failed
     assert any("io on /dev/ttyUSB0: serial port /dev/ttyUSB0 does not exist" in line for line in failed), failed
@@ -210,3 +212,30 @@ def test_portable_core_compiles_to_mpy_files(tmp_path):
     assert (tmp_path / "controller/core/modelrules.mpy").exists() and not list(tmp_path.rglob("*.py"))
     assert not (tmp_path / "controller/gateway/loop.mpy").exists()   # host code stays on the host
     assert not (tmp_path / "rules").exists()
+
+
+def test_selftest_wants_the_epoch_key_and_no_root_key(tmp_path):
+    """What flash.sh leaves: epoch 0 in the state folder, no root record key."""
+    from controller.cli.keygen import generate_keys
+    from controller.cli.selftest import check_keys
+    from drivers.cose import ALG_AES_MAC_128_128
+
+    path = tmp_path / "site.toml"
+    path.write_text(site_text())
+    path.write_text(relocate_text(path.read_text(), load(path), str(tmp_path)))
+    doc = load(path).doc
+    generate_keys("gw-hil", tmp_path / "installer", ALG_AES_MAC_128_128)
+    keys = tmp_path / "etc/cabguard/keys"
+    keys.mkdir(parents=True)
+    for src, dest in (("command", "command"), ("installer", "installer")):
+        shutil.copy(tmp_path / "installer/{}.key".format(src), keys / "{}.key".format(dest))
+    assert [p for p in check_keys(doc) if "record" in p] == [
+        "record epoch key {}/var/lib/cabguard/record-epoch.key: missing (flash.sh installs epoch 0 there)".format(tmp_path)]
+    (tmp_path / "var/lib/cabguard").mkdir(parents=True)
+    done = subprocess.run([str(REPO / ".venv/bin/cabguard"), "provision", "epoch-key", str(tmp_path / "installer/record.key"),
+                           "-o", str(tmp_path / "var/lib/cabguard/record-epoch.key")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_key(tmp_path / "var/lib/cabguard/record-epoch.key").kid == b"gw-hil/record/0"
+    assert check_keys(doc) == []
+    shutil.copy(tmp_path / "installer/record.key", keys / "record.key")
+    assert [p.split(":")[0] for p in check_keys(doc)] == ["keys.record {}/record.key".format(keys)]

@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.cli.rulescmd import config_catalog
 from controller.console.auth import PeopleStore, code_at
 from controller.core import modes
@@ -15,12 +14,12 @@ from controller.gateway.tables import sign, write_table
 from controller.headend.cmdsend import publish
 from controller.headend.collect import Collector, run as collect_run
 from controller.link.wire import Topics, make_command
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from rules.compiler import SiteCatalog, compile_files
 from rules.language import default_sources
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.test_console_server import Terminal
 from tests.test_runtime import SITE, wait_until
 
@@ -45,11 +44,11 @@ def gateway(tmp_path, broker):
                                       SimDevice("relay", "relay4", 4)])]).start()
     sim.device("io").set(door_bolt=1, supply_mv=24000)
     sim.device("bms1").set(modules=1, serial=4242, pack_mv=52800, soc_pct=80)
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port).replace(
-        'record = "{}/keys/record.key"'.format(tmp_path),
-        'record = "{0}/keys/record.key"\nheadend = "{0}/keys/command.key"'.format(tmp_path))
+        'record = "{}/gateway/record.key"'.format(tmp_path),
+        'record = "{0}/gateway/record.key"\nheadend = "{0}/keys/command.key"'.format(tmp_path))
         + EXTRA.format(d=tmp_path, port=broker.port))
     specs, classes = config_catalog(str(site))
     catalog = Catalog(specs)

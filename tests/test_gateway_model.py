@@ -7,15 +7,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from controller.cli.keygen import generate_keys
 from controller.core import modes
 from controller.core.anomaly import FEATURES, HOURS
 from controller.core.events import CMD_ARM
 from controller.core.modelrules import RULE_NAME, ModelRules
 from controller.gateway.run import build
-from drivers.cose import ALG_AES_MAC_128_128
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.test_runtime import SITE, stop, wait_until
 
 # Every hour's envelope: level 100 (about 76 raw units) for every feature,
@@ -39,7 +38,7 @@ key = "{d}/keys/installer.key"
 
 
 def _site(tmp_path, port):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     (tmp_path / "model.json").write_text(json.dumps(MODEL))
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port=port) + EXTRA.format(d=tmp_path))

@@ -22,11 +22,9 @@ from typing import Callable
 
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.cli.main import main as cabguard
-from drivers.cose import ALG_AES_MAC_128_128
 from tests import hostile
-from tests.journaling import provision, write_records
+from tests.journaling import flashed_keys, provision, write_records
 from tests.test_runtime import SITE
 from tests.traces import random_trace
 
@@ -58,7 +56,7 @@ class Workspace:
 def ws(tmp_path_factory) -> Workspace:
     root = tmp_path_factory.mktemp("hostile")
     keys = root / "keys"
-    generate_keys("gw-test", keys, ALG_AES_MAC_128_128)
+    flashed_keys(root)
     site_text = SITE.format(d=root, port="/dev/null")
     site = root / "site.toml"
     site.write_text(site_text)
@@ -76,6 +74,9 @@ def ws(tmp_path_factory) -> Workspace:
     write_records(jdir, _key, 30)
     segment = (jdir / "journal" / "00000000.seg").read_bytes()
     return Workspace(root, keys, site_text, site, table, trace, scenario, jdir / "journal", journal_key, segment)
+
+
+CHECKPOINT_LINE = '{"gateway": "gw-7", "seq": 3, "tag": "000102030405060708090a0b0c0d0e0f"}'
 
 
 @dataclass
@@ -177,6 +178,9 @@ SLOTS = [
          lambda ws: hostile.cbor_family(ws.journal_key.read_bytes())),
     Slot("verify", lambda ws, f, d: ["verify", "--key", str(ws.journal_key), str(f.parent)], "", _segments,
          place="segment"),
+    Slot("verify --checkpoints", lambda ws, f, d: ["verify", "--key", str(ws.journal_key), "--checkpoints", str(f),
+                                                   str(ws.journal)], ".jsonl",
+         lambda ws: {**hostile.json_family(), **hostile.trace_family([CHECKPOINT_LINE] * 3)}, sample=True),
     Slot("verify --json", lambda ws, f, d: ["verify", "--json", "--key", str(ws.journal_key), str(f.parent)], "",
          lambda ws: hostile.segment_crafted(), place="segment", sample=True),
     Slot("replay --incident", lambda ws, f, d: ["replay", "--incident", "3", "--key", str(ws.journal_key),

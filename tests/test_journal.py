@@ -160,13 +160,13 @@ def test_truncation_is_detected_against_cursor_and_heartbeat(tmp_path):
         seq, tag = j.last_checkpoint
         assert seq == cp
         j.set_cursor(cp)
-    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
+    assert verify_dir(tmp_path / "journal", prov, [(seq, tag)]).ok
     path, off, _record = frames(tmp_path)[-3]
     path.write_bytes(path.read_bytes()[:off])       # cut whole frames: no torn tail left
-    report = verify_dir(tmp_path / "journal", prov, (seq, tag))
+    report = verify_dir(tmp_path / "journal", prov, [(seq, tag)])
     assert [p["kind"] for p in report.problems] == ["truncated", "truncated"]
     os.remove(tmp_path / "journal" / "cursor")
-    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, (seq, None)).problems] == ["truncated"]
+    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov, [(seq, None)]).problems] == ["truncated"]
 
 
 def test_a_checkpoint_on_any_record_is_checked_against_its_tag(tmp_path):
@@ -177,8 +177,8 @@ def test_a_checkpoint_on_any_record_is_checked_against_its_tag(tmp_path):
     write_records(tmp_path, prov, 12)
     record = frames(tmp_path)[6][2]
     seq, tag = cose.decode(record).seq, cose.decode(record).tag
-    assert verify_dir(tmp_path / "journal", prov, (seq, tag)).ok
-    forged = verify_dir(tmp_path / "journal", prov, (seq, bytes(len(tag))))
+    assert verify_dir(tmp_path / "journal", prov, [(seq, tag)]).ok
+    forged = verify_dir(tmp_path / "journal", prov, [(seq, bytes(len(tag)))])
     assert [p["kind"] for p in forged.problems] == ["checkpoint"]
 
 
@@ -196,6 +196,44 @@ def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
     assert report.ok and not report.warnings
     recovered = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)][-1]
     assert recovered[R.TYPE] == R.RECOVERED and recovered[R.DATA][R.RECOVERED_CUT] == 6
+
+
+@pytest.mark.parametrize("where", ["last frame", "lone frame of the last segment"])
+def test_a_complete_frame_with_a_bad_crc_at_the_end_is_quarantined_not_cut(tmp_path, where):
+    """A crash leaves an incomplete frame or zeros, never a whole frame with a wrong
+    CRC: that one is tampering (or rot).  It is kept in place, the next start says so
+    with an alarm, and verify reports it; the chain goes on in a new segment."""
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 10, segment_bytes=1 << 20 if where == "last frame" else 400)
+    path, off, _rec = frames(tmp_path)[-1]
+    data = bytearray(path.read_bytes())
+    data[off + 20] ^= 0x01
+    _rewrite(path, data)
+    assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems] == ["frame"]
+    write_records(tmp_path, None, 1)
+    assert path.read_bytes() == bytes(data)                     # kept, byte for byte
+    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recovered = [r for r in recs if r[R.TYPE] == R.RECOVERED][-1]
+    assert recovered[R.SEVERITY] == ev.ALARM and recovered[R.DATA][R.RECOVERED_CORRUPT]
+    assert recovered[R.DATA][R.RECOVERED_CUT] == 0 and recovered[R.DATA][R.RECOVERED_OFFSET] == off
+    report = verify_dir(tmp_path / "journal", prov)
+    assert [(p["kind"], p["segment"], p["offset"]) for p in report.problems] == [("frame", path.name, off)]
+    assert report.last_seq == recs[-1][R.SEQ]
+
+
+@pytest.mark.parametrize("tail", [b"\x00\x00\x01", b"\x00\x00\x00\x40" + bytes(4) + b"abc", bytes(300)])
+def test_an_incomplete_final_frame_or_zeros_is_a_crash_and_cut(tmp_path, tail):
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 5)
+    path = frames(tmp_path)[-1][0]
+    with open(path, "ab") as f:
+        f.write(tail)
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and [w["kind"] for w in report.warnings] == ["torn_tail"]
+    write_records(tmp_path, None, 1)
+    recovered = [r for r in (payload(tmp_path, prov, f[2]) for f in frames(tmp_path)) if r[R.TYPE] == R.RECOVERED]
+    assert recovered[-1][R.SEVERITY] == ev.INFO and recovered[-1][R.DATA][R.RECOVERED_CUT] == len(tail)
+    assert verify_dir(tmp_path / "journal", prov).ok
 
 
 def test_wrong_key_reads_mac_mismatch_for_kid(tmp_path):
@@ -260,8 +298,8 @@ def test_verify_json_has_stable_keys_and_exit_zero(tmp_path):
     assert r.returncode == 0
     doc = json.loads(r.stdout)
     assert set(doc) == {"ok", "records", "segments", "first_seq", "last_seq", "last_tag", "kids",
-                        "problems", "warnings"}
-    assert doc["ok"] and doc["records"] == 4
+                        "anchors", "anchored_seq", "problems", "warnings"}
+    assert doc["ok"] and doc["records"] == 4 and doc["anchors"] == 0 and doc["anchored_seq"] is None
 
 
 def test_keys_gen_writes_three_0600_cose_keys(tmp_path):
@@ -512,21 +550,74 @@ def test_an_emptied_journal_is_tampering(tmp_path):
     assert "genesis" in {p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems}
 
 
-def test_a_crash_between_the_new_epoch_key_and_its_rotation_record_is_no_jump(tmp_path):
-    """The rotation writes the next epoch's key file first; killed before its record
-    reached the disk, the next start writes that record, then rotates as every boot does."""
-    from drivers.keys import load_key, next_epoch, write_key
+def test_a_crash_between_the_rotation_record_and_the_new_key_is_finished_at_start(tmp_path):
+    """The rotation record, sealed with the old key, is durable before the new key file
+    replaces the old one: killed between the two, the next start moves the key on itself
+    (and that counts as this boot's rotation); killed after both, it rotates as every boot."""
+    from drivers.keys import load_key
     prov, _ = provision(tmp_path)
-    write_records(tmp_path, prov, 5)
     key_path = tmp_path / "epoch.key"
-    write_key(key_path, next_epoch(load_key(key_path)))     # the key moved on, the record never came
+    with open_journal(tmp_path, prov) as j:
+        j.append(event_record(1))
+        j.flush()
+        kept = key_path.read_bytes()          # epoch 0, as the file was before the rotation
+        j.rotate_key()
+        assert j.flush()
+    key_path.write_bytes(kept)                # the crash: the record is on disk, the key never moved
     with open_journal(tmp_path) as j:
-        j.append(event_record(9))
+        j.append(event_record(2))
+    assert load_key(key_path).kid == b"gw-7/record/1"
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems
-    assert [k.rsplit("/", 1)[1] for k in report.kids] == ["0", "1"]
+    assert report.kids == ["gw-7/record/0", "gw-7/record/1"]
+    write_records(tmp_path, None, 1)          # a clean restart: one rotation, sealed with epoch 1
+    report = verify_dir(tmp_path / "journal", prov)
+    assert report.ok and report.kids[-1] == "gw-7/record/2", report.problems
+
+
+def test_a_key_that_does_not_follow_the_journal_is_an_alarm_at_start(tmp_path):
+    from drivers.keys import load_key, next_epoch, write_key
+    prov, _ = provision(tmp_path)
+    write_records(tmp_path, prov, 2)
+    key_path = tmp_path / "epoch.key"
+    write_key(key_path, next_epoch(next_epoch(load_key(key_path))))   # two epochs past the journal
+    write_records(tmp_path, None, 1)
+    recovered = [r for r in (payload(tmp_path, prov, f[2]) for f in frames(tmp_path)) if r[R.TYPE] == R.RECOVERED]
+    assert recovered[-1][R.SEVERITY] == ev.ALARM
+    assert recovered[-1][R.DATA][R.RECOVERED_KEY_MISMATCH] == b"gw-7/record/0"
+    assert not verify_dir(tmp_path / "journal", prov).ok
 
 
 def test_a_device_coming_online_is_info_and_going_silent_a_warning():
     assert R.event_severity((ev.EV_DEVICE, 9, 1, 0)) == ev.INFO      # every start: each device's first poll
     assert R.event_severity((ev.EV_DEVICE, 9, 0, 0)) == ev.WARNING
+
+
+def test_verify_checkpoints_file_anchors_the_tail_and_catches_a_cut_one(tmp_path):
+    prov, key_path = provision(tmp_path)
+    with open_journal(tmp_path, prov) as j:
+        for i in range(12):
+            j.append(event_record(i))
+        j.checkpoint()
+        assert j.flush()
+        seq, tag = j.last_checkpoint
+        for i in range(5):
+            j.append(event_record(i))
+    lines = [{"gateway": "gw-7", "seq": seq, "tag": tag.hex()}, {"gateway": "gw-8", "seq": 9999, "tag": "00"}]
+    cps = tmp_path / "checkpoints.jsonl"
+    cps.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    journal = str(tmp_path / "journal")
+    r = cabguard("verify", journal, "--key", str(key_path))
+    assert r.returncode == 0 and "tail: no head-end checkpoint anchors it" in r.stdout
+    r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
+    last = seq + 5
+    assert r.returncode == 0, r.stdout
+    assert "tail: a head-end checkpoint anchors seq {}; cannot rule out truncation past seq {}".format(seq, last) in r.stdout
+    path, off, _rec = frames(tmp_path)[seq]           # cut at the checkpoint record's frame
+    path.write_bytes(path.read_bytes()[:off])
+    r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
+    assert r.returncode == 1 and "TAMPERING? seq {}: a head-end checkpoint names record {} but the journal ends at {}: " \
+        "its tail was cut".format(seq, seq, seq - 1) in r.stdout, r.stdout
+    cps.write_text(json.dumps(lines[0]) + "\n{\"gateway\": \"gw-7\", \"seq\": -3, \"tag\": \"00\"}\n")
+    r = cabguard("verify", journal, "--key", str(key_path), "--checkpoints", str(cps))
+    assert r.returncode == 1 and "{}:2: not a checkpoint line".format(cps) in r.stderr and "Traceback" not in r.stderr

@@ -9,19 +9,18 @@ import threading
 
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.cli.rulescmd import config_catalog
 from controller.core import modes
 from controller.core.catalog import Catalog
 from controller.core.events import CMD_ARM
 from controller.gateway.run import build
 from controller.gateway.tables import sign, write_table
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from rules.compiler import SiteCatalog, compile_files
 from rules.language import default_sources
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.test_runtime import SITE
 from tests.waiting import wait_until
 
@@ -61,7 +60,7 @@ def simulator() -> Simulator:
 
 def gateway(d, port):
     """The site on ``port`` (the simulator's link) with the default rule packs, running."""
-    generate_keys("gw-test", d / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(d)
     site = d / "site.toml"
     site.write_text(SITE.format(d=d, port=port) + RULES.format(d=d))
     specs, classes = config_catalog(str(site))

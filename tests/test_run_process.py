@@ -9,12 +9,11 @@ import time
 
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.journal.verify import verify_dir
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.test_runtime import SITE
 
 CLI = [sys.executable, "-m", "controller.cli.main"]
@@ -24,7 +23,7 @@ def test_ready_watchdog_status_and_a_clean_sigterm(tmp_path):
     sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
                                       SimDevice("relay", "relay4", 4)])]).start()
     try:
-        generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+        flashed_keys(tmp_path)
         site = tmp_path / "site.toml"
         site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port))
         notify = tmp_path / "notify"
@@ -50,7 +49,7 @@ def test_ready_watchdog_status_and_a_clean_sigterm(tmp_path):
 
 
 def test_config_check_lists_every_problem_or_says_ok(tmp_path):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB0"))
     ok = subprocess.run(CLI + ["config", "check", str(site)], capture_output=True, text=True)
@@ -64,7 +63,7 @@ def test_config_check_lists_every_problem_or_says_ok(tmp_path):
 
 
 def test_sigterm_during_start_up_still_stops_cleanly(tmp_path):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))
     proc = subprocess.Popen(CLI + ["run", "--config", str(site)], stderr=subprocess.PIPE, text=True)
@@ -76,7 +75,7 @@ def test_sigterm_during_start_up_still_stops_cleanly(tmp_path):
 
 
 def test_a_second_gateway_on_the_same_state_folder_exits_1_naming_the_first(tmp_path):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))
     notify = tmp_path / "notify"
@@ -108,7 +107,7 @@ def test_a_second_gateway_on_the_same_state_folder_exits_1_naming_the_first(tmp_
 
 
 def test_run_says_on_stderr_that_it_started_and_what_is_wrong(tmp_path):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))     # degraded: the port is missing
     notify = tmp_path / "notify"

@@ -5,17 +5,16 @@ import time
 
 import pytest
 
-from controller.cli.keygen import generate_keys
 from controller.core import modes
 from controller.core.events import CMD_ARM, CMD_LOCK
 from controller.gateway.run import build
 from controller.journal import records as R
 from controller.journal.evidence import verified_records
 from controller.journal.verify import verify_dir
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import EpochKeys, load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.waiting import wait_until
 
 SITE = """
@@ -83,7 +82,7 @@ windows = [{{ days = "mon-fri", from = "05:45", to = "06:15" }}]
 windows = [{{ days = "sat", from = "09:00", to = "12:00" }}]
 
 [keys]
-record = "{d}/keys/record.key"
+record = "{d}/gateway/record.key"    # never there: flash.sh keeps the root off the gateway
 
 [journal]
 dir = "{d}/journal"
@@ -96,7 +95,7 @@ def cabinet(tmp_path):
     sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
                                       SimDevice("relay", "relay4", 4)])]).start()
     sim.device("io").set(door_bolt=1)
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port))
     yield sim, site, tmp_path
@@ -188,7 +187,7 @@ def test_alarm_and_lock_survive_a_restart(cabinet):
 
 
 def test_missing_port_starts_anyway_with_devices_offline(tmp_path):
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port="/dev/ttyUSB9"))
     gw, thread = start(site)
@@ -247,3 +246,24 @@ def test_warning_or_worse_events_are_logged_and_the_status_line_shows_the_active
         assert gw.status.status_line().endswith("| active: door_forced.io")
     finally:
         stop(gw, thread)
+
+
+def test_a_root_record_key_on_the_gateway_is_journaled_and_logged(cabinet):
+    """Forward security holds only while the gateway has nothing but its current
+    epoch key (docs/keys.md): a root record key left at [keys] record is a warning."""
+    import shutil
+    sim, site, d = cabinet
+    (d / "gateway").mkdir()
+    shutil.copy(d / "keys" / "record.key", d / "gateway" / "record.key")
+    lines: list[str] = []
+    gw = build(str(site), log=lines.append).gateway
+    thread = threading.Thread(target=gw.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: any("the root record key {}/gateway/record.key is on the gateway".format(d) in line
+                                      for line in lines), 5), lines
+    finally:
+        stop(gw, thread)
+    keys = EpochKeys(load_key(d / "keys" / "record.key"))
+    health = [r[R.DATA] for r in verified_records(d / "journal", keys) if r[R.TYPE] == R.HEALTH]
+    assert any(h[R.HEALTH_CODE] == R.HEALTH_ROOT_KEY for h in health), health

@@ -52,7 +52,6 @@ def filled_journal(tmp_path, n):
 
 
 def arrival_order(collector) -> list[int]:
-    collector.commit()
     return [row[0] for row in collector.db.execute("SELECT seq FROM records ORDER BY rowid")]
 
 

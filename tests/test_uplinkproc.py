@@ -13,15 +13,14 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.cli.keygen import generate_keys
 from controller.headend.collect import Collector
 from controller.journal import records as R
 from controller.journal.verify import verify_dir
 from controller.link.wire import Topics
-from drivers.cose import ALG_AES_MAC_128_128
 from drivers.keys import load_key
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.journaling import flashed_keys
 from tests.test_gateway_e2e import gateway  # noqa: F401  (the fixture)
 from tests.test_runtime import SITE
 from tests.test_uplink import receiver
@@ -74,7 +73,7 @@ def test_a_killed_uplink_process_is_started_again_and_nothing_is_lost(gateway, b
 def _run_gateway(tmp_path: Path, broker) -> tuple[subprocess.Popen, Simulator]:
     sim = Simulator([SimBus("rs485", [SimDevice("io", "io-dvt", 1), SimDevice("bms1", "bms16-vendor", 2),
                                       SimDevice("relay", "relay4", 4)])]).start()
-    generate_keys("gw-test", tmp_path / "keys", ALG_AES_MAC_128_128)
+    flashed_keys(tmp_path)
     site = tmp_path / "site.toml"
     site.write_text(SITE.format(d=tmp_path, port=sim.bus("rs485").port) + UPLINK.format(port=broker.port))
     proc = subprocess.Popen(CLI + ["run", "--config", str(site)], start_new_session=True,

@@ -79,13 +79,19 @@ def _config(sub: argparse._SubParsersAction) -> None:
 
 
 def _collect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="reference receiver: verify records from the broker into SQLite",
-                       description="Subscribe to every gateway's records, verify MACs and chains, "
-                                   "de-duplicate, store in SQLite, report gaps (docs/uplink.md).")
+    p = sub.add_parser("collect", help="head-end receiver: verify records from the broker into SQLite or PostgreSQL",
+                       description="Subscribe to every gateway's records and heartbeats, verify MACs, store "
+                                   "them; the database de-duplicates, checks chains and checkpoints, opens "
+                                   "incidents and notifies (docs/headend.md).")
     p.add_argument("--broker", required=True, metavar="HOST:PORT")
     p.add_argument("--key", required=True, action="append", metavar="KEY",
                    help="a gateway's record key file, or a folder of them (repeatable)")
-    p.add_argument("--out", required=True, metavar="DB", help="SQLite database file")
+    p.add_argument("--db", "--out", dest="db", required=True, metavar="DB",
+                   help="SQLite database file, or postgresql://USER@HOST:PORT/NAME")
+    p.add_argument("--config", metavar="HEADEND.toml", help="silent-gateway timing and notification sinks")
+    p.add_argument("--share", metavar="GROUP",
+                   help="join this MQTT 5 shared subscription group ($share/GROUP/...): collectors in one "
+                        "group split the records and share one --db")
     p.add_argument("--prefix", default="cabguard", help="topic prefix (default cabguard)")
     p.add_argument("--seconds", type=float, metavar="N", help="stop after N seconds (default: until SIGTERM)")
     p.add_argument("--until-records", type=int, metavar="N", help="stop once N records are stored")
@@ -94,6 +100,22 @@ def _collect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version (default 3.1.1)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.set_defaults(handler="controller.headend.collect:main")
+
+
+def _headend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("headend", help="the fleet in the head-end database: status, acknowledge an incident",
+                       description="Read the head-end database that `cabguard collect` writes (docs/headend.md).")
+    hs = p.add_subparsers(dest="headend_command", metavar="ACTION", required=True)
+    st = hs.add_parser("status", help="gateways online, mode, open incidents, last heartbeat, gaps, equivocations")
+    st.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+    st.add_argument("--config", metavar="HEADEND.toml", help="for heartbeat_s and silent_after (default 30 s, 3)")
+    st.add_argument("--json", action="store_true", help="one JSON document (for dashboards)")
+    st.set_defaults(handler="controller.headend.status:main")
+    ack = hs.add_parser("ack", help="record that a person acknowledged an open incident")
+    ack.add_argument("incident", type=int, metavar="ID", help="the incident number (from status)")
+    ack.add_argument("--by", required=True, metavar="NAME", help="who acknowledges it")
+    ack.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+    ack.set_defaults(handler="controller.headend.status:main")
 
 
 def _cmd(sub: argparse._SubParsersAction) -> None:
@@ -109,6 +131,8 @@ def _cmd(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="cabguard")
     p.add_argument("--seq", type=int, metavar="N", help="command sequence (default: milliseconds since 1970)")
     p.add_argument("--expires", type=int, default=300, metavar="S", help="seconds until it expires (default 300)")
+    p.add_argument("--db", metavar="DB", help="write it to this head-end database's command log "
+                                              "(SQLite file or postgresql:// URL)")
     p.set_defaults(handler="controller.headend.cmdsend:main")
 
 
@@ -230,8 +254,13 @@ def _verify(sub: argparse._SubParsersAction) -> None:
                                    "record key; exit 1 on any sign of tampering (docs/journal.md).")
     p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files)")
     p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
-    p.add_argument("--checkpoint", metavar="SEQ[:TAG]",
-                   help="the last checkpoint the head-end saw in a heartbeat (detects truncation)")
+    p.add_argument("--checkpoint", metavar="SEQ[:TAG]", action="append",
+                   help="a checkpoint the head-end saw in a heartbeat (detects truncation; repeatable)")
+    p.add_argument("--checkpoints", metavar="FILE",
+                   help="the head end's checkpoints: JSON lines {gateway, seq, tag} (docs/journal.md)")
+    p.add_argument("--headend", metavar="DB", help="take the checkpoints the head end anchored for this gateway "
+                                                   "from its database (SQLite file or postgresql:// URL)")
+    p.add_argument("--gateway", metavar="ID", help="with --checkpoints/--headend: the gateway id (default: from the key's kid)")
     p.add_argument("--json", action="store_true", help="one JSON document instead of text")
     p.set_defaults(handler="controller.journal.verify:main")
 
@@ -336,6 +365,10 @@ def _provision(sub: argparse._SubParsersAction) -> None:
     rel.add_argument("--root", required=True, metavar="ROOT")
     rel.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically")
     rel.set_defaults(handler="controller.cli.provision:relocate_cmd")
+    epoch = ps.add_parser("epoch-key", help="write epoch 0 of a root record key (what the gateway gets)")
+    epoch.add_argument("record_key", metavar="RECORD.key", help="the root record key from `cabguard keys gen`")
+    epoch.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically, mode 0600")
+    epoch.set_defaults(handler="controller.cli.provision:epoch_key_cmd")
     enrol = ps.add_parser("enrol", help="enrol people; print each new one's otpauth:// URI once")
     enrol.add_argument("people", metavar="PEOPLE.toml", help="the console's people file ([console] people)")
     enrol.add_argument("--gateway", required=True, metavar="ID")
@@ -358,7 +391,7 @@ def _selftest(sub: argparse._SubParsersAction) -> None:
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _journal, _collect, _cmd,
+    _run, _config, _demo, _replay, _rules, _eval, _model, _bench, _sim, _soak, _bus, _keys, _verify, _journal, _collect, _headend, _cmd,
     _console, _provision, _selftest,
 ]
 

@@ -20,7 +20,11 @@ from controller.console.auth import PeopleStore, otpauth_uri
 from controller.devtools.mpy import ROOT, portable_files
 from controller.errors import CabguardError
 from controller.gateway.config import SiteConfig, load
+from controller.cli.keygen import generate_keys
+from controller.gateway.sitefiles import EPOCH_KEY_FILE, epoch_key_path
 from drivers.atomicfile import write_output
+from drivers.cose import ALG_AES_MAC_128_128
+from drivers.keys import first_epoch, load_key, require_role
 
 # Config keys that name files or folders on the gateway (docs/config.md).
 PATH_KEYS = (("gateway", "state_dir"), ("rules", "table"), ("rules", "key"), ("model", "path"),
@@ -37,11 +41,13 @@ def _value(config: SiteConfig, section: str, key: str) -> str:
 
 
 def gateway_paths(config: SiteConfig) -> dict[str, str]:
-    """What flash.sh installs where: ``section.key`` -> value, plus id, site and console port."""
+    """What flash.sh installs where: ``section.key`` -> value, plus id, site, console port
+    and ``keys.epoch``, the epoch key file in the state folder (no config key: derived)."""
     out = {"gateway.id": config.gateway_id, "gateway.site": config.doc["gateway"]["site"],
            "console.port": _value(config, "console", "port")}
     for section, key in PATH_KEYS:
         out["{}.{}".format(section, key)] = _value(config, section, key)
+    out["keys.epoch"] = str(epoch_key_path(config.doc))
     return out
 
 
@@ -49,7 +55,7 @@ def relocate_text(text: str, config: SiteConfig, root: str) -> str:
     """The config's text with every absolute gateway path (and a ``pty:`` console) moved under ``root``."""
     root = root.rstrip("/")
     values = [v for k, v in gateway_paths(config).items()
-              if k not in ("gateway.id", "gateway.site", "console.port") and v.startswith("/")]
+              if k not in ("gateway.id", "gateway.site", "console.port", "keys.epoch") and v.startswith("/")]
     port = _value(config, "console", "port")
     if port.startswith("pty:/"):
         values.append(port)
@@ -76,6 +82,27 @@ def relocate_cmd(args: argparse.Namespace) -> int:
     out = Path(args.output)
     write_output(out, text.encode(), "site config", 0o600)  # it may hold the MQTT password; the service user owns it
     load(out)  # the moved copy must still be a valid config
+    return 0
+
+
+def write_first_epoch(record_key: str | Path, dest: str | Path) -> None:
+    """Epoch 0 of a root record key, for the gateway: the root stays with the head end
+    and the installer, so a stolen gateway holds nothing older than its current epoch."""
+    root = load_key(record_key)
+    require_role(root, "record", str(record_key))
+    write_output(dest, first_epoch(root).encode(), "epoch key")
+
+
+def flashed_keys(gateway: str, keys_dir: Path, state_dir: Path) -> None:
+    """Keys as flash.sh leaves them, for benches and simulations: all three in ``keys_dir``
+    (the installer's and head end's copy), epoch 0 of the record key in ``state_dir``."""
+    generate_keys(gateway, keys_dir, ALG_AES_MAC_128_128)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    write_first_epoch(keys_dir / "record.key", state_dir / EPOCH_KEY_FILE)
+
+
+def epoch_key_cmd(args: argparse.Namespace) -> int:
+    write_first_epoch(args.record_key, args.output)
     return 0
 
 

@@ -145,6 +145,13 @@ class ExplainingRules:
         self.scans = 0
         self.records: list[tuple[int, int, tuple, list[tuple[str, int]], list[int]]] = []
 
+    def rule_state(self):
+        return self.main.rule_state()
+
+    def restore_rule_state(self, snap):
+        """The rules start where the journal's window did; the terms shown start afresh."""
+        self.main.restore_rule_state(snap)
+
     def scan(self, image, now, mode):
         changes = self.main.scan(image, now, mode)
         self.terms.scan(image, now, mode)

@@ -1,7 +1,8 @@
 """``cabguard selftest --config SITE.toml``: what flash.sh --verify runs on the gateway.
 
 Checks, in order, and reports each as one ``ok``/``FAIL`` line: the config
-(and the site it assembles), the key files (present, mode 0600), the rule
+(and the site it assembles), the key files (present, mode 0600, the record
+epoch key in the state folder and no root record key on the gateway), the rule
 table (MAC under the installer key, compiled for this site's catalog), and
 a bus scan that every configured device answers at its address.  With
 ``--siren-test`` it sounds the siren for a second.  Run it before the
@@ -17,11 +18,11 @@ from pathlib import Path
 
 from controller.gateway.config import ConfigError, load
 from controller.gateway.site import Site, assemble
-from controller.gateway.sitefiles import KEY_FILES
+from controller.gateway.sitefiles import KEY_FILES, epoch_key_path
 from controller.gateway.tables import load_table
 from drivers.errors import DriverError
 from drivers.gpio import PinOutput, make_factory
-from drivers.keys import load_key, require_role
+from drivers.keys import load_key, require_epoch, require_role
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import load_profile
 from drivers.modbus.scan import probe
@@ -36,21 +37,32 @@ ROLES = {dotted: role for dotted, role, _file in KEY_FILES}
 
 def check_keys(doc: dict) -> list[str]:
     problems = []
-    for label, path in (("keys.record", doc["keys"]["record"]), ("keys.headend", doc["keys"]["headend"]),
+    root = Path(doc["keys"]["record"])
+    if root.exists():
+        problems.append("keys.record {}: the root record key is on the gateway: whoever takes the gateway can "
+                        "rewrite its whole journal with it; keep it at the head end and remove it here "
+                        "(flash.sh installs only the epoch key, docs/keys.md)".format(root))
+    epoch = epoch_key_path(doc)
+    if not epoch.exists() and not root.exists():
+        problems.append("record epoch key {}: missing (flash.sh installs epoch 0 there)".format(epoch))
+    for label, path in (("record epoch key", str(epoch)), ("keys.headend", doc["keys"]["headend"]),
                         ("rules.key", (doc.get("rules") or {}).get("key", ""))):
         if not path:
             continue
         p = Path(path)
         if not p.exists():
-            # record.key is removed from a gateway after its first start (docs/keys.md).
-            if label != "keys.record":
+            if label != "record epoch key":
                 problems.append("{} {}: missing".format(label, path))
             continue
         if stat.S_IMODE(p.stat().st_mode) & 0o077:
             problems.append("{} {}: readable by others (chmod 600)".format(label, path))
             continue
         try:        # another gateway's key would seal a journal its head end rejects
-            require_role(load_key(p), ROLES[label], label, doc["gateway"]["id"])
+            key = load_key(p)
+            if label == "record epoch key":
+                require_epoch(key, label, doc["gateway"]["id"])
+            else:
+                require_role(key, ROLES[label], label, doc["gateway"]["id"])
         except DriverError as e:
             problems.append(str(e))
     return problems
@@ -125,7 +137,8 @@ def run_checks(config_path: str, siren: bool) -> list[tuple[str, bool]]:
     doc = site.config.doc
     results = [("config {}: gateway {}".format(config_path, site.config.gateway_id), True)]
     key_problems = check_keys(doc)
-    results += [("keys: " + p, False) for p in key_problems] or [("keys: present, mode 0600", True)]
+    results += [("keys: " + p, False) for p in key_problems] or [
+        ("keys: present, mode 0600; the root record key is off the gateway", True)]
     try:
         results.append(("rule table: " + check_table(site), True))
     except (TableRefused, DriverError) as e:

@@ -71,6 +71,34 @@ class Evaluator:
         self.primed = 0
         self.prev_now = 0   # the previous scan's tick
 
+    def rule_state(self):
+        """Every rule's state (timers, windows, counters, rate samples, latches, the
+        last values seen), plain integers and lists: an evidence window starts with
+        it so a replay reaches the decisions the gateway made (docs/trace.md)."""
+        return {"mem": list(self.mem), "active": list(self.active),
+                "wakes": [[r, self.wakes[r]] for r in sorted(self.wakes)], "last": list(self.last),
+                "mbit": self.last_mbit, "guard": self.guard, "primed": self.primed,
+                "sample": self.next_sample, "prev": self.prev_now}
+
+    def restore_rule_state(self, snap):
+        """Start from ``rule_state()`` of the same table; TableError names what does not fit."""
+        t = self.table
+        try:
+            mem, active, last, wakes = snap["mem"], snap["active"], snap["last"], snap["wakes"]
+            if len(mem) != t.mem or len(active) != t.size or len(last) != t.image_size:
+                raise TableError("start: the rules' state is for another table ({} memory cells, {} rules, {} "
+                                 "signals; this one has {}, {}, {})".format(len(mem), len(active), len(last),
+                                                                           t.mem, t.size, t.image_size))
+            self.wakes = dict((w[0], w[1]) for w in wakes)
+            self.last_mbit, self.guard, self.primed = snap["mbit"], snap["guard"], snap["primed"]
+            self.next_sample, self.prev_now = snap["sample"], snap["prev"]
+        except (KeyError, TypeError, IndexError) as e:
+            raise TableError("start: not a rules' state ({!r} missing or malformed)".format(e.args[0] if e.args else e))
+        self.mem = list(mem)
+        self.active = list(active)
+        self.last = list(last)
+        self.next_wake = self._earliest_wake()
+
     def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
         due = {}

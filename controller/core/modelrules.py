@@ -98,6 +98,14 @@ class ModelRules:
             return ALARM
         return WARNING
 
+    def rule_state(self):
+        """The table's rules' state (the model's own is not part of it yet)."""
+        return self.rules.rule_state() if self.rules is not None else None
+
+    def restore_rule_state(self, snap):
+        if self.rules is not None:
+            self.rules.restore_rule_state(snap)
+
     def scan(self, image, now, mode):
         """-> an iterable of rule changes (index, severity, actions, raised)."""
         self._track(mode, now)

@@ -121,15 +121,19 @@ class CoreState:
     def snapshot(self):
         """What a replay needs to start here: plain integers and lists.
 
-        Evidence windows carry it (docs/trace.md, header key "start").  The
-        rules' own timers are not part of it."""
+        Evidence windows carry it (docs/trace.md, header key "start"), with
+        the rules' state ("rules") when there are rules."""
         m = self.machine
-        return {
+        snap = {
             "mode": m.mode, "deadline": m.deadline, "resume": m.resume, "lock": self.lock,
             "siren": [self.siren_on, self.siren_since, self.siren_retriggers],
             "tests": [self.test_on[0], self.test_on[1], self.test_until[0], self.test_until[1]],
             "zones": list(self.zone_prev), "online": list(self.online_prev),
         }
+        rules = self.rules.rule_state() if self.rules is not None else None
+        if rules is not None:
+            snap["rules"] = rules
+        return snap
 
     def restore(self, snap):
         """Start from a ``snapshot()``; CoreError names what does not fit."""
@@ -153,6 +157,8 @@ class CoreState:
         self.test_until = [tests[2], tests[3]]
         self.zone_prev = list(zones)
         self.online_prev = list(online)
+        if snap.get("rules") is not None and self.rules is not None:
+            self.rules.restore_rule_state(snap["rules"])
 
 
 def step(state, inputs, now):

@@ -54,6 +54,7 @@ from controller.gateway.actuators import OutputBank, build_bank
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.site import Site
+from controller.gateway.sitefiles import EPOCH_KEY_FILE
 from controller.gateway.statefile import StateFile
 from controller.gateway.status import StatusView
 from controller.gateway.tables import TableSlot
@@ -136,7 +137,7 @@ class Gateway:
         self._poll_idx = [(p, p.indices(self.catalog)) for p in site.pollers]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.statefile = StateFile(self.state_dir / "core-state.json")
-        self.journal = Journal.open(settings.journal_dir, self.gateway_id, self.state_dir / "record-epoch.key",
+        self.journal = Journal.open(settings.journal_dir, self.gateway_id, self.state_dir / EPOCH_KEY_FILE,
                                     provisioning=self._provisioning_key(settings.record_key),
                                     budget_bytes=settings.journal_budget_bytes)
         self.health = HealthReporter(self.journal, lambda: self.context(False), self.note, log)
@@ -191,6 +192,11 @@ class Gateway:
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
             __version__, self.settings.config_path, MODE_NAMES[self.state.mode]), INFO))
         self.note("started in mode {}".format(MODE_NAMES[self.state.mode]))
+        if self.settings.record_key.exists():
+            self.health.record(R.HEALTH_ROOT_KEY, "the root record key {} is on the gateway: whoever takes the "
+                               "gateway can rewrite its whole journal with it; the head end keeps it, remove it "
+                               "here (flash.sh installs only the epoch key, docs/keys.md)".format(
+                                   self.settings.record_key), WARNING)
         self.housekeeper.start()
 
     def _start_pollers(self) -> None:

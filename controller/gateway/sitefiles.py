@@ -28,6 +28,13 @@ from rules.modelfile import read_model
 # Key files: config key -> (role, the name `cabguard keys gen` gives the file).
 KEY_FILES = (("keys.record", "record", "record.key"), ("keys.headend", "command", "command.key"),
              ("rules.key", "installer", "installer.key"))
+# The current record epoch key, in [gateway] state_dir (docs/keys.md): flash.sh installs
+# epoch 0 there, and the root record key ([keys] record) never reaches the gateway.
+EPOCH_KEY_FILE = "record-epoch.key"
+
+
+def epoch_key_path(doc: dict) -> Path:
+    return Path(doc["gateway"]["state_dir"]) / EPOCH_KEY_FILE
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,8 @@ def _keys(config: SiteConfig, sources: Sources, problems: list[Problem]) -> Cose
             continue
         journal = Path(doc["journal"]["dir"])
         if dotted == "keys.record" and not sources.installing and not Path(path).exists() \
-                and journal.is_dir() and list_segments(journal):
-            continue    # removed after provisioning on purpose (docs/keys.md): the journal has its epoch key
+                and (epoch_key_path(doc).exists() or journal.is_dir() and list_segments(journal)):
+            continue    # kept off the gateway (docs/keys.md): the journal has its epoch key
         try:
             key = load_key(path)
             require_role(key, role, path, config.gateway_id)

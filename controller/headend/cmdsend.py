@@ -1,26 +1,30 @@
-"""``cabguard cmd NAME --gateway ID --key KEY [ARGS]``: the head end's side of the downlink."""
+"""``cabguard cmd NAME --gateway ID --key KEY [ARGS]``: the head end's side of the downlink.
+With ``--db`` each command sent is written to the head end's command log."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from controller.console import commands as cm
 from controller.errors import CabguardError
+from controller.headend.store import open_store
 from controller.link.wire import Topics, make_command
 from drivers.keys import load_key
 from drivers.mqtt import ACKED, CONNECTED, REFUSED, BrokerSettings, MqttLink
 
 
-def build(args: argparse.Namespace) -> tuple[cm.CommandSpec, bytes]:
+def build(args: argparse.Namespace) -> tuple[cm.CommandSpec, bytes, dict]:
     spec, rest = cm.find([args.name.lower()] + list(args.args), "downlink")
     values = cm.bind(spec, rest)        # checks the arguments here, before anything is sent
     words = dict(zip([a.name for a in spec.args], rest))
     seq = args.seq if args.seq is not None else int(time.time() * 1000)
     key = load_key(args.key)
-    data = make_command(key, args.gateway, seq, int(time.time()) + args.expires, spec.name,
-                        {k: words[k] for k in values})
-    return spec, data
+    expiry = int(time.time()) + args.expires
+    chosen = {k: words[k] for k in values}
+    data = make_command(key, args.gateway, seq, expiry, spec.name, chosen)
+    return spec, data, {"seq": seq, "expiry": expiry, "args": chosen}
 
 
 def publish(broker: str, topic: str, data: bytes, timeout_s: float = 10.0) -> None:
@@ -48,11 +52,25 @@ def publish(broker: str, topic: str, data: bytes, timeout_s: float = 10.0) -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    spec, data = build(args)
+    spec, data, facts = build(args)
     if not args.broker:
         print(data.hex())
         return 0
     topic = Topics(args.prefix, args.site, args.gateway).commands
-    publish(args.broker, topic, data)
+    log = open_store(args.db) if args.db else None
+    row = None
+    if log:
+        row = log.execute("INSERT INTO commands (gateway, site, seq, name, args, expiry, sent_at, state) "
+                          "VALUES (?,?,?,?,?,?,?,'sending') RETURNING id",
+                          (args.gateway, args.site, facts["seq"], spec.name, json.dumps(facts["args"], sort_keys=True),
+                           facts["expiry"], time.time())).fetchone()[0]
+    try:
+        publish(args.broker, topic, data)
+    except CabguardError as e:
+        if log:
+            log.execute("UPDATE commands SET state=? WHERE id=?", ("not sent: {}".format(e), row))
+        raise
+    if log:
+        log.execute("UPDATE commands SET state='published' WHERE id=?", (row,))
     print("sent '{}' to {} on {}".format(spec.name, args.gateway, topic))
     return 0

@@ -2,12 +2,14 @@
 
 Subscribes to every gateway's records and heartbeats under a topic prefix,
 verifies each record's MAC (or GCM tag) with the epoch key derived from
-that gateway's provisioning record key, de-duplicates by (gateway, seq),
-stores verified records in SQLite, and checks the chain: each record's
-"previous tag" must equal the tag of the record before it.  Records may
-arrive out of order (alarms first), so a link is checked as soon as both
-of its records are in.  Gaps are what is missing between a gateway's first
-and last sequence number; ``report`` lists them.
+that gateway's provisioning record key, and hands the verified records and
+the heartbeats to the store (SQLite or PostgreSQL, controller/headend/store.py),
+where the ledger de-duplicates by (gateway, seq), checks the chain and the
+anchored checkpoints, and opens incidents -- transactionally, so several
+collectors in one shared subscription group give one collector's verdicts.
+Records may arrive out of order (alarms first), so a link is checked as soon
+as both of its records are in.  Gaps are what is missing between a gateway's
+first and last sequence number; ``report`` lists them.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sqlite3
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import cbor2
 
 from controller.errors import CabguardError
+from controller.headend import ledger
+from controller.headend.config import HeadendConfig, load as load_config
+from controller.headend.ledger import Opened, Tally
+from controller.headend.notify import Notifier
+from controller.headend.store import Store, open_store
 from controller.journal import records as R
 from controller.link.wire import Topics
 from drivers import cose
@@ -31,22 +38,10 @@ from drivers.errors import CoseError, DriverError
 from drivers.keys import EpochKeys, load_key, parse_epoch_kid
 from drivers.mqtt import CONNECTED, MESSAGE, Backoff, BrokerSettings, MqttLink
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    gateway TEXT NOT NULL, seq INTEGER NOT NULL, boot INTEGER, wall_ms INTEGER,
-    time_quality INTEGER, type INTEGER, severity INTEGER, kid TEXT,
-    tag BLOB NOT NULL, prev BLOB NOT NULL, record BLOB NOT NULL, received_at REAL NOT NULL,
-    PRIMARY KEY (gateway, seq));
-CREATE TABLE IF NOT EXISTS heartbeats (gateway TEXT NOT NULL, received_at REAL NOT NULL, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS problems (gateway TEXT, seq INTEGER, kind TEXT NOT NULL, detail TEXT NOT NULL,
-    received_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS equivocations (gateway TEXT NOT NULL, seq INTEGER NOT NULL, record BLOB NOT NULL,
-    received_at REAL NOT NULL);
-"""
-
-
 INT64 = 1 << 63
 STORED_INTS = (R.BOOT, R.WALL_MS, R.TIME_QUALITY, R.TYPE, R.SEVERITY)   # columns of the records table
+BATCH = 500             # messages stored in one transaction, at most
+SWEEP_EVERY_S = 5.0     # how often a collector looks for gateways gone silent
 
 
 def _int64(value: object) -> bool:
@@ -69,119 +64,127 @@ def _bad_payload(rec: object) -> str:
 
 
 class Collector:
-    """Verification and storage, without the network (so tests feed it directly)."""
+    """Verification here, verdicts in the store (controller/headend/ledger.py), without
+    the network (so tests feed it directly).  ``db`` is a SQLite path or a
+    ``postgresql://`` URL; any number of collectors may share one database."""
 
-    def __init__(self, db_path: str | Path, keys: list):
-        self.db = sqlite3.connect(str(db_path), check_same_thread=False)  # one thread at a time
-        self.db.executescript(SCHEMA)
+    def __init__(self, db: str | Path, keys: list, config: HeadendConfig | None = None):
+        self.db = open_store(db)
+        self.config = config or HeadendConfig()
         self.keys = {k.kid: EpochKeys(k) for k in keys}
-        for (kid,) in self.db.execute("SELECT DISTINCT kid FROM records"):   # epochs seen before a restart
+        self.kids = {kid for (kid,) in self.db.execute("SELECT kid FROM kids").fetchall()}   # epochs seen before
+        for kid in self.kids:
             parsed = parse_epoch_kid(kid.encode())
             if parsed and parsed[0] in self.keys:
                 self.keys[parsed[0]].confirm(kid.encode())
         self.macs: dict[bytes, cose.CbcMac] = {}
-        self.received = self.stored = self.duplicates = self.rejected = self.chain_breaks = 0
-        self.equivocations = 0
+        self.received = self.rejected = 0
+        self.tally = Tally()
+        self.on_notify: Callable[[], None] | None = None    # wakes the notifier after a commit
 
-    def _problem(self, gateway: str | None, seq: int | None, kind: str, detail: str) -> None:
-        self.db.execute("INSERT INTO problems VALUES (?,?,?,?,?)", (gateway, seq, kind, detail, time.time()))
-
-    def _open(self, data: bytes) -> tuple[cose.Message, dict] | None:
+    def _open(self, data: bytes) -> Opened | tuple[int | None, str, str]:
+        """The verified record, or (seq, problem kind, detail)."""
         try:
             msg = cose.decode(data)
         except CoseError as e:
-            self._problem(None, None, "format", str(e))
-            return None
+            return None, "format", str(e)
         parsed = parse_epoch_kid(msg.kid)
         epochs = self.keys.get(parsed[0]) if parsed else None
         key = epochs.key_for(msg.kid) if epochs else None
         if key is None:
-            self._problem(None, msg.seq, "unknown_kid", "no key for kid {}".format(cose.kid_text(msg.kid)))
-            return None
+            return msg.seq, "unknown_kid", "no key for kid {}".format(cose.kid_text(msg.kid))
         try:
             mac = None
             if not msg.encrypted:
                 mac = self.macs.setdefault(msg.kid, cose.CbcMac(key.alg, key.k))
             rec = cbor2.loads(msg.verify(key.k, mac=mac))
         except (CoseError, ValueError, cbor2.CBORDecodeError) as e:
-            self._problem(None, msg.seq, "mac", str(e))
-            return None
+            return msg.seq, "mac", str(e)
         epochs.confirm(msg.kid)
         why = _bad_payload(rec)
         if why:
-            self._problem(None, msg.seq, "payload", why)
-            return None
-        return msg, rec
+            return msg.seq, "payload", why
+        return Opened(rec[R.GATEWAY], rec[R.SEQ], cose.kid_text(msg.kid), msg.tag, rec.get(R.PREV, b""), data, rec)
+
+    def ingest(self, messages: list[tuple[str, str, str, bytes]]) -> list[bool]:
+        """Verify and store (kind, gateway, site, payload) messages in one transaction;
+        per message, whether it added something (a new record, a heartbeat)."""
+        opened: list[Opened | tuple[int | None, str, str] | dict | None] = []
+        for kind, gateway, _site, payload in messages:
+            if kind == Topics.RECORDS:
+                self.received += 1
+                opened.append(self._open(payload))
+            else:
+                try:
+                    doc = json.loads(payload)
+                except ValueError:
+                    doc = None
+                opened.append(doc if isinstance(doc, dict) else None)
+        gateways = {o.gateway for o in opened if isinstance(o, Opened)}
+        gateways |= {m[1] for m, o in zip(messages, opened) if m[0] == Topics.HEARTBEAT}
+        tally, done, rejected = Tally(), [], 0
+        sinks = self.config.sinks
+        with self.db.transaction(gateways) as tx:
+            verified = [o for o in opened if isinstance(o, Opened)]
+            ledger.touch_gateways(tx, sorted({o.gateway for o in verified}))
+            new_kids = sorted({o.kid for o in verified} - self.kids)
+            tx.many("INSERT INTO kids VALUES (?,?) ON CONFLICT (kid) DO NOTHING", [(k, time.time()) for k in new_kids])
+            new = iter(ledger.store_records(tx, verified, sinks, tally))
+            for (kind, gateway, site, _), o in zip(messages, opened):
+                if isinstance(o, Opened):
+                    done.append(next(new))
+                elif kind == Topics.RECORDS:
+                    rejected += 1
+                    ledger.problem(tx, None, o[0], o[1], o[2])
+                    done.append(False)
+                elif o is None:
+                    ledger.problem(tx, gateway, None, "heartbeat", "not a JSON object")
+                    done.append(False)
+                else:
+                    ledger.heartbeat(tx, gateway, site, o, sinks, tally)
+                    done.append(True)
+        self.rejected += rejected
+        self.kids.update(new_kids)
+        self.tally.add(tally)
+        if tally.notifications and self.on_notify:
+            self.on_notify()
+        return done
 
     def record(self, data: bytes) -> bool:
         """Verify and store one record; False if it was refused or already held."""
-        self.received += 1
-        opened = self._open(data)
-        if opened is None:
-            self.rejected += 1
-            return False
-        msg, rec = opened
-        gateway, seq = rec[R.GATEWAY], rec[R.SEQ]
-        prev = rec.get(R.PREV, b"")
-        try:
-            self.db.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", (
-                gateway, seq, rec.get(R.BOOT), rec.get(R.WALL_MS), rec.get(R.TIME_QUALITY), rec.get(R.TYPE),
-                rec.get(R.SEVERITY), cose.kid_text(msg.kid), msg.tag, prev, data, time.time()))
-        except sqlite3.IntegrityError:
-            held = self.db.execute("SELECT record FROM records WHERE gateway=? AND seq=?", (gateway, seq)).fetchone()
-            if held is not None and held[0] != data:
-                self._equivocation(gateway, seq, data)
-            else:
-                self.duplicates += 1
-            return False
-        self.stored += 1
-        self._check_links(gateway, seq, msg.tag, prev)
-        return True
+        return self.ingest([(Topics.RECORDS, "", "", data)])[0]
 
-    def _equivocation(self, gateway: str, seq: int, data: bytes) -> None:
-        """Two different records, both under the gateway's key, for one sequence
-        number: a cloned or rewritten gateway.  Both copies are kept."""
-        self.equivocations += 1
-        self.db.execute("INSERT INTO equivocations VALUES (?,?,?,?)", (gateway, seq, data, time.time()))
-        self._problem(gateway, seq, "equivocation", "ALARM: a second, different record {} of {} under its key "
-                      "(a cloned or rewritten gateway); both copies are kept".format(seq, gateway))
+    def heartbeat(self, gateway: str, payload: bytes, site: str = "") -> bool:
+        return self.ingest([(Topics.HEARTBEAT, gateway, site, payload)])[0]
 
-    def _check_links(self, gateway: str, seq: int, tag: bytes, prev: bytes) -> None:
-        q = "SELECT tag, prev FROM records WHERE gateway=? AND seq=?"
-        before = self.db.execute(q, (gateway, seq - 1)).fetchone()
-        if before is not None and before[0] != prev:
-            self.chain_breaks += 1
-            self._problem(gateway, seq, "chain", "previous tag does not match record {}".format(seq - 1))
-        after = self.db.execute(q, (gateway, seq + 1)).fetchone()
-        if after is not None and after[1] != tag:
-            self.chain_breaks += 1
-            self._problem(gateway, seq + 1, "chain", "previous tag does not match record {}".format(seq))
+    @property
+    def stored(self) -> int:
+        return self.tally.stored
 
-    def heartbeat(self, gateway: str, payload: bytes) -> None:
-        try:
-            doc = json.loads(payload)
-        except ValueError:
-            self._problem(gateway, None, "heartbeat", "not JSON")
-            return
-        self.db.execute("INSERT INTO heartbeats VALUES (?,?,?)", (gateway, time.time(), json.dumps(doc)))
-
-    def commit(self) -> None:
-        self.db.commit()
+    @property
+    def chain_breaks(self) -> int:
+        return self.tally.chain_breaks
 
     def gaps(self, gateway: str) -> list[tuple[int, int]]:
-        rows = self.db.execute(
-            "SELECT seq + 1, next - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS next "
-            "FROM records WHERE gateway=?) WHERE next > seq + 1", (gateway,)).fetchall()
-        return [(a, b) for a, b in rows]
+        return gaps(self.db, gateway)
 
     def report(self) -> dict:
         gateways = {}
         for gw, first, last, count in self.db.execute(
-                "SELECT gateway, MIN(seq), MAX(seq), COUNT(*) FROM records GROUP BY gateway"):
+                "SELECT gateway, MIN(seq), MAX(seq), COUNT(*) FROM records GROUP BY gateway").fetchall():
             gateways[gw] = {"first_seq": first, "last_seq": last, "records": count, "gaps": self.gaps(gw)}
-        return {"received": self.received, "stored": self.stored, "duplicates": self.duplicates,
-                "rejected": self.rejected, "chain_breaks": self.chain_breaks,
-                "equivocations": self.equivocations, "gateways": gateways}
+        t = self.tally
+        return {"received": self.received, "stored": t.stored, "duplicates": t.duplicates,
+                "rejected": self.rejected, "chain_breaks": t.chain_breaks,
+                "equivocations": t.equivocations, "gateways": gateways}
+
+
+def gaps(db: Store, gateway: str) -> list[tuple[int, int]]:
+    """What is missing between a gateway's first and last stored record."""
+    rows = db.execute(
+        "SELECT seq + 1, next - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS next "
+        "FROM records WHERE gateway=?) AS s WHERE next > seq + 1 ORDER BY seq", (gateway,)).fetchall()
+    return [(a, b) for a, b in rows]
 
 
 def load_keys(paths: list[str]) -> list:
@@ -201,41 +204,51 @@ def load_keys(paths: list[str]) -> list:
 
 def run(broker: str, prefix: str, collector: Collector, seconds: float | None = None,
         until_records: int | None = None, stop_event: threading.Event | None = None,
-        client_id: str = "cabguard-collect", protocol: int = 4) -> None:
+        client_id: str = "cabguard-collect", protocol: int = 4, share: str = "") -> None:
     """Receive until SIGTERM, ``seconds``, or ``until_records`` stored; survives broker
     restarts.  A stable ``client_id`` keeps a persistent session at the broker, so
-    records published while this receiver is away are delivered when it returns."""
+    records published while this receiver is away are delivered when it returns.
+    A message is acknowledged to the broker only once its transaction committed,
+    so a collector killed mid-batch gets the batch again.  ``share`` joins the
+    MQTT 5 shared subscription group of that name (``$share/GROUP/...``)."""
     host, _, port = broker.rpartition(":")
-    settings = BrokerSettings(host, int(port), protocol=protocol, client_id=client_id)
-    link = MqttLink(settings)
+    settings = BrokerSettings(host, int(port), protocol=5 if share else protocol, client_id=client_id)
+    link = MqttLink(settings, manual_ack=True)
     backoff = Backoff(0.1, 5.0)
     why = link.connect()
     if why:
         raise CabguardError(why)
+    group = "$share/{}/".format(share) if share else ""
     next_attempt = 0.0
     deadline = time.monotonic() + seconds if seconds else None
-    last_commit = time.monotonic()
     try:
         while not (stop_event and stop_event.is_set()):
             if not link.connected and time.monotonic() >= next_attempt:
                 link.connect()
                 next_attempt = time.monotonic() + backoff.next_delay()
             link.poll(0.05)
+            while len(link.events) < BATCH:     # what is already waiting joins this transaction
+                before = len(link.events)
+                link.poll(0.0)
+                if len(link.events) == before:
+                    break
+            batch, acks = [], []
             while link.events:
                 ev = link.events.popleft()
                 if ev[0] == CONNECTED:
                     backoff.reset()
-                    link.subscribe(Topics.all_records(prefix))
-                    link.subscribe(Topics.all_heartbeats(prefix))
+                    link.subscribe(group + Topics.all_records(prefix))
+                    link.subscribe(group + Topics.all_heartbeats(prefix))
                 elif ev[0] == MESSAGE:
                     gateway, kind = Topics.parse(ev[1])
-                    if kind == Topics.RECORDS:
-                        collector.record(ev[2])
-                    elif kind == Topics.HEARTBEAT:
-                        collector.heartbeat(gateway, ev[2])
-            if time.monotonic() - last_commit > 0.5:
-                collector.commit()
-                last_commit = time.monotonic()
+                    if kind in (Topics.RECORDS, Topics.HEARTBEAT):
+                        batch.append((kind, gateway, ev[1].split("/")[-3], ev[2]))
+                    if ev[4]:
+                        acks.append((ev[3], ev[4]))
+            if batch:
+                collector.ingest(batch)
+            for mid, qos in acks:
+                link.ack(mid, qos)
             if deadline and time.monotonic() > deadline:
                 break
             if until_records is not None and collector.stored >= until_records:
@@ -243,7 +256,6 @@ def run(broker: str, prefix: str, collector: Collector, seconds: float | None = 
     except KeyboardInterrupt:
         pass
     finally:
-        collector.commit()
         link.close()
 
 
@@ -261,14 +273,20 @@ def print_report(rep: dict, out=sys.stdout) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    config = load_config(args.config) if args.config else HeadendConfig()
     try:
-        collector = Collector(args.out, load_keys(args.key))
-    except (DriverError, sqlite3.Error) as e:
+        collector = Collector(args.db, load_keys(args.key), config)
+    except DriverError as e:
         raise CabguardError(str(e)) from None
+    notifier = Notifier(collector.db.clone(), config, args.broker).start()
+    collector.on_notify = notifier.wake
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    run(args.broker, args.prefix, collector, args.seconds, args.until_records, stop, args.client_id,
-        5 if args.protocol == "5" else 4)
+    try:
+        run(args.broker, args.prefix, collector, args.seconds, args.until_records, stop, args.client_id,
+            5 if args.protocol == "5" else 4, args.share or "")
+    finally:
+        notifier.stop()
     rep = collector.report()
     if args.json:
         json.dump(rep, sys.stdout)

@@ -22,11 +22,19 @@ Records the journal writes itself (genesis, recovered, key rotation,
 checkpoint, retention, health) take their sequence number the same way,
 so the queue order is always the sequence order.
 
-At start-up only the last segment is scanned: a torn tail (a short or
-zero-filled end, as a crash leaves) is cut; damage with good frames after
-it is left for ``cabguard verify`` and writing goes on in a new segment.
-The sequence and the chain resume from the last good record, the record
-key moves one epoch on, and a "recovered" record says what was found.
+At start-up only the last segment is scanned: a torn tail (an incomplete
+final frame or a zero-filled end, as a crash leaves) is cut; any other
+damage, a complete frame with a bad CRC included, is quarantined: left in
+place for ``cabguard verify``, writing going on in a new segment, and the
+"recovered" record is an alarm.  The sequence and the chain resume from the
+last good record, the record key moves one epoch on, and the "recovered"
+record says what was found.
+
+Key rotation (docs/keys.md, "Rotation order"): the key_rotation record is
+sealed with the old key and made durable before the new key file replaces
+the old one, so a crash leaves the key file at most one epoch past the
+journal's tail, whose last record then announces it; a start that finds a
+rotation announced but the key not moved finishes it.
 
 Disk budget: when the segments outgrow it, whole segments go, oldest
 first, but only those whose records have all been acknowledged upstream:
@@ -49,6 +57,8 @@ import time
 from bisect import bisect_right
 from pathlib import Path
 from typing import Callable, Iterator
+
+import cbor2
 
 from controller.core.events import ALARM, CRITICAL, INFO, WARNING
 from controller.errors import JournalError
@@ -163,7 +173,7 @@ class Journal:
         self.last_checkpoint: tuple[int, bytes] | None = None
         self._checkpoint_tag: tuple[int, bytes] | None = None
         self._epoch_day = -1
-        self._tail_kid = b""         # the kid of the last record found at start-up
+        self._tail: cose.Message | None = None   # the last record found at start-up
         self._over_budget = False
         self._full = False           # over budget with only unsent records: info is refused
         self.refused_while_full = 0  # info records refused since the journal became full
@@ -217,6 +227,7 @@ class Journal:
         write_atomic(state_path, json.dumps({"boot": self.boot}).encode())
         if fresh_key:
             write_key(self._key_path, self._key)
+        finished = found is not None and self._finish_rotation(found)
         self._open_segment(self._next_seq, reuse_tail=True)
         self._epoch_day = self._clock().wall_ms // DAY_MS
         self._thread.start()
@@ -229,16 +240,32 @@ class Journal:
                 self._enqueue(_RECORD, R.make(R.RECOVERED, CRITICAL, self._clock(),
                                               {R.RECOVERED_LAST_SEQ: -1}), True)
             return
-        if not fresh_key and epoch_number(self._key.kid) == epoch_number(self._tail_kid) + 1:
-            # A crash came between writing the next epoch's key file and its rotation
-            # record: that record comes now, so the chain still moves one epoch at a time.
-            self._enqueue(_RECORD, R.make(R.KEY_ROTATION, INFO, self._clock(), {
-                R.ROTATION_OLD_KID: self._tail_kid, R.ROTATION_NEW_KID: self._key.kid,
-                R.ROTATION_REASON: R.ROTATE_BOOT}), False)
-        elif not fresh_key:
+        if not finished:
             self._enqueue(_ROTATE, R.ROTATE_BOOT, False)
-        self._enqueue(_RECORD, R.make(R.RECOVERED, ALARM if found.get(R.RECOVERED_CORRUPT) else INFO,
-                                      self._clock(), found), True)
+        alarm = R.RECOVERED_CORRUPT in found or R.RECOVERED_KEY_MISMATCH in found
+        self._enqueue(_RECORD, R.make(R.RECOVERED, ALARM if alarm else INFO, self._clock(), found), True)
+
+    def _finish_rotation(self, found: dict[int, object]) -> bool:
+        """Complete a rotation a crash cut short; True if the key moved on here.
+
+        The rotation record (sealed with the old key) is durable before the new
+        key file replaces the old one, so after a crash the key file is the
+        tail's epoch or the one after it.  A tail that is a rotation record under
+        the key we hold announced the next epoch and the key file never moved:
+        move it now.  Any other key is not this journal's: say so (an alarm)."""
+        key_epoch, tail_epoch = epoch_number(self._key.kid), epoch_number(self._tail.kid)
+        if key_epoch == tail_epoch:
+            try:
+                tail = cbor2.loads(self._tail.verify(self._key.k))
+            except (DriverError, ValueError):
+                tail = None
+            if isinstance(tail, dict) and tail.get(R.TYPE) == R.KEY_ROTATION \
+                    and tail[R.DATA][R.ROTATION_NEW_KID] == next_epoch(self._key).kid:
+                self._rotate()
+                return True
+        elif key_epoch != tail_epoch + 1:
+            found[R.RECOVERED_KEY_MISMATCH] = self._tail.kid
+        return False
 
     @staticmethod
     def _read_json(path: Path, field: str, default: int) -> int:
@@ -269,22 +296,26 @@ class Journal:
             break
         if not listed:
             return None
+        first: int | None = None
         if tail.damage is not None and not tail.torn:
-            # Corruption inside the segment: resume after its last good frame.
+            # Corruption (a complete frame with a bad CRC included) is quarantined: kept in
+            # place for verify, never cut; the chain resumes after the last good frame.
             goods = [item for item in iter_frames(data) if not isinstance(item, Bad)]
-            if not goods:    # the resync gave up on a crafted segment (segments.py RESYNC_WORK)
+            first = _seq_of(goods[0][1], str(path)) if goods else None
+            last_record = goods[-1][1] if goods else self._last_good(listed[:-1])
+            if last_record is None:   # or the resync gave up on a crafted segment (segments.py RESYNC_WORK)
                 raise JournalError("{}: damaged from offset {} with no readable frame within the scan "
                                    "budget; move it out of the journal folder and run `cabguard verify` on "
                                    "it".format(path, tail.good_end))
-            tail = tail._replace(last_record=goods[-1][1])
+            tail = tail._replace(last_record=last_record)
         for older_number, older in listed[:-1]:
             first = first_seq_of(older)
             self.segments.append(Segment(older_number, older, first, first, older.stat().st_size))
         for i in range(len(self.segments) - 1):
             self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
         last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
-        self._prev_tag = cose.decode(tail.last_record).tag
-        self._tail_kid = cose.decode(tail.last_record).kid
+        self._tail = cose.decode(tail.last_record)
+        self._prev_tag = self._tail.tag
         self._next_seq = last_seq + 1
         self.durable_seq = self._written_seq = last_seq
         found: dict[int, object] = {R.RECOVERED_SEGMENT: number, R.RECOVERED_LAST_SEQ: last_seq}
@@ -297,7 +328,8 @@ class Journal:
                     os.fsync(f.fileno())
             else:
                 found[R.RECOVERED_CORRUPT] = True
-        first = first_seq_of(path) if tail.good_end else last_seq
+        if first is None:
+            first = first_seq_of(path) if tail.frames else last_seq + 1
         size = tail.good_end if tail.torn else len(data)
         self.segments.append(Segment(number, path, first, last_seq, size))
         if self.segments[:-1]:
@@ -305,6 +337,15 @@ class Journal:
         if tail.damage is not None and not tail.torn:
             self._fd = -2  # do not append after damage: the next segment starts fresh
         return found
+
+    @staticmethod
+    def _last_good(listed: list[tuple[int, Path]]) -> bytes | None:
+        """The newest good record of these segments (a later one held none)."""
+        for _number, path in reversed(listed):
+            goods = [item for item in iter_frames(read_segment(path)) if not isinstance(item, Bad)]
+            if goods:
+                return goods[-1][1]
+        return None
 
     def _open_segment(self, first_seq: int, reuse_tail: bool) -> None:
         last = self.segments[-1] if self.segments else None
@@ -508,6 +549,15 @@ class Journal:
             size += len(data)
             seg.last_seq = seq
             self._written_seq = seq
+            if kind == _ROTATE:
+                # The rotation record, sealed with the old key, is on disk before the new key
+                # replaces it: a crash leaves the key at most one epoch past the journal's tail,
+                # and that tail announces it (docs/keys.md, "Rotation order").
+                self._write(buf)
+                seg.size += size
+                buf, size = [], 0
+                self._sync()
+                self._rotate()
         self._write(buf)
         seg.size += size
         if stop:   # records queued from here on would never be written
@@ -533,10 +583,9 @@ class Journal:
         if kind == _RECORD:
             rec = item  # type: ignore[assignment]
         elif kind == _ROTATE:
-            old = self._key.kid
-            self._rotate()
             rec = R.make(R.KEY_ROTATION, INFO, self._clock(), {
-                R.ROTATION_OLD_KID: old, R.ROTATION_NEW_KID: self._key.kid, R.ROTATION_REASON: item})
+                R.ROTATION_OLD_KID: self._key.kid, R.ROTATION_NEW_KID: next_epoch(self._key).kid,
+                R.ROTATION_REASON: item})
         else:
             rec = R.make(R.CHECKPOINT, INFO, self._clock(), {
                 R.CHECKPOINT_SINCE_BOOT: self._since_boot,

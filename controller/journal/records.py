@@ -70,10 +70,12 @@ HEALTH_CONSOLE_LOCKOUT = 7  # repeated failed console logins
 HEALTH_STARTED = 8          # the gateway started (detail: version, config)
 HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
 HEALTH_INPUT_REFUSED = 10   # a file the gateway reads was refused: running without it (detail: why)
+HEALTH_ROOT_KEY = 11        # the root record key is on the gateway (forward security is void while it is)
 
 # Data keys per type beyond the core events (docs/records.cddl).
 GENESIS_KID, GENESIS_ALG = 1, 2
 RECOVERED_SEGMENT, RECOVERED_OFFSET, RECOVERED_CUT, RECOVERED_LAST_SEQ, RECOVERED_CORRUPT = 1, 2, 3, 4, 5
+RECOVERED_KEY_MISMATCH = 6
 ROTATION_OLD_KID, ROTATION_NEW_KID, ROTATION_REASON = 1, 2, 3
 ROTATE_BOOT, ROTATE_DAY, ROTATE_COMMAND = 0, 1, 2
 CHECKPOINT_SINCE_BOOT, CHECKPOINT_FIRST_SEQ, CHECKPOINT_BYTES = 1, 2, 3

@@ -165,13 +165,23 @@ def stream_frames(path: Path) -> Iterator[tuple[int, bytes] | Bad]:
             base += nxt
 
 
+def _incomplete_at(data: bytes, pos: int) -> bool:
+    """An unfinished frame at ``pos``: a short header, or a plausible length that runs
+    past the end of the data.  A crash's write leaves only such a prefix of a frame."""
+    if len(data) - pos < HEAD_LEN:
+        return True
+    length = HEAD.unpack_from(data, pos)[0]
+    return 0 < length <= MAX_RECORD and pos + HEAD_LEN + length > len(data)
+
+
 def could_be_torn(data: bytes, bad: Bad) -> bool:
-    """Whether damage can be a crash's unfinished write: it runs to the end of
-    the data and is at most one frame long, or all zeros.  A CRC mismatch
-    cannot: the frame was written whole."""
-    if bad.offset + bad.length != len(data) or bad.reason == "CRC mismatch":
+    """Whether damage can be a crash's unfinished write: an incomplete final frame
+    (a short header, a frame running past the end of the file) or a zero-filled
+    end.  A complete frame with a bad CRC cannot: it was written whole, and
+    something changed it since."""
+    if bad.offset + bad.length != len(data):
         return False
-    return bad.length <= HEAD_LEN + MAX_RECORD or data.count(0, bad.offset) == bad.length
+    return data.count(0, bad.offset) == bad.length or _incomplete_at(data, bad.offset)
 
 
 class Tail(NamedTuple):
@@ -186,16 +196,16 @@ class Tail(NamedTuple):
 def scan_tail(data: bytes) -> Tail:
     """Walk frames until the first damage; decide whether it is a torn tail.
 
-    A crash can only leave a short or zero-filled end.  Damage with good
-    frames after it is corruption, which is kept for ``verify`` to report.
+    A crash can only leave an incomplete final frame or a zero-filled end
+    (``could_be_torn``).  Anything else, a complete frame with a bad CRC
+    included, is corruption, which is kept for ``verify`` to report.
     """
     pos, last, count = 0, b"", 0
     while pos < len(data):
         end, reason = _frame_at(data, pos)
         if not end:
             bad = Bad(pos, len(data) - pos, reason)
-            rest_is_zero = data.count(0, pos) == len(data) - pos
-            torn = rest_is_zero or _resync(data, pos, resync_budget(data)) == len(data)
+            torn = could_be_torn(data, bad)
             return Tail(pos, last, count, torn, bad)
         last = data[pos + HEAD_LEN:end]
         count += 1

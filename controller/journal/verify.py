@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Iterable, NamedTuple, Sequence
 
 import cbor2
 
@@ -23,8 +24,8 @@ from controller.journal import records as R
 from controller.journal.segments import Bad, could_be_torn, iter_frames, list_segments, read_segment
 from drivers import cose
 from drivers.errors import CoseError
-from drivers.safefile import InputFileError
-from drivers.keys import CoseKey, EpochKeys, epoch_number, load_key
+from drivers.safefile import InputFileError, open_text, parse_json
+from drivers.keys import CoseKey, EpochKeys, epoch_kid, epoch_number, load_key
 
 ZERO_TAG = bytes(cose.TAG_LEN)
 # Records from different threads (scan loop, console, uplink, the journal's
@@ -48,8 +49,10 @@ class Report:
         self.warnings: list[dict] = []
         self.retained: list[tuple[int, int]] = []
         self.gaps: list[tuple[int, int, dict]] = []     # (first, last missing, its problem)
-        self.checkpoints: dict[int, bytes] = {}
-        self.watched_tag: bytes | None = None           # the tag of the record --checkpoint names
+        self.gateway: str | None = None                 # the gateway of the first record
+        self.tags: dict[int, bytes] = {}                # the tag of each record an anchor names
+        self.anchors = 0                                # head-end checkpoints checked
+        self.anchored_seq: int | None = None            # the newest of them the journal holds
         self.foreign_kids: set[str] = set()             # kids the given key does not derive
 
     def problem(self, kind: str, message: str, segment: str = "", offset: int = -1, seq: int = -1) -> None:
@@ -64,22 +67,24 @@ class Report:
         return {"ok": self.ok, "records": self.records, "segments": self.segments,
                 "first_seq": self.first_seq, "last_seq": self.last_seq,
                 "last_tag": self.last_tag.hex(), "kids": self.kids,
+                "anchors": self.anchors, "anchored_seq": self.anchored_seq,
                 "problems": self.problems, "warnings": self.warnings}
 
 
 class Checker:
     """Walks records in journal order and keeps the chain state."""
 
-    def __init__(self, keys: EpochKeys, report: Report, watch_seq: int = -1):
+    def __init__(self, keys: EpochKeys, report: Report, watch: frozenset[int] = frozenset()):
         self.keys = keys
         self.report = report
-        self.watch_seq = watch_seq
+        self.watch = watch      # the seqs anchors name: keep their tags
         self.macs: dict[bytes, cose.CbcMac] = {}
         self.prev_kid = b""
         self.prev_key: CoseKey | None = None
         self.prev_seq: int | None = None
         self.prev_tag = b""
         self.prev_kid_epoch = -1
+        self.announced: bytes | None = None   # the kid the record before announced (a key_rotation record)
         self.prev_boot = -1
         self.prev_mono = -1
         self.prev_wall = -1
@@ -132,18 +137,18 @@ class Checker:
         if msg.seq != seq:
             rep.problem("header", "sequence header {} differs from the record's {}".format(msg.seq, seq),
                         *where, seq=seq)
+        follows = self.prev_seq is not None and seq == self.prev_seq + 1 and not self.broken
         self._sequence(seq, rec, where)
-        self._key(msg.kid, rec, where, seq)
+        self._key(msg.kid, rec, where, seq, follows)
         self._time(rec, where, seq)
         if rec.get(R.TYPE) == R.RETENTION:
             data_ = rec.get(R.DATA, {})
             rep.retained.append((data_.get(R.RETENTION_FIRST, -1), data_.get(R.RETENTION_LAST, -1)))
-        if rec.get(R.TYPE) == R.CHECKPOINT:
-            rep.checkpoints[seq] = msg.tag
-        if seq == self.watch_seq:
-            rep.watched_tag = msg.tag
+        if seq in self.watch:
+            rep.tags[seq] = msg.tag
         if rep.first_seq is None:
             rep.first_seq = seq
+            rep.gateway = rec.get(R.GATEWAY) if isinstance(rec.get(R.GATEWAY), str) else None
         rep.last_seq = seq
         rep.last_tag = msg.tag
         self.prev_seq, self.prev_tag, self.broken = seq, msg.tag, False
@@ -167,25 +172,44 @@ class Checker:
             rep.problem("chain", "record {} does not carry the tag of record {}".format(seq, self.prev_seq),
                         *where, seq=seq)
 
-    def _key(self, kid: bytes, rec: dict, where: tuple[str, int], seq: int) -> None:
+    def _key(self, kid: bytes, rec: dict, where: tuple[str, int], seq: int, follows: bool) -> None:
+        """Kids change only one epoch on, right after a key_rotation record sealed with
+        the old key that announces the new kid: a holder of only a later epoch's key
+        cannot forge that record (docs/keys.md, "Rotation order")."""
+        announced, self.announced = self.announced, None
+        if rec.get(R.TYPE) == R.KEY_ROTATION:
+            self._rotation(kid, rec, where, seq)
         if kid == self.prev_kid:
+            if announced is not None and follows:
+                self.report.problem("key", "record {} is still sealed with kid {} after the rotation to {}".format(
+                    seq, cose.kid_text(kid), cose.kid_text(announced)), *where, seq=seq)
             return
-        self.prev_kid = kid
         epoch = epoch_number(kid)
+        self.prev_kid = kid
         text = cose.kid_text(kid)
         if text not in self.report.kids:
             self.report.kids.append(text)
         if epoch < self.prev_kid_epoch:
             self.report.problem("key", "kid {} goes back to an older epoch".format(text), *where, seq=seq)
-        elif epoch > self.prev_kid_epoch >= 0 and rec.get(R.TYPE) != R.KEY_ROTATION:
-            self.report.problem("key", "kid changes to {} without a key rotation record".format(text),
-                                *where, seq=seq)
         elif epoch > self.prev_kid_epoch + 1 and self.prev_kid_epoch >= 0:
             # A rotation moves one epoch: a jump is someone holding a later epoch's key
             # (derived forward only) re-sealing the journal from an earlier point on.
             self.report.problem("key", "kid jumps from epoch {} to {}: a rotation moves one epoch at a "
                                 "time".format(self.prev_kid_epoch, epoch), *where, seq=seq)
+        elif self.prev_kid_epoch >= 0 and follows and announced != kid:
+            self.report.problem("key", "kid changes to {} without a key_rotation record sealed with the "
+                                "previous epoch's key announcing it".format(text), *where, seq=seq)
         self.prev_kid_epoch = max(epoch, self.prev_kid_epoch)
+
+    def _rotation(self, kid: bytes, rec: dict, where: tuple[str, int], seq: int) -> None:
+        """A key_rotation record announces the next epoch of the key that seals it."""
+        data = rec.get(R.DATA) if isinstance(rec.get(R.DATA), dict) else {}
+        new, epoch = data.get(R.ROTATION_NEW_KID), epoch_number(kid)
+        if data.get(R.ROTATION_OLD_KID) != kid or epoch < 0 or new != epoch_kid(kid.rpartition(b"/")[0], epoch + 1):
+            self.report.problem("key", "key_rotation record {} sealed with kid {} does not announce the next "
+                                "epoch of its own key".format(seq, cose.kid_text(kid)), *where, seq=seq)
+        else:
+            self.announced = new
 
     def _time(self, rec: dict, where: tuple[str, int], seq: int) -> None:
         boot, mono, wall = rec.get(R.BOOT, -1), rec.get(R.MONO_MS, -1), rec.get(R.WALL_MS, -1)
@@ -219,12 +243,59 @@ def _explained(report: Report) -> None:
 
     explained = [id(p) for first, last, p in report.gaps if retained(first, last)]
     report.problems = [p for p in report.problems if id(p) not in explained]
+    for a, b in report.retained:
+        # Retention drops whole segments, oldest first: what it dropped lies before every record kept.
+        if report.first_seq is not None and b >= report.first_seq:
+            report.problem("retention", "a retention record says records {}..{} were dropped, but older records "
+                           "(from {}) are kept: retention drops the oldest segments first".format(
+                               a, b, report.first_seq), seq=a)
     if report.first_seq not in (None, 0) and not retained(0, report.first_seq - 1):
         report.problem("start", "the journal starts at record {}: records 0..{} are missing".format(
             report.first_seq, report.first_seq - 1), seq=report.first_seq)
 
 
-def _truncation(report: Report, directory: Path, checkpoint: tuple[int, bytes | None] | None) -> None:
+Anchor = tuple[int, "bytes | None"]    # (seq, tag) of a checkpoint the head end saw; tag None: seq only
+
+
+class Anchoring(NamedTuple):
+    """What the anchors say about a journal: problems as (kind, message, seq), and the
+    newest anchored seq the journal holds with the anchor's tag (None: no anchor)."""
+    problems: list[tuple[str, str, int]]
+    anchored_seq: int | None
+
+
+def check_anchors(tags: dict[int, bytes], first_seq: int | None, last_seq: int | None,
+                  anchors: Iterable[Anchor]) -> Anchoring:
+    """Check a journal against checkpoints kept outside the gateway (pure).
+
+    ``tags``: the tag of each record of the journal an anchor names (seq -> tag);
+    ``first_seq``/``last_seq``: the journal's span (None: no record).  An anchor
+    past the journal's end is a truncation; one whose record is missing or
+    carries another tag is a rewritten journal.  Anchors before ``first_seq``
+    name records retention dropped and are not checked (verify checks the start).
+    """
+    problems: list[tuple[str, str, int]] = []
+    anchored: int | None = None
+    last = -1 if last_seq is None else last_seq
+    for seq, tag in sorted(set(anchors), key=lambda a: (a[0], a[1] or b"")):
+        if seq > last:
+            problems.append(("truncated", "a head-end checkpoint names record {} but the journal ends at "
+                             "{}: its tail was cut".format(seq, last), seq))
+        elif first_seq is not None and seq < first_seq:
+            continue
+        elif seq not in tags:
+            problems.append(("checkpoint", "record {}, which a head-end checkpoint names, is not in the "
+                             "journal".format(seq), seq))
+        elif tag is not None and tags[seq] != tag:
+            problems.append(("checkpoint", "record {} has tag {}, but the head end's checkpoint says {}: "
+                             "the journal was rewritten from there or before".format(
+                                 seq, tags[seq].hex()[:16], tag.hex()[:16]), seq))
+        elif tag is not None:
+            anchored = seq
+    return Anchoring(problems, anchored)
+
+
+def _truncation(report: Report, directory: Path, anchors: Sequence[Anchor]) -> None:
     last = report.last_seq if report.last_seq is not None else -1
     try:
         acked = json.loads((directory / "cursor").read_bytes())["acked"]
@@ -233,26 +304,21 @@ def _truncation(report: Report, directory: Path, checkpoint: tuple[int, bytes | 
     if isinstance(acked, int) and acked > last:
         report.problem("truncated", "records up to {} were acknowledged upstream but the journal "
                        "ends at {}".format(acked, last), seq=acked)
-    if checkpoint is not None:
-        seq, tag = checkpoint
-        if seq > last:
-            report.problem("truncated", "the heartbeat checkpoint names record {} but the journal "
-                           "ends at {}".format(seq, last), seq=seq)
-        elif tag is not None and report.watched_tag is None:
-            report.problem("checkpoint", "record {} named by the checkpoint is not in the journal".format(seq),
-                           seq=seq)
-        elif tag is not None and report.watched_tag != tag:
-            report.problem("checkpoint", "record {} does not have the tag the heartbeat reported".format(seq),
-                           seq=seq)
+    found = check_anchors(report.tags, report.first_seq, report.last_seq, anchors)
+    for kind, message, seq in found.problems:
+        report.problem(kind, message, seq=seq)
+    report.anchors = len(anchors)
+    report.anchored_seq = found.anchored_seq
 
 
-def verify_dir(directory: str | Path, provisioning: CoseKey,
-               checkpoint: tuple[int, bytes | None] | None = None) -> Report:
+def verify_dir(directory: str | Path, provisioning: CoseKey, anchors: Sequence[Anchor] = ()) -> Report:
+    """Verify a journal folder; ``anchors`` are this gateway's checkpoints as the head
+    end stored them (``check_anchors``; docs/journal.md, "Anchored tails")."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CabguardError("journal folder {} does not exist".format(directory))
     report = Report()
-    checker = Checker(EpochKeys(provisioning), report, checkpoint[0] if checkpoint else -1)
+    checker = Checker(EpochKeys(provisioning), report, frozenset(seq for seq, _tag in anchors))
     segments = list_segments(directory)
     if not segments:
         raise CabguardError("no journal in {}: it holds no segment files (NNNNNNNN.seg); give the journal "
@@ -275,14 +341,16 @@ def verify_dir(directory: str | Path, provisioning: CoseKey,
                                             "message": "{} bytes of an unfinished write at the end "
                                                        "(a crash; cut at the next start)".format(item.length)})
                 else:
-                    report.problem("frame", "{} ({} bytes skipped)".format(item.reason, item.length),
-                                   path.name, item.offset)
+                    due = -1 if checker.prev_seq is None else checker.prev_seq + 1
+                    report.problem("frame", "{} ({} bytes skipped{})".format(
+                        item.reason, item.length, ", where record {} was due".format(due) if due >= 0 else ""),
+                        path.name, item.offset, seq=due)
                     checker.broken = True
                 continue
             checker.record(item[1], (path.name, item[0]))
     _wrong_key(report, provisioning)
     _explained(report)
-    _truncation(report, directory, checkpoint)
+    _truncation(report, directory, anchors)
     return report
 
 
@@ -298,9 +366,7 @@ def _wrong_key(report: Report, provisioning: CoseKey) -> None:
                                 if found else "no record's MAC checks out under it"))
 
 
-def _parse_checkpoint(text: str | None) -> tuple[int, bytes | None] | None:
-    if text is None:
-        return None
+def _parse_checkpoint(text: str) -> Anchor:
     seq, _, tag = text.partition(":")
     try:
         return int(seq), bytes.fromhex(tag) if tag else None
@@ -308,10 +374,42 @@ def _parse_checkpoint(text: str | None) -> tuple[int, bytes | None] | None:
         raise CabguardError("--checkpoint {!r}: want SEQ or SEQ:TAGHEX (from the heartbeat)".format(text)) from None
 
 
+def read_checkpoints(path: str | Path, gateway: str | None) -> list[Anchor]:
+    """The anchors of ``gateway`` in a checkpoints file: JSON lines
+    ``{"gateway": ID, "seq": N, "tag": HEX}`` as heartbeats carry them
+    (docs/journal.md); lines of other gateways are passed over."""
+    anchors = []
+    where = ""
+    try:
+        with open_text(path, "checkpoints file") as f:
+            for n, line in enumerate(f, 1):
+                where = "{}:{}".format(path, n)
+                if line.strip():
+                    anchor = _checkpoint_line(parse_json(line.strip(), where, "checkpoint line"), gateway)
+                    if anchor is not None:
+                        anchors.append(anchor)
+    except OSError as e:
+        raise CabguardError("cannot read checkpoints file {}: {}".format(path, e.strerror)) from None
+    except InputFileError as e:
+        raise CabguardError(str(e)) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CabguardError("{}: not a checkpoint line ({}); want {{\"gateway\": ID, \"seq\": N, "
+                            "\"tag\": HEX}} (docs/journal.md)".format(where or path, e)) from None
+    return anchors
+
+
+def _checkpoint_line(doc: dict, gateway: str | None) -> Anchor | None:
+    seq, tag, gw = doc["seq"], bytes.fromhex(doc["tag"]), doc["gateway"]
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 1 << 63 or not isinstance(gw, str):
+        raise ValueError("seq must be a whole number >= 0, gateway a string")
+    return (seq, tag) if gw == gateway else None
+
+
 def print_text(report: Report, out=sys.stdout) -> None:
     for p in report.problems[:TEXT_PROBLEMS]:
-        where = "{} @{}: ".format(p["segment"], p["offset"]) if p["segment"] else ""
-        print("TAMPERING? {}{}".format(where, p["message"]), file=out)
+        where = ["{} @{}".format(p["segment"], p["offset"])] if p["segment"] else []
+        where += ["seq {}".format(p["seq"])] if p["seq"] >= 0 else []
+        print("TAMPERING? {}{}".format(", ".join(where) + ": " if where else "", p["message"]), file=out)
     if len(report.problems) > TEXT_PROBLEMS:
         print("... and {} more problems (--json lists them all)".format(
             len(report.problems) - TEXT_PROBLEMS), file=out)
@@ -320,12 +418,50 @@ def print_text(report: Report, out=sys.stdout) -> None:
     span = "records {}..{}".format(report.first_seq, report.last_seq) if report.records else "no records"
     print("{} records in {} segments ({}), kids: {}".format(
         report.records, report.segments, span, ", ".join(report.kids) or "-"), file=out)
+    print(tail_line(report), file=out)
     print("OK: every MAC, the chain and the sequence check out" if report.ok
           else "FAILED: {} problem(s)".format(len(report.problems)), file=out)
 
 
+def tail_line(report: Report) -> str:
+    """How far the tail is anchored: a cut at a frame boundary leaves a valid journal, so
+    only a checkpoint kept outside the gateway can show one, up to that checkpoint."""
+    last = report.last_seq if report.last_seq is not None else -1
+    if report.anchored_seq is None:
+        how = ("none of {} head-end checkpoints anchors it".format(report.anchors) if report.anchors
+               else "no head-end checkpoint anchors it (--checkpoints FILE)")
+    else:
+        how = "a head-end checkpoint anchors seq {}".format(report.anchored_seq)
+    return "tail: {}; cannot rule out truncation past seq {}".format(how, last)
+
+
+def _headend_anchors(db: str, gateway: str) -> list[Anchor]:
+    """The checkpoints the head end anchored for this gateway (``--headend DB``)."""
+    from controller.headend.store import open_store     # only with --headend: the CLI composes the two
+    store = open_store(db, migrate_now=False)
+    try:
+        anchors = store.anchors(gateway)
+    finally:
+        store.close()
+    if not anchors:
+        raise CabguardError("the head-end database {} holds no checkpoint of gateway {!r} (give --gateway as "
+                            "`cabguard headend status` lists it)".format(db, gateway))
+    return anchors
+
+
+def _anchors(args: argparse.Namespace, provisioning: CoseKey) -> list[Anchor]:
+    anchors = [_parse_checkpoint(text) for text in args.checkpoint or ()]
+    gateway = args.gateway or provisioning.kid_text.partition("/")[0]
+    if args.checkpoints:
+        anchors += read_checkpoints(args.checkpoints, gateway)
+    if args.headend:
+        anchors += _headend_anchors(args.headend, gateway)
+    return anchors
+
+
 def main(args: argparse.Namespace) -> int:
-    report = verify_dir(args.journal, load_key(args.key), _parse_checkpoint(args.checkpoint))
+    key = load_key(args.key)
+    report = verify_dir(args.journal, key, _anchors(args, key))
     if args.json:
         json.dump(report.as_json(), sys.stdout)
         print()

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core", "rules", "journal", "modbus", "runtime", "console", "uplink", "eval", "flash")
+AREAS = ("core", "rules", "journal", "modbus", "runtime", "console", "uplink", "headend", "eval", "flash")
 
 
 class Figure(NamedTuple):

@@ -30,6 +30,7 @@ from controller.core.catalog import Catalog
 from controller.core.step import CoreConfig, CoreState, step
 from controller.devtools.bench import Figure
 from controller.devtools.bench.runtime import SimProcess, rss_kb
+from controller.devtools.fleetsim import cpu_seconds
 from controller.devtools.sampletraces import CABINET
 from controller.gateway.run import build
 from controller.headend.cmdsend import publish
@@ -54,13 +55,6 @@ HEARTBEAT_S = 2.0
 PER_PROCESS = 125             # gateways per fleet process
 PREFIX = "cabguard"
 SNAPSHOT = list(range(40))    # a cabinet's image is a few dozen signals
-TICK_S = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, from /proc/<pid>/stat."""
-    fields = Path("/proc/{}/stat".format(pid)).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK_S
 
 
 def _gateway(tmp: Path, name: str) -> Journal:
@@ -115,7 +109,7 @@ class Receiver:
             time.sleep(0.1)
 
     def cpu_s(self) -> float:
-        return _cpu_s(self.proc.pid)
+        return cpu_seconds(self.proc.pid)
 
     def finish(self) -> dict:
         """SIGTERM: the receiver stops, commits and prints its report."""
@@ -358,14 +352,14 @@ def _fleet(tmp: Path, n: int) -> list[Figure]:
         for w in workers:
             w.start()
         connected = sum(results.get(timeout=300)[1] for _ in workers)
-        cpu0 = (_cpu_s(broker.proc.pid), rx.cpu_s())
+        cpu0 = (cpu_seconds(broker.proc.pid), rx.cpu_s())
         t0 = time.perf_counter()
         go.set()
         done = [results.get(timeout=300) for _ in workers]
         total = sum(d[1] for d in done)
         rx.wait_stored(total, 60)
         wall = time.perf_counter() - t0
-        cpu1 = (_cpu_s(broker.proc.pid), rx.cpu_s())
+        cpu1 = (cpu_seconds(broker.proc.pid), rx.cpu_s())
         heartbeats = rx.count("SELECT COUNT(*) FROM heartbeats WHERE gateway != 'probe'")
         report = rx.finish()
         for w in workers:
