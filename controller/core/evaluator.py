@@ -98,6 +98,7 @@ class Evaluator:
         self.active = list(active)
         self.last = list(last)
         self.next_wake = self._earliest_wake()
+        self.group_next = [-1] * len(t.groups)   # each group looks at its rings' schedules again
 
     def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
