@@ -333,16 +333,19 @@ build_wheels() {
     # A clean copy of the sources: the build never writes into the checkout.
     tar -C "$HERE" --exclude=__pycache__ -cf - pyproject.toml README.md controller drivers rules simulator | tar -C "$src" -xf -
     bundle="$R$WHEEL_DIR"
+    # The package extras the config's sections need ([gnss], [opcua]): bundled with it.
+    local req=$src
+    [[ -z ${CFG[extras]} ]] || req="${src}[${CFG[extras]}]"
     rm -rf "$bundle.new"
     mkdir -p "$WHEELS" "$bundle.new"
     if ! "$HOST_PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-index --find-links "$WHEELS" \
-            -w "$bundle.new" "$src" 2>/dev/null; then
+            -w "$bundle.new" "$req" 2>/dev/null; then
         note "filling the wheel cache $WHEELS from the package index (first run)"
         # The build's own requirements too, so the next build runs offline.
-        "$HOST_PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$WHEELS" "setuptools>=68" wheel "$src"
+        "$HOST_PYTHON" -m pip wheel --quiet --disable-pip-version-check -w "$WHEELS" "setuptools>=68" wheel "$req"
         rm -f "$WHEELS"/cabguard-*.whl
         "$HOST_PYTHON" -m pip wheel --quiet --disable-pip-version-check --no-index --find-links "$WHEELS" \
-            -w "$bundle.new" "$src"
+            -w "$bundle.new" "$req"
     fi
     rm -rf "$src"
     # Pin exactly what was bundled.

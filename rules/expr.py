@@ -12,12 +12,13 @@ from __future__ import annotations
 import ast
 
 from controller.core import table as T
+from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS
 from rules.language import DEV_NAME, parse_duration, suggest
 
 FUNCTIONS = ("held", "within", "count", "rate", "changed", "rose", "fell", "mode",
              "schedule", "abs", "min", "max", "bit", "peers_mean", "peers_max")
 # Device classes of docs/signals.md; a site may add its own.
-KNOWN_CLASSES = ("io", "battery", "relay")
+KNOWN_CLASSES = ("io", "battery", "relay", CAMERA_CLASS, GNSS_CLASS)
 
 _CMP_OPS = {ast.Lt: T.OP_LT, ast.LtE: T.OP_LE, ast.Gt: T.OP_GT, ast.GtE: T.OP_GE,
             ast.Eq: T.OP_EQ, ast.NotEq: T.OP_NE}
@@ -84,12 +85,14 @@ class SiteCatalog:
         """{signal index: its device's ``<dev>.online`` index} for every signal
         a device reports.  The link twins (``online``, ``comm_*``) are the
         bus driver's knowledge, never unknown; ``sys.*``, ``sched.*`` and
-        ``anom.*`` belong to no device."""
+        ``anom.*`` belong to no device.  A camera's ``cam.<name>.*`` has its
+        ``cam.<name>.online``."""
         twins = {}
         for name, (i, _unit, _scale) in self.index.items():
-            device, _dot, short = name.partition(".")
+            camera = name.startswith("cam.")
+            device, _dot, short = name.rpartition(".") if camera else name.partition(".")
             online = self.index.get(device + ".online")
-            if device in self.device_classes and online is not None \
+            if (camera or device in self.device_classes) and online is not None \
                     and short != "online" and not short.startswith("comm_"):
                 twins[i] = online[0]
         return twins
@@ -170,13 +173,19 @@ class ExprCompiler:
         return [T.OP_SIG, idx], ty
 
     def _Attribute(self, node: ast.Attribute) -> tuple[list[int], Ty]:
-        if not isinstance(node.value, ast.Name):
+        # device.signal, or a camera's cam.<name>.signal
+        parts = [node.attr]
+        base = node.value
+        if isinstance(base, ast.Attribute) and isinstance(base.value, ast.Name) and base.value.id == "cam":
+            parts.insert(0, base.attr)
+            base = base.value
+        if not isinstance(base, ast.Name):
             raise CompileFailed(node, "attribute access is not allowed: a signal is written "
-                                "device.signal (e.g. io.door_open)")
-        base = node.value.id
-        if base == DEV_NAME:
-            base = self.device
-        return self._signal(node, base + "." + node.attr)
+                                "device.signal (e.g. io.door_open) or cam.<camera>.signal")
+        name = base.id
+        if name == DEV_NAME:
+            name = self.device
+        return self._signal(node, ".".join([name] + parts))
 
     def _Name(self, node: ast.Name) -> tuple[list[int], Ty]:
         if node.id in ("True", "False"):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from controller.core.catalog import Catalog
+from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS, Catalog
 from drivers.modbus.profiles import Profile, load_profile
 
 # The profiles a scenario cabinet's devices speak, by device class.
@@ -31,7 +31,13 @@ Changes = list[tuple[int, int]]
 
 
 def device_class(device: str) -> str:
-    """A scenario cabinet's devices: ``io`` and ``bms1`` ... ``bms4``."""
+    """A scenario cabinet's devices: ``io``, ``bms1`` ... ``bms4``, its cameras
+    ``cam.<name>`` and its GNSS receiver ``pos`` (no Modbus profile: the
+    world gives their values as the gateway's image has them)."""
+    if device.startswith("cam."):
+        return CAMERA_CLASS
+    if device == "pos":
+        return GNSS_CLASS
     return "io" if device == "io" else "battery"
 
 
@@ -100,7 +106,7 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
         route: dict[int, tuple[_Points, str, dict[str, int] | None]] = {}
         for dev in catalog.devices:
             cls = device_class(dev)
-            for names in groups[cls]:
+            for names in groups.get(cls, ()):
                 where = {n: index[dev + "." + n] for n in names if dev + "." + n in index}
                 if not where:
                     continue

@@ -36,6 +36,7 @@ from controller.core.anomaly import ModelTables
 from controller.core.catalog import Catalog
 from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_RULE
 from controller.core.modelrules import ModelRules
+from controller.core.outputs import OUTPUT_NAMES
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig, CoreState, step
 from rules.modelfile import read_model
 from simulator.decodepath import profile_decode
@@ -43,6 +44,7 @@ from simulator.rulesource import RuleSource
 from simulator.scenario import Cabinet, Scenario
 from simulator.errors import ScenarioError
 from simulator.scenariofile import load
+from simulator.senses import REPORTED_OUTPUTS
 from simulator.world import CabinetWorld, cabinet_catalog
 
 MERGE_MS = 60000
@@ -74,6 +76,7 @@ class CabinetRun:
     scans: int
     history: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     modes: list[tuple[int, int]] = field(default_factory=list)
+    rises: dict[str, list[int]] = field(default_factory=dict)   # ms each reported output went on
 
 
 def _due(state: CoreState, last: int) -> int | None:
@@ -85,6 +88,13 @@ def _due(state: CoreState, last: int) -> int | None:
     if state.siren_on:
         s = last + ticks.diff(ticks.add(state.siren_since, state.config.siren_max_ms), ticks.wrap(last))
         due = s if due is None or s < due else due
+    esc = state.escalation
+    if esc.running():              # the escalation plan's next step
+        for code, delay in state.config.escalation.plan(esc.severity, esc.group):
+            if not esc.taken(code):
+                s = last + ticks.diff(ticks.add(esc.since, delay), ticks.wrap(last))
+                due = s if due is None or s < due else due
+                break
     return due
 
 
@@ -172,6 +182,9 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
                                        for s in PLOT_BATTERY]
     plot_idx = [(name, catalog.index[name]) for name in plot_names if name in catalog.index]
     run = CabinetRun(cab.id, [], 0, {name: [] for name, _ in plot_idx})
+    reported = [(name, OUTPUT_NAMES.index(name)) for name in REPORTED_OUTPUTS]
+    run.rises = {name: [] for name, _ in reported}
+    was = [0] * len(reported)
     ack_at = -1
     last = -scan
     while True:
@@ -215,8 +228,12 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
         if t == ack_at:
             cmds = cmds + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
             ack_at = -1
-        _outputs, events = step(state, (image, cmds), ticks.wrap(t))
+        outputs, events = step(state, (image, cmds), ticks.wrap(t))
         run.scans += 1
+        for k, (name, i) in enumerate(reported):
+            if outputs[i] and not was[k]:
+                run.rises[name].append(t)
+            was[k] = outputs[i]
         for ev in events:
             found = _detection(ev, state.rules)
             if found:
@@ -269,6 +286,10 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
             "start_s": inc.start_ms / 1000, "end_s": inc.end_ms / 1000,
             "detected": first is not None,
             "ttd_s": (first.t_ms - inc.start_ms) / 1000 if first else None,
+            "outputs_s": {name: (next(t for t in ts if inc.start_ms <= t <= inc.end_ms + scn.grace_ms)
+                                 - inc.start_ms) / 1000
+                          for name, ts in by_cab[inc.cabinet].rises.items()
+                          if any(inc.start_ms <= t <= inc.end_ms + scn.grace_ms for t in ts)},
             "by": first.by if first else "",
         })
     nuisance = {}

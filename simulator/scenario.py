@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rules.duration import parse_ms
+from simulator.senses import SENSE_ACTION_PARAMS, SENSE_PROCESS_PARAMS
 
 SCAN_MS = 100
 MAX_DURATION_MS = 62 * 86400 * 1000
@@ -67,6 +68,10 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "responder": {"duration": ""},
 }
 HONEST_FAULTS = ("loose_connector", "crc_burst", "bms_reboot", "glitch", "sensor_drift", "sensor_offset")
+
+# Cameras and GNSS: their own part of the format (simulator/senses.py).
+PROCESS_PARAMS.update(SENSE_PROCESS_PARAMS)
+ACTION_PARAMS.update(SENSE_ACTION_PARAMS)
 
 CABINET_PARAMS: dict[str, Any] = {
     "batteries": 2, "modules": 8, "module_mv": 51200, "capacity_ah": 100.0, "soc_pct": 60,

@@ -21,6 +21,7 @@ from simulator.errors import ScenarioError
 from simulator.scenario import (
     ACTION_PARAMS, CABINET_PARAMS, COMMANDS, DAYS, INCIDENT_KINDS, MAINTENANCE_MIN_MS, MAX_DURATION_MS, POSITIVE_DURATIONS, PROCESS_PARAMS, SCAN_MS, SCHEDULE_NAME, SENSOR_FAULTS, SIGNED_PARAMS, Cabinet, Incident, Item, Scenario, Schedule, parse_clock, parse_duration,
 )
+from simulator.senses import SENSE_TEXT_PARAMS, escalation_plans, sense_problem
 
 class _Source(TomlSource):
     """The scenario text, to turn a (table, index, key) into a line number."""
@@ -89,7 +90,8 @@ class _Loader:
     # -- sections --------------------------------------------------------
     def scenario(self, path: str) -> Scenario:
         doc = self.doc
-        known = {"scenario", "core", "response", "cabinet", "schedule", "process", "action", "incident"}
+        known = {"scenario", "core", "response", "cabinet", "schedule", "process", "action", "incident",
+                 "escalation"}
         for key in doc:
             if key not in known:
                 raise self.src.error(self._top_line(key), "unknown section [{}] (known: {})".format(
@@ -121,6 +123,12 @@ class _Loader:
                                  "1000 (10, 20, 25, 40, 50, 100, 125, 200, 250, 500 or 1000), got {}".format(scan_ms))
         seed = self._int(head.get("seed", 0), ("scenario", -1, "seed"), 0, 2**31 - 1)
         core = self._core()
+        try:
+            plans = escalation_plans(doc.get("escalation"))   # simulator/senses.py
+        except ValueError as e:
+            raise self.src.error(self._top_line("escalation"), str(e)) from None
+        if plans:
+            core["escalation"] = plans
         resp = self._table("response")
         self._only(resp, {"ack_after", "rearm", "grace"}, "response", -1)
         rline = self.src.at("response", -1)
@@ -139,6 +147,9 @@ class _Loader:
         )
         scn.incidents = self._incidents(ids)
         self._check_responders(scn)
+        sense = sense_problem(scn)        # cameras and GNSS (simulator/senses.py)
+        if sense:
+            raise self.src.error(*sense)
         return scn
 
     def _check_responders(self, scn: Scenario) -> None:
@@ -348,7 +359,7 @@ class _Loader:
                 if parse_clock(v) is None:
                     raise self.src.error(where, "{}: want a local time \"HH:MM\"".format(label))
             elif isinstance(default, str) and key not in ("battery", "device", "signal", "fault", "name", "auth",
-                                                          "schedule", "arg"):
+                                                          "schedule", "arg") + SENSE_TEXT_PARAMS:
                 p[key] = self.duration(v, where, label, allow_empty=default == "")
                 if key == "hold" and v == "":
                     p[key] = -1                   # for ever, unlike "0s": cooling at once

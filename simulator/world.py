@@ -29,10 +29,13 @@ import math
 import random
 from typing import Iterator
 
-from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.catalog import (
+    ANOMALY_SIGNALS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, device_signals, schedule_signals,
+)
 from controller.core.events import COMMAND_CODES
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
 from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
+from simulator.senses import SensesWorld, sense_signals
 from simulator.sensors import CMD, CRC, FORCE, FREEZE, GLITCH, MODULES, RELEASE, SERIAL, SET, WINDOW, Stream
 
 
@@ -54,7 +57,8 @@ def cabinet_catalog(scn: Scenario, cab: Cabinet, extra_schedules: tuple[str, ...
     for n in range(1, cab.batteries + 1):
         specs += device_signals("bms{}".format(n), BATTERY_SIGNALS)
     names = sorted(set(schedule_names(scn)) | set(extra_schedules))
-    specs += list(SYSTEM_SIGNALS) + schedule_signals(names) + list(ANOMALY_SIGNALS)
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(names) + list(ANOMALY_SIGNALS) + list(ZONE_SIGNALS)
+    specs += sense_signals(scn, cab)          # cameras and GNSS (simulator/senses.py)
     return Catalog(specs)
 
 
@@ -111,8 +115,8 @@ class Episode:
         return self.a          # "step"
 
 
-class CabinetWorld:
-    """One cabinet's physical world for one scenario."""
+class CabinetWorld(SensesWorld):
+    """One cabinet's physical world for one scenario (cameras and GNSS: simulator/senses.py)."""
 
     def __init__(self, scn: Scenario, cab: Cabinet, catalog: Catalog | None = None):
         self.scn = scn
@@ -152,6 +156,7 @@ class CabinetWorld:
         for item in scn.actions:
             if cab.id in item.cabinets:
                 getattr(self, "_action_" + item.kind)(item.at_ms, item.params, item)
+        self._senses_planned()
         self.events.sort()
         self.episodes.sort(key=lambda e: e.start)
 

@@ -76,7 +76,7 @@ def test_toml_syntax_error_names_line():
 
 def test_outputs_need_exactly_one_target(tmp_path):
     bad = GOOD.format(state=tmp_path).replace("gpio = 17", 'gpio = 17\ndevice = "relay"\ncoil = "k2"')
-    with pytest.raises(ConfigError, match="outputs.siren: give either gpio"):
+    with pytest.raises(ConfigError, match="outputs.siren: give exactly one of gpio"):
         parse(bad, "site.toml")
 
 
@@ -139,3 +139,19 @@ def test_every_unknown_profile_is_named_at_its_own_device_without_knock_on_zone_
 def test_a_lock_on_a_coil_its_device_does_not_have_is_a_config_problem():
     problems = _assembly_problems(_example_with(('coil = "k1"', 'coil = "k9"')))
     assert problems == [("outputs.lock.coil", "'k9' is not a coil of relay (profile relay4; coils: k1, k2, k3, k4)")]
+
+
+def test_rs485_direction_control_is_checked_and_reaches_the_bus_options(tmp_path):
+    from controller.gateway.site import bus_options
+    from drivers.modbus.options import Rs485
+
+    assert bus_options(parse(GOOD.format(state=tmp_path), "site.toml").doc["bus"][0]).rs485 == Rs485()   # auto
+    rts = GOOD.format(state=tmp_path).replace('port = "/dev/ttyUSB0"', 'port = "/dev/ttyAMA0"\nrs485 = "rts"\n'
+                                              'rts_tx_high = false\nrts_delay_before_ms = 1\nrts_delay_after_ms = 2')
+    options = bus_options(parse(rts, "site.toml").doc["bus"][0])
+    assert options.rs485 == Rs485("rts", False, 1, 2)
+    bad = rts.replace('rs485 = "rts"', 'rs485 = "gpio"').replace("rts_delay_after_ms = 2", "rts_delay_after_ms = 500")
+    with pytest.raises(ConfigError) as err:
+        parse(bad, "site.toml")
+    assert "bus[0].rs485: want one of 'auto', 'rts', 'kernel', got 'gpio'" in str(err.value)
+    assert "bus[0].rts_delay_after_ms: want a whole number from 0 to 100, got 500" in str(err.value)

@@ -396,8 +396,10 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
         j.append(R.command(ctx, "console", "arm", 0, False, "wrong mode"))
         j.append(R.login(ctx, "tech1", "technician", True))
         j.append(R.telemetry(ctx))
+        j.append(R.video_bookmark(ctx, "gate", c.wall_ms - 30000, c.wall_ms + 60000, 7, ev.ALARM, True))
         j.append(R.flood(ctx, "console", 7749, c.wall_ms, c.wall_ms + 3700, bytes(32)))
-        j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000}, ["io.door_open"], cat.digest()))
+        j.append(R.catalog(ctx, cat.specs(), {"exit_delay_ms": 30000, "escalation": {"alarm.armed": [["lock", 1000]]}},
+                           ["io.door_open"], cat.digest()))
         j.checkpoint()
         for i in range(60):
             j.append(event_record(i))
@@ -409,7 +411,8 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
     write_records(tmp_path, None, 1)
     validate_on_disk()
     assert seen >= set(ev.EVENT_NAMES) | {R.GENESIS, R.RECOVERED, R.KEY_ROTATION, R.CHECKPOINT, R.COMMAND,
-                                          R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION, R.FLOOD}
+                                          R.LOGIN, R.TELEMETRY, R.CATALOG, R.RETENTION, R.FLOOD,
+                                          R.VIDEO_BOOKMARK}
 
 
 def test_retention_drops_only_sent_segments_and_the_gap_is_explained(tmp_path):

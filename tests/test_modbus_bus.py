@@ -9,9 +9,12 @@ from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
 from controller.devtools.bench.modbus import GOOD, REQUEST, fuzz_answers
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException, ModbusFrameError,
                             ModbusTimeout, PortError)
-from drivers.modbus import frames
+from drivers.modbus import events as ev, frames
 from drivers.modbus.master import RtuMaster
-from drivers.modbus.poller import PORT_LOST, TWINS, BusOptions, BusPoller, PolledDevice
+from drivers.modbus.options import Rs485
+from drivers.modbus.link import PORT_LOST
+from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice, open_master
+from drivers.modbus.ports import open_serial
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.waiting import wait_until
@@ -39,6 +42,28 @@ def master(sim):
     m = RtuMaster(sim.bus("b1").port, 19200)
     yield m
     m.close()
+
+
+class _CountingMaster(RtuMaster):
+    reads = 0
+
+    def _read_some(self, n):
+        self.reads += 1
+        return super()._read_some(n)
+
+
+def test_an_answer_on_the_wire_is_read_in_a_few_reads_not_one_per_batch(sim):
+    """The simulator sends a 30-register answer (65 characters, 37 ms at 19200) in batches
+    2 ms apart, as a UART's FIFO would: the master sleeps through the rest of an answer
+    once it has begun instead of waking for every batch (the bus thread's CPU)."""
+    master = _CountingMaster(sim.bus("b1").port, 19200)
+    try:
+        for _ in range(3):
+            master.wait_quiet()
+            assert len(master.read_registers(2, frames.READ_INPUT, 0, 30, 0.2)) == 30
+        assert master.reads <= 3 * 6      # was about 20 a read
+    finally:
+        master.close()
 
 
 def test_master_reads_every_table(master):
@@ -94,16 +119,36 @@ def test_missing_port_names_it_and_lists_existing_ports(sim):
 
 
 
-def _poller(port, **opts):
+def _poller(port, master_factory=open_master, **opts):
     # Periods the wire carries at 19200 with 5-40 ms turnarounds (about half its time).
     return BusPoller(port, [PolledDevice("io", "io-dvt", 1, 100),
                             PolledDevice("bms1", "bms16-vendor", 2, 300),
                             PolledDevice("bms2", "sunspec-battery", 3, 300),
-                            PolledDevice("relay", "relay4", 4, 300)], BusOptions(**{"baud": 19200, **opts}))
+                            PolledDevice("relay", "relay4", 4, 300)], BusOptions(**{"baud": 19200, **opts}),
+                     master_factory)
+
+
+class _NotingMaster(RtuMaster):
+    """A real master that notes each block read as (address, start, count)."""
+
+    reads: list[tuple[int, int, int]] = []
+
+    def read_block(self, address, function, start, count, timeout):
+        self.reads.append((address, start, count))
+        return super().read_block(address, function, start, count, timeout)
+
+
+def _noting(reads):
+    def factory(port: str, options: BusOptions) -> RtuMaster:
+        master = _NotingMaster(port, options.baud, options.parity, options.stopbits)
+        master.reads = reads
+        return master
+    return factory
 
 
 def test_poller_fills_the_image_with_values_and_twins(sim):
-    poller = _poller(sim.bus("b1").port).start()
+    reads: list[tuple[int, int, int]] = []
+    poller = _poller(sim.bus("b1").port, _noting(reads)).start()
     try:
         specs = []
         for instance, signals in poller.device_specs():
@@ -126,9 +171,15 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         assert wait_until(lambda: poller.snapshot()["bms2.serial"] == 88000001)
         assert wait_until(lambda: poller.snapshot()["io.door_open"] == 1)
         kinds = {(e.device, e.kind) for e in poller.events()}
-        assert ("bms2", "online") in kinds
+        assert ("bms2", ev.ONLINE) in kinds
     finally:
         poller.stop()
+    # No read longer than the shortest poll period (io's 100 ms): the 111-register SunSpec
+    # block goes in 37-register reads, and the io module, due meanwhile, is polled between them.
+    battery = [(i, start, n) for i, (a, start, n) in enumerate(reads) if a == 3]
+    assert max(n for _i, _s, n in battery) == 37
+    assert any(first + n == start and any(a == 1 for a, _s, _n in reads[i + 1:j])
+               for (i, first, n), (j, start, _n) in zip(battery, battery[1:]))
 
 
 def test_silent_and_exception_devices_go_offline_with_events(sim):
@@ -143,9 +194,9 @@ def test_silent_and_exception_devices_go_offline_with_events(sim):
         assert snap["bms1.comm_timeouts"] >= 2 and snap["io.comm_exc"] == 4
         assert snap["bms2.online"] == 1  # the others keep being polled
         events = poller.events()
-        assert any(e.device == "io" and e.kind == "exception" and e.code == 4 for e in events)
-        assert {e.device for e in events if e.kind == "offline"} >= {"io", "bms1"}
-        why = {e.device: e.detail for e in events if e.kind == "offline"}
+        assert any(e.device == "io" and e.kind == ev.EXCEPTION and e.code == 4 for e in events)
+        assert {e.device for e in events if e.kind == ev.OFFLINE} >= {"io", "bms1"}
+        why = {e.device: e.detail for e in events if e.kind == ev.OFFLINE}
         assert "failed polls; last: no answer within" in why["bms1"]
         assert "failed polls; last: slave 1 answered function" in why["io"] and "exception code 4" in why["io"]
         sim.device("bms1").set_fault(None)
@@ -159,10 +210,10 @@ def test_sunspec_device_that_is_not_sunspec_is_a_mismatch_event(sim):
     poller = BusPoller(sim.bus("b1").port, [PolledDevice("bms", "sunspec-battery", 2, 50)]).start()
     try:
         seen = []
-        assert wait_until(lambda: seen.extend(poller.events()) or any(e.kind == "mismatch" for e in seen))
+        assert wait_until(lambda: seen.extend(poller.events()) or any(e.kind == ev.MISMATCH for e in seen))
         time.sleep(0.3)  # several more failed discoveries: reported once
         seen += poller.events()
-        mismatches = [e for e in seen if e.kind == "mismatch"]
+        mismatches = [e for e in seen if e.kind == ev.MISMATCH]
         assert len(mismatches) == 1 and "no SunSpec marker" in mismatches[0].detail
         assert poller.snapshot()["bms.online"] == 0 and poller.stats()["bms"]["exceptions"] > 0
     finally:
@@ -177,7 +228,7 @@ def test_coil_writes_are_read_back(sim):
         results = []
         assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
                                                 and e.kind.startswith("write")) or results)
-        assert results[0].kind == "write_ok"
+        assert results[0].kind == ev.WRITE_OK
         assert sim.device("relay").values == {"k1": 1, "k2": 0, "k3": 1, "k4": 0}
         assert poller.snapshot()["relay.k3"] == 1
         sim.device("relay").set_fault("silence")
@@ -185,7 +236,7 @@ def test_coil_writes_are_read_back(sim):
         results.clear()
         assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
                                                 and e.kind.startswith("write")) or results)
-        assert results[0].kind == "write_failed"
+        assert results[0].kind == ev.WRITE_FAILED
     finally:
         poller.stop()
 
@@ -277,10 +328,18 @@ def test_a_job_is_refused_when_the_bus_is_not_polled(sim):
 
 def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
     """The adapter pulled (the pty and its link vanish), then plugged back in (a new pty
-    at the same path): the bus thread lives, the devices go offline and come back."""
+    at the same path): the bus thread lives, the devices go offline and come back, through
+    a new master from the poller's master factory."""
     first = Simulator([SimBus("b1", cabinet())]).start()
     link = first.link(tmp_path)["b1"]
-    poller = _poller(str(link)).start()
+    opened: list[tuple[str, BusOptions]] = []
+
+    def factory(port: str, options: BusOptions) -> RtuMaster:
+        master = open_master(port, options)   # PortError while the port is missing: not counted
+        opened.append((port, options))
+        return master
+
+    poller = _poller(str(link), factory).start()
     seen = []
     try:
         assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
@@ -290,9 +349,9 @@ def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
         # All at once, each saying why: the port, not a glitch (no hysteresis to ride out).
         assert {poller.snapshot()[d + ".comm_exc"] for d in ("io", "bms1", "bms2", "relay")} == {PORT_LOST}
         seen += poller.events()
-        lost = [e for e in seen if e.kind == "port_lost"]
+        lost = [e for e in seen if e.kind == ev.PORT_LOST]
         assert len(lost) == 1 and lost[0].device == str(link) and "failed" in lost[0].detail
-        offline = [e for e in seen if e.kind == "offline"]
+        offline = [e for e in seen if e.kind == ev.OFFLINE]
         assert {e.device for e in offline} == {"io", "bms1", "bms2", "relay"}
         assert all("failed polls; last: port " in e.detail for e in offline)
         with Simulator([SimBus("b1", cabinet())]) as second:
@@ -300,7 +359,8 @@ def test_a_pulled_port_silences_the_devices_and_is_reopened(tmp_path):
             assert wait_until(lambda: all(poller.snapshot()[d + ".online"] for d in ("io", "bms1", "bms2", "relay")))
             assert poller.snapshot()["bms1.pack_mv"] == 52800
             seen += poller.events()
-            assert [e.kind for e in seen].count("port_reopened") == 1
+            assert [e.kind for e in seen].count(ev.PORT_REOPENED) == 1
+            assert opened == [(str(link), BusOptions(baud=19200))] * 2
     finally:
         poller.stop()
 
@@ -366,6 +426,63 @@ def test_the_bus_framing_reaches_the_port_and_a_matching_simulator_answers(parit
             assert poller.snapshot()["bms1.soc_pct"] == 81 and bus.dropped == dropped
         finally:
             poller.stop()
+
+
+@pytest.mark.parametrize("mode, cannot", [("kernel", "switch the transceiver (TIOCSRS485)"), ("rts", "drive RTS")])
+def test_rs485_direction_control_a_port_cannot_do_is_refused_saying_what_to_use(sim, mode, cannot):
+    """A pty has neither RTS nor the kernel's RS-485 mode, as many USB adapters lack the latter."""
+    with pytest.raises(PortError) as err:
+        RtuMaster(sim.bus("b1").port, 19200, rs485=Rs485(mode))
+    assert "rs485 = \"{}\"".format(mode) in str(err.value) and cannot in str(err.value)
+    assert str(err.value).startswith("serial port " + sim.bus("b1").port)
+
+
+class _RtsLine:
+    """The port's RTS line as levels with the bytes sent so far (a pty has no RTS: the
+    transport seam puts this in front of the real pty; the simulator answers on it)."""
+
+    def __init__(self, port, rs485: Rs485):
+        self.port = port
+        self.levels: list[tuple[bool, int]] = []
+        self.sent = 0
+        self._rts = not rs485.rts_tx_high   # parked at receive, as open_serial parks it
+
+    def fileno(self):
+        return self.port.fileno()
+
+    def close(self):
+        self.port.close()
+
+    @property
+    def rts(self):
+        return self._rts
+
+    @rts.setter
+    def rts(self, level: bool) -> None:
+        self.sent = self.port.out_waiting   # tcdrain has run before RTS falls: nothing left to send
+        self._rts = level
+        self.levels.append((level, self.sent))
+
+
+@pytest.mark.parametrize("tx_high", [True, False])
+def test_rts_direction_control_drives_the_bus_for_the_request_only(sim, tx_high):
+    lines = []
+
+    def transport(port, baud, parity, stopbits, rs485):
+        lines.append(_RtsLine(open_serial(port, baud, parity, stopbits), rs485))
+        return lines[0]
+
+    rs485 = Rs485("rts", tx_high, delay_before_ms=2, delay_after_ms=1)
+    master = RtuMaster(sim.bus("b1").port, 19200, rs485=rs485, transport=transport)
+    try:
+        for _ in range(3):
+            assert master.read_registers(1, frames.READ_INPUT, 0, 2, 0.1) == [12, 0]
+        # Up to the send level before each request, back once its last bit is out, and
+        # the answer is read with the transceiver listening.
+        assert lines[0].levels == [(tx_high, 0), (not tx_high, 0)] * 3
+        assert lines[0].rts == (not tx_high)
+    finally:
+        master.close()
 
 
 def test_a_bad_framing_is_refused_with_the_port_named():

@@ -5,7 +5,7 @@ import pytest
 from controller.core import modes, ticks
 from controller.core.anomaly import FEATURES, HOURS, ModelTables
 from controller.core.events import ALARM, WARNING
-from controller.core.modelrules import ModelRules
+from controller.core.modelrules import EXPLAINED_KEEP, ModelRules
 from simulator.scenariofile import loads
 from simulator.world import cabinet_catalog
 
@@ -18,12 +18,17 @@ MODEL = {"cabguard_model": 1, "features": list(FEATURES), "window_ms": 500,
          "hi": bytes(LEVELS * HOURS).hex(), "adapt": {"cap": 12, "step_windows": 720, "holdoff_windows": 720}}
 
 
-def play(script, visit_ms=4 * 3600000, model=MODEL):
-    """Scan every 100 ms; ``script`` is [(second, {signal: value}, mode)].
-    -> [(second, severity, raised)] of the model's rule."""
+def cabinet():
     scn = loads('[scenario]\nname = "m"\nstart = 2026-01-05T00:00:00Z\nduration = "1h"\n[[cabinet]]\nid = "c"\n')
-    catalog = cabinet_catalog(scn, scn.cabinets[0])
-    rules = ModelRules(ModelTables(model), catalog, visit_ms=visit_ms)
+    return cabinet_catalog(scn, scn.cabinets[0])
+
+
+def play(script, visit_ms=4 * 3600000, rules=None):
+    """Scan every 100 ms; ``script`` is [(second, {signal: value}, mode)] (``rules``: a
+    ModelRules over cabinet()'s catalog, for a test to look into).
+    -> [(second, severity, raised)] of the model's rule."""
+    catalog = cabinet()
+    rules = rules or ModelRules(ModelTables(MODEL), catalog, visit_ms=visit_ms)
     image = catalog.new_image()
     for name in ("io.online", "bms1.online", "bms2.online", "sys.clock_trusted", "io.door_bolt"):
         image[catalog.index[name]] = 1
@@ -77,10 +82,23 @@ def test_a_module_pulled_alarms_on_a_cabinet_left_disarmed_but_not_while_a_perso
     assert pulled(modes.ARMED, modes.DISARMED, visit_ms=1500) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]  # long gone
 
 
+def test_the_explanations_kept_are_bounded_to_the_latest_raises():
+    """A gateway runs for years: only the latest EXPLAINED_KEEP explanations stay."""
+    rules = ModelRules(ModelTables(MODEL), cabinet())
+    shakes = [(second, {"io.vib_rms_mg": 900 if second % 2 == 0 else 3}, modes.ARMED) for second in range(2, 60)]
+    raised = [t for t, _severity, up in play(shakes, rules=rules) if up]
+    assert len(raised) > EXPLAINED_KEEP    # more raises than are kept, or the test proves nothing
+    assert len(rules.explained) == EXPLAINED_KEEP
+    assert [ticks.wrap(round(t * 1000)) for t in raised[-EXPLAINED_KEEP:]] == [t for t, _why in rules.explained]
+    assert all(why and why[0][0] == "vib" for _t, why in rules.explained)
+
+
 def test_the_model_file_says_which_losses_may_alarm_and_never_a_gain():
     pulled = [(0, {"bms1.pack_mv": 409600}, modes.ARMED), (3, {"bms1.pack_mv": 358400}, modes.ARMED)]
-    assert play(pulled, model=dict(MODEL, alarm_on=["current"])) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]
-    assert play(pulled, model=dict(MODEL, alarm_on=["volt"])) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]
+    def only(features):
+        return ModelRules(ModelTables(dict(MODEL, alarm_on=features)), cabinet())
+    assert play(pulled, rules=only(["current"])) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]
+    assert play(pulled, rules=only(["volt"])) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]
     for bad in (["vib"], "volt", ["volt", 3]):
         with pytest.raises(ValueError, match="model key 'alarm_on' must be a list of loss features"):
             ModelTables(dict(MODEL, alarm_on=bad))

@@ -13,13 +13,21 @@ from controller.devtools.bench.core import hour_trace
 from controller.devtools.sampletraces import CABINET, night_trace
 
 
-def random_trace(seed: int, scans: int = 4000) -> list[str]:
+# Escalation plans with delays, so a replay crosses steps, upgrades and acks.
+PLANS = {"alarm.armed": [["strobe", 0], ["lights", 0], ["uplink", 0], ["siren", 700], ["camera", 900], ["lock", 2500]],
+         "alarm.disarmed": [["camera", 0], ["siren", 300]],
+         "critical.armed": [["siren", 0], ["lock", 400], ["lights", 100]]}
+
+
+def random_trace(seed: int, scans: int = 4000, plans: dict | None = None) -> list[str]:
     """Random inputs and commands (every command, odd timings, a tick wrap)."""
     rng = random.Random(seed)
     catalog = Catalog(CABINET)
-    config = CoreConfig({"exit_delay_ms": 2000, "entry_delay_ms": 1500, "maint_default_ms": 5000,
-                         "maint_max_ms": 20000, "siren_max_ms": 3000},
-                        (catalog.index["io.door_open"],))
+    values: dict = {"exit_delay_ms": 2000, "entry_delay_ms": 1500, "maint_default_ms": 5000,
+                    "maint_max_ms": 20000, "siren_max_ms": 3000}
+    if plans:
+        values["escalation"] = plans
+    config = CoreConfig(values, (catalog.index["io.door_open"],))
     lines = [header_line(catalog, config, ["io.door_open"])]
     t = ticks.MASK - rng.randrange(0, 50000)
     names = sorted(COMMAND_NAMES.values())
@@ -40,4 +48,5 @@ def shared_traces() -> dict[str, list[str]]:
     traces = {"night": night_trace(), "hour": hour_trace()[:6001]}
     for seed in (1, 2, 3):
         traces["random{}".format(seed)] = random_trace(seed)
+    traces["escalation"] = random_trace(4, plans=PLANS)
     return traces

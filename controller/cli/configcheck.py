@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller.gateway.config import ConfigError, SiteConfig, load
+from controller.gateway.config import ConfigError, SiteConfig, load, missing_extras
 from controller.gateway.schema import Problem
 from controller.gateway.site import Site, assemble
 from controller.gateway.sitefiles import Sources, file_problems
-from drivers.modbus.budget import device_load, verdict
+from drivers.modbus.budget import device_load, read_limit_s, verdict
 from drivers.modbus.profiles import load_profile
 
 
@@ -24,9 +24,10 @@ def wire_budgets(config: SiteConfig) -> list[tuple[str, str]]:
     """(ok | warning | error, line) per bus: its devices' polls against its baud."""
     out = []
     for bus in config.doc["bus"]:
-        devices = [device_load(d["name"], load_profile(d["profile"]), d["poll_ms"], bus["baud"],
-                               bus["timeout_ceiling_ms"] / 1000)
-                   for d in config.doc["device"] if d["bus"] == bus["name"]]
+        on_bus = [d for d in config.doc["device"] if d["bus"] == bus["name"]]
+        limit = read_limit_s(bus["timeout_ceiling_ms"] / 1000, [d["poll_ms"] / 1000 for d in on_bus])
+        devices = [device_load(d["name"], load_profile(d["profile"]), d["poll_ms"], bus["baud"], limit)
+                   for d in on_bus]
         out.append(verdict(bus["name"], bus["baud"], devices))
     return out
 
@@ -41,6 +42,9 @@ def main(args: argparse.Namespace) -> int:
         problems += e.problems
     sources = Sources(args.installing, args.keys or "", args.model or "", tuple(args.rules or ()))
     problems += file_problems(config, site.catalog if site else None, site.device_classes if site else {}, sources)
+    missing = None if args.installing else missing_extras(config)   # on the gateway: are they installed?
+    if missing is not None:
+        problems += missing.problems
     if problems:
         raise ConfigError(args.config, problems)
     assert site is not None

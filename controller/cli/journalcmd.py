@@ -86,7 +86,8 @@ def incidents_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"seq": i.seq, "time": i.time, "severity": i.severity,
                            "trigger": i.trigger.as_json() if i.trigger else None,
-                           "evidence_seq": i.evidence_seq, "window_ms": i.window_ms, "scans": i.scans}
+                           "evidence_seq": i.evidence_seq, "window_ms": i.window_ms, "scans": i.scans,
+                           "video_bookmarks": i.bookmarks}
                           for i in found]))
         return 0
     for i in found:
@@ -94,6 +95,9 @@ def incidents_cmd(args: argparse.Namespace) -> int:
             i.seq, i.time, i.severity, i.evidence_seq, i.window_ms / 1000, i.scans, i.seq))
         if i.trigger is not None:
             print("    {}".format(_line(i.trigger)))
+        for b in i.bookmarks:
+            print("    video: camera {} {:.0f} s clip (bookmark seq {}{})".format(
+                b["camera"], (b["end_ms"] - b["start_ms"]) / 1000, b["seq"], ", protect asked" if b["protect"] else ""))
     if not found:
         print("no incidents")
     return 0

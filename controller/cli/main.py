@@ -188,6 +188,9 @@ def _bus(sub: argparse._SubParsersAction) -> None:
     scan.add_argument("--parity", default="N", choices=("N", "E", "O"),
                       help="parity: N none (default), E even (the Modbus RTU default), O odd")
     scan.add_argument("--stopbits", type=int, default=1, choices=(1, 2), help="stop bits (default 1)")
+    scan.add_argument("--rs485", default="auto", choices=("auto", "rts", "kernel"),
+                      help="who switches the RS-485 transceiver: auto (the adapter, default), rts (this "
+                           "program raises RTS to send), kernel (the serial driver, TIOCSRS485)")
     scan.add_argument("--timeout-ms", type=float, default=None, metavar="MS",
                       help="wait per read (default: 50 ms of turnaround + a 16-register read's wire time "
                            "at the baud: 78 ms at 19200, 106 ms at 9600)")

@@ -19,8 +19,8 @@ from pathlib import Path
 from controller.console.auth import PeopleStore, otpauth_uri
 from controller.devtools.mpy import ROOT, portable_files
 from controller.errors import CabguardError
-from controller.gateway.config import SiteConfig, load
 from controller.cli.keygen import generate_keys
+from controller.gateway.config import SiteConfig, extras_needed, load
 from controller.gateway.sitefiles import EPOCH_KEY_FILE, epoch_key_path
 from drivers.atomicfile import write_output
 from drivers.cose import ALG_AES_MAC_128_128
@@ -44,7 +44,7 @@ def gateway_paths(config: SiteConfig) -> dict[str, str]:
     """What flash.sh installs where: ``section.key`` -> value, plus id, site, console port
     and ``keys.epoch``, the epoch key file in the state folder (no config key: derived)."""
     out = {"gateway.id": config.gateway_id, "gateway.site": config.doc["gateway"]["site"],
-           "console.port": _value(config, "console", "port")}
+           "console.port": _value(config, "console", "port"), "extras": ",".join(extras_needed(config.doc))}
     for section, key in PATH_KEYS:
         out["{}.{}".format(section, key)] = _value(config, section, key)
     out["keys.epoch"] = str(epoch_key_path(config.doc))

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 from controller.gateway.config import ConfigError, load
-from controller.gateway.site import Site, assemble
+from controller.gateway.site import Site, assemble, bus_options
 from controller.gateway.sitefiles import KEY_FILES, epoch_key_path
 from controller.gateway.tables import load_table
 from drivers.errors import DriverError
 from drivers.gpio import PinOutput, make_factory
 from drivers.keys import load_key, require_epoch, require_role
-from drivers.modbus.master import RtuMaster
+from drivers.modbus.poller import open_master
 from drivers.modbus.profiles import load_profile
 from drivers.modbus.scan import probe
 from rules.errors import TableRefused
@@ -83,7 +83,7 @@ def scan_buses(doc: dict) -> list[tuple[str, bool]]:
     for bus in doc["bus"]:
         devices = [d for d in doc["device"] if d["bus"] == bus["name"]]
         try:
-            master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
+            master = open_master(bus["port"], bus_options(bus))
         except DriverError as e:
             results += [("{} on {}: {}".format(d["name"], bus["port"], e), False) for d in devices]
             continue
@@ -118,7 +118,7 @@ def siren_test(doc: dict) -> str:
     device = next(d for d in doc["device"] if d["name"] == spec["device"])
     bus = next(b for b in doc["bus"] if b["name"] == device["bus"])
     coil = load_profile(device["profile"]).bind().coil(spec["coil"])
-    master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
+    master = open_master(bus["port"], bus_options(bus))
     timeout = bus["timeout_ceiling_ms"] / 1000
     try:
         master.write_coil(device["address"], coil, True, timeout)

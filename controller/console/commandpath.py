@@ -18,11 +18,11 @@ from controller.console import commands as cm
 from controller.console.auth import PeopleStore, otpauth_uri
 from controller.errors import CabguardError
 from controller.gateway.config import ConfigError, load
-from controller.gateway.site import assemble
+from controller.gateway.site import assemble, bus_options
 from controller.journal import records as R
 from controller.link.downlink import Refused
 from drivers.errors import DriverError
-from drivers.modbus.master import RtuMaster
+from drivers.modbus.poller import open_master
 from drivers.modbus.scan import probes, report, scan_job, scan_timeout
 
 OUTCOME_TIMEOUT_S = 2.0
@@ -43,6 +43,7 @@ class CommandPath:
             "config check": self._config_check,
             "config show": lambda req, now: self.gateway.config_text(),
             "bus scan": self._bus_scan,
+            "pos survey": lambda req, now: self.gateway.survey_position(),
         }
 
     def grant_active(self, wall_s: float) -> bool:
@@ -122,7 +123,7 @@ class CommandPath:
                 future = poller.run_job(scan_job(addresses, scan_timeout(bus["baud"])))
                 found = future.result(2.0 + SCAN_STEP_BUDGET_S * len(addresses))
             else:
-                master = RtuMaster(bus["port"], bus["baud"], bus["parity"], bus["stopbits"])
+                master = open_master(bus["port"], bus_options(bus))
                 try:
                     found = [f for f in probes(master, addresses, scan_timeout(bus["baud"])) if f is not None]
                 finally:

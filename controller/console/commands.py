@@ -115,6 +115,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("bus scan", TECHNICIAN, "find the slaves answering on a bus (between the gateway's polls)",
                 (Arg("bus", "word", help="a [[bus]] name of the site config"),
                  Arg("addresses", "word", True, "A-B or A, e.g. 1-16 (default 1-247)"))),
+    CommandSpec("pos survey", INSTALLER, "take the last minute's GNSS fixes as the cabinet's place (commissioning)"),
     CommandSpec("config check", INSTALLER, "check the site config on disk"),
     CommandSpec("config show", INSTALLER, "show the running config"),
     CommandSpec("rules info", INSTALLER, "the running rule table (source hash, rules, MAC kid) and anomaly model"),

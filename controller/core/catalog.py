@@ -19,7 +19,7 @@ from .errors import CoreError, UnknownSignal
 
 UNITS = (
     "bool", "count", "code", "bits", "V", "A", "W", "Wh", "Ah", "C", "g",
-    "deg", "pct", "s", "ms", "Hz", "ohm", "score",
+    "deg", "pct", "s", "ms", "Hz", "ohm", "score", "m",
 )
 
 DEVICE_TWINS = (
@@ -58,6 +58,36 @@ def device_signals(device, signals):
         specs.append((device + "." + name, unit, scale))
     for name, unit, scale in DEVICE_TWINS:
         specs.append((device + "." + name, unit, scale))
+    return specs
+
+
+# What a camera's analytics report (docs/signals.md, "Cameras"), each 0/1;
+# ``cam.<name>.online`` is its twin: a report came within the freshness limit.
+CAMERA_KINDS = ("person", "vehicle", "loiter", "tamper")
+CAMERA_CLASS = "camera"     # cam.<name> is a device of this class for rules (devices = "camera")
+GNSS_CLASS = "gnss"         # pos, the GNSS receiver, is a device of this class (devices = "gnss")
+
+
+# ``zone.<kind>``: 1 while any camera online reports it (a gateway's cameras
+# watch its cabinet's zone).  On every gateway's image, 0 without cameras, so
+# a table's rules that combine them with the cabinet's sensors compile for
+# every site and stay valid when cameras are added.
+ZONE_SIGNALS = tuple(("zone." + kind, "bool", 0) for kind in CAMERA_KINDS)
+
+
+# A GNSS receiver's signals (controller/gateway/position.py), with [gnss].
+POSITION_SIGNALS = (
+    ("pos.online", "bool", 0), ("pos.fix", "code", 0), ("pos.sats", "count", 0), ("pos.hdop", "count", -2),
+    ("pos.surveyed", "bool", 0), ("pos.dist_m", "m", 0), ("pos.err_m", "m", 0),
+)
+
+
+def camera_signals(names):
+    """``cam.<name>.<kind>`` and ``cam.<name>.online`` per camera, set by the shell."""
+    specs = []
+    for n in names:
+        for kind in CAMERA_KINDS + ("online",):
+            specs.append(("cam." + n + "." + kind, "bool", 0))
     return specs
 
 

@@ -17,6 +17,7 @@ RULE_NAME = "anomaly"
 VISIT_MS = dict(CoreConfig.DEFAULTS)["maint_max_ms"]   # the longest visit, unless a site says otherwise
 ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
 _VOLT = FEATURES.index("volt")
+EXPLAINED_KEEP = 8   # the latest raises' explanations kept: a gateway runs for years
 
 
 class ModelRules:
@@ -49,7 +50,7 @@ class ModelRules:
         self.visit_ms = visit_ms
         self.mode_prev = modes.DISARMED  # a start is nobody's visit
         self.disarmed_at = -1            # tick a guarding cabinet was disarmed, -1: not by a person
-        self.explained = []              # (tick, the model's explanation) per raise
+        self.explained = []              # (tick, the model's explanation) of the latest raises, oldest first
 
     @property
     def rule_index(self):
@@ -120,6 +121,8 @@ class ModelRules:
                 self.raised_top = top
                 self.raised_as = self.rule_index
                 self.explained.append((now, self.model.explain()))
+                if len(self.explained) > EXPLAINED_KEEP:
+                    del self.explained[0]
                 return list(changes) + [(self.raised_as, severity, 0, 1)]
         elif self.raised >= 0 and score * 2 < self.threshold:
             raised, self.raised = self.raised, -1

@@ -1,6 +1,6 @@
 """The output image: what the shell drives after every scan.
 
-Four logical outputs, each an integer.  The site config maps them to
+Six logical outputs, each an integer.  The site config maps them to
 gpiozero pins or Modbus coils; the core only decides their values.
 """
 
@@ -8,8 +8,10 @@ OUT_SIREN = 0    # 0/1
 OUT_STROBE = 1   # 0/1
 OUT_LOCK = 2     # 0/1: 1 opens the battery-output contactor (locked out)
 OUT_LED = 3      # a pattern code, see LED_*
-OUTPUT_NAMES = ("siren", "strobe", "lock", "led")
-N_OUTPUTS = 4
+OUT_LIGHTS = 4   # 0/1: the port's floodlights (an escalation step)
+OUT_CAMERA = 5   # 0/1: 1 sends the camera to its alarm preset, 0 back home (an escalation step)
+OUTPUT_NAMES = ("siren", "strobe", "lock", "led", "lights", "camera")
+N_OUTPUTS = 6
 
 # Status LED patterns, one per mode (index = modes.* constant).  The LED is
 # never plainly off while the gateway runs, so a dark LED means a dead box.
@@ -26,6 +28,6 @@ LED_FOR_MODE = (
 
 # The documented safe state on shutdown: no sound, no light, the battery
 # lock kept as it was (an incident's lock must survive a restart), the LED
-# off so a dark LED reads as "not running".
+# off so a dark LED reads as "not running", floodlights off, camera home.
 def safe_state(lock):
-    return [0, 0, lock, 0]
+    return [0, 0, lock, 0, 0, 0]

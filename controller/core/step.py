@@ -13,15 +13,20 @@ The returned ``outputs`` list is the state's own; copy it to keep it.
 """
 
 from . import modes, ticks
+from .escalation import (
+    STEP_CAMERA, STEP_LIGHTS, STEP_LOCK, STEP_SIREN, STEP_STROBE, STEP_UPLINK, Escalation, Plans, group_of,
+)
 from .events import (
     ACT_FAULT, ACT_LOCK, ACT_SILENT, ALARM, CMD_ACK, CMD_ARM, CMD_DISARM,
     CMD_DURESS, CMD_FAULT, CMD_LOCK, CMD_MAINT_START, CMD_MAINT_STOP,
     CMD_SILENCE, CMD_TEST_SIREN, CMD_TEST_STROBE, CMD_UNLOCK, CRITICAL,
-    EV_DEVICE, EV_DURESS, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST,
+    EV_DEVICE, EV_DURESS, EV_ESCALATION, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST,
     EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT,
 )
 from .errors import CoreError, ModeError
-from .outputs import LED_FOR_MODE, N_OUTPUTS, OUT_LED, OUT_LOCK, OUT_SIREN, OUT_STROBE
+from .outputs import (
+    LED_FOR_MODE, N_OUTPUTS, OUT_CAMERA, OUT_LED, OUT_LIGHTS, OUT_LOCK, OUT_SIREN, OUT_STROBE,
+)
 
 _NO_EVENTS = ()
 
@@ -44,7 +49,10 @@ DEFAULT_ENTRY_ZONES = ["io.door_open", "!io.door_bolt"]
 
 
 class CoreConfig:
-    """Timing and zone settings of the core; every duration in ms."""
+    """Timing and zone settings of the core; every duration in ms.
+
+    ``values`` may also hold ``"escalation"``: the escalation plans that
+    differ from the defaults (core/escalation.py, ``Plans``)."""
 
     DEFAULTS = (
         ("exit_delay_ms", 30000),
@@ -58,6 +66,7 @@ class CoreConfig:
 
     def __init__(self, values=None, entry_zones=()):
         values = values or {}
+        self.escalation = Plans(values.get("escalation"))
         for name, default in self.DEFAULTS:
             v = values.get(name, default)
             if not isinstance(v, int) or v < 0 or v > ticks.MAX_SPAN:
@@ -68,7 +77,7 @@ class CoreConfig:
                 )
             setattr(self, name, v)
         for name in values:
-            if name not in [d[0] for d in self.DEFAULTS]:
+            if name != "escalation" and name not in [d[0] for d in self.DEFAULTS]:
                 raise ValueError("unknown core setting '{}'".format(name))
         # The signals that start the entry delay (EN 50131's entry route): the
         # index of one that opens its zone by rising, ~index (negative) of one
@@ -76,7 +85,11 @@ class CoreConfig:
         self.entry_zones = tuple(entry_zones)
 
     def as_dict(self):
-        return dict((name, getattr(self, name)) for name, _ in self.DEFAULTS)
+        d = dict((name, getattr(self, name)) for name, _ in self.DEFAULTS)
+        plans = self.escalation.as_dict()
+        if plans:
+            d["escalation"] = plans
+        return d
 
 
 class CoreState:
@@ -99,6 +112,7 @@ class CoreState:
         self.online_idx = tuple(online)
         self.online_prev = [0] * len(online)
         self.rules = rules          # an evaluator (controller.core.table) or None
+        self.escalation = Escalation()
         self.scans = 0
 
     @property
@@ -115,7 +129,9 @@ class CoreState:
         self.machine.restore(mode, resume, now)
         self.lock = 1 if lock else 0
         if self.machine.mode == modes.ALARM:
-            _start_siren(self, now)
+            # The plan's progress is not persisted: a latched alarm escalates
+            # again from the restart, as an alarm raised while armed.
+            _escalate(self, ALARM, modes.ARMED, now, 0, None)
         _drive(self, now)
 
     def snapshot(self):
@@ -129,6 +145,7 @@ class CoreState:
             "siren": [self.siren_on, self.siren_since, self.siren_retriggers],
             "tests": [self.test_on[0], self.test_on[1], self.test_until[0], self.test_until[1]],
             "zones": list(self.zone_prev), "online": list(self.online_prev),
+            "escalation": self.escalation.snapshot(),
         }
         rules = self.rules.rule_state() if self.rules is not None else None
         if rules is not None:
@@ -159,6 +176,11 @@ class CoreState:
         self.online_prev = list(online)
         if snap.get("rules") is not None and self.rules is not None:
             self.rules.restore_rule_state(snap["rules"])
+        esc = snap.get("escalation")
+        if esc is not None:      # evidence written before escalation plans has none
+            if not isinstance(esc, list) or len(esc) != 5:
+                raise CoreError("start: 'escalation' needs 5 numbers")
+            self.escalation.restore(esc)
 
 
 def step(state, inputs, now):
@@ -178,6 +200,8 @@ def step(state, inputs, now):
     if state.rules is not None:
         for change in state.rules.scan(image, now, machine.mode):
             events = _rule(state, change, now, events)
+    if state.escalation.running():
+        events = _advance(state, now, events)
     if state.siren_on and ticks.diff(now, state.siren_since) >= state.config.siren_max_ms:
         state.siren_on = 0
         events = _emit(events, (EV_SIREN_LIMIT, state.config.siren_max_ms, state.siren_retriggers, 0))
@@ -193,18 +217,47 @@ def _emit(events, ev):
     return events
 
 
-def _fire(state, mode_event, now, arg, events):
-    """Apply a mode event; report and react to a change of mode."""
+def _fire(state, mode_event, now, arg, events, cause=0):
+    """Apply a mode event; report and react to a change of mode.  ``cause``
+    is the lock's cause field should the escalation lock (rule index + 1)."""
     machine = state.machine
     old = machine.fire(mode_event, now, arg)
     new = machine.mode
     if new != old:
         events = _emit(events, (EV_MODE, old, new, mode_event))
         if new == modes.ALARM:
-            _start_siren(state, now)
+            severity = CRITICAL if mode_event == modes.RAISE_CRITICAL else ALARM
+            events = _escalate(state, severity, old, now, cause, events)
         elif old == modes.ALARM:
             state.siren_on = 0
             state.siren_retriggers = 0
+            esc = state.escalation
+            severity = esc.severity
+            for code in esc.stop(state.config.escalation):
+                events = _emit(events, (EV_ESCALATION, code, severity, 0))
+    return events
+
+
+def _escalate(state, severity, mode_before, now, cause, events):
+    """Start the escalation (or raise its plan's severity) and take what is due."""
+    state.escalation.start(severity, group_of(mode_before), now, cause)
+    return _advance(state, now, events)
+
+
+def _advance(state, now, events):
+    """Take the escalation's steps that are due: the siren starts, the lock
+    locks, the lights and camera follow in ``_drive``.  A step taken after
+    a delay, and every ``uplink`` step, is an event; one at 0 ms comes with
+    the alarm's own mode event."""
+    esc = state.escalation
+    for code, delay in esc.due(state.config.escalation, now):
+        if code == STEP_SIREN:
+            _start_siren(state, now)
+        elif code == STEP_LOCK and not state.lock:
+            state.lock = 1
+            events = _emit(events, (EV_LOCK, 1, esc.cause, 0))
+        if delay > 0 or code == STEP_UPLINK:
+            events = _emit(events, (EV_ESCALATION, code, esc.severity, 1))
     return events
 
 
@@ -265,7 +318,7 @@ def _devices(state, image, events):
 def _online_twin(catalog, index):
     """The image index of the ``online`` twin of the device that reports
     signal ``index``, or -1 for a signal no device reports."""
-    twin = catalog.names[index].split(".")[0] + ".online"
+    twin = catalog.names[index].rsplit(".", 1)[0] + ".online"
     return catalog.index.get(twin, -1)
 
 
@@ -297,17 +350,23 @@ def _rule(state, change, now, events):
     events = _emit(events, (EV_RULE, index, severity, raised))
     if not raised:
         return events
-    if actions & ACT_LOCK or severity == CRITICAL:
+    silent = actions & ACT_SILENT
+    # A rule's own lock action, and a silent critical rule (no ALARM, so no
+    # escalation), lock at once; otherwise the escalation plan decides when.
+    if actions & ACT_LOCK or (severity == CRITICAL and silent):
         if not state.lock:
             state.lock = 1
             events = _emit(events, (EV_LOCK, 1, index + 1, 0))
     if actions & ACT_FAULT:
         events = _fire(state, modes.RAISE_FAULT, now, 0, events)
-    if severity >= ALARM and not actions & ACT_SILENT:
+    if severity >= ALARM and not silent:
         before = state.machine.mode
         cause = modes.RAISE_CRITICAL if severity == CRITICAL else modes.RAISE_ALARM
-        events = _fire(state, cause, now, 0, events)
-        if before == modes.ALARM and not state.siren_on:
+        events = _fire(state, cause, now, 0, events, index + 1)
+        if before == modes.ALARM:
+            # Already in ALARM: a critical raise moves to the critical plan.
+            events = _escalate(state, severity, before, now, index + 1, events)
+        if before == modes.ALARM and not state.siren_on and state.escalation.taken(STEP_SIREN):
             # Re-trigger policy: a new raise restarts a siren that timed out
             # or was silenced, a bounded number of times per alarm.
             if state.siren_retriggers < state.config.siren_retriggers:
@@ -324,7 +383,10 @@ def _drive(state, now):
         if state.test_on[which] and ticks.reached(now, state.test_until[which]):
             state.test_on[which] = 0
     alarm = mode == modes.ALARM
+    taken = state.escalation.done if alarm else 0
     out[OUT_SIREN] = 1 if (alarm and state.siren_on) or state.test_on[0] else 0
-    out[OUT_STROBE] = 1 if alarm or state.test_on[1] else 0
+    out[OUT_STROBE] = 1 if (taken >> STEP_STROBE) & 1 or state.test_on[1] else 0
     out[OUT_LOCK] = state.lock
     out[OUT_LED] = LED_FOR_MODE[mode]
+    out[OUT_LIGHTS] = (taken >> STEP_LIGHTS) & 1
+    out[OUT_CAMERA] = (taken >> STEP_CAMERA) & 1

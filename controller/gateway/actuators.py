@@ -1,8 +1,12 @@
-"""The output image, driven: GPIO pins through gpiozero, or Modbus relay coils.
+"""The output image, driven: GPIO pins through gpiozero, Modbus relay coils,
+or MQTT commands to a third-party system (a VMS's camera preset, a
+lighting controller) on the cabinet LAN's broker.
 
 ``OutputBank.apply(outputs)`` runs right after every scan and only acts on
 changes: a pin is set at once (microseconds); a coil write is queued to
-its bus thread, so the scan loop never waits for a bus.  Coil writes come
+its bus thread, and an MQTT command to the LAN link's thread
+(controller/gateway/lanlink.py), so the scan loop never waits for a bus or
+a network.  Coil writes come
 back as bus events: a readback that disagrees (``write_mismatch``) or a
 write that fails is a fault the loop turns into a core FAULT command.
 
@@ -47,6 +51,21 @@ class CoilOutput:
         pass
 
 
+class MqttOutput:
+    """One logical output as a retained MQTT command: ``on`` for 1, ``off`` for 0."""
+
+    def __init__(self, link, topic: str, on: str, off: str):
+        self.link = link
+        self.topic = topic
+        self.payloads = (off.encode(), on.encode())
+
+    def set(self, value: int) -> None:
+        self.link.send(self.topic, self.payloads[1 if value else 0])
+
+    def close(self) -> None:
+        pass
+
+
 class OutputBank:
     def __init__(self, outputs: list[Output | None]):
         assert len(outputs) == N_OUTPUTS
@@ -74,8 +93,10 @@ class OutputBank:
                 out.close()
 
 
-def build_bank(outputs_doc: dict, pin_factory_name: str, pollers_by_device: dict) -> OutputBank:
-    """Outputs as the site config maps them (docs/config.md)."""
+def build_bank(outputs_doc: dict, pin_factory_name: str, pollers_by_device: dict, lan=None) -> OutputBank:
+    """Outputs as the site config maps them (docs/config.md); ``lan`` is the
+    LAN link that MQTT outputs publish through (the config has one if any
+    output needs it)."""
     factory = make_factory(pin_factory_name)
     outs: list[Output | None] = [None] * N_OUTPUTS
     for i, name in enumerate(OUTPUT_NAMES):
@@ -85,6 +106,8 @@ def build_bank(outputs_doc: dict, pin_factory_name: str, pollers_by_device: dict
         if spec["gpio"] >= 0:
             cls = PatternLed if i == OUT_LED else PinOutput
             outs[i] = cls(spec["gpio"], spec["active_high"], factory)
+        elif spec["mqtt_topic"]:
+            outs[i] = MqttOutput(lan, spec["mqtt_topic"], spec["on"], spec["off"])
         else:
             poller = pollers_by_device[spec["device"]]
             outs[i] = CoilOutput(poller, spec["device"], spec["coil"])

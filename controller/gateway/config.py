@@ -10,18 +10,23 @@ typo never leaves a cabinet unguarded.
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.core.escalation import GROUP_NAMES, STEP_NAMES
+from controller.core.outputs import OUTPUT_NAMES
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.errors import CabguardError
 from controller.gateway.schema import (
     ArrayOfTables, Bool, Choice, Int, ListOf, MapOf, Problem, Str, Table, check,
 )
+from controller.gateway.webhook import listen_problem
 from drivers.atomicfile import write_atomic
+from drivers.modbus.options import PARITIES, RS485_MODES, STOPBITS
 from drivers.safefile import InputFileError, parse_toml, read_text
 
 # The [core] keys in the units a person writes: (key, the core's setting,
@@ -37,9 +42,16 @@ CORE_KEYS = (
 CORE_DEFAULTS = {key: dict(CoreConfig.DEFAULTS)[setting] // unit for key, setting, unit in CORE_KEYS}
 
 
-def core_values(core: dict) -> dict[str, int]:
-    """The core's settings (ms) from a config's [core] table; missing keys take the core's defaults."""
-    return {setting: core.get(key, CORE_DEFAULTS[key]) * unit for key, setting, unit in CORE_KEYS}
+def core_values(core: dict, escalation: dict | None = None) -> dict:
+    """The core's settings (ms) from a config's [core] table, missing keys at
+    the core's defaults, and the plans its [escalation] tables set."""
+    values: dict = {setting: core.get(key, CORE_DEFAULTS[key]) * unit for key, setting, unit in CORE_KEYS}
+    plans = {"{}.{}".format(severity, group): [[s["do"], s["after_s"] * 1000] for s in steps]
+             for severity, table in sorted((escalation or {}).items()) if table
+             for group, steps in sorted(table.items()) if steps is not None}
+    if plans:
+        values["escalation"] = plans
+    return values
 
 
 NAME = r"[a-z][a-z0-9_]{0,31}"
@@ -49,7 +61,9 @@ BROKER = (r"[A-Za-z0-9.\-]+:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\
 HHMM = r"([01][0-9]|2[0-3]):[0-5][0-9]"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
-OUTPUTS = ("siren", "strobe", "lock", "led")
+OUTPUTS = OUTPUT_NAMES
+# MQTT topics a person writes: no wildcards, no empty levels at the ends.
+TOPIC = r"[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*"
 
 
 def _timezone(name: str) -> str | None:
@@ -90,12 +104,22 @@ SCHEMA = Table({
                                   "a signal name like 'io.door_open', or '!io.door_bolt' for one that opens by falling"),
                               default=DEFAULT_ENTRY_ZONES),
     }, optional=True),
+    "escalation": MapOf(Table({
+        group: ListOf(Table({
+            "do": Choice(STEP_NAMES),
+            "after_s": Int(0, 3600, default=0),
+        }), optional=True) for group in GROUP_NAMES
+    }), key_pattern="alarm|critical"),
     "bus": ArrayOfTables(Table({
         "name": Str(NAME, "a bus name: lower-case letters, digits and '_'"),
         "port": PATH,
         "baud": Choice(BAUDS, default=115200),
-        "parity": Choice(("N", "E", "O"), default="N"),
-        "stopbits": Choice((1, 2), default=1),
+        "parity": Choice(PARITIES, default="N"),
+        "stopbits": Choice(STOPBITS, default=1),
+        "rs485": Choice(RS485_MODES, default="auto"),
+        "rts_tx_high": Bool(default=True),
+        "rts_delay_before_ms": Int(0, 100, default=0),
+        "rts_delay_after_ms": Int(0, 100, default=0),
         "timeout_floor_ms": Int(2, 1000, default=20),
         "timeout_ceiling_ms": Int(5, 5000, default=200),
         "retries": Int(0, 5, default=1),
@@ -112,7 +136,46 @@ SCHEMA = Table({
         "active_high": Bool(default=True),
         "device": Str(NAME, "the name of a [[device]] with coils", default=""),
         "coil": Str(r"[a-z][a-z0-9_]*", "a coil signal of the device's profile, e.g. 'k1'", default=""),
+        "mqtt_topic": Str(TOPIC, "an MQTT topic on the [lan] broker, e.g. 'vms/ptz/gate/preset' (no wildcards)",
+                          default=""),
+        "on": Str(r".{0,256}", "the payload published for 1 (up to 256 characters)", default="1"),
+        "off": Str(r".{0,256}", "the payload published for 0 (up to 256 characters)", default="0"),
     }), key_pattern="|".join(OUTPUTS)),
+    "lan": Table({
+        "broker": Str(BROKER, "HOST:PORT of the cabinet LAN's MQTT broker (port 1..65535)"),
+        "client_id": Str(r"[A-Za-z0-9._\-]{0,64}", "an MQTT client id", default=""),
+        "username": Str(r".*", "a user name", default=""),
+        "password": Str(r".*", "a password", default=""),
+    }, optional=True),
+    "camera": ArrayOfTables(Table({
+        "name": Str(NAME, "a camera name: lower-case letters, digits and '_' (cam.<name>.person ...)"),
+        "topic": Str(TOPIC, "the camera's MQTT topic on the [lan] broker; its events are <topic>/<kind>",
+                     default=""),
+        "fresh_s": Int(5, 3600, default=60),
+        "hold_s": Int(1, 600, default=10),
+        "clip_before_s": Int(0, 3600, default=30),
+        "clip_after_s": Int(0, 3600, default=60),
+        "protect_topic": Str(TOPIC, "an MQTT topic on the [lan] broker where the NVR takes protect requests",
+                             default=""),
+    })),
+    "opcua": Table({
+        "listen": Str(r"[0-9a-fA-F.:\[\]]+:[0-9]{1,5}", "ADDRESS:PORT on loopback or the cabinet LAN"),
+        "username": Str(r"[A-Za-z0-9._\-]{1,64}", "a user name: letters, digits, '.', '_' or '-'"),
+        "password": Str(r".{12,256}", "a password of at least 12 characters"),
+        "publish_ms": Int(100, 60000, default=1000),
+    }, optional=True),
+    "gnss": Table({
+        "port": PATH,
+        "baud": Choice((4800, 9600, 19200, 38400, 57600, 115200), default=9600),
+        "fresh_s": Int(2, 60, default=5),
+        "max_hdop": Int(1, 20, default=5),
+        "max_speed_mps": Int(1, 60, default=15),
+        "reacquire_s": Int(5, 600, default=30),
+    }, optional=True),
+    "webhook": Table({
+        "listen": Str(r"[0-9a-fA-F.:\[\]]+:[0-9]{1,5}", "ADDRESS:PORT on loopback or the cabinet LAN"),
+        "secret": Str(r".{16,256}", "a shared secret of at least 16 characters"),
+    }, optional=True),
     "schedules": MapOf(Table({
         "windows": ListOf(Table({
             "days": Str(r".+", "days like 'mon-fri' or 'sat,sun'", check=_days),
@@ -204,13 +267,37 @@ def _cross_checks(doc: dict) -> list[Problem]:
         path = "outputs.{}".format(name)
         if out is None:
             continue
-        by_gpio, by_coil = out["gpio"] >= 0, bool(out["device"])
-        if by_gpio == by_coil:
-            problems.append(Problem(path, "give either gpio = PIN or device = NAME with coil = N"))
+        by_gpio, by_coil, by_mqtt = out["gpio"] >= 0, bool(out["device"]), bool(out["mqtt_topic"])
+        if by_gpio + by_coil + by_mqtt != 1:
+            problems.append(Problem(path, "give exactly one of gpio = PIN, device = NAME with coil = N, "
+                                          "or mqtt_topic = TOPIC"))
+        elif by_mqtt and not doc.get("lan"):
+            problems.append(Problem(path + ".mqtt_topic", "an MQTT output needs the [lan] broker it publishes on"))
         elif by_coil and out["device"] not in devices:
             problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
         elif by_coil and not out["coil"]:
             problems.append(Problem(path + ".coil", "missing; want the coil number on {}".format(out["device"])))
+    for severity, table in sorted((doc.get("escalation") or {}).items()):
+        for group, steps in sorted((table or {}).items()):
+            names = [s["do"] for s in steps or [] if s]
+            for twice in sorted({n for n in names if names.count(n) > 1}):
+                problems.append(Problem("escalation.{}.{}".format(severity, group),
+                                        "step {!r} is listed twice: give each step once, with its after_s".format(twice)))
+    for i, cam in enumerate(doc.get("camera") or []):
+        if cam["protect_topic"] and not doc.get("lan"):
+            problems.append(Problem("camera[{}].protect_topic".format(i), "a protect topic needs the [lan] broker"))
+        if cam["topic"] and not doc.get("lan"):
+            problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
+        if not cam["topic"] and not doc.get("webhook"):
+            problems.append(Problem("camera[{}]".format(i), "no source: give topic = ... (with [lan]) or a [webhook]"))
+    if doc.get("opcua") and doc["opcua"]["listen"]:
+        why = listen_problem(doc["opcua"]["listen"].rpartition(":")[0].strip("[]"))
+        if why:
+            problems.append(Problem("opcua.listen", why.replace("the webhook", "OPC UA")))
+    if doc.get("webhook") and doc["webhook"]["listen"]:
+        why = listen_problem(doc["webhook"]["listen"].rpartition(":")[0].strip("[]"))
+        if why:
+            problems.append(Problem("webhook.listen", why))
     core = doc.get("core") or {}
     if core and core["maint_default_min"] > core["maint_max_min"]:
         problems.append(Problem("core.maint_default_min", "longer than core.maint_max_min"))
@@ -222,6 +309,23 @@ def _cross_checks(doc: dict) -> list[Problem]:
                 dev["address"], dev["bus"], addresses[key])))
         addresses.setdefault(key, dev["name"])
     return problems
+
+
+# Sections whose parts come with an extra of the package: (section, module, extra).
+EXTRAS = (("gnss", "pynmea2", "gnss"), ("opcua", "asyncua", "opcua"))
+
+
+def extras_needed(doc: dict) -> list[str]:
+    """The package extras a config's sections need (flash.sh bundles them)."""
+    return [extra for section, _module, extra in EXTRAS if doc.get(section)]
+
+
+def missing_extras(config: SiteConfig) -> ConfigError | None:
+    """The sections whose extra is not installed on this machine (checked where the gateway runs)."""
+    problems = [Problem(section, "needs the {} extra, not installed here: pip install 'cabguard[{}]' ({})".format(
+        extra, extra, module)) for section, module, extra in EXTRAS
+        if config.doc.get(section) and importlib.util.find_spec(module) is None]
+    return ConfigError(config.path, problems) if problems else None
 
 
 def parse(text: str, path: str) -> SiteConfig:

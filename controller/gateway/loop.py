@@ -5,7 +5,9 @@ Theory of operation
 One thread runs the scan loop on absolute deadlines (controller/gateway/scantimer.py).
 Each scan, in order:
 
-1. copy each bus poller's newest snapshot into the input image (no I/O);
+1. copy each bus poller's newest snapshot into the input image (no I/O),
+   and drain the cameras' reports and the GNSS fixes into it
+   (controller/gateway/cameras.py, position.py);
 2. write the gateway's own signals (late scans, clock trust, journal
    backlog, disk) and, once a second, the ``sched.*`` values and
    ``sys.week_hour``;
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import queue
 import re
 import shutil
@@ -38,6 +41,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Callable
 
@@ -48,9 +52,13 @@ from controller.core.events import (
 )
 from controller.core.modelrules import ModelRules
 from controller.core.modes import MODE_NAMES
+from controller.core.outputs import safe_state
 from controller.core.step import CoreState, step
 from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
+from controller.gateway.cameras import CameraFeed, CameraSpec
+from controller.gateway.lanlink import LanLink
+from controller.gateway.position import PositionError, PositionFilter, load_survey, save_survey
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.site import Site
@@ -59,12 +67,17 @@ from controller.gateway.statefile import StateFile
 from controller.gateway.status import StatusView
 from controller.gateway.tables import TableSlot
 from controller.gateway.timeline import describe
+from controller.gateway.webhook import Webhook
 from controller.journal import records as R
+from controller.link.opcuaproc import OpcuaProcess
 from controller.journal.evidence import EvidenceRing, evidence_record, incident_record
 from controller.journal.journal import Journal
 from drivers.clock import Clock
 from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
+from drivers.gnss import NmeaReader, TrackSettings
+from drivers.modbus import events as bus
+from drivers.mqtt import BrokerSettings
 from drivers.sdnotify import Notifier
 
 FAULT_OUTPUT_READBACK = 1
@@ -72,10 +85,10 @@ FAULT_OUTPUT_WRITE = 2
 FAULT_NO_TABLE = 3
 HOUSEKEEPING_S = 1.0
 PORT_RETRY_S = 5.0
-PORT_EVENTS = ("port_lost", "port_reopened")   # the poller backs off, so these cannot flood
 SWITCH_INTERVAL_S = 0.0005
 EVIDENCE_BEFORE_MS = 10_000   # an incident's evidence: the image this long before it ...
 EVIDENCE_AFTER_MS = 10_000    # ... and this long after
+POSITION_FILE = "position.json"   # the surveyed position (`pos survey`)
 # `password = "..."`, `broker_secret = '...'`, `token = ...`: the value goes, the key stays.
 _SECRET = re.compile(r"""^(\s*[A-Za-z0-9_\-]*(?:password|secret|token)[A-Za-z0-9_\-]*\s*=\s*).*$""", re.IGNORECASE)
 
@@ -114,7 +127,22 @@ class Gateway:
         self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
         self.on_scan = on_scan
         self.log = log      # start-up, health and warning-or-worse events, one line each (cabguard run: stderr)
-        self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device)
+        self.cameras = CameraFeed(self.catalog, [CameraSpec(c["name"], c["topic"], c["fresh_s"] * 1000, c["hold_s"] * 1000)
+                                                 for c in settings.cameras],
+                                  lambda: self.clock.monotonic_ns() // 1_000_000)
+        self.refused_inputs: list[str] = []     # files refused before the journal opened: recorded at start
+        self.lan = self._lan_link(settings)
+        self.position: PositionFilter | None = None
+        self.gnss: NmeaReader | None = None
+        if settings.gnss:
+            g = settings.gnss
+            self.position = PositionFilter(self.catalog, TrackSettings(
+                g["fresh_s"] * 1000, g["max_hdop"] * 100, float(g["max_speed_mps"]), g["reacquire_s"] * 1000),
+                self._surveyed())
+            self.gnss = NmeaReader(g["port"], g["baud"], lambda: self.clock.monotonic_ns() // 1_000_000)
+        self.webhook: Webhook | None = None
+        self.opcua: OpcuaProcess | None = None     # started by run.build with [opcua]
+        self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
         self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
         self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
@@ -143,6 +171,45 @@ class Gateway:
         self.health = HealthReporter(self.journal, lambda: self.context(False), self.note, log)
         self.status = StatusView(self)
         self.housekeeper = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+
+    def _surveyed(self) -> tuple[float, float] | None:
+        """The surveyed position kept in the state folder; an unreadable one is a health record."""
+        try:
+            return load_survey(self.state_dir / POSITION_FILE)
+        except PositionError as e:
+            self.refused_inputs.append(str(e))
+            return None
+
+    def survey_position(self) -> str:
+        """``pos survey`` (console): the mean of the last minute's good fixes becomes the
+        surveyed position, kept in the state folder.  Runs in the loop thread."""
+        if self.position is None:
+            raise PositionError("no [gnss] receiver in the site config")
+        done: Future[tuple] = Future()
+
+        def survey() -> None:
+            try:
+                done.set_result(self.position.survey(self.clock.monotonic_ns() // 1_000_000))
+            except PositionError as e:
+                done.set_exception(e)
+        self.run_in_loop(survey)
+        try:
+            lat, lon, fixes, spread = done.result(5)
+        except FutureTimeout:
+            raise PositionError("the scan loop did not take the survey within 5 s") from None
+        save_survey(self.state_dir / POSITION_FILE, lat, lon, fixes, spread)
+        return "surveyed at {:.7f}, {:.7f} from {} fixes (spread {:.1f} m)".format(lat, lon, fixes, spread)
+
+    def _lan_link(self, settings) -> LanLink | None:
+        """The LAN broker's link, if the config has one (camera events in, MQTT outputs out)."""
+        if not settings.lan:
+            return None
+        host, _, port = settings.lan["broker"].rpartition(":")
+        broker = BrokerSettings(host, int(port), client_id=settings.lan["client_id"] or self.gateway_id + "-lan",
+                                username=settings.lan["username"], password=settings.lan["password"])
+        topics = ["{}/+".format(c["topic"]) for c in settings.cameras if c["topic"]]
+        return LanLink(broker, topics, self.cameras.on_mqtt,
+                       lambda text: self.health.record(R.HEALTH_LAN, text, WARNING, source="lan"))
 
     @staticmethod
     def _provisioning_key(path: Path):
@@ -186,8 +253,21 @@ class Gateway:
         if saved is not None:
             self.state.resume_after_restart(saved, now)
         self.persisted = self.state.persisted()
-        self.bank.apply(self.state.outputs if saved is not None else [0, 0, self.state.lock, 0])
+        self.bank.apply(self.state.outputs if saved is not None else safe_state(self.state.lock))
         self._journal_catalog()
+        if self.lan is not None:
+            self.lan.start()
+        if self.gnss is not None:
+            self.gnss.start()
+        for why in self.refused_inputs:
+            self.health.record(R.HEALTH_INPUT_REFUSED, why, ALARM)
+        hook = self.settings.webhook
+        if hook:
+            host, _, port = hook["listen"].rpartition(":")
+            try:
+                self.webhook = Webhook(host.strip("[]"), int(port), hook["secret"], self.cameras).start()
+            except OSError as e:     # the cameras' webhooks go unheard: their cameras go offline
+                self.health.record(R.HEALTH_LAN, "webhook {}: cannot listen: {}".format(hook["listen"], e.strerror), ALARM)
         ctx = self.context(False)
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
             __version__, self.settings.config_path, MODE_NAMES[self.state.mode]), INFO))
@@ -237,6 +317,11 @@ class Gateway:
         image = self.image
         for poller, indices in self._poll_idx:
             poller.copy_into(image, indices)
+        self.cameras.fill(image, now_ns // 1_000_000)
+        if self.position is not None:
+            for fix in self.gnss.drain():
+                self.position.feed(fix)
+            self.position.fill(image, now_ns // 1_000_000)
         idx = self._idx
         image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
         image[idx["sys.clock_trusted"]] = int(self.trusted)
@@ -257,6 +342,7 @@ class Gateway:
             incident = self._record(events, tickets)
             if incident is not None:
                 self.evidence.incident(incident[0], incident[1], now)
+                self._bookmark(incident[0], incident[1])
         for window in self.evidence.scan(now, image, commands):
             ctx = self.context(False)
             evidence_seq = self.journal.append(evidence_record(ctx, window))
@@ -265,8 +351,24 @@ class Gateway:
             self.last_late = self.timer.late_scans
             self.health.record(R.HEALTH_LATE_SCANS, "{} late scans so far (last {:.1f} ms late)".format(
                 self.last_late, self.timer.last_lateness_ns / 1e6))
+        if self.opcua is not None:
+            self.opcua.offer(image, MODE_NAMES[self.state.mode], list(self.active_rules))
         if self.on_scan:
             self.on_scan(self)
+
+    def _bookmark(self, seq: int, severity: int) -> None:
+        """Each camera's clip around the incident raised by record ``seq``: a
+        signed ``video_bookmark`` record, and a protect request to the NVR
+        where the camera has a ``protect_topic`` (docs/journal.md)."""
+        ctx = self.context(False)
+        for cam in self.settings.cameras:
+            start, end = ctx.wall_ms - cam["clip_before_s"] * 1000, ctx.wall_ms + cam["clip_after_s"] * 1000
+            protect = bool(cam["protect_topic"] and self.lan is not None)
+            if protect:
+                self.lan.post(cam["protect_topic"], json.dumps({
+                    "gateway": self.gateway_id, "camera": cam["name"], "start_ms": start, "end_ms": end,
+                    "incident_seq": seq}).encode())
+            self.health.urgent(self.journal.append(R.video_bookmark(ctx, cam["name"], start, end, seq, severity, protect)))
 
     def _bus_faults(self) -> list[tuple[int, int]]:
         """Bus events become health records; failed output writes become core faults."""
@@ -280,17 +382,17 @@ class Gateway:
                 self.health.record(R.HEALTH_BUS, "bus {}: the poller thread died ({}); restarted".format(
                     poller.port, death), ALARM, source="bus:{}:thread".format(poller.port))
             for bev in poller.events():
-                if bev.kind in ("write_mismatch", "write_failed"):
-                    code = FAULT_OUTPUT_READBACK if bev.kind == "write_mismatch" else FAULT_OUTPUT_WRITE
+                if bev.kind in (bus.WRITE_MISMATCH, bus.WRITE_FAILED):
+                    code = FAULT_OUTPUT_READBACK if bev.kind == bus.WRITE_MISMATCH else FAULT_OUTPUT_WRITE
                     faults.append((CMD_FAULT, code))
                 # A pulled adapter is news every time (the poller's backoff bounds it), and an
                 # alarm, as a port missing at start is; the rest goes through the device's
                 # flood control, per kind.  An offline record says why (timeouts, CRC,
                 # exception, port gone).
-                if bev.kind in PORT_EVENTS:
+                if bev.kind in bus.PORT_KINDS:   # the poller backs off, so these cannot flood
                     self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
-                                        ALARM if bev.kind == "port_lost" else WARNING)
-                elif bev.kind not in ("online", "write_ok"):
+                                        ALARM if bev.kind == bus.PORT_LOST else WARNING)
+                elif bev.kind not in (bus.ONLINE, bus.WRITE_OK):
                     self.health.record(R.HEALTH_BUS, "{} {}: {}".format(bev.device, bev.kind, bev.detail),
                                         source="bus:{}:{}".format(bev.device, bev.kind))
         return faults
@@ -446,5 +548,11 @@ class Gateway:
             if i in self.started_pollers:
                 poller.stop()
         self.bank.close()
+        if self.webhook is not None:
+            self.webhook.stop()
+        if self.lan is not None:
+            self.lan.stop()
+        if self.gnss is not None:
+            self.gnss.stop()
         if self.housekeeper.is_alive():
             self.housekeeper.join(2 * HOUSEKEEPING_S)

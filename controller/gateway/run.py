@@ -22,12 +22,13 @@ from controller.console.view import ConsoleView
 from controller.core.events import ALARM
 from controller.core.modes import MODE_NAMES
 from controller.errors import CabguardError
-from controller.gateway.config import ConfigError, last_good_path, load, remember_good
+from controller.gateway.config import ConfigError, last_good_path, load, missing_extras, remember_good
 from controller.gateway.loop import Gateway
 from controller.gateway.site import Site, assemble
 from controller.journal import records as R
 from controller.link.downlink import DownlinkVerifier, SeqStore, command_handler
 from controller.link.uplink import with_checkpoint
+from controller.link.opcuaproc import OpcuaProcess, OpcuaSpec
 from controller.link.uplinkproc import UplinkProcess, UplinkSpec
 from controller.link.wire import Topics
 from drivers import pidlock
@@ -47,12 +48,16 @@ class Services:
     path: CommandPath
     console: ConsoleServer | None = None
     uplink: UplinkProcess | None = None
+    opcua: OpcuaProcess | None = None
 
     def stop(self, why: str) -> None:
         if self.console:
             self.console.stop()
         if self.uplink:
             self.uplink.stop()
+        if self.opcua:
+            self.gateway.opcua = None
+            self.opcua.stop()
         self.gateway.stop(why)
 
 
@@ -125,6 +130,15 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
     return uplink.start()
 
 
+def start_opcua(gateway: Gateway, doc: dict) -> OpcuaProcess:
+    """The read-only OPC UA server in its own process (controller/link/opcuaproc.py)."""
+    host, _, port = doc["listen"].rpartition(":")
+    catalog = gateway.catalog
+    spec = OpcuaSpec(host.strip("[]"), int(port), doc["username"], doc["password"], gateway.gateway_id,
+                     catalog.specs(), list(catalog.devices))
+    return OpcuaProcess(spec, doc["publish_ms"]).start()
+
+
 def load_site(config_path: str, state_dir: str) -> tuple[Site, ConfigError | None]:
     """The site to run, and the error that forced a fallback (if any).  A config
     is good only if what it names (profiles, model) is good too: any problem
@@ -154,6 +168,9 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
     """Load the config (falling back to the last good one), assemble, start everything."""
     site, fallback = load_site(config_path, state_dir or state_dir_of(config_path))
     config = site.config
+    missing = missing_extras(config)
+    if missing is not None:
+        raise missing
     doc = config.doc
     gateway = Gateway(site, **gateway_options)
     if doc.get("rules"):
@@ -172,6 +189,8 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         services.console = start_console(gateway, services.path, console_doc, console_link)
     if doc.get("uplink"):
         services.uplink = start_uplink(gateway, services.path, doc["uplink"])
+    if doc.get("opcua"):
+        services.opcua = gateway.opcua = start_opcua(gateway, doc["opcua"])
     gateway.log(started_line(gateway, doc))
     return services
 

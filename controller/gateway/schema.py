@@ -112,9 +112,11 @@ class Choice(Field):
 
 
 class ListOf(Field):
-    def __init__(self, item: Field, default: list | None = None, min_items: int = 0):
+    """``optional``: a missing list is None (the caller's default applies)."""
+
+    def __init__(self, item: Field, default: list | None = None, min_items: int = 0, optional: bool = False):
         self.item = item
-        self.required = default is None
+        self.required = default is None and not optional
         self.default = default
         self.min_items = min_items
 

@@ -13,14 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.core.anomaly import ModelTables
-from controller.core.catalog import ANOMALY_SIGNALS, SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
+from controller.core.catalog import (
+    ANOMALY_SIGNALS, CAMERA_CLASS, GNSS_CLASS, POSITION_SIGNALS, SYSTEM_SIGNALS, ZONE_SIGNALS, Catalog, camera_signals, device_signals,
+    schedule_signals,
+)
 from controller.core.errors import UnknownSignal
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.gateway.config import ConfigError, SiteConfig, core_values
 from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
 from drivers.errors import DriverError
-from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
+from drivers.modbus.options import BusOptions, Rs485
+from drivers.modbus.poller import BusPoller, PolledDevice
 from drivers.modbus.profiles import Profile, load_profile
 from rules.errors import ModelFileError
 from rules.modelfile import read_model
@@ -41,6 +45,10 @@ class GatewaySettings:
     record_key: Path
     model_path: str
     config_path: str
+    lan: dict | None = None          # [lan]: the cabinet LAN's MQTT broker
+    cameras: tuple = ()              # [[camera]] tables
+    webhook: dict | None = None      # [webhook]
+    gnss: dict | None = None         # [gnss]: the GNSS receiver
 
 
 def gateway_settings(config: SiteConfig) -> GatewaySettings:
@@ -54,7 +62,8 @@ def gateway_settings(config: SiteConfig) -> GatewaySettings:
         outputs=doc.get("outputs") or {},
         journal_dir=doc["journal"]["dir"], journal_budget_bytes=doc["journal"]["budget_mb"] << 20,
         record_key=Path(doc["keys"]["record"]), model_path=(doc.get("model") or {}).get("path", ""),
-        config_path=str(config.path))
+        config_path=str(config.path), lan=doc.get("lan"), cameras=tuple(doc.get("camera") or ()),
+        webhook=doc.get("webhook"), gnss=doc.get("gnss"))
 
 
 @dataclass
@@ -82,6 +91,14 @@ def _profiles(doc: dict, problems: list[Problem]) -> dict[str, Profile]:
     return profiles
 
 
+def bus_options(bus: dict) -> BusOptions:
+    """A checked ``[[bus]]`` table's settings."""
+    return BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
+                      timeout_floor_ms=bus["timeout_floor_ms"], timeout_ceiling_ms=bus["timeout_ceiling_ms"],
+                      retries=bus["retries"], rs485=Rs485(bus["rs485"], bus["rts_tx_high"],
+                                                          bus["rts_delay_before_ms"], bus["rts_delay_after_ms"]))
+
+
 def _pollers(config: SiteConfig, profiles: dict[str, Profile], problems: list[Problem]) -> list[BusPoller]:
     doc = config.doc
     pollers = []
@@ -89,12 +106,9 @@ def _pollers(config: SiteConfig, profiles: dict[str, Profile], problems: list[Pr
         devices = [(i, d) for i, d in enumerate(doc["device"]) if d["bus"] == bus["name"]]
         if not devices or any(d["name"] not in profiles for _, d in devices):
             continue        # its bad profiles are already problems
-        options = BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
-                             timeout_floor_ms=bus["timeout_floor_ms"],
-                             timeout_ceiling_ms=bus["timeout_ceiling_ms"], retries=bus["retries"])
         try:
             pollers.append(BusPoller(bus["port"], [PolledDevice(d["name"], d["profile"], d["address"], d["poll_ms"])
-                                                   for _, d in devices], options))
+                                                   for _, d in devices], bus_options(bus)))
         except DriverError as e:
             problems.append(Problem("device[{}].profile".format(devices[0][0]), str(e)))
     return pollers
@@ -127,7 +141,7 @@ def core_config(doc: dict, catalog: Catalog, problems: list[Problem],
             close = difflib.get_close_matches(signal, catalog.names, 3)
             problems.append(Problem("core.entry_zones[{}]".format(i), "no signal {!r} on this site{}".format(
                 signal, " (did you mean {}?)".format(", ".join(close)) if close else "")))
-    return CoreConfig(core_values(core), indices), zones
+    return CoreConfig(core_values(core, doc.get("escalation")), indices), zones
 
 
 def assemble(config: SiteConfig, with_model: bool = True) -> Site:
@@ -145,7 +159,10 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
     for p in pollers:
         for instance, signals in p.device_specs():
             specs += device_signals(instance, signals)
-    specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names()) + list(ANOMALY_SIGNALS)
+    specs += list(SYSTEM_SIGNALS) + schedule_signals(schedules.names()) + list(ANOMALY_SIGNALS) + list(ZONE_SIGNALS)
+    specs += camera_signals([c["name"] for c in doc.get("camera") or []])
+    if doc.get("gnss"):
+        specs += list(POSITION_SIGNALS)
     catalog = Catalog(specs)
     broken = frozenset(d["name"] for d in doc["device"] if d["name"] not in profiles)
     core, zones = core_config(doc, catalog, problems, broken)
@@ -162,4 +179,7 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
         for name in {n.split(".")[0] for n in p.names}:
             by_device[name] = p
     classes = {name: profile.device_class for name, profile in profiles.items()}
+    classes.update({"cam." + c["name"]: CAMERA_CLASS for c in doc.get("camera") or []})
+    if doc.get("gnss"):
+        classes["pos"] = GNSS_CLASS
     return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, gateway_settings(config), model)

@@ -7,9 +7,10 @@ from typing import Sequence
 from controller.core import modes
 from controller.core.catalog import Catalog
 from controller.core.events import (
-    COMMAND_NAMES, EVENT_FIELDS, EVENT_NAMES, EV_DEVICE, EV_DURESS, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST, EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT, SEVERITY_NAMES,
+    COMMAND_NAMES, EVENT_FIELDS, EVENT_NAMES, EV_DEVICE, EV_DURESS, EV_ESCALATION, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST, EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT, SEVERITY_NAMES,
 )
-from controller.core.outputs import OUTPUT_NAMES
+from controller.core.escalation import STEP_NAMES
+from controller.core.outputs import OUT_LED, OUTPUT_NAMES
 
 
 def clock(ms: int, origin_s: int = 0) -> str:
@@ -45,13 +46,15 @@ def describe(ev: Sequence[int], catalog: Catalog, rule_names: Sequence[str] = ()
         return "DURESS login by technician {} (silent)".format(a)
     if code == EV_FAULT:
         return "fault {} reported in mode {}".format(a, modes.MODE_NAMES[b])
+    if code == EV_ESCALATION:
+        return "escalation ({}): {} {}".format(SEVERITY_NAMES[b], STEP_NAMES[a], "taken" if c else "cancelled by ack")
     fields = EVENT_FIELDS.get(code, ("a", "b", "c"))
     return "{} {}".format(EVENT_NAMES.get(code, code), dict(zip(fields, (a, b, c))))
 
 
 def outputs_text(outputs: Sequence[int]) -> str:
-    on = [OUTPUT_NAMES[i] for i in range(3) if outputs[i]]
-    return "outputs: " + (", ".join(on) if on else "quiet") + ", led pattern {}".format(outputs[3])
+    on = [OUTPUT_NAMES[i] for i in range(len(outputs)) if i != OUT_LED and outputs[i]]
+    return "outputs: " + (", ".join(on) if on else "quiet") + ", led pattern {}".format(outputs[OUT_LED])
 
 
 def event_json(ev: Sequence[int]) -> dict:

@@ -94,7 +94,7 @@ def _event_text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
     if rule and "." in rule:
         devices = (rule.rsplit(".", 1)[1],)         # per-device rules are ID.DEVICE (docs/rules.md)
     elif event[0] == EV_DEVICE and 0 <= event[1] < len(names.catalog.names):
-        devices = (names.catalog.names[event[1]].split(".")[0],)
+        devices = (names.catalog.names[event[1]][: -len(".online")],)
     return text, rule, devices
 
 
@@ -120,6 +120,11 @@ def _text(rec: dict, names: _Names) -> tuple[str, str, tuple[str, ...]]:
     if rtype == R.EVIDENCE:
         return "evidence for seq {}: {} scans".format(
             data.get(R.EVIDENCE_INCIDENT), len(data.get(R.EVIDENCE_DELTAS, []))), "", ()
+    if rtype == R.VIDEO_BOOKMARK:
+        span_s = (data.get(R.BOOKMARK_END_MS, 0) - data.get(R.BOOKMARK_START_MS, 0)) / 1000
+        return "video bookmark: camera {} for alarm seq {}, {:.0f} s clip{}".format(
+            data.get(R.BOOKMARK_CAMERA), data.get(R.BOOKMARK_INCIDENT), span_s,
+            ", NVR asked to protect it" if data.get(R.BOOKMARK_PROTECT) else ""), "", ()
     if rtype == R.CATALOG:
         return "catalog: {} signals, {} rules".format(len(data.get(R.CATALOG_SPECS, [])),
                                                        len(names.rules) - 1), "", ()
@@ -168,23 +173,30 @@ class Incident:
     evidence_seq: int
     window_ms: int          # the evidence window's length (0: not written yet)
     scans: int
+    bookmarks: list[dict] = field(default_factory=list)   # its cameras' video bookmarks (docs/journal.md)
 
 
 def incidents(all_entries: Iterable[Entry]) -> list[Incident]:
     by_seq: dict[int, Entry] = {}
     found: list[Incident] = []
     windows: dict[int, tuple[int, int]] = {}    # evidence seq -> (window ms, scans)
+    marks: dict[int, list[dict]] = {}           # trigger seq -> its video bookmarks
     for e in all_entries:
         by_seq[e.seq] = e
         data = e.record.get(R.DATA, {})
         if e.type == "evidence":
             deltas = data.get(R.EVIDENCE_DELTAS, [])
             windows[e.seq] = (sum(d[0] for d in deltas), len(deltas))
+        elif e.type == "video_bookmark":
+            marks.setdefault(data.get(R.BOOKMARK_INCIDENT, -1), []).append({
+                "seq": e.seq, "camera": data.get(R.BOOKMARK_CAMERA), "start_ms": data.get(R.BOOKMARK_START_MS),
+                "end_ms": data.get(R.BOOKMARK_END_MS), "protect": data.get(R.BOOKMARK_PROTECT, False)})
         elif e.type == "incident":
             found.append(Incident(e.seq, e.time, e.severity, by_seq.get(data.get(R.INCIDENT_TRIGGER, -1)),
                                   data.get(R.INCIDENT_EVIDENCE, -1), 0, 0))
     for inc in found:
         inc.window_ms, inc.scans = windows.get(inc.evidence_seq, (0, 0))
+        inc.bookmarks = marks.get(inc.trigger.seq if inc.trigger else -1, [])
     return found
 
 

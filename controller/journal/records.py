@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from controller.core import events as ev, modes
+from controller.core.escalation import STEP_UPLINK
 
 # Common keys.
 SEQ = 1
@@ -34,7 +35,7 @@ DATA = 12
 TIME_UNTRUSTED = 0   # free-running since boot, never synchronised
 TIME_TRUSTED = 1     # synchronised (NTP, GNSS or a set RTC)
 
-# Record types: the core's events keep their event codes (1-10).
+# Record types: the core's events keep their event codes (1-11).
 GENESIS = 32
 RECOVERED = 33
 KEY_ROTATION = 34
@@ -48,12 +49,13 @@ RETENTION = 41
 CATALOG = 42
 EVIDENCE = 43
 FLOOD = 44
+VIDEO_BOOKMARK = 45
 
 TYPE_NAMES = {**ev.EVENT_NAMES, GENESIS: "genesis", RECOVERED: "recovered",
               KEY_ROTATION: "key_rotation", CHECKPOINT: "checkpoint", COMMAND: "command",
               LOGIN: "login", INCIDENT: "incident", TELEMETRY: "telemetry",
               HEALTH: "health", RETENTION: "retention", CATALOG: "catalog",
-              EVIDENCE: "evidence", FLOOD: "flood"}
+              EVIDENCE: "evidence", FLOOD: "flood", VIDEO_BOOKMARK: "video_bookmark"}
 
 # Data keys of the core events: 1, 2, 3 are the event's a, b, c
 # (controller.core.events.EVENT_FIELDS names them).
@@ -71,6 +73,7 @@ HEALTH_STARTED = 8          # the gateway started (detail: version, config)
 HEALTH_STOPPED = 9          # the gateway stopped cleanly (detail: why)
 HEALTH_INPUT_REFUSED = 10   # a file the gateway reads was refused: running without it (detail: why)
 HEALTH_ROOT_KEY = 11        # the root record key is on the gateway (forward security is void while it is)
+HEALTH_LAN = 12             # the cabinet LAN: its MQTT broker away or refusing, the webhook unable to listen
 
 # Data keys per type beyond the core events (docs/records.cddl).
 GENESIS_KID, GENESIS_ALG = 1, 2
@@ -87,6 +90,7 @@ RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
 CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
 FLOOD_SOURCE, FLOOD_COUNT, FLOOD_FIRST_MS, FLOOD_LAST_MS, FLOOD_DIGEST = 1, 2, 3, 4, 5
 EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
+BOOKMARK_CAMERA, BOOKMARK_START_MS, BOOKMARK_END_MS, BOOKMARK_INCIDENT, BOOKMARK_PROTECT = 1, 2, 3, 4, 5
 
 
 class Context:
@@ -133,6 +137,8 @@ def event_severity(event: tuple[int, int, int, int]) -> int:
         return ev.ALARM if a else ev.WARNING
     if code == ev.EV_DEVICE:   # a device answering (at every start) is no trouble; one gone silent is
         return ev.INFO if b else ev.WARNING
+    if code == ev.EV_ESCALATION:   # the plan's "push upstream": sealed and sent at once
+        return ev.ALARM if a == STEP_UPLINK and c else ev.INFO
     if code in (ev.EV_REFUSED, ev.EV_SIREN_LIMIT):
         return ev.WARNING
     return ev.INFO
@@ -174,6 +180,14 @@ def flood(ctx: Context, source: str, count: int, first_wall_ms: int, last_wall_m
     return make(FLOOD, ev.WARNING, ctx, {FLOOD_SOURCE: source, FLOOD_COUNT: count,
                                          FLOOD_FIRST_MS: first_wall_ms, FLOOD_LAST_MS: last_wall_ms,
                                          FLOOD_DIGEST: digest})
+
+
+def video_bookmark(ctx: Context, camera: str, start_ms: int, end_ms: int, incident_seq: int,
+                   severity: int, protect: bool) -> dict[int, object]:
+    """One camera's clip window around an incident (wall ms), and whether the NVR was asked to protect it."""
+    return make(VIDEO_BOOKMARK, severity, ctx, {BOOKMARK_CAMERA: camera, BOOKMARK_START_MS: start_ms,
+                                                BOOKMARK_END_MS: end_ms, BOOKMARK_INCIDENT: incident_seq,
+                                                BOOKMARK_PROTECT: protect})
 
 
 def telemetry(ctx: Context) -> dict[int, object]:

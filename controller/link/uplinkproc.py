@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +49,7 @@ from typing import Callable
 from controller.errors import CabguardError, JournalError
 from controller.journal.journal import Journal, first_seq_of, read_durable
 from controller.journal.segments import list_segments
+from controller.link.child import reap, spawn
 from controller.link.uplink import DRAIN_RATE, Uplink
 from controller.link.wire import MAX_BYTES as MAX_COMMAND_BYTES, Topics
 from drivers.mqtt import Backoff, BrokerSettings, tls_context
@@ -135,26 +135,16 @@ class UplinkProcess:
         self.wake.set()
         if self.pipe is not None:
             self.pipe.send(("stop",))
-        if self.process is not None:
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        reap(self.process, STOP_TIMEOUT_S)
         if self.inbox.ident is not None:
             self.inbox.join(STOP_TIMEOUT_S)
         if self.pipe is not None:
             self.pipe.conn.close()
 
     def _spawn(self) -> None:
-        """A fresh interpreter (not a fork: the gateway's threads hold locks a fork
-        would copy) running this module, with one end of a socket pair."""
-        ours, theirs = socket.socketpair()
-        with theirs:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "controller.link.uplinkproc", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
-        self.pipe = Pipe(Connection(ours.detach()))
+        """A fresh interpreter running this module (controller/link/child.py)."""
+        self.process, conn = spawn("controller.link.uplinkproc")
+        self.pipe = Pipe(conn)
         with self.urgent_lock:
             urgent = sorted(s for s in self.unsent_urgent if s > self.journal.cursor)
         self.pipe.send((self.spec, self.journal.cursor, self.journal.durable_seq, urgent))

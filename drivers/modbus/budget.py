@@ -17,6 +17,7 @@ from drivers.modbus.profiles import Profile
 
 WARN_LOAD = 0.60
 MAX_LOAD = 1.00
+READ_LIMIT_FLOOR_S = 2 * frames.SLOWEST_TURNAROUND_S   # a read may always take this long
 
 
 class DeviceLoad(NamedTuple):
@@ -30,17 +31,25 @@ class DeviceLoad(NamedTuple):
         return self.poll_s / self.period_s
 
 
+def read_limit_s(ceiling_s: float, periods_s: Iterable[float]) -> float:
+    """The longest a read may take (request, slowest turnaround, answer): the timeout
+    ceiling, and no longer than the bus's shortest poll period (but READ_LIMIT_FLOOR_S at
+    least, or reads would shrink to a register or two), so a long block is split and the
+    devices polled often are polled between its reads (frames.split_reads)."""
+    return min(ceiling_s, max(READ_LIMIT_FLOOR_S, min(periods_s, default=ceiling_s)))
+
+
 def read_seconds(function: int, count: int, baud: int) -> float:
     data = (count + 7) // 8 if function in frames.BIT_FUNCTIONS else 2 * count
     return frames.wire_seconds(13 + data, baud) + 2 * frames.t35_seconds(baud)
 
 
-def device_load(name: str, profile: Profile, period_ms: int, baud: int, ceiling_s: float) -> DeviceLoad:
-    """One device's polls, read as the poller reads them (long blocks split); a SunSpec
-    device at its default layout."""
+def device_load(name: str, profile: Profile, period_ms: int, baud: int, limit_s: float) -> DeviceLoad:
+    """One device's polls, read as the poller reads them (long blocks split to ``limit_s``,
+    see read_limit_s); a SunSpec device at its default layout."""
     regmap = profile.bind(profile.sim_layout() if profile.sunspec else None)
     reads = [(frames.READ_FUNCTION[b.table], n) for b in regmap.blocks
-             for _s, n in frames.split_reads(frames.READ_FUNCTION[b.table], b.start, b.count, baud, ceiling_s)]
+             for _s, n in frames.split_reads(frames.READ_FUNCTION[b.table], b.start, b.count, baud, limit_s)]
     return DeviceLoad(name, len(reads), sum(read_seconds(f, n, baud) for f, n in reads), period_ms / 1000)
 
 

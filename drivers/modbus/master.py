@@ -13,6 +13,13 @@ waits for a quiet line: stale bytes are read and dropped until t3.5 has
 passed after the last one, so the rest of a late answer is not taken as the
 answer to the next request.
 
+The port comes from a transport factory (``transport``, by default
+``open_serial``), which opens it with the bus's framing and RS-485 direction
+control.  With ``rs485 = "rts"`` the master raises RTS to the send level
+before each request, waits for the UART to send its last bit (``tcdrain``)
+and drops it again, with the configured delays around; ``kernel`` and
+``auto`` leave that to the serial driver or the adapter.
+
 Every failure of the port itself (an unplugged USB adapter makes ``tcflush``
 raise ``termios.error``, reads return end-of-file, writes EIO) becomes a
 ``ModbusPortLost``: a failed transaction like any other, so the caller's
@@ -25,15 +32,19 @@ import os
 import select
 import termios
 import time
+from typing import Callable
 
 import serial
 
 from drivers.errors import ModbusException, ModbusFrameError, ModbusPortLost, ModbusTimeout
 from drivers.modbus import frames
+from drivers.modbus.options import Rs485
 from drivers.modbus.ports import open_serial
 
+PACED_SLACK = 2   # characters an answer's first read may hold and still be taken as paced by a wire
 # What the serial layer raises when the port goes away under us.
 SERIAL_ERRORS = (OSError, termios.error, serial.SerialException)
+Transport = Callable[[str, int, str, int, Rs485], serial.Serial]
 
 
 def _reason(error: BaseException) -> str:
@@ -51,16 +62,20 @@ class RtuMaster:
     >>> m.read_registers(2, frames.READ_INPUT, 0, 30, timeout=0.05)  # doctest: +SKIP
     """
 
-    def __init__(self, port: str, baud: int = 115200, parity: str = "N", stopbits: int = 1) -> None:
+    def __init__(self, port: str, baud: int = 115200, parity: str = "N", stopbits: int = 1,
+                 rs485: Rs485 = Rs485(), transport: Transport = open_serial) -> None:
         self.port = port
         self.baud = baud
-        self.serial = open_serial(port, baud, parity, stopbits)
+        self.rs485 = rs485
+        self.serial = transport(port, baud, parity, stopbits, rs485)
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
+        self._char_s = frames.wire_seconds(1, baud)
         self._quiet_from = 0.0
         self._stale = False        # the last transaction may have left an answer on its way
         self._sent = (0, 0.0)      # (address, end of the request on the wire) of the last request
         self.late: tuple[int, float] | None = None   # (address, turnaround) of a late answer seen
+        self._first_at: float | None = None          # when this answer's first bytes were read
         self._longest = frames.wire_seconds(frames.MAX_FRAME, baud) + self.t35
         self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
@@ -87,15 +102,20 @@ class RtuMaster:
         self.wait_quiet()
         try:
             termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
-            os.write(self.fd, request)
+            if self.rs485.mode == "rts":
+                self._send_driving_rts(request)
+                sent = time.perf_counter()
+            else:
+                os.write(self.fd, request)
+                sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
-        sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
         self._sent = (request[0], sent)
+        self._first_at = None
         deadline = sent + timeout
         whole = False
         try:
-            frame = self._read(frames.EXCEPTION_LENGTH, deadline)
+            frame = self._read(frames.EXCEPTION_LENGTH, deadline, expected)
             if len(frame) < frames.EXCEPTION_LENGTH:
                 raise ModbusTimeout("no answer from slave {} within {:.0f} ms".format(
                     request[0], timeout * 1000)) if not frame else ModbusFrameError(
@@ -103,7 +123,7 @@ class RtuMaster:
             if frame[0] != request[0] or frame[1] & 0x7F != request[1]:
                 self._drain(deadline)
             elif not frame[1] & 0x80 and expected > len(frame):
-                frame += self._read(expected - len(frame), deadline)
+                frame += self._read(expected - len(frame), deadline, have=len(frame))
                 if len(frame) < expected:
                     raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
             data = frames.check_reply(request, frame)
@@ -115,6 +135,19 @@ class RtuMaster:
         finally:
             self._quiet_from = time.perf_counter() + self.t35
             self._stale = not whole
+
+    def _send_driving_rts(self, request: bytes) -> None:
+        """Drive the bus for ``request`` only: RTS to the send level, the request out to its
+        last bit, RTS back, so the transceiver listens before the slave answers."""
+        rs485 = self.rs485
+        self.serial.rts = rs485.rts_tx_high
+        if rs485.delay_before_ms:
+            time.sleep(rs485.delay_before_ms / 1000)
+        os.write(self.fd, request)
+        termios.tcdrain(self.fd)
+        if rs485.delay_after_ms:
+            time.sleep(rs485.delay_after_ms / 1000)
+        self.serial.rts = not rs485.rts_tx_high
 
     def wait_quiet(self) -> None:
         """Sleep until t3.5 has passed since the last frame on the wire; after a failed
@@ -128,13 +161,29 @@ class RtuMaster:
         if wait > 0:
             time.sleep(wait)
 
-    def _read(self, n: int, deadline: float) -> bytes:
+    def _read(self, n: int, deadline: float, coming: int = 0, have: int = 0) -> bytes:
+        """Up to ``n`` more bytes of an answer of which ``have`` are read, those arrived by
+        ``deadline``.  On a wire the rest of an answer (``coming`` bytes in all, when the
+        caller expects more than it reads here) cannot come faster than the baud sends it:
+        the thread sleeps its wire time instead of waking for each batch of characters,
+        which was most of the bus thread's CPU.  Bytes that came faster than the baud
+        carries them (before the request was out, or a burst of more than PACED_SLACK
+        characters) are not on a wire (a pty without pacing): the rest is polled for.  (An exception answer, shorter than
+        ``coming``, is read a little later.)"""
         buf = b""
         while len(buf) < n:
             left = deadline - time.perf_counter()
-            if left <= 0 or not self._poll.poll(left * 1000):
+            if not self._poll.poll(max(0.0, left) * 1000):
                 break
             buf += self._read_some(n - len(buf))
+            now = time.perf_counter()
+            if self._first_at is None:
+                self._first_at = now
+            came = have + len(buf) - 1 - PACED_SLACK
+            on_wire = self._first_at >= self._sent[1] and now - self._first_at >= came * self._char_s
+            if len(buf) < n and on_wire:
+                rest = self._char_s * (max(n, coming) - len(buf))
+                time.sleep(min(rest, max(0.0, deadline - now)))
         return buf
 
     def _read_some(self, n: int) -> bytes:

@@ -10,28 +10,26 @@ short lock.  The scan loop never waits for the bus: ``copy_into(image,
 indices)`` copies the newest snapshot (a few hundred integers, microseconds)
 and ``events()`` drains what happened since the last scan.
 
-Timeouts follow each device's measured turnaround (EWMA) plus the wire time
-of the request and answer, clamped to [floor, ceiling].  Until a device has
-answered once its timeout is the ceiling (first contact: a slow BMS must
-get the chance to show how slow it is), with no retry; its first answer
-sets the turnaround, later ones (late answers too, as the master sees them
-arrive while it waits for a quiet line) average into it.  A failed read is
-retried at most ``retries`` times, so a silent or exception-answering
-device holds the bus at most ``(1 + retries) * timeout`` per block.  A
-device goes offline after ``offline_after`` failed polls in a row and back
-online after ``online_after`` good polls (hysteresis); its signals keep
-their last good values while ``online`` is 0.
+What each transaction's outcome means for its device — the adaptive
+timeout, retries, first contact, the online/offline hysteresis, the
+counters — is decided by the device's ``DeviceLink`` (drivers/modbus/link.py),
+a pure state machine; this module does the I/O around it.  A device's
+signals keep their last good values while ``online`` is 0.
+
+The port and its master are built by a factory (``master_factory``, by
+default ``open_master``: an ``RtuMaster`` on the bus's serial port), as
+gpiozero injects pin factories; the poller calls it again to reopen a lost
+port.
 
 Coil writes are queued to the bus thread (``write_coils``), done between
-polls, read back, and reported as events (``write_ok``, ``write_mismatch``,
-``write_failed``).
+polls, read back, and reported as events (``WRITE_OK``, ``WRITE_MISMATCH``,
+``WRITE_FAILED``; the kinds are in drivers/modbus/events.py).
 
 A port that fails under a transaction (USB adapter pulled, simulator gone)
-is closed and reopened with backoff (``REOPEN_FIRST_S`` doubling up to
-``REOPEN_MAX_S``); meanwhile every poll fails at once, so the devices go
-offline through the same hysteresis as a cut cable.  Once it is back, every
-device is polled at once.  ``port_lost`` and ``port_reopened`` events say
-so.  Should the thread die anyway (a bug), every device is marked offline
+is closed and reopened with backoff (``PortLink``: 0.1 s doubling up to
+0.5 s); meanwhile every device is offline, its ``comm_exc`` twin at
+``PORT_LOST``.  Once it is back, every device is polled at once.
+``PORT_LOST`` and ``PORT_REOPENED`` events say so.  Should the thread die anyway (a bug), every device is marked offline
 and ``crashed()`` tells the runtime, which journals it and calls
 ``restart()``.
 
@@ -56,6 +54,12 @@ from typing import Callable, Generator, NamedTuple
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
 from drivers.modbus import frames
+from drivers.modbus.budget import read_limit_s
+from drivers.modbus.events import (OFFLINE, PORT_LOST as PORT_LOST_EVENT, PORT_REOPENED, WRITE_FAILED,
+                                   WRITE_MISMATCH, WRITE_OK, BusEvent)
+from drivers.modbus.link import (COUNTER_MASK, GARBLED, PORT_GONE, REFUSED, REOPEN_MAX_US, TIMEOUT, DeviceLink,
+                                 PortLink)
+from drivers.modbus.options import BusOptions
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
 from drivers.modbus.sunspec import NotSunSpec, discover
@@ -63,10 +67,7 @@ from drivers.modbus.sunspec import NotSunSpec, discover
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
 # import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
-COUNTER_MASK = 0x7FFFFFFF  # counters wrap inside 31 bits, like every image value
 ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
-REOPEN_FIRST_S = 0.1       # a lost port is tried again after this long ...
-REOPEN_MAX_S = 0.5         # ... doubling up to this: a port back is in use within half a second
 
 
 class PolledDevice(NamedTuple):
@@ -76,30 +77,17 @@ class PolledDevice(NamedTuple):
     period_ms: int             # poll period
 
 
-class BusOptions(NamedTuple):
-    baud: int = 115200
-    parity: str = "N"          # N E O: must match the devices' framing
-    stopbits: int = 1
-    timeout_floor_ms: float = 20.0
-    timeout_ceiling_ms: float = 500.0
-    retries: int = 1
-    offline_after: int = 2
-    online_after: int = 2
-
-
-class BusEvent(NamedTuple):
-    device: str
-    kind: str      # online offline exception mismatch write_ok write_mismatch write_failed
-                   # port_lost port_reopened (device is then the port)
-    code: int      # Modbus exception code, or the write's token
-    detail: str
-
-
 Job = Callable[[RtuMaster], Generator[None, None, object]]
+MasterFactory = Callable[[str, BusOptions], RtuMaster]
 
 
-# ``comm_exc`` while the bus's port is gone (docs/signals.md): not a Modbus exception code.
-PORT_LOST = 256
+def open_master(port: str, options: BusOptions) -> RtuMaster:
+    """The default master factory: an RtuMaster on the serial port ``port``."""
+    return RtuMaster(port, options.baud, options.parity, options.stopbits, options.rs485)
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
 
 
 class _QueuedJob(NamedTuple):
@@ -108,30 +96,21 @@ class _QueuedJob(NamedTuple):
 
 
 class _State:
-    """One device's bookkeeping, owned by the bus thread."""
+    """One device's bookkeeping, owned by the bus thread: its link and its schedule."""
 
-    def __init__(self, spec: PolledDevice, profile: Profile, slot: int, due: float) -> None:
+    def __init__(self, spec: PolledDevice, profile: Profile, slot: int, due: float, options: BusOptions) -> None:
         self.instance = spec.instance
         self.profile = profile
         self.address = spec.address
+        self.link = DeviceLink(spec.instance, spec.address, options)
         self.period = spec.period_ms / 1000
         self.regmap: RegisterMap | None = None if profile.sunspec else profile.bind()
         self.names = [n for n, _u, _s in profile.signal_specs()]
         self.slot = slot                 # first index in the flat snapshot
         self.due = due
-        self.online = 0
-        self.good_run = 0
-        self.bad_run = 0
-        self.ok = self.timeouts = self.crc = self.exc = self.exc_count = 0
         self.not_implemented = 0
-        self.mismatch = False            # a SunSpec discovery failure was reported
-        self.latency = 0.0               # EWMA of turnaround beyond wire time, seconds
-        self.answered = False            # it answered once: latency is measured, not guessed
         self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
-        self.reason = ""                 # why the last read failed, for the offline event
-
-    def twins(self) -> list[int]:
-        return [self.online, self.ok, self.timeouts, self.crc, self.exc]
+        self.poll_dev = 0.0              # ... and of its deviation from that mean
 
 
 class BusPoller:
@@ -144,9 +123,11 @@ class BusPoller:
     >>> poller.copy_into(image, indices)      # every scan: non-blocking  # doctest: +SKIP
     """
 
-    def __init__(self, port: str, devices: list[PolledDevice], options: BusOptions = BusOptions()) -> None:
+    def __init__(self, port: str, devices: list[PolledDevice], options: BusOptions = BusOptions(),
+                 master_factory: MasterFactory = open_master) -> None:
         self.port = port
         self.options = options
+        self.master_factory = master_factory
         self._states: list[_State] = []
         names: list[str] = []
         seen = set()
@@ -158,7 +139,7 @@ class BusPoller:
             seen.add(spec.instance)
             profile = spec.profile if isinstance(spec.profile, Profile) else load_profile(spec.profile)
             stagger = spec.period_ms / 1000 * i / max(1, len(devices))
-            self._states.append(_State(spec, profile, len(names), now + stagger))
+            self._states.append(_State(spec, profile, len(names), now + stagger, options))
             names += [spec.instance + "." + n for n, _u, _s in profile.signal_specs()]
             names += [spec.instance + "." + t for t in TWINS]
         self.names = names
@@ -174,9 +155,10 @@ class BusPoller:
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
         self._job_turn = False   # a poll ran since the last job step (bus thread only)
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
-        self._reopen_at = 0.0            # when to try a lost port again (bus thread only)
-        self._reopen_delay = REOPEN_FIRST_S
-        self._lost_at = self._opened_at = 0.0
+        self._reopen = PortLink()        # when to try a lost port again (bus thread only)
+        self._nested = False             # polling a device in the middle of another's poll
+        # No read longer than the ceiling, nor than the shortest poll period (drivers/modbus/budget.py).
+        self._read_limit = read_limit_s(options.timeout_ceiling_ms / 1000, [d.period_ms / 1000 for d in devices])
         self._death: str | None = None   # why the bus thread died, until restart()
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
@@ -230,21 +212,17 @@ class BusPoller:
 
     def stats(self) -> dict[str, dict[str, float]]:
         """Per-device counters and timing, for status pages and the bench."""
-        return {st.instance: {"online": st.online, "ok": st.ok, "timeouts": st.timeouts,
-                              "crc": st.crc, "exceptions": st.exc_count, "last_exception": st.exc,
+        return {st.instance: {"online": st.link.online, "ok": st.link.ok, "timeouts": st.link.timeouts,
+                              "crc": st.link.crc, "exceptions": st.link.exc_count, "last_exception": st.link.exc,
                               "not_implemented": st.not_implemented,
-                              "latency_ms": st.latency * 1000, "timeout_ms": self._timeout(st, 0) * 1000}
+                              "latency_ms": st.link.latency_us / 1000, "timeout_ms": st.link.timeout_us(0) / 1000}
                 for st in self._states}
 
     def open(self) -> "BusPoller":
         """Open the port; PortError names it and the ports that exist if it is missing."""
         if self._master is None:
-            self._master = self._open_master()
+            self._master = self.master_factory(self.port, self.options)
         return self
-
-    def _open_master(self) -> RtuMaster:
-        opts = self.options
-        return RtuMaster(self.port, opts.baud, opts.parity, opts.stopbits)
 
     def poll_cycle(self) -> list[bool]:
         """Poll every device once now, in the calling thread (before ``start()``; the bench
@@ -314,17 +292,18 @@ class BusPoller:
     def _all_offline(self, why: str) -> None:
         """No thread polls them: their values are no longer known."""
         for st in self._states:
-            st.good_run = 0
-            if st.online:
-                st.online = 0
-                self._events.put(BusEvent(st.instance, "offline", st.exc, why))
+            self._report(st.link.unpolled(why))
             self._publish(st, None)
+
+    def _report(self, events: list[BusEvent]) -> None:
+        for event in events:
+            self._events.put(event)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._check_port()
             st = min(self._states, key=lambda s: s.due)
-            due = st.due if self._master is not None else min(st.due, self._reopen_at)
+            due = st.due if self._master is not None else min(st.due, self._reopen.reopen_at / 1e6)
             wait = due - time.monotonic()
             # A job steps while no poll is due, and on a busy wire (a poll always due)
             # every other transaction, so a scan neither delays polls much nor starves.
@@ -346,12 +325,18 @@ class BusPoller:
                 continue
             if st.due > time.monotonic():
                 continue  # it was time to reopen the port, not to poll
-            started = time.monotonic()
             self._job_turn = True
-            self.poll(st)
-            now = time.monotonic()
-            st.poll_s += (now - started - st.poll_s) / 8
-            st.due = self._next_due(st, now)
+            self._poll_due(st)
+
+    def _poll_due(self, st: _State) -> None:
+        """Poll a device whose time has come, and schedule its next poll."""
+        started = time.monotonic()
+        self.poll(st)
+        now = time.monotonic()
+        took = now - started
+        st.poll_dev += (abs(took - st.poll_s) - st.poll_dev) / 4
+        st.poll_s += (took - st.poll_s) / 8
+        st.due = self._next_due(st, now)
 
     def _check_port(self) -> None:
         """Close a port that failed; reopen a lost one when its backoff is up."""
@@ -359,38 +344,24 @@ class BusPoller:
         if master is not None and master.lost:
             master.close()
             self._master = None
-            now = time.monotonic()
-            # A port that flaps (a loose plug) backs off too; one that held a while starts afresh.
-            held = now - self._opened_at > 10 * REOPEN_MAX_S
-            self._reopen_delay = REOPEN_FIRST_S if held else min(REOPEN_MAX_S, 2 * self._reopen_delay)
-            self._lost_at = now
-            self._reopen_at = now + self._reopen_delay
-            self._events.put(BusEvent(self.port, "port_lost", 0, "{}; its devices fall silent, reopening "
-                                      "every {:.1f} s at most".format(master.lost, REOPEN_MAX_S)))
-            self._silence_all(master.lost)
-        if self._master is not None or time.monotonic() < self._reopen_at:
+            self._reopen.lost(_us(time.monotonic()))
+            self._events.put(BusEvent(self.port, PORT_LOST_EVENT, 0, "{}; its devices fall silent, reopening "
+                                      "every {:.1f} s at most".format(master.lost, REOPEN_MAX_US / 1e6)))
+            for st in self._states:
+                self._failed(st, st.link.port_gone(master.lost))
+        if self._master is not None or _us(time.monotonic()) < self._reopen.reopen_at:
             return
         try:
-            self._master = self._open_master()
+            self._master = self.master_factory(self.port, self.options)
         except PortError:
-            self._reopen_delay = min(REOPEN_MAX_S, 2 * self._reopen_delay)
-            self._reopen_at = time.monotonic() + self._reopen_delay
+            self._reopen.open_failed(_us(time.monotonic()))
             return
-        self._opened_at = time.monotonic()
+        opened = time.monotonic()
+        gone_us = self._reopen.opened(_us(opened))
         for st in self._states:  # poll everyone now: the devices come back one period sooner
-            st.due = min(st.due, self._opened_at)
-        self._events.put(BusEvent(self.port, "port_reopened", 0, "port {} is back after {:.1f} s".format(
-            self.port, time.monotonic() - self._lost_at)))
-
-    def _silence_all(self, why: str) -> None:
-        """The port itself is gone: no answer can come, so every device is offline
-        now, not after the hysteresis that rides out a glitch, and says why on its
-        ``comm_exc`` twin (PORT_LOST, outside Modbus's exception codes 1..255)."""
-        for st in self._states:
-            st.exc = PORT_LOST
-            st.reason = why
-            st.bad_run = max(st.bad_run, self.options.offline_after - 1)
-            self._failed(st)
+            st.due = min(st.due, opened)
+        self._events.put(BusEvent(self.port, PORT_REOPENED, 0, "port {} is back after {:.1f} s".format(
+            self.port, gone_us / 1e6)))
 
     def _next_due(self, st: _State, now: float) -> float:
         """When to poll ``st`` next: on its own period, keeping its phase; or, for a
@@ -399,7 +370,7 @@ class BusPoller:
         grid = self._grid
         if grid is not None and abs(st.period - grid[1]) < 1e-6:
             anchor, period = grid
-            lead = st.poll_s + ALIGN_MARGIN_S
+            lead = st.poll_s + 2 * st.poll_dev + ALIGN_MARGIN_S   # most polls end in time, not half
             return anchor + (math.floor((now + lead - anchor) / period) + 1) * period - lead
         due = st.due + st.period
         if due < now:  # overrun: skip missed slots, keep the phase
@@ -439,35 +410,20 @@ class BusPoller:
                       for b in st.regmap.blocks]
             values, missing = st.regmap.decode(blocks)
         except NotSunSpec as e:
-            self._failed(st)
-            if not st.mismatch:  # once per episode, not every period
-                self._events.put(BusEvent(st.instance, "mismatch", 0, str(e)))
-            st.mismatch = True
+            self._failed(st, st.link.not_sunspec(str(e)))
             return False
         except ModbusError:
-            self._failed(st)
+            self._failed(st, st.link.poll_failed())
             return False
         st.not_implemented = (st.not_implemented + missing) & COUNTER_MASK
-        st.mismatch = False
-        st.bad_run = 0
-        st.good_run += 1
-        if not st.online and st.good_run >= self.options.online_after:
-            st.online = 1
-            self._events.put(BusEvent(st.instance, "online", 0, "answering"))
-        if st.exc:
-            st.exc = 0
+        self._report(st.link.poll_ok())
         self._publish(st, [values[n] for n in st.names])
         return True
 
-    def _failed(self, st: _State) -> None:
-        st.good_run = 0
-        st.bad_run += 1
-        if st.online and st.bad_run >= self.options.offline_after:
-            st.online = 0
-            if st.profile.sunspec:
-                st.regmap = None  # rediscover: it may be a different device when it returns
-            self._events.put(BusEvent(st.instance, "offline", st.exc, "{} failed polls; last: {}".format(
-                st.bad_run, st.reason)))
+    def _failed(self, st: _State, events: list[BusEvent]) -> None:
+        if st.profile.sunspec and any(e.kind == OFFLINE for e in events):
+            st.regmap = None  # rediscover: it may be a different device when it returns
+        self._report(events)
         self._publish(st, None)
 
     def _publish(self, st: _State, values: list[int] | None) -> None:
@@ -475,14 +431,7 @@ class BusPoller:
         with self._lock:
             if values is not None:
                 self._flat[st.slot:st.slot + n] = values
-            self._flat[st.slot + n:st.slot + n + len(TWINS)] = st.twins()
-
-    def _timeout(self, st: _State, count: int) -> float:
-        if not st.answered:
-            return self.options.timeout_ceiling_ms / 1000
-        wire = frames.wire_seconds(8 + 5 + 2 * count, self.options.baud)
-        t = wire + 4 * st.latency + 0.002
-        return min(self.options.timeout_ceiling_ms / 1000, max(self.options.timeout_floor_ms / 1000, t))
+            self._flat[st.slot + n:st.slot + n + len(TWINS)] = st.link.twins()
 
     def _port(self) -> RtuMaster:
         if self._master is None:
@@ -490,56 +439,57 @@ class BusPoller:
         return self._master
 
     def _read_split(self, st: _State, function: int, start: int, count: int) -> list[int]:
-        """A block in as many reads as the baud needs for each to fit the ceiling."""
+        """A block in as many reads as the baud needs for each to fit the ceiling and the
+        shortest poll period; before each, a device of a shorter period whose poll falls due
+        meanwhile is polled first."""
         values: list[int] = []
-        for first, n in frames.split_reads(function, start, count, self.options.baud,
-                                           self.options.timeout_ceiling_ms / 1000):
+        for first, n in frames.split_reads(function, start, count, self.options.baud, self._read_limit):
+            self._yield_to_due(st, n)
             values += self._read(st, function, first, n)
         return values
 
+    def _yield_to_due(self, st: _State, count: int) -> None:
+        if self._nested or threading.current_thread() is not self._thread:
+            return
+        ends = time.monotonic() + st.link.expected_us(count) / 1e6
+        for other in self._states:
+            if other.period < st.period and other.due <= ends and self._master is not None:
+                self._nested = True
+                try:
+                    self._poll_due(other)
+                finally:
+                    self._nested = False
+
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
-        """One block read with bounded retries; counts every attempt on the twins."""
-        timeout = self._timeout(st, count)
-        retries = self.options.retries if st.answered else 0  # first contact already waits the ceiling
-        for attempt in range(1 + retries):
+        """One block read with the retries its link allows; every attempt goes to the link."""
+        link = st.link
+        timeout_us = link.timeout_us(count)
+        attempts = link.attempts()
+        for attempt in range(attempts):
             try:
                 master = self._port()
                 master.wait_quiet()
                 t0 = time.perf_counter()
-                values = master.read_block(st.address, function, start, count, timeout)
+                values = master.read_block(st.address, function, start, count, timeout_us / 1e6)
             except ModbusPortLost as e:
-                st.timeouts = (st.timeouts + 1) & COUNTER_MASK
-                st.reason = str(e)
+                link.failed(PORT_GONE, str(e))
                 raise  # no retry: the port is closed and reopened between polls
             except ModbusTimeout:
-                st.timeouts = (st.timeouts + 1) & COUNTER_MASK
-                st.reason = "no answer within {:.0f} ms".format(timeout * 1000)
+                link.failed(TIMEOUT, "no answer within {:.0f} ms".format(timeout_us / 1000))
                 error: ModbusError = ModbusTimeout()
             except (ModbusCrcError, ModbusFrameError) as e:
-                st.crc = (st.crc + 1) & COUNTER_MASK
-                st.reason = str(e)
+                link.failed(GARBLED, str(e))
                 error = e
             except ModbusException as e:
-                self._exception(st, e.code)
-                st.reason = str(e)
-                st.answered = True
+                self._report(link.failed(REFUSED, str(e), e.code))
                 raise  # the device answered: retrying will not change its mind
             else:
-                self._learn(st, time.perf_counter() - t0 - frames.wire_seconds(8 + 5 + 2 * count,
-                                                                                 self.options.baud))
-                st.ok = (st.ok + 1) & COUNTER_MASK
+                link.answered_in(_us(time.perf_counter() - t0), count)
                 return values
             finally:
                 self._late_answer()
-            if self._stop.is_set() or attempt == retries:
+            if self._stop.is_set() or attempt == attempts - 1:
                 raise error
-
-    @staticmethod
-    def _learn(st: _State, turnaround: float) -> None:
-        """A measured turnaround: the first one is the estimate, later ones average in."""
-        turnaround = max(0.0, turnaround)
-        st.latency = st.latency + (turnaround - st.latency) / 8 if st.answered else turnaround
-        st.answered = True
 
     def _late_answer(self) -> None:
         """Learn from an answer the master saw arrive after its request had timed out."""
@@ -550,29 +500,22 @@ class BusPoller:
         master.late = None
         for st in self._states:
             if st.address == address:
-                self._learn(st, turnaround)
-
-    def _exception(self, st: _State, code: int) -> None:
-        st.exc_count = (st.exc_count + 1) & COUNTER_MASK
-        if code != st.exc:
-            self._events.put(BusEvent(st.instance, "exception", code,
-                                      "Modbus exception {} from address {}".format(code, st.address)))
-        st.exc = code
+                st.link.late(_us(turnaround))
 
     def _write(self, token: int, st: _State, addresses: dict[str, int], values: dict[str, int]) -> None:
         try:
             for name, coil in sorted(addresses.items()):
-                self._port().write_coil(st.address, coil, bool(values[name]), self._timeout(st, 0))
+                self._port().write_coil(st.address, coil, bool(values[name]), st.link.timeout_us(0) / 1e6)
         except ModbusError as e:
             if isinstance(e, ModbusException):
-                self._exception(st, e.code)
-            self._events.put(BusEvent(st.instance, "write_failed", token, str(e) or "timeout"))
+                self._report(st.link.refused(e.code))
+            self._events.put(BusEvent(st.instance, WRITE_FAILED, token, str(e) or "timeout"))
             return
         if not self.poll(st):
-            self._events.put(BusEvent(st.instance, "write_failed", token, "readback failed"))
+            self._events.put(BusEvent(st.instance, WRITE_FAILED, token, "readback failed"))
             return
         got = self.snapshot()
         wrong = [n for n in values if got[st.instance + "." + n] != (1 if values[n] else 0)]
-        kind = "write_mismatch" if wrong else "write_ok"
+        kind = WRITE_MISMATCH if wrong else WRITE_OK
         self._events.put(BusEvent(st.instance, kind, token, ", ".join(wrong) or "read back"))
 

@@ -52,6 +52,9 @@ CLASSES: dict[str, tuple[tuple, tuple]] = {
 
 TABLES = ("coil", "discrete", "holding", "input")
 BIT_TABLES = ("coil", "discrete")
+# A poll reads the registers first and the bits (door contacts, switches) last, so a
+# contact's reading is the freshest when the poll ends, just before the scan that uses it.
+READ_ORDER = ("holding", "input", "coil", "discrete")
 WORDS = {"bool": 1, "u16": 1, "s16": 1, "u32": 2, "s32": 2}
 TYPES = tuple(WORDS) + ("str",)
 SUNSPEC_BASES = (40000, 0, 50000)
@@ -210,7 +213,7 @@ def _pack_blocks(fields: list[Field], gap: int) -> list[Block]:
         if f.sf_address is not None:
             spans.setdefault("holding", []).append((f.sf_address, f.sf_address + 1))
     blocks = []
-    for table in TABLES:
+    for table in READ_ORDER:
         limit = MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
         start = end = None
         for lo, hi in sorted(spans.get(table, [])):

@@ -8,6 +8,7 @@ from typing import Callable, Generator, Iterable, Iterator, NamedTuple
 from drivers.errors import ModbusCrcError, ModbusError, ModbusException, ModbusFrameError, ModbusTimeout
 from drivers.modbus import frames
 from drivers.modbus.master import RtuMaster
+from drivers.modbus.options import Rs485
 from drivers.modbus.sunspec import NotSunSpec, find_base, model_chain
 
 COMMON_TEXT = (("Mn", 2, 16), ("Md", 18, 16), ("SN", 50, 16))  # model 1 strings: name, offset, words
@@ -98,7 +99,7 @@ def report(port: str, baud: int, first: int, last: int, found: list[Found]) -> l
 
 
 def main(args: argparse.Namespace) -> int:
-    master = RtuMaster(args.port, args.baud, args.parity, args.stopbits)
+    master = RtuMaster(args.port, args.baud, args.parity, args.stopbits, Rs485(args.rs485))
     try:
         timeout = scan_timeout(args.baud) if args.timeout_ms is None else args.timeout_ms / 1000
         found = [f for f in probes(master, range(args.first, args.last + 1), timeout) if f is not None]

@@ -13,7 +13,7 @@ import json
 import sys
 from typing import NamedTuple
 
-AREAS = ("core", "rules", "journal", "modbus", "runtime", "console", "uplink", "headend", "eval", "flash")
+AREAS = ("core", "rules", "journal", "modbus", "runtime", "console", "uplink", "headend", "eval", "flash", "senses")
 
 
 class Figure(NamedTuple):

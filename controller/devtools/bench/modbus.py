@@ -15,6 +15,7 @@ from controller.devtools.bench import Figure
 from drivers.errors import ModbusError
 from drivers.modbus import frames
 from drivers.modbus.budget import read_seconds
+from drivers.modbus.events import OFFLINE
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.poller import BusOptions, BusPoller, PolledDevice
 
@@ -137,7 +138,7 @@ def _silent_detection(trials: int = 5) -> float:
             poller.events()
             sim.fault("io", "silence")
             t0 = time.monotonic()
-            while not any(e.kind == "offline" for e in poller.events()):
+            while not any(e.kind == OFFLINE for e in poller.events()):
                 time.sleep(0.002)
             worst = max(worst, (time.monotonic() - t0) / period)
             sim.fault("io", None)
