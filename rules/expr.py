@@ -16,7 +16,7 @@ from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS
 from rules.language import DEV_NAME, parse_duration, suggest
 
 FUNCTIONS = ("held", "within", "count", "rate", "changed", "rose", "fell", "mode",
-             "schedule", "abs", "min", "max", "bit")
+             "schedule", "abs", "min", "max", "bit", "peers_mean", "peers_max")
 # Device classes of docs/signals.md; a site may add its own.
 KNOWN_CLASSES = ("io", "battery", "relay", CAMERA_CLASS, GNSS_CLASS)
 
@@ -132,6 +132,7 @@ class ExprCompiler:
         self.device = device
         self.mem = mem
         self.signals: set[int] = set()
+        self.rates: dict[tuple[tuple[int, ...], int | None], int] = {}   # one ring per distinct rate()
 
     def condition(self, node: ast.AST) -> list[int]:
         code, ty = self.emit(node)
@@ -319,7 +320,16 @@ class ExprCompiler:
         return code, ty, ms
 
     def _stateful(self, op: int, code: list[int], ms: int | None) -> list[int]:
-        off = self.mem.take(op, self.catalog.guard(code))
+        if op == T.OP_RATE:
+            # The same rate() twice in a rule (a rise compared with several
+            # bounds) reads one ring: evaluated on the same scans, it would
+            # hold the same samples.
+            key = (tuple(code), ms)
+            off = self.rates.get(key)
+            if off is None:
+                off = self.rates[key] = self.mem.take(op, self.catalog.guard(code))
+        else:
+            off = self.mem.take(op, self.catalog.guard(code))
         return code + [op, off] + ([] if ms is None else [ms])
 
     def _fn_held(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
@@ -420,6 +430,46 @@ class ExprCompiler:
 
     def _fn_max(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
         return self._minmax(node, args, T.OP_MAX, "max")
+
+    def _peers(self, node: ast.Call, args: list[ast.expr], name: str) -> tuple[list[int], list[list[int]], Ty]:
+        """``x``'s own code and, for each other device of its device's class,
+        the code of "that device's ``x`` while it is online, else ours": an
+        offline peer, or none at all, never makes ``x`` stand out."""
+        if len(args) != 1 or not isinstance(args[0], ast.Attribute):
+            raise CompileFailed(node, "{}() takes one device signal, like {}({{dev}}.temp_max_dc)".format(name, name))
+        own, ty = self.emit(args[0])
+        _need_num(args[0], ty, name + "()")
+        device, _dot, short = self.catalog.names[own[1]].partition(".")
+        cls = self.catalog.device_classes.get(device)
+        if cls is None:
+            raise CompileFailed(args[0], "{}() reads a device's signal; '{}' belongs to no device class".format(
+                name, self.catalog.names[own[1]]))
+        peers = []
+        for other in self.catalog.devices_of(cls):
+            if other == device:
+                continue
+            on = self.catalog.index[other + ".online"][0]
+            v = self.catalog.index[other + "." + short][0]
+            self.signals.add(v)
+            peers.append([T.OP_SIG, on, T.OP_SIG, v, T.OP_MUL, T.OP_CONST, 1, T.OP_SIG, on, T.OP_SUB]
+                         + own + [T.OP_MUL, T.OP_ADD])
+        return own, peers, _computed(ty)
+
+    def _fn_peers_mean(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
+        own, peers, ty = self._peers(node, args, "peers_mean")
+        if not peers:
+            return own, ty
+        code = peers[0]
+        for p in peers[1:]:
+            code = code + p + [T.OP_ADD]
+        return code + [T.OP_CONST, len(peers), T.OP_DIV], ty
+
+    def _fn_peers_max(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
+        own, peers, ty = self._peers(node, args, "peers_max")
+        code = peers[0] if peers else own
+        for p in peers[1:]:
+            code = code + p + [T.OP_MAX]
+        return code, ty
 
     def _fn_bit(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
         if len(args) != 2 or not isinstance(args[1], ast.Constant) or isinstance(args[1].value, bool) \

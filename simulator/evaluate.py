@@ -21,7 +21,10 @@ alarm or critical.  An incident is detected when a detection falls in
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -39,6 +42,7 @@ from rules.modelfile import read_model
 from simulator.decodepath import profile_decode
 from simulator.rulesource import RuleSource
 from simulator.scenario import Cabinet, Scenario
+from simulator.errors import ScenarioError
 from simulator.scenariofile import load
 from simulator.senses import REPORTED_OUTPUTS
 from simulator.world import CabinetWorld, cabinet_catalog
@@ -46,8 +50,8 @@ from simulator.world import CabinetWorld, cabinet_catalog
 MERGE_MS = 60000
 # Signals kept for the report's plots, around each incident.
 PLOT_SIGNALS = ("io.vib_rms_mg", "io.vib_peak_mg", "io.door_open", "io.door_bolt", "io.tilt_mdeg",
-                "io.accel_z_mg", "bms1.modules", "bms1.pack_mv", "bms1.current_ma", "bms1.temp_max_dc",
-                "io.online", "bms1.online", "anom.score")
+                "io.accel_z_mg", "io.online", "anom.score")
+PLOT_BATTERY = ("modules", "pack_mv", "current_ma", "temp_max_dc", "online")     # of every battery
 PLOT_MARGIN_MS = 5 * 60000
 
 # Builds, per cabinet, the rules evaluator (e.g. RuleSource: the compiled packs).
@@ -174,7 +178,9 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     end = scn.duration_ms
     windows = [(i.start_ms - PLOT_MARGIN_MS, i.end_ms + PLOT_MARGIN_MS)
                for i in scn.incidents if i.cabinet == cab.id] if record else []
-    plot_idx = [(name, catalog.index[name]) for name in PLOT_SIGNALS if name in catalog.index]
+    plot_names = list(PLOT_SIGNALS) + ["bms{}.{}".format(n, s) for n in range(1, cab.batteries + 1)
+                                       for s in PLOT_BATTERY]
+    plot_idx = [(name, catalog.index[name]) for name in plot_names if name in catalog.index]
     run = CabinetRun(cab.id, [], 0, {name: [] for name, _ in plot_idx})
     reported = [(name, OUTPUT_NAMES.index(name)) for name in REPORTED_OUTPUTS]
     run.rises = {name: [] for name, _ in reported}
@@ -259,6 +265,15 @@ def _detection(ev: tuple[int, int, int, int], evaluator: Any) -> str:
     return ""
 
 
+def _excused(scn: Scenario, cabinet: str) -> list[tuple[int, int]]:
+    """Spans of a cabinet where a detection is no nuisance: its incidents'
+    ``[start, end + grace]`` and the times a responder has it in hand."""
+    spans = [(i.start_ms, i.end_ms + scn.grace_ms) for i in scn.incidents if i.cabinet == cabinet]
+    spans += [(a.at_ms, a.at_ms + a.params["duration"] if a.params["duration"] else scn.duration_ms)
+              for a in scn.actions if a.kind == "responder" and cabinet in a.cabinets]
+    return spans
+
+
 def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
     """Per-incident detection and time-to-detect; nuisance alarms per cabinet-day."""
     incidents = []
@@ -278,13 +293,19 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
             "by": first.by if first else "",
         })
     nuisance = {}
+    times = {}
+    by = {}
     for r in runs:
-        spans = [(i.start_ms, i.end_ms + scn.grace_ms) for i in scn.incidents if i.cabinet == r.cabinet]
+        spans = _excused(scn, r.cabinet)
         count = 0
         last = None
+        times[r.cabinet] = []
+        by[r.cabinet] = []
         for d in r.detections:
             if any(a <= d.t_ms <= b for a, b in spans):
                 continue
+            times[r.cabinet].append(d.t_ms / 1000)
+            by[r.cabinet].append(d.by)
             if last is None or d.t_ms - last >= MERGE_MS:
                 count += 1
             last = d.t_ms
@@ -294,10 +315,7 @@ def score_scenario(scn: Scenario, runs: list[CabinetRun]) -> dict[str, Any]:
         "scenario": scn.name, "path": scn.path, "cabinet_days": round(days, 4),
         "incidents": incidents, "nuisance_alarms": nuisance,
         "nuisance_per_cabinet_day": round(sum(nuisance.values()) / days, 4),
-        "nuisance_times": {r.cabinet: [d.t_ms / 1000 for d in r.detections
-                                       if not any(i.start_ms <= d.t_ms <= i.end_ms + scn.grace_ms
-                                                  for i in scn.incidents if i.cabinet == r.cabinet)]
-                           for r in runs},
+        "nuisance_times": times, "nuisance_by": by,
         "scans": sum(r.scans for r in runs),
     }
 
@@ -331,9 +349,45 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# What a worker process runs: (scenarios, configurations, (rules factory,
+# idle_ms, record, decode factory)); set before the pool forks, so the
+# workers share it without pickling factories.
+_WORK: tuple[list[Scenario], list[tuple[str, ModelTables | None]], tuple[Any, ...]] | None = None
+
+
+def _run_one(task: tuple[int, str]) -> tuple[int, str, dict[str, Any], list[CabinetRun]]:
+    """One scenario under one configuration: its score and its cabinets' runs."""
+    assert _WORK is not None
+    scns, configs, (rules_factory, idle_ms, record, decode_factory) = _WORK
+    k, name = task
+    scn = scns[k]
+    cab_runs = [run_cabinet(scn, cab, rules_factory, dict(configs)[name], idle_ms, record, decode_factory)
+                for cab in scn.cabinets]
+    return k, name, score_scenario(scn, cab_runs), cab_runs if record else []
+
+
+def _run_all(scns: list[Scenario], configs: list[tuple[str, ModelTables | None]], setup: tuple[Any, ...],
+             jobs: int) -> Iterable[tuple[int, str, dict[str, Any], list[CabinetRun]]]:
+    """Every (scenario, configuration), on ``jobs`` processes (1: here, in
+    order).  Each run is independent and seeded, so the results are the same
+    either way; the longest scenarios go first to keep every core busy."""
+    global _WORK
+    tasks = [(k, name) for k in range(len(scns)) for name, _m in configs]
+    _WORK = (scns, configs, setup)
+    try:
+        if jobs <= 1 or len(tasks) < 2:
+            yield from (_run_one(t) for t in tasks)
+            return
+        tasks.sort(key=lambda t: -scns[t[0]].cabinet_days())
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
+            yield from pool.imap_unordered(_run_one, tasks, chunksize=1)
+    finally:
+        _WORK = None
+
+
 def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None = None,
              model: ModelTables | None = None, idle_ms: int = 1000,
-             record: bool = False, decode_factory: DecodeFactory | None = None) -> dict[str, Any]:
+             record: bool = False, decode_factory: DecodeFactory | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run every scenario once per configuration and summarise.
 
     Configurations: "rules" (the rules evaluator from ``rules_factory``, or
@@ -345,14 +399,12 @@ def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None =
     configs: list[tuple[str, ModelTables | None]] = [("rules", None)]
     if model is not None:
         configs.append(("rules+model", model))
-    per: dict[str, list[dict[str, Any]]] = {}
-    runs: dict[str, dict[str, list[CabinetRun]]] = {}
-    for scn in scenarios:
-        for name, m in configs:
-            cab_runs = [run_cabinet(scn, cab, rules_factory, m, idle_ms, record, decode_factory)
-                        for cab in scn.cabinets]
-            per.setdefault(name, []).append(score_scenario(scn, cab_runs))
-            runs.setdefault(name, {})[scn.path] = cab_runs
+    scns = list(scenarios)
+    per: dict[str, list[dict[str, Any]]] = {name: [{}] * len(scns) for name, _m in configs}
+    runs: dict[str, dict[str, list[CabinetRun]]] = {name: {} for name, _m in configs}
+    for k, name, score, cab_runs in _run_all(scns, configs, (rules_factory, idle_ms, record, decode_factory), jobs):
+        per[name][k] = score
+        runs[name][scns[k].path] = cab_runs
     last = configs[-1][0]
     doc = summarise(per[last])
     doc["config"] = last
@@ -366,8 +418,50 @@ def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None =
             {k: i[k] for k in ("scenario", "cabinet", "kind", "start_s", "ttd_s", "by")}
             for r in per[last] for i in r["incidents"]
             if i["detected"] and (i["scenario"], i["cabinet"], i["start_s"]) not in base]
+        doc["compare"]["model_by_batch"] = model_by_batch(per["rules"], per[last])
     doc["_runs"] = runs
     return doc
+
+
+def _tally(counts: dict[str, int], by: str) -> None:
+    """Count a model detection under its top feature (``model: volt 120, vib 24``)."""
+    if by.startswith("model: "):
+        top = by[len("model: "):].split(" ")[0] or "?"
+        counts[top] = counts.get(top, 0) + 1
+
+
+def batch_of(path: str) -> str:
+    """A scenario's batch: a held-out file's name prefix (``ho3`` for
+    ``heldout/ho3-forklift.toml``), else ``library``."""
+    p = Path(path)
+    return p.name.split("-")[0] if p.parent.name == "heldout" else "library"
+
+
+def model_by_batch(rules: list[dict[str, Any]], with_model: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The model's contribution per batch (docs/anomaly.md, "Earning its
+    place"): incidents it detects that the rules alone miss, incidents the
+    rules detect that it loses, and the nuisance alarms it adds (negative:
+    removes).  It earns its place in a batch with detections added and no
+    nuisance added."""
+    out: dict[str, dict[str, Any]] = {}
+    for a, b in zip(rules, with_model):
+        row = out.setdefault(batch_of(a["path"]), {"scenarios": 0, "incidents": 0, "detections_added": 0,
+                                                   "detections_lost": 0, "nuisance_added": 0, "added_by": {},
+                                                   "model_nuisance_by": {}})
+        row["scenarios"] += 1
+        for i, j in zip(a["incidents"], b["incidents"]):
+            row["incidents"] += 1
+            if j["detected"] and not i["detected"]:
+                row["detections_added"] += 1
+                _tally(row["added_by"], j["by"])
+            row["detections_lost"] += int(i["detected"] and not j["detected"])
+        row["nuisance_added"] += sum(b["nuisance_alarms"].values()) - sum(a["nuisance_alarms"].values())
+        for found in b["nuisance_by"].values():
+            for d in found:
+                _tally(row["model_nuisance_by"], d)
+    for row in out.values():
+        row["earns"] = row["detections_added"] > 0 and row["nuisance_added"] <= 0 and not row["detections_lost"]
+    return dict(sorted(out.items()))
 
 
 def load_model(path: str | None) -> ModelTables | None:
@@ -387,7 +481,7 @@ def _text(doc: dict[str, Any]) -> str:
                 i["kind"], i["cabinet"], i["start_s"],
                 "detected in {:.1f} s by {}".format(i["ttd_s"], i["by"]) if i["detected"] else "MISSED"))
     for name, s in doc["compare"].items():
-        if name == "model_adds":
+        if name in ("model_adds", "model_by_batch"):
             continue
         lines.append("{:<12} PD {} {}  NAR {} /cabinet-day ({} per cabinet-30d; port noise alone {} per "
                      "cabinet-30d over {} cabinet-days)  TTD median {} s, p95 {} s".format(
@@ -395,16 +489,53 @@ def _text(doc: dict[str, Any]) -> str:
                          s["nar_noise_per_cabinet_30d"], s["noise_cabinet_days"], s["ttd_median_s"], s["ttd_p95_s"]))
     if "model_adds" in doc["compare"]:
         lines.append("the model adds {} detection(s) the rules alone miss".format(len(doc["compare"]["model_adds"])))
+        for batch, row in doc["compare"]["model_by_batch"].items():
+            lines.append("  model on {:<8} {} incident(s): {} detection(s) added, {} lost, {:+d} nuisance alarm(s){}".format(
+                batch, row["incidents"], row["detections_added"], row["detections_lost"], row["nuisance_added"],
+                "  (earns its place)" if row["earns"] else ""))
     lines.append("detections come from {}".format(doc["detections_from"]))
     return "\n".join(lines)
 
 
+def check(paths: list[str]) -> int:
+    """``cabguard eval --check``: load and validate each file, run nothing.
+    Prints what each holds and every visit its processes drew (local times),
+    or the file's first error with its line; 0 if all load, else 2."""
+    bad = 0
+    for path in paths:
+        try:
+            scn = load(path)
+        except ScenarioError as e:
+            print(e, file=sys.stderr)
+            bad += 1
+            continue
+        print("{}: ok: {} cabinet(s), {:.2f} cabinet-days, {} action(s), {} incident(s)".format(
+            path, len(scn.cabinets), scn.cabinet_days(), len(scn.actions), len(scn.incidents)))
+        for cab in scn.cabinets:
+            for start, end, auth in sorted(CabinetWorld(scn, cab).visits):
+                print("  {} visit ({}): unbolted {} (+{}), signed off {} (+{})".format(
+                    cab.id, auth, _local(scn, start), _offset(start), _local(scn, end), _offset(end)))
+    return 2 if bad else 0
+
+
+def _local(scn: Scenario, ms: int) -> str:
+    return (scn.start + dt.timedelta(milliseconds=ms)).isoformat(timespec="seconds")
+
+
+def _offset(ms: int) -> str:
+    s = ms // 1000
+    return "{}h{:02d}m{:02d}s".format(s // 3600, s // 60 % 60, s % 60)
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.check:
+        return check(args.scenario)
     scenarios = [load(p) for p in args.scenario]
     model_path = None if args.no_model else (args.model or (str(DEFAULT_MODEL) if DEFAULT_MODEL.exists() else None))
     rules = None if args.no_rules else RuleSource(args.rules)
     doc = evaluate(scenarios, rules_factory=rules, model=load_model(model_path), idle_ms=args.idle_ms,
-                   record=bool(args.report), decode_factory=profile_decode())
+                   record=bool(args.report), decode_factory=profile_decode(),
+                   jobs=args.jobs or os.cpu_count() or 1)
     runs = doc.pop("_runs")
     doc["model"] = model_path
     doc["rules"] = rules.paths if rules else []

@@ -17,16 +17,34 @@ from controller.core.modes import MODE_NAMES
 from simulator.errors import EvalError
 from simulator.scenario import Scenario
 
+# (label, signals); "bmsN." signals are drawn for each battery the incident concerns.
 PANELS = (
     ("vibration, mg", ("io.vib_rms_mg", "io.vib_peak_mg")),
     ("door / bolt", ("io.door_open", "io.door_bolt")),
     ("tilt mdeg, lift mg", ("io.tilt_mdeg", "io.accel_z_mg")),
-    ("modules", ("bms1.modules",)),
-    ("current mA", ("bms1.current_ma",)),
-    ("temp 0.1 °C", ("bms1.temp_max_dc",)),
-    ("online", ("io.online", "bms1.online")),
+    ("modules", ("bmsN.modules",)),
+    ("current mA", ("bmsN.current_ma",)),
+    ("temp 0.1 °C", ("bmsN.temp_max_dc",)),
+    ("online", ("io.online", "bmsN.online")),
     ("anomaly score", ("anom.score",)),
 )
+
+
+def incident_batteries(scn: Scenario, inc: Any) -> list[str]:
+    """The batteries an incident concerns: those its cabinet's actions name
+    (``battery``, a BMS ``device``, a BMS ``signal``) inside its window, or
+    every battery of the cabinet when none is named (a bus cut, a lift)."""
+    named = []
+    for a in scn.actions:
+        if inc.cabinet in a.cabinets and inc.start_ms <= a.at_ms <= inc.end_ms:
+            for key in ("battery", "device", "signal"):
+                dev = str(a.params.get(key, "")).split(".")[0]
+                if dev.startswith("bms") and dev not in named:
+                    named.append(dev)
+    if named:
+        return sorted(named)
+    cab = next(c for c in scn.cabinets if c.id == inc.cabinet)
+    return ["bms{}".format(n) for n in range(1, cab.batteries + 1)]
 
 
 def _steps(points: list[tuple[int, int]], t0: int, t1: int) -> tuple[list[float], list[int]]:
@@ -58,7 +76,10 @@ def _plot(path: Path, scn: Scenario, inc: Any, runs: dict[str, Any]) -> None:
     t1 = inc.end_ms + 5 * 60000
     fig, axes = plt.subplots(len(PANELS) + 1, 1, figsize=(11, 13), sharex=True)
     full = runs[names[-1]]
-    for ax, (label, signals) in zip(axes, PANELS):
+    batteries = incident_batteries(scn, inc)
+    for ax, (label, panel) in zip(axes, PANELS):
+        signals = [b + s[4:] for s in panel if s.startswith("bmsN.") for b in batteries] + \
+                  [s for s in panel if not s.startswith("bmsN.")]
         for s in signals:
             xs, ys = _steps(full.history.get(s, []), t0, t1)
             if xs:
@@ -103,7 +124,7 @@ def write_report(out: Path, scenarios: list[Scenario], doc: dict[str, Any],
              "| TTD median s | TTD p95 s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, s in doc["compare"].items():
-        if name != "model_adds":
+        if name not in ("model_adds", "model_by_batch"):
             lines.append("| {} | {} | {} | {} | {} | {} ({} cabinet-days) | {} | {} |".format(
                 name, s["pd"], ", ".join("{} {}".format(k, v) for k, v in s["pd_by_kind"].items()), s["nar"],
                 s["nar_per_cabinet_30d"], s["nar_noise_per_cabinet_30d"], s["noise_cabinet_days"],

@@ -47,17 +47,27 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "door_forced": {"peak_mg": 1800, "rms_mg": 420},
     "vibration": {"duration": "5s", "rms_mg": 300, "peak_mg": 1200},
     "tilt": {"deg": 5.0, "ramp": "3s", "duration": "60s"},
-    "lift": {"accel_mg": 250, "deg": 8.0, "duration": "10s"},
+    "lift": {"accel_mg": 250, "deg": 8.0, "duration": "10s", "set_down": True},
     "module_remove": {"battery": "bms1", "count": 1},
     "module_insert": {"battery": "bms1", "count": 1, "serial": 0},
     "cable_cut": {"device": "bms1", "duration": ""},
     "power_cut": {"duration": ""},
     "gateway_restart": {"down": "30s"},
-    "thermal_ramp": {"battery": "bms1", "rise_c": 30.0, "duration": "10m"},
+    "thermal_ramp": {"battery": "bms1", "rise_c": 30.0, "duration": "10m", "hold": "", "cool": "30m"},
     "sensor_fault": {"signal": "io.vib_rms_mg", "fault": "stuck", "value": 0, "duration": ""},
     "theft_slow": {"battery": "bms1", "modules": 2, "duration": "20m", "rms_mg": 12, "peak_mg": 45},
     "command": {"name": "arm", "arg": ""},
+    # Honest faults: nobody's act, never an incident (docs/scenarios.md, "Honest faults").
+    "loose_connector": {"device": "io", "duration": "10m", "drop": "1s", "every": "1m"},
+    "crc_burst": {"device": "bus", "duration": "1s"},
+    "bms_reboot": {"battery": "bms1", "down": "10s"},
+    "glitch": {"signal": "io.temp_dc", "value": 0},
+    "sensor_drift": {"signal": "io.temp_dc", "value": 0, "duration": "6h"},
+    "sensor_offset": {"signal": "io.temp_dc", "value": 0, "duration": ""},
+    # The response team takes the cabinet over: what it raises then is theirs to see.
+    "responder": {"duration": ""},
 }
+HONEST_FAULTS = ("loose_connector", "crc_burst", "bms_reboot", "glitch", "sensor_drift", "sensor_offset")
 
 # Cameras and GNSS: their own part of the format (simulator/senses.py).
 PROCESS_PARAMS.update(SENSE_PROCESS_PARAMS)
@@ -72,7 +82,7 @@ SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
 # Numbers that may be negative (a tilt either way, a cooling ramp, a raw signal value).
 SIGNED_PARAMS = ("deg", "rise_c", "value")
 # Durations that are a period or a mean gap: 0 would divide by zero.
-POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period")
+POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period", "drop", "every", "cool")
 MAINTENANCE_MIN_MS = 5 * 60000 + 1       # the visit is the window less 5 minutes
 COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

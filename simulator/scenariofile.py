@@ -146,10 +146,25 @@ class _Loader:
             actions=self._items("action", ACTION_PARAMS, ids, timed=True),
         )
         scn.incidents = self._incidents(ids)
+        self._check_responders(scn)
         sense = sense_problem(scn)        # cameras and GNSS (simulator/senses.py)
         if sense:
             raise self.src.error(*sense)
         return scn
+
+    def _check_responders(self, scn: Scenario) -> None:
+        """A responder takes over only a cabinet with a reported incident: its
+        ``at`` falls in an incident window (grace included) on each cabinet."""
+        for i, a in enumerate(scn.actions):
+            if a.kind != "responder":
+                continue
+            for cab in a.cabinets:
+                if not any(inc.cabinet == cab and inc.start_ms <= a.at_ms <= inc.end_ms + scn.grace_ms
+                           for inc in scn.incidents):
+                    raise self.src.error(self.src.at("action", i, "at"), "[[action]] #{} (responder) at: no "
+                                         "incident on cabinet {} is under way then (its [start, end + grace]); a "
+                                         "responder takes over a cabinet whose incident was reported: move 'at' "
+                                         "into that incident's window".format(i + 1, cab))
 
     def _top_line(self, key: str) -> int:
         for n, text in enumerate(self.src.lines):
@@ -346,6 +361,8 @@ class _Loader:
             elif isinstance(default, str) and key not in ("battery", "device", "signal", "fault", "name", "auth",
                                                           "schedule", "arg") + SENSE_TEXT_PARAMS:
                 p[key] = self.duration(v, where, label, allow_empty=default == "")
+                if key == "hold" and v == "":
+                    p[key] = -1                   # for ever, unlike "0s": cooling at once
                 if key in POSITIVE_DURATIONS and p[key] <= 0:
                     raise self.src.error(where, "{}: must be longer than 0".format(label))
         if item.kind == "maintenance" and p["length"] < MAINTENANCE_MIN_MS:
@@ -365,7 +382,7 @@ class _Loader:
                 name, i + 1, item.kind, key, what))
         if "battery" in p and not re.match(r"^bms[1-4]$", p["battery"]):
             raise bad("battery", "want bms1 … bms4, got {!r}".format(p["battery"]))
-        if item.kind == "cable_cut" and not re.match(r"^(io|bus|bms[1-4])$", p["device"]):
+        if item.kind in ("cable_cut", "loose_connector", "crc_burst") and not re.match(r"^(io|bus|bms[1-4])$", p["device"]):
             raise bad("device", "want io, bms1 … bms4 or bus, got {!r}".format(p["device"]))
         if item.kind == "sensor_fault" and p["fault"] not in SENSOR_FAULTS:
             raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))

@@ -25,7 +25,7 @@ CELLS_PER_MODULE = 16
 BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 
 # Discrete event operations.
-SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW = range(7)
+SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW, CRC, GLITCH = range(9)
 FREEZE = None                   # FORCE value: hold the last reported value
 _NO_NAMES: frozenset[str] = frozenset()
 
@@ -58,6 +58,9 @@ class Stream:
         self.last: list[int | None] = [None] * cat.size
         self.truth: list[int | None] = [None] * cat.size    # what it would read unforced
         self.forced: dict[int, int | None] = {}
+        self.bias: dict[int, list[Episode]] = {}      # signal -> its active drifts and offsets
+        self.glitch: dict[int, int] = {}              # signal -> what its next measurement reads
+        self.now = 0
         self.offline: set[str] = set()
         self.windows: dict[str, int] = {}     # schedule signal -> windows open now
         cab = world.cab
@@ -80,10 +83,14 @@ class Stream:
     def report(self, idx: tuple[int, ...], values: tuple[int, ...]) -> None:
         """``put`` each signal of ``idx`` with its value in ``values``, in
         order (one call per device sample: the samplers are the hot path)."""
-        truth, last, forced, changes = self.truth, self.last, self.forced, self.changes
+        truth, last, forced, changes, bias = self.truth, self.last, self.forced, self.changes, self.bias
         for k in range(len(idx)):
             i = idx[k]
             v = truth[i] = values[k]
+            if bias and i in bias:
+                v += int(sum(e.level(self.now) for e in bias[i]))
+            if self.glitch and i in self.glitch:
+                v = self.glitch.pop(i)
             if forced and i in forced:
                 f = forced[i]
                 v = f if f is not None else (last[i] if last[i] is not None else v)
@@ -112,6 +119,7 @@ class Stream:
             if t > end:
                 return
             self.changes = []
+            self.now = t
             cmds: list[tuple[int, int]] = []
             bms_event = False
             while ei < n_ev and events[ei][0] == t:
@@ -138,6 +146,11 @@ class Stream:
         elif op == WINDOW:
             n = self.windows[a] = self.windows.get(a, 0) + b
             self.put(self.index[a], 1 if n > 0 else 0)
+        elif op == CRC:
+            i = self.index[a]
+            self._emit(i, (self.last[i] or 0) + 1)
+        elif op == GLITCH:
+            self.glitch[self.index[a]] = b
         elif op == FORCE:
             i = self.index[a]
             self.forced[i] = b
@@ -168,15 +181,23 @@ class Stream:
         w = self.w
         eps = w.episodes
         active = self.active
+        biased = False
         while self.ep_next < len(eps) and eps[self.ep_next].start <= t:
             e = eps[self.ep_next]
             active.append(e)
             if e.end < self.active_end:
                 self.active_end = e.end
             self.ep_next += 1
+            biased |= e.channel[0] == "b"
         if self.active_end <= t:
+            biased |= bool(self.bias)
             active[:] = [e for e in active if e.end > t]
             self.active_end = min([e.end for e in active]) if active else 1 << 62
+        if biased:
+            self.bias = {}
+            for e in active:
+                if e.channel[0] == "b":
+                    self.bias.setdefault(self.index[e.channel[5:]], []).append(e)
         rng = w.noise
         sq = 1.0 + 2.0 * rng.random()       # the sensor's own floor, about 1-1.7 mg
         peak = 3.0 + 3.0 * rng.random()

@@ -36,7 +36,7 @@ from controller.core.events import COMMAND_CODES
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
 from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
 from simulator.senses import SensesWorld, sense_signals
-from simulator.sensors import CMD, FORCE, FREEZE, MODULES, RELEASE, SERIAL, SET, WINDOW, Stream
+from simulator.sensors import CMD, CRC, FORCE, FREEZE, GLITCH, MODULES, RELEASE, SERIAL, SET, WINDOW, Stream
 
 
 
@@ -106,6 +106,12 @@ class Episode:
         if shape == "ramp":       # a: final value, b: ramp length ms; holds after
             x = (t - self.start) / self.b if self.b > 0 else 1.0
             return self.a * (x if x < 1.0 else 1.0)
+        if shape == "hill":       # a ramp (b ms), held c ms, then back to 0 by the end
+            x = t - self.start
+            if x < self.b:
+                return self.a * x / self.b
+            cool = self.end - self.start - self.b - self.c
+            return self.a if x < self.b + self.c or cool <= 0 else self.a * max(0.0, (self.end - t) / cool)
         return self.a          # "step"
 
 
@@ -121,6 +127,7 @@ class CabinetWorld(SensesWorld):
         self.episodes: list[Episode] = []
         self.cycles: list[tuple[int, int, float]] = []   # (start, end, amps) BMS current plan
         self._seq = 0
+        self.visits: list[tuple[int, int, str]] = []     # (unbolted, bolted again, how authenticated)
         self.noise = random.Random("{}/{}/noise".format(scn.seed, cab.id))
         self._plan()
 
@@ -262,6 +269,7 @@ class CabinetWorld(SensesWorld):
     def _visit(self, t: int, length: int, auth: str, delay: int, tools: tuple[float, float]) -> None:
         """An authorised visit: unlock, open, authenticate within the entry
         delay, work, close, lock, sign off."""
+        self.visits.append((t, t + length + 5000, auth))
         self._at(t, SET, "io.door_bolt", 0)
         self._at(t + 1000, SET, "io.door_open", 1)
         if auth == "maint":
@@ -338,9 +346,10 @@ class CabinetWorld(SensesWorld):
         self._ep(t, p["duration"], "tilt", "ramp", p["deg"] * 1000.0, float(p["ramp"]))
 
     def _action_lift(self, t: int, p: dict, item: Item) -> None:
+        held = p["duration"] if p["set_down"] else self.scn.duration_ms + 1 - t   # carried off: never set down
         self._ep(t, 2000, "lift", "step", p["accel_mg"])
-        self._ep(t, p["duration"], "tilt", "ramp", p["deg"] * 1000.0, 2000.0)
-        self._ep(t, p["duration"], "vib", "burst", 150.0, 600.0)
+        self._ep(t, held, "tilt", "ramp", p["deg"] * 1000.0, 2000.0)
+        self._ep(t, held, "vib", "burst", 150.0, 600.0)
 
     def _action_module_remove(self, t: int, p: dict, item: Item) -> None:
         self._ep(t, 3000, "vib", "burst", 25.0, 90.0)
@@ -375,9 +384,13 @@ class CabinetWorld(SensesWorld):
         """Nothing in the world: the gateway's restart is the evaluation's (simulator/evaluate.py)."""
 
     def _action_thermal_ramp(self, t: int, p: dict, item: Item) -> None:
-        end = self.scn.duration_ms + 1 - t
-        self._ep(t, end, "t" + p["battery"], "ramp", p["rise_c"], float(p["duration"]))
-        self._ep(t, end, "tio", "ramp", p["rise_c"] * 2.5, float(p["duration"]))
+        rise = p["duration"]
+        if p["hold"] >= 0:       # rises, holds, cools back over `cool`
+            length, hold = rise + p["hold"] + p["cool"], float(p["hold"])
+        else:                    # stays up to the scenario's end
+            length, hold = self.scn.duration_ms + 1 - t, float(self.scn.duration_ms)
+        self._ep(t, length, "t" + p["battery"], "hill", p["rise_c"], float(rise), hold)
+        self._ep(t, length, "tio", "hill", p["rise_c"] * 2.5, float(rise), hold)
 
     def _action_sensor_fault(self, t: int, p: dict, item: Item) -> None:
         fault, signal = p["fault"], p["signal"]
@@ -394,7 +407,7 @@ class CabinetWorld(SensesWorld):
         d = p["duration"]
         self._at(t, SET, "io.door_bolt", 0)
         self._at(t + 20000, SET, "io.door_open", 1)
-        self._ep(t, d, "vib", "gusty", p["rms_mg"], p["peak_mg"])
+        self._ep(t, d - 10000, "vib", "gusty", p["rms_mg"], p["peak_mg"])   # work stops as the bolt engages
         n = p["modules"]
         for k in range(n):
             self._at(t + int(d * (0.25 + 0.6 * k / max(n - 1, 1))), MODULES, p["battery"], -1)
@@ -403,6 +416,40 @@ class CabinetWorld(SensesWorld):
 
     def _action_command(self, t: int, p: dict, item: Item) -> None:
         self._cmd(t, p["name"], p["arg"])
+
+    def _action_responder(self, t: int, p: dict, item: Item) -> None:
+        """Nothing in the world: the response team's takeover is the scoring's (simulator/evaluate.py)."""
+
+    # -- honest faults: nobody's act ----------------------------------------------
+    def _action_loose_connector(self, t: int, p: dict, item: Item) -> None:
+        rng = random.Random("{}/{}/{}".format(self.scn.seed, item.line, item.kind))
+        end = t + p["duration"]
+        for start in self._poisson(rng, 1.0 / p["every"], t, end):
+            for dev in self._devices(p["device"]):
+                self._force(start, dev + ".online", 0, max(self.scan, int(p["drop"] * rng.uniform(0.5, 1.5))))
+
+    def _action_crc_burst(self, t: int, p: dict, item: Item) -> None:
+        for dev in self._devices(p["device"]):
+            for k in range(max(1, p["duration"] // 1000)):      # one failed poll a second
+                self._at(t + 1000 * k, CRC, dev + ".comm_crc")
+            if p["duration"] > 2000:                             # offline from the poller's second failed poll
+                self._force(t + 2000, dev + ".online", 0, p["duration"] - 2000)
+
+    def _action_bms_reboot(self, t: int, p: dict, item: Item) -> None:
+        self._force(t, p["battery"] + ".online", 0, p["down"])
+
+    def _action_glitch(self, t: int, p: dict, item: Item) -> None:
+        self._at(t, GLITCH, p["signal"], p["value"])
+
+    def _action_sensor_drift(self, t: int, p: dict, item: Item) -> None:
+        self._bias(t, p["signal"], "ramp", p["value"], float(p["duration"]))
+
+    def _action_sensor_offset(self, t: int, p: dict, item: Item) -> None:
+        self._bias(t, p["signal"], "step", p["value"], 0.0, p["duration"])
+
+    def _bias(self, t: int, signal: str, shape: str, a: float, b: float, length: int = 0) -> None:
+        """A reading that is off by the episode's level (lasting, unless ``length``)."""
+        self._ep(t, length or self.scn.duration_ms + 1 - t, "bias:" + signal, shape, a, b)
 
     # -- the stream -------------------------------------------------------------
     def stream(self) -> Iterator[tuple[int, list[tuple[int, int]], list[tuple[int, int]]]]:

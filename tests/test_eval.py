@@ -73,12 +73,16 @@ NOISE = '\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\n[[process]]\
 
 def test_the_model_adds_a_detection_the_core_alone_misses(tmp_path):
     model = _model_for(NOISE, tmp_path)
-    attack = NOISE + '\n[[action]]\nkind = "lift"\nat = "+2h"\n\n[[incident]]\nkind = "theft"\nstart = "+2h"\nend = "+2h5m"\n'
+    # Modules pulled with no door (the core alone sees no entry): a loss.
+    attack = NOISE + '\n[[action]]\nkind = "module_remove"\nat = "+2h"\ncount = 2\n\n[[incident]]\nkind = "theft"\nstart = "+2h"\nend = "+2h5m"\n'
     doc = evaluate([scenario(attack, "4h")], model=model)
     assert doc["compare"]["rules"]["pd"] == 0.0
     assert doc["compare"]["rules+model"]["pd"] == 1.0 and doc["nuisance_alarms"] == 0
     (added,) = doc["compare"]["model_adds"]
-    assert added["by"].startswith("model: lift") and added["ttd_s"] <= 5.0
+    assert "volt" in added["by"] and added["ttd_s"] <= 5.0
+    assert doc["compare"]["model_by_batch"] == {"library": {
+        "scenarios": 1, "incidents": 1, "detections_added": 1, "detections_lost": 0, "nuisance_added": 0,
+        "added_by": {"volt": 1}, "model_nuisance_by": {}, "earns": True}}
 
 
 def test_eval_cli_json_and_report(tmp_path):

@@ -19,7 +19,7 @@ from tests.test_runtime import SITE, stop, wait_until
 
 # Every hour's envelope: level 100 (about 76 raw units) for every feature,
 # vibration 40 (about 5 mg), power never unusual (a device is offline until
-# its first poll).  A 900 mg vibration scores (157 - 40 - 8) * 4 = 436.
+# its first poll).  A pack losing 51 V (a module) scores (249 - 100 - 8) * 4 = 564.
 LEVELS = [40 if f == "vib" else 255 if f == "power" else 100 for f in FEATURES]
 MODEL = {"cabguard_model": 1, "features": list(FEATURES), "window_ms": 500,
          "pre": [0] * 9, "weight": [4] * 9, "margin": 8, "threshold": 48, "base": LEVELS,
@@ -70,15 +70,17 @@ def test_the_model_runs_in_the_gateway_and_the_compiled_table_agrees(tmp_path):
             assert wait_until(lambda: gw.image[hour] in (now.weekday() * 24 + now.hour,
                                                          (now.weekday() * 24 + now.hour + 1) % 168))
             online = [gw.catalog.index[n + ".online"] for n in ("io", "bms1", "relay")]
-            assert wait_until(lambda: all(gw.image[i] for i in online))
+            sim.device("bms1").set(pack_mv=409600)
+            assert wait_until(lambda: all(gw.image[i] for i in online)
+                              and gw.image[gw.catalog.index["bms1.pack_mv"]] == 409600)
             assert gw.submit(CMD_ARM, 0, "console", "ana").outcome.result(2) == "ok"
             assert wait_until(lambda: gw.state.mode == modes.ARMED, 5)
             time.sleep(1.2)
             assert gw.state.mode == modes.ARMED and gw.image[gw.catalog.index["anom.score"]] == 0
-            sim.device("io").set(vib_rms_mg=900)
+            sim.device("bms1").set(pack_mv=358400)         # evidence of loss: modules gone
             assert wait_until(lambda: gw.state.mode == modes.ALARM, 5)
             assert gw.image[gw.catalog.index["anom.score"]] >= 400
-            assert gw.image[gw.catalog.index["anom.top"]] == FEATURES.index("vib")
+            assert gw.image[gw.catalog.index["anom.top"]] == FEATURES.index("volt")
             assert RULE_NAME in gw.active_rules
             assert any("rule anomaly raised (alarm)" in line for line in gw.recent)
         finally:

@@ -1,5 +1,7 @@
 """The model's rule: when the anomaly score raises, at which severity, and not twice for one cause."""
 
+import pytest
+
 from controller.core import modes, ticks
 from controller.core.anomaly import FEATURES, HOURS, ModelTables
 from controller.core.events import ALARM, WARNING
@@ -51,11 +53,22 @@ def test_a_supply_cut_alarms_while_armed_a_silent_device_is_the_silence_rules():
 
 
 def test_a_supply_cut_while_the_alarm_sounds_is_a_warning_and_what_comes_after_re_arming_alarms():
-    script = [(0, {"io.supply_mv": 24100}, modes.ALARM),
+    script = [(0, {"io.supply_mv": 24100, "bms1.pack_mv": 409600}, modes.ALARM),
               (3, {"io.supply_mv": 12000}, modes.ALARM),                    # cut while the alarm already sounds
               (10, {}, modes.DISARMED), (11, {}, modes.ARMING), (20, {}, modes.ARMED)]
     assert play(script) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]
-    assert play(script + [(30, {"io.vib_rms_mg": 900}, modes.ARMED)])[-1] == (30.0, ALARM, 1)
+    assert (30.0, ALARM, 1) in play(script + [(30, {"bms1.pack_mv": 358400}, modes.ARMED)])
+
+
+def test_the_model_alarms_only_on_evidence_of_loss_never_on_gain():
+    # Shaking alone is the rules' business: the model warns.
+    assert play([(0, {}, modes.ARMED), (3, {"io.vib_rms_mg": 900}, modes.ARMED)]) == [(3.0, WARNING, 1)]
+    # Modules arriving (pack voltage up), current starting: no step at all.
+    assert play([(0, {"bms1.pack_mv": 204800}, modes.DISARMED), (3, {"bms1.pack_mv": 409600}, modes.DISARMED)]) == []
+    assert play([(0, {}, modes.ARMED), (3, {"bms1.current_ma": 90000}, modes.ARMED)]) == []
+    # The same, lost: current that stops flowing while armed.
+    assert play([(0, {"bms1.current_ma": 90000}, modes.ARMED), (3, {"bms1.current_ma": 0}, modes.ARMED)]) == \
+        [(3.0, ALARM, 1), (3.5, ALARM, 0)]
 
 
 def test_a_module_pulled_alarms_on_a_cabinet_left_disarmed_but_not_while_a_person_is_at_it():
@@ -78,3 +91,14 @@ def test_the_explanations_kept_are_bounded_to_the_latest_raises():
     assert len(rules.explained) == EXPLAINED_KEEP
     assert [ticks.wrap(round(t * 1000)) for t in raised[-EXPLAINED_KEEP:]] == [t for t, _why in rules.explained]
     assert all(why and why[0][0] == "vib" for _t, why in rules.explained)
+
+
+def test_the_model_file_says_which_losses_may_alarm_and_never_a_gain():
+    pulled = [(0, {"bms1.pack_mv": 409600}, modes.ARMED), (3, {"bms1.pack_mv": 358400}, modes.ARMED)]
+    def only(features):
+        return ModelRules(ModelTables(dict(MODEL, alarm_on=features)), cabinet())
+    assert play(pulled, rules=only(["current"])) == [(3.0, WARNING, 1), (3.5, WARNING, 0)]
+    assert play(pulled, rules=only(["volt"])) == [(3.0, ALARM, 1), (3.5, ALARM, 0)]
+    for bad in (["vib"], "volt", ["volt", 3]):
+        with pytest.raises(ValueError, match="model key 'alarm_on' must be a list of loss features"):
+            ModelTables(dict(MODEL, alarm_on=bad))

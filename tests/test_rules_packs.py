@@ -32,12 +32,17 @@ def raised(script, mode=ARMED, settle_s=20):
         at[int(s * 10)] = (changes, m)
     end = max(at) + 100 if at else 100
     out = []
+    peak = catalog.index["io.vib_peak_mg"]
+    live = True            # the peak jitters as a live sensor's does, until the script sets it
     for k in range(settle_s * 10 + end):
         step_k = k - settle_s * 10
+        if live and k % 10 == 0:
+            image[peak] = 4 + k // 10 % 3
         if step_k in at:
             changes, m = at[step_k]
             for name, v in changes.items():
                 image[catalog.index[name]] = v
+            live = live and "io.vib_peak_mg" not in changes
             if m is not None:
                 mode = m
         for r, _s, _a, up in ev.scan(image, ticks.wrap(k * 100), mode):
@@ -65,8 +70,8 @@ def raised(script, mode=ARMED, settle_s=20):
     ("pack_replaced.bms1", [(0, {"bms1.serial": 999}, DISARMED)]),
     ("module_removed.bms2", [(0, {"bms2.modules": 7}, None)]),
     ("string_voltage_step.bms1", [(0, {"bms1.pack_mv": 350000}, None)]),
-    ("current_collapse.bms1", [(0, {"bms1.current_ma": 40000}, None), (2, {"bms1.current_ma": 100}, None)]),
-    ("bms_silent.bms1", [(0, {"bms1.online": 0}, None)]),
+    ("current_collapse.bms1", [(0, {"bms1.current_ma": 40000}, None), (10, {"bms1.current_ma": 100}, None), (20, {}, None)]),
+    ("bms_silent.bms1", [(0, {"bms1.online": 0}, None), (30, {}, None)]),
     ("sensor_silent.io", [(0, {"io.online": 0}, None)]),
     ("tamper.io", [(0, {"io.tamper": 1}, DISARMED)]),
     ("gateway_tamper", [(0, {"sys.tamper": 1}, None)]),

@@ -331,6 +331,12 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rules", nargs="+", metavar="SRC", default=[],
                    help="rule files to compile for each cabinet (default: the packs in rules/packs/)")
     p.add_argument("--no-rules", action="store_true", help="no rule table: the core's entry delay alone")
+    p.add_argument("--check", action="store_true",
+                   help="only load and validate the files (errors name FILE:LINE; exit 2 on any), listing "
+                        "the visits their processes draw")
+    p.add_argument("--jobs", type=int, default=0, metavar="N",
+                   help="run the scenarios on N processes (default 0: one per core; 1: serial); "
+                        "the results are the same")
     p.add_argument("--idle-ms", type=int, default=1000, metavar="MS",
                    help="longest virtual-time step between scans when nothing changes (default 1000)")
     p.set_defaults(handler="simulator.evaluate:main")

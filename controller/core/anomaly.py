@@ -26,6 +26,8 @@ import binascii
 FORMAT = 1
 FEATURES = ("vib", "peak", "door", "tilt", "lift", "current", "volt", "temp", "power")
 N_FEATURES = 9
+# Features that are evidence of loss: current that stopped, pack voltage gone, the supply fallen.
+LOSS_FEATURES = ("current", "volt", "power")
 HOURS = 168
 SCORE_MAX = 30000
 TEMP_HISTORY = 60          # windows over which a temperature rise is measured (5 min)
@@ -84,6 +86,13 @@ class ModelTables:
         self.adapt_cap = _int_in(adapt, "cap", 0, 64)
         self.adapt_windows = _int_in(adapt, "step_windows", 1, 1 << 20)
         self.holdoff_windows = _int_in(adapt, "holdoff_windows", 0, 1 << 20)
+        # The loss features whose points let the model's rule alarm (docs/anomaly.md,
+        # "Earning its place"); default all of them.  Only losses: never a gain.
+        alarm_on = doc.get("alarm_on", list(LOSS_FEATURES))
+        if not isinstance(alarm_on, list) or any(f not in LOSS_FEATURES for f in alarm_on):
+            raise ValueError("model key 'alarm_on' must be a list of loss features ({}), got {!r}".format(
+                ", ".join(LOSS_FEATURES), alarm_on))
+        self.alarm_on = tuple(FEATURES.index(f) for f in alarm_on)
 
 
 def _int_in(doc, key, lo, hi):
@@ -185,10 +194,12 @@ class Features:
         io = self.io
         if io < 0 or on[io]:
             self._fold_io(image, io >= 0 and fresh[io])
-        d = _steps(image, self.currents, self.cur_prev, self.cur_slots, on, fresh)[0]
+        # Losses only: current that stops flowing, pack voltage that goes
+        # (modules pulled).  Current starting, modules arriving are no theft.
+        d = _steps(image, self.currents, self.cur_prev, self.cur_slots, on, fresh, _FALL_ABS)[0]
         if d > acc[5]:
             acc[5] = d
-        d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh)[0]
+        d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh, _FALL)[0]
         if d > acc[6]:
             acc[6] = d
 
@@ -203,7 +214,7 @@ class Features:
             v = image[self.peak]
             if v > acc[1]:
                 acc[1] = v
-        acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, self.on, self.fresh)[1] * 64
+        acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, self.on, self.fresh, _ANY)[1] * 64
         if self.tilt >= 0:
             v = abs(image[self.tilt])
             if v > acc[3]:
@@ -268,9 +279,14 @@ class Features:
         return out
 
 
-def _steps(image, idx, prev, slots, on, fresh):
-    """(largest change, number of signals that changed) of ``idx`` since
-    their previous readings, which become the current ones.  A signal of a
+_ANY, _FALL, _FALL_ABS = 0, 1, 2    # what a step counts: any change, a fall, a fall of the magnitude
+
+
+def _steps(image, idx, prev, slots, on, fresh, kind):
+    """(largest step, number of signals that changed) of ``idx`` since
+    their previous readings, which become the current ones.  ``kind``: a
+    step is any change (``_ANY``), a fall of the value (``_FALL``) or of its
+    magnitude (``_FALL_ABS``); rises count as no step.  A signal of a
     device offline is skipped; at the device's first scan back its reading
     becomes the previous one, with no step."""
     best = 0
@@ -283,12 +299,17 @@ def _steps(image, idx, prev, slots, on, fresh):
                 prev[k] = image[i]
             k += 1
             continue
-        d = image[i] - prev[k]
+        v = image[i]
+        d = v - prev[k]
         if d:
             changed += 1
-            prev[k] = image[i]
-            if d < 0:
+            if kind == _FALL:
                 d = -d
+            elif kind == _FALL_ABS:
+                d = abs(prev[k]) - abs(v)
+            elif d < 0:
+                d = -d
+            prev[k] = v
             if d > best:
                 best = d
         k += 1

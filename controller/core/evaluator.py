@@ -63,6 +63,7 @@ class Evaluator:
         self.wakes = {}      # rule index -> wake tick
         self.next_wake = -1  # the earliest of the wakes (-1: none), so a quiet scan skips them
         self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
+        self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look)
         self.last = [0] * table.image_size
         self.last_mbit = -1
         self.stack = []
@@ -97,6 +98,7 @@ class Evaluator:
         self.active = list(active)
         self.last = list(last)
         self.next_wake = self._earliest_wake()
+        self.group_next = [-1] * len(t.groups)   # each group looks at its rings' schedules again
 
     def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
@@ -136,20 +138,29 @@ class Evaluator:
         due (its signal has not changed, or it is due already)."""
         m = self.mem
         first = -1
+        groups = self.table.groups
+        group_next = self.group_next
         # Tick differences inlined (as ticks.diff): this loop runs about every
-        # other scan of `cabguard eval`, over every sampler.
-        for r, o, step, i, g in self.table.samplers:
-            if g >= 0 and not image[g]:
-                continue   # its device is offline: no samples (its rule reset the ring)
-            if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
-                v = image[i]
-                before = self._rate_value(o, v)
-                self._rate_sample(o, step, v, now)
-                if self._rate_value(o, v) != before:
-                    due[r] = 1
-            nxt = (m[o] + step) & TICK_MASK
-            if first < 0 or ((nxt - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                first = nxt
+        # other scan of `cabguard eval`; it walks only the groups that are due.
+        for k in range(len(groups)):
+            gn = group_next[k]
+            if gn < 0 or ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
+                gn = -1
+                for r, o, step, i, g in groups[k]:
+                    if g >= 0 and not image[g]:
+                        continue   # its device is offline: no samples (its rule reset the ring)
+                    if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+                        v = image[i]
+                        before = self._rate_value(o, v)
+                        self._rate_sample(o, step, v, now)
+                        if self._rate_value(o, v) != before:
+                            due[r] = 1
+                    nxt = (m[o] + step) & TICK_MASK
+                    if gn < 0 or ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                        gn = nxt
+                group_next[k] = gn
+            if gn >= 0 and (first < 0 or ((gn - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
+                first = gn
         self.next_sample = first
 
     def _earliest_wake(self):
@@ -232,6 +243,9 @@ class Evaluator:
                         if o in sampled:
                             # Back online, its first sample may be the rule's: the
                             # evaluator takes the next one.
+                            k = sampled[o]
+                            if self.group_next[k] < 0 or diff(due_at, self.group_next[k]) < 0:
+                                self.group_next[k] = due_at
                             if self.next_sample < 0 or diff(due_at, self.next_sample) < 0:
                                 self.next_sample = due_at
                         elif wake < 0 or diff(due_at, wake) < 0:

@@ -16,6 +16,7 @@ from controller.core.step import CoreConfig
 RULE_NAME = "anomaly"
 VISIT_MS = dict(CoreConfig.DEFAULTS)["maint_max_ms"]   # the longest visit, unless a site says otherwise
 ARMED_FAMILY = (modes.ARMING, modes.ARMED, modes.ENTRY)
+_VOLT = FEATURES.index("volt")
 EXPLAINED_KEEP = 8   # the latest raises' explanations kept: a gateway runs for years
 
 
@@ -23,14 +24,13 @@ class ModelRules:
     """The model, then the table's evaluator (``rules``, may be None), then
     the model's rule when the score reaches the model's threshold.
 
-    Severity: alarm when the cabinet is in the armed family (exit delay,
-    armed, entry delay); alarm in every mode when temperature drove the
-    score (safety does not depend on arming) or the pack's structure did
-    (``volt``: modules pulled), except, for the pack, while a person is
-    at the cabinet (``attended``) or a ``sched.maintenance`` window is
-    active; warning otherwise.  Door activity is the core's business
-    (entry zones: an authorised person has the entry delay to
-    authenticate), so a score driven by the door is always a warning.  A warning is raised again as an alarm when the
+    Severity: an alarm needs evidence of loss -- points on ``current``
+    (current that stopped), ``volt`` (pack voltage gone: modules pulled) or
+    ``power`` (the supply fell); without it the rule is a warning.  With
+    it: alarm in every mode for ``volt``, except while a person is at the
+    cabinet (``attended``) or a ``sched.maintenance`` window is active;
+    alarm in the armed family (exit delay, armed, entry delay) for any
+    loss; warning otherwise.  A warning is raised again as an alarm when the
     conditions for an alarm arrive with another feature on top: the same
     feature still up when the cabinet is armed again (a cable left cut
     after the response team acknowledged it) was reported already.  The
@@ -43,6 +43,7 @@ class ModelRules:
         self.top_idx = catalog.index["anom.top"]
         self.maint_idx = catalog.index.get("sched.maintenance", -1)
         self.threshold = tables.threshold
+        self.alarm_on = tables.alarm_on   # the loss features that may make the rule an alarm
         self.raised = -1                 # severity raised, -1 when clear
         self.raised_as = -1              # the rule index it was raised under
         self.raised_top = -1             # the feature on top when it was raised
@@ -80,12 +81,21 @@ class ModelRules:
             self.disarmed_at = -1        # the visit is over: before the tick difference wraps
 
     def severity(self, top, mode, image):
-        feature = FEATURES[top]
-        if feature == "temp":
+        """Alarm only on evidence of loss: a loss feature the model file
+        lets alarm (``alarm_on``: current that stopped, pack voltage that
+        went, supply that fell) scored in this window.  Without it -- vibration, tilt, a door, a warm pack, gains
+        of any kind -- the model only warns: the packs' rules alarm on those."""
+        contrib = self.model.contrib
+        loss = 0
+        for f in self.alarm_on:
+            if contrib[f] > 0:
+                loss = 1
+        if not loss:
+            return WARNING
+        if _VOLT in self.alarm_on and contrib[_VOLT] > 0 and not self.attended(mode) \
+                and not (self.maint_idx >= 0 and image[self.maint_idx]):
             return ALARM
-        if feature == "volt" and not self.attended(mode) and not (self.maint_idx >= 0 and image[self.maint_idx]):
-            return ALARM
-        if feature != "door" and mode in ARMED_FAMILY:
+        if mode in ARMED_FAMILY:
             return ALARM
         return WARNING
 

@@ -350,6 +350,7 @@ class Table:
         tested = {}
         mode_rules = []
         samplers = []
+        taken = {}
         for r in range(len(rules)):
             uses_mode = self._add(rules[r], r, image_size)
             reads = _reads(self.codes[r])
@@ -367,6 +368,9 @@ class Table:
             if uses_mode or self.flags[r] & FLAG_LATCH:
                 mode_rules.append(r)
             for o, ms, i in _signal_rates(self.codes[r]):
+                if o in taken:
+                    continue   # one ring read twice by its rule: one sampler
+                taken[o] = 1
                 # A plain signal is one device's: one twin guards it, or none.
                 g = self.guards[o]
                 samplers.append((r, o, rate_step(ms), i, g[0] if g is not None else -1))
@@ -387,10 +391,19 @@ class Table:
         # guard's online twin or -1).  The
         # evaluator takes their samples itself (Evaluator._sample_rates), so
         # such a rule need not run for a sample that leaves the rate's value.
+        # Grouped by sample step, so a scan that is due for the 2 s samplers
+        # does not walk the 75 s ones: ``groups`` holds each step's samplers,
+        # ``sampled`` maps a sampled ring's mem offset to its group.
         self.samplers = tuple(samplers)
-        self.sampled = {}
+        steps = []
         for sampler in samplers:
-            self.sampled[sampler[1]] = 1
+            if sampler[2] not in steps:
+                steps.append(sampler[2])
+        self.groups = tuple(tuple(x for x in samplers if x[2] == step) for step in steps)
+        self.sampled = {}
+        for k in range(len(self.groups)):
+            for sampler in self.groups[k]:
+                self.sampled[sampler[1]] = k
 
     def _add(self, rule, r, image_size):
         if not isinstance(rule, list) or len(rule) != 5:
