@@ -50,8 +50,7 @@ WIRE_BAUD = 19200       # the demo's bus (simulator/configs/demo.toml), the simu
 def io_transaction_ms() -> float:
     """One poll of the I/O module on the demo's wire: its reads' wire time and t3.5 gaps
     (drivers/modbus/budget.py) and the simulator's slowest turnaround per read."""
-    io = device_load("io", load_profile("io-dvt"), PERIOD_MS, WIRE_BAUD, 0.2)
-    return 1000 * io.poll_s + io.reads * DEFAULT_TURNAROUND_MS[1]
+    return 1000 * device_load("io", load_profile("io-dvt"), PERIOD_MS, WIRE_BAUD, 0.2, DEFAULT_TURNAROUND_MS[1]).poll_s
 
 
 class SimProcess:
