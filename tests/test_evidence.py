@@ -156,3 +156,37 @@ def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds
     assert len(lines) <= 2 + 4000 // SCAN_MS          # seconds of scans, not minutes
     got = _replays_as_lived(lines, live, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
     assert any(e[0] == ev.EV_RULE for _t, _o, es in got for e in es)
+
+
+@pytest.mark.parametrize("incident_at", [5, 37, 100, 123, 250])
+def test_a_window_holds_before_ms_to_a_mark_more_and_the_core_is_snapshotted_at_marks_only(incident_at):
+    """The ring snapshots the core's state ten times per ``before_ms`` (not after every
+    scan: that was most of an idle scan's CPU), so a window starts at a mark: between
+    ``before_ms`` and ``before_ms + mark_ms`` before its incident (all of it, early on),
+    with the state as it was right after that scan."""
+    catalog = Catalog(CABINET)
+    state = CoreState(catalog, CoreConfig({"exit_delay_ms": 700}, ()))
+    taken = []
+    real_snapshot = state.snapshot
+    state.snapshot = lambda: taken.append(state.machine.mode) or real_snapshot()
+    ring = EvidenceRing(state, before_ms=2000, after_ms=500)
+    image = catalog.new_image()
+    snapshots_at_start = len(taken)
+    windows = []
+    for scan in range(300):
+        now = 1000 + scan * SCAN_MS
+        cmds = [(ev.CMD_ARM, 0)] if scan == 30 else []
+        step(state, (image, cmds), now)
+        if scan == incident_at:
+            ring.incident(scan, ev.ALARM, now)
+        windows += ring.scan(now, image, cmds)
+    assert len(taken) - snapshots_at_start == 300 // (2000 // 10 // SCAN_MS)     # a mark every 200 ms
+    (w,) = windows
+    first, incident_tick = w.scans[0][0], 1000 + incident_at * SCAN_MS
+    held = incident_tick - first
+    if incident_at * SCAN_MS >= 2000:
+        assert 2000 <= held < 2000 + 200 + SCAN_MS
+    else:
+        assert first == 1000
+    armed_before = w.scans[0][0] > 1000 + 30 * SCAN_MS
+    assert (w.start["mode"] != 0) == armed_before

@@ -26,8 +26,8 @@ def wire_budgets(config: SiteConfig) -> list[tuple[str, str]]:
     for bus in config.doc["bus"]:
         on_bus = [d for d in config.doc["device"] if d["bus"] == bus["name"]]
         limit = read_limit_s(bus["timeout_ceiling_ms"] / 1000, [d["poll_ms"] / 1000 for d in on_bus])
-        devices = [device_load(d["name"], load_profile(d["profile"]), d["poll_ms"], bus["baud"], limit)
-                   for d in on_bus]
+        devices = [device_load(d["name"], load_profile(d["profile"]), d["poll_ms"], bus["baud"], limit,
+                               d["turnaround_ms"]) for d in on_bus]
         out.append(verdict(bus["name"], bus["baud"], devices))
     return out
 

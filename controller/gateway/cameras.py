@@ -118,6 +118,8 @@ class CameraFeed:
             self.last[camera] = at
             if kind != HEARTBEAT:
                 self.until[(camera, kind)] = at + self.cameras[camera].hold_ms if active else None
+        if not self.cameras:    # a site without cameras: its zone.* signals stay 0
+            return
         idx = self.idx
         zone = [0] * len(CAMERA_KINDS)
         for name, cam in self.cameras.items():

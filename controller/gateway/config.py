@@ -26,6 +26,7 @@ from controller.gateway.schema import (
 )
 from controller.gateway.webhook import listen_problem
 from drivers.atomicfile import write_atomic
+from drivers.modbus.budget import DEFAULT_TURNAROUND_MS
 from drivers.modbus.options import PARITIES, RS485_MODES, STOPBITS
 from drivers.safefile import InputFileError, parse_toml, read_text
 
@@ -130,6 +131,7 @@ SCHEMA = Table({
         "profile": Str(r"[A-Za-z0-9_.\-/]+", "a profile name or path"),
         "address": Int(1, 247),
         "poll_ms": Int(20, 60000, default=1000),
+        "turnaround_ms": Int(0, 1000, default=DEFAULT_TURNAROUND_MS),
     }), min_items=1),
     "outputs": MapOf(Table({
         "gpio": Int(0, 27, default=-1),

@@ -33,6 +33,9 @@ from drivers.keys import CoseKey, EpochKeys, load_key
 from rules.payload import decode_payload, json_data
 
 
+MARKS = 10      # snapshots of the core's state per ``before_ms`` (EvidenceRing.scan)
+
+
 class Window:
     """One finished evidence window."""
 
@@ -61,30 +64,51 @@ class EvidenceRing:
         self._state = state
         self.before_ms = before_ms
         self.after_ms = after_ms
+        self.mark_ms = max(1, before_ms // MARKS)   # the core's state is snapshotted this often
         self._image = [0] * state.catalog.size      # the image after the last scan
         self._base = [0] * state.catalog.size       # the image before the oldest kept scan
         self._base_start = state.snapshot()
-        self._scans: deque = deque()                # (tick, changes, commands, snapshot after)
+        self._scans: deque = deque()                # (tick, changes, commands)
+        self._marks: deque = deque()                # (scans taken so far, tick, snapshot after that scan)
+        self._taken = 0                             # scans recorded so far
+        self._dropped = 0                           # scans folded into the base so far
         self._open: list[_Open] = []
 
     def scan(self, now: int, image: Sequence[int], commands: Sequence[tuple[int, int]]) -> list[Window]:
-        """Record one scan (call it after ``step()``); returns windows that are complete."""
+        """Record one scan (call it after ``step()``); returns windows that are complete.
+
+        The core's state is snapshotted at a mark, ``MARKS`` times per
+        ``before_ms``, not after every scan (that was most of an idle scan's
+        work): the base moves from mark to mark, so a window holds from
+        ``before_ms`` to ``before_ms + mark_ms`` of scans before its incident."""
         changes: list[int] = []
         prev = self._image
-        for i, v in enumerate(image):
-            if v != prev[i]:
-                changes += (i, v)
-                prev[i] = v
-        entry = (now, changes, [[c, a] for c, a in commands], self._state.snapshot())
+        if image != prev:       # a quiet scan changes nothing: compared at C speed
+            for i, v in enumerate(image):
+                if v != prev[i]:
+                    changes += (i, v)
+                    prev[i] = v
+        entry = (now, changes, [[c, a] for c, a in commands] if commands else [])
         self._scans.append(entry)
-        while ticks.diff(now, self._scans[0][0]) > self.before_ms:
-            t, old_changes, _cmds, snap = self._scans.popleft()
-            for k in range(0, len(old_changes), 2):
-                self._base[old_changes[k]] = old_changes[k + 1]
+        self._taken += 1
+        marks = self._marks
+        if not marks or ticks.diff(now, marks[-1][1]) >= self.mark_ms:
+            marks.append((self._taken, now, self._state.snapshot()))
+        while ticks.diff(now, marks[0][1]) > self.before_ms:
+            upto, _t, snap = marks.popleft()
+            while self._dropped < upto:
+                old_changes = self._scans.popleft()[1]
+                self._dropped += 1
+                for k in range(0, len(old_changes), 2):
+                    self._base[old_changes[k]] = old_changes[k + 1]
             self._base_start = snap
+            if not marks:
+                break
+        if not self._open:
+            return []
         done = []
         for w in list(self._open):
-            w.scans.append(entry[:3])
+            w.scans.append(entry)
             if ticks.diff(now, w.deadline) >= 0:
                 self._open.remove(w)
                 done.append(Window(w.seq, w.severity, w.base_image, w.start, w.scans))
@@ -93,7 +117,7 @@ class EvidenceRing:
     def incident(self, seq: int, severity: int, now: int) -> None:
         """Start a window for the record ``seq`` (an alarm): the kept scans, and more to come."""
         self._open.append(_Open(seq, severity, ticks.add(now, self.after_ms), list(self._base),
-                                dict(self._base_start), [e[:3] for e in self._scans]))
+                                dict(self._base_start), list(self._scans)))
 
 
 def evidence_record(ctx: R.Context, window: Window) -> dict[int, object]:

@@ -30,6 +30,7 @@ from controller.core import modes
 from controller.core.events import CMD_ACK, CMD_ARM
 from controller.core.outputs import OUT_SIREN
 from controller.devtools.bench import Figure
+from controller.devtools.fleetsim import cpu_seconds
 from controller.gateway.run import build
 from controller.journal import records as R
 from drivers.modbus.budget import device_load
@@ -39,6 +40,8 @@ from simulator.demo import prepare
 from simulator.slave import DEFAULT_TURNAROUND_MS
 
 JITTER_S = 40
+IDLE_S = 30             # the idle CPU figure's measuring span, after IDLE_SETTLE_S
+IDLE_SETTLE_S = 8
 LATENCY_TRIALS = 25
 JOURNAL_RATE = 1000
 PERIOD_MS = 100         # the demo site's scan period and the I/O module's poll period
@@ -48,8 +51,7 @@ WIRE_BAUD = 19200       # the demo's bus (simulator/configs/demo.toml), the simu
 def io_transaction_ms() -> float:
     """One poll of the I/O module on the demo's wire: its reads' wire time and t3.5 gaps
     (drivers/modbus/budget.py) and the simulator's slowest turnaround per read."""
-    io = device_load("io", load_profile("io-dvt"), PERIOD_MS, WIRE_BAUD, 0.2)
-    return 1000 * io.poll_s + io.reads * DEFAULT_TURNAROUND_MS[1]
+    return 1000 * device_load("io", load_profile("io-dvt"), PERIOD_MS, WIRE_BAUD, 0.2, DEFAULT_TURNAROUND_MS[1]).poll_s
 
 
 class SimProcess:
@@ -128,6 +130,41 @@ def process_figures(work: Path, port: str) -> list[Figure]:
         Figure("watchdog pings in 5 s (WatchdogSec=2)", watchdogs, "pings", ">= 4"),
         Figure("resident memory of `cabguard run`", rss_mb, "MB", "<= 60"),
     ]
+
+
+def _thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds so far of each thread of ``pid``, by thread id."""
+    out = {}
+    for tid in os.listdir("/proc/{}/task".format(pid)):
+        try:
+            fields = Path("/proc/{}/task/{}/stat".format(pid, tid)).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue    # a thread that ended meanwhile
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def idle_figures(work: Path, port: str) -> list[Figure]:
+    """`cabguard run` for real on the demo site, disarmed, no uplink, a quiet bus
+    (1 I/O module every 100 ms, 2 BMS, relay): the gateway process's CPU (issue 15)."""
+    site = prepare(work, port, None, None)
+    (work / "state").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "run", "--config", str(site)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(IDLE_SETTLE_S)
+        cpu0, threads0, t0 = cpu_seconds(proc.pid), _thread_cpu(proc.pid), time.monotonic()
+        time.sleep(IDLE_S)
+        cpu1, threads1, t1 = cpu_seconds(proc.pid), _thread_cpu(proc.pid), time.monotonic()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    wall = t1 - t0
+    shares = sorted(((100 * (c - threads0.get(tid, 0.0)) / wall, tid) for tid, c in threads1.items()), reverse=True)
+    busiest = ", ".join("{} {:.2f} %".format("scan loop" if tid == proc.pid else "thread {}".format(tid), pct)
+                        for pct, tid in shares[:3] if pct > 0)
+    return [Figure("idle CPU of `cabguard run` (disarmed, quiet)", 100 * (cpu1 - cpu0) / wall, "%", "<= 1.0",
+                   "of one core over {:.0f} s; busiest threads: {}".format(wall, busiest or "none"))]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -272,6 +309,7 @@ def run() -> list[Figure]:
     sim = SimProcess(work / "links")
     try:
         figures = process_figures(work / "a", sim.port)
+        figures += idle_figures(work / "idle", sim.port)
         figures += loop_figures(work / "b", sim)
     finally:
         sim.stop()
