@@ -238,7 +238,7 @@ def _commands(body: str) -> list[str]:
 
 def _scratch(tmp_path: Path, doc: Path) -> Path:
     """A folder with the repo's folders linked in and the doc's named TOML examples written out."""
-    for name in ("rules", "simulator", "drivers", "examples", "controller"):
+    for name in ("rules", "simulator", "drivers", "examples", "controller", "flash.sh"):
         (tmp_path / name).symlink_to(REPO / name)
     for b in blocks(doc):
         first = b.body.split("\n", 1)[0]
