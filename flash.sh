@@ -9,7 +9,7 @@
 # nothing that is already right (keys and enrolled people are kept).
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)   # the checkout, through a link too
 HOST_CABGUARD=${CABGUARD:-$HERE/.venv/bin/cabguard}
 HOST_PYTHON=${FLASH_PYTHON:-$HERE/.venv/bin/python}
 TARGET_PYTHON=${TARGET_PYTHON:-python3}
