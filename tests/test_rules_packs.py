@@ -62,7 +62,6 @@ def raised(script, mode=ARMED, settle_s=20):
     ("cabinet_moved.io", [(0, {"io.accel_z_mg": 200}, None), (2, {}, None)]),
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY),
                               (2, {"io.vib_rms_mg": 160, "io.vib_peak_mg": 600}, None)]),
-    ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY), (2, {"io.tilt_mdeg": 600}, None)]),
     ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
@@ -101,6 +100,13 @@ def test_temp_rise_is_no_calibration_step_on_a_pack_warming_under_a_hard_charge(
         return [(s, {"bms1.temp_max_dc": 250 + s // 10 + (step_dc if s >= 60 else 0)}, None) for s in range(0, 400)]
     assert "temp_rise.bms1" not in raised(warming(30), settle_s=130)     # +3 C at once
     assert "temp_rise.bms1" not in raised(warming(-30), settle_s=130)
+
+
+def test_a_tilt_sensor_drifted_off_zero_is_no_disturbance_of_the_entry():
+    entry = [(0, {"io.tilt_mdeg": 600}, DISARMED), (120, {}, ARMED), (150, {"io.door_bolt": 0}, ENTRY), (160, {}, None)]
+    assert "entry_disturbance.io" not in raised(entry)
+    pushed = entry[:3] + [(152, {"io.tilt_mdeg": 1200}, None), (160, {}, None)]
+    assert "entry_disturbance.io" in raised(pushed)
 
 
 def test_the_io_module_silent_only_for_a_cut_not_while_it_flaps():
