@@ -16,7 +16,11 @@ from tests.test_cli import cabguard
 
 def test_check_the_default_packs():
     r = cabguard("rules", "check")
-    assert r.returncode == 0 and "door_forced.io" in r.stdout and "ok: 54 rules" in r.stdout
+    assert r.returncode == 0 and "door_forced.io" in r.stdout, r.stdout + r.stderr
+    listed = [line for line in r.stdout.splitlines() if line.startswith("  ")]
+    summary = r.stdout.splitlines()[-1]
+    assert summary.startswith("ok: {} rules (".format(len(listed))), summary    # every rule listed, and counted
+    assert any(line.split()[0] == "pack_hotter_than_peers.bms1" for line in listed)   # the safety pack is a default
 
 
 def test_check_reports_every_problem_with_position_and_no_traceback(tmp_path):

@@ -7,6 +7,7 @@ reason journaled."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 
 import pytest
@@ -59,7 +60,7 @@ def test_a_bad_new_config_falls_back_to_the_last_good_one(cabinet, damage, probl
     _sim, site, d = cabinet
     _run_once(site)                                    # a clean start: kept as last good
     good = site.read_text()
-    site.write_text(DEEP_TOML + good if damage == "deep" else good.replace("address = 1\n", "address = 0\n"))
+    site.write_text(DEEP_TOML + good if damage == "deep" else re.sub(r"(?m)^address = 1\b", "address = 0", good, count=1))
     services, thread = _start(site)
     try:
         assert services.gateway.site.config.path.endswith("last-good.toml")
