@@ -62,7 +62,6 @@ def raised(script, mode=ARMED, settle_s=20):
     ("cabinet_moved.io", [(0, {"io.accel_z_mg": 200}, None), (2, {}, None)]),
     ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY),
                               (2, {"io.vib_rms_mg": 160, "io.vib_peak_mg": 600}, None)]),
-    ("entry_disturbance.io", [(0, {"io.door_bolt": 0, "io.door_open": 1}, ENTRY), (2, {"io.tilt_mdeg": 600}, None)]),
     ("entry_out_of_hours.io", [(0, {"io.door_bolt": 0}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 0}, None), (3, {}, None)]),
     ("vibration_sensor_masked.io", [(0, {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20}, None), (3, {}, None)]),
@@ -72,7 +71,7 @@ def raised(script, mode=ARMED, settle_s=20):
     ("string_voltage_step.bms1", [(0, {"bms1.pack_mv": 350000}, None)]),
     ("current_collapse.bms1", [(0, {"bms1.current_ma": 40000}, None), (10, {"bms1.current_ma": 100}, None), (20, {}, None)]),
     ("bms_silent.bms1", [(0, {"bms1.online": 0}, None), (30, {}, None)]),
-    ("sensor_silent.io", [(0, {"io.online": 0}, None)]),
+    ("sensor_silent.io", [(0, {"io.online": 0}, None), (20, {}, None)]),
     ("tamper.io", [(0, {"io.tamper": 1}, DISARMED)]),
     ("gateway_tamper", [(0, {"sys.tamper": 1}, None)]),
     ("over_temperature.bms1", [(0, {"bms1.temp_max_dc": 610}, DISARMED)]),
@@ -94,6 +93,30 @@ def test_temp_rise_is_a_pack_heating_faster_than_use_can_explain():
         return [(s, {"bms1.temp_max_dc": 250 + s // 10 * dc_per_10s}, None) for s in range(0, 300)]
     assert "temp_rise.bms1" in raised(warming(2), settle_s=130)          # 1.2 C per minute
     assert "temp_rise.bms1" not in raised(warming(1), settle_s=130)      # 0.6 C per minute: a hard charge
+
+
+def test_temp_rise_is_no_calibration_step_on_a_pack_warming_under_a_hard_charge():
+    def warming(step_dc):          # 0.6 C per minute, and a sensor recalibrated at 60 s
+        return [(s, {"bms1.temp_max_dc": 250 + s // 10 + (step_dc if s >= 60 else 0)}, None) for s in range(0, 400)]
+    assert "temp_rise.bms1" not in raised(warming(30), settle_s=130)     # +3 C at once
+    assert "temp_rise.bms1" not in raised(warming(-30), settle_s=130)
+
+
+def test_a_tilt_sensor_drifted_off_zero_is_no_disturbance_of_the_entry():
+    entry = [(0, {"io.tilt_mdeg": 600}, DISARMED), (120, {}, ARMED), (150, {"io.door_bolt": 0}, ENTRY), (160, {}, None)]
+    assert "entry_disturbance.io" not in raised(entry)
+    pushed = entry[:3] + [(152, {"io.tilt_mdeg": 1200}, None), (160, {}, None)]
+    assert "entry_disturbance.io" in raised(pushed)
+
+
+def test_the_io_module_silent_only_for_a_cut_not_while_it_flaps():
+    off, on = {"io.online": 0}, {"io.online": 1}
+    flapping = [(t, off if t % 12 == 0 else on, None) for t in range(0, 240, 4) if t % 12 in (0, 8)]
+    assert flapping[:2] == [(0, off, None), (8, on, None)]              # 8 s silent, 4 s back, again and again
+    assert raised(flapping) == []
+    assert raised([(0, off, None), (4, {}, None)]) == []                # 14 s: not yet, a CRC burst lasts seconds
+    assert raised([(0, off, None), (20, {}, None)]) == ["sensor_silent.io"]
+    assert raised([(0, {"io.online": 0, "io.comm_exc": 256}, None), (1, {}, None)]) == ["sensor_silent.io"]
 
 
 def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not():
