@@ -319,11 +319,12 @@ armed = [{{ do = "siren" }}, {{ do = "lights" }}, {{ do = "camera", after_s = 1 
         assert wait_until(lambda: gw.state.mode == modes.ARMED, 5)
         sim.device("io").set(door_open=1)
         assert wait_until(lambda: gw.state.mode == modes.ALARM, 5)
-        assert gw.bank.outputs[OUT_LIGHTS].device.pin.state
+        lights = gw.bank.outputs[OUT_LIGHTS].device.pin
+        assert wait_until(lambda: lights.state, 2)      # driven in the scan that raised the alarm, after its mode
         assert wait_until(lambda: b"3" in seen, 5)      # the preset, a second after the alarm
         assert gw.submit(CMD_ACK, 0, "console", "ana").outcome.result(2) == "ok"
         assert wait_until(lambda: seen[-1:] == [b"1"], 5)
-        assert not gw.bank.outputs[OUT_LIGHTS].device.pin.state
+        assert wait_until(lambda: not lights.state, 2)
         assert wait_until(lambda: protect, 5)
         assert wait_until(lambda: any(r[R.TYPE] == R.INCIDENT for r in records()), 5)
     finally:
