@@ -61,7 +61,7 @@ def test_an_answer_on_the_wire_is_read_in_a_few_reads_not_one_per_batch(sim):
         for _ in range(3):
             master.wait_quiet()
             assert len(master.read_registers(2, frames.READ_INPUT, 0, 30, 0.2)) == 30
-        assert master.reads <= 3 * 6      # was about 20 a read
+        assert master.reads <= 3 * 10     # was about 20 a read; a loaded machine wakes late and reads more
     finally:
         master.close()
 
