@@ -241,6 +241,38 @@ def test_coil_writes_are_read_back(sim):
         poller.stop()
 
 
+class _NoisyFirstWrite(RtuMaster):
+    """A real master whose first coil write is hit by noise on the wire: its CRC arrives
+    wrong, so the slave drops it and never answers, as a real one would."""
+
+    spoiled = False
+
+    def write_coil(self, address, coil, on, timeout):
+        if not self.spoiled:
+            self.spoiled = True
+            request = frames.write_coil_request(address, coil, on)
+            self.transact(request[:-1] + bytes([request[-1] ^ 0xFF]), 8, timeout)
+        super().write_coil(address, coil, on, timeout)
+
+
+def test_a_coil_write_lost_to_noise_is_sent_again_not_reported_failed(sim):
+    def factory(port: str, options: BusOptions) -> RtuMaster:
+        return _NoisyFirstWrite(port, options.baud, options.parity, options.stopbits)
+    poller = _poller(sim.bus("b1").port, factory).start()
+    try:
+        assert wait_until(lambda: poller.snapshot()["relay.online"])
+        timeouts = poller.snapshot()["relay.comm_timeouts"]
+        token = poller.write_coils("relay", {"k2": 1})         # the siren
+        results = []
+        assert wait_until(lambda: results.extend(e for e in poller.events() if e.code == token
+                                                and e.kind.startswith("write")) or results)
+        assert results[0].kind == ev.WRITE_OK, results[0]
+        assert sim.device("relay").values["k2"] == 1
+        assert poller.snapshot()["relay.comm_timeouts"] == timeouts + 1   # the lost try is counted
+    finally:
+        poller.stop()
+
+
 @pytest.fixture(scope="module")
 def scripted():
     s = ScriptedSlave()

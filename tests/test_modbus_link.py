@@ -158,6 +158,7 @@ def test_attempts(history, attempts):
         else:
             dev.poll_failed()
     assert dev.attempts() == attempts
+    assert dev.attempts(write=True) == 2     # a write always gets its retry, first contact or not
 
 
 def test_unpolled_devices_go_offline_once():

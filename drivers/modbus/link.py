@@ -88,9 +88,10 @@ class DeviceLink:
         """How long a good read of ``count`` registers should take: wire, gaps and turnaround."""
         return wire_us(count, self.options.baud) + round(2e6 * frames.t35_seconds(self.options.baud)) + self.latency_us
 
-    def attempts(self) -> int:
-        """Tries for one read: no retry at first contact, which already waits the ceiling."""
-        return 1 + self.options.retries if self.answered else 1
+    def attempts(self, write: bool = False) -> int:
+        """Tries for one transaction.  A read at first contact is tried once: it already waits
+        the ceiling.  A write always gets its retries: an output must not fail on one lost frame."""
+        return 1 + self.options.retries if self.answered or write else 1
 
     def answered_in(self, elapsed_us: int, count: int) -> list[BusEvent]:
         """A good answer ``elapsed_us`` after the request started (wire time included)."""

@@ -49,7 +49,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Callable, Generator, NamedTuple
+from typing import Callable, Generator, NamedTuple, TypeVar
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
@@ -67,6 +67,9 @@ from drivers.modbus.sunspec import NotSunSpec, discover
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
 # import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
+T = TypeVar("T")
+# A coil write's request and echo (8 characters each) fit in the wire time of a 2-register read.
+WRITE_REGISTERS = 2
 ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
 
 
@@ -461,16 +464,23 @@ class BusPoller:
                     self._nested = False
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
-        """One block read with the retries its link allows; every attempt goes to the link."""
+        """One block read with the retries its link allows."""
+        return self._transact(st, count, lambda master, timeout_s: master.read_block(
+            st.address, function, start, count, timeout_s))
+
+    def _transact(self, st: _State, count: int, request: Callable[[RtuMaster, float], T],
+                  write: bool = False) -> T:
+        """``request`` with the retries the device's link allows (a read, or a write: writing a
+        coil is idempotent); ``count`` registers size its timeout.  Every attempt goes to the link."""
         link = st.link
         timeout_us = link.timeout_us(count)
-        attempts = link.attempts()
-        for attempt in range(attempts):
+        attempts, attempt = link.attempts(write), 1
+        while True:
             try:
                 master = self._port()
                 master.wait_quiet()
                 t0 = time.perf_counter()
-                values = master.read_block(st.address, function, start, count, timeout_us / 1e6)
+                answer = request(master, timeout_us / 1e6)
             except ModbusPortLost as e:
                 link.failed(PORT_GONE, str(e))
                 raise  # no retry: the port is closed and reopened between polls
@@ -485,11 +495,12 @@ class BusPoller:
                 raise  # the device answered: retrying will not change its mind
             else:
                 link.answered_in(_us(time.perf_counter() - t0), count)
-                return values
+                return answer
             finally:
                 self._late_answer()
-            if self._stop.is_set() or attempt == attempts - 1:
+            if self._stop.is_set() or attempt >= attempts:
                 raise error
+            attempt += 1
 
     def _late_answer(self) -> None:
         """Learn from an answer the master saw arrive after its request had timed out."""
@@ -505,10 +516,10 @@ class BusPoller:
     def _write(self, token: int, st: _State, addresses: dict[str, int], values: dict[str, int]) -> None:
         try:
             for name, coil in sorted(addresses.items()):
-                self._port().write_coil(st.address, coil, bool(values[name]), st.link.timeout_us(0) / 1e6)
+                on = bool(values[name])
+                self._transact(st, WRITE_REGISTERS, lambda master, timeout_s, coil=coil, on=on: master.write_coil(
+                    st.address, coil, on, timeout_s), write=True)
         except ModbusError as e:
-            if isinstance(e, ModbusException):
-                self._report(st.link.refused(e.code))
             self._events.put(BusEvent(st.instance, WRITE_FAILED, token, str(e) or "timeout"))
             return
         if not self.poll(st):
