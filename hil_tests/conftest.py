@@ -32,6 +32,7 @@ from rules.payload import decode_payload
 from simulator.broker import Broker
 from simulator.bus import SimBus, Simulator, open_raw_port
 from simulator.slave import SimDevice
+from tests.scheduling import FLASH_GROUP  # noqa: F401 (re-exported to the cases)
 from tests.test_console_server import Terminal
 from tests.waiting import wait_until  # noqa: F401 (re-exported to the cases)
 
