@@ -56,3 +56,51 @@ def test_what_a_sense_action_or_plan_lacks_is_refused_with_its_line(change, prob
     text = documented_example().replace(*change)
     with pytest.raises(ScenarioError, match=problem):
         loads(text, "carried-away.toml")
+
+
+def test_a_camera_offline_reports_nothing_so_its_events_leave_the_zone():
+    """docs/signals.md: zone.<event> is 1 while any camera *online* reports it."""
+    from simulator.world import CabinetWorld
+    text = """
+[scenario]
+name = "blind"
+start = 2026-04-07T22:00:00+02:00
+duration = "1h"
+[[cabinet]]
+id = "c"
+[[process]]
+kind = "cameras"
+names = ["gate", "yard"]
+[[action]]
+kind = "camera_offline"
+at = "+10m"
+camera = "gate"
+duration = "5m"
+[[action]]
+kind = "camera_event"
+at = "+12m"
+camera = "gate"
+duration = "10m"
+[[action]]
+kind = "camera_event"
+at = "+30m"
+camera = "yard"
+duration = "1m"
+[[action]]
+kind = "camera_event"
+at = "+30m30s"
+camera = "gate"
+duration = "1m"
+"""
+    scn = loads(text, "blind.toml")
+    world = CabinetWorld(scn, scn.cabinets[0])
+    names = ("zone.person", "cam.gate.person", "cam.gate.online")
+    idx = {world.catalog.index[n]: n for n in names}
+    seen = {n: [] for n in names}
+    for t, changes, _c in world.stream():
+        for i, v in changes:
+            if i in idx:
+                seen[idx[i]].append((t // 1000, v))
+    assert seen["cam.gate.online"] == [(0, 1), (600, 0), (900, 1)]
+    assert seen["cam.gate.person"] == [(600, 0), (900, 1), (1320, 0), (1830, 1), (1890, 0)]
+    assert seen["zone.person"] == [(900, 1), (1320, 0), (1800, 1), (1890, 0)]     # not while gate was offline
