@@ -171,7 +171,7 @@ def console_port(gateway: Gateway) -> GatewayPort:
         note=gateway.note, recent=lambda: list(gateway.recent), rule_names=gateway.rule_names,
         status_text=gateway.status.console_text, devices_text=gateway.status.devices_text,
         rules_info=gateway.status.rules_info, config_text=gateway.config_text,
-        config_check=lambda: check_config(gateway.site.config.path), load_rules=gateway.load_rules,
+        config_check=lambda: check_config(gateway.settings.config_path), load_rules=gateway.load_rules,
         survey_position=gateway.survey_position,
         buses={b.name: ScanBus(b, pollers.get(b.port)) for b in gateway.settings.buses})
 
