@@ -98,10 +98,11 @@ def console_stream(doc: dict, link_override: str | None) -> Stream:
     return SerialStream(port, doc["baud"])
 
 
-def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | None) -> ConsoleServer:
+def start_console(gateway: Gateway, port: GatewayPort, path: CommandPath, doc: dict,
+                  link: str | None) -> ConsoleServer:
     auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"],
                          gateway.state_dir / LOCKOUT_NAME, gateway.clock)
-    return ConsoleServer(console_stream(doc, link), ConsoleView(path.gateway, path), auth, doc["idle_s"]).start()
+    return ConsoleServer(console_stream(doc, link), ConsoleView(port, path), auth, doc["idle_s"]).start()
 
 
 def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProcess:
@@ -208,9 +209,10 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         gateway.health.record(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
     console_doc = doc.get("console")
     people = people_store(gateway, console_doc["people"]) if console_doc else None
-    services = Services(gateway, CommandPath(console_port(gateway), people))
+    port = console_port(gateway)
+    services = Services(gateway, CommandPath(port, people))
     if console_doc:
-        services.console = start_console(gateway, services.path, console_doc, console_link)
+        services.console = start_console(gateway, port, services.path, console_doc, console_link)
     if doc.get("uplink"):
         services.uplink = start_uplink(gateway, services.path, doc["uplink"])
     if doc.get("opcua"):
