@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from controller.journal import records as R
 from controller.journal.journal import Journal, default_clock
@@ -57,3 +58,15 @@ def frames(tmp: Path) -> list[tuple[Path, int, bytes]]:
 
 def frame_span(record: bytes) -> int:
     return HEAD.size + len(record)
+
+
+def kill_rounds(tmp_path: Path, kills: int, per_journal: int) -> Iterator[tuple[int, Path, CoseKey, bool]]:
+    """(kill, journal folder, provisioning key, fresh) for each kill of a kill test: a fresh
+    journal every ``per_journal`` kills keeps each verification quick."""
+    for kill in range(kills):
+        fresh = kill % per_journal == 0
+        if fresh:
+            tmp = tmp_path / "run{}".format(kill)
+            tmp.mkdir()
+            prov, _ = provision(tmp)
+        yield kill, tmp, prov, fresh
