@@ -24,8 +24,7 @@ def test_devices_start_staggered_over_their_periods():
 @pytest.mark.parametrize("due, now, commands, jobs, job_turn, reopen_at, action", [
     ([0, 500 * MS], 0, False, False, False, None, Action(POLL, IO)),
     ([10 * MS, 500 * MS], 0, False, False, False, None, Action(WAIT, at_us=10 * MS)),
-    ([10 * MS, 5 * MS], 7 * MS, False, False, False, None, Action(POLL, BMS)),   # the earliest due first
-    ([5 * MS, 5 * MS], 7 * MS, False, False, False, None, Action(POLL, IO)),     # ... the first among equals
+    ([10 * MS, 5 * MS], 7 * MS, False, False, False, None, Action(POLL, BMS)),
     # a queued command (the siren's write) goes ahead of a due poll: on a busy wire one always is
     ([0, 0], 7 * MS, True, False, False, None, Action(COMMAND)),
     ([10 * MS, 500 * MS], 0, True, True, False, None, Action(COMMAND)),
@@ -44,6 +43,36 @@ def test_next_action(due, now, commands, jobs, job_turn, reopen_at, action):
     schedule.due_us = list(due)
     schedule.job_turn = job_turn
     assert schedule.next(now, commands, jobs, reopen_at) == action
+
+
+# The I/O module's poll takes 80 ms of its 100 ms, a BMS read 80 ms, the relay's 40 ms.
+READS = [80 * MS, 80 * MS, 40 * MS]
+
+
+@pytest.mark.parametrize("due, now, action", [
+    # of the devices due, the shortest period first (rate-monotonic), whoever is due first
+    ([5 * MS, 0, 0], 5 * MS, Action(POLL, IO)),
+    ([100 * MS, 0, 0], 5 * MS, Action(POLL, RELAY)),            # the relay's read fits before the I/O module's
+    ([100 * MS, 0, 0], 65 * MS, Action(WAIT, at_us=100 * MS)),  # ... no read does any more
+    ([100 * MS, 0, 300 * MS], 19 * MS, Action(POLL, BMS)),      # the BMS's ends at 99 ms: in time
+    ([100 * MS, 0, 300 * MS], 20 * MS, Action(WAIT, at_us=100 * MS)),   # at 100 ms: not
+    ([500 * MS, 0, 0], 20 * MS, Action(POLL, RELAY)),           # both fit: the shorter period first
+    # a device late by a whole period of its own goes anyway: none starves
+    ([100 * MS, 0, 0], 1000 * MS, Action(POLL, BMS)),
+    ([1050 * MS, 100 * MS, 500 * MS], 1000 * MS, Action(POLL, RELAY)),   # late 500 ms: a whole period
+    ([1050 * MS, 30 * MS, 500 * MS], 1030 * MS, Action(POLL, BMS)),   # both starve: earliest due first
+    ([1050 * MS, 100 * MS, 600 * MS], 1020 * MS, Action(WAIT, at_us=1050 * MS)),   # late 420 and 920 ms: they wait
+])
+def test_the_shortest_period_keeps_its_polls_on_a_busy_wire(due, now, action):
+    schedule = bus(0, 100, 1000, 500)
+    schedule.due_us = list(due)
+    assert schedule.next(now, read_us=READS) == action
+
+
+def test_a_held_poll_lets_a_job_step():
+    schedule = bus(0, 100, 1000, 500)
+    schedule.due_us = [100 * MS, 0, 0]
+    assert schedule.next(20 * MS, jobs=True, read_us=[80 * MS, 90 * MS, 90 * MS]) == Action(JOB)
 
 
 def test_a_job_and_polls_take_turns_on_a_busy_wire():
@@ -90,6 +119,13 @@ def test_an_aligned_device_is_polled_just_before_the_scan():
     assert schedule.polled(BMS, 10_060 * MS, 10_060 * MS) == 11_050 * MS
 
 
+def test_an_aligned_poll_longer_than_its_slot_starts_at_the_scan_instead_of_skipping_one():
+    schedule = bus(0)
+    schedule.align(0, 100 * MS)
+    schedule.poll_us[IO], schedule.poll_dev_us[IO] = 90 * MS, 10 * MS     # lead 106.5 ms > 100 after this poll
+    assert schedule.polled(IO, 5 * MS, 95 * MS) == 100 * MS             # not 300 - 106.5: a scan skipped
+
+
 def test_an_aligned_poll_leads_by_its_mean_and_twice_its_deviation():
     schedule = bus(0)
     schedule.align(0, 100 * MS)
@@ -103,13 +139,14 @@ def test_an_aligned_poll_leads_by_its_mean_and_twice_its_deviation():
 
 
 @pytest.mark.parametrize("device, now, piece, due, ahead", [
-    (BMS, 0, 80 * MS, [50 * MS, 0, 300 * MS], [IO]),          # the I/O module falls due meanwhile
-    (BMS, 0, 40 * MS, [50 * MS, 0, 300 * MS], []),            # ... or not
-    (BMS, 0, 80 * MS, [50 * MS, 0, 60 * MS], [IO, RELAY]),    # every shorter period
-    (RELAY, 0, 80 * MS, [50 * MS, 0, 0], [IO]),               # not the longer BMS
-    (IO, 0, 80 * MS, [0, 0, 0], []),                          # nothing preempts the shortest
+    (BMS, 0, 80 * MS, [50 * MS, 0, 300 * MS], (50 * MS, [IO])),      # the I/O module falls due meanwhile:
+    (BMS, 0, 40 * MS, [50 * MS, 0, 300 * MS], (0, [])),              # wait for it ... or not
+    (BMS, 0, 80 * MS, [60 * MS, 0, 50 * MS], (50 * MS, [RELAY, IO])),   # every shorter period, earliest first
+    (RELAY, 0, 80 * MS, [50 * MS, 0, 0], (50 * MS, [IO])),           # not the longer BMS
+    (BMS, 70 * MS, 80 * MS, [50 * MS, 0, 300 * MS], (50 * MS, [IO])),   # already due: at once
+    (IO, 0, 80 * MS, [0, 0, 0], (0, [])),                            # nothing preempts the shortest
 ])
-def test_shorter_periods_go_ahead_of_a_piece_of_a_long_read(device, now, piece, due, ahead):
+def test_shorter_periods_go_ahead_of_a_piece_of_a_long_read_on_their_time(device, now, piece, due, ahead):
     schedule = bus(0, 100, 1000, 500)
     schedule.due_us = list(due)
     assert schedule.ahead_of(device, now, piece) == ahead
@@ -120,4 +157,4 @@ def test_a_reopened_port_polls_everyone_now():
     schedule.due_us = [50 * MS, 900 * MS, 20 * MS]
     schedule.port_reopened(30 * MS)
     assert schedule.due_us == [30 * MS, 30 * MS, 20 * MS]
-    assert schedule.next(30 * MS) == Action(POLL, RELAY)
+    assert schedule.next(30 * MS) == Action(POLL, IO)

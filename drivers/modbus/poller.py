@@ -114,6 +114,7 @@ class _State:
         self.names = [n for n, _u, _s in profile.signal_specs()]
         self.slot = slot                 # first index in the flat snapshot
         self.not_implemented = 0
+        self.longest: tuple[RegisterMap | None, int] = (None, 0)   # BusPoller._longest_read's
 
 
 class BusPoller:
@@ -305,7 +306,8 @@ class BusPoller:
             self._check_port()
             now = _us(time.monotonic())
             action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
-                                         None if self._master is not None else self._reopen.reopen_at)
+                                         None if self._master is not None else self._reopen.reopen_at,
+                                         [st.link.expected_us(self._longest_read(st)) for st in self._states])
             if action.kind == JOB:
                 self._schedule.job_stepped()
                 self._job_step()
@@ -428,10 +430,14 @@ class BusPoller:
 
     def _yield_to_due(self, st: _State, count: int) -> None:
         """Before a piece of ``st``'s poll: the devices of a shorter period that fall due
-        before it would end (drivers/modbus/schedule.py)."""
+        before it would end, each polled on its time (drivers/modbus/schedule.py)."""
         if self._nested or threading.current_thread() is not self._thread or self._master is None:
             return
-        for i in self._schedule.ahead_of(st.index, _us(time.monotonic()), st.link.expected_us(count)):
+        now = _us(time.monotonic())
+        at, ahead = self._schedule.ahead_of(st.index, now, st.link.expected_us(count))
+        if at > now and self._stop.wait((at - now) / 1e6):
+            return
+        for i in ahead:
             if self._master is None:
                 return   # the port failed meanwhile: reopened between polls
             self._nested = True
@@ -439,6 +445,15 @@ class BusPoller:
                 self._poll_due(self._states[i])
             finally:
                 self._nested = False
+
+    def _longest_read(self, st: _State) -> int:
+        """Registers of ``st``'s longest read as the poller splits them (0 before a SunSpec
+        device is discovered), kept with the register map it was computed for."""
+        if st.longest[0] is not st.regmap:
+            st.longest = (st.regmap, max((n for b in st.regmap.blocks for _s, n in frames.split_reads(
+                frames.READ_FUNCTION[b.table], b.start, b.count, self.options.baud, self._read_limit)),
+                default=0) if st.regmap is not None else 0)
+        return st.longest[1]
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with the retries its link allows."""
