@@ -69,6 +69,14 @@ def test_the_shortest_period_keeps_its_polls_on_a_busy_wire(due, now, action):
     assert schedule.next(now, read_us=READS) == action
 
 
+def test_a_device_coming_online_is_not_held_back():
+    """After a start or a lost port, a battery comes online within its own periods."""
+    schedule = bus(0, 100, 1000, 500)
+    schedule.due_us = [100 * MS, 0, 300 * MS]
+    assert schedule.next(20 * MS, read_us=READS, online=[True, True, False]) == Action(WAIT, at_us=100 * MS)
+    assert schedule.next(20 * MS, read_us=READS, online=[True, False, True]) == Action(POLL, BMS)
+
+
 def test_a_held_poll_lets_a_job_step():
     schedule = bus(0, 100, 1000, 500)
     schedule.due_us = [100 * MS, 0, 0]
@@ -150,6 +158,12 @@ def test_shorter_periods_go_ahead_of_a_piece_of_a_long_read_on_their_time(device
     schedule = bus(0, 100, 1000, 500)
     schedule.due_us = list(due)
     assert schedule.ahead_of(device, now, piece) == ahead
+
+
+def test_a_device_coming_online_polls_the_shorter_periods_at_once():
+    schedule = bus(0, 100, 1000, 500)
+    schedule.due_us = [50 * MS, 0, 300 * MS]
+    assert schedule.ahead_of(BMS, 0, 80 * MS, online=False) == (0, [IO])
 
 
 def test_a_reopened_port_polls_everyone_now():

@@ -307,7 +307,8 @@ class BusPoller:
             now = _us(time.monotonic())
             action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
                                          None if self._master is not None else self._reopen.reopen_at,
-                                         [st.link.expected_us(self._longest_read(st)) for st in self._states])
+                                         [st.link.expected_us(self._longest_read(st)) for st in self._states],
+                                         [bool(st.link.online) for st in self._states])
             if action.kind == JOB:
                 self._schedule.job_stepped()
                 self._job_step()
@@ -434,7 +435,7 @@ class BusPoller:
         if self._nested or threading.current_thread() is not self._thread or self._master is None:
             return
         now = _us(time.monotonic())
-        at, ahead = self._schedule.ahead_of(st.index, now, st.link.expected_us(count))
+        at, ahead = self._schedule.ahead_of(st.index, now, st.link.expected_us(count), bool(st.link.online))
         if at > now and self._stop.wait((at - now) / 1e6):
             return
         for i in ahead:

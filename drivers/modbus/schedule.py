@@ -23,16 +23,18 @@ What goes first, in order:
 2. a step of a queued job (a technician's ``bus scan``), while no poll is
    due, and on a busy wire every other transaction, so a scan neither delays
    polls much nor starves;
-3. of the devices due, the one of the shortest period (rate-monotonic),
-   earliest due among equals; but first a device late by a whole period of
-   its own, so that none starves: on a saturated wire a slow device is
-   polled at least every other period;
-4. that poll starts only if its longest read ends before any device of a
-   shorter period falls due (or it is that late): otherwise the bus waits
-   for that device.  On the demo bus (an I/O module every 100 ms, batteries
-   whose 37-register reads take 80 ms with their turnarounds) a battery read
-   that starts in the I/O module's gap delays its poll past the scan, and a
-   door then waits a whole scan more;
+3. of the devices due, one late by a whole period of its own, or not
+   online (coming online, after a start or a lost port), earliest due
+   first: none starves (on a saturated wire a slow device is polled at
+   least every other period), and a cabinet is back as soon as the wire
+   allows;
+4. else the one of the shortest period (rate-monotonic), earliest due among
+   equals; its poll starts only if its longest read ends before any device
+   of a shorter period falls due: otherwise the bus waits for that device.
+   On the demo bus (an I/O module every 100 ms, batteries whose 37-register
+   reads take 80 ms with their turnarounds) a battery read that starts in
+   the I/O module's gap delays its poll past the scan, and a door then
+   waits a whole scan more;
 5. otherwise, waiting until the first poll is due (or the lost port's
    reopening time, if sooner).
 
@@ -89,46 +91,43 @@ class Schedule:
         return min(range(len(self.due_us)), key=self.due_us.__getitem__)
 
     def next(self, now_us: int, commands: bool = False, jobs: bool = False,
-             reopen_at_us: int | None = None, read_us: Sequence[int] = ()) -> Action:
+             reopen_at_us: int | None = None, read_us: Sequence[int] = (),
+             online: Sequence[bool] = ()) -> Action:
         """What to do at ``now_us``: ``commands`` and ``jobs`` say whether any are queued,
         ``reopen_at_us`` when to try a lost port again (None while it is open), ``read_us``
-        how long each device's longest read should take (none given: 0)."""
+        how long each device's longest read should take (none given: 0), ``online`` which
+        devices are (none given: all)."""
         if commands:
             return Action(COMMAND)
         due = self.due_us[self.first_due()]
         if due <= now_us:
-            pick = self._most_urgent(now_us)
+            waiting = [i for i, t in enumerate(self.due_us) if t <= now_us]
+            urgent = [i for i in waiting if now_us - self.due_us[i] >= self.period_us[i]
+                      or (online and not online[i])]
+            if urgent:
+                pick = min(urgent, key=self.due_us.__getitem__)
+                return Action(JOB) if jobs and self.job_turn else Action(POLL, pick)
+            pick = min(waiting, key=lambda i: (self.period_us[i], self.due_us[i]))
             ends = now_us + (read_us[pick] if read_us else 0)
             held = [self.due_us[j] for j, p in enumerate(self.period_us)
                     if p < self.period_us[pick] and self.due_us[j] <= ends]
-            if not held or now_us - self.due_us[pick] >= self.period_us[pick]:
+            if not held:
                 return Action(JOB) if jobs and self.job_turn else Action(POLL, pick)
             due = min(held)   # it would hold up a shorter period's poll: wait for that one
         if jobs:
             return Action(JOB)
         return Action(WAIT, at_us=due if reopen_at_us is None else min(due, reopen_at_us))
 
-    def _most_urgent(self, now_us: int) -> int:
-        """Of the devices due, the one of the shortest period (rate-monotonic: on a wire too
-        busy for every period, the door's I/O module keeps its own), earliest due first
-        among equals; but a device late by a whole period of its own goes first, so a slow
-        device is polled at least every other period on a saturated wire."""
-        due = [i for i, t in enumerate(self.due_us) if t <= now_us]
-        starving = [i for i in due if now_us - self.due_us[i] >= self.period_us[i]]
-        if starving:
-            return min(starving, key=self.due_us.__getitem__)
-        return min(due, key=lambda i: (self.period_us[i], self.due_us[i]))
-
-    def ahead_of(self, device: int, now_us: int, piece_us: int) -> tuple[int, list[int]]:
+    def ahead_of(self, device: int, now_us: int, piece_us: int, online: bool = True) -> tuple[int, list[int]]:
         """What goes before a piece of ``device``'s poll that takes ``piece_us``: the devices
         of a shorter period whose poll falls due before it would end (earliest first), and
-        when the first of them is due.  The bus thread waits until then and polls them on
-        time, rather than early (a reading staler at its scan, and polled twice around the
-        piece) or late (behind the piece)."""
+        when to poll them: when the first of them is due, rather than early (a reading
+        staler at its scan, and polled twice around the piece) or late (behind the piece);
+        at once while ``device`` is not ``online`` (coming online goes first)."""
         period = self.period_us[device]
         ends = now_us + piece_us
         first = sorted((self.due_us[i], i) for i, p in enumerate(self.period_us) if p < period and self.due_us[i] <= ends)
-        return (first[0][0] if first else now_us), [i for _due, i in first]
+        return (first[0][0] if first and online else now_us), [i for _due, i in first]
 
     def polled(self, device: int, started_us: int, ended_us: int) -> int:
         """``device`` was polled from ``started_us`` to ``ended_us``; returns its next due time."""
