@@ -191,6 +191,9 @@ def _trace_lines(catalog_rec: dict, evidence: dict) -> list[str]:
     table = catalog_rec.get(R.CATALOG_TABLE)
     if table is not None:   # replay with the rules that ran
         extra["rules"] = json_data(decode_payload(table, "the journal's catalog record"))
+    model = catalog_rec.get(R.CATALOG_MODEL)
+    if model is not None:   # ... behind the model that ran (its adapted state is in "start")
+        extra["model"] = model
     lines = [header_line(catalog, config, zones, extra)]
     base = evidence[R.EVIDENCE_FIRST]
     t = evidence[R.EVIDENCE_T0]
