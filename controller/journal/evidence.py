@@ -73,6 +73,7 @@ class EvidenceRing:
         self._taken = 0                             # scans recorded so far
         self._dropped = 0                           # scans folded into the base so far
         self._open: list[_Open] = []
+        self.last_tick = -1                         # the tick of the last scan recorded (-1: none yet)
 
     def scan(self, now: int, image: Sequence[int], commands: Sequence[tuple[int, int]]) -> list[Window]:
         """Record one scan (call it after ``step()``); returns windows that are complete.
@@ -89,6 +90,7 @@ class EvidenceRing:
                     changes += (i, v)
                     prev[i] = v
         entry = (now, changes, [[c, a] for c, a in commands] if commands else [])
+        self.last_tick = now
         self._scans.append(entry)
         self._taken += 1
         marks = self._marks
@@ -113,6 +115,10 @@ class EvidenceRing:
                 self._open.remove(w)
                 done.append(Window(w.seq, w.severity, w.base_image, w.start, w.scans))
         return done
+
+    def collecting(self) -> int:
+        """How many windows are still collecting their ``after_ms``."""
+        return len(self._open)
 
     def incident(self, seq: int, severity: int, now: int) -> None:
         """Start a window for the record ``seq`` (an alarm): the kept scans, and more to come."""
