@@ -211,7 +211,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             up = -(-up // scan) * scan
             persisted = state.persisted()
             state = start()
-            state.resume_after_restart(persisted, ticks.wrap(up))
+            state.resume_after_restart(persisted, ticks.wrap(up), ticks.wrap(up))
             gateway.boot(up)
             ack_at = -1
             last = up - scan
