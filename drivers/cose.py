@@ -54,6 +54,7 @@ TAG_MAC0 = 17
 TAG_LEN = 16
 IV_LEN = 12
 _ZERO_IV = bytes(16)
+_ZEROS = [bytes(n) for n in range(16)]    # the zero padding of a last block of 16 - n bytes
 
 
 def encode(obj: object) -> bytes:
@@ -88,10 +89,11 @@ class CbcMac:
         self._chain = 0
 
     def tag(self, data: bytes) -> bytes:
-        pad = (-len(data)) % 16 if data else 16
-        padded = data + bytes(pad)
-        first = (int.from_bytes(padded[:16], "big") ^ self._chain).to_bytes(16, "big")
-        out = self._enc.update(first + padded[16:])
+        n = len(data)
+        if n < 16:          # one block, zero-padded (an empty message too)
+            data, n = data + bytes(16 - n), 16
+        first = (int.from_bytes(data[:16], "big") ^ self._chain).to_bytes(16, "big")
+        out = self._enc.update(first + data[16:] + _ZEROS[-n % 16])
         tag = out[-16:]
         self._chain = int.from_bytes(tag, "big")
         return tag
@@ -371,7 +373,10 @@ def _fast_mac0(data: bytes) -> Message | None:
     try:
         if data[0] != 0xD1 or data[1] != 0x84:
             return None
-        p0, p1 = _bstr_at(data, 2)
+        if data[2] == 0x58 and data[3] >= 24:       # our protected headers: 24 to 255 bytes
+            p0, p1 = 4, 4 + data[3]
+        else:
+            p0, p1 = _bstr_at(data, 2)
         if data[p1] != 0xA0:
             return None
         b0, b1 = _bstr_at(data, p1 + 1)
