@@ -116,10 +116,6 @@ class EvidenceRing:
                 done.append(Window(w.seq, w.severity, w.base_image, w.start, w.scans))
         return done
 
-    def collecting(self) -> int:
-        """How many windows are still collecting their ``after_ms``."""
-        return len(self._open)
-
     def incident(self, seq: int, severity: int, now: int) -> None:
         """Start a window for the record ``seq`` (an alarm): the kept scans, and more to come."""
         self._open.append(_Open(seq, severity, ticks.add(now, self.after_ms), list(self._base),
