@@ -163,7 +163,9 @@ class PositionTrack:
        from the prediction than a vehicle can get by accelerating
        (``ACCEL_MPS2``) plus 3 sigma of jitter (0.7 m x HDOP) plus a metre
        is a jump (multipath off a container stack or a hull, not a cabinet
-       on a truck) and is ignored.  While fixes are ignored the gate does
+       on a truck) and is ignored.  The HDOP is the lower of the fix's and
+       the last accepted fix's: a fix whose geometry suddenly got worse (a
+       blocked sky, the multipath case) does not widen its own gate.  While fixes are ignored the gate does
        not widen with the time since the last good one ...
     2. ... until no fix has passed it for ``reacquire_ms``: then the newest
        fix is taken as it is (after a long outage the cabinet may really
@@ -191,6 +193,7 @@ class PositionTrack:
         self.track: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=4)
         self.estimate: tuple[float, float] | None = None   # filtered (east, north) from the survey
         self.accepted_ms = 0
+        self.accepted_hdop_x100 = 0
         self.recent: collections.deque[Fix] = collections.deque(maxlen=600)   # good fixes, for a survey
         self.jumps = 0
         self.away = 0.0                         # the away score (4. above)
@@ -216,6 +219,7 @@ class PositionTrack:
         self.accepted.append(here)
         self.track.append((fix.at_ms, here[0], here[1]))
         self.accepted_ms = fix.at_ms
+        self.accepted_hdop_x100 = fix.hdop_x100
         self.estimate = (statistics.median(p[0] for p in self.accepted), statistics.median(p[1] for p in self.accepted))
         self._score_away(fix)
 
@@ -241,7 +245,8 @@ class PositionTrack:
         return e1 + ve * dt, n1 + vn * dt
 
     def _gate(self, fix: Fix) -> float:
-        return ACCEL_MPS2 / 2 + 3 * SIGMA_PER_HDOP_M * fix.hdop_x100 / 100 + 1.0
+        hdop = min(fix.hdop_x100, self.accepted_hdop_x100) / 100
+        return ACCEL_MPS2 / 2 + 3 * SIGMA_PER_HDOP_M * hdop + 1.0
 
     def values(self, now_ms: int) -> dict[str, int]:
         online = self.last_ms is not None and now_ms - self.last_ms <= self.s.fresh_ms

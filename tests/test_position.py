@@ -232,3 +232,15 @@ def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(cabinet):
     records = list(verified_records(tmp_path / "journal", EpochKeys(load_key(tmp_path / "keys" / "record.key"))))
     commands = [r[R.DATA] for r in records if r[R.TYPE] == R.COMMAND]
     assert any(c[R.COMMAND_NAME] == "pos survey by ida" and c[R.COMMAND_ACCEPTED] for c in commands)
+
+
+def test_multipath_that_worsens_the_hdop_cannot_drag_the_track_away():
+    # the shape of a week's only noise alarm (port seed 6): two fixes of a burst at HDOP 4.8 (under max_hdop 5)
+    # among blocked-sky ones, 12 m out; the track followed them, then ignored the true fixes as jumps for 30 s
+    def where(t):
+        east = min(4.0, max(0.0, 0.05 * (t - SURVEY_S)))   # parked, the jitter 4 m out
+        k = t - SURVEY_S - 200
+        if 0 <= k < 6:
+            return (east + 12.0, 0.0, 480) if k in (1, 3) else (east + 12.0, 0.0, 800)
+        return east, 0.0, 280 if k < 0 else 250
+    assert position_alarms(Scripted(where), 300) == []
