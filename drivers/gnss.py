@@ -12,8 +12,8 @@ the scan loop to drain (``drain``: no lock held, never blocks), and
 reopens a port that fails, with backoff, counting what it could not read.
 
 ``PositionTrack`` turns fixes into the cabinet's filtered distance from
-its surveyed place, for the gateway (controller/gateway/position.py) and
-the simulator's world alike.
+its surveyed place, and a score of how steadily it moves away, for the
+gateway (controller/gateway/position.py) and the simulator's world alike.
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ EARTH_M = 6_371_000.0
 ACCEL_MPS2 = 3.0
 SIGMA_PER_HDOP_M = 0.7
 SURVEY_MIN_FIXES = 30
+AWAY_ALLOWANCE_PER_HDOP_MPS = 0.25
+AWAY_CLIP_MPS = 2.0
 
 
 @dataclass(frozen=True)
@@ -161,13 +163,23 @@ class PositionTrack:
        from the prediction than a vehicle can get by accelerating
        (``ACCEL_MPS2``) plus 3 sigma of jitter (0.7 m x HDOP) plus a metre
        is a jump (multipath off a container stack or a hull, not a cabinet
-       on a truck) and is ignored.  While fixes are ignored the gate does
+       on a truck) and is ignored.  The HDOP is the lower of the fix's and
+       the last accepted fix's: a fix whose geometry suddenly got worse (a
+       blocked sky, the multipath case) does not widen its own gate.  While fixes are ignored the gate does
        not widen with the time since the last good one ...
     2. ... until no fix has passed it for ``reacquire_ms``: then the newest
        fix is taken as it is (after a long outage the cabinet may really
        be elsewhere: the rule then decides);
     3. the filtered position is the per-axis median of the last 3 accepted
-       fixes (one stray fix that slipped through moves nothing).
+       fixes (one stray fix that slipped through moves nothing);
+    4. the away score: a cumulative sum (CUSUM) over the accepted fixes of
+       the filtered position's outward speed, clipped to +-``AWAY_CLIP_MPS``,
+       less the jitter's allowance ``AWAY_ALLOWANCE_PER_HDOP_MPS`` x HDOP,
+       divided by the HDOP, never below 0.  A cabinet walked or driven away
+       adds to it every second; jitter (a random walk about the place) keeps
+       it near 0; a multipath jump that got through the gate is one step,
+       which the clip makes worth at most one second of a walk, and its
+       return takes the score back to 0.  It restarts with the track.
 
     ``values(now_ms)`` gives the ``pos.*`` signals' values by short name.
     """
@@ -181,8 +193,11 @@ class PositionTrack:
         self.track: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=4)
         self.estimate: tuple[float, float] | None = None   # filtered (east, north) from the survey
         self.accepted_ms = 0
+        self.accepted_hdop_x100 = 0
         self.recent: collections.deque[Fix] = collections.deque(maxlen=600)   # good fixes, for a survey
         self.jumps = 0
+        self.away = 0.0                         # the away score (4. above)
+        self.away_from: tuple[int, float] | None = None   # (ms, distance) of the estimate it last used
 
     def feed(self, fix: Fix) -> None:
         self.last_ms = fix.at_ms
@@ -200,10 +215,22 @@ class PositionTrack:
         else:
             self.accepted.clear()
             self.track.clear()
+            self.away, self.away_from = 0.0, None
         self.accepted.append(here)
         self.track.append((fix.at_ms, here[0], here[1]))
         self.accepted_ms = fix.at_ms
+        self.accepted_hdop_x100 = fix.hdop_x100
         self.estimate = (statistics.median(p[0] for p in self.accepted), statistics.median(p[1] for p in self.accepted))
+        self._score_away(fix)
+
+    def _score_away(self, fix: Fix) -> None:
+        dist = math.hypot(*self.estimate)
+        if self.away_from is not None and fix.at_ms > self.away_from[0]:
+            dt = (fix.at_ms - self.away_from[0]) / 1000
+            speed = max(-AWAY_CLIP_MPS, min(AWAY_CLIP_MPS, (dist - self.away_from[1]) / dt))
+            hdop = fix.hdop_x100 / 100
+            self.away = max(0.0, self.away + (speed - AWAY_ALLOWANCE_PER_HDOP_MPS * hdop) * dt / hdop)
+        self.away_from = (fix.at_ms, dist)
 
     def _predict(self, at_ms: int) -> tuple[float, float]:
         """Where the track would be at ``at_ms``: the last accepted fix moved on at its velocity."""
@@ -218,7 +245,8 @@ class PositionTrack:
         return e1 + ve * dt, n1 + vn * dt
 
     def _gate(self, fix: Fix) -> float:
-        return ACCEL_MPS2 / 2 + 3 * SIGMA_PER_HDOP_M * fix.hdop_x100 / 100 + 1.0
+        hdop = min(fix.hdop_x100, self.accepted_hdop_x100) / 100
+        return ACCEL_MPS2 / 2 + 3 * SIGMA_PER_HDOP_M * hdop + 1.0
 
     def values(self, now_ms: int) -> dict[str, int]:
         online = self.last_ms is not None and now_ms - self.last_ms <= self.s.fresh_ms
@@ -231,6 +259,7 @@ class PositionTrack:
             "surveyed": 1 if self.surveyed is not None else 0,
             "dist_m": round(math.hypot(*self.estimate)) if fix and self.estimate else 0,
             "err_m": math.ceil(err_m(fix.hdop_x100)) if fix else 0,
+            "away": round(self.away * 100) if fix and self.estimate else 0,
         }
 
     def survey(self, now_ms: int, span_ms: int = 60_000) -> tuple[float, float, int, float]:
@@ -247,4 +276,5 @@ class PositionTrack:
         self.estimate = None
         self.accepted.clear()
         self.track.clear()
+        self.away, self.away_from = 0.0, None
         return lat, lon, len(fixes), spread

@@ -324,6 +324,25 @@ def test_the_rest_of_a_late_answer_is_not_taken_as_the_next_answer():
         slave.close()
 
 
+def test_an_answer_slower_than_the_wire_is_read_whole_and_the_exception_at_five_bytes():
+    """The master sleeps through the rest of an answer once it has begun; a slave that sends
+    slower than the baud (a byte every 4 ms at 115200) has nothing new when the master
+    wakes: that is a pause to wait through, not a hung-up line.  An exception answer,
+    shorter than the read's, ends the read at its 5th byte."""
+    slave = ScriptedSlave()
+    master = RtuMaster(slave.port, 115200)
+    try:
+        slave.script([Late(GOOD, 0.005, 0.004), Late(frames.exception_answer(7, 3, 2), 0.005, 0.004), GOOD])
+        assert master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.5) == [1, 2, 3]
+        with pytest.raises(ModbusException):
+            master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.5)
+        assert not master.lost
+        assert master.read_registers(7, frames.READ_HOLDING, 0, 3, 0.5) == [1, 2, 3]
+    finally:
+        master.close()
+        slave.close()
+
+
 @settings(max_examples=500)
 @given(answer=answers)
 def test_check_reply_is_total(answer):

@@ -160,19 +160,6 @@ def test_lock_coil_holds_through_shutdown_and_is_rewritten_after_restart(cabinet
         stop(gw2, thread2)
 
 
-def test_every_scan_devices_are_polled_just_before_the_scan():
-    from drivers.modbus.poller import ALIGN_MARGIN_S, BusPoller, PolledDevice
-    poller = BusPoller("/dev/null", [PolledDevice("io", "io-dvt", 1, 100), PolledDevice("bms1", "bms16-vendor", 2, 1000)])
-    io, bms = poller._states
-    io.poll_s = 0.0005
-    poller.align(10.0, 0.1)
-    lead = io.poll_s + ALIGN_MARGIN_S
-    assert abs(poller._next_due(io, 10.23) - (10.3 - lead)) < 1e-9
-    assert abs(poller._next_due(io, 10.3 - lead / 2) - (10.4 - lead)) < 1e-9   # too late for this scan
-    bms.due = 10.05
-    assert abs(poller._next_due(bms, 10.06) - 11.05) < 1e-9                 # other periods keep their phase
-
-
 def test_warning_or_worse_events_are_logged_and_the_status_line_shows_the_active_alarm(cabinet):
     sim, site, d = cabinet
     lines: list[str] = []

@@ -79,6 +79,7 @@ ZONE_SIGNALS = tuple(("zone." + kind, "bool", 0) for kind in CAMERA_KINDS)
 POSITION_SIGNALS = (
     ("pos.online", "bool", 0), ("pos.fix", "code", 0), ("pos.sats", "count", 0), ("pos.hdop", "count", -2),
     ("pos.surveyed", "bool", 0), ("pos.dist_m", "m", 0), ("pos.err_m", "m", 0),
+    ("pos.away", "count", -2),
 )
 
 

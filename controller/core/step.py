@@ -162,7 +162,8 @@ class CoreState:
         """What a replay needs to start here: plain integers and lists.
 
         Evidence windows carry it (docs/trace.md, header key "start"), with
-        the rules' state ("rules") when there are rules."""
+        the rules' state ("rules") when there are rules and the anomaly
+        model's ("model") when it runs in front of them."""
         m = self.machine
         snap = {
             "mode": m.mode, "deadline": m.deadline, "resume": m.resume, "lock": self.lock,
@@ -171,9 +172,13 @@ class CoreState:
             "zones": list(self.zone_prev), "online": list(self.online_prev),
             "escalation": self.escalation.snapshot(),
         }
-        rules = self.rules.rule_state() if self.rules is not None else None
+        rules = self.rules
         if rules is not None:
-            snap["rules"] = rules
+            table = rules.rule_state()
+            if table is not None:
+                snap["rules"] = table
+            if hasattr(rules, "model_state"):      # the anomaly model (core/modelrules.py)
+                snap["model"] = rules.model_state()
         return snap
 
     def restore(self, snap):
@@ -200,6 +205,9 @@ class CoreState:
         self.online_prev = list(online)
         if snap.get("rules") is not None and self.rules is not None:
             self.rules.restore_rule_state(snap["rules"])
+        if snap.get("model") is not None and hasattr(self.rules, "restore_model_state"):
+            # Without the model (a replay given only a table) the rules read its score off the image.
+            self.rules.restore_model_state(snap["model"])
         esc = snap.get("escalation")
         if esc is not None:      # evidence written before escalation plans has none
             if not isinstance(esc, list) or len(esc) != 5:

@@ -470,10 +470,11 @@ class Gateway:
         self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
 
     def _journal_catalog(self) -> None:
-        """What an incident replay needs: the catalog, core settings and the running table."""
+        """What an incident replay needs: the catalog, core settings, the running table and the model."""
         payload = self.table.payload if self.table is not None and self.table.data is not None else None
+        model = self.site.model.as_doc() if self.site.model is not None else None
         self.journal.append(R.catalog(self.context(False), self.catalog.specs(), self.state.config.as_dict(),
-                                      self.site.entry_zones, self.catalog.digest(), payload))
+                                      self.site.entry_zones, self.catalog.digest(), payload, model))
 
     def _use_evaluator(self, evaluator) -> None:
         """In the loop thread, between scans: a new table takes over."""

@@ -14,6 +14,9 @@ values on the image:
     pos.dist_m    metres from the surveyed position, of the filtered position
     pos.err_m     the fix's error allowance, ``2 x hdop`` metres, for a
                   rule's HDOP-aware threshold
+    pos.away      x 100, the away score: how steadily the filtered
+                  position moves away from the surveyed one, beyond what
+                  jitter at this HDOP does (``PositionTrack``)
 
 The surveyed position is where the cabinet stands (console ``pos survey``
 at commissioning), kept in ``<state_dir>/position.json``.

@@ -3,15 +3,16 @@
 Why not minimalmodbus for the hot path: it waits for silence instead of
 reading the known answer length, sets the port's timeout per call and waits
 its whole timeout for a 5-byte exception answer.  Here each transaction
-writes the request, reads the first 5 bytes, and then either stops (an
-exception answer is complete at 5 bytes) or reads exactly the rest of the
-expected length.  A wrong address or function ends the read at once.  The
-port is read with poll() on its non-blocking descriptor, and the t3.5
-silence before each request is kept.  After a transaction that did not end
-in a whole answer (a timeout, a truncated or garbled frame) the next request
-waits for a quiet line: stale bytes are read and dropped until t3.5 has
-passed after the last one, so the rest of a late answer is not taken as the
-answer to the next request.
+writes the request and reads the answer in two wake-ups on a wire: poll() on
+the non-blocking descriptor wakes at its first bytes, then the thread sleeps
+until the rest of the expected length has had its wire time plus t3.5, and
+reads it whole (the bus thread's CPU is its wake-ups).  The line has then
+been quiet for t3.5, so the next request goes at once.  An exception answer
+is complete at 5 bytes; a wrong address or function ends the read at once.
+After a transaction that did not end in a whole answer (a timeout, a
+truncated or garbled frame) the next request waits for a quiet line: stale
+bytes are read and dropped until t3.5 has passed after the last one, so the
+rest of a late answer is not taken as the answer to the next request.
 
 The port comes from a transport factory (``transport``, by default
 ``open_serial``), which opens it with the bus's framing and RS-485 direction
@@ -41,10 +42,22 @@ from drivers.modbus import frames
 from drivers.modbus.options import Rs485
 from drivers.modbus.ports import open_serial
 
-PACED_SLACK = 2   # characters an answer's first read may hold and still be taken as paced by a wire
 # What the serial layer raises when the port goes away under us.
 SERIAL_ERRORS = (OSError, termios.error, serial.SerialException)
 Transport = Callable[[str, int, str, int, Rs485], serial.Serial]
+
+
+def _missing(request: bytes, buf: bytes, expected: int) -> int:
+    """How many more bytes the answer ``buf`` to ``request`` needs: an exception answer or a
+    stray one (to be drained) ends at 5 bytes, a normal one at ``expected``."""
+    if len(buf) >= 2 and (buf[1] & 0x80 or _stray(request, buf)):
+        return max(0, frames.EXCEPTION_LENGTH - len(buf))
+    return max(0, expected - len(buf))
+
+
+def _stray(request: bytes, answer: bytes) -> bool:
+    """An answer from another address or to another function than ``request``'s."""
+    return answer[0] != request[0] or answer[1] & 0x7F != request[1]
 
 
 def _reason(error: BaseException) -> str:
@@ -75,7 +88,7 @@ class RtuMaster:
         self._stale = False        # the last transaction may have left an answer on its way
         self._sent = (0, 0.0)      # (address, end of the request on the wire) of the last request
         self.late: tuple[int, float] | None = None   # (address, turnaround) of a late answer seen
-        self._first_at: float | None = None          # when this answer's first bytes were read
+        self._answer_end = 0.0     # when the last answer's last byte came (perf_counter)
         self._longest = frames.wire_seconds(frames.MAX_FRAME, baud) + self.t35
         self.lost = ""             # why the port failed; once set, every transaction fails at once
         self._poll = select.poll()
@@ -111,21 +124,18 @@ class RtuMaster:
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
         self._sent = (request[0], sent)
-        self._first_at = None
         deadline = sent + timeout
         whole = False
         try:
-            frame = self._read(frames.EXCEPTION_LENGTH, deadline, expected)
+            frame = self._receive(request, expected, deadline)
             if len(frame) < frames.EXCEPTION_LENGTH:
                 raise ModbusTimeout("no answer from slave {} within {:.0f} ms".format(
                     request[0], timeout * 1000)) if not frame else ModbusFrameError(
                     "truncated answer: {} bytes".format(len(frame)))
-            if frame[0] != request[0] or frame[1] & 0x7F != request[1]:
+            if _stray(request, frame):
                 self._drain(deadline)
-            elif not frame[1] & 0x80 and expected > len(frame):
-                frame += self._read(expected - len(frame), deadline, have=len(frame))
-                if len(frame) < expected:
-                    raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
+            elif not frame[1] & 0x80 and len(frame) < expected:
+                raise ModbusFrameError("truncated answer: {} of {} bytes".format(len(frame), expected))
             data = frames.check_reply(request, frame)
             whole = True
             return data
@@ -133,7 +143,7 @@ class RtuMaster:
             whole = True  # a complete exception answer: nothing else is coming
             raise
         finally:
-            self._quiet_from = time.perf_counter() + self.t35
+            self._quiet_from = self._answer_end + self.t35
             self._stale = not whole
 
     def _send_driving_rts(self, request: bytes) -> None:
@@ -161,30 +171,42 @@ class RtuMaster:
         if wait > 0:
             time.sleep(wait)
 
-    def _read(self, n: int, deadline: float, coming: int = 0, have: int = 0) -> bytes:
-        """Up to ``n`` more bytes of an answer of which ``have`` are read, those arrived by
-        ``deadline``.  On a wire the rest of an answer (``coming`` bytes in all, when the
-        caller expects more than it reads here) cannot come faster than the baud sends it:
-        the thread sleeps its wire time instead of waking for each batch of characters,
-        which was most of the bus thread's CPU.  Bytes that came faster than the baud
-        carries them (before the request was out, or a burst of more than PACED_SLACK
-        characters) are not on a wire (a pty without pacing): the rest is polled for.  (An exception answer, shorter than
-        ``coming``, is read a little later.)"""
+    def _receive(self, request: bytes, expected: int, deadline: float) -> bytes:
+        """The answer to ``request`` as far as it came by ``deadline``: ``expected`` bytes, or
+        the first 5 of an exception answer or of a stray one (another address or function).
+
+        Two wake-ups on a wire: poll() wakes at the answer's first bytes; the rest cannot
+        come faster than the baud carries it, so the thread sleeps until its end plus t3.5
+        and reads it whole, and the next request may go at once (the line has been quiet
+        t3.5).  An answer that began before the request was out on the wire is not on a
+        wire (a pty without pacing): the rest is polled for.  ``_answer_end`` is when the last byte came (on a wire,
+        when it was due: the UART had it then)."""
         buf = b""
-        while len(buf) < n:
-            left = deadline - time.perf_counter()
-            if not self._poll.poll(max(0.0, left) * 1000):
-                break
-            buf += self._read_some(n - len(buf))
+        first_at = 0.0
+        slept = False        # the last wait was a sleep through the rest of the answer
+        chunk = b""          # what the last wait brought
+        while True:
+            missing = _missing(request, buf, expected)
             now = time.perf_counter()
-            if self._first_at is None:
-                self._first_at = now
-            came = have + len(buf) - 1 - PACED_SLACK
-            on_wire = self._first_at >= self._sent[1] and now - self._first_at >= came * self._char_s
-            if len(buf) < n and on_wire:
-                rest = self._char_s * (max(n, coming) - len(buf))
-                time.sleep(min(rest, max(0.0, deadline - now)))
-        return buf
+            if not missing:
+                self._answer_end = min(self._answer_end, now) if slept else now
+                return buf
+            if chunk and first_at >= self._sent[1]:
+                self._answer_end = now + missing * self._char_s
+                time.sleep(max(0.0, min(deadline, self._answer_end + self.t35) - now))
+                slept = True
+                if not self._poll.poll(0):   # nothing came meanwhile: wait for it
+                    chunk = b""
+                    continue
+            elif self._poll.poll(max(0.0, deadline - now) * 1000):
+                slept = False
+            else:
+                self._answer_end = now
+                return buf
+            chunk = self._read_some(missing)
+            if chunk and not buf:
+                first_at = time.perf_counter()
+            buf += chunk
 
     def _read_some(self, n: int) -> bytes:
         """Up to ``n`` bytes that poll() said are there; end-of-file or EIO is a lost port."""

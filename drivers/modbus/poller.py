@@ -3,14 +3,18 @@
 Theory of operation
 -------------------
 ``BusPoller`` owns one port and the devices on it.  Its thread polls each
-device on its own period (staggered at start), reading the profile's blocks
+device on its own period, reading the profile's blocks
 (at most 125 registers each), decoding them with the profile, and publishing
 the device's values and communication twins into a flat snapshot under a
 short lock.  The scan loop never waits for the bus: ``copy_into(image,
 indices)`` copies the newest snapshot (a few hundred integers, microseconds)
 and ``events()`` drains what happened since the last scan.
 
-What each transaction's outcome means for its device — the adaptive
+What the thread does next — which device is due, a queued write or job
+first, the devices polled between the pieces of a long read, a poll aligned
+with the scan loop — is decided by ``Schedule`` (drivers/modbus/schedule.py),
+a pure function of the time it is given.  What each transaction's outcome
+means for its device — the adaptive
 timeout, retries, first contact, the online/offline hysteresis, the
 counters — is decided by the device's ``DeviceLink`` (drivers/modbus/link.py),
 a pure state machine; this module does the I/O around it.  A device's
@@ -43,7 +47,6 @@ answer arrives on a Future.
 from __future__ import annotations
 
 import collections
-import math
 import queue
 import threading
 import time
@@ -62,6 +65,7 @@ from drivers.modbus.link import (COUNTER_MASK, GARBLED, PORT_GONE, REFUSED, REOP
 from drivers.modbus.options import BusOptions
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
+from drivers.modbus.schedule import COMMAND, JOB, WAIT, Schedule
 from drivers.modbus.sunspec import NotSunSpec, discover
 
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
@@ -70,7 +74,6 @@ TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
 T = TypeVar("T")
 # A coil write's request and echo (8 characters each) fit in the wire time of a 2-register read.
 WRITE_REGISTERS = 2
-ALIGN_MARGIN_S = 0.0015    # an aligned poll ends this long before the scan that reads it
 
 
 class PolledDevice(NamedTuple):
@@ -101,19 +104,17 @@ class _QueuedJob(NamedTuple):
 class _State:
     """One device's bookkeeping, owned by the bus thread: its link and its schedule."""
 
-    def __init__(self, spec: PolledDevice, profile: Profile, slot: int, due: float, options: BusOptions) -> None:
+    def __init__(self, spec: PolledDevice, profile: Profile, index: int, slot: int, options: BusOptions) -> None:
+        self.index = index               # in the bus's Schedule
         self.instance = spec.instance
         self.profile = profile
         self.address = spec.address
         self.link = DeviceLink(spec.instance, spec.address, options)
-        self.period = spec.period_ms / 1000
         self.regmap: RegisterMap | None = None if profile.sunspec else profile.bind()
         self.names = [n for n, _u, _s in profile.signal_specs()]
         self.slot = slot                 # first index in the flat snapshot
-        self.due = due
         self.not_implemented = 0
-        self.poll_s = 0.0                # EWMA of a whole poll of this device, seconds
-        self.poll_dev = 0.0              # ... and of its deviation from that mean
+        self.longest: tuple[RegisterMap | None, int] = (None, 0)   # BusPoller._longest_read's
 
 
 class BusPoller:
@@ -134,15 +135,13 @@ class BusPoller:
         self._states: list[_State] = []
         names: list[str] = []
         seen = set()
-        now = time.monotonic()
         for i, spec in enumerate(devices):
             if spec.instance in seen or not 1 <= spec.address <= 247 or spec.period_ms <= 0:
                 raise BusError("bus {}: device {!r} is repeated or has a bad address/period".format(
                     port, spec.instance))
             seen.add(spec.instance)
             profile = spec.profile if isinstance(spec.profile, Profile) else load_profile(spec.profile)
-            stagger = spec.period_ms / 1000 * i / max(1, len(devices))
-            self._states.append(_State(spec, profile, len(names), now + stagger, options))
+            self._states.append(_State(spec, profile, i, len(names), options))
             names += [spec.instance + "." + n for n, _u, _s in profile.signal_specs()]
             names += [spec.instance + "." + t for t in TWINS]
         self.names = names
@@ -154,9 +153,9 @@ class BusPoller:
         self._thread: threading.Thread | None = None
         self._master: RtuMaster | None = None
         self._tokens = 0
-        self._grid: tuple[float, float] | None = None   # the scan loop's (anchor, period), see align()
+        # What is due when (drivers/modbus/schedule.py); the bus thread's, but for align().
+        self._schedule = Schedule([d.period_ms * 1000 for d in devices], _us(time.monotonic()))
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
-        self._job_turn = False   # a poll ran since the last job step (bus thread only)
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
         self._reopen = PortLink()        # when to try a lost port again (bus thread only)
         self._nested = False             # polling a device in the middle of another's poll
@@ -305,41 +304,35 @@ class BusPoller:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._check_port()
-            st = min(self._states, key=lambda s: s.due)
-            due = st.due if self._master is not None else min(st.due, self._reopen.reopen_at / 1e6)
-            wait = due - time.monotonic()
-            # A job steps while no poll is due, and on a busy wire (a poll always due)
-            # every other transaction, so a scan neither delays polls much nor starves.
-            if self._jobs and self._commands.empty() and (wait > 0 or self._job_turn):
-                self._job_turn = False
+            now = _us(time.monotonic())
+            action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
+                                         None if self._master is not None else self._reopen.reopen_at,
+                                         [st.link.expected_us(self._longest_read(st)) for st in self._states],
+                                         [bool(st.link.online) for st in self._states])
+            if action.kind == JOB:
+                self._schedule.job_stepped()
                 self._job_step()
-                continue
-            # A queued write (a siren) goes ahead of a due poll: on a busy wire a poll is
-            # always due, and the write would wait for ever.
-            try:
-                command = self._commands.get(timeout=wait) if wait > 0 else self._commands.get_nowait()
-            except queue.Empty:
-                command = None
-            if isinstance(command, _QueuedJob):
-                self._jobs.append(command)
-            elif command is not None:
-                self._write(*command)
-            if wait > 0 or command is not None:
-                continue
-            if st.due > time.monotonic():
-                continue  # it was time to reopen the port, not to poll
-            self._job_turn = True
-            self._poll_due(st)
+            elif action.kind == COMMAND:
+                self._command(self._commands.get_nowait())
+            elif action.kind == WAIT:
+                try:   # a command (a siren) that comes meanwhile is taken at once
+                    self._command(self._commands.get(timeout=max(0, action.at_us - now) / 1e6))
+                except queue.Empty:
+                    pass
+            else:
+                self._poll_due(self._states[action.device])
+
+    def _command(self, command: object) -> None:
+        if isinstance(command, _QueuedJob):
+            self._jobs.append(command)
+        elif command is not None:   # None: stop() wakes the thread
+            self._write(*command)
 
     def _poll_due(self, st: _State) -> None:
         """Poll a device whose time has come, and schedule its next poll."""
-        started = time.monotonic()
+        started = _us(time.monotonic())
         self.poll(st)
-        now = time.monotonic()
-        took = now - started
-        st.poll_dev += (abs(took - st.poll_s) - st.poll_dev) / 4
-        st.poll_s += (took - st.poll_s) / 8
-        st.due = self._next_due(st, now)
+        self._schedule.polled(st.index, started, _us(time.monotonic()))
 
     def _check_port(self) -> None:
         """Close a port that failed; reopen a lost one when its backoff is up."""
@@ -359,26 +352,11 @@ class BusPoller:
         except PortError:
             self._reopen.open_failed(_us(time.monotonic()))
             return
-        opened = time.monotonic()
-        gone_us = self._reopen.opened(_us(opened))
-        for st in self._states:  # poll everyone now: the devices come back one period sooner
-            st.due = min(st.due, opened)
+        opened = _us(time.monotonic())
+        gone_us = self._reopen.opened(opened)
+        self._schedule.port_reopened(opened)
         self._events.put(BusEvent(self.port, PORT_REOPENED, 0, "port {} is back after {:.1f} s".format(
             self.port, gone_us / 1e6)))
-
-    def _next_due(self, st: _State, now: float) -> float:
-        """When to poll ``st`` next: on its own period, keeping its phase; or, for a
-        device polled once per scan of an aligned loop, just early enough that its
-        answer is in the snapshot when the scan copies it."""
-        grid = self._grid
-        if grid is not None and abs(st.period - grid[1]) < 1e-6:
-            anchor, period = grid
-            lead = st.poll_s + 2 * st.poll_dev + ALIGN_MARGIN_S   # most polls end in time, not half
-            return anchor + (math.floor((now + lead - anchor) / period) + 1) * period - lead
-        due = st.due + st.period
-        if due < now:  # overrun: skip missed slots, keep the phase
-            due += ((now - due) // st.period + 1) * st.period
-        return due
 
     def align(self, anchor_s: float, period_s: float) -> None:
         """Phase-lock the devices polled once per scan to the scan loop, whose scans
@@ -386,7 +364,7 @@ class BusPoller:
         fresh reading can wait almost a whole period in the snapshot before a scan
         sees it; with it a door opening reaches ``step()`` within one poll period
         plus one transaction.  Safe to call from the loop's thread at any time."""
-        self._grid = (anchor_s, period_s)
+        self._schedule.align(_us(anchor_s), _us(period_s))
 
     def _job_step(self) -> None:
         """One step of the first queued job; its Future gets the result when it ends."""
@@ -452,16 +430,31 @@ class BusPoller:
         return values
 
     def _yield_to_due(self, st: _State, count: int) -> None:
-        if self._nested or threading.current_thread() is not self._thread:
+        """Before a piece of ``st``'s poll: the devices of a shorter period that fall due
+        before it would end, each polled on its time (drivers/modbus/schedule.py)."""
+        if self._nested or threading.current_thread() is not self._thread or self._master is None:
             return
-        ends = time.monotonic() + st.link.expected_us(count) / 1e6
-        for other in self._states:
-            if other.period < st.period and other.due <= ends and self._master is not None:
-                self._nested = True
-                try:
-                    self._poll_due(other)
-                finally:
-                    self._nested = False
+        now = _us(time.monotonic())
+        at, ahead = self._schedule.ahead_of(st.index, now, st.link.expected_us(count), bool(st.link.online))
+        if at > now and self._stop.wait((at - now) / 1e6):
+            return
+        for i in ahead:
+            if self._master is None:
+                return   # the port failed meanwhile: reopened between polls
+            self._nested = True
+            try:
+                self._poll_due(self._states[i])
+            finally:
+                self._nested = False
+
+    def _longest_read(self, st: _State) -> int:
+        """Registers of ``st``'s longest read as the poller splits them (0 before a SunSpec
+        device is discovered), kept with the register map it was computed for."""
+        if st.longest[0] is not st.regmap:
+            st.longest = (st.regmap, max((n for b in st.regmap.blocks for _s, n in frames.split_reads(
+                frames.READ_FUNCTION[b.table], b.start, b.count, self.options.baud, self._read_limit)),
+                default=0) if st.regmap is not None else 0)
+        return st.longest[1]
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with the retries its link allows."""
