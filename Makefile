@@ -44,9 +44,13 @@ $(JSDEPS): package.json package-lock.json
 demo: setup
 	$(VENV)/bin/cabguard demo
 
-# The unit tests, then the HIL suite against a flashed gateway (docs/flashing.md).
+# The unit tests and the HIL suite against a flashed gateway (docs/flashing.md),
+# on TEST_WORKERS pytest-xdist workers: most long tests wait on real processes
+# (the soak, the flashed gateway), so two workers on two cores finish in about
+# half the time.  `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest tests hil_tests
+	$(PY) -m pytest -n $(TEST_WORKERS) tests hil_tests
 
 # The HIL suite alone; on a bench: make hil HIL_ARGS="--bench-config bench.toml"
 hil: setup

@@ -32,6 +32,7 @@ from rules.payload import decode_payload
 from simulator.broker import Broker
 from simulator.bus import SimBus, Simulator, open_raw_port
 from simulator.slave import SimDevice
+from tests.scheduling import FLASH_GROUP  # noqa: F401 (re-exported to the cases)
 from tests.test_console_server import Terminal
 from tests.waiting import wait_until  # noqa: F401 (re-exported to the cases)
 
@@ -161,10 +162,13 @@ class GatewayProcess:
         return self
 
     def kill(self) -> None:
-        """A power cut: no goodbye, no flush."""
+        """A power cut: no goodbye, no flush, and /run (a tmpfs) is gone with the console's pty
+        link, which would otherwise name a pty that the next program opening one is given."""
         assert self.proc
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        if not self.rig.bench.real and os.path.islink(self.rig.console_path):
+            os.unlink(self.rig.console_path)
 
     def stop(self) -> int:
         if self.proc and self.proc.poll() is None:

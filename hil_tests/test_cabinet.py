@@ -10,14 +10,19 @@ journal on disk.
 import subprocess
 import time
 
+import pytest
+
 from controller.core import events as ev
 from controller.headend.cmdsend import publish
 from controller.journal import records as R
 from controller.journal.browse import Names, described
 from controller.link.wire import Topics, make_command
 from drivers.keys import load_key
-from hil_tests.conftest import GATEWAY, SIREN_BUDGET_S, SITE, START_TIMEOUT_S, wait_until
+from hil_tests.conftest import FLASH_GROUP, GATEWAY, SIREN_BUDGET_S, SITE, START_TIMEOUT_S, wait_until
 from hil_tests import figures
+
+# One worker flashes the rig (once) and runs every HIL case: see FLASH_GROUP.
+pytestmark = [pytest.mark.xdist_group(FLASH_GROUP), pytest.mark.long]
 
 
 def login_and_arm(rig, console) -> None:

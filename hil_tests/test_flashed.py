@@ -5,9 +5,14 @@ import shutil
 import stat
 import subprocess
 
+import pytest
+
 from controller.journal import records as R
 
-from hil_tests.conftest import START_TIMEOUT_S, GatewayProcess, wait_until
+from hil_tests.conftest import FLASH_GROUP, START_TIMEOUT_S, GatewayProcess, wait_until
+
+# One worker flashes the rig (once) and runs every HIL case: see FLASH_GROUP.
+pytestmark = [pytest.mark.xdist_group(FLASH_GROUP), pytest.mark.long]
 
 
 def tree(root):

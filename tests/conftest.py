@@ -2,6 +2,15 @@ import pytest
 
 from controller.devtools.pgserver import PgServer
 from simulator.broker import Broker
+from tests.scheduling import check_group, schedule
+
+
+def pytest_collection_modifyitems(items):
+    schedule(items)
+
+
+def pytest_runtest_setup(item):
+    check_group(item)
 
 
 @pytest.fixture

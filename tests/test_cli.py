@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from controller.devtools.sampletraces import night_trace
 
 
@@ -48,6 +50,7 @@ def test_missing_trace_file():
     assert r.returncode == 1 and "cannot read trace /nonexistent/x.trace" in r.stderr
 
 
+@pytest.mark.long
 def test_demo_plays_the_night_and_the_journal_verifies(tmp_path):
     r = subprocess.run([sys.executable, "-m", "controller.cli.main", "demo", "--seconds", "30", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=120)

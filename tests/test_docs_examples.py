@@ -42,6 +42,7 @@ from rules.compiler import compile_files
 from simulator.benchsite import toml_value
 from simulator.config import load_config
 from simulator.scenariofile import load as load_scenario
+from tests.scheduling import FLASH_GROUP
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
@@ -251,7 +252,17 @@ def _scratch(tmp_path: Path, doc: Path) -> Path:
 SH = [b for b in ALL if b.tag == "sh" and not b.not_run]
 
 
-@pytest.mark.parametrize("block", SH, ids=[b.where for b in SH])
+def _scheduled(block: Block):
+    """A block that flashes runs in the flash group (tests/scheduling.py); it and the demo's night are long."""
+    commands = _commands(block.body)
+    if any(c.startswith("./flash.sh") for c in commands):
+        return pytest.param(block, marks=[pytest.mark.xdist_group(FLASH_GROUP), pytest.mark.long])
+    if any(c.startswith("cabguard demo") for c in commands):
+        return pytest.param(block, marks=pytest.mark.long)
+    return block
+
+
+@pytest.mark.parametrize("block", [_scheduled(b) for b in SH], ids=[b.where for b in SH])
 def test_shell_example_runs(block, tmp_path):
     cwd = _scratch(tmp_path, block.doc)
     # No PYTHONPATH: the checkout's .venv has cabguard installed, and a flashed venv must run its own wheels.

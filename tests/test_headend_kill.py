@@ -5,6 +5,8 @@ lost, nothing counted twice, no false chain break (the 100,000-record version is
 
 import time
 
+import pytest
+
 from controller.devtools.fleetsim import Collectors, Publisher, write_keys
 from controller.devtools.sealed import SealedChain
 from controller.headend.store import open_store
@@ -15,6 +17,7 @@ GATEWAYS, RECORDS = 4, 900          # 3,600 records
 ALARM_EVERY = 150
 
 
+@pytest.mark.long
 def test_collectors_killed_during_a_drain_lose_nothing_and_count_nothing_twice(tmp_path, broker, pg):
     chains = [SealedChain("gw-{}".format(i)).extend(
         RECORDS, severity={s: 2 for s in range(ALARM_EVERY, RECORDS, ALARM_EVERY)}) for i in range(GATEWAYS)]

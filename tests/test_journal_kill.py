@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from controller.journal.verify import verify_dir
 from tests.journaling import kill_rounds
 
@@ -36,6 +38,7 @@ def _run_and_kill(tmp: Path, rng: random.Random) -> int:
     return max(durable, default=-1)
 
 
+@pytest.mark.long
 def test_sigkill_at_random_moments_loses_nothing_durable(tmp_path):
     rng = random.Random(5)
     written = 0

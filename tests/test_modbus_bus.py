@@ -17,7 +17,11 @@ from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice, op
 from drivers.modbus.ports import open_serial
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
+from tests.scheduling import WIRE_GROUP
 from tests.waiting import wait_until
+
+# Real timing on ptys (late answers, turnarounds, timeouts): one worker, beside the quiet soak.
+pytestmark = pytest.mark.xdist_group(WIRE_GROUP)
 
 BMS = {"pack_mv": 52800, "current_ma": -1500, "soc_pct": 81, "serial": 20240117, "modules": 1}
 SUNSPEC = {"pack_mv": 409600, "current_ma": -2500, "soc_pct": 64, "serial": 77001234, "modules": 8,

@@ -16,6 +16,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from controller.journal.verify import verify_dir
 from drivers.keys import epoch_number, load_key
 from tests.journaling import event_record, kill_rounds, open_journal
@@ -64,6 +66,7 @@ def _run_and_kill(tmp: Path, first: bool, rng: random.Random) -> int:
     return max((int(line) for line in got.split() if line.isdigit()), default=-1)
 
 
+@pytest.mark.long
 def test_sigkill_during_rotation_never_jumps_an_epoch_nor_loses_a_durable_record(tmp_path):
     rng = random.Random(16)
     rotations = key_ahead = 0

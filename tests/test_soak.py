@@ -7,9 +7,12 @@ the short run that keeps the start-up false alarm from coming back."""
 
 import io
 
+import pytest
+
 from simulator.soak import FIRST_RESTARTS_S, field_faults, run_soak
 
 
+@pytest.mark.long
 def test_a_quiet_cabinet_stays_quiet_through_restarts_and_field_faults(tmp_path):
     out = io.StringIO()
     report = run_soak(3.2, workdir=tmp_path / "soak", out=out)
