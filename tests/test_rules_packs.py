@@ -152,6 +152,16 @@ def test_a_cut_feed_alarms_at_the_reading_of_no_supply_before_the_module_falls_s
     assert raised(back + [(44, {}, None)]) == []        # answers again reading no supply: no new cut
 
 
+def test_a_one_sample_spike_of_a_bms_reading_is_no_over_current_nor_voltage_step():
+    # a BMS is read every 4 s: a reading gone wrong stands on the image until the next one
+    spike = [(0, {"bms2.current_ma": 250000}, None), (4, {"bms2.current_ma": 20000}, None)]
+    assert raised(spike) == []
+    assert raised(spike[:1] + [(4, {"bms2.current_ma": 240000}, None)]) == ["over_current.bms2"]
+    zero = [(0, {"bms1.pack_mv": 0}, None), (4, {"bms1.pack_mv": 400000}, None), (30, {}, None)]
+    assert raised(zero) == []
+    assert raised([(0, {"bms1.pack_mv": 350000}, None), (30, {}, None)]) == ["string_voltage_step.bms1"]
+
+
 def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not():
     visit = [(0, {}, MAINT), (600, {"bms2.modules": 6}, None)]
     assert "modules_gone_after_maintenance.bms2" in raised(visit + [(1800, {}, ARMED), (1900, {}, None)],
