@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
+
+import cbor2
 
 from controller.journal import records as R
 from controller.journal.journal import Journal, default_clock
 from controller.journal.segments import HEAD, Bad, iter_frames, list_segments
-from drivers.cose import ALG_AES_MAC_128_128
-from drivers.keys import CoseKey, generate, role_kid, write_key
+from drivers.cose import ALG_AES_MAC_128_128, decode
+from drivers.keys import CoseKey, EpochKeys, generate, role_kid, write_key
 
 
 def provision(tmp: Path, alg: int = ALG_AES_MAC_128_128, gateway: str = "gw-7") -> tuple[CoseKey, Path]:
@@ -57,3 +60,21 @@ def frames(tmp: Path) -> list[tuple[Path, int, bytes]]:
 
 def frame_span(record: bytes) -> int:
     return HEAD.size + len(record)
+
+
+def kill_rounds(tmp_path: Path, kills: int, per_journal: int) -> Iterator[tuple[int, Path, CoseKey, bool]]:
+    """(kill, journal folder, provisioning key, fresh) for each kill of a kill test: a fresh
+    journal every ``per_journal`` kills keeps each verification quick."""
+    for kill in range(kills):
+        fresh = kill % per_journal == 0
+        if fresh:
+            tmp = tmp_path / "run{}".format(kill)
+            tmp.mkdir()
+            prov, _ = provision(tmp)
+        yield kill, tmp, prov, fresh
+
+
+def payload(tmp: Path, prov: CoseKey, record: bytes) -> dict:
+    """A sealed record's content, opened with the epoch key it names (from the provisioning key)."""
+    msg = decode(record)
+    return cbor2.loads(msg.verify(EpochKeys(prov).key_for(msg.kid).k))

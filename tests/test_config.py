@@ -142,7 +142,7 @@ def test_a_lock_on_a_coil_its_device_does_not_have_is_a_config_problem():
 
 
 def test_rs485_direction_control_is_checked_and_reaches_the_bus_options(tmp_path):
-    from controller.gateway.site import bus_options
+    from controller.gateway.settings import bus_options
     from drivers.modbus.options import Rs485
 
     assert bus_options(parse(GOOD.format(state=tmp_path), "site.toml").doc["bus"][0]).rs485 == Rs485()   # auto

@@ -163,6 +163,16 @@ def test_relocate_moves_gateway_paths_and_a_pty_console_under_the_root(tmp_path)
     assert 'port = "pty:/stage/run/cabguard/console"' in text and 'port = "/dev/ttyUSB0"' in text
 
 
+def test_relocate_leaves_a_path_quoted_in_a_comment_alone(tmp_path):
+    path = tmp_path / "site.toml"
+    note = '# was "/var/lib/cabguard/journal" before the SD card; see "#12"\n'
+    path.write_text(note + site_text().replace('dir = "/var/lib/cabguard/journal"',
+                                               'dir = "/var/lib/cabguard/journal"   # not "/var/lib/cabguard/journal"'))
+    text = relocate_text(path.read_text(), load(path), "/stage")
+    assert text.startswith(note)
+    assert 'dir = "/stage/var/lib/cabguard/journal"   # not "/var/lib/cabguard/journal"' in text
+
+
 def test_relocate_names_a_path_it_cannot_find(tmp_path):
     path = tmp_path / "site.toml"
     escaped = 'record = "/etc/cabguard/keys/rec\\u006frd.key"'   # a TOML escape: same value, other text

@@ -153,6 +153,7 @@ def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(cabinet):
     installer's `pos survey` becomes the cabinet's place."""
     from controller.console import commands as cm
     from controller.console.commandpath import CommandPath
+    from controller.gateway.run import console_port
     from tests.test_runtime import start, stop
     _sim, site, tmp_path = cabinet
     master, slave = os.openpty()
@@ -173,7 +174,7 @@ def test_pos_survey_on_a_running_gateway_is_kept_and_journaled(cabinet):
         idx = gw.catalog.index
         assert wait_until(lambda: gw.image[idx["pos.online"]] and gw.image[idx["pos.fix"]], 5)
         assert gw.image[idx["pos.surveyed"]] == 0
-        path = CommandPath(gw)
+        path = CommandPath(console_port(gw))
         assert wait_until(lambda: len(gw.position.track.recent) >= 40, 10)
         answer = path.execute(cm.parse("pos survey", actor="ida"))
         assert answer.startswith("surveyed at"), answer

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from controller.journal.verify import verify_dir
 from drivers.keys import epoch_number, load_key
-from tests.journaling import event_record, open_journal, provision
+from tests.journaling import event_record, kill_rounds, open_journal
 
 KILLS = int(os.environ.get("CABGUARD_ROTATION_KILLS", "200"))
 KILLS_PER_JOURNAL = 25
@@ -67,13 +67,9 @@ def _run_and_kill(tmp: Path, first: bool, rng: random.Random) -> int:
 def test_sigkill_during_rotation_never_jumps_an_epoch_nor_loses_a_durable_record(tmp_path):
     rng = random.Random(16)
     rotations = key_ahead = 0
-    for kill in range(KILLS):
-        if kill % KILLS_PER_JOURNAL == 0:      # a fresh journal now and then keeps each check quick
-            tmp = tmp_path / "run{}".format(kill)
-            tmp.mkdir()
-            prov, _ = provision(tmp)
-            best = -1
-        best = max(best, _run_and_kill(tmp, kill % KILLS_PER_JOURNAL == 0, rng))
+    best = -1
+    for kill, tmp, prov, fresh in kill_rounds(tmp_path, KILLS, KILLS_PER_JOURNAL):
+        best = max(-1 if fresh else best, _run_and_kill(tmp, fresh, rng))
         report = verify_dir(tmp / "journal", prov)
         assert report.ok, (kill, report.problems[:5])            # no jump, no rotation out of order
         last = -1 if report.last_seq is None else report.last_seq  # killed before the genesis was durable

@@ -44,7 +44,7 @@ def test_readers_pass_over_a_damaged_frame(tmp_path):
     """A CRC-damaged frame mid-journal is skipped by every reader: a ``Bad`` is a
     tuple too, and was once taken for a record."""
     from controller.journal.evidence import verified_records
-    from controller.journal.journal import read_durable
+    from controller.journal.index import read_durable
     from drivers.keys import EpochKeys
     from tests.journaling import frame_span, frames, provision, write_records
 

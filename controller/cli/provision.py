@@ -59,13 +59,36 @@ def relocate_text(text: str, config: SiteConfig, root: str) -> str:
     port = _value(config, "console", "port")
     if port.startswith("pty:/"):
         values.append(port)
+    lines = [_split_comment(line) for line in text.splitlines(keepends=True)]
     for value in sorted(set(values), key=len, reverse=True):
         moved = "pty:" + root + port[4:] if value == port else root + value
-        text, count = re.subn(r'(["\'])' + re.escape(value) + r'\1', lambda m: m.group(1) + moved + m.group(1), text)
+        pattern = re.compile(r'(["\'])' + re.escape(value) + r'\1')
+        count = 0
+        for i, (code, comment) in enumerate(lines):
+            code, n = pattern.subn(lambda m: m.group(1) + moved + m.group(1), code)
+            lines[i], count = (code, comment), count + n
         if count == 0:
             raise ProvisionError("{}: cannot find the string {!r} to move it under {} (write it as a plain "
                                  "quoted string)".format(config.path, value, root))
-    return text
+    return "".join(code + comment for code, comment in lines)
+
+
+def _split_comment(line: str) -> tuple[str, str]:
+    """A TOML line as (code, comment): a path quoted in a comment is the installer's note, not a setting."""
+    quote, i = "", 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1              # an escaped character inside a basic string
+            elif ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return line[:i], line[i:]
+        i += 1
+    return line, ""
 
 
 def paths_cmd(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from controller.gateway.config import ConfigError, load
-from controller.gateway.site import Site, assemble, bus_options
+from controller.gateway.settings import bus_options
+from controller.gateway.site import Site, assemble
 from controller.gateway.sitefiles import KEY_FILES, epoch_key_path
 from controller.gateway.tables import load_table
 from drivers.errors import DriverError

@@ -1,7 +1,7 @@
 """The one path every command takes, from the console or the downlink.
 
 Commands that change what the cabinet does become core commands and go
-into the next scan (``Gateway.submit``); the answer is what the core made
+into the next scan (``GatewayPort.submit``); the answer is what the core made
 of them (accepted, or refused in this mode).  The rest are host actions
 (load a rule table, rotate the record key, enrol a person, grant installer
 access, check the config).  Every command and its outcome is journaled,
@@ -17,9 +17,8 @@ from typing import Callable, Iterator
 
 from controller.console import commands as cm
 from controller.console.auth import PeopleStore, otpauth_uri
+from controller.console.gatewayport import GatewayPort
 from controller.errors import CabguardError
-from controller.gateway.config import ConfigError, load
-from controller.gateway.site import assemble, bus_options
 from controller.journal import records as R
 from controller.journal.browse import Entry, Filter, Names, described, incidents, word_filter
 from controller.link.downlink import Refused
@@ -34,7 +33,7 @@ SCAN_STEP_BUDGET_S = 0.25  # per address, waiting for the bus thread (polls come
 
 
 class CommandPath:
-    def __init__(self, gateway, people: PeopleStore | None = None):
+    def __init__(self, gateway: GatewayPort, people: PeopleStore | None = None):
         self.gateway = gateway
         self.people = people
         self.grant_until = 0.0
@@ -42,9 +41,9 @@ class CommandPath:
             "grant": self._grant,
             "keys rotate": self._rotate,
             "rules load": self._rules_load,
-            "rules info": lambda req, now: self.gateway.status.rules_info(),
+            "rules info": lambda req, now: self.gateway.rules_info(),
             "tech enrol": self._enrol,
-            "config check": self._config_check,
+            "config check": lambda req, now: self.gateway.config_check(),
             "config show": lambda req, now: self.gateway.config_text(),
             "bus scan": self._bus_scan,
             "journal list": self._journal_list,
@@ -60,9 +59,9 @@ class CommandPath:
         wall_s = time.time() if wall_s is None else wall_s
         core = request.core_command()
         if core is not None:
-            ticket = self.gateway.submit(core[0], core[1], request.source, request.actor)
+            outcome = self.gateway.submit(core[0], core[1], request.source, request.actor)
             try:
-                return ticket.outcome.result(OUTCOME_TIMEOUT_S)
+                return outcome.result(OUTCOME_TIMEOUT_S)
             except FutureTimeout:
                 return "queued (the scan loop has not answered yet)"
         action = self.actions.get(request.spec.name)
@@ -77,7 +76,7 @@ class CommandPath:
         return answer
 
     def journal(self, source: str, name: str, actor: str, ok: bool, detail: str) -> None:
-        ctx = self.gateway.context(False)
+        ctx = self.gateway.health.context()
         # A command carried out is a real event; refusals go through the source's flood control.
         self.gateway.health.journal_from(source, R.command(ctx, source, "{} by {}".format(name, actor or "-"), 0, ok,
                                                     "" if ok else detail), protected=ok)
@@ -106,14 +105,6 @@ class CommandPath:
         person = self.people.enrol(str(req.args["id"]), str(req.args.get("role", "technician")))
         return "enrolled {} as {}; add this to their authenticator app (shown once):\n{}".format(
             person.ident, person.role, otpauth_uri(person, self.gateway.gateway_id))
-
-    def _config_check(self, req: cm.Request, now: float) -> str:
-        path = self.gateway.site.config.path
-        try:
-            assemble(load(path))
-        except ConfigError as e:
-            return str(e)
-        return "{}: OK".format(path)
 
     def _journal_entries(self, first_seq: int) -> Iterator[Entry]:
         """Records from ``first_seq`` (of the last JOURNAL_BACK), the newest made durable first."""
@@ -153,28 +144,27 @@ class CommandPath:
     def _bus_scan(self, req: cm.Request, now: float) -> str:
         """Through the bus's own poller thread when the gateway polls it, else on the open port."""
         name = str(req.args["bus"])
-        buses = {b["name"]: b for b in self.gateway.site.config.doc["bus"]}
+        buses = self.gateway.buses
         if name not in buses:
             raise CabguardError("no bus {!r} in the site config (buses: {})".format(name, ", ".join(sorted(buses))))
-        bus = buses[name]
+        bus, poller = buses[name].settings, buses[name].poller
         first, last = address_range(str(req.args.get("addresses", "1-247")))
         addresses = range(first, last + 1)
-        poller = next((p for p in self.gateway.site.pollers if p.port == bus["port"]), None)
         try:
             if poller is not None:
-                future = poller.run_job(scan_job(addresses, scan_timeout(bus["baud"])))
+                future = poller.run_job(scan_job(addresses, scan_timeout(bus.baud)))
                 found = future.result(2.0 + SCAN_STEP_BUDGET_S * len(addresses))
             else:
-                master = open_master(bus["port"], bus_options(bus))
+                master = open_master(bus.port, bus.options)
                 try:
-                    found = [f for f in probes(master, addresses, scan_timeout(bus["baud"])) if f is not None]
+                    found = [f for f in probes(master, addresses, scan_timeout(bus.baud)) if f is not None]
                 finally:
                     master.close()
         except FutureTimeout:
             raise CabguardError("bus {}: the scan did not finish in time (is the bus overloaded?)".format(name))
         except DriverError as e:
             raise CabguardError("bus {}: {}".format(name, e)) from None
-        return "\n".join(report("{} ({})".format(name, bus["port"]), bus["baud"], first, last, found))
+        return "\n".join(report("{} ({})".format(name, bus.port), bus.baud, first, last, found))
 
 
 def address_range(text: str) -> tuple[int, int]:

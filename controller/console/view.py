@@ -6,10 +6,8 @@ from controller import __version__
 from controller.console import commands as cm
 from controller.console.auth import Person
 from controller.console.commandpath import CommandPath
-from controller.core.catalog import DEVICE_TWINS
+from controller.console.gatewayport import GatewayPort
 from controller.core.events import ALARM, CMD_DURESS
-from controller.core.modes import MODE_NAMES
-from controller.core.outputs import OUTPUT_NAMES
 from controller.journal import records as R
 
 UNIT_TEXT = {("V", -3): "mV", ("A", -3): "mA", ("C", -1): "0.1 degC", ("g", -3): "mg",
@@ -22,27 +20,16 @@ def unit_text(unit: str, scale: int) -> str:
 
 
 class ConsoleView:
-    def __init__(self, gateway, path: CommandPath):
+    def __init__(self, gateway: GatewayPort, path: CommandPath):
         self.gateway = gateway
         self.path = path
         self.gateway_id = gateway.gateway_id
 
     def status_text(self) -> str:
-        g = self.gateway
-        state = g.state
-        lines = ["gateway {}  site {}  cabguard {}".format(g.gateway_id, g.site.config.doc["gateway"]["site"],
-                                                           __version__),
-                 "mode      {}{}".format(MODE_NAMES[state.mode], _left(state.machine.remaining(g.now_tick()))),
-                 "outputs   " + ", ".join("{}={}".format(n, v) for n, v in zip(OUTPUT_NAMES, state.outputs)),
-                 "devices   " + ", ".join("{} {}".format(d, "online" if g.image[g.catalog.index[d + ".online"]]
-                                                         else "OFFLINE") for d in g.catalog.devices),
-                 "clock     {}".format("trusted" if g.trusted else "UNTRUSTED (schedules on their safe values)"),
-                 "journal   next seq {}, backlog {}".format(g.journal.next_seq, g.backlog),
-                 "last      {}".format(g.last_event or "-")]
-        return "\n".join(lines)
+        return self.gateway.status_text()
 
     def version_text(self) -> str:
-        return "cabguard {}; rules: {}".format(__version__, self.gateway.status.rules_info().splitlines()[0])
+        return "cabguard {}; rules: {}".format(__version__, self.gateway.rules_info().splitlines()[0])
 
     def signal_rows(self) -> list[tuple[str, int, str]]:
         g = self.gateway
@@ -50,27 +37,10 @@ class ConsoleView:
         return [(cat.names[i], g.image[i], unit_text(cat.units[i], cat.scales[i])) for i in range(cat.size)]
 
     def events_tail(self, count: int) -> list[str]:
-        return list(self.gateway.recent)[-count:]
+        return self.gateway.recent()[-count:]
 
     def devices_text(self) -> str:
-        """Per device: the image's twins, then where it is and how its bus is doing."""
-        g = self.gateway
-        config = {d["name"]: d for d in g.site.config.doc["device"]}
-        stats: dict[str, dict[str, float]] = {}
-        for poller in g.site.pollers:
-            stats.update(poller.stats())
-        rows = []
-        for d in g.catalog.devices:
-            twins = [g.image[g.catalog.index["{}.{}".format(d, t)]] for t, _u, _s in DEVICE_TWINS]
-            rows.append("{:<10} {:<8} ok {:<8} timeouts {:<6} crc {:<6} last exception {}".format(
-                d, "online" if twins[0] else "OFFLINE", *twins[1:]))
-            if d in config and d in stats:
-                c, st = config[d], stats[d]
-                rows.append("{:<10} bus {} address {} profile {} poll {} ms; latency {:.1f} ms, timeout {:.0f} ms, "
-                            "exceptions {}, registers not implemented {}".format(
-                                "", c["bus"], c["address"], c["profile"], c["poll_ms"], st["latency_ms"],
-                                st["timeout_ms"], int(st["exceptions"]), int(st["not_implemented"])))
-        return "\n".join(rows)
+        return self.gateway.devices_text()
 
     def submit(self, request: cm.Request) -> str:
         return self.path.execute(request)
@@ -80,7 +50,7 @@ class ConsoleView:
 
     def audit(self, actor: str, what: str, outcome: str) -> None:
         g = self.gateway
-        ctx = g.context(False)
+        ctx = g.health.context()
         # Everything typed goes through the console's flood control; a login and a
         # command a known person ran are real events and always pass.
         if what == "login":
@@ -100,7 +70,3 @@ class ConsoleView:
 
     def grant_active(self, wall_s: float) -> bool:
         return self.path.grant_active(wall_s)
-
-
-def _left(ms: int) -> str:
-    return "  ({} s left)".format((ms + 999) // 1000) if ms else ""

@@ -12,14 +12,18 @@ from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals
 from controller.core.step import CoreConfig
 from controller.core.trace import header_line, scan_line
+from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
+
+
+def _contract(signals: tuple, names: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """Some signals of a device class, as the signal contract defines them (drivers/modbus/profiles.py)."""
+    by_name = {s[0]: s for s in signals}
+    return [by_name[n] for n in names]
+
 
 CABINET = (
-    device_signals("io", [("door_open", "bool", 0), ("door_bolt", "bool", 0),
-                          ("tamper", "bool", 0), ("vib_rms_mg", "g", -3),
-                          ("tilt_mdeg", "deg", -3)])
-    + device_signals("bms1", [("pack_mv", "V", -3), ("current_ma", "A", -3),
-                              ("temp_max_dc", "C", -1), ("modules", "count", 0),
-                              ("serial", "code", 0)])
+    device_signals("io", _contract(IO_SIGNALS, ("door_open", "door_bolt", "tamper", "vib_rms_mg", "tilt_mdeg")))
+    + device_signals("bms1", _contract(BATTERY_SIGNALS, ("pack_mv", "current_ma", "temp_max_dc", "modules", "serial")))
     + list(SYSTEM_SIGNALS)
 )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from controller.core.outputs import N_OUTPUTS, OUTPUT_NAMES, OUT_LED, safe_state
+from controller.gateway.settings import OutputSettings
 from drivers.gpio import PatternLed, PinOutput, make_factory
 
 
@@ -93,22 +94,23 @@ class OutputBank:
                 out.close()
 
 
-def build_bank(outputs_doc: dict, pin_factory_name: str, pollers_by_device: dict, lan=None) -> OutputBank:
+def build_bank(outputs: dict[str, OutputSettings], pin_factory_name: str, pollers_by_device: dict,
+               lan=None) -> OutputBank:
     """Outputs as the site config maps them (docs/config.md); ``lan`` is the
     LAN link that MQTT outputs publish through (the config has one if any
     output needs it)."""
     factory = make_factory(pin_factory_name)
     outs: list[Output | None] = [None] * N_OUTPUTS
     for i, name in enumerate(OUTPUT_NAMES):
-        spec = outputs_doc.get(name)
+        spec = outputs.get(name)
         if spec is None:
             continue
-        if spec["gpio"] >= 0:
+        if spec.gpio >= 0:
             cls = PatternLed if i == OUT_LED else PinOutput
-            outs[i] = cls(spec["gpio"], spec["active_high"], factory)
-        elif spec["mqtt_topic"]:
-            outs[i] = MqttOutput(lan, spec["mqtt_topic"], spec["on"], spec["off"])
+            outs[i] = cls(spec.gpio, spec.active_high, factory)
+        elif spec.mqtt_topic:
+            outs[i] = MqttOutput(lan, spec.mqtt_topic, spec.on, spec.off)
         else:
-            poller = pollers_by_device[spec["device"]]
-            outs[i] = CoilOutput(poller, spec["device"], spec["coil"])
+            poller = pollers_by_device[spec.device]
+            outs[i] = CoilOutput(poller, spec.device, spec.coil)
     return OutputBank(outs)

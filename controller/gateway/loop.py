@@ -56,11 +56,12 @@ from controller.core.outputs import safe_state
 from controller.core.step import CoreState, step
 from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
-from controller.gateway.cameras import CameraFeed, CameraSpec
+from controller.gateway.cameras import CameraFeed
 from controller.gateway.lanlink import LanLink
 from controller.gateway.position import PositionError, PositionFilter, load_survey, save_survey
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
+from controller.gateway.settings import GatewaySettings
 from controller.gateway.site import Site
 from controller.gateway.sitefiles import EPOCH_KEY_FILE
 from controller.gateway.statefile import StateFile
@@ -75,9 +76,8 @@ from controller.journal.journal import Journal
 from drivers.clock import Clock
 from drivers.errors import DriverError, KeyFileError
 from drivers.keys import load_key
-from drivers.gnss import NmeaReader, TrackSettings
+from drivers.gnss import NmeaReader
 from drivers.modbus import events as bus
-from drivers.mqtt import BrokerSettings
 from drivers.sdnotify import Notifier
 
 FAULT_OUTPUT_READBACK = 1
@@ -127,19 +127,15 @@ class Gateway:
         self.evidence = EvidenceRing(self.state, EVIDENCE_BEFORE_MS, EVIDENCE_AFTER_MS)
         self.on_scan = on_scan
         self.log = log      # start-up, health and warning-or-worse events, one line each (cabguard run: stderr)
-        self.cameras = CameraFeed(self.catalog, [CameraSpec(c["name"], c["topic"], c["fresh_s"] * 1000, c["hold_s"] * 1000)
-                                                 for c in settings.cameras],
+        self.cameras = CameraFeed(self.catalog, [c.spec for c in settings.cameras],
                                   lambda: self.clock.monotonic_ns() // 1_000_000)
         self.refused_inputs: list[str] = []     # files refused before the journal opened: recorded at start
         self.lan = self._lan_link(settings)
         self.position: PositionFilter | None = None
         self.gnss: NmeaReader | None = None
-        if settings.gnss:
-            g = settings.gnss
-            self.position = PositionFilter(self.catalog, TrackSettings(
-                g["fresh_s"] * 1000, g["max_hdop"] * 100, float(g["max_speed_mps"]), g["reacquire_s"] * 1000),
-                self._surveyed())
-            self.gnss = NmeaReader(g["port"], g["baud"], lambda: self.clock.monotonic_ns() // 1_000_000)
+        if settings.gnss is not None:
+            self.position = PositionFilter(self.catalog, settings.gnss.track, self._surveyed())
+            self.gnss = NmeaReader(settings.gnss.port, settings.gnss.baud, lambda: self.clock.monotonic_ns() // 1_000_000)
         self.webhook: Webhook | None = None
         self.opcua: OpcuaProcess | None = None     # started by run.build with [opcua]
         self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
@@ -149,6 +145,7 @@ class Gateway:
         self.recent: collections.deque[str] = collections.deque(maxlen=200)
         self.stop_event = threading.Event()
         self.started_pollers: set[int] = set()
+        self.missing_ports: set[int] = set()     # buses whose missing port is reported (once; retried quietly)
         self.trusted = False
         self.disk_free_pct = 100
         self.backlog = 0
@@ -200,15 +197,12 @@ class Gateway:
         save_survey(self.state_dir / POSITION_FILE, lat, lon, fixes, spread)
         return "surveyed at {:.7f}, {:.7f} from {} fixes (spread {:.1f} m)".format(lat, lon, fixes, spread)
 
-    def _lan_link(self, settings) -> LanLink | None:
+    def _lan_link(self, settings: GatewaySettings) -> LanLink | None:
         """The LAN broker's link, if the config has one (camera events in, MQTT outputs out)."""
-        if not settings.lan:
+        if settings.lan is None:
             return None
-        host, _, port = settings.lan["broker"].rpartition(":")
-        broker = BrokerSettings(host, int(port), client_id=settings.lan["client_id"] or self.gateway_id + "-lan",
-                                username=settings.lan["username"], password=settings.lan["password"])
-        topics = ["{}/+".format(c["topic"]) for c in settings.cameras if c["topic"]]
-        return LanLink(broker, topics, self.cameras.on_mqtt,
+        topics = ["{}/+".format(c.spec.topic) for c in settings.cameras if c.spec.topic]
+        return LanLink(settings.lan, topics, self.cameras.on_mqtt,
                        lambda text: self.health.record(R.HEALTH_LAN, text, WARNING, source="lan"))
 
     @staticmethod
@@ -262,12 +256,11 @@ class Gateway:
         for why in self.refused_inputs:
             self.health.record(R.HEALTH_INPUT_REFUSED, why, ALARM)
         hook = self.settings.webhook
-        if hook:
-            host, _, port = hook["listen"].rpartition(":")
+        if hook is not None:
             try:
-                self.webhook = Webhook(host.strip("[]"), int(port), hook["secret"], self.cameras).start()
+                self.webhook = Webhook(hook.host, hook.port, hook.secret, self.cameras).start()
             except OSError as e:     # the cameras' webhooks go unheard: their cameras go offline
-                self.health.record(R.HEALTH_LAN, "webhook {}: cannot listen: {}".format(hook["listen"], e.strerror), ALARM)
+                self.health.record(R.HEALTH_LAN, "webhook {}: cannot listen: {}".format(hook.listen, e.strerror), ALARM)
         ctx = self.context(False)
         self.journal.append(R.health(ctx, R.HEALTH_STARTED, "cabguard {} config {} mode {}".format(
             __version__, self.settings.config_path, MODE_NAMES[self.state.mode]), INFO))
@@ -288,8 +281,8 @@ class Gateway:
                 poller.start()
                 self.started_pollers.add(i)
             except DriverError as e:
-                if not getattr(poller, "_reported_missing", False):
-                    poller._reported_missing = True  # report once, keep retrying quietly
+                if i not in self.missing_ports:      # report once, keep retrying quietly
+                    self.missing_ports.add(i)
                     self.health.record(R.HEALTH_BUS, str(e), ALARM)
 
     def run(self) -> None:
@@ -362,13 +355,14 @@ class Gateway:
         where the camera has a ``protect_topic`` (docs/journal.md)."""
         ctx = self.context(False)
         for cam in self.settings.cameras:
-            start, end = ctx.wall_ms - cam["clip_before_s"] * 1000, ctx.wall_ms + cam["clip_after_s"] * 1000
-            protect = bool(cam["protect_topic"] and self.lan is not None)
+            name = cam.spec.name
+            start, end = ctx.wall_ms - cam.clip_before_ms, ctx.wall_ms + cam.clip_after_ms
+            protect = bool(cam.protect_topic and self.lan is not None)
             if protect:
-                self.lan.post(cam["protect_topic"], json.dumps({
-                    "gateway": self.gateway_id, "camera": cam["name"], "start_ms": start, "end_ms": end,
+                self.lan.post(cam.protect_topic, json.dumps({
+                    "gateway": self.gateway_id, "camera": name, "start_ms": start, "end_ms": end,
                     "incident_seq": seq}).encode())
-            self.health.urgent(self.journal.append(R.video_bookmark(ctx, cam["name"], start, end, seq, severity, protect)))
+            self.health.urgent(self.journal.append(R.video_bookmark(ctx, name, start, end, seq, severity, protect)))
 
     def _bus_faults(self) -> list[tuple[int, int]]:
         """Bus events become health records; failed output writes become core faults."""

@@ -17,6 +17,7 @@ from typing import Callable
 
 from controller.console.auth import AuthError, Authenticator, PeopleStore
 from controller.console.commandpath import CommandPath
+from controller.console.gatewayport import GatewayPort, ScanBus
 from controller.console.server import ConsoleServer, PtyStream, SerialStream, Stream
 from controller.console.view import ConsoleView
 from controller.core.events import ALARM
@@ -97,21 +98,21 @@ def console_stream(doc: dict, link_override: str | None) -> Stream:
     return SerialStream(port, doc["baud"])
 
 
-def start_console(gateway: Gateway, path: CommandPath, doc: dict, link: str | None) -> ConsoleServer:
+def start_console(gateway: Gateway, port: GatewayPort, path: CommandPath, doc: dict,
+                  link: str | None) -> ConsoleServer:
     auth = Authenticator(path.people, doc["max_failures"], doc["lockout_s"],
                          gateway.state_dir / LOCKOUT_NAME, gateway.clock)
-    return ConsoleServer(console_stream(doc, link), ConsoleView(gateway, path), auth, doc["idle_s"]).start()
+    return ConsoleServer(console_stream(doc, link), ConsoleView(port, path), auth, doc["idle_s"]).start()
 
 
 def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProcess:
-    gdoc = gateway.site.config.doc
     host, _, port = doc["broker"].rpartition(":")
     settings = BrokerSettings(host, int(port), protocol=5 if doc["protocol"] == "5" else 4,
                               client_id=doc["client_id"] or gateway.gateway_id, username=doc["username"],
                               password=doc["password"], ca_file=doc["ca_file"], cert_file=doc["cert_file"],
                               key_file=doc["key_file"])
     on_command: Callable[[bytes], None] = lambda payload: None    # no head-end key: no commands
-    headend = gdoc["keys"]["headend"]
+    headend = gateway.settings.headend_key
     key = None
     if headend:
         try:
@@ -122,7 +123,7 @@ def start_uplink(gateway: Gateway, path: CommandPath, doc: dict) -> UplinkProces
     if key is not None:
         verifier = DownlinkVerifier(gateway.gateway_id, key, SeqStore(gateway.state_dir / "downlink-seq"))
         on_command = command_handler(verifier, path.execute, path.refused)
-    spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gdoc["gateway"]["site"], gateway.gateway_id),
+    spec = UplinkSpec(settings, Topics(doc["topic_prefix"], gateway.settings.site_name, gateway.gateway_id),
                       str(gateway.journal.directory), window=doc["window"], heartbeat_s=doc["heartbeat_s"])
     uplink = UplinkProcess(spec, gateway.journal, on_command=on_command, on_health=gateway.health.uplink,
                            heartbeat=with_checkpoint(gateway.journal, gateway.status.heartbeat_doc))
@@ -150,6 +151,30 @@ def load_site(config_path: str, state_dir: str) -> tuple[Site, ConfigError | Non
         if not good.exists():
             raise
         return assemble(load(good)), err
+
+
+def check_config(path: str | Path) -> str:
+    """The console's ``config check``: the config at ``path`` read and assembled
+    again, as a restart would; "PATH: OK" or every problem."""
+    try:
+        assemble(load(path))
+    except ConfigError as e:
+        return str(e)
+    return "{}: OK".format(path)
+
+
+def console_port(gateway: Gateway) -> GatewayPort:
+    """What the console and the command path may see and do of ``gateway``."""
+    pollers = {p.port: p for p in reversed(gateway.site.pollers)}      # the first on a port
+    return GatewayPort(
+        gateway.gateway_id, gateway.catalog, gateway.image, gateway.journal, gateway.health,
+        submit=lambda code, arg, source, actor: gateway.submit(code, arg, source, actor).outcome,
+        note=gateway.note, recent=lambda: list(gateway.recent), rule_names=gateway.rule_names,
+        status_text=gateway.status.console_text, devices_text=gateway.status.devices_text,
+        rules_info=gateway.status.rules_info, config_text=gateway.config_text,
+        config_check=lambda: check_config(gateway.settings.config_path), load_rules=gateway.load_rules,
+        survey_position=gateway.survey_position,
+        buses={b.name: ScanBus(b, pollers.get(b.port)) for b in gateway.settings.buses})
 
 
 def people_store(gateway: Gateway, path: str) -> PeopleStore:
@@ -184,9 +209,10 @@ def build(config_path: str, state_dir: str | None = None, console_link: str | No
         gateway.health.record(R.HEALTH_CONFIG_FALLBACK, str(fallback), ALARM)
     console_doc = doc.get("console")
     people = people_store(gateway, console_doc["people"]) if console_doc else None
-    services = Services(gateway, CommandPath(gateway, people))
+    port = console_port(gateway)
+    services = Services(gateway, CommandPath(port, people))
     if console_doc:
-        services.console = start_console(gateway, services.path, console_doc, console_link)
+        services.console = start_console(gateway, port, services.path, console_doc, console_link)
     if doc.get("uplink"):
         services.uplink = start_uplink(gateway, services.path, doc["uplink"])
     if doc.get("opcua"):
@@ -199,7 +225,7 @@ def started_line(gateway: Gateway, doc: dict) -> str:
     """What a technician reading the system journal needs to know the gateway is guarding."""
     rules = len(gateway.rule_names())
     return "started: gateway {} site {}, mode {}, {} device(s) on {} bus(es), {} rule(s), console {}, uplink {}".format(
-        gateway.gateway_id, doc["gateway"]["site"], MODE_NAMES[gateway.state.mode], len(doc["device"]),
+        gateway.gateway_id, gateway.settings.site_name, MODE_NAMES[gateway.state.mode], len(gateway.settings.devices),
         len(gateway.site.pollers), rules, (doc.get("console") or {}).get("port", "none"),
         (doc.get("uplink") or {}).get("broker", "none"))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from pathlib import Path
 
 from controller.core.anomaly import ModelTables
 from controller.core.catalog import (
@@ -22,48 +21,12 @@ from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig
 from controller.gateway.config import ConfigError, SiteConfig, core_values
 from controller.gateway.schedules import Schedules
 from controller.gateway.schema import Problem
+from controller.gateway.settings import GatewaySettings, gateway_settings
 from drivers.errors import DriverError
-from drivers.modbus.options import BusOptions, Rs485
 from drivers.modbus.poller import BusPoller, PolledDevice
 from drivers.modbus.profiles import Profile, load_profile
 from rules.errors import ModelFileError
 from rules.modelfile import read_model
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    """What the running gateway reads from its config, typed (docs/config.md)."""
-    gateway_id: str
-    site_name: str
-    state_dir: Path
-    scan_period_ms: int
-    clock_assume_trusted: bool
-    pin_factory: str
-    outputs: dict
-    journal_dir: str
-    journal_budget_bytes: int
-    record_key: Path
-    model_path: str
-    config_path: str
-    lan: dict | None = None          # [lan]: the cabinet LAN's MQTT broker
-    cameras: tuple = ()              # [[camera]] tables
-    webhook: dict | None = None      # [webhook]
-    gnss: dict | None = None         # [gnss]: the GNSS receiver
-
-
-def gateway_settings(config: SiteConfig) -> GatewaySettings:
-    doc = config.doc
-    gateway = doc["gateway"]
-    return GatewaySettings(
-        gateway_id=gateway["id"], site_name=gateway["site"], state_dir=Path(gateway["state_dir"]),
-        scan_period_ms=gateway["scan_period_ms"],
-        clock_assume_trusted=(doc.get("clock") or {}).get("assume_trusted", False),
-        pin_factory=(doc.get("gpio") or {}).get("pin_factory", "default"),
-        outputs=doc.get("outputs") or {},
-        journal_dir=doc["journal"]["dir"], journal_budget_bytes=doc["journal"]["budget_mb"] << 20,
-        record_key=Path(doc["keys"]["record"]), model_path=(doc.get("model") or {}).get("path", ""),
-        config_path=str(config.path), lan=doc.get("lan"), cameras=tuple(doc.get("camera") or ()),
-        webhook=doc.get("webhook"), gnss=doc.get("gnss"))
 
 
 @dataclass
@@ -91,24 +54,15 @@ def _profiles(doc: dict, problems: list[Problem]) -> dict[str, Profile]:
     return profiles
 
 
-def bus_options(bus: dict) -> BusOptions:
-    """A checked ``[[bus]]`` table's settings."""
-    return BusOptions(baud=bus["baud"], parity=bus["parity"], stopbits=bus["stopbits"],
-                      timeout_floor_ms=bus["timeout_floor_ms"], timeout_ceiling_ms=bus["timeout_ceiling_ms"],
-                      retries=bus["retries"], rs485=Rs485(bus["rs485"], bus["rts_tx_high"],
-                                                          bus["rts_delay_before_ms"], bus["rts_delay_after_ms"]))
-
-
-def _pollers(config: SiteConfig, profiles: dict[str, Profile], problems: list[Problem]) -> list[BusPoller]:
-    doc = config.doc
+def _pollers(settings: GatewaySettings, profiles: dict[str, Profile], problems: list[Problem]) -> list[BusPoller]:
     pollers = []
-    for bus in doc["bus"]:
-        devices = [(i, d) for i, d in enumerate(doc["device"]) if d["bus"] == bus["name"]]
-        if not devices or any(d["name"] not in profiles for _, d in devices):
+    for bus in settings.buses:
+        devices = [(i, d) for i, d in enumerate(settings.devices) if d.bus == bus.name]
+        if not devices or any(d.name not in profiles for _, d in devices):
             continue        # its bad profiles are already problems
         try:
-            pollers.append(BusPoller(bus["port"], [PolledDevice(d["name"], d["profile"], d["address"], d["poll_ms"])
-                                                   for _, d in devices], bus_options(bus)))
+            pollers.append(BusPoller(bus.port, [PolledDevice(d.name, d.profile, d.address, d.poll_ms)
+                                                for _, d in devices], bus.options))
         except DriverError as e:
             problems.append(Problem("device[{}].profile".format(devices[0][0]), str(e)))
     return pollers
@@ -150,9 +104,10 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
     ``with_model=False`` skips reading the model file: compiling rules needs
     only the catalog, on a machine where the model is not installed yet."""
     doc = config.doc
+    settings = gateway_settings(config)
     problems: list[Problem] = []
     profiles = _profiles(doc, problems)
-    pollers = _pollers(config, profiles, problems)
+    pollers = _pollers(settings, profiles, problems)
     problems += _output_problems(doc, profiles)
     schedules = Schedules(doc.get("schedules") or {}, doc["gateway"]["timezone"])
     specs = []
@@ -182,4 +137,4 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
     classes.update({"cam." + c["name"]: CAMERA_CLASS for c in doc.get("camera") or []})
     if doc.get("gnss"):
         classes["pos"] = GNSS_CLASS
-    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, gateway_settings(config), model)
+    return Site(config, pollers, by_device, catalog, core, zones, schedules, classes, settings, model)

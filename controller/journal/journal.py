@@ -54,7 +54,6 @@ import os
 import queue
 import threading
 import time
-from bisect import bisect_right
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -63,9 +62,8 @@ import cbor2
 from controller.core.events import ALARM, CRITICAL, INFO, WARNING
 from controller.errors import JournalError
 from controller.journal import records as R
-from controller.journal.segments import (
-    Bad, frame, iter_frames, list_segments, read_segment, scan_tail, segment_name, stream_frames,
-)
+from controller.journal.index import Segment, read_durable, recover
+from controller.journal.segments import frame, list_segments, segment_name
 from drivers import cose
 from drivers.atomicfile import fsync_dir, write_atomic
 from drivers.errors import DriverError
@@ -86,60 +84,6 @@ _RECORD, _ROTATE, _CHECKPOINT, _FLUSH, _STOP, _PERSIST = range(6)
 def default_clock() -> R.Context:
     """Wall time not known to be synchronised; the runtime passes its own clock."""
     return R.Context(time.time_ns() // 1_000_000, False, time.monotonic_ns() // 1_000_000)
-
-
-class Segment:
-    """One segment file as the journal tracks it."""
-
-    __slots__ = ("number", "path", "first_seq", "last_seq", "size")
-
-    def __init__(self, number: int, path: Path, first_seq: int, last_seq: int, size: int):
-        self.number = number
-        self.path = path
-        self.first_seq = first_seq
-        self.last_seq = last_seq
-        self.size = size
-
-
-def _seq_of(record: bytes, where: str) -> int:
-    try:
-        msg = cose.decode(record)
-    except DriverError as e:
-        raise JournalError("{}: {}".format(where, e)) from None
-    if msg.seq is None:
-        raise JournalError("{}: record has no sequence header".format(where))
-    return msg.seq
-
-
-def first_seq_of(path: Path) -> int:
-    """The sequence number of a segment's first record."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    for item in iter_frames(head):
-        if not isinstance(item, Bad):
-            return _seq_of(item[1], str(path))
-    raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
-
-
-def read_durable(segments: list[tuple[int, Path]], seq: int,
-                 durable_seq: Callable[[], int]) -> Iterator[tuple[int, bytes]]:
-    """Records with sequence number >= ``seq`` and <= ``durable_seq()``, in order,
-    from ``segments`` (``(first seq, path)``, oldest first); damaged frames are
-    skipped, and a segment dropped by retention meanwhile is passed over."""
-    firsts = [first for first, _path in segments]
-    start = max(0, bisect_right(firsts, seq) - 1)
-    for _first, path in segments[start:]:
-        try:
-            for item in stream_frames(path):
-                if isinstance(item, Bad):
-                    continue
-                s = _seq_of(item[1], str(path))
-                if s > durable_seq():
-                    return
-                if s >= seq:
-                    yield s, item[1]
-        except FileNotFoundError:
-            continue
 
 
 class Journal:
@@ -268,6 +212,21 @@ class Journal:
             found[R.RECOVERED_KEY_MISMATCH] = self._tail.kid
         return False
 
+    def _recover(self) -> dict[int, object] | None:
+        """The segments' index rebuilt (controller/journal/index.py), seq and chain
+        resumed; returns the recovered record's data, or None for an empty journal."""
+        recovered = recover(self.directory)
+        if recovered is None:
+            return None
+        self.segments = recovered.segments
+        self._tail = recovered.tail
+        self._prev_tag = recovered.tail.tag
+        self._next_seq = recovered.last_seq + 1
+        self.durable_seq = self._written_seq = recovered.last_seq
+        if recovered.quarantined:
+            self._fd = -2  # do not append after damage: the next segment starts fresh
+        return recovered.found
+
     @staticmethod
     def _read_json(path: Path, field: str, default: int) -> int:
         try:
@@ -279,74 +238,6 @@ class Journal:
         if not isinstance(value, int):
             raise JournalError("{}: '{}' must be an integer".format(path, field))
         return value
-
-    def _recover(self) -> dict[int, object] | None:
-        """Index the segments, cut a torn tail, resume seq and chain.
-
-        Returns the recovered record's data, or None for an empty journal."""
-        listed = list_segments(self.directory)
-        while listed:
-            number, path = listed[-1]
-            data = read_segment(path)
-            tail = scan_tail(data)
-            if tail.frames == 0 and (tail.damage is None or tail.torn):
-                path.unlink()   # nothing good in it: a segment created just before a crash
-                fsync_dir(self.directory)
-                listed.pop()
-                continue
-            break
-        if not listed:
-            return None
-        first: int | None = None
-        if tail.damage is not None and not tail.torn:
-            # Corruption (a complete frame with a bad CRC included) is quarantined: kept in
-            # place for verify, never cut; the chain resumes after the last good frame.
-            goods = [item for item in iter_frames(data) if not isinstance(item, Bad)]
-            first = _seq_of(goods[0][1], str(path)) if goods else None
-            last_record = goods[-1][1] if goods else self._last_good(listed[:-1])
-            if last_record is None:   # or the resync gave up on a crafted segment (segments.py RESYNC_WORK)
-                raise JournalError("{}: damaged from offset {} with no readable frame within the scan "
-                                   "budget; move it out of the journal folder and run `cabguard verify` on "
-                                   "it".format(path, tail.good_end))
-            tail = tail._replace(last_record=last_record)
-        for older_number, older in listed[:-1]:
-            first = first_seq_of(older)
-            self.segments.append(Segment(older_number, older, first, first, older.stat().st_size))
-        for i in range(len(self.segments) - 1):
-            self.segments[i].last_seq = self.segments[i + 1].first_seq - 1
-        last_seq = _seq_of(tail.last_record, "{}: last good frame".format(path))
-        self._tail = cose.decode(tail.last_record)
-        self._prev_tag = self._tail.tag
-        self._next_seq = last_seq + 1
-        self.durable_seq = self._written_seq = last_seq
-        found: dict[int, object] = {R.RECOVERED_SEGMENT: number, R.RECOVERED_LAST_SEQ: last_seq}
-        if tail.damage is not None:
-            found[R.RECOVERED_OFFSET] = tail.good_end
-            found[R.RECOVERED_CUT] = len(data) - tail.good_end if tail.torn else 0
-            if tail.torn:
-                with open(path, "r+b") as f:
-                    f.truncate(tail.good_end)
-                    os.fsync(f.fileno())
-            else:
-                found[R.RECOVERED_CORRUPT] = True
-        if first is None:
-            first = first_seq_of(path) if tail.frames else last_seq + 1
-        size = tail.good_end if tail.torn else len(data)
-        self.segments.append(Segment(number, path, first, last_seq, size))
-        if self.segments[:-1]:
-            self.segments[-2].last_seq = first - 1
-        if tail.damage is not None and not tail.torn:
-            self._fd = -2  # do not append after damage: the next segment starts fresh
-        return found
-
-    @staticmethod
-    def _last_good(listed: list[tuple[int, Path]]) -> bytes | None:
-        """The newest good record of these segments (a later one held none)."""
-        for _number, path in reversed(listed):
-            goods = [item for item in iter_frames(read_segment(path)) if not isinstance(item, Bad)]
-            if goods:
-                return goods[-1][1]
-        return None
 
     def _open_segment(self, first_seq: int, reuse_tail: bool) -> None:
         last = self.segments[-1] if self.segments else None

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Callable
 
 from controller.errors import CabguardError, JournalError
-from controller.journal.journal import Journal, first_seq_of, read_durable
+from controller.journal.index import first_seq_of, read_durable
+from controller.journal.journal import Journal
 from controller.journal.segments import list_segments
 from controller.link.child import reap, spawn
 from controller.link.uplink import DRAIN_RATE, Uplink
