@@ -54,6 +54,7 @@ TAG_MAC0 = 17
 TAG_LEN = 16
 IV_LEN = 12
 _ZERO_IV = bytes(16)
+_ZEROS = [bytes(n) for n in range(16)]    # the zero padding of a last block of 16 - n bytes
 
 
 def encode(obj: object) -> bytes:
@@ -88,10 +89,11 @@ class CbcMac:
         self._chain = 0
 
     def tag(self, data: bytes) -> bytes:
-        pad = (-len(data)) % 16 if data else 16
-        padded = data + bytes(pad)
-        first = (int.from_bytes(padded[:16], "big") ^ self._chain).to_bytes(16, "big")
-        out = self._enc.update(first + padded[16:])
+        n = len(data)
+        if n < 16:          # one block, zero-padded (an empty message too)
+            data, n = data + bytes(16 - n), 16
+        first = (int.from_bytes(data[:16], "big") ^ self._chain).to_bytes(16, "big")
+        out = self._enc.update(first + data[16:] + _ZEROS[-n % 16])
         tag = out[-16:]
         self._chain = int.from_bytes(tag, "big")
         return tag
@@ -239,6 +241,7 @@ class Message:
         self.body = body          # payload (Mac0) or ciphertext with tag (Encrypt0)
         self.tag = tag
         self.iv = iv
+        self.tbm = b""            # the MAC structure with no external AAD, when the decoder has it at hand
 
     @property
     def encrypted(self) -> bool:
@@ -259,7 +262,8 @@ class Message:
         if self.alg not in MAC_ALGS:
             raise CoseError("COSE_Mac0 with kid {} names algorithm {}, which is not a MAC".format(
                 kid_text(self.kid), self.alg))
-        want = (mac or CbcMac(self.alg, key)).tag(_mac_structure(self.protected, external_aad, self.body))
+        tbm = self.tbm if self.tbm and not external_aad else _mac_structure(self.protected, external_aad, self.body)
+        want = (mac or CbcMac(self.alg, key)).tag(tbm)
         if not hmac.compare_digest(want, self.tag):
             raise self._mismatch()
         return self.body
@@ -293,20 +297,39 @@ def _read_int(data: bytes, pos: int) -> tuple[int, int]:
 
 
 _SEQ_LABEL = _int(HDR_SEQ)
+# Protected headers without their seq, ``{1: alg, 4: kid, -65537:`` as bytes, parsed
+# once: the records of one epoch differ only in the seq that ends theirs.
+_PREFIXES: dict[bytes, tuple[int, bytes]] = {}
+_PREFIXES_MAX = 64
+_UINT_SIZE = {0x18: 2, 0x19: 3, 0x1A: 5, 0x1B: 9}     # a uint's head byte -> its length
 
 
-def _fast_mac0(data: bytes) -> Message | None:
-    """The common case, our own layout ``17([protected {1,4,-65537}, {}, payload, tag])``,
-    read without building CBOR objects; None sends anything else to the full decoder."""
+def _protected_prefix(protected: bytes) -> tuple[int, bytes, int] | None:
+    """``(alg, kid, seq)`` of a protected header ``{1: alg, 4: kid, -65537: seq}``
+    whose part before the seq was parsed before; None for anything else.
+
+    The split is unique: a known prefix is a whole ``{1, 4, -65537:`` parse,
+    which fixes its own length, so no other split can be known too."""
+    for size in (1, 2, 3, 5, 9):
+        if len(protected) <= size:
+            return None
+        head = protected[-size]
+        if (head < 24) if size == 1 else _UINT_SIZE.get(head) != size:
+            continue
+        known = _PREFIXES.get(protected[:-size])
+        if known is None:
+            continue
+        seq = head if size == 1 else int.from_bytes(protected[1 - size:], "big")
+        if size > 1 and seq < (24 if size == 2 else 1 << (4 * size - 4)):
+            return None     # not the shortest form: the full reader decides
+        return known[0], known[1], seq
+    return None
+
+
+def _read_protected(protected: bytes) -> tuple[int, bytes, int] | None:
+    """``(alg, kid, seq)`` of our protected header layout, read in full; None for any other."""
     try:
-        if data[:2] != b"\xd1\x84":
-            return None
-        protected, pos = _read_bstr(data, 2)
-        if data[pos] != 0xA0:
-            return None
-        payload, pos = _read_bstr(data, pos + 1)
-        tag, pos = _read_bstr(data, pos)
-        if pos != len(data) or protected[:2] != b"\xa3\x01":
+        if protected[:2] != b"\xa3\x01":
             return None
         alg, hp = _read_int(protected, 2)
         if protected[hp] != 0x04:
@@ -314,12 +337,61 @@ def _fast_mac0(data: bytes) -> Message | None:
         kid, hp = _read_bstr(protected, hp + 1)
         if protected[hp:hp + len(_SEQ_LABEL)] != _SEQ_LABEL:
             return None
-        major, seq, hp = _read_head(protected, hp + len(_SEQ_LABEL))
-        if major != 0 or hp != len(protected):
+        hp += len(_SEQ_LABEL)
+        major, seq, end = _read_head(protected, hp)
+        if major != 0 or end != len(protected):
             return None
     except (IndexError, KeyError, ValueError):
         return None
-    return Message(TAG_MAC0, protected, {HDR_ALG: alg, HDR_KID: kid, HDR_SEQ: seq}, payload, tag)
+    if len(_PREFIXES) >= _PREFIXES_MAX:
+        _PREFIXES.clear()
+    _PREFIXES[protected[:hp]] = (alg, kid)
+    return alg, kid, seq
+
+
+def _bstr_at(data: bytes, pos: int) -> tuple[int, int]:
+    """``(start, end)`` of the byte string whose head is at ``pos``, its length in
+    the shortest form (else ValueError: the full decoder takes it)."""
+    b = data[pos]
+    if 0x40 <= b < 0x58:
+        start, n = pos + 1, b - 0x40
+    elif b == 0x58 and data[pos + 1] >= 24:
+        start, n = pos + 2, data[pos + 1]
+    elif b == 0x59 and data[pos + 1]:
+        start, n = pos + 3, data[pos + 1] << 8 | data[pos + 2]
+    else:
+        raise ValueError("not a short byte string in its shortest form")
+    return start, start + n
+
+
+def _fast_mac0(data: bytes) -> Message | None:
+    """The common case, our own layout ``17([protected {1,4,-65537}, {}, payload, tag])``
+    with every length in its shortest form, read without building CBOR objects; None
+    sends anything else to the full decoder.  The MAC structure is then the message's
+    own bytes: ``["MAC0", protected, h'', payload]`` shares the protected and payload
+    byte strings, heads included, with the message."""
+    try:
+        if data[0] != 0xD1 or data[1] != 0x84:
+            return None
+        if data[2] == 0x58 and data[3] >= 24:       # our protected headers: 24 to 255 bytes
+            p0, p1 = 4, 4 + data[3]
+        else:
+            p0, p1 = _bstr_at(data, 2)
+        if data[p1] != 0xA0:
+            return None
+        b0, b1 = _bstr_at(data, p1 + 1)
+        if data[b1] != 0x50 or b1 + 17 != len(data):
+            return None
+    except (IndexError, ValueError):
+        return None
+    protected = data[p0:p1]
+    header = _protected_prefix(protected) or _read_protected(protected)
+    if header is None:
+        return None
+    msg = Message(TAG_MAC0, protected, {HDR_ALG: header[0], HDR_KID: header[1], HDR_SEQ: header[2]},
+                  data[b0:b1], data[b1 + 1:])
+    msg.tbm = b"\x84\x64MAC0" + data[2:p1] + b"\x40" + data[p1 + 1:b1]
+    return msg
 
 
 def decode(data: bytes) -> Message:

@@ -211,7 +211,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             up = -(-up // scan) * scan
             persisted = state.persisted()
             state = start()
-            state.resume_after_restart(persisted, ticks.wrap(up))
+            state.resume_after_restart(persisted, ticks.wrap(up), ticks.wrap(up))
             gateway.boot(up)
             ack_at = -1
             last = up - scan
@@ -513,9 +513,19 @@ def check(paths: list[str]) -> int:
             path, len(scn.cabinets), scn.cabinet_days(), len(scn.actions), len(scn.incidents)))
         for cab in scn.cabinets:
             for start, end, auth in sorted(CabinetWorld(scn, cab).visits):
-                print("  {} visit ({}): unbolted {} (+{}), signed off {} (+{})".format(
-                    cab.id, auth, _local(scn, start), _offset(start), _local(scn, end), _offset(end)))
+                print("  {} visit ({}): unbolted {} (+{}), signed off {} (+{}){}".format(
+                    cab.id, auth, _local(scn, start), _offset(start), _local(scn, end), _offset(end),
+                    _past_end(scn, start, end)))
     return 2 if bad else 0
+
+
+def _past_end(scn: Scenario, start: int, end: int) -> str:
+    """What the scenario's end leaves of a visit: the world stops at ``duration``."""
+    if start > scn.duration_ms:
+        return "  (after the end: not played)"
+    if end > scn.duration_ms:
+        return "  (cut short by the end: no sign-off)"
+    return ""
 
 
 def _local(scn: Scenario, ms: int) -> str:

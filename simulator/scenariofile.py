@@ -168,7 +168,7 @@ class _Loader:
 
     def _top_line(self, key: str) -> int:
         for n, text in enumerate(self.src.lines):
-            if re.match(r"^\s*\[{1,2}\s*" + re.escape(key) + r"\s*\]", text) or \
+            if re.match(r"^\s*\[{1,2}\s*" + re.escape(key) + r"\s*[].]", text) or \
                re.match(r"^\s*" + re.escape(key) + r"\s*=", text):
                 return n + 1
         return 1

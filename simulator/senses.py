@@ -20,7 +20,8 @@ Actions:
   loiter, tamper) for ``duration``; ``zone.<event>`` follows the union of
   the cameras' reports;
 - ``camera_offline``: camera ``camera`` stops reporting for ``duration``
-  (empty: for good): its ``online`` and every event read 0;
+  (empty: for good): its ``online`` and every event read 0, and what it
+  would have seen meanwhile is not in ``zone.<event>``;
 - ``carry``: the cabinet is carried ``distance_m`` metres away at up to
   ``speed_mps`` (needs the ``gnss`` process).
 
@@ -127,18 +128,29 @@ class SensesWorld:
         name, kind = p["camera"], p["event"]
         self._at(t, SET, "cam.{}.{}".format(name, kind), 1)
         self._at(t + p["duration"], SET, "cam.{}.{}".format(name, kind), 0)
-        self.__dict__.setdefault("_zone", {}).setdefault(kind, []).append((t, t + p["duration"]))
+        self.__dict__.setdefault("_zone", {}).setdefault(kind, []).append((name, t, t + p["duration"]))
 
     def _action_camera_offline(self, t: int, p: dict, item) -> None:
         for signal in ["online"] + list(CAMERA_KINDS):
             self._force(t, "cam.{}.{}".format(p["camera"], signal), 0, p["duration"])
+        end = t + p["duration"] if p["duration"] else self.scn.duration_ms + 1
+        self.__dict__.setdefault("_cam_off", {}).setdefault(p["camera"], []).append((t, end))
+
+    def _reported(self, name: str, a: int, b: int) -> list[tuple[int, int]]:
+        """The parts of an event on camera ``name`` from ``a`` to ``b`` while it is online."""
+        parts = [(a, b)]
+        for x, y in getattr(self, "_cam_off", {}).get(name, ()):
+            parts = [q for lo, hi in parts for q in ((lo, min(hi, x)), (max(lo, y), hi)) if q[0] < q[1]]
+        return parts
 
     def _action_carry(self, t: int, p: dict, item) -> None:
         self.__dict__.setdefault("_carries", []).append((t, p["speed_mps"], p["distance_m"]))
 
     def _senses_planned(self) -> None:
-        """After every process and action: the zone signals, and the GNSS receiver's values."""
-        for kind, spans in getattr(self, "_zone", {}).items():
+        """After every process and action: the zone signals (what the cameras
+        online report), and the GNSS receiver's values."""
+        for kind, events in getattr(self, "_zone", {}).items():
+            spans = [part for name, a, b in events for part in self._reported(name, a, b)]
             level = 0
             for at, step in sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda x: (x[0], -x[1])):
                 was, level = level, level + step

@@ -162,8 +162,10 @@ class CabinetWorld(SensesWorld):
 
     def _initial(self) -> None:
         scn, cab = self.scn, self.cab
-        for name, v in (("sys.clock_trusted", 1), ("sys.disk_free_pct", 80), ("io.online", 1),
-                        ("io.door_bolt", 1), ("io.supply_mv", cab.supply_mv)):
+        # Door, bolt and tamper switch are read at +0 like every input, so a
+        # fault on them has a value to hold and a true value to return to.
+        for name, v in (("sys.clock_trusted", 1), ("sys.disk_free_pct", 80), ("io.online", 1), ("io.door_bolt", 1),
+                        ("io.door_open", 0), ("io.tamper", 0), ("io.supply_mv", cab.supply_mv)):
             self._at(0, SET, name, v)
         for n in range(1, cab.batteries + 1):
             self._at(0, SET, "bms{}.online".format(n), 1)

@@ -55,14 +55,14 @@ WATCHED = ("write", "fsync", "fdatasync", "replace")
 SLOW = ("fsync", "fdatasync")
 
 
-def prepare_template(template: Path) -> None:
-    """Keys and a signed table, made once; every trial copies them."""
+def prepare_template(template: Path, rule: str = RULE) -> None:
+    """Keys and a signed table of ``rule``, made once; every trial copies them."""
     flashed_keys(template)
     write_site(template)
     specs, classes = config_catalog(str(template / "site.toml"))
     catalog = Catalog(specs)
     rules = template / "always.toml"
-    rules.write_text(RULE)
+    rules.write_text(rule)
     compiled = compile_files([str(rules)], SiteCatalog(catalog.specs(), classes, catalog.digest()))
     write_table(template / "rules.table", sign(compiled.encode(), load_key(template / "keys" / "installer.key")))
 

@@ -63,3 +63,9 @@ def test_demo_plays_the_night_and_the_journal_verifies(tmp_path):
     before = out[:out.index("02:10  world:")]
     assert " raised (" not in before
     assert (tmp_path / "journal").is_dir() and (tmp_path / "site.toml").exists()
+    # every incident of the night replays from its evidence record as the journal has it
+    from drivers.keys import load_key
+    from tests.test_incident_replay import replays_as_journaled, same_on_micropython
+    done = replays_as_journaled(tmp_path / "journal", load_key(tmp_path / "keys" / "record.key"))
+    assert done
+    same_on_micropython(done)

@@ -95,3 +95,29 @@ def test_fast_reader_agrees_with_the_full_decoder():
     odd = encode(cbor2.CBORTag(17, [encode({1: 25, 4: b"k"}), {}, b"p", bytes(16)]))
     assert cose._fast_mac0(odd) is None and cose.decode(odd).kid == b"k"    # the full decoder takes over
     assert cose._fast_mac0(message[:-1]) is None
+
+
+def test_fast_reader_hands_over_the_mac_structure_and_leaves_odd_lengths_to_the_full_decoder():
+    """The fast reader's MAC structure is the message's own bytes: equal to the one built
+    from its parts, for every width of seq, first read in full and then by its known
+    prefix; a length not in its shortest form goes to the full decoder, as before."""
+    from drivers import cose
+
+    key = bytes(range(16))
+    sealer = Sealer(ALG_AES_MAC_128_128, b"gw/record/3", key)
+    for seq in (5, 24, 300, 70000, 2**33):
+        for _ in range(2):
+            message, _tag = sealer.seal(b"payload %d" % seq, seq)
+            msg = cose._fast_mac0(message)
+            assert msg.tbm == cose._mac_structure(msg.protected, b"", msg.body) and msg.seq == seq
+            assert msg.verify(key) == b"payload %d" % seq
+            with pytest.raises(CoseError, match="MAC mismatch"):
+                msg.verify(bytes(16))
+    # seq 5 written in five bytes under a known prefix: read in full, the same seq
+    protected = b"\xa3\x01\x18\x19\x04" + cose._bstr(b"gw/record/3") + cose._SEQ_LABEL + b"\x1a\x00\x00\x00\x05"
+    tag = cbc_mac(ALG_AES_MAC_128_128, key, cose._mac_structure(protected, b"", b"p"))
+    message = b"\xd1\x84" + cose._bstr(protected) + b"\xa0" + cose._bstr(b"p") + cose._bstr(tag)
+    assert cose._fast_mac0(message).seq == 5 and cose.decode(message).verify(key) == b"p"
+    # the payload's length in two bytes where one would do: the full decoder, and the same verdict
+    long_form = b"\xd1\x84" + cose._bstr(protected) + b"\xa0\x59\x00\x01p" + cose._bstr(tag)
+    assert cose._fast_mac0(long_form) is None and cose.decode(long_form).verify(key) == b"p"

@@ -6,6 +6,7 @@ scenarios, virtual time)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -274,6 +275,48 @@ def test_check_validates_without_running_and_names_the_line(tmp_path):
     out = subprocess.run(cmd + [str(good), str(bad)], capture_output=True, text=True, timeout=120)
     line = bad.read_text().splitlines().index('signal = "bms2.temp_max_dc"') + 1
     assert out.returncode == 2 and "{}:{}: [[action]] #1 (glitch) signal".format(bad, line) in out.stderr
+
+
+def test_check_marks_the_visits_the_scenario_end_cuts(tmp_path, capsys):
+    """A 22:00 shift change just before a 22:02 end: the visit drawn after
+    the end is listed as not played, the one under way then as cut short."""
+    from simulator.evaluate import check
+    late = tmp_path / "late.toml"
+    late.write_text("""
+[scenario]
+name = "late"
+start = 2026-07-20T10:00:00+04:00
+duration = "12h2m"
+[[cabinet]]
+id = "a"
+[[cabinet]]
+id = "b"
+[[process]]
+kind = "shift"
+cabinet = "a"
+times = ["14:00", "22:00"]
+visit_prob = 1.0
+seed = 1
+[[process]]
+kind = "shift"
+cabinet = "b"
+times = ["14:00", "22:00"]
+visit_prob = 1.0
+seed = 2
+""")
+    assert check([str(late)]) == 0
+    visits = [line for line in capsys.readouterr().out.splitlines() if " visit (maint): " in line]
+    end_s = (12 * 60 + 2) * 60
+    marks = []
+    for line in visits:
+        h, m, s = (int(x) for x in re.findall(r"\(\+(\d+)h(\d\d)m(\d\d)s\)", line)[0])
+        h2, m2, s2 = (int(x) for x in re.findall(r"\(\+(\d+)h(\d\d)m(\d\d)s\)", line)[1])
+        unbolted, signed_off = h * 3600 + m * 60 + s, h2 * 3600 + m2 * 60 + s2
+        mark = "not played" if "(after the end: not played)" in line else \
+            "cut short" if "(cut short by the end: no sign-off)" in line else "played"
+        assert mark == ("not played" if unbolted > end_s else "cut short" if signed_off > end_s else "played"), line
+        marks.append(mark)
+    assert sorted(marks) == ["cut short", "not played", "played", "played"]
 
 
 def test_the_model_never_alarms_on_gained_modules_while_installers_commission():

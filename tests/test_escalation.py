@@ -173,3 +173,104 @@ def test_the_uplink_step_is_an_alarm_record_and_the_others_are_news():
     assert event_severity((EV_ESCALATION, STEP_UPLINK, ALARM, 1)) == ALARM
     assert event_severity((EV_ESCALATION, STEP_LOCK, ALARM, 1)) == 0
     assert event_severity((EV_ESCALATION, STEP_UPLINK, ALARM, 0)) == 0
+
+
+# A forced door under the port plan, a restart at 4 s (the lights taken at
+# alarm time 3 s, the camera's 2 s step at 5 s and the lock's 120 s step at
+# 123 s pending), resumed on the same clock, a clock 7 s later than the old
+# one (a reboot), and an unknown time since; the lines it prints are
+# compared between CPython and MicroPython.
+RESTART_SCRIPT = """
+from controller.core import modes
+from controller.core.catalog import Catalog, device_signals
+from controller.core.events import CMD_ACK, CMD_ARM
+from controller.core.step import UNKNOWN, CoreConfig, CoreState, step
+PLAN = {"alarm.armed": [["siren", 0], ["strobe", 0], ["lights", 0], ["uplink", 0],
+                        ["camera", 2000], ["lock", 120000]]}
+
+def make():
+    catalog = Catalog(device_signals("io", [("door", "bool", 0)]))
+    values = {"exit_delay_ms": 1000, "entry_delay_ms": 1000, "siren_max_ms": 60000, "escalation": PLAN}
+    return catalog, CoreState(catalog, CoreConfig(values, (catalog.index["io.door"],))), catalog.new_image()
+
+def killed_at(t_kill, ack=False):
+    catalog, state, image = make()
+    step(state, (image, [(CMD_ARM, 0)]), 0)
+    step(state, (image, []), 1000)
+    image[catalog.index["io.door"]] = 1
+    for t in range(2000, t_kill + 1, 500):
+        step(state, (image, [(CMD_ACK, 0)] if ack and t == t_kill else []), t)
+    return state.persisted()
+
+def resumed(saved, shift, then_unknown, times):
+    catalog, state, image = make()
+    image[catalog.index["io.door"]] = 1
+    now = times[0] + shift
+    state.resume_after_restart(saved, now, UNKNOWN if then_unknown else times[0])
+    lines = ["start " + modes.MODE_NAMES[state.mode] + " " + repr(list(state.outputs))]
+    for t in times:
+        out, ev = step(state, (image, []), t + shift)
+        lines.append("{} {} {}".format(t, list(out), sorted(ev)))
+    return lines
+
+saved = killed_at(4000)
+for shift, unknown in ((0, False), (7000, False), (-3000, False), (0, True)):
+    print("case", shift, unknown)
+    for line in resumed(saved, shift, unknown, [4100, 4999, 5000, 5100, 62000, 63000, 122999, 123000, 124000]):
+        print(line)
+print("ack", resumed(killed_at(4000, ack=True), 0, False, [4100, 200000]))
+"""
+
+
+def restart_cases(text):
+    """The script's output as {case: {time: (outputs, events)}} ("start": the outputs at resume)."""
+    cases, case = {}, None
+    for line in text.strip().splitlines():
+        head, _, rest = line.partition(" ")
+        if head == "case":
+            case = cases.setdefault(rest, {})
+        elif head == "ack":
+            cases["ack"] = rest
+        elif head == "start":
+            case["start"] = rest
+        else:
+            case[int(head)] = rest
+    return cases
+
+
+def test_a_restart_mid_plan_resumes_it_and_micropython_agrees():
+    import contextlib
+    import io
+    from controller.devtools import mpy
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(RESTART_SCRIPT, {})
+    cases = restart_cases(buf.getvalue())
+    same = cases["0 False"]
+    # siren, strobe and lights were taken before the kill: on at once, no event again
+    assert same["start"] == "alarm [1, 1, 0, 5, 1, 0]"
+    assert same[4100] == same[4999] == "[1, 1, 0, 5, 1, 0] []"
+    assert same[5000] == "[1, 1, 0, 5, 1, 1] [(11, 3, 2, 1)]"          # the camera at its 5 s
+    assert same[63000] == "[0, 1, 0, 5, 1, 1] [(5, 60000, 0, 0)]"      # the siren's minute from 3 s
+    assert same[122999] == "[0, 1, 0, 5, 1, 1] []"
+    assert same[123000] == "[0, 1, 1, 5, 1, 1] [(6, 1, 0, 0), (11, 5, 2, 1)]"   # the lock at its 123 s
+    assert cases["7000 False"] == cases["-3000 False"] == same     # a reboot, its clock ahead or behind
+    unknown = cases["0 True"]
+    assert unknown[4100] == "[1, 1, 1, 5, 1, 1] [(6, 1, 0, 0), (11, 3, 2, 1), (11, 5, 2, 1)]"
+    assert unknown[63000] == "[1, 1, 1, 5, 1, 1] []" and unknown[122999].startswith("[0, 1, 1")  # a new siren minute
+    assert cases["ack"] == "['start disarmed [0, 0, 0, 1, 0, 0]', '4100 [0, 0, 0, 1, 0, 0] []', " \
+                           "'200000 [0, 0, 0, 1, 0, 0] []']"                       # the ack stays: no lock
+    if mpy.available():
+        (out,) = mpy.run([RESTART_SCRIPT])
+        assert restart_cases(out) == cases
+
+
+def test_a_state_saved_before_escalation_progress_escalates_afresh():
+    catalog, state, image = make(PORT_PLAN)
+    forced_entry(catalog, state, image)
+    _, fresh, image2 = make(PORT_PLAN)
+    fresh.resume_after_restart(state.persisted()[:3], 50000, 50000)
+    out, ev = run(fresh, image2, 50100)
+    assert out[OUT_LIGHTS] == 1 and out[OUT_CAMERA] == 0
+    out, ev = run(fresh, image2, 52000)
+    assert out[OUT_CAMERA] == 1 and ev == [(EV_ESCALATION, STEP_CAMERA, ALARM, 1)]

@@ -4,8 +4,10 @@ import sys
 
 import pytest
 
-from controller.core import events as ev
+from controller.core import events as ev, modes, ticks
+from controller.core.anomaly import ModelTables
 from controller.core.catalog import Catalog
+from controller.core.modelrules import ModelRules, rules_from_header
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.trace import replay_lines
 from controller.devtools import mpy
@@ -15,11 +17,12 @@ from controller.journal import records as R
 from controller.journal.evidence import EvidenceRing, evidence_record, incident_record, incident_trace
 from controller.journal.journal import default_clock
 from tests.journaling import open_journal, provision
+from tests.test_modelrules import MODEL, cabinet
 
 SCAN_MS = 100
 
 
-def _journaled(tmp_path, state, zones, scans, drive, table=None):
+def _journaled(tmp_path, state, zones, scans, drive, table=None, model=None):
     """Scans through step(), journaled as the gateway journals them, with an evidence
     ring (2 s before, 1.5 s after) around the first alarm.  ``drive(scan, image)``
     sets the image and returns the scan's commands.  Returns (root key, its file,
@@ -33,7 +36,7 @@ def _journaled(tmp_path, state, zones, scans, drive, table=None):
     with open_journal(tmp_path, prov) as j:
         c = default_clock()
         j.append(R.catalog(R.Context(c.wall_ms, True, c.mono_ms), catalog.specs(), state.config.as_dict(),
-                           zones, catalog.digest(), table))
+                           zones, catalog.digest(), table, model))
         for scan in range(scans):
             now = 5000 + scan * SCAN_MS
             cmds = drive(scan, image)
@@ -66,9 +69,14 @@ def _night(tmp_path):
     return _journaled(tmp_path, CoreState(catalog, config), ["io.door_open"], 120, drive)
 
 
-def _replays_as_lived(lines, live, rules_factory=None):
+def _header_rules(catalog, head):
+    return rules_from_header(head, catalog, ticks.diff)
+
+
+def _replays_as_lived(lines, live, rules_factory=_header_rules):
     """Re-run an incident's trace: the events the gateway saw within its window, at the
-    same ticks, on CPython and (when set up) MicroPython, from the rules in its header."""
+    same ticks, on CPython and (when set up) MicroPython, from the rules and the model
+    in its header."""
     replay = replay_lines(lines, rules_factory)
     first_t, last_t = json.loads(lines[1])["t"], json.loads(lines[-1])["t"]
     expected = [(t, o, e) for t, o, e in live if first_t <= t <= last_t and e]
@@ -76,9 +84,9 @@ def _replays_as_lived(lines, live, rules_factory=None):
     assert got == expected
     if mpy.available():
         code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
-                "from controller.core.evaluator import evaluator_from_header\n"
-                "r = replay_lines(open('/app/incident.trace'), lambda c, h: evaluator_from_header("
-                "h, c.digest(), c.size, ticks.diff), keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
+                "from controller.core.modelrules import rules_from_header\n"
+                "r = replay_lines(open('/app/incident.trace'), lambda c, h: rules_from_header(h, c, ticks.diff), "
+                "keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
         (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
         assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]
     return got
@@ -120,11 +128,17 @@ def test_evidence_and_incident_records_match_the_cddl_schema(tmp_path):
     from drivers.keys import EpochKeys
 
     schema = pycddl.Schema((pathlib.Path(__file__).parent.parent / "docs" / "records.cddl").read_text())
-    prov, _key, _incident, _live = _night(tmp_path)
+    for d in ("night", "model"):
+        (tmp_path / d).mkdir()
+    prov, _key, _incident, _live = _night(tmp_path / "night")
+    model_prov = _model_night(tmp_path / "model")[0]
     kinds = set()
-    for rec in verified_records(tmp_path / "journal", EpochKeys(prov)):
-        schema.validate_cbor(encode(rec))
-        kinds.add(rec[R.TYPE])
+    for journal, key in ((tmp_path / "night" / "journal", prov), (tmp_path / "model" / "journal", model_prov)):
+        for rec in verified_records(journal, EpochKeys(key)):
+            schema.validate_cbor(encode(rec))
+            kinds.add(rec[R.TYPE])
+            if rec[R.TYPE] == R.EVIDENCE and journal.parent.name == "model":
+                assert {"rules", "model"} & set(rec[R.DATA][R.EVIDENCE_START]) == {"model"}
     assert {R.EVIDENCE, R.INCIDENT} <= kinds
 
 
@@ -156,6 +170,51 @@ def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds
     assert len(lines) <= 2 + 4000 // SCAN_MS          # seconds of scans, not minutes
     got = _replays_as_lived(lines, live, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
     assert any(e[0] == ev.EV_RULE for _t, _o, es in got for e in es)
+
+
+def _model_night(tmp_path):
+    """Disarmed 40 s with a hum the model adapts to, armed, a stronger hum, modules out:
+    the model's rule alarms.  -> (root key, tables, the alarm's seq, live, the ModelRules)."""
+    catalog = cabinet()
+    tables = ModelTables(dict(MODEL, adapt={"cap": 12, "step_windows": 2, "holdoff_windows": 0}))
+    rules = ModelRules(tables, catalog)
+    state = CoreState(catalog, CoreConfig({"exit_delay_ms": 1000}, ()), rules)
+    idx = catalog.index
+
+    def drive(scan, image):
+        for name in ("io.online", "bms1.online", "bms2.online", "sys.clock_trusted", "io.door_bolt"):
+            image[idx[name]] = 1
+        image[idx["sys.week_hour"]] = 10
+        image[idx["io.supply_mv"]] = 24100
+        image[idx["io.vib_rms_mg"]] = 8 if scan < 450 else 14      # level 48, then 60 (qlog)
+        image[idx["bms1.pack_mv"]] = 409600 if scan < 500 else 358400
+        return [(ev.CMD_ARM, 0)] if scan == 400 else []
+    prov, _key, incident, live = _journaled(tmp_path, state, [], 560, drive, model=tables.as_doc())
+    assert state.mode == modes.ALARM
+    return prov, tables, incident, live, rules
+
+
+def test_a_model_raised_incident_replays_with_the_model_as_it_had_adapted(tmp_path):
+    """Disarmed, the cabinet hums a little above the model file's vibration level: the
+    baseline adapts up to it.  Armed, the hum rises again (a fresh baseline would score
+    it), then modules go: the model raises its rule, an alarm.  The window (2 s) starts
+    with the model's adapted baseline, its open window and the last readings, so the
+    replay scores as the gateway did (issue 16: the model's state was not in it)."""
+    prov, tables, incident, live, rules = _model_night(tmp_path)
+    assert incident is not None
+
+    lines = incident_trace(tmp_path / "journal", prov, incident)
+    head = json.loads(lines[0])
+    assert head["model"] == tables.as_doc()
+    vib_hour = 10 * 9 + 0           # hour 10's row, feature "vib"
+    assert [vib_hour, 48] in head["start"]["model"]["hi"]       # adapted from 40, as on the gateway
+    got = _replays_as_lived(lines, live)
+    raised = (ev.EV_RULE, rules.rule_index, ev.ALARM, 1)
+    assert raised in [e for _t, _o, es in got for e in es]
+    # Without the model's state (a fresh model behind the same header) the replay differs.
+    del head["start"]["model"]
+    fresh = replay_lines([json.dumps(head)] + lines[1:], _header_rules)
+    assert [(t, o, e) for _s, t, o, e in fresh.timeline if e] != got
 
 
 @pytest.mark.parametrize("incident_at", [5, 37, 100, 123, 250])

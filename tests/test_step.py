@@ -6,7 +6,7 @@ from controller.core.events import (
     EV_SIREN_LIMIT, WARNING,
 )
 from controller.core.outputs import OUT_LOCK, OUT_SIREN, OUT_STROBE
-from controller.core.step import CoreConfig, CoreState, step
+from controller.core.step import UNKNOWN, CoreConfig, CoreState, step
 
 
 class ScriptedRules:
@@ -121,7 +121,12 @@ def test_restart_restores_latched_alarm_and_lock():
     run(state, image, 10)
     saved = state.persisted()
     _, fresh, image2 = make()
-    fresh.resume_after_restart(saved, 5000)
+    fresh.resume_after_restart(saved, 5000, 5000)
+    out, _ = run(fresh, image2, 5100)
+    # the siren had its 3 s before the restart; after an unknown time it gets 3 s more
+    assert fresh.mode == modes.ALARM and out[OUT_SIREN] == 0 and out[OUT_LOCK] == 1
+    _, fresh, image2 = make()
+    fresh.resume_after_restart(saved, 5000, UNKNOWN)
     out, _ = run(fresh, image2, 5100)
     assert fresh.mode == modes.ALARM and out[OUT_SIREN] == 1 and out[OUT_LOCK] == 1
 

@@ -81,6 +81,21 @@ def test_stuck_sensor_holds_its_value():
     assert during == [] and len([v for t, v in s["io.vib_rms_mg"] if t > 30 * MIN]) > 100
 
 
+def test_faults_on_event_reported_contacts_act_at_once_and_hide_door_actions():
+    """docs/scenarios.md, sensor_fault: door, bolt and tamper switch are read
+    at +0, so a spike ends, a stuck contact hides the door moved under it,
+    and the true state shows when the fault ends."""
+    s, _ = series(scenario(action("sensor_fault", 'signal = "io.tamper"\nfault = "spike"\nvalue = 1\nduration = "30s"')))
+    assert s["io.tamper"] == [(0, 0), (10 * MIN, 1), (10 * MIN + 30000, 0)]
+    s, _ = series(scenario(action("sensor_fault", 'signal = "io.door_open"\nfault = "stuck"\nduration = "10m"')
+                           + action("door_open", "", "+12m") + action("door_close", "", "+15m")
+                           + action("door_open", "", "+18m")))
+    assert s["io.door_open"] == [(0, 0), (20 * MIN, 1)]           # hidden while stuck; open when it ends
+    assert s["io.door_bolt"] == [(0, 1), (12 * MIN, 0), (15 * MIN + 1000, 1), (18 * MIN, 0)]
+    s, _ = series(scenario(action("sensor_fault", 'signal = "io.door_bolt"\nfault = "zero"\nduration = "5m"')))
+    assert s["io.door_bolt"] == [(0, 1), (10 * MIN, 0), (15 * MIN, 1)]   # at once, no door action needed
+
+
 def test_a_zeroed_sensor_reads_zero_for_ever_unless_given_a_duration():
     body = '\n[[process]]\nkind = "truck"\nper_hour = 60.0\n'
     s, _ = series(scenario(body + action("sensor_fault", 'fault = "zero"')))

@@ -103,7 +103,8 @@ def _collect(sub: argparse._SubParsersAction) -> None:
 
 
 def _headend(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("headend", help="the fleet in the head-end database: status, acknowledge an incident",
+    p = sub.add_parser("headend", help="the fleet in the head-end database: status, acknowledge an incident, "
+                                       "patrol hints",
                        description="Read the head-end database that `cabguard collect` writes (docs/headend.md).")
     hs = p.add_subparsers(dest="headend_command", metavar="ACTION", required=True)
     st = hs.add_parser("status", help="gateways online, mode, open incidents, last heartbeat, gaps, equivocations")
@@ -116,6 +117,19 @@ def _headend(sub: argparse._SubParsersAction) -> None:
     ack.add_argument("--by", required=True, metavar="NAME", help="who acknowledges it")
     ack.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
     ack.set_defaults(handler="controller.headend.status:main")
+    pat = hs.add_parser("patrol", help="rank cabinets and hours of the next shift by risk, with the reason for each",
+                        description="From the records the head end holds: open incidents first, then each "
+                                    "cabinet's hours of the shift by its alarms and near misses, weighted up "
+                                    "when recent and in the cabinet's learned quiet hours (docs/headend.md).")
+    pat.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+    pat.add_argument("--shift", metavar="HH-HH", help="the shift's hours, e.g. 22-06 (default: the 8 hours "
+                                                     "from the next full hour)")
+    pat.add_argument("--at", metavar="TIME", help="rank as of this ISO 8601 time (default: now)")
+    pat.add_argument("--days", type=int, default=28, metavar="N", help="learn from the last N days (default 28)")
+    pat.add_argument("--tz", default="UTC", metavar="ZONE", help="the hours' time zone (default UTC)")
+    pat.add_argument("--top", type=int, default=10, metavar="N", help="at most N hints (default 10)")
+    pat.add_argument("--json", action="store_true", help="one JSON document")
+    pat.set_defaults(handler="controller.headend.patrol:main")
 
 
 def _cmd(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.errors import TableError, TraceError
-from controller.core.evaluator import evaluator_from_header
+from controller.core.modelrules import ModelRules, rules_from_header
 from controller.core.outputs import OUTPUT_NAMES
 from controller.core.trace import Replay, replay_lines
 from controller.errors import CabguardError, UsageError
@@ -40,7 +40,8 @@ def load(path: str, rules_factory: RulesFactory | None = None, keep_timeline: bo
 
 def rules_factory(table: str | None, key_path: str | None) -> RulesFactory:
     """The rules for a replay: ``table`` verified with ``key_path``, else the
-    table the trace header carries under "rules" (docs/trace.md), if any."""
+    table the trace header carries under "rules" behind the anomaly model it
+    carries under "model" (docs/trace.md), if any."""
     if table:
         if not key_path:
             raise UsageError("--table needs --key KEY to verify the table")
@@ -49,11 +50,13 @@ def rules_factory(table: str | None, key_path: str | None) -> RulesFactory:
         from drivers.keys import load_key
         key = load_key(key_path)
         return lambda catalog, _head: load_table(table, key, catalog)[1]
-    return lambda catalog, head: evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)
+    return lambda catalog, head: rules_from_header(head, catalog, ticks.diff)
 
 
 def rule_ids(replay: Replay) -> tuple[str, ...]:
     rules = replay.state.rules
+    if isinstance(rules, ModelRules):
+        return rules.rule_names()
     return tuple(rules.table.ids) if rules is not None else ()
 
 

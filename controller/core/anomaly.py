@@ -94,6 +94,16 @@ class ModelTables:
                 ", ".join(LOSS_FEATURES), alarm_on))
         self.alarm_on = tuple(FEATURES.index(f) for f in alarm_on)
 
+    def as_doc(self):
+        """The model file's object as far as scoring reads it: the journal's
+        catalog record carries it, so an incident replays with the model that ran."""
+        return {"cabguard_model": FORMAT, "window_ms": self.window_ms, "margin": self.margin,
+                "threshold": self.threshold, "pre": list(self.pre), "weight": list(self.weight),
+                "base": list(self.base), "hi": binascii.hexlify(self.hi).decode(),
+                "adapt": {"cap": self.adapt_cap, "step_windows": self.adapt_windows,
+                          "holdoff_windows": self.holdoff_windows},
+                "alarm_on": [FEATURES[f] for f in self.alarm_on]}
+
 
 def _int_in(doc, key, lo, hi):
     v = doc.get(key)
@@ -176,6 +186,31 @@ class Features:
         self.supply_prev = 0
         self.acc = [0] * N_FEATURES
         self.supply_min = 0
+
+    def state(self):
+        """What ``update`` and ``close`` go on from: the open window, the last
+        readings, the temperature history (``fresh`` is recomputed every scan)."""
+        return {"on": list(self.on), "doors": list(self.door_prev), "cur": list(self.cur_prev),
+                "pack": list(self.pack_prev), "temps": list(self.temp_ring),
+                "temp": [self.ring_at, self.temp_restart, self.temp_last],
+                "supply": [self.supply_prev, self.supply_min], "acc": list(self.acc)}
+
+    def restore(self, snap):
+        """Start from ``state()`` of the same catalog; ValueError names what does not fit."""
+        lists = (("on", self.on), ("doors", self.door_prev), ("cur", self.cur_prev),
+                 ("pack", self.pack_prev), ("temps", self.temp_ring), ("acc", self.acc))
+        for key, have in lists:
+            _fits(snap, key, len(have))
+        _fits(snap, "temp", 3)
+        _fits(snap, "supply", 2)
+        self.on = list(snap["on"])
+        self.door_prev = list(snap["doors"])
+        self.cur_prev = list(snap["cur"])
+        self.pack_prev = list(snap["pack"])
+        self.temp_ring = list(snap["temps"])
+        self.ring_at, self.temp_restart, self.temp_last = snap["temp"]
+        self.supply_prev, self.supply_min = snap["supply"]
+        self.acc = list(snap["acc"])
 
     def update(self, image):
         """Fold one scan's image into the open window."""
@@ -316,6 +351,16 @@ def _steps(image, idx, prev, slots, on, fresh, kind):
     return best, changed
 
 
+def _fits(snap, key, n):
+    """``snap[key]`` is a list of ``n`` whole numbers, else ValueError naming it."""
+    v = snap.get(key) if isinstance(snap, dict) else None
+    if not isinstance(v, list) or len(v) != n:
+        raise ValueError("model state '{}' must be a list of {} whole numbers".format(key, n))
+    for x in v:
+        if not isinstance(x, int) or isinstance(x, bool):
+            raise ValueError("model state '{}' holds {!r}: want whole numbers".format(key, x))
+
+
 class AnomalyModel:
     """One cabinet's scorer.  ``adapt_modes``: the core's mode numbers in
     which the baseline may adapt (the caller passes DISARMED)."""
@@ -327,6 +372,7 @@ class AnomalyModel:
         self.trusted_idx = index.get("sys.clock_trusted", -1)
         self.adapt_modes = tuple(adapt_modes)
         self.hi = bytearray(tables.hi)         # this cabinet's adapted baseline
+        self.moved = set()                     # its offsets that adaptation moved (state() lists them)
         self.up = [0] * N_FEATURES
         self.down = [0] * N_FEATURES
         self.holdoff = tables.holdoff_windows  # no adaptation until it has watched a while
@@ -336,6 +382,49 @@ class AnomalyModel:
         self.contrib = [0] * N_FEATURES
         self.levels = [0] * N_FEATURES
         self.windows = 0
+
+    def state(self):
+        """What ``scan`` needs to go on from here as it would have, plain integers
+        and lists (an evidence window starts with it, docs/trace.md "start"):
+        the baseline as it adapted (``[offset, level]`` of each byte that moved
+        from the model file's), the adaptation counters, the open window's
+        features and the last window's score.  Compact: the model file is
+        in the journal's catalog record, not here."""
+        return {"hi": [[k, self.hi[k]] for k in sorted(self.moved)],
+                "up": list(self.up), "down": list(self.down), "holdoff": self.holdoff,
+                "end": self.window_end, "score": [self.score, self.top], "contrib": list(self.contrib),
+                "features": self.features.state()}
+
+    def restore(self, snap):
+        """Start from ``state()`` of a model with the same tables and catalog;
+        ValueError names what does not fit."""
+        if not isinstance(snap, dict):
+            raise ValueError("model state must be an object")
+        for key in ("up", "down", "contrib"):
+            _fits(snap, key, N_FEATURES)
+        _fits(snap, "score", 2)
+        moved = snap.get("hi")
+        if not isinstance(moved, list):
+            raise ValueError("model state 'hi' must be a list of [offset, level]")
+        for m in moved:
+            if not isinstance(m, list) or len(m) != 2 or not 0 <= m[0] < len(self.hi) or not 0 <= m[1] < 256:
+                raise ValueError("model state 'hi' holds {!r}: want [offset below {}, level 0-255]".format(
+                    m, len(self.hi)))
+        for key in ("holdoff", "end"):
+            if not isinstance(snap.get(key), int):
+                raise ValueError("model state '{}' must be a whole number".format(key))
+        self.features.restore(snap.get("features"))
+        self.hi = bytearray(self.t.hi)
+        self.moved = set()
+        for k, level in moved:
+            self.hi[k] = level
+            self.moved.add(k)
+        self.up = list(snap["up"])
+        self.down = list(snap["down"])
+        self.contrib = list(snap["contrib"])
+        self.holdoff = snap["holdoff"]
+        self.window_end = snap["end"]
+        self.score, self.top = snap["score"]
 
     def scan(self, image, now, mode):
         """Fold this scan in; at a window's end, score it.  -> (score, top)."""
@@ -406,11 +495,13 @@ class AnomalyModel:
                 if self.up[f] >= t.adapt_windows:
                     self.up[f] = 0
                     hi[row + f] = cur + 1
+                    self.moved.add(row + f)
             elif q + 16 < cur and cur > ref[row + f] - cap and cur > 0:
                 self.down[f] += 1
                 if self.down[f] >= t.adapt_windows * 4:
                     self.down[f] = 0
                     hi[row + f] = cur - 1
+                    self.moved.add(row + f)
 
     def explain(self):
         """The last window's contributing features, largest first: [(name, points)]."""

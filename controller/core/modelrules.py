@@ -9,7 +9,9 @@ whose index is the one after the table's last rule.
 """
 
 from controller.core import modes, ticks
-from controller.core.anomaly import FEATURES, AnomalyModel
+from controller.core.anomaly import FEATURES, AnomalyModel, ModelTables
+from controller.core.errors import CoreError, TraceError
+from controller.core.evaluator import evaluator_from_header
 from controller.core.events import ALARM, WARNING
 from controller.core.step import CoreConfig
 
@@ -100,12 +102,30 @@ class ModelRules:
         return WARNING
 
     def rule_state(self):
-        """The table's rules' state (the model's own is not part of it yet)."""
+        """The table's rules' state (``model_state`` is the model's)."""
         return self.rules.rule_state() if self.rules is not None else None
 
     def restore_rule_state(self, snap):
         if self.rules is not None:
             self.rules.restore_rule_state(snap)
+
+    def model_state(self):
+        """The model's adapted state and its rule's (raised, visit): with
+        ``rule_state`` everything ``scan`` goes on from (docs/trace.md, "start")."""
+        snap = self.model.state()
+        snap["rule"] = [self.raised, self.raised_as, self.raised_top, self.mode_prev, self.disarmed_at]
+        return snap
+
+    def restore_model_state(self, snap):
+        """Start from ``model_state()`` of the same model and catalog; CoreError names what does not fit."""
+        try:
+            rule = snap["rule"]
+            if not isinstance(rule, list) or len(rule) != 5:
+                raise ValueError("model state 'rule' must be a list of 5 whole numbers")
+            self.model.restore(snap)
+        except (ValueError, KeyError, TypeError) as e:
+            raise CoreError("start: not the model's state ({})".format(e))
+        self.raised, self.raised_as, self.raised_top, self.mode_prev, self.disarmed_at = rule
 
     def scan(self, image, now, mode):
         """-> an iterable of rule changes (index, severity, actions, raised)."""
@@ -128,3 +148,21 @@ class ModelRules:
             raised, self.raised = self.raised, -1
             return list(changes) + [(self.raised_as, raised, 0, 0)]
         return changes
+
+
+def rules_from_header(head, catalog, ticks_diff):
+    """The rules a trace header describes (docs/trace.md): the table under
+    "rules" (its evaluator, or None), behind the anomaly model when the header
+    carries one under "model", as the gateway ran them."""
+    table = evaluator_from_header(head, catalog.digest(), catalog.size, ticks_diff)
+    doc = head.get("model")
+    if doc is None:
+        return table
+    for name in ("anom.score", "anom.top"):
+        if name not in catalog.index:
+            raise TraceError("the header has a model but its signals lack '{}'".format(name))
+    try:
+        tables = ModelTables(doc)
+    except ValueError as e:
+        raise TraceError("the header's model: {}".format(e))
+    return ModelRules(tables, catalog, table, head.get("core", {}).get("maint_max_ms", VISIT_MS))

@@ -120,17 +120,41 @@ class CoreState:
         return self.machine.mode
 
     def persisted(self):
-        """What must survive a restart: (mode, resume, lock)."""
-        return (self.machine.mode, self.machine.resume, self.lock)
+        """What must survive a restart: ``(mode, resume, lock, escalation, siren)``.
 
-    def resume_after_restart(self, persisted, now):
-        """Resume from ``persisted()`` of the previous run (modes.restore has the policy)."""
-        mode, resume, lock = persisted
+        ``escalation`` is the running plan's progress (severity, group, since,
+        steps taken, cause) and ``siren`` the alarm siren's (on, since,
+        re-triggers); ``since`` values are ticks.  It changes only when the
+        mode, the lock, a step taken or the siren changes, never with time."""
+        return (self.machine.mode, self.machine.resume, self.lock,
+                tuple(self.escalation.snapshot()), (self.siren_on, self.siren_since, self.siren_retriggers))
+
+    def resume_after_restart(self, persisted, now, then):
+        """Resume from ``persisted()`` of the previous run (modes.restore has the mode policy).
+
+        ``then`` is this instant read on the previous run's tick clock (equal
+        to ``now`` when the clock ran on, as it does over a process restart),
+        or UNKNOWN when the time since is not known (a reboot before the wall
+        clock is trusted) or longer than any step's delay.  A latched alarm's
+        escalation resumes: steps taken stay taken, pending steps come due at
+        their original times (those due while the gateway was down, at its
+        first scan), and a sounding siren keeps its on-time.  With the time UNKNOWN an interrupted delay is
+        never granted again: every pending step is due at once and a sounding
+        siren starts a new on-time.  A persisted state without the escalation
+        (an older gateway's, or the entry delay that comes back as ALARM)
+        escalates afresh from the restart, as an alarm raised while armed."""
+        mode, resume, lock = persisted[0], persisted[1], persisted[2]
         self.machine.restore(mode, resume, now)
         self.lock = 1 if lock else 0
-        if self.machine.mode == modes.ALARM:
-            # The plan's progress is not persisted: a latched alarm escalates
-            # again from the restart, as an alarm raised while armed.
+        esc = persisted[3] if len(persisted) > 3 else None
+        if self.machine.mode == modes.ALARM and esc is not None and esc[0] >= 0:
+            self.escalation.restore(esc)
+            plan = self.config.escalation.plan(esc[0], esc[1])
+            self.escalation.since = _carried(esc[2], now, then, plan[-1][1] if plan else 0)
+            on, since, retriggers = persisted[4]
+            self.siren_on, self.siren_retriggers = on, retriggers
+            self.siren_since = _carried(since, now, then, 0) if on else 0
+        elif self.machine.mode == modes.ALARM:
             _escalate(self, ALARM, modes.ARMED, now, 0, None)
         _drive(self, now)
 
@@ -138,7 +162,8 @@ class CoreState:
         """What a replay needs to start here: plain integers and lists.
 
         Evidence windows carry it (docs/trace.md, header key "start"), with
-        the rules' state ("rules") when there are rules."""
+        the rules' state ("rules") when there are rules and the anomaly
+        model's ("model") when it runs in front of them."""
         m = self.machine
         snap = {
             "mode": m.mode, "deadline": m.deadline, "resume": m.resume, "lock": self.lock,
@@ -147,9 +172,13 @@ class CoreState:
             "zones": list(self.zone_prev), "online": list(self.online_prev),
             "escalation": self.escalation.snapshot(),
         }
-        rules = self.rules.rule_state() if self.rules is not None else None
+        rules = self.rules
         if rules is not None:
-            snap["rules"] = rules
+            table = rules.rule_state()
+            if table is not None:
+                snap["rules"] = table
+            if hasattr(rules, "model_state"):      # the anomaly model (core/modelrules.py)
+                snap["model"] = rules.model_state()
         return snap
 
     def restore(self, snap):
@@ -176,11 +205,26 @@ class CoreState:
         self.online_prev = list(online)
         if snap.get("rules") is not None and self.rules is not None:
             self.rules.restore_rule_state(snap["rules"])
+        if snap.get("model") is not None and hasattr(self.rules, "restore_model_state"):
+            # Without the model (a replay given only a table) the rules read its score off the image.
+            self.rules.restore_model_state(snap["model"])
         esc = snap.get("escalation")
         if esc is not None:      # evidence written before escalation plans has none
             if not isinstance(esc, list) or len(esc) != 5:
                 raise CoreError("start: 'escalation' needs 5 numbers")
             self.escalation.restore(esc)
+
+
+# ``resume_after_restart``'s ``then`` when the time since the last run is not known.
+UNKNOWN = -1
+
+
+def _carried(since, now, then, unknown_age):
+    """The tick ``since`` of the previous run's clock on this run's clock
+    (``unknown_age``: its age when ``then`` is UNKNOWN); a negative age (a
+    clock that went back) counts as 0."""
+    age = ticks.diff(then, since) if then != UNKNOWN else unknown_age
+    return ticks.add(now, -age if age > 0 else 0)
 
 
 def step(state, inputs, now):

@@ -25,9 +25,11 @@ class SealedChain:
         self.records: list[bytes] = []
 
     def seal(self, seq: int, prev: bytes, severity: int = 0, rtype: int = R.TELEMETRY,
-             wall_ms: int = 1_700_000_000_000, data: dict | None = None) -> tuple[bytes, bytes]:
-        """One record at ``seq`` with this previous tag: (message, tag); not added to the chain."""
-        rec = {R.SEQ: seq, R.BOOT: 0, R.WALL_MS: wall_ms + seq, R.TIME_QUALITY: R.TIME_TRUSTED,
+             wall_ms: int | None = None, data: dict | None = None) -> tuple[bytes, bytes]:
+        """One record at ``seq`` with this previous tag: (message, tag); not added to the chain.
+        Its wall time is ``wall_ms``, by default ``seq`` ms after 2023-11-14 22:13:20 UTC."""
+        wall = 1_700_000_000_000 + seq if wall_ms is None else wall_ms
+        rec = {R.SEQ: seq, R.BOOT: 0, R.WALL_MS: wall, R.TIME_QUALITY: R.TIME_TRUSTED,
                R.GATEWAY: self.gateway, R.TYPE: rtype, R.SEVERITY: severity, R.PREV: prev}
         if data:
             rec[R.DATA] = data
@@ -37,11 +39,16 @@ class SealedChain:
         """Append ``n`` records; ``severity``/``rtype`` by sequence number where not telemetry/info."""
         for _ in range(n):
             seq = len(self.records)
-            msg, tag = self.seal(seq, self.tags[-1] if self.tags else b"", (severity or {}).get(seq, 0),
-                                 (rtype or {}).get(seq, R.TELEMETRY))
-            self.records.append(msg)
-            self.tags.append(tag)
+            self.append((rtype or {}).get(seq, R.TELEMETRY), (severity or {}).get(seq, 0))
         return self
+
+    def append(self, rtype: int, severity: int, wall_ms: int | None = None, data: dict | None = None) -> bytes:
+        """Seal the next record onto the chain (wall time as ``seal``); its message."""
+        seq = len(self.records)
+        msg, tag = self.seal(seq, self.tags[-1] if self.tags else b"", severity, rtype, wall_ms, data)
+        self.records.append(msg)
+        self.tags.append(tag)
+        return msg
 
     def heartbeat(self, site: str, seq: int, wall_ms: int, mode: str = "armed") -> bytes:
         """A heartbeat naming record ``seq`` as its checkpoint (as the uplink sends it)."""

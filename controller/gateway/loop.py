@@ -242,10 +242,10 @@ class Gateway:
         self.trusted = self.clock.trusted()
         self._refresh_schedules()
         self._start_pollers()
-        now = ticks.wrap(self.clock.monotonic_ns() // 1_000_000)
-        saved = self.statefile.load()
+        ctx = self.context(False)
+        saved = self.statefile.load(ctx)
         if saved is not None:
-            self.state.resume_after_restart(saved, now)
+            self.state.resume_after_restart(saved[0], ticks.wrap(ctx.mono_ms), saved[1])
         self.persisted = self.state.persisted()
         self.bank.apply(self.state.outputs if saved is not None else safe_state(self.state.lock))
         self._journal_catalog()
@@ -400,7 +400,7 @@ class Gateway:
             # Queued ahead of this scan's records: the journal writer saves the
             # new mode and lock before it writes the records that announce them.
             self.persisted = persisted
-            self.journal.persist(functools.partial(self.statefile.save, persisted))
+            self.journal.persist(functools.partial(self.statefile.save, persisted, ctx))
         # The tickets are the scan's first commands, in order: a refusal's
         # index is its ticket's, and it carries the mode that refused it.
         refused = {e[3]: e[2] for e in events if e[0] == EV_REFUSED}
@@ -470,10 +470,11 @@ class Gateway:
         self.submit(CMD_FAULT, FAULT_NO_TABLE, "gateway", "start")
 
     def _journal_catalog(self) -> None:
-        """What an incident replay needs: the catalog, core settings and the running table."""
+        """What an incident replay needs: the catalog, core settings, the running table and the model."""
         payload = self.table.payload if self.table is not None and self.table.data is not None else None
+        model = self.site.model.as_doc() if self.site.model is not None else None
         self.journal.append(R.catalog(self.context(False), self.catalog.specs(), self.state.config.as_dict(),
-                                      self.site.entry_zones, self.catalog.digest(), payload))
+                                      self.site.entry_zones, self.catalog.digest(), payload, model))
 
     def _use_evaluator(self, evaluator) -> None:
         """In the loop thread, between scans: a new table takes over."""

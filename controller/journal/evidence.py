@@ -73,6 +73,7 @@ class EvidenceRing:
         self._taken = 0                             # scans recorded so far
         self._dropped = 0                           # scans folded into the base so far
         self._open: list[_Open] = []
+        self.last_tick = -1                         # the tick of the last scan recorded (-1: none yet)
 
     def scan(self, now: int, image: Sequence[int], commands: Sequence[tuple[int, int]]) -> list[Window]:
         """Record one scan (call it after ``step()``); returns windows that are complete.
@@ -89,6 +90,7 @@ class EvidenceRing:
                     changes += (i, v)
                     prev[i] = v
         entry = (now, changes, [[c, a] for c, a in commands] if commands else [])
+        self.last_tick = now
         self._scans.append(entry)
         self._taken += 1
         marks = self._marks
@@ -191,6 +193,9 @@ def _trace_lines(catalog_rec: dict, evidence: dict) -> list[str]:
     table = catalog_rec.get(R.CATALOG_TABLE)
     if table is not None:   # replay with the rules that ran
         extra["rules"] = json_data(decode_payload(table, "the journal's catalog record"))
+    model = catalog_rec.get(R.CATALOG_MODEL)
+    if model is not None:   # ... behind the model that ran (its adapted state is in "start")
+        extra["model"] = model
     lines = [header_line(catalog, config, zones, extra)]
     base = evidence[R.EVIDENCE_FIRST]
     t = evidence[R.EVIDENCE_T0]

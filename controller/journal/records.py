@@ -88,7 +88,7 @@ LOGIN_USER, LOGIN_LEVEL, LOGIN_OK = 1, 2, 3
 INCIDENT_TRIGGER, INCIDENT_EVIDENCE = 1, 2
 HEALTH_CODE, HEALTH_DETAIL = 1, 2
 RETENTION_FIRST, RETENTION_LAST, RETENTION_KEPT_ALARMS = 1, 2, 3
-CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE = 1, 2, 3, 4, 5
+CATALOG_SPECS, CATALOG_CORE, CATALOG_ZONES, CATALOG_DIGEST, CATALOG_TABLE, CATALOG_MODEL = 1, 2, 3, 4, 5, 6
 FLOOD_SOURCE, FLOOD_COUNT, FLOOD_FIRST_MS, FLOOD_LAST_MS, FLOOD_DIGEST = 1, 2, 3, 4, 5
 EVIDENCE_INCIDENT, EVIDENCE_T0, EVIDENCE_FIRST, EVIDENCE_DELTAS, EVIDENCE_START = 1, 2, 3, 4, 5
 BOOKMARK_CAMERA, BOOKMARK_START_MS, BOOKMARK_END_MS, BOOKMARK_INCIDENT, BOOKMARK_PROTECT = 1, 2, 3, 4, 5
@@ -197,12 +197,16 @@ def telemetry(ctx: Context) -> dict[int, object]:
 
 
 def catalog(ctx: Context, specs: Sequence[tuple[str, str, int]], core: dict[str, int],
-            zones: Sequence[str], digest: bytes, table: bytes | None = None) -> dict[int, object]:
-    """The catalog (and the running rule table's payload) at each boot and table
-    change, so evidence can be replayed from the journal with the same rules."""
+            zones: Sequence[str], digest: bytes, table: bytes | None = None,
+            model: dict | None = None) -> dict[int, object]:
+    """The catalog (and the running rule table's payload, and the anomaly model's
+    tables: ``ModelTables.as_doc()``) at each boot and table change, so evidence
+    can be replayed from the journal with the same rules and model."""
     data: dict[int, object] = {CATALOG_SPECS: [list(s) for s in specs], CATALOG_CORE: dict(core),
                                CATALOG_ZONES: list(zones), CATALOG_DIGEST: digest}
     if table is not None:
         data[CATALOG_TABLE] = table
+    if model is not None:
+        data[CATALOG_MODEL] = model
     return make(CATALOG, ev.INFO, ctx, data)
 

@@ -84,8 +84,10 @@ class Checker:
         self.report = report
         self.watch = watch      # the seqs anchors name: keep their tags
         self.macs: dict[bytes, cose.CbcMac] = {}
+        self.open_kid = b""                       # the kid of the last record whose MAC checked out ...
+        self.open_key: CoseKey | None = None      # ... its key
+        self.open_mac: cose.CbcMac | None = None  # ... and its MAC context (None: an AEAD key)
         self.prev_kid = b""
-        self.prev_key: CoseKey | None = None
         self.prev_seq: int | None = None
         self.prev_tag = b""
         self.prev_kid_epoch = -1
@@ -98,24 +100,29 @@ class Checker:
 
     def _open(self, msg: cose.Message, where: tuple[str, int]) -> dict | None:
         rep = self.report
-        key = self.keys.key_for(msg.kid) if msg.kid != self.prev_kid else self.prev_key
-        if key is None:
-            rep.foreign_kids.add(cose.kid_text(msg.kid))
-            rep.problem("unknown_kid", "record signed with kid {}, which the key {} does not derive".format(
-                cose.kid_text(msg.kid), self.keys.provisioning.kid_text), *where, seq=msg.seq or -1)
-            return None
+        kid = msg.kid
+        if kid == self.open_kid:        # the common case: the record before opened under this kid
+            key, mac = self.open_key, self.open_mac
+        else:
+            key = self.keys.key_for(kid)
+            if key is None:
+                rep.foreign_kids.add(cose.kid_text(kid))
+                rep.problem("unknown_kid", "record signed with kid {}, which the key {} does not derive".format(
+                    cose.kid_text(kid), self.keys.provisioning.kid_text), *where, seq=msg.seq or -1)
+                return None
+            mac = self.macs.get(kid)
+            if mac is None and key.alg in cose.MAC_ALGS:
+                mac = self.macs[kid] = cose.CbcMac(key.alg, key.k)
         try:
-            mac = None
-            if not msg.encrypted:
-                mac = self.macs.get(msg.kid)
-                if mac is None:
-                    mac = self.macs[msg.kid] = cose.CbcMac(key.alg, key.k)
+            if mac is None and not msg.encrypted:
+                cose.CbcMac(key.alg, key.k)     # CoseError: an AEAD key seals no COSE_Mac0
             payload = msg.verify(key.k, mac=mac)
-            self.prev_key = key
-            self.keys.confirm(msg.kid)
         except CoseError as e:
             rep.problem("mac", str(e), *where, seq=msg.seq if msg.seq is not None else -1)
             return None
+        if kid != self.open_kid:
+            self.keys.confirm(kid)
+            self.open_kid, self.open_key, self.open_mac = kid, key, mac
         try:
             rec = cbor2.loads(payload)
         except Exception as e:
@@ -218,32 +225,37 @@ class Checker:
             self.announced = new
 
     def _time(self, rec: dict, where: tuple[str, int], seq: int) -> None:
-        boot, mono, wall = rec.get(R.BOOT, -1), rec.get(R.MONO_MS, -1), rec.get(R.WALL_MS, -1)
-        if boot < self.prev_boot:
-            self.report.problem("time", "boot number goes back from {} to {}".format(self.prev_boot, boot),
-                                *where, seq=seq)
-        elif boot == self.prev_boot and mono < self.prev_mono - TIME_SLACK_MS:
-            self.report.problem("time", "monotonic time goes back from {} to {} ms".format(
-                self.prev_mono, mono), *where, seq=seq)
-        if boot != self.prev_boot:
+        get = rec.get
+        boot, mono, wall = get(R.BOOT, -1), get(R.MONO_MS, -1), get(R.WALL_MS, -1)
+        same_boot = boot == self.prev_boot
+        if same_boot:
+            if mono < self.prev_mono - TIME_SLACK_MS:
+                self.report.problem("time", "monotonic time goes back from {} to {} ms".format(
+                    self.prev_mono, mono), *where, seq=seq)
+        else:
+            if boot < self.prev_boot:
+                self.report.problem("time", "boot number goes back from {} to {}".format(self.prev_boot, boot),
+                                    *where, seq=seq)
             self.wall_steps_unexplained()
-        trusted = rec.get(R.TIME_QUALITY) == R.TIME_TRUSTED
+        trusted = get(R.TIME_QUALITY) == R.TIME_TRUSTED
         if trusted:
-            if boot == self.prev_boot and wall < self.prev_wall - TIME_SLACK_MS:
+            if same_boot and wall < self.prev_wall - TIME_SLACK_MS:
                 self.wall_back.append((mono, "trusted wall time goes back from {} to {} ms".format(
                     self.prev_wall, wall), where, seq))
-            self.prev_wall = max(wall, self.prev_wall)
-        data = rec.get(R.DATA)
-        if rec.get(R.TYPE) == R.HEALTH and isinstance(data, dict) and data.get(R.HEALTH_CODE) == R.HEALTH_CLOCK_STEP:
-            # The gateway's own word that its clock was stepped: the regressions just before are the step's.
-            self.wall_back = [w for w in self.wall_back if w[0] < mono - STEP_SEEN_MS]
-            self.prev_wall = wall if trusted else -1
-        if boot != self.prev_boot:       # both clocks are checked within a boot (docs/journal.md)
+            if wall > self.prev_wall:
+                self.prev_wall = wall
+        if get(R.TYPE) == R.HEALTH:
+            data = get(R.DATA)
+            if isinstance(data, dict) and data.get(R.HEALTH_CODE) == R.HEALTH_CLOCK_STEP:
+                # The gateway's own word that its clock was stepped: the regressions just before are the step's.
+                self.wall_back = [w for w in self.wall_back if w[0] < mono - STEP_SEEN_MS]
+                self.prev_wall = wall if trusted else -1
+        if not same_boot:       # both clocks are checked within a boot (docs/journal.md)
+            self.prev_boot = boot
             self.prev_mono = -1
             self.prev_wall = -1
-        self.prev_boot = boot
-        self.prev_mono = max(self.prev_mono, mono)
-
+        if mono > self.prev_mono:
+            self.prev_mono = mono
 
     def wall_steps_unexplained(self) -> None:
         """Wall time that went back with no clock-step record after it: problems."""
@@ -346,29 +358,30 @@ def verify_dir(directory: str | Path, provisioning: CoseKey, anchors: Sequence[A
                             "folder ([journal] dir of the site config)".format(directory))
     report.segments = len(segments)
     for i, (_number, path) in enumerate(segments):
+        name = path.name
         try:
             data = read_segment(path)
         except OSError as e:
-            report.problem("io", "cannot read: {}".format(e.strerror), path.name)
+            report.problem("io", "cannot read: {}".format(e.strerror), name)
             continue
         except InputFileError as e:
-            report.problem("io", str(e), path.name)
+            report.problem("io", str(e), name)
             continue
         for item in iter_frames(data):
             if isinstance(item, Bad):
                 last_segment = i == len(segments) - 1
                 if last_segment and could_be_torn(data, item):
-                    report.warnings.append({"kind": "torn_tail", "segment": path.name, "offset": item.offset,
+                    report.warnings.append({"kind": "torn_tail", "segment": name, "offset": item.offset,
                                             "message": "{} bytes of an unfinished write at the end "
                                                        "(a crash; cut at the next start)".format(item.length)})
                 else:
                     due = -1 if checker.prev_seq is None else checker.prev_seq + 1
                     report.problem("frame", "{} ({} bytes skipped{})".format(
                         item.reason, item.length, ", where record {} was due".format(due) if due >= 0 else ""),
-                        path.name, item.offset, seq=due)
+                        name, item.offset, seq=due)
                     checker.broken = True
                 continue
-            checker.record(item[1], (path.name, item[0]))
+            checker.record(item[1], (name, item[0]))
     checker.wall_steps_unexplained()
     _wrong_key(report, provisioning)
     _explained(report)

@@ -8,6 +8,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import cbor2
 
@@ -27,19 +28,32 @@ FLOOD_RECORDS = 20_000
 SNAPSHOT = list(range(40))   # a cabinet's image is a few dozen signals
 
 
-def _open(tmp: Path, prov=None) -> Journal:
-    return Journal.open(tmp / "journal", "bench-gw", tmp / "epoch.key", prov)
+Clock = Callable[[], R.Context]
 
 
-def _records(n: int) -> list[dict]:
+def _frozen_clock() -> Clock:
+    """One moment for a batch of records made up front and for the journal's own
+    records (genesis, checkpoints) among them, so the journal is one a gateway
+    could have written: a checkpoint stamped later than the records after it
+    would make verify report, and pay for, a time regression on each of them."""
     c = default_clock()
     ctx = R.Context(c.wall_ms, True, c.mono_ms, SNAPSHOT)
+    return lambda: ctx
+
+
+def _open(tmp: Path, clock: Clock, prov=None) -> Journal:
+    return Journal.open(tmp / "journal", "bench-gw", tmp / "epoch.key", prov, clock=clock)
+
+
+def _records(clock: Clock, n: int) -> list[dict]:
+    ctx = clock()
     return [R.from_event((ev.EV_RULE, i % 50, ev.INFO, 1), ctx) for i in range(n)]
 
 
 def _append_rate(tmp: Path, prov) -> float:
-    recs = _records(RECORDS)
-    with _open(tmp, prov) as j:
+    clock = _frozen_clock()
+    recs = _records(clock, RECORDS)
+    with _open(tmp, clock, prov) as j:
         j.flush()
         t0 = time.perf_counter()
         for rec in recs:
@@ -50,8 +64,9 @@ def _append_rate(tmp: Path, prov) -> float:
 
 def _alarm_latency(tmp: Path) -> tuple[float, float]:
     lat = []
-    with _open(tmp) as j:
-        for rec in _records(ALARMS):
+    clock = _frozen_clock()
+    with _open(tmp, clock) as j:
+        for rec in _records(clock, ALARMS):
             rec[R.SEVERITY] = ev.ALARM
             t0 = time.perf_counter()
             j.wait_durable(j.append(rec))
@@ -60,10 +75,13 @@ def _alarm_latency(tmp: Path) -> tuple[float, float]:
     return statistics.median(lat), lat[int(len(lat) * 0.99) - 1]
 
 
-def _verify_rate(tmp: Path, prov) -> float:
+def _verify_rate(tmp: Path, prov) -> tuple[float, str]:
+    """Records verified per second, and what verify made of the journal."""
     t0 = time.perf_counter()
     report = verify_dir(tmp / "journal", prov)
-    return report.records / (time.perf_counter() - t0)
+    rate = report.records / (time.perf_counter() - t0)
+    return rate, "{} records, {}".format(report.records, "every check passed" if report.ok else
+                                           "{} problems: not the journal a gateway writes".format(len(report.problems)))
 
 
 def _recovery(tmp: Path) -> float:
@@ -80,7 +98,7 @@ def _recovery(tmp: Path) -> float:
     shutil.rmtree(src)
     big.rename(src)
     t0 = time.perf_counter()
-    with _open(tmp) as j:
+    with _open(tmp, _frozen_clock()) as j:
         j.flush()
     return time.perf_counter() - t0
 
@@ -123,7 +141,7 @@ def run() -> list[Figure]:
         prov = generate(role_kid("bench-gw", "record"))
         rate = _append_rate(tmp, prov)
         median, p99 = _alarm_latency(tmp)
-        verify = _verify_rate(tmp, prov)
+        verify, verified = _verify_rate(tmp, prov)
         recovery = _recovery(tmp)
         alarms_lost, refused = _unsent_alarms_lost(tmp, prov)
     return [
@@ -131,7 +149,7 @@ def run() -> list[Figure]:
                "{} records with a 40-signal snapshot".format(RECORDS)),
         Figure("alarm record durable (append + fsync), median", median, "ms"),
         Figure("alarm record durable (append + fsync), p99", p99, "ms"),
-        Figure("verify", verify, "rec/s", ">= 50000"),
+        Figure("verify", verify, "rec/s", ">= 50000", verified),
         Figure("start-up recovery with 1 GB of journal", recovery, "s", "<= 2",
                "{} MB segments; only the tail is scanned".format(SEGMENT_BYTES >> 20)),
         Figure("unsent alarms deleted by retention under a flood", alarms_lost, "records", "<= 0",
