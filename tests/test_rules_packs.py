@@ -15,7 +15,8 @@ from rules.language import default_sources
 ARMED, DISARMED, MAINT, ENTRY = modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
       "io.door_bolt": 1, "io.vib_rms_mg": 2, "io.vib_peak_mg": 5, "bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 4712,
-      "bms1.pack_mv": 400000, "bms1.temp_max_dc": 250, "sys.disk_free_pct": 80, "io.temp_dc": 200}
+      "bms1.pack_mv": 400000, "bms1.temp_max_dc": 250, "sys.disk_free_pct": 80, "io.temp_dc": 200,
+      "io.supply_mv": 24000}
 
 
 def raised(script, mode=ARMED, settle_s=20):
@@ -72,6 +73,7 @@ def raised(script, mode=ARMED, settle_s=20):
     ("current_collapse.bms1", [(0, {"bms1.current_ma": 40000}, None), (10, {"bms1.current_ma": 100}, None), (20, {}, None)]),
     ("bms_silent.bms1", [(0, {"bms1.online": 0}, None), (30, {}, None)]),
     ("sensor_silent.io", [(0, {"io.online": 0}, None), (20, {}, None)]),
+    ("supply_lost.io", [(0, {"io.supply_mv": 0}, None)]),
     ("tamper.io", [(0, {"io.tamper": 1}, DISARMED)]),
     ("gateway_tamper", [(0, {"sys.tamper": 1}, None)]),
     ("over_temperature.bms1", [(0, {"bms1.temp_max_dc": 610}, DISARMED)]),
@@ -109,14 +111,55 @@ def test_a_tilt_sensor_drifted_off_zero_is_no_disturbance_of_the_entry():
     assert "entry_disturbance.io" in raised(pushed)
 
 
+def crc_burst(at_s: int, length_s: int, crc_before: int) -> list:
+    """A CRC burst as the poller sees it: one failed poll counted per second,
+    offline from the second failed poll to the burst's end."""
+    steps = [(at_s + i, {"io.comm_crc": crc_before + i + 1, **({"io.online": 0} if i == 2 else {})}, None)
+             for i in range(length_s)]
+    return steps + [(at_s + length_s, {"io.online": 1}, None)]
+
+
 def test_the_io_module_silent_only_for_a_cut_not_while_it_flaps():
     off, on = {"io.online": 0}, {"io.online": 1}
-    flapping = [(t, off if t % 12 == 0 else on, None) for t in range(0, 240, 4) if t % 12 in (0, 8)]
-    assert flapping[:2] == [(0, off, None), (8, on, None)]              # 8 s silent, 4 s back, again and again
-    assert raised(flapping) == []
-    assert raised([(0, off, None), (4, {}, None)]) == []                # 14 s: not yet, a CRC burst lasts seconds
+    bursts = [step for n in range(20) for step in crc_burst(12 * n, 10, 10 * n)]
+    assert bursts[:3] == [(0, {"io.comm_crc": 1}, None), (1, {"io.comm_crc": 2}, None),
+                          (2, {"io.comm_crc": 3, "io.online": 0}, None)]
+    assert raised(bursts) == []                                         # 8 s silent, 4 s back, again and again
+    assert raised(crc_burst(0, 14, 0)) == []                            # 12 s: not yet, a CRC burst lasts seconds
+    assert raised(crc_burst(0, 20, 0)[:-1]) == ["sensor_silent.io"]     # still silent 15 s on: a cut
+    loose = [(t, off if t % 30 == 0 else on, None) for t in range(0, 600, 3) if t % 30 in (0, 3)]
+    assert loose[:2] == [(0, off, None), (3, on, None)]
+    assert raised(loose) == []                                          # 3 s at a time: a loose connector
     assert raised([(0, off, None), (20, {}, None)]) == ["sensor_silent.io"]
     assert raised([(0, {"io.online": 0, "io.comm_exc": 256}, None), (1, {}, None)]) == ["sensor_silent.io"]
+
+
+def test_a_bare_cut_of_the_io_cable_alarms_after_4_s():
+    off = {"io.online": 0}
+    assert raised([(0, off, None), (3.5, {"io.online": 1}, None)]) == []         # 3.5 s: a loose connector's drop
+    assert raised([(0, off, None), (4.5, {"io.online": 1}, None)]) == ["sensor_silent.io"]  # 4.5 s, no CRC error: a cut
+    flapped = [(0, off, None), (2, {"io.online": 1}, None), (600, off, None)]
+    assert raised(flapped + [(610, {"io.online": 1}, None)]) == []   # it dropped out 10 min before: wait 15 s
+    assert raised(flapped + [(620, {}, None)]) == ["sensor_silent.io"]
+
+
+def test_a_cut_feed_alarms_at_the_reading_of_no_supply_before_the_module_falls_silent():
+    fed = [(0, {"io.supply_mv": 0}, None), (0.2, {"io.online": 0}, None)]
+    assert raised(fed + [(1, {}, None)]) == ["supply_lost.io", "sensor_silent.io"]    # silent 4 s on
+    assert raised([(0, {"io.supply_mv": 0}, DISARMED), (0.2, {"io.online": 0}, None), (1, {}, None)]) == []
+    assert raised([(0, {"io.supply_mv": 23200}, None), (10, {"io.supply_mv": 12000}, None)]) == []  # drift, glitch
+    back = [(0, {"io.online": 0}, DISARMED), (5, {"io.supply_mv": 0}, None), (40, {}, ARMED), (42, {"io.online": 1}, None)]
+    assert raised(back + [(44, {}, None)]) == []        # answers again reading no supply: no new cut
+
+
+def test_a_one_sample_spike_of_a_bms_reading_is_no_over_current_nor_voltage_step():
+    # a BMS is read every 4 s: a reading gone wrong stands on the image until the next one
+    spike = [(0, {"bms2.current_ma": 250000}, None), (4, {"bms2.current_ma": 20000}, None)]
+    assert raised(spike) == []
+    assert raised(spike[:1] + [(4, {"bms2.current_ma": 240000}, None)]) == ["over_current.bms2"]
+    zero = [(0, {"bms1.pack_mv": 0}, None), (4, {"bms1.pack_mv": 400000}, None), (30, {}, None)]
+    assert raised(zero) == []
+    assert raised([(0, {"bms1.pack_mv": 350000}, None), (30, {}, None)]) == ["string_voltage_step.bms1"]
 
 
 def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not():
