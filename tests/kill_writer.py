@@ -4,6 +4,8 @@ Usage: python -m tests.kill_writer TMP_DIR.  Prints ``ready`` once the
 journal is open, then ``durable SEQ`` each time records become durable.
 """
 
+import faulthandler
+import signal
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ def report(seq: int) -> None:
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1)   # the test asks for our stacks if we never get ready
     tmp = Path(sys.argv[1])
     prov = None if (tmp / "epoch.key").exists() else load_key(tmp / "record.key")
     journal = open_journal(tmp, prov, segment_bytes=64 * 1024, checkpoint_every=300, on_durable=report)

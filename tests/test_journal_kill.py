@@ -8,6 +8,7 @@ CABGUARD_KILLS (default 40) kills; the full 200-kill run is
 
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -22,13 +23,20 @@ from tests.journaling import kill_rounds
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("CABGUARD_KILLS", "40"))
 KILLS_PER_JOURNAL = 20
+READY_TIMEOUT_S = 60        # opening a journal (recovering a torn tail) takes well under a second
 
 
 def _run_and_kill(tmp: Path, rng: random.Random) -> int:
     """Start the writer, kill it with SIGKILL at a random moment; the highest durable seq it reported."""
     child = subprocess.Popen([sys.executable, "-m", "tests.kill_writer", str(tmp)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None
+    assert child.stdout is not None and child.stderr is not None
+    if not select.select([child.stdout], [], [], READY_TIMEOUT_S)[0]:
+        child.send_signal(signal.SIGUSR1)        # its threads' stacks, then stop it
+        time.sleep(1)
+        child.kill()
+        pytest.fail("the writer did not open the journal in {} s; its stacks:\n{}".format(
+            READY_TIMEOUT_S, child.stderr.read()))
     first = child.stdout.readline()
     assert first == "ready\n", first + child.stderr.read()
     time.sleep(rng.uniform(0.0, 0.12))
