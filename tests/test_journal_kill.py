@@ -29,21 +29,34 @@ READY_TIMEOUT_S = 60        # opening a journal (recovering a torn tail) takes w
 def _run_and_kill(tmp: Path, rng: random.Random) -> int:
     """Start the writer, kill it with SIGKILL at a random moment; the highest durable seq it reported."""
     child = subprocess.Popen([sys.executable, "-m", "tests.kill_writer", str(tmp)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert child.stdout is not None and child.stderr is not None
-    if not select.select([child.stdout], [], [], READY_TIMEOUT_S)[0]:
-        child.send_signal(signal.SIGUSR1)        # its threads' stacks, then stop it
-        time.sleep(1)
-        child.kill()
-        pytest.fail("the writer did not open the journal in {} s; its stacks:\n{}".format(
-            READY_TIMEOUT_S, child.stderr.read()))
-    first = child.stdout.readline()
-    assert first == "ready\n", first + child.stderr.read()
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    early = _until_ready(child)
     time.sleep(rng.uniform(0.0, 0.12))
     child.send_signal(signal.SIGKILL)
     out, _err = child.communicate()
-    durable = [int(line.split()[1]) for line in out.splitlines() if line.startswith("durable ")]
+    durable = [int(line.split()[1]) for line in (early + out).decode().splitlines() if line.startswith("durable ")]
     return max(durable, default=-1)
+
+
+def _until_ready(child: subprocess.Popen) -> bytes:
+    """What the writer printed besides ``ready`` until it was ready: a fresh journal may
+    report its first records durable while it opens, before ``ready``."""
+    assert child.stdout is not None and child.stderr is not None
+    fd, got = child.stdout.fileno(), b""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while b"ready\n" not in got:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            child.send_signal(signal.SIGUSR1)        # its threads' stacks, then stop it
+            time.sleep(1)
+            child.kill()
+            pytest.fail("the writer did not open the journal in {} s; its stacks:\n{}".format(
+                READY_TIMEOUT_S, child.communicate()[1].decode(errors="replace")))
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            pytest.fail("the writer died before it was ready:\n" + child.communicate()[1].decode(errors="replace"))
+        got += chunk
+    before, _, after = got.partition(b"ready\n")
+    return before + after
 
 
 @pytest.mark.long
