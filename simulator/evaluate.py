@@ -379,10 +379,22 @@ def _run_all(scns: list[Scenario], configs: list[tuple[str, ModelTables | None]]
             yield from (_run_one(t) for t in tasks)
             return
         tasks.sort(key=lambda t: -scns[t[0]].cabinet_days())
+        _compile_rules_here(scns, setup[0])
         with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
             yield from pool.imap_unordered(_run_one, tasks, chunksize=1)
     finally:
         _WORK = None
+
+
+def _compile_rules_here(scns: list[Scenario], rules_factory: RulesFactory | None) -> None:
+    """Compile every cabinet's rules before the pool forks: a bad rule file is refused
+    here, not inside a worker (a pool torn down mid-run can hang), and the workers
+    inherit the compiled tables instead of compiling them again."""
+    if rules_factory is None:
+        return
+    for scn in scns:
+        for cab in scn.cabinets:
+            rules_factory(cabinet_catalog(scn, cab, getattr(rules_factory, "schedules", ())))
 
 
 def evaluate(scenarios: Iterable[Scenario], rules_factory: RulesFactory | None = None,
