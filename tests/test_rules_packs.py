@@ -111,6 +111,13 @@ def test_a_tilt_sensor_drifted_off_zero_is_no_disturbance_of_the_entry():
     assert "entry_disturbance.io" in raised(pushed)
 
 
+def test_an_honest_offset_on_the_vibration_rms_is_no_masked_sensor():
+    # The live peak jitters at 4-6 mg; ice on the housing or an ageing floor lifts the RMS a few mg.
+    for rms in (6, 8, 12):
+        assert "vibration_sensor_masked.io" not in raised([(0, {"io.vib_rms_mg": rms}, None), (30, {}, None)])
+    assert "vibration_sensor_masked.io" in raised([(0, {"io.vib_rms_mg": 20}, None), (3, {}, None)])  # frozen above it
+
+
 def crc_burst(at_s: int, length_s: int, crc_before: int) -> list:
     """A CRC burst as the poller sees it: one failed poll counted per second,
     offline from the second failed poll to the burst's end."""
