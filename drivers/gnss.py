@@ -173,13 +173,18 @@ class PositionTrack:
     3. the filtered position is the per-axis median of the last 3 accepted
        fixes (one stray fix that slipped through moves nothing);
     4. the away score: a cumulative sum (CUSUM) over the accepted fixes of
-       the filtered position's outward speed, clipped to +-``AWAY_CLIP_MPS``,
-       less the jitter's allowance ``AWAY_ALLOWANCE_PER_HDOP_MPS`` x HDOP,
-       divided by the HDOP, never below 0.  A cabinet walked or driven away
-       adds to it every second; jitter (a random walk about the place) keeps
-       it near 0; a multipath jump that got through the gate is one step,
-       which the clip makes worth at most one second of a walk, and its
-       return takes the score back to 0.  It restarts with the track.
+       the filtered position's outward speed from its anchor, clipped to
+       +-``AWAY_CLIP_MPS``, less the jitter's allowance
+       ``AWAY_ALLOWANCE_PER_HDOP_MPS`` x HDOP, divided by the HDOP, never
+       below 0.  The anchor is the filtered position where the score last
+       stood at 0: where the cabinet rested, jitter and all.  Outward from
+       the surveyed place instead, a walk that starts from a jitter offset
+       metres to its side counts only its cosine, or nothing while it
+       passes the place.  A cabinet walked or driven away adds to it every
+       second; jitter (a random walk about the place) keeps it near 0; a
+       multipath jump that got through the gate is one step, which the clip
+       makes worth at most one second of a walk, and its return takes the
+       score back to 0.  It restarts with the track.
 
     ``values(now_ms)`` gives the ``pos.*`` signals' values by short name.
     """
@@ -197,7 +202,8 @@ class PositionTrack:
         self.recent: collections.deque[Fix] = collections.deque(maxlen=600)   # good fixes, for a survey
         self.jumps = 0
         self.away = 0.0                         # the away score (4. above)
-        self.away_from: tuple[int, float] | None = None   # (ms, distance) of the estimate it last used
+        self.anchor: tuple[float, float] = (0.0, 0.0)     # where the away score last stood at 0
+        self.away_from: tuple[int, tuple[float, float]] | None = None   # (ms, estimate) it last used
 
     def feed(self, fix: Fix) -> None:
         self.last_ms = fix.at_ms
@@ -224,13 +230,15 @@ class PositionTrack:
         self._score_away(fix)
 
     def _score_away(self, fix: Fix) -> None:
-        dist = math.hypot(*self.estimate)
         if self.away_from is not None and fix.at_ms > self.away_from[0]:
             dt = (fix.at_ms - self.away_from[0]) / 1000
-            speed = max(-AWAY_CLIP_MPS, min(AWAY_CLIP_MPS, (dist - self.away_from[1]) / dt))
+            outward = math.dist(self.estimate, self.anchor) - math.dist(self.away_from[1], self.anchor)
+            speed = max(-AWAY_CLIP_MPS, min(AWAY_CLIP_MPS, outward / dt))
             hdop = fix.hdop_x100 / 100
             self.away = max(0.0, self.away + (speed - AWAY_ALLOWANCE_PER_HDOP_MPS * hdop) * dt / hdop)
-        self.away_from = (fix.at_ms, dist)
+        if self.away == 0.0:
+            self.anchor = self.estimate
+        self.away_from = (fix.at_ms, self.estimate)
 
     def _predict(self, at_ms: int) -> tuple[float, float]:
         """Where the track would be at ``at_ms``: the last accepted fix moved on at its velocity."""

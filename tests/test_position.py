@@ -244,3 +244,11 @@ def test_multipath_that_worsens_the_hdop_cannot_drag_the_track_away():
             return (east + 12.0, 0.0, 480) if k in (1, 3) else (east + 12.0, 0.0, 800)
         return east, 0.0, 280 if k < 0 else 250
     assert position_alarms(Scripted(where), 300) == []
+
+
+@pytest.mark.parametrize("seed", [23, 40])
+def test_a_walk_away_under_a_drifting_jitter_is_timed_from_where_the_cabinet_rested(seed):
+    # port seeds where the filtered position rested metres off the place and the walk went across that
+    # offset: scored as outward speed from the surveyed place, these walks alarmed after 18 s and 11 s
+    ttd = carry_ttd(seed, 1.4)
+    assert ttd is not None and ttd <= 10
