@@ -4,7 +4,9 @@
 extra; its checksum is checked) into a ``Fix``: fix quality (0 none,
 1 GPS, 2 DGPS, 4 RTK fixed, 5 RTK float, 6 dead reckoning), satellites
 used, HDOP, latitude and longitude.  Other sentences are not needed and
-are skipped.
+are skipped.  A receiver on the Modbus bus (class ``gnss_receiver``,
+drivers/profiles/gnss-modbus.toml) gives the same fields as decoded
+signals, which ``fix_from_signals`` makes the same ``Fix``.
 
 ``NmeaReader`` is one thread that owns the port (a serial device, or the
 simulator's pty): it reads lines, keeps the fixes in a bounded deque for
@@ -60,6 +62,13 @@ def parse_gga(line: str, at_ms: int) -> Fix | None:
     except (pynmea2.ParseError, ValueError, TypeError, AttributeError) as e:
         raise GnssError("sentence {!r}: {}".format(text[:82], e)) from None
     return Fix(quality, sats, min(9999, round(hdop * 100)), lat, lon, at_ms)
+
+
+def fix_from_signals(values: dict[str, int], at_ms: int) -> Fix:
+    """The ``Fix`` of a ``gnss_receiver`` device's decoded signals (``lat``/``lon`` in 1e-7 degrees)."""
+    quality = values["fix"]
+    lat, lon = (values["lat"] / 1e7, values["lon"] / 1e7) if quality else (0.0, 0.0)
+    return Fix(quality, values["sats"], min(9999, values["hdop"]), lat, lon, at_ms)
 
 
 class NmeaReader:
