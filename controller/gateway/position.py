@@ -3,9 +3,9 @@
 The receiver's thread (drivers/gnss.py, ``NmeaReader``) queues fixes, or,
 for a receiver on the Modbus bus (``[gnss] device``, a ``gnss_receiver``
 profile), ``DeviceFixes`` takes each new fix from the device's decoded
-signals on the image; each scan the loop feeds them to the position track (``PositionTrack``, the
-filter against jitter and multipath, in drivers/gnss.py) and writes its
-values on the image:
+signals on the image; each scan the loop feeds them to the position track
+(``PositionTrack``, the filter against jitter and multipath, in
+drivers/gnss.py) and writes its values on the image:
 
     pos.online    a sentence within ``fresh_s`` (a receiver unplugged or
                   silent is known dead; never heard: 0)
