@@ -10,10 +10,12 @@ short lock.  The scan loop never waits for the bus: ``copy_into(image,
 indices)`` copies the newest snapshot (a few hundred integers, microseconds)
 and ``events()`` drains what happened since the last scan.
 
-What the thread does next — which device is due, a queued write or job
-first, the devices polled between the pieces of a long read, a poll aligned
-with the scan loop — is decided by ``Schedule`` (drivers/modbus/schedule.py),
-a pure function of the time it is given.  What each transaction's outcome
+A poll is a sequence of reads (a device's blocks, long ones split for the
+baud and the periods), taken one at a time: what the thread does next —
+which device's next read, a queued write or job first, a shorter period's
+poll between a battery's reads, a poll aligned with the scan loop — is
+decided by ``Schedule`` (drivers/modbus/schedule.py), a pure function of the
+time it is given.  What each transaction's outcome
 means for its device — the adaptive
 timeout, retries, first contact, the online/offline hysteresis, the
 counters — is decided by the device's ``DeviceLink`` (drivers/modbus/link.py),
@@ -26,7 +28,7 @@ gpiozero injects pin factories; the poller calls it again to reopen a lost
 port.
 
 Coil writes are queued to the bus thread (``write_coils``), done between
-polls, read back, and reported as events (``WRITE_OK``, ``WRITE_MISMATCH``,
+reads, read back, and reported as events (``WRITE_OK``, ``WRITE_MISMATCH``,
 ``WRITE_FAILED``; the kinds are in drivers/modbus/events.py).
 
 A port that fails under a transaction (USB adapter pulled, simulator gone)
