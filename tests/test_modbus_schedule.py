@@ -188,6 +188,19 @@ def test_a_long_poll_is_read_a_piece_at_a_time_with_shorter_periods_between():
     assert schedule.next(200 * MS, read_us=[30 * MS, 75 * MS, 40 * MS]) == Action(POLL, IO)
 
 
+def test_a_device_gone_offline_is_not_coming_online_and_waits_its_turn():
+    """A battery that stopped answering (offline, failing each poll) would take the I/O
+    module's scans every period if it went first as a device coming online does."""
+    schedule = bus(0, 100, 1000, 500)
+    schedule.due_us = [100 * MS, 0, 300 * MS]
+    schedule.polled(BMS, 0, 0, failed=True, online=False)
+    schedule.due_us[BMS] = 0
+    assert schedule.next(20 * MS, read_us=READS, online=[True, False, True]) == Action(WAIT, at_us=100 * MS)
+    schedule.port_reopened(20 * MS)            # a port back: everyone comes online at once
+    schedule.due_us = [100 * MS, 0, 300 * MS]
+    assert schedule.next(20 * MS, read_us=READS, online=[True, False, True]) == Action(POLL, BMS)
+
+
 def test_a_device_coming_online_goes_first_but_not_between_a_shorter_periods_reads():
     schedule = bus(0, 100, 1000, 500)
     schedule.due_us = [0, 0, 300 * MS]
@@ -205,7 +218,7 @@ def test_a_failed_poll_of_an_online_device_is_confirmed_at_once():
     schedule.align(0, 100 * MS)
     schedule.poll_us[IO], schedule.poll_dev_us[IO] = 30 * MS, 0
     schedule.due_us[BMS] = 0                    # a battery due (and starving) meanwhile
-    assert schedule.polled(IO, 60 * MS, 150 * MS, failed_online=True) == 150 * MS
+    assert schedule.polled(IO, 60 * MS, 150 * MS, failed=True) == 150 * MS
     assert schedule.poll_us[IO] == 30 * MS      # a failed poll's timeouts teach the lead nothing
     assert schedule.next(150 * MS, read_us=[30 * MS, 75 * MS]) == Action(POLL, IO)
     assert schedule.next(150 * MS, jobs=True) == Action(POLL, IO)   # ahead of a job's turn too

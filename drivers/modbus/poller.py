@@ -357,7 +357,7 @@ class BusPoller:
         if done is None:
             self._schedule.reading(st.index)
         else:
-            self._schedule.polled(st.index, started, _us(time.monotonic()), not done and bool(st.link.online))
+            self._schedule.polled(st.index, started, _us(time.monotonic()), not done, bool(st.link.online))
 
     def _check_port(self) -> None:
         """Close a port that failed; reopen a lost one when its backoff is up."""

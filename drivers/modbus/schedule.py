@@ -36,8 +36,10 @@ What goes next, in order:
 3. a step of a queued job (a technician's ``bus scan``), while no poll is
    due, and on a busy wire every other poll, so a scan neither delays
    polls much nor starves;
-4. of the devices due, one not online (first contact, a port back),
-   earliest due first: a cabinet is back as soon as the wire allows;
+4. of the devices due, one not online (first contact, a port back) whose
+   last poll did not fail, earliest due first: a cabinet is back as soon as
+   the wire allows, and a battery that is gone (offline, failing its polls)
+   does not take the I/O module's scans;
 5. else the one of the shortest period, earliest due among equals; its next
    read starts only if it ends before any device of a shorter period falls
    due: otherwise the bus waits for that device (door state never waits
@@ -86,6 +88,7 @@ class Schedule:
         self.scan_us: list[int | None] = [None] * n   # an aligned device's: the scan its next poll is for
         self.confirm = [False] * n      # its poll failed while online: poll it again at once
         self.active = [False] * n       # between the reads of its poll
+        self.silent = [False] * n       # its last poll failed (not online: it is not coming online)
         self.stolen_us = -(1 << 62)     # when a starving device last went ahead of a shorter period
         self.job_turn = False           # a poll ran since the last job step
 
@@ -114,7 +117,7 @@ class Schedule:
             confirming = [i for i in waiting if self.confirm[i]]
             if confirming:   # an online device gone quiet: whether it is offline goes first
                 return Action(POLL, min(confirming, key=self.due_us.__getitem__))
-            coming = [i for i in waiting if online and not online[i]]
+            coming = [i for i in waiting if online and not online[i] and not self.silent[i]]
             if coming:       # first contact, a port back: the cabinet is back as soon as the wire allows
                 return self._go(min(coming, key=self.due_us.__getitem__), jobs)
             pick = min(waiting, key=lambda i: (self.period_us[i], self.due_us[i]))
@@ -151,14 +154,18 @@ class Schedule:
         going only if it ends before a shorter period falls due (or its device starves)."""
         self.active[device] = True
 
-    def polled(self, device: int, started_us: int, ended_us: int, failed_online: bool = False) -> int:
+    def polled(self, device: int, started_us: int, ended_us: int, failed: bool = False,
+               online: bool = True) -> int:
         """``device`` was polled from ``started_us`` to ``ended_us``; returns its next due time.
-        ``failed_online``: the poll failed and the device is still online (its offline
-        hysteresis counts): it is polled again at once, ahead of every other device, so a
-        silent device is offline after its ``offline_after`` failed polls back to back, not
-        one period apart (a failed poll's timeouts and retry overrun its period, which then
-        skipped a slot: 3.7 to 4.2 periods instead of at most 3)."""
+        A poll that ``failed`` of a device still ``online`` (its offline hysteresis counts) is
+        polled again at once, ahead of every other device, so a silent device is offline after
+        its ``offline_after`` failed polls back to back, not one period apart (a failed poll's
+        timeouts and retry overran its period, which then skipped a slot: 3.7 to 4.2 periods
+        instead of at most 3).  One that failed while offline is no longer coming online: it
+        waits its turn like the others."""
+        failed_online = failed and online
         self.confirm[device] = failed_online
+        self.silent[device] = failed
         self.active[device] = False
         self.job_turn = True
         if failed_online:
@@ -178,6 +185,7 @@ class Schedule:
         when the port went are over (they failed)."""
         self.due_us = [min(due, now_us) for due in self.due_us]
         self.active = [False] * len(self.active)
+        self.silent = [False] * len(self.silent)
 
     def _next_due(self, device: int, now_us: int) -> int:
         """On the device's own period, keeping its phase; or, for a device polled once per
