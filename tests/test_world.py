@@ -225,3 +225,14 @@ def test_honest_failures_and_outages_act_as_the_faults_they_mirror():
     s, _ = series(scenario(action("grid_outage", 'duration = "20m"')))
     assert value_at(s["io.supply_mv"], 10 * MIN) == 0 and value_at(s["io.online"], 10 * MIN + 200) == 0
     assert value_at(s["io.supply_mv"], 30 * MIN) == 24000 and value_at(s["bms1.online"], 20 * MIN) == 1
+
+
+def test_one_crane_felt_differently_at_two_cabinets_plays_the_same_cycles():
+    """docs/scenarios.md, "Limits": two processes with the same seed and
+    timing keys draw the same moments, whatever their sizes and cabinets."""
+    body = ('\n[[cabinet]]\nid = "c2"\n[[process]]\nkind = "crane"\ncabinet = "c1"\nseed = 4\nhours = ["00:00", "24:00"]\n'
+            'rms_mg = 90\n[[process]]\nkind = "crane"\ncabinet = "c2"\nseed = 4\nhours = ["00:00", "24:00"]\nrms_mg = 20\n')
+    scn = scenario(body, "2h")
+    near, far = (CabinetWorld(scn, cab).episodes for cab in scn.cabinets)
+    assert len(near) > 10 and [(e.start, e.end) for e in near] == [(e.start, e.end) for e in far]
+    assert all(abs(a.a / b.a - 4.5) < 1e-9 for a, b in zip(near, far))
