@@ -87,8 +87,10 @@ CABINET_PARAMS: dict[str, Any] = {
 
 SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
 SENSOR_FAILURES = ("stuck", "zero", "offline")     # a sensor dying on its own: no spike
-# Durations where "" means "for ever" (to the scenario's end) and is kept as -1, unlike "0s".
+# Durations where "" means "for ever" (to the scenario's end) and is kept as -1, unlike "0s"
+# (every "hold", and these whose default is not "").
 FOR_EVER = -1
+FOR_EVER_KEYS = (("camera_event", "duration"), ("grid_outage", "duration"))
 # Numbers that may be negative (a tilt either way, a cooling ramp, a raw signal value).
 SIGNED_PARAMS = ("deg", "rise_c", "value", "delta_c")
 # Durations that are a period or a mean gap: 0 would divide by zero.

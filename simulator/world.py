@@ -431,8 +431,8 @@ class CabinetWorld(SensesWorld):
         self._action_sensor_fault(t, dict(p, value=0), item)
 
     def _action_grid_outage(self, t: int, p: dict, item: Item) -> None:
-        """The port's power fails: for the cabinet, the same as its own feed cut."""
-        self._action_power_cut(t, p, item)
+        """The port's power fails: for the cabinet, the same as its own feed cut (FOR_EVER: never back)."""
+        self._action_power_cut(t, {"duration": max(p["duration"], 0)}, item)
 
     def _action_theft_slow(self, t: int, p: dict, item: Item) -> None:
         d = p["duration"]

@@ -197,6 +197,8 @@ def test_new_world_actions_are_checked_with_their_line():
             ('schedule =', "(booked_window) schedule: want a name of lower-case"),
         'kind = "weather_front"\nat = "+1m"\nback = "0s"\n': ('back =', "[[action]] #1 back: must be longer than 0"),
         'kind = "weather_front"\nat = "+1m"\nramp = "soon"\n': ('ramp =', "[[action]] #1 ramp: bad duration 'soon'"),
+        'kind = "grid_outage"\nat = "+1m"\nduration = "0s"\n':
+            ('duration = "0s"', '(grid_outage) duration: must be longer than 0 ("": the power never comes back)'),
         'kind = "panel_open"\nat = "+1m"\nduration = "forever"\n': ('"forever"', "duration: bad duration 'forever'"),
     }
     for body, (needle, message) in cases.items():

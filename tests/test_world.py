@@ -225,6 +225,8 @@ def test_honest_failures_and_outages_act_as_the_faults_they_mirror():
     s, _ = series(scenario(action("grid_outage", 'duration = "20m"')))
     assert value_at(s["io.supply_mv"], 10 * MIN) == 0 and value_at(s["io.online"], 10 * MIN + 200) == 0
     assert value_at(s["io.supply_mv"], 30 * MIN) == 24000 and value_at(s["bms1.online"], 20 * MIN) == 1
+    s, _ = series(scenario(action("grid_outage", 'duration = ""')))
+    assert value_at(s["io.supply_mv"], 59 * MIN) == 0 and value_at(s["io.online"], 59 * MIN) == 0
 
 
 def test_one_crane_felt_differently_at_two_cabinets_plays_the_same_cycles():
