@@ -93,9 +93,12 @@ class CbcMac:
     """CBC-MAC with one long-lived CBC context per key (not thread-safe).
 
     Creating a cipher context costs more than MACing a record, so the
-    context is kept: after a message the chaining value is that message's
-    tag, and XOR-ing the tag into the next message's first block undoes it,
-    which is exactly CBC-MAC with a zero IV.
+    context is kept.  After a message the chaining value is that message's
+    tag T; two blocks put in front of the next message bring it back to zero,
+    which makes the rest exactly CBC-MAC with a zero IV: T itself (E(T xor T)
+    = E(0), a constant of the key) and E(0) xor D(0) (E(E(0) xor E(0) xor
+    D(0)) = E(D(0)) = 0).  That is two more blocks for the cipher instead of
+    an XOR into the message's first block in Python.
     """
 
     def __init__(self, alg: int, key: bytes):
@@ -104,17 +107,18 @@ class CbcMac:
                 alg, ", ".join("{} = {}".format(k, v) for k, v in MAC_ALGS.items())))
         _check_key(alg, key)
         cipher = algorithms.AES(key) if alg == ALG_AES_MAC_128_128 else algorithms.SM4(key)
+        e0 = Cipher(cipher, modes.ECB()).encryptor().update(_ZERO_IV)
+        d0 = Cipher(cipher, modes.ECB()).decryptor().update(_ZERO_IV)
+        self._reset = (int.from_bytes(e0, "big") ^ int.from_bytes(d0, "big")).to_bytes(16, "big")
         self._enc = Cipher(cipher, modes.CBC(_ZERO_IV)).encryptor()
-        self._chain = 0
+        self._chain = _ZERO_IV      # the context's chaining value: E(0 xor 0) = E(0) holds from the start too
 
     def tag(self, data: bytes) -> bytes:
         n = len(data)
         if n < 16:          # one block, zero-padded (an empty message too)
             data, n = data + bytes(16 - n), 16
-        first = (int.from_bytes(data[:16], "big") ^ self._chain).to_bytes(16, "big")
-        out = self._enc.update(first + data[16:] + _ZEROS[-n % 16])
-        tag = out[-16:]
-        self._chain = int.from_bytes(tag, "big")
+        tag = self._enc.update(self._chain + self._reset + data + _ZEROS[-n % 16])[-16:]
+        self._chain = tag
         return tag
 
 

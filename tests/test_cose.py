@@ -143,3 +143,21 @@ def test_the_long_lived_encoder_gives_the_deterministic_bytes_call_after_call():
         for obj in objs:
             assert enc.encode(obj) == encode(obj)
     assert enc.encode({1: 1}) == b"\xa1\x01\x01"     # nothing left over from a longer one before
+
+
+@pytest.mark.parametrize("alg", [ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128])
+def test_the_long_lived_cbc_mac_is_cbc_mac_with_a_zero_iv_message_after_message(alg):
+    """CbcMac keeps one cipher context and resets its chain with two blocks in front of
+    each message: every tag must be the last block of a fresh zero-IV CBC encryption of
+    the zero-padded message, whatever length the messages before had."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from drivers.cose import CbcMac
+
+    key = os.urandom(16)
+    cipher = algorithms.AES(key) if alg == ALG_AES_MAC_128_128 else algorithms.SM4(key)
+    mac = CbcMac(alg, key)
+    for n in (0, 1, 15, 16, 17, 31, 32, 100, 1000, 16, 0, 33):
+        data = os.urandom(n)
+        padded = data + bytes(-n % 16) if n else bytes(16)
+        assert mac.tag(data) == Cipher(cipher, modes.CBC(bytes(16))).encryptor().update(padded)[-16:]
