@@ -183,7 +183,12 @@ def _int(n: int) -> bytes:
 
 
 def _bstr(b: bytes) -> bytes:
-    return _head(2, len(b)) + b
+    n = len(b)
+    if n < 24:
+        return _HEADS[2][n] + b
+    if n < 0x100:
+        return bytes((0x58, n)) + b
+    return _head(2, n) + b
 
 
 def _mac_structure(protected: bytes, external_aad: bytes, payload: bytes) -> bytes:
