@@ -299,7 +299,7 @@ class Message:
         """The payload if the tag is right; CoseError naming the kid if not.
 
         ``mac`` may be a long-lived CbcMac for this key (faster)."""
-        if self.encrypted:
+        if self.cose_tag == TAG_ENCRYPT0:
             try:
                 return Gcm(self.alg, key).open(self.iv, self.body, _enc_structure(self.protected, external_aad))
             except InvalidTag:
@@ -418,7 +418,7 @@ def _fast_mac0(data: bytes) -> Message | None:
     own bytes: ``["MAC0", protected, h'', payload]`` shares the protected and payload
     byte strings, heads included, with the message."""
     try:
-        if data[0] != 0xD1 or data[1] != 0x84:
+        if data[:2] != b"\xd1\x84":
             return None
         if data[2] == 0x58 and data[3] >= 24:       # our protected headers: 24 to 255 bytes
             p0, p1 = 4, 4 + data[3]
