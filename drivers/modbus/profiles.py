@@ -1,8 +1,9 @@
 """Device profiles: register maps as data (TOML), validated on load.
 
-A profile belongs to a device class (``io``, ``battery``, ``relay``) and maps
-registers to exactly that class's signals (docs/signals.md), each an integer
-in the class's declared unit and decimal scale.  The format is documented in
+A profile belongs to a device class (``io``, ``battery``, ``relay``,
+``gnss_receiver``) and maps registers to exactly that class's signals
+(docs/signals.md), each an integer in the class's declared unit and decimal
+scale.  The format is documented in
 docs/profiles.md.
 
 Decoding and encoding are pure and I/O free, so the same code serves the bus
@@ -43,11 +44,16 @@ BATTERY_SIGNALS = (("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "p
                    ("serial", "code", 0), ("alarm_bits", "bits", 0))
 CELL_SIGNALS = tuple(("cell{:02d}_mv".format(i), "V", -3) for i in range(1, 17))
 RELAY_SIGNALS = tuple(("k{}".format(i), "bool", 0) for i in range(1, 5))
+# A GNSS receiver on the bus: its newest fix, which the gateway feeds to the position
+# track (controller/gateway/position.py) as it does a GGA sentence read on a serial port.
+GNSS_RECEIVER_SIGNALS = (("utc_ms", "s", -3), ("fix", "code", 0), ("sats", "count", 0), ("hdop", "count", -2),
+                         ("lat", "deg", -7), ("lon", "deg", -7))
 # class -> (signals every profile of the class maps, signals a profile may add)
 CLASSES: dict[str, tuple[tuple, tuple]] = {
     "io": (IO_SIGNALS, ()),
     "battery": (BATTERY_SIGNALS, CELL_SIGNALS),
     "relay": (RELAY_SIGNALS, ()),
+    "gnss_receiver": (GNSS_RECEIVER_SIGNALS, ()),
 }
 
 TABLES = ("coil", "discrete", "holding", "input")
