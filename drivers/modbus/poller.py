@@ -52,7 +52,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Callable, Generator, NamedTuple, TypeVar
+from typing import Callable, Generator, NamedTuple, Sequence, TypeVar
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
@@ -115,6 +115,7 @@ class _State:
         self.slot = slot                 # first index in the flat snapshot
         self.not_implemented = 0
         self.longest: tuple[RegisterMap | None, int] = (None, 0)   # BusPoller._longest_read's
+        self.reads: tuple[RegisterMap | None, list[list[frames.Read]]] = (None, [])   # BusPoller._reads'
 
 
 class BusPoller:
@@ -170,28 +171,33 @@ class BusPoller:
         passes each to controller.core.catalog.device_signals() to build the catalog."""
         return [(st.instance, st.profile.signal_specs()) for st in self._states]
 
-    def indices(self, catalog) -> list[int]:
-        """Image index for each snapshot value; build once after the catalog."""
-        return [catalog.lookup(name, "bus " + self.port) for name in self.names]
+    def indices(self, catalog) -> Sequence[int]:
+        """Image index for each snapshot value; build once after the catalog.  A range when
+        they follow one another (the catalog lists a bus's devices so), copied as a slice."""
+        found = [catalog.lookup(name, "bus " + self.port) for name in self.names]
+        span = range(found[0], found[0] + len(found)) if found else range(0)
+        return span if found == list(span) else found
 
-    def copy_into(self, image: list[int], indices: list[int]) -> None:
+    def copy_into(self, image: list[int], indices: Sequence[int]) -> None:
         """Copy the newest snapshot into ``image`` (a short lock, no I/O)."""
         with self._lock:
-            for i, v in zip(indices, self._flat):
-                image[i] = v
+            if isinstance(indices, range):
+                image[indices.start:indices.stop] = self._flat
+            else:
+                for i, v in zip(indices, self._flat):
+                    image[i] = v
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(zip(self.names, self._flat))
 
     def events(self) -> list[BusEvent]:
-        """Everything that happened since the last call (non-blocking)."""
+        """Everything that happened since the last call (non-blocking; the scan loop is the
+        only reader, so what ``empty()`` says stays true until it takes it)."""
         out = []
-        while True:
-            try:
-                out.append(self._events.get_nowait())
-            except queue.Empty:
-                return out
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
 
     def write_coils(self, instance: str, values: dict[str, int]) -> int:
         """Queue coil writes (e.g. ``{"k1": 1}``) with readback; returns a token that the
@@ -387,8 +393,7 @@ class BusPoller:
             if st.regmap is None:
                 st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
                                                      st.profile))
-            blocks = [self._read_split(st, frames.READ_FUNCTION[b.table], b.start, b.count)
-                      for b in st.regmap.blocks]
+            blocks = [self._read_pieces(st, reads) for reads in self._reads(st)]
             values, missing = st.regmap.decode(blocks)
         except NotSunSpec as e:
             self._failed(st, st.link.not_sunspec(str(e)))
@@ -419,14 +424,13 @@ class BusPoller:
             raise ModbusPortLost("port {} is gone (unplugged?); trying to reopen it".format(self.port))
         return self._master
 
-    def _read_split(self, st: _State, function: int, start: int, count: int) -> list[int]:
-        """A block in as many reads as the baud needs for each to fit the ceiling and the
-        shortest poll period; before each, a device of a shorter period whose poll falls due
-        meanwhile is polled first."""
+    def _read_pieces(self, st: _State, reads: list[frames.Read]) -> list[int]:
+        """A block's reads (``_reads``); before each, a device of a shorter period whose
+        poll falls due meanwhile is polled first."""
         values: list[int] = []
-        for first, n in frames.split_reads(function, start, count, self.options.baud, self._read_limit):
-            self._yield_to_due(st, n)
-            values += self._read(st, function, first, n)
+        for read in reads:
+            self._yield_to_due(st, read.count)
+            values += self._transact(st, read.count, lambda master, timeout_s, read=read: master.read(read, timeout_s))
         return values
 
     def _yield_to_due(self, st: _State, count: int) -> None:
@@ -447,13 +451,29 @@ class BusPoller:
             finally:
                 self._nested = False
 
+    def _split(self, regmap: RegisterMap) -> list[tuple[int, list[tuple[int, int]]]]:
+        """Each block's read function and (start, count) reads: as many as the baud needs for
+        each to fit the ceiling and the shortest poll period."""
+        out = []
+        for b in regmap.blocks:
+            function = frames.READ_FUNCTION[b.table]
+            out.append((function, frames.split_reads(function, b.start, b.count, self.options.baud, self._read_limit)))
+        return out
+
+    def _reads(self, st: _State) -> list[list[frames.Read]]:
+        """``st``'s reads block by block, built once per register map (frames.Read: each
+        request with its CRC)."""
+        if st.reads[0] is not st.regmap:
+            st.reads = (st.regmap, [[frames.read(st.address, function, first, n) for first, n in pieces]
+                                    for function, pieces in self._split(st.regmap)] if st.regmap is not None else [])
+        return st.reads[1]
+
     def _longest_read(self, st: _State) -> int:
         """Registers of ``st``'s longest read as the poller splits them (0 before a SunSpec
         device is discovered), kept with the register map it was computed for."""
         if st.longest[0] is not st.regmap:
-            st.longest = (st.regmap, max((n for b in st.regmap.blocks for _s, n in frames.split_reads(
-                frames.READ_FUNCTION[b.table], b.start, b.count, self.options.baud, self._read_limit)),
-                default=0) if st.regmap is not None else 0)
+            st.longest = (st.regmap, max((n for _f, pieces in self._split(st.regmap) for _s, n in pieces), default=0)
+                          if st.regmap is not None else 0)
         return st.longest[1]
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:

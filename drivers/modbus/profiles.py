@@ -128,9 +128,15 @@ class RegisterMap:
         self.fields = fields
         self.blocks = _pack_blocks(fields, gap)
         self.not_implemented = not_implemented
-        self._plan = [(f, *self._locate(f.table, f.address)) for f in fields]
+        # The decode plan, built once: (name, block, offset, field), the field None where the
+        # signal is the register as read (one word, no bit, sign, scale or "not implemented" value).
+        self._plan = [(f.name, *self._locate(f.table, f.address), None if self._as_read(f) else f) for f in fields]
         self._sf = {f.sf_address: self._locate("holding", f.sf_address)
                     for f in fields if f.sf_address is not None}
+
+    def _as_read(self, f: Field) -> bool:
+        return (f.type in ("bool", "u16") and f.bit is None and f.sf_address is None and f.raw_scale == f.scale
+                and not (self.not_implemented and f.type in NOT_IMPLEMENTED))
 
     def _locate(self, table: str, address: int) -> tuple[int, int]:
         for i, b in enumerate(self.blocks):
@@ -144,8 +150,11 @@ class RegisterMap:
         out: dict[str, int] = {}
         missing = 0
         ni = self.not_implemented
-        for f, bi, off in self._plan:
+        for name, bi, off, f in self._plan:
             regs = blocks[bi]
+            if f is None:
+                out[name] = regs[off]
+                continue
             raw = _raw(f, regs, off)
             if raw is None or (ni and f.type in NOT_IMPLEMENTED and raw == NOT_IMPLEMENTED[f.type]):
                 out[f.name] = f.missing
