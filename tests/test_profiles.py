@@ -225,6 +225,13 @@ def test_misaligned_32_bit_register_is_rejected(tmp_path):
     assert "signal 'alarm_bits' (input register 31)" in msg and "even register" in msg
 
 
+def test_a_value_past_the_last_register_is_refused_at_load_not_at_every_poll(tmp_path):
+    text = VENDOR.replace("[signals.alarm_bits]\ntable = \"input\"\naddress = 10",
+                          "[signals.alarm_bits]\ntable = \"input\"\naddress = 65535")
+    msg = _bad(tmp_path, text.replace("align = 2", "align = 1"))
+    assert "signal 'alarm_bits' (input register 65535)" in msg and "run past register 65535" in msg
+
+
 def test_unknown_type_names_the_line(tmp_path):
     text = VENDOR.replace('[signals.modules]\ntable = "input"\naddress = 5\ntype = "u16"',
                           '[signals.modules]\ntable = "input"\naddress = 5\ntype = "float32"')

@@ -553,6 +553,8 @@ def _field(src: _Source, name: str, entry: Any, unit_scale: tuple[str, int], wor
     words = WORDS.get(typ, entry.get("words"))
     if typ == "str" and (not isinstance(words, int) or not 1 <= words <= MAX_REGISTERS):
         raise src.error(src.line_of(header, "words"), "{}: a str needs words = 1..125".format(say))
+    if not models and address + words > 0x10000:
+        raise src.error(line, "{}: its {} registers run past register 65535, the last there is".format(say, words))
     raw_scale = entry.get("scale", scale)
     if not isinstance(raw_scale, int) or isinstance(raw_scale, bool) or not -9 <= raw_scale <= 9:
         raise src.error(src.line_of(header, "scale"), "{}: scale {!r} is not an integer power of ten -9..9".format(
