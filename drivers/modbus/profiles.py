@@ -134,9 +134,15 @@ class RegisterMap:
         self.fields = fields
         self.blocks = _pack_blocks(fields, gap)
         self.not_implemented = not_implemented
-        self._plan = [(f, *self._locate(f.table, f.address)) for f in fields]
+        # The decode plan, built once: (name, block, offset, field), the field None where the
+        # signal is the register as read (one word, no bit, sign, scale or "not implemented" value).
+        self._plan = [(f.name, *self._locate(f.table, f.address), None if self._as_read(f) else f) for f in fields]
         self._sf = {f.sf_address: self._locate("holding", f.sf_address)
                     for f in fields if f.sf_address is not None}
+
+    def _as_read(self, f: Field) -> bool:
+        return (f.type in ("bool", "u16") and f.bit is None and f.sf_address is None and f.raw_scale == f.scale
+                and not (self.not_implemented and f.type in NOT_IMPLEMENTED))
 
     def _locate(self, table: str, address: int) -> tuple[int, int]:
         for i, b in enumerate(self.blocks):
@@ -150,8 +156,11 @@ class RegisterMap:
         out: dict[str, int] = {}
         missing = 0
         ni = self.not_implemented
-        for f, bi, off in self._plan:
+        for name, bi, off, f in self._plan:
             regs = blocks[bi]
+            if f is None:
+                out[name] = regs[off]
+                continue
             raw = _raw(f, regs, off)
             if raw is None or (ni and f.type in NOT_IMPLEMENTED and raw == NOT_IMPLEMENTED[f.type]):
                 out[f.name] = f.missing
@@ -550,6 +559,8 @@ def _field(src: _Source, name: str, entry: Any, unit_scale: tuple[str, int], wor
     words = WORDS.get(typ, entry.get("words"))
     if typ == "str" and (not isinstance(words, int) or not 1 <= words <= MAX_REGISTERS):
         raise src.error(src.line_of(header, "words"), "{}: a str needs words = 1..125".format(say))
+    if not models and address + words > 0x10000:
+        raise src.error(line, "{}: its {} registers run past register 65535, the last there is".format(say, words))
     raw_scale = entry.get("scale", scale)
     if not isinstance(raw_scale, int) or isinstance(raw_scale, bool) or not -9 <= raw_scale <= 9:
         raise src.error(src.line_of(header, "scale"), "{}: scale {!r} is not an integer power of ten -9..9".format(
