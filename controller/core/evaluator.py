@@ -11,7 +11,7 @@ from controller.core.table import (
     OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MAX, OP_MIN, OP_MODE, OP_MUL, OP_NE,
     OP_NEG, OP_NE_K, OP_NOT, OP_NOT_SIG, OP_OR, OP_OR_SIG, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
     OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SIG_NE_K, OP_SUB, OP_WITHIN,
-    RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, test_cell, tests_moved,
+    RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
 )
 
 # The GUARD bit of mode(): set while ARMED or in the ENTRY delay, kept
@@ -69,7 +69,7 @@ class Evaluator:
         self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look)
         self.last = [0] * table.image_size
         # Per tested signal, the cell [lo, hi) around its last value in which
-        # no test of it changes (table.test_cell; empty: not known yet).
+        # no test of it changes (table.cell_of; empty: not known yet).
         self.cell_lo = [1] * table.image_size
         self.cell_hi = [0] * table.image_size
         self.asleep = {}      # mem offset of a sleeping sampler -> the sampler
@@ -140,7 +140,7 @@ class Evaluator:
                     for r, tests in tested:
                         if tests_moved(tests, old, v):
                             due[r] = 1
-                    lo[i], hi[i] = test_cell(t.tests_of[i], v)
+                    lo[i], hi[i] = cell_of(t.tests_of[i], v)
         if mbit != self.last_mbit:
             self.last_mbit = mbit
             for r in t.mode_rules:

@@ -320,7 +320,7 @@ def tests_moved(tests, old, new):
     return False
 
 
-# The widest cell test_cell gives (a small int on every MicroPython port).
+# The widest cell cell_of gives (a small int on every MicroPython port).
 _FAR = (1 << 30) - 1
 
 
@@ -339,7 +339,7 @@ def _cut(op, k, u):
     return (-_FAR, k) if u < k else (k, _FAR)
 
 
-def test_cell(tests, v):
+def cell_of(tests, v):
     """The run of integers [lo, hi) around ``v`` in which every one of
     ``tests`` gives the result it gives for ``v``: a signal that moves within
     it moves no test (the evaluator's cheap check before tests_moved)."""
