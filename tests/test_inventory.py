@@ -150,3 +150,15 @@ def test_micropython_judges_the_restart_as_cpython_does():
     assert "(12," in printed.getvalue()          # EV_INVENTORY was emitted
     (out,) = mpy.run([RESTART])
     assert out == printed.getvalue()
+
+
+def test_a_snapshot_taken_before_a_battery_answers_replays_the_judgement():
+    catalog, state = make()
+    state.resume_after_restart(before_restart(None), 100000, 100000)
+    step(state, (catalog.new_image(), []), 100000)
+    _, replay = make()
+    replay.restore(state.snapshot())                # an evidence window cut here
+    image = catalog.new_image()
+    answer(catalog, image, "bms1", 7, SERIAL)
+    events = step(replay, (image, []), 100100)[1]
+    assert (EV_INVENTORY, catalog.index["bms1.modules"], 8, 7) in events and replay.mode == modes.ALARM

@@ -208,7 +208,10 @@ class CoreState:
             "tests": [self.test_on[0], self.test_on[1], self.test_until[0], self.test_until[1]],
             "zones": list(self.zone_prev), "online": list(self.online_prev),
             "escalation": self.escalation.snapshot(),
+            "inventory": [list(e) for e in self.inventory],
         }
+        if self.inventory_before is not None:
+            snap["inventory_before"] = [list(b) if b is not None else None for b in self.inventory_before]
         rules = self.rules
         if rules is not None:
             table = rules.rule_state()
@@ -245,6 +248,13 @@ class CoreState:
         if snap.get("model") is not None and hasattr(self.rules, "restore_model_state"):
             # Without the model (a replay given only a table) the rules read its score off the image.
             self.rules.restore_model_state(snap["model"])
+        inventory = snap.get("inventory")
+        if inventory is not None:      # evidence written before the inventory has none
+            if len(inventory) != len(self.inventory):
+                raise CoreError("start: 'inventory' needs {} entries".format(len(self.inventory)))
+            self.inventory = tuple((e[0], e[1], e[2]) for e in inventory)
+            before = snap.get("inventory_before")
+            self.inventory_before = [tuple(b) if b is not None else None for b in before] if before is not None else None
         esc = snap.get("escalation")
         if esc is not None:      # evidence written before escalation plans has none
             if not isinstance(esc, list) or len(esc) != 5:
