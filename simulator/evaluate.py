@@ -529,10 +529,10 @@ def check(paths: list[str]) -> int:
         print("{}: ok: {} cabinet(s), {:.2f} cabinet-days, {} action(s), {} incident(s)".format(
             path, len(scn.cabinets), scn.cabinet_days(), len(scn.actions), len(scn.incidents)))
         for cab in scn.cabinets:
-            for start, end, auth in sorted(CabinetWorld(scn, cab).visits):
-                print("  {} visit ({}): unbolted {} (+{}), signed off {} (+{}){}".format(
-                    cab.id, auth, _local(scn, start), _offset(start), _local(scn, end), _offset(end),
-                    _past_end(scn, start, end)))
+            for start, opened, closed, end, auth in sorted(CabinetWorld(scn, cab).visits):
+                print("  {} visit ({}): unbolted {} (+{}), door open +{} to +{}, signed off {} (+{}){}".format(
+                    cab.id, auth, _local(scn, start), _offset(start), _offset(opened), _offset(closed),
+                    _local(scn, end), _offset(end), _past_end(scn, start, end)))
     return 2 if bad else 0
 
 

@@ -57,6 +57,10 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "sensor_fault": {"signal": "io.vib_rms_mg", "fault": "stuck", "value": 0, "duration": ""},
     "theft_slow": {"battery": "bms1", "modules": 2, "duration": "20m", "rms_mg": 12, "peak_mg": 45},
     "command": {"name": "arm", "arg": ""},
+    "panel_open": {"duration": "", "rms_mg": 250, "peak_mg": 1000},
+    # The site's and the weather's doing, nobody's act at the cabinet.
+    "booked_window": {"schedule": "maintenance", "length": "2h"},
+    "weather_front": {"delta_c": -10.0, "ramp": "3h", "hold": "", "back": "6h"},
     # Honest faults: nobody's act, never an incident (docs/scenarios.md, "Honest faults").
     "loose_connector": {"device": "io", "duration": "10m", "drop": "1s", "every": "1m"},
     "crc_burst": {"device": "bus", "duration": "1s"},
@@ -64,10 +68,13 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "glitch": {"signal": "io.temp_dc", "value": 0},
     "sensor_drift": {"signal": "io.temp_dc", "value": 0, "duration": "6h"},
     "sensor_offset": {"signal": "io.temp_dc", "value": 0, "duration": ""},
+    "sensor_failure": {"signal": "io.vib_rms_mg", "fault": "stuck", "duration": ""},
+    "grid_outage": {"duration": "1h"},
     # The response team takes the cabinet over: what it raises then is theirs to see.
     "responder": {"duration": ""},
 }
-HONEST_FAULTS = ("loose_connector", "crc_burst", "bms_reboot", "glitch", "sensor_drift", "sensor_offset")
+HONEST_FAULTS = ("loose_connector", "crc_burst", "bms_reboot", "glitch", "sensor_drift", "sensor_offset",
+                 "sensor_failure", "grid_outage")
 
 # Cameras and GNSS: their own part of the format (simulator/senses.py).
 PROCESS_PARAMS.update(SENSE_PROCESS_PARAMS)
@@ -79,10 +86,15 @@ CABINET_PARAMS: dict[str, Any] = {
 }
 
 SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
+SENSOR_FAILURES = ("stuck", "zero", "offline")     # a sensor dying on its own: no spike
+# Durations where "" means "for ever" (to the scenario's end) and is kept as -1, unlike "0s"
+# (every "hold", and these whose default is not "").
+FOR_EVER = -1
+FOR_EVER_KEYS = (("camera_event", "duration"), ("grid_outage", "duration"))
 # Numbers that may be negative (a tilt either way, a cooling ramp, a raw signal value).
-SIGNED_PARAMS = ("deg", "rise_c", "value")
+SIGNED_PARAMS = ("deg", "rise_c", "value", "delta_c")
 # Durations that are a period or a mean gap: 0 would divide by zero.
-POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period", "drop", "every", "cool")
+POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period", "drop", "every", "cool", "back")
 MAINTENANCE_MIN_MS = 5 * 60000 + 1       # the visit is the window less 5 minutes
 COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

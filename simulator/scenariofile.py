@@ -19,7 +19,7 @@ from drivers.safefile import InputFileError, parse_toml, read_text
 from drivers.tomlsource import TomlSource
 from simulator.errors import ScenarioError
 from simulator.scenario import (
-    ACTION_PARAMS, CABINET_PARAMS, COMMANDS, DAYS, INCIDENT_KINDS, MAINTENANCE_MIN_MS, MAX_DURATION_MS, POSITIVE_DURATIONS, PROCESS_PARAMS, SCAN_MS, SCHEDULE_NAME, SENSOR_FAULTS, SIGNED_PARAMS, Cabinet, Incident, Item, Scenario, Schedule, parse_clock, parse_duration,
+    ACTION_PARAMS, CABINET_PARAMS, COMMANDS, DAYS, INCIDENT_KINDS, MAINTENANCE_MIN_MS, MAX_DURATION_MS, POSITIVE_DURATIONS, PROCESS_PARAMS, SCAN_MS, SCHEDULE_NAME, SENSOR_FAILURES, SENSOR_FAULTS, SIGNED_PARAMS, FOR_EVER, FOR_EVER_KEYS, Cabinet, Incident, Item, Scenario, Schedule, parse_clock, parse_duration,
 )
 from simulator.senses import SENSE_TEXT_PARAMS, escalation_plans, sense_problem
 
@@ -360,9 +360,10 @@ class _Loader:
                     raise self.src.error(where, "{}: want a local time \"HH:MM\"".format(label))
             elif isinstance(default, str) and key not in ("battery", "device", "signal", "fault", "name", "auth",
                                                           "schedule", "arg") + SENSE_TEXT_PARAMS:
-                p[key] = self.duration(v, where, label, allow_empty=default == "")
-                if key == "hold" and v == "":
-                    p[key] = -1                   # for ever, unlike "0s": cooling at once
+                for_ever = v == "" and (key == "hold" or (item.kind, key) in FOR_EVER_KEYS)
+                p[key] = self.duration(v, where, label, allow_empty=default == "" or for_ever)
+                if for_ever:
+                    p[key] = FOR_EVER             # unlike "0s": a hold that never cools, a camera event that stays
                 if key in POSITIVE_DURATIONS and p[key] <= 0:
                     raise self.src.error(where, "{}: must be longer than 0".format(label))
         if item.kind == "maintenance" and p["length"] < MAINTENANCE_MIN_MS:
@@ -386,6 +387,12 @@ class _Loader:
             raise bad("device", "want io, bms1 … bms4 or bus, got {!r}".format(p["device"]))
         if item.kind == "sensor_fault" and p["fault"] not in SENSOR_FAULTS:
             raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
+        if item.kind == "sensor_failure" and p["fault"] not in SENSOR_FAILURES:
+            raise bad("fault", "want one of {} (a one-sample spike is a 'glitch')".format(", ".join(SENSOR_FAILURES)))
+        if item.kind == "booked_window" and p["length"] <= 0:
+            raise bad("length", "must be longer than 0")
+        if item.kind == "grid_outage" and p["duration"] == 0:
+            raise bad("duration", "must be longer than 0 (\"\": the power never comes back)")
         if item.kind == "command":
             if p["name"] not in COMMANDS:
                 raise bad("name", "want one of {}".format(", ".join(COMMANDS)))

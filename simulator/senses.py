@@ -126,9 +126,11 @@ class SensesWorld:
 
     def _action_camera_event(self, t: int, p: dict, item) -> None:
         name, kind = p["camera"], p["event"]
+        # "": it stays -- its end a scan past the scenario's end, which is never played
+        end = t + p["duration"] if p["duration"] >= 0 else self.scn.duration_ms + self.scan
         self._at(t, SET, "cam.{}.{}".format(name, kind), 1)
-        self._at(t + p["duration"], SET, "cam.{}.{}".format(name, kind), 0)
-        self.__dict__.setdefault("_zone", {}).setdefault(kind, []).append((name, t, t + p["duration"]))
+        self._at(end, SET, "cam.{}.{}".format(name, kind), 0)
+        self.__dict__.setdefault("_zone", {}).setdefault(kind, []).append((name, t, end))
 
     def _action_camera_offline(self, t: int, p: dict, item) -> None:
         for signal in ["online"] + list(CAMERA_KINDS):

@@ -225,9 +225,10 @@ class Stream:
             self.put(self.io_idx[8], int(self._ambient(t) * 10 + 30 + tio))
 
     def _ambient(self, t: int) -> float:
-        """Outside temperature: the cabinet's mean with a daily swing, °C."""
+        """Outside temperature: the cabinet's mean with a daily swing, and any weather front, °C."""
         day = (self.day0 + t) % 86400000 / 86400000.0
-        return self.w.cab.temp_c + 4.0 * math.sin(6.2832 * (day - 0.375))
+        front = sum(e.level(t) for e in self.active if e.channel == "amb") if self.w.fronts else 0.0
+        return self.w.cab.temp_c + 4.0 * math.sin(6.2832 * (day - 0.375)) + front
 
     def _amps(self, t: int) -> float:
         """The planned pack current at ``t`` (+ discharge, - charge)."""

@@ -45,6 +45,7 @@ def schedule_names(scn: Scenario) -> list[str]:
     for p in scn.processes:
         if p.kind in ("shift", "maintenance"):
             names.add(p.params["schedule"])
+    names.update(a.params["schedule"] for a in scn.actions if a.kind == "booked_window")
     return sorted(names)
 
 
@@ -127,7 +128,7 @@ class CabinetWorld(SensesWorld):
         self.episodes: list[Episode] = []
         self.cycles: list[tuple[int, int, float]] = []   # (start, end, amps) BMS current plan
         self._seq = 0
-        self.visits: list[tuple[int, int, str]] = []     # (unbolted, bolted again, how authenticated)
+        self.visits: list[tuple[int, int, int, int, str]] = []  # (unbolted, door open, door closed, signed off, auth)
         self.noise = random.Random("{}/{}/noise".format(scn.seed, cab.id))
         self._plan()
 
@@ -157,6 +158,7 @@ class CabinetWorld(SensesWorld):
             if cab.id in item.cabinets:
                 getattr(self, "_action_" + item.kind)(item.at_ms, item.params, item)
         self._senses_planned()
+        self.fronts = any(e.channel == "amb" for e in self.episodes)     # weather fronts move the outdoors
         self.events.sort()
         self.episodes.sort(key=lambda e: e.start)
 
@@ -271,7 +273,7 @@ class CabinetWorld(SensesWorld):
     def _visit(self, t: int, length: int, auth: str, delay: int, tools: tuple[float, float]) -> None:
         """An authorised visit: unlock, open, authenticate within the entry
         delay, work, close, lock, sign off."""
-        self.visits.append((t, t + length + 5000, auth))
+        self.visits.append((t, t + 1000, t + length, t + length + 5000, auth))
         self._at(t, SET, "io.door_bolt", 0)
         self._at(t + 1000, SET, "io.door_open", 1)
         if auth == "maint":
@@ -385,14 +387,33 @@ class CabinetWorld(SensesWorld):
     def _action_gateway_restart(self, t: int, p: dict, item: Item) -> None:
         """Nothing in the world: the gateway's restart is the evaluation's (simulator/evaluate.py)."""
 
+    def _hill(self, t: int, rise: int, hold: int, back: int) -> tuple[int, float]:
+        """(length, hold) of a "hill" episode: up over ``rise``, held ``hold``
+        (FOR_EVER: to the scenario's end), back over ``back``."""
+        if hold >= 0:
+            return rise + hold + back, float(hold)
+        return self.scn.duration_ms + 1 - t, float(self.scn.duration_ms)
+
     def _action_thermal_ramp(self, t: int, p: dict, item: Item) -> None:
         rise = p["duration"]
-        if p["hold"] >= 0:       # rises, holds, cools back over `cool`
-            length, hold = rise + p["hold"] + p["cool"], float(p["hold"])
-        else:                    # stays up to the scenario's end
-            length, hold = self.scn.duration_ms + 1 - t, float(self.scn.duration_ms)
+        length, hold = self._hill(t, rise, p["hold"], p["cool"])
         self._ep(t, length, "t" + p["battery"], "hill", p["rise_c"], float(rise), hold)
         self._ep(t, length, "tio", "hill", p["rise_c"] * 2.5, float(rise), hold)
+
+    def _action_weather_front(self, t: int, p: dict, item: Item) -> None:
+        """The outdoor temperature moves by ``delta_c`` (°C): the cabinet and, slowly, its packs follow."""
+        length, hold = self._hill(t, p["ramp"], p["hold"], p["back"])
+        self._ep(t, length, "amb", "hill", p["delta_c"], float(max(p["ramp"], 1)), hold)
+
+    def _action_booked_window(self, t: int, p: dict, item: Item) -> None:
+        self._window("sched." + p["schedule"], t, t + p["length"])
+
+    def _action_panel_open(self, t: int, p: dict, item: Item) -> None:
+        """A panel pried or sprung: the enclosure's tamper switch trips until it is shut."""
+        self._ep(t, 2000, "vib", "burst", p["rms_mg"], p["peak_mg"])
+        self._at(t + 1000, SET, "io.tamper", 1)
+        if p["duration"]:
+            self._at(t + 1000 + p["duration"], SET, "io.tamper", 0)
 
     def _action_sensor_fault(self, t: int, p: dict, item: Item) -> None:
         fault, signal = p["fault"], p["signal"]
@@ -404,6 +425,14 @@ class CabinetWorld(SensesWorld):
             self._force(t, signal, 0, p["duration"])
         else:                                 # a spike: a moment, unless told otherwise
             self._force(t, signal, p["value"], p["duration"] or 1000)
+
+    def _action_sensor_failure(self, t: int, p: dict, item: Item) -> None:
+        """The same effect as a ``sensor_fault``, but nobody's act: the sensor died on its own."""
+        self._action_sensor_fault(t, dict(p, value=0), item)
+
+    def _action_grid_outage(self, t: int, p: dict, item: Item) -> None:
+        """The port's power fails: for the cabinet, the same as its own feed cut (FOR_EVER: never back)."""
+        self._action_power_cut(t, {"duration": max(p["duration"], 0)}, item)
 
     def _action_theft_slow(self, t: int, p: dict, item: Item) -> None:
         d = p["duration"]

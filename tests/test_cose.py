@@ -5,8 +5,8 @@ import pytest
 from pycose.keys import SymmetricKey
 from pycose.messages import Mac0Message
 
-from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, HDR_SEQ, Sealer,
-                          cbc_mac, encode, mac0_create, mac0_decode, mac0_verify, open_message,
+from drivers.cose import (ALG_A128GCM, ALG_AES_MAC_128_128, ALG_SM4_GCM, ALG_SM4_MAC_128_128, HDR_SEQ, Encoder,
+                          Sealer, cbc_mac, encode, mac0_create, mac0_decode, mac0_verify, open_message,
                           protected_header)
 from drivers.errors import CoseError, KeyFileError
 from drivers.keys import generate, load_key, write_key
@@ -86,7 +86,9 @@ def test_fast_reader_agrees_with_the_full_decoder():
     from drivers import cose
 
     key = bytes(16)
-    for seq in (0, 23, 24, 255, 65536, 2**40):
+    # the last seq carries the seq label's own bytes (3a 00 01 00 00): the split after its last copy is no
+    # known prefix, and the full read takes it
+    for seq in (0, 23, 24, 255, 65536, 2**40, 0x003A000100000005):
         message, tag = Sealer(ALG_AES_MAC_128_128, b"gw/record/3", key).seal(b"x" * seq.bit_length(), seq)
         fast = cose._fast_mac0(message)
         assert fast is not None and (fast.seq, fast.kid, fast.alg, fast.tag) == (seq, b"gw/record/3", 25, tag)
@@ -121,3 +123,41 @@ def test_fast_reader_hands_over_the_mac_structure_and_leaves_odd_lengths_to_the_
     # the payload's length in two bytes where one would do: the full decoder, and the same verdict
     long_form = b"\xd1\x84" + cose._bstr(protected) + b"\xa0\x59\x00\x01p" + cose._bstr(tag)
     assert cose._fast_mac0(long_form) is None and cose.decode(long_form).verify(key) == b"p"
+
+
+def test_the_long_lived_encoder_gives_the_deterministic_bytes_call_after_call():
+    """The journal's writer encodes every record with one Encoder: the bytes must be
+    encode()'s (the on-disk format) whatever came before, and for what only the
+    canonical rules put in order: map keys of every width and type, floats."""
+    objs = [
+        {3: 1796227096080, 4: 1, 5: 21302101, 7: 3, 8: 0, 9: 49, 10: list(range(40)), 12: {1: 49, 2: 0, 3: 1},
+         1: 500, 2: 0, 6: "bench-gw", 11: bytes(16)},
+        {12: {"zone": 1, "a": [1.5, -0.0, 1e300], 24: None, -1: True, 1000: b"x"}, 1: 2**70, 2: -2**70},
+        {"b": 1, "a": {"d": [], "c": {}}, 10: [None, False, "é", 65536]},
+        [1.0, 0.1, {b"k": 1, b"": 2}],
+        "text",
+        {1: 1},
+    ]
+    enc = Encoder()
+    for _ in range(2):
+        for obj in objs:
+            assert enc.encode(obj) == encode(obj)
+    assert enc.encode({1: 1}) == b"\xa1\x01\x01"     # nothing left over from a longer one before
+
+
+@pytest.mark.parametrize("alg", [ALG_AES_MAC_128_128, ALG_SM4_MAC_128_128])
+def test_the_long_lived_cbc_mac_is_cbc_mac_with_a_zero_iv_message_after_message(alg):
+    """CbcMac keeps one cipher context and resets its chain with two blocks in front of
+    each message: every tag must be the last block of a fresh zero-IV CBC encryption of
+    the zero-padded message, whatever length the messages before had."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from drivers.cose import CbcMac
+
+    key = os.urandom(16)
+    cipher = algorithms.AES(key) if alg == ALG_AES_MAC_128_128 else algorithms.SM4(key)
+    mac = CbcMac(alg, key)
+    for n in (0, 1, 15, 16, 17, 31, 32, 100, 1000, 16, 0, 33):
+        data = os.urandom(n)
+        padded = data + bytes(-n % 16) if n else bytes(16)
+        assert mac.tag(data) == Cipher(cipher, modes.CBC(bytes(16))).encryptor().update(padded)[-16:]

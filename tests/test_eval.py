@@ -11,7 +11,7 @@ from simulator.decodepath import profile_decode
 from simulator.evaluate import DEFAULT_MODEL, evaluate, load_model, run_cabinet
 from simulator.rulesource import RuleSource
 from simulator.train import train
-from tests.scen_helpers import scenario
+from tests.scen_helpers import scenario, scenario_text
 
 UNAUTHORISED = """
 [[action]]
@@ -58,14 +58,9 @@ def test_skipping_quiet_scans_changes_nothing_for_the_core():
 
 def _model_for(body, folder):
     path = folder / "noise.toml"
-    path.write_text(scenario_text(body))
+    path.write_text(scenario_text(body, "6h"))
     doc, _notes = train([str(path)])
     return ModelTables(doc)
-
-
-def scenario_text(body, duration="6h"):
-    from tests.scen_helpers import HEAD
-    return HEAD.format(duration=duration, armed="true") + body
 
 
 NOISE = '\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\n[[process]]\nkind = "bms"\ncharge_at = "01:00"\n'

@@ -8,27 +8,41 @@ is forced.  Each incident the journal holds is rebuilt with
 of the window are the ones the gateway drove, the records the replay's
 events make are the journaled ones (type, severity, rule, data and the
 signal snapshot, by digest), and MicroPython computes the same digest.
+
+Then the whole way round once: ``cabguard run`` as a process against the
+simulated cabinet, armed at its console and the door forced; ``cabguard replay
+JOURNAL --incident SEQ`` reaches the journaled alarm from that journal alone.
 """
 
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+from controller.cli.main import main as cli
+from controller.console.auth import PeopleStore
 from controller.core import modes, ticks
-from controller.core.events import CMD_ACK, CMD_ARM, EV_REFUSED, EV_RULE, EVENT_NAMES
+from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_REFUSED, EV_RULE, EVENT_NAMES
 from controller.core.modelrules import RULE_NAME, rules_from_header
 from controller.core.trace import parse_scan, replay_lines
 from controller.devtools import mpy
 from controller.gateway.run import build
+from controller.gateway.timeline import event_json
 from controller.journal import records as R
 from controller.journal.evidence import EvidenceRing, incident_trace, verified_records
 from drivers.cose import encode
 from drivers.keys import EpochKeys, load_key
+from simulator.benchsite import SIM_CONFIG
 from simulator.bus import SimBus, Simulator
+from simulator.config import load_config
+from simulator.demo import Console, prepare
 from simulator.slave import SimDevice
 from tests.test_gateway_model import _site
-from tests.test_runtime import stop, wait_until
+from tests.test_runtime import stop
+from tests.waiting import wait_until
 
 BEFORE_MS, AFTER_MS = 2000, 1500      # the gateway's are 10 s each: the same ring, shorter
 _FIELDS = (R.TYPE, R.SEVERITY, R.RULE, R.DATA, R.SNAPSHOT)
@@ -47,7 +61,6 @@ def _run_night(tmp_path):
         sim.device("io").set(door_bolt=1)
         sim.device("bms1").set(pack_mv=409600)
         site = _site(tmp_path, sim.bus("rs485").port)
-        from controller.cli.main import main as cli
         assert cli(["rules", "compile", "--config", str(site), "-o", str(tmp_path / "rules.table"),
                     "--key", str(tmp_path / "keys" / "installer.key")]) == 0
         driven: dict[int, list[int]] = {}
@@ -155,3 +168,55 @@ def test_every_incident_of_a_gateway_run_replays_its_outputs_and_records(tmp_pat
     assert any(e[0] == EV_RULE and e[1] == model_rule and e[3] == 1
                for d in done for _s, _t, _o, es in d[5].timeline for e in es), "no replay re-decided the model"
     same_on_micropython(done)
+
+
+def _mode_records(journal, key) -> list[int]:
+    """The modes the journal's mode records went to, in order."""
+    return [r[R.DATA][R.EVENT_B] for r in verified_records(journal, EpochKeys(key)) if r[R.TYPE] == EV_MODE]
+
+
+def test_an_incident_of_a_cabguard_run_process_replays_from_the_command_line(tmp_path, capsys):
+    """`cabguard run` as a process (the demo's site, rule packs and simulated cabinet, on
+    the simulator's pty bus), armed at its console, the door forced: `cabguard replay
+    JOURNAL --incident SEQ` re-decides the journaled alarm from the journal alone, ends
+    in alarm as the gateway did, and the records its events make are the journal's."""
+    sim = load_config(SIM_CONFIG).start()
+    proc = None
+    try:
+        sim.device("io").set(door_bolt=1, door_open=0)
+        site = prepare(tmp_path, sim.bus("rs485-1").port, None, tmp_path / "console")
+        journal, key = tmp_path / "journal", load_key(tmp_path / "keys" / "record.key")
+        proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "run", "--config", str(site)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_until(lambda: (tmp_path / "console").exists(), 60, 0.1)
+        console = Console(tmp_path / "console", PeopleStore(tmp_path / "people.toml"))
+
+        def armed() -> bool:
+            """Arm (refused until the devices are read; a slow answer is no refusal), and
+            let the journal say whether it took: armed once the exit delay is over."""
+            console.type("ben", "arm")
+            return wait_until(lambda: modes.ARMED in _mode_records(journal, key), 10, 0.2)
+        try:
+            assert wait_until(armed, 60, 0.5)
+        finally:
+            console.close()
+        sim.device("io").set(door_open=1, vib_rms_mg=900, vib_peak_mg=4200)     # a crowbar on the door
+        assert wait_until(lambda: _incidents(journal, key)[0], 40, 0.2)           # its evidence is written
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        sim.stop()
+    (incident, trigger), *_later = _incidents(journal, key)[0]
+    alarm = next(r for r in verified_records(journal, EpochKeys(key)) if r[R.SEQ] == trigger)
+    assert cli(["replay", str(journal), "--incident", str(incident), "--key", str(tmp_path / "keys" / "record.key"),
+                "--json"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    events = [e for scan in replayed["timeline"] for e in scan["events"]]
+    data = alarm[R.DATA]
+    assert event_json((alarm[R.TYPE], data[R.EVENT_A], data[R.EVENT_B], data[R.EVENT_C])) in events   # the alarm
+    assert {"event": "rule", "rule": replayed["rules"].index("door_forced.io"), "severity": ALARM, "raised": 1} \
+        in events
+    assert replayed["final_mode"] == "alarm" and _mode_records(journal, key)[-1] == modes.ALARM
+    done = replays_as_journaled(journal, key)      # every record of the window, bit for bit (by digest)
+    assert done[0][0] == incident and done[0][4] == replayed["digest"]

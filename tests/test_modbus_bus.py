@@ -1,5 +1,6 @@
 """The RTU master and the bus poller against simulated slaves on real ptys."""
 
+import collections
 import time
 
 import pytest
@@ -615,3 +616,56 @@ def test_sunspec_registers_refuse_writes_even_to_the_model_id(sim, master):
             master.write_register(3, register, 999, 0.1)
         assert e.value.code == 2
     assert master.read_registers(3, frames.READ_HOLDING, 40002, 1, 0.1) == [1]
+
+
+class _LoggingMaster(RtuMaster):
+    """Every read on the bus as (address, function, start, outcome), in bus order."""
+
+    def __init__(self, *args, log: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def read_block(self, address, function, start, count, timeout):
+        try:
+            values = super().read_block(address, function, start, count, timeout)
+        except ModbusError as e:
+            self.log.append((address, function, start, type(e).__name__))
+            raise
+        self.log.append((address, function, start, "ok"))
+        return values
+
+
+def test_the_io_module_is_read_between_a_batterys_pieces_and_a_silent_one_confirmed_at_once():
+    """Issue 19: a battery's 111 registers are 3 reads at 19200 baud beside an I/O module
+    polled every 100 ms, each read scheduled on its own: nothing goes between the I/O
+    module's two reads, the battery's pieces come in order and decode, and once the I/O
+    module falls silent its failed poll is confirmed at once (its 2 + 2 timeouts back to
+    back, no battery read between them: it was polled a period later, 3.7-4.2 periods
+    to offline)."""
+    log: list = []
+    devices = [SimDevice("io", "io-dvt", 1, {"door_bolt": 1}, turnaround_ms=5),
+               SimDevice("bms2", "sunspec-battery", 3, SUNSPEC, turnaround_ms=5)]
+    with Simulator([SimBus("w", devices, 19200)]) as sim:
+        poller = BusPoller(sim.bus("w").port, [PolledDevice("io", "io-dvt", 1, 100),
+                                               PolledDevice("bms2", "sunspec-battery", 3, 300)],
+                           BusOptions(baud=19200, timeout_ceiling_ms=200),
+                           lambda port, o: _LoggingMaster(port, o.baud, log=log)).start()
+        try:
+            assert wait_until(lambda: poller.snapshot()["bms2.online"] and poller.snapshot()["io.online"])
+            ok = poller.snapshot()["bms2.comm_ok"]
+            assert wait_until(lambda: poller.snapshot()["bms2.comm_ok"] >= ok + 9)   # three more polls
+            assert poller.snapshot()["bms2.soc_pct"] == 64 and poller.snapshot()["io.door_bolt"] == 1
+            silenced = len(log)   # (a read in flight may log after it: never an I/O module's timeout)
+            sim.device("io").set_fault("silence")
+            assert wait_until(lambda: not poller.snapshot()["io.online"], 10)
+        finally:
+            poller.stop()
+    io_reads = [i for i, (address, function, _s, outcome) in enumerate(log)
+                if address == 1 and function == frames.READ_INPUT and outcome == "ok"]
+    assert io_reads and all(log[i + 1][:2] == (1, frames.READ_DISCRETE) for i in io_reads if i + 1 < len(log))
+    pieces = collections.Counter(start for address, _f, start, outcome in log if address == 3 and outcome == "ok")
+    assert len([start for start, n in pieces.items() if n >= 3]) >= 3     # 3 pieces, read in 3 polls or more
+    silent = [i for i, (address, _f, _s, outcome) in enumerate(log)
+              if i >= silenced and address == 1 and outcome == "ModbusTimeout"]
+    assert len(silent) >= 4
+    assert all(address == 1 for address, *_rest in log[silent[0]:silent[3] + 1])

@@ -185,3 +185,25 @@ def test_the_shift_window_is_the_one_the_default_packs_read():
     named = set(re.findall(r"schedule\(\s*[\"'](\w+)[\"']", packs))
     assert PROCESS_PARAMS["shift"]["schedule"] in named
     assert PROCESS_PARAMS["maintenance"]["schedule"] in named
+
+
+def test_new_world_actions_are_checked_with_their_line():
+    cases = {
+        'kind = "sensor_failure"\nat = "+1m"\nfault = "spike"\n':
+            ('fault = "spike"', "[[action]] #1 (sensor_failure) fault: want one of stuck, zero, offline"),
+        'kind = "booked_window"\nat = "+1m"\nlength = "0s"\n':
+            ('length = "0s"', "[[action]] #1 (booked_window) length: must be longer than 0"),
+        'kind = "booked_window"\nat = "+1m"\nschedule = "Night Shift"\n':
+            ('schedule =', "(booked_window) schedule: want a name of lower-case"),
+        'kind = "weather_front"\nat = "+1m"\nback = "0s"\n': ('back =', "[[action]] #1 back: must be longer than 0"),
+        'kind = "weather_front"\nat = "+1m"\nramp = "soon"\n': ('ramp =', "[[action]] #1 ramp: bad duration 'soon'"),
+        'kind = "grid_outage"\nat = "+1m"\nduration = "0s"\n':
+            ('duration = "0s"', '(grid_outage) duration: must be longer than 0 ("": the power never comes back)'),
+        'kind = "panel_open"\nat = "+1m"\nduration = "forever"\n': ('"forever"', "duration: bad duration 'forever'"),
+    }
+    for body, (needle, message) in cases.items():
+        text = BASE + "\n[[action]]\n" + body
+        msg = error(text)
+        assert msg.startswith("s.toml:{}:".format(line_of(text, needle))) and message in msg, msg
+    ok = loads(BASE + '\n[[action]]\nkind = "weather_front"\nat = "+1m"\ndelta_c = 8\nhold = ""\n')
+    assert ok.actions[0].params["delta_c"] == 8 and ok.actions[0].params["hold"] < 0

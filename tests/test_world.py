@@ -175,3 +175,66 @@ def test_a_shift_window_that_ended_before_the_start_is_not_open_at_the_start():
     s, _ = series(scenario('\n[[process]]\nkind = "shift"\ntimes = ["23:50"]\nvisit_prob = 0.0\n', "1h"))
     sched = s["sched.shift_change"]
     assert value_at(sched, 0) == 1 and value_at(sched, 6 * MIN) == 0     # 23:35 to 00:05: under way at the start
+
+
+def test_a_pried_panel_trips_the_tamper_switch_until_shut_or_for_good():
+    s, _ = series(scenario(action("panel_open", 'duration = "5m"')))
+    assert s["io.tamper"] == [(0, 0), (10 * MIN + 1000, 1), (15 * MIN + 1000, 0)]
+    assert peak(s["io.vib_peak_mg"], 10 * MIN, 10 * MIN + 2000) > 700          # the pry bar
+    s, _ = series(scenario(action("panel_open")))
+    assert s["io.tamper"] == [(0, 0), (10 * MIN + 1000, 1)]                     # "": sprung for good
+
+
+def test_a_booked_window_opens_its_schedule_on_its_cabinet_only():
+    two = '\n[[cabinet]]\nid = "c2"\n'
+    scn = scenario(two + '\n[[action]]\nkind = "booked_window"\nat = "+10m"\ncabinet = "c1"\nlength = "20m"\n')
+    s, _ = series(scn)
+    assert s["sched.maintenance"] == [(10 * MIN, 1), (30 * MIN, 0)]
+    other = CabinetWorld(scn, scn.cabinets[1])
+    names = other.catalog.names
+    assert "sched.maintenance" in names                           # the site's calendar has the name ...
+    assert not [v for _t, changes, _c in other.stream() for i, v in changes if names[i] == "sched.maintenance"]
+
+
+def test_a_weather_front_moves_the_cabinet_and_slowly_the_packs():
+    body = action("weather_front", 'delta_c = -12.0\nramp = "1h"\nhold = "4h"\nback = "1h"', "+1h")
+    s, _ = series(scenario(body, "8h"))
+    base, _ = series(scenario("", "8h"))
+    cab = [value_at(s["io.temp_dc"], t) - value_at(base["io.temp_dc"], t) for t in (50 * MIN, 90 * MIN, 3 * 60 * MIN, 7 * 60 * MIN + MIN)]
+    assert cab[0] == 0 and -70 < cab[1] < -50 and cab[2] == -120 and cab[3] == 0
+    pack = value_at(s["bms1.temp_max_dc"], 5 * 60 * MIN) - value_at(base["bms1.temp_max_dc"], 5 * 60 * MIN)
+    assert -120 < pack < -80                                     # the packs follow with their hour's lag
+    stays, _ = series(scenario(action("weather_front", 'delta_c = 5.0\nramp = "10m"'), "3h"))
+    assert value_at(stays["io.temp_dc"], 3 * 60 * MIN) - value_at(base["io.temp_dc"], 3 * 60 * MIN) == 50
+
+
+def test_a_camera_event_without_end_stays_until_the_scenario_ends():
+    cams = '\n[[process]]\nkind = "cameras"\n'
+    s, _ = series(scenario(cams + action("camera_event", 'event = "tamper"\nduration = ""')))
+    assert s["cam.gate.tamper"] == [(10 * MIN, 1)] and [v for _t, v in s["zone.tamper"]][-1] == 1
+    s, _ = series(scenario(cams + action("camera_event", 'event = "tamper"\nduration = "0s"')))
+    assert value_at(s["cam.gate.tamper"], 10 * MIN) == 0        # "0s" is no time at all, not for ever
+
+
+def test_honest_failures_and_outages_act_as_the_faults_they_mirror():
+    truck = '\n[[process]]\nkind = "truck"\nper_hour = 60.0\n'
+    s, _ = series(scenario(truck + action("sensor_failure", 'fault = "zero"')))
+    assert [v for t, v in s["io.vib_rms_mg"] if t >= 10 * MIN] == [0]
+    s, _ = series(scenario(action("sensor_failure", 'signal = "bms2.temp_max_dc"\nfault = "offline"')))
+    assert value_at(s["bms2.online"], 10 * MIN) == 0 and value_at(s["bms2.online"], 59 * MIN) == 0
+    s, _ = series(scenario(action("grid_outage", 'duration = "20m"')))
+    assert value_at(s["io.supply_mv"], 10 * MIN) == 0 and value_at(s["io.online"], 10 * MIN + 200) == 0
+    assert value_at(s["io.supply_mv"], 30 * MIN) == 24000 and value_at(s["bms1.online"], 20 * MIN) == 1
+    s, _ = series(scenario(action("grid_outage", 'duration = ""')))
+    assert value_at(s["io.supply_mv"], 59 * MIN) == 0 and value_at(s["io.online"], 59 * MIN) == 0
+
+
+def test_one_crane_felt_differently_at_two_cabinets_plays_the_same_cycles():
+    """docs/scenarios.md, "Limits": two processes with the same seed and
+    timing keys draw the same moments, whatever their sizes and cabinets."""
+    body = ('\n[[cabinet]]\nid = "c2"\n[[process]]\nkind = "crane"\ncabinet = "c1"\nseed = 4\nhours = ["00:00", "24:00"]\n'
+            'rms_mg = 90\n[[process]]\nkind = "crane"\ncabinet = "c2"\nseed = 4\nhours = ["00:00", "24:00"]\nrms_mg = 20\n')
+    scn = scenario(body, "2h")
+    near, far = (CabinetWorld(scn, cab).episodes for cab in scn.cabinets)
+    assert len(near) > 10 and [(e.start, e.end) for e in near] == [(e.start, e.end) for e in far]
+    assert all(abs(a.a / b.a - 4.5) < 1e-9 for a, b in zip(near, far))

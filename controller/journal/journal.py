@@ -97,6 +97,7 @@ class Journal:
         self._key = key
         self._key_path = key_path
         self._sealer = cose.Sealer(key.alg, key.kid, key.k)
+        self._encoder = cose.Encoder()     # the writer thread's
         self._clock = clock
         self._segment_bytes = segment_bytes
         self._budget = budget_bytes
@@ -508,7 +509,7 @@ class Journal:
         rec[R.BOOT] = self.boot
         rec[R.GATEWAY] = self.gateway
         rec[R.PREV] = self._prev_tag
-        message, tag = self._sealer.seal(cose.encode(rec), seq)
+        message, tag = self._sealer.seal(self._encoder.encode(rec), seq)
         self._prev_tag = tag
         self._since_boot += 1
         if rec[R.TYPE] == R.CHECKPOINT:

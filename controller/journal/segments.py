@@ -56,19 +56,20 @@ class Bad(NamedTuple):
     reason: str
 
 
-def _frame_at(data: bytes, pos: int) -> tuple[int, str]:
-    """``(end, "")`` for a good frame at ``pos``, else ``(0, reason)``."""
+def _frame_at(data: bytes, pos: int) -> tuple[int, bytes, str]:
+    """``(end, record, "")`` for a good frame at ``pos``, else ``(0, b"", reason)``."""
     if len(data) - pos < HEAD_LEN:
-        return 0, "incomplete frame header ({} bytes)".format(len(data) - pos)
+        return 0, b"", "incomplete frame header ({} bytes)".format(len(data) - pos)
     length, crc = HEAD.unpack_from(data, pos)
     if length == 0 or length > MAX_RECORD:
-        return 0, "impossible frame length {}".format(length)
+        return 0, b"", "impossible frame length {}".format(length)
     end = pos + HEAD_LEN + length
     if end > len(data):
-        return 0, "frame of {} bytes runs past the end of the file".format(length)
-    if zlib.crc32(data[pos + HEAD_LEN:end]) != crc:
-        return 0, "CRC mismatch"
-    return end, ""
+        return 0, b"", "frame of {} bytes runs past the end of the file".format(length)
+    record = data[pos + HEAD_LEN:end]
+    if zlib.crc32(record) != crc:
+        return 0, b"", "CRC mismatch"
+    return end, record, ""
 
 
 # Where a frame header could start: a length of 1 to MAX_RECORD (big-endian),
@@ -114,9 +115,9 @@ def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
     n = len(data)
     budget = resync_budget(data)
     while pos < n:
-        end, reason = _frame_at(data, pos)
+        end, record, reason = _frame_at(data, pos)
         if end:
-            yield pos, data[pos + HEAD_LEN:end]
+            yield pos, record
             pos = end
             continue
         if reason == "CRC mismatch":
@@ -202,12 +203,12 @@ def scan_tail(data: bytes) -> Tail:
     """
     pos, last, count = 0, b"", 0
     while pos < len(data):
-        end, reason = _frame_at(data, pos)
+        end, record, reason = _frame_at(data, pos)
         if not end:
             bad = Bad(pos, len(data) - pos, reason)
             torn = could_be_torn(data, bad)
             return Tail(pos, last, count, torn, bad)
-        last = data[pos + HEAD_LEN:end]
+        last = record
         count += 1
         pos = end
     return Tail(pos, last, count, False, None)
