@@ -10,7 +10,7 @@ from controller.core.evaluator import Evaluator
 from controller.core.table import Table
 from controller.devtools.bench.rules import compile_text
 from rules.compiler import compile_files
-from rules.language import default_sources
+from rules.language import PACKS, default_sources
 
 ARMED, DISARMED, MAINT, ENTRY = modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
@@ -19,12 +19,12 @@ UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sy
       "io.supply_mv": 24000}
 
 
-def raised(script, mode=ARMED, settle_s=20):
+def raised(script, mode=ARMED, settle_s=20, extra=()):
     """Settle for ``settle_s`` with everything up, then play ``script``:
     [(seconds after settling, {signal: value}, mode or None)], scanning every 100 ms.
-    Returns the ids raised during the script."""
+    Returns the ids raised during the script (``extra``: rule files compiled after the packs)."""
     catalog, site = site_catalog(None)
-    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files(default_sources([]) + list(extra), site).data, catalog.size), ticks.diff)
     image = catalog.new_image()
     for name, v in UP.items():
         image[catalog.index[name]] = v
@@ -191,6 +191,17 @@ def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_and_in_maintenance_
         return raised([(0, {}, visit), (5, {"bms1.serial": 999}, None), (20, {}, None)])
     assert replaced(DISARMED) == ["pack_replaced.bms1"]
     assert replaced(MAINT) == ["pack_swapped.bms1"]        # the core records it without a siren
+
+
+@pytest.mark.parametrize("window, expected", [
+    (None, ["pack_replaced.bms1", "pack_replaced_unbooked.bms1"]),        # a swap no booking covers
+    ("sched.maintenance", ["pack_replaced.bms1"]),                       # the work order's window
+    ("sched.shift_change", ["pack_replaced.bms1"]),
+])
+def test_the_optional_booked_work_pack_alarms_on_a_disarmed_swap_outside_the_windows(window, expected):
+    booked = {window: 1} if window else {}
+    script = [(0, booked, DISARMED), (5, {"bms1.serial": 999}, None), (20, {}, None)]
+    assert raised(script, extra=[str(PACKS / "optional" / "booked-work.toml")]) == expected
 
 
 def test_modules_taken_on_one_visit_are_not_reported_again_at_the_end_of_the_next():
