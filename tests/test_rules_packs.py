@@ -184,6 +184,9 @@ def test_a_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not(visit_m
 def test_modules_leaving_a_cabinet_that_stays_disarmed_are_no_visit_of_this_rule():
     left = [(0, {}, DISARMED), (600, {"bms2.modules": 6}, None), (1900, {}, None)]
     assert "modules_gone_after_visit.bms2" not in raised(left, settle_s=3600)
+    # nor are they the next maintenance visit's when it ends disarmed (theft-slow-disarmed-hours)
+    visit = left + [(3000, {}, MAINT), (3600, {}, DISARMED), (3700, {}, None)]
+    assert "modules_gone_after_visit.bms2" not in raised(visit, settle_s=3600)
 
 
 def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_and_in_maintenance_a_muted_alarm():
