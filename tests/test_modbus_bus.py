@@ -4,7 +4,7 @@ import collections
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 
 from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
 from controller.devtools.bench.modbus import GOOD, REQUEST, fuzz_answers
@@ -16,6 +16,7 @@ from drivers.modbus.options import Rs485
 from drivers.modbus.link import PORT_LOST
 from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice, open_master
 from drivers.modbus.ports import open_serial
+from drivers.modbus.profiles import load_profile
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.scheduling import WIRE_GROUP
@@ -134,13 +135,13 @@ def _poller(port, master_factory=open_master, **opts):
 
 
 class _NotingMaster(RtuMaster):
-    """A real master that notes each block read as (address, start, count)."""
+    """A real master that notes each read as (address, start, count)."""
 
     reads: list[tuple[int, int, int]] = []
 
-    def read_block(self, address, function, start, count, timeout):
-        self.reads.append((address, start, count))
-        return super().read_block(address, function, start, count, timeout)
+    def read(self, read, timeout):
+        self.reads.append((read.request[0], read.start, read.count))
+        return super().read(read, timeout)
 
 
 def _noting(reads):
@@ -351,6 +352,46 @@ def test_check_reply_is_total(answer):
         assert frames.check_reply(REQUEST, answer) == GOOD[3:-2]
     except ModbusError:
         pass
+
+
+@settings(max_examples=500)
+@given(body=st.binary(max_size=40), tail=st.binary(min_size=2, max_size=2))
+def test_a_frame_checks_when_its_last_two_bytes_are_the_crc_of_the_rest(body, tail):
+    """crc_ok runs the CRC over the whole frame (0 when its own CRC matches): the same verdict
+    as comparing the CRC of the rest with the last two bytes, low byte first."""
+    assert frames.crc_ok(body + tail) == (len(body) >= 2 and frames.crc16(body) == tail[0] | tail[1] << 8)
+    assert len(body) < 2 or frames.crc_ok(frames.with_crc(body))
+
+
+@pytest.mark.parametrize("function, count, data, values", [
+    (frames.READ_INPUT, 2, bytes((0, 12, 0x80, 1)), [12, 0x8001]),
+    (frames.READ_HOLDING, 1, bytes((0xFF, 0xFF)), [0xFFFF]),
+    (frames.READ_DISCRETE, 2, bytes((0b10,)), [0, 1]),
+    (frames.READ_COILS, 10, bytes((0b101, 0b10)), [1, 0, 1, 0, 0, 0, 0, 0, 0, 1]),
+])
+def test_a_read_built_once_carries_its_request_and_unpacks_its_answer(function, count, data, values):
+    read = frames.read(3, function, 7, count)
+    assert read.request == frames.read_request(3, function, 7, count) and read.expected == 5 + len(data)
+    assert frames.values(read, data) == values
+
+
+def test_a_bus_copies_its_snapshot_to_where_the_catalog_put_each_value():
+    """As a slice where the catalog lists the bus's devices in a row (as the gateway's does),
+    value by value where it does not."""
+    devices = [PolledDevice("io", "io-dvt", 1, 100), PolledDevice("relay", "relay4", 4, 500)]
+    poller = BusPoller("/dev/ttyNOWHERE", devices)   # not opened: only its snapshot is copied
+    own = [spec for d in devices for spec in device_signals(d.instance, load_profile(d.profile).signal_specs())]
+    other, more = ("sys.x", "count", 0), ("sys.y", "count", 0)
+    for specs, as_range in (([other] + own + [more], True), (own[:3] + [other] + own[3:] + [more], False)):
+        catalog = Catalog(specs)
+        indices = poller.indices(catalog)
+        assert isinstance(indices, range) == as_range
+        poller._flat[:] = range(100, 100 + len(poller.names))
+        image = catalog.new_image()
+        poller.copy_into(image, indices)
+        snapshot = poller.snapshot()
+        assert [image[catalog.index[n]] for n in poller.names] == [snapshot[n] for n in poller.names]
+        assert image[catalog.index["sys.x"]] == image[catalog.index["sys.y"]] == 0
 
 
 def test_a_scan_runs_in_the_bus_thread_between_polls(sim):
@@ -625,13 +666,14 @@ class _LoggingMaster(RtuMaster):
         super().__init__(*args, **kwargs)
         self.log = log
 
-    def read_block(self, address, function, start, count, timeout):
+    def read(self, read, timeout):
+        noted = (read.request[0], read.function, read.start)
         try:
-            values = super().read_block(address, function, start, count, timeout)
+            values = super().read(read, timeout)
         except ModbusError as e:
-            self.log.append((address, function, start, type(e).__name__))
+            self.log.append((*noted, type(e).__name__))
             raise
-        self.log.append((address, function, start, "ok"))
+        self.log.append((*noted, "ok"))
         return values
 
 

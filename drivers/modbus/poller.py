@@ -54,7 +54,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Callable, Generator, NamedTuple, TypeVar
+from typing import Callable, Generator, NamedTuple, Sequence, TypeVar
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
@@ -123,9 +123,7 @@ class _State:
 class Piece(NamedTuple):
     """One read of a poll: a block, or a piece of a block split for the baud and the periods."""
     block: int                 # index in the register map's blocks
-    function: int
-    start: int
-    count: int
+    read: frames.Read          # built once: the request with its CRC, the answer's length
 
 
 class _Reading:
@@ -189,28 +187,33 @@ class BusPoller:
         passes each to controller.core.catalog.device_signals() to build the catalog."""
         return [(st.instance, st.profile.signal_specs()) for st in self._states]
 
-    def indices(self, catalog) -> list[int]:
-        """Image index for each snapshot value; build once after the catalog."""
-        return [catalog.lookup(name, "bus " + self.port) for name in self.names]
+    def indices(self, catalog) -> Sequence[int]:
+        """Image index for each snapshot value; build once after the catalog.  A range when
+        they follow one another (the catalog lists a bus's devices so), copied as a slice."""
+        found = [catalog.lookup(name, "bus " + self.port) for name in self.names]
+        span = range(found[0], found[0] + len(found)) if found else range(0)
+        return span if found == list(span) else found
 
-    def copy_into(self, image: list[int], indices: list[int]) -> None:
+    def copy_into(self, image: list[int], indices: Sequence[int]) -> None:
         """Copy the newest snapshot into ``image`` (a short lock, no I/O)."""
         with self._lock:
-            for i, v in zip(indices, self._flat):
-                image[i] = v
+            if isinstance(indices, range):
+                image[indices.start:indices.stop] = self._flat
+            else:
+                for i, v in zip(indices, self._flat):
+                    image[i] = v
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(zip(self.names, self._flat))
 
     def events(self) -> list[BusEvent]:
-        """Everything that happened since the last call (non-blocking)."""
+        """Everything that happened since the last call (non-blocking; the scan loop is the
+        only reader, so what ``empty()`` says stays true until it takes it)."""
         out = []
-        while True:
-            try:
-                out.append(self._events.get_nowait())
-            except queue.Empty:
-                return out
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
 
     def write_coils(self, instance: str, values: dict[str, int]) -> int:
         """Queue coil writes (e.g. ``{"k1": 1}``) with readback; returns a token that the
@@ -429,7 +432,9 @@ class BusPoller:
                     return None   # a step of its own: a few reads of the model chain
             reading = st.reading
             piece = reading.pieces[0]
-            reading.blocks[piece.block] += self._read(st, piece.function, piece.start, piece.count)
+            read = piece.read
+            reading.blocks[piece.block] += self._transact(st, read.count, lambda master, timeout_s: master.read(
+                read, timeout_s))
             reading.pieces.popleft()
             if reading.pieces:
                 return None
@@ -472,7 +477,8 @@ class BusPoller:
         with the register map it was planned for."""
         if st.plan[0] is not st.regmap:
             st.plan = (st.regmap, [] if st.regmap is None else [
-                Piece(i, frames.READ_FUNCTION[b.table], first, n) for i, b in enumerate(st.regmap.blocks)
+                Piece(i, frames.read(st.address, frames.READ_FUNCTION[b.table], first, n))
+                for i, b in enumerate(st.regmap.blocks)
                 for first, n in frames.split_reads(frames.READ_FUNCTION[b.table], b.start, b.count,
                                                    self.options.baud, self._read_limit)])
         return st.plan[1]
@@ -480,7 +486,7 @@ class BusPoller:
     def _next_read(self, st: _State) -> int:
         """Registers of ``st``'s next read: of its poll in progress, or the first of a new one."""
         pieces = st.reading.pieces if st.reading is not None else self._plan(st)
-        return pieces[0].count if pieces else 0
+        return pieces[0].read.count if pieces else 0
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with the retries its link allows."""
