@@ -4,7 +4,9 @@
 extra; its checksum is checked) into a ``Fix``: fix quality (0 none,
 1 GPS, 2 DGPS, 4 RTK fixed, 5 RTK float, 6 dead reckoning), satellites
 used, HDOP, latitude and longitude.  Other sentences are not needed and
-are skipped.
+are skipped.  A receiver on the Modbus bus (class ``gnss_receiver``,
+drivers/profiles/gnss-modbus.toml) gives the same fields as decoded
+signals, which ``fix_from_signals`` makes the same ``Fix``.
 
 ``NmeaReader`` is one thread that owns the port (a serial device, or the
 simulator's pty): it reads lines, keeps the fixes in a bounded deque for
@@ -60,6 +62,13 @@ def parse_gga(line: str, at_ms: int) -> Fix | None:
     except (pynmea2.ParseError, ValueError, TypeError, AttributeError) as e:
         raise GnssError("sentence {!r}: {}".format(text[:82], e)) from None
     return Fix(quality, sats, min(9999, round(hdop * 100)), lat, lon, at_ms)
+
+
+def fix_from_signals(values: dict[str, int], at_ms: int) -> Fix:
+    """The ``Fix`` of a ``gnss_receiver`` device's decoded signals (``lat``/``lon`` in 1e-7 degrees)."""
+    quality = values["fix"]
+    lat, lon = (values["lat"] / 1e7, values["lon"] / 1e7) if quality else (0.0, 0.0)
+    return Fix(quality, values["sats"], min(9999, values["hdop"]), lat, lon, at_ms)
 
 
 class NmeaReader:
@@ -173,13 +182,18 @@ class PositionTrack:
     3. the filtered position is the per-axis median of the last 3 accepted
        fixes (one stray fix that slipped through moves nothing);
     4. the away score: a cumulative sum (CUSUM) over the accepted fixes of
-       the filtered position's outward speed, clipped to +-``AWAY_CLIP_MPS``,
-       less the jitter's allowance ``AWAY_ALLOWANCE_PER_HDOP_MPS`` x HDOP,
-       divided by the HDOP, never below 0.  A cabinet walked or driven away
-       adds to it every second; jitter (a random walk about the place) keeps
-       it near 0; a multipath jump that got through the gate is one step,
-       which the clip makes worth at most one second of a walk, and its
-       return takes the score back to 0.  It restarts with the track.
+       the filtered position's outward speed from its anchor, clipped to
+       +-``AWAY_CLIP_MPS``, less the jitter's allowance
+       ``AWAY_ALLOWANCE_PER_HDOP_MPS`` x HDOP, divided by the HDOP, never
+       below 0.  The anchor is the filtered position where the score last
+       stood at 0: where the cabinet rested, jitter and all.  Outward from
+       the surveyed place instead, a walk that starts from a jitter offset
+       metres to its side counts only its cosine, or nothing while it
+       passes the place.  A cabinet walked or driven away adds to it every
+       second; jitter (a random walk about the place) keeps it near 0; a
+       multipath jump that got through the gate is one step, which the clip
+       makes worth at most one second of a walk, and its return takes the
+       score back to 0.  It restarts with the track.
 
     ``values(now_ms)`` gives the ``pos.*`` signals' values by short name.
     """
@@ -197,7 +211,8 @@ class PositionTrack:
         self.recent: collections.deque[Fix] = collections.deque(maxlen=600)   # good fixes, for a survey
         self.jumps = 0
         self.away = 0.0                         # the away score (4. above)
-        self.away_from: tuple[int, float] | None = None   # (ms, distance) of the estimate it last used
+        self.anchor: tuple[float, float] = (0.0, 0.0)     # where the away score last stood at 0
+        self.away_from: tuple[int, tuple[float, float]] | None = None   # (ms, estimate) it last used
 
     def feed(self, fix: Fix) -> None:
         self.last_ms = fix.at_ms
@@ -224,13 +239,15 @@ class PositionTrack:
         self._score_away(fix)
 
     def _score_away(self, fix: Fix) -> None:
-        dist = math.hypot(*self.estimate)
         if self.away_from is not None and fix.at_ms > self.away_from[0]:
             dt = (fix.at_ms - self.away_from[0]) / 1000
-            speed = max(-AWAY_CLIP_MPS, min(AWAY_CLIP_MPS, (dist - self.away_from[1]) / dt))
+            outward = math.dist(self.estimate, self.anchor) - math.dist(self.away_from[1], self.anchor)
+            speed = max(-AWAY_CLIP_MPS, min(AWAY_CLIP_MPS, outward / dt))
             hdop = fix.hdop_x100 / 100
             self.away = max(0.0, self.away + (speed - AWAY_ALLOWANCE_PER_HDOP_MPS * hdop) * dt / hdop)
-        self.away_from = (fix.at_ms, dist)
+        if self.away == 0.0:
+            self.anchor = self.estimate
+        self.away_from = (fix.at_ms, self.estimate)
 
     def _predict(self, at_ms: int) -> tuple[float, float]:
         """Where the track would be at ``at_ms``: the last accepted fix moved on at its velocity."""

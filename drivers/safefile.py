@@ -11,8 +11,10 @@ json and cbor2 recurse until ``RecursionError``).  Here:
 - at most ``limit + 1`` bytes are read, whatever the file claims;
 - text must be UTF-8; the error names the file and the byte offset;
 - nesting is bounded (``MAX_DEPTH``): CBOR is walked without recursion
-  before it is decoded; TOML and JSON are parsed, a ``RecursionError``
-  turned into this module's error, and the result's depth checked.
+  before it is decoded, and TOML's brackets are counted before tomllib
+  sees the text, so neither ever recurses deep; JSON is parsed, a
+  ``RecursionError`` turned into this module's error; the depth of what
+  was decoded is checked.
 
 Every problem is an ``InputFileError`` whose message starts with the path.
 A missing or unreadable file is left as the ``OSError`` it is, so callers
@@ -25,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import tomllib
 from pathlib import Path
@@ -147,8 +150,35 @@ def _parse(loads: Callable[[Any], Any], syntax_error: type[ValueError], text: An
     return doc
 
 
+# What a TOML text's nesting depends on: the brackets of its arrays and inline
+# tables, outside the strings and comments (which may hold any bracket).
+_TOML_TOKEN = re.compile("|".join((
+    r'"""(?:[^"\\]|\\[\s\S]|"(?!""))*""""{0,2}',     # a multi-line basic string
+    r"'''[\s\S]*?''''{0,2}",                        # a multi-line literal string
+    r'"(?:[^"\\\n]|\\.)*"',                           # a basic string
+    r"'[^'\n]*'",                                     # a literal string
+    r"#[^\n]*",                                       # a comment
+    r"[\[\]{}]",                                      # a bracket
+)))
+
+
+def check_toml_nesting(text: str, where: str | Path, what: str, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse TOML whose arrays and inline tables nest deeper than ``max_depth``
+    before tomllib reads it: tomllib recurses once a level, until ``RecursionError``."""
+    depth = 0
+    for m in _TOML_TOKEN.finditer(text):
+        token = m.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > max_depth:
+                raise InputFileError(where, "nested too deep to read; a {} nests a few levels at most".format(what))
+        elif token in ("]", "}"):
+            depth = max(0, depth - 1)
+
+
 def parse_toml(text: str, where: str | Path, what: str) -> dict:
     """``tomllib.loads`` with bounded nesting; ``TOMLDecodeError`` passes through."""
+    check_toml_nesting(text, where, what)
     return _parse(tomllib.loads, tomllib.TOMLDecodeError, text, where, what)
 
 

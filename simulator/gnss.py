@@ -19,7 +19,11 @@ whole seconds from 0, called in order) of a receiver on a cabinet at
   forklift or truck) to ``speed_mps``, until ``distance_m`` out.
 
 ``gga(fix, t_s)`` is the NMEA 0183 GGA sentence of a fix (pynmea2 writes
-it, checksum included), for a receiver on a pty.  The numbers are the
+it, checksum included), for a receiver on a pty; ``receiver_signals(fix,
+t_s)`` are the signals of a receiver on the Modbus bus (class
+``gnss_receiver``), which a ``SimDevice`` of its profile encodes into its
+registers, and ``ModbusReceiver`` plays the model into such a device, one
+fix a period, so the gateway polls it on the simulated wire.  The numbers are the
 model's, stated in docs/simulator.md; the figures (``cabguard bench
 --only senses``) say what the position filter makes of them.
 """
@@ -28,8 +32,10 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 
 from drivers.gnss import Fix
+from simulator.slave import SimDevice
 
 SIGMA_PER_HDOP_M = 0.7
 TAU_S = 30.0
@@ -112,3 +118,36 @@ def gga(fix: Fix, t_s: int) -> str:
               str(fix.quality), "{:02d}".format(fix.sats), "{:.1f}".format(fix.hdop_x100 / 100),
               "5.0", "M", "47.0", "M", "", "")
     return str(pynmea2.GGA("GP", "GGA", fields))
+
+
+def receiver_signals(fix: Fix, t_s: int) -> dict[str, int]:
+    """A ``gnss_receiver`` device's signals for ``fix`` at second ``t_s`` of the UTC day count."""
+    lat, lon = (round(fix.lat * 1e7), round(fix.lon * 1e7)) if fix.quality else (0, 0)
+    return {"utc_ms": t_s * 1000 % 86_400_000, "fix": fix.quality, "sats": fix.sats,
+            "hdop": fix.hdop_x100, "lat": lat, "lon": lon}
+
+
+class ModbusReceiver:
+    """Plays ``gnss`` into ``device`` (a ``SimDevice`` of a ``gnss_receiver`` profile) on its own
+    thread: the model's fix of second t every ``period_s`` (1 s as a receiver; shorter to run a
+    test faster), from second ``first_s``."""
+
+    def __init__(self, device: SimDevice, gnss: PortGnss, period_s: float = 1.0, first_s: int = 0):
+        self.device, self.gnss, self.period_s = device, gnss, period_s
+        self.t = first_s
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="gnss-receiver", daemon=True)
+
+    def start(self) -> "ModbusReceiver":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(2)
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.device.set(**receiver_signals(self.gnss.fix_at(self.t), self.t))
+            self.t += 1
+            self.stopping.wait(self.period_s)

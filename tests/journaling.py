@@ -78,3 +78,16 @@ def payload(tmp: Path, prov: CoseKey, record: bytes) -> dict:
     """A sealed record's content, opened with the epoch key it names (from the provisioning key)."""
     msg = decode(record)
     return cbor2.loads(msg.verify(EpochKeys(prov).key_for(msg.kid).k))
+
+
+def payloads(tmp: Path, prov: CoseKey) -> list[dict]:
+    """Every good record's content, oldest first."""
+    return [payload(tmp, prov, record) for _path, _off, record in frames(tmp)]
+
+
+def append_sent(j: Journal, n: int) -> None:
+    """Rule records 0 .. n - 1, durable, then acknowledged as the uplink does: all sent, so retention may drop them."""
+    for i in range(n):
+        j.append(event_record(i))
+    j.flush()
+    j.set_cursor(j.durable_seq)

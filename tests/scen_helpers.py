@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from simulator.scenario import Scenario
-
 from simulator.scenariofile import loads
 from simulator.world import CabinetWorld
 
-HEAD = """
-[scenario]
-name = "t"
-start = 2026-03-16T00:00:00+01:00
-duration = "{duration}"
-seed = 5
 
-[[cabinet]]
-id = "c1"
-armed = {armed}
-"""
+def scenario_head(name: str, start: str, duration: str, seed: int | None = None) -> str:
+    """A scenario file's ``[scenario]`` table (docs/scenarios.md); ``start`` is a TOML date-time."""
+    seed_line = "" if seed is None else "seed = {}\n".format(seed)
+    return '\n[scenario]\nname = "{}"\nstart = {}\nduration = "{}"\n{}'.format(name, start, duration, seed_line)
+
+
+def scenario_text(body: str = "", duration: str = "1h", armed: bool = True) -> str:
+    """One cabinet, c1, armed or not, for ``duration`` from a Monday midnight; then ``body``."""
+    return scenario_head("t", "2026-03-16T00:00:00+01:00", duration, seed=5) + \
+        '\n[[cabinet]]\nid = "c1"\narmed = {}\n'.format(str(armed).lower()) + body
 
 
 def scenario(body: str = "", duration: str = "1h", armed: bool = True) -> Scenario:
-    return loads(HEAD.format(duration=duration, armed=str(armed).lower()) + body, "t.toml")
+    return loads(scenario_text(body, duration, armed), "t.toml")
 
 
 def series(scn: Scenario) -> tuple[dict[str, list[tuple[int, int]]], list[tuple[int, tuple[int, int]]]]:

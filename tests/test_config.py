@@ -155,3 +155,25 @@ def test_rs485_direction_control_is_checked_and_reaches_the_bus_options(tmp_path
         parse(bad, "site.toml")
     assert "bus[0].rs485: want one of 'auto', 'rts', 'kernel', got 'gpio'" in str(err.value)
     assert "bus[0].rts_delay_after_ms: want a whole number from 0 to 100, got 500" in str(err.value)
+
+
+@pytest.mark.parametrize("gnss, where, message", [
+    ('port = "/dev/ttyAMA1"\ndevice = "relay"', "gnss", "give exactly one of port = PATH"),
+    ("fresh_s = 5", "gnss", "give exactly one of port = PATH"),
+    ('device = "gps"', "gnss.device", "no [[device]] named 'gps'"),
+])
+def test_a_gnss_receiver_is_on_a_serial_port_or_a_named_device(tmp_path, gnss, where, message):
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.format(state=tmp_path) + "\n[gnss]\n" + gnss + "\n", "site.toml")
+    assert [(p.path, p.message[:len(message)]) for p in err.value.problems] == [(where, message)]
+
+
+def test_a_gnss_device_needs_a_receiver_profile_and_no_nmea_extra():
+    from controller.gateway.config import extras_needed
+    problems = _assembly_problems(_example_with() + '\n[gnss]\ndevice = "relay"\n')
+    assert problems == [("gnss.device", "device 'relay' has profile 'relay4' of class relay: a GNSS receiver needs "
+                                        "a gnss_receiver profile (drivers/profiles/gnss-modbus.toml)")]
+    receiver = '\n[[device]]\nname = "gps"\nbus = "rs485a"\nprofile = "gnss-modbus"\naddress = 9\npoll_ms = 250\n'
+    config = parse(_example_with() + receiver + '\n[gnss]\ndevice = "gps"\n', "site.toml")
+    assert "gnss" not in extras_needed(config.doc)
+    assert "gnss" in extras_needed(parse(_example_with() + '\n[gnss]\nport = "/dev/ttyAMA1"\n', "site.toml").doc)

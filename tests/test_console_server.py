@@ -32,6 +32,12 @@ class Terminal:
         out, self.seen = self.seen, self.seen[self.seen.index(text) + len(text):]
         return out
 
+    def login(self, people: PeopleStore, who: str = "ana", at: float | None = None) -> bytes:
+        """Log ``who`` in with the code of time ``at`` (now); what came up to their prompt."""
+        code = code_at(people.people[who].secret, time.time() if at is None else at)
+        self.send("login {} {}\r".format(who, code).encode())
+        return self.expect("({} {})> ".format(people.people[who].role, who).encode())
+
     def close(self):
         os.close(self.fd)
 
@@ -71,8 +77,7 @@ def console(tmp_path):
 def test_login_and_maintenance_over_a_pty(console):
     term, view, store = console
     term.expect(b"gw-1 (anyone)> ")
-    term.send("login ana {}\r".format(code_at(store.people["ana"].secret, time.time())).encode())
-    term.expect(b"Logged in as ana (technician).\r\ngw-1 (technician ana)> ")
+    assert b"Logged in as ana (technician).\r\ngw-1 (technician ana)> " in term.login(store)
     term.send(b"maint start 20m\r")
     term.expect(b"ok\r\ngw-1 (technician ana)> ")
     assert view.submitted == [("maint start", (3, 1200000), "ana")]
@@ -89,8 +94,7 @@ def test_survives_garbage_ctrl_c_overlong_lines_and_floods(console):
 def test_live_view_streams_until_enter(console):
     term, view, store = console
     term.expect(b"> ")
-    term.send("login ana {}\r".format(code_at(store.people["ana"].secret, time.time())).encode())
-    term.expect(b"(technician ana)> ")
+    term.login(store)
     term.send(b"signals io.*\r")
     term.expect(b"io.door_open")
     term.expect(b"--- ")
@@ -120,8 +124,7 @@ def test_an_idle_session_is_logged_out_on_its_own(tmp_path):
     server, view, store = serve(tmp_path, now=lambda: clock["now"])
     term = Terminal(tmp_path / "console")
     try:
-        term.send("login ana {}\r".format(code_at(store.people["ana"].secret, clock["now"])).encode())
-        term.expect(b"(technician ana)> ")
+        term.login(store, at=clock["now"])
         clock["now"] += 59
         term.send(b"status\r")
         term.expect(b"mode armed\r\ngw-1 (technician ana)> ")

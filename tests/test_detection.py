@@ -23,6 +23,7 @@ from simulator.evaluate import evaluate, run_cabinet
 from simulator.rulesource import RuleSource
 from simulator.scenariofile import loads
 from simulator.errors import ScenarioError
+from tests.scen_helpers import scenario_head
 
 RULES = RuleSource()
 THERMAL = ("pack_hotter_than_peers", "temp_rise_unexplained", "cell_spread_heating", "temp_rise", "temp_high",
@@ -30,13 +31,7 @@ THERMAL = ("pack_hotter_than_peers", "temp_rise_unexplained", "cell_spread_heati
 
 # A hot afternoon at a hard-working cabinet: 36 C outdoors, a 95 A charge
 # from 12:00 and a 100 A discharge from 17:00 (packs near 50 C).
-HOT_DAY = """
-[scenario]
-name = "hot"
-start = 2026-07-20T10:00:00+04:00
-duration = "{duration}"
-seed = 18
-
+HOT_DAY = scenario_head("hot", "2026-07-20T10:00:00+04:00", "{duration}", seed=18) + """
 [[cabinet]]
 id = "two"
 batteries = 2
@@ -335,28 +330,9 @@ def test_check_marks_the_visits_the_scenario_end_cuts(tmp_path, capsys):
     the end is listed as not played, the one under way then as cut short."""
     from simulator.evaluate import check
     late = tmp_path / "late.toml"
-    late.write_text("""
-[scenario]
-name = "late"
-start = 2026-07-20T10:00:00+04:00
-duration = "12h2m"
-[[cabinet]]
-id = "a"
-[[cabinet]]
-id = "b"
-[[process]]
-kind = "shift"
-cabinet = "a"
-times = ["14:00", "22:00"]
-visit_prob = 1.0
-seed = 1
-[[process]]
-kind = "shift"
-cabinet = "b"
-times = ["14:00", "22:00"]
-visit_prob = 1.0
-seed = 2
-""")
+    shift = '[[process]]\nkind = "shift"\ncabinet = "{}"\ntimes = ["14:00", "22:00"]\nvisit_prob = 1.0\nseed = {}\n'
+    late.write_text(scenario_head("late", "2026-07-20T10:00:00+04:00", "12h2m") + '[[cabinet]]\nid = "a"\n'
+                    '[[cabinet]]\nid = "b"\n' + shift.format("a", 1) + shift.format("b", 2))
     assert check([str(late)]) == 0
     visits = [line for line in capsys.readouterr().out.splitlines() if " visit (maint): " in line]
     end_s = (12 * 60 + 2) * 60

@@ -114,8 +114,11 @@ def test_examples_site_toml_checks_clean_with_its_profiles_and_schedules():
 # -- toml ---------------------------------------------------------------------------------------
 
 def _check_site_fragment(block: Block, doc: dict) -> None:
+    """A fragment's tables replace the example's; its arrays of tables (a ``[[device]]``) add to them."""
     full = tomllib.loads(local_site(EXAMPLE_SITE.read_text(encoding="utf-8")))
-    full.update(tomllib.loads(local_site(block.body)))
+    for name, value in tomllib.loads(local_site(block.body)).items():
+        adds = isinstance(value, list) and value and isinstance(value[0], dict) and name in full
+        full[name] = full[name] + value if adds else value
     assemble(parse_site(_toml(full), block.where))
 
 

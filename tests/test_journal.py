@@ -20,7 +20,8 @@ from pathlib import Path
 
 from controller.journal.segments import frame as segments_frame, list_segments
 from drivers import cose
-from tests.journaling import event_record, frame_span, frames, open_journal, payload, provision, write_records
+from tests.journaling import (append_sent, event_record, frame_span, frames, open_journal, payload, payloads,
+                              provision, write_records)
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +39,9 @@ def test_journal_round_trip_verifies_for_every_algorithm(tmp_path, alg):
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems
     assert report.kids == ["gw-7/record/0", "gw-7/record/1"]
-    types = [payload(tmp_path, prov, f[2])[R.TYPE] for f in frames(tmp_path)]
+    types = [r[R.TYPE] for r in payloads(tmp_path, prov)]
     assert types[0] == R.GENESIS and R.KEY_ROTATION in types and R.RECOVERED in types
-    seqs = [payload(tmp_path, prov, f[2])[R.SEQ] for f in frames(tmp_path)]
+    seqs = [r[R.SEQ] for r in payloads(tmp_path, prov)]
     assert seqs == list(range(len(seqs)))
 
 
@@ -291,16 +292,13 @@ def test_alarm_is_durable_without_a_flush(tmp_path):
 def test_budget_drops_sent_segments_then_keeps_unsent_alarms(tmp_path):
     prov, _ = provision(tmp_path)
     with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
-        for i in range(30):
-            j.append(event_record(i))
-        j.flush()
-        j.set_cursor(j.durable_seq)
+        append_sent(j, 30)
         for i in range(60):
             j.append(event_record(i, ev.ALARM))
         j.flush()
         health = j.health()
     assert health["over_budget"]
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     assert any(r[R.TYPE] == R.RETENTION for r in recs)
     assert any(r[R.TYPE] == R.HEALTH and r[R.SEVERITY] == ev.CRITICAL for r in recs)
     alarms = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE and r[R.SEVERITY] == ev.ALARM]
@@ -359,14 +357,11 @@ def test_every_record_kind_matches_the_cddl_schema(tmp_path):
 def test_retention_drops_only_sent_segments_and_the_gap_is_explained(tmp_path):
     prov, _ = provision(tmp_path)
     with open_journal(tmp_path, prov, segment_bytes=2000, budget_bytes=6000) as j:
-        for i in range(60):
-            j.append(event_record(i))
-        j.flush()
-        j.set_cursor(j.durable_seq)
+        append_sent(j, 60)
         j.append(event_record(60))        # makes room: the sent segments go
         j.flush()
         assert not j.health()["full"]
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     assert recs[0][R.TYPE] != R.GENESIS and any(r[R.TYPE] == R.RETENTION for r in recs)
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok, report.problems
@@ -396,7 +391,7 @@ def test_a_flood_with_the_broker_down_deletes_no_unsent_record(tmp_path):
         assert not j.health()["full"]
         assert j.append(R.telemetry(R.Context(0, False, 0))) > 0
         j.flush()
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     retained = [(r[R.DATA][R.RETENTION_FIRST], r[R.DATA][R.RETENTION_LAST]) for r in recs if r[R.TYPE] == R.RETENTION]
     assert retained and all(last <= kept for _first, last in retained)   # only what had been sent
     full = [r[R.DATA][R.HEALTH_DETAIL] for r in recs if r[R.TYPE] == R.HEALTH
@@ -412,7 +407,7 @@ def test_unsent_records_outlive_the_budget(tmp_path):
         for i in range(80):
             j.append(event_record(100 + i, ev.WARNING))
         j.flush()
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     assert recs[0][R.TYPE] == R.GENESIS and not any(r[R.TYPE] == R.RETENTION for r in recs)
     rules = [r[R.DATA][R.EVENT_A] for r in recs if r[R.TYPE] == ev.EV_RULE]
     assert rules == list(range(20)) + list(range(100, 180))     # not one unsent record deleted
@@ -449,7 +444,7 @@ def test_the_record_key_moves_on_when_the_day_changes(tmp_path):
         j.flush()                      # this batch notices the new day
         j.append(R.make(R.TELEMETRY, ev.INFO, clock()))
         j.flush()
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     rotation = [r[R.DATA] for r in recs if r[R.TYPE] == R.KEY_ROTATION]
     assert rotation == [{R.ROTATION_OLD_KID: b"gw-7/record/0", R.ROTATION_NEW_KID: b"gw-7/record/1",
                          R.ROTATION_REASON: R.ROTATE_DAY}]
@@ -464,7 +459,7 @@ def test_an_installer_rotation_moves_the_key_on_and_verify_follows(tmp_path):
         seq = j.rotate_key()
         j.append(event_record(2))
         assert j.flush()
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     rotation = [r for r in recs if r[R.TYPE] == R.KEY_ROTATION]
     assert [r[R.SEQ] for r in rotation] == [seq]
     assert rotation[0][R.DATA] == {R.ROTATION_OLD_KID: b"gw-7/record/0", R.ROTATION_NEW_KID: b"gw-7/record/1",

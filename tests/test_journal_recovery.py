@@ -7,7 +7,7 @@ import pytest
 from controller.core import events as ev
 from controller.journal import records as R
 from controller.journal.verify import verify_dir
-from tests.journaling import event_record, frames, open_journal, payload, provision, write_records
+from tests.journaling import event_record, frames, open_journal, payloads, provision, write_records
 
 
 def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
@@ -22,7 +22,7 @@ def test_torn_tail_is_cut_and_recorded_at_start_up(tmp_path):
         assert j.next_seq == 11 + 2           # rotation + recovered queued
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok and not report.warnings
-    recovered = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)][-1]
+    recovered = payloads(tmp_path, prov)[-1]
     assert recovered[R.TYPE] == R.RECOVERED and recovered[R.DATA][R.RECOVERED_CUT] == 6
 
 
@@ -40,7 +40,7 @@ def test_a_complete_frame_with_a_bad_crc_at_the_end_is_quarantined_not_cut(tmp_p
     assert [p["kind"] for p in verify_dir(tmp_path / "journal", prov).problems] == ["frame"]
     write_records(tmp_path, None, 1)
     assert path.read_bytes() == bytes(data)                     # kept, byte for byte
-    recs = [payload(tmp_path, prov, f[2]) for f in frames(tmp_path)]
+    recs = payloads(tmp_path, prov)
     recovered = [r for r in recs if r[R.TYPE] == R.RECOVERED][-1]
     assert recovered[R.SEVERITY] == ev.ALARM and recovered[R.DATA][R.RECOVERED_CORRUPT]
     assert recovered[R.DATA][R.RECOVERED_CUT] == 0 and recovered[R.DATA][R.RECOVERED_OFFSET] == off
@@ -59,7 +59,7 @@ def test_an_incomplete_final_frame_or_zeros_is_a_crash_and_cut(tmp_path, tail):
     report = verify_dir(tmp_path / "journal", prov)
     assert report.ok and [w["kind"] for w in report.warnings] == ["torn_tail"]
     write_records(tmp_path, None, 1)
-    recovered = [r for r in (payload(tmp_path, prov, f[2]) for f in frames(tmp_path)) if r[R.TYPE] == R.RECOVERED]
+    recovered = [r for r in payloads(tmp_path, prov) if r[R.TYPE] == R.RECOVERED]
     assert recovered[-1][R.SEVERITY] == ev.INFO and recovered[-1][R.DATA][R.RECOVERED_CUT] == len(tail)
     assert verify_dir(tmp_path / "journal", prov).ok
 
@@ -116,7 +116,7 @@ def test_a_key_that_does_not_follow_the_journal_is_an_alarm_at_start(tmp_path):
     key_path = tmp_path / "epoch.key"
     write_key(key_path, next_epoch(next_epoch(load_key(key_path))))   # two epochs past the journal
     write_records(tmp_path, None, 1)
-    recovered = [r for r in (payload(tmp_path, prov, f[2]) for f in frames(tmp_path)) if r[R.TYPE] == R.RECOVERED]
+    recovered = [r for r in payloads(tmp_path, prov) if r[R.TYPE] == R.RECOVERED]
     assert recovered[-1][R.SEVERITY] == ev.ALARM
     assert recovered[-1][R.DATA][R.RECOVERED_KEY_MISMATCH] == b"gw-7/record/0"
     assert not verify_dir(tmp_path / "journal", prov).ok

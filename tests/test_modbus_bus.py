@@ -1,9 +1,10 @@
 """The RTU master and the bus poller against simulated slaves on real ptys."""
 
+import collections
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, settings, strategies as st
 
 from controller.core.catalog import DEVICE_TWINS, Catalog, device_signals
 from controller.devtools.bench.modbus import GOOD, REQUEST, fuzz_answers
@@ -15,6 +16,7 @@ from drivers.modbus.options import Rs485
 from drivers.modbus.link import PORT_LOST
 from drivers.modbus.poller import TWINS, BusOptions, BusPoller, PolledDevice, open_master
 from drivers.modbus.ports import open_serial
+from drivers.modbus.profiles import load_profile
 from simulator.bus import Late, ScriptedSlave, SimBus, Simulator
 from simulator.slave import SimDevice
 from tests.scheduling import WIRE_GROUP
@@ -133,13 +135,13 @@ def _poller(port, master_factory=open_master, **opts):
 
 
 class _NotingMaster(RtuMaster):
-    """A real master that notes each block read as (address, start, count)."""
+    """A real master that notes each read as (address, start, count)."""
 
     reads: list[tuple[int, int, int]] = []
 
-    def read_block(self, address, function, start, count, timeout):
-        self.reads.append((address, start, count))
-        return super().read_block(address, function, start, count, timeout)
+    def read(self, read, timeout):
+        self.reads.append((read.request[0], read.start, read.count))
+        return super().read(read, timeout)
 
 
 def _noting(reads):
@@ -350,6 +352,46 @@ def test_check_reply_is_total(answer):
         assert frames.check_reply(REQUEST, answer) == GOOD[3:-2]
     except ModbusError:
         pass
+
+
+@settings(max_examples=500)
+@given(body=st.binary(max_size=40), tail=st.binary(min_size=2, max_size=2))
+def test_a_frame_checks_when_its_last_two_bytes_are_the_crc_of_the_rest(body, tail):
+    """crc_ok runs the CRC over the whole frame (0 when its own CRC matches): the same verdict
+    as comparing the CRC of the rest with the last two bytes, low byte first."""
+    assert frames.crc_ok(body + tail) == (len(body) >= 2 and frames.crc16(body) == tail[0] | tail[1] << 8)
+    assert len(body) < 2 or frames.crc_ok(frames.with_crc(body))
+
+
+@pytest.mark.parametrize("function, count, data, values", [
+    (frames.READ_INPUT, 2, bytes((0, 12, 0x80, 1)), [12, 0x8001]),
+    (frames.READ_HOLDING, 1, bytes((0xFF, 0xFF)), [0xFFFF]),
+    (frames.READ_DISCRETE, 2, bytes((0b10,)), [0, 1]),
+    (frames.READ_COILS, 10, bytes((0b101, 0b10)), [1, 0, 1, 0, 0, 0, 0, 0, 0, 1]),
+])
+def test_a_read_built_once_carries_its_request_and_unpacks_its_answer(function, count, data, values):
+    read = frames.read(3, function, 7, count)
+    assert read.request == frames.read_request(3, function, 7, count) and read.expected == 5 + len(data)
+    assert frames.values(read, data) == values
+
+
+def test_a_bus_copies_its_snapshot_to_where_the_catalog_put_each_value():
+    """As a slice where the catalog lists the bus's devices in a row (as the gateway's does),
+    value by value where it does not."""
+    devices = [PolledDevice("io", "io-dvt", 1, 100), PolledDevice("relay", "relay4", 4, 500)]
+    poller = BusPoller("/dev/ttyNOWHERE", devices)   # not opened: only its snapshot is copied
+    own = [spec for d in devices for spec in device_signals(d.instance, load_profile(d.profile).signal_specs())]
+    other, more = ("sys.x", "count", 0), ("sys.y", "count", 0)
+    for specs, as_range in (([other] + own + [more], True), (own[:3] + [other] + own[3:] + [more], False)):
+        catalog = Catalog(specs)
+        indices = poller.indices(catalog)
+        assert isinstance(indices, range) == as_range
+        poller._flat[:] = range(100, 100 + len(poller.names))
+        image = catalog.new_image()
+        poller.copy_into(image, indices)
+        snapshot = poller.snapshot()
+        assert [image[catalog.index[n]] for n in poller.names] == [snapshot[n] for n in poller.names]
+        assert image[catalog.index["sys.x"]] == image[catalog.index["sys.y"]] == 0
 
 
 def test_a_scan_runs_in_the_bus_thread_between_polls(sim):
@@ -615,3 +657,57 @@ def test_sunspec_registers_refuse_writes_even_to_the_model_id(sim, master):
             master.write_register(3, register, 999, 0.1)
         assert e.value.code == 2
     assert master.read_registers(3, frames.READ_HOLDING, 40002, 1, 0.1) == [1]
+
+
+class _LoggingMaster(RtuMaster):
+    """Every read on the bus as (address, function, start, outcome), in bus order."""
+
+    def __init__(self, *args, log: list, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def read(self, read, timeout):
+        noted = (read.request[0], read.function, read.start)
+        try:
+            values = super().read(read, timeout)
+        except ModbusError as e:
+            self.log.append((*noted, type(e).__name__))
+            raise
+        self.log.append((*noted, "ok"))
+        return values
+
+
+def test_the_io_module_is_read_between_a_batterys_pieces_and_a_silent_one_confirmed_at_once():
+    """Issue 19: a battery's 111 registers are 3 reads at 19200 baud beside an I/O module
+    polled every 100 ms, each read scheduled on its own: nothing goes between the I/O
+    module's two reads, the battery's pieces come in order and decode, and once the I/O
+    module falls silent its failed poll is confirmed at once (its 2 + 2 timeouts back to
+    back, no battery read between them: it was polled a period later, 3.7-4.2 periods
+    to offline)."""
+    log: list = []
+    devices = [SimDevice("io", "io-dvt", 1, {"door_bolt": 1}, turnaround_ms=5),
+               SimDevice("bms2", "sunspec-battery", 3, SUNSPEC, turnaround_ms=5)]
+    with Simulator([SimBus("w", devices, 19200)]) as sim:
+        poller = BusPoller(sim.bus("w").port, [PolledDevice("io", "io-dvt", 1, 100),
+                                               PolledDevice("bms2", "sunspec-battery", 3, 300)],
+                           BusOptions(baud=19200, timeout_ceiling_ms=200),
+                           lambda port, o: _LoggingMaster(port, o.baud, log=log)).start()
+        try:
+            assert wait_until(lambda: poller.snapshot()["bms2.online"] and poller.snapshot()["io.online"])
+            ok = poller.snapshot()["bms2.comm_ok"]
+            assert wait_until(lambda: poller.snapshot()["bms2.comm_ok"] >= ok + 9)   # three more polls
+            assert poller.snapshot()["bms2.soc_pct"] == 64 and poller.snapshot()["io.door_bolt"] == 1
+            silenced = len(log)   # (a read in flight may log after it: never an I/O module's timeout)
+            sim.device("io").set_fault("silence")
+            assert wait_until(lambda: not poller.snapshot()["io.online"], 10)
+        finally:
+            poller.stop()
+    io_reads = [i for i, (address, function, _s, outcome) in enumerate(log)
+                if address == 1 and function == frames.READ_INPUT and outcome == "ok"]
+    assert io_reads and all(log[i + 1][:2] == (1, frames.READ_DISCRETE) for i in io_reads if i + 1 < len(log))
+    pieces = collections.Counter(start for address, _f, start, outcome in log if address == 3 and outcome == "ok")
+    assert len([start for start, n in pieces.items() if n >= 3]) >= 3     # 3 pieces, read in 3 polls or more
+    silent = [i for i, (address, _f, _s, outcome) in enumerate(log)
+              if i >= silenced and address == 1 and outcome == "ModbusTimeout"]
+    assert len(silent) >= 4
+    assert all(address == 1 for address, *_rest in log[silent[0]:silent[3] + 1])

@@ -3,6 +3,7 @@
 import json
 import re
 import zlib
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,8 @@ from hypothesis import given, settings, strategies as st
 
 from controller.core.catalog import Catalog, device_signals
 from drivers.errors import ProfileError
-from drivers.modbus.profiles import (NI_SF, CLASSES, fold31, known_profiles, load_profile,
-                                     parse_profile)
+from drivers.modbus.profiles import (BIT_TABLES, NI_SF, NOT_IMPLEMENTED, CLASSES, fold31, fold_text, known_profiles,
+                                     load_profile, parse_profile)
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR = (ROOT / "drivers/profiles/bms16-vendor.toml").read_text()
@@ -75,6 +76,51 @@ def test_encode_then_decode_gives_the_values_back(name, data):
     regmap = p.bind(p.sim_layout() if p.sunspec else None)
     decoded, missing = regmap.decode(regmap.blocks_from(p.encode(values)))
     assert missing == 0 and decoded == values
+
+
+def _as_documented(regmap, blocks, f):
+    """One field of ``blocks`` as docs/profiles.md says, or None when not implemented: the
+    reference the decode plan (signals copied as read, the rest converted) must agree with."""
+    def word(table, address):
+        return next(blocks[i][address - b.start] for i, b in enumerate(regmap.blocks)
+                    if b.table == table and b.start <= address < b.start + b.count)
+    words = [word(f.table, f.address + i) for i in range(f.words)]
+    if f.type == "str":
+        text = b"".join(w.to_bytes(2, "big") for w in words).split(b"\0")[0].decode("latin-1").strip()
+        return fold_text(text) if text else None
+    raw = (words[1] << 16 | words[0] if f.word_order == "little" else words[0] << 16 | words[1]) if f.words == 2 \
+        else words[0] if f.bit is None else (words[0] >> f.bit) & 1
+    if regmap.not_implemented and raw == NOT_IMPLEMENTED.get(f.type):
+        return None
+    bits = 16 * f.words
+    if f.type in ("s16", "s32") and raw >> (bits - 1):
+        raw -= 1 << bits
+    elif f.type == "u32":
+        raw = fold31(raw)
+    exp = f.raw_scale
+    if f.sf_address is not None:
+        sf = word("holding", f.sf_address)
+        if sf == NI_SF:
+            return None
+        exp = sf - 0x10000 if sf & 0x8000 else sf
+    return int(Fraction(raw) * Fraction(10) ** (exp - f.scale))   # truncated toward zero
+
+
+@pytest.mark.parametrize("name", known_profiles())
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_any_register_contents_decode_as_each_field_is_documented(name, data):
+    """Whatever a device answers, every signal is its register(s) read as its type, bit,
+    sign and scale say (fast path or not), a not-implemented point its ``missing`` value."""
+    p = load_profile(name)
+    regmap = p.bind(p.sim_layout() if p.sunspec else None)
+    special = st.sampled_from([0, 1, 0x7FFF, 0x8000, 0xFFFF, 0xFFFE])
+    blocks = [data.draw(st.lists(st.integers(0, 1) if b.table in BIT_TABLES else st.integers(0, 0xFFFF) | special,
+                                 min_size=b.count, max_size=b.count)) for b in regmap.blocks]
+    decoded, missing = regmap.decode(blocks)
+    expected = {f.name: _as_documented(regmap, blocks, f) for f in regmap.fields}
+    assert missing == sum(v is None for v in expected.values())
+    assert decoded == {f.name: f.missing if expected[f.name] is None else expected[f.name] for f in regmap.fields}
 
 
 def test_blocks_respect_the_125_register_limit():
@@ -177,6 +223,13 @@ def test_misaligned_32_bit_register_is_rejected(tmp_path):
                           "[signals.alarm_bits]\ntable = \"input\"\naddress = 31")
     msg = _bad(tmp_path, text)
     assert "signal 'alarm_bits' (input register 31)" in msg and "even register" in msg
+
+
+def test_a_value_past_the_last_register_is_refused_at_load_not_at_every_poll(tmp_path):
+    text = VENDOR.replace("[signals.alarm_bits]\ntable = \"input\"\naddress = 10",
+                          "[signals.alarm_bits]\ntable = \"input\"\naddress = 65535")
+    msg = _bad(tmp_path, text.replace("align = 2", "align = 1"))
+    assert "signal 'alarm_bits' (input register 65535)" in msg and "run past register 65535" in msg
 
 
 def test_unknown_type_names_the_line(tmp_path):

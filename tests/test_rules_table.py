@@ -10,7 +10,8 @@ from controller.core.errors import TableError
 from controller.core.evaluator import Evaluator, evaluator_from_header
 from controller.core.events import EV_LOCK, EV_MODE, EV_RULE
 from controller.core.step import CoreConfig, CoreState, step
-from controller.core.table import OP_BIT, OP_GT_K, OP_NE_K, Table
+from controller.core.table import OP_BIT, OP_EQ_K, OP_GE_K, OP_GT_K, OP_LE_K, OP_LT_K, OP_NE_K, Table, cell_of
+from controller.core.table import tests_moved as moved  # (a test_* name would be collected)
 from controller.core.trace import replay_lines
 from controller.devtools.bench.rules import compile_text, random_rules, rules_trace
 from rules.compiler import compile_files
@@ -190,6 +191,50 @@ def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
     for t in range(22000, 28000, 1000):
         assert ev._due(image, mbit, t) is None
     assert ev._due(image, mbit, 28000) == [0]    # 8 s of 10s: the rate drops to 0
+
+
+@pytest.mark.parametrize("tests", [
+    ((0, OP_GT_K, 5),), ((1, OP_GT_K, 5),), ((0, OP_LE_K, -3), (1, OP_GE_K, 7)), ((0, OP_EQ_K, 0),),
+    ((1, OP_NE_K, 2), (0, OP_LT_K, 1)), ((0, OP_BIT, 3),), ((1, OP_BIT, 2), (0, OP_GT_K, -9)), ((1, OP_LE_K, 0),),
+])
+def test_a_signal_moving_inside_its_cell_moves_no_test_and_the_cell_ends_where_one_moves(tests):
+    for v in range(-40, 41):
+        lo, hi = cell_of(tests, v)
+        assert lo <= v < hi
+        for u in range(max(lo, -60), min(hi, 61)):
+            assert not moved(tests, v, u), (v, u)
+        assert lo < -60 or moved(tests, v, lo - 1)      # the cell is as wide as it can be
+        assert hi > 60 or moved(tests, v, hi)
+
+
+def test_a_sleeping_sampler_gives_what_sampling_every_step_gives():
+    """A rate() over a signal that holds still sleeps; its signal changing,
+    its device going offline, a long gap between scans and a snapshot wake
+    it as if it had sampled all along (the every-rule reference samples at
+    every scan: its rule runs at every scan)."""
+    text = rule("rate(bms1.temp_max_dc, '8s') > 5")
+    catalog, lazy = evaluator(text)
+    _c, full = evaluator(text, every_scan=True)
+    i, online = catalog.index["bms1.temp_max_dc"], catalog.index["bms1.online"]
+    image = catalog.new_image()
+    image[online] = 1
+    script = [(t, {}) for t in range(0, 30000, 700)] + [(30000, {i: 20})] \
+        + [(t, {}) for t in range(30700, 60000, 700)] + [(64000, {})] \
+        + [(t, {}) for t in range(64700, 80000, 700)] + [(80000, {online: 0}), (81000, {online: 1})] \
+        + [(t, {}) for t in range(81700, 100000, 700)] + [(100000, {i: 40})] + [(t, {}) for t in range(100900, 120000, 900)]
+    slept = 0
+    got = ([], [])
+    for t, changes in script:
+        for k, v in changes.items():
+            image[k] = v
+        for out, ev in zip(got, (lazy, full)):
+            out.extend((t, change) for change in ev.scan(image, t, DISARMED))
+        slept += 1 if lazy.asleep else 0
+        if t % 7 == 0:
+            assert lazy.rule_state()["mem"] == full.rule_state()["mem"], t
+    assert got[0] == got[1] and len(got[0]) == 4
+    assert slept > len(script) // 2
+    assert lazy.rule_state()["mem"] == full.rule_state()["mem"]
 
 
 def door_forced_state():

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import threading
+from typing import Callable
 
 import pytest
 
+from controller.console.auth import AuthError, PeopleStore
 from controller.core import modes
 from controller.gateway.config import ConfigError
 from controller.gateway.run import build
 from controller.journal import records as R
 from controller.journal.evidence import verified_records
 from drivers.keys import EpochKeys, load_key
-from tests.hostile import DEEP
+from tests.hostile import DEEP, deep_toml
 from tests.test_runtime import cabinet  # noqa: F401  (the fixture: simulator, keys, site config)
 from tests.waiting import wait_until
 
@@ -91,11 +94,41 @@ def test_a_profile_nested_too_deep_falls_back_to_the_last_good_config(cabinet, t
     assert any(str(profile) in why for why in _health(d)[R.HEALTH_CONFIG_FALLBACK])
 
 
-# Only junk here: a deeply nested people file, read in this process, makes
-# tomllib's frames drop "Exception ignored" noise while its RecursionError
-# unwinds, which pytest's unraisable hook cannot format and fails the test
-# for (seen once in CI's clean clone).  The hostile suite (test_hostile.py)
-# gives deep files to `cabguard run` as a real process.
+def _tomllib_calls(read: Callable[[], object]) -> list[str]:
+    """The functions of tomllib that run while ``read()`` does (profiled, not replaced)."""
+    calls: list[str] = []
+
+    def profile(frame, event, _arg):
+        if event == "call" and "tomllib" in frame.f_code.co_filename:
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        read()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["toml-deep-array", "toml-deep-inline", "toml-deep-unclosed"])
+def test_a_deep_people_file_is_refused_before_tomllib_parses_it(tmp_path, name):
+    """tomllib recurses once a level: a deep file read in this process once made
+    its RecursionError's unwinding drop "Exception ignored" noise that failed
+    pytest's unraisable hook (CI).  drivers/safefile.py counts the brackets
+    first, so tomllib never sees such a file and nothing recurses."""
+    path = tmp_path / "people.toml"
+    path.write_text('[person.ana]\nrole = "technician"\nnumber = 1\nsecret = "GEZDGNBVGY3TQOJQ"\n')
+    assert "loads" in _tomllib_calls(lambda: PeopleStore(path))       # a good file is tomllib's to read
+    path.write_bytes(deep_toml()[name])
+
+    def refused() -> None:
+        with pytest.raises(AuthError, match="people.toml: cannot read the enrolled people: nested too deep to read"):
+            PeopleStore(path)
+    assert _tomllib_calls(refused) == []
+
+
+# Only junk here: the hostile suite (test_hostile.py) gives deep files to
+# `cabguard run` as a real process, and the test above reads a deep people file.
 @pytest.mark.parametrize("people", [b"\xff\xfe junk \x00\x81" * 40], ids=["junk"])
 def test_an_unreadable_people_file_leaves_a_console_nobody_can_log_in_to(cabinet, people):  # noqa: F811
     _sim, site, d = cabinet

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.safefile import (
-    InputFileError, check_cbor, loads_cbor, open_text, parse_json, parse_toml, read_bytes, read_text,
+    InputFileError, check_cbor, check_toml_nesting, loads_cbor, open_text, parse_json, parse_toml, read_bytes, read_text,
 )
 from tests.hostile import DEEP, cbor_structure
 
@@ -54,6 +54,18 @@ def test_nesting_past_the_limit_is_an_error_naming_the_file_not_a_recursion_erro
     with pytest.raises(InputFileError, match="a number cannot be read"):
         parse_toml("a = " + "9" * 5000, "x.toml", "site config")
     assert parse_toml("a = [[[1]]]", "x.toml", "site config") == {"a": [[[1]]]}
+
+
+def test_toml_brackets_are_counted_outside_strings_and_comments_only():
+    """The nesting check runs before tomllib: brackets in strings and comments are
+    text, not nesting (a password may be all brackets); the limit is the depth."""
+    deep = "[" * 40
+    text = ('a = "{0}\\"{0}"\nb = \'{0}\'\nc = """\n{0} "" \\""" {0}"""\nd = \'\'\'{0}\n{0}\'\'\'\' # {0}\n'
+            "e = [[1], {{x = [2]}}]\n").format(deep)
+    assert parse_toml(text, "x.toml", "site config")["e"] == [[1], {"x": [2]}]
+    with pytest.raises(InputFileError, match="^x.toml: nested too deep to read; a site config nests"):
+        check_toml_nesting("a = " + "[" * 33 + "]" * 33, "x.toml", "site config")
+    check_toml_nesting("a = " + "[" * 32 + "]" * 32 + "\n[t]\n[[u]]\n" + "b = [{c = [1]}]\n" * 3, "x.toml", "site config")
 
 
 @pytest.mark.parametrize("name,data", sorted(cbor_structure().items()) + [

@@ -14,6 +14,7 @@ from simulator.errors import ScenarioError
 from simulator.evaluate import evaluate
 from simulator.rulesource import RuleSource
 from simulator.scenariofile import loads
+from tests.scen_helpers import scenario_head
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "scenarios.md"
 
@@ -84,12 +85,7 @@ def test_what_a_sense_action_or_plan_lacks_is_refused_with_its_line(change, prob
 def test_a_camera_offline_reports_nothing_so_its_events_leave_the_zone():
     """docs/signals.md: zone.<event> is 1 while any camera *online* reports it."""
     from simulator.world import CabinetWorld
-    text = """
-[scenario]
-name = "blind"
-start = 2026-04-07T22:00:00+02:00
-duration = "1h"
-[[cabinet]]
+    text = scenario_head("blind", "2026-04-07T22:00:00+02:00", "1h") + """[[cabinet]]
 id = "c"
 [[process]]
 kind = "cameras"

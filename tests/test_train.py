@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from controller.core.anomaly import FEATURES, HOURS, N_FEATURES
-from tests.scen_helpers import HEAD
+from tests.scen_helpers import scenario_text
 
 BURST = """
 [[process]]
@@ -23,7 +23,7 @@ LABEL = '\n[[incident]]\nkind = "tamper"\nstart = "+1h"\nend = "+1h1m"\n'
 
 def write(tmp_path, name, body):
     p = tmp_path / name
-    p.write_text(HEAD.format(duration="3h", armed="true") + body)
+    p.write_text(scenario_text(body, "3h"))
     return str(p)
 
 
@@ -72,8 +72,7 @@ def test_unreadable_input_is_a_message(tmp_path):
 
 
 def test_one_cabinets_baseline(tmp_path):
-    two = HEAD.format(duration="1h", armed="true") + '\n[[cabinet]]\nid = "c2"\n' + \
-        '\n[[process]]\nkind = "truck"\ncabinets = ["c2"]\nper_hour = 60.0\n'
+    two = scenario_text('\n[[cabinet]]\nid = "c2"\n\n[[process]]\nkind = "truck"\ncabinets = ["c2"]\nper_hour = 60.0\n')
     p = tmp_path / "two.toml"
     p.write_text(two)
     assert train_cli(str(p), "-o", str(tmp_path / "c1.json"), "--cabinet", "c1").returncode == 0

@@ -16,31 +16,66 @@ from typing import Callable
 from controller import __version__
 
 Handler = str  # "module:function"
+JSON_HELP = "one JSON document instead of text"
+DB_HELP = "SQLite file or postgresql:// URL"
+
+
+def _command(sub: argparse._SubParsersAction, name: str, handler: Handler, help: str,
+             description: str | None = None) -> argparse.ArgumentParser:
+    """A (sub)command's parser, run by ``handler``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.set_defaults(handler=handler)
+    return p
+
+
+def _actions(sub: argparse._SubParsersAction, name: str, help: str, description: str) -> argparse._SubParsersAction:
+    """A command of actions (``cabguard keys gen``): one ACTION is required, ``args.NAME_command`` names it."""
+    p = sub.add_parser(name, help=help, description=description)
+    return p.add_subparsers(dest=name + "_command", metavar="ACTION", required=True)
+
+
+def _json(p: argparse.ArgumentParser, help: str = JSON_HELP) -> None:
+    p.add_argument("--json", action="store_true", help=help)
+
+
+def _db(p: argparse.ArgumentParser, required: bool = True, help: str = DB_HELP) -> None:
+    p.add_argument("--db", required=required, metavar="DB", help=help)
+
+
+def _output(p: argparse.ArgumentParser, metavar: str, help: str) -> None:
+    p.add_argument("-o", "--output", required=True, metavar=metavar, help=help)
+
+
+def _journal_dir(p: argparse.ArgumentParser) -> None:
+    """A journal folder and the record key that reads it."""
+    p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files), or a copy")
+    p.add_argument("--key", required=True, metavar="KEY", help="the record key file from `cabguard keys gen`")
 
 
 def _replay(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("replay", help="re-run a recorded input trace, print a digest",
-                       description="Re-run a trace through step() and print the outputs, "
-                                   "events and a digest (docs/trace.md); or re-run an "
-                                   "incident's evidence window from a journal.")
+    p = _command(sub, "replay", "controller.cli.replay:main",
+                 help="re-run a recorded input trace, print a digest",
+                 description="Re-run a trace through step() and print the outputs, "
+                             "events and a digest (docs/trace.md); or re-run an "
+                             "incident's evidence window from a journal.")
     p.add_argument("trace", metavar="TRACE", help="trace file (JSON Lines), or a journal folder with --incident")
     p.add_argument("--incident", type=int, metavar="SEQ",
                    help="TRACE is a journal: replay the evidence of this incident (its seq or its alarm's)")
     p.add_argument("--key", metavar="KEY", help="with --incident: the record key file; "
                                                 "with --table: the installer key that verifies it")
     p.add_argument("--trace-out", metavar="FILE", help="with --incident: also write the rebuilt trace")
-    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    _json(p)
     p.add_argument("--table", metavar="TABLE", help="run this compiled rule table (default: the "
                                                     "table in the trace header, if any)")
-    p.set_defaults(handler="controller.cli.replay:main")
 
 
 def _demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the built-in simulator and a gateway through a scripted night",
-                       description="Simulated devices on ptys, a real gateway with the default rule "
-                                   "packs, console logins, an uplink to a private broker: a night "
-                                   "compressed into about a minute, then an incident summary and "
-                                   "cabguard verify over the journal.")
+    p = _command(sub, "demo", "simulator.demo:main",
+                 help="the built-in simulator and a gateway through a scripted night",
+                 description="Simulated devices on ptys, a real gateway with the default rule "
+                             "packs, console logins, an uplink to a private broker: a night "
+                             "compressed into about a minute, then an incident summary and "
+                             "cabguard verify over the journal.")
     p.add_argument("--out", metavar="DIR", help="keep the journal, keys and config in DIR")
     p.add_argument("--seconds", type=float, default=60.0, metavar="N",
                    help="how long the night takes (default 60, at least 30)")
@@ -48,25 +83,24 @@ def _demo(sub: argparse._SubParsersAction) -> None:
                    help="uplink to this broker (default: a private Mosquitto, if installed)")
     p.add_argument("--console-link", metavar="PATH",
                    help="link the console pty here (picocom PATH to watch or join in)")
-    p.set_defaults(handler="simulator.demo:main")
 
 
 def _run(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run the gateway for real",
-                       description="Run the gateway with a site config (docs/config.md) until "
-                                   "SIGTERM: scan loop, buses, outputs, journal.")
+    p = _command(sub, "run", "controller.gateway.run:main",
+                 help="run the gateway for real",
+                 description="Run the gateway with a site config (docs/config.md) until "
+                             "SIGTERM: scan loop, buses, outputs, journal.")
     p.add_argument("--config", required=True, metavar="SITE.toml", help="the site config")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the last good config is kept if SITE.toml cannot be read "
                         "(default: the config's gateway.state_dir, else /var/lib/cabguard)")
-    p.set_defaults(handler="controller.gateway.run:main")
 
 
 def _config(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("config", help="check a site config",
-                       description="Site config tools (docs/config.md).")
-    cs = p.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    check = cs.add_parser("check", help="list every problem at once, with dotted paths")
+    cs = _actions(sub, "config", help="check a site config",
+                  description="Site config tools (docs/config.md).")
+    check = _command(cs, "check", "controller.cli.configcheck:main",
+                     help="list every problem at once, with dotted paths")
     check.add_argument("config", metavar="SITE.toml")
     check.add_argument("--installing", action="store_true",
                        help="on the flashing machine (flash.sh): check the files below, not the config's "
@@ -75,14 +109,14 @@ def _config(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--model", metavar="FILE", help="with --installing: the model file to install")
     check.add_argument("--rules", nargs="+", metavar="SRC",
                        help="with --installing: rule files to compile for this site (default: the shipped packs)")
-    check.set_defaults(handler="controller.cli.configcheck:main")
 
 
 def _collect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="head-end receiver: verify records from the broker into SQLite or PostgreSQL",
-                       description="Subscribe to every gateway's records and heartbeats, verify MACs, store "
-                                   "them; the database de-duplicates, checks chains and checkpoints, opens "
-                                   "incidents and notifies (docs/headend.md).")
+    p = _command(sub, "collect", "controller.headend.collect:main",
+                 help="head-end receiver: verify records from the broker into SQLite or PostgreSQL",
+                 description="Subscribe to every gateway's records and heartbeats, verify MACs, store "
+                             "them; the database de-duplicates, checks chains and checkpoints, opens "
+                             "incidents and notifies (docs/headend.md).")
     p.add_argument("--broker", required=True, metavar="HOST:PORT")
     p.add_argument("--key", required=True, action="append", metavar="KEY",
                    help="a gateway's record key file, or a folder of them (repeatable)")
@@ -98,44 +132,43 @@ def _collect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-id", default="cabguard-collect",
                    help="MQTT client id: keep it stable so the broker holds a persistent session")
     p.add_argument("--protocol", choices=("3.1.1", "5"), default="3.1.1", help="MQTT version (default 3.1.1)")
-    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
-    p.set_defaults(handler="controller.headend.collect:main")
+    _json(p)
 
 
 def _headend(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("headend", help="the fleet in the head-end database: status, acknowledge an incident, "
+    hs = _actions(sub, "headend", help="the fleet in the head-end database: status, acknowledge an incident, "
                                        "patrol hints",
-                       description="Read the head-end database that `cabguard collect` writes (docs/headend.md).")
-    hs = p.add_subparsers(dest="headend_command", metavar="ACTION", required=True)
-    st = hs.add_parser("status", help="gateways online, mode, open incidents, last heartbeat, gaps, equivocations")
-    st.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+                  description="Read the head-end database that `cabguard collect` writes (docs/headend.md).")
+    st = _command(hs, "status", "controller.headend.status:main",
+                  help="gateways online, mode, open incidents, last heartbeat, gaps, equivocations")
+    _db(st)
     st.add_argument("--config", metavar="HEADEND.toml", help="for heartbeat_s and silent_after (default 30 s, 3)")
-    st.add_argument("--json", action="store_true", help="one JSON document (for dashboards)")
-    st.set_defaults(handler="controller.headend.status:main")
-    ack = hs.add_parser("ack", help="record that a person acknowledged an open incident")
+    _json(st, "one JSON document (for dashboards)")
+    ack = _command(hs, "ack", "controller.headend.status:main",
+                   help="record that a person acknowledged an open incident")
     ack.add_argument("incident", type=int, metavar="ID", help="the incident number (from status)")
     ack.add_argument("--by", required=True, metavar="NAME", help="who acknowledges it")
-    ack.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
-    ack.set_defaults(handler="controller.headend.status:main")
-    pat = hs.add_parser("patrol", help="rank cabinets and hours of the next shift by risk, with the reason for each",
-                        description="From the records the head end holds: open incidents first, then each "
-                                    "cabinet's hours of the shift by its alarms and near misses, weighted up "
-                                    "when recent and in the cabinet's learned quiet hours (docs/headend.md).")
-    pat.add_argument("--db", required=True, metavar="DB", help="SQLite file or postgresql:// URL")
+    _db(ack)
+    pat = _command(hs, "patrol", "controller.headend.patrol:main",
+                   help="rank cabinets and hours of the next shift by risk, with the reason for each",
+                   description="From the records the head end holds: open incidents first, then each "
+                               "cabinet's hours of the shift by its alarms and near misses, weighted up "
+                               "when recent and in the cabinet's learned quiet hours (docs/headend.md).")
+    _db(pat)
     pat.add_argument("--shift", metavar="HH-HH", help="the shift's hours, e.g. 22-06 (default: the 8 hours "
                                                      "from the next full hour)")
     pat.add_argument("--at", metavar="TIME", help="rank as of this ISO 8601 time (default: now)")
     pat.add_argument("--days", type=int, default=28, metavar="N", help="learn from the last N days (default 28)")
     pat.add_argument("--tz", default="UTC", metavar="ZONE", help="the hours' time zone (default UTC)")
     pat.add_argument("--top", type=int, default=10, metavar="N", help="at most N hints (default 10)")
-    pat.add_argument("--json", action="store_true", help="one JSON document")
-    pat.set_defaults(handler="controller.headend.patrol:main")
+    _json(pat, "one JSON document")
 
 
 def _cmd(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cmd", help="send a signed downlink command to a gateway",
-                       description="Make a COSE_Mac0 command under the head-end key, bound to one "
-                                   "gateway, with a sequence number and an expiry, and publish it.")
+    p = _command(sub, "cmd", "controller.headend.cmdsend:main",
+                 help="send a signed downlink command to a gateway",
+                 description="Make a COSE_Mac0 command under the head-end key, bound to one "
+                             "gateway, with a sequence number and an expiry, and publish it.")
     p.add_argument("name", help="command, e.g. arm, lock, 'maint start'")
     p.add_argument("args", nargs="*", help="its arguments, e.g. 30m for maint start")
     p.add_argument("--gateway", required=True, metavar="ID")
@@ -145,25 +178,24 @@ def _cmd(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", default="cabguard")
     p.add_argument("--seq", type=int, metavar="N", help="command sequence (default: milliseconds since 1970)")
     p.add_argument("--expires", type=int, default=300, metavar="S", help="seconds until it expires (default 300)")
-    p.add_argument("--db", metavar="DB", help="write it to this head-end database's command log "
-                                              "(SQLite file or postgresql:// URL)")
-    p.set_defaults(handler="controller.headend.cmdsend:main")
+    _db(p, required=False, help="write it to this head-end database's command log ({})".format(DB_HELP))
 
 
 def _bench(sub: argparse._SubParsersAction) -> None:
     from controller.devtools.bench import AREAS     # a tuple of names: importing it is cheap
-    p = sub.add_parser("bench", help="performance figures (what `make bench` runs)")
-    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    p = _command(sub, "bench", "controller.devtools.bench:main",
+                 help="performance figures (what `make bench` runs)")
+    _json(p)
     p.add_argument("--only", metavar="AREA", action="append",
                    help="run only this area (repeatable; {}); default: all".format(", ".join(AREAS)))
-    p.set_defaults(handler="controller.devtools.bench:main")
 
 
 def _sim(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sim", help="serve simulated Modbus devices on pseudo-terminals",
-                       description="Serve the simulated buses and devices of SIM.toml "
-                                   "(docs/simulator.md) until SIGINT/SIGTERM; DIR/<bus> links to "
-                                   "each bus's pty.")
+    p = _command(sub, "sim", "simulator.cli:main",
+                 help="serve simulated Modbus devices on pseudo-terminals",
+                 description="Serve the simulated buses and devices of SIM.toml "
+                             "(docs/simulator.md) until SIGINT/SIGTERM; DIR/<bus> links to "
+                             "each bus's pty.")
     p.add_argument("--config", required=True, metavar="SIM.toml", help="simulator config")
     p.add_argument("--link", required=True, metavar="DIR", help="make DIR/<bus> symlinks to the ptys")
     p.add_argument("--commands", action="store_true",
@@ -172,31 +204,30 @@ def _sim(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wire", choices=("on", "off"), default=None,
                    help="on: a real wire's timing (byte pacing at the baud, turnarounds); off: fast mode, "
                         "answers at once; default: each bus's 'wire' in SIM.toml (on)")
-    p.set_defaults(handler="simulator.cli:main")
 
 
 def _soak(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("soak", help="the real gateway against the real simulator, with restarts and field faults",
-                       description="Run `cabguard run` against `cabguard sim` in real time: a quiet, living "
-                                   "cabinet, the shipped packs and model, a private Mosquitto, gateway "
-                                   "restarts and harmless field faults (docs/runtime.md). Prints every "
-                                   "record of severity warning or above; exits 1 on any alarm a quiet "
-                                   "cabinet must not raise.")
+    p = _command(sub, "soak", "simulator.soak:main",
+                 help="the real gateway against the real simulator, with restarts and field faults",
+                 description="Run `cabguard run` against `cabguard sim` in real time: a quiet, living "
+                             "cabinet, the shipped packs and model, a private Mosquitto, gateway "
+                             "restarts and harmless field faults (docs/runtime.md). Prints every "
+                             "record of severity warning or above; exits 1 on any alarm a quiet "
+                             "cabinet must not raise.")
     p.add_argument("--minutes", type=float, default=10.0, metavar="N", help="how long (default 10)")
     p.add_argument("--armed", action="store_true",
                    help="arm the cabinet: only a tamper rule's documented trigger may alarm")
     p.add_argument("--out", metavar="DIR", help="keep the journal, keys, configs and logs in DIR")
     p.add_argument("--seed", type=int, default=1, help="random source of the cabinet's life and faults")
-    p.set_defaults(handler="simulator.soak:main")
 
 
 def _bus(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bus", help="Modbus bus tools (scan)",
-                       description="Tools for an installer on a Modbus RTU bus.")
-    bus = p.add_subparsers(dest="bus_command", metavar="ACTION", required=True)
-    scan = bus.add_parser("scan", help="find answering slaves, identify SunSpec devices",
-                          description="Probe each slave address on PORT and list those that "
-                                      "answer; SunSpec devices show their models and identity.")
+    bus = _actions(sub, "bus", help="Modbus bus tools (scan)",
+                   description="Tools for an installer on a Modbus RTU bus.")
+    scan = _command(bus, "scan", "drivers.modbus.scan:main",
+                    help="find answering slaves, identify SunSpec devices",
+                    description="Probe each slave address on PORT and list those that "
+                                "answer; SunSpec devices show their models and identity.")
     scan.add_argument("port", metavar="PORT", help="serial port, e.g. /dev/ttyUSB0")
     scan.add_argument("--baud", type=int, default=115200, metavar="B", help="baud rate (default 115200)")
     scan.add_argument("--parity", default="N", choices=("N", "E", "O"),
@@ -212,37 +243,31 @@ def _bus(sub: argparse._SubParsersAction) -> None:
                       help="first address (default 1)")
     scan.add_argument("--last", type=int, default=247, choices=range(1, 248), metavar="A",
                       help="last address (default 247)")
-    scan.set_defaults(handler="drivers.modbus.scan:main")
 
 
 def _keys(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("keys", help="make a gateway's COSE_Key files",
-                       description="Key files (COSE_Key, mode 0600); see docs/keys.md.")
-    keys_sub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    gen = keys_sub.add_parser("gen", help="write record, command and installer keys for a gateway",
-                              description="Write record.key (provisioning record key), command.key "
-                                          "and installer.key for one gateway, mode 0600.")
+    keys_sub = _actions(sub, "keys", help="make a gateway's COSE_Key files",
+                        description="Key files (COSE_Key, mode 0600); see docs/keys.md.")
+    gen = _command(keys_sub, "gen", "controller.cli.keygen:main",
+                   help="write record, command and installer keys for a gateway",
+                   description="Write record.key (provisioning record key), command.key "
+                               "and installer.key for one gateway, mode 0600.")
     gen.add_argument("--gateway", required=True, metavar="ID", help="the gateway's id (names the kids)")
     gen.add_argument("--out", required=True, metavar="DIR", help="folder for the key files")
     gen.add_argument("--alg", choices=["aes-mac", "sm4-mac", "a128gcm", "sm4-gcm"], default="aes-mac",
                      help="record algorithm: MAC only (default aes-mac) or encrypted (a128gcm, sm4-gcm)")
     gen.add_argument("--force", action="store_true", help="replace existing key files")
-    gen.set_defaults(handler="controller.cli.keygen:main")
 
 
 def _journal(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("journal", help="read a journal: list, filter, show, export records; its incidents",
-                       description="Read a journal folder (the gateway's or a copy) with the record key: "
-                                   "records as lines, filtered, or exported; incidents with their evidence "
-                                   "windows (docs/journal.md).")
-    jsub = p.add_subparsers(dest="journal_cmd", metavar="{list,show,incidents}", required=True)
+    jsub = _actions(sub, "journal", help="read a journal: list, filter, show, export records; its incidents",
+                    description="Read a journal folder (the gateway's or a copy) with the record key: "
+                                "records as lines, filtered, or exported; incidents with their evidence "
+                                "windows (docs/journal.md).")
 
-    def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files), or a copy")
-        q.add_argument("--key", required=True, metavar="KEY", help="the record key file from `cabguard keys gen`")
-
-    lst = jsub.add_parser("list", help="records, oldest first; filters combine (and)")
-    common(lst)
+    lst = _command(jsub, "list", "controller.cli.journalcmd:list_cmd",
+                   help="records, oldest first; filters combine (and)")
+    _journal_dir(lst)
     lst.add_argument("--since", metavar="TIME", help="from this ISO 8601 time on (no offset: UTC)")
     lst.add_argument("--until", metavar="TIME", help="before this ISO 8601 time")
     lst.add_argument("--severity", choices=("info", "warning", "alarm", "critical"),
@@ -253,93 +278,90 @@ def _journal(sub: argparse._SubParsersAction) -> None:
     lst.add_argument("--device", action="append", metavar="NAME", help="records about this device (repeatable)")
     lst.add_argument("--format", choices=("text", "jsonl", "csv"), default="text",
                      help="text lines (default), JSON Lines or CSV")
-    lst.set_defaults(handler="controller.cli.journalcmd:list_cmd")
-    show = jsub.add_parser("show", help="one record in full")
-    common(show)
+    show = _command(jsub, "show", "controller.cli.journalcmd:show", help="one record in full")
+    _journal_dir(show)
     show.add_argument("seq", type=int, metavar="SEQ")
-    show.add_argument("--json", action="store_true", help="one JSON document instead of text")
-    show.set_defaults(handler="controller.cli.journalcmd:show")
-    inc = jsub.add_parser("incidents", help="incidents, their alarms and evidence windows (the SEQ for replay --incident)")
-    common(inc)
-    inc.add_argument("--json", action="store_true", help="one JSON document instead of text")
-    inc.set_defaults(handler="controller.cli.journalcmd:incidents_cmd")
+    _json(show)
+    inc = _command(jsub, "incidents", "controller.cli.journalcmd:incidents_cmd",
+                   help="incidents, their alarms and evidence windows (the SEQ for replay --incident)")
+    _journal_dir(inc)
+    _json(inc)
 
 
 def _verify(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="check a journal: MACs, chain, sequence, time, truncation",
-                       description="Check every record of a journal folder with the provisioning "
-                                   "record key; exit 1 on any sign of tampering (docs/journal.md).")
-    p.add_argument("journal", metavar="JOURNAL_DIR", help="the journal folder (NNNNNNNN.seg files)")
-    p.add_argument("--key", required=True, help="the record key file from `cabguard keys gen`")
+    p = _command(sub, "verify", "controller.journal.verify:main",
+                 help="check a journal: MACs, chain, sequence, time, truncation",
+                 description="Check every record of a journal folder with the provisioning "
+                             "record key; exit 1 on any sign of tampering (docs/journal.md).")
+    _journal_dir(p)
     p.add_argument("--checkpoint", metavar="SEQ[:TAG]", action="append",
                    help="a checkpoint the head-end saw in a heartbeat (detects truncation; repeatable)")
     p.add_argument("--checkpoints", metavar="FILE",
                    help="the head end's checkpoints: JSON lines {gateway, seq, tag} (docs/journal.md)")
     p.add_argument("--headend", metavar="DB", help="take the checkpoints the head end anchored for this gateway "
-                                                   "from its database (SQLite file or postgresql:// URL)")
+                                                   "from its database ({})".format(DB_HELP))
     p.add_argument("--gateway", metavar="ID", help="with --checkpoints/--headend: the gateway id (default: from the key's kid)")
-    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
-    p.set_defaults(handler="controller.journal.verify:main")
+    _json(p)
 
 
 def _rules(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rules", help="check, compile and explain rule files (docs/rules.md)",
-                       description="The rule language: check rule files, compile them into a "
-                                   "signed table, explain a table against a trace.")
-    rsub = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    rsub = _actions(sub, "rules", help="check, compile and explain rule files (docs/rules.md)",
+                    description="The rule language: check rule files, compile them into a "
+                                "signed table, explain a table against a trace.")
     catalog_help = ("signal catalog JSON (docs/rules.md); default: the built-in demo cabinet "
                     "(io, bms1, bms2, relay, sys.*, sched.night/shift_change/maintenance)")
-    c = rsub.add_parser("check", help="validate rule files, report every problem",
-                        description="Validate rule files against the signal catalog; every "
-                                    "problem is reported with file, line, column and rule id.")
+    c = _command(rsub, "check", "controller.cli.rulescmd:check",
+                 help="validate rule files, report every problem",
+                 description="Validate rule files against the signal catalog; every "
+                             "problem is reported with file, line, column and rule id.")
     c.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
     c.add_argument("--catalog", metavar="FILE", help=catalog_help)
     c.add_argument("--config", metavar="SITE.toml", help="use the catalog of this site config instead")
-    c.set_defaults(handler="controller.cli.rulescmd:check")
-    k = rsub.add_parser("compile", help="compile rule files into a signed table",
-                        description="Compile rule files into a CBOR table MAC'd with the installer key.")
+    k = _command(rsub, "compile", "controller.cli.rulescmd:compile_cmd",
+                 help="compile rule files into a signed table",
+                 description="Compile rule files into a CBOR table MAC'd with the installer key.")
     k.add_argument("sources", nargs="*", metavar="SRC", help="rule files (default: rules/packs/*.toml)")
-    k.add_argument("-o", "--output", metavar="TABLE", required=True, help="table file to write")
+    _output(k, "TABLE", "table file to write")
     k.add_argument("--key", metavar="KEY", required=True,
                    help="the gateway's installer key (kid <gateway>/installer, from `cabguard keys gen`)")
     # A table is for one site's signal catalog: which one is never a silent default.
     target = k.add_mutually_exclusive_group(required=True)
     target.add_argument("--config", metavar="SITE.toml", help="compile for this site config's catalog (and gateway)")
     target.add_argument("--catalog", metavar="FILE", help=catalog_help)
-    k.set_defaults(handler="controller.cli.rulescmd:compile_cmd")
-    e = rsub.add_parser("explain", help="which rule fired when, and why",
-                        description="Replay TRACE with TABLE and show, for every rule raised or "
-                                    "cleared, the scan and which of its terms were true.")
+    e = _command(rsub, "explain", "controller.cli.rulescmd:explain",
+                 help="which rule fired when, and why",
+                 description="Replay TRACE with TABLE and show, for every rule raised or "
+                             "cleared, the scan and which of its terms were true.")
     e.add_argument("table", metavar="TABLE", help="compiled table file")
     e.add_argument("trace", metavar="TRACE", help="trace file (docs/trace.md)")
     e.add_argument("--key", metavar="KEY", help="verify the table's MAC with this key")
-    e.set_defaults(handler="controller.cli.rulescmd:explain")
 
 
 def _console(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("console", help="the technician shell on this terminal (a running gateway's console)",
-                       description="Attach this terminal to the console of a gateway running on this "
-                                   "machine (its [console] port = \"pty:PATH\"), as picocom would over "
-                                   "the cable (docs/console.md).  On a terminal: raw mode, Ctrl-] quits.  "
-                                   "With stdin not a terminal: send each line at the prompt, print the "
-                                   "transcript.")
+    p = _command(sub, "console", "controller.console.local:main",
+                 help="the technician shell on this terminal (a running gateway's console)",
+                 description="Attach this terminal to the console of a gateway running on this "
+                             "machine (its [console] port = \"pty:PATH\"), as picocom would over "
+                             "the cable (docs/console.md).  On a terminal: raw mode, Ctrl-] quits.  "
+                             "With stdin not a terminal: send each line at the prompt, print the "
+                             "transcript.")
     p.add_argument("--local", action="store_true", required=True,
                    help="attach this terminal (stdin/stdout) to the gateway's console")
     p.add_argument("--link", metavar="PATH", help="the console's pty link (default: from --config)")
     p.add_argument("--config", metavar="SITE.toml", help="take the link from this site config's [console] port")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="scripted use: the longest wait for the prompt after a line (default 30)")
-    p.set_defaults(handler="controller.console.local:main")
 
 
 def _eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="closed-loop evaluation of scenarios in virtual time",
-                       description="Run scenarios (docs/scenarios.md) through step() in virtual time; "
-                                   "report detection (PD), time-to-detect and nuisance alarms (NAR), "
-                                   "rules alone against rules plus the anomaly model.")
+    p = _command(sub, "eval", "simulator.evaluate:main",
+                 help="closed-loop evaluation of scenarios in virtual time",
+                 description="Run scenarios (docs/scenarios.md) through step() in virtual time; "
+                             "report detection (PD), time-to-detect and nuisance alarms (NAR), "
+                             "rules alone against rules plus the anomaly model.")
     p.add_argument("scenario", nargs="+", help="scenario file(s) (TOML)")
     p.add_argument("--report", metavar="DIR", help="write a report with plots (PNG) into DIR")
-    p.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    _json(p)
     p.add_argument("--model", metavar="MODEL", help="anomaly model (default: rules/models/port.json)")
     p.add_argument("--no-model", action="store_true", help="evaluate without the anomaly model")
     p.add_argument("--rules", nargs="+", metavar="SRC", default=[],
@@ -353,58 +375,55 @@ def _eval(sub: argparse._SubParsersAction) -> None:
                         "the results are the same")
     p.add_argument("--idle-ms", type=int, default=1000, metavar="MS",
                    help="longest virtual-time step between scans when nothing changes (default 1000)")
-    p.set_defaults(handler="simulator.evaluate:main")
 
 
 def _model(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("model", help="the anomaly model: train it",
-                       description="Anomaly model tools (docs/anomaly.md).")
-    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    t = msub.add_parser("train", help="learn a baseline from scenarios or traces",
-                        description="Learn the per-time-of-week baseline from the normal parts of "
-                                    "scenario files (.toml) or recorded traces; labelled incidents "
-                                    "are excluded. Writes integer tables as JSON.")
+    msub = _actions(sub, "model", help="the anomaly model: train it",
+                    description="Anomaly model tools (docs/anomaly.md).")
+    t = _command(msub, "train", "simulator.train:main",
+                 help="learn a baseline from scenarios or traces",
+                 description="Learn the per-time-of-week baseline from the normal parts of "
+                             "scenario files (.toml) or recorded traces; labelled incidents "
+                             "are excluded. Writes integer tables as JSON.")
     t.add_argument("inputs", nargs="+", metavar="INPUT", help="scenario (.toml) or trace files")
-    t.add_argument("-o", "--output", required=True, metavar="MODEL", help="model file to write (JSON)")
+    _output(t, "MODEL", "model file to write (JSON)")
     t.add_argument("--cabinet", metavar="ID", help="learn only this cabinet of the scenarios (default: all, pooled)")
-    t.set_defaults(handler="simulator.train:main")
 
 
 def _provision(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("provision", help="flash.sh's helpers: config paths, relocation, TOTP enrolment, .mpy",
-                       description="Host-side steps of flash.sh (docs/flashing.md).")
-    ps = p.add_subparsers(dest="provision_command", metavar="ACTION", required=True)
-    paths = ps.add_parser("paths", help="print the files a site config names (KEY<TAB>VALUE lines)")
+    ps = _actions(sub, "provision", help="flash.sh's helpers: config paths, relocation, TOTP enrolment, .mpy",
+                  description="Host-side steps of flash.sh (docs/flashing.md).")
+    paths = _command(ps, "paths", "controller.cli.provision:paths_cmd",
+                     help="print the files a site config names (KEY<TAB>VALUE lines)")
     paths.add_argument("config", metavar="SITE.toml")
-    paths.set_defaults(handler="controller.cli.provision:paths_cmd")
-    rel = ps.add_parser("relocate", help="write a copy of SITE.toml with its gateway paths under ROOT")
+    rel = _command(ps, "relocate", "controller.cli.provision:relocate_cmd",
+                   help="write a copy of SITE.toml with its gateway paths under ROOT")
     rel.add_argument("config", metavar="SITE.toml")
     rel.add_argument("--root", required=True, metavar="ROOT")
-    rel.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically")
-    rel.set_defaults(handler="controller.cli.provision:relocate_cmd")
-    epoch = ps.add_parser("epoch-key", help="write epoch 0 of a root record key (what the gateway gets)")
+    _output(rel, "FILE", "written atomically")
+    epoch = _command(ps, "epoch-key", "controller.cli.provision:epoch_key_cmd",
+                     help="write epoch 0 of a root record key (what the gateway gets)")
     epoch.add_argument("record_key", metavar="RECORD.key", help="the root record key from `cabguard keys gen`")
-    epoch.add_argument("-o", "--output", required=True, metavar="FILE", help="written atomically, mode 0600")
-    epoch.set_defaults(handler="controller.cli.provision:epoch_key_cmd")
-    enrol = ps.add_parser("enrol", help="enrol people; print each new one's otpauth:// URI once")
+    _output(epoch, "FILE", "written atomically, mode 0600")
+    enrol = _command(ps, "enrol", "controller.cli.provision:enrol_cmd",
+                     help="enrol people; print each new one's otpauth:// URI once")
     enrol.add_argument("people", metavar="PEOPLE.toml", help="the console's people file ([console] people)")
     enrol.add_argument("--gateway", required=True, metavar="ID")
     enrol.add_argument("--person", required=True, action="append", metavar="ID[:ROLE]",
                        help="technician (default) or installer; repeatable")
-    enrol.set_defaults(handler="controller.cli.provision:enrol_cmd")
-    mpy = ps.add_parser("mpy", help="compile the portable core to .mpy files (mpy-cross)")
+    mpy = _command(ps, "mpy", "controller.cli.provision:mpy_cmd",
+                   help="compile the portable core to .mpy files (mpy-cross)")
     mpy.add_argument("--out", required=True, metavar="DIR", help="package folders of .mpy files go here")
-    mpy.set_defaults(handler="controller.cli.provision:mpy_cmd")
 
 
 def _selftest(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("selftest", help="check a flashed gateway: config, keys, rule table, bus scan",
-                       description="What flash.sh --verify runs on the gateway (service stopped): "
-                                   "config check, key modes, rule-table MAC and catalog, every "
-                                   "configured device answers; optionally a siren test.")
+    p = _command(sub, "selftest", "controller.cli.selftest:main",
+                 help="check a flashed gateway: config, keys, rule table, bus scan",
+                 description="What flash.sh --verify runs on the gateway (service stopped): "
+                             "config check, key modes, rule-table MAC and catalog, every "
+                             "configured device answers; optionally a siren test.")
     p.add_argument("--config", required=True, metavar="SITE.toml")
     p.add_argument("--siren-test", action="store_true", help="sound the siren for one second")
-    p.set_defaults(handler="controller.cli.selftest:main")
 
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [

@@ -11,7 +11,7 @@ from controller.core.table import (
     OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MAX, OP_MIN, OP_MODE, OP_MUL, OP_NE,
     OP_NEG, OP_NE_K, OP_NOT, OP_NOT_SIG, OP_OR, OP_OR_SIG, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
     OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SIG_NE_K, OP_SUB, OP_WITHIN,
-    RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, tests_moved,
+    RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
 )
 
 # The GUARD bit of mode(): set while ARMED or in the ENTRY delay, kept
@@ -23,6 +23,9 @@ _GUARD_OFF = (modes.DISARMED, modes.ARMING, modes.MAINTENANCE)
 _DISARMED = modes.DISARMED
 _MAINTENANCE = modes.MAINTENANCE
 _NONE = ()
+# The longest a sampler sleeps before its schedule is brought up to date
+# (well inside the half tick period that tick differences are good for).
+_SLEEP_MS = 3600000
 
 
 def _known(image, guard):
@@ -65,6 +68,12 @@ class Evaluator:
         self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
         self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look)
         self.last = [0] * table.image_size
+        # Per tested signal, the cell [lo, hi) around its last value in which
+        # no test of it changes (table.cell_of; empty: not known yet).
+        self.cell_lo = [1] * table.image_size
+        self.cell_hi = [0] * table.image_size
+        self.asleep = {}      # mem offset of a sleeping sampler -> the sampler
+        self.sleep_until = -1  # the tick by which the sleepers are brought up to date
         self.last_mbit = -1
         self.stack = []
         self.guard = 0
@@ -75,6 +84,7 @@ class Evaluator:
         """Every rule's state (timers, windows, counters, rate samples, latches, the
         last values seen), plain integers and lists: an evidence window starts with
         it so a replay reaches the decisions the gateway made (docs/trace.md)."""
+        self._wake_all(self.prev_now)   # the samples a sleeping sampler skipped, as taken
         return {"mem": list(self.mem), "active": list(self.active),
                 "wakes": [[r, self.wakes[r]] for r in sorted(self.wakes)], "last": list(self.last),
                 "mbit": self.last_mbit, "guard": self.guard, "primed": self.primed,
@@ -97,30 +107,44 @@ class Evaluator:
         self.mem = list(mem)
         self.active = list(active)
         self.last = list(last)
+        self.cell_lo = [1] * t.image_size
+        self.cell_hi = [0] * t.image_size
+        self.asleep = {}
+        self.sleep_until = -1
         self.next_wake = self._earliest_wake()
         self.group_next = [-1] * len(t.groups)   # each group looks at its rings' schedules again
 
     def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
+        diff = self.diff
+        if self.asleep and (diff(now, self.prev_now) >= self.table.min_step or diff(now, self.sleep_until) >= 0):
+            self._wake_all(self.prev_now)
         due = {}
         last = self.last
-        readers = self.table.readers
-        for i in self.table.watch:
+        t = self.table
+        readers = t.readers
+        lo = self.cell_lo
+        hi = self.cell_hi
+        for i in t.watch:
             if image[i] != last[i]:
                 old = last[i]
                 v = last[i] = image[i]
+                if self.asleep and i in t.wakers:
+                    self._wake(t.wakers[i], self.prev_now)
                 needs_value, tested = readers[i]
                 for r in needs_value:
                     due[r] = 1
-                # A rule that only tests the signal sees no change unless a test does.
-                for r, tests in tested:
-                    if tests_moved(tests, old, v):
-                        due[r] = 1
+                # A rule that only tests the signal sees no change unless a
+                # test does, and none does while it stays in its cell.
+                if tested and not lo[i] <= v < hi[i]:
+                    for r, tests in tested:
+                        if tests_moved(tests, old, v):
+                            due[r] = 1
+                    lo[i], hi[i] = cell_of(t.tests_of[i], v)
         if mbit != self.last_mbit:
             self.last_mbit = mbit
-            for r in self.table.mode_rules:
+            for r in t.mode_rules:
                 due[r] = 1
-        diff = self.diff
         if self.next_wake >= 0 and diff(now, self.next_wake) >= 0:
             wakes = self.wakes
             for r in wakes:
@@ -135,26 +159,42 @@ class Evaluator:
     def _sample_rates(self, image, now, due):
         """Take the samplers' samples that are due, as their rate() ops would
         when their rules ran this scan; a rule whose rate's value changes is
-        due (its signal has not changed, or it is due already)."""
+        due (its signal has not changed, or it is due already).  A sampler
+        whose ring then holds one value, its signal's, sleeps: its rate stays
+        0 and every sample it skips would write that value again, so a wake
+        (``_wake``) only moves its schedule on."""
         m = self.mem
         first = -1
         groups = self.table.groups
         group_next = self.group_next
+        asleep = self.asleep
+        full = RATE_SAMPLES + 1
         # Tick differences inlined (as ticks.diff): this loop runs about every
         # other scan of `cabguard eval`; it walks only the groups that are due.
         for k in range(len(groups)):
             gn = group_next[k]
             if gn < 0 or ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
                 gn = -1
-                for r, o, step, i, g in groups[k]:
-                    if g >= 0 and not image[g]:
-                        continue   # its device is offline: no samples (its rule reset the ring)
+                for sampler in groups[k]:
+                    r, o, step, i, g = sampler
+                    if o in asleep or (g >= 0 and not image[g]):
+                        continue   # asleep, or its device is offline: no samples (its rule reset the ring)
                     if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
                         v = image[i]
-                        before = self._rate_value(o, v)
+                        before = v - m[o + 3 + m[o + 2]] if m[o + 1] == full else 0
                         self._rate_sample(o, step, v, now)
-                        if self._rate_value(o, v) != before:
+                        if m[o + 1] == full:
+                            after = v - m[o + 3 + m[o + 2]]
+                            if after == 0 and m[o + 3:o + 3 + full].count(v) == full:
+                                if not asleep:
+                                    self.sleep_until = (now + _SLEEP_MS) & TICK_MASK
+                                asleep[o] = sampler
+                        else:
+                            after = 0
+                        if after != before:
                             due[r] = 1
+                        if o in asleep:
+                            continue
                     nxt = (m[o] + step) & TICK_MASK
                     if gn < 0 or ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                         gn = nxt
@@ -162,6 +202,35 @@ class Evaluator:
             if gn >= 0 and (first < 0 or ((gn - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
                 first = gn
         self.next_sample = first
+
+    def _wake(self, samplers, upto):
+        """Wake those of ``samplers`` that sleep, their schedules moved on as
+        if they had sampled at every scan up to ``upto``: every scan since
+        they slept came less than a step after the one before (else
+        ``_due`` woke them), so each took its sample on the nominal
+        schedule, and with the value the ring holds."""
+        m = self.mem
+        asleep = self.asleep
+        for sampler in samplers:
+            o = sampler[1]
+            if o not in asleep:
+                continue
+            del asleep[o]
+            step = sampler[2]
+            n = self.diff(upto, m[o]) // step
+            if n > 0:
+                m[o] = (m[o] + n * step) & TICK_MASK
+                m[o + 2] = (m[o + 2] + n) % (RATE_SAMPLES + 1)
+            nxt = (m[o] + step) & TICK_MASK
+            k = self.table.sampled[o]
+            if self.group_next[k] >= 0 and self.diff(nxt, self.group_next[k]) < 0:
+                self.group_next[k] = nxt
+            if self.next_sample < 0 or self.diff(nxt, self.next_sample) < 0:
+                self.next_sample = nxt
+
+    def _wake_all(self, upto):
+        if self.asleep:
+            self._wake(list(self.asleep.values()), upto)
 
     def _earliest_wake(self):
         """The wake that comes first (ticks wrap: compare by their difference)."""
@@ -209,7 +278,9 @@ class Evaluator:
             while pc < n:
                 op = code[pc]
                 # Most frequent first (measured on the default packs over the noise
-                # month of `cabguard eval`: rates and timers, seldom a test).
+                # month of `cabguard eval`: the rules that read the vibration at
+                # every reading -- edges, windows, timers -- then rates).  Tick
+                # differences inlined, as ticks.diff.
                 if op == OP_SIG:
                     push(image[code[pc + 1]])
                     pc += 2
@@ -217,6 +288,9 @@ class Evaluator:
                     b = pop()
                     s[-1] = 1 if (s[-1] and b) else 0
                     pc += 1
+                elif op == OP_MODE:
+                    push(1 if mbit & code[pc + 1] else 0)
+                    pc += 2
                 elif op == OP_HELD:
                     o = code[pc + 1]
                     g = guards[o]
@@ -224,21 +298,90 @@ class Evaluator:
                         if not mem[o + 1]:
                             mem[o + 1] = 1
                             mem[o] = now
-                        if diff(now, mem[o]) >= code[pc + 2]:
+                        if ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= code[pc + 2]:
                             s[-1] = 1
                         else:
                             s[-1] = 0
                             due_at = (mem[o] + code[pc + 2]) & TICK_MASK
-                            if wake < 0 or diff(due_at, wake) < 0:
+                            if wake < 0 or ((due_at - wake + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                                 wake = due_at
                     else:
                         mem[o + 1] = 0
                         s[-1] = 0
                     pc += 3
+                elif op == OP_WITHIN:
+                    # mem: last tick it was true, seen within the window, true now.
+                    # When it turns false, it was last true at the previous scan.
+                    o = code[pc + 1]
+                    g = guards[o]
+                    if g is not None and not _known(image, g):
+                        mem[o] = mem[o + 1] = mem[o + 2] = s[-1] = 0
+                    elif s[-1]:
+                        mem[o] = now
+                        mem[o + 1] = 1
+                        mem[o + 2] = 1
+                        s[-1] = 1
+                    else:
+                        if mem[o + 2]:
+                            mem[o] = self.prev_now
+                            mem[o + 2] = 0
+                        ms = code[pc + 2]
+                        if mem[o + 1] and ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF > ms:
+                            mem[o + 1] = 0
+                        s[-1] = mem[o + 1]
+                        if mem[o + 1]:
+                            due_at = (mem[o] + ms + 1) & TICK_MASK
+                            if wake < 0 or ((due_at - wake + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                                wake = due_at
+                    pc += 3
+                elif op == OP_CHANGED:
+                    # mem: the previous value, known.
+                    o = code[pc + 1]
+                    g = guards[o]
+                    if g is not None and not _known(image, g):
+                        mem[o] = mem[o + 1] = s[-1] = 0
+                    else:
+                        v = s[-1]
+                        if mem[o + 1] and v != mem[o]:
+                            s[-1] = 1
+                            wake = now   # false again at the next scan, unless it changes
+                        else:
+                            s[-1] = 0
+                        mem[o] = v
+                        mem[o + 1] = 1
+                    pc += 2
+                elif op == OP_AND_SIG:
+                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
+                    pc += 2
+                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
+                    v = image[code[pc + 1]]
+                    k = code[pc + 2]
+                    if op == OP_SIG_GT_K:
+                        push(1 if v > k else 0)
+                    elif op == OP_SIG_LT_K:
+                        push(1 if v < k else 0)
+                    elif op == OP_SIG_GE_K:
+                        push(1 if v >= k else 0)
+                    elif op == OP_SIG_LE_K:
+                        push(1 if v <= k else 0)
+                    elif op == OP_SIG_EQ_K:
+                        push(1 if v == k else 0)
+                    else:
+                        push(1 if v != k else 0)
+                    pc += 3
+                elif op == OP_NOT:
+                    s[-1] = 0 if s[-1] else 1
+                    pc += 1
+                elif op == OP_OR:
+                    b = pop()
+                    s[-1] = 1 if (s[-1] or b) else 0
+                    pc += 1
                 elif op == OP_RATE:
                     o = code[pc + 1]
                     g = guards[o]
                     if g is None or _known(image, g):
+                        if o in self.asleep:
+                            self._wake((self.asleep[o],), now)   # with this scan's sample
                         due_at = self._rate(o, code[pc + 2], now)
                         if o in sampled:
                             # Back online, its first sample may be the rule's: the
@@ -254,9 +397,6 @@ class Evaluator:
                         mem[o + 1] = 0   # no samples: the ring starts again
                         s[-1] = 0
                     pc += 3
-                elif op == OP_MODE:
-                    push(1 if mbit & code[pc + 1] else 0)
-                    pc += 2
                 elif OP_GT_K <= op <= OP_NE_K:
                     v = s[-1]
                     k = code[pc + 1]
@@ -277,47 +417,21 @@ class Evaluator:
                     if s[-1] < 0:
                         s[-1] = -s[-1]
                     pc += 1
-                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
-                    v = image[code[pc + 1]]
-                    k = code[pc + 2]
-                    if op == OP_SIG_GT_K:
-                        push(1 if v > k else 0)
-                    elif op == OP_SIG_LT_K:
-                        push(1 if v < k else 0)
-                    elif op == OP_SIG_GE_K:
-                        push(1 if v >= k else 0)
-                    elif op == OP_SIG_LE_K:
-                        push(1 if v <= k else 0)
-                    elif op == OP_SIG_EQ_K:
-                        push(1 if v == k else 0)
-                    else:
-                        push(1 if v != k else 0)
-                    pc += 3
-                elif op == OP_AND_SIG:
-                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
-                    pc += 2
-                elif op == OP_NOT_SIG:
-                    push(0 if image[code[pc + 1]] else 1)
-                    pc += 2
-                elif op == OP_OR:
-                    b = pop()
-                    s[-1] = 1 if (s[-1] or b) else 0
-                    pc += 1
-                elif op == OP_OR_SIG:
-                    s[-1] = 1 if (s[-1] or image[code[pc + 1]]) else 0
-                    pc += 2
-                elif op == OP_SIG_BIT:
-                    push((image[code[pc + 1]] >> code[pc + 2]) & 1)
-                    pc += 3
-                elif op == OP_NOT:
-                    s[-1] = 0 if s[-1] else 1
-                    pc += 1
                 elif op == OP_CONST:
                     push(code[pc + 1])
                     pc += 2
                 elif op <= OP_NE:
                     self._arith(op)
                     pc += 1
+                elif op == OP_NOT_SIG:
+                    push(0 if image[code[pc + 1]] else 1)
+                    pc += 2
+                elif op == OP_OR_SIG:
+                    s[-1] = 1 if (s[-1] or image[code[pc + 1]]) else 0
+                    pc += 2
+                elif op == OP_SIG_BIT:
+                    push((image[code[pc + 1]] >> code[pc + 2]) & 1)
+                    pc += 3
                 elif op == OP_BIT:
                     s[-1] = (s[-1] >> code[pc + 1]) & 1
                     pc += 2
@@ -394,7 +508,7 @@ class Evaluator:
         s[-1] = r
 
     def _stateful(self, op, code, pc, now, image):
-        """Run one stateful op (HELD is inlined, RATE has its own branch);
+        """Run one stateful op (HELD, WITHIN and CHANGED are inlined, RATE has its own branch);
         returns the tick at which time alone may change its value, or -1 if
         only its input can."""
         s = self.stack
@@ -407,39 +521,17 @@ class Evaluator:
                 m[k] = 0
             s[-1] = 0
             return -1
-        if op == OP_WITHIN:
-            # mem: last tick it was true, seen within the window, true now.
-            # When it turns false, it was last true at the previous scan.
-            ms = code[pc + 2]
-            if v:
-                m[o] = now
-                m[o + 1] = 1
-                m[o + 2] = 1
-                s[-1] = 1
-                return -1
-            if m[o + 2]:
-                m[o] = self.prev_now
-                m[o + 2] = 0
-            if m[o + 1] and self.diff(now, m[o]) > ms:
-                m[o + 1] = 0
-            s[-1] = m[o + 1]
-            return (m[o] + ms + 1) & TICK_MASK if m[o + 1] else -1
         if op == OP_COUNT:
             ms = code[pc + 2]
             n = self._count(o, ms, 1 if v else 0, now)
             s[-1] = n
             return (m[o + 3 + m[o + 2]] + ms) & TICK_MASK if n else -1
         prev = m[o]
-        if op == OP_CHANGED:
-            r = 1 if (m[o + 1] and v != prev) else 0
-            m[o] = v
-            m[o + 1] = 1
+        m[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
+        if op == OP_ROSE:
+            r = 1 if (v and prev == 1) else 0
         else:
-            m[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
-            if op == OP_ROSE:
-                r = 1 if (v and prev == 1) else 0
-            else:
-                r = 1 if (not v and prev == 2) else 0
+            r = 1 if (not v and prev == 2) else 0
         s[-1] = r
         return now if r else -1
 

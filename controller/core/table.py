@@ -320,6 +320,49 @@ def tests_moved(tests, old, new):
     return False
 
 
+# The widest cell cell_of gives (a small int on every MicroPython port).
+_FAR = (1 << 30) - 1
+
+
+def _cut(op, k, u):
+    """The run of integers [lo, hi) around ``u`` over which ``(op, k)`` of a
+    test gives the result it gives for ``u``."""
+    if op == OP_BIT:
+        lo = (u >> k) << k
+        return lo, lo + (1 << k)
+    if op == OP_GT_K or op == OP_LE_K:
+        k += 1                           # u > k is u >= k + 1
+    elif op == OP_EQ_K or op == OP_NE_K:
+        if u == k:
+            return k, k + 1
+        return (-_FAR, k) if u < k else (k + 1, _FAR)
+    return (-_FAR, k) if u < k else (k, _FAR)
+
+
+def cell_of(tests, v):
+    """The run of integers [lo, hi) around ``v`` in which every one of
+    ``tests`` gives the result it gives for ``v``: a signal that moves within
+    it moves no test (the evaluator's cheap check before tests_moved)."""
+    lo = -_FAR
+    hi = _FAR
+    for test in tests:
+        absolute, op, k = test
+        if absolute:
+            u = -v if v < 0 else v
+            a, b = _cut(op, k, u)
+            if a <= 0:                   # the cell holds 0: both signs, up to its end
+                a, b = 1 - b, b
+            elif v < 0:                  # the negative mirror of [a, b)
+                a, b = 1 - b, 1 - a
+        else:
+            a, b = _cut(op, k, v)
+        if a > lo:
+            lo = a
+        if b < hi:
+            hi = b
+    return lo, hi
+
+
 class Table:
     """A checked table: parallel lists, one entry per rule.
 
@@ -386,6 +429,10 @@ class Table:
             if i not in readers:
                 self.readers[i] = ((), tuple(tested[i]))
         self.watch = tuple(sorted(self.readers))
+        # Every test the rules make of a signal (for Evaluator's cells).
+        self.tests_of = {}
+        for i in tested:
+            self.tests_of[i] = tuple(t for _r, tests in tested[i] for t in tests)
         self.mode_rules = tuple(mode_rules)
         # rate() of a signal: (rule, mem offset, sample step ms, signal, its
         # guard's online twin or -1).  The
@@ -404,6 +451,16 @@ class Table:
         for k in range(len(self.groups)):
             for sampler in self.groups[k]:
                 self.sampled[sampler[1]] = k
+        # A sampler whose ring holds one value sleeps (Evaluator._sample_rates):
+        # a change of its signal or of its guard's twin wakes it (``wakers``:
+        # signal index -> those samplers), as does any scan more than its
+        # shortest step (``min_step``) after the one before.
+        self.wakers = {}
+        for sampler in samplers:
+            _append(self.wakers, sampler[3], sampler)
+            if sampler[4] >= 0:
+                _append(self.wakers, sampler[4], sampler)
+        self.min_step = min(steps) if steps else 0
 
     def _add(self, rule, r, image_size):
         if not isinstance(rule, list) or len(rule) != 5:

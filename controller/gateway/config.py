@@ -167,7 +167,8 @@ SCHEMA = Table({
         "publish_ms": Int(100, 60000, default=1000),
     }, optional=True),
     "gnss": Table({
-        "port": PATH,
+        "port": Str(r".+", "the receiver's serial port (NMEA 0183)", default=""),
+        "device": Str(NAME, "a [[device]] name: a GNSS receiver on the bus", default=""),
         "baud": Choice((4800, 9600, 19200, 38400, 57600, 115200), default=9600),
         "fresh_s": Int(2, 60, default=5),
         "max_hdop": Int(1, 20, default=5),
@@ -292,6 +293,12 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem("camera[{}].topic".format(i), "a camera topic needs the [lan] broker it is read from"))
         if not cam["topic"] and not doc.get("webhook"):
             problems.append(Problem("camera[{}]".format(i), "no source: give topic = ... (with [lan]) or a [webhook]"))
+    gnss = doc.get("gnss")
+    if gnss and bool(gnss["port"]) == bool(gnss["device"]):
+        problems.append(Problem("gnss", "give exactly one of port = PATH (NMEA 0183 on a serial port) "
+                                        "or device = NAME (a receiver on the Modbus bus)"))
+    elif gnss and gnss["device"] and gnss["device"] not in devices:
+        problems.append(Problem("gnss.device", "no [[device]] named {!r}".format(gnss["device"])))
     if doc.get("opcua") and doc["opcua"]["listen"]:
         why = listen_problem(doc["opcua"]["listen"].rpartition(":")[0].strip("[]"))
         if why:
@@ -313,20 +320,25 @@ def _cross_checks(doc: dict) -> list[Problem]:
     return problems
 
 
-# Sections whose parts come with an extra of the package: (section, module, extra).
-EXTRAS = (("gnss", "pynmea2", "gnss"), ("opcua", "asyncua", "opcua"))
+# Sections whose parts come with an extra of the package, when their key is set:
+# (section, key, module, extra).  A GNSS receiver on the Modbus bus needs no NMEA parser.
+EXTRAS = (("gnss", "port", "pynmea2", "gnss"), ("opcua", "listen", "asyncua", "opcua"))
+
+
+def _needs(doc: dict, section: str, key: str) -> bool:
+    return bool((doc.get(section) or {}).get(key))
 
 
 def extras_needed(doc: dict) -> list[str]:
     """The package extras a config's sections need (flash.sh bundles them)."""
-    return [extra for section, _module, extra in EXTRAS if doc.get(section)]
+    return [extra for section, key, _module, extra in EXTRAS if _needs(doc, section, key)]
 
 
 def missing_extras(config: SiteConfig) -> ConfigError | None:
     """The sections whose extra is not installed on this machine (checked where the gateway runs)."""
     problems = [Problem(section, "needs the {} extra, not installed here: pip install 'cabguard[{}]' ({})".format(
-        extra, extra, module)) for section, module, extra in EXTRAS
-        if config.doc.get(section) and importlib.util.find_spec(module) is None]
+        extra, extra, module)) for section, key, module, extra in EXTRAS
+        if _needs(config.doc, section, key) and importlib.util.find_spec(module) is None]
     return ConfigError(config.path, problems) if problems else None
 
 

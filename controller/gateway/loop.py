@@ -58,7 +58,7 @@ from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
 from controller.gateway.cameras import CameraFeed
 from controller.gateway.lanlink import LanLink
-from controller.gateway.position import PositionError, PositionFilter, load_survey, save_survey
+from controller.gateway.position import DeviceFixes, PositionError, PositionFilter, load_survey, save_survey
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
 from controller.gateway.settings import GatewaySettings
@@ -132,10 +132,15 @@ class Gateway:
         self.refused_inputs: list[str] = []     # files refused before the journal opened: recorded at start
         self.lan = self._lan_link(settings)
         self.position: PositionFilter | None = None
-        self.gnss: NmeaReader | None = None
+        self.gnss: NmeaReader | None = None              # a receiver on a serial port ...
+        self.gnss_device: DeviceFixes | None = None      # ... or on the Modbus bus
         if settings.gnss is not None:
             self.position = PositionFilter(self.catalog, settings.gnss.track, self._surveyed())
-            self.gnss = NmeaReader(settings.gnss.port, settings.gnss.baud, lambda: self.clock.monotonic_ns() // 1_000_000)
+            if settings.gnss.device:
+                self.gnss_device = DeviceFixes(self.catalog, settings.gnss.device)
+            else:
+                self.gnss = NmeaReader(settings.gnss.port, settings.gnss.baud,
+                                       lambda: self.clock.monotonic_ns() // 1_000_000)
         self.webhook: Webhook | None = None
         self.opcua: OpcuaProcess | None = None     # started by run.build with [opcua]
         self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
@@ -312,9 +317,10 @@ class Gateway:
             poller.copy_into(image, indices)
         self.cameras.fill(image, now_ns // 1_000_000)
         if self.position is not None:
-            for fix in self.gnss.drain():
+            now_ms = now_ns // 1_000_000
+            for fix in self.gnss.drain() if self.gnss is not None else self.gnss_device.take(image, now_ms):
                 self.position.feed(fix)
-            self.position.fill(image, now_ns // 1_000_000)
+            self.position.fill(image, now_ms)
         idx = self._idx
         image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
         image[idx["sys.clock_trusted"]] = int(self.trusted)

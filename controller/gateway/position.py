@@ -1,9 +1,11 @@
 """Position on the image: a GNSS receiver's fixes as ``pos.*``, and the surveyed place.
 
-The receiver's thread (drivers/gnss.py, ``NmeaReader``) queues fixes; each
-scan the loop feeds them to the position track (``PositionTrack``, the
-filter against jitter and multipath, in drivers/gnss.py) and writes its
-values on the image:
+The receiver's thread (drivers/gnss.py, ``NmeaReader``) queues fixes, or,
+for a receiver on the Modbus bus (``[gnss] device``, a ``gnss_receiver``
+profile), ``DeviceFixes`` takes each new fix from the device's decoded
+signals on the image; each scan the loop feeds them to the position track
+(``PositionTrack``, the filter against jitter and multipath, in
+drivers/gnss.py) and writes its values on the image:
 
     pos.online    a sentence within ``fresh_s`` (a receiver unplugged or
                   silent is known dead; never heard: 0)
@@ -30,7 +32,8 @@ from pathlib import Path
 from controller.core.catalog import POSITION_SIGNALS, Catalog
 from controller.errors import CabguardError
 from drivers.atomicfile import write_atomic
-from drivers.gnss import Fix, GnssError, PositionTrack, TrackSettings
+from drivers.gnss import Fix, GnssError, PositionTrack, TrackSettings, fix_from_signals
+from drivers.modbus.profiles import GNSS_RECEIVER_SIGNALS
 from drivers.safefile import KIB, InputFileError, parse_json, read_bytes
 
 
@@ -62,6 +65,30 @@ class PositionFilter:
             return self.track.survey(now_ms)
         except GnssError as e:
             raise PositionError(str(e)) from None
+
+
+class DeviceFixes:
+    """The new fixes of a GNSS receiver on the bus, read from its signals on the image.
+
+    The poller copies the device's newest decoded fix onto the image each
+    scan; a fix is new when the device is online and its ``utc_ms`` (the
+    fix's time) differs from the one taken last, so a fix polled twice is
+    fed once, and a receiver that stops updating goes stale as a silent
+    serial port does (``pos.online`` 0 after ``fresh_s``)."""
+
+    def __init__(self, catalog: Catalog, device: str):
+        self.online = catalog.index[device + ".online"]
+        self.idx = [(name, catalog.index[device + "." + name]) for name, _u, _s in GNSS_RECEIVER_SIGNALS]
+        self.last_utc: int | None = None
+
+    def take(self, image: list[int], now_ms: int) -> list[Fix]:
+        if not image[self.online]:
+            return []
+        values = {name: image[i] for name, i in self.idx}
+        if values["utc_ms"] == self.last_utc:
+            return []
+        self.last_utc = values["utc_ms"]
+        return [fix_from_signals(values, now_ms)]
 
 
 def load_survey(path: Path) -> tuple[float, float] | None:

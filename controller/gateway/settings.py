@@ -60,9 +60,10 @@ class CameraSettings:
 
 @dataclass(frozen=True)
 class GnssSettings:
-    """``[gnss]``: the receiver's port and what counts as a good fix."""
-    port: str
+    """``[gnss]``: the receiver (a serial port, or a device on the bus) and what counts as a good fix."""
+    port: str                # NMEA 0183 on this serial port ("" with device)
     baud: int
+    device: str              # a [[device]] of class gnss_receiver ("" with port)
     track: TrackSettings
 
 
@@ -123,7 +124,7 @@ def _camera(c: dict) -> CameraSettings:
 def _gnss(g: dict | None) -> GnssSettings | None:
     if not g:
         return None
-    return GnssSettings(g["port"], g["baud"], TrackSettings(
+    return GnssSettings(g["port"], g["baud"], g["device"], TrackSettings(
         g["fresh_s"] * 1000, g["max_hdop"] * 100, float(g["max_speed_mps"]), g["reacquire_s"] * 1000))
 
 

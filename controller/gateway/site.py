@@ -109,6 +109,11 @@ def assemble(config: SiteConfig, with_model: bool = True) -> Site:
     profiles = _profiles(doc, problems)
     pollers = _pollers(settings, profiles, problems)
     problems += _output_problems(doc, profiles)
+    receiver = settings.gnss.device if settings.gnss is not None else ""
+    if receiver in profiles and profiles[receiver].device_class != "gnss_receiver":
+        problems.append(Problem("gnss.device", "device {!r} has profile {!r} of class {}: a GNSS receiver "
+                                "needs a gnss_receiver profile (drivers/profiles/gnss-modbus.toml)".format(
+                                    receiver, profiles[receiver].name, profiles[receiver].device_class)))
     schedules = Schedules(doc.get("schedules") or {}, doc["gateway"]["timezone"])
     specs = []
     for p in pollers:

@@ -8,6 +8,7 @@ crc_hi``; an exception answer is exactly 5 bytes with ``function | 0x80``.
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from drivers.errors import ModbusCrcError, ModbusException, ModbusFrameError
 
@@ -54,7 +55,8 @@ def with_crc(body: bytes) -> bytes:
 
 
 def crc_ok(frame: bytes) -> bool:
-    return len(frame) >= 4 and crc16(frame[:-2]) == frame[-2] | (frame[-1] << 8)
+    """The CRC over a whole frame, its own CRC (low byte first) included, is 0 when it matches."""
+    return len(frame) >= 4 and not crc16(frame)
 
 
 def t35_seconds(baud: int) -> float:
@@ -79,6 +81,21 @@ def split_reads(function: int, start: int, count: int, baud: int, ceiling_s: flo
 
 
 # ---- requests (master side) ------------------------------------------------
+
+class Read(NamedTuple):
+    """One read built once and sent at every poll: the request frame, CRC included,
+    and the length of its normal answer."""
+    function: int
+    start: int
+    count: int
+    request: bytes
+    expected: int
+
+
+def read(address: int, function: int, start: int, count: int) -> Read:
+    return Read(function, start, count, read_request(address, function, start, count),
+                expected_length(function, count))
+
 
 def read_request(address: int, function: int, start: int, count: int) -> bytes:
     if not (0 <= start <= 0xFFFF and 1 <= count and start + count <= 0x10000):
@@ -137,6 +154,11 @@ def registers(data: bytes) -> list[int]:
 
 def bits(data: bytes, count: int) -> list[int]:
     return [(data[i >> 3] >> (i & 7)) & 1 for i in range(count)]
+
+
+def values(read: Read, data: bytes) -> list[int]:
+    """The registers or bits in the data part of the answer to ``read``."""
+    return bits(data, read.count) if read.function in BIT_FUNCTIONS else registers(data)
 
 
 # ---- answers (slave side) --------------------------------------------------

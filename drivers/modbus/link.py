@@ -61,6 +61,7 @@ class DeviceLink:
         self.options = options
         self.floor_us = round(options.timeout_floor_ms * 1000)
         self.ceiling_us = round(options.timeout_ceiling_ms * 1000)
+        self.gaps_us = round(2e6 * frames.t35_seconds(options.baud))   # t3.5 before and after a read
         self.online = 0
         self.good_run = 0                # good polls in a row
         self.bad_run = 0                 # failed polls in a row
@@ -86,7 +87,7 @@ class DeviceLink:
 
     def expected_us(self, count: int) -> int:
         """How long a good read of ``count`` registers should take: wire, gaps and turnaround."""
-        return wire_us(count, self.options.baud) + round(2e6 * frames.t35_seconds(self.options.baud)) + self.latency_us
+        return wire_us(count, self.options.baud) + self.gaps_us + self.latency_us
 
     def attempts(self, write: bool = False) -> int:
         """Tries for one transaction.  A read at first contact is tried once: it already waits

@@ -84,6 +84,7 @@ class RtuMaster:
         self.fd = self.serial.fileno()
         self.t35 = frames.t35_seconds(baud)
         self._char_s = frames.wire_seconds(1, baud)
+        self._rts = rs485.mode == "rts"
         self._quiet_from = 0.0
         self._stale = False        # the last transaction may have left an answer on its way
         self._sent = (0, 0.0)      # (address, end of the request on the wire) of the last request
@@ -115,12 +116,12 @@ class RtuMaster:
         self.wait_quiet()
         try:
             termios.tcflush(self.fd, termios.TCIFLUSH)  # a late answer to an earlier request
-            if self.rs485.mode == "rts":
+            if self._rts:
                 self._send_driving_rts(request)
                 sent = time.perf_counter()
             else:
                 os.write(self.fd, request)
-                sent = time.perf_counter() + frames.wire_seconds(len(request), self.baud)
+                sent = time.perf_counter() + len(request) * self._char_s
         except SERIAL_ERRORS as e:  # an unplugged adapter: the devices fall silent, the bus thread lives
             raise self._lost(e) from None
         self._sent = (request[0], sent)
@@ -181,32 +182,37 @@ class RtuMaster:
         t3.5).  An answer that began before the request was out on the wire is not on a
         wire (a pty without pacing): the rest is polled for.  ``_answer_end`` is when the last byte came (on a wire,
         when it was due: the UART had it then)."""
+        poll = self._poll.poll
+        clock = time.perf_counter
         buf = b""
-        first_at = 0.0
-        slept = False        # the last wait was a sleep through the rest of the answer
-        chunk = b""          # what the last wait brought
+        missing = expected
+        on_wire = False      # the answer began after its request was out
+        came = False         # the last wait brought bytes
+        slept = False        # ... in a sleep through the rest of the answer
         while True:
-            missing = _missing(request, buf, expected)
-            now = time.perf_counter()
+            now = clock()
             if not missing:
                 self._answer_end = min(self._answer_end, now) if slept else now
                 return buf
-            if chunk and first_at >= self._sent[1]:
+            if came and on_wire:
                 self._answer_end = now + missing * self._char_s
                 time.sleep(max(0.0, min(deadline, self._answer_end + self.t35) - now))
                 slept = True
-                if not self._poll.poll(0):   # nothing came meanwhile: wait for it
-                    chunk = b""
+                if not poll(0):   # nothing came meanwhile: wait for it
+                    came = False
                     continue
-            elif self._poll.poll(max(0.0, deadline - now) * 1000):
+            elif poll(max(0.0, deadline - now) * 1000):
                 slept = False
             else:
                 self._answer_end = now
                 return buf
-            chunk = self._read_some(missing)
-            if chunk and not buf:
-                first_at = time.perf_counter()
-            buf += chunk
+            if buf:
+                buf += self._read_some(missing)
+            else:
+                buf = self._read_some(missing)
+                on_wire = clock() >= self._sent[1]
+            came = True
+            missing = _missing(request, buf, expected)
 
     def _read_some(self, n: int) -> bytes:
         """Up to ``n`` bytes that poll() said are there; end-of-file or EIO is a lost port."""
@@ -229,22 +235,15 @@ class RtuMaster:
             self._read_some(256)
             first = first or time.perf_counter()
 
-    def read_registers(self, address: int, function: int, start: int, count: int,
-                       timeout: float) -> list[int]:
-        request = frames.read_request(address, function, start, count)
-        data = self.transact(request, frames.expected_length(function, count), timeout)
-        return frames.registers(data)
-
-    def read_bits(self, address: int, function: int, start: int, count: int,
-                  timeout: float) -> list[int]:
-        request = frames.read_request(address, function, start, count)
-        data = self.transact(request, frames.expected_length(function, count), timeout)
-        return frames.bits(data, count)
+    def read(self, read: frames.Read, timeout: float) -> list[int]:
+        """The registers or bits that ``read`` (built once, frames.read) asks for."""
+        return frames.values(read, self.transact(read.request, read.expected, timeout))
 
     def read_block(self, address: int, function: int, start: int, count: int,
                    timeout: float) -> list[int]:
-        reader = self.read_bits if function in frames.BIT_FUNCTIONS else self.read_registers
-        return reader(address, function, start, count, timeout)
+        return self.read(frames.read(address, function, start, count), timeout)
+
+    read_registers = read_bits = read_block    # the function says which: 3/4 registers, 1/2 bits
 
     def write_coil(self, address: int, coil: int, on: bool, timeout: float) -> None:
         self.transact(frames.write_coil_request(address, coil, on), 8, timeout)

@@ -10,10 +10,12 @@ short lock.  The scan loop never waits for the bus: ``copy_into(image,
 indices)`` copies the newest snapshot (a few hundred integers, microseconds)
 and ``events()`` drains what happened since the last scan.
 
-What the thread does next — which device is due, a queued write or job
-first, the devices polled between the pieces of a long read, a poll aligned
-with the scan loop — is decided by ``Schedule`` (drivers/modbus/schedule.py),
-a pure function of the time it is given.  What each transaction's outcome
+A poll is a sequence of reads (a device's blocks, long ones split for the
+baud and the periods), taken one at a time: what the thread does next —
+which device's next read, a queued write or job first, a shorter period's
+poll between a battery's reads, a poll aligned with the scan loop — is
+decided by ``Schedule`` (drivers/modbus/schedule.py), a pure function of the
+time it is given.  What each transaction's outcome
 means for its device — the adaptive
 timeout, retries, first contact, the online/offline hysteresis, the
 counters — is decided by the device's ``DeviceLink`` (drivers/modbus/link.py),
@@ -26,7 +28,7 @@ gpiozero injects pin factories; the poller calls it again to reopen a lost
 port.
 
 Coil writes are queued to the bus thread (``write_coils``), done between
-polls, read back, and reported as events (``WRITE_OK``, ``WRITE_MISMATCH``,
+reads, read back, and reported as events (``WRITE_OK``, ``WRITE_MISMATCH``,
 ``WRITE_FAILED``; the kinds are in drivers/modbus/events.py).
 
 A port that fails under a transaction (USB adapter pulled, simulator gone)
@@ -52,7 +54,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Callable, Generator, NamedTuple, TypeVar
+from typing import Callable, Generator, NamedTuple, Sequence, TypeVar
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
@@ -114,7 +116,23 @@ class _State:
         self.names = [n for n, _u, _s in profile.signal_specs()]
         self.slot = slot                 # first index in the flat snapshot
         self.not_implemented = 0
-        self.longest: tuple[RegisterMap | None, int] = (None, 0)   # BusPoller._longest_read's
+        self.plan: tuple[RegisterMap | None, list[Piece]] = (None, [])   # BusPoller._plan's
+        self.reading: _Reading | None = None   # the poll in progress, between its reads
+
+
+class Piece(NamedTuple):
+    """One read of a poll: a block, or a piece of a block split for the baud and the periods."""
+    block: int                 # index in the register map's blocks
+    read: frames.Read          # built once: the request with its CRC, the answer's length
+
+
+class _Reading:
+    """A poll in progress: the reads still to do and what the done ones read, per block."""
+
+    def __init__(self, pieces: list[Piece], blocks: int, started_us: int) -> None:
+        self.pieces = collections.deque(pieces)
+        self.blocks: list[list[int]] = [[] for _ in range(blocks)]
+        self.started_us = started_us
 
 
 class BusPoller:
@@ -158,7 +176,6 @@ class BusPoller:
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
         self._reopen = PortLink()        # when to try a lost port again (bus thread only)
-        self._nested = False             # polling a device in the middle of another's poll
         # No read longer than the ceiling, nor than the shortest poll period (drivers/modbus/budget.py).
         self._read_limit = read_limit_s(options.timeout_ceiling_ms / 1000, [d.period_ms / 1000 for d in devices])
         self._death: str | None = None   # why the bus thread died, until restart()
@@ -170,28 +187,33 @@ class BusPoller:
         passes each to controller.core.catalog.device_signals() to build the catalog."""
         return [(st.instance, st.profile.signal_specs()) for st in self._states]
 
-    def indices(self, catalog) -> list[int]:
-        """Image index for each snapshot value; build once after the catalog."""
-        return [catalog.lookup(name, "bus " + self.port) for name in self.names]
+    def indices(self, catalog) -> Sequence[int]:
+        """Image index for each snapshot value; build once after the catalog.  A range when
+        they follow one another (the catalog lists a bus's devices so), copied as a slice."""
+        found = [catalog.lookup(name, "bus " + self.port) for name in self.names]
+        span = range(found[0], found[0] + len(found)) if found else range(0)
+        return span if found == list(span) else found
 
-    def copy_into(self, image: list[int], indices: list[int]) -> None:
+    def copy_into(self, image: list[int], indices: Sequence[int]) -> None:
         """Copy the newest snapshot into ``image`` (a short lock, no I/O)."""
         with self._lock:
-            for i, v in zip(indices, self._flat):
-                image[i] = v
+            if isinstance(indices, range):
+                image[indices.start:indices.stop] = self._flat
+            else:
+                for i, v in zip(indices, self._flat):
+                    image[i] = v
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(zip(self.names, self._flat))
 
     def events(self) -> list[BusEvent]:
-        """Everything that happened since the last call (non-blocking)."""
+        """Everything that happened since the last call (non-blocking; the scan loop is the
+        only reader, so what ``empty()`` says stays true until it takes it)."""
         out = []
-        while True:
-            try:
-                out.append(self._events.get_nowait())
-            except queue.Empty:
-                return out
+        while not self._events.empty():
+            out.append(self._events.get_nowait())
+        return out
 
     def write_coils(self, instance: str, values: dict[str, int]) -> int:
         """Queue coil writes (e.g. ``{"k1": 1}``) with readback; returns a token that the
@@ -307,7 +329,7 @@ class BusPoller:
             now = _us(time.monotonic())
             action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
                                          None if self._master is not None else self._reopen.reopen_at,
-                                         [st.link.expected_us(self._longest_read(st)) for st in self._states],
+                                         [st.link.expected_us(self._next_read(st)) for st in self._states],
                                          [bool(st.link.online) for st in self._states])
             if action.kind == JOB:
                 self._schedule.job_stepped()
@@ -329,10 +351,16 @@ class BusPoller:
             self._write(*command)
 
     def _poll_due(self, st: _State) -> None:
-        """Poll a device whose time has come, and schedule its next poll."""
-        started = _us(time.monotonic())
-        self.poll(st)
-        self._schedule.polled(st.index, started, _us(time.monotonic()))
+        """The next read of a device whose time has come; once its poll is done, schedule the
+        next one.  Between a poll's reads the schedule may put others (a shorter period's poll,
+        a queued write)."""
+        now = _us(time.monotonic())
+        started = st.reading.started_us if st.reading is not None else now
+        done = self._poll_step(st, now)
+        if done is None:
+            self._schedule.reading(st.index)
+        else:
+            self._schedule.polled(st.index, started, _us(time.monotonic()), not done, bool(st.link.online))
 
     def _check_port(self) -> None:
         """Close a port that failed; reopen a lost one when its backoff is up."""
@@ -382,14 +410,36 @@ class BusPoller:
         self._steps = None
 
     def poll(self, st: _State) -> bool:
-        """Read and decode one device now; update its twins and the snapshot."""
+        """Read and decode one device now (all its reads, or the rest of a poll in progress);
+        update its twins and the snapshot.  True if it answered."""
+        while True:
+            done = self._poll_step(st, _us(time.monotonic()))
+            if done is not None:
+                return done
+
+    def _poll_step(self, st: _State, now_us: int) -> bool | None:
+        """One read of ``st``'s poll (a SunSpec discovery first, if due), beginning a poll if
+        none is in progress: None while reads remain, else whether the poll succeeded (the
+        values decoded and published)."""
         try:
-            if st.regmap is None:
-                st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
-                                                     st.profile))
-            blocks = [self._read_split(st, frames.READ_FUNCTION[b.table], b.start, b.count)
-                      for b in st.regmap.blocks]
-            values, missing = st.regmap.decode(blocks)
+            if st.reading is None:
+                discovering = st.regmap is None
+                if discovering:
+                    st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
+                                                         st.profile))
+                st.reading = _Reading(self._plan(st), len(st.regmap.blocks), now_us)
+                if discovering:
+                    return None   # a step of its own: a few reads of the model chain
+            reading = st.reading
+            piece = reading.pieces[0]
+            read = piece.read
+            reading.blocks[piece.block] += self._transact(st, read.count, lambda master, timeout_s: master.read(
+                read, timeout_s))
+            reading.pieces.popleft()
+            if reading.pieces:
+                return None
+            st.reading = None
+            values, missing = st.regmap.decode(reading.blocks)
         except NotSunSpec as e:
             self._failed(st, st.link.not_sunspec(str(e)))
             return False
@@ -402,6 +452,7 @@ class BusPoller:
         return True
 
     def _failed(self, st: _State, events: list[BusEvent]) -> None:
+        st.reading = None   # a poll in progress is over
         if st.profile.sunspec and any(e.kind == OFFLINE for e in events):
             st.regmap = None  # rediscover: it may be a different device when it returns
         self._report(events)
@@ -419,42 +470,23 @@ class BusPoller:
             raise ModbusPortLost("port {} is gone (unplugged?); trying to reopen it".format(self.port))
         return self._master
 
-    def _read_split(self, st: _State, function: int, start: int, count: int) -> list[int]:
-        """A block in as many reads as the baud needs for each to fit the ceiling and the
-        shortest poll period; before each, a device of a shorter period whose poll falls due
-        meanwhile is polled first."""
-        values: list[int] = []
-        for first, n in frames.split_reads(function, start, count, self.options.baud, self._read_limit):
-            self._yield_to_due(st, n)
-            values += self._read(st, function, first, n)
-        return values
+    def _plan(self, st: _State) -> list[Piece]:
+        """The reads of one poll of ``st`` (none before a SunSpec device is discovered): its
+        blocks in as many reads as the baud needs for each to fit the ceiling and the
+        shortest poll period, so the devices polled often are polled between them; kept
+        with the register map it was planned for."""
+        if st.plan[0] is not st.regmap:
+            st.plan = (st.regmap, [] if st.regmap is None else [
+                Piece(i, frames.read(st.address, frames.READ_FUNCTION[b.table], first, n))
+                for i, b in enumerate(st.regmap.blocks)
+                for first, n in frames.split_reads(frames.READ_FUNCTION[b.table], b.start, b.count,
+                                                   self.options.baud, self._read_limit)])
+        return st.plan[1]
 
-    def _yield_to_due(self, st: _State, count: int) -> None:
-        """Before a piece of ``st``'s poll: the devices of a shorter period that fall due
-        before it would end, each polled on its time (drivers/modbus/schedule.py)."""
-        if self._nested or threading.current_thread() is not self._thread or self._master is None:
-            return
-        now = _us(time.monotonic())
-        at, ahead = self._schedule.ahead_of(st.index, now, st.link.expected_us(count), bool(st.link.online))
-        if at > now and self._stop.wait((at - now) / 1e6):
-            return
-        for i in ahead:
-            if self._master is None:
-                return   # the port failed meanwhile: reopened between polls
-            self._nested = True
-            try:
-                self._poll_due(self._states[i])
-            finally:
-                self._nested = False
-
-    def _longest_read(self, st: _State) -> int:
-        """Registers of ``st``'s longest read as the poller splits them (0 before a SunSpec
-        device is discovered), kept with the register map it was computed for."""
-        if st.longest[0] is not st.regmap:
-            st.longest = (st.regmap, max((n for b in st.regmap.blocks for _s, n in frames.split_reads(
-                frames.READ_FUNCTION[b.table], b.start, b.count, self.options.baud, self._read_limit)),
-                default=0) if st.regmap is not None else 0)
-        return st.longest[1]
+    def _next_read(self, st: _State) -> int:
+        """Registers of ``st``'s next read: of its poll in progress, or the first of a new one."""
+        pieces = st.reading.pieces if st.reading is not None else self._plan(st)
+        return pieces[0].read.count if pieces else 0
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with the retries its link allows."""

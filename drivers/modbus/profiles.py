@@ -1,8 +1,9 @@
 """Device profiles: register maps as data (TOML), validated on load.
 
-A profile belongs to a device class (``io``, ``battery``, ``relay``) and maps
-registers to exactly that class's signals (docs/signals.md), each an integer
-in the class's declared unit and decimal scale.  The format is documented in
+A profile belongs to a device class (``io``, ``battery``, ``relay``,
+``gnss_receiver``) and maps registers to exactly that class's signals
+(docs/signals.md), each an integer in the class's declared unit and decimal
+scale.  The format is documented in
 docs/profiles.md.
 
 Decoding and encoding are pure and I/O free, so the same code serves the bus
@@ -43,11 +44,16 @@ BATTERY_SIGNALS = (("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "p
                    ("serial", "code", 0), ("alarm_bits", "bits", 0))
 CELL_SIGNALS = tuple(("cell{:02d}_mv".format(i), "V", -3) for i in range(1, 17))
 RELAY_SIGNALS = tuple(("k{}".format(i), "bool", 0) for i in range(1, 5))
+# A GNSS receiver on the bus: its newest fix, which the gateway feeds to the position
+# track (controller/gateway/position.py) as it does a GGA sentence read on a serial port.
+GNSS_RECEIVER_SIGNALS = (("utc_ms", "s", -3), ("fix", "code", 0), ("sats", "count", 0), ("hdop", "count", -2),
+                         ("lat", "deg", -7), ("lon", "deg", -7))
 # class -> (signals every profile of the class maps, signals a profile may add)
 CLASSES: dict[str, tuple[tuple, tuple]] = {
     "io": (IO_SIGNALS, ()),
     "battery": (BATTERY_SIGNALS, CELL_SIGNALS),
     "relay": (RELAY_SIGNALS, ()),
+    "gnss_receiver": (GNSS_RECEIVER_SIGNALS, ()),
 }
 
 TABLES = ("coil", "discrete", "holding", "input")
@@ -128,9 +134,15 @@ class RegisterMap:
         self.fields = fields
         self.blocks = _pack_blocks(fields, gap)
         self.not_implemented = not_implemented
-        self._plan = [(f, *self._locate(f.table, f.address)) for f in fields]
+        # The decode plan, built once: (name, block, offset, field), the field None where the
+        # signal is the register as read (one word, no bit, sign, scale or "not implemented" value).
+        self._plan = [(f.name, *self._locate(f.table, f.address), None if self._as_read(f) else f) for f in fields]
         self._sf = {f.sf_address: self._locate("holding", f.sf_address)
                     for f in fields if f.sf_address is not None}
+
+    def _as_read(self, f: Field) -> bool:
+        return (f.type in ("bool", "u16") and f.bit is None and f.sf_address is None and f.raw_scale == f.scale
+                and not (self.not_implemented and f.type in NOT_IMPLEMENTED))
 
     def _locate(self, table: str, address: int) -> tuple[int, int]:
         for i, b in enumerate(self.blocks):
@@ -144,8 +156,11 @@ class RegisterMap:
         out: dict[str, int] = {}
         missing = 0
         ni = self.not_implemented
-        for f, bi, off in self._plan:
+        for name, bi, off, f in self._plan:
             regs = blocks[bi]
+            if f is None:
+                out[name] = regs[off]
+                continue
             raw = _raw(f, regs, off)
             if raw is None or (ni and f.type in NOT_IMPLEMENTED and raw == NOT_IMPLEMENTED[f.type]):
                 out[f.name] = f.missing
@@ -544,6 +559,8 @@ def _field(src: _Source, name: str, entry: Any, unit_scale: tuple[str, int], wor
     words = WORDS.get(typ, entry.get("words"))
     if typ == "str" and (not isinstance(words, int) or not 1 <= words <= MAX_REGISTERS):
         raise src.error(src.line_of(header, "words"), "{}: a str needs words = 1..125".format(say))
+    if not models and address + words > 0x10000:
+        raise src.error(line, "{}: its {} registers run past register 65535, the last there is".format(say, words))
     raw_scale = entry.get("scale", scale)
     if not isinstance(raw_scale, int) or isinstance(raw_scale, bool) or not -9 <= raw_scale <= 9:
         raise src.error(src.line_of(header, "scale"), "{}: scale {!r} is not an integer power of ten -9..9".format(

@@ -2,10 +2,10 @@
 
 As ``DeviceLink`` (drivers/modbus/link.py) is one slave's link state,
 ``Schedule`` is the bus's poll schedule as plain integers: it is asked what
-comes next (``next``) and which devices go ahead of a piece of a long read
-(``ahead_of``), and told what was done (``polled``, ``job_stepped``).  It
-never reads a clock or a port; the caller passes monotonic microseconds and
-does the I/O.  tests/test_modbus_schedule.py drives it with tables, no pty.
+comes next (``next``), and told what was done (``reading``: one read of a
+poll, more to come; ``polled``: a whole poll; ``job_stepped``).  It never
+reads a clock or a port; the caller passes monotonic microseconds and does
+the I/O.  tests/test_modbus_schedule.py drives it with tables, no pty.
 
 Theory of operation
 -------------------
@@ -13,41 +13,46 @@ Each device is polled on its own period, staggered over its period at
 start, keeping its phase: a poll that overran skips the slots it missed.  A
 device polled once per scan of an aligned loop (``align``) is polled just
 early enough that its answer is in the snapshot when the scan copies it: its
-poll's mean duration plus twice its deviation (EWMAs of 1/8 and 1/4) plus
-``ALIGN_MARGIN_US`` before the scan.
+poll's mean duration plus twice its deviation (EWMAs of 1/8 and 1/4, of the
+polls that answered) plus ``ALIGN_MARGIN_US`` before the scan, at most one
+period; one that ended after the scan it was for is followed at once by the
+poll for the next scan (skipping that scan's slot left a door unread for
+two scans).
 
-What goes first, in order:
+The period is the priority (rate-monotonic): on the demo bus the I/O
+module (door, bolt, tamper, vibration) every 100 ms goes before the
+batteries every second.  A poll is a sequence of reads (a long block split
+by frames.split_reads: 3 reads of 37 registers for a SunSpec battery at
+19200 baud), and each read is scheduled on its own, so the I/O module is
+polled between a battery's reads rather than behind all of them.
+
+What goes next, in order:
 
 1. a queued command (a coil write: the siren; or a job to queue): on a busy
    wire a poll is always due, and the write would wait for ever;
-2. a step of a queued job (a technician's ``bus scan``), while no poll is
-   due, and on a busy wire every other transaction, so a scan neither delays
+2. a device whose poll failed while it is online (``polled(...,
+   failed_online=True)``): polled again at once, so a silent device is
+   offline after its ``offline_after`` failed polls back to back;
+3. a step of a queued job (a technician's ``bus scan``), while no poll is
+   due, and on a busy wire every other poll, so a scan neither delays
    polls much nor starves;
-3. of the devices due, one late by a whole period of its own, or not
-   online (coming online, after a start or a lost port), earliest due
-   first: none starves (on a saturated wire a slow device is polled at
-   least every other period), and a cabinet is back as soon as the wire
-   allows;
-4. else the one of the shortest period (rate-monotonic), earliest due among
-   equals; its poll starts only if its longest read ends before any device
-   of a shorter period falls due: otherwise the bus waits for that device.
-   On the demo bus (an I/O module every 100 ms, batteries whose 37-register
-   reads take 80 ms with their turnarounds) a battery read that starts in
-   the I/O module's gap delays its poll past the scan, and a door then
-   waits a whole scan more;
-5. otherwise, waiting until the first poll is due (or the lost port's
+4. of the devices due, one not online (first contact, a port back) whose
+   last poll did not fail, earliest due first: a cabinet is back as soon as
+   the wire allows, and a battery that is gone (offline, failing its polls)
+   does not take the I/O module's scans;
+5. else the one of the shortest period, earliest due among equals; its next
+   read starts only if it ends before any device of a shorter period falls
+   due: otherwise the bus waits for that device (door state never waits
+   behind battery telemetry).  Nothing of a longer period goes between the
+   reads of a shorter period's poll;
+6. a device late by a whole period of its own (starving: the wire is
+   busier than the periods allow, as on the demo bus, 107 %) goes anyway,
+   but at most once every ``STEAL_PERIODS`` shortest periods: each such
+   read costs the I/O module a scan (its poll then ends after it), so a
+   battery on an overloaded bus is polled less often than its period,
+   never the door;
+7. otherwise, waiting until the first poll is due (or the lost port's
    reopening time, if sooner).
-
-A long block is read in pieces (frames.split_reads); a piece starts only
-if no device of a shorter period falls due before it would end: otherwise
-the bus waits for that device's time, polls it, and then reads the piece
-(``ahead_of``).  So the I/O module is polled on its time, neither held up
-by a battery's 111 registers nor polled early to make room for them (its
-reading staler at its scan, and a second poll of it after the piece).
-
-An aligned poll's lead is at most one period: a poll longer than the
-scan's slot leaves starts at the scan instead of skipping to the next one
-(it used to be polled every other scan on a loaded host).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 ALIGN_MARGIN_US = 1500     # an aligned poll ends this long before the scan that reads it
+STEAL_PERIODS = 10         # a starving device goes ahead of a shorter period's poll once in this many such periods
 
 # What the bus thread does next (Action.kind).
 COMMAND = "command"        # take the queued command (a write, or a job to queue)
@@ -79,6 +85,11 @@ class Schedule:
         self.poll_us = [0] * n          # EWMA of a whole poll of each device
         self.poll_dev_us = [0] * n      # ... and of its deviation from that mean
         self.grid: tuple[int, int] | None = None   # the scan loop's (anchor, period), see align()
+        self.scan_us: list[int | None] = [None] * n   # an aligned device's: the scan its next poll is for
+        self.confirm = [False] * n      # its poll failed while online: poll it again at once
+        self.active = [False] * n       # between the reads of its poll
+        self.silent = [False] * n       # its last poll failed (not online: it is not coming online)
+        self.stolen_us = -(1 << 62)     # when a starving device last went ahead of a shorter period
         self.job_turn = False           # a poll ran since the last job step
 
     def align(self, anchor_us: int, period_us: int) -> None:
@@ -95,65 +106,105 @@ class Schedule:
              online: Sequence[bool] = ()) -> Action:
         """What to do at ``now_us``: ``commands`` and ``jobs`` say whether any are queued,
         ``reopen_at_us`` when to try a lost port again (None while it is open), ``read_us``
-        how long each device's longest read should take (none given: 0), ``online`` which
-        devices are (none given: all)."""
+        how long each device's next read should take (none given: 0), ``online`` which
+        devices are (none given: all).  A POLL that goes ahead of a shorter period's poll
+        because its device starves is counted against the next such (``STEAL_PERIODS``)."""
         if commands:
             return Action(COMMAND)
         due = self.due_us[self.first_due()]
-        if due <= now_us:
-            waiting = [i for i, t in enumerate(self.due_us) if t <= now_us]
-            urgent = [i for i in waiting if now_us - self.due_us[i] >= self.period_us[i]
-                      or (online and not online[i])]
-            if urgent:
-                pick = min(urgent, key=self.due_us.__getitem__)
-                return Action(JOB) if jobs and self.job_turn else Action(POLL, pick)
+        waiting = [i for i, t in enumerate(self.due_us) if t <= now_us and not self._inside(i)]
+        if waiting:
+            confirming = [i for i in waiting if self.confirm[i]]
+            if confirming:   # an online device gone quiet: whether it is offline goes first
+                return Action(POLL, min(confirming, key=self.due_us.__getitem__))
+            coming = [i for i in waiting if online and not online[i] and not self.silent[i]]
+            if coming:       # first contact, a port back: the cabinet is back as soon as the wire allows
+                return self._go(min(coming, key=self.due_us.__getitem__), jobs)
             pick = min(waiting, key=lambda i: (self.period_us[i], self.due_us[i]))
-            ends = now_us + (read_us[pick] if read_us else 0)
-            held = [self.due_us[j] for j, p in enumerate(self.period_us)
-                    if p < self.period_us[pick] and self.due_us[j] <= ends]
+            held = self._held(pick, now_us, read_us)
             if not held:
-                return Action(JOB) if jobs and self.job_turn else Action(POLL, pick)
+                return self._go(pick, jobs)
+            starving = [i for i in waiting if now_us - self.due_us[i] >= self.period_us[i]]
+            if starving and now_us - self.stolen_us >= STEAL_PERIODS * min(self.period_us):
+                self.stolen_us = now_us
+                return Action(POLL, min(starving, key=self.due_us.__getitem__))
             due = min(held)   # it would hold up a shorter period's poll: wait for that one
         if jobs:
             return Action(JOB)
         return Action(WAIT, at_us=due if reopen_at_us is None else min(due, reopen_at_us))
 
-    def ahead_of(self, device: int, now_us: int, piece_us: int, online: bool = True) -> tuple[int, list[int]]:
-        """What goes before a piece of ``device``'s poll that takes ``piece_us``: the devices
-        of a shorter period whose poll falls due before it would end (earliest first), and
-        when to poll them: when the first of them is due, rather than early (a reading
-        staler at its scan, and polled twice around the piece) or late (behind the piece);
-        at once while ``device`` is not ``online`` (coming online goes first)."""
-        period = self.period_us[device]
-        ends = now_us + piece_us
-        first = sorted((self.due_us[i], i) for i, p in enumerate(self.period_us) if p < period and self.due_us[i] <= ends)
-        return (first[0][0] if first and online else now_us), [i for _due, i in first]
+    def _go(self, device: int, jobs: bool) -> Action:
+        """Poll ``device``, or step a job if it is the job's turn."""
+        return Action(JOB) if jobs and self.job_turn else Action(POLL, device)
 
-    def polled(self, device: int, started_us: int, ended_us: int) -> int:
-        """``device`` was polled from ``started_us`` to ``ended_us``; returns its next due time."""
+    def _held(self, device: int, now_us: int, read_us: Sequence[int]) -> list[int]:
+        """When the devices of a shorter period than ``device``'s fall due, of those that do
+        before its next read would end."""
+        ends = now_us + (read_us[device] if read_us else 0)
+        return [self.due_us[j] for j, p in enumerate(self.period_us)
+                if p < self.period_us[device] and self.due_us[j] <= ends]
+
+    def _inside(self, device: int) -> bool:
+        """A device of a shorter period than ``device``'s is between the reads of its poll:
+        ``device`` does not go between them."""
+        return any(self.active[j] and p < self.period_us[device] for j, p in enumerate(self.period_us))
+
+    def reading(self, device: int) -> None:
+        """A read of ``device``'s poll is done and more remain: they are due at once, each
+        going only if it ends before a shorter period falls due (or its device starves)."""
+        self.active[device] = True
+
+    def polled(self, device: int, started_us: int, ended_us: int, failed: bool = False,
+               online: bool = True) -> int:
+        """``device`` was polled from ``started_us`` to ``ended_us``; returns its next due time.
+        A poll that ``failed`` of a device still ``online`` (its offline hysteresis counts) is
+        polled again at once, ahead of every other device, so a silent device is offline after
+        its ``offline_after`` failed polls back to back, not one period apart (a failed poll's
+        timeouts and retry overran its period, which then skipped a slot: 3.7 to 4.2 periods
+        instead of at most 3).  One that failed while offline is no longer coming online: it
+        waits its turn like the others."""
+        failed_online = failed and online
+        self.confirm[device] = failed_online
+        self.silent[device] = failed
+        self.active[device] = False
+        self.job_turn = True
+        if failed_online:
+            self.due_us[device] = ended_us
+            return ended_us
         took = ended_us - started_us
         self.poll_dev_us[device] += (abs(took - self.poll_us[device]) - self.poll_dev_us[device]) // 4
         self.poll_us[device] += (took - self.poll_us[device]) // 8
         self.due_us[device] = self._next_due(device, ended_us)
-        self.job_turn = True
         return self.due_us[device]
 
     def job_stepped(self) -> None:
         self.job_turn = False
 
     def port_reopened(self, now_us: int) -> None:
-        """Poll everyone now: the devices come back one period sooner."""
+        """Poll everyone now: the devices come back one period sooner.  Polls in progress
+        when the port went are over (they failed)."""
         self.due_us = [min(due, now_us) for due in self.due_us]
+        self.active = [False] * len(self.active)
+        self.silent = [False] * len(self.silent)
 
     def _next_due(self, device: int, now_us: int) -> int:
         """On the device's own period, keeping its phase; or, for a device polled once per
         scan of an aligned loop, just early enough that its answer is in the snapshot when
-        the scan copies it (most polls end in time, not half)."""
+        the scan copies it (most polls end in time, not half).  An aligned poll that ended
+        after the scan it was for is followed at once by the poll for the next scan: skipping
+        to the scan after (the slot's start had passed) left the I/O module unpolled for two
+        scans, and a door opened meanwhile waited 200 ms for its next reading."""
         period = self.period_us[device]
         if self.grid is not None and self.grid[1] == period:
             anchor, _ = self.grid
             lead = min(period, self.poll_us[device] + 2 * self.poll_dev_us[device] + ALIGN_MARGIN_US)
-            return anchor + ((now_us + lead - anchor) // period + 1) * period - lead
+            missed = self.scan_us[device]
+            if missed is not None and missed < now_us:
+                scan = anchor + ((now_us - anchor) // period + 1) * period   # the next one it can make
+            else:
+                scan = anchor + ((now_us + lead - anchor) // period + 1) * period
+            self.scan_us[device] = scan
+            return scan - lead
         due = self.due_us[device] + period
         if due < now_us:   # overrun: skip missed slots, keep the phase
             due += ((now_us - due) // period + 1) * period
