@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 from controller.core import modes, ticks
 from controller.core.anomaly import ModelTables
 from controller.core.catalog import Catalog
-from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_MODE, EV_RULE
+from controller.core.events import ALARM, CMD_ACK, CMD_ARM, EV_INVENTORY, EV_MODE, EV_RULE
 from controller.core.modelrules import ModelRules
 from controller.core.outputs import OUTPUT_NAMES
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig, CoreState, step
@@ -235,7 +235,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
                 run.rises[name].append(t)
             was[k] = outputs[i]
         for ev in events:
-            found = _detection(ev, state.rules)
+            found = _detection(ev, state)
             if found:
                 run.detections.append(Detection(t, found))
             if ev[0] == EV_MODE:
@@ -252,8 +252,13 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     return run
 
 
-def _detection(ev: tuple[int, int, int, int], evaluator: Any) -> str:
+def _detection(ev: tuple[int, int, int, int], state: CoreState) -> str:
     code, a, b, c = ev
+    evaluator = state.rules
+    if code == EV_INVENTORY and state.mode == modes.ALARM:
+        # What changed while the gateway was down: it raises the core's alarm
+        # only while guarding, and the mode's event follows (or it was in ALARM).
+        return "core: inventory {} {} -> {}".format(state.catalog.names[a], b, c)
     if code == EV_MODE and b == modes.ALARM:
         return "core: " + modes.EVENT_NAMES[c]
     if code == EV_RULE and c and b >= ALARM:

@@ -94,12 +94,14 @@ def test_a_lone_pack_heating_faster_than_its_current_explains_is_caught():
     assert found["two"] == []
 
 
-def _raised(script: list[tuple[int, dict[str, int]]], settle_s: int, mode: int = modes.ARMED,
+def _raised(script: list[tuple[int, dict[str, int | None]]], settle_s: int, mode: int | dict[int, int] = modes.ARMED,
             step_ms: int = 1000) -> list[str]:
     """The default packs, driven directly: everything up and live for
     ``settle_s`` (the vibration peak and temperatures jittering as live
     sensors do), then ``script`` [(s after settling, {signal: value})],
-    applied for good.  Returns the ids raised after settling."""
+    applied for good (None: the signal lives again).  ``mode`` is the core's mode throughout, or
+    {s after settling: the mode from then} (before the first: ARMED).
+    Returns the ids raised after settling."""
     catalog, site = site_catalog(None)
     ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
     image = catalog.new_image()
@@ -113,18 +115,24 @@ def _raised(script: list[tuple[int, dict[str, int]]], settle_s: int, mode: int =
         image[catalog.index[name]] = v
     frozen: set[str] = set()
     at = {s * 1000: changes for s, changes in script}
+    switch = {s * 1000: m for s, m in mode.items()} if isinstance(mode, dict) else {}
+    now_mode = modes.ARMED if switch else mode
     out = []
     end = settle_s * 1000 + max(at) + 60000
     for t in range(0, end, step_ms):
         after = t - settle_s * 1000
         for name, v in at.get(after, {}).items():
-            image[catalog.index[name]] = v
-            frozen.add(name)
+            if v is None:                     # the sensor lives again
+                frozen.discard(name)
+            else:
+                image[catalog.index[name]] = v
+                frozen.add(name)
+        now_mode = switch.get(after, now_mode)
         if "io.vib_peak_mg" not in frozen:
             image[catalog.index["io.vib_peak_mg"]] = 3 + t // 1000 % 3
         if "io.temp_dc" not in frozen:
             image[catalog.index["io.temp_dc"]] = 200 + t // 600000 % 5
-        for r, _sev, _act, up in ev.scan(image, ticks.wrap(t), mode):
+        for r, _sev, _act, up in ev.scan(image, ticks.wrap(t), now_mode):
             if up and after >= 0:
                 out.append(ev.table.ids[r])
     return out
@@ -149,9 +157,54 @@ def test_sunspec_thermal_bits_are_reported(bits, expected):
 
 def test_a_frozen_vibration_sensor_is_reported_while_armed_and_a_live_one_is_not():
     jammed = [(0, {"io.vib_peak_mg": 4}), (330, {})]
-    assert _raised(jammed, settle_s=400) == ["vibration_frozen.io"]
+    assert _raised(jammed, settle_s=400) == ["vibration_frozen.io", "vibration_dead.io"]
     assert _raised(jammed, settle_s=400, mode=modes.DISARMED) == []
     assert _raised([(0, {}), (330, {})], settle_s=400) == []
+
+
+# Mode changes (s after settling) of an alarm's response: acknowledged
+# (disarmed) 10 minutes later, re-armed through a 30 s exit delay.
+ACK_REARM = {0: modes.ARMED, 900: modes.DISARMED, 901: modes.ARMING, 931: modes.ARMED,
+             1600: modes.DISARMED, 1601: modes.ARMING, 1631: modes.ARMED}
+FROZEN = ("vibration_frozen.io", "vibration_dead.io")
+
+
+@pytest.mark.parametrize("script, mode, expected", [
+    # Dead for good while armed: one alarm, then at each re-arming the
+    # warning only, not a siren every 10 minutes (issue 18).
+    ([(0, {"io.vib_peak_mg": 4}), (2400, {})], ACK_REARM,
+     ["vibration_frozen.io", "vibration_dead.io", "vibration_dead.io", "vibration_dead.io"]),
+    # Already dead when the cabinet is armed: the warning.
+    ([(0, {"io.vib_peak_mg": 4}), (1200, {})], {0: modes.DISARMED, 600: modes.ARMING, 630: modes.ARMED},
+     ["vibration_dead.io"]),
+    # Lives again after a repair, then frozen again (by a thief): a new freezing.
+    ([(0, {"io.vib_peak_mg": 4}), (900, {"io.vib_peak_mg": None}), (1200, {"io.vib_peak_mg": 5}), (1600, {})],
+     modes.ARMED, ["vibration_frozen.io", "vibration_dead.io", "vibration_frozen.io", "vibration_dead.io"]),
+    # Frozen during the exit delay (someone leaving holds it): still the alarm once armed.
+    ([(0, {"io.vib_peak_mg": 4}), (600, {})], {0: modes.ARMING, 30: modes.ARMED},
+     ["vibration_frozen.io", "vibration_dead.io"]),
+])
+def test_a_frozen_vibration_sensor_alarms_once_per_freezing_not_at_every_rearming(script, mode, expected):
+    assert [r for r in _raised(script, settle_s=400, mode=mode) if r in FROZEN] == expected
+
+
+def _trucks(first_s: int, n: int) -> list[tuple[int, dict[str, int | None]]]:
+    """A truck passing every 10 minutes from ``first_s``: the RMS up to 30 mg for 5 s, then quiet (2 mg)."""
+    return [step for k in range(n) for step in ((first_s + 600 * k, {"io.vib_rms_mg": 30}),
+                                                (first_s + 600 * k + 5, {"io.vib_rms_mg": 2}))]
+
+
+@pytest.mark.parametrize("frozen_at, expected", [
+    # Dead for an hour at its quiet level: each truck lifts the RMS over the
+    # stuck peak, which no live sensor reads, but the loss is reported once.
+    (-3600, []),
+    # Frozen a minute before the shaking starts (someone blinding it): at once.
+    (-60, ["vibration_sensor_masked.io"]),
+])
+def test_a_peak_stuck_at_its_quiet_level_is_no_new_masking_at_every_truck(frozen_at, expected):
+    script = [(0, {"io.vib_peak_mg": 4})] + _trucks(-frozen_at, 4) + [(-frozen_at + 2400, {})]
+    raised = _raised(script, settle_s=400)
+    assert [r for r in raised if r == "vibration_sensor_masked.io"] == expected
 
 
 def test_sensors_out_of_range_or_frozen_for_hours_are_health_warnings():

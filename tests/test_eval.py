@@ -224,3 +224,37 @@ def test_a_quiet_cabinet_boots_like_a_gateway_and_stays_quiet_through_restarts()
     doc = evaluate([scn], rules_factory=RuleSource(), model=load_model(str(DEFAULT_MODEL)),
                    decode_factory=profile_decode())
     assert doc["nuisance_alarms"] == 0 and doc["compare"]["rules"]["nuisance_alarms"] == 0
+
+
+YANKED = """
+[[action]]
+kind = "gateway_restart"
+at = "+10m"
+down = "3m"
+
+[[action]]
+kind = "door_open"
+at = "+10m20s"
+
+[[action]]
+kind = "module_remove"
+at = "+11m"
+battery = "bms2"
+count = 2
+
+[[action]]
+kind = "door_close"
+at = "+12m"
+"""
+
+
+@pytest.mark.parametrize("armed, detected", [(True, True), (False, False)])
+def test_eval_resumes_like_the_gateway_and_sees_modules_gone_while_it_was_down(armed, detected):
+    # the core alone (no rules): only the persisted inventory can tell
+    incident = '\n[[incident]]\nkind = "theft"\nstart = "+10m"\nend = "+20m"\n' if armed else ""
+    doc = evaluate([scenario(YANKED + incident, "30m", armed=armed)])
+    if detected:
+        (inc,) = doc["scenarios"][0]["incidents"]
+        assert inc["detected"] and inc["by"] == "core: inventory bms2.modules 8 -> 6"
+        assert 180 <= inc["ttd_s"] <= 190         # at the first poll after the 3 minutes down
+    assert doc["nuisance_alarms"] == 0

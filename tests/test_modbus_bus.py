@@ -711,3 +711,22 @@ def test_the_io_module_is_read_between_a_batterys_pieces_and_a_silent_one_confir
               if i >= silenced and address == 1 and outcome == "ModbusTimeout"]
     assert len(silent) >= 4
     assert all(address == 1 for address, *_rest in log[silent[0]:silent[3] + 1])
+
+
+def test_a_device_the_wire_cannot_poll_on_its_period_is_reported_stretched():
+    """A SunSpec battery asked for every 50 ms, whose 111 registers take some 200 ms on a
+    19200-baud wire: its values are that old, and the poller says so (once), naming how
+    often it is polled in fact; the console's `devices` shows the same figure."""
+    devices = [SimDevice("bms2", "sunspec-battery", 3, SUNSPEC, turnaround_ms=20)]
+    with Simulator([SimBus("w", devices, 19200)]) as sim:
+        poller = BusPoller(sim.bus("w").port, [PolledDevice("bms2", "sunspec-battery", 3, 50)],
+                           BusOptions(baud=19200)).start()
+        try:
+            news: list = []
+            assert wait_until(lambda: news.extend(poller.events()) or any(e.kind == ev.STRETCHED for e in news), 20)
+            assert poller.stats()["bms2"]["poll_gap_ms"] > 150
+        finally:
+            poller.stop()
+    stretched = [e for e in news if e.kind == ev.STRETCHED]
+    assert len(stretched) == 1 and stretched[0].device == "bms2"
+    assert "not every 0.05 s" in stretched[0].detail and "raise the baud" in stretched[0].detail

@@ -249,3 +249,31 @@ def test_a_reopened_port_polls_everyone_now():
     schedule.port_reopened(30 * MS)
     assert schedule.due_us == [30 * MS, 30 * MS, 20 * MS]
     assert schedule.next(30 * MS) == Action(POLL, IO)
+
+
+
+def polls_every(schedule: Schedule, device: int, gap_ms: int, count: int, start_ms: int = 0) -> list[bool]:
+    """Poll ``device`` ``count`` times, ``gap_ms`` apart (each poll 50 ms); its stretched flag after each."""
+    flags = []
+    for k in range(count):
+        end = (start_ms + k * gap_ms) * MS
+        schedule.polled(device, end - 50 * MS, end)
+        flags.append(schedule.stretched[device])
+    return flags
+
+
+def test_a_battery_polled_far_less_often_than_its_period_is_stretched_then_on_pace_again():
+    s = bus(0, 100, 1000)
+    assert polls_every(s, BMS, 1000, 20) == [False] * 20          # on its period: never news
+    flags = polls_every(s, BMS, 6000, 6, start_ms=20_000)       # an overloaded bus: 6 s apart
+    assert flags[0] is False and flags[-1] is True                # not one late poll, but an average
+    assert polls_every(s, BMS, 1000, 2, start_ms=60_000)[-1] is True     # hysteresis: still stretched
+    assert polls_every(s, BMS, 1000, 20, start_ms=70_000)[-1] is False   # then on pace again
+
+
+def test_one_late_poll_is_not_stretched_and_a_port_outage_is_no_gap():
+    s = bus(0, 100, 1000)
+    polls_every(s, BMS, 1000, 5)
+    assert polls_every(s, BMS, 3500, 1, start_ms=8_500) == [False]   # one poll 3.5 periods late
+    s.port_reopened(400_000 * MS)                                      # the port was away for minutes
+    assert polls_every(s, BMS, 1000, 3, start_ms=400_000) == [False] * 3

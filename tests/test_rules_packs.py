@@ -10,7 +10,7 @@ from controller.core.evaluator import Evaluator
 from controller.core.table import Table
 from controller.devtools.bench.rules import compile_text
 from rules.compiler import compile_files
-from rules.language import default_sources
+from rules.language import PACKS, default_sources
 
 ARMED, DISARMED, MAINT, ENTRY = modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
@@ -19,12 +19,12 @@ UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sy
       "io.supply_mv": 24000}
 
 
-def raised(script, mode=ARMED, settle_s=20):
+def raised(script, mode=ARMED, settle_s=20, extra=()):
     """Settle for ``settle_s`` with everything up, then play ``script``:
     [(seconds after settling, {signal: value}, mode or None)], scanning every 100 ms.
-    Returns the ids raised during the script."""
+    Returns the ids raised during the script (``extra``: rule files compiled after the packs)."""
     catalog, site = site_catalog(None)
-    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files(default_sources([]) + list(extra), site).data, catalog.size), ticks.diff)
     image = catalog.new_image()
     for name, v in UP.items():
         image[catalog.index[name]] = v
@@ -169,14 +169,24 @@ def test_a_one_sample_spike_of_a_bms_reading_is_no_over_current_nor_voltage_step
     assert raised([(0, {"bms1.pack_mv": 350000}, None), (30, {}, None)]) == ["string_voltage_step.bms1"]
 
 
-def test_a_maintenance_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not():
-    visit = [(0, {}, MAINT), (600, {"bms2.modules": 6}, None)]
-    assert "modules_gone_after_maintenance.bms2" in raised(visit + [(1800, {}, ARMED), (1900, {}, None)],
-                                                           settle_s=3600)
+@pytest.mark.parametrize("visit_mode", [MAINT, DISARMED])
+def test_a_visit_that_ends_with_fewer_modules_raises_and_a_swap_does_not(visit_mode):
+    # a maintenance visit, or a shift or call-out under disarm (ho10-02: the insider's own visit)
+    visit = [(0, {}, visit_mode), (600, {"bms2.modules": 6}, None)]
+    assert "modules_gone_after_visit.bms2" in raised(visit + [(1800, {}, ARMED), (1900, {}, None)],
+                                                     settle_s=3600)
     swap = visit + [(900, {"bms2.modules": 8}, None), (1800, {}, ARMED), (1900, {}, None)]
     assert raised(swap, settle_s=3600) == []
-    stolen_before = [(0, {"bms2.modules": 6}, None), (60, {}, MAINT), (1800, {}, ARMED), (1900, {}, None)]
-    assert "modules_gone_after_maintenance.bms2" not in raised(stolen_before, settle_s=3600)
+    stolen_before = [(0, {"bms2.modules": 6}, None), (60, {}, visit_mode), (1800, {}, ARMED), (1900, {}, None)]
+    assert "modules_gone_after_visit.bms2" not in raised(stolen_before, settle_s=3600)
+
+
+def test_modules_leaving_a_cabinet_that_stays_disarmed_are_no_visit_of_this_rule():
+    left = [(0, {}, DISARMED), (600, {"bms2.modules": 6}, None), (1900, {}, None)]
+    assert "modules_gone_after_visit.bms2" not in raised(left, settle_s=3600)
+    # nor are they the next maintenance visit's when it ends disarmed (theft-slow-disarmed-hours)
+    visit = left + [(3000, {}, MAINT), (3600, {}, DISARMED), (3700, {}, None)]
+    assert "modules_gone_after_visit.bms2" not in raised(visit, settle_s=3600)
 
 
 def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_and_in_maintenance_a_muted_alarm():
@@ -186,10 +196,21 @@ def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_and_in_maintenance_
     assert replaced(MAINT) == ["pack_swapped.bms1"]        # the core records it without a siren
 
 
+@pytest.mark.parametrize("window, expected", [
+    (None, ["pack_replaced.bms1", "pack_replaced_unbooked.bms1"]),        # a swap no booking covers
+    ("sched.maintenance", ["pack_replaced.bms1"]),                       # the work order's window
+    ("sched.shift_change", ["pack_replaced.bms1"]),
+])
+def test_the_optional_booked_work_pack_alarms_on_a_disarmed_swap_outside_the_windows(window, expected):
+    booked = {window: 1} if window else {}
+    script = [(0, booked, DISARMED), (5, {"bms1.serial": 999}, None), (20, {}, None)]
+    assert raised(script, extra=[str(PACKS / "optional" / "booked-work.toml")]) == expected
+
+
 def test_modules_taken_on_one_visit_are_not_reported_again_at_the_end_of_the_next():
     theft = [(0, {}, MAINT), (600, {"bms2.modules": 6}, None), (1800, {}, ARMED)]
     next_visit = [(3600, {}, MAINT), (4800, {}, ARMED), (4900, {}, None)]
-    assert raised(theft + next_visit, settle_s=3600).count("modules_gone_after_maintenance.bms2") == 1
+    assert raised(theft + next_visit, settle_s=3600).count("modules_gone_after_visit.bms2") == 1
 
 
 def test_a_vibration_sensor_already_blind_when_armed_is_not_a_new_attack():

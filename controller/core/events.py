@@ -18,12 +18,14 @@ EV_OUTPUT_TEST = 8   # (output index, milliseconds, 0)
 EV_DURESS = 9        # (technician number, 0, 0): silent, goes upstream at once
 EV_FAULT = 10        # (fault code from the shell, mode at the time, 0)
 EV_ESCALATION = 11   # (escalation step, plan severity, 1 taken / 0 cancelled by an ack): core/escalation.py
+EV_INVENTORY = 12    # (index of the <battery>.modules or .serial signal, value before the restart, value now)
 
 EVENT_NAMES = {
     EV_MODE: "mode", EV_REFUSED: "refused", EV_RULE: "rule",
     EV_DEVICE: "device", EV_SIREN_LIMIT: "siren_limit", EV_LOCK: "lock",
     EV_SILENCED: "silenced", EV_OUTPUT_TEST: "output_test",
     EV_DURESS: "duress", EV_FAULT: "fault", EV_ESCALATION: "escalation",
+    EV_INVENTORY: "inventory",
 }
 
 EVENT_FIELDS = {
@@ -38,6 +40,7 @@ EVENT_FIELDS = {
     EV_DURESS: ("technician", "-", "-"),
     EV_FAULT: ("code", "mode", "-"),
     EV_ESCALATION: ("step", "severity", "taken"),
+    EV_INVENTORY: ("signal", "before", "now"),
 }
 
 # Severities, lowest first, and the extra actions a rule may ask for: part of

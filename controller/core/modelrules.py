@@ -68,7 +68,7 @@ class ModelRules:
         it from guarding less than ``visit_ms`` ago (a call-out disarms
         before it opens the door).  Pulling and swapping modules is then
         their work: a warning on the record (the theft pack judges a
-        maintenance visit when it ends, modules_gone_after_maintenance).  A
+        visit when it ends, modules_gone_after_visit).  A
         cabinet left disarmed, or disarmed by an acknowledged alarm, is
         nobody's visit."""
         if mode == modes.MAINTENANCE:

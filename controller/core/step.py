@@ -20,7 +20,7 @@ from .events import (
     ACT_FAULT, ACT_LOCK, ACT_SILENT, ALARM, CMD_ACK, CMD_ARM, CMD_DISARM,
     CMD_DURESS, CMD_FAULT, CMD_LOCK, CMD_MAINT_START, CMD_MAINT_STOP,
     CMD_SILENCE, CMD_TEST_SIREN, CMD_TEST_STROBE, CMD_UNLOCK, CRITICAL,
-    EV_DEVICE, EV_DURESS, EV_ESCALATION, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST,
+    EV_DEVICE, EV_DURESS, EV_ESCALATION, EV_FAULT, EV_INVENTORY, EV_LOCK, EV_MODE, EV_OUTPUT_TEST,
     EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT,
 )
 from .errors import CoreError, ModeError
@@ -111,6 +111,19 @@ class CoreState:
         online = [catalog.index[d + ".online"] for d in catalog.devices]
         self.online_idx = tuple(online)
         self.online_prev = [0] * len(online)
+        # The batteries' inventory: per device with both a ``modules`` and a
+        # ``serial`` signal, (modules index, serial index, online index), and
+        # the last (modules index, modules, serial) read while it answered
+        # (-1: never read).  A tuple replaced only when a reading changes, so
+        # ``persisted()`` stays cheap to compare.
+        batteries = []
+        for d in catalog.devices:
+            m, s = catalog.index.get(d + ".modules"), catalog.index.get(d + ".serial")
+            if m is not None and s is not None:
+                batteries.append((m, s, catalog.index[d + ".online"]))
+        self.battery_idx = tuple(batteries)
+        self.inventory = tuple((b[0], -1, -1) for b in batteries)
+        self.inventory_before = None   # after a restart: the previous run's inventory, until each battery is read
         self.rules = rules          # an evaluator (controller.core.table) or None
         self.escalation = Escalation()
         self.scans = 0
@@ -120,14 +133,17 @@ class CoreState:
         return self.machine.mode
 
     def persisted(self):
-        """What must survive a restart: ``(mode, resume, lock, escalation, siren)``.
+        """What must survive a restart: ``(mode, resume, lock, escalation, siren, inventory)``.
 
         ``escalation`` is the running plan's progress (severity, group, since,
         steps taken, cause) and ``siren`` the alarm siren's (on, since,
-        re-triggers); ``since`` values are ticks.  It changes only when the
-        mode, the lock, a step taken or the siren changes, never with time."""
+        re-triggers); ``since`` values are ticks.  ``inventory`` is each
+        battery's last reading, ``(modules index, modules, serial)``, -1 where
+        never read.  It changes only when the mode, the lock, a step taken,
+        the siren or a battery's modules or serial change, never with time."""
         return (self.machine.mode, self.machine.resume, self.lock,
-                tuple(self.escalation.snapshot()), (self.siren_on, self.siren_since, self.siren_retriggers))
+                tuple(self.escalation.snapshot()), (self.siren_on, self.siren_since, self.siren_retriggers),
+                self.inventory)
 
     def resume_after_restart(self, persisted, now, then):
         """Resume from ``persisted()`` of the previous run (modes.restore has the mode policy).
@@ -142,9 +158,15 @@ class CoreState:
         never granted again: every pending step is due at once and a sounding
         siren starts a new on-time.  A persisted state without the escalation
         (an older gateway's, or the entry delay that comes back as ALARM)
-        escalates afresh from the restart, as an alarm raised while armed."""
+        escalates afresh from the restart, as an alarm raised while armed.
+
+        The persisted inventory is compared with each battery's first reading
+        (``_inventory``): modules gone or another serial across the time the
+        gateway was down, while it guards, are an alarm."""
         mode, resume, lock = persisted[0], persisted[1], persisted[2]
         self.machine.restore(mode, resume, now)
+        if len(persisted) > 5:
+            self._restore_inventory(persisted[5])
         self.lock = 1 if lock else 0
         esc = persisted[3] if len(persisted) > 3 else None
         if self.machine.mode == modes.ALARM and esc is not None and esc[0] >= 0:
@@ -157,6 +179,21 @@ class CoreState:
         elif self.machine.mode == modes.ALARM:
             _escalate(self, ALARM, modes.ARMED, now, 0, None)
         _drive(self, now)
+
+    def _restore_inventory(self, saved):
+        """Take the previous run's inventory: kept as ours until a battery is
+        read (a restart before it answers loses nothing), and compared with
+        its first reading.  Entries for a signal this catalog no longer has
+        at that index (the site's devices changed) are dropped."""
+        inventory = list(self.inventory)
+        before = [None] * len(inventory)
+        for entry in saved:
+            for k in range(len(inventory)):
+                if inventory[k][0] == entry[0] and len(entry) == 3:
+                    inventory[k] = (entry[0], entry[1], entry[2])
+                    before[k] = (entry[1], entry[2])
+        self.inventory = tuple(inventory)
+        self.inventory_before = before
 
     def snapshot(self):
         """What a replay needs to start here: plain integers and lists.
@@ -171,7 +208,10 @@ class CoreState:
             "tests": [self.test_on[0], self.test_on[1], self.test_until[0], self.test_until[1]],
             "zones": list(self.zone_prev), "online": list(self.online_prev),
             "escalation": self.escalation.snapshot(),
+            "inventory": [list(e) for e in self.inventory],
         }
+        if self.inventory_before is not None:
+            snap["inventory_before"] = [list(b) if b is not None else None for b in self.inventory_before]
         rules = self.rules
         if rules is not None:
             table = rules.rule_state()
@@ -208,6 +248,13 @@ class CoreState:
         if snap.get("model") is not None and hasattr(self.rules, "restore_model_state"):
             # Without the model (a replay given only a table) the rules read its score off the image.
             self.rules.restore_model_state(snap["model"])
+        inventory = snap.get("inventory")
+        if inventory is not None:      # evidence written before the inventory has none
+            if len(inventory) != len(self.inventory):
+                raise CoreError("start: 'inventory' needs {} entries".format(len(self.inventory)))
+            self.inventory = tuple((e[0], e[1], e[2]) for e in inventory)
+            before = snap.get("inventory_before")
+            self.inventory_before = [tuple(b) if b is not None else None for b in before] if before is not None else None
         esc = snap.get("escalation")
         if esc is not None:      # evidence written before escalation plans has none
             if not isinstance(esc, list) or len(esc) != 5:
@@ -237,6 +284,7 @@ def step(state, inputs, now):
         events = _command(state, cmd, index, now, events)
         index += 1
     events = _devices(state, image, events)
+    events = _inventory(state, image, now, events)
     events = _zones(state, image, now, events)
     due = machine.expiry(now)
     if due >= 0:
@@ -359,6 +407,40 @@ def _devices(state, image, events):
     return events
 
 
+def _inventory(state, image, now, events):
+    """Keep each battery's last (modules, serial) reading; after a restart,
+    compare its first reading with the previous run's: fewer modules (a
+    critical alarm, as a module pulled while armed) or another serial (an
+    alarm, as a pack swapped) while the cabinet guards (the armed family, or
+    the alarm it latched) happened while nobody scanned: a gateway's power
+    pulled during a break-in.  In maintenance or disarmed it is someone's
+    work, or nothing guarded: the event alone puts it on the record."""
+    inventory = state.inventory
+    before = state.inventory_before
+    for k in range(len(inventory)):
+        mi, si, oi = state.battery_idx[k]
+        if not image[oi]:
+            continue
+        modules, serial = image[mi], image[si]
+        if before is not None and before[k] is not None:
+            was_modules, was_serial = before[k]
+            before[k] = None
+            guarding = state.machine.is_armed() or state.machine.mode == modes.ALARM
+            if 0 <= modules < was_modules:
+                events = _emit(events, (EV_INVENTORY, mi, was_modules, modules))
+                if guarding:
+                    events = _raise(state, CRITICAL, now, 0, events)
+            if serial != was_serial and serial > 0 and was_serial > 0:
+                events = _emit(events, (EV_INVENTORY, si, was_serial, serial))
+                if guarding:
+                    events = _raise(state, ALARM, now, 0, events)
+        entry = inventory[k]
+        if entry[1] != modules or entry[2] != serial:
+            inventory = inventory[:k] + ((mi, modules, serial),) + inventory[k + 1:]
+            state.inventory = inventory
+    return events
+
+
 def _online_twin(catalog, index):
     """The image index of the ``online`` twin of the device that reports
     signal ``index``, or -1 for a signal no device reports."""
@@ -404,18 +486,25 @@ def _rule(state, change, now, events):
     if actions & ACT_FAULT:
         events = _fire(state, modes.RAISE_FAULT, now, 0, events)
     if severity >= ALARM and not silent:
-        before = state.machine.mode
-        cause = modes.RAISE_CRITICAL if severity == CRITICAL else modes.RAISE_ALARM
-        events = _fire(state, cause, now, 0, events, index + 1)
-        if before == modes.ALARM:
-            # Already in ALARM: a critical raise moves to the critical plan.
-            events = _escalate(state, severity, before, now, index + 1, events)
-        if before == modes.ALARM and not state.siren_on and state.escalation.taken(STEP_SIREN):
-            # Re-trigger policy: a new raise restarts a siren that timed out
-            # or was silenced, a bounded number of times per alarm.
-            if state.siren_retriggers < state.config.siren_retriggers:
-                state.siren_retriggers += 1
-                _start_siren(state, now)
+        events = _raise(state, severity, now, index + 1, events)
+    return events
+
+
+def _raise(state, severity, now, cause, events):
+    """Raise an alarm (``severity`` ALARM or CRITICAL); ``cause`` is the lock's
+    cause field (a rule's index + 1, 0 for the core's own)."""
+    before = state.machine.mode
+    event = modes.RAISE_CRITICAL if severity == CRITICAL else modes.RAISE_ALARM
+    events = _fire(state, event, now, 0, events, cause)
+    if before == modes.ALARM:
+        # Already in ALARM: a critical raise moves to the critical plan.
+        events = _escalate(state, severity, before, now, cause, events)
+    if before == modes.ALARM and not state.siren_on and state.escalation.taken(STEP_SIREN):
+        # Re-trigger policy: a new raise restarts a siren that timed out
+        # or was silenced, a bounded number of times per alarm.
+        if state.siren_retriggers < state.config.siren_retriggers:
+            state.siren_retriggers += 1
+            _start_siren(state, now)
     return events
 
 

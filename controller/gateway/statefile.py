@@ -1,4 +1,4 @@
-"""The core's persisted state (mode, resume, lock, escalation), kept across restarts.
+"""The core's persisted state (mode, resume, lock, escalation, inventory), kept across restarts.
 
 A latched alarm must stay latched across a crash, so this file is never
 behind the journal: the scan loop hands each change to the journal
@@ -14,6 +14,10 @@ itself on the same boot, the saved tick plus the wall time since on another
 boot when the wall clock was trusted at both ends, and UNKNOWN otherwise
 (or after a day down, longer than any step's delay), for which the core
 takes every pending step at once (controller/core/step.py).
+
+The batteries' inventory (each one's last modules and serial read) lets the
+core see what changed while nobody scanned: a gateway's power pulled during
+a break-in (docs/runtime.md, "Crash order").
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ class StateFile:
         """The persisted state (``CoreState.persisted()``) and ``now`` on its tick
         clock (or UNKNOWN); None on a first start or an unreadable file.  A
         file of a gateway from before escalation progress was kept gives
-        (mode, resume, lock) alone."""
+        (mode, resume, lock) alone, and one from before the inventory was
+        kept gives no inventory."""
         try:
             doc = parse_json(read_bytes(self.path, "core state file", 4 * KIB), self.path, "core state file")
             persisted: tuple = (int(doc["mode"]), int(doc["resume"]), int(doc["lock"]))
@@ -57,7 +62,13 @@ class StateFile:
             esc, siren = tuple(int(v) for v in doc["escalation"]), tuple(int(v) for v in doc["siren"])
             if len(esc) != 5 or len(siren) != 3:
                 return None
-            return persisted + (esc, siren), self._then(doc, now)
+            persisted += (esc, siren)
+            if "inventory" in doc:
+                inventory = tuple(tuple(int(v) for v in entry) for entry in doc["inventory"])
+                if any(len(entry) != 3 for entry in inventory):
+                    return None
+                persisted += (inventory,)
+            return persisted, self._then(doc, now)
         except (OSError, ValueError, KeyError, TypeError, InputFileError):
             return None
 
@@ -72,8 +83,9 @@ class StateFile:
 
     def save(self, persisted: tuple, at: Context) -> None:
         """Write ``persisted`` and the moment ``at`` durably; blocks for the disk (the journal writer calls it)."""
-        mode, resume, lock, esc, siren = persisted
+        mode, resume, lock, esc, siren, inventory = persisted
         write_atomic(self.path, json.dumps({
             "mode": mode, "resume": resume, "lock": lock, "escalation": list(esc), "siren": list(siren),
+            "inventory": [list(entry) for entry in inventory],
             "tick": ticks.wrap(at.mono_ms), "wall_ms": at.wall_ms, "trusted": bool(at.trusted),
             "boot": self.boot}).encode())

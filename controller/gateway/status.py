@@ -54,9 +54,9 @@ class StatusView:
                 d, "online" if twins[0] else "OFFLINE", *twins[1:]))
             if d in config and d in stats:
                 c, st = config[d], stats[d]
-                rows.append("{:<10} bus {} address {} profile {} poll {} ms; latency {:.1f} ms, timeout {:.0f} ms, "
-                            "exceptions {}, registers not implemented {}".format(
-                                "", c.bus, c.address, c.profile, c.poll_ms, st["latency_ms"],
+                rows.append("{:<10} bus {} address {} profile {} poll {} ms (polled every {:.0f}); latency {:.1f} ms, "
+                            "timeout {:.0f} ms, exceptions {}, registers not implemented {}".format(
+                                "", c.bus, c.address, c.profile, c.poll_ms, st["poll_gap_ms"], st["latency_ms"],
                                 st["timeout_ms"], int(st["exceptions"]), int(st["not_implemented"])))
         return "\n".join(rows)
 

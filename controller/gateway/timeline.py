@@ -7,7 +7,7 @@ from typing import Sequence
 from controller.core import modes
 from controller.core.catalog import Catalog
 from controller.core.events import (
-    COMMAND_NAMES, EVENT_FIELDS, EVENT_NAMES, EV_DEVICE, EV_DURESS, EV_ESCALATION, EV_FAULT, EV_LOCK, EV_MODE, EV_OUTPUT_TEST, EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT, SEVERITY_NAMES,
+    COMMAND_NAMES, EVENT_FIELDS, EVENT_NAMES, EV_DEVICE, EV_DURESS, EV_ESCALATION, EV_FAULT, EV_INVENTORY, EV_LOCK, EV_MODE, EV_OUTPUT_TEST, EV_REFUSED, EV_RULE, EV_SILENCED, EV_SIREN_LIMIT, SEVERITY_NAMES,
 )
 from controller.core.escalation import STEP_NAMES
 from controller.core.outputs import OUT_LED, OUTPUT_NAMES
@@ -48,6 +48,8 @@ def describe(ev: Sequence[int], catalog: Catalog, rule_names: Sequence[str] = ()
         return "fault {} reported in mode {}".format(a, modes.MODE_NAMES[b])
     if code == EV_ESCALATION:
         return "escalation ({}): {} {}".format(SEVERITY_NAMES[b], STEP_NAMES[a], "taken" if c else "cancelled by ack")
+    if code == EV_INVENTORY:
+        return "{} read {} after the restart, {} before it".format(catalog.names[a], c, b)
     fields = EVENT_FIELDS.get(code, ("a", "b", "c"))
     return "{} {}".format(EVENT_NAMES.get(code, code), dict(zip(fields, (a, b, c))))
 

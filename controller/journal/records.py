@@ -140,7 +140,7 @@ def event_severity(event: tuple[int, int, int, int]) -> int:
         return ev.INFO if b else ev.WARNING
     if code == ev.EV_ESCALATION:   # the plan's "push upstream": sealed and sent at once
         return ev.ALARM if a == STEP_UPLINK and c else ev.INFO
-    if code in (ev.EV_REFUSED, ev.EV_SIREN_LIMIT):
+    if code in (ev.EV_REFUSED, ev.EV_SIREN_LIMIT, ev.EV_INVENTORY):   # an inventory change while guarding raises its own alarm
         return ev.WARNING
     return ev.INFO
 

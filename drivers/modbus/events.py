@@ -13,6 +13,8 @@ from typing import NamedTuple
 ONLINE = "online"                  # answering again, after the online hysteresis
 OFFLINE = "offline"                # silent or failing, after the offline hysteresis; detail says why
 EXCEPTION = "exception"            # a new Modbus exception code (``code``)
+STRETCHED = "stretched"            # polled much less often than its period (an overloaded bus); detail says how often
+ON_PACE = "on_pace"                # ... polled on its period again
 MISMATCH = "mismatch"              # a SunSpec device that is not what its profile says
 WRITE_OK = "write_ok"              # a coil write read back as written (``code`` is its token)
 WRITE_MISMATCH = "write_mismatch"  # ... read back otherwise

@@ -60,8 +60,8 @@ from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusExcepti
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
 from drivers.modbus import frames
 from drivers.modbus.budget import read_limit_s
-from drivers.modbus.events import (OFFLINE, PORT_LOST as PORT_LOST_EVENT, PORT_REOPENED, WRITE_FAILED,
-                                   WRITE_MISMATCH, WRITE_OK, BusEvent)
+from drivers.modbus.events import (OFFLINE, ON_PACE, PORT_LOST as PORT_LOST_EVENT, PORT_REOPENED, STRETCHED,
+                                   WRITE_FAILED, WRITE_MISMATCH, WRITE_OK, BusEvent)
 from drivers.modbus.link import (COUNTER_MASK, GARBLED, PORT_GONE, REFUSED, REOPEN_MAX_US, TIMEOUT, DeviceLink,
                                  PortLink)
 from drivers.modbus.options import BusOptions
@@ -239,7 +239,8 @@ class BusPoller:
         return {st.instance: {"online": st.link.online, "ok": st.link.ok, "timeouts": st.link.timeouts,
                               "crc": st.link.crc, "exceptions": st.link.exc_count, "last_exception": st.link.exc,
                               "not_implemented": st.not_implemented,
-                              "latency_ms": st.link.latency_us / 1000, "timeout_ms": st.link.timeout_us(0) / 1000}
+                              "latency_ms": st.link.latency_us / 1000, "timeout_ms": st.link.timeout_us(0) / 1000,
+                              "poll_gap_ms": self._schedule.gap_us[st.index] / 1000}
                 for st in self._states}
 
     def open(self) -> "BusPoller":
@@ -360,7 +361,20 @@ class BusPoller:
         if done is None:
             self._schedule.reading(st.index)
         else:
+            was = self._schedule.stretched[st.index]
             self._schedule.polled(st.index, started, _us(time.monotonic()), not done, bool(st.link.online))
+            if self._schedule.stretched[st.index] != was:
+                self._report([self._pace_news(st)])
+
+    def _pace_news(self, st: _State) -> BusEvent:
+        """Whether ``st`` is polled on its period, said when that changes (Schedule._pace)."""
+        gap_s, period_s = self._schedule.gap_us[st.index] / 1e6, self._schedule.period_us[st.index] / 1e6
+        if self._schedule.stretched[st.index]:
+            return BusEvent(st.instance, STRETCHED, 0, (
+                "polled every {:.1f} s on average, not every {:g} s: the bus needs more than its wire "
+                "(its values are that old; raise the baud, lengthen poll_ms or move devices to another "
+                "bus: see `cabguard config check`)").format(gap_s, period_s))
+        return BusEvent(st.instance, ON_PACE, 0, "polled on its period again (every {:.1f} s)".format(gap_s))
 
     def _check_port(self) -> None:
         """Close a port that failed; reopen a lost one when its backoff is up."""

@@ -53,6 +53,12 @@ What goes next, in order:
    never the door;
 7. otherwise, waiting until the first poll is due (or the lost port's
    reopening time, if sooner).
+
+A device polled much less often than its period (6. on an overloaded bus)
+is ``stretched``: the mean time between its polls (an EWMA of 1/4) above
+``STRETCHED_FACTOR`` periods, and again on pace below ``ON_PACE_FACTOR``.
+The poller reports both, so an installer learns from the journal that a
+battery's values are seconds old, not from a missed theft.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ from typing import NamedTuple, Sequence
 
 ALIGN_MARGIN_US = 1500     # an aligned poll ends this long before the scan that reads it
 STEAL_PERIODS = 10         # a starving device goes ahead of a shorter period's poll once in this many such periods
+STRETCHED_FACTOR = 3       # polled this many periods apart on average: stretched
+ON_PACE_FACTOR = 3 / 2     # ... and on pace again below this
 
 # What the bus thread does next (Action.kind).
 COMMAND = "command"        # take the queued command (a write, or a job to queue)
@@ -90,6 +98,9 @@ class Schedule:
         self.active = [False] * n       # between the reads of its poll
         self.silent = [False] * n       # its last poll failed (not online: it is not coming online)
         self.stolen_us = -(1 << 62)     # when a starving device last went ahead of a shorter period
+        self.ended_us: list[int | None] = [None] * n   # when its last poll ended (None: none since start or a port back)
+        self.gap_us = list(periods_us)  # EWMA of the time between its polls
+        self.stretched = [False] * n    # polled much less often than its period (see the module's doc)
         self.job_turn = False           # a poll ran since the last job step
 
     def align(self, anchor_us: int, period_us: int) -> None:
@@ -163,6 +174,7 @@ class Schedule:
         timeouts and retry overran its period, which then skipped a slot: 3.7 to 4.2 periods
         instead of at most 3).  One that failed while offline is no longer coming online: it
         waits its turn like the others."""
+        self._pace(device, ended_us)
         failed_online = failed and online
         self.confirm[device] = failed_online
         self.silent[device] = failed
@@ -177,6 +189,19 @@ class Schedule:
         self.due_us[device] = self._next_due(device, ended_us)
         return self.due_us[device]
 
+    def _pace(self, device: int, ended_us: int) -> None:
+        """Average the time since ``device``'s last poll into its gap, and say whether it is
+        stretched, with a hysteresis so that one late poll is no news."""
+        last, self.ended_us[device] = self.ended_us[device], ended_us
+        if last is None:
+            return
+        self.gap_us[device] += (ended_us - last - self.gap_us[device]) // 4
+        period = self.period_us[device]
+        if self.stretched[device]:
+            self.stretched[device] = self.gap_us[device] > ON_PACE_FACTOR * period
+        else:
+            self.stretched[device] = self.gap_us[device] > STRETCHED_FACTOR * period
+
     def job_stepped(self) -> None:
         self.job_turn = False
 
@@ -186,6 +211,7 @@ class Schedule:
         self.due_us = [min(due, now_us) for due in self.due_us]
         self.active = [False] * len(self.active)
         self.silent = [False] * len(self.silent)
+        self.ended_us = [None] * len(self.ended_us)   # the outage is no gap between polls
 
     def _next_due(self, device: int, now_us: int) -> int:
         """On the device's own period, keeping its phase; or, for a device polled once per
