@@ -462,14 +462,18 @@ def _proc_kb(pid: int, name: str) -> int:
 
 
 def gateway_pids(proc: subprocess.Popen | None) -> list[int]:
-    """A running ``cabguard run`` process and its children (the uplink process)."""
+    """A running ``cabguard run`` process and its children (the uplink process).
+    Every thread's children: /proc lists a child under the thread that forked it,
+    and a restarted uplink process is forked by the gateway's uplink-inbox thread."""
     if not proc or proc.poll() is not None:
         return []
-    try:
-        children = Path("/proc/{0}/task/{0}/children".format(proc.pid)).read_text().split()
-    except OSError:
-        children = []
-    return [proc.pid, *(int(c) for c in children)]
+    children: list[int] = []
+    for task in sorted(Path("/proc/{}/task".format(proc.pid)).glob("*/children")):
+        try:
+            children += (int(c) for c in task.read_text().split())
+        except OSError:     # the thread ended meanwhile
+            continue
+    return [proc.pid, *children]
 
 
 def footprint(pids: list[int], since: tuple[float, float] | None = None) -> Footprint | None:

@@ -6,10 +6,38 @@ The full figures (10 minutes, disarmed and armed) are in `make bench`; this is
 the short run that keeps the start-up false alarm from coming back."""
 
 import io
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from simulator.soak import FIRST_RESTARTS_S, field_faults, run_soak
+from simulator.soak import FIRST_RESTARTS_S, field_faults, gateway_pids, run_soak
+from tests.waiting import wait_until
+
+# A parent that forks its child from a second thread, as the gateway restarts its
+# uplink process from the uplink-inbox thread, and prints the child's pid.
+THREAD_FORK = """
+import subprocess, sys, threading, time
+def fork():
+    print(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid, flush=True)
+    time.sleep(60)    # a child is listed under its forking thread while that thread lives
+threading.Thread(target=fork, daemon=True).start()
+time.sleep(60)
+"""
+
+
+def test_gateway_pids_finds_a_child_forked_by_another_thread():
+    parent = subprocess.Popen([sys.executable, "-c", THREAD_FORK], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert wait_until(lambda: child in gateway_pids(parent), timeout=30)
+        assert gateway_pids(parent)[0] == parent.pid
+    finally:
+        os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait(10)
 
 
 @pytest.mark.long
