@@ -7,6 +7,7 @@ journal is open, then ``durable SEQ`` each time records become durable.
 import faulthandler
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,9 +16,20 @@ from drivers.keys import load_key
 from tests.journaling import event_record, open_journal
 
 
+_OUT = threading.Lock()   # the journal's thread reports while the main thread says ready
+
+
+def say(line: str) -> None:
+    """One whole line: ``print`` writes the text and its newline apart, so a report from
+    the journal's thread could land between them ("readydurable 7") and the test would
+    never see ``ready``."""
+    with _OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 def report(seq: int) -> None:
-    sys.stdout.write("durable {}\n".format(seq))
-    sys.stdout.flush()
+    say("durable {}".format(seq))
 
 
 def main() -> None:
@@ -25,7 +37,7 @@ def main() -> None:
     tmp = Path(sys.argv[1])
     prov = None if (tmp / "epoch.key").exists() else load_key(tmp / "record.key")
     journal = open_journal(tmp, prov, segment_bytes=64 * 1024, checkpoint_every=300, on_durable=report)
-    print("ready", flush=True)
+    say("ready")
     i = 0
     while True:
         for _ in range(50):

@@ -81,8 +81,9 @@ def test_the_model_runs_in_the_gateway_and_the_compiled_table_agrees(tmp_path):
             assert wait_until(lambda: gw.state.mode == modes.ALARM, 5)
             assert gw.image[gw.catalog.index["anom.score"]] >= 400
             assert gw.image[gw.catalog.index["anom.top"]] == FEATURES.index("volt")
-            assert RULE_NAME in gw.active_rules
-            assert any("rule anomaly raised (alarm)" in line for line in gw.recent)
+            # step() sets the mode, the same scan then journals the rule's event: wait for it
+            assert wait_until(lambda: RULE_NAME in gw.active_rules, 5)
+            assert wait_until(lambda: any("rule anomaly raised (alarm)" in line for line in gw.recent), 5)
         finally:
             stop(gw, thread)
     finally:
