@@ -140,13 +140,14 @@ def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
 STREAM_WINDOW = 2 * (HEAD_LEN + MAX_RECORD)
 
 
-def stream_frames(path: Path) -> Iterator[tuple[int, bytes] | Bad]:
+def stream_frames(path: Path, start: int = 0) -> Iterator[tuple[int, bytes] | Bad]:
     """``iter_frames`` over a segment file without holding it whole: memory
     stays near STREAM_WINDOW however long the segment (the uplink drains a
     week's backlog through this).  A frame still being written at the end
-    of the file ends the stream, as ``iter_frames`` reports it."""
+    of the file ends the stream, as ``iter_frames`` reports it.  ``start``,
+    the offset of a frame read before, skips what comes ahead of it."""
     with open_binary(path, "journal segment") as f:
-        base = 0
+        base = start
         while True:
             f.seek(base)
             data = f.read(STREAM_WINDOW)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Callable
 
 from controller.errors import CabguardError, JournalError
-from controller.journal.index import first_seq_of, read_durable
+from controller.journal.index import ReadMarks, first_seq_of, read_durable
 from controller.journal.journal import Journal
 from controller.journal.segments import list_segments
 from controller.link.child import reap, spawn
@@ -226,6 +226,7 @@ class JournalFeed:
         self.durable_seq = durable_seq
         self.pipe = pipe
         self.first_seqs: dict[Path, int] = {}
+        self.read_marks: ReadMarks = {}   # where read_from last was in each segment
         self.durable_listeners: list[Callable[[int], None]] = []
 
     def durable(self, seq: int) -> None:
@@ -235,7 +236,7 @@ class JournalFeed:
             listener(seq)
 
     def read_from(self, seq: int):
-        return read_durable(self._segments(), seq, lambda: self.durable_seq)
+        return read_durable(self._segments(), seq, lambda: self.durable_seq, self.read_marks)
 
     def set_cursor(self, acked: int) -> None:
         self.cursor = acked
