@@ -56,7 +56,6 @@ from controller.link.wire import MAX_BYTES as MAX_COMMAND_BYTES, Topics
 from drivers.mqtt import Backoff, BrokerSettings, tls_context
 
 UPLINK_NICE = 10          # the scan loop comes first
-FEED_WAIT_S = 0.5         # the feeder's longest sleep (it wakes on every durable write)
 HEARTBEAT_WAIT_S = 1.0    # how long a heartbeat waits for the gateway's health
 STOP_TIMEOUT_S = 5.0
 
@@ -154,7 +153,7 @@ class UplinkProcess:
         """Tell the process about newly durable records and urgent ones, as they come."""
         told = None
         while not self.stopping.is_set():
-            self.wake.wait(FEED_WAIT_S)
+            self.wake.wait()      # set by every durable write, urgent record, restart and stop
             self.wake.clear()
             urgent = []
             while not self.urgent.empty():
