@@ -27,7 +27,8 @@ def test_the_uplink_process_loads_no_ciphers_toml_or_gateway():
                                "controller.journal.journal", "drivers.keys", "rules.compiler"))
 
 
-def test_the_gateway_loads_neither_the_rule_compiler_nor_asyncio():
-    """It loads its table through rules/payload.py; asyncio is the OPC UA server process's."""
+def test_the_gateway_loads_no_rule_compiler_asyncio_or_http_server():
+    """It loads its table through rules/payload.py; asyncio is the OPC UA server process's;
+    http.server is loaded when a site has webhook cameras."""
     loaded = _loaded("controller.gateway.run")
-    assert not _under(loaded, ("rules.compiler", "rules.language", "asyncio"))
+    assert not _under(loaded, ("rules.compiler", "rules.language", "asyncio", "http.server"))
