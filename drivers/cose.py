@@ -17,6 +17,10 @@ construction of RFC 8998), checked against RFC 8998's test vector.
 Both message kinds may carry the record's sequence number in the
 protected header under a private-use label, so that a journal reader can
 order records without opening them.  Tags are compared in constant time.
+
+cryptography is imported where a key is first used (``CbcMac``, ``Gcm``):
+a process that only decodes (the uplink's, reading sequence numbers) never
+loads it (docs/architecture.md, "The import rule").
 """
 
 from __future__ import annotations
@@ -27,9 +31,6 @@ import os
 from typing import Callable
 
 import cbor2
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from drivers.errors import CoseError
 from drivers.safefile import loads_cbor
@@ -106,6 +107,7 @@ class CbcMac:
             raise CoseError("algorithm {} is not a MAC this gateway knows ({})".format(
                 alg, ", ".join("{} = {}".format(k, v) for k, v in MAC_ALGS.items())))
         _check_key(alg, key)
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
         cipher = algorithms.AES(key) if alg == ALG_AES_MAC_128_128 else algorithms.SM4(key)
         e0 = Cipher(cipher, modes.ECB()).encryptor().update(_ZERO_IV)
         d0 = Cipher(cipher, modes.ECB()).decryptor().update(_ZERO_IV)
@@ -135,6 +137,7 @@ class Gcm:
             raise CoseError("algorithm {} is not an AEAD this gateway knows ({})".format(
                 alg, ", ".join("{} = {}".format(k, v) for k, v in AEAD_ALGS.items())))
         _check_key(alg, key)
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
         self._alg = alg
         self._key = key
         self._aes = AESGCM(key) if alg == ALG_A128GCM else None
@@ -142,6 +145,7 @@ class Gcm:
     def seal(self, iv: bytes, plaintext: bytes, aad: bytes) -> bytes:
         if self._aes is not None:
             return self._aes.encrypt(iv, plaintext, aad)
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
         enc = Cipher(algorithms.SM4(self._key), modes.GCM(iv)).encryptor()
         enc.authenticate_additional_data(aad)
         return enc.update(plaintext) + enc.finalize() + enc.tag
@@ -150,6 +154,8 @@ class Gcm:
         """The plaintext; InvalidTag if the tag is wrong."""
         if self._aes is not None:
             return self._aes.decrypt(iv, ciphertext, aad)
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
         if len(ciphertext) < TAG_LEN:
             raise InvalidTag()
         dec = Cipher(algorithms.SM4(self._key), modes.GCM(iv, ciphertext[-TAG_LEN:])).decryptor()
@@ -300,6 +306,7 @@ class Message:
 
         ``mac`` may be a long-lived CbcMac for this key (faster)."""
         if self.cose_tag == TAG_ENCRYPT0:
+            from cryptography.exceptions import InvalidTag
             try:
                 return Gcm(self.alg, key).open(self.iv, self.body, _enc_structure(self.protected, external_aad))
             except InvalidTag:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -95,6 +94,7 @@ def tls_context(s: BrokerSettings) -> ssl.SSLContext:
 def presented_certificate(host: str, port: int) -> str:
     """Who the broker's certificate says it is, fetched without verification
     (only to name it in an error message), or "" if it cannot be had."""
+    from cryptography import x509     # here: the uplink process loads cryptography for this alone
     try:
         pem = ssl.get_server_certificate((host, port), timeout=2)
         cert = x509.load_pem_x509_certificate(pem.encode())

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, TextIO
 
@@ -178,6 +177,7 @@ def check_toml_nesting(text: str, where: str | Path, what: str, max_depth: int =
 
 def parse_toml(text: str, where: str | Path, what: str) -> dict:
     """``tomllib.loads`` with bounded nesting; ``TOMLDecodeError`` passes through."""
+    import tomllib   # here: a process that reads only segments (the uplink's) never parses TOML
     check_toml_nesting(text, where, what)
     return _parse(tomllib.loads, tomllib.TOMLDecodeError, text, where, what)
 

@@ -3,7 +3,8 @@
 import os
 import zlib
 
-from controller.journal.segments import HEAD, MAX_RECORD, STREAM_WINDOW, frame, iter_frames, stream_frames
+from controller.journal import segments
+from controller.journal.segments import HEAD, MAX_RECORD, STREAM_CHUNK, STREAM_WINDOW, frame, iter_frames, stream_frames
 
 
 def _segment(path, sizes, damage_at=None, torn=False):
@@ -27,6 +28,26 @@ def test_a_segment_several_windows_long_streams_as_it_reads_whole(tmp_path):
     path = _segment(tmp_path / "00000001.seg", sizes, damage_at=37, torn=True)
     assert os.path.getsize(path) > 3 * STREAM_WINDOW // 2
     assert list(stream_frames(path)) == list(iter_frames(path.read_bytes()))
+
+
+def test_the_usual_records_stream_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """The uplink's memory while it drains: windows of STREAM_CHUNK over small records,
+    one larger window only for the frame that needs it (issue 15)."""
+    reads = []
+    real_open = segments.open_binary
+
+    def counting_open(*args, **kw):
+        f = real_open(*args, **kw)
+        real_read = f.read
+        f.read = lambda n: reads.append(n) or real_read(n)
+        return f
+
+    monkeypatch.setattr(segments, "open_binary", counting_open)
+    sizes = [200 + n % 300 for n in range(2000)] + [3 * STREAM_CHUNK] + [250] * 500
+    path = _segment(tmp_path / "00000001.seg", sizes)
+    assert list(stream_frames(path)) == list(iter_frames(path.read_bytes()))
+    # 650 kB of records: ten chunks or so, and the large frame's window grown twice to hold it
+    assert len(reads) > 10 and sorted(n for n in reads if n != STREAM_CHUNK) == [2 * STREAM_CHUNK, 4 * STREAM_CHUNK]
 
 
 def test_a_short_segment_streams_in_one_window(tmp_path):

@@ -20,9 +20,7 @@ from controller.gateway.tables import load_table
 from controller.journal.segments import list_segments
 from drivers.errors import DriverError
 from drivers.keys import CoseKey, load_key, require_role
-from rules.compiler import SiteCatalog, compile_files
 from rules.errors import ModelFileError, RuleError
-from rules.language import default_sources
 from rules.modelfile import read_model
 
 # Key files: config key -> (role, the name `cabguard keys gen` gives the file).
@@ -86,6 +84,10 @@ def _rules(config: SiteConfig, catalog: Catalog | None, classes: dict[str, str],
     if catalog is None:
         return      # the site itself has problems: rules cannot be checked against it yet
     if sources.installing:
+        # Here, not at the top: the gateway imports this module, and loads its table
+        # through rules/payload.py, never the compiler (docs/architecture.md).
+        from rules.compiler import SiteCatalog, compile_files
+        from rules.language import default_sources
         try:
             compile_files(default_sources(list(sources.rules)), SiteCatalog(catalog.specs(), classes, catalog.digest()))
         except RuleError as e:

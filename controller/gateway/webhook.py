@@ -23,10 +23,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from controller.gateway.cameras import MAX_PAYLOAD, REPORT_KINDS, CameraFeed, ReportError, parse_active
+
+if TYPE_CHECKING:     # http.server is loaded by a site with webhook cameras only
+    from http.server import BaseHTTPRequestHandler
 
 SECRET_HEADER = "X-Cabguard-Secret"
 
@@ -45,6 +48,7 @@ def listen_problem(host: str) -> str | None:
 
 class Webhook:
     def __init__(self, host: str, port: int, secret: str, feed: CameraFeed):
+        from http.server import BaseHTTPRequestHandler, HTTPServer
         self.feed = feed
         self.secret = secret.encode()
         self.taken = 0

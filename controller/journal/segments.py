@@ -135,35 +135,44 @@ def iter_frames(data: bytes) -> Iterator[tuple[int, bytes] | Bad]:
         pos = nxt
 
 
-# stream_frames reads a segment this much at a time: twice the largest frame, so
-# every frame that starts in a window's first half ends inside the window.
+# stream_frames reads a segment STREAM_CHUNK at a time, a window that holds
+# hundreds of the usual records; a longer frame, or damage that needs more
+# of the file to tell where the next frame starts, grows the window up to
+# STREAM_WINDOW: twice the largest frame, so that a stretch of damage that
+# starts in a window's first half is decided inside the window.
+STREAM_CHUNK = 64 << 10
 STREAM_WINDOW = 2 * (HEAD_LEN + MAX_RECORD)
 
 
 def stream_frames(path: Path, start: int = 0) -> Iterator[tuple[int, bytes] | Bad]:
     """``iter_frames`` over a segment file without holding it whole: memory
-    stays near STREAM_WINDOW however long the segment (the uplink drains a
-    week's backlog through this).  A frame still being written at the end
-    of the file ends the stream, as ``iter_frames`` reports it.  ``start``,
-    the offset of a frame read before, skips what comes ahead of it."""
+    stays near STREAM_CHUNK however long the segment (the uplink drains a
+    week's backlog through this), and STREAM_WINDOW at most.  A frame still
+    being written at the end of the file ends the stream, as ``iter_frames``
+    reports it.  ``start``, the offset of a frame read before, skips what
+    comes ahead of it."""
     with open_binary(path, "journal segment") as f:
-        base = start
+        base, size = start, STREAM_CHUNK
         while True:
             f.seek(base)
-            data = f.read(STREAM_WINDOW)
+            data = f.read(size)
             if not data:
                 return
-            last = len(data) < STREAM_WINDOW          # the window holds the file's end
-            half = len(data) - HEAD_LEN - MAX_RECORD   # a frame starting before this ends inside
+            last = len(data) < size                    # the window holds the file's end
+            half = len(data) - HEAD_LEN - MAX_RECORD   # damage starting before this is decided here
             nxt = len(data)
             for item in iter_frames(data):
-                start = item.offset if isinstance(item, Bad) else item[0]
-                if not last and start >= half:
-                    nxt = start
+                if not isinstance(item, Bad):          # a good frame is whole wherever it starts
+                    yield base + item[0], item[1]
+                elif last or item.offset < half:
+                    yield item._replace(offset=base + item.offset)
+                else:                                  # perhaps a frame the window cuts: read on from it
+                    nxt = item.offset
                     break
-                yield item._replace(offset=base + start) if isinstance(item, Bad) else (base + start, item[1])
             if last:
                 return
+            # Nothing taken: the window starts with a frame longer than itself, or damage.
+            size = STREAM_CHUNK if nxt else min(2 * size, STREAM_WINDOW)
             base += nxt
 
 

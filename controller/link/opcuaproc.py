@@ -31,7 +31,6 @@ The server process ends when told to or when the pipe closes.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import os
 import signal
@@ -41,8 +40,12 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from controller.link.child import reap, spawn
+
+if TYPE_CHECKING:     # asyncio is the server process's alone: the gateway never loads it
+    import asyncio
 
 OPCUA_NICE = 10
 STOP_TIMEOUT_S = 5.0
@@ -118,6 +121,7 @@ class OpcuaProcess:
 # ---- the server process ------------------------------------------------------
 
 async def serve(conn: Connection, spec: OpcuaSpec) -> None:
+    import asyncio
     from asyncua import Server, ua
     from asyncua.crypto.permission_rules import User, UserRole
     from asyncua.server.user_managers import UserManager
@@ -191,6 +195,7 @@ def child_main(conn: Connection) -> None:
         signal.signal(sig, signal.SIG_IGN)
     os.nice(OPCUA_NICE)
     spec = conn.recv()
+    import asyncio
     asyncio.run(serve(conn, spec))
     conn.close()
 

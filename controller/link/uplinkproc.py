@@ -44,16 +44,18 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from controller.errors import CabguardError, JournalError
 from controller.journal.index import ReadMarks, first_seq_of, read_durable
-from controller.journal.journal import Journal
 from controller.journal.segments import list_segments
 from controller.link.child import reap, spawn
 from controller.link.uplink import DRAIN_RATE, Uplink
 from controller.link.wire import MAX_BYTES as MAX_COMMAND_BYTES, Topics
 from drivers.mqtt import Backoff, BrokerSettings, tls_context
+
+if TYPE_CHECKING:     # the gateway's side only: the uplink process never loads the writer (keys, ciphers)
+    from controller.journal.journal import Journal
 
 UPLINK_NICE = 10          # the scan loop comes first
 HEARTBEAT_WAIT_S = 1.0    # how long a heartbeat waits for the gateway's health

@@ -15,9 +15,13 @@ head-end key -- never the record key -- whose payload is a CBOR map:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from controller.console.commands import BY_NAME, CommandError
 from drivers.cose import encode, mac0_create
-from drivers.keys import CoseKey
+
+if TYPE_CHECKING:     # the uplink process imports this module for its topics, and no keys
+    from drivers.keys import CoseKey
 
 FORMAT = 1
 MAX_BYTES = 4096
