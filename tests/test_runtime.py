@@ -200,3 +200,26 @@ def test_a_root_record_key_on_the_gateway_is_journaled_and_logged(cabinet):
     keys = EpochKeys(load_key(d / "keys" / "record.key"))
     health = [r[R.DATA] for r in verified_records(d / "journal", keys) if r[R.TYPE] == R.HEALTH]
     assert any(h[R.HEALTH_CODE] == R.HEALTH_ROOT_KEY for h in health), health
+
+
+def test_the_slow_facts_reach_the_image_each_time_housekeeping_refreshes_them(cabinet):
+    """The loop writes clock trust, journal backlog, disk, week hour and the schedules
+    into the image only after the housekeeping thread refreshed them, not every scan:
+    each refresh must still reach the image (here the backlog, growing with records
+    no uplink takes)."""
+    _sim, site, _d = cabinet
+    gw, thread = start(site)
+    index = gw.catalog.index
+    try:
+        for _ in range(3):
+            backlog = int(gw.journal.health().get("backlog", 0))
+            gw.journal.append(R.health(gw.context(False), R.HEALTH_STARTED, "a record", 0))
+            assert wait_until(lambda: gw.image[index["sys.journal_backlog"]] > backlog, 5)
+        def image_says() -> list[int]:
+            return [gw.image[index[n]] for n in ("sys.journal_backlog", "sys.disk_free_pct", "sys.clock_trusted",
+                                                  "sys.week_hour")] + [gw.image[index["sched." + n]]
+                                                                       for n in gw.site.schedules.names()]
+        assert wait_until(lambda: image_says() == [gw.backlog, gw.disk_free_pct, int(gw.trusted), gw.week_hour,
+                                                   *gw.sched_values], 5), image_says()
+    finally:
+        stop(gw, thread)

@@ -106,3 +106,35 @@ def test_a_crafted_segment_cannot_make_the_resync_scan_quadratic(monkeypatch):
     assert (64, b"good") in items                      # a good frame before the junk is still found
     tail = segments.scan_tail(CRAFTED_SEGMENT)
     assert not tail.torn                               # not knowing is not a torn tail: nothing is cut
+
+
+def test_a_read_from_a_later_seq_starts_where_the_last_read_was(tmp_path, monkeypatch):
+    """read_durable with marks yields what it yields without them, from any seq
+    (ahead, behind, in another segment, with a segment dropped), and a read of
+    the next record starts at the frame the last read ended on: idle, the uplink
+    reads each new record alone, and once re-read the whole segment for it."""
+    from controller.journal import index
+    from controller.journal.segments import list_segments
+    from tests.journaling import provision, write_records
+
+    prov, _ = provision(tmp_path)
+    seqs = write_records(tmp_path, prov, 300, segment_bytes=16 << 10)
+    segments = [(index.first_seq_of(p), p) for _n, p in list_segments(tmp_path / "journal")]
+    assert len(segments) >= 3
+    starts: list[int] = []
+    stream = index.stream_frames
+    monkeypatch.setattr(index, "stream_frames", lambda path, start=0: (starts.append(start), stream(path, start))[1])
+
+    def read(seq, marks=None, durable=seqs[-1]):
+        return list(index.read_durable(segments, seq, lambda: durable, marks))
+
+    marks: index.ReadMarks = {}
+    assert read(0, marks, durable=seqs[200]) == read(0, durable=seqs[200])
+    starts.clear()
+    assert read(seqs[201], marks) == read(seqs[201])
+    assert starts[0] > 0                       # at the mark, not the segment's start
+    for seq in (seqs[-1], seqs[5], seqs[150], seqs[-1], seqs[0], seqs[299]):
+        assert read(seq, marks) == read(seq), seq
+    _first, oldest = segments.pop(0)            # retention drops the oldest segment
+    oldest.unlink()
+    assert read(seqs[-1], marks) == read(seqs[-1]) and len(marks) <= len(segments)

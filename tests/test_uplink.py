@@ -130,3 +130,28 @@ def test_an_idle_uplink_sleeps_until_the_journal_wakes_it(tmp_path, broker):
     finally:
         uplink.stop()
         journal.close()
+
+
+def test_an_idle_uplink_still_pings_within_the_keepalive(tmp_path, broker):
+    """Idle, the uplink sleeps until its next timer, but at most a quarter of the
+    keepalive: paho pings only from within a poll, and a broker drops a client
+    silent for 1.5 keepalives.  A heartbeat a minute away must not keep it asleep."""
+    prov, _ = provision(tmp_path)
+    journal = open_journal(tmp_path, prov)
+    links: list[bool] = []
+    health: list[str] = []
+    settings = BrokerSettings("127.0.0.1", broker.port, client_id="gw-7", keepalive_s=1)
+    uplink = Uplink(settings, Topics("cabguard", "port-a", "gw-7"), journal, heartbeat_s=60.0,
+                    on_link=links.append, on_health=health.append)
+    rounds = []
+    service = uplink.service
+    uplink.service = lambda poll_s: (rounds.append(poll_s), service(poll_s))[1]
+    uplink.start()
+    try:
+        assert wait_until(lambda: uplink.connected and journal.cursor == journal.durable_seq, 10)
+        assert wait_until(lambda: rounds[-1] == 0.25, 5)        # asleep until the keepalive's quarter
+        time.sleep(3.0)                                          # three keepalives of a quiet link
+        assert uplink.connected and links == [True] and health == [], (links, health)
+    finally:
+        uplink.stop()
+        journal.close()

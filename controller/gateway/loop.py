@@ -8,9 +8,10 @@ Each scan, in order:
 1. copy each bus poller's newest snapshot into the input image (no I/O),
    and drain the cameras' reports and the GNSS fixes into it
    (controller/gateway/cameras.py, position.py);
-2. write the gateway's own signals (late scans, clock trust, journal
-   backlog, disk) and, once a second, the ``sched.*`` values and
-   ``sys.week_hour``;
+2. write the gateway's own signals: ``sys.late_scans`` when it moved, and
+   clock trust, journal backlog, disk, ``sys.week_hour`` and the ``sched.*``
+   values when the housekeeping thread has refreshed them (once a second),
+   not every scan;
 3. take the commands queued since the last scan (console, downlink, the
    shell's own fault reports);
 4. ``step()`` — the only place where anything is decided (the anomaly
@@ -161,9 +162,15 @@ class Gateway:
         self.persisted: tuple | None = None
         self.last_late = 0
         self.lateness_ns: collections.deque[int] = collections.deque(maxlen=100000)
-        self._idx = {name: self.catalog.index[name] for name in (
-            "sys.late_scans", "sys.clock_trusted", "sys.journal_backlog", "sys.disk_free_pct",
-            "sys.week_hour")}
+        index = self.catalog.index
+        self._late_idx = index["sys.late_scans"]
+        self._slow_idx = [index[n] for n in ("sys.clock_trusted", "sys.journal_backlog", "sys.disk_free_pct",
+                                             "sys.week_hour")] + self._sched_idx
+        # The slow facts' generation: the housekeeping thread moves it on after each refresh,
+        # and the loop writes them into the image only when it moved (not every scan).
+        self.slow_gen = 0
+        self._slow_seen = -1
+        self._written_late = -1
         self._poll_idx = [(p, p.indices(self.catalog)) for p in site.pollers]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.statefile = StateFile(self.state_dir / "core-state.json")
@@ -321,14 +328,11 @@ class Gateway:
             for fix in self.gnss.drain() if self.gnss is not None else self.gnss_device.take(image, now_ms):
                 self.position.feed(fix)
             self.position.fill(image, now_ms)
-        idx = self._idx
-        image[idx["sys.late_scans"]] = self.timer.late_scans & 0x7FFFFFFF
-        image[idx["sys.clock_trusted"]] = int(self.trusted)
-        image[idx["sys.journal_backlog"]] = min(self.backlog, 0x7FFFFFFF)
-        image[idx["sys.disk_free_pct"]] = self.disk_free_pct
-        image[idx["sys.week_hour"]] = self.week_hour
-        for i, value in zip(self._sched_idx, self.sched_values):
-            image[i] = value
+        if self.timer.late_scans != self._written_late:
+            self._written_late = self.timer.late_scans
+            image[self._late_idx] = self._written_late & 0x7FFFFFFF
+        if self.slow_gen != self._slow_seen:
+            self._write_slow(image)
         while not self.tasks.empty():
             self.tasks.get_nowait()()
         tickets = []
@@ -354,6 +358,13 @@ class Gateway:
             self.opcua.offer(image, MODE_NAMES[self.state.mode], list(self.active_rules))
         if self.on_scan:
             self.on_scan(self)
+
+    def _write_slow(self, image: list[int]) -> None:
+        """The housekeeping thread's facts and the schedules into the image (after it refreshed them)."""
+        self._slow_seen = self.slow_gen
+        values = [int(self.trusted), min(self.backlog, 0x7FFFFFFF), self.disk_free_pct, self.week_hour]
+        for i, value in zip(self._slow_idx, values + self.sched_values):
+            image[i] = value
 
     def _bookmark(self, seq: int, severity: int) -> None:
         """Each camera's clip around the incident raised by record ``seq``: a
@@ -538,6 +549,7 @@ class Gateway:
             if time.monotonic() >= next_ports and len(self.started_pollers) < len(self.site.pollers):
                 self._start_pollers()
                 next_ports = time.monotonic() + PORT_RETRY_S
+            self.slow_gen += 1
             self.notifier.status(self.status.status_line())
 
     def stop(self, why: str = "stopped") -> None:

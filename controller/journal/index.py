@@ -57,21 +57,36 @@ def first_seq_of(path: Path) -> int:
     raise JournalError("{}: no readable frame at its start; run `cabguard verify`".format(path))
 
 
-def read_durable(segments: list[tuple[int, Path]], seq: int,
-                 durable_seq: Callable[[], int]) -> Iterator[tuple[int, bytes]]:
+ReadMarks = dict[Path, tuple[int, int]]   # segment -> (seq, offset) of the last frame read in it
+
+
+def read_durable(segments: list[tuple[int, Path]], seq: int, durable_seq: Callable[[], int],
+                 marks: ReadMarks | None = None) -> Iterator[tuple[int, bytes]]:
     """Records with sequence number >= ``seq`` and <= ``durable_seq()``, in order,
     from ``segments`` (``(first seq, path)``, oldest first); damaged frames are
-    skipped, and a segment dropped by retention meanwhile is passed over."""
+    skipped, and a segment dropped by retention meanwhile is passed over.
+
+    ``marks``, kept by the caller from read to read, remembers the last frame
+    read in each segment; a read from that frame's seq on starts there, not at
+    the segment's start.  Idle, the uplink reads each new record on its own:
+    from the start, that cost about 0.4 s of CPU per record in a 16 MB segment."""
     firsts = [first for first, _path in segments]
     start = max(0, bisect_right(firsts, seq) - 1)
+    if marks is not None and len(marks) > len(segments):   # forget segments retention dropped
+        kept = {path for _first, path in segments}
+        for path in [p for p in marks if p not in kept]:
+            del marks[path]
     for _first, path in segments[start:]:
+        mark = marks.get(path) if marks is not None else None
         try:
-            for item in stream_frames(path):
+            for item in stream_frames(path, mark[1] if mark is not None and mark[0] <= seq else 0):
                 if isinstance(item, Bad):
                     continue
                 s = _seq_of(item[1], str(path))
                 if s > durable_seq():
                     return
+                if marks is not None:
+                    marks[path] = (s, item[0])
                 if s >= seq:
                     yield s, item[1]
         except FileNotFoundError:

@@ -62,7 +62,7 @@ import cbor2
 from controller.core.events import ALARM, CRITICAL, INFO, WARNING
 from controller.errors import JournalError
 from controller.journal import records as R
-from controller.journal.index import Segment, read_durable, recover
+from controller.journal.index import ReadMarks, Segment, read_durable, recover
 from controller.journal.segments import frame, list_segments, segment_name
 from drivers import cose
 from drivers.atomicfile import fsync_dir, write_atomic
@@ -127,6 +127,7 @@ class Journal:
         self.cursor = -1
         self.error: BaseException | None = None
         self._batch_waiters: list[threading.Event] = []
+        self._read_marks: ReadMarks = {}   # where read_from last was in each segment
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
 
     # ---- opening ---------------------------------------------------------
@@ -340,7 +341,8 @@ class Journal:
     def read_from(self, seq: int) -> Iterator[tuple[int, bytes]]:
         """Durable records with sequence number >= ``seq``, in order, as
         ``(seq, tagged COSE bytes)``.  Damaged frames are skipped."""
-        return read_durable([(s.first_seq, s.path) for s in self.segments], seq, lambda: self.durable_seq)
+        return read_durable([(s.first_seq, s.path) for s in self.segments], seq, lambda: self.durable_seq,
+                            self._read_marks)
 
     def opened_from(self, seq: int) -> Iterator[dict]:
         """Durable records with sequence number >= ``seq`` as written, for a

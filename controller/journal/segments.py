@@ -144,14 +144,15 @@ STREAM_CHUNK = 64 << 10
 STREAM_WINDOW = 2 * (HEAD_LEN + MAX_RECORD)
 
 
-def stream_frames(path: Path) -> Iterator[tuple[int, bytes] | Bad]:
+def stream_frames(path: Path, start: int = 0) -> Iterator[tuple[int, bytes] | Bad]:
     """``iter_frames`` over a segment file without holding it whole: memory
     stays near STREAM_CHUNK however long the segment (the uplink drains a
     week's backlog through this), and STREAM_WINDOW at most.  A frame still
     being written at the end of the file ends the stream, as ``iter_frames``
-    reports it."""
+    reports it.  ``start``, the offset of a frame read before, skips what
+    comes ahead of it."""
     with open_binary(path, "journal segment") as f:
-        base, size = 0, STREAM_CHUNK
+        base, size = start, STREAM_CHUNK
         while True:
             f.seek(base)
             data = f.read(size)

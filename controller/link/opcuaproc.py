@@ -94,7 +94,7 @@ class OpcuaProcess:
 
     def _feed(self) -> None:
         while not self.stopping.is_set():
-            self.ready.wait(1.0)
+            self.ready.wait()     # set by offer() when a snapshot is due, and by stop()
             self.ready.clear()
             snap, self.slot = self.slot, None
             if snap is None:

@@ -48,9 +48,11 @@ DRAIN_RATE = 6000.0
 DRAIN_BURST = 256
 SETTLE_S = 1.0           # a stop waits this long at most for the acknowledgements in flight
 # The uplink thread sleeps until the network, a wake-up (new durable records, an
-# urgent one, a stop) or its next timer; at most this long, so paho's keepalive
-# and the timers are looked at now and then.  Idle, that is one wake-up a second.
-IDLE_WAIT_S = 1.0
+# urgent one, a stop) or its next timer (heartbeat, reconnection, cursor save), and
+# at most a quarter of the MQTT keepalive: paho sends its PINGREQ only from within a
+# poll, so a quiet link pings at most keepalive/4 late, well inside the broker's
+# 1.5 x keepalive (idle with the defaults: a wake-up per 7.5 s, not one a second).
+KEEPALIVE_CHECKS = 4
 
 
 def with_checkpoint(journal, health: Callable[[], dict] = dict) -> Callable[[], dict]:
@@ -84,6 +86,7 @@ class Uplink:
         self.heartbeat_doc = heartbeat or with_checkpoint(journal)
         self.was_connected = False
         self.heartbeat_s = heartbeat_s
+        self.idle_wait_s = settings.keepalive_s / KEEPALIVE_CHECKS
         self.backoff = backoff or Backoff()
         self.window = SendWindow(journal.cursor, window)
         self.urgent: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -151,7 +154,7 @@ class Uplink:
             until = [self.next_attempt]
         if self.window.cursor > self.journal.cursor:
             until.append(self.next_cursor_save)
-        return max(0.0, min(IDLE_WAIT_S, min(until) - now))
+        return max(0.0, min(self.idle_wait_s, min(until) - now))
 
     def _settle(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

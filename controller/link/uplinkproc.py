@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from controller.errors import CabguardError, JournalError
-from controller.journal.index import first_seq_of, read_durable
+from controller.journal.index import ReadMarks, first_seq_of, read_durable
 from controller.journal.segments import list_segments
 from controller.link.child import reap, spawn
 from controller.link.uplink import DRAIN_RATE, Uplink
@@ -58,7 +58,6 @@ if TYPE_CHECKING:     # the gateway's side only: the uplink process never loads 
     from controller.journal.journal import Journal
 
 UPLINK_NICE = 10          # the scan loop comes first
-FEED_WAIT_S = 0.5         # the feeder's longest sleep (it wakes on every durable write)
 HEARTBEAT_WAIT_S = 1.0    # how long a heartbeat waits for the gateway's health
 STOP_TIMEOUT_S = 5.0
 
@@ -156,7 +155,7 @@ class UplinkProcess:
         """Tell the process about newly durable records and urgent ones, as they come."""
         told = None
         while not self.stopping.is_set():
-            self.wake.wait(FEED_WAIT_S)
+            self.wake.wait()      # set by every durable write, urgent record, restart and stop
             self.wake.clear()
             urgent = []
             while not self.urgent.empty():
@@ -228,6 +227,7 @@ class JournalFeed:
         self.durable_seq = durable_seq
         self.pipe = pipe
         self.first_seqs: dict[Path, int] = {}
+        self.read_marks: ReadMarks = {}   # where read_from last was in each segment
         self.durable_listeners: list[Callable[[int], None]] = []
 
     def durable(self, seq: int) -> None:
@@ -237,7 +237,7 @@ class JournalFeed:
             listener(seq)
 
     def read_from(self, seq: int):
-        return read_durable(self._segments(), seq, lambda: self.durable_seq)
+        return read_durable(self._segments(), seq, lambda: self.durable_seq, self.read_marks)
 
     def set_cursor(self, acked: int) -> None:
         self.cursor = acked
