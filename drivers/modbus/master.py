@@ -9,6 +9,11 @@ until the rest of the expected length has had its wire time plus t3.5, and
 reads it whole (the bus thread's CPU is its wake-ups).  The line has then
 been quiet for t3.5, so the next request goes at once.  An exception answer
 is complete at 5 bytes; a wrong address or function ends the read at once.
+One wake-up would need the kernel to wake at the whole answer (VMIN), but
+the length is the request's, so VMIN would change per transaction (tcsetattr
+reprograms some USB adapters) and a 5-byte exception answer would not reach
+it: seen only at the timeout.  The read after the sleep asks poll(0) first:
+with VMIN 0 an empty tty reads as end-of-file, as a hung-up one does.
 After a transaction that did not end in a whole answer (a timeout, a
 truncated or garbled frame) the next request waits for a quiet line: stale
 bytes are read and dropped until t3.5 has passed after the last one, so the

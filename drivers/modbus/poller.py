@@ -49,6 +49,7 @@ answer arrives on a Future.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import queue
 import threading
 import time
@@ -135,6 +136,21 @@ class _Reading:
         self.started_us = started_us
 
 
+class _Asked(collections.abc.Sequence):
+    """One value per device, computed when Schedule.next reads it: most calls read none
+    (nothing is due) or one (the device it picks), not every device's at every call."""
+
+    def __init__(self, states: list[_State], value: Callable[[_State], object]) -> None:
+        self._states = states
+        self._value = value
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __getitem__(self, index: int) -> object:
+        return self._value(self._states[index])
+
+
 class BusPoller:
     """Polls the devices of one bus in its own thread.
 
@@ -173,6 +189,8 @@ class BusPoller:
         self._tokens = 0
         # What is due when (drivers/modbus/schedule.py); the bus thread's, but for align().
         self._schedule = Schedule([d.period_ms * 1000 for d in devices], _us(time.monotonic()))
+        self._read_us = _Asked(self._states, lambda st: st.link.expected_us(self._next_read(st)))
+        self._online = _Asked(self._states, lambda st: bool(st.link.online))
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
         self._reopen = PortLink()        # when to try a lost port again (bus thread only)
@@ -330,8 +348,7 @@ class BusPoller:
             now = _us(time.monotonic())
             action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
                                          None if self._master is not None else self._reopen.reopen_at,
-                                         [st.link.expected_us(self._next_read(st)) for st in self._states],
-                                         [bool(st.link.online) for st in self._states])
+                                         self._read_us, self._online)
             if action.kind == JOB:
                 self._schedule.job_stepped()
                 self._job_step()

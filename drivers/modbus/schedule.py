@@ -89,6 +89,7 @@ class Schedule:
     def __init__(self, periods_us: Sequence[int], now_us: int) -> None:
         n = len(periods_us)
         self.period_us = list(periods_us)
+        self.shortest_us = min(periods_us, default=0)
         self.due_us = [now_us + p * i // max(1, n) for i, p in enumerate(periods_us)]   # staggered
         self.poll_us = [0] * n          # EWMA of a whole poll of each device
         self.poll_dev_us = [0] * n      # ... and of its deviation from that mean
@@ -108,10 +109,6 @@ class Schedule:
         at ``anchor_us + k * period_us``."""
         self.grid = (anchor_us, period_us)
 
-    def first_due(self) -> int:
-        """The device whose poll is due first."""
-        return min(range(len(self.due_us)), key=self.due_us.__getitem__)
-
     def next(self, now_us: int, commands: bool = False, jobs: bool = False,
              reopen_at_us: int | None = None, read_us: Sequence[int] = (),
              online: Sequence[bool] = ()) -> Action:
@@ -122,13 +119,13 @@ class Schedule:
         because its device starves is counted against the next such (``STEAL_PERIODS``)."""
         if commands:
             return Action(COMMAND)
-        due = self.due_us[self.first_due()]
-        waiting = [i for i, t in enumerate(self.due_us) if t <= now_us and not self._inside(i)]
+        due = min(self.due_us)
+        waiting = self._waiting(now_us) if due <= now_us else []
         if waiting:
             confirming = [i for i in waiting if self.confirm[i]]
             if confirming:   # an online device gone quiet: whether it is offline goes first
                 return Action(POLL, min(confirming, key=self.due_us.__getitem__))
-            coming = [i for i in waiting if online and not online[i] and not self.silent[i]]
+            coming = [i for i in waiting if not online[i] and not self.silent[i]] if online else []
             if coming:       # first contact, a port back: the cabinet is back as soon as the wire allows
                 return self._go(min(coming, key=self.due_us.__getitem__), jobs)
             pick = min(waiting, key=lambda i: (self.period_us[i], self.due_us[i]))
@@ -136,7 +133,7 @@ class Schedule:
             if not held:
                 return self._go(pick, jobs)
             starving = [i for i in waiting if now_us - self.due_us[i] >= self.period_us[i]]
-            if starving and now_us - self.stolen_us >= STEAL_PERIODS * min(self.period_us):
+            if starving and now_us - self.stolen_us >= STEAL_PERIODS * self.shortest_us:
                 self.stolen_us = now_us
                 return Action(POLL, min(starving, key=self.due_us.__getitem__))
             due = min(held)   # it would hold up a shorter period's poll: wait for that one
@@ -151,14 +148,20 @@ class Schedule:
     def _held(self, device: int, now_us: int, read_us: Sequence[int]) -> list[int]:
         """When the devices of a shorter period than ``device``'s fall due, of those that do
         before its next read would end."""
+        period = self.period_us[device]
+        if period == self.shortest_us:
+            return []
         ends = now_us + (read_us[device] if read_us else 0)
-        return [self.due_us[j] for j, p in enumerate(self.period_us)
-                if p < self.period_us[device] and self.due_us[j] <= ends]
+        return [self.due_us[j] for j, p in enumerate(self.period_us) if p < period and self.due_us[j] <= ends]
 
-    def _inside(self, device: int) -> bool:
-        """A device of a shorter period than ``device``'s is between the reads of its poll:
-        ``device`` does not go between them."""
-        return any(self.active[j] and p < self.period_us[device] for j, p in enumerate(self.period_us))
+    def _waiting(self, now_us: int) -> list[int]:
+        """The devices due at ``now_us``, but those of a longer period than a poll between its
+        reads: they do not go between them."""
+        due = [i for i, t in enumerate(self.due_us) if t <= now_us]
+        if True not in self.active:
+            return due
+        inside = min(p for p, active in zip(self.period_us, self.active) if active)
+        return [i for i in due if self.period_us[i] <= inside]
 
     def reading(self, device: int) -> None:
         """A read of ``device``'s poll is done and more remain: they are due at once, each
