@@ -62,6 +62,7 @@ class Stream:
         self.glitch: dict[int, int] = {}              # signal -> what its next measurement reads
         self.now = 0
         self.offline: set[str] = set()
+        self.hidden: dict[str, set[int]] = {}   # offline device -> its signals set meanwhile
         self.windows: dict[str, int] = {}     # schedule signal -> windows open now
         cab = world.cab
         self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
@@ -140,7 +141,14 @@ class Stream:
         """Apply one discrete event; True when the BMS must be re-sampled."""
         _t, _seq, op, a, b = ev
         if op == SET:
-            self.put(self.index[a], b)
+            dev = a.split(".")[0]
+            if dev in self.offline:
+                # Nobody reads a silent device: the change waits for its first answer.
+                i = self.index[a]
+                self.truth[i] = b
+                self.hidden.setdefault(dev, set()).add(i)
+            else:
+                self.put(self.index[a], b)
         elif op == CMD:
             cmds.append((a, b))
         elif op == WINDOW:
@@ -167,6 +175,9 @@ class Stream:
             truth = self.truth[i]
             if truth is not None:
                 self.put(i, truth)
+            if a.endswith(".online"):
+                for k in sorted(self.hidden.pop(a[:-7], ())):
+                    self.put(k, self.truth[k])
             return True
         else:
             batt = self.batteries[int(a[3:]) - 1]

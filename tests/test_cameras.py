@@ -256,6 +256,24 @@ def test_the_camera_pack_combines_what_cameras_see_with_the_cabinet(tmp_path, ch
     assert got == want
 
 
+def test_a_site_with_cameras_gets_the_camera_rules_from_the_default_packs_and_one_without_none(tmp_path):
+    """docs/rules.md "Default packs": no SRC named (as `rules compile --config`,
+    `config check --installing` and flash.sh choose), a site with [[camera]]
+    and no night schedule compiles camera_tamper for each of its cameras."""
+    from controller.cli.rulescmd import site_catalog
+    from rules.compiler import compile_files
+    from rules.language import default_sources
+    no_night = CAMERA_SITE.replace('[schedules.night]\nwindows = [{ days = "mon-sun", from = "20:00", to = "06:00" }]\n', "")
+    assert "night" not in no_night
+    for text, want in ((no_night, {"camera_tamper.cam.gate", "camera_offline.cam.gate"}),
+                       (BASE + CAMERA_SITE[len(BASE):].split("[lan]")[0], set())):
+        path = tmp_path / "site.toml"
+        path.write_text(text)
+        _catalog, site = site_catalog(None, str(path))
+        ids = {r.id for r in compile_files(default_sources([]), site).rules}
+        assert {i for i in ids if i.startswith("camera_")} == want
+
+
 def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_preset(cabinet, broker):
     """End to end: a real gateway on the simulator, a camera heard through the
     webhook, an alarm whose plan takes the floodlights (GPIO) and the camera

@@ -258,3 +258,33 @@ def test_eval_resumes_like_the_gateway_and_sees_modules_gone_while_it_was_down(a
         assert inc["detected"] and inc["by"] == "core: inventory bms2.modules 8 -> 6"
         assert 180 <= inc["ttd_s"] <= 190         # at the first poll after the 3 minutes down
     assert doc["nuisance_alarms"] == 0
+
+
+def test_a_theft_during_a_grid_outage_is_caught_by_the_packs_that_keep_their_supply():
+    """docs/rules.md, "What the theft pack cannot tell apart": an outage
+    blinds the I/O module (door, vibration, tilt), and the door forced
+    during it shows nothing; the packs ride through on their own supplies,
+    so the modules taken are module_removed."""
+    body = '''
+[[action]]
+kind = "grid_outage"
+at = "+10m"
+duration = "40m"
+[[action]]
+kind = "door_forced"
+at = "+20m"
+[[action]]
+kind = "module_remove"
+at = "+22m"
+battery = "bms2"
+count = 2
+[[incident]]
+kind = "theft"
+cabinet = "c1"
+start = "+20m"
+end = "+25m"
+'''
+    doc = evaluate([scenario(body)], RuleSource(), decode_factory=profile_decode())
+    theft = doc["scenarios"][0]["incidents"][0]
+    # the door (+20m) unseen; the modules at +22m, reported 2 s later
+    assert theft["detected"] and theft["by"] == "rule module_removed.bms2" and theft["ttd_s"] == 122.0

@@ -12,7 +12,8 @@ from controller.devtools.bench.rules import compile_text
 from rules.compiler import compile_files
 from rules.language import PACKS, default_sources
 
-ARMED, DISARMED, MAINT, ENTRY = modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY
+ARMED, DISARMED, MAINT, ENTRY, ARMING, ALARM = (modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY,
+                                                modes.ARMING, modes.ALARM)
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
       "io.door_bolt": 1, "io.vib_rms_mg": 2, "io.vib_peak_mg": 5, "bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 4712,
       "bms1.pack_mv": 400000, "bms1.temp_max_dc": 250, "sys.disk_free_pct": 80, "io.temp_dc": 200,
@@ -215,6 +216,47 @@ def test_modules_taken_on_one_visit_are_not_reported_again_at_the_end_of_the_nex
 
 def test_a_vibration_sensor_already_blind_when_armed_is_not_a_new_attack():
     assert raised([(0, {"io.vib_rms_mg": 0}, DISARMED), (30, {}, ARMED), (40, {}, None)]) == []
+
+
+# An insider's visit: the door opens, the sensor is blinded, the door shuts, the cabinet is set.
+BLINDED = {
+    "jammed": {"io.vib_peak_mg": 7},                   # the peak no longer moves
+    "zeroed": {"io.vib_rms_mg": 0, "io.vib_peak_mg": 0},
+    "masked": {"io.vib_rms_mg": 40, "io.vib_peak_mg": 20},
+    "unplugged": {"io.online": 0},                     # the image keeps the module's last reading: door open
+}
+
+
+@pytest.mark.parametrize("how", sorted(BLINDED))
+@pytest.mark.parametrize("visit", [MAINT, DISARMED])
+def test_a_sensor_blinded_with_the_door_open_alarms_as_the_cabinet_is_set(how, visit):
+    """EN 50131: a detector in fault at setting.  Quiet (a record) during the
+    visit, the alarm at the setting, and once: re-arming after the
+    acknowledgement does not sound it again."""
+    closed = {} if how == "unplugged" else {"io.door_open": 0}
+    visit_script = [(0, {"io.door_bolt": 0, "io.door_open": 1}, visit), (10, BLINDED[how], None),
+                    (40, closed, None), (42, {"io.door_bolt": 1}, None)]
+    rule = "module_silent_at_arming.io" if how == "unplugged" else "sensor_fault_at_arming.io"
+    assert rule not in raised(visit_script + [(100, {}, None)])
+    got = raised(visit_script + [(100, {}, ARMING), (130, {}, ARMED), (131, {}, ALARM), (140, {}, DISARMED),
+                                 (150, {}, ARMING), (180, {}, ARMED), (190, {}, None)])
+    assert got.count(rule) == 1
+
+
+@pytest.mark.parametrize("how", sorted(BLINDED))
+def test_a_sensor_that_died_with_the_door_shut_is_no_alarm_when_the_cabinet_is_set(how):
+    """Dead at a quiet hour, disarmed; a round opens the door later, with
+    the sensor long dead; the setting is no new act (the health pack warns)."""
+    got = raised([(0, {}, DISARMED), (10, BLINDED[how], None), (300, {"io.door_open": 1}, None),
+                  (330, {"io.door_open": 0}, None), (400, {}, ARMING), (430, {}, ARMED), (800, {}, None)])
+    assert set(got) <= {"vibration_dead.io", "io_offline.io"}      # warnings
+
+
+def test_a_sensor_jammed_seconds_before_the_sign_off_is_found_a_minute_later():
+    got = raised([(0, {"io.door_bolt": 0, "io.door_open": 1}, MAINT), (300, {"io.vib_peak_mg": 7}, None),
+                  (310, {"io.door_open": 0}, None), (312, {"io.door_bolt": 1}, None), (320, {}, ARMING),
+                  (350, {}, ARMED), (400, {}, None)])
+    assert "sensor_fault_at_arming.io" in got
 
 
 def test_nothing_raises_on_a_quiet_armed_cabinet():

@@ -96,6 +96,16 @@ def test_faults_on_event_reported_contacts_act_at_once_and_hide_door_actions():
     assert s["io.door_bolt"] == [(0, 1), (10 * MIN, 0), (15 * MIN, 1)]   # at once, no door action needed
 
 
+def test_a_silent_device_keeps_its_last_reading_until_it_answers_again():
+    """docs/scenarios.md: nobody reads a device that is offline, so a door
+    moved while the I/O module is silent shows only when it answers again
+    (a real gateway's image keeps the last reading: docs/rules.md)."""
+    s, _ = series(scenario(action("door_open", "", "+5m") + action("cable_cut", 'device = "io"\nduration = "10m"')
+                           + action("door_close", "", "+12m") + action("door_open", "", "+25m")))
+    assert s["io.door_open"] == [(0, 0), (5 * MIN + 1000, 1), (20 * MIN, 0), (25 * MIN + 1000, 1)]
+    assert [v for t, v in s["io.door_bolt"] if 10 * MIN <= t < 20 * MIN] == []
+
+
 def test_a_zeroed_sensor_reads_zero_for_ever_unless_given_a_duration():
     body = '\n[[process]]\nkind = "truck"\nper_hour = 60.0\n'
     s, _ = series(scenario(body + action("sensor_fault", 'fault = "zero"')))
