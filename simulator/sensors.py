@@ -28,6 +28,8 @@ BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW, CRC, GLITCH, DUMMIES = range(10)
 FREEZE = None                   # FORCE value: hold the last reported value
 _NO_NAMES: frozenset[str] = frozenset()
+_NO_SPREADS: dict[str, float] = {}
+_NO_HEAT: dict[str, Episode] = {}
 
 
 class _Battery:
@@ -266,15 +268,10 @@ class Stream:
         amps = self._amps(t) if w.cycles else 0.0
         ambient = self._ambient(t)
         offsets = {}
-        spreads: dict[str, float] = {}          # cell_imbalance: extra cell spread, mV
-        heat: dict[str, Episode] = {}           # hot_cell: its heat per A² and time constant
         for e in self.active:
             if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
                 offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
-            elif e.channel[0] == "s":
-                spreads[e.channel[1:]] = spreads.get(e.channel[1:], 0.0) + e.level(t)
-            elif e.channel[0] == "h" and e.end > t:
-                heat[e.channel[1:]] = e
+        spreads, heat = self._cell_faults(t) if w.cells else (_NO_SPREADS, _NO_HEAT)
         cut = self._forced_names() if self.forced else _NO_NAMES
         for b in self.batteries:
             lost = b.current_name in cut
@@ -297,6 +294,17 @@ class Stream:
                                      int(temp * 10 + 5), int(b.temp * 10 - 5)))
             if event:
                 self.report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
+
+    def _cell_faults(self, t: int) -> tuple[dict[str, float], dict[str, Episode]]:
+        """Per battery: a ``cell_imbalance``'s extra cell spread (mV) and a ``hot_cell``'s fault now."""
+        spreads: dict[str, float] = {}
+        heat: dict[str, Episode] = {}
+        for e in self.active:
+            if e.channel[0] == "s":
+                spreads[e.channel[1:]] = spreads.get(e.channel[1:], 0.0) + e.level(t)
+            elif e.channel[0] == "h" and e.end > t:
+                heat[e.channel[1:]] = e
+        return spreads, heat
 
     @staticmethod
     def _heat(b: _Battery, fault: Episode | None, amps: float, dt: float) -> None:

@@ -159,6 +159,7 @@ class CabinetWorld(SensesWorld):
                 getattr(self, "_action_" + item.kind)(item.at_ms, item.params, item)
         self._senses_planned()
         self.fronts = any(e.channel == "amb" for e in self.episodes)     # weather fronts move the outdoors
+        self.cells = any(e.channel[0] in "sh" for e in self.episodes)  # cell_imbalance, hot_cell (sensors.py)
         self.events.sort()
         self.episodes.sort(key=lambda e: e.start)
 
