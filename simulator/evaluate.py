@@ -39,9 +39,10 @@ from controller.core.modelrules import ModelRules
 from controller.core.outputs import OUTPUT_NAMES
 from controller.core.step import DEFAULT_ENTRY_ZONES, CoreConfig, CoreState, step
 from rules.modelfile import read_model
+from simulator import checklist
 from simulator.decodepath import profile_decode
 from simulator.rulesource import RuleSource
-from simulator.scenario import Cabinet, Scenario
+from simulator.scenario import Cabinet, Scenario, gateway_downs
 from simulator.errors import ScenarioError
 from simulator.scenariofile import load
 from simulator.senses import REPORTED_OUTPUTS
@@ -148,8 +149,7 @@ class GatewayImage:
 
 def _restarts(scn: Scenario, cab: Cabinet) -> list[tuple[int, int]]:
     """The cabinet's gateway restarts: (ms it stops, ms it starts again)."""
-    return sorted((a.at_ms, a.at_ms + a.params["down"]) for a in scn.actions
-                  if a.kind == "gateway_restart" and cab.id in a.cabinets)
+    return gateway_downs(scn, cab.id)     # gateway_restart, and a cut outlasting the backup
 
 
 def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None = None,
@@ -528,11 +528,14 @@ def check(paths: list[str]) -> int:
             continue
         print("{}: ok: {} cabinet(s), {:.2f} cabinet-days, {} action(s), {} incident(s)".format(
             path, len(scn.cabinets), scn.cabinet_days(), len(scn.actions), len(scn.incidents)))
+        print(checklist.span(scn))
         for cab in scn.cabinets:
             for start, opened, closed, end, auth in sorted(CabinetWorld(scn, cab).visits):
                 print("  {} visit ({}): unbolted {} (+{}), door open +{} to +{}, signed off {} (+{}){}".format(
                     cab.id, auth, _local(scn, start), _offset(start), _offset(opened), _offset(closed),
                     _local(scn, end), _offset(end), _past_end(scn, start, end)))
+        for line in checklist.scripted(scn):          # the scripted acts and the incident windows
+            print(line)
     return 2 if bad else 0
 
 

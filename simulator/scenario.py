@@ -48,13 +48,17 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "vibration": {"duration": "5s", "rms_mg": 300, "peak_mg": 1200},
     "tilt": {"deg": 5.0, "ramp": "3s", "duration": "60s"},
     "lift": {"accel_mg": 250, "deg": 8.0, "duration": "10s", "set_down": True},
-    "module_remove": {"battery": "bms1", "count": 1},
-    "module_insert": {"battery": "bms1", "count": 1, "serial": 0},
+    "tow": {"accel_mg": 40, "deg": 1.5, "rms_mg": 60, "peak_mg": 300},
+    "module_remove": {"battery": "bms1", "count": 1, "dummy": False},
+    "module_insert": {"battery": "bms1", "count": 1, "serial": 0, "dummy": False},
     "cable_cut": {"device": "bms1", "duration": ""},
-    "power_cut": {"duration": ""},
+    "power_cut": {"duration": "", "backup": ""},
     "gateway_restart": {"down": "30s"},
     "thermal_ramp": {"battery": "bms1", "rise_c": 30.0, "duration": "10m", "hold": "", "cool": "30m"},
-    "sensor_fault": {"signal": "io.vib_rms_mg", "fault": "stuck", "value": 0, "duration": ""},
+    # Hazards of the packs themselves beside the thermal_ramp (docs/scenarios.md, "Incidents", safety).
+    "cell_imbalance": {"battery": "bms1", "spread_mv": 200, "duration": "2h", "hold": "", "back": "1h"},
+    "hot_cell": {"battery": "bms1", "rise_c": 15.0, "amps": 40.0, "tau": "20m", "duration": ""},
+    "sensor_fault": {"signal": "io.vib_rms_mg", "fault": "stuck", "value": 0, "duration": "", "device": ""},
     "theft_slow": {"battery": "bms1", "modules": 2, "duration": "20m", "rms_mg": 12, "peak_mg": 45},
     "command": {"name": "arm", "arg": ""},
     "panel_open": {"duration": "", "rms_mg": 250, "peak_mg": 1000},
@@ -68,8 +72,8 @@ ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "glitch": {"signal": "io.temp_dc", "value": 0},
     "sensor_drift": {"signal": "io.temp_dc", "value": 0, "duration": "6h"},
     "sensor_offset": {"signal": "io.temp_dc", "value": 0, "duration": ""},
-    "sensor_failure": {"signal": "io.vib_rms_mg", "fault": "stuck", "duration": ""},
-    "grid_outage": {"duration": "1h"},
+    "sensor_failure": {"signal": "io.vib_rms_mg", "fault": "stuck", "duration": "", "device": ""},
+    "grid_outage": {"duration": "1h", "backup": ""},
     # The response team takes the cabinet over: what it raises then is theirs to see.
     "responder": {"duration": ""},
 }
@@ -90,11 +94,12 @@ SENSOR_FAILURES = ("stuck", "zero", "offline")     # a sensor dying on its own: 
 # Durations where "" means "for ever" (to the scenario's end) and is kept as -1, unlike "0s"
 # (every "hold", and these whose default is not "").
 FOR_EVER = -1
-FOR_EVER_KEYS = (("camera_event", "duration"), ("grid_outage", "duration"))
+FOR_EVER_KEYS = (("camera_event", "duration"), ("grid_outage", "duration"), ("power_cut", "backup"),
+                 ("grid_outage", "backup"))
 # Numbers that may be negative (a tilt either way, a cooling ramp, a raw signal value).
 SIGNED_PARAMS = ("deg", "rise_c", "value", "delta_c")
 # Durations that are a period or a mean gap: 0 would divide by zero.
-POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period", "drop", "every", "cool", "back")
+POSITIVE_DURATIONS = ("gap", "sway_period", "gust_every", "period", "drop", "every", "cool", "back", "tau")
 MAINTENANCE_MIN_MS = 5 * 60000 + 1       # the visit is the window less 5 minutes
 COMMANDS = ("arm", "disarm", "maint_start", "maint_stop", "ack", "silence", "lock", "unlock")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -177,6 +182,27 @@ class Scenario:
         t = self.start + dt.timedelta(milliseconds=ms)
         midnight = t.replace(hour=0, minute=0, second=0, microsecond=0)
         return t.weekday() * 86400000 + int((t - midnight).total_seconds() * 1000)
+
+
+def gateway_downs(scn: Scenario, cabinet: str) -> list[tuple[int, int]]:
+    """When the cabinet's gateway is off: (ms it stops, ms it starts again), in
+    order.  Each ``gateway_restart``, and each cut of the cabinet's feed
+    (``power_cut``, ``grid_outage``) that outlasts the gateway's ``backup``:
+    off when the backup runs flat, on again when the supply returns (never,
+    past the scenario's end, for a cut for good)."""
+    never = scn.duration_ms + 1
+    out = []
+    for a in scn.actions:
+        if cabinet not in a.cabinets:
+            continue
+        p = a.params
+        if a.kind == "gateway_restart":
+            out.append((a.at_ms, a.at_ms + p["down"]))
+        elif a.kind in ("power_cut", "grid_outage") and p["backup"] != FOR_EVER:
+            back = a.at_ms + p["duration"] if p["duration"] > 0 else never
+            if a.at_ms + p["backup"] < back:
+                out.append((a.at_ms + p["backup"], back))
+    return sorted(out)
 
 
 def parse_duration(value: Any) -> int | None:

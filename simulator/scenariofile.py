@@ -389,8 +389,12 @@ class _Loader:
             raise bad("fault", "want one of {}".format(", ".join(SENSOR_FAULTS)))
         if item.kind == "sensor_failure" and p["fault"] not in SENSOR_FAILURES:
             raise bad("fault", "want one of {} (a one-sample spike is a 'glitch')".format(", ".join(SENSOR_FAILURES)))
+        if item.kind in ("sensor_fault", "sensor_failure") and p["device"]:
+            self._device_offline(p, bad, "signal" in self._array(name)[i])
         if item.kind == "booked_window" and p["length"] <= 0:
             raise bad("length", "must be longer than 0")
+        if item.kind == "hot_cell" and p["amps"] <= 0:
+            raise bad("amps", "must be more than 0 (the current at which the cell runs `rise_c` above the pack)")
         if item.kind == "grid_outage" and p["duration"] == 0:
             raise bad("duration", "must be longer than 0 (\"\": the power never comes back)")
         if item.kind == "command":
@@ -402,10 +406,23 @@ class _Loader:
         if item.kind == "shift" and p["auth"] not in ("maint", "disarm"):
             raise bad("auth", "want \"maint\" or \"disarm\"")
 
+    @staticmethod
+    def _device_offline(p: dict[str, Any], bad: Any, signal_too: bool) -> None:
+        """``device`` in place of ``signal``: a whole device off the bus (``fault = "offline"``).
+        The signal becomes one of the device's, which is all ``offline`` reads of it."""
+        if signal_too:
+            raise bad("device", "give 'signal' or 'device', not both")
+        if p["fault"] != "offline":
+            raise bad("device", "only with fault = \"offline\" (a whole device off the bus); a fault of one "
+                                "reading names its 'signal'")
+        if not re.match(r"^(io|bms[1-4])$", p["device"]):
+            raise bad("device", "want io or bms1 … bms4, got {!r}".format(p["device"]))
+        p["signal"] = p["device"] + (".door_open" if p["device"] == "io" else ".pack_mv")
+
     def _check_devices(self, item: Item, i: int) -> None:
         """The battery, device or signal an action names exists on each of its cabinets."""
         p = item.params
-        key = next((k for k in ("battery", "device", "signal") if k in p), None)
+        key = next((k for k in ("battery", "device", "signal") if p.get(k)), None)
         if key is None:
             return
         fewest = min(self.batteries[c] for c in item.cabinets)

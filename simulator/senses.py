@@ -37,7 +37,7 @@ from typing import Any
 
 from controller.core.catalog import CAMERA_KINDS, POSITION_SIGNALS, camera_signals
 from controller.core.escalation import Plans
-from drivers.gnss import PositionTrack, TrackSettings
+from drivers.gnss import Fix, PositionTrack, TrackSettings
 from simulator.gnss import PortGnss
 from simulator.sensors import SET
 
@@ -49,6 +49,7 @@ SENSE_ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "camera_event": {"camera": "gate", "event": "person", "duration": "20s"},
     "camera_offline": {"camera": "gate", "duration": ""},
     "carry": {"distance_m": 50.0, "speed_mps": 3.0},
+    "gnss_jam": {"duration": ""},
 }
 # Text parameters of these kinds that are names, not durations.
 SENSE_TEXT_PARAMS = ("camera", "event")
@@ -108,9 +109,9 @@ def sense_problem(scn) -> tuple[int, str] | None:
             if item.kind == "camera_event" and item.params["event"] not in CAMERA_KINDS:
                 return item.line, "[[action]] camera_event: event {!r}: want one of {}".format(
                     item.params["event"], ", ".join(CAMERA_KINDS))
-            if item.kind == "carry" and not has_gnss(scn, cab):
-                return item.line, "[[action]] carry: cabinet {} has no GNSS receiver (give it a [[process]] " \
-                                  "kind = \"gnss\")".format(cab.id)
+            if item.kind in ("carry", "gnss_jam") and not has_gnss(scn, cab):
+                return item.line, "[[action]] {}: cabinet {} has no GNSS receiver (give it a [[process]] " \
+                                  "kind = \"gnss\")".format(item.kind, cab.id)
     return None
 
 
@@ -148,6 +149,10 @@ class SensesWorld:
     def _action_carry(self, t: int, p: dict, item) -> None:
         self.__dict__.setdefault("_carries", []).append((t, p["speed_mps"], p["distance_m"]))
 
+    def _action_gnss_jam(self, t: int, p: dict, item) -> None:
+        end = t + p["duration"] if p["duration"] else self.scn.duration_ms + 1
+        self.__dict__.setdefault("_jams", []).append((t, end))
+
     def _senses_planned(self) -> None:
         """After every process and action: the zone signals (what the cameras
         online report), and the GNSS receiver's values."""
@@ -171,8 +176,12 @@ class SensesWorld:
             track.feed(dataclasses.replace(gnss.fix_at(s), at_ms=(s - SURVEY_S) * 1000))
         track.survey(0)
         last: dict[str, int] = {}
+        jams = getattr(self, "_jams", [])
         for s in range(self.scn.duration_ms // 1000 + 1):
-            track.feed(dataclasses.replace(gnss.fix_at(SURVEY_S + s), at_ms=s * 1000))
+            fix = gnss.fix_at(SURVEY_S + s)       # drawn even when jammed: the port's noise goes on
+            if jams and any(a <= s * 1000 < b for a, b in jams):
+                fix = Fix(0, 0, 9999, 0.0, 0.0, 0)     # jammed: no satellite tracked, no fix
+            track.feed(dataclasses.replace(fix, at_ms=s * 1000))
             for short, v in track.values(s * 1000).items():
                 if last.get(short) != v:
                     last[short] = v

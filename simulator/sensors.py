@@ -25,14 +25,16 @@ CELLS_PER_MODULE = 16
 BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 
 # Discrete event operations.
-SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW, CRC, GLITCH = range(9)
+SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW, CRC, GLITCH, DUMMIES = range(10)
 FREEZE = None                   # FORCE value: hold the last reported value
 _NO_NAMES: frozenset[str] = frozenset()
+_NO_SPREADS: dict[str, float] = {}
+_NO_HEAT: dict[str, Episode] = {}
 
 
 class _Battery:
     __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx", "fast_idx", "slow_idx",
-                 "current_name")
+                 "current_name", "dummies", "hot", "tau")
 
     def __init__(self, number: int, cab: Cabinet, index: dict[str, int]):
         name = self.name = "bms{}".format(number)
@@ -46,6 +48,9 @@ class _Battery:
         self.fast_idx = tuple(self.idx[:7])     # sampled every time
         self.slow_idx = tuple(self.idx[7:])     # modules, serial, alarm bits: on events
         self.current_name = name + ".current_ma"
+        self.dummies = 0                        # of ``modules``: dummy modules, no cells (module_insert dummy)
+        self.hot = 0.0                          # a hot cell's rise above the pack, °C (hot_cell)
+        self.tau = 1.0                          # its time constant, ms
 
 
 class Stream:
@@ -183,6 +188,9 @@ class Stream:
             batt = self.batteries[int(a[3:]) - 1]
             if op == MODULES:
                 batt.modules = max(0, batt.modules + b)
+                batt.dummies = min(batt.dummies, batt.modules)
+            elif op == DUMMIES:
+                batt.dummies = max(0, min(batt.modules, batt.dummies + b))
             else:
                 batt.serial = b
             return True
@@ -274,6 +282,7 @@ class Stream:
         for e in self.active:
             if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
                 offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
+        spreads, heat = self._cell_faults(t) if w.cells else (_NO_SPREADS, _NO_HEAT)
         cut = self._forced_names() if self.forced else _NO_NAMES
         for b in self.batteries:
             lost = b.current_name in cut
@@ -281,18 +290,41 @@ class Stream:
             b.current = i_now
             b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
             b.temp += (ambient + 2.0 + 0.0015 * i_now * i_now - b.temp) * min(1.0, dt / 3600.0)
+            if heat or b.hot:
+                self._heat(b, heat.get(b.name), i_now, dt)
             if b.name in self.offline:
                 continue
             module_mv = cab.module_mv * (0.92 + 0.16 * b.soc) - i_now * 2.0
-            pack = int(b.modules * module_mv)
+            cells = b.modules - b.dummies
+            pack = int(cells * module_mv)
             cell = module_mv / CELLS_PER_MODULE
-            spread = 6 + abs(i_now) * 0.05
-            temp = b.temp + offsets.get(b.name, 0.0)
+            spread = 6 + abs(i_now) * 0.05 + (spreads.get(b.name, 0.0) / 2 if spreads else 0.0)
+            temp = b.temp + offsets.get(b.name, 0.0) + b.hot
             self.report(b.fast_idx, (pack, int(i_now * 1000), int(b.soc * 100),
-                                     int(cell + spread) if b.modules else 0, int(cell - spread) if b.modules else 0,
+                                     int(cell + spread) if cells else 0, int(cell - spread) if cells else 0,
                                      int(temp * 10 + 5), int(b.temp * 10 - 5)))
             if event:
                 self.report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
+
+    def _cell_faults(self, t: int) -> tuple[dict[str, float], dict[str, Episode]]:
+        """Per battery: a ``cell_imbalance``'s extra cell spread (mV) and a ``hot_cell``'s fault now."""
+        spreads: dict[str, float] = {}
+        heat: dict[str, Episode] = {}
+        for e in self.active:
+            if e.channel[0] == "s":
+                spreads[e.channel[1:]] = spreads.get(e.channel[1:], 0.0) + e.level(t)
+            elif e.channel[0] == "h" and e.end > t:
+                heat[e.channel[1:]] = e
+        return spreads, heat
+
+    @staticmethod
+    def _heat(b: _Battery, fault: Episode | None, amps: float, dt: float) -> None:
+        """A hot cell moves towards its fault's heat per A² × A² with the fault's
+        time constant; once repaired it cools back with the same constant."""
+        if fault is not None:
+            b.tau = fault.b
+        target = fault.a * amps * amps if fault is not None else 0.0
+        b.hot += (target - b.hot) * min(1.0, dt * 1000.0 / b.tau)
 
     def _forced_names(self) -> set[str]:
         names = self.w.catalog.names

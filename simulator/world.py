@@ -36,7 +36,7 @@ from controller.core.events import COMMAND_CODES
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
 from simulator.scenario import Cabinet, Item, Scenario, parse_clock, parse_duration
 from simulator.senses import SensesWorld, sense_signals
-from simulator.sensors import CMD, CRC, FORCE, FREEZE, GLITCH, MODULES, RELEASE, SERIAL, SET, WINDOW, Stream
+from simulator.sensors import CMD, CRC, DUMMIES, FORCE, FREEZE, GLITCH, MODULES, RELEASE, SERIAL, SET, WINDOW, Stream
 
 
 
@@ -159,6 +159,7 @@ class CabinetWorld(SensesWorld):
                 getattr(self, "_action_" + item.kind)(item.at_ms, item.params, item)
         self._senses_planned()
         self.fronts = any(e.channel == "amb" for e in self.episodes)     # weather fronts move the outdoors
+        self.cells = any(e.channel[0] in "sh" for e in self.episodes)  # cell_imbalance, hot_cell (sensors.py)
         self.events.sort()
         self.episodes.sort(key=lambda e: e.start)
 
@@ -355,13 +356,25 @@ class CabinetWorld(SensesWorld):
         self._ep(t, held, "tilt", "ramp", p["deg"] * 1000.0, 2000.0)
         self._ep(t, held, "vib", "burst", 150.0, 600.0)
 
+    def _action_tow(self, t: int, p: dict, item: Item) -> None:
+        """A cabinet on wheels (a trailer, a skid) hitched or pushed and rolled
+        away: a jolt and the tongue's tilt, then rolling vibration, for good."""
+        held = self.scn.duration_ms + 1 - t
+        self._ep(t, 2000, "lift", "step", p["accel_mg"])
+        self._ep(t, held, "tilt", "ramp", p["deg"] * 1000.0, 2000.0)
+        self._ep(t, held, "vib", "burst", p["rms_mg"], p["peak_mg"])
+
     def _action_module_remove(self, t: int, p: dict, item: Item) -> None:
         self._ep(t, 3000, "vib", "burst", 25.0, 90.0)
         self._at(t + 2000, MODULES, p["battery"], -p["count"])
+        if p["dummy"]:
+            self._at(t + 2000, DUMMIES, p["battery"], -p["count"])
 
     def _action_module_insert(self, t: int, p: dict, item: Item) -> None:
         self._ep(t, 3000, "vib", "burst", 25.0, 90.0)
         self._at(t + 2000, MODULES, p["battery"], p["count"])
+        if p["dummy"]:                # counted in its slot, but no cells: it adds no voltage
+            self._at(t + 2000, DUMMIES, p["battery"], p["count"])
         if p["serial"]:
             self._at(t + 2000, SERIAL, p["battery"], p["serial"])
 
@@ -399,6 +412,16 @@ class CabinetWorld(SensesWorld):
         length, hold = self._hill(t, rise, p["hold"], p["cool"])
         self._ep(t, length, "t" + p["battery"], "hill", p["rise_c"], float(rise), hold)
         self._ep(t, length, "tio", "hill", p["rise_c"] * 2.5, float(rise), hold)
+
+    def _action_cell_imbalance(self, t: int, p: dict, item: Item) -> None:
+        """The battery's cell spread (``cell_vmax_mv`` - ``cell_vmin_mv``) widens by ``spread_mv``."""
+        length, hold = self._hill(t, p["duration"], p["hold"], p["back"])
+        self._ep(t, length, "s" + p["battery"], "hill", float(p["spread_mv"]), float(max(p["duration"], 1)), hold)
+
+    def _action_hot_cell(self, t: int, p: dict, item: Item) -> None:
+        """A cell heating with the current: ``rise_c`` above the pack at a steady ``amps``, as A²."""
+        length = p["duration"] or self.scn.duration_ms + 1 - t
+        self._ep(t, length, "h" + p["battery"], "step", p["rise_c"] / p["amps"] ** 2, float(p["tau"]))
 
     def _action_weather_front(self, t: int, p: dict, item: Item) -> None:
         """The outdoor temperature moves by ``delta_c`` (°C): the cabinet and, slowly, its packs follow."""
