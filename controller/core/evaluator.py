@@ -422,7 +422,9 @@ def _pure(node):
 def _fn(ev, node):
     op, args, kids = node
     if op in MEM_WORDS:
-        return _stateful_fn(ev, op, args, _fn(ev, kids[0]))
+        # A plain signal's value is read inline: one call less.
+        si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
+        return _stateful_fn(ev, op, args, _fn(ev, kids[0]), si)
     if not kids:
         return _leaf_fn(ev, op, args)
     if len(kids) == 2:
@@ -544,9 +546,10 @@ def _wake_at(wk, due_at):
         wk[0] = due_at
 
 
-def _stateful_fn(ev, op, args, x):
-    """A stateful op over ``x``.  Its guard (the online twins of the devices
-    its input reads) is tested inline: none (``gk`` 0), one (1), several (2)."""
+def _stateful_fn(ev, op, args, x, si):
+    """A stateful op over ``x``, or over the signal ``si`` when that is ``x``
+    (-1: it is not).  Its guard (the online twins of the devices its input
+    reads) is tested inline: none (``gk`` 0), one (1), several (2)."""
     o = args[0]
     g = ev.table.guards[o]
     gk = 0 if g is None else (1 if len(g) == 1 else 2)
@@ -557,7 +560,7 @@ def _stateful_fn(ev, op, args, x):
         ms = args[1]
 
         def held(im, now):
-            if x(im, now) and (gk == 0 or (im[g0] if gk == 1 else _known(im, g))):
+            if (im[si] if si >= 0 else x(im, now)) and (gk == 0 or (im[g0] if gk == 1 else _known(im, g))):
                 if not mem[o + 1]:
                     mem[o + 1] = 1
                     mem[o] = now
@@ -578,7 +581,7 @@ def _stateful_fn(ev, op, args, x):
         def within(im, now):
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
-            v = x(im, now)
+            v = im[si] if si >= 0 else x(im, now)
             if gk and not (im[g0] if gk == 1 else _known(im, g)):
                 mem[o] = mem[o + 1] = mem[o + 2] = 0
                 return 0
@@ -603,7 +606,7 @@ def _stateful_fn(ev, op, args, x):
     if op == OP_CHANGED:
         def changed(im, now):
             # mem: the previous value, known.
-            v = x(im, now)
+            v = im[si] if si >= 0 else x(im, now)
             if gk and not (im[g0] if gk == 1 else _known(im, g)):
                 mem[o] = mem[o + 1] = 0
                 return 0
@@ -616,12 +619,12 @@ def _stateful_fn(ev, op, args, x):
             return r
         return changed
     if op == OP_RATE:
-        return _rate_fn(ev, x, o, args[1], gk, g0, g)
+        return _rate_fn(ev, x, si, o, args[1], gk, g0, g)
     words = MEM_WORDS[op]
     ms = args[1] if op == OP_COUNT else 0
 
     def edge(im, now):
-        v = x(im, now)
+        v = im[si] if si >= 0 else x(im, now)
         if gk and not (im[g0] if gk == 1 else _known(im, g)):
             for k in range(o, o + words):
                 mem[k] = 0
@@ -664,7 +667,7 @@ def _count(m, o, ms, v, now):
     return n
 
 
-def _rate_fn(ev, x, o, ms, gk, g0, g):
+def _rate_fn(ev, x, si, o, ms, gk, g0, g):
     """A RATE op: a ring of RATE_SAMPLES + 1 samples taken every ms //
     RATE_SAMPLES on a nominal schedule (so scan jitter does not stretch the
     window): the oldest one is ms old.  mem: nominal time of the last
@@ -677,7 +680,7 @@ def _rate_fn(ev, x, o, ms, gk, g0, g):
     k = ev.table.sampled.get(o, -1)
 
     def rate(im, now):
-        v = x(im, now)
+        v = im[si] if si >= 0 else x(im, now)
         if gk and not (im[g0] if gk == 1 else _known(im, g)):
             mem[o + 1] = 0   # no samples: the ring starts again
             return 0
