@@ -83,7 +83,8 @@ class Evaluator:
         self.prev_now = 0   # the previous scan's tick
         self.cur = [0, 0]   # this scan's mode bits and the previous scan's tick, as the rules read them
         self.wk = [-1]      # the running rule's wake (-1: none), as its ops find it
-        self.run = [_rule_fn(self, t.codes[r], t.flags[r] & FLAG_CLEAR_WHEN) for r in range(t.size)]
+        built = {}   # one closure per distinct tree (the same term in many rules, or twice in one)
+        self.run = [_rule_fn(self, t.codes[r], t.flags[r] & FLAG_CLEAR_WHEN, built) for r in range(t.size)]
 
     def rule_state(self):
         """Every rule's state (timers, windows, counters, rate samples, latches, the
@@ -373,14 +374,14 @@ def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
 # the op's value; stateful ops keep their state in ``ev.mem`` and put the
 # earliest tick at which time alone may change them in ``ev.wk[0]``.
 
-def _rule_fn(ev, code, clear_when):
+def _rule_fn(ev, code, clear_when, built):
     """The closure that runs one rule: its ``when`` value, or with a
     ``clear_when`` bit 0 for ``when`` and bit 1 for ``clear_when``."""
     roots = _tree(code)
-    w = _fn(ev, roots[0])
+    w = _fn(ev, roots[0], built)
     if not clear_when:
         return w
-    c = _fn(ev, roots[1])
+    c = _fn(ev, roots[1], built)
 
     def both(im, now):
         x = w(im, now)
@@ -419,17 +420,26 @@ def _pure(node):
     return True
 
 
-def _fn(ev, node):
+def _fn(ev, node, built):
+    """The closure of ``node``; equal trees share one (``built``): a closure's
+    state is in ``ev.mem`` at its operands' offsets, so two calls of one are
+    two calls of equal ones."""
+    f = built.get(node)
+    if f is not None:
+        return f
     op, args, kids = node
     if op in MEM_WORDS:
         # A plain signal's value is read inline: one call less.
         si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
-        return _stateful_fn(ev, op, args, _fn(ev, kids[0]), si)
-    if not kids:
-        return _leaf_fn(ev, op, args)
-    if len(kids) == 2:
-        return _binary_fn(op, _fn(ev, kids[0]), _fn(ev, kids[1]), _pure(kids[0]), _pure(kids[1]))
-    return _unary_fn(op, args, _fn(ev, kids[0]))
+        f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built), si)
+    elif not kids:
+        f = _leaf_fn(ev, op, args)
+    elif len(kids) == 2:
+        f = _binary_fn(op, _fn(ev, kids[0], built), _fn(ev, kids[1], built), _pure(kids[0]), _pure(kids[1]))
+    else:
+        f = _unary_fn(op, args, _fn(ev, kids[0], built))
+    built[node] = f
+    return f
 
 
 def _leaf_fn(ev, op, args):
