@@ -113,7 +113,9 @@ class Evaluator:
             self.next_sample, self.prev_now = snap["sample"], snap["prev"]
         except (KeyError, TypeError, IndexError) as e:
             raise TableError("start: not a rules' state ({!r} missing or malformed)".format(e.args[0] if e.args else e))
-        self.mem[:] = mem   # in place: the rules' closures hold this list
+        m = self.mem   # filled in place: the rules' closures hold this list
+        for k in range(len(m)):
+            m[k] = mem[k]
         self.active = list(active)
         self.last = list(last)
         self.cell_lo = [1] * t.image_size
