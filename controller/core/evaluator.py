@@ -632,29 +632,36 @@ def _stateful_fn(ev, op, args, x, si):
         return changed
     if op == OP_RATE:
         return _rate_fn(ev, x, si, o, args[1], gk, g0, g)
-    words = MEM_WORDS[op]
-    ms = args[1] if op == OP_COUNT else 0
+    if op == OP_COUNT:
+        ms = args[1]
+        words = MEM_WORDS[op]
 
-    def edge(im, now):
-        v = im[si] if si >= 0 else x(im, now)
-        if gk and not (im[g0] if gk == 1 else _known(im, g)):
-            for k in range(o, o + words):
-                mem[k] = 0
-            return 0
-        if op == OP_COUNT:
+        def count(im, now):
+            v = im[si] if si >= 0 else x(im, now)
+            if gk and not (im[g0] if gk == 1 else _known(im, g)):
+                for k in range(o, o + words):
+                    mem[k] = 0
+                return 0
             n = _count(mem, o, ms, 1 if v else 0, now)
             if n:
                 _wake_at(wk, (mem[o + 3 + mem[o + 2]] + ms) & TICK_MASK)
             return n
+        return count
+    rose = op == OP_ROSE
+
+    def edge(im, now):
+        v = im[si] if si >= 0 else x(im, now)
+        if gk and not (im[g0] if gk == 1 else _known(im, g)):
+            mem[o] = 0
+            return 0
         prev = mem[o]
         mem[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
-        if op == OP_ROSE:
-            r = 1 if (v and prev == 1) else 0
-        else:
-            r = 1 if (not v and prev == 2) else 0
-        if r:
-            _wake_at(wk, now)
-        return r
+        if (prev == 1 and v) if rose else (prev == 2 and not v):
+            w = wk[0]
+            if w < 0 or ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                wk[0] = now
+            return 1
+        return 0
     return edge
 
 
