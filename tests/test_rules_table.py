@@ -1,6 +1,8 @@
 """The portable evaluator: timing functions, latching, hysteresis, modes,
 change-driven evaluation, and its place in step()."""
 
+import random
+
 import pytest
 
 from controller.cli.rulescmd import site_catalog
@@ -151,6 +153,29 @@ def test_change_driven_evaluation_equals_evaluating_every_rule(seed):
         r = replay_lines(lines, lambda cat, head, ev=which: ev, keep_timeline=False)
         got.append((r.digest(), r.events))
     assert got[0] == got[1] and got[0][1] > 20
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_an_evaluator_restored_from_rule_state_goes_on_as_the_one_that_saved_it(seed):
+    # The rules' closures hold the evaluator's state lists: a restore fills them.
+    text = random_rules(seed, 150)
+    catalog, saved = evaluator(text)
+    _c, restored = evaluator(text)
+    rng = random.Random(seed)
+    image = catalog.new_image()
+    for name in ONLINE:
+        image[catalog.index[name]] = 1
+    got = ([], [])
+    for scan in range(4000):
+        i = rng.randrange(catalog.size)
+        image[i] = rng.randrange(0, 2) if catalog.units[i] == "bool" else rng.randrange(-1000, 100000)
+        now, mode = ticks.wrap(ticks.MASK - 100000 + scan * 100), (ARMED, DISARMED, MAINT)[scan // 700 % 3]
+        if scan == 2000:
+            restored.restore_rule_state(saved.rule_state())
+        for k, ev in enumerate((saved, restored) if scan >= 2000 else (saved,)):
+            got[k].append(list(ev.scan(image, now, mode)) if scan >= 2000 else None)
+    assert got[0][2000:] == got[1] and any(got[1])
+    assert saved.rule_state() == restored.rule_state()
 
 
 def test_a_rule_that_only_tests_a_signal_runs_when_a_test_changes():

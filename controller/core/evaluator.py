@@ -1,16 +1,18 @@
-"""The rule table's evaluator: a small stack machine that runs a checked
-``Table`` (controller/core/table.py, whose docstring is the theory of
-operation) once per scan, change-driven (portable).
+"""The rule table's evaluator: runs a checked ``Table``
+(controller/core/table.py, whose docstring is the theory of operation) once
+per scan, change-driven (portable).  Each rule's postfix code is built once,
+when the evaluator is made, into a tree of closures that computes what the
+stack machine of the format would (see ``_rule_fn``).
 """
 
 from controller.core import modes
 from controller.core.errors import TableError
 from controller.core.table import (
-    COUNT_CAP, FLAG_CLEAR_WHEN, FLAG_LATCH, GUARD, MEM_WORDS, OPERANDS, OP_ABS, OP_ADD, OP_AND,
+    BINARY_OPS, COUNT_CAP, FLAG_CLEAR_WHEN, FLAG_LATCH, GUARD, MEM_WORDS, OPERANDS, OP_ABS, OP_ADD, OP_AND,
     OP_AND_SIG, OP_BIT, OP_CHANGED, OP_CONST, OP_COUNT, OP_DIV, OP_EQ, OP_EQ_K, OP_GE, OP_GE_K,
-    OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MAX, OP_MIN, OP_MODE, OP_MUL, OP_NE,
-    OP_NEG, OP_NE_K, OP_NOT, OP_NOT_SIG, OP_OR, OP_OR_SIG, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
-    OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SIG_NE_K, OP_SUB, OP_WITHIN,
+    OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MIN, OP_MODE, OP_MUL, OP_NE,
+    OP_NEG, OP_NOT, OP_NOT_SIG, OP_OR, OP_OR_SIG, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
+    OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SUB, OP_WITHIN, PUSH_OPS,
     RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
 )
 
@@ -58,13 +60,14 @@ class Evaluator:
     """
 
     def __init__(self, table, ticks_diff, every_scan=False):
-        self.table = table
+        t = self.table = table
         self.diff = ticks_diff
         self.every_scan = every_scan
         self.mem = [0] * table.mem
         self.active = [0] * table.size
-        self.wakes = {}      # rule index -> wake tick
-        self.next_wake = -1  # the earliest of the wakes (-1: none), so a quiet scan skips them
+        self.wakes = {}      # rule index -> wake tick, for wakes after their rule's scan
+        self.next_wake = -1  # the earliest of those (-1: none), so a quiet scan skips them
+        self.soon = {}       # rule index -> the tick of its scan, for wakes at once (an edge, a change)
         self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
         self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look)
         self.last = [0] * table.image_size
@@ -75,18 +78,23 @@ class Evaluator:
         self.asleep = {}      # mem offset of a sleeping sampler -> the sampler
         self.sleep_until = -1  # the tick by which the sleepers are brought up to date
         self.last_mbit = -1
-        self.stack = []
         self.guard = 0
         self.primed = 0
         self.prev_now = 0   # the previous scan's tick
+        self.cur = [0, 0]   # this scan's mode bits and the previous scan's tick, as the rules read them
+        self.wk = [-1]      # the running rule's wake (-1: none), as its ops find it
+        built = {}   # one closure per distinct tree (the same term in many rules, or twice in one)
+        self.run = [_rule_fn(self, t.codes[r], t.flags[r] & FLAG_CLEAR_WHEN, built) for r in range(t.size)]
 
     def rule_state(self):
         """Every rule's state (timers, windows, counters, rate samples, latches, the
         last values seen), plain integers and lists: an evidence window starts with
         it so a replay reaches the decisions the gateway made (docs/trace.md)."""
         self._wake_all(self.prev_now)   # the samples a sleeping sampler skipped, as taken
+        wakes = dict(self.wakes)
+        wakes.update(self.soon)
         return {"mem": list(self.mem), "active": list(self.active),
-                "wakes": [[r, self.wakes[r]] for r in sorted(self.wakes)], "last": list(self.last),
+                "wakes": [[r, wakes[r]] for r in sorted(wakes)], "last": list(self.last),
                 "mbit": self.last_mbit, "guard": self.guard, "primed": self.primed,
                 "sample": self.next_sample, "prev": self.prev_now}
 
@@ -100,11 +108,14 @@ class Evaluator:
                                  "signals; this one has {}, {}, {})".format(len(mem), len(active), len(last),
                                                                            t.mem, t.size, t.image_size))
             self.wakes = dict((w[0], w[1]) for w in wakes)
+            self.soon = {}
             self.last_mbit, self.guard, self.primed = snap["mbit"], snap["guard"], snap["primed"]
             self.next_sample, self.prev_now = snap["sample"], snap["prev"]
         except (KeyError, TypeError, IndexError) as e:
             raise TableError("start: not a rules' state ({!r} missing or malformed)".format(e.args[0] if e.args else e))
-        self.mem = list(mem)
+        m = self.mem   # filled in place: the rules' closures hold this list
+        for k in range(len(m)):
+            m[k] = mem[k]
         self.active = list(active)
         self.last = list(last)
         self.cell_lo = [1] * t.image_size
@@ -116,21 +127,25 @@ class Evaluator:
 
     def _due(self, image, mbit, now):
         """The rules to run this scan, in index order (None: none)."""
-        diff = self.diff
-        if self.asleep and (diff(now, self.prev_now) >= self.table.min_step or diff(now, self.sleep_until) >= 0):
-            self._wake_all(self.prev_now)
+        # Tick differences inlined, as ticks.diff: this runs every scan.
+        t = self.table
+        asleep = self.asleep
+        prev = self.prev_now
+        if asleep and (((now - prev + TICK_HALF) & TICK_MASK) - TICK_HALF >= t.min_step
+                       or ((now - self.sleep_until + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
+            self._wake_all(prev)
         due = {}
         last = self.last
-        t = self.table
         readers = t.readers
+        wakers = t.wakers
         lo = self.cell_lo
         hi = self.cell_hi
         for i in t.watch:
             if image[i] != last[i]:
                 old = last[i]
                 v = last[i] = image[i]
-                if self.asleep and i in t.wakers:
-                    self._wake(t.wakers[i], self.prev_now)
+                if asleep and i in wakers:
+                    self._wake(wakers[i], prev)
                 needs_value, tested = readers[i]
                 for r in needs_value:
                     due[r] = 1
@@ -145,12 +160,18 @@ class Evaluator:
             self.last_mbit = mbit
             for r in t.mode_rules:
                 due[r] = 1
-        if self.next_wake >= 0 and diff(now, self.next_wake) >= 0:
+        soon = self.soon
+        for r in soon:
+            if ((now - soon[r] + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
+                due[r] = 1
+        w = self.next_wake
+        if w >= 0 and ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
             wakes = self.wakes
             for r in wakes:
-                if diff(now, wakes[r]) >= 0:
+                if ((now - wakes[r] + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
                     due[r] = 1
-        if self.next_sample >= 0 and diff(now, self.next_sample) >= 0:
+        w = self.next_sample
+        if w >= 0 and ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
             self._sample_rates(image, now, due)
         if not due:
             return None
@@ -211,21 +232,23 @@ class Evaluator:
         schedule, and with the value the ring holds."""
         m = self.mem
         asleep = self.asleep
+        sampled = self.table.sampled
+        group_next = self.group_next
         for sampler in samplers:
             o = sampler[1]
             if o not in asleep:
                 continue
             del asleep[o]
             step = sampler[2]
-            n = self.diff(upto, m[o]) // step
+            n = (((upto - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF) // step
             if n > 0:
                 m[o] = (m[o] + n * step) & TICK_MASK
                 m[o + 2] = (m[o + 2] + n) % (RATE_SAMPLES + 1)
             nxt = (m[o] + step) & TICK_MASK
-            k = self.table.sampled[o]
-            if self.group_next[k] >= 0 and self.diff(nxt, self.group_next[k]) < 0:
-                self.group_next[k] = nxt
-            if self.next_sample < 0 or self.diff(nxt, self.next_sample) < 0:
+            k = sampled[o]
+            if group_next[k] >= 0 and ((nxt - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                group_next[k] = nxt
+            if self.next_sample < 0 or ((nxt - self.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                 self.next_sample = nxt
 
     def _wake_all(self, upto):
@@ -257,196 +280,40 @@ class Evaluator:
         else:
             self._due(image, mbit, now)
             due = range(t.size)
-        codes = t.codes
+        cur = self.cur
+        cur[0] = mbit
+        cur[1] = self.prev_now
+        run = self.run
         flags = t.flags
         active = self.active
         wakes = self.wakes
-        s = self.stack
-        push = s.append
-        pop = s.pop
-        mem = self.mem
-        diff = self.diff
-        sampled = t.sampled
-        guards = t.guards
+        soon = self.soon
+        wk = self.wk
+        first = self.next_wake
+        stale = 0   # 1: the earliest wake went away, look again
         changes = None
         for r in due:
-            # The interpreter, inlined: a call per rule would cost a third.
-            code = codes[r]
-            pc = 0
-            n = len(code)
-            wake = -1   # the earliest tick at which time alone may change this rule
-            while pc < n:
-                op = code[pc]
-                # Most frequent first (measured on the default packs over the noise
-                # month of `cabguard eval`: the rules that read the vibration at
-                # every reading -- edges, windows, timers -- then rates).  Tick
-                # differences inlined, as ticks.diff.
-                if op == OP_SIG:
-                    push(image[code[pc + 1]])
-                    pc += 2
-                elif op == OP_AND:
-                    b = pop()
-                    s[-1] = 1 if (s[-1] and b) else 0
-                    pc += 1
-                elif op == OP_MODE:
-                    push(1 if mbit & code[pc + 1] else 0)
-                    pc += 2
-                elif op == OP_HELD:
-                    o = code[pc + 1]
-                    g = guards[o]
-                    if s[-1] and (g is None or _known(image, g)):
-                        if not mem[o + 1]:
-                            mem[o + 1] = 1
-                            mem[o] = now
-                        if ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= code[pc + 2]:
-                            s[-1] = 1
-                        else:
-                            s[-1] = 0
-                            due_at = (mem[o] + code[pc + 2]) & TICK_MASK
-                            if wake < 0 or ((due_at - wake + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                                wake = due_at
-                    else:
-                        mem[o + 1] = 0
-                        s[-1] = 0
-                    pc += 3
-                elif op == OP_WITHIN:
-                    # mem: last tick it was true, seen within the window, true now.
-                    # When it turns false, it was last true at the previous scan.
-                    o = code[pc + 1]
-                    g = guards[o]
-                    if g is not None and not _known(image, g):
-                        mem[o] = mem[o + 1] = mem[o + 2] = s[-1] = 0
-                    elif s[-1]:
-                        mem[o] = now
-                        mem[o + 1] = 1
-                        mem[o + 2] = 1
-                        s[-1] = 1
-                    else:
-                        if mem[o + 2]:
-                            mem[o] = self.prev_now
-                            mem[o + 2] = 0
-                        ms = code[pc + 2]
-                        if mem[o + 1] and ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF > ms:
-                            mem[o + 1] = 0
-                        s[-1] = mem[o + 1]
-                        if mem[o + 1]:
-                            due_at = (mem[o] + ms + 1) & TICK_MASK
-                            if wake < 0 or ((due_at - wake + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                                wake = due_at
-                    pc += 3
-                elif op == OP_CHANGED:
-                    # mem: the previous value, known.
-                    o = code[pc + 1]
-                    g = guards[o]
-                    if g is not None and not _known(image, g):
-                        mem[o] = mem[o + 1] = s[-1] = 0
-                    else:
-                        v = s[-1]
-                        if mem[o + 1] and v != mem[o]:
-                            s[-1] = 1
-                            wake = now   # false again at the next scan, unless it changes
-                        else:
-                            s[-1] = 0
-                        mem[o] = v
-                        mem[o + 1] = 1
-                    pc += 2
-                elif op == OP_AND_SIG:
-                    s[-1] = 1 if (s[-1] and image[code[pc + 1]]) else 0
-                    pc += 2
-                elif OP_SIG_GT_K <= op <= OP_SIG_NE_K:
-                    v = image[code[pc + 1]]
-                    k = code[pc + 2]
-                    if op == OP_SIG_GT_K:
-                        push(1 if v > k else 0)
-                    elif op == OP_SIG_LT_K:
-                        push(1 if v < k else 0)
-                    elif op == OP_SIG_GE_K:
-                        push(1 if v >= k else 0)
-                    elif op == OP_SIG_LE_K:
-                        push(1 if v <= k else 0)
-                    elif op == OP_SIG_EQ_K:
-                        push(1 if v == k else 0)
-                    else:
-                        push(1 if v != k else 0)
-                    pc += 3
-                elif op == OP_NOT:
-                    s[-1] = 0 if s[-1] else 1
-                    pc += 1
-                elif op == OP_OR:
-                    b = pop()
-                    s[-1] = 1 if (s[-1] or b) else 0
-                    pc += 1
-                elif op == OP_RATE:
-                    o = code[pc + 1]
-                    g = guards[o]
-                    if g is None or _known(image, g):
-                        if o in self.asleep:
-                            self._wake((self.asleep[o],), now)   # with this scan's sample
-                        due_at = self._rate(o, code[pc + 2], now)
-                        if o in sampled:
-                            # Back online, its first sample may be the rule's: the
-                            # evaluator takes the next one.
-                            k = sampled[o]
-                            if self.group_next[k] < 0 or diff(due_at, self.group_next[k]) < 0:
-                                self.group_next[k] = due_at
-                            if self.next_sample < 0 or diff(due_at, self.next_sample) < 0:
-                                self.next_sample = due_at
-                        elif wake < 0 or diff(due_at, wake) < 0:
-                            wake = due_at
-                    else:
-                        mem[o + 1] = 0   # no samples: the ring starts again
-                        s[-1] = 0
-                    pc += 3
-                elif OP_GT_K <= op <= OP_NE_K:
-                    v = s[-1]
-                    k = code[pc + 1]
-                    if op == OP_GT_K:
-                        s[-1] = 1 if v > k else 0
-                    elif op == OP_LT_K:
-                        s[-1] = 1 if v < k else 0
-                    elif op == OP_GE_K:
-                        s[-1] = 1 if v >= k else 0
-                    elif op == OP_LE_K:
-                        s[-1] = 1 if v <= k else 0
-                    elif op == OP_EQ_K:
-                        s[-1] = 1 if v == k else 0
-                    else:
-                        s[-1] = 1 if v != k else 0
-                    pc += 2
-                elif op == OP_ABS:
-                    if s[-1] < 0:
-                        s[-1] = -s[-1]
-                    pc += 1
-                elif op == OP_CONST:
-                    push(code[pc + 1])
-                    pc += 2
-                elif op <= OP_NE:
-                    self._arith(op)
-                    pc += 1
-                elif op == OP_NOT_SIG:
-                    push(0 if image[code[pc + 1]] else 1)
-                    pc += 2
-                elif op == OP_OR_SIG:
-                    s[-1] = 1 if (s[-1] or image[code[pc + 1]]) else 0
-                    pc += 2
-                elif op == OP_SIG_BIT:
-                    push((image[code[pc + 1]] >> code[pc + 2]) & 1)
-                    pc += 3
-                elif op == OP_BIT:
-                    s[-1] = (s[-1] >> code[pc + 1]) & 1
-                    pc += 2
-                else:
-                    due_at = self._stateful(op, code, pc, now, image)
-                    if due_at >= 0 and (wake < 0 or diff(due_at, wake) < 0):
-                        wake = due_at
-                    pc += 1 + OPERANDS[op]
-            if wake >= 0:
-                wakes[r] = wake
+            wk[0] = -1   # the earliest tick at which time alone may change this rule
+            v = run[r](image, now)
+            if r in soon:
+                del soon[r]
             elif r in wakes:
-                del wakes[r]
+                if wakes.pop(r) == first:
+                    stale = 1
+            wake = wk[0]
+            if wake == now:
+                soon[r] = wake   # an edge or change: looked at next scan
+            elif wake >= 0:
+                wakes[r] = wake
+                if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                    first = wake
             f = flags[r]
-            c = pop() if f & FLAG_CLEAR_WHEN else 0
-            w = pop()
+            if f & FLAG_CLEAR_WHEN:
+                c = v & 2
+                w = v & 1
+            else:
+                c = 0
+                w = v
             if not active[r]:
                 if not w:
                     continue
@@ -465,7 +332,7 @@ class Evaluator:
             if changes is None:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
-        self.next_wake = self._earliest_wake()
+        self.next_wake = self._earliest_wake() if stale else first
         if not self.primed and t.samplers:
             # Every rule ran, so every sampler took its first sample: this
             # only finds the next one.
@@ -473,101 +340,6 @@ class Evaluator:
         self.primed = 1
         self.prev_now = now
         return changes if changes is not None else _NONE
-
-    def _arith(self, op):
-        s = self.stack
-        if op == OP_NEG:
-            s[-1] = -s[-1]
-            return
-        b = s.pop()
-        a = s[-1]
-        if op == OP_ADD:
-            r = a + b
-        elif op == OP_SUB:
-            r = a - b
-        elif op == OP_MUL:
-            r = a * b
-        elif op == OP_DIV:
-            r = a // b if b else 0
-        elif op == OP_MIN:
-            r = a if a < b else b
-        elif op == OP_MAX:
-            r = a if a > b else b
-        elif op == OP_LT:
-            r = 1 if a < b else 0
-        elif op == OP_LE:
-            r = 1 if a <= b else 0
-        elif op == OP_GT:
-            r = 1 if a > b else 0
-        elif op == OP_GE:
-            r = 1 if a >= b else 0
-        elif op == OP_EQ:
-            r = 1 if a == b else 0
-        else:
-            r = 1 if a != b else 0
-        s[-1] = r
-
-    def _stateful(self, op, code, pc, now, image):
-        """Run one stateful op (HELD, WITHIN and CHANGED are inlined, RATE has its own branch);
-        returns the tick at which time alone may change its value, or -1 if
-        only its input can."""
-        s = self.stack
-        m = self.mem
-        v = s[-1]
-        o = code[pc + 1]
-        g = self.table.guards[o]
-        if g is not None and not _known(image, g):
-            for k in range(o, o + MEM_WORDS[op]):
-                m[k] = 0
-            s[-1] = 0
-            return -1
-        if op == OP_COUNT:
-            ms = code[pc + 2]
-            n = self._count(o, ms, 1 if v else 0, now)
-            s[-1] = n
-            return (m[o + 3 + m[o + 2]] + ms) & TICK_MASK if n else -1
-        prev = m[o]
-        m[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
-        if op == OP_ROSE:
-            r = 1 if (v and prev == 1) else 0
-        else:
-            r = 1 if (not v and prev == 2) else 0
-        s[-1] = r
-        return now if r else -1
-
-    def _count(self, o, ms, v, now):
-        m = self.mem
-        prev = m[o]
-        m[o] = 2 if v else 1   # as ROSE: 0 is "no previous", so a first sample is no rise
-        n = m[o + 1]
-        tail = m[o + 2]
-        ring = o + 3
-        while n and self.diff(now, m[ring + tail]) >= ms:
-            tail = (tail + 1) % COUNT_CAP
-            n -= 1
-        if v and prev == 1:
-            if n == COUNT_CAP:
-                tail = (tail + 1) % COUNT_CAP
-                n -= 1
-            m[ring + (tail + n) % COUNT_CAP] = now
-            n += 1
-        m[o + 1] = n
-        m[o + 2] = tail
-        return n
-
-    def _rate(self, o, ms, now):
-        """Run a RATE op on the top of the stack; returns the tick of its next sample."""
-        # A ring of RATE_SAMPLES + 1 samples taken every ms // RATE_SAMPLES on
-        # a nominal schedule (so scan jitter does not stretch the window):
-        # the oldest one is ms old.  mem: nominal time of the last sample,
-        # samples taken (up to the ring size), next ring position, the ring.
-        s = self.stack
-        m = self.mem
-        step = rate_step(ms)
-        if m[o + 1] == 0 or self.diff(now, m[o]) >= step:
-            self._rate_sample(o, step, s[-1], now)
-        s[-1] = self._rate_value(o, s[-1])
-        return (m[o] + step) & TICK_MASK
 
     def _rate_sample(self, o, step, v, now):
         """Put ``v`` in the ring and move the nominal schedule on."""
@@ -577,18 +349,11 @@ class Evaluator:
         m[o + 3 + pos] = v
         m[o + 2] = (pos + 1) % (RATE_SAMPLES + 1)
         nominal = (m[o] + step) & TICK_MASK
-        if taken == 0 or self.diff(now, nominal) >= step:
+        if taken == 0 or ((now - nominal + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
             nominal = now   # scans fell behind the schedule: restart it here
         m[o] = nominal
         if taken <= RATE_SAMPLES:
             m[o + 1] = taken + 1
-
-    def _rate_value(self, o, v):
-        """``v`` minus the oldest sample, 0 until the ring is full."""
-        m = self.mem
-        if m[o + 1] <= RATE_SAMPLES:
-            return 0
-        return v - m[o + 3 + m[o + 2]]
 
 
 def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
@@ -600,3 +365,360 @@ def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
     if not isinstance(data, dict) or table_bytes(data.get("catalog"), "catalog") != catalog_digest:
         raise TableError("the trace's rule table was compiled for another signal catalog")
     return Evaluator(Table(data, image_size), ticks_diff)
+
+
+# Each rule's code is built once into closures, a tree of them (postfix code
+# is a tree written out): running a rule is then calls, not an interpreter's
+# dispatch per op.  Every op still runs on every run of its rule, in code
+# order (its state stays current), except ops without state under an
+# ``and`` or ``or`` whose result is already decided: they would give the
+# same value and change nothing.  A closure takes (image, now) and returns
+# the op's value; stateful ops keep their state in ``ev.mem`` and put the
+# earliest tick at which time alone may change them in ``ev.wk[0]``.
+
+def _rule_fn(ev, code, clear_when, built):
+    """The closure that runs one rule: its ``when`` value, or with a
+    ``clear_when`` bit 0 for ``when`` and bit 1 for ``clear_when``."""
+    roots = _tree(code)
+    w = _fn(ev, roots[0], built)
+    if not clear_when:
+        return w
+    c = _fn(ev, roots[1], built)
+
+    def both(im, now):
+        x = w(im, now)
+        return (1 if x else 0) | (2 if c(im, now) else 0)
+    return both
+
+
+def _tree(code):
+    """Checked ``code`` as the trees it computes, [(op, operands, children)],
+    the values it leaves in stack order."""
+    stack = []
+    pc = 0
+    n = len(code)
+    while pc < n:
+        op = code[pc]
+        k = OPERANDS[op]
+        if op in PUSH_OPS:
+            kids = ()
+        elif op in BINARY_OPS:
+            b = stack.pop()
+            kids = (stack.pop(), b)
+        else:
+            kids = (stack.pop(),)
+        stack.append((op, tuple(code[pc + 1:pc + 1 + k]), kids))
+        pc += 1 + k
+    return stack
+
+
+def _pure(node):
+    """True if ``node`` holds no stateful op: skipping it changes nothing."""
+    if node[0] in MEM_WORDS:
+        return False
+    for kid in node[2]:
+        if not _pure(kid):
+            return False
+    return True
+
+
+def _fn(ev, node, built):
+    """The closure of ``node``; equal trees share one (``built``): a closure's
+    state is in ``ev.mem`` at its operands' offsets, so two calls of one are
+    two calls of equal ones."""
+    f = built.get(node)
+    if f is not None:
+        return f
+    op, args, kids = node
+    if op in MEM_WORDS:
+        # A plain signal's value is read inline: one call less.
+        si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
+        f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built), si)
+    elif not kids:
+        f = _leaf_fn(ev, op, args)
+    elif len(kids) == 2:
+        f = _binary_fn(op, _fn(ev, kids[0], built), _fn(ev, kids[1], built), _pure(kids[0]), _pure(kids[1]))
+    else:
+        f = _unary_fn(op, args, _fn(ev, kids[0], built))
+    built[node] = f
+    return f
+
+
+def _leaf_fn(ev, op, args):
+    i = args[0]
+    if op == OP_SIG:
+        return lambda im, now: im[i]
+    if op == OP_CONST:
+        return lambda im, now: i
+    if op == OP_MODE:
+        cur = ev.cur
+        return lambda im, now: 1 if cur[0] & i else 0
+    if op == OP_NOT_SIG:
+        return lambda im, now: 0 if im[i] else 1
+    k = args[1]
+    if op == OP_SIG_BIT:
+        return lambda im, now: (im[i] >> k) & 1
+    if op == OP_SIG_GT_K:
+        return lambda im, now: 1 if im[i] > k else 0
+    if op == OP_SIG_LT_K:
+        return lambda im, now: 1 if im[i] < k else 0
+    if op == OP_SIG_GE_K:
+        return lambda im, now: 1 if im[i] >= k else 0
+    if op == OP_SIG_LE_K:
+        return lambda im, now: 1 if im[i] <= k else 0
+    if op == OP_SIG_EQ_K:
+        return lambda im, now: 1 if im[i] == k else 0
+    return lambda im, now: 1 if im[i] != k else 0
+
+
+def _binary_fn(op, a, b, pure_a, pure_b):
+    if op == OP_AND or op == OP_OR:
+        return _logic_fn(op == OP_AND, a, b, pure_a, pure_b)
+    if op == OP_ADD:
+        return lambda im, now: a(im, now) + b(im, now)
+    if op == OP_SUB:
+        return lambda im, now: a(im, now) - b(im, now)
+    if op == OP_MUL:
+        return lambda im, now: a(im, now) * b(im, now)
+    if op == OP_LT:
+        return lambda im, now: 1 if a(im, now) < b(im, now) else 0
+    if op == OP_LE:
+        return lambda im, now: 1 if a(im, now) <= b(im, now) else 0
+    if op == OP_GT:
+        return lambda im, now: 1 if a(im, now) > b(im, now) else 0
+    if op == OP_GE:
+        return lambda im, now: 1 if a(im, now) >= b(im, now) else 0
+    if op == OP_EQ:
+        return lambda im, now: 1 if a(im, now) == b(im, now) else 0
+    if op == OP_NE:
+        return lambda im, now: 1 if a(im, now) != b(im, now) else 0
+
+    def arith(im, now):
+        x = a(im, now)
+        y = b(im, now)
+        if op == OP_DIV:
+            return x // y if y else 0
+        if op == OP_MIN:
+            return x if x < y else y
+        return x if x > y else y   # OP_MAX
+    return arith
+
+
+def _logic_fn(conj, a, b, pure_a, pure_b):
+    """``a and b`` (``conj``) or ``a or b``: a stateless side is skipped once the other decides."""
+    if pure_b:
+        if conj:
+            return lambda im, now: 1 if (a(im, now) and b(im, now)) else 0
+        return lambda im, now: 1 if (a(im, now) or b(im, now)) else 0
+    if pure_a:
+        if conj:
+            return lambda im, now: 1 if (b(im, now) and a(im, now)) else 0
+        return lambda im, now: 1 if (b(im, now) or a(im, now)) else 0
+
+    def both(im, now):
+        x = a(im, now)
+        y = b(im, now)
+        if conj:
+            return 1 if (x and y) else 0
+        return 1 if (x or y) else 0
+    return both
+
+
+def _unary_fn(op, args, x):
+    if op == OP_NOT:
+        return lambda im, now: 0 if x(im, now) else 1
+    if op == OP_NEG:
+        return lambda im, now: -x(im, now)
+    if op == OP_ABS:
+        return lambda im, now: abs(x(im, now))
+    k = args[0]
+    if op == OP_BIT:
+        return lambda im, now: (x(im, now) >> k) & 1
+    if op == OP_AND_SIG:
+        return lambda im, now: 1 if (x(im, now) and im[k]) else 0
+    if op == OP_OR_SIG:
+        return lambda im, now: 1 if (x(im, now) or im[k]) else 0
+    if op == OP_GT_K:
+        return lambda im, now: 1 if x(im, now) > k else 0
+    if op == OP_LT_K:
+        return lambda im, now: 1 if x(im, now) < k else 0
+    if op == OP_GE_K:
+        return lambda im, now: 1 if x(im, now) >= k else 0
+    if op == OP_LE_K:
+        return lambda im, now: 1 if x(im, now) <= k else 0
+    if op == OP_EQ_K:
+        return lambda im, now: 1 if x(im, now) == k else 0
+    return lambda im, now: 1 if x(im, now) != k else 0
+
+
+def _wake_at(wk, due_at):
+    """Make ``due_at`` the running rule's wake if it comes first."""
+    w = wk[0]
+    if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+        wk[0] = due_at
+
+
+def _stateful_fn(ev, op, args, x, si):
+    """A stateful op over ``x``, or over the signal ``si`` when that is ``x``
+    (-1: it is not).  Its guard (the online twins of the devices its input
+    reads) is tested inline: none (``gk`` 0), one (1), several (2)."""
+    o = args[0]
+    g = ev.table.guards[o]
+    gk = 0 if g is None else (1 if len(g) == 1 else 2)
+    g0 = g[0] if gk else 0
+    mem = ev.mem
+    wk = ev.wk
+    if op == OP_HELD:
+        ms = args[1]
+
+        def held(im, now):
+            if (im[si] if si >= 0 else x(im, now)) and (gk == 0 or (im[g0] if gk == 1 else _known(im, g))):
+                if not mem[o + 1]:
+                    mem[o + 1] = 1
+                    mem[o] = now
+                if ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= ms:
+                    return 1
+                due_at = (mem[o] + ms) & TICK_MASK
+                w = wk[0]
+                if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                    wk[0] = due_at
+                return 0
+            mem[o + 1] = 0
+            return 0
+        return held
+    if op == OP_WITHIN:
+        ms = args[1]
+        cur = ev.cur
+
+        def within(im, now):
+            # mem: last tick it was true, seen within the window, true now.
+            # When it turns false, it was last true at the previous scan.
+            v = im[si] if si >= 0 else x(im, now)
+            if gk and not (im[g0] if gk == 1 else _known(im, g)):
+                mem[o] = mem[o + 1] = mem[o + 2] = 0
+                return 0
+            if v:
+                mem[o] = now
+                mem[o + 1] = 1
+                mem[o + 2] = 1
+                return 1
+            if mem[o + 2]:
+                mem[o] = cur[1]
+                mem[o + 2] = 0
+            if mem[o + 1] and ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF > ms:
+                mem[o + 1] = 0
+            if mem[o + 1]:
+                due_at = (mem[o] + ms + 1) & TICK_MASK
+                w = wk[0]
+                if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                    wk[0] = due_at
+                return 1
+            return 0
+        return within
+    if op == OP_CHANGED:
+        def changed(im, now):
+            # mem: the previous value, known.
+            v = im[si] if si >= 0 else x(im, now)
+            if gk and not (im[g0] if gk == 1 else _known(im, g)):
+                mem[o] = mem[o + 1] = 0
+                return 0
+            r = 0
+            if mem[o + 1] and v != mem[o]:
+                r = 1
+                wk[0] = now   # false again at the next scan, unless it changes
+            mem[o] = v
+            mem[o + 1] = 1
+            return r
+        return changed
+    if op == OP_RATE:
+        return _rate_fn(ev, x, si, o, args[1], gk, g0, g)
+    if op == OP_COUNT:
+        ms = args[1]
+        words = MEM_WORDS[op]
+
+        def count(im, now):
+            v = im[si] if si >= 0 else x(im, now)
+            if gk and not (im[g0] if gk == 1 else _known(im, g)):
+                for k in range(o, o + words):
+                    mem[k] = 0
+                return 0
+            n = _count(mem, o, ms, 1 if v else 0, now)
+            if n:
+                _wake_at(wk, (mem[o + 3 + mem[o + 2]] + ms) & TICK_MASK)
+            return n
+        return count
+    rose = op == OP_ROSE
+
+    def edge(im, now):
+        v = im[si] if si >= 0 else x(im, now)
+        if gk and not (im[g0] if gk == 1 else _known(im, g)):
+            mem[o] = 0
+            return 0
+        prev = mem[o]
+        mem[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
+        if (prev == 1 and v) if rose else (prev == 2 and not v):
+            w = wk[0]
+            if w < 0 or ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                wk[0] = now
+            return 1
+        return 0
+    return edge
+
+
+def _count(m, o, ms, v, now):
+    """A COUNT op's rises in its window, its ring brought up to date."""
+    prev = m[o]
+    m[o] = 2 if v else 1   # as ROSE: 0 is "no previous", so a first sample is no rise
+    n = m[o + 1]
+    tail = m[o + 2]
+    ring = o + 3
+    while n and ((now - m[ring + tail] + TICK_HALF) & TICK_MASK) - TICK_HALF >= ms:
+        tail = (tail + 1) % COUNT_CAP
+        n -= 1
+    if v and prev == 1:
+        if n == COUNT_CAP:
+            tail = (tail + 1) % COUNT_CAP
+            n -= 1
+        m[ring + (tail + n) % COUNT_CAP] = now
+        n += 1
+    m[o + 1] = n
+    m[o + 2] = tail
+    return n
+
+
+def _rate_fn(ev, x, si, o, ms, gk, g0, g):
+    """A RATE op: a ring of RATE_SAMPLES + 1 samples taken every ms //
+    RATE_SAMPLES on a nominal schedule (so scan jitter does not stretch the
+    window): the oldest one is ms old.  mem: nominal time of the last
+    sample, samples taken (up to the ring size), next ring position, the
+    ring.  A ring of a plain signal is the evaluator's sampler's
+    (``ev.table.sampled``): the op then moves the samplers' schedule."""
+    mem = ev.mem
+    wk = ev.wk
+    step = rate_step(ms)
+    k = ev.table.sampled.get(o, -1)
+
+    def rate(im, now):
+        v = im[si] if si >= 0 else x(im, now)
+        if gk and not (im[g0] if gk == 1 else _known(im, g)):
+            mem[o + 1] = 0   # no samples: the ring starts again
+            return 0
+        asleep = ev.asleep
+        if o in asleep:
+            ev._wake((asleep[o],), now)   # with this scan's sample
+        if mem[o + 1] == 0 or ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+            ev._rate_sample(o, step, v, now)
+        r = v - mem[o + 3 + mem[o + 2]] if mem[o + 1] > RATE_SAMPLES else 0
+        due_at = (mem[o] + step) & TICK_MASK
+        if k >= 0:
+            # Back online, its first sample may be the rule's: the
+            # evaluator takes the next one.
+            group_next = ev.group_next
+            if group_next[k] < 0 or ((due_at - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                group_next[k] = due_at
+            if ev.next_sample < 0 or ((due_at - ev.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                ev.next_sample = due_at
+        else:
+            _wake_at(wk, due_at)
+        return r
+    return rate

@@ -119,9 +119,9 @@ OPERANDS = {
 _SIGNAL_OPS = (OP_SIG, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K, OP_SIG_LE_K, OP_SIG_EQ_K,
                OP_SIG_NE_K, OP_AND_SIG, OP_OR_SIG, OP_NOT_SIG, OP_SIG_BIT)
 # Stack effect (pushed minus popped) of every opcode.
-_POP2 = (OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT,
+BINARY_OPS = (OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT,
          OP_GE, OP_EQ, OP_NE, OP_AND, OP_OR)
-_PUSH = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
+PUSH_OPS = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
          OP_SIG_LE_K, OP_SIG_EQ_K, OP_SIG_NE_K, OP_NOT_SIG, OP_SIG_BIT)
 
 # The longest window or duration: the longest tick difference the core trusts
@@ -186,9 +186,9 @@ def _check_code(code, where, image_size, mem):
                 raise TableError("{}: state offset {} outside mem".format(where, code[pc + 1]))
             if op in (OP_HELD, OP_WITHIN, OP_COUNT, OP_RATE) and code[pc + 2] < 1:
                 raise TableError("{}: window at {} must be > 0 ms".format(where, pc))
-        if op in _PUSH:
+        if op in PUSH_OPS:
             depth += 1
-        elif op in _POP2:
+        elif op in BINARY_OPS:
             depth -= 1
         if depth < 1:
             raise TableError("{}: stack underflow at {}".format(where, pc))
