@@ -1,4 +1,5 @@
-"""Logical outputs on GPIO pins through gpiozero, over a swappable pin factory.
+"""Logical outputs, and the mains sense's input, on GPIO pins through gpiozero,
+over a swappable pin factory.
 
 The same code drives real pins on the gateway (gpiozero's default factory)
 and gpiozero's MockFactory in tests and the demo, chosen by config
