@@ -1,4 +1,5 @@
-"""Logical outputs on GPIO pins through gpiozero, over a swappable pin factory.
+"""Logical outputs, and the mains sense's input, on GPIO pins through gpiozero,
+over a swappable pin factory.
 
 The same code drives real pins on the gateway (gpiozero's default factory)
 and gpiozero's MockFactory in tests and the demo, chosen by config
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 
-from gpiozero import LED, BadPinFactory, DigitalOutputDevice, PinFactoryFallback
+from gpiozero import LED, BadPinFactory, DigitalInputDevice, DigitalOutputDevice, PinFactoryFallback
 from gpiozero.pins.mock import MockFactory
 
 from drivers.errors import DriverError
@@ -70,6 +71,22 @@ class PinOutput:
 
     def readback(self) -> int:
         return int(bool(self.device.value))
+
+    def close(self) -> None:
+        self.device.close()
+
+
+class PinInput:
+    """A contact on one GPIO pin (the mains sense's relay): 1 while it is
+    active.  ``active_high``: active when the pin is high (pulled down);
+    otherwise when it is low (pulled up, a contact to ground)."""
+
+    def __init__(self, pin: int, active_high: bool, factory=None):
+        self.device = _claim(lambda: DigitalInputDevice(pin, pull_up=not active_high, pin_factory=factory),
+                             pin, "an input")
+
+    def read(self) -> int:
+        return int(self.device.value)
 
     def close(self) -> None:
         self.device.close()

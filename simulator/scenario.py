@@ -86,7 +86,7 @@ ACTION_PARAMS.update(SENSE_ACTION_PARAMS)
 
 CABINET_PARAMS: dict[str, Any] = {
     "batteries": 2, "modules": 8, "module_mv": 51200, "capacity_ah": 100.0, "soc_pct": 60,
-    "temp_c": 20.0, "supply_mv": 24000, "serial": 100000, "armed": True,
+    "temp_c": 20.0, "supply_mv": 24000, "serial": 100000, "armed": True, "mains_sense": True,
 }
 
 SENSOR_FAULTS = ("stuck", "zero", "spike", "offline")
@@ -119,6 +119,7 @@ class Cabinet:
     supply_mv: int
     serial: int
     armed: bool
+    mains_sense: bool = True      # the gateway reads the site's mains upstream of the cabinet's feed
 
 
 @dataclass

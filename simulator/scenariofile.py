@@ -240,7 +240,8 @@ class _Loader:
                                capacity_ah=self._number(p["capacity_ah"], ("cabinet", i, "capacity_ah"), 0.1, 1e5),
                                soc_pct=p["soc_pct"],
                                temp_c=self._number(p["temp_c"], ("cabinet", i, "temp_c"), -60.0, 80.0),
-                               supply_mv=p["supply_mv"], serial=p["serial"], armed=bool(p["armed"])))
+                               supply_mv=p["supply_mv"], serial=p["serial"], armed=bool(p["armed"]),
+                               mains_sense=bool(p["mains_sense"])))
         return out
 
     def _params(self, t: dict, defaults: dict[str, Any], name: str, index: int) -> dict[str, Any]:

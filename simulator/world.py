@@ -172,6 +172,8 @@ class CabinetWorld(SensesWorld):
             self._at(0, SET, name, v)
         for n in range(1, cab.batteries + 1):
             self._at(0, SET, "bms{}.online".format(n), 1)
+        if cab.mains_sense:
+            self._mains(0, 1)
         if cab.armed:
             self._cmd(0, "arm")
         # The hour of the week at the start and at every hour boundary.
@@ -454,8 +456,18 @@ class CabinetWorld(SensesWorld):
         self._action_sensor_fault(t, dict(p, value=0), item)
 
     def _action_grid_outage(self, t: int, p: dict, item: Item) -> None:
-        """The port's power fails: for the cabinet, the same as its own feed cut (FOR_EVER: never back)."""
+        """The port's power fails: for the cabinet, the same as its own feed cut (FOR_EVER: never back),
+        and its mains sense, upstream of the feed, reads the mains down meanwhile."""
         self._action_power_cut(t, {"duration": max(p["duration"], 0)}, item)
+        if self.cab.mains_sense:
+            self._mains(t, 0)
+            if p["duration"] > 0:
+                self._mains(t + p["duration"], 1)
+
+    def _mains(self, t: int, up: int) -> None:
+        """The mains sense (a gateway input: read at once, never through the bus) reads ``up``."""
+        self._at(t, SET, "sys.mains_up", up)
+        self._at(t, SET, "sys.mains_down", 1 - up)
 
     def _action_theft_slow(self, t: int, p: dict, item: Item) -> None:
         d = p["duration"]

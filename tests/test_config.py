@@ -177,3 +177,16 @@ def test_a_gnss_device_needs_a_receiver_profile_and_no_nmea_extra():
     config = parse(_example_with() + receiver + '\n[gnss]\ndevice = "gps"\n', "site.toml")
     assert "gnss" not in extras_needed(config.doc)
     assert "gnss" in extras_needed(parse(_example_with() + '\n[gnss]\nport = "/dev/ttyAMA1"\n', "site.toml").doc)
+
+
+def test_the_mains_sense_is_a_gpio_input_of_its_own(tmp_path):
+    from controller.gateway.settings import MainsSettings, gateway_settings
+    good = parse(GOOD.format(state=tmp_path) + "\n[mains]\ngpio = 23\nactive_high = false\n", "site.toml")
+    assert gateway_settings(good).mains == MainsSettings(23, False)
+    assert gateway_settings(parse(GOOD.format(state=tmp_path), "site.toml")).mains is None
+    for mains, where, message in (("gpio = 17", "mains.gpio", "GPIO17 is already an output's pin"),
+                                  ("gpio = 40", "mains.gpio", "want a whole number from 0 to 27"),
+                                  ("active_high = true", "mains.gpio", "missing")):
+        with pytest.raises(ConfigError) as err:
+            parse(GOOD.format(state=tmp_path) + "\n[mains]\n" + mains + "\n", "site.toml")
+        assert [(p.path, p.message[:len(message)]) for p in err.value.problems] == [(where, message)], mains

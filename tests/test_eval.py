@@ -260,6 +260,23 @@ def test_eval_resumes_like_the_gateway_and_sees_modules_gone_while_it_was_down(a
     assert doc["nuisance_alarms"] == 0
 
 
+def test_a_grid_outage_read_by_the_mains_sense_is_no_alarm_and_a_cut_feed_in_the_grid_up_is():
+    """docs/config.md, "Mains sense": outages armed and disarmed, one of 12 s (the
+    module back as the mains return), then the cabinet's own feed cut."""
+    body = ''.join('\n[[action]]\nkind = "grid_outage"\nat = "{}"\nduration = "{}"\n'.format(at, length)
+                   for at, length in (("+5m", "12s"), ("+10m", "20m"), ("+40m", "3m")))
+    cut = '\n[[action]]\nkind = "power_cut"\nat = "+50m"\n[[incident]]\nkind = "tamper"\ncabinet = "c1"\nstart = "+50m"\nend = "+51m"\n'
+    for armed in (True, False):
+        doc = evaluate([scenario(body, armed=armed)], RuleSource(), decode_factory=profile_decode())
+        assert doc["nuisance_alarms"] == 0
+    unsensed = scenario(body.replace("[[action]]", "mains_sense = false\n[[action]]", 1))
+    assert evaluate([unsensed], RuleSource(), decode_factory=profile_decode())["nuisance_alarms"] == 3
+    doc = evaluate([scenario(body + cut)], RuleSource(), decode_factory=profile_decode())
+    (inc,) = doc["scenarios"][0]["incidents"]
+    assert inc["detected"] and inc["by"] == "rule supply_lost.io" and inc["ttd_s"] == 0.0
+    assert doc["nuisance_alarms"] == 0
+
+
 def test_a_theft_during_a_grid_outage_is_caught_by_the_packs_that_keep_their_supply():
     """docs/rules.md, "What the theft pack cannot tell apart": an outage
     blinds the I/O module (door, vibration, tilt), and the door forced

@@ -75,6 +75,9 @@ def raised(script, mode=ARMED, settle_s=20, extra=()):
     ("bms_silent.bms1", [(0, {"bms1.online": 0}, None), (30, {}, None)]),
     ("sensor_silent.io", [(0, {"io.online": 0}, None), (20, {}, None)]),
     ("supply_lost.io", [(0, {"io.supply_mv": 0}, None)]),
+    ("supply_lost.io", [(0, {"io.supply_mv": 0, "sys.mains_up": 1}, None)]),
+    ("grid_outage", [(0, {"sys.mains_down": 1}, DISARMED)]),
+    ("mains_sense_disagrees.io", [(0, {"sys.mains_down": 1}, None), (11, {}, None)]),
     ("tamper.io", [(0, {"io.tamper": 1}, DISARMED)]),
     ("gateway_tamper", [(0, {"sys.tamper": 1}, None)]),
     ("over_temperature.bms1", [(0, {"bms1.temp_max_dc": 610}, DISARMED)]),
@@ -158,6 +161,37 @@ def test_a_cut_feed_alarms_at_the_reading_of_no_supply_before_the_module_falls_s
     assert raised([(0, {"io.supply_mv": 23200}, None), (10, {"io.supply_mv": 12000}, None)]) == []  # drift, glitch
     back = [(0, {"io.online": 0}, DISARMED), (5, {"io.supply_mv": 0}, None), (40, {}, ARMED), (42, {"io.online": 1}, None)]
     assert raised(back + [(44, {}, None)]) == []        # answers again reading no supply: no new cut
+
+
+MAINS_UP = {"sys.mains_up": 1, "sys.mains_down": 0}
+MAINS_DOWN = {"sys.mains_up": 0, "sys.mains_down": 1}
+
+
+def test_a_grid_outage_read_by_the_mains_sense_is_a_warning_and_a_cut_feed_still_alarms_at_once():
+    """docs/config.md, "Mains sense": the sense is upstream of the cabinet's feed."""
+    sensed = [(-10, MAINS_UP, None)]
+    outage = sensed + [(0, {"io.supply_mv": 0, **MAINS_DOWN}, None), (0.2, {"io.online": 0}, None)]
+    assert raised(outage + [(50, {}, None)]) == ["grid_outage"]            # io_offline a minute on
+    back = outage + [(12, MAINS_UP, None), (14, {"io.online": 1, "io.supply_mv": 24000}, None)]
+    assert raised(back + [(60, {}, None)]) == ["grid_outage"]      # 12 s: the module starts 2 s after the mains
+    cut = sensed + [(0, {"io.supply_mv": 0}, None), (0.2, {"io.online": 0}, None), (1, {}, None)]
+    assert raised(cut)[:1] == ["supply_lost.io"]                    # the grid up: the cabinet's feed cut, at once
+    assert raised(back + [(100, {"io.supply_mv": 0}, None), (100.2, {"io.online": 0}, None), (101, {}, None)]
+                  )[1:2] == ["supply_lost.io"]                      # and so after an outage
+
+
+def test_without_a_mains_sense_an_outage_alarms_as_a_cut_feed_does():
+    unknown = [(0, {"io.supply_mv": 0, "sys.mains_up": 0, "sys.mains_down": 0}, None), (0.2, {"io.online": 0}, None)]
+    assert raised(unknown + [(5, {}, None)]) == ["supply_lost.io", "sensor_silent.io"]
+
+
+def test_a_mains_sense_that_reads_down_while_the_feed_is_up_is_an_alarm():
+    broken = [(-10, MAINS_UP, None), (0, MAINS_DOWN, None)]
+    assert raised(broken + [(8, MAINS_UP, None)]) == ["grid_outage"]                  # 8 s: a flicker
+    assert raised(broken + [(11, {}, None)]) == ["grid_outage", "mains_sense_disagrees.io"]
+    # its wire cut, then the feed: supply_lost takes it for an outage, but the cut wire has alarmed
+    then_cut = broken + [(60, {"io.supply_mv": 0}, None), (60.2, {"io.online": 0}, None), (70, {}, None)]
+    assert raised(then_cut) == ["grid_outage", "mains_sense_disagrees.io"]
 
 
 def test_a_one_sample_spike_of_a_bms_reading_is_no_over_current_nor_voltage_step():

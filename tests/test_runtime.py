@@ -223,3 +223,28 @@ def test_the_slow_facts_reach_the_image_each_time_housekeeping_refreshes_them(ca
                                                    *gw.sched_values], 5), image_says()
     finally:
         stop(gw, thread)
+
+
+def test_the_mains_sense_is_read_every_scan_and_unknown_without_one(cabinet):
+    """docs/config.md, "Mains sense": a contact to ground on a pulled-up pin."""
+    sim, site, d = cabinet
+    gw, thread = start(site)
+    try:
+        assert gw.mains is None
+        index = gw.catalog.index
+        assert wait_until(lambda: gw.state.scans > 3)
+        assert (gw.image[index["sys.mains_up"]], gw.image[index["sys.mains_down"]]) == (0, 0)   # unknown
+    finally:
+        stop(gw, thread)
+    site.write_text(site.read_text() + "\n[mains]\ngpio = 23\nactive_high = false\n")
+    gw, thread = start(site)
+    try:
+        up, down = gw.catalog.index["sys.mains_up"], gw.catalog.index["sys.mains_down"]
+        contact = gw.mains.pin.device.pin
+        assert wait_until(lambda: (gw.image[up], gw.image[down]) == (0, 1))    # pulled up, the contact open
+        contact.drive_low()                                                    # the relay closes: mains present
+        assert wait_until(lambda: (gw.image[up], gw.image[down]) == (1, 0))
+        contact.drive_high()
+        assert wait_until(lambda: (gw.image[up], gw.image[down]) == (0, 1))
+    finally:
+        stop(gw, thread)

@@ -239,6 +239,23 @@ def test_honest_failures_and_outages_act_as_the_faults_they_mirror():
     assert value_at(s["io.supply_mv"], 59 * MIN) == 0 and value_at(s["io.online"], 59 * MIN) == 0
 
 
+def test_the_mains_sense_drops_with_a_grid_outage_and_not_with_a_cut_feed():
+    """docs/scenarios.md, "Signals of a cabinet": sys.mains_* read upstream of the cabinet's feed."""
+    s, _ = series(scenario(action("grid_outage", 'duration = "20m"')))
+    assert value_at(s["sys.mains_up"], 0) == 1 and value_at(s["sys.mains_down"], 0) == 0
+    assert value_at(s["sys.mains_down"], 10 * MIN) == 1 and value_at(s["sys.mains_up"], 10 * MIN) == 0
+    assert value_at(s["io.supply_mv"], 10 * MIN) == 0                          # at the same scan as the feed
+    assert value_at(s["sys.mains_up"], 30 * MIN) == 1 and value_at(s["sys.mains_down"], 30 * MIN) == 0
+    s, _ = series(scenario(action("grid_outage", 'duration = ""')))
+    assert value_at(s["sys.mains_down"], 59 * MIN) == 1
+    s, _ = series(scenario(action("power_cut", 'duration = "20m"')))
+    assert s["sys.mains_down"] == [(0, 0)] and s["sys.mains_up"] == [(0, 1)]     # the feed cut, the grid up
+    assert value_at(s["io.supply_mv"], 10 * MIN) == 0
+    unsensed = scenario(action("grid_outage", 'duration = "20m"')).cabinets[0]
+    s, _ = series(scenario(action("grid_outage", 'duration = "20m"').replace("[[action]]", "mains_sense = false\n[[action]]", 1)))
+    assert unsensed.mains_sense and s["sys.mains_up"] == [] and s["sys.mains_down"] == []   # unknown: never read
+
+
 def test_one_crane_felt_differently_at_two_cabinets_plays_the_same_cycles():
     """docs/scenarios.md, "Limits": two processes with the same seed and
     timing keys draw the same moments, whatever their sizes and cabinets."""

@@ -38,6 +38,10 @@ SYSTEM_SIGNALS = (
     ("sys.journal_backlog", "count", 0),
     ("sys.tamper", "bool", 0),
     ("sys.week_hour", "count", 0),   # hour of the week, 0 = Monday 00:00 local; -1 clock untrusted
+    # The site's mains, sensed upstream of the cabinet's own feed ([mains]):
+    # both 0 while unknown (no mains sense fitted, or not read yet).
+    ("sys.mains_up", "bool", 0),
+    ("sys.mains_down", "bool", 0),
 )
 
 # The anomaly model's outputs (docs/anomaly.md): on every gateway's image,

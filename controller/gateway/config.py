@@ -207,6 +207,10 @@ SCHEMA = Table({
     "gpio": Table({
         "pin_factory": Choice(("default", "mock"), default="default"),
     }, optional=True),
+    "mains": Table({
+        "gpio": Int(0, 27),
+        "active_high": Bool(default=True),
+    }, optional=True),
     "console": Table({
         "port": Str(r".+", "a serial port such as /dev/ttyAMA0, or pty:PATH to link a pty at PATH"),
         "baud": Choice(BAUDS, default=115200),
@@ -280,6 +284,11 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
         elif by_coil and not out["coil"]:
             problems.append(Problem(path + ".coil", "missing; want the coil number on {}".format(out["device"])))
+    mains = doc.get("mains")
+    outputs = doc.get("outputs") or {}
+    if mains and any(o and o["gpio"] == mains["gpio"] for o in outputs.values()):
+        problems.append(Problem("mains.gpio", "GPIO{} is already an output's pin: give the mains sense a pin "
+                                              "of its own".format(mains["gpio"])))
     for severity, table in sorted((doc.get("escalation") or {}).items()):
         for group, steps in sorted((table or {}).items()):
             names = [s["do"] for s in steps or [] if s]

@@ -68,6 +68,13 @@ class GnssSettings:
 
 
 @dataclass(frozen=True)
+class MainsSettings:
+    """``[mains]``: the mains sense's contact on a GPIO input."""
+    gpio: int
+    active_high: bool        # the pin reads high while the mains are present
+
+
+@dataclass(frozen=True)
 class WebhookSettings:
     """``[webhook]``: where camera webhooks are heard."""
     listen: str              # as written, for messages
@@ -98,6 +105,7 @@ class GatewaySettings:
     cameras: tuple[CameraSettings, ...] = ()   # [[camera]] tables
     webhook: WebhookSettings | None = None     # [webhook]
     gnss: GnssSettings | None = None           # [gnss]: the GNSS receiver
+    mains: MainsSettings | None = None         # [mains]: the mains sense
 
 
 def bus_options(bus: dict) -> BusOptions:
@@ -153,4 +161,5 @@ def gateway_settings(config: SiteConfig) -> GatewaySettings:
         devices=tuple(DeviceSettings(d["name"], d["bus"], d["address"], d["profile"], d["poll_ms"])
                       for d in doc["device"]),
         lan=_lan(doc.get("lan"), gateway["id"]), cameras=tuple(_camera(c) for c in doc.get("camera") or ()),
-        webhook=_webhook(doc.get("webhook")), gnss=_gnss(doc.get("gnss")))
+        webhook=_webhook(doc.get("webhook")), gnss=_gnss(doc.get("gnss")),
+        mains=MainsSettings(doc["mains"]["gpio"], doc["mains"]["active_high"]) if doc.get("mains") else None)
