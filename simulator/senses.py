@@ -31,7 +31,6 @@ and position track), as for the other devices after their profile decode.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from typing import Any
 
@@ -168,11 +167,11 @@ class SensesWorld:
             gnss.carry(SURVEY_S + t // 1000, speed, dist)
         track = PositionTrack(TrackSettings(max_hdop_x100=p["max_hdop"] * 100))
         for s in range(SURVEY_S):
-            track.feed(dataclasses.replace(gnss.fix_at(s), at_ms=(s - SURVEY_S) * 1000))
+            track.feed(gnss.fix_at(s, (s - SURVEY_S) * 1000))
         track.survey(0)
         last: dict[str, int] = {}
         for s in range(self.scn.duration_ms // 1000 + 1):
-            track.feed(dataclasses.replace(gnss.fix_at(SURVEY_S + s), at_ms=s * 1000))
+            track.feed(gnss.fix_at(SURVEY_S + s, s * 1000))
             for short, v in track.values(s * 1000).items():
                 if last.get(short) != v:
                     last[short] = v
