@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -79,11 +80,15 @@ class CabinetRun:
     rises: dict[str, list[int]] = field(default_factory=dict)   # ms each reported output went on
 
 
+_TIMED_MODES = (modes.ARMING, modes.ENTRY, modes.MAINTENANCE)     # modes with a deadline
+_NEVER = 1 << 62
+
+
 def _due(state: CoreState, last: int) -> int | None:
     """The absolute ms of the next core deadline after scan ``last``, if any."""
     due = None
     m = state.machine
-    if m.mode in (modes.ARMING, modes.ENTRY, modes.MAINTENANCE):
+    if m.mode in _TIMED_MODES:
         due = last + ticks.diff(m.deadline, ticks.wrap(last))
     if state.siren_on:
         s = last + ticks.diff(ticks.add(state.siren_since, state.config.siren_max_ms), ticks.wrap(last))
@@ -128,11 +133,17 @@ class GatewayImage:
 
     def apply(self, changes: Changes) -> None:
         """The world's changes: to the image for the devices polled since the start."""
+        truth, image = self.truth, self.image
+        if not self.unpolled:                # every device read: the common case
+            for i, v in changes:
+                truth[i] = v
+                image[i] = v
+            return
         for i, v in changes:
-            self.truth[i] = v
+            truth[i] = v
             k = self.device_of[i]
             if k < 0 or k not in self.unpolled:
-                self.image[i] = v
+                image[i] = v
 
     def poll(self, t: int) -> None:
         """Devices whose first poll is due come online with what they answer."""
@@ -184,22 +195,30 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     run = CabinetRun(cab.id, [], 0, {name: [] for name, _ in plot_idx})
     reported = [(name, OUTPUT_NAMES.index(name)) for name in REPORTED_OUTPUTS]
     run.rises = {name: [] for name, _ in reported}
+    watched = itemgetter(*(i for _name, i in reported))     # the reported outputs, at once
+    was_on = watched([0] * len(OUTPUT_NAMES))
     was = [0] * len(reported)
     ack_at = -1
     last = -scan
+    scans = 0
+    nxt_t = nxt[0] if nxt is not None else _NEVER
     while True:
         t = last + idle_ms
-        if nxt is not None and nxt[0] < t:
-            t = nxt[0]
-        due = _due(state, last)
-        if due is not None and due < t:
-            t = due
+        if nxt_t < t:
+            t = nxt_t
+        if state.machine.mode in _TIMED_MODES or state.siren_on or state.escalation.running():
+            due = _due(state, last)         # (else no deadline: the common case, without the call)
+            if due is not None and due < t:
+                t = due
         if 0 <= ack_at < t:
             t = ack_at
-        poll = gateway.next_poll()
-        if poll is not None and poll < t:
-            t = poll
-        t = max(last + scan, -(-t // scan) * scan)
+        if gateway.unpolled:
+            poll = gateway.next_poll()
+            if poll is not None and poll < t:
+                t = poll
+        t = -(-t // scan) * scan
+        if t < last + scan:
+            t = last + scan
         if restarts and restarts[0][0] <= t:
             # The gateway is down: the world goes on, nobody scans, commands
             # are lost; then it starts as `cabguard run` does, resuming the
@@ -208,6 +227,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             while nxt is not None and nxt[0] < up:
                 gateway.apply(decode(nxt[1]) if decode else nxt[1])
                 nxt = next(stream, None)
+            nxt_t = nxt[0] if nxt is not None else _NEVER
             up = -(-up // scan) * scan
             persisted = state.persisted()
             state = start()
@@ -219,21 +239,25 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
         if t > end:
             break
         cmds: list[tuple[int, int]] = []
-        if nxt is not None and nxt[0] == t:
+        if nxt_t == t:
             gateway.apply(decode(nxt[1]) if decode else nxt[1])
             cmds = nxt[2]
             nxt = next(stream, None)
+            nxt_t = nxt[0] if nxt is not None else _NEVER
         if gateway.unpolled:
             gateway.poll(t)
         if t == ack_at:
             cmds = cmds + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
             ack_at = -1
         outputs, events = step(state, (image, cmds), ticks.wrap(t))
-        run.scans += 1
-        for k, (name, i) in enumerate(reported):
-            if outputs[i] and not was[k]:
-                run.rises[name].append(t)
-            was[k] = outputs[i]
+        scans += 1
+        on = watched(outputs)
+        if on != was_on:
+            was_on = on
+            for k, (name, i) in enumerate(reported):
+                if outputs[i] and not was[k]:
+                    run.rises[name].append(t)
+                was[k] = outputs[i]
         for ev in events:
             found = _detection(ev, state)
             if found:
@@ -249,6 +273,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
                 if not h or h[-1][1] != image[i]:
                     h.append((t, image[i]))
         last = t
+    run.scans = scans
     return run
 
 
