@@ -383,37 +383,54 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 # idle_ms, record, decode factory)); set before the pool forks, so the
 # workers share it without pickling factories.
 _WORK: tuple[list[Scenario], list[tuple[str, ModelTables | None]], tuple[Any, ...]] | None = None
+# A task: one cabinet (scenario k, cabinet j) under one configuration.
+Task = tuple[int, int, str]
 
 
-def _run_one(task: tuple[int, str]) -> tuple[int, str, dict[str, Any], list[CabinetRun]]:
-    """One scenario under one configuration: its score and its cabinets' runs."""
+def _run_one(task: Task) -> tuple[int, int, str, CabinetRun]:
+    """One cabinet of one scenario under one configuration."""
     assert _WORK is not None
     scns, configs, (rules_factory, idle_ms, record, decode_factory) = _WORK
-    k, name = task
+    k, j, name = task
     scn = scns[k]
-    cab_runs = [run_cabinet(scn, cab, rules_factory, dict(configs)[name], idle_ms, record, decode_factory)
-                for cab in scn.cabinets]
-    return k, name, score_scenario(scn, cab_runs), cab_runs if record else []
+    return k, j, name, run_cabinet(scn, scn.cabinets[j], rules_factory, dict(configs)[name], idle_ms, record,
+                                   decode_factory)
 
 
 def _run_all(scns: list[Scenario], configs: list[tuple[str, ModelTables | None]], setup: tuple[Any, ...],
              jobs: int) -> Iterable[tuple[int, str, dict[str, Any], list[CabinetRun]]]:
-    """Every (scenario, configuration), on ``jobs`` processes (1: here, in
-    order).  Each run is independent and seeded, so the results are the same
-    either way; the longest scenarios go first to keep every core busy."""
+    """Every (scenario, configuration): its score and, when recording, its
+    cabinets' runs.  Each cabinet runs on its own under each configuration,
+    on ``jobs`` processes (1: here, in order); every run is independent and
+    seeded, so the results are the same either way.  The longest cabinets
+    go first and the short ones fill in at the end, so every core stays busy
+    until the last (a long file of several cabinets is several tasks)."""
     global _WORK
-    tasks = [(k, name) for k in range(len(scns)) for name, _m in configs]
+    tasks = [(k, j, name) for k in range(len(scns)) for name, _m in configs for j in range(len(scns[k].cabinets))]
     _WORK = (scns, configs, setup)
     try:
         if jobs <= 1 or len(tasks) < 2:
-            yield from (_run_one(t) for t in tasks)
+            yield from _scored(scns, map(_run_one, tasks), setup[2])
             return
-        tasks.sort(key=lambda t: -scns[t[0]].cabinet_days())
+        tasks.sort(key=lambda t: -scns[t[0]].duration_ms)
         _compile_rules_here(scns, setup[0])
         with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            yield from pool.imap_unordered(_run_one, tasks, chunksize=1)
+            yield from _scored(scns, pool.imap_unordered(_run_one, tasks, chunksize=1), setup[2])
     finally:
         _WORK = None
+
+
+def _scored(scns: list[Scenario], done: Iterable[tuple[int, int, str, CabinetRun]],
+            record: bool) -> Iterable[tuple[int, str, dict[str, Any], list[CabinetRun]]]:
+    """Cabinet runs, in any order, into each (scenario, configuration)'s score once all its cabinets ran."""
+    pending: dict[tuple[int, str], list[CabinetRun | None]] = {}
+    for k, j, name, run in done:
+        runs = pending.setdefault((k, name), [None] * len(scns[k].cabinets))
+        runs[j] = run
+        if all(r is not None for r in runs):
+            del pending[(k, name)]
+            cab_runs = [r for r in runs if r is not None]
+            yield k, name, score_scenario(scns[k], cab_runs), cab_runs if record else []
 
 
 def _compile_rules_here(scns: list[Scenario], rules_factory: RulesFactory | None) -> None:
