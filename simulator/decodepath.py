@@ -103,7 +103,12 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
 
     def factory(catalog: Catalog) -> Callable[[Changes], Changes]:
         index = catalog.index
-        route: dict[int, tuple[_Points, str, dict[str, int] | None]] = {}
+        # Per catalog index: the round-trip cache of a point that decodes alone
+        # (and its points, for a miss); else a scale-factor group's points;
+        # else nothing: the value passes unchanged.
+        caches: list[dict[int, int] | None] = [None] * catalog.size
+        alone_of: dict[int, tuple[_Points, str]] = {}
+        group_of: dict[int, tuple[_Points, str, dict[str, int]]] = {}
         for dev in catalog.devices:
             cls = device_class(dev)
             for names in groups.get(cls, ()):
@@ -111,24 +116,32 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
                 if not where:
                     continue
                 points = points_for(cls, names)
-                for n in where:
-                    route[where[n]] = (points, n, where if len(names) > 1 else None)
+                for n, i in where.items():
+                    if len(names) > 1:
+                        group_of[i] = (points, n, where)
+                    else:
+                        caches[i] = points.cache
+                        alone_of[i] = (points, n)
 
         def decode(changes: Changes) -> Changes:
-            out = []
-            for i, v in changes:
-                hit = route.get(i)
-                if hit is None:
-                    out.append((i, v))
-                    continue
-                points, name, group = hit
-                if group is None:
-                    got = points.cache.get(v)       # the common case, inline: a cached round trip
-                    out.append((i, got if got is not None else points.alone(name, v)))
-                    continue
-                for n, x in points.together(name, v):
-                    if n in group:
-                        out.append((group[n], x))
+            out: Changes = []
+            append = out.append
+            for change in changes:
+                i, v = change
+                cache = caches[i]
+                if cache is not None:           # the common case, inline: a cached round trip
+                    got = cache.get(v)
+                    if got is None:
+                        points, name = alone_of[i]
+                        got = points.alone(name, v)
+                    append(change if got == v else (i, got))
+                elif i in group_of:
+                    points, name, group = group_of[i]
+                    for n, x in points.together(name, v):
+                        if n in group:
+                            append((group[n], x))
+                else:
+                    append(change)
             return out
         return decode
     return factory

@@ -28,6 +28,7 @@ import os
 import statistics
 import sys
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -80,11 +81,15 @@ class CabinetRun:
     rises: dict[str, list[int]] = field(default_factory=dict)   # ms each reported output went on
 
 
+_TIMED_MODES = (modes.ARMING, modes.ENTRY, modes.MAINTENANCE)     # modes with a deadline
+_NEVER = 1 << 62
+
+
 def _due(state: CoreState, last: int) -> int | None:
     """The absolute ms of the next core deadline after scan ``last``, if any."""
     due = None
     m = state.machine
-    if m.mode in (modes.ARMING, modes.ENTRY, modes.MAINTENANCE):
+    if m.mode in _TIMED_MODES:
         due = last + ticks.diff(m.deadline, ticks.wrap(last))
     if state.siren_on:
         s = last + ticks.diff(ticks.add(state.siren_since, state.config.siren_max_ms), ticks.wrap(last))
@@ -129,11 +134,17 @@ class GatewayImage:
 
     def apply(self, changes: Changes) -> None:
         """The world's changes: to the image for the devices polled since the start."""
+        truth, image = self.truth, self.image
+        if not self.unpolled:                # every device read: the common case
+            for i, v in changes:
+                truth[i] = v
+                image[i] = v
+            return
         for i, v in changes:
-            self.truth[i] = v
+            truth[i] = v
             k = self.device_of[i]
             if k < 0 or k not in self.unpolled:
-                self.image[i] = v
+                image[i] = v
 
     def poll(self, t: int) -> None:
         """Devices whose first poll is due come online with what they answer."""
@@ -184,22 +195,30 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     run = CabinetRun(cab.id, [], 0, {name: [] for name, _ in plot_idx})
     reported = [(name, OUTPUT_NAMES.index(name)) for name in REPORTED_OUTPUTS]
     run.rises = {name: [] for name, _ in reported}
+    watched = itemgetter(*(i for _name, i in reported))     # the reported outputs, at once
+    was_on = watched([0] * len(OUTPUT_NAMES))
     was = [0] * len(reported)
     ack_at = -1
     last = -scan
+    scans = 0
+    nxt_t = nxt[0] if nxt is not None else _NEVER
     while True:
         t = last + idle_ms
-        if nxt is not None and nxt[0] < t:
-            t = nxt[0]
-        due = _due(state, last)
-        if due is not None and due < t:
-            t = due
+        if nxt_t < t:
+            t = nxt_t
+        if state.machine.mode in _TIMED_MODES or state.siren_on or state.escalation.running():
+            due = _due(state, last)         # (else no deadline: the common case, without the call)
+            if due is not None and due < t:
+                t = due
         if 0 <= ack_at < t:
             t = ack_at
-        poll = gateway.next_poll()
-        if poll is not None and poll < t:
-            t = poll
-        t = max(last + scan, -(-t // scan) * scan)
+        if gateway.unpolled:
+            poll = gateway.next_poll()
+            if poll is not None and poll < t:
+                t = poll
+        t = -(-t // scan) * scan
+        if t < last + scan:
+            t = last + scan
         if restarts and restarts[0][0] <= t:
             # The gateway is down: the world goes on, nobody scans, commands
             # are lost; then it starts as `cabguard run` does, resuming the
@@ -208,6 +227,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             while nxt is not None and nxt[0] < up:
                 gateway.apply(decode(nxt[1]) if decode else nxt[1])
                 nxt = next(stream, None)
+            nxt_t = nxt[0] if nxt is not None else _NEVER
             up = -(-up // scan) * scan
             persisted = state.persisted()
             state = start()
@@ -219,21 +239,25 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
         if t > end:
             break
         cmds: list[tuple[int, int]] = []
-        if nxt is not None and nxt[0] == t:
+        if nxt_t == t:
             gateway.apply(decode(nxt[1]) if decode else nxt[1])
             cmds = nxt[2]
             nxt = next(stream, None)
+            nxt_t = nxt[0] if nxt is not None else _NEVER
         if gateway.unpolled:
             gateway.poll(t)
         if t == ack_at:
             cmds = cmds + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
             ack_at = -1
         outputs, events = step(state, (image, cmds), ticks.wrap(t))
-        run.scans += 1
-        for k, (name, i) in enumerate(reported):
-            if outputs[i] and not was[k]:
-                run.rises[name].append(t)
-            was[k] = outputs[i]
+        scans += 1
+        on = watched(outputs)
+        if on != was_on:
+            was_on = on
+            for k, (name, i) in enumerate(reported):
+                if outputs[i] and not was[k]:
+                    run.rises[name].append(t)
+                was[k] = outputs[i]
         for ev in events:
             found = _detection(ev, state)
             if found:
@@ -249,6 +273,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
                 if not h or h[-1][1] != image[i]:
                     h.append((t, image[i]))
         last = t
+    run.scans = scans
     return run
 
 
@@ -358,37 +383,54 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 # idle_ms, record, decode factory)); set before the pool forks, so the
 # workers share it without pickling factories.
 _WORK: tuple[list[Scenario], list[tuple[str, ModelTables | None]], tuple[Any, ...]] | None = None
+# A task: one cabinet (scenario k, cabinet j) under one configuration.
+Task = tuple[int, int, str]
 
 
-def _run_one(task: tuple[int, str]) -> tuple[int, str, dict[str, Any], list[CabinetRun]]:
-    """One scenario under one configuration: its score and its cabinets' runs."""
+def _run_one(task: Task) -> tuple[int, int, str, CabinetRun]:
+    """One cabinet of one scenario under one configuration."""
     assert _WORK is not None
     scns, configs, (rules_factory, idle_ms, record, decode_factory) = _WORK
-    k, name = task
+    k, j, name = task
     scn = scns[k]
-    cab_runs = [run_cabinet(scn, cab, rules_factory, dict(configs)[name], idle_ms, record, decode_factory)
-                for cab in scn.cabinets]
-    return k, name, score_scenario(scn, cab_runs), cab_runs if record else []
+    return k, j, name, run_cabinet(scn, scn.cabinets[j], rules_factory, dict(configs)[name], idle_ms, record,
+                                   decode_factory)
 
 
 def _run_all(scns: list[Scenario], configs: list[tuple[str, ModelTables | None]], setup: tuple[Any, ...],
              jobs: int) -> Iterable[tuple[int, str, dict[str, Any], list[CabinetRun]]]:
-    """Every (scenario, configuration), on ``jobs`` processes (1: here, in
-    order).  Each run is independent and seeded, so the results are the same
-    either way; the longest scenarios go first to keep every core busy."""
+    """Every (scenario, configuration): its score and, when recording, its
+    cabinets' runs.  Each cabinet runs on its own under each configuration,
+    on ``jobs`` processes (1: here, in order); every run is independent and
+    seeded, so the results are the same either way.  The longest cabinets
+    go first and the short ones fill in at the end, so every core stays busy
+    until the last (a long file of several cabinets is several tasks)."""
     global _WORK
-    tasks = [(k, name) for k in range(len(scns)) for name, _m in configs]
+    tasks = [(k, j, name) for k in range(len(scns)) for name, _m in configs for j in range(len(scns[k].cabinets))]
     _WORK = (scns, configs, setup)
     try:
         if jobs <= 1 or len(tasks) < 2:
-            yield from (_run_one(t) for t in tasks)
+            yield from _scored(scns, map(_run_one, tasks), setup[2])
             return
-        tasks.sort(key=lambda t: -scns[t[0]].cabinet_days())
+        tasks.sort(key=lambda t: -scns[t[0]].duration_ms)
         _compile_rules_here(scns, setup[0])
         with multiprocessing.get_context("fork").Pool(min(jobs, len(tasks))) as pool:
-            yield from pool.imap_unordered(_run_one, tasks, chunksize=1)
+            yield from _scored(scns, pool.imap_unordered(_run_one, tasks, chunksize=1), setup[2])
     finally:
         _WORK = None
+
+
+def _scored(scns: list[Scenario], done: Iterable[tuple[int, int, str, CabinetRun]],
+            record: bool) -> Iterable[tuple[int, str, dict[str, Any], list[CabinetRun]]]:
+    """Cabinet runs, in any order, into each (scenario, configuration)'s score once all its cabinets ran."""
+    pending: dict[tuple[int, str], list[CabinetRun | None]] = {}
+    for k, j, name, run in done:
+        runs = pending.setdefault((k, name), [None] * len(scns[k].cabinets))
+        runs[j] = run
+        if all(r is not None for r in runs):
+            del pending[(k, name)]
+            cab_runs = [r for r in runs if r is not None]
+            yield k, name, score_scenario(scns[k], cab_runs), cab_runs if record else []
 
 
 def _compile_rules_here(scns: list[Scenario], rules_factory: RulesFactory | None) -> None:

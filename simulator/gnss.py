@@ -43,12 +43,15 @@ BURST_PER_S = 1 / 3600
 OUTAGE_PER_S = 1 / (6 * 3600)
 EARTH_M = 6_371_000.0
 CARRY_ACCEL_MPS2 = 1.5
+_AR = math.exp(-1 / TAU_S)              # the error's AR(1) step, per second
+_AR_NOISE = math.sqrt(1 - _AR * _AR)
 
 
 class PortGnss:
     def __init__(self, seed: int, lat: float = 51.9496, lon: float = 4.1453):
         self.rng = random.Random(seed)
         self.lat0, self.lon0 = lat, lon
+        self.lon_m = EARTH_M * math.cos(math.radians(lat))      # metres per radian of longitude here
         self.hdop = 1.5
         self.err = [0.0, 0.0]
         self.burst_until = -1
@@ -71,13 +74,14 @@ class PortGnss:
             north += d * math.cos(bearing)
         return east, north
 
-    def fix_at(self, t_s: int) -> Fix:
+    def fix_at(self, t_s: int, at_ms: int | None = None) -> Fix:
+        """The fix of second ``t_s``, read at ``at_ms`` (default: ``t_s`` in ms)."""
         rng = self.rng
         self.hdop = min(4.0, max(1.0, self.hdop + rng.gauss(0, 0.05)))
-        a = math.exp(-1 / TAU_S)
         sigma = SIGMA_PER_HDOP_M * self.hdop
-        for k in (0, 1):
-            self.err[k] = a * self.err[k] + math.sqrt(1 - a * a) * rng.gauss(0, sigma)
+        err = self.err
+        err[0] = _AR * err[0] + _AR_NOISE * rng.gauss(0, sigma)
+        err[1] = _AR * err[1] + _AR_NOISE * rng.gauss(0, sigma)
         if t_s >= self.burst_until and rng.random() < BURST_PER_S:
             self.bursts += 1
             self.burst_until = t_s + rng.randint(1, 20)
@@ -85,20 +89,21 @@ class PortGnss:
             self.burst = (off * math.sin(bearing), off * math.cos(bearing), rng.random() < 0.6)
         if t_s >= self.outage_until and rng.random() < OUTAGE_PER_S:
             self.outage_until = t_s + rng.randint(5, 60)
-        east, north = self.moved_m(t_s)
-        east += self.err[0]
-        north += self.err[1]
+        east, north = self.moved_m(t_s) if self.carries else (0.0, 0.0)
+        east += err[0]
+        north += err[1]
         hdop, sats = self.hdop, 9 + int(3 / self.hdop)
         if t_s < self.burst_until:
             east += self.burst[0]
             north += self.burst[1]
             if self.burst[2]:
                 hdop, sats = rng.uniform(4.5, 9.0), 5
-        at_ms = t_s * 1000
+        if at_ms is None:
+            at_ms = t_s * 1000
         if t_s < self.outage_until:
             return Fix(0, 3, 9999, 0.0, 0.0, at_ms)
         lat = self.lat0 + math.degrees(north / EARTH_M)
-        lon = self.lon0 + math.degrees(east / (EARTH_M * math.cos(math.radians(self.lat0))))
+        lon = self.lon0 + math.degrees(east / self.lon_m)
         return Fix(1, sats, round(hdop * 100), lat, lon, at_ms)
 
 

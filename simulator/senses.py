@@ -31,7 +31,6 @@ and position track), as for the other devices after their profile decode.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from typing import Any
 
@@ -173,15 +172,15 @@ class SensesWorld:
             gnss.carry(SURVEY_S + t // 1000, speed, dist)
         track = PositionTrack(TrackSettings(max_hdop_x100=p["max_hdop"] * 100))
         for s in range(SURVEY_S):
-            track.feed(dataclasses.replace(gnss.fix_at(s), at_ms=(s - SURVEY_S) * 1000))
+            track.feed(gnss.fix_at(s, (s - SURVEY_S) * 1000))
         track.survey(0)
         last: dict[str, int] = {}
         jams = getattr(self, "_jams", [])
         for s in range(self.scn.duration_ms // 1000 + 1):
-            fix = gnss.fix_at(SURVEY_S + s)       # drawn even when jammed: the port's noise goes on
+            fix = gnss.fix_at(SURVEY_S + s, s * 1000)    # drawn even when jammed: the port's noise goes on
             if jams and any(a <= s * 1000 < b for a, b in jams):
-                fix = Fix(0, 0, 9999, 0.0, 0.0, 0)     # jammed: no satellite tracked, no fix
-            track.feed(dataclasses.replace(fix, at_ms=s * 1000))
+                fix = Fix(0, 0, 9999, 0.0, 0.0, s * 1000)     # jammed: no satellite tracked, no fix
+            track.feed(fix)
             for short, v in track.values(s * 1000).items():
                 if last.get(short) != v:
                     last[short] = v

@@ -7,9 +7,7 @@ a signal reads.  ``Stream(world).run()`` is ``CabinetWorld.stream()``.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
-import random
+from math import sin, sqrt
 from typing import TYPE_CHECKING, Iterator
 
 from drivers.modbus.profiles import BATTERY_SIGNALS, IO_SIGNALS
@@ -27,14 +25,13 @@ BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 # Discrete event operations.
 SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW, CRC, GLITCH, DUMMIES = range(10)
 FREEZE = None                   # FORCE value: hold the last reported value
-_NO_NAMES: frozenset[str] = frozenset()
 _NO_SPREADS: dict[str, float] = {}
 _NO_HEAT: dict[str, Episode] = {}
 
 
 class _Battery:
-    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "idx", "fast_idx", "slow_idx",
-                 "current_name", "dummies", "hot", "tau")
+    __slots__ = ("name", "soc", "temp", "modules", "serial", "alarm", "current", "electric_idx", "temp_idx", "slow_idx",
+                 "current_idx", "electric", "dummies", "hot", "tau")
 
     def __init__(self, number: int, cab: Cabinet, index: dict[str, int]):
         name = self.name = "bms{}".format(number)
@@ -44,20 +41,34 @@ class _Battery:
         self.serial = cab.serial + number - 1
         self.alarm = 0
         self.current = 0.0
-        self.idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
-        self.fast_idx = tuple(self.idx[:7])     # sampled every time
-        self.slow_idx = tuple(self.idx[7:])     # modules, serial, alarm bits: on events
-        self.current_name = name + ".current_ma"
+        idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
+        self.electric_idx = tuple(idx[:5])     # sampled every time: pack, current, soc, cell extremes,
+        self.temp_idx = tuple(idx[5:7])        # temperatures
+        self.slow_idx = tuple(idx[7:])     # modules, serial, alarm bits: on events
+        self.current_idx = index[name + ".current_ma"]
+        # (soc, modules, current, dummies, extra spread, what _electric made of them):
+        # reported again only when it changes
+        self.electric: tuple | None = None
         self.dummies = 0                        # of ``modules``: dummy modules, no cells (module_insert dummy)
         self.hot = 0.0                          # a hot cell's rise above the pack, °C (hot_cell)
         self.tau = 1.0                          # its time constant, ms
 
 
 class Stream:
-    """The running state of one CabinetWorld's stream."""
+    """The running state of one CabinetWorld's stream.
+
+    Speed (``cabguard eval`` samples every second of every cabinet): the
+    active episodes are kept by channel, grouped again only when one starts
+    or ends; a signal that no fault, bias or glitch touches (none in
+    ``special``) is reported as measured, without looking further; a
+    pack at rest is not computed again.  The noise is drawn in the same
+    order as ever, so a scenario's stream does not depend on any of this.
+    """
 
     def __init__(self, world: CabinetWorld):
         self.w = world
+        self.rng = world.noise
+        self.rnd = world.noise.random
         cat = world.catalog
         self.index = cat.index
         self.last: list[int | None] = [None] * cat.size
@@ -65,6 +76,7 @@ class Stream:
         self.forced: dict[int, int | None] = {}
         self.bias: dict[int, list[Episode]] = {}      # signal -> its active drifts and offsets
         self.glitch: dict[int, int] = {}              # signal -> what its next measurement reads
+        self.special: set[int] = set()                # signals forced, biased or glitched
         self.now = 0
         self.offline: set[str] = set()
         self.hidden: dict[str, set[int]] = {}   # offline device -> its signals set meanwhile
@@ -75,7 +87,15 @@ class Stream:
         self.io_fast_idx = tuple(self.io_idx[3:7])    # vibration rms and peak, tilt, lift
         self.changes: list[tuple[int, int]] = []
         self.active: list[Episode] = []
+        # The active episodes by channel, each in the order they started.
+        self.vib: list[Episode] = []
+        self.tilt: list[Episode] = []
+        self.lift: list[Episode] = []
+        self.tio: list[Episode] = []
+        self.amb: list[Episode] = []
+        self.packs: list[tuple[str, Episode]] = []    # (battery, episode) of pack temperature offsets
         self.ep_next = 0
+        self.ep_due = world.episodes[0].start if world.episodes else 1 << 62   # next start or end
         self.active_end = 1 << 62          # the earliest end among the active episodes
         self.bms_t = 0
         self.cycle_next = 0
@@ -89,20 +109,36 @@ class Stream:
     def report(self, idx: tuple[int, ...], values: tuple[int, ...]) -> None:
         """``put`` each signal of ``idx`` with its value in ``values``, in
         order (one call per device sample: the samplers are the hot path)."""
-        truth, last, forced, changes, bias = self.truth, self.last, self.forced, self.changes, self.bias
+        truth, last, changes, special = self.truth, self.last, self.changes, self.special
         for k in range(len(idx)):
             i = idx[k]
             v = truth[i] = values[k]
-            if bias and i in bias:
-                v += int(sum(e.level(self.now) for e in bias[i]))
-            if self.glitch and i in self.glitch:
-                v = self.glitch.pop(i)
-            if forced and i in forced:
-                f = forced[i]
-                v = f if f is not None else (last[i] if last[i] is not None else v)
+            if special and i in special:
+                v = self._faulted(i, v)
             if v != last[i]:
                 last[i] = v
                 changes.append((i, v))
+
+    def _faulted(self, i: int, v: int) -> int:
+        """What signal ``i`` reads for the measured ``v``: biased, glitched, forced."""
+        bias = self.bias.get(i)
+        if bias:
+            v += int(sum(e.level(self.now) for e in bias))
+        if i in self.glitch:
+            v = self.glitch.pop(i)
+            self._specials()
+        forced = self.forced
+        if i in forced:
+            f = forced[i]
+            last = self.last[i]
+            v = f if f is not None else (last if last is not None else v)
+        return v
+
+    def _specials(self) -> None:
+        """A fault came or went: the fast path's set, and every pack measured again in full."""
+        self.special = set(self.forced) | set(self.glitch) | set(self.bias)
+        for b in self.batteries:
+            b.electric = None
 
     def _emit(self, i: int, v: int) -> None:
         if v != self.last[i]:
@@ -115,32 +151,35 @@ class Stream:
         n_ev = len(events)
         ei = 0
         end = w.scn.duration_ms
+        never = end + 1
+        ev_t = events[0][0] if n_ev else never
         next_io = 0
         next_bms = 0
         io_count = 0
+        apply, sample_io, sample_bms = self._apply, self._sample_io, self._sample_bms
         while True:
-            t = events[ei][0] if ei < n_ev else end + 1
-            if next_io < t:
-                t = next_io
+            t = ev_t if ev_t < next_io else next_io
             if t > end:
                 return
-            self.changes = []
+            changes = self.changes = []
             self.now = t
             cmds: list[tuple[int, int]] = []
             bms_event = False
-            while ei < n_ev and events[ei][0] == t:
-                bms_event |= self._apply(events[ei], cmds)
-                ei += 1
+            if ev_t == t:
+                while ei < n_ev and events[ei][0] == t:
+                    bms_event |= apply(events[ei], cmds)
+                    ei += 1
+                ev_t = events[ei][0] if ei < n_ev else never
             if t == next_io:
-                self._sample_io(t, io_count % IO_SLOW_EVERY == 0)
+                sample_io(t, io_count % IO_SLOW_EVERY == 0)
                 io_count += 1
                 next_io += IO_PERIOD_MS
             if bms_event or t == next_bms:
-                self._sample_bms(t, bms_event or t == 0)
+                sample_bms(t, bms_event or t == 0)
                 if t == next_bms:
                     next_bms += BMS_PERIOD_MS
-            if self.changes or cmds:
-                yield t, self.changes, cmds
+            if changes or cmds:
+                yield t, changes, cmds
 
     def _apply(self, ev: tuple, cmds: list[tuple[int, int]]) -> bool:
         """Apply one discrete event; True when the BMS must be re-sampled."""
@@ -164,9 +203,11 @@ class Stream:
             self._emit(i, (self.last[i] or 0) + 1)
         elif op == GLITCH:
             self.glitch[self.index[a]] = b
+            self._specials()
         elif op == FORCE:
             i = self.index[a]
             self.forced[i] = b
+            self._specials()
             if a.endswith(".online"):
                 self.offline.add(a[:-7])
             if b is not None:
@@ -175,6 +216,7 @@ class Stream:
         elif op == RELEASE:
             i = self.index[a]
             self.forced.pop(i, None)
+            self._specials()
             if a.endswith(".online"):
                 self.offline.discard(a[:-7])
             truth = self.truth[i]
@@ -196,9 +238,9 @@ class Stream:
             return True
         return False
 
-    def _sample_io(self, t: int, slow: bool) -> None:
-        w = self.w
-        eps = w.episodes
+    def _episodes(self, t: int) -> None:
+        """Episodes that start by ``t`` join the active ones; those ended leave."""
+        eps = self.w.episodes
         active = self.active
         biased = False
         while self.ep_next < len(eps) and eps[self.ep_next].start <= t:
@@ -217,37 +259,56 @@ class Stream:
             for e in active:
                 if e.channel[0] == "b":
                     self.bias.setdefault(self.index[e.channel[5:]], []).append(e)
-        rng = w.noise
-        sq = 1.0 + 2.0 * rng.random()       # the sensor's own floor, about 1-1.7 mg
-        peak = 3.0 + 3.0 * rng.random()
-        tilt = 0.0
-        lift = 0.0
-        tio = 0.0
+            self._specials()
+        by = {"vib": [], "tilt": [], "lift": [], "tio": [], "amb": []}
+        packs = []
         for e in active:
             ch = e.channel
-            if ch == "vib":
+            if ch in by:
+                by[ch].append(e)
+            elif ch[0] == "t":                # "t<battery>": a pack's temperature offset
+                packs.append((ch[1:], e))
+        self.vib, self.tilt, self.lift, self.tio, self.amb = by["vib"], by["tilt"], by["lift"], by["tio"], by["amb"]
+        self.packs = packs
+        nxt = eps[self.ep_next].start if self.ep_next < len(eps) else 1 << 62
+        self.ep_due = nxt if nxt < self.active_end else self.active_end
+
+    def _sample_io(self, t: int, slow: bool) -> None:
+        if self.ep_due <= t:
+            self._episodes(t)
+        rng = self.rng
+        rnd = self.rnd
+        sq = 1.0 + 2.0 * rnd()       # the sensor's own floor, about 1-1.7 mg
+        peak = 3.0 + 3.0 * rnd()
+        for e in self.vib:
+            if e.shape == "burst":      # inline: the wind's, all month long
+                r, p = e.a * (0.9 + 0.2 * rnd()), e.b * (0.8 + 0.2 * rnd())
+            else:
                 r, p = e.vib(t, rng)
-                sq += r * r
-                if p > peak:
-                    peak = p
-            elif ch == "tilt":
-                tilt += e.level(t)
-            elif ch == "lift":
-                lift += e.level(t)
-            elif ch == "tio" and slow:        # only read with the slow values
-                tio += e.level(t)
+            sq += r * r
+            if p > peak:
+                peak = p
+        tilt = 0.0
+        for e in self.tilt:
+            tilt += e.level(t)
+        lift = 0.0
+        for e in self.lift:
+            lift += e.level(t)
         if "io" in self.offline:
             return
-        rms = math.sqrt(sq)
+        rms = sqrt(sq)
         self.report(self.io_fast_idx, (int(rms), int(peak if peak > rms else rms), int(tilt), int(lift)))
         if slow:
+            tio = 0.0                   # only read with the slow values
+            for e in self.tio:
+                tio += e.level(t)
             self.put(self.io_idx[8], int(self._ambient(t) * 10 + 30 + tio))
 
     def _ambient(self, t: int) -> float:
         """Outside temperature: the cabinet's mean with a daily swing, and any weather front, °C."""
         day = (self.day0 + t) % 86400000 / 86400000.0
-        front = sum(e.level(t) for e in self.active if e.channel == "amb") if self.w.fronts else 0.0
-        return self.w.cab.temp_c + 4.0 * math.sin(6.2832 * (day - 0.375)) + front
+        front = sum(e.level(t) for e in self.amb) if self.w.fronts else 0.0
+        return self.w.cab.temp_c + 4.0 * sin(6.2832 * (day - 0.375)) + front
 
     def _amps(self, t: int) -> float:
         """The planned pack current at ``t`` (+ discharge, - charge)."""
@@ -279,32 +340,34 @@ class Stream:
         amps = self._amps(t) if w.cycles else 0.0
         ambient = self._ambient(t)
         offsets = {}
-        for e in self.active:
-            if e.channel[0] == "t" and e.channel != "tilt" and e.channel != "tio":
-                offsets[e.channel[1:]] = offsets.get(e.channel[1:], 0.0) + e.level(t)
+        for name, e in self.packs:
+            offsets[name] = offsets.get(name, 0.0) + e.level(t)
         spreads, heat = self._cell_faults(t) if w.cells else (_NO_SPREADS, _NO_HEAT)
-        cut = self._forced_names() if self.forced else _NO_NAMES
+        forced, offline, report = self.forced, self.offline, self.report
+        settle = min(1.0, dt / 3600.0)          # how far a pack's temperature follows in dt
         for b in self.batteries:
-            lost = b.current_name in cut
+            lost = b.current_idx in forced
             i_now = 0.0 if lost else amps
             b.current = i_now
-            b.soc = min(1.0, max(0.02, b.soc - i_now * dt / 3600.0 / cab.capacity_ah))
-            b.temp += (ambient + 2.0 + 0.0015 * i_now * i_now - b.temp) * min(1.0, dt / 3600.0)
+            soc = b.soc - i_now * dt / 3600.0 / cab.capacity_ah
+            b.soc = soc = 1.0 if soc > 1.0 else (soc if soc > 0.02 else 0.02)
+            temp = b.temp = b.temp + (ambient + 2.0 + 0.0015 * i_now * i_now - b.temp) * settle
             if heat or b.hot:
                 self._heat(b, heat.get(b.name), i_now, dt)
-            if b.name in self.offline:
+            if b.name in offline:
                 continue
-            module_mv = cab.module_mv * (0.92 + 0.16 * b.soc) - i_now * 2.0
-            cells = b.modules - b.dummies
-            pack = int(cells * module_mv)
-            cell = module_mv / CELLS_PER_MODULE
-            spread = 6 + abs(i_now) * 0.05 + (spreads.get(b.name, 0.0) / 2 if spreads else 0.0)
-            temp = b.temp + offsets.get(b.name, 0.0) + b.hot
-            self.report(b.fast_idx, (pack, int(i_now * 1000), int(b.soc * 100),
-                                     int(cell + spread) if cells else 0, int(cell - spread) if cells else 0,
-                                     int(temp * 10 + 5), int(b.temp * 10 - 5)))
+            extra = spreads.get(b.name, 0.0) / 2 if spreads else 0.0
+            key = b.electric
+            if (key is None or key[0] != soc or key[1] != b.modules or key[2] != i_now
+                    or key[3] != b.dummies or key[4] != extra):
+                b.electric = (soc, b.modules, i_now, b.dummies, extra,
+                              self._electric(b.modules - b.dummies, soc, i_now, extra))
+                report(b.electric_idx, b.electric[5])
+            elif self.special:                  # unchanged, but a fault may read them otherwise
+                report(b.electric_idx, key[5])
+            report(b.temp_idx, (int((temp + offsets.get(b.name, 0.0) + b.hot) * 10 + 5), int(temp * 10 - 5)))
             if event:
-                self.report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
+                report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
 
     def _cell_faults(self, t: int) -> tuple[dict[str, float], dict[str, Episode]]:
         """Per battery: a ``cell_imbalance``'s extra cell spread (mV) and a ``hot_cell``'s fault now."""
@@ -326,6 +389,12 @@ class Stream:
         target = fault.a * amps * amps if fault is not None else 0.0
         b.hot += (target - b.hot) * min(1.0, dt * 1000.0 / b.tau)
 
-    def _forced_names(self) -> set[str]:
-        names = self.w.catalog.names
-        return {names[i] for i in self.forced}
+    def _electric(self, cells: int, soc: float, i_now: float, extra: float) -> tuple[int, ...]:
+        """A pack's pack voltage, current, state of charge and cell extremes from its
+        ``cells`` (modules that have cells: not dummies) and ``extra`` cell spread
+        (unchanged while it rests: computed again only when one of its inputs moves)."""
+        module_mv = self.w.cab.module_mv * (0.92 + 0.16 * soc) - i_now * 2.0
+        cell = module_mv / CELLS_PER_MODULE
+        spread = 6 + abs(i_now) * 0.05 + extra
+        return (int(cells * module_mv), int(i_now * 1000), int(soc * 100),
+                int(cell + spread) if cells else 0, int(cell - spread) if cells else 0)

@@ -76,9 +76,14 @@ class Episode:
 
     def envelope(self, t: int) -> float:
         """0..1: ramps up over the first 15 %, down over the last 15 %."""
+        if self.shape == "step":
+            return 1.0
         span = self.end - self.start
         x = (t - self.start) / span if span > 0 else 1.0
-        return min(1.0, x / 0.15, (1.0 - x) / 0.15) if self.shape != "step" else 1.0
+        up, down = x / 0.15, (1.0 - x) / 0.15       # min(1.0, up, down) without the call
+        if down < up:
+            up = down
+        return up if up < 1.0 else 1.0
 
     def vib(self, t: int, rng: random.Random) -> tuple[float, float]:
         """(rms, peak) in mg at ``t`` for a vibration episode."""
