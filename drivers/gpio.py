@@ -1,5 +1,5 @@
-"""Logical outputs, and the mains sense's input, on GPIO pins through gpiozero,
-over a swappable pin factory.
+"""Logical outputs, and the gateway's inputs (mains sense, enclosure tamper),
+on GPIO pins through gpiozero, over a swappable pin factory.
 
 The same code drives real pins on the gateway (gpiozero's default factory)
 and gpiozero's MockFactory in tests and the demo, chosen by config
@@ -52,8 +52,8 @@ def _claim(make, pin: int, what: str):
                         "loads); on a bench or against `cabguard sim` set [gpio] pin_factory = \"mock\" "
                         "in the site config (docs/config.md)".format(pin, what)) from None
     except Exception as e:  # gpiozero raises several types for unusable pins
-        raise GpioError("cannot use GPIO{} for {} ({}): check [outputs] pins and that the service "
-                        "user is in the gpio group".format(pin, what, e)) from None
+        raise GpioError("cannot use GPIO{} for {} ({}): check the pins of [outputs], [mains] and [tamper] "
+                        "and that the service user is in the gpio group".format(pin, what, e)) from None
 
 
 class PinOutput:
@@ -77,9 +77,9 @@ class PinOutput:
 
 
 class PinInput:
-    """A contact on one GPIO pin (the mains sense's relay): 1 while it is
-    active.  ``active_high``: active when the pin is high (pulled down);
-    otherwise when it is low (pulled up, a contact to ground)."""
+    """A contact on one GPIO pin (the mains sense's relay, the enclosure's
+    tamper switch): 1 while it is active (closed).  ``active_high``: active
+    when the pin is high (pulled down); otherwise when it is low (pulled up, a contact to ground)."""
 
     def __init__(self, pin: int, active_high: bool, factory=None):
         self.device = _claim(lambda: DigitalInputDevice(pin, pull_up=not active_high, pin_factory=factory),

@@ -180,13 +180,41 @@ def test_a_gnss_device_needs_a_receiver_profile_and_no_nmea_extra():
 
 
 def test_the_mains_sense_is_a_gpio_input_of_its_own(tmp_path):
-    from controller.gateway.settings import MainsSettings, gateway_settings
+    from controller.gateway.settings import ContactSettings, gateway_settings
     good = parse(GOOD.format(state=tmp_path) + "\n[mains]\ngpio = 23\nactive_high = false\n", "site.toml")
-    assert gateway_settings(good).mains == MainsSettings(23, False)
+    assert gateway_settings(good).mains == ContactSettings(23, False)
     assert gateway_settings(parse(GOOD.format(state=tmp_path), "site.toml")).mains is None
-    for mains, where, message in (("gpio = 17", "mains.gpio", "GPIO17 is already an output's pin"),
+    for mains, where, message in (("gpio = 17", "mains.gpio", "GPIO17 is already the pin of outputs.siren"),
                                   ("gpio = 40", "mains.gpio", "want a whole number from 0 to 27"),
                                   ("active_high = true", "mains.gpio", "missing")):
         with pytest.raises(ConfigError) as err:
             parse(GOOD.format(state=tmp_path) + "\n[mains]\n" + mains + "\n", "site.toml")
         assert [(p.path, p.message[:len(message)]) for p in err.value.problems] == [(where, message)], mains
+
+
+def test_the_enclosure_tamper_switch_is_a_normally_closed_contact_to_ground_by_default(tmp_path):
+    from controller.gateway.settings import ContactSettings, gateway_settings
+    good = parse(GOOD.format(state=tmp_path) + "\n[tamper]\ngpio = 24\n", "site.toml")
+    assert gateway_settings(good).tamper == ContactSettings(24, active_high=False, normally_closed=True)
+    wired = parse(GOOD.format(state=tmp_path) + "\n[tamper]\ngpio = 24\nactive_high = true\n"
+                  "normally_closed = false\n", "site.toml")
+    assert gateway_settings(wired).tamper == ContactSettings(24, active_high=True, normally_closed=False)
+    assert gateway_settings(parse(GOOD.format(state=tmp_path), "site.toml")).tamper is None
+
+
+@pytest.mark.parametrize("extra, problems", [
+    ("[tamper]\ngpio = 17", [("tamper.gpio", "GPIO17 is already the pin of outputs.siren: give tamper a pin "
+                                            "of its own")]),
+    ("[mains]\ngpio = 23\n[tamper]\ngpio = 23", [("tamper.gpio", "GPIO23 is already the pin of mains: give "
+                                                                  "tamper a pin of its own")]),
+    ("[outputs.strobe]\ngpio = 17", [("outputs.strobe.gpio", "GPIO17 is already the pin of outputs.siren: give "
+                                                              "outputs.strobe a pin of its own")]),
+    ("[tamper]\ngpio = 28", [("tamper.gpio", "want a whole number from 0 to 27, got 28")]),
+    ("[tamper]\ngpio = 24\nnormally_closed = \"yes\"", [("tamper.normally_closed", "want true or false")]),
+    ("[tamper]\nactive_high = false", [("tamper.gpio", "missing")]),
+])
+def test_a_gpio_pin_is_one_output_or_one_input(tmp_path, extra, problems):
+    with pytest.raises(ConfigError) as err:
+        parse(GOOD.format(state=tmp_path) + "\n" + extra + "\n", "site.toml")
+    assert [(p.path, p.message[:len(want)]) for p, (_, want) in zip(err.value.problems, problems)] == problems
+    assert len(err.value.problems) == len(problems), err.value

@@ -293,6 +293,11 @@ def test_a_sensor_jammed_seconds_before_the_sign_off_is_found_a_minute_later():
     assert "sensor_fault_at_arming.io" in got
 
 
+def test_gateway_tamper_opened_in_maintenance_is_quiet():
+    """gateway_tamper: a technician opening the gateway on a visit is no alarm."""
+    assert "gateway_tamper" not in raised([(0, {}, MAINT), (1, {"sys.tamper": 1}, None), (30, {}, None)])
+
+
 def test_nothing_raises_on_a_quiet_armed_cabinet():
     assert raised([(0, {}, None)], settle_s=30) == []
 

@@ -5,13 +5,18 @@ import time
 
 import pytest
 
+from controller.cli.rulescmd import config_catalog
 from controller.core import modes
-from controller.core.events import CMD_ARM, CMD_LOCK
+from controller.core.catalog import Catalog
+from controller.core.events import CMD_ARM, CMD_LOCK, CMD_MAINT_START
 from controller.gateway.run import build
+from controller.gateway.tables import sign, write_table
 from controller.journal import records as R
 from controller.journal.evidence import verified_records
 from controller.journal.verify import verify_dir
 from drivers.keys import EpochKeys, load_key
+from rules.compiler import SiteCatalog, compile_files
+from rules.language import default_sources
 from simulator.benchsite import bench_site
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
@@ -230,21 +235,81 @@ def test_the_mains_sense_is_read_every_scan_and_unknown_without_one(cabinet):
     sim, site, d = cabinet
     gw, thread = start(site)
     try:
-        assert gw.mains is None
+        assert gw.inputs.contacts == {}                                        # no [mains], no [tamper]
         index = gw.catalog.index
         assert wait_until(lambda: gw.state.scans > 3)
         assert (gw.image[index["sys.mains_up"]], gw.image[index["sys.mains_down"]]) == (0, 0)   # unknown
+        assert gw.image[index["sys.tamper"]] == 0                              # gateway_tamper cannot fire
     finally:
         stop(gw, thread)
     site.write_text(site.read_text() + "\n[mains]\ngpio = 23\nactive_high = false\n")
     gw, thread = start(site)
     try:
         up, down = gw.catalog.index["sys.mains_up"], gw.catalog.index["sys.mains_down"]
-        contact = gw.mains.pin.device.pin
+        contact = gw.inputs.contacts["mains"].pin.device.pin
         assert wait_until(lambda: (gw.image[up], gw.image[down]) == (0, 1))    # pulled up, the contact open
         contact.drive_low()                                                    # the relay closes: mains present
         assert wait_until(lambda: (gw.image[up], gw.image[down]) == (1, 0))
         contact.drive_high()
         assert wait_until(lambda: (gw.image[up], gw.image[down]) == (0, 1))
+    finally:
+        stop(gw, thread)
+
+
+def start_with_lid_shut(sim, site, d):
+    """The gateway with the default packs, [mains] and [tamper] (a normally-closed
+    switch to ground, the defaults), the mains present and its lid shut before the
+    first scan (a mock pin idles pulled up: open)."""
+    sim.device("io").set(supply_mv=24000)
+    sim.device("bms1").set(modules=1, serial=4242, pack_mv=52800, soc_pct=80)
+    site.write_text(site.read_text() + '\n[rules]\ntable = "{0}/rules.table"\nkey = "{0}/keys/installer.key"\n'
+                    '\n[mains]\ngpio = 23\nactive_high = false\n\n[tamper]\ngpio = 24\n'.format(d))
+    specs, classes = config_catalog(str(site))
+    catalog = Catalog(specs)
+    compiled = compile_files(default_sources([]), SiteCatalog(catalog.specs(), classes, catalog.digest()))
+    write_table(d / "rules.table", sign(compiled.encode(), load_key(d / "keys" / "installer.key")))
+    gw = build(str(site)).gateway
+    gw.inputs.contacts["mains"].pin.device.pin.drive_low()
+    lid = gw.inputs.contacts["tamper"].pin.device.pin
+    lid.drive_low()
+    thread = threading.Thread(target=gw.run, daemon=True)
+    thread.start()
+    return gw, thread, lid
+
+
+def test_the_gateway_tamper_switch_is_read_every_scan_and_alarms_when_armed(cabinet):
+    """docs/config.md, "Enclosure tamper": the gateway's lid pried open while armed is
+    ``gateway_tamper`` (rules/packs/theft.toml), read beside the mains sense."""
+    sim, site, d = cabinet
+    gw, thread, lid = start_with_lid_shut(sim, site, d)
+    index = gw.catalog.index
+    try:
+        assert wait_until(lambda: gw.image[index["sys.mains_up"]] == 1)      # the mains sense read beside it
+        assert gw.image[index["sys.tamper"]] == 0
+        assert wait_until(lambda: gw.image[index["io.online"]] and gw.image[index["bms1.online"]])
+        assert gw.submit(CMD_ARM, 0, "console", "ana").outcome.result(2) == "ok"
+        assert wait_until(lambda: gw.state.mode == modes.ARMED, 5)
+        assert not gw.active_rules, gw.active_rules
+        lid.drive_high()                                                       # the switch opens
+        assert wait_until(lambda: "gateway_tamper" in gw.active_rules, 2), (gw.active_rules, gw.recent)
+        assert gw.state.mode == modes.ALARM and gw.image[index["sys.tamper"]] == 1
+        lid.drive_low()
+        assert wait_until(lambda: gw.image[index["sys.tamper"]] == 0, 2)
+    finally:
+        stop(gw, thread)
+
+
+def test_the_gateway_tamper_switch_opened_in_maintenance_is_no_alarm(cabinet):
+    sim, site, d = cabinet
+    gw, thread, lid = start_with_lid_shut(sim, site, d)
+    index = gw.catalog.index
+    try:
+        assert gw.submit(CMD_MAINT_START, 0, "console", "ana").outcome.result(2) == "ok"
+        assert wait_until(lambda: gw.state.mode == modes.MAINTENANCE, 5)
+        lid.drive_high()                                                       # the technician opens it
+        assert wait_until(lambda: gw.image[index["sys.tamper"]] == 1, 2)
+        opened = gw.state.scans
+        assert wait_until(lambda: gw.state.scans > opened + 10, 5)             # the rule judged it 10 times over
+        assert gw.state.mode == modes.MAINTENANCE and "gateway_tamper" not in gw.active_rules, gw.active_rules
     finally:
         stop(gw, thread)

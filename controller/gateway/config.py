@@ -211,6 +211,11 @@ SCHEMA = Table({
         "gpio": Int(0, 27),
         "active_high": Bool(default=True),
     }, optional=True),
+    "tamper": Table({
+        "gpio": Int(0, 27),
+        "active_high": Bool(default=False),      # a switch to ground on a pulled-up pin
+        "normally_closed": Bool(default=True),   # closed while the lid is on: a cut wire reads opened
+    }, optional=True),
     "console": Table({
         "port": Str(r".+", "a serial port such as /dev/ttyAMA0, or pty:PATH to link a pty at PATH"),
         "baud": Choice(BAUDS, default=115200),
@@ -261,6 +266,22 @@ class SiteConfig:
         return self.doc.get(name)
 
 
+def _shared_pins(doc: dict) -> list[Problem]:
+    """Each GPIO pin is one output's or one input's: the outputs, then [mains], then [tamper]."""
+    uses = [("outputs." + name, o["gpio"]) for name, o in sorted((doc.get("outputs") or {}).items())
+            if o and o["gpio"] >= 0]
+    uses += [(name, doc[name]["gpio"]) for name in ("mains", "tamper") if doc.get(name)]
+    problems: list[Problem] = []
+    owner: dict[int, str] = {}
+    for path, gpio in uses:
+        if gpio in owner:
+            problems.append(Problem(path + ".gpio", "GPIO{} is already the pin of {}: give {} a pin of its "
+                                                    "own".format(gpio, owner[gpio], path)))
+        else:
+            owner[gpio] = path
+    return problems
+
+
 def _cross_checks(doc: dict) -> list[Problem]:
     """What one key cannot know alone: references between sections."""
     problems: list[Problem] = []
@@ -284,11 +305,7 @@ def _cross_checks(doc: dict) -> list[Problem]:
             problems.append(Problem(path + ".device", "no [[device]] named {!r}".format(out["device"])))
         elif by_coil and not out["coil"]:
             problems.append(Problem(path + ".coil", "missing; want the coil number on {}".format(out["device"])))
-    mains = doc.get("mains")
-    outputs = doc.get("outputs") or {}
-    if mains and any(o and o["gpio"] == mains["gpio"] for o in outputs.values()):
-        problems.append(Problem("mains.gpio", "GPIO{} is already an output's pin: give the mains sense a pin "
-                                              "of its own".format(mains["gpio"])))
+    problems += _shared_pins(doc)
     for severity, table in sorted((doc.get("escalation") or {}).items()):
         for group, steps in sorted((table or {}).items()):
             names = [s["do"] for s in steps or [] if s]

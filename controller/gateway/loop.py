@@ -8,8 +8,9 @@ Each scan, in order:
 1. copy each bus poller's newest snapshot into the input image (no I/O),
    and drain the cameras' reports and the GNSS fixes into it
    (controller/gateway/cameras.py, position.py);
-2. write the gateway's own signals: the mains sense's pin, read every scan
-   (``sys.mains_up`` / ``sys.mains_down``, controller/gateway/mains.py),
+2. write the gateway's own signals: its GPIO inputs, read every scan
+   (the mains sense and the enclosure tamper switch, ``sys.mains_up`` /
+   ``sys.mains_down`` / ``sys.tamper``, controller/gateway/inputs.py),
    ``sys.late_scans`` when it moved, and
    clock trust, journal backlog, disk, ``sys.week_hour`` and the ``sched.*``
    values when the housekeeping thread has refreshed them (once a second),
@@ -61,7 +62,7 @@ from controller.errors import CabguardError
 from controller.gateway.actuators import OutputBank, build_bank
 from controller.gateway.cameras import CameraFeed
 from controller.gateway.lanlink import LanLink
-from controller.gateway.mains import MainsSense
+from controller.gateway.inputs import GatewayInputs
 from controller.gateway.position import DeviceFixes, PositionError, PositionFilter, load_survey, save_survey
 from controller.gateway.health import HealthReporter
 from controller.gateway.scantimer import ScanTimer
@@ -147,7 +148,7 @@ class Gateway:
                                        lambda: self.clock.monotonic_ns() // 1_000_000)
         self.webhook: Webhook | None = None
         self.opcua: OpcuaProcess | None = None     # started by run.build with [opcua]
-        self.mains = MainsSense(settings.mains, settings.pin_factory, self.catalog) if settings.mains else None
+        self.inputs = GatewayInputs(settings, self.catalog)
         self.bank: OutputBank = build_bank(settings.outputs, settings.pin_factory, site.pollers_by_device, self.lan)
         self.timer = ScanTimer(settings.scan_period_ms, self.clock.monotonic_ns)
         self.tickets: queue.SimpleQueue[CommandTicket] = queue.SimpleQueue()
@@ -335,8 +336,7 @@ class Gateway:
         if self.timer.late_scans != self._written_late:
             self._written_late = self.timer.late_scans
             image[self._late_idx] = self._written_late & 0x7FFFFFFF
-        if self.mains is not None:
-            self.mains.fill(image)
+        self.inputs.fill(image)
         if self.slow_gen != self._slow_seen:
             self._write_slow(image)
         while not self.tasks.empty():
@@ -572,8 +572,7 @@ class Gateway:
             if i in self.started_pollers:
                 poller.stop()
         self.bank.close()
-        if self.mains is not None:
-            self.mains.close()
+        self.inputs.close()
         if self.webhook is not None:
             self.webhook.stop()
         if self.lan is not None:

@@ -68,10 +68,11 @@ class GnssSettings:
 
 
 @dataclass(frozen=True)
-class MainsSettings:
-    """``[mains]``: the mains sense's contact on a GPIO input."""
+class ContactSettings:
+    """``[mains]``, ``[tamper]``: a contact on a gateway GPIO input."""
     gpio: int
-    active_high: bool        # the pin reads high while the mains are present
+    active_high: bool                # the pin reads high while the contact is closed (else low, pulled up)
+    normally_closed: bool = False    # [tamper]: closed at rest, so the signal is 1 while it is open
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ class GatewaySettings:
     cameras: tuple[CameraSettings, ...] = ()   # [[camera]] tables
     webhook: WebhookSettings | None = None     # [webhook]
     gnss: GnssSettings | None = None           # [gnss]: the GNSS receiver
-    mains: MainsSettings | None = None         # [mains]: the mains sense
+    mains: ContactSettings | None = None       # [mains]: the mains sense
+    tamper: ContactSettings | None = None      # [tamper]: the gateway's enclosure switch
 
 
 def bus_options(bus: dict) -> BusOptions:
@@ -162,4 +164,6 @@ def gateway_settings(config: SiteConfig) -> GatewaySettings:
                       for d in doc["device"]),
         lan=_lan(doc.get("lan"), gateway["id"]), cameras=tuple(_camera(c) for c in doc.get("camera") or ()),
         webhook=_webhook(doc.get("webhook")), gnss=_gnss(doc.get("gnss")),
-        mains=MainsSettings(doc["mains"]["gpio"], doc["mains"]["active_high"]) if doc.get("mains") else None)
+        mains=ContactSettings(doc["mains"]["gpio"], doc["mains"]["active_high"]) if doc.get("mains") else None,
+        tamper=ContactSettings(doc["tamper"]["gpio"], doc["tamper"]["active_high"], doc["tamper"]["normally_closed"])
+        if doc.get("tamper") else None)
