@@ -413,3 +413,48 @@ end = "+1h10m"
     assert incident_batteries(scn, scn.incidents[1]) == ["bms1", "bms2"]
     run = run_cabinet(scn, scn.cabinets[0], RULES, None, record=True, decode_factory=profile_decode())
     assert max(v for _t, v in run.history["bms2.temp_max_dc"]) > max(v for _t, v in run.history["bms1.temp_max_dc"]) + 200
+
+
+@pytest.mark.parametrize("dummy", [True, False])
+def test_modules_swapped_for_dummies_are_found_at_the_setting_and_real_ones_are_quiet(dummy):
+    # A disarmed visit during the 95 A charge: four of bms1's modules out and four in,
+    # dummies (counted, no cells) or real ones (a technician's swap); then armed.
+    visit = """
+[[action]]
+kind = "command"
+at = "+2h20m"
+name = "disarm"
+cabinet = "two"
+[[action]]
+kind = "door_open"
+at = "+2h22m"
+cabinet = "two"
+[[action]]
+kind = "module_remove"
+at = "+2h25m"
+cabinet = "two"
+count = 4
+[[action]]
+kind = "module_insert"
+at = "+2h30m"
+cabinet = "two"
+count = 4
+dummy = {dummy}
+[[action]]
+kind = "door_close"
+at = "+2h33m"
+cabinet = "two"
+[[action]]
+kind = "command"
+at = "+2h34m"
+name = "arm"
+cabinet = "two"
+""".format(dummy="true" if dummy else "false")
+    found = _detections(HOT_DAY.format(duration="4h") + visit)
+    assert found["one"] == []
+    if not dummy:
+        assert found["two"] == []
+        return
+    (t, by), *alarm = found["two"]
+    assert by == "rule pack_short_of_modules.bms1" and 2 * 3600 + 34 * 60 < t < 2 * 3600 + 37 * 60  # exit delay, 12 s
+    assert [by for _t, by in alarm] == ["core: alarm"]          # the ALARM it starts, and nothing else

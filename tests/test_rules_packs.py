@@ -408,3 +408,46 @@ def test_sunspec_event_bits_match_the_model_802_definition():
         block = text[text.index('id = "{}"'.format(rule_id)):]
         when = re.search(r'when = "(.*)"', block).group(1)
         assert [int(b) for b in re.findall(r"alarm_bits, (\d+)\)", when)] == [bits[n] for n in names], rule_id
+
+
+# bms1 of UP, read whole: 8 modules of 16 cells at 3125 mV (the world's module at 61 % charge, idle)
+CELLS = {"bms1.cell_vmin_mv": 3119, "bms1.cell_vmax_mv": 3131}
+SHORT = "pack_short_of_modules.bms1"
+
+
+@pytest.mark.parametrize("visit_mode", [MAINT, DISARMED])
+def test_modules_swapped_for_dummies_on_a_visit_alarm_at_the_setting_that_ends_it(visit_mode):
+    # module-swap-dummies: four modules out, four dummies in (counted, no cells, no voltage)
+    visit = [(0, CELLS, visit_mode), (100, {"bms1.modules": 4, "bms1.pack_mv": 200000}, None),
+             (300, {"bms1.modules": 8}, None)]
+    assert raised(visit + [(600, {}, ARMED), (700, {}, None)], settle_s=3600) == [SHORT]     # the count nets 0
+    assert raised(visit + [(700, {}, None)], settle_s=3600) == []          # no one is judged before the setting
+
+
+def test_one_dummy_swapped_in_while_armed_alarms_and_is_reported_once():
+    armed = [(0, CELLS, None), (30, {"bms1.pack_mv": 350000}, None), (50, {}, None)]
+    assert SHORT in raised(armed)
+    again = armed + [(60, {}, ALARM), (120, {}, DISARMED), (400, {}, ARMED), (500, {}, None)]
+    assert raised(again).count(SHORT) == 1      # re-armed over the same pack after the acknowledgement
+
+
+@pytest.mark.parametrize("name, script", [
+    ("commissioning: modules added, the count read a reading before the voltage", [
+        (0, CELLS, None), (30, {"bms1.modules": 10}, None), (34, {"bms1.pack_mv": 500000}, None)]),
+    ("a BMS reboot: silent, then a first reading with no voltage yet", [
+        (0, CELLS, None), (30, {"bms1.online": 0}, None),
+        (45, {"bms1.online": 1, "bms1.pack_mv": 0}, None), (49, {"bms1.pack_mv": 400000}, None)]),
+    ("one reading of the lowest cell gone wrong", [
+        (0, CELLS, None), (30, {"bms1.cell_vmin_mv": 4200}, None), (34, {"bms1.cell_vmin_mv": 3119}, None)]),
+    ("cell imbalance: the lowest cell falls away", [
+        (0, {"bms1.cell_vmin_mv": 2900, "bms1.cell_vmax_mv": 3300}, None)]),
+    ("a hard discharge: the busbars drop 1 % of the pack", [(0, CELLS, None), (30, {"bms1.pack_mv": 396000}, None)]),
+    ("a pack replaced in maintenance", [
+        (0, CELLS, MAINT), (100, {"bms1.serial": 999, "bms1.modules": 16, "bms1.pack_mv": 800000}, None),
+        (300, {}, ARMED)]),
+    ("a deep discharge, armed over it", [
+        (0, {"bms1.pack_mv": 358400, "bms1.cell_vmin_mv": 2794, "bms1.cell_vmax_mv": 2806}, DISARMED),
+        (60, {}, ARMED)]),
+])
+def test_a_pack_whose_voltage_fits_its_modules_is_quiet(name, script):
+    assert SHORT not in raised(script + [(script[-1][0] + 100, {}, None)]), name
