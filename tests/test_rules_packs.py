@@ -463,3 +463,16 @@ def test_temp_rise_unexplained_judges_a_pack_against_the_warmest_io_module_whate
 def test_the_default_packs_compile_on_the_bench_big_site():
     _catalog, site = big_site(55, 8)
     assert "temp_rise_unexplained.bms55" in [r.id for r in compile_files(default_sources([]), site).rules]
+
+
+def test_class_max_counts_an_offline_module_with_the_lowest_reading_of_its_class(tmp_path):
+    catalog, site = site_of({"io1": "io", "io2": "io", "io3": "io"})
+    path = tmp_path / "air.toml"
+    path.write_text('[[rule]]\nid = "warm"\nwhen = "class_max(\'io\', \'temp_dc\') > 300"\nseverity = "warning"\n')
+    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size), ticks.diff)
+    image = catalog.new_image()
+    for name, v in {"io1.temp_dc": 200, "io2.temp_dc": 250, "io3.temp_dc": 400, "io1.online": 1, "io2.online": 1}.items():
+        image[catalog.index[name]] = v
+    assert [up for _r, _s, _a, up in ev.scan(image, 0, DISARMED)] == []      # io3's 40 C is a stale reading
+    image[catalog.index["io3.online"]] = 1
+    assert [up for _r, _s, _a, up in ev.scan(image, 100, DISARMED)] == [True]
