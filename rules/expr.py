@@ -16,7 +16,7 @@ from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS
 from rules.language import DEV_NAME, parse_duration, suggest
 
 FUNCTIONS = ("held", "within", "count", "rate", "changed", "rose", "fell", "mode",
-             "schedule", "abs", "min", "max", "bit", "peers_mean", "peers_max")
+             "schedule", "abs", "min", "max", "bit", "peers_mean", "peers_max", "class_max")
 # Device classes of docs/signals.md; a site may add its own.
 KNOWN_CLASSES = ("io", "battery", "relay", CAMERA_CLASS, GNSS_CLASS)
 
@@ -470,6 +470,42 @@ class ExprCompiler:
         for p in peers[1:]:
             code = code + p + [T.OP_MAX]
         return code, ty
+
+    def _fn_class_max(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
+        """The highest ``x`` over the devices of class ``C``; one that is
+        offline counts with the lowest reading of the class, so it never
+        raises the highest.  One device: its plain signal.  None: 0."""
+        names = self._names(node, args, "class_max")
+        if len(names) != 2:
+            raise CompileFailed(node, 'class_max() takes a device class and a signal name, like '
+                                      'class_max("io", "temp_dc")')
+        (ca, cls), (sa, short) = names
+        if cls not in self.catalog.classes():
+            raise CompileFailed(ca, "unknown device class '{}'{} (classes: {})".format(
+                cls, suggest(cls, self.catalog.classes()), ", ".join(self.catalog.classes())))
+        devices = self.catalog.devices_of(cls)
+        if not devices:
+            return [T.OP_CONST, 0], Ty("num", what='class_max("{}", "{}")'.format(cls, short))
+        values = []
+        for d in devices:
+            if d + "." + short not in self.catalog.index:
+                raise CompileFailed(sa, "devices of class '{}' have no signal '{}' ({} has none)".format(
+                    cls, short, d))
+            code, ty = self._signal(sa, d + "." + short)
+            _need_num(sa, ty, "class_max()")
+            values.append(code)
+        if len(values) == 1:
+            return values[0], _computed(ty)
+        lowest = values[0]
+        for v in values[1:]:
+            lowest = lowest + v + [T.OP_MIN]
+        code = []
+        for d, v in zip(devices, values):
+            on = self.catalog.index[d + ".online"][0]
+            self.signals.add(on)
+            term = [T.OP_SIG, on] + v + [T.OP_MUL, T.OP_CONST, 1, T.OP_SIG, on, T.OP_SUB] + lowest + [T.OP_MUL, T.OP_ADD]
+            code = term if not code else code + term + [T.OP_MAX]
+        return code, _computed(ty)
 
     def _fn_bit(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
         if len(args) != 2 or not isinstance(args[1], ast.Constant) or isinstance(args[1].value, bool) \

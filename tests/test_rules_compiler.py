@@ -177,3 +177,20 @@ def test_table_structure_is_checked_on_load(mutate, message):
     mutate(data)
     with pytest.raises(TableError, match=message):
         Table(data, catalog.size)
+
+
+def test_class_max_of_a_class_with_one_device_is_its_plain_signal():
+    air = compile_text(rule("rate(class_max('io', 'temp_dc'), '10m') > 10")).rules[0]
+    plain = compile_text(rule("rate(io.temp_dc, '10m') > 10")).rules[0]
+    assert (air.code, air.signals) == (plain.code, plain.signals)
+
+
+@pytest.mark.parametrize("when, message", [
+    ("class_max('bateries', 'temp_max_dc') > 10", "unknown device class 'bateries'"),
+    ("class_max('battery', 'temp_dc') > 10", "devices of class 'battery' have no signal 'temp_dc' (bms1 has none)"),
+    ("class_max('io') > 10", 'class_max() takes a device class and a signal name, like class_max("io", "temp_dc")'),
+    ("class_max(io.temp_dc) > 10", "class_max() takes names in quotes"),
+    ("class_max('io', 'door_open') > 10", "class_max() needs a number"),
+])
+def test_class_max_problems_name_what_to_write(when, message):
+    assert message in one_problem(rule(when)).message

@@ -4,12 +4,13 @@ import random
 
 import pytest
 
-from controller.cli.rulescmd import site_catalog
+from controller.cli.rulescmd import CLASS_SIGNALS, DEMO_SCHEDULES, site_catalog
 from controller.core import modes, ticks
+from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.evaluator import Evaluator
 from controller.core.table import Table
-from controller.devtools.bench.rules import compile_text
-from rules.compiler import compile_files
+from controller.devtools.bench.rules import big_site, compile_text
+from rules.compiler import SiteCatalog, compile_files
 from rules.language import PACKS, default_sources
 
 ARMED, DISARMED, MAINT, ENTRY, ARMING, ALARM = (modes.ARMED, modes.DISARMED, modes.MAINTENANCE, modes.ENTRY,
@@ -451,3 +452,75 @@ def test_one_dummy_swapped_in_while_armed_alarms_and_is_reported_once():
 ])
 def test_a_pack_whose_voltage_fits_its_modules_is_quiet(name, script):
     assert SHORT not in raised(script + [(script[-1][0] + 100, {}, None)]), name
+
+
+def door1_config(tmp_path) -> str:
+    """examples/site.toml with its I/O module named ``door1`` (docs/config.md)."""
+    text = open("examples/site.toml").read()
+    assert 'name = "io"' in text
+    path = tmp_path / "site.toml"
+    path.write_text(text.replace('name = "io"', 'name = "door1"').replace('"io.', '"door1.').replace('"!io.', '"!door1.'))
+    return str(path)
+
+
+def site_of(classes: dict[str, str]):
+    """A site of these devices ({name: class}), the system signals and the demo schedules."""
+    specs = []
+    for dev in sorted(classes):
+        specs += device_signals(dev, CLASS_SIGNALS[classes[dev]])
+    catalog = Catalog(specs + list(SYSTEM_SIGNALS) + schedule_signals(DEMO_SCHEDULES))
+    return catalog, SiteCatalog(catalog.specs(), classes, catalog.digest())
+
+
+def air_raised(catalog, site, pack_dc_per_10s, air: dict[str, int]) -> list[str]:
+    """The packs' rules raised on ``site`` while bms1 warms by ``pack_dc_per_10s``
+    and each I/O module of ``air`` ({name: dC per 10 s}) warms with it, for 8 min."""
+    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
+    image = catalog.new_image()
+    for name in catalog.index:
+        if name.endswith(".online"):
+            image[catalog.index[name]] = 1
+    image[catalog.index["sys.clock_trusted"]] = 1
+    image[catalog.index["sys.disk_free_pct"]] = 80
+    image[catalog.index["bms1.current_ma"]] = 20000
+    out = []
+    for k in range(20 * 600):
+        s = max(0, k // 10 - 120)
+        image[catalog.index["bms1.temp_max_dc"]] = 250 + s // 10 * pack_dc_per_10s
+        for io, rise in air.items():
+            image[catalog.index[io + ".temp_dc"]] = 200 + s // 10 * rise
+        out += [ev.table.ids[r] for r, _s, _a, up in ev.scan(image, ticks.wrap(k * 100), DISARMED) if up]
+    return out
+
+
+def test_the_default_packs_compile_on_a_site_whose_io_module_is_named_otherwise(tmp_path):
+    _catalog, site = site_catalog(None, door1_config(tmp_path))
+    ids = [r.id for r in compile_files(default_sources([]), site).rules]
+    assert "door_forced.door1" in ids and "temp_rise_unexplained.bms1" in ids
+
+
+@pytest.mark.parametrize("ios", [["door1"], ["io1", "io2"], []])
+def test_temp_rise_unexplained_judges_a_pack_against_the_warmest_io_module_whatever_its_name(ios):
+    catalog, site = site_of(dict({"bms1": "battery", "bms2": "battery", "relay": "relay"}, **{i: "io" for i in ios}))
+    still = {i: 0 for i in ios}
+    assert "temp_rise_unexplained.bms1" in air_raised(catalog, site, 1, still)     # 6 C in 10 min, air still
+    if ios:   # the air warming as fast as the pack (the warmest module, when several) explains it
+        assert "temp_rise_unexplained.bms1" not in air_raised(catalog, site, 1, dict(still, **{ios[-1]: 1}))
+
+
+def test_the_default_packs_compile_on_the_bench_big_site():
+    _catalog, site = big_site(55, 8)
+    assert "temp_rise_unexplained.bms55" in [r.id for r in compile_files(default_sources([]), site).rules]
+
+
+def test_class_max_counts_an_offline_module_with_the_lowest_reading_of_its_class(tmp_path):
+    catalog, site = site_of({"io1": "io", "io2": "io", "io3": "io"})
+    path = tmp_path / "air.toml"
+    path.write_text('[[rule]]\nid = "warm"\nwhen = "class_max(\'io\', \'temp_dc\') > 300"\nseverity = "warning"\n')
+    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size), ticks.diff)
+    image = catalog.new_image()
+    for name, v in {"io1.temp_dc": 200, "io2.temp_dc": 250, "io3.temp_dc": 400, "io1.online": 1, "io2.online": 1}.items():
+        image[catalog.index[name]] = v
+    assert [up for _r, _s, _a, up in ev.scan(image, 0, DISARMED)] == []      # io3's 40 C is a stale reading
+    image[catalog.index["io3.online"]] = 1
+    assert [up for _r, _s, _a, up in ev.scan(image, 100, DISARMED)] == [True]
