@@ -223,43 +223,46 @@ class Features:
             if v and not on[k]:
                 fresh[k] = 1
                 self.temp_restart = 1
-            else:
+            elif fresh[k]:
                 fresh[k] = 0
             on[k] = v
         io = self.io
         if io < 0 or on[io]:
-            self._fold_io(image, io >= 0 and fresh[io])
+            self._fold_io(image, acc, io >= 0 and fresh[io])
         # Losses only: current that stops flowing, pack voltage that goes
         # (modules pulled).  Current starting, modules arriving are no theft.
-        d = _steps(image, self.currents, self.cur_prev, self.cur_slots, on, fresh, _FALL_ABS)[0]
-        if d > acc[5]:
-            acc[5] = d
-        d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh, _FALL)[0]
-        if d > acc[6]:
-            acc[6] = d
+        if self.currents:
+            d = _steps(image, self.currents, self.cur_prev, self.cur_slots, on, fresh, _FALL_ABS)[0]
+            if d > acc[5]:
+                acc[5] = d
+        if self.packs:
+            d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh, _FALL)[0]
+            if d > acc[6]:
+                acc[6] = d
 
-    def _fold_io(self, image, back):
+    def _fold_io(self, image, acc, back):
         """The I/O module's readings (it answers); ``back``: its first scan online."""
-        acc = self.acc
-        if self.vib >= 0:
-            v = image[self.vib]
-            if v > acc[0]:
-                acc[0] = v
-        if self.peak >= 0:
-            v = image[self.peak]
-            if v > acc[1]:
-                acc[1] = v
-        acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, self.on, self.fresh, _ANY)[1] * 64
-        if self.tilt >= 0:
-            v = abs(image[self.tilt])
+        i = self.vib
+        if i >= 0 and image[i] > acc[0]:
+            acc[0] = image[i]
+        i = self.peak
+        if i >= 0 and image[i] > acc[1]:
+            acc[1] = image[i]
+        if self.doors:
+            acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, self.on, self.fresh, _ANY)[1] * 64
+        i = self.tilt
+        if i >= 0:
+            v = abs(image[i])
             if v > acc[3]:
                 acc[3] = v
-        if self.lift >= 0:
-            v = abs(image[self.lift])
+        i = self.lift
+        if i >= 0:
+            v = abs(image[i])
             if v > acc[4]:
                 acc[4] = v
-        if self.supply >= 0:
-            v = image[self.supply]
+        i = self.supply
+        if i >= 0:
+            v = image[i]
             if back:
                 self.supply_prev = v   # the supply's drop is measured from a reading
                 self.supply_min = v

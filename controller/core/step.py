@@ -417,11 +417,13 @@ def _inventory(state, image, now, events):
     work, or nothing guarded: the event alone puts it on the record."""
     inventory = state.inventory
     before = state.inventory_before
+    battery_idx = state.battery_idx
     for k in range(len(inventory)):
-        mi, si, oi = state.battery_idx[k]
+        mi, si, oi = battery_idx[k]
         if not image[oi]:
             continue
-        modules, serial = image[mi], image[si]
+        modules = image[mi]
+        serial = image[si]
         if before is not None and before[k] is not None:
             was_modules, was_serial = before[k]
             before[k] = None
@@ -458,13 +460,15 @@ def _zones(state, image, now, events):
     prev = state.zone_prev
     rose = False
     for k in range(len(zones)):
-        if online[k] >= 0 and not image[online[k]]:
+        o = online[k]
+        if o >= 0 and not image[o]:
             continue
         z = zones[k]
         v = (1 if image[z] else 0) if z >= 0 else (0 if image[~z] else 1)
-        if v and not prev[k]:
-            rose = True
-        prev[k] = v
+        if v != prev[k]:
+            if v:
+                rose = True
+            prev[k] = v
     if rose:
         events = _fire(state, modes.ENTRY_OPENED, now, 0, events)
     return events
@@ -512,13 +516,15 @@ def _drive(state, now):
     """Compute the output image from the state after this scan's changes."""
     out = state.outputs
     mode = state.machine.mode
-    for which in (0, 1):
-        if state.test_on[which] and ticks.reached(now, state.test_until[which]):
-            state.test_on[which] = 0
+    test_on = state.test_on
+    if test_on[0] or test_on[1]:
+        for which in (0, 1):
+            if test_on[which] and ticks.reached(now, state.test_until[which]):
+                test_on[which] = 0
     alarm = mode == modes.ALARM
     taken = state.escalation.done if alarm else 0
-    out[OUT_SIREN] = 1 if (alarm and state.siren_on) or state.test_on[0] else 0
-    out[OUT_STROBE] = 1 if (taken >> STEP_STROBE) & 1 or state.test_on[1] else 0
+    out[OUT_SIREN] = 1 if (alarm and state.siren_on) or test_on[0] else 0
+    out[OUT_STROBE] = 1 if (taken >> STEP_STROBE) & 1 or test_on[1] else 0
     out[OUT_LOCK] = state.lock
     out[OUT_LED] = LED_FOR_MODE[mode]
     out[OUT_LIGHTS] = (taken >> STEP_LIGHTS) & 1
