@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 
 from controller.core.events import COMMAND_NAMES
+from simulator.gnss import CARRY_ACCEL_MPS2
 from simulator.scenario import FOR_EVER, Item, Scenario, gateway_downs
 from simulator.sensors import CMD, DUMMIES, FORCE, FREEZE, MODULES, RELEASE, SERIAL, SET, WINDOW
 from simulator.world import CabinetWorld
@@ -117,8 +118,8 @@ def _ongoing(scn: Scenario, a: Item) -> str:
     if a.kind == "glitch":
         return "glitch: {} reads {} once".format(p["signal"], p["value"])
     if a.kind == "carry":
-        return "carry: {:g} m at up to {:g} m/s, arrives about {}".format(
-            p["distance_m"], p["speed_mps"], _until(scn, a.at_ms + int(1000 * p["distance_m"] / p["speed_mps"])))
+        return "carry: {:g} m at up to {:g} m/s, there at {}".format(
+            p["distance_m"], p["speed_mps"], _until(scn, a.at_ms + _carry_ms(p["distance_m"], p["speed_mps"])))
     if a.kind == "camera_event":
         return "camera {} sees {} {}".format(p["camera"], p["event"], _lasting(scn, a, max(p["duration"], 0))
                                              if p["duration"] != FOR_EVER else "until the end (for good)")
@@ -137,6 +138,14 @@ def _ongoing(scn: Scenario, a: Item) -> str:
             "loose_connector": "loose_connector {}".format(p.get("device")),
             "sensor_offset": "sensor_offset {}".format(p.get("signal"))}[a.kind]
     return "{} {}".format(what, _lasting(scn, a, p["duration"]))
+
+
+def _carry_ms(distance: float, speed: float) -> int:
+    """How long a ``carry`` takes: up to ``speed`` at the receiver model's acceleration, then steady."""
+    accel = CARRY_ACCEL_MPS2
+    if distance <= speed * speed / (2 * accel):
+        return int(1000 * (2 * distance / accel) ** 0.5)
+    return int(1000 * (speed / accel + (distance - speed * speed / (2 * accel)) / speed))
 
 
 # The acts that go on, listed with their end ("Errors" in docs/scenarios.md).

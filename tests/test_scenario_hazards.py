@@ -171,7 +171,8 @@ def test_check_lists_ongoing_acts_with_their_end(tmp_path):
     body = ('\n[[process]]\nkind = "gnss"\n' + action("thermal_ramp", 'duration = "10m"\nhold = "20m"\ncool = "30m"', at="+10m")
             + action("cell_imbalance", 'duration = "25m"', at="+10m") + action("gnss_jam", 'duration = "5m"', at="+1h")
             + action("tow", at="+1h2m") + action("lift", 'duration = "30s"', at="+1h30m")
-            + action("weather_front", 'ramp = "1h"\nhold = "0s"\nback = "3h"', at="+0m"))
+            + action("weather_front", 'ramp = "1h"\nhold = "0s"\nback = "3h"', at="+0m")
+            + action("carry", 'distance_m = 2000.0\nspeed_mps = 6.0', at="+1h"))
     out = _check(tmp_path, body)
     assert ("(+0h10m00s) thermal_ramp bms1: heats until Mon 2026-03-16T00:20:00+01:00 (+0h20m00s), held until "
             "Mon 2026-03-16T00:40:00+01:00 (+0h40m00s), back by Mon 2026-03-16T01:10:00+01:00 (+1h10m00s)") in out
@@ -180,6 +181,8 @@ def test_check_lists_ongoing_acts_with_their_end(tmp_path):
     assert "(+1h02m00s) tow: hitched, rolling from here on (for good)" in out
     assert "(+1h30m00s) lift: set down at Mon 2026-03-16T01:30:30+01:00 (+1h30m30s)" in out
     assert "back by Mon 2026-03-16T04:00:00+01:00 (+4h00m00s) (after the end)" in out
+    # 4 s to reach 6 m/s at 1.5 m/s² (12 m), then 1988 m at 6 m/s: 335.3 s
+    assert "(+1h00m00s) carry: 2000 m at up to 6 m/s, there at Mon 2026-03-16T01:05:35+01:00 (+1h05m35s)" in out
 
 
 def test_an_action_without_its_cabinet_on_a_site_is_told_cabinets_too():
