@@ -190,3 +190,18 @@ def test_an_action_without_its_cabinet_on_a_site_is_told_cabinets_too():
     with pytest.raises(ScenarioError, match=r'say which cabinet \(there are 2\): cabinet = "c1", or for several '
                                             r'or the whole site cabinets = \["c1", "c2"\]'):
         loads(two, "t.toml")
+
+
+def test_a_per_cabinet_shift_visits_each_cabinet_on_its_own_draws():
+    """Without per_cabinet every cabinet of a shift process is visited at the same moments; with it each
+    draws its own visits."""
+    def visits(extra):
+        text = scenario_text('\n[[cabinet]]\nid = "c2"\n[[cabinet]]\nid = "c3"\n[[process]]\nkind = "shift"\n'
+                             'visit_prob = 0.5\n' + extra, "3d")
+        scn = loads(text, "t.toml")
+        return [CabinetWorld(scn, cab).visits for cab in scn.cabinets]
+    shared, own = visits(""), visits("per_cabinet = true\n")
+    assert shared[0] == shared[1] == shared[2] and shared[0]
+    assert len({tuple(v) for v in own}) == 3 and all(own)
+    with pytest.raises(ScenarioError, match="per_cabinet: must be bool"):
+        visits('per_cabinet = "yes"\n')
