@@ -33,7 +33,7 @@ PROCESS_PARAMS: dict[str, dict[str, Any]] = {
     "rain": {"per_day": 1.0, "at": [], "length": "2h", "rms_mg": 6, "peak_mg": 25, "cool_c": 2.0},
     "shift": {"times": ["06:00", "14:00", "22:00"], "visit_prob": 0.5, "visit": "10m",
               "auth": "maint", "auth_delay": ["5s", "20s"], "schedule": "shift_change",
-              "window": "30m"},
+              "window": "30m", "per_cabinet": False},
     "maintenance": {"days": ["tue"], "at": "10:00", "length": "2h", "schedule": "maintenance",
                     "swap_module": True, "rms_mg": 80, "peak_mg": 350},
     "bms": {"charge_at": "01:00", "charge": "4h", "charge_a": 40.0, "discharge_at": "17:00",

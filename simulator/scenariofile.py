@@ -318,8 +318,10 @@ class _Loader:
                 raise self.src.error(self.src.at(name, i, "cabinets"), "[[{}]] #{}: 'cabinets' must be a "
                                      "non-empty list of cabinet ids, like [\"cab-01\"]".format(name, i + 1))
         elif name == "action" and len(ids) > 1:
-            raise self.src.error(self.src.at(name, i), "[[action]] #{}: say which 'cabinet' (there are {})"
-                                 .format(i + 1, len(ids)))
+            # A site-wide act (a weather front, a port's grid outage) names them all.
+            raise self.src.error(self.src.at(name, i), "[[action]] #{}: say which cabinet (there are {}): "
+                                 "cabinet = \"{}\", or for several or the whole site cabinets = [{}]".format(
+                                     i + 1, len(ids), ids[0], ", ".join('"{}"'.format(c) for c in ids)))
         else:
             return ids
         for c in cabs:

@@ -157,7 +157,7 @@ class CabinetWorld(SensesWorld):
         self._initial()
         for item in scn.processes:
             if cab.id in item.cabinets:
-                rng = random.Random("{}/{}/{}".format(scn.seed, item.seed, item.kind))
+                rng = random.Random(self._draws(item))
                 getattr(self, "_process_" + item.kind)(item.params, rng)
         for item in scn.actions:
             if cab.id in item.cabinets:
@@ -167,6 +167,12 @@ class CabinetWorld(SensesWorld):
         self.cells = any(e.channel[0] in "sh" for e in self.episodes)  # cell_imbalance, hot_cell (sensors.py)
         self.events.sort()
         self.episodes.sort(key=lambda e: e.start)
+
+    def _draws(self, process: Item) -> str:
+        """The seed of a process's draws: the same on every cabinet (one site's rhythm), unless
+        ``per_cabinet`` (a shift that visits each cabinet on its own)."""
+        seed = "{}/{}/{}".format(self.scn.seed, process.seed, process.kind)
+        return seed + "/" + self.cab.id if process.params.get("per_cabinet") else seed
 
     def _initial(self) -> None:
         scn, cab = self.scn, self.cab

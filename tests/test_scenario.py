@@ -113,6 +113,7 @@ DOC_ERRORS = [
     ('signal = "io.vib_rms_mg"', 'signal = "io.vib_rms"'),
     ("modules = 8\n", 'battery = "bms1"\n'),
     ('cabinet = "cab-01"\nstart = "+6h"  ', 'cabinet = "cab-02"\nstart = "+4h20m"'),
+    ('cabinet = "cab-02"                # required when there is more than one cabinet\n', ''),
 ]
 
 

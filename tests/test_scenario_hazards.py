@@ -10,6 +10,7 @@ import pytest
 
 from simulator.errors import ScenarioError
 from simulator.scenario import gateway_downs
+from simulator.scenariofile import loads
 from simulator.world import CabinetWorld
 from tests.scen_helpers import peak, scenario, scenario_text, series, value_at
 
@@ -148,3 +149,59 @@ def test_check_lists_weekdays_scripted_acts_and_incident_windows(tmp_path):
             "(+0h50m00s), detections count to Mon 2026-03-16T00:52:00+01:00 (+0h52m00s) (grace)") in out
     lines = [x for x in out.splitlines() if x.startswith("  c1 Mon")]
     assert lines == sorted(lines, key=lambda x: x.split("(+")[1][:9])       # in time order
+
+
+def _check(tmp_path, body, duration="2h"):
+    path = tmp_path / "c.toml"
+    path.write_text(scenario_text(body, duration))
+    return subprocess.run([sys.executable, "-m", "controller.cli.main", "eval", "--check", str(path)],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_check_says_when_a_door_close_leaves_the_bolt_as_it_was(tmp_path):
+    """After a door_forced the bolt never moved: the door_close's bolt is listed as already engaged;
+    after a door_open it is a real engaging."""
+    forced = _check(tmp_path, action("door_forced", at="+10m") + action("door_close", at="+20m"))
+    assert "(+0h20m01s) bolt engaged (already engaged)" in forced
+    opened = _check(tmp_path, action("door_open", at="+10m") + action("door_close", at="+20m"))
+    assert "(+0h20m01s) bolt engaged\n" in opened and "already" not in opened
+
+
+def test_check_lists_ongoing_acts_with_their_end(tmp_path):
+    body = ('\n[[process]]\nkind = "gnss"\n' + action("thermal_ramp", 'duration = "10m"\nhold = "20m"\ncool = "30m"', at="+10m")
+            + action("cell_imbalance", 'duration = "25m"', at="+10m") + action("gnss_jam", 'duration = "5m"', at="+1h")
+            + action("tow", at="+1h2m") + action("lift", 'duration = "30s"', at="+1h30m")
+            + action("weather_front", 'ramp = "1h"\nhold = "0s"\nback = "3h"', at="+0m")
+            + action("carry", 'distance_m = 2000.0\nspeed_mps = 6.0', at="+1h"))
+    out = _check(tmp_path, body)
+    assert ("(+0h10m00s) thermal_ramp bms1: heats until Mon 2026-03-16T00:20:00+01:00 (+0h20m00s), held until "
+            "Mon 2026-03-16T00:40:00+01:00 (+0h40m00s), back by Mon 2026-03-16T01:10:00+01:00 (+1h10m00s)") in out
+    assert "cell_imbalance bms1: spread widens until Mon 2026-03-16T00:35:00+01:00 (+0h35m00s), held to the end" in out
+    assert "(+1h00m00s) gnss_jam until Mon 2026-03-16T01:05:00+01:00 (+1h05m00s)" in out
+    assert "(+1h02m00s) tow: hitched, rolling from here on (for good)" in out
+    assert "(+1h30m00s) lift: set down at Mon 2026-03-16T01:30:30+01:00 (+1h30m30s)" in out
+    assert "back by Mon 2026-03-16T04:00:00+01:00 (+4h00m00s) (after the end)" in out
+    # 4 s to reach 6 m/s at 1.5 m/s² (12 m), then 1988 m at 6 m/s: 335.3 s
+    assert "(+1h00m00s) carry: 2000 m at up to 6 m/s, there at Mon 2026-03-16T01:05:35+01:00 (+1h05m35s)" in out
+
+
+def test_an_action_without_its_cabinet_on_a_site_is_told_cabinets_too():
+    two = scenario_text(action("weather_front", at="+0m")) + '\n[[cabinet]]\nid = "c2"\n'
+    with pytest.raises(ScenarioError, match=r'say which cabinet \(there are 2\): cabinet = "c1", or for several '
+                                            r'or the whole site cabinets = \["c1", "c2"\]'):
+        loads(two, "t.toml")
+
+
+def test_a_per_cabinet_shift_visits_each_cabinet_on_its_own_draws():
+    """Without per_cabinet every cabinet of a shift process is visited at the same moments; with it each
+    draws its own visits."""
+    def visits(extra):
+        text = scenario_text('\n[[cabinet]]\nid = "c2"\n[[cabinet]]\nid = "c3"\n[[process]]\nkind = "shift"\n'
+                             'visit_prob = 0.5\n' + extra, "3d")
+        scn = loads(text, "t.toml")
+        return [CabinetWorld(scn, cab).visits for cab in scn.cabinets]
+    shared, own = visits(""), visits("per_cabinet = true\n")
+    assert shared[0] == shared[1] == shared[2] and shared[0]
+    assert len({tuple(v) for v in own}) == 3 and all(own)
+    with pytest.raises(ScenarioError, match="per_cabinet: must be bool"):
+        visits('per_cabinet = "yes"\n')
