@@ -162,3 +162,40 @@ def test_the_banner_waits_for_a_terminal_instead_of_piling_up(tmp_path):
         term.close()
     finally:
         server.stop()
+
+
+class WaitRecordingPty(PtyStream):
+    """A pty console that records how long each of its reads may wait."""
+
+    def __init__(self, link):
+        super().__init__(link)
+        self.waits = []
+
+    def read(self, timeout_s):
+        self.waits.append(timeout_s)
+        return super().read(timeout_s)
+
+
+def test_the_console_sleeps_until_a_key_and_wakes_at_once_to_stop(tmp_path):
+    """Issue 15: nobody logged in, the console thread waits for a key with no timeout
+    (it used to wake 5 times a second to look); logged in, it looks at the clock (the
+    idle timeout) at most once a second; stop() wakes it at once."""
+    store = PeopleStore(tmp_path / "people.toml")
+    store.enrol("ana", "technician")
+    stream = WaitRecordingPty(tmp_path / "console")
+    server = ConsoleServer(stream, View(), Authenticator(store), idle_s=60).start()
+    term = Terminal(tmp_path / "console")
+    try:
+        term.send(b"\r")
+        term.expect(b"gw-1 (anyone)> ")
+        assert wait_until(lambda: stream.waits[-1] is None)      # asleep until a key comes
+        term.login(store)
+        assert wait_until(lambda: stream.waits[-1] is not None)
+        assert 0 < stream.waits[-1] <= 1.0
+        term.send(b"logout\r")
+        term.expect(b"gw-1 (anyone)> ")
+        assert wait_until(lambda: stream.waits[-1] is None)
+    finally:
+        term.close()
+        server.stop()
+    assert not server.thread.is_alive()

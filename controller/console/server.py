@@ -25,31 +25,66 @@ from controller.console.session import GatewayView, Session
 
 BANNER = "cabguard console on {gw}. Type 'help'.\r\n"
 LIVE_PERIOD_S = 1.0
+HANGUP_RETRY_S = 0.2    # a pty nobody has open is looked at again this often
+CLOCK_CHECK_S = 1.0     # a logged-in session looks at the wall clock (idle timeout) at least this often
 READ_CHUNK = 4096
 
 
 class Stream:
-    """A byte stream with a read timeout; ``None`` from read means hung up."""
+    """A byte stream with a read timeout; ``None`` from read means hung up.
 
-    def read(self, timeout_s: float) -> bytes | None:
+    A read waits for bytes (or a hang-up) and nothing else: ``interrupt()``
+    ends it at once, so the console's thread sleeps until a key, the next
+    thing it has to do, or its stop, instead of waking to look."""
+
+    def __init__(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def read(self, timeout_s: float | None) -> bytes | None:
+        """What came within ``timeout_s`` (None: no limit); b"" if nothing came or
+        ``interrupt()`` was called; None if the line hung up."""
         raise NotImplementedError
 
     def write(self, data: bytes) -> bool:
         raise NotImplementedError
 
+    def interrupt(self) -> None:
+        """End the read in progress, or the next one, at once (the server is stopping)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:   # the pipe is full of earlier wake-ups: one is enough
+            pass
+
+    def _readable(self, fd: int, timeout_s: float | None) -> bool:
+        """Wait until ``fd`` is readable (True), or the timeout or an interrupt (False)."""
+        ready, _, _ = select.select([fd, self._wake_r], [], [], timeout_s)
+        if self._wake_r in ready:
+            try:
+                os.read(self._wake_r, READ_CHUNK)
+            except BlockingIOError:
+                pass
+            return False
+        return bool(ready)
+
     def close(self) -> None:
-        pass
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class FdStream(Stream):
     """A file descriptor: a pty master, or the local terminal's stdin/stdout."""
 
     def __init__(self, rfd: int, wfd: int):
+        super().__init__()
         self.rfd, self.wfd = rfd, wfd
 
-    def read(self, timeout_s: float) -> bytes | None:
-        ready, _, _ = select.select([self.rfd], [], [], timeout_s)
-        if not ready:
+    def read(self, timeout_s: float | None) -> bytes | None:
+        if not self._readable(self.rfd, timeout_s):
             return b""
         try:
             data = os.read(self.rfd, READ_CHUNK)
@@ -107,6 +142,7 @@ class PtyStream(FdStream):
             pass
         if self.link.is_symlink():
             self.link.unlink()
+        super().close()
 
 
 class SerialStream(Stream):
@@ -115,13 +151,13 @@ class SerialStream(Stream):
     def __init__(self, port: str, baud: int):
         import serial  # host-only dependency, imported where it is used
 
+        super().__init__()
         self.serial = serial.Serial(port, baud, timeout=0)
         self.serial_error = serial.SerialException
 
-    def read(self, timeout_s: float) -> bytes | None:
+    def read(self, timeout_s: float | None) -> bytes | None:
         try:
-            ready, _, _ = select.select([self.serial.fileno()], [], [], timeout_s)
-            return self.serial.read(READ_CHUNK) if ready else b""
+            return self.serial.read(READ_CHUNK) if self._readable(self.serial.fileno(), timeout_s) else b""
         except (OSError, self.serial_error):
             return None
 
@@ -134,6 +170,7 @@ class SerialStream(Stream):
 
     def close(self) -> None:
         self.serial.close()
+        super().close()
 
 
 class ConsoleServer:
@@ -156,6 +193,7 @@ class ConsoleServer:
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.stream.interrupt()
         self.thread.join(5)
         self.stream.close()
 
@@ -186,6 +224,15 @@ class ConsoleServer:
             self._send(session.prompt())
         return next_live
 
+    @staticmethod
+    def _wait_s(session: Session, now: float, next_live: float) -> float | None:
+        """How long a session waits for a key: until the live view's next frame; with
+        someone logged in, at most CLOCK_CHECK_S (the idle timeout counts on the wall
+        clock, which a time service may step); else until a key comes or stop()."""
+        if session.live_pattern:
+            return max(0.0, min(next_live - now, CLOCK_CHECK_S))
+        return CLOCK_CHECK_S if session.person else None
+
     def _run(self) -> None:
         while not self.stop_event.is_set():
             self._serve_one()
@@ -193,9 +240,9 @@ class ConsoleServer:
     def _serve_one(self) -> None:
         # The banner waits for a terminal: a pty nobody has open reads as a
         # hang-up, and what is written meanwhile piles up for whoever opens it.
-        typed = self.stream.read(0.2)
-        if typed is None:
-            time.sleep(0.2)
+        typed = self.stream.read(HANGUP_RETRY_S)
+        if typed is None:   # a hung-up pty reads at once: look again later (no event says a terminal opened)
+            self.stop_event.wait(HANGUP_RETRY_S)
             return
         session = Session(self.view, self.auth, self.idle_s)
         editor = LineEditor(self.max_line)
@@ -204,12 +251,12 @@ class ConsoleServer:
         next_live = 0.0
         heard = False
         while not self.stop_event.is_set():
-            data, typed = typed or self.stream.read(0.2), b""   # keys typed before the banner first
+            data, typed = typed or self.stream.read(self._wait_s(session, self.now(), next_live)), b""  # keys typed before the banner first
             now = self.now()
             if data is None:  # hang-up: end this session, wait for the next terminal
                 if heard:
                     self.view.audit(session.actor, "session", "line dropped (cable pulled?)")
-                time.sleep(0.2)
+                self.stop_event.wait(HANGUP_RETRY_S)
                 return
             heard = heard or bool(data)
             if data:

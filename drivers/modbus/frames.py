@@ -148,8 +148,14 @@ def check_reply(request: bytes, reply: bytes) -> bytes:
     return reply[2:6]
 
 
+_WORDS: dict[int, struct.Struct] = {}   # big-endian words by byte length (at most 125 sizes), built once each
+
+
 def registers(data: bytes) -> list[int]:
-    return list(struct.unpack(">%dH" % (len(data) // 2), data))
+    words = _WORDS.get(len(data))
+    if words is None:
+        words = _WORDS[len(data)] = struct.Struct(">%dH" % (len(data) // 2))
+    return list(words.unpack(data))
 
 
 def bits(data: bytes, count: int) -> list[int]:

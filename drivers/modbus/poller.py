@@ -190,7 +190,9 @@ class BusPoller:
         # What is due when (drivers/modbus/schedule.py); the bus thread's, but for align().
         self._schedule = Schedule([d.period_ms * 1000 for d in devices], _us(time.monotonic()))
         self._read_us = _Asked(self._states, lambda st: st.link.expected_us(self._next_read(st)))
-        self._online = _Asked(self._states, lambda st: bool(st.link.online))
+        # Which devices are online, for Schedule.next: a plain list (read at C speed, once per
+        # transaction), kept by _publish, which follows every change of a link's ``online``.
+        self._online = [False] * len(self._states)
         self._jobs: collections.deque[_QueuedJob] = collections.deque()   # bus thread only
         self._steps: Generator[None, None, object] | None = None          # the first job's, once begun
         self._reopen = PortLink()        # when to try a lost port again (bus thread only)
@@ -344,7 +346,9 @@ class BusPoller:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._check_port()
+            master = self._master
+            if master is None or master.lost:   # an open, working port needs no check per transaction
+                self._check_port()
             now = _us(time.monotonic())
             action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
                                          None if self._master is not None else self._reopen.reopen_at,
@@ -491,6 +495,7 @@ class BusPoller:
 
     def _publish(self, st: _State, values: list[int] | None) -> None:
         n = len(st.names)
+        self._online[st.index] = bool(st.link.online)
         with self._lock:
             if values is not None:
                 self._flat[st.slot:st.slot + n] = values
@@ -552,17 +557,15 @@ class BusPoller:
             else:
                 link.answered_in(_us(time.perf_counter() - t0), count)
                 return answer
-            finally:
-                self._late_answer()
+            finally:   # the check inline: a late answer is rare, this runs every transaction
+                if self._master is not None and self._master.late is not None:
+                    self._late_answer(self._master)
             if self._stop.is_set() or attempt >= attempts:
                 raise error
             attempt += 1
 
-    def _late_answer(self) -> None:
-        """Learn from an answer the master saw arrive after its request had timed out."""
-        master = self._master
-        if master is None or master.late is None:
-            return
+    def _late_answer(self, master: RtuMaster) -> None:
+        """Learn from an answer ``master`` saw arrive after its request had timed out."""
         address, turnaround = master.late
         master.late = None
         for st in self._states:

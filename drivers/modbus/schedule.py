@@ -83,6 +83,10 @@ class Action(NamedTuple):
     at_us: int = 0         # WAIT: until when
 
 
+_COMMAND = Action(COMMAND)
+_JOB = Action(JOB)
+
+
 class Schedule:
     """The poll schedule of one bus's devices, by index; the bus thread owns it."""
 
@@ -103,6 +107,7 @@ class Schedule:
         self.gap_us = list(periods_us)  # EWMA of the time between its polls
         self.stretched = [False] * n    # polled much less often than its period (see the module's doc)
         self.job_turn = False           # a poll ran since the last job step
+        self._polls = [Action(POLL, i) for i in range(n)]   # built once: next() returns them
 
     def align(self, anchor_us: int, period_us: int) -> None:
         """Phase-lock the devices polled once per scan to the scan loop, whose scans start
@@ -116,34 +121,46 @@ class Schedule:
         ``reopen_at_us`` when to try a lost port again (None while it is open), ``read_us``
         how long each device's next read should take (none given: 0), ``online`` which
         devices are (none given: all).  A POLL that goes ahead of a shorter period's poll
-        because its device starves is counted against the next such (``STEAL_PERIODS``)."""
+        because its device starves is counted against the next such (``STEAL_PERIODS``).
+
+        Called once per transaction by the bus thread, which wakes for it with cold caches:
+        the usual case (one device due, on the shortest period) reads each list once and
+        builds nothing but the waiting list."""
         if commands:
-            return Action(COMMAND)
-        due = min(self.due_us)
+            return _COMMAND
+        due_us = self.due_us
+        due = min(due_us)
         waiting = self._waiting(now_us) if due <= now_us else []
         if waiting:
-            confirming = [i for i in waiting if self.confirm[i]]
-            if confirming:   # an online device gone quiet: whether it is offline goes first
-                return Action(POLL, min(confirming, key=self.due_us.__getitem__))
-            coming = [i for i in waiting if not online[i] and not self.silent[i]] if online else []
-            if coming:       # first contact, a port back: the cabinet is back as soon as the wire allows
-                return self._go(min(coming, key=self.due_us.__getitem__), jobs)
-            pick = min(waiting, key=lambda i: (self.period_us[i], self.due_us[i]))
+            if True in self.confirm:
+                confirming = [i for i in waiting if self.confirm[i]]
+                if confirming:   # an online device gone quiet: whether it is offline goes first
+                    return self._polls[min(confirming, key=due_us.__getitem__)]
+            if online:
+                silent = self.silent
+                coming = [i for i in waiting if not online[i] and not silent[i]]
+                if coming:   # first contact, a port back: the cabinet is back as soon as the wire allows
+                    return self._go(min(coming, key=due_us.__getitem__), jobs)
+            pick = waiting[0] if len(waiting) == 1 else min(waiting, key=self._rank)
             held = self._held(pick, now_us, read_us)
             if not held:
                 return self._go(pick, jobs)
-            starving = [i for i in waiting if now_us - self.due_us[i] >= self.period_us[i]]
+            starving = [i for i in waiting if now_us - due_us[i] >= self.period_us[i]]
             if starving and now_us - self.stolen_us >= STEAL_PERIODS * self.shortest_us:
                 self.stolen_us = now_us
-                return Action(POLL, min(starving, key=self.due_us.__getitem__))
+                return self._polls[min(starving, key=due_us.__getitem__)]
             due = min(held)   # it would hold up a shorter period's poll: wait for that one
         if jobs:
-            return Action(JOB)
+            return _JOB
         return Action(WAIT, at_us=due if reopen_at_us is None else min(due, reopen_at_us))
+
+    def _rank(self, device: int) -> tuple[int, int]:
+        """Which waiting device goes first: the shortest period, then the earliest due."""
+        return self.period_us[device], self.due_us[device]
 
     def _go(self, device: int, jobs: bool) -> Action:
         """Poll ``device``, or step a job if it is the job's turn."""
-        return Action(JOB) if jobs and self.job_turn else Action(POLL, device)
+        return _JOB if jobs and self.job_turn else self._polls[device]
 
     def _held(self, device: int, now_us: int, read_us: Sequence[int]) -> list[int]:
         """When the devices of a shorter period than ``device``'s fall due, of those that do
@@ -160,7 +177,7 @@ class Schedule:
         due = [i for i, t in enumerate(self.due_us) if t <= now_us]
         if True not in self.active:
             return due
-        inside = min(p for p, active in zip(self.period_us, self.active) if active)
+        inside = min([p for p, active in zip(self.period_us, self.active) if active])
         return [i for i in due if self.period_us[i] <= inside]
 
     def reading(self, device: int) -> None:
