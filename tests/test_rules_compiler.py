@@ -125,6 +125,19 @@ def test_undefined_schedule_is_an_error_listing_the_defined_ones():
     assert "schedule 'nite' is never defined" in d.message and "did you mean 'night'" in d.message
 
 
+def test_a_rule_that_needs_a_schedule_is_compiled_only_where_the_site_defines_it():
+    # The demo catalog defines night, shift_change and maintenance (docs/rules.md).
+    here = rule("schedule('night') and io.door_open", "at_night", 'needs_schedule = "night"')
+    assert [r.id for r in compile_text(here).rules] == ["at_night"]
+    # A site without the window: no rule and no error, as a class with no device yields none.
+    away = rule("schedule('dusk') and io.door_open", "at_dusk", 'needs_schedule = "dusk"')
+    assert [r.id for r in compile_text(away + rule("io.door_open")).rules] == ["r1"]
+    # Without needs_schedule the same rule is the usual error.
+    assert "schedule 'dusk' is never defined" in one_problem(rule("schedule('dusk') and io.door_open")).message
+    assert "'needs_schedule' is a schedule name" in one_problem(
+        rule("io.door_open", extra='needs_schedule = "Night time"')).message
+
+
 def test_negative_for_duration_is_an_error():
     d = one_problem(rule("io.tamper", extra='for = "-5s"'))
     assert "negative duration" in d.message and d.line == 5
