@@ -225,6 +225,32 @@ def test_modules_leaving_a_cabinet_that_stays_disarmed_are_no_visit_of_this_rule
     assert "modules_gone_after_visit.bms2" not in raised(visit, settle_s=3600)
 
 
+def test_modules_leaving_a_cabinet_left_disarmed_out_of_hours_with_nobody_signed_in_alarm_at_once():
+    # theft-slow-disarmed-hours: never armed, no command, 03:00, the lock picked, two modules out
+    theft = [(0, {"io.door_bolt": 0}, None), (20, {"io.door_open": 1}, None), (225, {"bms1.modules": 7}, None),
+             (675, {"bms1.modules": 6}, None), (700, {}, None)]
+    assert raised(theft, mode=DISARMED).count("modules_gone_unattended.bms1") == 2   # one per module
+
+
+@pytest.mark.parametrize("who, script", [
+    # decommissioning (or any planned work) in a booked window: no command needed on a cabinet not armed
+    ("booked window", [(0, {"sched.maintenance": 1}, None), (300, {"bms2.modules": 4}, None), (400, {}, None)]),
+    ("shift round", [(0, {"sched.shift_change": 1}, None), (300, {"bms2.modules": 7}, None), (400, {}, None)]),
+    # out of hours the key holder signs in first (maint_start), pulls modules, signs off right after
+    ("call-out signed in", [(0, {}, MAINT), (300, {"bms2.modules": 6}, None), (305, {}, DISARMED), (400, {}, None)]),
+    # commissioning: modules arrive, never a loss
+    ("commissioning", [(0, {"bms2.modules": 9}, None), (60, {"bms2.modules": 12}, None), (100, {}, None)]),
+])
+def test_modules_leaving_a_disarmed_cabinet_by_the_book_are_no_unattended_loss(who, script):
+    assert "modules_gone_unattended.bms2" not in raised(script, mode=DISARMED), who
+
+
+def test_a_call_out_under_disarm_is_judged_at_its_re_arming_not_at_each_module():
+    # a guarded cabinet disarmed by a call-out: its losses are modules_gone_after_visit's
+    call_out = [(0, {}, DISARMED), (300, {"bms2.modules": 7}, None), (400, {}, None)]
+    assert "modules_gone_unattended.bms2" not in raised(call_out, settle_s=60)
+
+
 def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_and_in_maintenance_a_muted_alarm():
     def replaced(visit):
         return raised([(0, {}, visit), (5, {"bms1.serial": 999}, None), (20, {}, None)])
