@@ -198,12 +198,18 @@ def test_class_max_of_a_class_with_one_device_is_its_plain_signal():
     assert (air.code, air.signals) == (plain.code, plain.signals)
 
 
+def test_class_max_of_a_bool_with_one_device_is_its_plain_signal():
+    door = compile_text(rule("fell(class_max('io', 'door_open') == 1)")).rules[0]
+    plain = compile_text(rule("fell(io.door_open == 1)")).rules[0]
+    assert (door.code, door.signals) == (plain.code, plain.signals)
+
+
 @pytest.mark.parametrize("when, message", [
     ("class_max('bateries', 'temp_max_dc') > 10", "unknown device class 'bateries'"),
     ("class_max('battery', 'temp_dc') > 10", "devices of class 'battery' have no signal 'temp_dc' (bms1 has none)"),
     ("class_max('io') > 10", 'class_max() takes a device class and a signal name, like class_max("io", "temp_dc")'),
     ("class_max(io.temp_dc) > 10", "class_max() takes names in quotes"),
-    ("class_max('io', 'door_open') > 10", "class_max() needs a number"),
+    ("class_max('battery', 'serial') > 10", "class_max() needs a number"),
 ])
 def test_class_max_problems_name_what_to_write(when, message):
     assert message in one_problem(rule(when)).message
