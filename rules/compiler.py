@@ -177,6 +177,8 @@ def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
                 first.path, first.header_line)))
             continue
         seen[spec.id] = spec
+        if spec.needs_schedule and spec.needs_schedule not in catalog.schedules:
+            continue        # the site's calendar has no such window: no rule, as a class with no device
         devices = [""]
         if spec.devices:
             if spec.devices not in catalog.classes():

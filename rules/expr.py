@@ -474,7 +474,8 @@ class ExprCompiler:
     def _fn_class_max(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
         """The highest ``x`` over the devices of class ``C``; one that is
         offline counts with the lowest reading of the class, so it never
-        raises the highest.  One device: its plain signal.  None: 0."""
+        raises the highest.  One device: its plain signal.  None: 0.  For a
+        bool signal: 1 when any of them reads 1 (a condition)."""
         names = self._names(node, args, "class_max")
         if len(names) != 2:
             raise CompileFailed(node, 'class_max() takes a device class and a signal name, like '
@@ -492,7 +493,8 @@ class ExprCompiler:
                 raise CompileFailed(sa, "devices of class '{}' have no signal '{}' ({} has none)".format(
                     cls, short, d))
             code, ty = self._signal(sa, d + "." + short)
-            _need_num(sa, ty, "class_max()")
+            if ty.kind != "bool":       # a bool's highest is "any of them": a door of the cabinet open
+                _need_num(sa, ty, "class_max()")
             values.append(code)
         if len(values) == 1:
             return values[0], _computed(ty)

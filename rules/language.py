@@ -22,7 +22,8 @@ from drivers.safefile import TEXT_LIMIT, InputFileError, decode_utf8, parse_toml
 # The default packs (theft, safety, health): the rules when none are given.
 PACKS = Path(__file__).resolve().parent / "packs"
 
-KEYS = ("id", "description", "when", "severity", "actions", "for", "clear_when", "latch", "devices")
+KEYS = ("id", "description", "when", "severity", "actions", "for", "clear_when", "latch", "devices",
+        "needs_schedule")
 REQUIRED = ("id", "when", "severity")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # The placeholder for templated rules, and the identifier of the same length
@@ -76,6 +77,7 @@ class RuleSpec:
         self.for_ms = 0
         self.latch = False
         self.devices = ""             # a device class, for a templated rule
+        self.needs_schedule = ""      # compiled only for a site that defines this schedule
         self.keys: dict[str, tuple[int, int]] = {}   # key -> (line, column of its value)
 
     def where(self, key: str) -> tuple[int, int]:
@@ -179,12 +181,15 @@ def _fill(spec: RuleSpec, table: dict, diags: list[Diagnostic]) -> bool:
     for key in REQUIRED:
         if key not in table and key != "id":
             diags.append(spec.diag("id", "missing key '{}'".format(key)))
-    for key in ("description", "when", "clear_when", "devices"):
+    for key in ("description", "when", "clear_when", "devices", "needs_schedule"):
         if key in table:
             if isinstance(table[key], str):
                 setattr(spec, key, table[key])
             else:
                 diags.append(spec.diag(key, "'{}' must be text".format(key)))
+    if spec.needs_schedule and not ID_RE.match(spec.needs_schedule):
+        diags.append(spec.diag("needs_schedule", "'needs_schedule' is a schedule name of lower-case letters, "
+                               "digits and _ (starting with a letter), got {!r}".format(spec.needs_schedule)))
     if "severity" in table:
         sev = severity_code(table["severity"]) if isinstance(table["severity"], str) else -1
         if sev < 0:

@@ -11,7 +11,9 @@ reused for every cabinet with the same catalog.
 The default packs name schedules (``maintenance``, ``shift_change``) that
 a scenario need not define; ``schedules`` lists every schedule the rules
 name, and the evaluator adds the missing ones to the cabinet's catalog as
-never active.
+never active.  A rule with ``needs_schedule`` is left out of that list:
+it is compiled only for a scenario that defines its schedule, as a
+gateway compiles it only for a site whose calendar does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def _schedules_named(paths: list[str]) -> set[str]:
     for path in paths:
         specs, _raw = load_file(path, diags)
         for spec in specs:
+            if spec.needs_schedule:
+                continue    # compiled only where the scenario defines it, as on a gateway
             for text in (spec.when, spec.clear_when):
                 names |= _schedule_calls(text)
     return names

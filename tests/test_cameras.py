@@ -221,11 +221,11 @@ def camera_pack_raises(tmp_path, changes: dict, mode: int, night: int) -> set[st
     from controller.core.evaluator import Evaluator
     from controller.core.table import Table
     from rules.compiler import compile_files
-    from rules.language import PACKS, default_sources
+    from rules.language import default_sources
     path = tmp_path / "site.toml"
     path.write_text(CAMERA_SITE)
     catalog, site = site_catalog(None, str(path))
-    compiled = compile_files(default_sources([]) + [str(PACKS / "optional" / "cameras.toml")], site)
+    compiled = compile_files(default_sources([]), site)
     ev = Evaluator(Table(compiled.data, catalog.size), ticks.diff)
     image = catalog.new_image()
     for name, v in dict(QUIET, **{"sched.night": night}).items():
@@ -242,9 +242,10 @@ def camera_pack_raises(tmp_path, changes: dict, mode: int, night: int) -> set[st
 
 
 @pytest.mark.parametrize("changes, mode, night, want", [
-    ({"cam.gate.person": 1, "zone.person": 1, "io.vib_peak_mg": 600}, "armed", 1, {"person_with_vibration.io"}),
+    ({"cam.gate.person": 1, "zone.person": 1, "io.vib_peak_mg": 600}, "armed", 1, {"person_with_vibration.cam.gate"}),
     ({"cam.gate.person": 1, "zone.person": 1, "io.vib_peak_mg": 600}, "armed", 0, set()),     # by day
     ({"io.vib_peak_mg": 600}, "armed", 1, set()),                                             # nobody seen
+    ({"cam.gate.person": 1, "zone.person": 1, "io.vib_peak_mg": 300}, "armed", 1, set()),     # a truck's rumble
     ({"cam.gate.person": 1, "zone.person": 1, "io.vib_peak_mg": 600}, "disarmed", 1, set()),
     ({"cam.gate.tamper": 1, "zone.tamper": 1}, "armed", 0, {"camera_tamper.cam.gate"}),
     ({"cam.gate.tamper": 1, "zone.tamper": 1}, "disarmed", 0, set()),
@@ -259,7 +260,9 @@ def test_the_camera_pack_combines_what_cameras_see_with_the_cabinet(tmp_path, ch
 def test_a_site_with_cameras_gets_the_camera_rules_from_the_default_packs_and_one_without_none(tmp_path):
     """docs/rules.md "Default packs": no SRC named (as `rules compile --config`,
     `config check --installing` and flash.sh choose), a site with [[camera]]
-    and no night schedule compiles camera_tamper for each of its cameras."""
+    and no night schedule compiles camera_tamper for each of its cameras, and
+    no night rule (needs_schedule: no error either); with a night schedule
+    it compiles those too."""
     from controller.cli.rulescmd import site_catalog
     from rules.compiler import compile_files
     from rules.language import default_sources
@@ -272,6 +275,11 @@ def test_a_site_with_cameras_gets_the_camera_rules_from_the_default_packs_and_on
         _catalog, site = site_catalog(None, str(path))
         ids = {r.id for r in compile_files(default_sources([]), site).rules}
         assert {i for i in ids if i.startswith("camera_")} == want
+        assert not {i for i in ids if "night" in i or i.startswith("person_")}
+    path.write_text(CAMERA_SITE)
+    _catalog, site = site_catalog(None, str(path))
+    ids = {r.id for r in compile_files(default_sources([]), site).rules}
+    assert {"person_with_vibration.cam.gate", "loitering_at_night.cam.gate"} <= ids
 
 
 def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_preset(cabinet, broker):

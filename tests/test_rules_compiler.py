@@ -125,6 +125,19 @@ def test_undefined_schedule_is_an_error_listing_the_defined_ones():
     assert "schedule 'nite' is never defined" in d.message and "did you mean 'night'" in d.message
 
 
+def test_a_rule_that_needs_a_schedule_is_compiled_only_where_the_site_defines_it():
+    # The demo catalog defines night, shift_change and maintenance (docs/rules.md).
+    here = rule("schedule('night') and io.door_open", "at_night", 'needs_schedule = "night"')
+    assert [r.id for r in compile_text(here).rules] == ["at_night"]
+    # A site without the window: no rule and no error, as a class with no device yields none.
+    away = rule("schedule('dusk') and io.door_open", "at_dusk", 'needs_schedule = "dusk"')
+    assert [r.id for r in compile_text(away + rule("io.door_open")).rules] == ["r1"]
+    # Without needs_schedule the same rule is the usual error.
+    assert "schedule 'dusk' is never defined" in one_problem(rule("schedule('dusk') and io.door_open")).message
+    assert "'needs_schedule' is a schedule name" in one_problem(
+        rule("io.door_open", extra='needs_schedule = "Night time"')).message
+
+
 def test_negative_for_duration_is_an_error():
     d = one_problem(rule("io.tamper", extra='for = "-5s"'))
     assert "negative duration" in d.message and d.line == 5
@@ -185,12 +198,18 @@ def test_class_max_of_a_class_with_one_device_is_its_plain_signal():
     assert (air.code, air.signals) == (plain.code, plain.signals)
 
 
+def test_class_max_of_a_bool_with_one_device_is_its_plain_signal():
+    door = compile_text(rule("fell(class_max('io', 'door_open') == 1)")).rules[0]
+    plain = compile_text(rule("fell(io.door_open == 1)")).rules[0]
+    assert (door.code, door.signals) == (plain.code, plain.signals)
+
+
 @pytest.mark.parametrize("when, message", [
     ("class_max('bateries', 'temp_max_dc') > 10", "unknown device class 'bateries'"),
     ("class_max('battery', 'temp_dc') > 10", "devices of class 'battery' have no signal 'temp_dc' (bms1 has none)"),
     ("class_max('io') > 10", 'class_max() takes a device class and a signal name, like class_max("io", "temp_dc")'),
     ("class_max(io.temp_dc) > 10", "class_max() takes names in quotes"),
-    ("class_max('io', 'door_open') > 10", "class_max() needs a number"),
+    ("class_max('battery', 'serial') > 10", "class_max() needs a number"),
 ])
 def test_class_max_problems_name_what_to_write(when, message):
     assert message in one_problem(rule(when)).message

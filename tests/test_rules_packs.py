@@ -225,6 +225,47 @@ def test_modules_leaving_a_cabinet_that_stays_disarmed_are_no_visit_of_this_rule
     assert "modules_gone_after_visit.bms2" not in raised(visit, settle_s=3600)
 
 
+OPEN, SHUT = {"io.door_bolt": 0, "io.door_open": 1}, {"io.door_open": 0, "io.door_bolt": 1}
+
+
+def test_modules_gone_when_the_door_of_a_cabinet_left_disarmed_shuts_out_of_hours_with_nobody_signed_in():
+    # theft-slow-disarmed-hours: never armed, no command, 03:00, the lock picked, two modules out
+    theft = [(0, OPEN, None), (225, {"bms1.modules": 7}, None), (675, {"bms1.modules": 6}, None),
+             (870, SHUT, None), (900, {}, None)]
+    # (the gateway up for over an hour: rate() compares with the reading 1 h old)
+    assert raised(theft, mode=DISARMED, settle_s=3700) == ["door_outside_schedule.io",      # a warning at 30 s
+                                                          "modules_gone_unattended.bms1"]  # once, as the door shuts
+    # the next visit (a key holder at dawn, no command either) does not report them again
+    dawn = theft + [(3000, OPEN, None), (3300, SHUT, None), (3400, {}, None)]
+    assert raised(dawn, mode=DISARMED, settle_s=3700).count("modules_gone_unattended.bms1") == 1
+
+
+@pytest.mark.parametrize("who, script", [
+    # a pack replaced with no command on a cabinet not armed, out of hours: six out, eight in
+    ("swap", [(0, OPEN, None), (300, {"bms2.modules": 2}, None), (1800, {"bms2.modules": 10}, None),
+              (2400, SHUT, None), (2500, {}, None)]),
+    # decommissioning (or any planned work) in a booked window: no command needed on a cabinet not armed
+    ("booked window", [(0, {"sched.maintenance": 1, **OPEN}, None), (300, {"bms2.modules": 4}, None),
+                       (600, SHUT, None), (700, {}, None)]),
+    ("shift round", [(0, {"sched.shift_change": 1, **OPEN}, None), (300, {"bms2.modules": 7}, None),
+                     (600, SHUT, None), (700, {}, None)]),
+    # a key holder who signs in (maint_start) is judged at the end of maintenance (modules_gone_after_visit)
+    ("signed in", [(0, {}, MAINT), (10, OPEN, None), (300, {"bms2.modules": 6}, None), (600, SHUT, None),
+                   (605, {}, DISARMED), (700, {}, None)]),
+    # commissioning: modules arrive, never a loss
+    ("commissioning", [(0, OPEN, None), (60, {"bms2.modules": 12}, None), (600, SHUT, None), (700, {}, None)]),
+])
+def test_modules_leaving_a_disarmed_cabinet_by_the_book_are_no_unattended_loss(who, script):
+    assert "modules_gone_unattended.bms2" not in raised(script, mode=DISARMED, settle_s=3700), who
+
+
+def test_a_call_out_under_disarm_is_judged_at_its_re_arming_not_at_its_door():
+    # a guarded cabinet disarmed by a call-out: its losses are modules_gone_after_visit's
+    call_out = [(0, {}, DISARMED), (10, OPEN, None), (300, {"bms2.modules": 7}, None), (600, SHUT, None),
+                (700, {}, None)]
+    assert "modules_gone_unattended.bms2" not in raised(call_out, settle_s=3700)
+
+
 def test_a_pack_replaced_on_a_disarmed_call_out_is_a_warning_and_in_maintenance_a_muted_alarm():
     def replaced(visit):
         return raised([(0, {}, visit), (5, {"bms1.serial": 999}, None), (20, {}, None)])
@@ -523,4 +564,17 @@ def test_class_max_counts_an_offline_module_with_the_lowest_reading_of_its_class
         image[catalog.index[name]] = v
     assert [up for _r, _s, _a, up in ev.scan(image, 0, DISARMED)] == []      # io3's 40 C is a stale reading
     image[catalog.index["io3.online"]] = 1
+    assert [up for _r, _s, _a, up in ev.scan(image, 100, DISARMED)] == [True]
+
+
+def test_class_max_of_a_bool_is_any_online_device_reading_1(tmp_path):
+    catalog, site = site_of({"io1": "io", "io2": "io"})
+    path = tmp_path / "door.toml"
+    path.write_text('[[rule]]\nid = "open"\nwhen = "class_max(\'io\', \'door_open\') == 1"\nseverity = "warning"\n')
+    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size), ticks.diff)
+    image = catalog.new_image()
+    for name, v in {"io1.online": 1, "io2.door_open": 1}.items():
+        image[catalog.index[name]] = v
+    assert [up for _r, _s, _a, up in ev.scan(image, 0, DISARMED)] == []      # io2's open door: a stale reading
+    image[catalog.index["io2.online"]] = 1
     assert [up for _r, _s, _a, up in ev.scan(image, 100, DISARMED)] == [True]

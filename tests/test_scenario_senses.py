@@ -24,9 +24,8 @@ def documented_example() -> str:
     return re.search(r"```toml\n(# carried-away\.toml\n.*?)```", text, re.S).group(1)
 
 
-def run(text: str, with_camera_pack: bool) -> dict:
-    rules = default_sources([]) + ([str(PACKS / "optional" / "cameras.toml")] if with_camera_pack else [])
-    return evaluate([loads(text, "carried-away.toml")], RuleSource(rules), decode_factory=profile_decode())
+def run(text: str) -> dict:
+    return evaluate([loads(text, "carried-away.toml")], RuleSource(default_sources([])), decode_factory=profile_decode())
 
 
 def run_packs(text: str, packs: list[str]) -> dict:
@@ -34,15 +33,19 @@ def run_packs(text: str, packs: list[str]) -> dict:
 
 
 def test_the_documented_scenario_detects_with_cameras_and_gnss_and_reports_the_outputs():
-    doc = run(documented_example(), with_camera_pack=True)
+    doc = run(documented_example())
     knock, carry = doc["scenarios"][0]["incidents"]
     # The window starts at the knock (the first contact), not at the camera's sighting a minute before.
     assert knock["kind"] == "tamper" and knock["start_s"] == 21 * 60
-    assert knock["detected"] and knock["by"] == "rule person_with_vibration.io" and knock["ttd_s"] == 0.0
+    assert knock["detected"] and knock["by"] == "rule person_with_vibration.cam.gate" and knock["ttd_s"] == 0.0
     assert knock["outputs_s"] == {"lights": 0.0, "camera": 0.0, "lock": 120.0}
     assert carry["kind"] == "theft" and carry["detected"] and carry["ttd_s"] <= 10      # the lift is felt
     assert doc["nuisance_alarms"] == 0
-    without = run(documented_example(), with_camera_pack=False)["scenarios"][0]["incidents"]
+    # A site whose calendar has no night: the night camera rules are not compiled, and the knock
+    # (one peak, inside port life) is missed.
+    no_night = documented_example().replace('[[schedule]]\nname = "night"\nfrom = "20:00"\nto = "06:00"\n', "")
+    assert 'name = "night"' not in no_night
+    without = run(no_night)["scenarios"][0]["incidents"]
     assert not without[0]["detected"] and without[1]["detected"]
 
 
@@ -65,7 +68,7 @@ def test_a_bad_plan_is_refused_with_the_line_of_its_table():
 
 def test_without_the_plan_the_alarm_sounds_as_it_always_did():
     text = documented_example().split("[escalation.alarm]")[0]
-    knock = run(text, with_camera_pack=True)["scenarios"][0]["incidents"][0]
+    knock = run(text)["scenarios"][0]["incidents"][0]
     assert knock["detected"] and knock["outputs_s"] == {}
 
 
