@@ -276,6 +276,12 @@ def test_a_text_serial_is_its_crc32_masked_as_docs_profiles_say():
     assert "CRC-32 masked to 31 bits (`crc32 & 0x7FFFFFFF`)" in doc
 
 
+def test_a_serial_of_digits_that_are_not_ascii_is_its_crc_not_a_crash():
+    """Latin-1 "²" is a digit to str.isdigit() but not to int(): the decode raised ValueError."""
+    assert fold_text("2\u00b2") == zlib.crc32("2\u00b2".encode("latin-1")) & 0x7FFFFFFF
+    assert fold_text("77001234") == 77001234
+
+
 def test_a_garbled_sunspec_chain_is_a_mismatch_not_a_dead_bus_thread():
     """A model length read from a garbled answer once sent discovery past register
     65535, and struct.pack killed the bus thread (seen in an armed soak)."""

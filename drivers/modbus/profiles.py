@@ -87,7 +87,7 @@ def fold31(value: int) -> int:
 
 def fold_text(text: str) -> int:
     """A serial string as an integer: its value if all digits and < 2**31, else CRC-32 & 0x7FFFFFFF."""
-    if text.isdigit() and int(text) < 2**31:
+    if text.isascii() and text.isdigit() and int(text) < 2**31:   # "2²" is digits to isdigit(), not to int()
         return int(text)
     return zlib.crc32(text.encode("latin-1", "replace")) & 0x7FFFFFFF
 
