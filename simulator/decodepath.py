@@ -78,6 +78,8 @@ def _groups(profile: Profile) -> list[tuple[str, ...]]:
     by_sf: dict[object, list[str]] = {}
     for f in regmap.fields:
         by_sf.setdefault(f.sf_address if f.sf_address is not None else ("alone", f.name), []).append(f.name)
+    for name in profile.constants:      # stated by the profile: whatever the world says, the image reads it
+        by_sf[("alone", name)] = [name]
     return [tuple(names) for names in by_sf.values()]
 
 

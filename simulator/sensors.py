@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 IO_PERIOD_MS = 1000
 IO_SLOW_EVERY = 10          # temperature and supply: every 10th I/O sample
 BMS_PERIOD_MS = 4000
-CELLS_PER_MODULE = 16
+CELLS_PER_MODULE = 16        # cells in series in a module: what bms16-vendor states, a SunSpec 805 NCell reads
 BMS_ALARM_POWER_LOST = 0x0004   # the BMS's own "DC link lost" event bit
 
 # Discrete event operations.
@@ -44,7 +44,7 @@ class _Battery:
         idx = [index[name + "." + s[0]] for s in BATTERY_SIGNALS]
         self.electric_idx = tuple(idx[:5])     # sampled every time: pack, current, soc, cell extremes,
         self.temp_idx = tuple(idx[5:7])        # temperatures
-        self.slow_idx = tuple(idx[7:])     # modules, serial, alarm bits: on events
+        self.slow_idx = tuple(idx[7:])     # modules, serial, alarm bits, cells per module: on events
         self.current_idx = index[name + ".current_ma"]
         # (soc, modules, current, dummies, extra spread, what _electric made of them):
         # reported again only when it changes
@@ -367,7 +367,8 @@ class Stream:
                 report(b.electric_idx, key[5])
             report(b.temp_idx, (int((temp + offsets.get(b.name, 0.0) + b.hot) * 10 + 5), int(temp * 10 - 5)))
             if event:
-                report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0)))
+                report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0),
+                                    CELLS_PER_MODULE))
 
     def _cell_faults(self, t: int) -> tuple[dict[str, float], dict[str, Episode]]:
         """Per battery: a ``cell_imbalance``'s extra cell spread (mV) and a ``hot_cell``'s fault now."""

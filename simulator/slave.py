@@ -70,6 +70,7 @@ class SimDevice:
         self.profile = profile if isinstance(profile, Profile) else load_profile(profile)
         self.address = address
         self.values = {n: 0 for n, _u, _s in self.profile.signal_specs()}
+        self.values.update(self.profile.constants)   # stated by the profile: no register serves them
         self.fault: Fault | None = None
         self.requests = 0
         self._rng = random.Random(seed)
@@ -85,6 +86,11 @@ class SimDevice:
         if unknown:
             raise SimConfigError("device {} ({}) has no signal {} (its signals: {})".format(
                 self.name, self.profile.name, ", ".join(unknown), ", ".join(self.values)))
+        stated = [k for k, v in values.items() if k in self.profile.constants and int(v) != self.profile.constants[k]]
+        if stated:
+            raise SimConfigError("device {}: profile {} states {} = {} (no register serves another value): "
+                                 "use a profile that reads it from the device".format(
+                                     self.name, self.profile.name, stated[0], self.profile.constants[stated[0]]))
         with self._lock:
             self.values.update({k: int(v) for k, v in values.items()})
             self.tables = self.profile.encode(self.values)

@@ -80,19 +80,34 @@ def test_bad_model_files_are_refused():
         ModelTables({"format": 2})
 
 
-@pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
-def test_micropython_scores_bit_for_bit():
-    body = ('\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\nper_hour = 40.0\n'
-            '\n[[process]]\nkind = "bms"\ncharge_at = "00:05"\n'
-            '\n[[action]]\nkind = "door_forced"\nat = "+5m"\n\n[[action]]\nkind = "module_remove"\nat = "+6m"\n'
-            '\n[[action]]\nkind = "thermal_ramp"\nat = "+8m"\nduration = "2m"\n'
-            '\n[[action]]\nkind = "power_cut"\nat = "+11m"\nduration = "1m"\n')
-    scans, index = recorded(body, "15m")
-    doc = tables(level=30)
+# A cabinet's 15 minutes with every feature at work: trucks and wind, a forced
+# door, a module out, a thermal ramp and a power cut.
+BUSY = ('\n[[process]]\nkind = "wind"\n[[process]]\nkind = "truck"\nper_hour = 40.0\n'
+        '\n[[process]]\nkind = "bms"\ncharge_at = "00:05"\n'
+        '\n[[action]]\nkind = "door_forced"\nat = "+5m"\n\n[[action]]\nkind = "module_remove"\nat = "+6m"\n'
+        '\n[[action]]\nkind = "thermal_ramp"\nat = "+8m"\nduration = "2m"\n'
+        '\n[[action]]\nkind = "power_cut"\nat = "+11m"\nduration = "1m"\n')
+
+
+def scored_both_modes(doc, scans, index):
+    """{mode: (scores, adapted baseline, explain())} armed and disarmed."""
     results = {}
     for mode in (ARMED, DISARMED):
         model, out = run(doc, scans, index, mode)
         results[mode] = (out, model.hi.hex(), model.explain())
+    return results
+
+
+@pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
+def test_micropython_scores_bit_for_bit():
+    scans, index = recorded(BUSY, "15m")
+    doc = tables(level=30)
+    results = scored_both_modes(doc, scans, index)
+    assert_micropython_scores(doc, scans, index, results)
+    assert max(s for s, _t in results[ARMED][0]) > 0
+
+
+def assert_micropython_scores(doc, scans, index, results):
     files = {"scans.json": json.dumps(scans), "index.json": json.dumps(index), "model.json": json.dumps(doc)}
     code = ("import json\nfrom controller.core.anomaly import AnomalyModel, ModelTables\n"
             "scans = json.load(open('/app/scans.json'))\nindex = json.load(open('/app/index.json'))\n"
@@ -112,7 +127,48 @@ def test_micropython_scores_bit_for_bit():
         out, hi, why = json.loads(line)
         assert [tuple(x) for x in out] == results[mode][0]
         assert hi == results[mode][1] and [tuple(x) for x in why] == results[mode][2]
-    assert max(s for s, _t in results[ARMED][0]) > 0
+
+
+def renamed(index, scans, *modules):
+    """The same cabinet with its I/O module ``io`` named ``modules[0]`` (docs/config.md)
+    and each further module a quiet one of its own, online from the first scan."""
+    first = modules[0] + "."
+    out = {(first + n[3:] if n.startswith("io.") else n): i for n, i in index.items()}
+    quiet = {"online": 1, "door_bolt": 1, "supply_mv": 24000}     # still, cold: below every reading of io
+    extra = []
+    for m in modules[1:]:
+        for short in [n[3:] for n in sorted(index) if n.startswith("io.")]:
+            out[m + "." + short] = len(out)
+            extra.append((out[m + "." + short], quiet.get(short, 0)))
+    return out, [(t, (changes + extra) if k == 0 else changes) for k, (t, changes) in enumerate(scans)]
+
+
+@pytest.mark.parametrize("modules", [("door",), ("io1", "io2"), ("cab", "io")])
+def test_an_io_module_named_otherwise_is_read_as_io_is(modules):
+    """The model finds its I/O modules by their class's signals, not by the name io:
+    named otherwise, or beside a second, quiet module, the cabinet scores as it did."""
+    scans, index = recorded(BUSY, "15m")
+    doc = tables(level=30)
+    expected = scored_both_modes(doc, scans, index)
+    index2, scans2 = renamed(index, scans, *modules)
+    got = scored_both_modes(doc, scans2, index2)
+    assert got == expected
+    blind = {n: i for n, i in index.items() if not n.startswith("io.")}    # what a model that found none scores
+    assert scored_both_modes(doc, scans, blind) != expected
+
+
+@pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
+def test_the_second_io_module_is_watched_too_and_micropython_agrees():
+    scans, index = recorded("", "12m")
+    index2, scans2 = renamed(index, scans, "io1", "io2")
+    burst = [(600000 + k * 1000, [(index2["io2.vib_rms_mg"], 400), (index2["io2.vib_peak_mg"], 1500)])
+             for k in range(5)] + [(605000, [(index2["io2.vib_rms_mg"], 3), (index2["io2.vib_peak_mg"], 9)])]
+    scans2 = sorted(scans2 + burst, key=lambda s: s[0])
+    doc = tables()
+    results = scored_both_modes(doc, scans2, index2)
+    score, top = max(results[ARMED][0])
+    assert score >= 40 and FEATURES[top] in ("vib", "peak")
+    assert_micropython_scores(doc, scans2, index2, results)
 
 
 PORT_MODEL = "rules/models/port.json"

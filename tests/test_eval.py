@@ -168,6 +168,26 @@ def test_sunspec_points_sharing_a_scale_factor_decode_together():
     assert abs(got[pack] - 409612) <= 10      # rounded to the scale factor the encoder chose
 
 
+def test_the_world_reports_its_cells_per_module_as_each_profile_gives_it():
+    """The world's module is the one its vendor profile states (16 cells), and its
+    BMSs report it at +0, so a rule reads it through either profile's decode path."""
+    from simulator.decodepath import profile_decode
+    from simulator.sensors import CELLS_PER_MODULE
+    from simulator.world import CabinetWorld, cabinet_catalog
+    from drivers.modbus.profiles import load_profile
+    assert load_profile("bms16-vendor").constants == {"cells_per_module": CELLS_PER_MODULE}
+    scn = scenario()
+    catalog = cabinet_catalog(scn, scn.cabinets[0])
+    cells = [catalog.index["bms{}.cells_per_module".format(n)] for n in (1, 2)]
+    first = dict(next(iter(CabinetWorld(scn, scn.cabinets[0], catalog).stream()))[1])
+    assert [first.get(i) for i in cells] == [CELLS_PER_MODULE] * 2
+    for battery in ("bms16-vendor", "sunspec-battery"):
+        decode = profile_decode({"battery": battery})(catalog)
+        assert decode([(cells[0], CELLS_PER_MODULE)]) == [(cells[0], 16)]
+    # the vendor's figure is its profile's: no register could carry another
+    assert profile_decode()(catalog)([(cells[0], 2)]) == [(cells[0], 16)]
+
+
 QUIET_RESTARTS = """
 [[process]]
 kind = "wind"

@@ -8,9 +8,9 @@ import pytest
 from simulator.bus import SimBus, Simulator
 from simulator.slave import SimDevice
 
-SUNSPEC = {"pack_mv": 409600, "current_ma": -2500, "soc_pct": 64, "cell_vmax_mv": 3350,
-           "cell_vmin_mv": 3320, "temp_max_dc": 262, "temp_min_dc": 230, "modules": 8,
-           "serial": 77001234, "alarm_bits": 5}
+SUNSPEC = {"pack_mv": 409600, "current_ma": -2500, "soc_pct": 64, "cell_vmax_mv": 3210,
+           "cell_vmin_mv": 3190, "temp_max_dc": 262, "temp_min_dc": 230, "modules": 8,
+           "serial": 77001234, "alarm_bits": 5, "cells_per_module": 16}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_pysunspec2_reads_the_simulated_sunspec_battery(sim):
         assert dev.common[0].SN.value == "77001234" and dev.common[0].Mn.value == "cabguard"
         battery = dev.models[802][0]
         assert battery.V.cvalue == pytest.approx(409.6) and battery.A.cvalue == pytest.approx(-2.5)
-        assert battery.SoC.cvalue == pytest.approx(64) and battery.CellVMax.cvalue == pytest.approx(3.35)
+        assert battery.SoC.cvalue == pytest.approx(64) and battery.CellVMax.cvalue == pytest.approx(3.21)
         assert battery.Evt1.value == 5
         bank = dev.models[803][0]
         assert bank.ModTmpMax.cvalue == pytest.approx(26.2) and bank.ModTmpMin.cvalue == pytest.approx(23.0)

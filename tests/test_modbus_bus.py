@@ -27,7 +27,7 @@ pytestmark = pytest.mark.xdist_group(WIRE_GROUP)
 
 BMS = {"pack_mv": 52800, "current_ma": -1500, "soc_pct": 81, "serial": 20240117, "modules": 1}
 SUNSPEC = {"pack_mv": 409600, "current_ma": -2500, "soc_pct": 64, "serial": 77001234, "modules": 8,
-           "temp_max_dc": 262}
+           "temp_max_dc": 262, "cells_per_module": 14}      # 805.NCell: a module of 14 cells
 
 
 def cabinet():
@@ -171,6 +171,7 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         assert get("bms1.pack_mv") == 52800 and get("bms1.current_ma") == -1500
         assert get("bms2.pack_mv") == 409600 and get("bms2.serial") == 77001234
         assert get("bms2.temp_max_dc") == 262 and get("bms2.modules") == 8
+        assert get("bms1.cells_per_module") == 16 and get("bms2.cells_per_module") == 14   # stated; 805.NCell
         assert get("bms1.comm_ok") > 0 and get("bms1.comm_timeouts") == 0
         sim.device("bms2").swap(88000001)
         sim.device("io").set(door_open=1)
@@ -182,6 +183,8 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
         poller.stop()
     # No read longer than the shortest poll period (io's 100 ms): the 111-register SunSpec
     # block goes in 37-register reads, and the io module, due meanwhile, is polled between them.
+    # 805.NCell (40198) is read once, at discovery: no poll reads it again.
+    assert [(a, start, n) for a, start, n in reads if a == 3 and start <= 40198 < start + n] == [(3, 40198, 1)]
     battery = [(i, start, n) for i, (a, start, n) in enumerate(reads) if a == 3]
     assert max(n for _i, _s, n in battery) == 37
     assert any(first + n == start and any(a == 1 for a, _s, _n in reads[i + 1:j])

@@ -64,6 +64,7 @@ def _values(profile, draw_int):
             out[name] = draw_int(0, 6500) * 100
         else:
             out[name] = draw_int(0, 6000)
+    out.update(profile.constants)       # stated by the profile: no register to carry another value
     return out
 
 
@@ -120,7 +121,8 @@ def test_any_register_contents_decode_as_each_field_is_documented(name, data):
     decoded, missing = regmap.decode(blocks)
     expected = {f.name: _as_documented(regmap, blocks, f) for f in regmap.fields}
     assert missing == sum(v is None for v in expected.values())
-    assert decoded == {f.name: f.missing if expected[f.name] is None else expected[f.name] for f in regmap.fields}
+    assert decoded == dict(p.constants, **{f.name: f.missing if expected[f.name] is None else expected[f.name]
+                                           for f in regmap.fields})
 
 
 def test_blocks_respect_the_125_register_limit():
@@ -160,7 +162,7 @@ def test_sunspec_profile_offsets_match_the_sunspec_model_definitions():
               ("soc_pct", 802): "SoC", ("cell_vmax_mv", 802): "CellVMax",
               ("cell_vmin_mv", 802): "CellVMin", ("alarm_bits", 802): "Evt1",
               ("temp_max_dc", 803): "ModTmpMax", ("temp_min_dc", 803): "ModTmpMin",
-              ("modules", 803): "StrNMod"}
+              ("modules", 803): "StrNMod", ("cells_per_module", 805): "NCell"}
     p = load_profile("sunspec-battery")
     regmap = p.bind({m.id: 0 for m in p.models})
     for f in regmap.fields:
@@ -276,6 +278,12 @@ def test_a_text_serial_is_its_crc32_masked_as_docs_profiles_say():
     assert "CRC-32 masked to 31 bits (`crc32 & 0x7FFFFFFF`)" in doc
 
 
+def test_a_serial_of_digits_that_are_not_ascii_is_its_crc_not_a_crash():
+    """Latin-1 "²" is a digit to str.isdigit() but not to int(): the decode raised ValueError."""
+    assert fold_text("2\u00b2") == zlib.crc32("2\u00b2".encode("latin-1")) & 0x7FFFFFFF
+    assert fold_text("77001234") == 77001234
+
+
 def test_a_garbled_sunspec_chain_is_a_mismatch_not_a_dead_bus_thread():
     """A model length read from a garbled answer once sent discovery past register
     65535, and struct.pack killed the bus thread (seen in an armed soak)."""
@@ -293,3 +301,71 @@ def test_a_garbled_sunspec_chain_is_a_mismatch_not_a_dead_bus_thread():
         model_chain(read, 40000)
     with pytest.raises(ModbusFrameError, match="no registers 65535..65536"):
         frames.read_request(2, frames.READ_HOLDING, 0xFFFF, 2)
+
+
+def _sunspec_device(tables):
+    """read(start, count) over a simulated SunSpec slave's holding registers."""
+    holding = tables["holding"]
+    return lambda start, count: [holding.get(a, 0) for a in range(start, start + count)]
+
+
+def test_the_vendor_pack_states_its_cells_per_module_and_every_poll_gives_it():
+    p = load_profile("bms16-vendor")
+    regmap = p.bind()
+    assert p.constants == {"cells_per_module": 16} and "cells_per_module" not in [f.name for f in regmap.fields]
+    values, missing = regmap.decode(regmap.blocks_from(p.encode({"pack_mv": 52800})))
+    assert values["cells_per_module"] == 16 and values["pack_mv"] == 52800 and missing == 0
+
+
+def test_sunspec_cells_per_module_is_805_ncell_read_once_when_the_device_is_discovered():
+    from drivers.modbus.sunspec import discover, read_facts
+
+    p = load_profile("sunspec-battery")
+    read = _sunspec_device(p.encode({"cells_per_module": 14, "pack_mv": 409600}))
+    layout = discover(read, p)
+    facts = read_facts(read, p, layout)
+    assert facts == {"cells_per_module": 14}
+    polled = p.bind(layout, facts)
+    assert [b for b in polled.blocks if b.start <= layout[805] + 4 < b.start + b.count] == []   # not read every poll
+    assert polled.blocks == p.bind(layout, {}).blocks and len(polled.blocks) == 1
+    values, _missing = polled.decode([read(b.start, b.count) for b in polled.blocks])
+    assert values["cells_per_module"] == 14 and values["pack_mv"] == 409600
+
+
+def test_a_sunspec_ncell_not_implemented_is_unknown_not_a_module_of_no_cells():
+    from drivers.modbus.sunspec import discover, read_facts
+
+    p = load_profile("sunspec-battery")
+    tables = p.encode({})
+    layout = p.sim_layout()
+    tables["holding"][layout[805] + 4] = NOT_IMPLEMENTED["u16"]
+    read = _sunspec_device(tables)
+    assert read_facts(read, p, discover(read, p)) == {"cells_per_module": 0}
+
+
+VENDOR_CELLS = "[signals.cells_per_module]  # no register: the vendor's modules are 16 cells in series\nvalue = 16"
+
+
+@pytest.mark.parametrize("replacement, line, expected", [
+    ("[signals.cells_per_module]\nvalue = 0", "value = 0", "value = 0 is not a whole number 1..65535"),
+    ("[signals.cells_per_module]\nvalue = true", "value = true", "value = True is not a whole number 1..65535"),
+    ("[signals.cells_per_module]\nvalue = 16\ntable = \"input\"\naddress = 40", "address = 40",
+     "a constant (value = N) has no register: remove address, table or the value"),
+    ("[signals.cells_per_module]\ntable = \"input\"\naddress = 40\nonce = true", "once = true",
+     "once = true reads a fact of the unit's build (cells_per_module) when a SunSpec device is discovered"),
+    ("", None, "class battery needs signals cells_per_module: add a [signals.NAME] table for each "
+               "(cells_per_module: the device's register, or value = N where the device has none"),
+])
+def test_a_bad_cells_per_module_is_refused_with_its_line(tmp_path, replacement, line, expected):
+    assert VENDOR_CELLS in VENDOR
+    text = VENDOR.replace(VENDOR_CELLS, replacement)
+    msg = _bad(tmp_path, text)
+    assert msg.startswith("{}:{}:".format(tmp_path / "bad.toml", _line_of(text, line) if line else 1)), msg
+    assert expected in msg, msg
+
+
+def test_only_a_fact_of_the_build_may_be_stated_as_a_constant(tmp_path):
+    text = VENDOR.replace('[signals.modules]\ntable = "input"\naddress = 5\ntype = "u16"', '[signals.modules]\nvalue = 8')
+    msg = _bad(tmp_path, text)
+    assert msg.startswith("{}:{}:".format(tmp_path / "bad.toml", _line_of(text, "value = 8")))
+    assert "only cells_per_module may be stated as a constant (value = N); map modules to the device's register" in msg

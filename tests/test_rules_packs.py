@@ -17,6 +17,7 @@ ARMED, DISARMED, MAINT, ENTRY, ARMING, ALARM = (modes.ARMED, modes.DISARMED, mod
                                                 modes.ARMING, modes.ALARM)
 UP = {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
       "io.door_bolt": 1, "io.vib_rms_mg": 2, "io.vib_peak_mg": 5, "bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 4712,
+      "bms1.cells_per_module": 16, "bms2.cells_per_module": 16,
       "bms1.pack_mv": 400000, "bms1.temp_max_dc": 250, "sys.disk_free_pct": 80, "io.temp_dc": 200,
       "io.supply_mv": 24000}
 
@@ -493,6 +494,25 @@ def test_one_dummy_swapped_in_while_armed_alarms_and_is_reported_once():
 ])
 def test_a_pack_whose_voltage_fits_its_modules_is_quiet(name, script):
     assert SHORT not in raised(script + [(script[-1][0] + 100, {}, None)]), name
+
+
+# A vendor pack of 16 cells in all, its BMS counting 8 modules of 2 cells (docs/signals.md, cells_per_module)
+SMALL_PACK = {"bms1.modules": 8, "bms1.pack_mv": 52800, "bms1.cell_vmin_mv": 3290, "bms1.cell_vmax_mv": 3312}
+
+
+def test_a_pack_of_modules_with_few_cells_is_judged_by_its_own_count_of_cells():
+    assert SHORT not in raised([(0, dict(SMALL_PACK, **{"bms1.cells_per_module": 2}), None), (60, {}, None)])
+    # the same readings taken for 16-cell modules (the rule's old assumption) are 7 modules short
+    assert SHORT in raised([(0, dict(SMALL_PACK, **{"bms1.cells_per_module": 16}), None), (60, {}, None)])
+    # and two of its modules swapped for dummies (4 of its 16 cells gone) are found
+    dummies = dict(SMALL_PACK, **{"bms1.cells_per_module": 2, "bms1.pack_mv": 39600})
+    assert SHORT in raised([(0, dummies, None), (60, {}, None)])
+
+
+def test_a_device_that_does_not_give_its_cells_per_module_leaves_the_rule_silent():
+    """A SunSpec NCell not implemented reads 0: unknown, not a module of no cells."""
+    dummies = dict(CELLS, **{"bms1.pack_mv": 200000})     # four of eight modules dummies
+    assert SHORT not in raised([(0, dict(dummies, **{"bms1.cells_per_module": 0}), None), (60, {}, None)])
 
 
 def door1_config(tmp_path) -> str:

@@ -30,6 +30,37 @@ def test_demo_config_has_the_cabinet_on_one_bus():
             os.close(b.slave_fd)
 
 
+def test_the_demo_packs_read_as_modules_of_their_cells_in_series():
+    """Each pack's string is modules x cells_per_module cells, every one between the lowest
+    and the highest cell; the vendor pack's 16 cell registers are one module's cells."""
+    sim = load_config(DEMO)
+    try:
+        packs = [d for b in sim.buses.values() for d in b.devices.values() if d.profile.device_class == "battery"]
+        assert [d.name for d in packs] == ["bms1", "bms2"]
+        for d in packs:
+            v = d.values
+            cells = v["modules"] * v["cells_per_module"]
+            assert cells * v["cell_vmin_mv"] <= v["pack_mv"] <= cells * v["cell_vmax_mv"], d.name
+            module = [v[n] for n in sorted(v) if n[:4] == "cell" and n[4:6].isdigit()]
+            if module:
+                assert len(module) == v["cells_per_module"] and (min(module), max(module)) == (
+                    v["cell_vmin_mv"], v["cell_vmax_mv"])
+    finally:
+        for b in sim.buses.values():
+            os.close(b.master_fd)
+            os.close(b.slave_fd)
+
+
+def test_a_simulated_device_serves_its_profiles_constant_and_no_other():
+    from simulator.slave import SimDevice
+
+    dev = SimDevice("bms1", "bms16-vendor", 2)
+    assert dev.values["cells_per_module"] == 16
+    dev.set(cells_per_module=16)
+    with pytest.raises(SimConfigError, match="profile bms16-vendor states cells_per_module = 16"):
+        dev.set(cells_per_module=2)
+
+
 @pytest.mark.parametrize("change, message", [
     ('address = 2\n', "bus[0]: bus b: two devices share an address ([2, 2])"),
     ('profile = "no-such"\n', "bus[0].device[1]: unknown device profile 'no-such'"),

@@ -44,8 +44,12 @@ _MASK = (1 << 30) - 1      # the core's tick period (docs/trace.md)
 _HALF = 1 << 29
 
 # Signals the features read, by short name (device prefixes are found in
-# the index).  Missing ones are simply not used.
-_IO = "io."
+# the index).  Missing ones are simply not used.  An I/O module is any device
+# with one of the I/O class's own signals (docs/signals.md), whatever the site
+# named it (io, door, io1 and io2: docs/config.md); a camera's tamper is not one.
+_IO_SHORTS = ("door_open", "door_bolt", "vib_rms_mg", "vib_peak_mg", "tilt_mdeg", "accel_z_mg",
+              "supply_mv", "temp_dc")
+_DOORS = ("door_open", "door_bolt", "tamper")
 _BATTERY_SUFFIXES = (".current_ma", ".pack_mv", ".temp_max_dc")
 
 
@@ -154,14 +158,16 @@ class Features:
         def slot(name):
             dot = name.find(".")
             return slot_of.get(name[:dot + 1], -1)
-        self.vib = get(_IO + "vib_rms_mg")
-        self.peak = get(_IO + "vib_peak_mg")
-        self.tilt = get(_IO + "tilt_mdeg")
-        self.lift = get(_IO + "accel_z_mg")
-        self.supply = get(_IO + "supply_mv")
-        self.io_temp = get(_IO + "temp_dc")
-        self.io = slot(_IO)
-        self.doors = [get(_IO + n) for n in ("door_open", "door_bolt", "tamper") if get(_IO + n) >= 0]
+        ios = _io_prefixes(names)     # "io.", "door." ...: in name order, so deterministic
+        self.ios = [slot(p) for p in ios]   # each module's device slot, -1 for none
+        self.vibs = [get(p + "vib_rms_mg") for p in ios]
+        self.peaks = [get(p + "vib_peak_mg") for p in ios]
+        self.tilts = [get(p + "tilt_mdeg") for p in ios]
+        self.lifts = [get(p + "accel_z_mg") for p in ios]
+        self.supplies = [get(p + "supply_mv") for p in ios]
+        self.io_temps = [get(p + "temp_dc") for p in ios]
+        doors = [(get(p + n), slot(p)) for p in ios for n in _DOORS if get(p + n) >= 0]
+        self.doors = [i for i, _d in doors]
         current_names = [n for n in names if n.endswith(_BATTERY_SUFFIXES[0])]
         pack_names = [n for n in names if n.endswith(_BATTERY_SUFFIXES[1])]
         temp_names = [n for n in names if n.endswith(_BATTERY_SUFFIXES[2])]
@@ -169,7 +175,7 @@ class Features:
         self.packs = [index[n] for n in pack_names]
         self.temps = [index[n] for n in temp_names]
         # The device slot (position in ``online``) of each signal, -1 for none.
-        self.door_slots = [self.io] * len(self.doors)
+        self.door_slots = [d for _i, d in doors]
         self.cur_slots = [slot(n) for n in current_names]
         self.pack_slots = [slot(n) for n in pack_names]
         self.temp_slots = [slot(n) for n in temp_names]
@@ -183,9 +189,9 @@ class Features:
         self.ring_at = 0
         self.temp_restart = 1        # the temperature history starts at the next close
         self.temp_last = 0           # the hottest reading at the last close
-        self.supply_prev = 0
+        self.supply_prev = [0] * len(ios)   # per module: its supply at the last close
         self.acc = [0] * N_FEATURES
-        self.supply_min = 0
+        self.supply_min = [0] * len(ios)    # and its lowest since
 
     def state(self):
         """What ``update`` and ``close`` go on from: the open window, the last
@@ -193,7 +199,7 @@ class Features:
         return {"on": list(self.on), "doors": list(self.door_prev), "cur": list(self.cur_prev),
                 "pack": list(self.pack_prev), "temps": list(self.temp_ring),
                 "temp": [self.ring_at, self.temp_restart, self.temp_last],
-                "supply": [self.supply_prev, self.supply_min], "acc": list(self.acc)}
+                "supply": _pairs(self.supply_prev, self.supply_min), "acc": list(self.acc)}
 
     def restore(self, snap):
         """Start from ``state()`` of the same catalog; ValueError names what does not fit."""
@@ -202,14 +208,15 @@ class Features:
         for key, have in lists:
             _fits(snap, key, len(have))
         _fits(snap, "temp", 3)
-        _fits(snap, "supply", 2)
+        _fits(snap, "supply", 2 * len(self.ios))
         self.on = list(snap["on"])
         self.door_prev = list(snap["doors"])
         self.cur_prev = list(snap["cur"])
         self.pack_prev = list(snap["pack"])
         self.temp_ring = list(snap["temps"])
         self.ring_at, self.temp_restart, self.temp_last = snap["temp"]
-        self.supply_prev, self.supply_min = snap["supply"]
+        self.supply_prev = list(snap["supply"][0::2])
+        self.supply_min = list(snap["supply"][1::2])
         self.acc = list(snap["acc"])
 
     def update(self, image):
@@ -226,9 +233,13 @@ class Features:
             elif fresh[k]:
                 fresh[k] = 0
             on[k] = v
-        io = self.io
-        if io < 0 or on[io]:
-            self._fold_io(image, acc, io >= 0 and fresh[io])
+        ios = self.ios
+        for k in range(len(ios)):
+            d = ios[k]
+            if d < 0 or on[d]:
+                self._fold_io(image, acc, k, d >= 0 and fresh[d])
+        if self.doors:    # a door of a module offline is skipped (_steps)
+            acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, on, fresh, _ANY)[1] * 64
         # Losses only: current that stops flowing, pack voltage that goes
         # (modules pulled).  Current starting, modules arriving are no theft.
         if self.currents:
@@ -240,40 +251,41 @@ class Features:
             if d > acc[6]:
                 acc[6] = d
 
-    def _fold_io(self, image, acc, back):
-        """The I/O module's readings (it answers); ``back``: its first scan online."""
-        i = self.vib
+    def _fold_io(self, image, acc, k, back):
+        """I/O module ``k``'s readings (it answers); ``back``: its first scan online."""
+        i = self.vibs[k]
         if i >= 0 and image[i] > acc[0]:
             acc[0] = image[i]
-        i = self.peak
+        i = self.peaks[k]
         if i >= 0 and image[i] > acc[1]:
             acc[1] = image[i]
-        if self.doors:
-            acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, self.on, self.fresh, _ANY)[1] * 64
-        i = self.tilt
+        i = self.tilts[k]
         if i >= 0:
             v = abs(image[i])
             if v > acc[3]:
                 acc[3] = v
-        i = self.lift
+        i = self.lifts[k]
         if i >= 0:
             v = abs(image[i])
             if v > acc[4]:
                 acc[4] = v
-        i = self.supply
+        i = self.supplies[k]
         if i >= 0:
             v = image[i]
             if back:
-                self.supply_prev = v   # the supply's drop is measured from a reading
-                self.supply_min = v
-            elif v < self.supply_min:
-                self.supply_min = v
+                self.supply_prev[k] = v   # the supply's drop is measured from a reading
+                self.supply_min[k] = v
+            elif v < self.supply_min[k]:
+                self.supply_min[k] = v
 
     def _temp(self, image):
         """The highest temperature of the devices online, or None."""
         t = None
-        if self.io_temp >= 0 and (self.io < 0 or self.on[self.io]):
-            t = image[self.io_temp]
+        for k in range(len(self.io_temps)):
+            i = self.io_temps[k]
+            d = self.ios[k]
+            if i >= 0 and (d < 0 or self.on[d]) and (t is None or image[i] > t):
+                t = image[i]
         for k in range(len(self.temps)):
             d = self.temp_slots[k]
             if (d < 0 or self.on[d]) and (t is None or image[self.temps[k]] > t):
@@ -304,17 +316,43 @@ class Features:
             acc[7] = held - low
         # Evidence of lost power only: a device that falls silent is the silence
         # rules' (sensor_silent, bms_silent, *_offline), supply noise is nothing.
-        drop = self.supply_prev - self.supply_min - SUPPLY_NOISE_MV
-        acc[8] = drop >> 4 if drop > 0 else 0
-        if self.supply >= 0 and (self.io < 0 or self.on[self.io]):
-            self.supply_prev = image[self.supply]
-            self.supply_min = self.supply_prev
+        # Of several modules, the one whose supply fell furthest.
+        power = 0
+        for k in range(len(self.ios)):
+            drop = self.supply_prev[k] - self.supply_min[k] - SUPPLY_NOISE_MV
+            if drop > power:
+                power = drop
+            i = self.supplies[k]
+            d = self.ios[k]
+            if i >= 0 and (d < 0 or self.on[d]):
+                self.supply_prev[k] = image[i]
+                self.supply_min[k] = image[i]
+        acc[8] = power >> 4
         out = list(acc)
         if out[1] > out[0] * CREST_MAX:
             out[1] = out[0] * CREST_MAX
         for k in range(N_FEATURES):
             acc[k] = 0
         return out
+
+
+def _io_prefixes(names):
+    """The I/O modules' prefixes ("io.") among sorted ``names``: devices with an I/O signal."""
+    out = []
+    for n in names:
+        dot = n.rfind(".")
+        if n[dot + 1:] in _IO_SHORTS and n[:dot + 1] not in out:
+            out.append(n[:dot + 1])
+    return out
+
+
+def _pairs(a, b):
+    """[a0, b0, a1, b1, ...]"""
+    out = []
+    for k in range(len(a)):
+        out.append(a[k])
+        out.append(b[k])
+    return out
 
 
 _ANY, _FALL, _FALL_ABS = 0, 1, 2    # what a step counts: any change, a fall, a fall of the magnitude

@@ -60,7 +60,7 @@ def device_load(name: str, profile: Profile, period_ms: int, baud: int, limit_s:
     """One device's polls, read as the poller reads them (long blocks split to ``limit_s``,
     see read_limit_s), each read with its expected turnaround; a SunSpec device at its
     default layout."""
-    regmap = profile.bind(profile.sim_layout() if profile.sunspec else None)
+    regmap = profile.bind(profile.sim_layout(), {}) if profile.sunspec else profile.bind()   # what a poll reads
     reads = [(frames.READ_FUNCTION[b.table], n) for b in regmap.blocks
              for _s, n in frames.split_reads(frames.READ_FUNCTION[b.table], b.start, b.count, baud, limit_s)]
     turnarounds_s = len(reads) * turnaround_ms / 1000

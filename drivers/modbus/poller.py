@@ -69,7 +69,7 @@ from drivers.modbus.options import BusOptions
 from drivers.modbus.master import RtuMaster
 from drivers.modbus.profiles import Profile, RegisterMap, load_profile
 from drivers.modbus.schedule import COMMAND, JOB, WAIT, Schedule
-from drivers.modbus.sunspec import NotSunSpec, discover
+from drivers.modbus.sunspec import NotSunSpec, discover, read_facts
 
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
 # import controller; tests/test_modbus_bus.py checks they agree).
@@ -460,8 +460,10 @@ class BusPoller:
             if st.reading is None:
                 discovering = st.regmap is None
                 if discovering:
-                    st.regmap = st.profile.bind(discover(lambda a, n: self._read(st, frames.READ_HOLDING, a, n),
-                                                         st.profile))
+                    def read_holding(start: int, count: int) -> list[int]:
+                        return self._read(st, frames.READ_HOLDING, start, count)
+                    layout = discover(read_holding, st.profile)
+                    st.regmap = st.profile.bind(layout, read_facts(read_holding, st.profile, layout))
                 st.reading = _Reading(self._plan(st), len(st.regmap.blocks), now_us)
                 if discovering:
                     return None   # a step of its own: a few reads of the model chain

@@ -41,7 +41,7 @@ IO_SIGNALS = (("door_open", "bool", 0), ("door_bolt", "bool", 0), ("tamper", "bo
 BATTERY_SIGNALS = (("pack_mv", "V", -3), ("current_ma", "A", -3), ("soc_pct", "pct", 0),
                    ("cell_vmax_mv", "V", -3), ("cell_vmin_mv", "V", -3),
                    ("temp_max_dc", "C", -1), ("temp_min_dc", "C", -1), ("modules", "count", 0),
-                   ("serial", "code", 0), ("alarm_bits", "bits", 0))
+                   ("serial", "code", 0), ("alarm_bits", "bits", 0), ("cells_per_module", "count", 0))
 CELL_SIGNALS = tuple(("cell{:02d}_mv".format(i), "V", -3) for i in range(1, 17))
 RELAY_SIGNALS = tuple(("k{}".format(i), "bool", 0) for i in range(1, 5))
 # A GNSS receiver on the bus: its newest fix, which the gateway feeds to the position
@@ -55,6 +55,12 @@ CLASSES: dict[str, tuple[tuple, tuple]] = {
     "relay": (RELAY_SIGNALS, ()),
     "gnss_receiver": (GNSS_RECEIVER_SIGNALS, ()),
 }
+
+# Facts of a device's build that a profile may state as a constant (``value = N``)
+# where the device has no register for them (docs/profiles.md, "Constant signals"):
+# the cells in series in one module of a battery string.
+CONSTANT_SIGNALS = ("cells_per_module",)
+CONSTANT_MAX = 0xFFFF      # what a u16 register could give
 
 TABLES = ("coil", "discrete", "holding", "input")
 BIT_TABLES = ("coil", "discrete")
@@ -76,7 +82,7 @@ UNSET_POINT = {"uint16": [0xFFFF], "enum16": [0xFFFF], "bitfield16": [0xFFFF], "
 NOT_IMPLEMENTED = {"u16": 0xFFFF, "s16": 0x8000, "u32": 0xFFFFFFFF, "s32": 0x80000000}
 NI_SF = 0x8000
 _FIELD_KEYS = {"table", "address", "model", "offset", "type", "scale", "sf", "bit",
-               "words", "word_order", "missing"}
+               "words", "word_order", "missing", "value", "once"}
 _PROFILE_KEYS = {"name", "class", "description", "word_order", "align", "gap"}
 
 
@@ -87,7 +93,7 @@ def fold31(value: int) -> int:
 
 def fold_text(text: str) -> int:
     """A serial string as an integer: its value if all digits and < 2**31, else CRC-32 & 0x7FFFFFFF."""
-    if text.isdigit() and int(text) < 2**31:
+    if text.isascii() and text.isdigit() and int(text) < 2**31:   # "2²" is digits to isdigit(), not to int()
         return int(text)
     return zlib.crc32(text.encode("latin-1", "replace")) & 0x7FFFFFFF
 
@@ -130,8 +136,10 @@ class SunSpecModel(NamedTuple):
 class RegisterMap:
     """A profile bound to concrete addresses: block reads, decode, coil addresses."""
 
-    def __init__(self, fields: list[Field], gap: int, not_implemented: bool) -> None:
+    def __init__(self, fields: list[Field], gap: int, not_implemented: bool,
+                 constants: dict[str, int] | None = None) -> None:
         self.fields = fields
+        self.constants = dict(constants or {})   # signals the profile states, read with every poll
         self.blocks = _pack_blocks(fields, gap)
         self.not_implemented = not_implemented
         # The decode plan, built once: (name, block, offset, field), the field None where the
@@ -152,8 +160,9 @@ class RegisterMap:
 
     def decode(self, blocks: list[list[int]]) -> tuple[dict[str, int], int]:
         """Signals from block contents (aligned with ``self.blocks``), and the count of
-        not-implemented points (each given its field's ``missing`` value)."""
-        out: dict[str, int] = {}
+        not-implemented points (each given its field's ``missing`` value).  A
+        constant signal comes with every decode: known once the device answered."""
+        out: dict[str, int] = dict(self.constants)
         missing = 0
         ni = self.not_implemented
         for name, bi, off, f in self._plan:
@@ -248,13 +257,14 @@ class Profile:
 
     def __init__(self, path: Path, name: str, device_class: str, description: str,
                  specs: list[tuple[str, str, int]], fields: list[dict], gap: int,
-                 models: list[SunSpecModel]) -> None:
+                 models: list[SunSpecModel], constants: dict[str, int]) -> None:
         self.path = path
         self.name = name
         self.device_class = device_class
         self.description = description
         self._specs = specs
         self._fields = fields     # validated entries; SunSpec ones relative to their model
+        self.constants = constants  # signals stated by the profile (no register): name -> value
         self.gap = gap
         self.models = models      # empty unless a SunSpec profile
         self._sim_maps: dict[int, RegisterMap] = {}  # encode()'s bound maps, by SunSpec base
@@ -275,7 +285,8 @@ class Profile:
         """This profile restricted to some points (same addresses): virtual-time
         evaluation round-trips one point at a time through it."""
         return Profile(self.path, self.name, self.device_class, self.description, self._specs,
-                       [e for e in self._fields if e["name"] in names], self.gap, self.models)
+                       [e for e in self._fields if e["name"] in names], self.gap, self.models,
+                       {n: v for n, v in self.constants.items() if n in names})
 
     def sim_layout(self, base: int = SUNSPEC_BASES[0]) -> dict[int, int]:
         """SunSpec model id -> address of its ID register, chained from ``base``."""
@@ -285,18 +296,30 @@ class Profile:
             addr += 2 + m.length
         return layout
 
-    def bind(self, layout: dict[int, int] | None = None) -> RegisterMap:
-        """Resolve addresses; a SunSpec profile needs the discovered model ``layout``."""
+    def bind(self, layout: dict[int, int] | None = None, facts: dict[str, int] | None = None) -> RegisterMap:
+        """Resolve addresses; a SunSpec profile needs the discovered model ``layout``.
+
+        Without ``facts``: every register the profile maps (what a slave holds).
+        With ``facts`` (the signals read once at discovery, ``once_map``): what a
+        poll reads, the ``once`` points left out and ``facts`` carried as constants."""
         if self.sunspec and layout is None:
             raise ProfileError("{}: a SunSpec profile needs the device's model layout".format(self.path))
+        entries = self._fields if facts is None else [e for e in self._fields if not e["once"]]
+        return RegisterMap(self._resolve(entries, layout), self.gap, self.sunspec, dict(self.constants, **(facts or {})))
+
+    def once_map(self, layout: dict[int, int]) -> RegisterMap:
+        """The points read once, when a SunSpec device is discovered (``once = true``)."""
+        return RegisterMap(self._resolve([e for e in self._fields if e["once"]], layout), self.gap, self.sunspec)
+
+    def _resolve(self, entries: list[dict], layout: dict[int, int] | None) -> list[Field]:
         fields = []
-        for e in self._fields:
+        for e in entries:
             base = layout[e["model"]] if self.sunspec else 0
             sf = e.get("sf")
             fields.append(Field(e["name"], e["table"], base + e["address"], e["type"],
                                 e["words"], e.get("bit"), e["word_order"], e["raw_scale"],
                                 None if sf is None else base + sf, e["scale"], e["missing"]))
-        return RegisterMap(fields, self.gap, self.sunspec)
+        return fields
 
     def encode(self, values: dict[str, int], base: int = SUNSPEC_BASES[0]) -> dict[str, dict[int, int]]:
         """Register tables that decode to ``values`` (the simulator's side).
@@ -471,19 +494,45 @@ def parse_profile(text: str, path: Path) -> Profile:
     if not isinstance(signals, dict):
         raise src.error(1, "missing [signals.NAME] tables")
     entries = []
+    constants = {}
     for name, entry in signals.items():
         if name not in catalog:
             raise src.error(src.line_of("signals." + name), "signal '{}' is not in class {} (its signals: {})".format(
                 name, device_class, ", ".join(n for n, _u, _s in required + optional)))
-        entries.append(_field(src, name, entry, catalog[name], word_order, models))
+        if isinstance(entry, dict) and "value" in entry:
+            constants[name] = _constant(src, name, entry)
+        else:
+            entries.append(_field(src, name, entry, catalog[name], word_order, models))
     missing = [n for n, _u, _s in required if n not in signals]
     if missing:
-        raise src.error(1, "class {} needs signals {}: add a [signals.NAME] table for each".format(
-            device_class, ", ".join(missing)))
+        stated = [n for n in missing if n in CONSTANT_SIGNALS]
+        raise src.error(1, "class {} needs signals {}: add a [signals.NAME] table for each{}".format(
+            device_class, ", ".join(missing), "" if not stated else " ({}: the device's register, or "
+            "value = N where the device has none, docs/profiles.md \"Constant signals\")".format(", ".join(stated))))
     _check_layout(src, entries, align, models)
     specs = [s for s in required + optional if s[0] in signals]
     return Profile(path, str(head.get("name", path.stem)), device_class,
-                   str(head.get("description", "")), specs, entries, gap, models)
+                   str(head.get("description", "")), specs, entries, gap, models, constants)
+
+
+def _constant(src: _Source, name: str, entry: dict) -> int:
+    """A signal the profile states (``value = N``): a fact of the device's build
+    that it has no register for.  Only CONSTANT_SIGNALS may be one, it has no
+    other key, and it is a positive whole number: 0 would read as "not known"
+    for ever (docs/signals.md) and silence every rule that needs it."""
+    header = "signals." + name
+    value = entry["value"]
+    if name not in CONSTANT_SIGNALS:
+        raise src.error(src.line_of(header, "value"), "signal '{}': only {} may be stated as a constant "
+                        "(value = N); map {} to the device's register".format(name, ", ".join(CONSTANT_SIGNALS), name))
+    others = sorted(k for k in entry if k != "value")
+    if others:
+        raise src.error(src.line_of(header, others[0]), "signal '{}': a constant (value = N) has no register: "
+                        "remove {} or the value".format(name, ", ".join(others)))
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= CONSTANT_MAX:
+        raise src.error(src.line_of(header, "value"), "signal '{}': value = {!r} is not a whole number 1..{} "
+                        "(the device's own figure, e.g. 16 cells per module)".format(name, value, CONSTANT_MAX))
+    return value
 
 
 def _int_in(src: _Source, table: dict, key: str, default: int, allowed, where: str) -> int:
@@ -574,9 +623,14 @@ def _field(src: _Source, name: str, entry: Any, unit_scale: tuple[str, int], wor
     missing = entry.get("missing", 0)
     if not isinstance(missing, int):
         raise src.error(src.line_of(header, "missing"), "{}: missing must be an integer".format(say))
+    once = entry.get("once", False)
+    if once is not False and (once is not True or not models or name not in CONSTANT_SIGNALS):
+        raise src.error(src.line_of(header, "once"), "{}: once = true reads a fact of the unit's build ({}) "
+                        "when a SunSpec device is discovered; elsewhere leave it out".format(
+                            say, ", ".join(CONSTANT_SIGNALS)))
     return {"name": name, "table": table, "address": address, "type": typ, "words": words,
             "bit": bit, "word_order": order, "raw_scale": raw_scale, "sf": sf, "scale": scale,
-            "missing": missing, "model": entry.get("model"), "line": line, "where": where}
+            "missing": missing, "model": entry.get("model"), "line": line, "where": where, "once": once}
 
 
 def _check_layout(src: _Source, entries: list[dict], align: int, models: list[SunSpecModel]) -> None:

@@ -58,3 +58,10 @@ def discover(read: ReadHolding, profile: Profile) -> dict[int, int]:
                 m.id, lengths[m.id], m.length))
     return layout
 
+
+def read_facts(read: ReadHolding, profile: Profile, layout: dict[int, int]) -> dict[str, int]:
+    """The points read once, at discovery (``once = true``: facts of the unit's build,
+    such as 805.NCell), decoded; a not-implemented one gives its ``missing`` value."""
+    regmap = profile.once_map(layout)
+    values, _missing = regmap.decode([read(b.start, b.count) for b in regmap.blocks])
+    return values

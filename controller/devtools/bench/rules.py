@@ -114,7 +114,8 @@ def rules_trace(compiled: Compiled | None, seed: int, scans: int) -> list[str]:
     t = ticks.MASK - rng.randrange(0, 30000)   # cross the tick wrap
     first = {name: 1 for name in ("io.online", "bms1.online", "bms2.online", "relay.online",
                                   "sys.clock_trusted")}
-    first.update({"bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 815})
+    first.update({"bms1.modules": 8, "bms2.modules": 8, "bms1.serial": 4711, "bms2.serial": 815,
+                  "bms1.cells_per_module": 16, "bms2.cells_per_module": 16})
     commands = ["arm", "arm", "disarm", "ack", "maint_start", "maint_stop", "silence", "unlock"]
     for scan in range(scans):
         changes = dict(first) if scan == 0 else {}
@@ -163,6 +164,8 @@ def _images(catalog: Catalog, scans: int, seed: int) -> list[tuple[int, list[int
             image[catalog.index[name]] = 1
         elif name.endswith(".modules"):
             image[catalog.index[name]] = 8
+        elif name.endswith(".cells_per_module"):
+            image[catalog.index[name]] = 16
         elif name.endswith("temp_max_dc"):
             image[catalog.index[name]] = 250
     out = []
