@@ -2,6 +2,7 @@
 change-driven evaluation, and its place in step()."""
 
 import random
+import re
 
 import pytest
 
@@ -153,6 +154,37 @@ def test_change_driven_evaluation_equals_evaluating_every_rule(seed):
         r = replay_lines(lines, lambda cat, head, ev=which: ev, keep_timeline=False)
         got.append((r.digest(), r.events))
     assert got[0] == got[1] and got[0][1] > 20
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_term_with_state_written_twice_in_a_rule_gives_what_it_gives_once(seed):
+    # Each rule's condition twice, ``(W) and (W)``: the second copy reads the
+    # first's value instead of running, and its state in rule_state() is the
+    # first's, as it would be had it run on the same scans.
+    text = random_rules(seed, 150)
+    twice = re.sub(r"^when = '(.*)'$", r"when = '(\1) and (\1)'", text, flags=re.M)
+    lines = rules_trace(compile_text(text), seed, 3000)
+    got = []
+    for source, every_scan in ((text, False), (twice, False), (twice, True)):
+        _c, ev = evaluator(source, every_scan)
+        r = replay_lines(lines, lambda cat, head, ev=ev: ev, keep_timeline=False)
+        got.append((r.digest(), r.events))
+        if source is twice:
+            mem = ev.rule_state()["mem"]
+            assert len(ev.copies) > 100
+            assert all(mem[o:o + n] == mem[first:first + n] for o, first, n in ev.copies)
+            assert ev.rule_state()["mem"] != [0] * len(mem)
+    assert got[0] == got[1] == got[2] and got[0][1] > 20
+
+
+def test_a_term_with_state_repeated_in_a_rule_pulses_in_each_copy():
+    # Run twice in one scan, an edge's second run would see no edge.
+    text = rule("rose(io.door_open) and rose(io.door_open) and within(changed(io.tilt_mdeg), '2s')"
+                " and not not within(changed(io.tilt_mdeg), '2s')")
+    script = [(0, {}, ARMED), (1000, {"io.door_open": 1, "io.tilt_mdeg": 5}, ARMED), (2000, {}, ARMED),
+              (3000, {"io.door_open": 0}, ARMED), (3500, {"io.tilt_mdeg": 7}, ARMED),
+              (4000, {"io.door_open": 1}, ARMED), (5000, {}, ARMED)]
+    assert run(text, script) == [(1000, "r", 1), (2000, "r", 0), (4000, "r", 1), (5000, "r", 0)]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -84,6 +84,10 @@ class Evaluator:
         self.cur = [0, 0]   # this scan's mode bits and the previous scan's tick, as the rules read them
         self.wk = [-1]      # the running rule's wake (-1: none), as its ops find it
         built = {}   # one closure per distinct tree (the same term in many rules, or twice in one)
+        # (mem offset, the offset it repeats, words) of each stateful op that
+        # repeats one run before it in its rule (``_rule_fn``): rule_state()
+        # copies its state, which it would hold had it run.
+        self.copies = []
         self.run = [_rule_fn(self, t.codes[r], t.flags[r] & FLAG_CLEAR_WHEN, built) for r in range(t.size)]
 
     def rule_state(self):
@@ -91,6 +95,10 @@ class Evaluator:
         last values seen), plain integers and lists: an evidence window starts with
         it so a replay reaches the decisions the gateway made (docs/trace.md)."""
         self._wake_all(self.prev_now)   # the samples a sleeping sampler skipped, as taken
+        m = self.mem
+        for o, first, words in self.copies:
+            for k in range(words):
+                m[o + k] = m[first + k]
         wakes = dict(self.wakes)
         wakes.update(self.soon)
         return {"mem": list(self.mem), "active": list(self.active),
@@ -375,15 +383,23 @@ def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
 # same value and change nothing.  A closure takes (image, now) and returns
 # the op's value; stateful ops keep their state in ``ev.mem`` and put the
 # earliest tick at which time alone may change them in ``ev.wk[0]``.
+#
+# A term with state written twice in one rule (sensor_fault_at_arming's
+# fault, three times) is two copies of the same ops on the same inputs,
+# run on the same scans, from the same start: they hold the same state and
+# give the same value at every run.  So the first copy in code order (the
+# one that runs first) keeps its value, and the others read it instead of
+# running (``_Shared``).
 
 def _rule_fn(ev, code, clear_when, built):
     """The closure that runs one rule: its ``when`` value, or with a
     ``clear_when`` bit 0 for ``when`` and bit 1 for ``clear_when``."""
     roots = _tree(code)
-    w = _fn(ev, roots[0], built)
+    shared = _Shared(ev, roots)
+    w = _fn(ev, roots[0], built, shared)
     if not clear_when:
         return w
-    c = _fn(ev, roots[1], built)
+    c = _fn(ev, roots[1], built, shared)
 
     def both(im, now):
         x = w(im, now)
@@ -422,10 +438,92 @@ def _pure(node):
     return True
 
 
-def _fn(ev, node, built):
+class _Shared:
+    """The terms with state that one rule repeats, found before its closures
+    are built: the same walk in code order as ``_fn``'s, which builds the
+    first copy of each (its value kept) and none of the copies after it
+    (each reads that value)."""
+
+    def __init__(self, ev, roots):
+        self.guards = ev.table.guards
+        self.copies = ev.copies
+        self.shapes = {}     # tree -> its shape, the tree without its mem offsets
+        self.repeats = {}    # shape -> copies met (a copy's insides are not walked)
+        self.first = {}      # shape -> (the first copy, the cell holding its value)
+        self.source = {}     # mem offset of an op of a later copy -> the first copy's
+        for root in roots:
+            self._count(root)
+
+    def shape(self, node):
+        s = self.shapes.get(node)
+        if s is None:
+            op, args, kids = node
+            if op in MEM_WORDS and op != OP_RATE:   # a rule's rate() rings are one per term already
+                args = (self.guards[args[0]],) + args[1:]
+            s = self.shapes[node] = (op, args, tuple(self.shape(kid) for kid in kids))
+        return s
+
+    def _count(self, node):
+        if _pure(node):
+            return
+        s = self.shape(node)
+        if s in self.repeats:
+            self.repeats[s] += 1
+            return
+        self.repeats[s] = 1
+        for kid in node[2]:
+            self._count(kid)
+
+    def repeated(self, node):
+        """True if ``node`` is a term with state that its rule repeats."""
+        return not _pure(node) and self.repeats[self.shape(node)] > 1
+
+    def keep(self, node, f):
+        """The first copy's closure ``f``, keeping its value for the others."""
+        cell = [0]
+        self.first[self.shape(node)] = (node, cell)
+
+        def first(im, now):
+            v = cell[0] = f(im, now)
+            return v
+        return first
+
+    def reader(self, node):
+        """A later copy of a term built already: its value, and its state
+        for rule_state() (``Evaluator.copies``); None if it is the first."""
+        found = self.first.get(self.shape(node))
+        if found is None:
+            return None
+        cell = found[1]
+        for o, first in zip(_offsets(node), _offsets(found[0])):
+            # The first copy may hold a later copy of a smaller term: its op's state is that term's first copy's.
+            source = self.source.get(first[0], first[0])
+            if o[0] != source:
+                self.source[o[0]] = source
+                self.copies.append((o[0], source, o[1]))
+        return lambda im, now: cell[0]
+
+
+def _offsets(node):
+    """(mem offset, words) of each stateful op of ``node``, in code order."""
+    out = []
+    for kid in node[2]:
+        out += _offsets(kid)
+    if node[0] in MEM_WORDS:
+        out.append((node[1][0], MEM_WORDS[node[0]]))
+    return out
+
+
+def _fn(ev, node, built, shared):
     """The closure of ``node``; equal trees share one (``built``): a closure's
     state is in ``ev.mem`` at its operands' offsets, so two calls of one are
-    two calls of equal ones."""
+    two calls of equal ones.  A term with state repeated in its rule is run
+    once (``shared``)."""
+    repeated = shared.repeated(node)
+    if repeated:
+        f = shared.reader(node)
+        if f is not None:
+            return f
     f = built.get(node)
     if f is not None:
         return f
@@ -433,13 +531,16 @@ def _fn(ev, node, built):
     if op in MEM_WORDS:
         # A plain signal's value is read inline: one call less.
         si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
-        f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built), si)
+        f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built, shared), si)
     elif not kids:
         f = _leaf_fn(ev, op, args)
     elif len(kids) == 2:
-        f = _binary_fn(op, _fn(ev, kids[0], built), _fn(ev, kids[1], built), _pure(kids[0]), _pure(kids[1]))
+        f = _binary_fn(op, _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared),
+                       _pure(kids[0]), _pure(kids[1]))
     else:
-        f = _unary_fn(op, args, _fn(ev, kids[0], built))
+        f = _unary_fn(op, args, _fn(ev, kids[0], built, shared))
+    if repeated:
+        return shared.keep(node, f)
     built[node] = f
     return f
 
