@@ -151,6 +151,16 @@ def test_a_lever_from_an_offset_attitude_still_alarms(offset, moved_to, expected
     assert [r for r in got if r in TILT_RULES] == expected
 
 
+def test_an_offset_repaired_while_armed_in_a_storm_is_no_move():
+    # noise-honest-faults-a, cab-01: set while the sensor read 0.3 deg off and
+    # the wind had rocked it 0.2 deg further; the offset ends while armed and a
+    # storm rocks the cabinet by 0.45 deg (a 5 s period, read once a second).
+    storm = (0, 428, 265, -265, -428)
+    script = [(0, {"io.tilt_mdeg": -500}, DISARMED), (60, {}, ARMING), (120, {}, ARMED)]
+    script += [(200 + k, {"io.tilt_mdeg": storm[k % 5]}, None) for k in range(120)]
+    assert [r for r in raised(script, mode=DISARMED) if r in TILT_RULES] == []
+
+
 def test_a_cabinet_tilted_past_5_degrees_while_not_guarded_is_still_critical():
     assert "tilt_or_lift.io" in raised([(0, {"io.tilt_mdeg": 6000}, DISARMED), (3, {}, None)], mode=DISARMED)
 
