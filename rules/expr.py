@@ -15,7 +15,7 @@ from controller.core import table as T
 from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS
 from rules.language import DEV_NAME, parse_duration, suggest
 
-FUNCTIONS = ("held", "within", "count", "rate", "changed", "rose", "fell", "mode",
+FUNCTIONS = ("held", "within", "count", "rate", "moved", "changed", "rose", "fell", "mode",
              "schedule", "abs", "min", "max", "bit", "peers_mean", "peers_max", "class_max")
 # Device classes of docs/signals.md; a site may add its own.
 KNOWN_CLASSES = ("io", "battery", "relay", CAMERA_CLASS, GNSS_CLASS)
@@ -354,6 +354,20 @@ class ExprCompiler:
             raise CompileFailed(args[1], "rate()'s window must be at least 100ms")
         what = "rate({})".format(ty.what)
         return self._stateful(T.OP_RATE, code, ms), Ty("num", ty.unit, ty.scale, what=what)
+
+    def _fn_moved(self, node: ast.Call, args: list[ast.expr]) -> tuple[list[int], Ty]:
+        if len(args) != 2:
+            raise CompileFailed(node, "moved() takes two arguments: a number and the condition under which "
+                                "it sets its baseline, like moved(io.tilt_mdeg, not mode(\"armed\"))")
+        code, ty = self.emit(args[0])
+        _need_num(args[0], ty, "moved()")
+        if ty.kind == "lit":
+            raise CompileFailed(args[0], "moved() of a constant is always 0")
+        cond, cty = self.emit(args[1])
+        _need_bool(args[1], cty, "moved()'s second argument")
+        both = code + cond
+        off = self.mem.take(T.OP_MOVED, self.catalog.guard(both))
+        return both + [T.OP_MOVED, off], Ty("num", ty.unit, ty.scale, what="moved({})".format(ty.what))
 
     def _edge(self, op: int, node: ast.Call, args: list[ast.expr], name: str, need_bool: bool) -> tuple[list[int], Ty]:
         if len(args) != 1:

@@ -205,6 +205,24 @@ def test_class_max_of_a_bool_with_one_device_is_its_plain_signal():
 
 
 @pytest.mark.parametrize("when, message", [
+    ("moved(io.tilt_mdeg) > 750", "moved() takes two arguments: a number and the condition"),
+    ("moved(io.door_open, mode('armed')) > 0", "moved() needs a number"),
+    ("moved(io.tilt_mdeg, io.tilt_mdeg) > 750", "moved()'s second argument needs a condition"),
+    ("moved(5, mode('armed')) > 0", "moved() of a constant is always 0"),
+    ("moved(io.tilt_mdeg, mode('armed')) > bms1.temp_max_dc", "mixes units"),
+])
+def test_moved_problems_name_what_to_write(when, message):
+    assert message in one_problem(rule(when)).message
+
+
+def test_moved_is_guarded_by_the_devices_of_both_its_arguments():
+    catalog, _site = site_catalog(None)
+    compiled = compile_text(rule("moved(io.tilt_mdeg, bms1.online and bms1.soc_pct > 5) > 750"))
+    (guard,) = compiled.data["guards"]
+    assert guard[1:] == sorted([catalog.index["io.online"], catalog.index["bms1.online"]])
+
+
+@pytest.mark.parametrize("when, message", [
     ("class_max('bateries', 'temp_max_dc') > 10", "unknown device class 'bateries'"),
     ("class_max('battery', 'temp_dc') > 10", "devices of class 'battery' have no signal 'temp_dc' (bms1 has none)"),
     ("class_max('io') > 10", 'class_max() takes a device class and a signal name, like class_max("io", "temp_dc")'),

@@ -98,6 +98,22 @@ def test_rate_is_the_change_over_its_window_and_zero_until_then():
     assert got == [(10000, "r", 1)]
 
 
+def test_moved_is_the_change_since_its_condition_was_last_true():
+    # The baseline follows the tilt while disarmed and stays where the
+    # cabinet was set: a steady offset reads 0, a move from it reads the move
+    # however slowly it comes (one step of 100 mdeg a minute).
+    text = rule("abs(moved(io.tilt_mdeg, not mode('armed'))) > 750")
+    offset = [(0, {"io.tilt_mdeg": 1200}, DISARMED), (1000, {"io.tilt_mdeg": 1250}, ARMING), (2000, {}, ARMED)]
+    assert run(text, offset + [(ms, {}, ARMED) for ms in range(3000, 600000, 60000)]) == []
+    levered = [(3000 + k * 60000, {"io.tilt_mdeg": 1250 - 100 * k}, ARMED) for k in range(1, 12)]
+    assert run(text, offset + levered) == [(483000, "r", 1)]      # 8 minutes on: 1250 - 800 = 450
+    # Disarmed, the baseline follows the tilt: nothing has moved from it.
+    assert run(text, [(0, {"io.tilt_mdeg": 1200}, DISARMED), (1000, {"io.tilt_mdeg": -3000}, DISARMED)]) == []
+    # The next setting takes the cabinet's attitude then.
+    reset = offset + levered + [(800000, {}, DISARMED), (801000, {}, ARMED), (802000, {"io.tilt_mdeg": 200}, ARMED)]
+    assert run(text, reset) == [(483000, "r", 1), (800000, "r", 0)]
+
+
 def test_edges_are_one_scan_pulses_and_not_at_start():
     script = [(0, {"bms1.serial": 5, "io.door_open": 1}, 0), (100, {}, 0), (200, {"bms1.serial": 6}, 0),
               (300, {}, 0), (400, {"io.door_open": 0}, 0), (500, {}, 0)]
@@ -380,6 +396,8 @@ LATE = {
     "rate": (rule("rate(bms1.temp_max_dc, '2m') > 20"), "bms1", {"bms1.temp_max_dc": 245},
              {"bms1.temp_max_dc": 300}),
     "changed": (rule("changed(bms1.serial)"), "bms1", {"bms1.serial": 4711}, {"bms1.serial": 4712}),
+    "moved": (rule("moved(bms1.temp_max_dc, mode('maintenance')) > 20"), "bms1", {"bms1.temp_max_dc": 245},
+              {"bms1.temp_max_dc": 300}),
     "rose": (rule("rose(io.door_bolt)"), "io", {"io.door_bolt": 1}, {"io.door_bolt": 1}),
     "fell": (rule("fell(not io.door_bolt)"), "io", {"io.door_bolt": 1}, {"io.door_bolt": 1}),
     "count": (rule("count(io.door_bolt, '10m') >= 1"), "io", {"io.door_bolt": 1}, {"io.door_bolt": 1}),
@@ -406,7 +424,7 @@ def test_a_device_coming_online_late_is_no_history(op):
 # What the device read before its silence, for each operator: the value it
 # comes back with differs, or (edges, counts) would be an edge again.
 BEFORE = {
-    "rate": {"bms1.temp_max_dc": 245}, "changed": {"bms1.serial": 4711},
+    "rate": {"bms1.temp_max_dc": 245}, "moved": {"bms1.temp_max_dc": 245}, "changed": {"bms1.serial": 4711},
     "rose": {"io.door_bolt": 0}, "fell": {"io.door_bolt": 0}, "count": {"io.door_bolt": 0},
     "within": {"bms1.current_ma": 300}, "held": {"bms1.soc_pct": 80}, "for": {"bms1.soc_pct": 80},
 }

@@ -10,7 +10,7 @@ from controller.core.errors import TableError
 from controller.core.table import (
     BINARY_OPS, COUNT_CAP, FLAG_CLEAR_WHEN, FLAG_LATCH, GUARD, MEM_WORDS, OPERANDS, OP_ABS, OP_ADD, OP_AND,
     OP_AND_SIG, OP_BIT, OP_CHANGED, OP_CONST, OP_COUNT, OP_DIV, OP_EQ, OP_EQ_K, OP_GE, OP_GE_K,
-    OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MIN, OP_MODE, OP_MUL, OP_NE,
+    OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MIN, OP_MODE, OP_MOVED, OP_MUL, OP_NE,
     OP_NEG, OP_NOT, OP_NOT_SIG, OP_OR, OP_OR_SIG, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
     OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SUB, OP_WITHIN, PUSH_OPS,
     RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
@@ -528,7 +528,9 @@ def _fn(ev, node, built, shared):
     if f is not None:
         return f
     op, args, kids = node
-    if op in MEM_WORDS:
+    if op == OP_MOVED:
+        f = _moved_fn(ev, args[0], _fn(ev, kids[0], built), _fn(ev, kids[1], built))
+    elif op in MEM_WORDS:
         # A plain signal's value is read inline: one call less.
         si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
         f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built, shared), si)
@@ -764,6 +766,31 @@ def _stateful_fn(ev, op, args, x, si):
             return 1
         return 0
     return edge
+
+
+def _moved_fn(ev, o, x, cond):
+    """A MOVED op: ``x`` now minus its baseline, the value ``x`` had at the
+    last scan ``cond`` was true.  mem: the baseline, 1 once there is one.
+    With no baseline (a device not read since it came online, and ``cond``
+    not true since) the first value read is the baseline: a device's first
+    reading is no movement.  The rule runs whenever ``x`` or what ``cond``
+    reads changes, so the last run with ``cond`` true saw the value ``x``
+    had at the last scan it was true: change-driven, it keeps the baseline
+    running every scan keeps."""
+    mem = ev.mem
+    g = ev.table.guards[o]
+
+    def moved(im, now):
+        v = x(im, now)
+        c = cond(im, now)
+        if g is not None and not _known(im, g):
+            mem[o] = mem[o + 1] = 0
+            return 0
+        if c or not mem[o + 1]:
+            mem[o] = v
+            mem[o + 1] = 1
+        return v - mem[o]
+    return moved
 
 
 def _count(m, o, ms, v, now):

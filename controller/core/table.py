@@ -84,6 +84,7 @@ OP_RATE = 25      # off ms         x now minus x about ms ago (0 until then)   m
 OP_CHANGED = 26   # off            x differs from the previous scan   mem: prev, known
 OP_ROSE = 27      # off            x became true   mem: prev (0 none, 1 false, 2 true)
 OP_FELL = 28      # off            x became false   mem: prev (0 none, 1 false, 2 true)
+OP_MOVED = 29     # off            x minus x at the last scan cond was true   mem: baseline, known
 # Fused "signal <op> constant" (the commonest term): idx k.
 OP_SIG_GT_K = 30
 OP_SIG_GE_K = 31
@@ -110,7 +111,7 @@ OPERANDS = {
     OP_NEG: 0, OP_ABS: 0, OP_MIN: 0, OP_MAX: 0, OP_LT: 0, OP_LE: 0, OP_GT: 0,
     OP_GE: 0, OP_EQ: 0, OP_NE: 0, OP_AND: 0, OP_OR: 0, OP_NOT: 0, OP_BIT: 1,
     OP_MODE: 1, OP_HELD: 2, OP_WITHIN: 2, OP_COUNT: 2, OP_RATE: 2,
-    OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1, OP_SIG_GT_K: 2, OP_SIG_GE_K: 2,
+    OP_CHANGED: 1, OP_ROSE: 1, OP_FELL: 1, OP_MOVED: 1, OP_SIG_GT_K: 2, OP_SIG_GE_K: 2,
     OP_SIG_LT_K: 2, OP_SIG_LE_K: 2, OP_SIG_EQ_K: 2, OP_SIG_NE_K: 2,
     OP_AND_SIG: 1, OP_OR_SIG: 1, OP_NOT_SIG: 1, OP_SIG_BIT: 2,
     OP_GT_K: 1, OP_GE_K: 1, OP_LT_K: 1, OP_LE_K: 1, OP_EQ_K: 1, OP_NE_K: 1,
@@ -120,7 +121,7 @@ _SIGNAL_OPS = (OP_SIG, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K, OP_SIG_LE_K, OP_SI
                OP_SIG_NE_K, OP_AND_SIG, OP_OR_SIG, OP_NOT_SIG, OP_SIG_BIT)
 # Stack effect (pushed minus popped) of every opcode.
 BINARY_OPS = (OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT,
-         OP_GE, OP_EQ, OP_NE, OP_AND, OP_OR)
+         OP_GE, OP_EQ, OP_NE, OP_AND, OP_OR, OP_MOVED)
 PUSH_OPS = (OP_SIG, OP_CONST, OP_MODE, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K,
          OP_SIG_LE_K, OP_SIG_EQ_K, OP_SIG_NE_K, OP_NOT_SIG, OP_SIG_BIT)
 
@@ -135,7 +136,7 @@ RATE_SAMPLES = 8     # rate() samples its signal every window // RATE_SAMPLES ms
 # history (how a scan starts, and what a guard resets it to, below).
 MEM_WORDS = {
     OP_HELD: 2, OP_WITHIN: 3, OP_COUNT: 3 + COUNT_CAP, OP_RATE: 3 + RATE_SAMPLES + 1,
-    OP_CHANGED: 2, OP_ROSE: 1, OP_FELL: 1,
+    OP_CHANGED: 2, OP_ROSE: 1, OP_FELL: 1, OP_MOVED: 2,
 }
 # Guards (table key "guards"): a stateful op whose input reads a device's
 # signals takes its samples only while that device is online (its

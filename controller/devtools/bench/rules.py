@@ -34,7 +34,7 @@ _NUMBERS = (("io.vib_peak_mg", 0, 2000), ("io.tilt_mdeg", -8000, 8000), ("bms1.t
 
 
 def _atom(rng: random.Random, depth: int) -> str:
-    pick = rng.randrange(14 if depth < 2 else 9)
+    pick = rng.randrange(15 if depth < 2 else 9)
     name, lo, hi = rng.choice(_NUMBERS)
     k = rng.randrange(lo, hi + 1)
     if pick == 0:
@@ -64,6 +64,8 @@ def _atom(rng: random.Random, depth: int) -> str:
         return "{}({})".format(rng.choice(["rose", "fell"]), inner)
     if pick == 12:
         return "count({}, {}) >= {}".format(inner, window, rng.randrange(1, 4))
+    if pick == 13:
+        return "abs(moved({}, {})) > {}".format(name, inner, (hi - lo) // rng.randrange(2, 20))
     return "rate({}, {}) {} {}".format(name, window, rng.choice(["<", ">"]), (hi - lo) // rng.randrange(2, 20))
 
 
