@@ -529,7 +529,7 @@ def _fn(ev, node, built, shared):
         return f
     op, args, kids = node
     if op == OP_MOVED:
-        f = _moved_fn(ev, args[0], _fn(ev, kids[0], built), _fn(ev, kids[1], built))
+        f = _moved_fn(ev, args[0], _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared))
     elif op in MEM_WORDS:
         # A plain signal's value is read inline: one call less.
         si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
