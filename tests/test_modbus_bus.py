@@ -636,6 +636,7 @@ def test_a_sunspec_battery_at_9600_comes_online_with_its_long_block_split():
             # Unsplit, every read of the block timed out and the battery never came online.  A
             # late answer on a loaded host may still time out one read against the adaptive
             # timeout (tens of ms here), which is the link's business, not the split's.
+            assert wait_until(lambda: poller.stats()["bms2"]["ok"] >= 6)
             stats = poller.stats()["bms2"]
             assert poller.snapshot()["bms2.soc_pct"] == 64 and stats["timeouts"] < stats["ok"], stats
         finally:
