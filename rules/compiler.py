@@ -140,9 +140,11 @@ def _located(spec: RuleSpec, key: str, e: CompileFailed, rule_id: str) -> Diagno
 class Compiled:
     """The result of compiling: the table payload (plain data) and its rules."""
 
-    def __init__(self, data: dict, rules: list[CompiledRule]):
+    def __init__(self, data: dict, rules: list[CompiledRule], left_out: list[tuple[RuleSpec, str]]):
         self.data = data
         self.rules = rules
+        # (rule, schedule): rules this site would run but for a schedule its calendar lacks
+        self.left_out = left_out
 
     def encode(self) -> bytes:
         """The compact CBOR payload that gets MAC'd."""
@@ -158,18 +160,18 @@ def compile_files(paths: list[str | Path], catalog: SiteCatalog) -> Compiled:
         file_specs, raw = load_file(path, diags)
         source.update(len(raw).to_bytes(8, "big") + raw)
         specs += file_specs
-    rules = _compile_specs(specs, catalog, diags)
+    rules, mem, explain_mem, left_out = _compile_specs(specs, catalog, diags)
     if diags:
         raise RuleSourceError(diags)
-    mem, explain_mem = rules[1], rules[2]
-    return Compiled(_payload(rules[0], catalog, source.digest(), mem, explain_mem), rules[0])
+    return Compiled(_payload(rules, catalog, source.digest(), mem, explain_mem), rules, left_out)
 
 
 def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
-                   diags: list[Diagnostic]) -> tuple[list[CompiledRule], Mem, Mem]:
+                   diags: list[Diagnostic]) -> tuple[list[CompiledRule], Mem, Mem, list[tuple[RuleSpec, str]]]:
     mem, explain_mem = Mem(), Mem()
     seen: dict[str, RuleSpec] = {}
     out: list[CompiledRule] = []
+    left_out: list[tuple[RuleSpec, str]] = []
     for spec in specs:
         if spec.id in seen:
             first = seen[spec.id]
@@ -178,7 +180,11 @@ def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
             continue
         seen[spec.id] = spec
         if spec.needs_schedule and spec.needs_schedule not in catalog.schedules:
-            continue        # the site's calendar has no such window: no rule, as a class with no device
+            # The site's calendar has no such window: no rule, as a class with no
+            # device; worth a note only where the devices it watches are there.
+            if not spec.devices or spec.devices in catalog.classes():
+                left_out.append((spec, spec.needs_schedule))
+            continue
         devices = [""]
         if spec.devices:
             if spec.devices not in catalog.classes():
@@ -197,7 +203,7 @@ def _compile_specs(specs: list[RuleSpec], catalog: SiteCatalog,
             rule = _instance(spec, device, trees, catalog, mem, explain_mem, diags)
             if rule is not None:
                 out.append(rule)
-    return out, mem, explain_mem
+    return out, mem, explain_mem, left_out
 
 
 def _payload(rules: list[CompiledRule], catalog: SiteCatalog, source: bytes, mem: Mem, explain_mem: Mem) -> dict:

@@ -133,6 +133,8 @@ class CabinetWorld(SensesWorld):
         self.episodes: list[Episode] = []
         self.cycles: list[tuple[int, int, float]] = []   # (start, end, amps) BMS current plan
         self._seq = 0
+        # signal -> its forces: (start, end or -1, value, start's seq, end's seq)
+        self.forces: dict[str, list[tuple[int, int, object, int, int]]] = {}
         self.visits: list[tuple[int, int, int, int, str]] = []  # (unbolted, door open, door closed, signed off, auth)
         self.noise = random.Random("{}/{}/noise".format(scn.seed, cab.id))
         self._plan()
@@ -163,6 +165,7 @@ class CabinetWorld(SensesWorld):
             if cab.id in item.cabinets:
                 getattr(self, "_action_" + item.kind)(item.at_ms, item.params, item)
         self._senses_planned()
+        self._stack_forces()
         self.fronts = any(e.channel == "amb" for e in self.episodes)     # weather fronts move the outdoors
         self.cells = any(e.channel[0] in "sh" for e in self.episodes)  # cell_imbalance, hot_cell (sensors.py)
         self.events.sort()
@@ -402,9 +405,31 @@ class CabinetWorld(SensesWorld):
                 self._force(t, dev + ".current_ma", 0, p["duration"])
 
     def _force(self, t: int, signal: str, value: object, duration: int) -> None:
-        self._at(t, FORCE, signal, value)
-        if duration:
-            self._at(t + duration, RELEASE, signal)
+        """``signal`` reads ``value`` from ``t`` for ``duration`` (0: for good); the
+        faults of one signal combine in ``_stack_forces``."""
+        start = (t // self.scan) * self.scan
+        end = ((t + duration) // self.scan) * self.scan if duration else -1
+        self._seq += 2          # its start's place among the events at a time, and its end's
+        self.forces.setdefault(signal, []).append((start, end, value, self._seq - 1, self._seq))
+
+    def _stack_forces(self) -> None:
+        """The FORCE and RELEASE events of the forces planned: while several
+        faults force one signal (a loose plug during a power cut, a cut on
+        top of another), the latest still lasting wins, and the signal is
+        released only when the last one ends."""
+        for signal, forces in self.forces.items():
+            edges: dict[int, int] = {}     # time -> the first place of a start or an end there
+            for start, end, _v, seq_start, seq_end in forces:
+                edges[start] = min(edges.get(start, seq_start), seq_start)
+                if end >= 0:
+                    edges[end] = min(edges.get(end, seq_end), seq_end)
+            shown: tuple[object, ...] = ()       # (): released; (value,): forced to value
+            for t in sorted(edges):
+                lasting = [f for f in forces if f[0] <= t and (f[1] < 0 or f[1] > t)]
+                now = (max(lasting, key=lambda f: (f[0], f[3]))[2],) if lasting else ()
+                if now != shown and 0 <= t <= self.scn.duration_ms:
+                    self.events.append((t, edges[t], FORCE, signal, now[0]) if now else (t, edges[t], RELEASE, signal, 0))
+                shown = now
 
     def _action_power_cut(self, t: int, p: dict, item: Item) -> None:
         self._force(t, "io.supply_mv", 0, p["duration"])

@@ -21,6 +21,7 @@ from controller.gateway.lanlink import LanLink
 from controller.gateway.webhook import SECRET_HEADER, Webhook, listen_problem
 from drivers.mqtt import BrokerSettings
 from tests.sitetext import MINIMAL_SITE
+from tests.test_cli import cabguard
 from tests.test_runtime import cabinet  # noqa: F401 (the fixture)
 from tests.waiting import wait_until
 
@@ -273,13 +274,34 @@ def test_a_site_with_cameras_gets_the_camera_rules_from_the_default_packs_and_on
         path = tmp_path / "site.toml"
         path.write_text(text)
         _catalog, site = site_catalog(None, str(path))
-        ids = {r.id for r in compile_files(default_sources([]), site).rules}
+        compiled = compile_files(default_sources([]), site)
+        ids = {r.id for r in compiled.rules}
         assert {i for i in ids if i.startswith("camera_")} == want
         assert not {i for i in ids if "night" in i or i.startswith("person_")}
+        # Left out for the missing schedule only where there is a camera to watch.
+        want_left_out = {("person_with_vibration", "night"), ("loitering_at_night", "night")} if want else set()
+        assert {(spec.id, schedule) for spec, schedule in compiled.left_out} == want_left_out
     path.write_text(CAMERA_SITE)
     _catalog, site = site_catalog(None, str(path))
-    ids = {r.id for r in compile_files(default_sources([]), site).rules}
-    assert {"person_with_vibration.cam.gate", "loitering_at_night.cam.gate"} <= ids
+    compiled = compile_files(default_sources([]), site)
+    assert {"person_with_vibration.cam.gate", "loitering_at_night.cam.gate"} <= {r.id for r in compiled.rules}
+    assert compiled.left_out == []
+
+
+def test_rules_check_notes_the_night_rules_a_camera_site_without_night_leaves_out(tmp_path):
+    """An installer whose site has cameras and no night schedule is told, with the
+    line of the rule and the section that would bring it in."""
+    path = tmp_path / "site.toml"
+    path.write_text(CAMERA_SITE.replace('[schedules.night]\nwindows = [{ days = "mon-sun", from = "20:00", to = "06:00" }]\n', ""))
+    r = cabguard("rules", "check", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2, r.stderr
+    assert all("cameras.toml:" in n and "add [schedules.night]" in n for n in notes), r.stderr
+    assert "'person_with_vibration'" in notes[0] and "'loitering_at_night'" in notes[1]
+    path.write_text(CAMERA_SITE)
+    r = cabguard("rules", "check", "--config", str(path))
+    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
 
 
 def test_a_gateway_hears_its_camera_and_escalates_to_lights_and_the_camera_preset(cabinet, broker):

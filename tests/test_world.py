@@ -239,6 +239,25 @@ def test_honest_failures_and_outages_act_as_the_faults_they_mirror():
     assert value_at(s["io.supply_mv"], 59 * MIN) == 0 and value_at(s["io.online"], 59 * MIN) == 0
 
 
+def test_overlapping_faults_of_one_signal_combine_the_last_to_end_releases_it():
+    """docs/scenarios.md: a feed cut for good stays cut through an honest outage that
+    ends; a BMS reboot inside a longer cable cut does not bring the BMS back; a
+    stuck reading overridden by a later zero reads stuck again once the zero ends."""
+    cut = action("power_cut", 'duration = ""', at="+5m") + action("grid_outage", 'duration = "10m"', at="+10m")
+    s, _ = series(scenario(cut))
+    assert value_at(s["io.supply_mv"], 21 * MIN) == 0 and value_at(s["io.online"], 59 * MIN) == 0
+    assert [v for _t, v in s["io.supply_mv"]].count(0) == 1             # one cut: never back in between
+    inner = action("cable_cut", 'device = "bms1"\nduration = "30m"', at="+5m") + action(
+        "bms_reboot", 'battery = "bms1"\ndown = "20s"', at="+10m")
+    s, _ = series(scenario(inner))
+    assert value_at(s["bms1.online"], 10 * MIN + 30000) == 0 and value_at(s["bms1.online"], 36 * MIN) == 1
+    assert [v for _t, v in s["bms1.online"]] == [1, 0, 1]
+    stacked = action("sensor_fault", 'signal = "io.tilt_mdeg"\nfault = "stuck"\nduration = "40m"', at="+5m") + action(
+        "sensor_fault", 'signal = "io.tilt_mdeg"\nfault = "zero"\nduration = "10m"', at="+10m")
+    s, _ = series(scenario(stacked))
+    assert value_at(s["io.tilt_mdeg"], 15 * MIN) == 0 and value_at(s["io.tilt_mdeg"], 30 * MIN) == 0   # stuck at 0
+
+
 def test_the_mains_sense_drops_with_a_grid_outage_and_not_with_a_cut_feed():
     """docs/scenarios.md, "Signals of a cabinet": sys.mains_* read upstream of the cabinet's feed."""
     s, _ = series(scenario(action("grid_outage", 'duration = "20m"')))

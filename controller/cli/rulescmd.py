@@ -9,6 +9,7 @@ table against a trace.  docs/rules.md documents the commands and the
 from __future__ import annotations
 
 import argparse
+import sys
 
 from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
@@ -101,6 +102,15 @@ def _summary(compiled: Compiled) -> str:
     return "{} rules ({})".format(len(compiled.rules), counts or "none")
 
 
+def print_left_out(compiled: Compiled) -> None:
+    """A note, on stderr, for each rule left out for a schedule the site lacks: an
+    installer who meant the site to have it sees what it costs."""
+    for spec, schedule in compiled.left_out:
+        print("note: {}:{}: rule '{}' is left out: it needs the schedule '{}', which this site does not "
+              "define; add [schedules.{}] to the site config to run it (docs/rules.md, needs_schedule)".format(
+                  spec.path, spec.header_line, spec.id, schedule, schedule), file=sys.stderr)
+
+
 def _config_gateway(config_path: str) -> str:
     from controller.gateway.config import load
     return load(config_path).gateway_id
@@ -110,6 +120,7 @@ def check(args: argparse.Namespace) -> int:
     _catalog, compiled = _compile(args)
     for r in compiled.rules:
         print("  {:<32} {:<8} {}".format(r.id, SEVERITY_NAMES[r.spec.severity], r.when_text))
+    print_left_out(compiled)
     print("ok: {}".format(_summary(compiled)))
     return 0
 
@@ -121,6 +132,7 @@ def compile_cmd(args: argparse.Namespace) -> int:
     _catalog, compiled = _compile(args)
     payload = compiled.encode()
     write_table(args.output, sign(payload, key))
+    print_left_out(compiled)
     print("{}: {}, {} bytes, signed with key '{}'".format(
         args.output, _summary(compiled), len(payload), key.kid_text))
     return 0
