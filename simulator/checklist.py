@@ -155,7 +155,8 @@ def _sign_ins(scn: Scenario, drawn: CabinetWorld) -> list[tuple[int, str]]:
     entry = scn.core.get("entry_delay_ms", 30000)
     out = []
     for unbolted, _opened, _closed, _end, auth in sorted(drawn.visits):
-        mine = [t for t in signs if t >= unbolted // scn.scan_ms * scn.scan_ms]
+        unbolted = unbolted // scn.scan_ms * scn.scan_ms      # on its scan, as the world plays it
+        mine = [t for t in signs if t >= unbolted]
         if not mine:
             continue                      # past the scenario's end: not played
         t = mine[0]
