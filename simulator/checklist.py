@@ -53,9 +53,11 @@ def scripted(scn: Scenario) -> list[str]:
     quiet = dataclasses.replace(scn, processes=kept)
     for cab in scn.cabinets:
         base = len(CabinetWorld(dataclasses.replace(quiet, actions=[]), cab).events)
-        drawn = CabinetWorld(dataclasses.replace(scn, actions=[]), cab)
-        before = _switch_history(CabinetWorld(scn, cab).events)
+        drawn = CabinetWorld(dataclasses.replace(scn, actions=[]), cab)      # the port life alone
         acts = [e for e in sorted(CabinetWorld(quiet, cab).events) if e[1] > base]
+        # The whole world's switch writes, the port life's before the actions' at one instant, as it plans them.
+        before = _switch_history([(t, (0, seq), op, a, b) for t, seq, op, a, b in drawn.events]
+                                 + [(t, (1, seq), op, a, b) for t, seq, op, a, b in acts])
         events = _listed(scn, acts, _causes(quiet, cab, base), before)
         events += [(a.at_ms, _ongoing(scn, a)) for a in scn.actions if cab.id in a.cabinets and a.kind in _ONGOING]
         events += [(down, "gateway stops, starts again {}".format(
