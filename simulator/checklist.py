@@ -170,6 +170,10 @@ def _sign_ins(scn: Scenario, drawn: CabinetWorld) -> list[tuple[int, str]]:
     return out
 
 
+_CLASH = ("warning: a drawn visit (unbolted here, signed off {}) meets the hand-scripted door open or unbolted "
+          "from {} to {}: the visit's door, bolt and sign-off act on it too; move one of them unless that is meant")
+
+
 def _visits_meeting_doors(scn: Scenario, visits: list, acts: list) -> list[tuple[int, str]]:
     """A warning for each drawn visit that falls while a hand-scripted door is open or unbolted
     (one the scripted acts open and close again): the visit's door, bolt and sign-off act on that
@@ -181,9 +185,7 @@ def _visits_meeting_doors(scn: Scenario, visits: list, acts: list) -> list[tuple
         met = [(a, b) for a, b in spans if a <= end and unbolted <= b]
         if met and unbolted <= scn.duration_ms:
             a, b = met[0]
-            out.append((unbolted, "warning: a drawn visit (unbolted here, signed off {}) meets the hand-scripted door "
-                                  "open or unbolted from {} to {}: the visit's door, bolt and sign-off act on it too; "
-                                  "move one of them unless that is meant".format(local(scn, end), local(scn, a), local(scn, b))))
+            out.append((unbolted, _CLASH.format(local(scn, end), local(scn, a), local(scn, b))))
     return out
 
 

@@ -30,8 +30,9 @@ def test_a_drawn_visit_lists_its_sign_in_and_says_when_it_is_later_than_the_entr
         sign_in, = [t for t, _seq, op, a, _b in world.events if op == CMD and a == COMMAND_CODES["maint_start"]]
         lines = [x for x in scripted(scn) if "signs in" in x]
         lag = (sign_in - unbolted) / 1000
+        note = ", later than the entry delay: refused if the cabinet was armed (ALARM)" if late else ""
         assert lines == ["  c1 {} a visit signs in (maint_start) {:g} s after its unbolting{}".format(
-            _local(sign_in), lag, ", later than the entry delay: refused if the cabinet was armed (ALARM)" if late else "")]
+            _local(sign_in), lag, note)]
         assert (lag > 30) == late
 
 
