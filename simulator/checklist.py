@@ -1,11 +1,14 @@
 """What ``cabguard eval --check`` lists of a scenario besides its visits
 (docs/scenarios.md, "Errors"): the local weekdays it spans, every discrete
 event its scripted actions cause on each cabinet (door, bolt, tamper
-switch, commands, modules, cuts and faults, booked windows), each ongoing
-act with its end (a ramp, a lift, a tow, a jammer, a weather front), and
-each incident's window, in local time and as offsets from the start, so an
-author checks a sign-in against the entry delay or an ``end`` against a
-bolt without arithmetic.
+switch, commands, modules, cuts and faults with the action behind them,
+booked windows), each ongoing act with its end (a ramp, a lift, a tow, a
+jammer, a weather front), each drawn visit's sign-in, and each incident's
+window, in local time and as offsets from the start, so an author checks a
+sign-in against the entry delay or an ``end`` against a bolt without
+arithmetic.  It says what the listing alone would hide: a change that a
+fault keeps from the gateway, a signal still forced by another fault when
+one ends, and a drawn visit that meets a hand-scripted door.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from controller.core.events import COMMAND_NAMES
+from controller.core.events import COMMAND_CODES, COMMAND_NAMES
 from simulator.gnss import CARRY_ACCEL_MPS2
-from simulator.scenario import FOR_EVER, Item, Scenario, gateway_downs
+from simulator.scenario import FOR_EVER, HONEST_FAULTS, Cabinet, Item, Scenario, gateway_downs
 from simulator.sensors import CMD, DUMMIES, FORCE, FREEZE, MODULES, RELEASE, SERIAL, SET, WINDOW
 from simulator.world import CabinetWorld
 
@@ -41,7 +44,8 @@ def span(scn: Scenario) -> str:
 
 
 def scripted(scn: Scenario) -> list[str]:
-    """Each cabinet's scripted discrete events in time order, then the incidents."""
+    """Each cabinet's scripted discrete events in time order, its drawn visits' sign-ins and
+    the drawn visits that meet a scripted door, then the incidents."""
     lines = []
     # The world without its port life (cameras kept: their actions need them), and
     # without actions, to tell the actions' events from the start's.
@@ -49,20 +53,158 @@ def scripted(scn: Scenario) -> list[str]:
     quiet = dataclasses.replace(scn, processes=kept)
     for cab in scn.cabinets:
         base = len(CabinetWorld(dataclasses.replace(quiet, actions=[]), cab).events)
-        before = _switch_history(CabinetWorld(scn, cab).events)
-        events = [(t, _event(op, a, b) + _unchanged(before, t, op, a, b))
-                  for t, seq, op, a, b in sorted(CabinetWorld(quiet, cab).events) if seq > base]
+        drawn = CabinetWorld(dataclasses.replace(scn, actions=[]), cab)      # the port life alone
+        acts = [e for e in sorted(CabinetWorld(quiet, cab).events) if e[1] > base]
+        # The whole world's switch writes, the port life's before the actions' at one instant, as it plans them.
+        before = _switch_history([(t, (0, seq), op, a, b) for t, seq, op, a, b in drawn.events]
+                                 + [(t, (1, seq), op, a, b) for t, seq, op, a, b in acts])
+        events = _listed(scn, acts, _causes(quiet, cab, base), before)
         events += [(a.at_ms, _ongoing(scn, a)) for a in scn.actions if cab.id in a.cabinets and a.kind in _ONGOING]
         events += [(down, "gateway stops, starts again {}".format(
             "at " + local(scn, up) if up <= scn.duration_ms else "after the end")) for down, up in gateway_downs(scn, cab.id)]
         events += [(a.at_ms, _responder(scn, a.at_ms, a.params)) for a in scn.actions
                    if cab.id in a.cabinets and a.kind == "responder"]
+        events += _sign_ins(scn, drawn)
+        events += _visits_meeting_doors(scn, drawn.visits, acts)
         lines += ["  {} {} {}".format(cab.id, local(scn, t), what) for t, what in sorted(events, key=lambda e: e[0]) if what]
     for inc in scn.incidents:
         lines.append("  {} incident {}: start {}, end {}, detections count to {} (grace)".format(
             inc.cabinet, inc.kind, local(scn, inc.start_ms), local(scn, inc.end_ms),
             local(scn, min(inc.end_ms + scn.grace_ms, scn.duration_ms))))
     return lines
+
+
+def _causes(quiet: Scenario, cab: Cabinet, base: int) -> dict[tuple[int, int, object], list[Item]]:
+    """Which action causes each scripted event ``(t, op, a)``: the actions that cause such an
+    event, in the file's order (the order the whole world plans them in)."""
+    out: dict[tuple[int, int, object], list[Item]] = {}
+    for item in quiet.actions:
+        if cab.id in item.cabinets:
+            for t, seq, op, a, _b in sorted(CabinetWorld(dataclasses.replace(quiet, actions=[item]), cab).events):
+                if seq > base:
+                    out.setdefault((t, op, a), []).append(item)
+    return out
+
+
+# Each forced signal's forces that last, (start, the action forcing it), in the order they began.
+Forces = dict[str, list[tuple[int, "Item | None"]]]
+
+
+def _listed(scn: Scenario, acts: list, causes: dict, before: dict) -> list[tuple[int, str]]:
+    """The scripted events as lines.  A forced signal says which action forces it (and whether
+    that is an honest fault); a signal forced by several stays forced until the last ends (the
+    latest still lasting wins); a door, bolt, tamper switch, module count or serial that changes
+    while its signal is forced, or its device offline, says the reading hides it."""
+    forces: Forces = {}
+    out = []
+    for t, _seq, op, a, b in acts:
+        mine = causes.get((t, op, a))
+        item = mine.pop(0) if mine else None       # a camera zone merged from several events: none
+        if op == FORCE:
+            forces.setdefault(str(a), []).append((t, item))
+            out.append((t, "{} {}".format(_event(op, a, b), _by(item))))
+        elif op == RELEASE:
+            out.append((t, _released(scn, str(a), item, forces)))
+        else:
+            out.append((t, _event(op, a, b) + _unchanged(before, t, op, a, b) + _hidden(op, a, forces)))
+    return out
+
+
+def _by(item: Item | None) -> str:
+    """``(sensor_fault)``: the action forcing a signal; an honest fault says it is nobody's act."""
+    return "({}{})".format(item.kind, ", honest" if item.kind in HONEST_FAULTS else "") if item else ""
+
+
+def _kind(item: Item | None) -> str:
+    return item.kind if item else "fault"
+
+
+def _released(scn: Scenario, signal: str, item: Item | None, forces: Forces) -> str:
+    """The end of one force on ``signal``: true again, or still forced by another that lasts."""
+    lasting = forces.get(signal, [])
+    ours = [f for f in lasting if f[1] is item] or lasting
+    if ours:
+        lasting.remove(ours[0])
+    if not lasting:
+        return "{} reads true again {}".format(signal, _by(item))
+    since, other = lasting[-1]
+    return "{} stays forced: the {} ends, the {} since {} still lasts".format(
+        signal, _kind(item), _kind(other), local(scn, since))
+
+
+# The events a reading can hide: what signal each shows on.
+_SHOWN_ON = {SET: "{}", MODULES: "{}.modules", SERIAL: "{}.serial"}
+
+
+def _hidden(op: int, a: object, forces: Forces) -> str:
+    """`` (hidden: io.door_open stuck by a sensor_fault)`` when a fault hides the change from the gateway."""
+    if op not in _SHOWN_ON or (op == SET and a not in _SWITCHES):
+        return ""
+    signal = _SHOWN_ON[op].format(a)
+    device = signal.split(".")[0]
+    if forces.get(signal):
+        return " (hidden: {} forced by a {})".format(signal, _kind(forces[signal][-1][1]))
+    if forces.get(device + ".online"):
+        return " (hidden: {} offline by a {})".format(device, _kind(forces[device + ".online"][-1][1]))
+    return ""
+
+
+def _sign_ins(scn: Scenario, drawn: CabinetWorld) -> list[tuple[int, str]]:
+    """Each drawn visit's sign-in (its ``maint_start`` or ``disarm``), with its lag after the
+    unbolting, against the entry delay: a late one is refused if the cabinet was armed."""
+    signs = [t for t, _seq, op, a, _b in sorted(drawn.events)
+             if op == CMD and a in (COMMAND_CODES["maint_start"], COMMAND_CODES["disarm"])]
+    entry = scn.core.get("entry_delay_ms", 30000)
+    out = []
+    for unbolted, _opened, _closed, _end, auth in sorted(drawn.visits):
+        unbolted = unbolted // scn.scan_ms * scn.scan_ms      # on its scan, as the world plays it
+        mine = [t for t in signs if t >= unbolted]
+        if not mine:
+            continue                      # past the scenario's end: not played
+        t = mine[0]
+        signs.remove(t)
+        lag = t - unbolted
+        late = ", later than the entry delay: refused if the cabinet was armed (ALARM)" if lag > entry else ""
+        out.append((t, "a visit signs in ({}) {:g} s after its unbolting{}".format(
+            "maint_start" if auth == "maint" else "disarm", lag / 1000, late)))
+    return out
+
+
+_CLASH = ("warning: a drawn visit (unbolted here, signed off {}) meets the hand-scripted door open or unbolted "
+          "from {} to {}: the visit's door, bolt and sign-off act on it too; move one of them unless that is meant")
+
+
+def _visits_meeting_doors(scn: Scenario, visits: list, acts: list) -> list[tuple[int, str]]:
+    """A warning for each drawn visit that falls while a hand-scripted door is open or unbolted
+    (one the scripted acts open and close again): the visit's door, bolt and sign-off act on that
+    same door, so one of them is usually to move.  A door left open to the end (forced, never
+    shut) is no clash: the first visit after it shuts it, as documented."""
+    spans = _scripted_door_spans(acts)
+    out = []
+    for unbolted, _opened, _closed, end, _auth in sorted(visits):
+        met = [(a, b) for a, b in spans if a <= end and unbolted <= b]
+        if met and unbolted <= scn.duration_ms:
+            a, b = met[0]
+            out.append((unbolted, _CLASH.format(local(scn, end), local(scn, a), local(scn, b))))
+    return out
+
+
+def _scripted_door_spans(acts: list) -> list[tuple[int, int]]:
+    """When the scripted acts alone have the door open or the bolt released, and then shut and
+    bolt it again: ``(from, to)``."""
+    state = {"io.door_open": 0, "io.door_bolt": 1}
+    spans, since = [], None
+    for t, _seq, op, a, b in acts:
+        if op != SET or a not in state:
+            continue
+        state[str(a)] = 1 if b else 0
+        touched = state["io.door_open"] == 1 or state["io.door_bolt"] == 0
+        if touched and since is None:
+            since = t
+        elif not touched and since is not None:
+            spans.append((since, t))
+            since = None
+    return spans
 
 
 def _responder(scn: Scenario, at: int, p: dict) -> str:
