@@ -58,7 +58,7 @@ def scripted(scn: Scenario) -> list[str]:
         # The whole world's switch writes, the port life's before the actions' at one instant, as it plans them.
         before = _switch_history([(t, (0, seq), op, a, b) for t, seq, op, a, b in drawn.events]
                                  + [(t, (1, seq), op, a, b) for t, seq, op, a, b in acts])
-        events = _listed(scn, acts, _causes(quiet, cab, base), before)
+        events = _listed(scn, acts, _own_forces(quiet, cab, base), before)
         events += [(a.at_ms, _ongoing(scn, a)) for a in scn.actions if cab.id in a.cabinets and a.kind in _ONGOING]
         events += [(down, "gateway stops, starts again {}".format(
             "at " + local(scn, up) if up <= scn.duration_ms else "after the end")) for down, up in gateway_downs(scn, cab.id)]
@@ -74,62 +74,63 @@ def scripted(scn: Scenario) -> list[str]:
     return lines
 
 
-def _causes(quiet: Scenario, cab: Cabinet, base: int) -> dict[tuple[int, int, object], list[Item]]:
-    """Which action causes each scripted event ``(t, op, a)``: the actions that cause such an
-    event, in the file's order (the order the whole world plans them in)."""
-    out: dict[tuple[int, int, object], list[Item]] = {}
+def _own_forces(quiet: Scenario, cab: Cabinet, base: int) -> list[tuple[int, int, object, object, Item]]:
+    """Each scripted action's own forces and releases, ``(t, op, signal, value, action)``, in
+    time order: as the action makes them, before the world combines the forces of one signal
+    (the latest lasting wins), so the listing can say which action each one's end is."""
+    forces = []
     for item in quiet.actions:
         if cab.id in item.cabinets:
-            for t, seq, op, a, _b in sorted(CabinetWorld(dataclasses.replace(quiet, actions=[item]), cab).events):
-                if seq > base:
-                    out.setdefault((t, op, a), []).append(item)
-    return out
+            forces += [(t, op, a, b, item) for t, seq, op, a, b in sorted(
+                CabinetWorld(dataclasses.replace(quiet, actions=[item]), cab).events)
+                if seq > base and op in (FORCE, RELEASE)]
+    return sorted(forces, key=lambda f: f[0])
 
 
 # Each forced signal's forces that last, (start, the action forcing it), in the order they began.
-Forces = dict[str, list[tuple[int, "Item | None"]]]
+Forces = dict[str, list[tuple[int, Item]]]
 
 
-def _listed(scn: Scenario, acts: list, causes: dict, before: dict) -> list[tuple[int, str]]:
+def _listed(scn: Scenario, acts: list, own_forces: list, before: dict) -> list[tuple[int, str]]:
     """The scripted events as lines.  A forced signal says which action forces it (and whether
     that is an honest fault); a signal forced by several stays forced until the last ends (the
     latest still lasting wins); a door, bolt, tamper switch, module count or serial that changes
-    while its signal is forced, or its device offline, says the reading hides it."""
+    while its signal is forced, or its device offline, says the reading hides it.  At one
+    instant, forces and releases come before the changes."""
     forces: Forces = {}
+    steps = sorted([(t, 0, k) for k, (t, *_f) in enumerate(own_forces)]
+                   + [(e[0], 1, k) for k, e in enumerate(acts) if e[2] not in (FORCE, RELEASE)])
     out = []
-    for t, _seq, op, a, b in acts:
-        mine = causes.get((t, op, a))
-        item = mine.pop(0) if mine else None       # a camera zone merged from several events: none
-        if op == FORCE:
-            forces.setdefault(str(a), []).append((t, item))
-            out.append((t, "{} {}".format(_event(op, a, b), _by(item))))
-        elif op == RELEASE:
-            out.append((t, _released(scn, str(a), item, forces)))
-        else:
+    for t, is_change, k in steps:
+        if is_change:
+            _t, _seq, op, a, b = acts[k]
             out.append((t, _event(op, a, b) + _unchanged(before, t, op, a, b) + _hidden(op, a, forces)))
+            continue
+        _t, op, signal, value, item = own_forces[k]
+        if op == FORCE:
+            forces.setdefault(str(signal), []).append((t, item))
+            out.append((t, "{} {}".format(_event(op, signal, value), _by(item))))
+        else:
+            out.append((t, _released(scn, str(signal), item, forces)))
     return out
 
 
-def _by(item: Item | None) -> str:
+def _by(item: Item) -> str:
     """``(sensor_fault)``: the action forcing a signal; an honest fault says it is nobody's act."""
-    return "({}{})".format(item.kind, ", honest" if item.kind in HONEST_FAULTS else "") if item else ""
+    return "({}{})".format(item.kind, ", honest" if item.kind in HONEST_FAULTS else "")
 
 
-def _kind(item: Item | None) -> str:
-    return item.kind if item else "fault"
-
-
-def _released(scn: Scenario, signal: str, item: Item | None, forces: Forces) -> str:
+def _released(scn: Scenario, signal: str, item: Item, forces: Forces) -> str:
     """The end of one force on ``signal``: true again, or still forced by another that lasts."""
     lasting = forces.get(signal, [])
-    ours = [f for f in lasting if f[1] is item] or lasting
-    if ours:
-        lasting.remove(ours[0])
+    mine = next((f for f in lasting if f[1] is item), None)
+    if mine is not None:
+        lasting.remove(mine)
     if not lasting:
         return "{} reads true again {}".format(signal, _by(item))
     since, other = lasting[-1]
     return "{} stays forced: the {} ends, the {} since {} still lasts".format(
-        signal, _kind(item), _kind(other), local(scn, since))
+        signal, item.kind, other.kind, local(scn, since))
 
 
 # The events a reading can hide: what signal each shows on.
@@ -143,9 +144,9 @@ def _hidden(op: int, a: object, forces: Forces) -> str:
     signal = _SHOWN_ON[op].format(a)
     device = signal.split(".")[0]
     if forces.get(signal):
-        return " (hidden: {} forced by a {})".format(signal, _kind(forces[signal][-1][1]))
+        return " (hidden: {} forced by a {})".format(signal, forces[signal][-1][1].kind)
     if forces.get(device + ".online"):
-        return " (hidden: {} offline by a {})".format(device, _kind(forces[device + ".online"][-1][1]))
+        return " (hidden: {} offline by a {})".format(device, forces[device + ".online"][-1][1].kind)
     return ""
 
 
