@@ -12,8 +12,10 @@ is complete at 5 bytes; a wrong address or function ends the read at once.
 One wake-up would need the kernel to wake at the whole answer (VMIN), but
 the length is the request's, so VMIN would change per transaction (tcsetattr
 reprograms some USB adapters) and a 5-byte exception answer would not reach
-it: seen only at the timeout.  The read after the sleep asks poll(0) first:
-with VMIN 0 an empty tty reads as end-of-file, as a hung-up one does.
+it: seen only at the timeout.  The read after the sleep reads at once (the
+answer is there, as a rule) and asks poll(0) only when it read nothing: with
+VMIN 0 an empty tty reads as end-of-file, as a hung-up one does, but only a
+hung-up one polls readable.
 After a transaction that did not end in a whole answer (a timeout, a
 truncated or garbled frame) the next request waits for a quiet line: stale
 bytes are read and dropped until t3.5 has passed after the last one, so the
@@ -203,18 +205,20 @@ class RtuMaster:
                 self._answer_end = now + missing * self._char_s
                 time.sleep(max(0.0, min(deadline, self._answer_end + self.t35) - now))
                 slept = True
-                if not poll(0):   # nothing came meanwhile: wait for it
+                chunk = self._read_due(missing)
+                if not chunk:   # nothing came meanwhile: wait for it
                     came = False
                     continue
             elif poll(max(0.0, deadline - now) * 1000):
                 slept = False
+                chunk = self._read_some(missing)
             else:
                 self._answer_end = now
                 return buf
             if buf:
-                buf += self._read_some(missing)
+                buf += chunk
             else:
-                buf = self._read_some(missing)
+                buf = chunk
                 on_wire = clock() >= self._sent[1]
             came = True
             missing = _missing(request, buf, expected)
@@ -228,6 +232,20 @@ class RtuMaster:
         if not chunk:  # a hung-up tty reads as end-of-file
             raise self._lost("the line hung up (adapter unplugged?)")
         return chunk
+
+    def _read_due(self, n: int) -> bytes:
+        """Up to ``n`` bytes due by now, without asking poll() first: nothing (b"") if none
+        came.  An empty read is end-of-file both on a quiet line (VMIN 0) and on a hung-up
+        one; only the hung-up one polls readable (or bytes came just after the read)."""
+        try:
+            chunk = os.read(self.fd, n)
+        except BlockingIOError:
+            return b""
+        except SERIAL_ERRORS as e:
+            raise self._lost(e) from None
+        if chunk or not self._poll.poll(0):
+            return chunk
+        return self._read_some(n)
 
     def _drain(self, deadline: float) -> float | None:
         """Skip a stray answer: read until t3.5 of silence (or the deadline); returns
@@ -251,7 +269,7 @@ class RtuMaster:
     read_registers = read_bits = read_block    # the function says which: 3/4 registers, 1/2 bits
 
     def write_coil(self, address: int, coil: int, on: bool, timeout: float) -> None:
-        self.transact(frames.write_coil_request(address, coil, on), 8, timeout)
+        self.transact(frames.write_coil_request(address, coil, on), frames.WRITE_ANSWER_LENGTH, timeout)
 
     def write_register(self, address: int, register: int, value: int, timeout: float) -> None:
-        self.transact(frames.write_register_request(address, register, value), 8, timeout)
+        self.transact(frames.write_register_request(address, register, value), frames.WRITE_ANSWER_LENGTH, timeout)
