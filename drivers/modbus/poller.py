@@ -118,9 +118,10 @@ class _State:
         self.not_implemented = 0
         self.plan: tuple[RegisterMap | None, list[Piece]] = (None, [])   # BusPoller._plan's
         self.reading: _Reading | None = None   # the poll in progress, between its reads
-        # The answers of the last poll that was decoded, with what it decoded to: a quiet
-        # device answers the same bytes poll after poll, and those need no decoding again.
-        self.decoded: tuple[list[Piece], list[bytes], list[int], int] | None = None
+        # The plan and answers of the last poll decoded (its values are the snapshot's), and
+        # its not-implemented count: a quiet device answers the same bytes poll after poll,
+        # and those need no decoding again.
+        self.decoded: tuple[list[Piece], list[bytes], int] | None = None
 
 
 class Piece(NamedTuple):
@@ -494,13 +495,13 @@ class BusPoller:
         polls then cost their I/O and the twins, not a decode each."""
         last = st.decoded
         if last is not None and last[0] is reading.pieces and last[1] == reading.answers:
-            return None, last[3]
+            return None, last[2]
         blocks: list[list[int]] = [[] for _ in st.regmap.blocks]
         for piece, data in zip(reading.pieces, reading.answers):
             blocks[piece.block] += frames.values(piece.read, data)
         decoded, missing = st.regmap.decode(blocks)
         values = [decoded[n] for n in st.names]
-        st.decoded = (reading.pieces, reading.answers, values, missing)
+        st.decoded = (reading.pieces, reading.answers, missing)
         return values, missing
 
     def _failed(self, st: _State, events: list[BusEvent]) -> None:
