@@ -258,7 +258,7 @@ class RtuMaster:
         one; only the hung-up one polls readable (or bytes came just after the read)."""
         try:
             chunk = os.read(self.fd, n)
-        except BlockingIOError:
+        except BlockingIOError:   # a line that says "nothing yet" so (EAGAIN) is not a lost port
             return b""
         except SERIAL_ERRORS as e:
             raise self._lost(e) from None
