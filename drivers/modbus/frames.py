@@ -23,6 +23,7 @@ WRITE_FUNCTIONS = (WRITE_COIL, WRITE_REGISTER, WRITE_COILS, WRITE_REGISTERS)
 MAX_REGISTERS = 125
 MAX_BITS = 2000
 EXCEPTION_LENGTH = 5
+WRITE_ANSWER_LENGTH = 8   # a single write's answer echoes its request
 MAX_FRAME = 256          # the longest RTU frame, bytes
 SLOWEST_TURNAROUND_S = 0.05   # field devices answer within 10-50 ms (BMS firmware the slowest)
 
@@ -118,7 +119,7 @@ def expected_length(function: int, count: int) -> int:
         return 5 + (count + 7) // 8
     if function in (READ_HOLDING, READ_INPUT):
         return 5 + 2 * count
-    return 8  # the write functions echo address and value/quantity
+    return WRITE_ANSWER_LENGTH  # the write functions echo address and value/quantity
 
 
 def check_reply(request: bytes, reply: bytes) -> bytes:

@@ -55,7 +55,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Future
-from typing import Callable, Generator, NamedTuple, Sequence, TypeVar
+from typing import Callable, Generator, NamedTuple, Sequence
 
 from drivers.errors import (BusError, ModbusCrcError, ModbusError, ModbusException,
                             ModbusFrameError, ModbusPortLost, ModbusTimeout, PortError)
@@ -74,7 +74,6 @@ from drivers.modbus.sunspec import NotSunSpec, discover, read_facts
 # The twins' names in the order of controller.core.catalog.DEVICE_TWINS (drivers do not
 # import controller; tests/test_modbus_bus.py checks they agree).
 TWINS = ("online", "comm_ok", "comm_timeouts", "comm_crc", "comm_exc")
-T = TypeVar("T")
 # A coil write's request and echo (8 characters each) fit in the wire time of a 2-register read.
 WRITE_REGISTERS = 2
 
@@ -119,6 +118,10 @@ class _State:
         self.not_implemented = 0
         self.plan: tuple[RegisterMap | None, list[Piece]] = (None, [])   # BusPoller._plan's
         self.reading: _Reading | None = None   # the poll in progress, between its reads
+        # The plan and answers of the last poll decoded (its values are the snapshot's), and
+        # its not-implemented count: a quiet device answers the same bytes poll after poll,
+        # and those need no decoding again.
+        self.decoded: tuple[list[Piece], list[bytes], int] | None = None
 
 
 class Piece(NamedTuple):
@@ -128,11 +131,11 @@ class Piece(NamedTuple):
 
 
 class _Reading:
-    """A poll in progress: the reads still to do and what the done ones read, per block."""
+    """A poll in progress: its reads (``pieces``) and the answers (data bytes) of the done ones."""
 
-    def __init__(self, pieces: list[Piece], blocks: int, started_us: int) -> None:
-        self.pieces = collections.deque(pieces)
-        self.blocks: list[list[int]] = [[] for _ in range(blocks)]
+    def __init__(self, pieces: list[Piece], started_us: int) -> None:
+        self.pieces = pieces
+        self.answers: list[bytes] = []
         self.started_us = started_us
 
 
@@ -464,19 +467,16 @@ class BusPoller:
                         return self._read(st, frames.READ_HOLDING, start, count)
                     layout = discover(read_holding, st.profile)
                     st.regmap = st.profile.bind(layout, read_facts(read_holding, st.profile, layout))
-                st.reading = _Reading(self._plan(st), len(st.regmap.blocks), now_us)
+                st.reading = _Reading(self._plan(st), now_us)
                 if discovering:
                     return None   # a step of its own: a few reads of the model chain
             reading = st.reading
-            piece = reading.pieces[0]
-            read = piece.read
-            reading.blocks[piece.block] += self._transact(st, read.count, lambda master, timeout_s: master.read(
-                read, timeout_s))
-            reading.pieces.popleft()
-            if reading.pieces:
+            read = reading.pieces[len(reading.answers)].read
+            reading.answers.append(self._transact(st, read.count, read.request, read.expected))
+            if len(reading.answers) < len(reading.pieces):
                 return None
             st.reading = None
-            values, missing = st.regmap.decode(reading.blocks)
+            values, missing = self._decode(st, reading)
         except NotSunSpec as e:
             self._failed(st, st.link.not_sunspec(str(e)))
             return False
@@ -485,8 +485,24 @@ class BusPoller:
             return False
         st.not_implemented = (st.not_implemented + missing) & COUNTER_MASK
         self._report(st.link.poll_ok())
-        self._publish(st, [values[n] for n in st.names])
+        self._publish(st, values)
         return True
+
+    def _decode(self, st: _State, reading: _Reading) -> tuple[list[int] | None, int]:
+        """The signal values of a whole poll (in ``st.names`` order) and its count of
+        not-implemented points; values None when the answers are those of the last decoded
+        poll of the same plan (they decode to the values already published): a quiet bus's
+        polls then cost their I/O and the twins, not a decode each."""
+        last = st.decoded
+        if last is not None and last[0] is reading.pieces and last[1] == reading.answers:
+            return None, last[2]
+        blocks: list[list[int]] = [[] for _ in st.regmap.blocks]
+        for piece, data in zip(reading.pieces, reading.answers):
+            blocks[piece.block] += frames.values(piece.read, data)
+        decoded, missing = st.regmap.decode(blocks)
+        values = [decoded[n] for n in st.names]
+        st.decoded = (reading.pieces, reading.answers, missing)
+        return values, missing
 
     def _failed(self, st: _State, events: list[BusEvent]) -> None:
         st.reading = None   # a poll in progress is over
@@ -523,18 +539,21 @@ class BusPoller:
 
     def _next_read(self, st: _State) -> int:
         """Registers of ``st``'s next read: of its poll in progress, or the first of a new one."""
-        pieces = st.reading.pieces if st.reading is not None else self._plan(st)
+        reading = st.reading
+        if reading is not None:
+            return reading.pieces[len(reading.answers)].read.count
+        pieces = self._plan(st)
         return pieces[0].read.count if pieces else 0
 
     def _read(self, st: _State, function: int, start: int, count: int) -> list[int]:
         """One block read with the retries its link allows."""
-        return self._transact(st, count, lambda master, timeout_s: master.read_block(
-            st.address, function, start, count, timeout_s))
+        read = frames.read(st.address, function, start, count)
+        return frames.values(read, self._transact(st, count, read.request, read.expected))
 
-    def _transact(self, st: _State, count: int, request: Callable[[RtuMaster, float], T],
-                  write: bool = False) -> T:
-        """``request`` with the retries the device's link allows (a read, or a write: writing a
-        coil is idempotent); ``count`` registers size its timeout.  Every attempt goes to the link."""
+    def _transact(self, st: _State, count: int, request: bytes, expected: int, write: bool = False) -> bytes:
+        """The data part of the answer to ``request`` (``expected`` bytes long), with the retries
+        the device's link allows (a read, or a write: writing a coil is idempotent); ``count``
+        registers size its timeout.  Every attempt goes to the link."""
         link = st.link
         timeout_us = link.timeout_us(count)
         attempts, attempt = link.attempts(write), 1
@@ -543,7 +562,7 @@ class BusPoller:
                 master = self._port()
                 master.wait_quiet()
                 t0 = time.perf_counter()
-                answer = request(master, timeout_us / 1e6)
+                answer = master.transact(request, expected, timeout_us / 1e6)
             except ModbusPortLost as e:
                 link.failed(PORT_GONE, str(e))
                 raise  # no retry: the port is closed and reopened between polls
@@ -578,8 +597,8 @@ class BusPoller:
         try:
             for name, coil in sorted(addresses.items()):
                 on = bool(values[name])
-                self._transact(st, WRITE_REGISTERS, lambda master, timeout_s, coil=coil, on=on: master.write_coil(
-                    st.address, coil, on, timeout_s), write=True)
+                self._transact(st, WRITE_REGISTERS, frames.write_coil_request(st.address, coil, on),
+                               frames.WRITE_ANSWER_LENGTH, write=True)
         except ModbusError as e:
             self._events.put(BusEvent(st.instance, WRITE_FAILED, token, str(e) or "timeout"))
             return
