@@ -53,14 +53,24 @@ _DOORS = ("door_open", "door_bolt", "tamper")
 _BATTERY_SUFFIXES = (".current_ma", ".pack_mv", ".temp_max_dc")
 
 
+# floor(log2(y)) of each byte y (0 for 0 and 1): qlog finds the exponent a
+# byte at a time, not a bit at a time (it runs for every feature at every close).
+_LOG2 = bytearray(256)
+for _y in range(2, 256):
+    _LOG2[_y] = _LOG2[_y >> 1] + 1
+
+
 def qlog(x):
     """16 * log2(x), piecewise linear between powers of two, 0 for x < 2,
     capped at 255.  Integer-only, so identical everywhere."""
     if x < 2:
         return 0
     n = 0
-    while (x >> n) > 1:
-        n += 1
+    y = x
+    while y > 255:
+        y >>= 8
+        n += 8
+    n += _LOG2[y]
     q = 16 * n + (((x << 4) >> n) & 15)
     return q if q < 256 else 255
 
@@ -535,8 +545,9 @@ class AnomalyModel:
         hi = self.hi
         ref = t.hi
         cap = t.adapt_cap
+        levels = self.levels
         for f in range(N_FEATURES):
-            q = self.levels[f]
+            q = levels[f]
             cur = hi[row + f]
             if q > cur and cur < ref[row + f] + cap and cur < 255:
                 self.up[f] += 1
