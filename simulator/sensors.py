@@ -110,9 +110,8 @@ class Stream:
         """``put`` each signal of ``idx`` with its value in ``values``, in
         order (one call per device sample: the samplers are the hot path)."""
         truth, last, changes, special = self.truth, self.last, self.changes, self.special
-        for k in range(len(idx)):
-            i = idx[k]
-            v = truth[i] = values[k]
+        for i, v in zip(idx, values):
+            truth[i] = v
             if special and i in special:
                 v = self._faulted(i, v)
             if v != last[i]:

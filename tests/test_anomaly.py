@@ -98,6 +98,28 @@ def scored_both_modes(doc, scans, index):
     return results
 
 
+def test_a_model_restored_from_another_s_state_goes_on_scoring_as_it_would_have():
+    # Taken before the busy minutes: the door, the module pulled and the power
+    # cut after it are scored by the restored model from the saved readings.
+    scans, index = recorded(BUSY, "14m")
+    cut = next(k for k, (t, _c) in enumerate(scans) if t >= 4 * 60000)
+    whole, expected = run(tables(), scans, index, ARMED)
+    first, _out = run(tables(), scans[:cut], index, ARMED)
+    other, _out = run(tables(), scans, index, ARMED)     # it read what comes after: the saved readings are older
+    other.restore(json.loads(json.dumps(first.state())))
+    image = [0] * (max(index.values()) + 1)
+    for _t, changes in scans[:cut]:
+        for i, v in changes:
+            image[i] = v
+    out = []
+    for t, changes in scans[cut:]:
+        for i, v in changes:
+            image[i] = v
+        out.append(other.scan(image, t, ARMED))
+    assert out == expected[cut:] and max(s for s, _top in out) >= 40
+    assert other.state() == whole.state()
+
+
 @pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
 def test_micropython_scores_bit_for_bit():
     scans, index = recorded(BUSY, "15m")

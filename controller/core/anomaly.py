@@ -53,14 +53,24 @@ _DOORS = ("door_open", "door_bolt", "tamper")
 _BATTERY_SUFFIXES = (".current_ma", ".pack_mv", ".temp_max_dc")
 
 
+# floor(log2(y)) of each byte y (0 for 0 and 1): qlog finds the exponent a
+# byte at a time, not a bit at a time (it runs for every feature at every close).
+_LOG2 = bytearray(256)
+for _y in range(2, 256):
+    _LOG2[_y] = _LOG2[_y >> 1] + 1
+
+
 def qlog(x):
     """16 * log2(x), piecewise linear between powers of two, 0 for x < 2,
     capped at 255.  Integer-only, so identical everywhere."""
     if x < 2:
         return 0
     n = 0
-    while (x >> n) > 1:
-        n += 1
+    y = x
+    while y > 255:
+        y >>= 8
+        n += 8
+    n += _LOG2[y]
     q = 16 * n + (((x << 4) >> n) & 15)
     return q if q < 256 else 255
 
@@ -192,6 +202,16 @@ class Features:
         self.supply_prev = [0] * len(ios)   # per module: its supply at the last close
         self.acc = [0] * N_FEATURES
         self.supply_min = [0] * len(ios)    # and its lowest since
+        # Per module, what ``update`` folds: (vib, peak, tilt, lift, supply, slot, k).
+        self.io_points = tuple(zip(self.vibs, self.peaks, self.tilts, self.lifts, self.supplies, self.ios,
+                                   range(len(ios))))
+        # Every signal ``_steps`` reads, with its previous reading's list and
+        # place: a scan with every device answering where none of them moved
+        # has no step, found without ``_steps`` (most scans).  ``restore``
+        # refills these lists in place, so the references stay right.
+        self.watched = tuple([(self.doors[k], self.door_prev, k) for k in range(len(self.doors))]
+                             + [(self.currents[k], self.cur_prev, k) for k in range(len(self.currents))]
+                             + [(self.packs[k], self.pack_prev, k) for k in range(len(self.packs))])
 
     def state(self):
         """What ``update`` and ``close`` go on from: the open window, the last
@@ -210,9 +230,9 @@ class Features:
         _fits(snap, "temp", 3)
         _fits(snap, "supply", 2 * len(self.ios))
         self.on = list(snap["on"])
-        self.door_prev = list(snap["doors"])
-        self.cur_prev = list(snap["cur"])
-        self.pack_prev = list(snap["pack"])
+        self.door_prev[:] = snap["doors"]      # in place: ``watched`` holds these lists
+        self.cur_prev[:] = snap["cur"]
+        self.pack_prev[:] = snap["pack"]
         self.temp_ring = list(snap["temps"])
         self.ring_at, self.temp_restart, self.temp_last = snap["temp"]
         self.supply_prev = list(snap["supply"][0::2])
@@ -224,20 +244,46 @@ class Features:
         acc = self.acc
         on = self.on
         fresh = self.fresh
-        online = self.online
-        for k in range(len(online)):
-            v = 1 if image[online[k]] else 0
-            if v and not on[k]:
-                fresh[k] = 1
+        steady = 1          # every device answers and none came back at this scan: the common case
+        k = 0
+        for i in self.online:
+            if not image[i]:
+                on[k] = fresh[k] = 0
+                steady = 0
+            elif not on[k]:
+                on[k] = fresh[k] = 1
                 self.temp_restart = 1
-            elif fresh[k]:
+                steady = 0
+            else:
                 fresh[k] = 0
-            on[k] = v
-        ios = self.ios
-        for k in range(len(ios)):
-            d = ios[k]
+            k += 1
+        for vib, peak, tilt, lift, supply, d, k in self.io_points:
             if d < 0 or on[d]:
-                self._fold_io(image, acc, k, d >= 0 and fresh[d])
+                if vib >= 0 and image[vib] > acc[0]:
+                    acc[0] = image[vib]
+                if peak >= 0 and image[peak] > acc[1]:
+                    acc[1] = image[peak]
+                if tilt >= 0:
+                    v = abs(image[tilt])
+                    if v > acc[3]:
+                        acc[3] = v
+                if lift >= 0:
+                    v = abs(image[lift])
+                    if v > acc[4]:
+                        acc[4] = v
+                if supply >= 0:
+                    v = image[supply]
+                    if d >= 0 and fresh[d]:
+                        self.supply_prev[k] = v   # the supply's drop is measured from a reading
+                        self.supply_min[k] = v
+                    elif v < self.supply_min[k]:
+                        self.supply_min[k] = v
+        if steady:
+            for i, prev, k in self.watched:
+                if image[i] != prev[k]:
+                    break
+            else:
+                return      # no door, current or pack moved: no step
         if self.doors:    # a door of a module offline is skipped (_steps)
             acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, on, fresh, _ANY)[1] * 64
         # Losses only: current that stops flowing, pack voltage that goes
@@ -250,33 +296,6 @@ class Features:
             d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh, _FALL)[0]
             if d > acc[6]:
                 acc[6] = d
-
-    def _fold_io(self, image, acc, k, back):
-        """I/O module ``k``'s readings (it answers); ``back``: its first scan online."""
-        i = self.vibs[k]
-        if i >= 0 and image[i] > acc[0]:
-            acc[0] = image[i]
-        i = self.peaks[k]
-        if i >= 0 and image[i] > acc[1]:
-            acc[1] = image[i]
-        i = self.tilts[k]
-        if i >= 0:
-            v = abs(image[i])
-            if v > acc[3]:
-                acc[3] = v
-        i = self.lifts[k]
-        if i >= 0:
-            v = abs(image[i])
-            if v > acc[4]:
-                acc[4] = v
-        i = self.supplies[k]
-        if i >= 0:
-            v = image[i]
-            if back:
-                self.supply_prev[k] = v   # the supply's drop is measured from a reading
-                self.supply_min[k] = v
-            elif v < self.supply_min[k]:
-                self.supply_min[k] = v
 
     def _temp(self, image):
         """The highest temperature of the devices online, or None."""
@@ -307,10 +326,7 @@ class Features:
             # spike of one poll is not a rise, a pack warming up keeps both.
             held = t if t < self.temp_last else self.temp_last
             self.temp_last = t
-            low = held
-            for v in self.temp_ring:
-                if v < low:
-                    low = v
+            low = min(held, min(self.temp_ring))
             self.temp_ring[self.ring_at] = held
             self.ring_at = (self.ring_at + 1) % TEMP_HISTORY
             acc[7] = held - low
@@ -328,12 +344,10 @@ class Features:
                 self.supply_prev[k] = image[i]
                 self.supply_min[k] = image[i]
         acc[8] = power >> 4
-        out = list(acc)
-        if out[1] > out[0] * CREST_MAX:
-            out[1] = out[0] * CREST_MAX
-        for k in range(N_FEATURES):
-            acc[k] = 0
-        return out
+        if acc[1] > acc[0] * CREST_MAX:
+            acc[1] = acc[0] * CREST_MAX
+        self.acc = [0] * N_FEATURES
+        return acc
 
 
 def _io_prefixes(names):
@@ -495,15 +509,18 @@ class AnomalyModel:
         base = t.base
         levels = self.levels
         contrib = self.contrib
+        pre = t.pre
+        weight = t.weight
+        margin = t.margin
         score = 0
         top = -1
         best = 0
         for f in range(N_FEATURES):
-            q = qlog(raw[f] >> t.pre[f])
+            q = qlog(raw[f] >> pre[f])
             levels[f] = q
             ref = hi[row + f] if row >= 0 else base[f]
-            ex = q - ref - t.margin
-            c = ex * t.weight[f] if ex > 0 else 0
+            ex = q - ref - margin
+            c = ex * weight[f] if ex > 0 else 0
             contrib[f] = c
             score += c
             if c > best:
@@ -528,8 +545,9 @@ class AnomalyModel:
         hi = self.hi
         ref = t.hi
         cap = t.adapt_cap
+        levels = self.levels
         for f in range(N_FEATURES):
-            q = self.levels[f]
+            q = levels[f]
             cur = hi[row + f]
             if q > cur and cur < ref[row + f] + cap and cur < 255:
                 self.up[f] += 1

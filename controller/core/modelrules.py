@@ -129,7 +129,8 @@ class ModelRules:
 
     def scan(self, image, now, mode):
         """-> an iterable of rule changes (index, severity, actions, raised)."""
-        self._track(mode, now)
+        if mode != self.mode_prev or self.disarmed_at >= 0:
+            self._track(mode, now)      # (else nothing to track: the common case, without the call)
         score, top = self.model.scan(image, now, mode)
         image[self.score_idx] = score
         image[self.top_idx] = top

@@ -397,13 +397,14 @@ def _command(state, cmd, index, now, events):
 
 
 def _devices(state, image, events):
-    idx = state.online_idx
     prev = state.online_prev
-    for k in range(len(idx)):
-        v = image[idx[k]]
+    k = 0
+    for i in state.online_idx:
+        v = image[i]
         if v != prev[k]:
             prev[k] = v
-            events = _emit(events, (EV_DEVICE, idx[k], v, 0))
+            events = _emit(events, (EV_DEVICE, i, v, 0))
+        k += 1
     return events
 
 
@@ -417,9 +418,9 @@ def _inventory(state, image, now, events):
     work, or nothing guarded: the event alone puts it on the record."""
     inventory = state.inventory
     before = state.inventory_before
-    battery_idx = state.battery_idx
-    for k in range(len(inventory)):
-        mi, si, oi = battery_idx[k]
+    k = -1
+    for mi, si, oi in state.battery_idx:
+        k += 1
         if not image[oi]:
             continue
         modules = image[mi]
@@ -459,11 +460,12 @@ def _zones(state, image, now, events):
     online = state.zone_online
     prev = state.zone_prev
     rose = False
-    for k in range(len(zones)):
+    k = -1
+    for z in zones:
+        k += 1
         o = online[k]
         if o >= 0 and not image[o]:
             continue
-        z = zones[k]
         v = (1 if image[z] else 0) if z >= 0 else (0 if image[~z] else 1)
         if v != prev[k]:
             if v:
