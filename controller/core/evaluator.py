@@ -536,15 +536,102 @@ def _fn(ev, node, built, shared):
         f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built, shared), si)
     elif not kids:
         f = _leaf_fn(ev, op, args)
-    elif len(kids) == 2:
-        f = _binary_fn(op, _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared),
-                       _pure(kids[0]), _pure(kids[1]))
     else:
-        f = _unary_fn(op, args, _fn(ev, kids[0], built, shared))
+        f = _fused_fn(ev, op, args, kids, built, shared)
+        if f is None and len(kids) == 2:
+            f = _binary_fn(op, _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared),
+                           _pure(kids[0]), _pure(kids[1]))
+        elif f is None:
+            f = _unary_fn(op, args, _fn(ev, kids[0], built, shared))
     if repeated:
         return shared.keep(node, f)
     built[node] = f
     return f
+
+
+# Leaf fusion: an op whose operand is a signal, a constant or the mode
+# reads it inline instead of calling the leaf's closure (a call costs more
+# than the op).  Only the shapes the packs run every scan are fused:
+# ``x + k`` and ``x - k``, a comparison with a signal on its right
+# (``peak + 10 < rms``, ``peak >= rms``), and ``and``/``or`` with a mode().
+# A leaf has no state, so skipping its closure changes nothing.
+_COMPARE_OPS = (OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE)
+
+
+def _fused_fn(ev, op, args, kids, built, shared):
+    """The closure of ``op`` over ``kids`` with a leaf read inline, or None."""
+    if op == OP_AND_SIG or op == OP_OR_SIG:
+        if kids[0][0] == OP_MODE:
+            return _mode_sig_fn(ev.cur, kids[0][1][0], op == OP_AND_SIG, args[0])
+        return None
+    if len(kids) != 2:
+        return None
+    a, b = kids
+    if (op == OP_ADD or op == OP_SUB) and b[0] == OP_CONST:
+        k = b[1][0] if op == OP_ADD else -b[1][0]
+        if a[0] == OP_SIG:
+            i = a[1][0]
+            return lambda im, now: im[i] + k
+        x = _fn(ev, a, built, shared)
+        return lambda im, now: x(im, now) + k
+    if op in _COMPARE_OPS and b[0] == OP_SIG:
+        j = b[1][0]
+        if a[0] == OP_SIG:
+            return _compare_sigs_fn(op, a[1][0], j)
+        return _compare_sig_fn(op, _fn(ev, a, built, shared), j)
+    if (op == OP_AND or op == OP_OR) and (a[0] == OP_MODE or b[0] == OP_MODE):
+        mode, other = (a, b) if a[0] == OP_MODE else (b, a)
+        return _mode_logic_fn(ev.cur, mode[1][0], op == OP_AND, _fn(ev, other, built, shared), _pure(other))
+    return None
+
+
+def _mode_sig_fn(cur, mask, conj, k):
+    """``mode(mask) and image[k]`` (``conj``) or ``mode(mask) or image[k]``."""
+    if conj:
+        return lambda im, now: 1 if (cur[0] & mask and im[k]) else 0
+    return lambda im, now: 1 if (cur[0] & mask or im[k]) else 0
+
+
+def _mode_logic_fn(cur, mask, conj, x, pure):
+    """``mode(mask) and x`` (``conj``) or ``mode(mask) or x``: a stateless
+    ``x`` is skipped once the mode decides, one with state always runs."""
+    if pure:
+        if conj:
+            return lambda im, now: 1 if (cur[0] & mask and x(im, now)) else 0
+        return lambda im, now: 1 if (cur[0] & mask or x(im, now)) else 0
+    if conj:
+        return lambda im, now: 1 if (x(im, now) and cur[0] & mask) else 0
+    return lambda im, now: 1 if (x(im, now) or cur[0] & mask) else 0
+
+
+def _compare_sigs_fn(op, i, j):
+    """``image[i] <op> image[j]``."""
+    if op == OP_LT:
+        return lambda im, now: 1 if im[i] < im[j] else 0
+    if op == OP_LE:
+        return lambda im, now: 1 if im[i] <= im[j] else 0
+    if op == OP_GT:
+        return lambda im, now: 1 if im[i] > im[j] else 0
+    if op == OP_GE:
+        return lambda im, now: 1 if im[i] >= im[j] else 0
+    if op == OP_EQ:
+        return lambda im, now: 1 if im[i] == im[j] else 0
+    return lambda im, now: 1 if im[i] != im[j] else 0
+
+
+def _compare_sig_fn(op, x, j):
+    """``x <op> image[j]``."""
+    if op == OP_LT:
+        return lambda im, now: 1 if x(im, now) < im[j] else 0
+    if op == OP_LE:
+        return lambda im, now: 1 if x(im, now) <= im[j] else 0
+    if op == OP_GT:
+        return lambda im, now: 1 if x(im, now) > im[j] else 0
+    if op == OP_GE:
+        return lambda im, now: 1 if x(im, now) >= im[j] else 0
+    if op == OP_EQ:
+        return lambda im, now: 1 if x(im, now) == im[j] else 0
+    return lambda im, now: 1 if x(im, now) != im[j] else 0
 
 
 def _leaf_fn(ev, op, args):
