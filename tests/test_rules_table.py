@@ -193,6 +193,35 @@ def test_a_term_with_state_written_twice_in_a_rule_gives_what_it_gives_once(seed
     assert got[0] == got[1] == got[2] and got[0][1] > 20
 
 
+# Shapes the evaluator builds as one closure (evaluator.py, "Leaf fusion" and
+# _NEGATED), each with a spelling of the same condition that none of them fuses.
+FUSED_AND_PLAIN = [
+    ("abs(io.tilt_mdeg) > 300", "io.tilt_mdeg > 300 or io.tilt_mdeg < -300"),
+    ("abs(io.tilt_mdeg) < 200", "io.tilt_mdeg < 200 and io.tilt_mdeg > -200"),
+    ("abs(rate(io.tilt_mdeg, '4s')) > 20", "rate(io.tilt_mdeg, '4s') > 20 or rate(io.tilt_mdeg, '4s') < -20"),
+    ("mode('armed') and io.door_open", "mode('armed') == 1 and io.door_open"),
+    ("mode('armed') or within(io.door_open, '2s')", "mode('armed') == 1 or within(io.door_open, '2s')"),
+    ("mode('armed') and io.online", "mode('armed') == 1 and io.online"),
+    ("mode('armed') and within(io.door_open, '2s')", "mode('armed') == 1 and within(io.door_open, '2s')"),
+    ("not held(io.door_open, '1s')", "held(io.door_open, '1s') == 0"),
+    ("not within(changed(io.tilt_mdeg), '2s')", "within(changed(io.tilt_mdeg), '2s') == 0"),
+    ("bms1.temp_max_dc + 10 < bms2.temp_max_dc", "bms1.temp_max_dc < bms2.temp_max_dc - 10"),
+    ("bms1.temp_max_dc >= bms2.temp_max_dc", "not bms1.temp_max_dc < bms2.temp_max_dc"),
+    ("rate(io.tilt_mdeg, '4s') - 5 > io.tilt_mdeg", "rate(io.tilt_mdeg, '4s') > io.tilt_mdeg + 5"),
+]
+
+
+@pytest.mark.parametrize("fused, plain", FUSED_AND_PLAIN)
+def test_a_fused_shape_raises_and_clears_as_its_plain_spelling(fused, plain):
+    lines = rules_trace(None, 7, 3000)
+    got = []
+    for text in (fused, plain, "io.online > 1"):   # the last never raises
+        _c, ev = evaluator(rule(text))
+        r = replay_lines(lines, lambda cat, head, ev=ev: ev, keep_timeline=False)
+        got.append(r.digest())
+    assert got[0] == got[1] != got[2]
+
+
 def test_a_term_with_state_repeated_in_a_rule_pulses_in_each_copy():
     # Run twice in one scan, an edge's second run would see no edge.
     text = rule("rose(io.door_open) and rose(io.door_open) and within(changed(io.tilt_mdeg), '2s')"

@@ -531,20 +531,135 @@ def _fn(ev, node, built, shared):
     if op == OP_MOVED:
         f = _moved_fn(ev, args[0], _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared))
     elif op in MEM_WORDS:
-        # A plain signal's value is read inline: one call less.
-        si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
-        f = _stateful_fn(ev, op, args, _fn(ev, kids[0], built, shared), si)
+        f = _stateful_of(ev, node, built, shared, 0)
+    elif op == OP_NOT and kids[0][0] in _NEGATED and not shared.repeated(kids[0]):
+        f = _stateful_of(ev, kids[0], built, shared, 1)
     elif not kids:
         f = _leaf_fn(ev, op, args)
-    elif len(kids) == 2:
-        f = _binary_fn(op, _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared),
-                       _pure(kids[0]), _pure(kids[1]))
     else:
-        f = _unary_fn(op, args, _fn(ev, kids[0], built, shared))
+        f = _fused_fn(ev, op, args, kids, built, shared)
+        if f is None and len(kids) == 2:
+            f = _binary_fn(op, _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared),
+                           _pure(kids[0]), _pure(kids[1]))
+        elif f is None:
+            f = _unary_fn(op, args, _fn(ev, kids[0], built, shared))
     if repeated:
         return shared.keep(node, f)
     built[node] = f
     return f
+
+
+def _stateful_of(ev, node, built, shared, neg):
+    """The closure of the stateful op ``node`` (negated: ``neg``)."""
+    op, args, kids = node
+    # A plain signal's value is read inline: one call less.
+    si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
+    return _stateful_fn(ev, op, args, _fn(ev, kids[0], built, shared), si, neg)
+
+
+# Leaf fusion: an op whose operand is a signal, a constant or the mode
+# reads it inline instead of calling the leaf's closure (a call costs more
+# than the op).  Only the shapes the packs run every scan are fused:
+# ``x + k`` and ``x - k``, a comparison with a signal on its right
+# (``peak + 10 < rms``, ``peak >= rms``), ``abs(x) > k`` and ``abs(x) < k``,
+# and ``and``/``or`` with a mode().
+# A leaf has no state, so skipping its closure changes nothing.
+_COMPARE_OPS = (OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE)
+
+
+def _fused_fn(ev, op, args, kids, built, shared):
+    """The closure of ``op`` over ``kids`` with a leaf read inline, or None."""
+    if op == OP_AND_SIG or op == OP_OR_SIG:
+        if kids[0][0] == OP_MODE:
+            return _mode_sig_fn(ev.cur, kids[0][1][0], op == OP_AND_SIG, args[0])
+        return None
+    if (op == OP_GT_K or op == OP_LT_K) and kids[0][0] == OP_ABS:
+        y = kids[0][2][0]
+        if y[0] == OP_SIG:
+            return _abs_sig_k_fn(op == OP_GT_K, y[1][0], args[0])
+        return _abs_k_fn(op == OP_GT_K, _fn(ev, y, built, shared), args[0])
+    if len(kids) != 2:
+        return None
+    a, b = kids
+    if (op == OP_ADD or op == OP_SUB) and b[0] == OP_CONST:
+        k = b[1][0] if op == OP_ADD else -b[1][0]
+        if a[0] == OP_SIG:
+            i = a[1][0]
+            return lambda im, now: im[i] + k
+        x = _fn(ev, a, built, shared)
+        return lambda im, now: x(im, now) + k
+    if op in _COMPARE_OPS and b[0] == OP_SIG:
+        j = b[1][0]
+        if a[0] == OP_SIG:
+            return _compare_sigs_fn(op, a[1][0], j)
+        return _compare_sig_fn(op, _fn(ev, a, built, shared), j)
+    if (op == OP_AND or op == OP_OR) and (a[0] == OP_MODE or b[0] == OP_MODE):
+        mode, other = (a, b) if a[0] == OP_MODE else (b, a)
+        return _mode_logic_fn(ev.cur, mode[1][0], op == OP_AND, _fn(ev, other, built, shared), _pure(other))
+    return None
+
+
+def _mode_sig_fn(cur, mask, conj, k):
+    """``mode(mask) and image[k]`` (``conj``) or ``mode(mask) or image[k]``."""
+    if conj:
+        return lambda im, now: 1 if (cur[0] & mask and im[k]) else 0
+    return lambda im, now: 1 if (cur[0] & mask or im[k]) else 0
+
+
+def _mode_logic_fn(cur, mask, conj, x, pure):
+    """``mode(mask) and x`` (``conj``) or ``mode(mask) or x``: a stateless
+    ``x`` is skipped once the mode decides, one with state always runs."""
+    if pure:
+        if conj:
+            return lambda im, now: 1 if (cur[0] & mask and x(im, now)) else 0
+        return lambda im, now: 1 if (cur[0] & mask or x(im, now)) else 0
+    if conj:
+        return lambda im, now: 1 if (x(im, now) and cur[0] & mask) else 0
+    return lambda im, now: 1 if (x(im, now) or cur[0] & mask) else 0
+
+
+def _abs_sig_k_fn(gt, i, k):
+    """``abs(image[i]) > k`` (``gt``) or ``abs(image[i]) < k``."""
+    if gt:
+        return lambda im, now: 1 if abs(im[i]) > k else 0
+    return lambda im, now: 1 if abs(im[i]) < k else 0
+
+
+def _abs_k_fn(gt, x, k):
+    """``abs(x) > k`` (``gt``) or ``abs(x) < k``."""
+    if gt:
+        return lambda im, now: 1 if abs(x(im, now)) > k else 0
+    return lambda im, now: 1 if abs(x(im, now)) < k else 0
+
+
+def _compare_sigs_fn(op, i, j):
+    """``image[i] <op> image[j]``."""
+    if op == OP_LT:
+        return lambda im, now: 1 if im[i] < im[j] else 0
+    if op == OP_LE:
+        return lambda im, now: 1 if im[i] <= im[j] else 0
+    if op == OP_GT:
+        return lambda im, now: 1 if im[i] > im[j] else 0
+    if op == OP_GE:
+        return lambda im, now: 1 if im[i] >= im[j] else 0
+    if op == OP_EQ:
+        return lambda im, now: 1 if im[i] == im[j] else 0
+    return lambda im, now: 1 if im[i] != im[j] else 0
+
+
+def _compare_sig_fn(op, x, j):
+    """``x <op> image[j]``."""
+    if op == OP_LT:
+        return lambda im, now: 1 if x(im, now) < im[j] else 0
+    if op == OP_LE:
+        return lambda im, now: 1 if x(im, now) <= im[j] else 0
+    if op == OP_GT:
+        return lambda im, now: 1 if x(im, now) > im[j] else 0
+    if op == OP_GE:
+        return lambda im, now: 1 if x(im, now) >= im[j] else 0
+    if op == OP_EQ:
+        return lambda im, now: 1 if x(im, now) == im[j] else 0
+    return lambda im, now: 1 if x(im, now) != im[j] else 0
 
 
 def _leaf_fn(ev, op, args):
@@ -661,10 +776,18 @@ def _wake_at(wk, due_at):
         wk[0] = due_at
 
 
-def _stateful_fn(ev, op, args, x, si):
+# The stateful ops that give their value negated (``neg``) for a ``not``
+# over them (``not within(changed(x), '5m')``): one call less.
+_NEGATED = (OP_HELD, OP_WITHIN)
+
+
+def _stateful_fn(ev, op, args, x, si, neg):
     """A stateful op over ``x``, or over the signal ``si`` when that is ``x``
     (-1: it is not).  Its guard (the online twins of the devices its input
-    reads) is tested inline: none (``gk`` 0), one (1), several (2)."""
+    reads) is tested inline: none (``gk`` 0), one (1), several (2).  An op
+    of ``_NEGATED`` gives ``off`` for false and ``on`` for true."""
+    on = 0 if neg else 1
+    off = 1 - on
     o = args[0]
     g = ev.table.guards[o]
     gk = 0 if g is None else (1 if len(g) == 1 else 2)
@@ -680,14 +803,14 @@ def _stateful_fn(ev, op, args, x, si):
                     mem[o + 1] = 1
                     mem[o] = now
                 if ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= ms:
-                    return 1
+                    return on
                 due_at = (mem[o] + ms) & TICK_MASK
                 w = wk[0]
                 if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                     wk[0] = due_at
-                return 0
+                return off
             mem[o + 1] = 0
-            return 0
+            return off
         return held
     if op == OP_WITHIN:
         ms = args[1]
@@ -699,12 +822,12 @@ def _stateful_fn(ev, op, args, x, si):
             v = im[si] if si >= 0 else x(im, now)
             if gk and not (im[g0] if gk == 1 else _known(im, g)):
                 mem[o] = mem[o + 1] = mem[o + 2] = 0
-                return 0
+                return off
             if v:
                 mem[o] = now
                 mem[o + 1] = 1
                 mem[o + 2] = 1
-                return 1
+                return on
             if mem[o + 2]:
                 mem[o] = cur[1]
                 mem[o + 2] = 0
@@ -715,8 +838,8 @@ def _stateful_fn(ev, op, args, x, si):
                 w = wk[0]
                 if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                     wk[0] = due_at
-                return 1
-            return 0
+                return on
+            return off
         return within
     if op == OP_CHANGED:
         def changed(im, now):
