@@ -423,10 +423,18 @@ class CabinetWorld(SensesWorld):
                 edges[start] = min(edges.get(start, seq_start), seq_start)
                 if end >= 0:
                     edges[end] = min(edges.get(end, seq_end), seq_end)
+            # At each edge, the forces that started by then and have not ended: a sweep
+            # in time order (a loose connector makes thousands of short forces).
+            by_start = sorted(forces, key=lambda f: (f[0], f[3]))
+            lasting: list[tuple[int, int, object, int, int]] = []
+            k = 0
             shown: tuple[object, ...] = ()       # (): released; (value,): forced to value
             for t in sorted(edges):
-                lasting = [f for f in forces if f[0] <= t and (f[1] < 0 or f[1] > t)]
-                now = (max(lasting, key=lambda f: (f[0], f[3]))[2],) if lasting else ()
+                while k < len(by_start) and by_start[k][0] <= t:
+                    lasting.append(by_start[k])
+                    k += 1
+                lasting = [f for f in lasting if f[1] < 0 or f[1] > t]
+                now = (lasting[-1][2],) if lasting else ()     # the latest started still lasting
                 if now != shown and 0 <= t <= self.scn.duration_ms:
                     self.events.append((t, edges[t], FORCE, signal, now[0]) if now else (t, edges[t], RELEASE, signal, 0))
                 shown = now
