@@ -148,6 +148,19 @@ def _thread_cpu(pid: int) -> dict[int, float]:
     return out
 
 
+def _thread_wakes(pid: int) -> dict[int, int]:
+    """How many times each thread of ``pid`` went to sleep so far (voluntary context
+    switches): its wake-ups, a figure the host's load does not change, as it does CPU."""
+    out = {}
+    for tid in os.listdir("/proc/{}/task".format(pid)):
+        try:
+            status = Path("/proc/{}/task/{}/status".format(pid, tid)).read_text()
+        except OSError:
+            continue    # a thread that ended meanwhile
+        out[int(tid)] = int(status.split("\nvoluntary_ctxt_switches:")[1].split()[0])
+    return out
+
+
 def _process_cpu(before: dict[int, float], after: dict[int, float], ticks_s: float) -> tuple[float, bool]:
     """A process's CPU seconds between two ``_thread_cpu`` readings, and whether they are the
     threads' nanoseconds: if a thread ended meanwhile its time is gone from the second, so
@@ -171,9 +184,11 @@ def idle_figures(work: Path, port: str) -> list[Figure]:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(IDLE_SETTLE_S)
         pids = gateway_pids(proc)
+        wakes0 = _thread_wakes(proc.pid)
         ticks0, threads0, t0 = [cpu_seconds(p) for p in pids], [_thread_cpu(p) for p in pids], time.monotonic()
         time.sleep(IDLE_S)
         ticks1, threads1, t1 = [cpu_seconds(p) for p in pids], [_thread_cpu(p) for p in pids], time.monotonic()
+        wakes1 = _thread_wakes(proc.pid)
     finally:
         if proc is not None:
             proc.terminate()
@@ -187,8 +202,9 @@ def idle_figures(work: Path, port: str) -> list[Figure]:
     order = {tid: k for k, tid in enumerate(sorted(threads1[0]), 1)}
     shares = sorted(((100 * (c - threads0[0].get(tid, 0.0)) / wall, tid) for tid, c in threads1[0].items()),
                     reverse=True)
-    busiest = ", ".join("{} {:.3f} %".format("scan loop" if tid == proc.pid else "thread #{}".format(order[tid]), pct)
-                        for pct, tid in shares[:4] if pct > 0)
+    busiest = ", ".join("{} {:.3f} % ({:.1f} wake-ups/s)".format(
+        "scan loop" if tid == proc.pid else "thread #{}".format(order[tid]), pct,
+        (wakes1.get(tid, 0) - wakes0.get(tid, 0)) / wall) for pct, tid in shares[:4] if pct > 0)
     return [Figure("idle CPU of `cabguard run`'s processes (quiet)", sum(each), "%", "<= 1.0",
                    "of one core over {:.0f} s ({}), disarmed, broker up: gateway {:.3f} % (threads: {}), uplink "
                    "process {}".format(wall, "scheduler ns" if all(ns for _c, ns in measured) else "clock ticks",
