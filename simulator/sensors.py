@@ -110,10 +110,17 @@ class Stream:
         """``put`` each signal of ``idx`` with its value in ``values``, in
         order (one call per device sample: the samplers are the hot path)."""
         truth, last, changes, special = self.truth, self.last, self.changes, self.special
-        for i, v in zip(idx, values):
+        if special:
+            for i, v in zip(idx, values):
+                truth[i] = v
+                if i in special:
+                    v = self._faulted(i, v)
+                if v != last[i]:
+                    last[i] = v
+                    changes.append((i, v))
+            return
+        for i, v in zip(idx, values):       # no fault anywhere: the common case, without the test
             truth[i] = v
-            if special and i in special:
-                v = self._faulted(i, v)
             if v != last[i]:
                 last[i] = v
                 changes.append((i, v))
