@@ -538,10 +538,13 @@ class AnomalyModel:
         best = 0
         for f in range(N_FEATURES):
             q = raw[f] >> pre[f]
-            if q > 1:                   # (an idle feature, most of them, is 0 without the call)
-                q = qlog(q)
-            else:
-                q = 0
+            if q < 2:
+                # An idle feature (most of them): level 0, so no points
+                # (reference and margin are never negative), without qlog.
+                levels[f] = 0
+                contrib[f] = 0
+                continue
+            q = qlog(q)
             levels[f] = q
             ref = hi[row + f] if row >= 0 else base[f]
             ex = q - ref - margin
