@@ -83,6 +83,7 @@ class CabinetRun:
 
 _TIMED_MODES = (modes.ARMING, modes.ENTRY, modes.MAINTENANCE)     # modes with a deadline
 _NEVER = 1 << 62
+_NO_COMMANDS = ()          # a scan's commands when the world brought none (most scans): no list to make
 
 
 def _due(state: CoreState, last: int) -> int | None:
@@ -202,11 +203,13 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     last = -scan
     scans = 0
     nxt_t = nxt[0] if nxt is not None else _NEVER
+    machine, escalation = state.machine, state.escalation     # (bound again at a restart)
+    wrap = ticks.wrap
     while True:
         t = last + idle_ms
         if nxt_t < t:
             t = nxt_t
-        if state.machine.mode in _TIMED_MODES or state.siren_on or state.escalation.running():
+        if machine.mode in _TIMED_MODES or state.siren_on or escalation.running():
             due = _due(state, last)         # (else no deadline: the common case, without the call)
             if due is not None and due < t:
                 t = due
@@ -231,6 +234,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             up = -(-up // scan) * scan
             persisted = state.persisted()
             state = start()
+            machine, escalation = state.machine, state.escalation
             state.resume_after_restart(persisted, ticks.wrap(up), ticks.wrap(up))
             gateway.boot(up)
             ack_at = -1
@@ -238,7 +242,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             continue
         if t > end:
             break
-        cmds: list[tuple[int, int]] = []
+        cmds: list[tuple[int, int]] | tuple[()] = _NO_COMMANDS
         if nxt_t == t:
             gateway.apply(decode(nxt[1]) if decode else nxt[1])
             cmds = nxt[2]
@@ -247,9 +251,9 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
         if gateway.unpolled:
             gateway.poll(t)
         if t == ack_at:
-            cmds = cmds + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
+            cmds = list(cmds) + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
             ack_at = -1
-        outputs, events = step(state, (image, cmds), ticks.wrap(t))
+        outputs, events = step(state, (image, cmds), wrap(t))
         scans += 1
         on = watched(outputs)
         if on != was_on:

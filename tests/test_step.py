@@ -159,3 +159,19 @@ def test_a_refusal_names_the_commands_place_in_the_scan():
     assert ev == [(EV_MODE, modes.DISARMED, modes.ARMING, modes.ARM),
                   (EV_REFUSED, CMD_TEST_SIREN, modes.ARMING, 1), (EV_REFUSED, CMD_ARM, modes.ARMING, 2)]
 
+
+
+def test_a_restored_state_reads_its_inputs_again_though_the_image_did_not_move():
+    """step() skips _devices/_inventory/_zones while their inputs stay as
+    read; a restore() that puts the door back to closed in the state must
+    see it open again at the next scan, with the same image."""
+    catalog, state, image = make()
+    image[catalog.index["io.online"]] = 1
+    image[catalog.index["io.door"]] = 1
+    run(state, image, 0)                       # disarmed: the door opens, nothing guards it
+    snap = state.snapshot()
+    snap.update(mode=modes.ARMED, zones=[0], online=[0])
+    state.restore(snap)
+    _, ev = run(state, image, 1000)
+    assert (EV_MODE, modes.ARMED, modes.ENTRY, modes.ENTRY_OPENED) in ev
+    assert (EV_DEVICE, catalog.index["io.online"], 1, 0) in ev

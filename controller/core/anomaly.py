@@ -192,6 +192,7 @@ class Features:
         n_dev = len(self.online)
         self.on = [0] * n_dev        # online at this scan
         self.fresh = [0] * n_dev     # came (back) online at this scan
+        self.steady = 0              # the last scan found every device on, none fresh (``update``)
         self.door_prev = [0] * len(self.doors)
         self.cur_prev = [0] * len(self.currents)
         self.pack_prev = [0] * len(self.packs)
@@ -230,6 +231,7 @@ class Features:
         _fits(snap, "temp", 3)
         _fits(snap, "supply", 2 * len(self.ios))
         self.on = list(snap["on"])
+        self.steady = 0              # ``fresh`` is not in the state: the next scan works both out
         self.door_prev[:] = snap["doors"]      # in place: ``watched`` holds these lists
         self.cur_prev[:] = snap["cur"]
         self.pack_prev[:] = snap["pack"]
@@ -244,19 +246,18 @@ class Features:
         acc = self.acc
         on = self.on
         fresh = self.fresh
-        steady = 1          # every device answers and none came back at this scan: the common case
-        k = 0
-        for i in self.online:
-            if not image[i]:
-                on[k] = fresh[k] = 0
-                steady = 0
-            elif not on[k]:
-                on[k] = fresh[k] = 1
-                self.temp_restart = 1
-                steady = 0
-            else:
-                fresh[k] = 0
-            k += 1
+        # ``steady``: every device answers and none came back at this scan
+        # (the common case).  After a steady scan ``on`` is all 1 and
+        # ``fresh`` all 0, so one that answers again only checks the twins.
+        steady = self.steady
+        if steady:
+            for i in self.online:
+                if not image[i]:
+                    steady = 0
+                    break
+        if not steady:
+            steady = self._presence(image)
+            self.steady = steady
         for vib, peak, tilt, lift, supply, d, k in self.io_points:
             if d < 0 or on[d]:
                 if vib >= 0 and image[vib] > acc[0]:
@@ -296,6 +297,26 @@ class Features:
             d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh, _FALL)[0]
             if d > acc[6]:
                 acc[6] = d
+
+    def _presence(self, image):
+        """Each device's ``on`` and ``fresh`` from its online twin; 1 if every
+        device answers and none came back at this scan."""
+        on = self.on
+        fresh = self.fresh
+        steady = 1
+        k = 0
+        for i in self.online:
+            if not image[i]:
+                on[k] = fresh[k] = 0
+                steady = 0
+            elif not on[k]:
+                on[k] = fresh[k] = 1
+                self.temp_restart = 1
+                steady = 0
+            else:
+                fresh[k] = 0
+            k += 1
+        return steady
 
     def _temp(self, image):
         """The highest temperature of the devices online, or None."""
@@ -516,7 +537,14 @@ class AnomalyModel:
         top = -1
         best = 0
         for f in range(N_FEATURES):
-            q = qlog(raw[f] >> pre[f])
+            q = raw[f] >> pre[f]
+            if q < 2:
+                # An idle feature (most of them): level 0, so no points
+                # (reference and margin are never negative), without qlog.
+                levels[f] = 0
+                contrib[f] = 0
+                continue
+            q = qlog(q)
             levels[f] = q
             ref = hi[row + f] if row >= 0 else base[f]
             ex = q - ref - margin
