@@ -28,6 +28,9 @@ _NONE = ()
 # The longest a sampler sleeps before its schedule is brought up to date
 # (well inside the half tick period that tick differences are good for).
 _SLEEP_MS = 3600000
+# group_next of a group whose samplers all sleep: nothing to look at until
+# one wakes (``_wake``), so a walk of the groups that are due skips it.
+_ALL_ASLEEP = -2
 
 
 class Evaluator:
@@ -59,9 +62,15 @@ class Evaluator:
         self.wakes = {}      # rule index -> wake tick, for wakes after their rule's scan
         self.next_wake = -1  # the earliest of those (-1: none), so a quiet scan skips them
         self.soon = {}       # rule index -> the tick of its scan, for wakes at once (an edge, a change)
+        self.soon_late = 0   # 1: soon may hold a wake from before the previous scan (``_due``)
         self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
-        self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look)
+        self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look; _ALL_ASLEEP)
         self.last = [0] * table.image_size
+        self.seen = None    # the previous scan's image, copied (None: not known)
+        # The rules that need a signal's value, and the rules that read the
+        # mode, as dicts {rule: 1}: ``_due`` adds each to its own in one call.
+        self.needs = dict((i, dict((r, 1) for r in table.readers[i][0])) for i in table.readers)
+        self.mode_due = dict((r, 1) for r in table.mode_rules)
         # Per tested signal, the cell [lo, hi) around its last value in which
         # no test of it changes (table.cell_of; empty: not known yet).
         self.cell_lo = [1] * table.image_size
@@ -110,6 +119,7 @@ class Evaluator:
                                                                            t.mem, t.size, t.image_size))
             self.wakes = dict((w[0], w[1]) for w in wakes)
             self.soon = {}
+            self.soon_late = 0
             self.last_mbit, self.guard, self.primed = snap["mbit"], snap["guard"], snap["primed"]
             self.next_sample, self.prev_now = snap["sample"], snap["prev"]
         except (KeyError, TypeError, IndexError) as e:
@@ -119,6 +129,7 @@ class Evaluator:
             m[k] = mem[k]
         self.active = list(active)
         self.last = list(last)
+        self.seen = None
         self.cell_lo = [1] * t.image_size
         self.cell_hi = [0] * t.image_size
         self.asleep = {}
@@ -136,35 +147,29 @@ class Evaluator:
                        or ((now - self.sleep_until + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
             self._wake_all(prev)
         due = {}
-        last = self.last
-        readers = t.readers
-        wakers = t.wakers
-        lo = self.cell_lo
-        hi = self.cell_hi
-        for i in t.watch:
-            if image[i] != last[i]:
-                old = last[i]
-                v = last[i] = image[i]
-                if asleep and i in wakers:
-                    self._wake(wakers[i], prev)
-                needs_value, tested = readers[i]
-                for r in needs_value:
-                    due[r] = 1
-                # A rule that only tests the signal sees no change unless a
-                # test does, and none does while it stays in its cell.
-                if tested and not lo[i] <= v < hi[i]:
-                    for r, tests in tested:
-                        if tests_moved(tests, old, v):
-                            due[r] = 1
-                    lo[i], hi[i] = cell_of(t.tests_of[i], v)
+        # A whole image compared at once costs less than a look at each signal
+        # the rules watch, and many scans change none.
+        if image != self.seen:
+            self.seen = list(image)
+            self._changes(image, due, prev)
         if mbit != self.last_mbit:
             self.last_mbit = mbit
-            for r in t.mode_rules:
-                due[r] = 1
+            due.update(self.mode_due)
         soon = self.soon
-        for r in soon:
-            if ((now - soon[r] + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
-                due[r] = 1
+        if soon:
+            if self.soon_late or ((now - prev + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                late = 0
+                for r in soon:
+                    if ((now - soon[r] + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
+                        due[r] = 1
+                    else:
+                        late = 1
+                self.soon_late = late
+            else:
+                # Every wake in soon is of the previous scan: one not due at a
+                # scan stays (soon_late), and every one due ran then, its wake
+                # dropped or made that scan's.  So all are due now.
+                due.update(soon)
         w = self.next_wake
         if w >= 0 and ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
             wakes = self.wakes
@@ -177,6 +182,33 @@ class Evaluator:
         if not due:
             return None
         return sorted(due)
+
+    def _changes(self, image, due, prev):
+        """Mark due the rules a change of a signal they watch concerns; wake
+        the samplers of changed signals."""
+        t = self.table
+        asleep = self.asleep
+        last = self.last
+        readers = t.readers
+        needs = self.needs
+        wakers = t.wakers
+        lo = self.cell_lo
+        hi = self.cell_hi
+        for i in t.watch:
+            if image[i] != last[i]:
+                old = last[i]
+                v = last[i] = image[i]
+                if asleep and i in wakers:
+                    self._wake(wakers[i], prev)
+                due.update(needs[i])
+                tested = readers[i][1]
+                # A rule that only tests the signal sees no change unless a
+                # test does, and none does while it stays in its cell.
+                if tested and not lo[i] <= v < hi[i]:
+                    for r, tests in tested:
+                        if tests_moved(tests, old, v):
+                            due[r] = 1
+                    lo[i], hi[i] = cell_of(t.tests_of[i], v)
 
     def _sample_rates(self, image, now, due):
         """Take the samplers' samples that are due, as their rate() ops would
@@ -195,12 +227,16 @@ class Evaluator:
         # other scan of `cabguard eval`; it walks only the groups that are due.
         for k in range(len(groups)):
             gn = group_next[k]
-            if gn < 0 or ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
-                gn = -1
+            if gn == -1 or (gn >= 0 and ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
+                gn = _ALL_ASLEEP
                 for sampler in groups[k]:
                     r, o, step, i, g = sampler
-                    if o in asleep or (g >= 0 and not image[g]):
-                        continue   # asleep, or its device is offline: no samples (its rule reset the ring)
+                    if o in asleep:
+                        continue
+                    if g >= 0 and not image[g]:
+                        if gn == _ALL_ASLEEP:
+                            gn = -1   # its device is offline: no samples (its rule reset the ring)
+                        continue
                     if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
                         v = image[i]
                         before = v - m[o + 3 + m[o + 2]] if m[o + 1] == full else 0
@@ -247,7 +283,8 @@ class Evaluator:
                 m[o + 2] = (m[o + 2] + n) % (RATE_SAMPLES + 1)
             nxt = (m[o] + step) & TICK_MASK
             k = sampled[o]
-            if group_next[k] >= 0 and ((nxt - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+            gn = group_next[k]
+            if gn == _ALL_ASLEEP or (gn >= 0 and ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
                 group_next[k] = nxt
             if self.next_sample < 0 or ((nxt - self.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                 self.next_sample = nxt
@@ -295,40 +332,41 @@ class Evaluator:
         changes = None
         for r in due:
             v = run[r](image, now)
-            if r in soon:
-                del soon[r]
-            elif r in wakes:
-                if wakes.pop(r) == first:
-                    stale = 1
+            # A rule's wake is in soon or in wakes, never both.
             wake = wk[0]
             if wake == now:
-                soon[r] = wake   # an edge or change: looked at next scan
-            elif wake >= 0:
-                wakes[r] = wake
-                if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                    first = wake
-            f = flags[r]
-            if f & FLAG_CLEAR_WHEN:
-                c = v & 2
-                w = v & 1
+                soon[r] = now   # an edge or change: looked at next scan
+                if r in wakes and wakes.pop(r) == first:
+                    stale = 1
             else:
-                c = 0
-                w = v
+                if r in soon:
+                    del soon[r]
+                elif r in wakes and wakes.pop(r) == first:
+                    stale = 1
+                if wake >= 0:
+                    wakes[r] = wake
+                    if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                        first = wake
             if not active[r]:
-                if not w:
+                if not (v & 1 if flags[r] & FLAG_CLEAR_WHEN else v):
                     continue
                 active[r] = 1
                 raised = 1
-            elif f & FLAG_LATCH:
-                if w or (mode != _DISARMED and mode != _MAINTENANCE):   # reset by disarmed, maintenance
+            else:
+                f = flags[r]
+                if f & FLAG_CLEAR_WHEN:
+                    c = v & 2
+                    w = v & 1
+                else:
+                    c = 0
+                    w = v
+                if f & FLAG_LATCH:
+                    if w or (mode != _DISARMED and mode != _MAINTENANCE):   # reset by disarmed, maintenance
+                        continue
+                elif not ((c and not w) if f & FLAG_CLEAR_WHEN else not w):
                     continue
                 active[r] = 0
                 raised = 0
-            elif (c and not w) if f & FLAG_CLEAR_WHEN else not w:
-                active[r] = 0
-                raised = 0
-            else:
-                continue
             if changes is None:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
