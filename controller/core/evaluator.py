@@ -679,7 +679,7 @@ class _RuleSource:
             x = self.expr(kids[0], 1)
             c = self.expr(kids[1], 0)
             v = self.local()
-            self.put("# moved() at {}".format(o))
+            self.put("# moved(), state at mem[{}]".format(o))
             self.put("u = " + x)
             depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
             self.put("if {} or not mem[{}]:".format(c, o + 1), depth)
@@ -692,7 +692,7 @@ class _RuleSource:
         v = self.local()
         ms = args[1] if len(args) > 1 else 0
         if op == OP_HELD:
-            self.put("# held() at {}".format(o))
+            self.put("# held(), state at mem[{}]".format(o))
             self.put("if {}{}:".format(x, "" if off is None else " and " + off[4:]))
             self.put("if not mem[{}]:".format(o + 1), 1)
             self.put("    mem[{}] = 1".format(o + 1), 1)
@@ -706,7 +706,7 @@ class _RuleSource:
             self.put("mem[{}] = 0".format(o + 1), 1)
             self.put("{} = 0".format(v), 1)
             return v
-        self.put("# {}() at {}".format(_NAMES[op], o))
+        self.put("# {}(), state at mem[{}]".format(_NAMES[op], o))
         if op == OP_WITHIN:
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
