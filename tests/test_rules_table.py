@@ -228,7 +228,7 @@ def test_the_rules_source_is_one_python_function_per_rule_each_op_with_state_a_c
     _c, ev = evaluator(rule("held(io.door_open, '2s') and within(changed(io.tilt_mdeg), '5s')")
                        + rule("rose(io.tamper) or count(io.door_open, '1m') > 2").replace('"r"', '"s"'))
     source = rules_source(ev.table)
-    names = {}
+    names = {"mem": ev.mem, "cur": ev.cur, "wk": ev.wk}
     exec(source, names)
     assert [f.__name__ for f in names["RULES"]] == ["rule_0", "rule_1"]
     assert [line.strip() for line in source.splitlines() if line.strip().startswith("# ")][1:] == [
