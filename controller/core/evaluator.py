@@ -89,8 +89,12 @@ class Evaluator:
         self.copies = []
         names = {"mem": self.mem, "cur": self.cur, "wk": self.wk, "ev": self, "_count": _count,
                  "_rate_op": _rate_op, "TICK_HALF": TICK_HALF, "TICK_MASK": TICK_MASK}
-        exec(_source(t, self.copies), names)
-        self.run = names["RULES"]
+        # One rule's source at a time: a small board's heap holds one rule's text and code, not the table's.
+        run = []
+        for r in range(t.size):
+            exec(_rule_source(t, self.copies, r), names)
+            run.append(names["rule_{}".format(r)])
+        self.run = tuple(run)
 
     def rule_state(self):
         """Every rule's state (timers, windows, counters, rate samples, latches, the
@@ -430,17 +434,18 @@ def rules_source(table):
     them.  It reads the globals ``mem`` (the ops' state), ``cur`` (this
     scan's mode bits, the previous scan's tick), ``wk`` (the wake it
     leaves), ``ev`` (the evaluator, for rate()'s samplers), ``_count``,
-    ``_rate_op``, ``TICK_HALF`` and ``TICK_MASK``."""
-    return _source(table, [])
+    ``_rate_op``, ``TICK_HALF`` and ``TICK_MASK``.  The evaluator compiles
+    each function alone, from the same text."""
+    copies = []
+    return ("# The rules as the evaluator runs them (controller/core/evaluator.py, rules_source).\n"
+            + "".join(_rule_source(table, copies, r) for r in range(table.size))
+            + "\n\nRULES = ({})\n".format("".join("rule_{}, ".format(r) for r in range(table.size))))
 
 
-def _source(table, copies):
-    """``rules_source``, the state copies of repeated terms added to ``copies``."""
-    lines = ["# The rules as the evaluator runs them (controller/core/evaluator.py, rules_source)."]
-    for r in range(table.size):
-        lines += _RuleSource(table, copies, r).lines
-    lines.append("RULES = ({})".format("".join("rule_{}, ".format(r) for r in range(table.size))))
-    return "\n".join(lines) + "\n"
+def _rule_source(table, copies, r):
+    """The source of rule ``r``'s function; the state copies of its
+    repeated terms are added to ``copies``."""
+    return "\n".join(_RuleSource(table, copies, r).lines) + "\n"
 
 
 def _tree(code):
