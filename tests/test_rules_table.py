@@ -232,8 +232,8 @@ def test_the_rules_source_is_one_python_function_per_rule_each_op_with_state_a_c
     exec(source, names)
     assert [f.__name__ for f in names["RULES"]] == ["rule_0", "rule_1"]
     assert [line.strip() for line in source.splitlines() if line.strip().startswith("# ")][1:] == [
-        "# r", "# held(), state at mem[0]", "# changed(), state at mem[2]", "# within(), state at mem[4]",
-        "# s", "# rose(), state at mem[7]", "# count(), state at mem[8]"]
+        "# 'r'", "# held(), state at mem[0]", "# changed(), state at mem[2]", "# within(), state at mem[4]",
+        "# 's'", "# rose(), state at mem[7]", "# count(), state at mem[8]"]
 
 
 def test_a_term_with_state_repeated_in_a_rule_pulses_in_each_copy():

@@ -579,8 +579,9 @@ class _RuleSource:
         roots = _tree(table.codes[r])
         self.shared = _Shared(table.guards, copies, roots)
         values = [self.expr(root, 0) for root in roots]
-        # The lists it reads most are bound as defaults: a local costs less than a global.
-        head = ["", "", "def rule_{}(im, now, mem=mem, cur=cur, wk=wk):".format(r), "    # {}".format(table.ids[r])]
+        # The lists it reads most are bound as defaults: a local costs less than a
+        # global.  The id as repr(): one line whatever it holds (explain's terms span lines).
+        head = ["", "", "def rule_{}(im, now, mem=mem, cur=cur, wk=wk):".format(r), "    # {!r}".format(table.ids[r])]
         if self.timed:
             head.append("    w = -1")
         if len(values) == 1:
