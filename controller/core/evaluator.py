@@ -31,6 +31,8 @@ _SLEEP_MS = 3600000
 # group_next of a group whose samplers all sleep: nothing to look at until
 # one wakes (``_wake``), so a walk of the groups that are due skips it.
 _ALL_ASLEEP = -2
+# The most signals ``_changes`` looks at alone (more: look at every one).
+_HOT = 6
 
 
 class Evaluator:
@@ -67,6 +69,7 @@ class Evaluator:
         self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look; _ALL_ASLEEP)
         self.last = [0] * table.image_size
         self.seen = None    # the previous scan's image, copied (None: not known)
+        self.hot = ()       # the watched signals the last look at every one found changed (``_changes``)
         # The rules that need a signal's value, and the rules that read the
         # mode, as dicts {rule: 1}: ``_due`` adds each to its own in one call.
         self.needs = dict((i, dict((r, 1) for r in table.readers[i][0])) for i in table.readers)
@@ -134,6 +137,7 @@ class Evaluator:
         self.active = list(active)
         self.last = list(last)
         self.seen = None
+        self.hot = ()
         self.cell_lo = [1] * t.image_size
         self.cell_hi = [0] * t.image_size
         self.asleep = {}
@@ -154,7 +158,6 @@ class Evaluator:
         # A whole image compared at once costs less than a look at each signal
         # the rules watch, and many scans change none.
         if image != self.seen:
-            self.seen = list(image)
             self._changes(image, due, prev)
         if mbit != self.last_mbit:
             self.last_mbit = mbit
@@ -189,8 +192,24 @@ class Evaluator:
 
     def _changes(self, image, due, prev):
         """Mark due the rules a change of a signal they watch concerns; wake
-        the samplers of changed signals."""
+        the samplers of changed signals.  Most scans change the signals the
+        scan before changed (the vibration readings): when the image differs
+        from the previous one in those alone (``hot``, a few), only they are
+        looked at, else every watched signal is."""
         t = self.table
+        seen = self.seen
+        hot = self.hot
+        every = 1
+        if seen is not None and hot:
+            for i in hot:
+                seen[i] = image[i]
+            every = image != seen
+        if every:
+            self.seen = list(image)
+            signals = t.watch
+            found = []
+        else:
+            signals = hot   # seen is the image now
         asleep = self.asleep
         last = self.last
         readers = t.readers
@@ -198,8 +217,10 @@ class Evaluator:
         wakers = t.wakers
         lo = self.cell_lo
         hi = self.cell_hi
-        for i in t.watch:
+        for i in signals:
             if image[i] != last[i]:
+                if every:
+                    found.append(i)
                 old = last[i]
                 v = last[i] = image[i]
                 if asleep and i in wakers:
@@ -213,6 +234,8 @@ class Evaluator:
                         if tests_moved(tests, old, v):
                             due[r] = 1
                     lo[i], hi[i] = cell_of(t.tests_of[i], v)
+        if every:
+            self.hot = tuple(found) if len(found) <= _HOT else ()
 
     def _sample_rates(self, image, now, due):
         """Take the samplers' samples that are due, as their rate() ops would
