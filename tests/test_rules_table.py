@@ -236,6 +236,17 @@ def test_the_rules_source_is_one_python_function_per_rule_each_op_with_state_a_c
         "# 's'", "# rose(), state at mem[7]", "# count(), state at mem[8]"]
 
 
+def test_a_signal_changing_beside_those_that_change_every_scan_is_seen():
+    # The evaluator looks at the signals that changed the scan before alone
+    # while nothing else changed: the door's change must still be seen.
+    text = rule("io.door_open") + rule("changed(io.vib_peak_mg) and io.vib_rms_mg > 5").replace('"r"', '"v"')
+    script = [(ms, {"io.vib_peak_mg": ms // 100 % 7, "io.vib_rms_mg": 6 + ms // 100 % 2}, DISARMED)
+              for ms in range(0, 3000, 100)]
+    script[12][1]["io.door_open"] = 1
+    script[13][1]["io.door_open"] = 0
+    assert [x for x in run(text, script) if x[1] == "r"] == [(1200, "r", 1), (1300, "r", 0)]
+
+
 def test_a_term_with_state_repeated_in_a_rule_pulses_in_each_copy():
     # Run twice in one scan, an edge's second run would see no edge.
     text = rule("rose(io.door_open) and rose(io.door_open) and within(changed(io.tilt_mdeg), '2s')"
