@@ -10,7 +10,7 @@ from controller.cli.rulescmd import site_catalog
 from controller.core import modes, ticks
 from controller.core.catalog import Catalog
 from controller.core.errors import TableError
-from controller.core.evaluator import Evaluator, evaluator_from_header
+from controller.core.evaluator import Evaluator, evaluator_from_header, rules_source
 from controller.core.events import EV_LOCK, EV_MODE, EV_RULE
 from controller.core.step import CoreConfig, CoreState, step
 from controller.core.table import OP_BIT, OP_EQ_K, OP_GE_K, OP_GT_K, OP_LE_K, OP_LT_K, OP_NE_K, Table, cell_of
@@ -193,8 +193,10 @@ def test_a_term_with_state_written_twice_in_a_rule_gives_what_it_gives_once(seed
     assert got[0] == got[1] == got[2] and got[0][1] > 20
 
 
-# Shapes the evaluator builds as one closure (evaluator.py, "Leaf fusion" and
-# _NEGATED), each with a spelling of the same condition that none of them fuses.
+# Shapes whose generated source (evaluator.py, rules_source) is not that of
+# another spelling of the same condition: abs() and a comparison against a
+# constant, a mode() read for its truth, a not over a stateful op's value, a
+# comparison with a signal; each with that other spelling.
 FUSED_AND_PLAIN = [
     ("abs(io.tilt_mdeg) > 300", "io.tilt_mdeg > 300 or io.tilt_mdeg < -300"),
     ("abs(io.tilt_mdeg) < 200", "io.tilt_mdeg < 200 and io.tilt_mdeg > -200"),
@@ -222,6 +224,29 @@ def test_a_fused_shape_raises_and_clears_as_its_plain_spelling(fused, plain):
     assert got[0] == got[1] != got[2]
 
 
+def test_the_rules_source_is_one_python_function_per_rule_each_op_with_state_a_commented_block():
+    _c, ev = evaluator(rule("held(io.door_open, '2s') and within(changed(io.tilt_mdeg), '5s')")
+                       + rule("rose(io.tamper) or count(io.door_open, '1m') > 2").replace('"r"', '"s"'))
+    source = rules_source(ev.table)
+    names = {"mem": ev.mem, "cur": ev.cur, "wk": ev.wk}
+    exec(source, names)
+    assert [f.__name__ for f in names["RULES"]] == ["rule_0", "rule_1"]
+    assert [line.strip() for line in source.splitlines() if line.strip().startswith("# ")][1:] == [
+        "# 'r'", "# held(), state at mem[0]", "# changed(), state at mem[2]", "# within(), state at mem[4]",
+        "# 's'", "# rose(), state at mem[7]", "# count(), state at mem[8]"]
+
+
+def test_a_signal_changing_beside_those_that_change_every_scan_is_seen():
+    # The evaluator looks at the signals that changed the scan before alone
+    # while nothing else changed: the door's change must still be seen.
+    text = rule("io.door_open") + rule("changed(io.vib_peak_mg) and io.vib_rms_mg > 5").replace('"r"', '"v"')
+    script = [(ms, {"io.vib_peak_mg": ms // 100 % 7, "io.vib_rms_mg": 6 + ms // 100 % 2}, DISARMED)
+              for ms in range(0, 3000, 100)]
+    script[12][1]["io.door_open"] = 1
+    script[13][1]["io.door_open"] = 0
+    assert [x for x in run(text, script) if x[1] == "r"] == [(1200, "r", 1), (1300, "r", 0)]
+
+
 def test_a_term_with_state_repeated_in_a_rule_pulses_in_each_copy():
     # Run twice in one scan, an edge's second run would see no edge.
     text = rule("rose(io.door_open) and rose(io.door_open) and within(changed(io.tilt_mdeg), '2s')"
@@ -234,7 +259,7 @@ def test_a_term_with_state_repeated_in_a_rule_pulses_in_each_copy():
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_an_evaluator_restored_from_rule_state_goes_on_as_the_one_that_saved_it(seed):
-    # The rules' closures hold the evaluator's state lists: a restore fills them.
+    # The rules' functions hold the evaluator's state lists: a restore fills them.
     text = random_rules(seed, 150)
     catalog, saved = evaluator(text)
     _c, restored = evaluator(text)

@@ -328,6 +328,8 @@ def _rules(sub: argparse._SubParsersAction) -> None:
     target = k.add_mutually_exclusive_group(required=True)
     target.add_argument("--config", metavar="SITE.toml", help="compile for this site config's catalog (and gateway)")
     target.add_argument("--catalog", metavar="FILE", help=catalog_help)
+    k.add_argument("--emit-python", metavar="FILE",
+                   help="also write the Python the evaluator runs for the table, one function per rule (for audit)")
     e = _command(rsub, "explain", "controller.cli.rulescmd:explain",
                  help="which rule fired when, and why",
                  description="Replay TRACE with TABLE and show, for every rule raised or "

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.errors import CoreError
-from controller.core.evaluator import Evaluator
+from controller.core.evaluator import Evaluator, rules_source
 from controller.core.table import SEVERITY_NAMES, Table
 from controller.gateway.tables import read_payload, sign, write_table
 from controller.cli.replay import load as load_trace
@@ -129,12 +130,15 @@ def compile_cmd(args: argparse.Namespace) -> int:
     key = load_key(args.key)
     gateway = _config_gateway(args.config) if args.config else None
     require_role(key, "installer", args.key, gateway)     # the gateway verifies tables with its installer key
-    _catalog, compiled = _compile(args)
+    catalog, compiled = _compile(args)
     payload = compiled.encode()
     write_table(args.output, sign(payload, key))
     print_left_out(compiled)
     print("{}: {}, {} bytes, signed with key '{}'".format(
         args.output, _summary(compiled), len(payload), key.kid_text))
+    if args.emit_python:
+        Path(args.emit_python).write_text(rules_source(Table(compiled.data, catalog.size)))
+        print("{}: the Python the evaluator runs for it".format(args.emit_python))
     return 0
 
 

@@ -1,19 +1,19 @@
 """The rule table's evaluator: runs a checked ``Table``
 (controller/core/table.py, whose docstring is the theory of operation) once
-per scan, change-driven (portable).  Each rule's postfix code is built once,
-when the evaluator is made, into a tree of closures that computes what the
-stack machine of the format would (see ``_rule_fn``).
+per scan, change-driven (portable).  Each rule's postfix code is turned
+once, when the evaluator is made, into a Python function that computes what
+the stack machine of the format would (see ``rules_source``).
 """
 
 from controller.core import modes
 from controller.core.errors import TableError
 from controller.core.table import (
     BINARY_OPS, COUNT_CAP, FLAG_CLEAR_WHEN, FLAG_LATCH, GUARD, MEM_WORDS, OPERANDS, OP_ABS, OP_ADD, OP_AND,
-    OP_AND_SIG, OP_BIT, OP_CHANGED, OP_CONST, OP_COUNT, OP_DIV, OP_EQ, OP_EQ_K, OP_GE, OP_GE_K,
-    OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MIN, OP_MODE, OP_MOVED, OP_MUL, OP_NE,
-    OP_NEG, OP_NOT, OP_NOT_SIG, OP_OR, OP_OR_SIG, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
-    OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SUB, OP_WITHIN, PUSH_OPS,
-    RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
+    OP_AND_SIG, OP_BIT, OP_CHANGED, OP_CONST, OP_COUNT, OP_DIV, OP_EQ, OP_EQ_K, OP_FELL, OP_GE, OP_GE_K,
+    OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MAX, OP_MIN, OP_MODE, OP_MOVED, OP_MUL,
+    OP_NE, OP_NE_K, OP_NEG, OP_NOT, OP_NOT_SIG, OP_OR, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
+    OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SIG_NE_K, OP_SUB, OP_WITHIN,
+    PUSH_OPS, RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
 )
 
 # The GUARD bit of mode(): set while ARMED or in the ENTRY delay, kept
@@ -28,15 +28,11 @@ _NONE = ()
 # The longest a sampler sleeps before its schedule is brought up to date
 # (well inside the half tick period that tick differences are good for).
 _SLEEP_MS = 3600000
-
-
-def _known(image, guard):
-    """1 if every device of ``guard`` (its online twins) is online."""
-    for g in guard:
-        if not image[g]:
-            return 0
-    return 1
-
+# group_next of a group whose samplers all sleep: nothing to look at until
+# one wakes (``_wake``), so a walk of the groups that are due skips it.
+_ALL_ASLEEP = -2
+# The most signals ``_changes`` looks at alone (more: look at every one).
+_HOT = 6
 
 
 class Evaluator:
@@ -68,9 +64,16 @@ class Evaluator:
         self.wakes = {}      # rule index -> wake tick, for wakes after their rule's scan
         self.next_wake = -1  # the earliest of those (-1: none), so a quiet scan skips them
         self.soon = {}       # rule index -> the tick of its scan, for wakes at once (an edge, a change)
+        self.soon_late = 0   # 1: soon may hold a wake from before the previous scan (``_due``)
         self.next_sample = -1  # the earliest sample of the table's samplers (-1: none)
-        self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look)
+        self.group_next = [-1] * len(table.groups)   # the same per group of samplers (-1: look; _ALL_ASLEEP)
         self.last = [0] * table.image_size
+        self.seen = None    # the previous scan's image, copied (None: not known)
+        self.hot = ()       # the watched signals the last look at every one found changed (``_changes``)
+        # The rules that need a signal's value, and the rules that read the
+        # mode, as dicts {rule: 1}: ``_due`` adds each to its own in one call.
+        self.needs = dict((i, dict((r, 1) for r in table.readers[i][0])) for i in table.readers)
+        self.mode_due = dict((r, 1) for r in table.mode_rules)
         # Per tested signal, the cell [lo, hi) around its last value in which
         # no test of it changes (table.cell_of; empty: not known yet).
         self.cell_lo = [1] * table.image_size
@@ -83,12 +86,18 @@ class Evaluator:
         self.prev_now = 0   # the previous scan's tick
         self.cur = [0, 0]   # this scan's mode bits and the previous scan's tick, as the rules read them
         self.wk = [-1]      # the running rule's wake (-1: none), as its ops find it
-        built = {}   # one closure per distinct tree (the same term in many rules, or twice in one)
         # (mem offset, the offset it repeats, words) of each stateful op that
-        # repeats one run before it in its rule (``_rule_fn``): rule_state()
+        # repeats one computed before it in its rule (``_Shared``): rule_state()
         # copies its state, which it would hold had it run.
         self.copies = []
-        self.run = [_rule_fn(self, t.codes[r], t.flags[r] & FLAG_CLEAR_WHEN, built) for r in range(t.size)]
+        names = {"mem": self.mem, "cur": self.cur, "wk": self.wk, "ev": self, "_count": _count,
+                 "_rate_op": _rate_op, "TICK_HALF": TICK_HALF, "TICK_MASK": TICK_MASK}
+        # One rule's source at a time: a small board's heap holds one rule's text and code, not the table's.
+        run = []
+        for r in range(t.size):
+            exec(_rule_source(t, self.copies, r), names)
+            run.append(names["rule_{}".format(r)])
+        self.run = tuple(run)
 
     def rule_state(self):
         """Every rule's state (timers, windows, counters, rate samples, latches, the
@@ -117,15 +126,18 @@ class Evaluator:
                                                                            t.mem, t.size, t.image_size))
             self.wakes = dict((w[0], w[1]) for w in wakes)
             self.soon = {}
+            self.soon_late = 0
             self.last_mbit, self.guard, self.primed = snap["mbit"], snap["guard"], snap["primed"]
             self.next_sample, self.prev_now = snap["sample"], snap["prev"]
         except (KeyError, TypeError, IndexError) as e:
             raise TableError("start: not a rules' state ({!r} missing or malformed)".format(e.args[0] if e.args else e))
-        m = self.mem   # filled in place: the rules' closures hold this list
+        m = self.mem   # filled in place: the rules' functions hold this list
         for k in range(len(m)):
             m[k] = mem[k]
         self.active = list(active)
         self.last = list(last)
+        self.seen = None
+        self.hot = ()
         self.cell_lo = [1] * t.image_size
         self.cell_hi = [0] * t.image_size
         self.asleep = {}
@@ -143,35 +155,28 @@ class Evaluator:
                        or ((now - self.sleep_until + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
             self._wake_all(prev)
         due = {}
-        last = self.last
-        readers = t.readers
-        wakers = t.wakers
-        lo = self.cell_lo
-        hi = self.cell_hi
-        for i in t.watch:
-            if image[i] != last[i]:
-                old = last[i]
-                v = last[i] = image[i]
-                if asleep and i in wakers:
-                    self._wake(wakers[i], prev)
-                needs_value, tested = readers[i]
-                for r in needs_value:
-                    due[r] = 1
-                # A rule that only tests the signal sees no change unless a
-                # test does, and none does while it stays in its cell.
-                if tested and not lo[i] <= v < hi[i]:
-                    for r, tests in tested:
-                        if tests_moved(tests, old, v):
-                            due[r] = 1
-                    lo[i], hi[i] = cell_of(t.tests_of[i], v)
+        # A whole image compared at once costs less than a look at each signal
+        # the rules watch, and many scans change none.
+        if image != self.seen:
+            self._changes(image, due, prev)
         if mbit != self.last_mbit:
             self.last_mbit = mbit
-            for r in t.mode_rules:
-                due[r] = 1
+            due.update(self.mode_due)
         soon = self.soon
-        for r in soon:
-            if ((now - soon[r] + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
-                due[r] = 1
+        if soon:
+            if self.soon_late or ((now - prev + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                late = 0
+                for r in soon:
+                    if ((now - soon[r] + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
+                        due[r] = 1
+                    else:
+                        late = 1
+                self.soon_late = late
+            else:
+                # Every wake in soon is of the previous scan: one not due at a
+                # scan stays (soon_late), and every one due ran then, its wake
+                # dropped or made that scan's.  So all are due now.
+                due.update(soon)
         w = self.next_wake
         if w >= 0 and ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
             wakes = self.wakes
@@ -184,6 +189,53 @@ class Evaluator:
         if not due:
             return None
         return sorted(due)
+
+    def _changes(self, image, due, prev):
+        """Mark due the rules a change of a signal they watch concerns; wake
+        the samplers of changed signals.  Most scans change the signals the
+        scan before changed (the vibration readings): when the image differs
+        from the previous one in those alone (``hot``, a few), only they are
+        looked at, else every watched signal is."""
+        t = self.table
+        seen = self.seen
+        hot = self.hot
+        every = 1
+        if seen is not None and hot:
+            for i in hot:
+                seen[i] = image[i]
+            every = image != seen
+        if every:
+            self.seen = list(image)
+            signals = t.watch
+            found = []
+        else:
+            signals = hot   # seen is the image now
+        asleep = self.asleep
+        last = self.last
+        readers = t.readers
+        needs = self.needs
+        wakers = t.wakers
+        lo = self.cell_lo
+        hi = self.cell_hi
+        for i in signals:
+            if image[i] != last[i]:
+                if every:
+                    found.append(i)
+                old = last[i]
+                v = last[i] = image[i]
+                if asleep and i in wakers:
+                    self._wake(wakers[i], prev)
+                due.update(needs[i])
+                tested = readers[i][1]
+                # A rule that only tests the signal sees no change unless a
+                # test does, and none does while it stays in its cell.
+                if tested and not lo[i] <= v < hi[i]:
+                    for r, tests in tested:
+                        if tests_moved(tests, old, v):
+                            due[r] = 1
+                    lo[i], hi[i] = cell_of(t.tests_of[i], v)
+        if every:
+            self.hot = tuple(found) if len(found) <= _HOT else ()
 
     def _sample_rates(self, image, now, due):
         """Take the samplers' samples that are due, as their rate() ops would
@@ -202,12 +254,16 @@ class Evaluator:
         # other scan of `cabguard eval`; it walks only the groups that are due.
         for k in range(len(groups)):
             gn = group_next[k]
-            if gn < 0 or ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
-                gn = -1
+            if gn == -1 or (gn >= 0 and ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
+                gn = _ALL_ASLEEP
                 for sampler in groups[k]:
                     r, o, step, i, g = sampler
-                    if o in asleep or (g >= 0 and not image[g]):
-                        continue   # asleep, or its device is offline: no samples (its rule reset the ring)
+                    if o in asleep:
+                        continue
+                    if g >= 0 and not image[g]:
+                        if gn == _ALL_ASLEEP:
+                            gn = -1   # its device is offline: no samples (its rule reset the ring)
+                        continue
                     if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
                         v = image[i]
                         before = v - m[o + 3 + m[o + 2]] if m[o + 1] == full else 0
@@ -254,7 +310,8 @@ class Evaluator:
                 m[o + 2] = (m[o + 2] + n) % (RATE_SAMPLES + 1)
             nxt = (m[o] + step) & TICK_MASK
             k = sampled[o]
-            if group_next[k] >= 0 and ((nxt - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+            gn = group_next[k]
+            if gn == _ALL_ASLEEP or (gn >= 0 and ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
                 group_next[k] = nxt
             if self.next_sample < 0 or ((nxt - self.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                 self.next_sample = nxt
@@ -301,42 +358,42 @@ class Evaluator:
         stale = 0   # 1: the earliest wake went away, look again
         changes = None
         for r in due:
-            wk[0] = -1   # the earliest tick at which time alone may change this rule
             v = run[r](image, now)
-            if r in soon:
-                del soon[r]
-            elif r in wakes:
-                if wakes.pop(r) == first:
-                    stale = 1
+            # A rule's wake is in soon or in wakes, never both.
             wake = wk[0]
             if wake == now:
-                soon[r] = wake   # an edge or change: looked at next scan
-            elif wake >= 0:
-                wakes[r] = wake
-                if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                    first = wake
-            f = flags[r]
-            if f & FLAG_CLEAR_WHEN:
-                c = v & 2
-                w = v & 1
+                soon[r] = now   # an edge or change: looked at next scan
+                if r in wakes and wakes.pop(r) == first:
+                    stale = 1
             else:
-                c = 0
-                w = v
+                if r in soon:
+                    del soon[r]
+                elif r in wakes and wakes.pop(r) == first:
+                    stale = 1
+                if wake >= 0:
+                    wakes[r] = wake
+                    if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                        first = wake
             if not active[r]:
-                if not w:
+                if not (v & 1 if flags[r] & FLAG_CLEAR_WHEN else v):
                     continue
                 active[r] = 1
                 raised = 1
-            elif f & FLAG_LATCH:
-                if w or (mode != _DISARMED and mode != _MAINTENANCE):   # reset by disarmed, maintenance
+            else:
+                f = flags[r]
+                if f & FLAG_CLEAR_WHEN:
+                    c = v & 2
+                    w = v & 1
+                else:
+                    c = 0
+                    w = v
+                if f & FLAG_LATCH:
+                    if w or (mode != _DISARMED and mode != _MAINTENANCE):   # reset by disarmed, maintenance
+                        continue
+                elif not ((c and not w) if f & FLAG_CLEAR_WHEN else not w):
                     continue
                 active[r] = 0
                 raised = 0
-            elif (c and not w) if f & FLAG_CLEAR_WHEN else not w:
-                active[r] = 0
-                raised = 0
-            else:
-                continue
             if changes is None:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
@@ -375,36 +432,43 @@ def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
     return Evaluator(Table(data, image_size), ticks_diff)
 
 
-# Each rule's code is built once into closures, a tree of them (postfix code
-# is a tree written out): running a rule is then calls, not an interpreter's
-# dispatch per op.  Every op still runs on every run of its rule, in code
-# order (its state stays current), except ops without state under an
-# ``and`` or ``or`` whose result is already decided: they would give the
-# same value and change nothing.  A closure takes (image, now) and returns
-# the op's value; stateful ops keep their state in ``ev.mem`` and put the
-# earliest tick at which time alone may change them in ``ev.wk[0]``.
+# Each rule's code is turned once, when the evaluator is made, into one
+# straight-line Python function (source text compiled with exec: a tree
+# of closures spends more on its calls than on its ops).  ``rules_source``
+# gives that text for audit (`cabguard rules compile --emit-python`).
+# Every op with state runs on every run of its rule, in code order (its
+# state stays current): each is a block of statements that leaves its
+# value in a local ``vN``.  The ops without state are expressions over
+# those, so Python's ``and``/``or`` may skip one whose result is decided:
+# it would give the same value and change nothing.  Ops keep their state
+# in ``mem``; the earliest tick at which time alone may change one of them
+# goes in the local ``w``, the rule's wake (``wk[0]`` when it returns).
 #
 # A term with state written twice in one rule (sensor_fault_at_arming's
 # fault, three times) is two copies of the same ops on the same inputs,
 # run on the same scans, from the same start: they hold the same state and
 # give the same value at every run.  So the first copy in code order (the
-# one that runs first) keeps its value, and the others read it instead of
-# running (``_Shared``).
+# one that runs first) is computed, and the others read its value
+# (``_Shared``).
 
-def _rule_fn(ev, code, clear_when, built):
-    """The closure that runs one rule: its ``when`` value, or with a
-    ``clear_when`` bit 0 for ``when`` and bit 1 for ``clear_when``."""
-    roots = _tree(code)
-    shared = _Shared(ev, roots)
-    w = _fn(ev, roots[0], built, shared)
-    if not clear_when:
-        return w
-    c = _fn(ev, roots[1], built, shared)
+def rules_source(table):
+    """The Python source the evaluator runs for ``table`` (a ``Table``): one
+    function per rule, ``rule_<index>(im, now)``, and ``RULES``, the tuple of
+    them.  It reads the globals ``mem`` (the ops' state), ``cur`` (this
+    scan's mode bits, the previous scan's tick), ``wk`` (the wake it
+    leaves), ``ev`` (the evaluator, for rate()'s samplers), ``_count``,
+    ``_rate_op``, ``TICK_HALF`` and ``TICK_MASK``.  The evaluator compiles
+    each function alone, from the same text."""
+    copies = []
+    return ("# The rules as the evaluator runs them (controller/core/evaluator.py, rules_source).\n"
+            + "".join(_rule_source(table, copies, r) for r in range(table.size))
+            + "\n\nRULES = ({})\n".format("".join("rule_{}, ".format(r) for r in range(table.size))))
 
-    def both(im, now):
-        x = w(im, now)
-        return (1 if x else 0) | (2 if c(im, now) else 0)
-    return both
+
+def _rule_source(table, copies, r):
+    """The source of rule ``r``'s function; the state copies of its
+    repeated terms are added to ``copies``."""
+    return "\n".join(_RuleSource(table, copies, r).lines) + "\n"
 
 
 def _tree(code):
@@ -439,17 +503,17 @@ def _pure(node):
 
 
 class _Shared:
-    """The terms with state that one rule repeats, found before its closures
-    are built: the same walk in code order as ``_fn``'s, which builds the
-    first copy of each (its value kept) and none of the copies after it
-    (each reads that value)."""
+    """The terms with state that one rule repeats, found before its source
+    is written: the same walk in code order as ``_RuleSource``'s, which
+    computes the first copy of each (its value kept in a local) and none of
+    the copies after it (each reads that local)."""
 
-    def __init__(self, ev, roots):
-        self.guards = ev.table.guards
-        self.copies = ev.copies
+    def __init__(self, guards, copies, roots):
+        self.guards = guards
+        self.copies = copies
         self.shapes = {}     # tree -> its shape, the tree without its mem offsets
         self.repeats = {}    # shape -> copies met (a copy's insides are not walked)
-        self.first = {}      # shape -> (the first copy, the cell holding its value)
+        self.first = {}      # shape -> (the first copy, the local holding its value)
         self.source = {}     # mem offset of an op of a later copy -> the first copy's
         for root in roots:
             self._count(root)
@@ -478,30 +542,24 @@ class _Shared:
         """True if ``node`` is a term with state that its rule repeats."""
         return not _pure(node) and self.repeats[self.shape(node)] > 1
 
-    def keep(self, node, f):
-        """The first copy's closure ``f``, keeping its value for the others."""
-        cell = [0]
-        self.first[self.shape(node)] = (node, cell)
-
-        def first(im, now):
-            v = cell[0] = f(im, now)
-            return v
-        return first
+    def keep(self, node, name):
+        """``name`` holds the value of the first copy of ``node``."""
+        self.first[self.shape(node)] = (node, name)
 
     def reader(self, node):
-        """A later copy of a term built already: its value, and its state
-        for rule_state() (``Evaluator.copies``); None if it is the first."""
+        """A later copy of a term computed already: the local holding its
+        value, its state noted for rule_state() (``Evaluator.copies``);
+        None if it is the first."""
         found = self.first.get(self.shape(node))
         if found is None:
             return None
-        cell = found[1]
         for o, first in zip(_offsets(node), _offsets(found[0])):
             # The first copy may hold a later copy of a smaller term: its op's state is that term's first copy's.
             source = self.source.get(first[0], first[0])
             if o[0] != source:
                 self.source[o[0]] = source
                 self.copies.append((o[0], source, o[1]))
-        return lambda im, now: cell[0]
+        return found[1]
 
 
 def _offsets(node):
@@ -514,406 +572,249 @@ def _offsets(node):
     return out
 
 
-def _fn(ev, node, built, shared):
-    """The closure of ``node``; equal trees share one (``built``): a closure's
-    state is in ``ev.mem`` at its operands' offsets, so two calls of one are
-    two calls of equal ones.  A term with state repeated in its rule is run
-    once (``shared``)."""
-    repeated = shared.repeated(node)
-    if repeated:
-        f = shared.reader(node)
-        if f is not None:
-            return f
-    f = built.get(node)
-    if f is not None:
-        return f
-    op, args, kids = node
-    if op == OP_MOVED:
-        f = _moved_fn(ev, args[0], _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared))
-    elif op in MEM_WORDS:
-        f = _stateful_of(ev, node, built, shared, 0)
-    elif op == OP_NOT and kids[0][0] in _NEGATED and not shared.repeated(kids[0]):
-        f = _stateful_of(ev, kids[0], built, shared, 1)
-    elif not kids:
-        f = _leaf_fn(ev, op, args)
-    else:
-        f = _fused_fn(ev, op, args, kids, built, shared)
-        if f is None and len(kids) == 2:
-            f = _binary_fn(op, _fn(ev, kids[0], built, shared), _fn(ev, kids[1], built, shared),
-                           _pure(kids[0]), _pure(kids[1]))
-        elif f is None:
-            f = _unary_fn(op, args, _fn(ev, kids[0], built, shared))
-    if repeated:
-        return shared.keep(node, f)
-    built[node] = f
-    return f
+# Python's spelling of the comparisons, by opcode.
+_COMPARE = {
+    OP_LT: "<", OP_LE: "<=", OP_GT: ">", OP_GE: ">=", OP_EQ: "==", OP_NE: "!=",
+    OP_GT_K: ">", OP_GE_K: ">=", OP_LT_K: "<", OP_LE_K: "<=", OP_EQ_K: "==", OP_NE_K: "!=",
+    OP_SIG_GT_K: ">", OP_SIG_GE_K: ">=", OP_SIG_LT_K: "<", OP_SIG_LE_K: "<=", OP_SIG_EQ_K: "==",
+    OP_SIG_NE_K: "!=",
+}
+_ARITH = {OP_ADD: "+", OP_SUB: "-", OP_MUL: "*"}
+# A tick difference (ticks.diff) written out: a call would cost more.
+_DIFF = "((({} - {} + TICK_HALF) & TICK_MASK) - TICK_HALF)"
 
 
-def _stateful_of(ev, node, built, shared, neg):
-    """The closure of the stateful op ``node`` (negated: ``neg``)."""
-    op, args, kids = node
-    # A plain signal's value is read inline: one call less.
-    si = kids[0][1][0] if kids[0][0] == OP_SIG else -1
-    return _stateful_fn(ev, op, args, _fn(ev, kids[0], built, shared), si, neg)
+class _RuleSource:
+    """The source lines of rule ``r``'s function.
 
+    ``expr(node, number)`` is a node's value as a Python expression: with
+    ``number`` its exact integer (a comparison 1 or 0, as the table's
+    ops give it), else only its truth (``a and b`` may be ``b``'s value).
+    A stateful op's block is added to ``body`` first: an expression only
+    reads the locals it left."""
 
-# Leaf fusion: an op whose operand is a signal, a constant or the mode
-# reads it inline instead of calling the leaf's closure (a call costs more
-# than the op).  Only the shapes the packs run every scan are fused:
-# ``x + k`` and ``x - k``, a comparison with a signal on its right
-# (``peak + 10 < rms``, ``peak >= rms``), ``abs(x) > k`` and ``abs(x) < k``,
-# and ``and``/``or`` with a mode().
-# A leaf has no state, so skipping its closure changes nothing.
-_COMPARE_OPS = (OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE)
+    def __init__(self, table, copies, r):
+        self.guards = table.guards
+        self.sampled = table.sampled
+        self.body = []
+        self.n = 0          # locals v0, v1, ... so far
+        self.timed = 0      # 1 once an op may set a wake
+        roots = _tree(table.codes[r])
+        self.shared = _Shared(table.guards, copies, roots)
+        values = [self.expr(root, 0) for root in roots]
+        # The lists it reads most are bound as defaults: a local costs less than a
+        # global.  The id as repr(): one line whatever it holds (explain's terms span lines).
+        head = ["", "", "def rule_{}(im, now, mem=mem, cur=cur, wk=wk):".format(r), "    # {!r}".format(table.ids[r])]
+        if self.timed:
+            head.append("    w = -1")
+        if len(values) == 1:
+            ret = "    return " + values[0]
+        else:   # clear_when: bit 0 for when, bit 1 for clear_when
+            ret = "    return (1 if {} else 0) | (2 if {} else 0)".format(values[0], values[1])
+        self.lines = head + self.body + ["    wk[0] = {}".format("w" if self.timed else -1), ret]
 
+    def put(self, line, depth=0):
+        self.body.append("    " * (depth + 1) + line)
 
-def _fused_fn(ev, op, args, kids, built, shared):
-    """The closure of ``op`` over ``kids`` with a leaf read inline, or None."""
-    if op == OP_AND_SIG or op == OP_OR_SIG:
-        if kids[0][0] == OP_MODE:
-            return _mode_sig_fn(ev.cur, kids[0][1][0], op == OP_AND_SIG, args[0])
-        return None
-    if (op == OP_GT_K or op == OP_LT_K) and kids[0][0] == OP_ABS:
-        y = kids[0][2][0]
-        if y[0] == OP_SIG:
-            return _abs_sig_k_fn(op == OP_GT_K, y[1][0], args[0])
-        return _abs_k_fn(op == OP_GT_K, _fn(ev, y, built, shared), args[0])
-    if len(kids) != 2:
-        return None
-    a, b = kids
-    if (op == OP_ADD or op == OP_SUB) and b[0] == OP_CONST:
-        k = b[1][0] if op == OP_ADD else -b[1][0]
-        if a[0] == OP_SIG:
-            i = a[1][0]
-            return lambda im, now: im[i] + k
-        x = _fn(ev, a, built, shared)
-        return lambda im, now: x(im, now) + k
-    if op in _COMPARE_OPS and b[0] == OP_SIG:
-        j = b[1][0]
-        if a[0] == OP_SIG:
-            return _compare_sigs_fn(op, a[1][0], j)
-        return _compare_sig_fn(op, _fn(ev, a, built, shared), j)
-    if (op == OP_AND or op == OP_OR) and (a[0] == OP_MODE or b[0] == OP_MODE):
-        mode, other = (a, b) if a[0] == OP_MODE else (b, a)
-        return _mode_logic_fn(ev.cur, mode[1][0], op == OP_AND, _fn(ev, other, built, shared), _pure(other))
-    return None
+    def local(self):
+        v = "v{}".format(self.n)
+        self.n += 1
+        return v
 
+    def wake(self, due_at, depth):
+        """Make ``due_at`` the rule's wake if it comes first."""
+        self.timed = 1
+        self.put("d = " + due_at, depth)
+        self.put("if w < 0 or {} < 0:".format(_DIFF.format("d", "w")), depth)
+        self.put("    w = d", depth)
 
-def _mode_sig_fn(cur, mask, conj, k):
-    """``mode(mask) and image[k]`` (``conj``) or ``mode(mask) or image[k]``."""
-    if conj:
-        return lambda im, now: 1 if (cur[0] & mask and im[k]) else 0
-    return lambda im, now: 1 if (cur[0] & mask or im[k]) else 0
+    def expr(self, node, number):
+        shared = self.shared
+        repeated = shared.repeated(node)
+        if repeated:
+            name = shared.reader(node)
+            if name is not None:
+                return name
+        op, args, kids = node
+        if op in MEM_WORDS:
+            v = self.stateful(node)
+        elif repeated:   # a term over stateful ops, computed once
+            x = self.pure(op, args, kids, 1)
+            v = self.local()
+            self.put("{} = {}".format(v, x))
+        else:
+            return self.pure(op, args, kids, number)
+        if repeated:
+            shared.keep(node, v)
+        return v
 
+    def pure(self, op, args, kids, number):
+        """An op without state (its operands may have some) as an expression."""
+        if not kids:
+            return self.leaf(op, args, number)
+        if op == OP_AND or op == OP_OR:
+            a = self.expr(kids[0], 0)
+            b = self.expr(kids[1], 0)
+            return _truth("({} {} {})".format(a, "and" if op == OP_AND else "or", b), number)
+        if op in _COMPARE:
+            if len(kids) == 2:
+                return _truth("({} {} {})".format(self.expr(kids[0], 1), _COMPARE[op], self.expr(kids[1], 1)), number)
+            return _truth("({} {} {})".format(self.expr(kids[0], 1), _COMPARE[op], args[0]), number)
+        if op in _ARITH:
+            return "({} {} {})".format(self.expr(kids[0], 1), _ARITH[op], self.expr(kids[1], 1))
+        if op == OP_DIV or op == OP_MIN or op == OP_MAX:
+            a = self.local()
+            self.put("{} = {}".format(a, self.expr(kids[0], 1)))
+            b = self.local()
+            self.put("{} = {}".format(b, self.expr(kids[1], 1)))
+            if op == OP_DIV:
+                return "({} // {} if {} else 0)".format(a, b, b)   # by zero gives 0
+            return "({} if {} {} {} else {})".format(a, a, "<" if op == OP_MIN else ">", b, b)
+        if op == OP_NOT:
+            x = self.expr(kids[0], 0)
+            return "(0 if {} else 1)".format(x) if number else "(not {})".format(x)
+        if op == OP_NEG:
+            return "(-{})".format(self.expr(kids[0], 1))
+        if op == OP_ABS:
+            return "abs({})".format(self.expr(kids[0], 1))
+        if op == OP_BIT:
+            return "(({} >> {}) & 1)".format(self.expr(kids[0], 1), args[0])
+        # OP_AND_SIG, OP_OR_SIG
+        x = self.expr(kids[0], 0)
+        return _truth("({} {} im[{}])".format(x, "and" if op == OP_AND_SIG else "or", args[0]), number)
 
-def _mode_logic_fn(cur, mask, conj, x, pure):
-    """``mode(mask) and x`` (``conj``) or ``mode(mask) or x``: a stateless
-    ``x`` is skipped once the mode decides, one with state always runs."""
-    if pure:
-        if conj:
-            return lambda im, now: 1 if (cur[0] & mask and x(im, now)) else 0
-        return lambda im, now: 1 if (cur[0] & mask or x(im, now)) else 0
-    if conj:
-        return lambda im, now: 1 if (x(im, now) and cur[0] & mask) else 0
-    return lambda im, now: 1 if (x(im, now) or cur[0] & mask) else 0
+    def leaf(self, op, args, number):
+        i = args[0]
+        if op == OP_SIG:
+            return "im[{}]".format(i)
+        if op == OP_CONST:
+            return "({})".format(i) if i < 0 else str(i)
+        if op == OP_MODE:
+            return _truth("(cur[0] & {})".format(i), number)
+        if op == OP_NOT_SIG:
+            return "(0 if im[{}] else 1)".format(i) if number else "(not im[{}])".format(i)
+        if op == OP_SIG_BIT:
+            return "((im[{}] >> {}) & 1)".format(i, args[1])
+        return _truth("(im[{}] {} {})".format(i, _COMPARE[op], args[1]), number)
 
-
-def _abs_sig_k_fn(gt, i, k):
-    """``abs(image[i]) > k`` (``gt``) or ``abs(image[i]) < k``."""
-    if gt:
-        return lambda im, now: 1 if abs(im[i]) > k else 0
-    return lambda im, now: 1 if abs(im[i]) < k else 0
-
-
-def _abs_k_fn(gt, x, k):
-    """``abs(x) > k`` (``gt``) or ``abs(x) < k``."""
-    if gt:
-        return lambda im, now: 1 if abs(x(im, now)) > k else 0
-    return lambda im, now: 1 if abs(x(im, now)) < k else 0
-
-
-def _compare_sigs_fn(op, i, j):
-    """``image[i] <op> image[j]``."""
-    if op == OP_LT:
-        return lambda im, now: 1 if im[i] < im[j] else 0
-    if op == OP_LE:
-        return lambda im, now: 1 if im[i] <= im[j] else 0
-    if op == OP_GT:
-        return lambda im, now: 1 if im[i] > im[j] else 0
-    if op == OP_GE:
-        return lambda im, now: 1 if im[i] >= im[j] else 0
-    if op == OP_EQ:
-        return lambda im, now: 1 if im[i] == im[j] else 0
-    return lambda im, now: 1 if im[i] != im[j] else 0
-
-
-def _compare_sig_fn(op, x, j):
-    """``x <op> image[j]``."""
-    if op == OP_LT:
-        return lambda im, now: 1 if x(im, now) < im[j] else 0
-    if op == OP_LE:
-        return lambda im, now: 1 if x(im, now) <= im[j] else 0
-    if op == OP_GT:
-        return lambda im, now: 1 if x(im, now) > im[j] else 0
-    if op == OP_GE:
-        return lambda im, now: 1 if x(im, now) >= im[j] else 0
-    if op == OP_EQ:
-        return lambda im, now: 1 if x(im, now) == im[j] else 0
-    return lambda im, now: 1 if x(im, now) != im[j] else 0
-
-
-def _leaf_fn(ev, op, args):
-    i = args[0]
-    if op == OP_SIG:
-        return lambda im, now: im[i]
-    if op == OP_CONST:
-        return lambda im, now: i
-    if op == OP_MODE:
-        cur = ev.cur
-        return lambda im, now: 1 if cur[0] & i else 0
-    if op == OP_NOT_SIG:
-        return lambda im, now: 0 if im[i] else 1
-    k = args[1]
-    if op == OP_SIG_BIT:
-        return lambda im, now: (im[i] >> k) & 1
-    if op == OP_SIG_GT_K:
-        return lambda im, now: 1 if im[i] > k else 0
-    if op == OP_SIG_LT_K:
-        return lambda im, now: 1 if im[i] < k else 0
-    if op == OP_SIG_GE_K:
-        return lambda im, now: 1 if im[i] >= k else 0
-    if op == OP_SIG_LE_K:
-        return lambda im, now: 1 if im[i] <= k else 0
-    if op == OP_SIG_EQ_K:
-        return lambda im, now: 1 if im[i] == k else 0
-    return lambda im, now: 1 if im[i] != k else 0
-
-
-def _binary_fn(op, a, b, pure_a, pure_b):
-    if op == OP_AND or op == OP_OR:
-        return _logic_fn(op == OP_AND, a, b, pure_a, pure_b)
-    if op == OP_ADD:
-        return lambda im, now: a(im, now) + b(im, now)
-    if op == OP_SUB:
-        return lambda im, now: a(im, now) - b(im, now)
-    if op == OP_MUL:
-        return lambda im, now: a(im, now) * b(im, now)
-    if op == OP_LT:
-        return lambda im, now: 1 if a(im, now) < b(im, now) else 0
-    if op == OP_LE:
-        return lambda im, now: 1 if a(im, now) <= b(im, now) else 0
-    if op == OP_GT:
-        return lambda im, now: 1 if a(im, now) > b(im, now) else 0
-    if op == OP_GE:
-        return lambda im, now: 1 if a(im, now) >= b(im, now) else 0
-    if op == OP_EQ:
-        return lambda im, now: 1 if a(im, now) == b(im, now) else 0
-    if op == OP_NE:
-        return lambda im, now: 1 if a(im, now) != b(im, now) else 0
-
-    def arith(im, now):
-        x = a(im, now)
-        y = b(im, now)
-        if op == OP_DIV:
-            return x // y if y else 0
-        if op == OP_MIN:
-            return x if x < y else y
-        return x if x > y else y   # OP_MAX
-    return arith
-
-
-def _logic_fn(conj, a, b, pure_a, pure_b):
-    """``a and b`` (``conj``) or ``a or b``: a stateless side is skipped once the other decides."""
-    if pure_b:
-        if conj:
-            return lambda im, now: 1 if (a(im, now) and b(im, now)) else 0
-        return lambda im, now: 1 if (a(im, now) or b(im, now)) else 0
-    if pure_a:
-        if conj:
-            return lambda im, now: 1 if (b(im, now) and a(im, now)) else 0
-        return lambda im, now: 1 if (b(im, now) or a(im, now)) else 0
-
-    def both(im, now):
-        x = a(im, now)
-        y = b(im, now)
-        if conj:
-            return 1 if (x and y) else 0
-        return 1 if (x or y) else 0
-    return both
-
-
-def _unary_fn(op, args, x):
-    if op == OP_NOT:
-        return lambda im, now: 0 if x(im, now) else 1
-    if op == OP_NEG:
-        return lambda im, now: -x(im, now)
-    if op == OP_ABS:
-        return lambda im, now: abs(x(im, now))
-    k = args[0]
-    if op == OP_BIT:
-        return lambda im, now: (x(im, now) >> k) & 1
-    if op == OP_AND_SIG:
-        return lambda im, now: 1 if (x(im, now) and im[k]) else 0
-    if op == OP_OR_SIG:
-        return lambda im, now: 1 if (x(im, now) or im[k]) else 0
-    if op == OP_GT_K:
-        return lambda im, now: 1 if x(im, now) > k else 0
-    if op == OP_LT_K:
-        return lambda im, now: 1 if x(im, now) < k else 0
-    if op == OP_GE_K:
-        return lambda im, now: 1 if x(im, now) >= k else 0
-    if op == OP_LE_K:
-        return lambda im, now: 1 if x(im, now) <= k else 0
-    if op == OP_EQ_K:
-        return lambda im, now: 1 if x(im, now) == k else 0
-    return lambda im, now: 1 if x(im, now) != k else 0
-
-
-def _wake_at(wk, due_at):
-    """Make ``due_at`` the running rule's wake if it comes first."""
-    w = wk[0]
-    if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-        wk[0] = due_at
-
-
-# The stateful ops that give their value negated (``neg``) for a ``not``
-# over them (``not within(changed(x), '5m')``): one call less.
-_NEGATED = (OP_HELD, OP_WITHIN)
-
-
-def _stateful_fn(ev, op, args, x, si, neg):
-    """A stateful op over ``x``, or over the signal ``si`` when that is ``x``
-    (-1: it is not).  Its guard (the online twins of the devices its input
-    reads) is tested inline: none (``gk`` 0), one (1), several (2).  An op
-    of ``_NEGATED`` gives ``off`` for false and ``on`` for true."""
-    on = 0 if neg else 1
-    off = 1 - on
-    o = args[0]
-    g = ev.table.guards[o]
-    gk = 0 if g is None else (1 if len(g) == 1 else 2)
-    g0 = g[0] if gk else 0
-    mem = ev.mem
-    wk = ev.wk
-    if op == OP_HELD:
-        ms = args[1]
-
-        def held(im, now):
-            if (im[si] if si >= 0 else x(im, now)) and (gk == 0 or (im[g0] if gk == 1 else _known(im, g))):
-                if not mem[o + 1]:
-                    mem[o + 1] = 1
-                    mem[o] = now
-                if ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= ms:
-                    return on
-                due_at = (mem[o] + ms) & TICK_MASK
-                w = wk[0]
-                if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                    wk[0] = due_at
-                return off
-            mem[o + 1] = 0
-            return off
-        return held
-    if op == OP_WITHIN:
-        ms = args[1]
-        cur = ev.cur
-
-        def within(im, now):
+    def stateful(self, node):
+        """The block of a stateful op; the local holding its value."""
+        op, args, kids = node
+        o = args[0]
+        g = self.guards[o]
+        # Its guard: the online twins of the devices its input reads.
+        off = None if g is None else "not " + ("im[{}]".format(g[0]) if len(g) == 1 else
+                                               "({})".format(" and ".join("im[{}]".format(i) for i in g)))
+        if op == OP_MOVED:
+            x = self.expr(kids[0], 1)
+            c = self.expr(kids[1], 0)
+            v = self.local()
+            self.put("# moved(), state at mem[{}]".format(o))
+            self.put("u = " + x)
+            depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
+            self.put("if {} or not mem[{}]:".format(c, o + 1), depth)
+            self.put("    mem[{}] = u".format(o), depth)
+            self.put("    mem[{}] = 1".format(o + 1), depth)
+            self.put("{} = u - mem[{}]".format(v, o), depth)
+            return v
+        number = op == OP_CHANGED or op == OP_RATE
+        x = self.expr(kids[0], number)
+        v = self.local()
+        ms = args[1] if len(args) > 1 else 0
+        if op == OP_HELD:
+            self.put("# held(), state at mem[{}]".format(o))
+            self.put("if {}{}:".format(x, "" if off is None else " and " + off[4:]))
+            self.put("if not mem[{}]:".format(o + 1), 1)
+            self.put("    mem[{}] = 1".format(o + 1), 1)
+            self.put("    mem[{}] = now".format(o), 1)
+            self.put("if {} >= {}:".format(_DIFF.format("now", "mem[{}]".format(o)), ms), 1)
+            self.put("    {} = 1".format(v), 1)
+            self.put("else:", 1)
+            self.put("    {} = 0".format(v), 1)
+            self.wake("(mem[{}] + {}) & TICK_MASK".format(o, ms), 2)
+            self.put("else:")
+            self.put("mem[{}] = 0".format(o + 1), 1)
+            self.put("{} = 0".format(v), 1)
+            return v
+        self.put("# {}(), state at mem[{}]".format(_NAMES[op], o))
+        if op == OP_WITHIN:
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
-            v = im[si] if si >= 0 else x(im, now)
-            if gk and not (im[g0] if gk == 1 else _known(im, g)):
-                mem[o] = mem[o + 1] = mem[o + 2] = 0
-                return off
-            if v:
-                mem[o] = now
-                mem[o + 1] = 1
-                mem[o + 2] = 1
-                return on
-            if mem[o + 2]:
-                mem[o] = cur[1]
-                mem[o + 2] = 0
-            if mem[o + 1] and ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF > ms:
-                mem[o + 1] = 0
-            if mem[o + 1]:
-                due_at = (mem[o] + ms + 1) & TICK_MASK
-                w = wk[0]
-                if w < 0 or ((due_at - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                    wk[0] = due_at
-                return on
-            return off
-        return within
-    if op == OP_CHANGED:
-        def changed(im, now):
+            depth = self._reset(off, v, "mem[{}] = mem[{}] = mem[{}] = 0".format(o, o + 1, o + 2))
+            self.put("if {}:".format(x), depth)
+            self.put("    mem[{}] = now".format(o), depth)
+            self.put("    mem[{}] = 1".format(o + 1), depth)
+            self.put("    mem[{}] = 1".format(o + 2), depth)
+            self.put("    {} = 1".format(v), depth)
+            self.put("else:", depth)
+            self.put("    if mem[{}]:".format(o + 2), depth)
+            self.put("        mem[{}] = cur[1]".format(o), depth)
+            self.put("        mem[{}] = 0".format(o + 2), depth)
+            self.put("    if mem[{}] and {} > {}:".format(o + 1, _DIFF.format("now", "mem[{}]".format(o)), ms), depth)
+            self.put("        mem[{}] = 0".format(o + 1), depth)
+            self.put("    if mem[{}]:".format(o + 1), depth)
+            self.put("        {} = 1".format(v), depth)
+            self.wake("(mem[{}] + {}) & TICK_MASK".format(o, ms + 1), depth + 2)
+            self.put("    else:", depth)
+            self.put("        {} = 0".format(v), depth)
+        elif op == OP_CHANGED:
             # mem: the previous value, known.
-            v = im[si] if si >= 0 else x(im, now)
-            if gk and not (im[g0] if gk == 1 else _known(im, g)):
-                mem[o] = mem[o + 1] = 0
-                return 0
-            r = 0
-            if mem[o + 1] and v != mem[o]:
-                r = 1
-                wk[0] = now   # false again at the next scan, unless it changes
-            mem[o] = v
-            mem[o + 1] = 1
-            return r
-        return changed
-    if op == OP_RATE:
-        return _rate_fn(ev, x, si, o, args[1], gk, g0, g)
-    if op == OP_COUNT:
-        ms = args[1]
-        words = MEM_WORDS[op]
+            depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
+            self.put("u = " + x, depth)
+            self.put("if mem[{}] and u != mem[{}]:".format(o + 1, o), depth)
+            self.put("    {} = 1".format(v), depth)
+            self.put("    w = now   # false again at the next scan, unless it changes", depth)
+            self.put("else:", depth)
+            self.put("    {} = 0".format(v), depth)
+            self.put("mem[{}] = u".format(o), depth)
+            self.put("mem[{}] = 1".format(o + 1), depth)
+            self.timed = 1
+        elif op == OP_RATE:
+            depth = self._reset(off, v, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
+            step = rate_step(ms)
+            k = self.sampled.get(o, -1)
+            self.put("{} = _rate_op(ev, {}, {}, {}, {}, now)".format(v, o, step, k, x), depth)
+            if k < 0:   # a sampled ring's next sample is the evaluator's
+                self.wake("(mem[{}] + {}) & TICK_MASK".format(o, step), depth)
+        elif op == OP_COUNT:
+            depth = self._reset(off, v, "for k in range({}, {}):\n{}mem[k] = 0".format(
+                o, o + MEM_WORDS[op], "    " * 3))
+            self.put("{} = _count(mem, {}, {}, 1 if {} else 0, now)".format(v, o, ms, x), depth)
+            self.put("if {}:".format(v), depth)
+            self.wake("(mem[{}] + {}) & TICK_MASK".format("{} + mem[{}]".format(o + 3, o + 2), ms), depth + 1)
+        else:   # OP_ROSE, OP_FELL; mem: 0 no previous (a first sample is no edge), 1 false, 2 true
+            depth = self._reset(off, v, "mem[{}] = 0".format(o))
+            self.put("p = mem[{}]".format(o), depth)
+            self.put("if {}:".format(x), depth)
+            self.put("    mem[{}] = 2".format(o), depth)
+            self.put("    {} = {}".format(v, "1 if p == 1 else 0" if op == OP_ROSE else "0"), depth)
+            self.put("else:", depth)
+            self.put("    mem[{}] = 1".format(o), depth)
+            self.put("    {} = {}".format(v, "0" if op == OP_ROSE else "1 if p == 2 else 0"), depth)
+            self.put("if {} and (w < 0 or {} < 0):".format(v, _DIFF.format("now", "w")), depth)
+            self.put("    w = now", depth)
+            self.timed = 1
+        return v
 
-        def count(im, now):
-            v = im[si] if si >= 0 else x(im, now)
-            if gk and not (im[g0] if gk == 1 else _known(im, g)):
-                for k in range(o, o + words):
-                    mem[k] = 0
-                return 0
-            n = _count(mem, o, ms, 1 if v else 0, now)
-            if n:
-                _wake_at(wk, (mem[o + 3 + mem[o + 2]] + ms) & TICK_MASK)
-            return n
-        return count
-    rose = op == OP_ROSE
-
-    def edge(im, now):
-        v = im[si] if si >= 0 else x(im, now)
-        if gk and not (im[g0] if gk == 1 else _known(im, g)):
-            mem[o] = 0
+    def _reset(self, off, v, reset):
+        """With a guard, the block that resets an op whose device is offline
+        (its value 0), and the depth of the rest, its ``else``."""
+        if off is None:
             return 0
-        prev = mem[o]
-        mem[o] = 2 if v else 1   # 0 stays "no previous": a first sample is no edge
-        if (prev == 1 and v) if rose else (prev == 2 and not v):
-            w = wk[0]
-            if w < 0 or ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                wk[0] = now
-            return 1
-        return 0
-    return edge
+        self.put("if {}:".format(off))
+        self.put(reset, 1)
+        self.put("{} = 0".format(v), 1)
+        self.put("else:")
+        return 1
 
 
-def _moved_fn(ev, o, x, cond):
-    """A MOVED op: ``x`` now minus its baseline, the value ``x`` had at the
-    last scan ``cond`` was true.  mem: the baseline, 1 once there is one.
-    With no baseline (a device not read since it came online, and ``cond``
-    not true since) the first value read is the baseline: a device's first
-    reading is no movement.  The rule runs whenever ``x`` or what ``cond``
-    reads changes, so the last run with ``cond`` true saw the value ``x``
-    had at the last scan it was true: change-driven, it keeps the baseline
-    running every scan keeps."""
-    mem = ev.mem
-    g = ev.table.guards[o]
+_NAMES = {OP_WITHIN: "within", OP_CHANGED: "changed", OP_RATE: "rate", OP_COUNT: "count",
+          OP_ROSE: "rose", OP_FELL: "fell"}
 
-    def moved(im, now):
-        v = x(im, now)
-        c = cond(im, now)
-        if g is not None and not _known(im, g):
-            mem[o] = mem[o + 1] = 0
-            return 0
-        if c or not mem[o + 1]:
-            mem[o] = v
-            mem[o + 1] = 1
-        return v - mem[o]
-    return moved
+
+def _truth(cond, number):
+    """``cond`` as 1 or 0 when an exact value is wanted (``number``)."""
+    return "(1 if {} else 0)".format(cond) if number else cond
 
 
 def _count(m, o, ms, v, now):
@@ -937,39 +838,30 @@ def _count(m, o, ms, v, now):
     return n
 
 
-def _rate_fn(ev, x, si, o, ms, gk, g0, g):
-    """A RATE op: a ring of RATE_SAMPLES + 1 samples taken every ms //
-    RATE_SAMPLES on a nominal schedule (so scan jitter does not stretch the
-    window): the oldest one is ms old.  mem: nominal time of the last
-    sample, samples taken (up to the ring size), next ring position, the
-    ring.  A ring of a plain signal is the evaluator's sampler's
-    (``ev.table.sampled``): the op then moves the samplers' schedule."""
-    mem = ev.mem
-    wk = ev.wk
-    step = rate_step(ms)
-    k = ev.table.sampled.get(o, -1)
 
-    def rate(im, now):
-        v = im[si] if si >= 0 else x(im, now)
-        if gk and not (im[g0] if gk == 1 else _known(im, g)):
-            mem[o + 1] = 0   # no samples: the ring starts again
-            return 0
-        asleep = ev.asleep
-        if o in asleep:
-            ev._wake((asleep[o],), now)   # with this scan's sample
-        if mem[o + 1] == 0 or ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
-            ev._rate_sample(o, step, v, now)
-        r = v - mem[o + 3 + mem[o + 2]] if mem[o + 1] > RATE_SAMPLES else 0
+def _rate_op(ev, o, step, k, v, now):
+    """A rate() op's value, its device online (ring at ``o``, sampled every
+    ``step`` ms): a ring of RATE_SAMPLES + 1 samples taken on a nominal
+    schedule (so scan jitter does not stretch the window): the oldest one
+    is the window old.  mem: nominal time of the last sample, samples
+    taken (up to the ring size), next ring position, the ring.  A ring of a
+    plain signal is the evaluator's sampler's (group ``k`` of
+    ``table.groups``, -1: none): the op then moves the samplers' schedule;
+    else its rule's wake is the next sample (the caller's)."""
+    mem = ev.mem
+    asleep = ev.asleep
+    if o in asleep:
+        ev._wake((asleep[o],), now)   # with this scan's sample
+    if mem[o + 1] == 0 or ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+        ev._rate_sample(o, step, v, now)
+    r = v - mem[o + 3 + mem[o + 2]] if mem[o + 1] > RATE_SAMPLES else 0
+    if k >= 0:
+        # Back online, its first sample may be the rule's: the evaluator
+        # takes the next one.
         due_at = (mem[o] + step) & TICK_MASK
-        if k >= 0:
-            # Back online, its first sample may be the rule's: the
-            # evaluator takes the next one.
-            group_next = ev.group_next
-            if group_next[k] < 0 or ((due_at - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                group_next[k] = due_at
-            if ev.next_sample < 0 or ((due_at - ev.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                ev.next_sample = due_at
-        else:
-            _wake_at(wk, due_at)
-        return r
-    return rate
+        group_next = ev.group_next
+        if group_next[k] < 0 or ((due_at - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+            group_next[k] = due_at
+        if ev.next_sample < 0 or ((due_at - ev.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+            ev.next_sample = due_at
+    return r
