@@ -375,7 +375,8 @@ class Evaluator:
                     if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                         first = wake
             if not active[r]:
-                if not (v & 1 if flags[r] & FLAG_CLEAR_WHEN else v):
+                # v is 0 when neither the condition nor a clear_when holds (most runs)
+                if not v or (flags[r] & FLAG_CLEAR_WHEN and not v & 1):
                     continue
                 active[r] = 1
                 raised = 1
