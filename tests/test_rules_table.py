@@ -297,7 +297,7 @@ def test_a_rule_that_only_tests_a_signal_runs_when_a_test_changes():
              ("io.tamper", 1, [0]), ("io.tamper", 2, None)]
     for t, (name, value, due) in enumerate(steps, 1):
         image[idx[name]] = value
-        assert ev._due(image, mbit, t) == due, name
+        assert ev._due(image, mbit, t) == (None if due is None else dict((r, 1) for r in due)), name
 
 
 def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
@@ -312,12 +312,12 @@ def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
     for t in range(1000, 20000, 1000):           # a constant signal: samples, but the rate stays 0
         assert ev._due(image, mbit, t) is None
     image[i] = 10
-    assert ev._due(image, mbit, 20000) == [0]    # the signal changed
+    assert ev._due(image, mbit, 20000) == {0: 1}    # the signal changed
     assert ev._due(image, mbit, 21000) is None   # a sample, but the oldest is still a 0: the rate stays 10
     ev.scan(image, 21000, DISARMED)
     for t in range(22000, 28000, 1000):
         assert ev._due(image, mbit, t) is None
-    assert ev._due(image, mbit, 28000) == [0]    # 8 s of 10s: the rate drops to 0
+    assert ev._due(image, mbit, 28000) == {0: 1}    # 8 s of 10s: the rate drops to 0
 
 
 @pytest.mark.parametrize("tests", [

@@ -146,7 +146,7 @@ class Evaluator:
         self.group_next = [-1] * len(t.groups)   # each group looks at its rings' schedules again
 
     def _due(self, image, mbit, now):
-        """The rules to run this scan, in index order (None: none)."""
+        """The rules to run this scan, a dict {rule: 1} (None: none)."""
         # Tick differences inlined, as ticks.diff: this runs every scan.
         t = self.table
         asleep = self.asleep
@@ -188,7 +188,10 @@ class Evaluator:
             self._sample_rates(image, now, due)
         if not due:
             return None
-        return sorted(due)
+        # In no set order: each rule's state is its own (the samplers'
+        # schedules take the earliest of the wakes, whatever their order),
+        # so only scan()'s changes are sorted, when more than one.
+        return due
 
     def _changes(self, image, due, prev):
         """Mark due the rules a change of a signal they watch concerns; wake
@@ -399,6 +402,8 @@ class Evaluator:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
         self.next_wake = self._earliest_wake() if stale else first
+        if changes is not None and len(changes) > 1:
+            changes.sort()   # in rule order (their indices differ)
         if not self.primed and t.samplers:
             # Every rule ran, so every sampler took its first sample: this
             # only finds the next one.
