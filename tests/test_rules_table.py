@@ -529,3 +529,15 @@ def test_an_op_reading_two_devices_needs_both_online():
         [(5000, {"bms2.online": 1, "bms2.temp_max_dc": 250}, DISARMED)] + \
         [(ms, {}, DISARMED) for ms in range(5100, 8000, 100)]
     assert run(text, script, online=()) == [(7000, "r", 1)]
+
+
+def test_a_scan_gives_its_changes_in_rule_order_whatever_made_the_rules_due():
+    # "b" is due by its signal's change, before "a" by the mode's: the changes still come a, b.
+    text = ('[[rule]]\nid = "a"\nseverity = "info"\nwhen = "mode(\'armed\')"\n\n'
+            '[[rule]]\nid = "b"\nseverity = "info"\nwhen = "io.door_open"\n')
+    catalog, ev = evaluator(text)
+    image = catalog.new_image()
+    image[catalog.index["io.online"]] = 1
+    assert list(ev.scan(image, 0, DISARMED)) == []
+    image[catalog.index["io.door_open"]] = 1
+    assert [(r, raised) for r, _sev, _act, raised in ev.scan(image, 1000, ARMED)] == [(0, 1), (1, 1)]
