@@ -324,11 +324,11 @@ class Evaluator:
             self._wake(list(self.asleep.values()), upto)
 
     def _earliest_wake(self):
-        """The wake that comes first (ticks wrap: compare by their difference)."""
-        diff = self.diff
+        """The wake that comes first (ticks wrap: compare by their difference,
+        inlined as ticks.diff: this runs on about one scan in five)."""
         first = -1
         for w in self.wakes.values():
-            if first < 0 or diff(w, first) < 0:
+            if first < 0 or ((w - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                 first = w
         return first
 
