@@ -297,7 +297,7 @@ def test_a_rule_that_only_tests_a_signal_runs_when_a_test_changes():
              ("io.tamper", 1, [0]), ("io.tamper", 2, None)]
     for t, (name, value, due) in enumerate(steps, 1):
         image[idx[name]] = value
-        assert ev._due(image, mbit, t) == due, name
+        assert ev._due(image, mbit, t) == (None if due is None else dict((r, 1) for r in due)), name
 
 
 def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
@@ -312,12 +312,12 @@ def test_a_rate_of_a_signal_runs_its_rule_only_when_a_sample_changes_the_rate():
     for t in range(1000, 20000, 1000):           # a constant signal: samples, but the rate stays 0
         assert ev._due(image, mbit, t) is None
     image[i] = 10
-    assert ev._due(image, mbit, 20000) == [0]    # the signal changed
+    assert ev._due(image, mbit, 20000) == {0: 1}    # the signal changed
     assert ev._due(image, mbit, 21000) is None   # a sample, but the oldest is still a 0: the rate stays 10
     ev.scan(image, 21000, DISARMED)
     for t in range(22000, 28000, 1000):
         assert ev._due(image, mbit, t) is None
-    assert ev._due(image, mbit, 28000) == [0]    # 8 s of 10s: the rate drops to 0
+    assert ev._due(image, mbit, 28000) == {0: 1}    # 8 s of 10s: the rate drops to 0
 
 
 @pytest.mark.parametrize("tests", [
@@ -529,3 +529,15 @@ def test_an_op_reading_two_devices_needs_both_online():
         [(5000, {"bms2.online": 1, "bms2.temp_max_dc": 250}, DISARMED)] + \
         [(ms, {}, DISARMED) for ms in range(5100, 8000, 100)]
     assert run(text, script, online=()) == [(7000, "r", 1)]
+
+
+def test_a_scan_gives_its_changes_in_rule_order_whatever_made_the_rules_due():
+    # "b" is due by its signal's change, before "a" by the mode's: the changes still come a, b.
+    text = ('[[rule]]\nid = "a"\nseverity = "info"\nwhen = "mode(\'armed\')"\n\n'
+            '[[rule]]\nid = "b"\nseverity = "info"\nwhen = "io.door_open"\n')
+    catalog, ev = evaluator(text)
+    image = catalog.new_image()
+    image[catalog.index["io.online"]] = 1
+    assert list(ev.scan(image, 0, DISARMED)) == []
+    image[catalog.index["io.door_open"]] = 1
+    assert [(r, raised) for r, _sev, _act, raised in ev.scan(image, 1000, ARMED)] == [(0, 1), (1, 1)]

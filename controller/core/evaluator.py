@@ -91,7 +91,7 @@ class Evaluator:
         # copies its state, which it would hold had it run.
         self.copies = []
         names = {"mem": self.mem, "cur": self.cur, "wk": self.wk, "ev": self, "_count": _count,
-                 "_rate_op": _rate_op, "TICK_HALF": TICK_HALF, "TICK_MASK": TICK_MASK}
+                 "TICK_HALF": TICK_HALF, "TICK_MASK": TICK_MASK}
         # One rule's source at a time: a small board's heap holds one rule's text and code, not the table's.
         run = []
         for r in range(t.size):
@@ -146,7 +146,7 @@ class Evaluator:
         self.group_next = [-1] * len(t.groups)   # each group looks at its rings' schedules again
 
     def _due(self, image, mbit, now):
-        """The rules to run this scan, in index order (None: none)."""
+        """The rules to run this scan, a dict {rule: 1} (None: none)."""
         # Tick differences inlined, as ticks.diff: this runs every scan.
         t = self.table
         asleep = self.asleep
@@ -188,7 +188,10 @@ class Evaluator:
             self._sample_rates(image, now, due)
         if not due:
             return None
-        return sorted(due)
+        # In no set order: each rule's state is its own (the samplers'
+        # schedules take the earliest of the wakes, whatever their order),
+        # so only scan()'s changes are sorted, when more than one.
+        return due
 
     def _changes(self, image, due, prev):
         """Mark due the rules a change of a signal they watch concerns; wake
@@ -321,11 +324,11 @@ class Evaluator:
             self._wake(list(self.asleep.values()), upto)
 
     def _earliest_wake(self):
-        """The wake that comes first (ticks wrap: compare by their difference)."""
-        diff = self.diff
+        """The wake that comes first (ticks wrap: compare by their difference,
+        inlined as ticks.diff: this runs on about one scan in five)."""
         first = -1
         for w in self.wakes.values():
-            if first < 0 or diff(w, first) < 0:
+            if first < 0 or ((w - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                 first = w
         return first
 
@@ -375,7 +378,8 @@ class Evaluator:
                     if first < 0 or ((wake - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
                         first = wake
             if not active[r]:
-                if not (v & 1 if flags[r] & FLAG_CLEAR_WHEN else v):
+                # v is 0 when neither the condition nor a clear_when holds (most runs)
+                if not v or (flags[r] & FLAG_CLEAR_WHEN and not v & 1):
                     continue
                 active[r] = 1
                 raised = 1
@@ -398,6 +402,8 @@ class Evaluator:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
         self.next_wake = self._earliest_wake() if stale else first
+        if changes is not None and len(changes) > 1:
+            changes.sort()   # in rule order (their indices differ)
         if not self.primed and t.samplers:
             # Every rule ran, so every sampler took its first sample: this
             # only finds the next one.
@@ -456,8 +462,8 @@ def rules_source(table):
     function per rule, ``rule_<index>(im, now)``, and ``RULES``, the tuple of
     them.  It reads the globals ``mem`` (the ops' state), ``cur`` (this
     scan's mode bits, the previous scan's tick), ``wk`` (the wake it
-    leaves), ``ev`` (the evaluator, for rate()'s samplers), ``_count``,
-    ``_rate_op``, ``TICK_HALF`` and ``TICK_MASK``.  The evaluator compiles
+    leaves), ``ev`` (the evaluator, for rate()'s rings and samplers),
+    ``_count``, ``TICK_HALF`` and ``TICK_MASK``.  The evaluator compiles
     each function alone, from the same text."""
     copies = []
     return ("# The rules as the evaluator runs them (controller/core/evaluator.py, rules_source).\n"
@@ -772,10 +778,7 @@ class _RuleSource:
         elif op == OP_RATE:
             depth = self._reset(off, v, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
             step = rate_step(ms)
-            k = self.sampled.get(o, -1)
-            self.put("{} = _rate_op(ev, {}, {}, {}, {}, now)".format(v, o, step, k, x), depth)
-            if k < 0:   # a sampled ring's next sample is the evaluator's
-                self.wake("(mem[{}] + {}) & TICK_MASK".format(o, step), depth)
+            self.rate(v, o, step, x, depth)
         elif op == OP_COUNT:
             depth = self._reset(off, v, "for k in range({}, {}):\n{}mem[k] = 0".format(
                 o, o + MEM_WORDS[op], "    " * 3))
@@ -795,6 +798,34 @@ class _RuleSource:
             self.put("    w = now", depth)
             self.timed = 1
         return v
+
+    def rate(self, v, o, step, x, depth):
+        """A rate() op's block, its device online (ring at ``o``, sampled
+        every ``step`` ms): a ring of RATE_SAMPLES + 1 samples taken on a
+        nominal schedule (so scan jitter does not stretch the window): the
+        oldest one is the window old.  mem: nominal time of the last sample,
+        samples taken (up to the ring size), next ring position, the ring.
+        A ring of a plain signal is the evaluator's sampler's (group ``k``
+        of ``table.groups``): the op then moves the samplers' schedule; else
+        its rule's wake is the next sample."""
+        k = self.sampled.get(o, -1)
+        self.put("u = " + x, depth)
+        if k >= 0:   # only a sampler sleeps
+            self.put("if {} in ev.asleep:".format(o), depth)
+            self.put("    ev._wake((ev.asleep[{}],), now)   # with this scan's sample".format(o), depth)
+        self.put("if not mem[{}] or {} >= {}:".format(o + 1, _DIFF.format("now", "mem[{}]".format(o)), step), depth)
+        self.put("    ev._rate_sample({}, {}, u, now)".format(o, step), depth)
+        self.put("{} = u - mem[{} + mem[{}]] if mem[{}] > {} else 0".format(v, o + 3, o + 2, o + 1, RATE_SAMPLES), depth)
+        if k < 0:
+            self.wake("(mem[{}] + {}) & TICK_MASK".format(o, step), depth)
+            return
+        # Back online, its first sample may be the rule's: the evaluator takes the next one.
+        self.put("d = (mem[{}] + {}) & TICK_MASK".format(o, step), depth)
+        self.put("gn = ev.group_next", depth)
+        self.put("if gn[{}] < 0 or {} < 0:".format(k, _DIFF.format("d", "gn[{}]".format(k))), depth)
+        self.put("    gn[{}] = d".format(k), depth)
+        self.put("if ev.next_sample < 0 or {} < 0:".format(_DIFF.format("d", "ev.next_sample")), depth)
+        self.put("    ev.next_sample = d", depth)
 
     def _reset(self, off, v, reset):
         """With a guard, the block that resets an op whose device is offline
@@ -836,32 +867,3 @@ def _count(m, o, ms, v, now):
     m[o + 1] = n
     m[o + 2] = tail
     return n
-
-
-
-def _rate_op(ev, o, step, k, v, now):
-    """A rate() op's value, its device online (ring at ``o``, sampled every
-    ``step`` ms): a ring of RATE_SAMPLES + 1 samples taken on a nominal
-    schedule (so scan jitter does not stretch the window): the oldest one
-    is the window old.  mem: nominal time of the last sample, samples
-    taken (up to the ring size), next ring position, the ring.  A ring of a
-    plain signal is the evaluator's sampler's (group ``k`` of
-    ``table.groups``, -1: none): the op then moves the samplers' schedule;
-    else its rule's wake is the next sample (the caller's)."""
-    mem = ev.mem
-    asleep = ev.asleep
-    if o in asleep:
-        ev._wake((asleep[o],), now)   # with this scan's sample
-    if mem[o + 1] == 0 or ((now - mem[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
-        ev._rate_sample(o, step, v, now)
-    r = v - mem[o + 3 + mem[o + 2]] if mem[o + 1] > RATE_SAMPLES else 0
-    if k >= 0:
-        # Back online, its first sample may be the rule's: the evaluator
-        # takes the next one.
-        due_at = (mem[o] + step) & TICK_MASK
-        group_next = ev.group_next
-        if group_next[k] < 0 or ((due_at - group_next[k] + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-            group_next[k] = due_at
-        if ev.next_sample < 0 or ((due_at - ev.next_sample + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-            ev.next_sample = due_at
-    return r
