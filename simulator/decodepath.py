@@ -18,7 +18,7 @@ every change.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from controller.core.catalog import CAMERA_CLASS, GNSS_CLASS, Catalog
 from drivers.modbus.profiles import Profile, load_profile
@@ -28,6 +28,17 @@ DEFAULT_PROFILES = {"io": "io-dvt", "battery": "bms16-vendor"}
 CACHE_LIMIT = 1 << 16          # cached round trips per point before its cache restarts
 
 Changes = list[tuple[int, int]]
+Image = Any            # a list of signal values (or _Collected, a dict): anything that takes image[i] = v
+
+
+class _Collected:
+    """An image that keeps what is written into it as a list of changes, in order."""
+
+    def __init__(self) -> None:
+        self.changes: Changes = []
+
+    def __setitem__(self, i: int, v: int) -> None:
+        self.changes.append((i, v))
 
 
 def device_class(device: str) -> str:
@@ -125,25 +136,30 @@ def profile_decode(profiles: dict[str, str] | None = None) -> Callable[[Catalog]
                         caches[i] = points.cache
                         alone_of[i] = (points, n)
 
-        def decode(changes: Changes) -> Changes:
-            out: Changes = []
-            append = out.append
-            for change in changes:
-                i, v = change
+        def decode_into(changes: Changes, truth: Image, image: Image) -> None:
+            """Write each of the world's changes, decoded, into ``truth`` and
+            ``image`` in order (the gateway's common case: one pass, no list
+            between)."""
+            for i, v in changes:
                 cache = caches[i]
                 if cache is not None:           # the common case, inline: a cached round trip
                     got = cache.get(v)
                     if got is None:
                         points, name = alone_of[i]
                         got = points.alone(name, v)
-                    append(change if got == v else (i, got))
+                    truth[i] = image[i] = got
                 elif i in group_of:
                     points, name, group = group_of[i]
                     for n, x in points.together(name, v):
                         if n in group:
-                            append((group[n], x))
+                            truth[group[n]] = image[group[n]] = x
                 else:
-                    append(change)
-            return out
+                    truth[i] = image[i] = v
+
+        def decode(changes: Changes) -> Changes:
+            out = _Collected()
+            decode_into(changes, out, {})       # (the dict takes the second copy)
+            return out.changes
+        decode.into = decode_into       # type: ignore[attr-defined]
         return decode
     return factory

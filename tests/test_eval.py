@@ -168,6 +168,30 @@ def test_sunspec_points_sharing_a_scale_factor_decode_together():
     assert abs(got[pack] - 409612) <= 10      # rounded to the scale factor the encoder chose
 
 
+def test_decoding_straight_into_the_image_writes_what_the_decoded_changes_say():
+    """decode.into (the gateway's common case) writes, in order, the values decode() returns:
+    each decoded (a clamped one clamped)."""
+    from simulator.decodepath import profile_decode
+    from simulator.world import CabinetWorld, cabinet_catalog
+    scn = scenario()
+    catalog = cabinet_catalog(scn, scn.cabinets[0])
+    for battery in ("bms16-vendor", "sunspec-battery"):
+        decode = profile_decode({"battery": battery})(catalog)
+        listed, truth, image = catalog.new_image(), catalog.new_image(), catalog.new_image()
+        clamped = (catalog.index["io.vib_peak_mg"], 70000)      # beyond its u16 register
+        for n, (_t, changes, _cmds) in enumerate(CabinetWorld(scn, scn.cabinets[0], catalog).stream()):
+            if n % 7 == 0:
+                changes = changes + [clamped]
+            for i, v in decode(changes):
+                listed[i] = v
+            decode.into(changes, truth, image)
+            assert image == truth == listed
+            assert n % 7 or image[clamped[0]] == 65535
+            if n == 300:
+                break
+        assert any(v for v in listed)
+
+
 def test_the_world_reports_its_cells_per_module_as_each_profile_gives_it():
     """The world's module is the one its vendor profile states (16 cells), and its
     BMSs report it at +0, so a rule reads it through either profile's decode path."""
