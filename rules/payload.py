@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import cbor2
 
-from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.errors import TableError
 from controller.core.evaluator import Evaluator
@@ -64,4 +63,4 @@ def load_payload(payload: bytes, catalog: Catalog, where: str) -> tuple[dict, Ev
         data = decode_payload(payload, where)
     except RuleError as e:
         raise TableRefused(str(e)) from None
-    return data, Evaluator(build_table(data, catalog, where), ticks.diff)
+    return data, Evaluator(build_table(data, catalog, where))

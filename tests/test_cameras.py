@@ -227,7 +227,7 @@ def camera_pack_raises(tmp_path, changes: dict, mode: int, night: int) -> set[st
     path.write_text(CAMERA_SITE)
     catalog, site = site_catalog(None, str(path))
     compiled = compile_files(default_sources([]), site)
-    ev = Evaluator(Table(compiled.data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compiled.data, catalog.size))
     image = catalog.new_image()
     for name, v in dict(QUIET, **{"sched.night": night}).items():
         image[catalog.index[name]] = v

@@ -103,7 +103,7 @@ def _raised(script: list[tuple[int, dict[str, int | None]]], settle_s: int, mode
     {s after settling: the mode from then} (before the first: ARMED).
     Returns the ids raised after settling."""
     catalog, site = site_catalog(None)
-    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size))
     image = catalog.new_image()
     for name, v in {"io.online": 1, "bms1.online": 1, "bms2.online": 1, "relay.online": 1, "sys.clock_trusted": 1,
                     "io.door_bolt": 1, "io.vib_rms_mg": 2, "bms1.modules": 8, "bms2.modules": 8,

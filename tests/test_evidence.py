@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from controller.core import events as ev, modes, ticks
+from controller.core import events as ev, modes
 from controller.core.anomaly import ModelTables
 from controller.core.catalog import Catalog
 from controller.core.modelrules import ModelRules, rules_from_header
@@ -70,7 +70,7 @@ def _night(tmp_path):
 
 
 def _header_rules(catalog, head):
-    return rules_from_header(head, catalog, ticks.diff)
+    return rules_from_header(head, catalog)
 
 
 def _replays_as_lived(lines, live, rules_factory=_header_rules):
@@ -83,9 +83,9 @@ def _replays_as_lived(lines, live, rules_factory=_header_rules):
     got = [(t, outputs, events) for _scan, t, outputs, events in replay.timeline if events]
     assert got == expected
     if mpy.available():
-        code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
+        code = ("from controller.core.trace import replay_lines\n"
                 "from controller.core.modelrules import rules_from_header\n"
-                "r = replay_lines(open('/app/incident.trace'), lambda c, h: rules_from_header(h, c, ticks.diff), "
+                "r = replay_lines(open('/app/incident.trace'), lambda c, h: rules_from_header(h, c), "
                 "keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n")
         (out,) = mpy.run([code], {"incident.trace": "\n".join(lines) + "\n"})
         assert out.split() == [str(replay.scans), str(replay.events), replay.digest()]
@@ -150,14 +150,13 @@ def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds
     starts with every rule's state (the rate's samples), so the replay raises it again,
     at the same tick (issue 16: it re-ran with no event at all)."""
     from controller.cli.rulescmd import site_catalog
-    from controller.core import ticks
     from controller.core.evaluator import Evaluator
     from controller.core.table import Table
     from controller.devtools.bench.rules import compile_text
 
     catalog, _site = site_catalog(None)
     compiled = compile_text(RATE_RULE)
-    state = CoreState(catalog, CoreConfig({}, ()), Evaluator(Table(compiled.data, catalog.size), ticks.diff))
+    state = CoreState(catalog, CoreConfig({}, ()), Evaluator(Table(compiled.data, catalog.size)))
 
     def drive(scan, image):                           # 200 s, the pack warming 1 dC every 3 s
         for name in ("io.online", "bms1.online", "bms2.online", "relay.online"):
@@ -168,7 +167,7 @@ def test_an_incident_of_a_rule_over_two_minutes_replays_from_a_window_of_seconds
     assert incident is not None
     lines = incident_trace(tmp_path / "journal", prov, incident)
     assert len(lines) <= 2 + 4000 // SCAN_MS          # seconds of scans, not minutes
-    got = _replays_as_lived(lines, live, lambda cat, head: Evaluator(Table(compiled.data, cat.size), ticks.diff))
+    got = _replays_as_lived(lines, live, lambda cat, head: Evaluator(Table(compiled.data, cat.size)))
     assert any(e[0] == ev.EV_RULE for _t, _o, es in got for e in es)
 
 

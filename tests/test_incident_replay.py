@@ -106,7 +106,7 @@ def _replayed(lines, driven=None):
     """Re-run an incident's trace scan by scan, as the gateway ran and journaled it: the
     outputs of every scan must be the ones it drove; -> (the replay, the digests of the
     records its events make, their snapshot being the replay's image after the scan)."""
-    replay = replay_lines(lines[:1], lambda catalog, head: rules_from_header(head, catalog, ticks.diff))
+    replay = replay_lines(lines[:1], lambda catalog, head: rules_from_header(head, catalog))
     ctx = R.Context(0, False, 0, replay.image)
     made = []
     for n, text in enumerate(lines[1:], 2):
@@ -151,10 +151,10 @@ def same_on_micropython(done: list[tuple]) -> None:
     """Each incident's trace gives MicroPython the digest it gave CPython."""
     if not mpy.available():
         return
-    code = "from controller.core import ticks\nfrom controller.core.trace import replay_lines\n" \
+    code = "from controller.core.trace import replay_lines\n" \
            "from controller.core.modelrules import rules_from_header\n"
     for incident, *_rest in done:
-        code += ("r = replay_lines(open('/app/i{}.trace'), lambda c, h: rules_from_header(h, c, ticks.diff), "
+        code += ("r = replay_lines(open('/app/i{}.trace'), lambda c, h: rules_from_header(h, c), "
                  "keep_timeline=False)\nprint(r.scans, r.events, r.digest())\n").format(incident)
     (out,) = mpy.run([code], {"i{}.trace".format(d[0]): d[1] for d in done})
     assert out.split("\n")[:len(done)] == ["{} {} {}".format(*d[2:5]) for d in done]

@@ -70,18 +70,17 @@ def rules_traces():
 
 @pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
 def test_micropython_evaluates_rule_tables_bit_for_bit():
-    from controller.core import ticks
     from controller.core.evaluator import evaluator_from_header
 
     def factory(catalog, head):
-        return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)
+        return evaluator_from_header(head, catalog.digest(), catalog.size)
 
     traces = rules_traces()
     files = {"traces/{}.trace".format(k): "\n".join(v) + "\n" for k, v in traces.items()}
-    code = ("from controller.core import ticks\nfrom controller.core.trace import replay_lines\n"
+    code = ("from controller.core.trace import replay_lines\n"
             "from controller.core.evaluator import evaluator_from_header\n"
             "def factory(catalog, head):\n"
-            "    return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)\n")
+            "    return evaluator_from_header(head, catalog.digest(), catalog.size)\n")
     for name in sorted(traces):
         code += ("r = replay_lines(open('/app/traces/{0}.trace'), factory, keep_timeline=False)\n"
                  "print('{0}', r.scans, r.events, r.digest())\n").format(name)
@@ -127,14 +126,13 @@ def model_trace():
 MODEL_FACTORY = (
     "def factory(catalog, head):\n"
     "    return ModelRules(ModelTables(MODEL), catalog,\n"
-    "                      evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff))\n")
+    "                      evaluator_from_header(head, catalog.digest(), catalog.size))\n")
 
 
 @pytest.mark.skipif(not mpy.available(), reason="MicroPython not set up (make setup)")
 def test_micropython_runs_the_model_rules_bit_for_bit():
     import json
 
-    from controller.core import ticks
     from controller.core.anomaly import ModelTables
     from controller.core.modelrules import ModelRules
     from controller.core.evaluator import evaluator_from_header
@@ -143,13 +141,13 @@ def test_micropython_runs_the_model_rules_bit_for_bit():
     MODEL = tables(level=30)
     lines = model_trace()
     scope = {"ModelTables": ModelTables, "ModelRules": ModelRules, "MODEL": MODEL,
-             "evaluator_from_header": evaluator_from_header, "ticks": ticks}
+             "evaluator_from_header": evaluator_from_header}
     exec(MODEL_FACTORY, scope)
     r = replay_lines(lines, scope["factory"], keep_timeline=False)
     model = r.state.rules
     assert model.explained, "the model's rule never raised: the test would prove nothing"
     files = {"model.trace": "\n".join(lines) + "\n", "model.json": json.dumps(MODEL)}
-    code = ("import json\nfrom controller.core import ticks\nfrom controller.core.anomaly import ModelTables\n"
+    code = ("import json\nfrom controller.core.anomaly import ModelTables\n"
             "from controller.core.modelrules import ModelRules\nfrom controller.core.evaluator import evaluator_from_header\n"
             "from controller.core.trace import replay_lines\nMODEL = json.load(open('/app/model.json'))\n"
             + MODEL_FACTORY +

@@ -27,7 +27,7 @@ def raised(script, mode=ARMED, settle_s=20, extra=()):
     [(seconds after settling, {signal: value}, mode or None)], scanning every 100 ms.
     Returns the ids raised during the script (``extra``: rule files compiled after the packs)."""
     catalog, site = site_catalog(None)
-    ev = Evaluator(Table(compile_files(default_sources([]) + list(extra), site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files(default_sources([]) + list(extra), site).data, catalog.size))
     image = catalog.new_image()
     for name, v in UP.items():
         image[catalog.index[name]] = v
@@ -480,7 +480,7 @@ def test_stateless_expressions_evaluate_like_python(seed):
     text = cond(0)
     catalog, _site = site_catalog(None)
     ev = Evaluator(Table(compile_text('[[rule]]\nid = "p"\nseverity = "info"\nwhen = "{}"\n'.format(text)).data,
-                         catalog.size), ticks.diff, every_scan=True)
+                         catalog.size), every_scan=True)
     image = catalog.new_image()
     for _ in range(20):
         values = {n: rng.randrange(-60, 60) for n in names}
@@ -601,7 +601,7 @@ def site_of(classes: dict[str, str]):
 def air_raised(catalog, site, pack_dc_per_10s, air: dict[str, int]) -> list[str]:
     """The packs' rules raised on ``site`` while bms1 warms by ``pack_dc_per_10s``
     and each I/O module of ``air`` ({name: dC per 10 s}) warms with it, for 8 min."""
-    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files(default_sources([]), site).data, catalog.size))
     image = catalog.new_image()
     for name in catalog.index:
         if name.endswith(".online"):
@@ -643,7 +643,7 @@ def test_class_max_counts_an_offline_module_with_the_lowest_reading_of_its_class
     catalog, site = site_of({"io1": "io", "io2": "io", "io3": "io"})
     path = tmp_path / "air.toml"
     path.write_text('[[rule]]\nid = "warm"\nwhen = "class_max(\'io\', \'temp_dc\') > 300"\nseverity = "warning"\n')
-    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size))
     image = catalog.new_image()
     for name, v in {"io1.temp_dc": 200, "io2.temp_dc": 250, "io3.temp_dc": 400, "io1.online": 1, "io2.online": 1}.items():
         image[catalog.index[name]] = v
@@ -656,7 +656,7 @@ def test_class_max_of_a_bool_is_any_online_device_reading_1(tmp_path):
     catalog, site = site_of({"io1": "io", "io2": "io"})
     path = tmp_path / "door.toml"
     path.write_text('[[rule]]\nid = "open"\nwhen = "class_max(\'io\', \'door_open\') == 1"\nseverity = "warning"\n')
-    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size), ticks.diff)
+    ev = Evaluator(Table(compile_files([str(path)], site).data, catalog.size))
     image = catalog.new_image()
     for name, v in {"io1.online": 1, "io2.door_open": 1}.items():
         image[catalog.index[name]] = v

@@ -27,7 +27,7 @@ ARMED, DISARMED, ALARM, MAINT, ARMING = modes.ARMED, modes.DISARMED, modes.ALARM
 def evaluator(text, every_scan=False):
     catalog, _site = site_catalog(None)
     compiled = compile_text(text)
-    return catalog, Evaluator(Table(compiled.data, catalog.size), ticks.diff, every_scan)
+    return catalog, Evaluator(Table(compiled.data, catalog.size), every_scan)
 
 
 ONLINE = ("io.online", "bms1.online", "bms2.online", "relay.online")
@@ -368,7 +368,7 @@ def door_forced_state():
     catalog, site = site_catalog(None)
     table = Table(compile_files(default_sources([]), site).data, catalog.size)
     config = CoreConfig({"exit_delay_ms": 1000, "entry_delay_ms": 30000}, (catalog.index["io.door_open"],))
-    return catalog, CoreState(catalog, config, Evaluator(table, ticks.diff))
+    return catalog, CoreState(catalog, config, Evaluator(table))
 
 
 def _scan(state, catalog, image, t, changes=None, cmds=()):
@@ -421,8 +421,8 @@ def test_header_table_for_another_catalog_is_refused():
     lines = rules_trace(compiled, 1, 2)
     other = Catalog([("x.online", "bool", 0)])
     with pytest.raises(TableError, match="another signal catalog"):
-        evaluator_from_header({"rules": json_data(compiled.data)}, other.digest(), other.size, ticks.diff)
-    assert replay_lines(lines, lambda cat, head: evaluator_from_header(head, cat.digest(), cat.size, ticks.diff)).scans == 2
+        evaluator_from_header({"rules": json_data(compiled.data)}, other.digest(), other.size)
+    assert replay_lines(lines, lambda cat, head: evaluator_from_header(head, cat.digest(), cat.size)).scans == 2
 
 
 # -- a value never read is unknown: stateful ops and their devices' online twin --

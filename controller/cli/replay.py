@@ -7,7 +7,6 @@ import json
 import sys
 from typing import Any, Callable
 
-from controller.core import ticks
 from controller.core.catalog import Catalog
 from controller.core.errors import TableError, TraceError
 from controller.core.modelrules import ModelRules, rules_from_header
@@ -50,7 +49,7 @@ def rules_factory(table: str | None, key_path: str | None) -> RulesFactory:
         from drivers.keys import load_key
         key = load_key(key_path)
         return lambda catalog, _head: load_table(table, key, catalog)[1]
-    return lambda catalog, head: rules_from_header(head, catalog, ticks.diff)
+    return lambda catalog, head: rules_from_header(head, catalog)
 
 
 def rule_ids(replay: Replay) -> tuple[str, ...]:

@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from controller.core import ticks
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.errors import CoreError
 from controller.core.evaluator import Evaluator, rules_source
@@ -147,7 +146,7 @@ class ExplainingRules:
     the rule's terms were true (a second evaluator runs each term alone)."""
 
     def __init__(self, data: dict, table: Table, image_size: int):
-        self.main = Evaluator(table, ticks.diff)
+        self.main = Evaluator(table)
         explain = data.get("explain") or {"mem": 0, "rules": []}
         self.entries = explain["rules"]
         term_rules = []
@@ -157,7 +156,7 @@ class ExplainingRules:
             term_rules += [[text, 0, 0, 0, code] for text, code in terms]
         self.terms = Evaluator(Table({"format": data["format"], "catalog": table.catalog,
                                       "source": table.source, "mem": explain["mem"],
-                                      "guards": explain.get("guards", []), "rules": term_rules}, image_size), ticks.diff)
+                                      "guards": explain.get("guards", []), "rules": term_rules}, image_size))
         self.scans = 0
         self.records: list[tuple[int, int, tuple, list[tuple[str, int]], list[int]]] = []
 

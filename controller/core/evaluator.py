@@ -38,9 +38,6 @@ _HOT = 6
 class Evaluator:
     """Runs a Table every scan; holds every rule's state.
 
-    ``ticks_diff(a, b)`` is the signed tick difference (controller.core.ticks.diff
-    on the host, the same function under MicroPython).
-
     Evaluation is change-driven: a rule runs on a scan when a signal it reads
     changed (when it only tests the signal against constants -- ``x > k``,
     ``abs(x) > k``, a bit, truth -- when one of those tests changed its
@@ -55,9 +52,8 @@ class Evaluator:
     the time a scan can take.
     """
 
-    def __init__(self, table, ticks_diff, every_scan=False):
+    def __init__(self, table, every_scan=False):
         t = self.table = table
-        self.diff = ticks_diff
         self.every_scan = every_scan
         self.mem = [0] * table.mem
         self.active = [0] * table.size
@@ -427,7 +423,7 @@ class Evaluator:
             m[o + 1] = taken + 1
 
 
-def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
+def evaluator_from_header(head, catalog_digest, image_size):
     """The evaluator for a trace whose header carries a table under "rules",
     or None; TableError if the table was compiled for another catalog."""
     data = head.get("rules")
@@ -435,7 +431,7 @@ def evaluator_from_header(head, catalog_digest, image_size, ticks_diff):
         return None
     if not isinstance(data, dict) or table_bytes(data.get("catalog"), "catalog") != catalog_digest:
         raise TableError("the trace's rule table was compiled for another signal catalog")
-    return Evaluator(Table(data, image_size), ticks_diff)
+    return Evaluator(Table(data, image_size))
 
 
 # Each rule's code is turned once, when the evaluator is made, into one

@@ -151,11 +151,11 @@ class ModelRules:
         return changes
 
 
-def rules_from_header(head, catalog, ticks_diff):
+def rules_from_header(head, catalog):
     """The rules a trace header describes (docs/trace.md): the table under
     "rules" (its evaluator, or None), behind the anomaly model when the header
     carries one under "model", as the gateway ran them."""
-    table = evaluator_from_header(head, catalog.digest(), catalog.size, ticks_diff)
+    table = evaluator_from_header(head, catalog.digest(), catalog.size)
     doc = head.get("model")
     if doc is None:
         return table

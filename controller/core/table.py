@@ -22,7 +22,8 @@ The state of the stateful ops lives in one flat integer list ``mem`` that
 the evaluator owns (offsets assigned by the compiler); the evaluator is
 part of the core's state, so ``step()`` stays a pure function of its
 arguments.  Times are wrapping ticks: the evaluator only takes differences,
-through the ``ticks_diff`` function the host injects.
+written out as ``controller.core.ticks.diff`` computes them (MicroPython's
+``time.ticks_diff`` semantics).
 
 A rule is *raised* when its condition becomes true and *cleared* when it
 becomes false again, or -- with ``clear_when`` -- when the clear condition

@@ -186,7 +186,7 @@ def _per_scan(compiled: Compiled, scans: int, every_scan: bool = False,
     """Mean µs per Evaluator.scan over random images (demo catalog by default)."""
     if catalog is None:
         catalog = site_catalog(None)[0]
-    evaluator = Evaluator(Table(compiled.data, catalog.size), ticks.diff, every_scan)
+    evaluator = Evaluator(Table(compiled.data, catalog.size), every_scan)
     images = _images(catalog, scans, 11)
     modes = [2, 2, 3, 5, 0, 4]
     t0 = time.perf_counter()
@@ -198,11 +198,11 @@ def _per_scan(compiled: Compiled, scans: int, every_scan: bool = False,
 def _micropython(lines: list[str]) -> tuple[float, float, int]:
     text = "\n".join(lines) + "\n"
     outs = mpy.run([
-        "import gc, time, json\nfrom controller.core import ticks\n"
+        "import gc, time, json\n"
         "from controller.core.trace import replay_lines\n"
         "from controller.core.evaluator import evaluator_from_header\n"
         "def factory(catalog, head):\n"
-        "    return evaluator_from_header(head, catalog.digest(), catalog.size, ticks.diff)\n",
+        "    return evaluator_from_header(head, catalog.digest(), catalog.size)\n",
         "gc.collect()\nBASE = gc.mem_alloc()\n",
         "t0 = time.ticks_ms()\nR = replay_lines(open('/app/rules.trace'), factory, keep_timeline=False)\n"
         "print(time.ticks_diff(time.ticks_ms(), t0), R.scans)\nEV = R.state.rules\nR = None\n",

@@ -119,7 +119,7 @@ def position_alarms(gnss: PortGnss, seconds: int, scans_per_fix: int = 1) -> lis
     catalog = Catalog(list(POSITION_SIGNALS))
     site = SiteCatalog(catalog.specs(), {"pos": GNSS_CLASS}, catalog.digest())
     compiled = compile_files([str(PACKS / "position.toml")], site)
-    evaluator = Evaluator(Table(compiled.data, catalog.size), ticks.diff)
+    evaluator = Evaluator(Table(compiled.data, catalog.size))
     alarm_rules = {i for i, rid in enumerate(evaluator.table.ids) if rid.startswith("moved_from_place")}
     filt = PositionFilter(catalog, TrackSettings())
     for t in range(SURVEY_S):
