@@ -85,12 +85,6 @@ class Stream:
         self.batteries = [_Battery(n, cab, cat.index) for n in range(1, cab.batteries + 1)]
         self.io_idx = [cat.index["io." + s[0]] for s in IO_SIGNALS]
         self.io_fast_idx = tuple(self.io_idx[3:7])    # vibration rms and peak, tilt, lift
-        self.io_vib_idx = self.io_fast_idx[:2]
-        # Tilt and lift read 0, as last reported, and no episode, fault
-        # (``_specials``) or event (``_apply``) can have moved them since:
-        # then an I/O sample reports the vibration alone (most seconds have
-        # no tilt or lift).
-        self.still = False
         self.changes: list[tuple[int, int]] = []
         self.active: list[Episode] = []
         # The active episodes by channel, each in the order they started.
@@ -149,7 +143,6 @@ class Stream:
     def _specials(self) -> None:
         """A fault came or went: the fast path's set, and every pack measured again in full."""
         self.special = set(self.forced) | set(self.glitch) | set(self.bias)
-        self.still = False
         for b in self.batteries:
             b.electric = None
 
@@ -197,7 +190,6 @@ class Stream:
     def _apply(self, ev: tuple, cmds: list[tuple[int, int]]) -> bool:
         """Apply one discrete event; True when the BMS must be re-sampled."""
         _t, _seq, op, a, b = ev
-        self.still = False                  # (any event may set, force or glitch tilt or lift)
         if op == SET:
             dev = a.split(".")[0]
             if dev in self.offline:
@@ -311,11 +303,7 @@ class Stream:
         if "io" in self.offline:
             return
         rms = sqrt(sq)
-        if self.still and not (self.tilt or self.lift):
-            self.report(self.io_vib_idx, (int(rms), int(peak if peak > rms else rms)))
-        else:
-            self.report(self.io_fast_idx, (int(rms), int(peak if peak > rms else rms), int(tilt), int(lift)))
-            self.still = not (self.tilt or self.lift or self.special)
+        self.report(self.io_fast_idx, (int(rms), int(peak if peak > rms else rms), int(tilt), int(lift)))
         if slow:
             tio = 0.0                   # only read with the slow values
             for e in self.tio:

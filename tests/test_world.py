@@ -284,16 +284,3 @@ def test_one_crane_felt_differently_at_two_cabinets_plays_the_same_cycles():
     near, far = (CabinetWorld(scn, cab).episodes for cab in scn.cabinets)
     assert len(near) > 10 and [(e.start, e.end) for e in near] == [(e.start, e.end) for e in far]
     assert all(abs(a.a / b.a - 4.5) < 1e-9 for a, b in zip(near, far))
-
-
-def test_a_fault_on_tilt_or_lift_shows_while_neither_moves():
-    """The I/O sample reports only the vibration while tilt and lift rest
-    (sensors.py, ``still``): an offset, a drift or a glitch on them still
-    reads, and ends, as it would on a moving one."""
-    s, _ = series(scenario(action("sensor_offset", 'signal = "io.tilt_mdeg"\nvalue = 700\nduration = "5m"')
-                           + action("sensor_drift", 'signal = "io.accel_z_mg"\nvalue = 90\nduration = "2m"', "+30m")
-                           + action("glitch", 'signal = "io.tilt_mdeg"\nvalue = -321', "+45m")))
-    assert value_at(s["io.tilt_mdeg"], 10 * MIN - 1000) == 0
-    assert value_at(s["io.tilt_mdeg"], 10 * MIN + 1000) == 700 and value_at(s["io.tilt_mdeg"], 15 * MIN + 1000) == 0
-    assert 0 < value_at(s["io.accel_z_mg"], 31 * MIN) < 90 and value_at(s["io.accel_z_mg"], 33 * MIN) == 90
-    assert value_at(s["io.tilt_mdeg"], 45 * MIN) == -321 and value_at(s["io.tilt_mdeg"], 45 * MIN + 1000) == 0
