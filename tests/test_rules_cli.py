@@ -116,3 +116,15 @@ def test_bad_catalog_files_name_the_file_and_what_is_wrong(tmp_path):
         with pytest.raises(CatalogFileError) as e:
             site_catalog(str(tmp_path / name))
         assert name in str(e.value) and message in str(e.value)
+
+
+def test_emit_python_writes_the_rules_functions_and_names_an_unwritable_path(tmp_path):
+    key = tmp_path / "installer.key"
+    write_key(key, generate("gw-17/installer"))
+    cat, table, source = str(_demo_file(tmp_path)), tmp_path / "rules.cbor", tmp_path / "rules.py"
+    r = cabguard("rules", "compile", "-o", str(table), "--key", str(key), "--catalog", cat, "--emit-python", str(source))
+    assert r.returncode == 0 and "def rule_0(" in source.read_text(), r.stderr
+    bad = tmp_path / "no-such-folder" / "rules.py"
+    r = cabguard("rules", "compile", "-o", str(table), "--key", str(key), "--catalog", cat, "--emit-python", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "cannot write the rules' Python {}".format(bad) in r.stderr and "give a path in a folder" in r.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from controller.core.catalog import SYSTEM_SIGNALS, Catalog, device_signals, schedule_signals
 from controller.core.errors import CoreError
@@ -18,6 +17,7 @@ from controller.core.evaluator import Evaluator, rules_source
 from controller.core.table import SEVERITY_NAMES, Table
 from controller.gateway.tables import read_payload, sign, write_table
 from controller.cli.replay import load as load_trace
+from drivers.atomicfile import write_output
 from drivers.keys import load_key, require_role
 from drivers.safefile import InputFileError, parse_json, read_text
 from drivers.modbus.profiles import CLASSES
@@ -136,7 +136,7 @@ def compile_cmd(args: argparse.Namespace) -> int:
     print("{}: {}, {} bytes, signed with key '{}'".format(
         args.output, _summary(compiled), len(payload), key.kid_text))
     if args.emit_python:
-        Path(args.emit_python).write_text(rules_source(Table(compiled.data, catalog.size)))
+        write_output(args.emit_python, rules_source(Table(compiled.data, catalog.size)).encode(), "rules' Python", 0o644)
         print("{}: the Python the evaluator runs for it".format(args.emit_python))
     return 0
 
