@@ -294,16 +294,44 @@ class Stream:
             sq += r * r
             if p > peak:
                 peak = p
-        tilt = 0.0
-        for e in self.tilt:
-            tilt += e.level(t)
-        lift = 0.0
-        for e in self.lift:
-            lift += e.level(t)
         if "io" in self.offline:
             return
         rms = sqrt(sq)
-        self.report(self.io_fast_idx, (int(rms), int(peak if peak > rms else rms), int(tilt), int(lift)))
+        v_rms, v_peak = int(rms), int(peak if peak > rms else rms)
+        v_tilt = v_lift = 0         # (no episode: most seconds; levels draw no noise)
+        if self.tilt:
+            tilt = 0.0
+            for e in self.tilt:
+                tilt += e.level(t)
+            v_tilt = int(tilt)
+        if self.lift:
+            lift = 0.0
+            for e in self.lift:
+                lift += e.level(t)
+            v_lift = int(lift)
+        if self.special:
+            self.report(self.io_fast_idx, (v_rms, v_peak, v_tilt, v_lift))
+        else:
+            # report()'s case without faults, written out: this runs every
+            # second of every cabinet, and tilt and lift rarely move.
+            truth, last, changes = self.truth, self.last, self.changes
+            i_rms, i_peak, i_tilt, i_lift = self.io_fast_idx
+            truth[i_rms] = v_rms
+            if v_rms != last[i_rms]:
+                last[i_rms] = v_rms
+                changes.append((i_rms, v_rms))
+            truth[i_peak] = v_peak
+            if v_peak != last[i_peak]:
+                last[i_peak] = v_peak
+                changes.append((i_peak, v_peak))
+            truth[i_tilt] = v_tilt
+            if v_tilt != last[i_tilt]:
+                last[i_tilt] = v_tilt
+                changes.append((i_tilt, v_tilt))
+            truth[i_lift] = v_lift
+            if v_lift != last[i_lift]:
+                last[i_lift] = v_lift
+                changes.append((i_lift, v_lift))
         if slow:
             tio = 0.0                   # only read with the slow values
             for e in self.tio:
@@ -350,6 +378,7 @@ class Stream:
             offsets[name] = offsets.get(name, 0.0) + e.level(t)
         spreads, heat = self._cell_faults(t) if w.cells else (_NO_SPREADS, _NO_HEAT)
         forced, offline, report = self.forced, self.offline, self.report
+        last, truth = self.last, self.truth
         settle = min(1.0, dt / 3600.0)          # how far a pack's temperature follows in dt
         for b in self.batteries:
             lost = b.current_idx in forced
@@ -371,7 +400,13 @@ class Stream:
                 report(b.electric_idx, b.electric[5])
             elif self.special:                  # unchanged, but a fault may read them otherwise
                 report(b.electric_idx, key[5])
-            report(b.temp_idx, (int((temp + offsets.get(b.name, 0.0) + b.hot) * 10 + 5), int(temp * 10 - 5)))
+            t_max, t_min = int((temp + offsets.get(b.name, 0.0) + b.hot) * 10 + 5), int(temp * 10 - 5)
+            i_max, i_min = b.temp_idx
+            # (a pack's temperatures move a tenth of a degree now and then:
+            # report() only when it could change something)
+            if (self.special or t_max != last[i_max] or t_min != last[i_min] or t_max != truth[i_max]
+                    or t_min != truth[i_min]):
+                report(b.temp_idx, (t_max, t_min))
             if event:
                 report(b.slow_idx, (b.modules, b.serial, b.alarm | (BMS_ALARM_POWER_LOST if lost else 0),
                                     CELLS_PER_MODULE))

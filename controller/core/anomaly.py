@@ -206,6 +206,9 @@ class Features:
         # Per module, what ``update`` folds: (vib, peak, tilt, lift, supply, slot, k).
         self.io_points = tuple(zip(self.vibs, self.peaks, self.tilts, self.lifts, self.supplies, self.ios,
                                    range(len(ios))))
+        # What ``_temp`` reads: (signal, device slot) of each temperature, the modules' first.
+        self.temp_points = tuple([(i, d) for i, d in zip(self.io_temps, self.ios) if i >= 0]
+                                 + list(zip(self.temps, self.temp_slots)))
         # Every signal ``_steps`` reads, with its previous reading's list and
         # place: a scan with every device answering where none of them moved
         # has no step, found without ``_steps`` (most scans).  ``restore``
@@ -321,15 +324,10 @@ class Features:
     def _temp(self, image):
         """The highest temperature of the devices online, or None."""
         t = None
-        for k in range(len(self.io_temps)):
-            i = self.io_temps[k]
-            d = self.ios[k]
-            if i >= 0 and (d < 0 or self.on[d]) and (t is None or image[i] > t):
+        on = self.on
+        for i, d in self.temp_points:
+            if (d < 0 or on[d]) and (t is None or image[i] > t):
                 t = image[i]
-        for k in range(len(self.temps)):
-            d = self.temp_slots[k]
-            if (d < 0 or self.on[d]) and (t is None or image[self.temps[k]] > t):
-                t = image[self.temps[k]]
         return t
 
     def close(self, image):
@@ -355,15 +353,13 @@ class Features:
         # rules' (sensor_silent, bms_silent, *_offline), supply noise is nothing.
         # Of several modules, the one whose supply fell furthest.
         power = 0
-        for k in range(len(self.ios)):
-            drop = self.supply_prev[k] - self.supply_min[k] - SUPPLY_NOISE_MV
+        on, supply_prev, supply_min = self.on, self.supply_prev, self.supply_min
+        for _vib, _peak, _tilt, _lift, i, d, k in self.io_points:
+            drop = supply_prev[k] - supply_min[k] - SUPPLY_NOISE_MV
             if drop > power:
                 power = drop
-            i = self.supplies[k]
-            d = self.ios[k]
-            if i >= 0 and (d < 0 or self.on[d]):
-                self.supply_prev[k] = image[i]
-                self.supply_min[k] = image[i]
+            if i >= 0 and (d < 0 or on[d]):
+                supply_prev[k] = supply_min[k] = image[i]
         acc[8] = power >> 4
         if acc[1] > acc[0] * CREST_MAX:
             acc[1] = acc[0] * CREST_MAX
