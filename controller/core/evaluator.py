@@ -245,46 +245,71 @@ class Evaluator:
         (``_wake``) only moves its schedule on."""
         m = self.mem
         first = -1
+        closest = -TICK_HALF - 1   # first's tick difference from now
         groups = self.table.groups
         group_next = self.group_next
         asleep = self.asleep
         full = RATE_SAMPLES + 1
         # Tick differences inlined (as ticks.diff): this loop runs about every
         # other scan of `cabguard eval`; it walks only the groups that are due.
+        # Every next sample it leaves is ahead of now, by less than a half
+        # tick period: the earliest is the one the least ahead.
         for k in range(len(groups)):
             gn = group_next[k]
-            if gn == -1 or (gn >= 0 and ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
-                gn = _ALL_ASLEEP
-                for sampler in groups[k]:
-                    r, o, step, i, g = sampler
+            if gn >= 0:
+                behind = ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF
+                if behind < 0:
+                    if behind > closest:
+                        closest = behind
+                        first = gn
+                    continue
+            elif gn != -1:
+                continue   # _ALL_ASLEEP
+            gn = _ALL_ASLEEP
+            for sampler in groups[k]:
+                r, o, step, i, g = sampler
+                if o in asleep:
+                    continue
+                if g >= 0 and not image[g]:
+                    if gn == _ALL_ASLEEP:
+                        gn = -1   # its device is offline: no samples (its rule reset the ring)
+                    continue
+                if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+                    # _rate_sample written out (it runs about once a scan): the
+                    # value in the ring, its position and schedule moved on.
+                    v = image[i]
+                    taken = m[o + 1]
+                    pos = m[o + 2]
+                    before = v - m[o + 3 + pos] if taken == full else 0
+                    m[o + 3 + pos] = v
+                    pos = m[o + 2] = pos + 1 if pos < RATE_SAMPLES else 0
+                    nominal = (m[o] + step) & TICK_MASK
+                    if taken == 0 or ((now - nominal + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+                        nominal = now   # scans fell behind the schedule: restart it here
+                    m[o] = nominal
+                    if taken < full:
+                        taken = m[o + 1] = taken + 1
+                    if taken == full:
+                        after = v - m[o + 3 + pos]
+                        if after == 0 and m[o + 3:o + 3 + full].count(v) == full:
+                            if not asleep:
+                                self.sleep_until = (now + _SLEEP_MS) & TICK_MASK
+                            asleep[o] = sampler
+                    else:
+                        after = 0
+                    if after != before:
+                        due[r] = 1
                     if o in asleep:
                         continue
-                    if g >= 0 and not image[g]:
-                        if gn == _ALL_ASLEEP:
-                            gn = -1   # its device is offline: no samples (its rule reset the ring)
-                        continue
-                    if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
-                        v = image[i]
-                        before = v - m[o + 3 + m[o + 2]] if m[o + 1] == full else 0
-                        self._rate_sample(o, step, v, now)
-                        if m[o + 1] == full:
-                            after = v - m[o + 3 + m[o + 2]]
-                            if after == 0 and m[o + 3:o + 3 + full].count(v) == full:
-                                if not asleep:
-                                    self.sleep_until = (now + _SLEEP_MS) & TICK_MASK
-                                asleep[o] = sampler
-                        else:
-                            after = 0
-                        if after != before:
-                            due[r] = 1
-                        if o in asleep:
-                            continue
-                    nxt = (m[o] + step) & TICK_MASK
-                    if gn < 0 or ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                        gn = nxt
-                group_next[k] = gn
-            if gn >= 0 and (first < 0 or ((gn - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
-                first = gn
+                nxt = (m[o] + step) & TICK_MASK
+                if gn < 0 or ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                    gn = nxt
+            group_next[k] = gn
+            if gn >= 0:
+                behind = ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF
+                if behind > closest:
+                    closest = behind
+                    first = gn
         self.next_sample = first
 
     def _wake(self, samplers, upto):
