@@ -78,6 +78,8 @@ class Evaluator:
         self.sleep_until = -1  # the tick by which the sleepers are brought up to date
         self.last_mbit = -1
         self.guard = 0
+        self.mode = -1      # the mode of the previous scan (-1: none) and its bits, as scan() made them
+        self.mbit = 0
         self.primed = 0
         self.prev_now = 0   # the previous scan's tick
         self.cur = [0, 0]   # this scan's mode bits and the previous scan's tick, as the rules read them
@@ -124,6 +126,7 @@ class Evaluator:
             self.soon = {}
             self.soon_late = 0
             self.last_mbit, self.guard, self.primed = snap["mbit"], snap["guard"], snap["primed"]
+            self.mode = -1   # the bits again from the guard restored
             self.next_sample, self.prev_now = snap["sample"], snap["prev"]
         except (KeyError, TypeError, IndexError) as e:
             raise TableError("start: not a rules' state ({!r} missing or malformed)".format(e.args[0] if e.args else e))
@@ -355,11 +358,14 @@ class Evaluator:
 
     def scan(self, image, now, mode):
         """Evaluate the rules; an iterable of (index, severity, actions, raised)."""
-        if mode in _GUARD_ON:
-            self.guard = 1
-        elif mode in _GUARD_OFF:
-            self.guard = 0
-        mbit = (1 << mode) | (GUARD if self.guard else 0)
+        if mode != self.mode:   # (the guard, and so the bits, change only with the mode)
+            if mode in _GUARD_ON:
+                self.guard = 1
+            elif mode in _GUARD_OFF:
+                self.guard = 0
+            self.mode = mode
+            self.mbit = (1 << mode) | (GUARD if self.guard else 0)
+        mbit = self.mbit
         t = self.table
         if self.primed and not self.every_scan:
             due = self._due(image, mbit, now)
