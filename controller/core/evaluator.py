@@ -632,6 +632,7 @@ class _RuleSource:
         self.body = []
         self.n = 0          # locals v0, v1, ... so far
         self.timed = 0      # 1 once an op may set a wake
+        self.open = None    # (guard, index of its else line) of the guarded block the body ends with
         roots = _tree(table.codes[r])
         self.shared = _Shared(table.guards, copies, roots)
         values = [self.expr(root, 0) for root in roots]
@@ -647,6 +648,8 @@ class _RuleSource:
         self.lines = head + self.body + ["    wk[0] = {}".format("w" if self.timed else -1), ret]
 
     def put(self, line, depth=0):
+        if depth == 0:
+            self.open = None   # a line after a guarded block ends it
         self.body.append("    " * (depth + 1) + line)
 
     def local(self):
@@ -744,7 +747,7 @@ class _RuleSource:
             v = self.local()
             self.put("# moved(), state at mem[{}]".format(o))
             self.put("u = " + x)
-            depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
+            depth = self._reset(off, v, None, "mem[{}] = mem[{}] = 0".format(o, o + 1))
             self.put("if {} or not mem[{}]:".format(c, o + 1), depth)
             self.put("    mem[{}] = u".format(o), depth)
             self.put("    mem[{}] = 1".format(o + 1), depth)
@@ -769,11 +772,11 @@ class _RuleSource:
             self.put("mem[{}] = 0".format(o + 1), 1)
             self.put("{} = 0".format(v), 1)
             return v
-        self.put("# {}(), state at mem[{}]".format(_NAMES[op], o))
+        comment = "# {}(), state at mem[{}]".format(_NAMES[op], o)
         if op == OP_WITHIN:
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
-            depth = self._reset(off, v, "mem[{}] = mem[{}] = mem[{}] = 0".format(o, o + 1, o + 2))
+            depth = self._reset(off, v, comment, "mem[{}] = mem[{}] = mem[{}] = 0".format(o, o + 1, o + 2))
             self.put("if {}:".format(x), depth)
             self.put("    mem[{}] = now".format(o), depth)
             self.put("    mem[{}] = 1".format(o + 1), depth)
@@ -792,7 +795,7 @@ class _RuleSource:
             self.put("        {} = 0".format(v), depth)
         elif op == OP_CHANGED:
             # mem: the previous value, known.
-            depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
+            depth = self._reset(off, v, comment, "mem[{}] = mem[{}] = 0".format(o, o + 1))
             self.put("u = " + x, depth)
             self.put("if mem[{}] and u != mem[{}]:".format(o + 1, o), depth)
             self.put("    {} = 1".format(v), depth)
@@ -803,17 +806,17 @@ class _RuleSource:
             self.put("mem[{}] = 1".format(o + 1), depth)
             self.timed = 1
         elif op == OP_RATE:
-            depth = self._reset(off, v, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
+            depth = self._reset(off, v, comment, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
             step = rate_step(ms)
             self.rate(v, o, step, x, depth)
         elif op == OP_COUNT:
-            depth = self._reset(off, v, "for k in range({}, {}):\n{}mem[k] = 0".format(
+            depth = self._reset(off, v, comment, "for k in range({}, {}):\n{}mem[k] = 0".format(
                 o, o + MEM_WORDS[op], "    " * 3))
             self.put("{} = _count(mem, {}, {}, 1 if {} else 0, now)".format(v, o, ms, x), depth)
             self.put("if {}:".format(v), depth)
             self.wake("(mem[{}] + {}) & TICK_MASK".format("{} + mem[{}]".format(o + 3, o + 2), ms), depth + 1)
         else:   # OP_ROSE, OP_FELL; mem: 0 no previous (a first sample is no edge), 1 false, 2 true
-            depth = self._reset(off, v, "mem[{}] = 0".format(o))
+            depth = self._reset(off, v, comment, "mem[{}] = 0".format(o))
             self.put("p = mem[{}]".format(o), depth)
             self.put("if {}:".format(x), depth)
             self.put("    mem[{}] = 2".format(o), depth)
@@ -854,15 +857,29 @@ class _RuleSource:
         self.put("if ev.next_sample < 0 or {} < 0:".format(_DIFF.format("d", "ev.next_sample")), depth)
         self.put("    ev.next_sample = d", depth)
 
-    def _reset(self, off, v, reset):
-        """With a guard, the block that resets an op whose device is offline
-        (its value 0), and the depth of the rest, its ``else``."""
+    def _reset(self, off, v, comment, reset):
+        """The op's ``comment``, then with a guard, the block that resets an op
+        whose device is offline (its value 0); the depth of the rest, its
+        ``else``.  An op right after another under the same guard shares its
+        ``if`` (one test fewer a run): the twins do not change during a run,
+        so both take the same branch, and each still runs in code order."""
+        opened = self.open
+        if off is not None and opened is not None and opened[0] == off:
+            at = opened[1]
+            self.body[at:at] = ["        " + reset, "        {} = 0".format(v)]
+            self.open = (off, at + 2)
+            if comment is not None:
+                self.put(comment, 1)
+            return 1
+        if comment is not None:
+            self.put(comment)
         if off is None:
             return 0
         self.put("if {}:".format(off))
         self.put(reset, 1)
         self.put("{} = 0".format(v), 1)
         self.put("else:")
+        self.open = (off, len(self.body) - 1)
         return 1
 
 
