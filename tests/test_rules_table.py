@@ -236,6 +236,23 @@ def test_the_rules_source_is_one_python_function_per_rule_each_op_with_state_a_c
         "# 's'", "# rose(), state at mem[7]", "# count(), state at mem[8]"]
 
 
+def test_ops_one_after_another_under_one_guard_share_its_test():
+    # changed() and the within() over it are io's: offline, both reset in one branch.
+    catalog, ev = evaluator(rule("within(changed(io.tilt_mdeg), '5s') and io.door_open"))
+    source = rules_source(ev.table)
+    online = catalog.index["io.online"]
+    assert source.count("if not im[{}]:".format(online)) == 1
+    tilt, door = catalog.index["io.tilt_mdeg"], catalog.index["io.door_open"]
+    image = catalog.new_image()
+    image[door] = 1
+    got = []
+    for k, (on, t) in enumerate([(1, 0), (1, 5), (0, 5), (1, 5), (1, 9)]):
+        image[online], image[tilt] = on, t
+        got += [(k, c[3]) for c in ev.scan(image, k * 1000, DISARMED)]
+    # Back online, changed() has no previous value: the first change is the one at scan 4.
+    assert got == [(1, 1), (2, 0), (4, 1)]
+
+
 def test_a_signal_changing_beside_those_that_change_every_scan_is_seen():
     # The evaluator looks at the signals that changed the scan before alone
     # while nothing else changed: the door's change must still be seen.

@@ -78,6 +78,8 @@ class Evaluator:
         self.sleep_until = -1  # the tick by which the sleepers are brought up to date
         self.last_mbit = -1
         self.guard = 0
+        self.mode = -1      # the mode of the previous scan (-1: none) and its bits, as scan() made them
+        self.mbit = 0
         self.primed = 0
         self.prev_now = 0   # the previous scan's tick
         self.cur = [0, 0]   # this scan's mode bits and the previous scan's tick, as the rules read them
@@ -124,6 +126,7 @@ class Evaluator:
             self.soon = {}
             self.soon_late = 0
             self.last_mbit, self.guard, self.primed = snap["mbit"], snap["guard"], snap["primed"]
+            self.mode = -1   # the bits again from the guard restored
             self.next_sample, self.prev_now = snap["sample"], snap["prev"]
         except (KeyError, TypeError, IndexError) as e:
             raise TableError("start: not a rules' state ({!r} missing or malformed)".format(e.args[0] if e.args else e))
@@ -245,46 +248,71 @@ class Evaluator:
         (``_wake``) only moves its schedule on."""
         m = self.mem
         first = -1
+        closest = -TICK_HALF - 1   # first's tick difference from now
         groups = self.table.groups
         group_next = self.group_next
         asleep = self.asleep
         full = RATE_SAMPLES + 1
         # Tick differences inlined (as ticks.diff): this loop runs about every
         # other scan of `cabguard eval`; it walks only the groups that are due.
+        # Every next sample it leaves is ahead of now, by less than a half
+        # tick period: the earliest is the one the least ahead.
         for k in range(len(groups)):
             gn = group_next[k]
-            if gn == -1 or (gn >= 0 and ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0):
-                gn = _ALL_ASLEEP
-                for sampler in groups[k]:
-                    r, o, step, i, g = sampler
+            if gn >= 0:
+                behind = ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF
+                if behind < 0:
+                    if behind > closest:
+                        closest = behind
+                        first = gn
+                    continue
+            elif gn != -1:
+                continue   # _ALL_ASLEEP
+            gn = _ALL_ASLEEP
+            for sampler in groups[k]:
+                r, o, step, i, g = sampler
+                if o in asleep:
+                    continue
+                if g >= 0 and not image[g]:
+                    if gn == _ALL_ASLEEP:
+                        gn = -1   # its device is offline: no samples (its rule reset the ring)
+                    continue
+                if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+                    # _rate_sample written out (it runs about once a scan): the
+                    # value in the ring, its position and schedule moved on.
+                    v = image[i]
+                    taken = m[o + 1]
+                    pos = m[o + 2]
+                    before = v - m[o + 3 + pos] if taken == full else 0
+                    m[o + 3 + pos] = v
+                    pos = m[o + 2] = pos + 1 if pos < RATE_SAMPLES else 0
+                    nominal = (m[o] + step) & TICK_MASK
+                    if taken == 0 or ((now - nominal + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
+                        nominal = now   # scans fell behind the schedule: restart it here
+                    m[o] = nominal
+                    if taken < full:
+                        taken = m[o + 1] = taken + 1
+                    if taken == full:
+                        after = v - m[o + 3 + pos]
+                        if after == 0 and m[o + 3:o + 3 + full].count(v) == full:
+                            if not asleep:
+                                self.sleep_until = (now + _SLEEP_MS) & TICK_MASK
+                            asleep[o] = sampler
+                    else:
+                        after = 0
+                    if after != before:
+                        due[r] = 1
                     if o in asleep:
                         continue
-                    if g >= 0 and not image[g]:
-                        if gn == _ALL_ASLEEP:
-                            gn = -1   # its device is offline: no samples (its rule reset the ring)
-                        continue
-                    if ((now - m[o] + TICK_HALF) & TICK_MASK) - TICK_HALF >= step:
-                        v = image[i]
-                        before = v - m[o + 3 + m[o + 2]] if m[o + 1] == full else 0
-                        self._rate_sample(o, step, v, now)
-                        if m[o + 1] == full:
-                            after = v - m[o + 3 + m[o + 2]]
-                            if after == 0 and m[o + 3:o + 3 + full].count(v) == full:
-                                if not asleep:
-                                    self.sleep_until = (now + _SLEEP_MS) & TICK_MASK
-                                asleep[o] = sampler
-                        else:
-                            after = 0
-                        if after != before:
-                            due[r] = 1
-                        if o in asleep:
-                            continue
-                    nxt = (m[o] + step) & TICK_MASK
-                    if gn < 0 or ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
-                        gn = nxt
-                group_next[k] = gn
-            if gn >= 0 and (first < 0 or ((gn - first + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
-                first = gn
+                nxt = (m[o] + step) & TICK_MASK
+                if gn < 0 or ((nxt - gn + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                    gn = nxt
+            group_next[k] = gn
+            if gn >= 0:
+                behind = ((now - gn + TICK_HALF) & TICK_MASK) - TICK_HALF
+                if behind > closest:
+                    closest = behind
+                    first = gn
         self.next_sample = first
 
     def _wake(self, samplers, upto):
@@ -330,11 +358,14 @@ class Evaluator:
 
     def scan(self, image, now, mode):
         """Evaluate the rules; an iterable of (index, severity, actions, raised)."""
-        if mode in _GUARD_ON:
-            self.guard = 1
-        elif mode in _GUARD_OFF:
-            self.guard = 0
-        mbit = (1 << mode) | (GUARD if self.guard else 0)
+        if mode != self.mode:   # (the guard, and so the bits, change only with the mode)
+            if mode in _GUARD_ON:
+                self.guard = 1
+            elif mode in _GUARD_OFF:
+                self.guard = 0
+            self.mode = mode
+            self.mbit = (1 << mode) | (GUARD if self.guard else 0)
+        mbit = self.mbit
         t = self.table
         if self.primed and not self.every_scan:
             due = self._due(image, mbit, now)
@@ -601,6 +632,7 @@ class _RuleSource:
         self.body = []
         self.n = 0          # locals v0, v1, ... so far
         self.timed = 0      # 1 once an op may set a wake
+        self.open = None    # (guard, index of its else line) of the guarded block the body ends with
         roots = _tree(table.codes[r])
         self.shared = _Shared(table.guards, copies, roots)
         values = [self.expr(root, 0) for root in roots]
@@ -616,6 +648,8 @@ class _RuleSource:
         self.lines = head + self.body + ["    wk[0] = {}".format("w" if self.timed else -1), ret]
 
     def put(self, line, depth=0):
+        if depth == 0:
+            self.open = None   # a line after a guarded block ends it
         self.body.append("    " * (depth + 1) + line)
 
     def local(self):
@@ -713,7 +747,7 @@ class _RuleSource:
             v = self.local()
             self.put("# moved(), state at mem[{}]".format(o))
             self.put("u = " + x)
-            depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
+            depth = self._reset(off, v, None, "mem[{}] = mem[{}] = 0".format(o, o + 1))
             self.put("if {} or not mem[{}]:".format(c, o + 1), depth)
             self.put("    mem[{}] = u".format(o), depth)
             self.put("    mem[{}] = 1".format(o + 1), depth)
@@ -738,11 +772,11 @@ class _RuleSource:
             self.put("mem[{}] = 0".format(o + 1), 1)
             self.put("{} = 0".format(v), 1)
             return v
-        self.put("# {}(), state at mem[{}]".format(_NAMES[op], o))
+        comment = "# {}(), state at mem[{}]".format(_NAMES[op], o)
         if op == OP_WITHIN:
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
-            depth = self._reset(off, v, "mem[{}] = mem[{}] = mem[{}] = 0".format(o, o + 1, o + 2))
+            depth = self._reset(off, v, comment, "mem[{}] = mem[{}] = mem[{}] = 0".format(o, o + 1, o + 2))
             self.put("if {}:".format(x), depth)
             self.put("    mem[{}] = now".format(o), depth)
             self.put("    mem[{}] = 1".format(o + 1), depth)
@@ -761,7 +795,7 @@ class _RuleSource:
             self.put("        {} = 0".format(v), depth)
         elif op == OP_CHANGED:
             # mem: the previous value, known.
-            depth = self._reset(off, v, "mem[{}] = mem[{}] = 0".format(o, o + 1))
+            depth = self._reset(off, v, comment, "mem[{}] = mem[{}] = 0".format(o, o + 1))
             self.put("u = " + x, depth)
             self.put("if mem[{}] and u != mem[{}]:".format(o + 1, o), depth)
             self.put("    {} = 1".format(v), depth)
@@ -772,17 +806,17 @@ class _RuleSource:
             self.put("mem[{}] = 1".format(o + 1), depth)
             self.timed = 1
         elif op == OP_RATE:
-            depth = self._reset(off, v, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
+            depth = self._reset(off, v, comment, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
             step = rate_step(ms)
             self.rate(v, o, step, x, depth)
         elif op == OP_COUNT:
-            depth = self._reset(off, v, "for k in range({}, {}):\n{}mem[k] = 0".format(
+            depth = self._reset(off, v, comment, "for k in range({}, {}):\n{}mem[k] = 0".format(
                 o, o + MEM_WORDS[op], "    " * 3))
             self.put("{} = _count(mem, {}, {}, 1 if {} else 0, now)".format(v, o, ms, x), depth)
             self.put("if {}:".format(v), depth)
             self.wake("(mem[{}] + {}) & TICK_MASK".format("{} + mem[{}]".format(o + 3, o + 2), ms), depth + 1)
         else:   # OP_ROSE, OP_FELL; mem: 0 no previous (a first sample is no edge), 1 false, 2 true
-            depth = self._reset(off, v, "mem[{}] = 0".format(o))
+            depth = self._reset(off, v, comment, "mem[{}] = 0".format(o))
             self.put("p = mem[{}]".format(o), depth)
             self.put("if {}:".format(x), depth)
             self.put("    mem[{}] = 2".format(o), depth)
@@ -823,15 +857,29 @@ class _RuleSource:
         self.put("if ev.next_sample < 0 or {} < 0:".format(_DIFF.format("d", "ev.next_sample")), depth)
         self.put("    ev.next_sample = d", depth)
 
-    def _reset(self, off, v, reset):
-        """With a guard, the block that resets an op whose device is offline
-        (its value 0), and the depth of the rest, its ``else``."""
+    def _reset(self, off, v, comment, reset):
+        """The op's ``comment``, then with a guard, the block that resets an op
+        whose device is offline (its value 0); the depth of the rest, its
+        ``else``.  An op right after another under the same guard shares its
+        ``if`` (one test fewer a run): the twins do not change during a run,
+        so both take the same branch, and each still runs in code order."""
+        opened = self.open
+        if off is not None and opened is not None and opened[0] == off:
+            at = opened[1]
+            self.body[at:at] = ["        " + reset, "        {} = 0".format(v)]
+            self.open = (off, at + 2)
+            if comment is not None:
+                self.put(comment, 1)
+            return 1
+        if comment is not None:
+            self.put(comment)
         if off is None:
             return 0
         self.put("if {}:".format(off))
         self.put(reset, 1)
         self.put("{} = 0".format(v), 1)
         self.put("else:")
+        self.open = (off, len(self.body) - 1)
         return 1
 
 
