@@ -219,6 +219,42 @@ def test_poller_fills_the_image_with_values_and_twins(sim):
                for (i, first, n), (j, start, _n) in zip(battery, battery[1:]))
 
 
+def test_the_io_module_answers_in_one_read_its_status_register_mirroring_its_discrete_inputs(sim, master):
+    """io-dvt reads the door and the bolt from bits 1 and 2 of the module's status register
+    (input 6, bit 0 the tamper switch): one read of inputs 0..6 a poll.  The module serves
+    them on its discrete inputs as well, so a profile without the mirror (io-dvt-discrete:
+    two reads, the bits by function 02) reads the same values from the same module."""
+    io = sim.device("io")
+    io.set(door_open=1, door_bolt=0)
+    assert master.read_registers(1, frames.READ_INPUT, 6, 1, 0.1) == [0b011]
+    assert master.read_bits(1, frames.READ_DISCRETE, 0, 2, 0.1) == [1, 0]
+    master.close()   # the port is the pollers' now
+    for profile, expected in (("io-dvt", [(1, frames.READ_INPUT, 0, 7)]),
+                              ("io-dvt-discrete", [(1, frames.READ_INPUT, 0, 7), (1, frames.READ_DISCRETE, 0, 2)])):
+        for door_open, door_bolt in ((1, 0), (0, 1)):
+            io.set(door_open=door_open, door_bolt=door_bolt)
+            requests: list = []
+            poller = BusPoller(sim.bus("b1").port, [PolledDevice("io", profile, 1, 100)], BusOptions(baud=19200),
+                               _logging(requests))
+            try:
+                assert poller.poll_cycle() == [True]
+                got = poller.snapshot()
+            finally:
+                poller.stop()
+            assert requests == expected, profile
+            assert (got["io.door_open"], got["io.door_bolt"], got["io.tamper"]) == (door_open, door_bolt, 1), profile
+
+
+def _logging(requests: list):
+    """A master factory whose masters note each read as (address, function, start, count)."""
+    class Logging(RtuMaster):
+        def transact(self, request, expected, timeout):
+            requests.append(_read_of(request))
+            return super().transact(request, expected, timeout)
+
+    return lambda port, options: Logging(port, options.baud, options.parity, options.stopbits)
+
+
 def test_silent_and_exception_devices_go_offline_with_events(sim):
     poller = _poller(sim.bus("b1").port).start()
     try:
@@ -718,7 +754,9 @@ class _LoggingMaster(RtuMaster):
 def test_the_io_module_is_read_between_a_batterys_pieces_and_a_silent_one_confirmed_at_once():
     """Issue 19: a battery's 111 registers are 3 reads at 19200 baud beside an I/O module
     polled every 100 ms, each read scheduled on its own: nothing goes between the I/O
-    module's two reads, the battery's pieces come in order and decode, and once the I/O
+    module's two reads (a module read without its status mirror, io-dvt-discrete: the
+    door and bolt from its discrete inputs, after its input registers), the battery's
+    pieces come in order and decode, and once the I/O
     module falls silent its failed poll is confirmed at once (its 2 + 2 timeouts back to
     back, no battery read between them: it was polled a period later, 3.7-4.2 periods
     to offline)."""
@@ -726,7 +764,7 @@ def test_the_io_module_is_read_between_a_batterys_pieces_and_a_silent_one_confir
     devices = [SimDevice("io", "io-dvt", 1, {"door_bolt": 1}, turnaround_ms=5),
                SimDevice("bms2", "sunspec-battery", 3, SUNSPEC, turnaround_ms=5)]
     with Simulator([SimBus("w", devices, 19200)]) as sim:
-        poller = BusPoller(sim.bus("w").port, [PolledDevice("io", "io-dvt", 1, 100),
+        poller = BusPoller(sim.bus("w").port, [PolledDevice("io", "io-dvt-discrete", 1, 100),
                                                PolledDevice("bms2", "sunspec-battery", 3, 300)],
                            BusOptions(baud=19200, timeout_ceiling_ms=200),
                            lambda port, o: _LoggingMaster(port, o.baud, log=log)).start()

@@ -16,6 +16,7 @@ from drivers.modbus.profiles import (BIT_TABLES, NI_SF, NOT_IMPLEMENTED, CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR = (ROOT / "drivers/profiles/bms16-vendor.toml").read_text()
+IO = (ROOT / "drivers/profiles/io-dvt.toml").read_text()
 
 
 def doc_class_signals(device_class):
@@ -254,6 +255,45 @@ def test_signal_outside_the_class_and_missing_signals(tmp_path):
     assert "not in class battery" in msg
     msg = _bad(tmp_path, VENDOR.replace("[signals.serial]", "[signals.serial_old]"))
     assert "not in class battery" in msg or "needs signals serial" in msg
+
+
+def test_a_mirrored_signal_is_served_at_both_places_and_read_at_its_own():
+    """io-dvt's door and bolt: bits 1 and 2 of the status register (one read a poll), which
+    the module also serves on discrete inputs 0 and 1 (the simulator serves both)."""
+    io = load_profile("io-dvt")
+    assert [(b.table, b.start, b.count) for b in io.bind().blocks] == [("input", 0, 7)]
+    tables = io.encode({"door_open": 1, "door_bolt": 0, "tamper": 1})
+    assert tables["input"][6] == 0b011 and tables["discrete"] == {0: 1, 1: 0}
+    assert io.only({"door_bolt"}).encode({"door_bolt": 1})["discrete"] == {1: 1}   # the mirror follows its signal
+    discrete = load_profile("io-dvt-discrete")
+    regmap = discrete.bind()
+    assert [(b.table, b.start, b.count) for b in regmap.blocks] == [("input", 0, 7), ("discrete", 0, 2)]
+    assert regmap.decode(regmap.blocks_from(tables))[0]["door_open"] == 1   # the same module, the other profile
+
+
+@pytest.mark.parametrize("mirror, expected", [
+    ('{ table = "input", address = 7 }', "mirror must be"),                    # a register needs its bit
+    ('{ table = "discrete", address = 0, bit = 1 }', "mirror must be"),        # a discrete input has none
+    ('{ table = "discrete", address = -1 }', "mirror must be"),
+    ('{ table = "discrete", adress = 0 }', "mirror must be"),
+    ('"discrete 0"', "mirror must be"),
+    ('{ table = "input", address = 6, bit = 0 }', "overlaps signal 'tamper'"),
+    ('{ table = "discrete", address = 0 }', "overlaps signal 'door_open'"),
+])
+def test_a_bad_mirror_is_refused_with_its_line(tmp_path, mirror, expected):
+    text = IO.replace('mirror = { table = "discrete", address = 1 }', "mirror = " + mirror)
+    msg = _bad(tmp_path, text)
+    lines = text.splitlines()
+    line = len(lines) - lines[::-1].index("mirror = " + mirror)   # door_bolt's, after door_open's
+    assert msg.startswith("{}:{}: signal 'door_bolt'".format(tmp_path / "bad.toml", line)), msg
+    assert expected in msg
+
+
+def test_only_a_bool_signal_may_have_a_mirror(tmp_path):
+    text = IO.replace('[signals.temp_dc]\ntable = "input"\naddress = 5\ntype = "s16"',
+                      '[signals.temp_dc]\ntable = "input"\naddress = 5\ntype = "s16"\nmirror = { table = "input", '
+                      'address = 9, bit = 0 }')
+    assert "signal 'temp_dc': mirror must be" in _bad(tmp_path, text)
 
 
 def test_unknown_profile_name_lists_the_known_ones():

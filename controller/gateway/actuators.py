@@ -74,6 +74,8 @@ class OutputBank:
         self.current = [-1] * N_OUTPUTS
 
     def apply(self, values: list[int]) -> None:
+        if values == self.current:   # most scans change no output: one compare at C speed
+            return
         for i in range(N_OUTPUTS):
             v = values[i]
             if v != self.current[i]:

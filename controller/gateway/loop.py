@@ -344,7 +344,8 @@ class Gateway:
         tickets = []
         while not self.tickets.empty():
             tickets.append(self.tickets.get_nowait())
-        commands = [(t.code, t.arg) for t in tickets] + self._bus_faults()
+        faults = self._bus_faults()
+        commands = [(t.code, t.arg) for t in tickets] + faults if tickets else faults
         outputs, events = step(self.state, (image, commands), now)
         self.bank.apply(outputs)
         if events or tickets:

@@ -94,6 +94,11 @@ def open_master(port: str, options: BusOptions) -> RtuMaster:
     return RtuMaster(port, options.baud, options.parity, options.stopbits, options.rs485)
 
 
+def _now_us() -> int:
+    """The monotonic clock in whole microseconds (the bus thread's time base)."""
+    return time.monotonic_ns() // 1000
+
+
 def _us(seconds: float) -> int:
     return round(seconds * 1_000_000)
 
@@ -191,7 +196,7 @@ class BusPoller:
         self._master: RtuMaster | None = None
         self._tokens = 0
         # What is due when (drivers/modbus/schedule.py); the bus thread's, but for align().
-        self._schedule = Schedule([d.period_ms * 1000 for d in devices], _us(time.monotonic()))
+        self._schedule = Schedule([d.period_ms * 1000 for d in devices], _now_us())
         self._read_us = _Asked(self._states, lambda st: st.link.expected_us(self._next_read(st)))
         # Which devices are online, for Schedule.next: a plain list (read at C speed, once per
         # transaction), kept by _publish, which follows every change of a link's ``online``.
@@ -202,6 +207,7 @@ class BusPoller:
         # No read longer than the ceiling, nor than the shortest poll period (drivers/modbus/budget.py).
         self._read_limit = read_limit_s(options.timeout_ceiling_ms / 1000, [d.period_ms / 1000 for d in devices])
         self._death: str | None = None   # why the bus thread died, until restart()
+        self._ended = False              # the bus thread's last act: crashed() asks no more of a live one
 
     # ---- the scan loop's side (never blocks on the bus) --------------------
 
@@ -292,9 +298,9 @@ class BusPoller:
         return self
 
     def crashed(self) -> str | None:
-        """Why the bus thread died, if it did (not stopped); the runtime checks every scan."""
-        thread = self._thread
-        if thread is None or thread.is_alive() or self._stop.is_set():
+        """Why the bus thread died, if it did (not stopped); the runtime checks every scan,
+        so a live thread costs one attribute (its ``_run`` sets ``_ended`` as it ends)."""
+        if not self._ended or self._stop.is_set():
             return None
         return self._death or "the bus thread ended"
 
@@ -304,6 +310,7 @@ class BusPoller:
         self._start_thread()
 
     def _start_thread(self) -> None:
+        self._ended = False
         self._thread = threading.Thread(target=self._run, name="bus-" + self.port, daemon=True)
         self._thread.start()
 
@@ -336,6 +343,7 @@ class BusPoller:
                 queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
             self._jobs.clear()
             self._steps = None
+            self._ended = True
 
     def _all_offline(self, why: str) -> None:
         """No thread polls them: their values are no longer known."""
@@ -352,7 +360,7 @@ class BusPoller:
             master = self._master
             if master is None or master.lost:   # an open, working port needs no check per transaction
                 self._check_port()
-            now = _us(time.monotonic())
+            now = _now_us()
             action = self._schedule.next(now, not self._commands.empty(), bool(self._jobs),
                                          None if self._master is not None else self._reopen.reopen_at,
                                          self._read_us, self._online)
@@ -367,7 +375,7 @@ class BusPoller:
                 except queue.Empty:
                     pass
             else:
-                self._poll_due(self._states[action.device])
+                self._poll_due(self._states[action.device], now)
 
     def _command(self, command: object) -> None:
         if isinstance(command, _QueuedJob):
@@ -375,18 +383,17 @@ class BusPoller:
         elif command is not None:   # None: stop() wakes the thread
             self._write(*command)
 
-    def _poll_due(self, st: _State) -> None:
-        """The next read of a device whose time has come; once its poll is done, schedule the
-        next one.  Between a poll's reads the schedule may put others (a shorter period's poll,
-        a queued write)."""
-        now = _us(time.monotonic())
+    def _poll_due(self, st: _State, now: int) -> None:
+        """The next read of a device whose time (``now``) has come; once its poll is done,
+        schedule the next one.  Between a poll's reads the schedule may put others (a shorter
+        period's poll, a queued write)."""
         started = st.reading.started_us if st.reading is not None else now
         done = self._poll_step(st, now)
         if done is None:
             self._schedule.reading(st.index)
         else:
             was = self._schedule.stretched[st.index]
-            self._schedule.polled(st.index, started, _us(time.monotonic()), not done, bool(st.link.online))
+            self._schedule.polled(st.index, started, _now_us(), not done, bool(st.link.online))
             if self._schedule.stretched[st.index] != was:
                 self._report([self._pace_news(st)])
 
@@ -406,19 +413,19 @@ class BusPoller:
         if master is not None and master.lost:
             master.close()
             self._master = None
-            self._reopen.lost(_us(time.monotonic()))
+            self._reopen.lost(_now_us())
             self._events.put(BusEvent(self.port, PORT_LOST_EVENT, 0, "{}; its devices fall silent, reopening "
                                       "every {:.1f} s at most".format(master.lost, REOPEN_MAX_US / 1e6)))
             for st in self._states:
                 self._failed(st, st.link.port_gone(master.lost))
-        if self._master is not None or _us(time.monotonic()) < self._reopen.reopen_at:
+        if self._master is not None or _now_us() < self._reopen.reopen_at:
             return
         try:
             self._master = self.master_factory(self.port, self.options)
         except PortError:
-            self._reopen.open_failed(_us(time.monotonic()))
+            self._reopen.open_failed(_now_us())
             return
-        opened = _us(time.monotonic())
+        opened = _now_us()
         gone_us = self._reopen.opened(opened)
         self._schedule.port_reopened(opened)
         self._events.put(BusEvent(self.port, PORT_REOPENED, 0, "port {} is back after {:.1f} s".format(
@@ -451,7 +458,7 @@ class BusPoller:
         """Read and decode one device now (all its reads, or the rest of a poll in progress);
         update its twins and the snapshot.  True if it answered."""
         while True:
-            done = self._poll_step(st, _us(time.monotonic()))
+            done = self._poll_step(st, _now_us())
             if done is not None:
                 return done
 
@@ -484,7 +491,9 @@ class BusPoller:
             self._failed(st, st.link.poll_failed())
             return False
         st.not_implemented = (st.not_implemented + missing) & COUNTER_MASK
-        self._report(st.link.poll_ok())
+        news = st.link.poll_ok()
+        if news:   # most polls have none
+            self._report(news)
         self._publish(st, values)
         return True
 

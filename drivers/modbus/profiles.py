@@ -82,7 +82,8 @@ UNSET_POINT = {"uint16": [0xFFFF], "enum16": [0xFFFF], "bitfield16": [0xFFFF], "
 NOT_IMPLEMENTED = {"u16": 0xFFFF, "s16": 0x8000, "u32": 0xFFFFFFFF, "s32": 0x80000000}
 NI_SF = 0x8000
 _FIELD_KEYS = {"table", "address", "model", "offset", "type", "scale", "sf", "bit",
-               "words", "word_order", "missing", "value", "once"}
+               "words", "word_order", "missing", "value", "once", "mirror"}
+_MIRROR_KEYS = {"table", "address", "bit"}
 _PROFILE_KEYS = {"name", "class", "description", "word_order", "align", "gap"}
 
 
@@ -268,6 +269,8 @@ class Profile:
         self.gap = gap
         self.models = models      # empty unless a SunSpec profile
         self._sim_maps: dict[int, RegisterMap] = {}  # encode()'s bound maps, by SunSpec base
+        # Where the device also serves a signal (``mirror``): the simulator serves it there too.
+        self._mirrors = self._resolve([e["mirror"] for e in fields if e["mirror"] is not None], None)
 
     @property
     def sunspec(self) -> bool:
@@ -338,6 +341,8 @@ class Profile:
             value = values.get(f.name, 0)
             exp = sfs[f.sf_address] if f.sf_address is not None else f.raw_scale
             _put(tables[f.table], f, value, exp)
+        for f in self._mirrors:
+            _put(tables[f.table], f, values.get(f.name, 0), f.raw_scale)
         for address, sf in sfs.items():
             tables["holding"][address] = sf & 0xFFFF
         return tables
@@ -509,7 +514,7 @@ def parse_profile(text: str, path: Path) -> Profile:
         raise src.error(1, "class {} needs signals {}: add a [signals.NAME] table for each{}".format(
             device_class, ", ".join(missing), "" if not stated else " ({}: the device's register, or "
             "value = N where the device has none, docs/profiles.md \"Constant signals\")".format(", ".join(stated))))
-    _check_layout(src, entries, align, models)
+    _check_layout(src, entries + [e["mirror"] for e in entries if e["mirror"] is not None], align, models)
     specs = [s for s in required + optional if s[0] in signals]
     return Profile(path, str(head.get("name", path.stem)), device_class,
                    str(head.get("description", "")), specs, entries, gap, models, constants)
@@ -630,7 +635,31 @@ def _field(src: _Source, name: str, entry: Any, unit_scale: tuple[str, int], wor
                             say, ", ".join(CONSTANT_SIGNALS)))
     return {"name": name, "table": table, "address": address, "type": typ, "words": words,
             "bit": bit, "word_order": order, "raw_scale": raw_scale, "sf": sf, "scale": scale,
-            "missing": missing, "model": entry.get("model"), "line": line, "where": where, "once": once}
+            "missing": missing, "model": entry.get("model"), "line": line, "where": where, "once": once,
+            "mirror": _mirror(src, name, entry, unit, models)}
+
+
+def _mirror(src: _Source, name: str, entry: dict, unit: str, models: list[SunSpecModel]) -> dict | None:
+    """Where the device also serves a bool signal (``mirror = {table, address}``, a register
+    with ``bit``): a module whose status register mirrors its discrete inputs.  The poll reads
+    the signal's own place only; the simulator serves both (docs/profiles.md, "Mirrors")."""
+    mirror = entry.get("mirror")
+    if mirror is None:
+        return None
+    line = src.line_of("signals." + name, "mirror")
+    if not isinstance(mirror, dict):
+        mirror = {"table": None}
+    table, address, bit = mirror.get("table"), mirror.get("address"), mirror.get("bit")
+    good_bit = bit is None if table in BIT_TABLES else isinstance(bit, int) and 0 <= bit <= 15
+    if (unit != "bool" or models or set(mirror) - _MIRROR_KEYS or table not in TABLES or not good_bit
+            or not isinstance(address, int) or isinstance(address, bool) or not 0 <= address <= 0xFFFF):
+        raise src.error(line, "signal '{}': mirror must be {{table = \"discrete\", address = N}} (or \"coil\"), "
+                        "or a register's bit {{table = \"input\", address = N, bit = 0..15}}, on a bool signal "
+                        "of a profile without [sunspec]".format(name))
+    where = "{} register {}, mirror".format(table, address)
+    return {"name": name, "table": table, "address": address, "type": "u16" if bit is not None else "bool",
+            "words": 1, "bit": bit, "word_order": "big", "raw_scale": 0, "sf": None, "scale": 0, "missing": 0,
+            "model": None, "line": line, "where": where, "once": False, "mirror": None}
 
 
 def _check_layout(src: _Source, entries: list[dict], align: int, models: list[SunSpecModel]) -> None:

@@ -46,7 +46,7 @@ What goes next, in order:
    behind battery telemetry).  Nothing of a longer period goes between the
    reads of a shorter period's poll;
 6. a device late by a whole period of its own (starving: the wire is
-   busier than the periods allow, as on the demo bus, 107 %) goes anyway,
+   busier than the periods allow, as on a bus above 100 % of its wire) goes anyway,
    but at most once every ``STEAL_PERIODS`` shortest periods: each such
    read costs the I/O module a scan (its poll then ends after it), so a
    battery on an overloaded bus is polled less often than its period,

@@ -269,8 +269,9 @@ def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
     ]
     if latencies:
         figures += [
-            Figure("door flip to siren output @{} wire on, p50".format(WIRE_BAUD), statistics.median(latencies),
+            Figure("door flip to siren output @{} wire on, mean".format(WIRE_BAUD), statistics.mean(latencies),
                    "ms"),
+            Figure("door flip to siren output, p50", statistics.median(latencies), "ms"),
             Figure("door flip to siren output, p99", _percentile(latencies, 0.99), "ms", "<= {:.0f}".format(budget),
                    "budget: {} ms period + 1 I/O poll ({:.0f} ms: wire, gaps, slowest turnarounds) + 5 ms".format(
                        PERIOD_MS, io_ms)),
