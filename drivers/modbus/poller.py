@@ -339,11 +339,13 @@ class BusPoller:
             self._death = "{}: {}".format(type(e).__name__, e)
             self._all_offline("the bus thread died ({})".format(self._death))
         finally:
-            for queued in self._jobs:
-                queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
-            self._jobs.clear()
-            self._steps = None
-            self._ended = True
+            try:
+                for queued in self._jobs:
+                    queued.future.set_exception(BusError("bus {} stopped before the job ended".format(self.port)))
+                self._jobs.clear()
+                self._steps = None
+            finally:
+                self._ended = True   # whatever failed above, crashed() must see the thread gone
 
     def _all_offline(self, why: str) -> None:
         """No thread polls them: their values are no longer known."""
