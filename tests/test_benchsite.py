@@ -22,7 +22,7 @@ def test_keys_are_set_removed_and_added_in_place_keeping_the_comments():
                        "device[bms2]": None, "journal.fsync": None, "newtable.x": 1})
     doc = tomllib.loads(text)
     assert doc["bus"][0]["port"] == "/tmp/cab/rs485-1"
-    assert [(d["name"], d["poll_ms"]) for d in doc["device"]] == [("io", 100), ("bms1", 500), ("relay", 500)]
+    assert [(d["name"], d["poll_ms"]) for d in doc["device"]] == [("io", 100), ("bms1", 500), ("relay", 1000)]
     assert "password" not in doc["uplink"] and "console" not in doc and doc["newtable"] == {"x": 1}
     assert doc["schedules"]["shift_change"] == {"windows": [{"days": "mon-sun", "from": "21:45", "to": "22:15"}],
                                                 "when_clock_untrusted": "inactive"}   # the 2-line value replaced whole

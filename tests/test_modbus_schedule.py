@@ -70,6 +70,19 @@ def test_the_shortest_period_keeps_its_polls_on_a_busy_wire(due, now, action):
     assert schedule.next(now, read_us=READS) == action
 
 
+@pytest.mark.parametrize("due, now, action", [
+    # the relay every second, as a battery is: the battery overdue goes first, but its read
+    # would end after the I/O module's poll falls due, so the relay's, which ends in time, goes
+    ([100 * MS, 0, 10 * MS], 20 * MS, Action(POLL, RELAY)),
+    ([100 * MS, 0, 10 * MS], 65 * MS, Action(WAIT, at_us=100 * MS)),    # neither ends in time
+    ([100 * MS, 0, 10 * MS], 5 * MS, Action(POLL, BMS)),                # the battery's does: it first
+])
+def test_a_held_poll_lets_one_that_ends_in_time_go(due, now, action):
+    schedule = bus(0, 100, 1000, 1000)
+    schedule.due_us = list(due)
+    assert schedule.next(now, read_us=READS) == action
+
+
 def test_a_device_coming_online_is_not_held_back():
     """After a start or a lost port, a battery comes online within its own periods."""
     schedule = bus(0, 100, 1000, 500)

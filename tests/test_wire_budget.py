@@ -40,21 +40,21 @@ def test_a_bus_over_its_wire_is_refused_naming_the_device_to_slow_down(tmp_path)
 def test_a_busy_bus_is_a_warning_and_a_quiet_one_shows_its_load(tmp_path):
     """Loads count each read's expected turnaround: the test site's io module (2 reads every
     100 ms) takes 32 % of a 19200-baud wire and 40 % more waiting for its answers, so the bus
-    that showed 43 % "ok" before turnarounds counted is a warning at 91 %; with turnaround_ms = 0
+    that showed 42 % "ok" before turnarounds counted is a warning at 88 %; with turnaround_ms = 0
     on the io module, it is back to the wire alone for it."""
     busy = check(tmp_path, site(tmp_path, 19200, 100))
     assert busy.returncode == 0, busy.stderr
-    assert "warning: bus rs485: wire load 91 % at 19200 baud (io 72 %, bms1 13 %, relay 6 %): above 60 %" in busy.stdout
+    assert "warning: bus rs485: wire load 88 % at 19200 baud (io 72 %, bms1 13 %, relay 3 %): above 60 %" in busy.stdout
     quiet = check(tmp_path, site(tmp_path, 19200, 100).replace("poll_ms = 100", "poll_ms = 100\nturnaround_ms = 0", 1))
     assert quiet.returncode == 0, quiet.stderr
-    assert "bus rs485: wire load 51 % at 19200 baud (io 32 %, bms1 13 %, relay 6 %)\n" in quiet.stdout
+    assert "bus rs485: wire load 48 % at 19200 baud (io 32 %, bms1 13 %, relay 3 %)\n" in quiet.stdout
     slow = check(tmp_path, site(tmp_path, 9600, 100))
     assert slow.returncode == 0, slow.stderr
-    # 91 % of the wire at 9600 (bms1's 30 registers take two reads beside the io module's 100 ms),
-    # 143 % with the turnarounds: expected, not measured, so a warning that polls will run late
-    assert ("warning: bus rs485: wire load 143 % at 9600 baud (io 103 %, bms1 31 %, relay 9 %): over 100 % with the "
+    # 88 % of the wire at 9600 (bms1's 30 registers take two reads beside the io module's 100 ms),
+    # 138 % with the turnarounds: expected, not measured, so a warning that polls will run late
+    assert ("warning: bus rs485: wire load 138 % at 9600 baud (io 103 %, bms1 31 %, relay 4 %): over 100 % with the "
             "devices' expected turnarounds, polls will run late" in slow.stdout)
-    assert "slow down io (poll_ms = 508 or more)" in slow.stdout and "OK" in slow.stdout
+    assert "slow down io (poll_ms = 417 or more)" in slow.stdout and "OK" in slow.stdout
 
 
 def test_the_demo_bus_that_looked_half_loaded_is_a_warning_with_turnarounds():

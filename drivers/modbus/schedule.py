@@ -42,9 +42,13 @@ What goes next, in order:
    does not take the I/O module's scans;
 5. else the one of the shortest period, earliest due among equals; its next
    read starts only if it ends before any device of a shorter period falls
-   due: otherwise the bus waits for that device (door state never waits
-   behind battery telemetry).  Nothing of a longer period goes between the
-   reads of a shorter period's poll;
+   due: otherwise the next of the devices due, in the same order, whose read
+   does end in time goes (a relay module polled every second, as a battery
+   is, after a starving battery whose read does not fit the I/O module's
+   gaps: the relay was polled every 3 s instead, as a steal), or else the bus
+   waits for that device (door state never waits behind battery
+   telemetry).  Nothing of a longer period goes between the reads of a
+   shorter period's poll;
 6. a device late by a whole period of its own (starving: the wire is
    busier than the periods allow, as on a bus above 100 % of its wire) goes anyway,
    but at most once every ``STEAL_PERIODS`` shortest periods: each such
@@ -145,6 +149,9 @@ class Schedule:
             held = self._held(pick, now_us, read_us)
             if not held:
                 return self._go(pick, jobs)
+            fits = [i for i in waiting if i != pick and not self._held(i, now_us, read_us)]
+            if fits:   # one that ends in time goes while the first waits for a longer gap
+                return self._go(min(fits, key=self._rank), jobs)
             starving = [i for i in waiting if now_us - due_us[i] >= self.period_us[i]]
             if starving and now_us - self.stolen_us >= STEAL_PERIODS * self.shortest_us:
                 self.stolen_us = now_us
