@@ -42,10 +42,14 @@ def local_paths(folder: Path) -> dict[str, str]:
             "keys.headend": d + "/keys/command.key", "journal.dir": d + "/journal"}
 
 
-def loopback_uplink(broker: str, heartbeat_s: int = 30) -> dict[str, object]:
-    """``[uplink]`` to a broker on this machine: no TLS, no account."""
-    return {"uplink.broker": broker, "uplink.heartbeat_s": heartbeat_s, "uplink.username": None,
-            "uplink.password": None, "uplink.ca_file": None, "uplink.cert_file": None, "uplink.key_file": None}
+def loopback_uplink(broker: str, heartbeat_s: int | None = None) -> dict[str, object]:
+    """``[uplink]`` to a broker on this machine: no TLS, no account; the example's
+    heartbeat unless ``heartbeat_s`` says otherwise."""
+    changes: dict[str, object] = {"uplink.broker": broker, "uplink.username": None, "uplink.password": None,
+                                  "uplink.ca_file": None, "uplink.cert_file": None, "uplink.key_file": None}
+    if heartbeat_s is not None:
+        changes["uplink.heartbeat_s"] = heartbeat_s
+    return changes
 
 
 def toml_value(v: object) -> str:

@@ -71,11 +71,15 @@ NIGHT = (
 NIGHT_END = (60, "02:16")
 # Below this the scenes no longer fit the real exit delay (3 s) and BMS poll (1 s).
 MIN_SECONDS = 30.0
+# The demo's minute shows a few heartbeats; a site's own is the example's (30 s).
+DEMO_HEARTBEAT_S = 5
 
 
-def site_config(out: Path, sim_port: str, broker: str | None, console_link: Path | None) -> str:
+def site_config(out: Path, sim_port: str, broker: str | None, console_link: Path | None,
+                heartbeat_s: int | None = DEMO_HEARTBEAT_S) -> str:
     """docs/config.md's example as the demo's cabinet: the night's schedules and
-    short delays, UTC (the night clock's), no model, files in ``out``."""
+    short delays, UTC (the night clock's), no model, files in ``out``; the uplink's
+    heartbeat every ``heartbeat_s`` (None: the example's)."""
     changes: dict[str, object] = {
         "gateway.id": "demo-01", "gateway.site": "demo-port", "gateway.timezone": "UTC",
         "core.exit_delay_s": 3, "core.entry_delay_s": 10, "core.siren_max_s": 60,
@@ -87,7 +91,7 @@ def site_config(out: Path, sim_port: str, broker: str | None, console_link: Path
         changes.update({"console.port": "pty:{}".format(console_link), "console.people": str(out / "people.toml")})
     else:
         changes["console"] = None
-    changes.update(loopback_uplink(broker, heartbeat_s=5) if broker else {"uplink": None})
+    changes.update(loopback_uplink(broker, heartbeat_s) if broker else {"uplink": None})
     return bench_site(changes)
 
 
@@ -188,7 +192,8 @@ class Console:
         self.os.close(self.fd)
 
 
-def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path | None) -> Path:
+def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path | None,
+            heartbeat_s: int | None = DEMO_HEARTBEAT_S) -> Path:
     """Keys, people, the site config and its signed rule table, in ``out``
     (the demo's; the runtime bench uses it too, without console or uplink)."""
     if not (out / "keys" / "record.key").exists():
@@ -201,7 +206,7 @@ def prepare(out: Path, sim_port: str, broker: str | None, console_link: Path | N
         if who not in people.people:
             people.enrol(who, "technician")
     site = out / "site.toml"
-    site.write_text(site_config(out, sim_port, broker, console_link))
+    site.write_text(site_config(out, sim_port, broker, console_link, heartbeat_s))
     specs, classes = config_catalog(str(site))
     catalog = Catalog(specs)
     compiled = compile_files(default_sources([]), SiteCatalog(catalog.specs(), classes, catalog.digest()))
