@@ -558,3 +558,84 @@ def test_a_scan_gives_its_changes_in_rule_order_whatever_made_the_rules_due():
     assert list(ev.scan(image, 0, DISARMED)) == []
     image[catalog.index["io.door_open"]] = 1
     assert [(r, raised) for r, _sev, _act, raised in ev.scan(image, 1000, ARMED)] == [(0, 1), (1, 1)]
+
+
+# The health and theft packs' shapes over a vibration peak that changes at
+# most scans: the pairs within(changed(x), W), views comparing the peak with
+# the RMS, a within() of a view, a held() timer, rose(), a for, a term
+# written three times.
+PAIRS_AND_VIEWS = """
+[[rule]]
+id = "frozen"
+when = "mode('armed') and rose(not within(changed(io.vib_peak_mg), '5s'))"
+severity = "alarm"
+
+[[rule]]
+id = "dead"
+when = "mode('armed') and held(io.online, '4s') and not within(changed(io.vib_peak_mg), '5s')"
+severity = "warning"
+
+[[rule]]
+id = "masked"
+when = '''mode("armed") and io.online and (io.vib_rms_mg == 0 or io.vib_peak_mg + 10 < io.vib_rms_mg)
+  and within(io.vib_rms_mg > 0 and io.vib_peak_mg >= io.vib_rms_mg, "2s") and within(changed(io.vib_peak_mg), "5s")'''
+for = "1s"
+severity = "alarm"
+
+[[rule]]
+id = "at_arming"
+when = '''mode("arming", "armed")
+  and (not within(changed(io.vib_peak_mg), "3s") or io.vib_rms_mg == 0 or io.vib_peak_mg + 10 < io.vib_rms_mg)
+  and within(rose(not within(changed(io.vib_peak_mg), "3s") or io.vib_rms_mg == 0
+                  or io.vib_peak_mg + 10 < io.vib_rms_mg) and within(io.door_open, "3s"), "20s")
+  and not within(mode("alarm") and (not within(changed(io.vib_peak_mg), "3s") or io.vib_rms_mg == 0
+                  or io.vib_peak_mg + 10 < io.vib_rms_mg), "20s")'''
+severity = "alarm"
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rules_left_alone_while_their_pairs_stay_true_give_what_running_them_gives(seed):
+    """Rules that watch the peak only through within(changed(...)) and
+    comparisons are not run at its every change (Evaluator._quiet, _lazy):
+    they raise and clear as evaluating every rule every scan does, and a
+    snapshot taken at any scan carries on as the evaluator it was taken from."""
+    rng = random.Random(seed)
+    catalog, lazy = evaluator(PAIRS_AND_VIEWS)
+    _c, full = evaluator(PAIRS_AND_VIEWS, every_scan=True)
+    assert sorted(lazy.plans) == [0, 1, 2, 3]
+    idx = catalog.index
+    image = catalog.new_image()
+    image[idx["io.online"]] = 1
+    mode = DISARMED
+    t = ticks.MASK - 20000   # across the tick wrap
+    got = ([], [])
+    restored = []
+    was_lazy = 0
+    for n in range(12000):
+        quiet = n % 400 > 330   # a peak that holds still for a few seconds now and then
+        if not quiet and rng.random() < 0.75:
+            image[idx["io.vib_peak_mg"]] = rng.choice([3, 4, 5, 6, 40, 300])
+        if rng.random() < 0.05:
+            image[idx["io.vib_rms_mg"]] = rng.choice([0, 4, 5, 60, 400])
+        if rng.random() < 0.01:
+            image[idx["io.door_open"]] ^= 1
+        if rng.random() < 0.002:
+            image[idx["io.online"]] ^= 1
+        if rng.random() < 0.004:
+            mode = rng.choice([DISARMED, ARMED, ARMED, ARMING, ALARM])
+        for out, ev in zip(got, (lazy, full)):
+            out.extend((n, change[0], change[3]) for change in ev.scan(image, t, mode))
+        was_lazy += 1 if lazy.lazy else 0
+        if n % 997 == 500:
+            twin = Evaluator(lazy.table)
+            twin.restore_rule_state(lazy.rule_state())
+            restored.append((n, twin, []))
+        for start, twin, out in restored[:-1] if restored and restored[-1][0] == n else restored:
+            out.extend((n, change[0], change[3]) for change in twin.scan(image, t, mode))
+        t = ticks.add(t, rng.choice([1000, 1000, 1000, 700, 1300, 100]))
+    assert got[0] == got[1] and len(got[0]) > 20
+    assert was_lazy > 3000
+    for start, twin, out in restored:
+        assert out == [c for c in got[0] if c[0] > start]
+        assert twin.rule_state() == lazy.rule_state()

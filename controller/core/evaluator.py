@@ -13,7 +13,7 @@ from controller.core.table import (
     OP_GT, OP_GT_K, OP_HELD, OP_LE, OP_LE_K, OP_LT, OP_LT_K, OP_MAX, OP_MIN, OP_MODE, OP_MOVED, OP_MUL,
     OP_NE, OP_NE_K, OP_NEG, OP_NOT, OP_NOT_SIG, OP_OR, OP_RATE, OP_ROSE, OP_SIG, OP_SIG_BIT,
     OP_SIG_EQ_K, OP_SIG_GE_K, OP_SIG_GT_K, OP_SIG_LE_K, OP_SIG_LT_K, OP_SIG_NE_K, OP_SUB, OP_WITHIN,
-    PUSH_OPS, RATE_SAMPLES, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
+    PUSH_OPS, RATE_SAMPLES, SIGNAL_OPS, TICK_HALF, TICK_MASK, Table, rate_step, table_bytes, cell_of, tests_moved,
 )
 
 # The GUARD bit of mode(): set while ARMED or in the ENTRY delay, kept
@@ -69,6 +69,8 @@ class Evaluator:
         # The rules that need a signal's value, and the rules that read the
         # mode, as dicts {rule: 1}: ``_due`` adds each to its own in one call.
         self.needs = dict((i, dict((r, 1) for r in table.readers[i][0])) for i in table.readers)
+        self.tested = dict((i, table.readers[i][1]) for i in table.readers)
+        self.views = {}     # signal -> the rules of ``plans`` that read it, as a dict {rule: 1}
         self.mode_due = dict((r, 1) for r in table.mode_rules)
         # Per tested signal, the cell [lo, hi) around its last value in which
         # no test of it changes (table.cell_of; empty: not known yet).
@@ -92,22 +94,84 @@ class Evaluator:
                  "TICK_HALF": TICK_HALF, "TICK_MASK": TICK_MASK}
         # One rule's source at a time: a small board's heap holds one rule's text and code, not the table's.
         run = []
+        # Rules that need not run at each change of a signal they watch in
+        # pairs (``_quiet_plan``): rule -> (x, pairs, withins, views function or None).
+        self.plans = {}
+        quiet = {}    # signal -> the rules that read it only in pairs and views
+        plan_views = {}
         for r in range(t.size):
-            exec(_rule_source(t, self.copies, r), names)
+            src = _RuleSource(t, self.copies, r)
+            exec("\n".join(src.lines) + "\n", names)
             run.append(names["rule_{}".format(r)])
+            if src.plan is not None:
+                plan_views[r] = src.views
+                self.plans[r] = (src.plan[0], tuple(src.pairs), tuple(src.withins), names.get("views_{}".format(r)),
+                                 src.plan[1])
+                for i in src.plan[1]:
+                    quiet.setdefault(i, []).append(r)
         self.run = tuple(run)
+        # The rules of ``plans`` by the signal of their pairs and its guard, with
+        # the views of them all: a group whose pairs all stay true is left to
+        # change alone (``lazy``), its rules' writes put off (``_put``).
+        groups = {}
+        for r in self.plans:
+            key = (self.plans[r][0], t.guards[self.plans[r][1][0][1]])
+            groups.setdefault(key, []).append(r)
+        self.quiet_groups = []
+        for key in groups:
+            views = []
+            for r in groups[key]:
+                for view in plan_views[r]:
+                    if view not in views:
+                        views.append(view)
+            fn = None
+            if views:
+                exec("def group_views(im):\n    return ({},)\n".format(", ".join(views)), names)
+                fn = names.pop("group_views")
+            ms = min(self.plans[r][1][0][2] for r in groups[key])
+            # Its other signals, each with the rules that read it: their change runs those.
+            others = {}
+            for r in groups[key]:
+                for i in self.plans[r][4]:
+                    if i != key[0]:
+                        others.setdefault(i, []).append(r)
+            others = tuple((i, tuple(others[i])) for i in sorted(others))
+            self.quiet_groups.append((key[0], tuple(groups[key]), fn, ms, others))
+        # group index -> [tick of its signal's last change, its value then, its views, its
+        # rules' earliest timer (-1 none), the tick of their last run, 1 if the pairs are true,
+        # the values of its other signals, {rule: the tick of a later run, made by one of those}]
+        self.lazy = {}
+        self.lazy_rules = {}  # rule of a lazy group -> the group's index
+        for i in quiet:   # such a rule is looked at (``_quiet``), not run, when the signal changes
+            rules = quiet[i]
+            if i in self.needs:
+                for r in rules:
+                    self.needs[i].pop(r, None)
+            self.tested[i] = tuple(x for x in self.tested[i] if x[0] not in rules)
+            self.views[i] = dict((r, 1) for r in rules)
+        self.look = {}     # the rules of ``plans`` a change of their signals concerns this scan
+        self.streak = {}   # rule of ``plans`` whose pairs were true at the previous scan -> its tick
+        self.timers = {}   # rule of ``plans`` -> the wake of its ops but its pairs, from its last run
+        self.seen_views = {}   # rule of ``plans`` -> its views' results at its last run
 
     def rule_state(self):
         """Every rule's state (timers, windows, counters, rate samples, latches, the
         last values seen), plain integers and lists: an evidence window starts with
         it so a replay reaches the decisions the gateway made (docs/trace.md)."""
         self._wake_all(self.prev_now)   # the samples a sleeping sampler skipped, as taken
+        for k in self.lazy:   # and the writes a lazy group put off, as made
+            self._put(self.quiet_groups[k][1], self.lazy[k])
         m = self.mem
         for o, first, words in self.copies:
             for k in range(words):
                 m[o + k] = m[first + k]
         wakes = dict(self.wakes)
         wakes.update(self.soon)
+        wakes.update(self.streak)   # (their pairs' changed() fired: a wake at once, as they run)
+        for k in self.lazy:
+            st = self.lazy[k]
+            for r in self.quiet_groups[k][1]:
+                wakes[r] = st[0] if st[5] else self._pair_wake(r, st[0])
         return {"mem": list(self.mem), "active": list(self.active),
                 "wakes": [[r, wakes[r]] for r in sorted(wakes)], "last": list(self.last),
                 "mbit": self.last_mbit, "guard": self.guard, "primed": self.primed,
@@ -137,6 +201,15 @@ class Evaluator:
         self.last = list(last)
         self.seen = None
         self.hot = ()
+        for r in self.lazy_rules:   # (their writes are in the state restored)
+            for i in self.plans[r][4]:
+                self.views[i][r] = 1
+        self.look = {}
+        self.streak = {}
+        self.timers = {}
+        self.seen_views = {}
+        self.lazy = {}
+        self.lazy_rules = {}
         self.cell_lo = [1] * t.image_size
         self.cell_hi = [0] * t.image_size
         self.asleep = {}
@@ -144,8 +217,10 @@ class Evaluator:
         self.next_wake = self._earliest_wake()
         self.group_next = [-1] * len(t.groups)   # each group looks at its rings' schedules again
 
-    def _due(self, image, mbit, now):
-        """The rules to run this scan, a dict {rule: 1} (None: none)."""
+    def _due(self, image, mbit, now, quiet=1):
+        """The rules to run this scan, a dict {rule: 1} (None: none); with
+        ``quiet``, the rules of ``plans`` that this scan leaves as they were
+        are not among them (``_quiet``)."""
         # Tick differences inlined, as ticks.diff: this runs every scan.
         t = self.table
         asleep = self.asleep
@@ -185,6 +260,12 @@ class Evaluator:
         w = self.next_sample
         if w >= 0 and ((now - w + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
             self._sample_rates(image, now, due)
+        if self.lazy:
+            self._lazy(image, now, due, quiet)
+        if self.look or self.streak:
+            if quiet:
+                self._quiet(image, now, due)
+            self.look = {}
         if not due:
             return None
         # In no set order: each rule's state is its own (the samplers'
@@ -214,8 +295,9 @@ class Evaluator:
             signals = hot   # seen is the image now
         asleep = self.asleep
         last = self.last
-        readers = t.readers
+        readers = self.tested
         needs = self.needs
+        views = self.views
         wakers = t.wakers
         lo = self.cell_lo
         hi = self.cell_hi
@@ -228,7 +310,9 @@ class Evaluator:
                 if asleep and i in wakers:
                     self._wake(wakers[i], prev)
                 due.update(needs[i])
-                tested = readers[i][1]
+                if i in views:
+                    self.look.update(views[i])
+                tested = readers[i]
                 # A rule that only tests the signal sees no change unless a
                 # test does, and none does while it stays in its cell.
                 if tested and not lo[i] <= v < hi[i]:
@@ -238,6 +322,232 @@ class Evaluator:
                     lo[i], hi[i] = cell_of(t.tests_of[i], v)
         if every:
             self.hot = tuple(found) if len(found) <= _HOT else ()
+
+    def _quiet(self, image, now, due):
+        """Of the rules of ``plans`` that a change of their signals concerns
+        (``look``) or whose pairs were true at the previous scan (``streak``),
+        and that nothing else makes due, mark due those whose run could
+        change their value or wake; for the others, write what their run
+        would: a pair that stays true takes this scan's tick and value, one
+        that turns false keeps the previous scan's tick and wakes its rule
+        as its within() would, a within() that stays true takes the tick."""
+        look = self.look
+        streak = self.streak
+        m = self.mem
+        plans = self.plans
+        timers = self.timers
+        if streak:
+            rules = dict(streak)   # (streak changes as they are looked at)
+            rules.update(look)
+        else:
+            rules = look
+        lazy = self.lazy_rules
+        for r in rules:
+            if r in due or r in lazy:
+                continue
+            t = timers.get(r, -2)
+            views = plans[r][3]
+            if t == -2 or (t >= 0 and ((now - t + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0) \
+                    or (views is not None and r in look and views(image) != self.seen_views[r]):
+                due[r] = 1   # (-2: not run since the start: its wakes are not known)
+                continue
+            x, pairs, withins, _v, _s = plans[r]
+            o, w, ms = pairs[0]
+            if not m[o + 1]:
+                due[r] = 1   # its device offline, or just back: the run resets or starts its pairs
+                continue
+            v = image[x]
+            if v != m[o]:
+                if r not in streak:
+                    if not m[w + 1]:
+                        due[r] = 1   # the pairs turn true
+                        continue
+                    self._unwake(r)
+                for o, w, ms in pairs:
+                    m[o] = v
+                    m[w] = now
+                    m[w + 2] = 1
+                streak[r] = now
+            elif r in streak:
+                prev = self.prev_now
+                if ((now - prev + TICK_HALF) & TICK_MASK) - TICK_HALF > ms:
+                    due[r] = 1   # the pairs turn false
+                    continue
+                del streak[r]
+                for o, w, ms in pairs:
+                    m[w] = prev
+                    m[w + 2] = 0
+                    d = (prev + ms + 1) & TICK_MASK
+                    if t < 0 or ((d - t + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                        t = d
+                self._wake_at(r, t)
+            for o in withins:
+                if m[o + 2]:
+                    m[o] = now
+
+    def _lazy(self, image, now, due, quiet):
+        """A lazy group stays so while none of its rules is due, no timer of
+        theirs comes, its views keep their results and its signal last
+        changed within the shortest window of its pairs: they stay true (the
+        writes of this scan's runs are put off: ``_put``).  Else its rules
+        are in ``streak`` or ``wakes`` again, as their runs left them, for
+        ``_quiet`` or their runs."""
+        lazy = self.lazy
+        groups = self.quiet_groups
+        ended = None
+        for k in lazy:
+            st = lazy[k]
+            x, rules, views, ms, others = groups[k]
+            go = quiet
+            if due:
+                for r in rules:
+                    if r in due:
+                        go = 0
+                        break
+            t = st[3]
+            if go and (t < 0 or ((now - t + TICK_HALF) & TICK_MASK) - TICK_HALF < 0) \
+                    and (views is None or views(image) == st[2]):
+                if others:
+                    self._others(others, st, image, now)
+                if image[x] != st[1]:   # changed: the pairs' changed() fires, its rules run
+                    st[0] = st[4] = now
+                    st[1] = image[x]
+                    st[5] = 1
+                    if st[7]:
+                        st[7] = {}
+                    continue
+                if ((now - st[0] + TICK_HALF) & TICK_MASK) - TICK_HALF <= ms:
+                    if st[5]:   # the run after a change: the pairs' changed() is false again
+                        st[4] = now
+                        st[5] = 0
+                        if st[7]:
+                            st[7] = {}
+                    continue
+            if ended is None:
+                ended = []
+            ended.append(k)
+        if ended is not None:
+            for k in ended:
+                self._wake_group(k, now, due)
+
+    def _others(self, others, st, image, now):
+        """Note the runs a change of a lazy group's other signals makes."""
+        values = st[6]
+        for n in range(len(others)):
+            v = image[others[n][0]]
+            if v != values[n]:
+                values[n] = v
+                for r in others[n][1]:
+                    st[7][r] = now
+
+    def _wake_group(self, k, now, due):
+        """End lazy group ``k``: its writes made, its rules in ``streak`` or
+        ``wakes`` as their runs left them, due if that wake has come, else
+        looked at this scan (``_quiet``)."""
+        st = self.lazy.pop(k)
+        x, rules, _v, _ms, others = self.quiet_groups[k]
+        self._put(rules, st)
+        views = self.views
+        moved = {}   # the rules a change of their signals concerns this scan
+        if self.last[x] != st[1]:   # (``last`` is this scan's image: ``_changes``)
+            moved = dict((r, 1) for r in rules)
+        for n in range(len(others)):
+            if self.last[others[n][0]] != st[6][n]:
+                for r in others[n][1]:
+                    moved[r] = 1
+        self.look.update(moved)
+        for r in rules:
+            del self.lazy_rules[r]
+            for i in self.plans[r][4]:
+                views[i][r] = 1
+            if st[5]:
+                self.streak[r] = st[0]
+            else:
+                t = self._pair_wake(r, st[0])
+                self._wake_at(r, t)
+                if ((now - t + TICK_HALF) & TICK_MASK) - TICK_HALF >= 0:
+                    due[r] = 1
+
+    def _pair_wake(self, r, changed):
+        """The wake of rule ``r`` whose pairs are false, last true at tick ``changed``."""
+        d = (changed + self.plans[r][1][0][2] + 1) & TICK_MASK
+        t = self.timers[r]
+        return d if t < 0 or ((d - t + TICK_HALF) & TICK_MASK) - TICK_HALF < 0 else t
+
+    def _wake_at(self, r, t):
+        self.wakes[r] = t
+        if self.next_wake < 0 or ((t - self.next_wake + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+            self.next_wake = t
+
+    def _put(self, rules, st):
+        """Make the writes a lazy group put off: those of its rules' runs at
+        the last scan its signal changed (``st[0]``, with ``st[1]``), and at
+        their last run (``st[4]``: the scan after, if it came)."""
+        m = self.mem
+        changed = st[0]
+        v = st[1]
+        on = st[5]
+        for r in rules:
+            x, pairs, withins, _v, _s = self.plans[r]
+            for o, w, ms in pairs:
+                m[o] = v
+                m[w] = changed
+                m[w + 2] = on
+            ran = st[7].get(r, st[4])
+            for o in withins:
+                if m[o + 2]:
+                    m[o] = ran
+
+    def _settle(self, image, now):
+        """Make lazy each group whose rules all are in ``streak`` from this scan."""
+        streak = self.streak
+        groups = self.quiet_groups
+        for k in range(len(groups)):
+            if k in self.lazy:
+                continue
+            x, rules, views, ms, others = groups[k]
+            t = -1
+            for r in rules:
+                if streak.get(r, -1) != now:
+                    break
+                d = self.timers[r]
+                if d >= 0 and (t < 0 or ((d - t + TICK_HALF) & TICK_MASK) - TICK_HALF < 0):
+                    t = d
+            else:
+                self.lazy[k] = [now, image[x], views(image) if views is not None else None, t, now, 1,
+                                [image[i] for i, _r in others], {}]
+                for r in rules:
+                    del streak[r]
+                    self.lazy_rules[r] = k
+                    for i in self.plans[r][4]:
+                        self.views[i].pop(r)   # (``_lazy`` looks at the group's signals)
+
+    def _unwake(self, r):
+        """Take rule ``r``'s wake out of ``wakes``."""
+        wakes = self.wakes
+        if r in wakes and wakes.pop(r) == self.next_wake:
+            self.next_wake = self._earliest_wake()
+
+    def _ran(self, r, image, now, wake):
+        """After a run of rule ``r`` of ``plans`` whose ops but its pairs
+        left ``wake``: the rule's wake as it runs (-1 none; ``now`` an edge),
+        its pairs' own kept here: true, the rule is in ``streak`` (its next
+        scan looks at it); else their within()s' wakes join ``wake``."""
+        self.timers[r] = wake
+        x, pairs, withins, views, _s = self.plans[r]
+        if views is not None:
+            self.seen_views[r] = views(image)
+        m = self.mem
+        if m[pairs[0][1] + 2]:
+            self.streak[r] = now
+            return now if wake == now else -1
+        self.streak.pop(r, None)
+        for o, w, ms in pairs:
+            if m[w + 1]:
+                d = (m[w] + ms + 1) & TICK_MASK
+                if wake < 0 or ((d - wake + TICK_HALF) & TICK_MASK) - TICK_HALF < 0:
+                    wake = d
+        return wake
 
     def _sample_rates(self, image, now, due):
         """Take the samplers' samples that are due, as their rate() ops would
@@ -368,12 +678,14 @@ class Evaluator:
         mbit = self.mbit
         t = self.table
         if self.primed and not self.every_scan:
-            due = self._due(image, mbit, now)
+            due = self._due(image, mbit, now, 1)
             if due is None:
+                if self.streak:
+                    self._settle(image, now)
                 self.prev_now = now
                 return _NONE
         else:
-            self._due(image, mbit, now)
+            self._due(image, mbit, now, 0)
             due = range(t.size)
         cur = self.cur
         cur[0] = mbit
@@ -384,13 +696,16 @@ class Evaluator:
         wakes = self.wakes
         soon = self.soon
         wk = self.wk
+        plans = self.plans
         first = self.next_wake
         stale = 0   # 1: the earliest wake went away, look again
         changes = None
         for r in due:
             v = run[r](image, now)
-            # A rule's wake is in soon or in wakes, never both.
+            # A rule's wake is in soon or in wakes, never both (or in streak: ``_ran``).
             wake = wk[0]
+            if r in plans:
+                wake = self._ran(r, image, now, wake)
             if wake == now:
                 soon[r] = now   # an edge or change: looked at next scan
                 if r in wakes and wakes.pop(r) == first:
@@ -429,6 +744,8 @@ class Evaluator:
                 changes = []
             changes.append((r, t.severities[r], t.actions[r], raised))
         self.next_wake = self._earliest_wake() if stale else first
+        if self.streak and self.primed and not self.every_scan:
+            self._settle(image, now)
         if changes is not None and len(changes) > 1:
             changes.sort()   # in rule order (their indices differ)
         if not self.primed and t.samplers:
@@ -523,6 +840,74 @@ def _tree(code):
         stack.append((op, tuple(code[pc + 1:pc + 1 + k]), kids))
         pc += 1 + k
     return stack
+
+
+# A rule that reads a signal x only through ``within(changed(x), W)`` (its
+# *pairs*) and through comparisons of signals (its *views*: ``x > y + 10``,
+# ``y == 0``) need not run at every change of x: while x keeps changing, or
+# stops for less than W, every pair stays true and every view keeps its
+# result, so the run would only write the ticks and values its pairs and
+# withins keep.  The evaluator writes those itself (``Evaluator._quiet``).
+_ARITH_OPS = (OP_SIG, OP_CONST, OP_ADD, OP_SUB, OP_MUL, OP_NEG, OP_ABS)
+
+
+def _quiet_plan(guards, roots):
+    """(x, the signals the rule reads only in pairs and views, its views) for
+    a rule whose pairs all watch the one signal x, under one guard, with no
+    count(), rate() or moved() and no changed() outside a pair; else None."""
+    reads = {}      # signal -> 1 while read only in pairs and views, 0 once read otherwise
+    views = []
+    pairs = []
+    twins = {}
+    stack = list(roots)
+    while stack:
+        node = stack.pop()
+        op, args, kids = node
+        if op in MEM_WORDS:
+            if op == OP_COUNT or op == OP_RATE or op == OP_MOVED or op == OP_CHANGED:
+                return None
+            for g in guards[args[0]] or ():
+                twins[g] = 1
+        if op in _COMPARE and _signals_only(node):
+            views.append(node)
+            for i in _signals_of(node):
+                reads[i] = reads.get(i, 1)
+            continue
+        if op == OP_WITHIN and kids[0][0] == OP_CHANGED and kids[0][2][0][0] == OP_SIG:
+            changed = kids[0]
+            if guards[changed[1][0]] != guards[args[0]]:
+                return None
+            pairs.append((changed[2][0][1][0], args[1]))
+            for g in guards[args[0]] or ():
+                twins[g] = 1
+            reads[pairs[-1][0]] = reads.get(pairs[-1][0], 1)
+            continue
+        if op in SIGNAL_OPS:
+            reads[args[0]] = 0
+        stack.extend(kids)
+    if not pairs or len(set(pairs)) != 1:
+        return None   # (one window: a rule's pairs are then one term, computed once: ``_Shared``)
+    x = pairs[0][0]
+    seen = [i for i in reads if reads[i] and i not in twins]
+    if x not in seen:
+        return None
+    views = [v for v in views if any(i in seen for i in _signals_of(v))]
+    return x, tuple(sorted(seen)), views
+
+
+def _signals_only(node):
+    """True if ``node`` is a comparison over signals, constants and arithmetic alone."""
+    for kid in node[2]:
+        if kid[0] not in _ARITH_OPS and not (kid[0] in _COMPARE and not kid[2]) or not _signals_only(kid):
+            return False
+    return True
+
+
+def _signals_of(node):
+    out = [node[1][0]] if node[0] in SIGNAL_OPS else []
+    for kid in node[2]:
+        out += _signals_of(kid)
+    return out
 
 
 def _pure(node):
@@ -635,6 +1020,10 @@ class _RuleSource:
         self.open = None    # (guard, index of its else line) of the guarded block the body ends with
         roots = _tree(table.codes[r])
         self.shared = _Shared(table.guards, copies, roots)
+        self.plan = _quiet_plan(table.guards, roots)
+        self.pair = None    # (changed's mem offset) while a pair's changed() is written
+        self.pairs = []     # (changed's mem offset, within's, window ms) of each pair written
+        self.withins = []   # mem offsets of the other within()s written
         values = [self.expr(root, 0) for root in roots]
         # The lists it reads most are bound as defaults: a local costs less than a
         # global.  The id as repr(): one line whatever it holds (explain's terms span lines).
@@ -646,6 +1035,14 @@ class _RuleSource:
         else:   # clear_when: bit 0 for when, bit 1 for clear_when
             ret = "    return (1 if {} else 0) | (2 if {} else 0)".format(values[0], values[1])
         self.lines = head + self.body + ["    wk[0] = {}".format("w" if self.timed else -1), ret]
+        self.views = []
+        if self.plan is not None and self.plan[2]:
+            # Its views' results, for the evaluator to see whether a change of their signals changes one.
+            for node in self.plan[2]:
+                view = self.pure(node[0], node[1], node[2], 0)
+                if view not in self.views:   # (a term written twice, as sensor_fault_at_arming's)
+                    self.views.append(view)
+            self.lines += ["", "", "def views_{}(im):".format(r), "    return ({},)".format(", ".join(self.views))]
 
     def put(self, line, depth=0):
         if depth == 0:
@@ -754,7 +1151,15 @@ class _RuleSource:
             self.put("{} = u - mem[{}]".format(v, o), depth)
             return v
         number = op == OP_CHANGED or op == OP_RATE
-        x = self.expr(kids[0], number)
+        if op == OP_WITHIN and self.plan is not None and kids[0][0] == OP_CHANGED:
+            self.pair = -1   # its changed() is the pair's: the evaluator keeps the wakes of both
+            x = self.expr(kids[0], number)
+            self.pairs.append((self.pair, o, args[1]))
+            self.pair = None
+        else:
+            x = self.expr(kids[0], number)
+            if op == OP_WITHIN:
+                self.withins.append(o)
         v = self.local()
         ms = args[1] if len(args) > 1 else 0
         if op == OP_HELD:
@@ -773,6 +1178,7 @@ class _RuleSource:
             self.put("{} = 0".format(v), 1)
             return v
         comment = "# {}(), state at mem[{}]".format(_NAMES[op], o)
+        pair = op == OP_WITHIN and self.plan is not None and kids[0][0] == OP_CHANGED
         if op == OP_WITHIN:
             # mem: last tick it was true, seen within the window, true now.
             # When it turns false, it was last true at the previous scan.
@@ -790,7 +1196,8 @@ class _RuleSource:
             self.put("        mem[{}] = 0".format(o + 1), depth)
             self.put("    if mem[{}]:".format(o + 1), depth)
             self.put("        {} = 1".format(v), depth)
-            self.wake("(mem[{}] + {}) & TICK_MASK".format(o, ms + 1), depth + 2)
+            if not pair:
+                self.wake("(mem[{}] + {}) & TICK_MASK".format(o, ms + 1), depth + 2)
             self.put("    else:", depth)
             self.put("        {} = 0".format(v), depth)
         elif op == OP_CHANGED:
@@ -799,12 +1206,15 @@ class _RuleSource:
             self.put("u = " + x, depth)
             self.put("if mem[{}] and u != mem[{}]:".format(o + 1, o), depth)
             self.put("    {} = 1".format(v), depth)
-            self.put("    w = now   # false again at the next scan, unless it changes", depth)
+            if self.pair is None:
+                self.put("    w = now   # false again at the next scan, unless it changes", depth)
+                self.timed = 1
+            else:   # (a pair's wakes are the evaluator's: Evaluator._ran)
+                self.pair = o
             self.put("else:", depth)
             self.put("    {} = 0".format(v), depth)
             self.put("mem[{}] = u".format(o), depth)
             self.put("mem[{}] = 1".format(o + 1), depth)
-            self.timed = 1
         elif op == OP_RATE:
             depth = self._reset(off, v, comment, "mem[{}] = 0   # no samples: the ring starts again".format(o + 1))
             step = rate_step(ms)

@@ -118,7 +118,7 @@ OPERANDS = {
     OP_GT_K: 1, OP_GE_K: 1, OP_LT_K: 1, OP_LE_K: 1, OP_EQ_K: 1, OP_NE_K: 1,
 }
 # Opcodes whose first operand is a signal index.
-_SIGNAL_OPS = (OP_SIG, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K, OP_SIG_LE_K, OP_SIG_EQ_K,
+SIGNAL_OPS = (OP_SIG, OP_SIG_GT_K, OP_SIG_GE_K, OP_SIG_LT_K, OP_SIG_LE_K, OP_SIG_EQ_K,
                OP_SIG_NE_K, OP_AND_SIG, OP_OR_SIG, OP_NOT_SIG, OP_SIG_BIT)
 # Stack effect (pushed minus popped) of every opcode.
 BINARY_OPS = (OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX, OP_LT, OP_LE, OP_GT,
@@ -178,7 +178,7 @@ def _check_code(code, where, image_size, mem):
         for j in range(1, k + 1):
             if not isinstance(code[pc + j], int):
                 raise TableError("{}: operand at {} is not an integer".format(where, pc + j))
-        if op in _SIGNAL_OPS:
+        if op in SIGNAL_OPS:
             if not 0 <= code[pc + 1] < image_size:
                 raise TableError("{}: signal index {} outside the image".format(where, code[pc + 1]))
         if op == OP_MODE:
@@ -234,7 +234,7 @@ def _reads(code):
     n = len(code)
     while pc < n:
         op = code[pc]
-        if op in _SIGNAL_OPS:
+        if op in SIGNAL_OPS:
             i = code[pc + 1]
             test = _test_at(code, pc)
             if test is None:
