@@ -207,7 +207,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
     watched = itemgetter(*(i for _name, i in reported))     # the reported outputs, at once
     was_on = watched([0] * len(OUTPUT_NAMES))
     was = [0] * len(reported)
-    ack_at = -1
+    ack_at = _NEVER             # when the operator acknowledges an alarm, if one is pending
     last = -scan
     scans = 0
     nxt_t = nxt[0] if nxt is not None else _NEVER
@@ -222,13 +222,14 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             due = _due(state, last)         # (else no deadline: the common case, without the call)
             if due is not None and due < t:
                 t = due
-        if 0 <= ack_at < t:
+        if ack_at < t:
             t = ack_at
         if gateway.unpolled:
             poll = gateway.next_poll()
             if poll is not None and poll < t:
                 t = poll
-        t = -(-t // scan) * scan
+        if t % scan:
+            t = -(-t // scan) * scan
         if t < last + scan:
             t = last + scan
         if restarts and restarts[0][0] <= t:
@@ -246,7 +247,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             machine, escalation = state.machine, state.escalation
             state.resume_after_restart(persisted, ticks.wrap(up), ticks.wrap(up))
             gateway.boot(up)
-            ack_at = -1
+            ack_at = _NEVER
             last = up - scan
             continue
         if t > end:
@@ -264,7 +265,7 @@ def run_cabinet(scn: Scenario, cab: Cabinet, rules_factory: RulesFactory | None 
             gateway.poll(t)
         if t == ack_at:
             cmds = list(cmds) + [(CMD_ACK, 0)] + ([(CMD_ARM, 0)] if scn.rearm and cab.armed else [])
-            ack_at = -1
+            ack_at = _NEVER
         outputs, events = step(state, (image, cmds), t & mask)
         scans += 1
         on = watched(outputs)

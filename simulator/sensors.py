@@ -27,6 +27,7 @@ SET, CMD, FORCE, RELEASE, MODULES, SERIAL, WINDOW, CRC, GLITCH, DUMMIES = range(
 FREEZE = None                   # FORCE value: hold the last reported value
 _NO_SPREADS: dict[str, float] = {}
 _NO_HEAT: dict[str, Episode] = {}
+_NO_OFFSETS: dict[str, float] = {}
 
 
 class _Battery:
@@ -297,7 +298,8 @@ class Stream:
         if "io" in self.offline:
             return
         rms = sqrt(sq)
-        v_rms, v_peak = int(rms), int(peak if peak > rms else rms)
+        v_rms = int(rms)
+        v_peak = int(peak if peak > rms else rms)
         v_tilt = v_lift = 0         # (no episode: most seconds; levels draw no noise)
         if self.tilt:
             tilt = 0.0
@@ -372,39 +374,47 @@ class Stream:
         dt = (t - self.bms_t) / 1000.0
         self.bms_t = t
         amps = self._amps(t) if w.cycles else 0.0
-        ambient = self._ambient(t)
-        offsets = {}
-        for name, e in self.packs:
-            offsets[name] = offsets.get(name, 0.0) + e.level(t)
+        warm = self._ambient(t) + 2.0           # where a pack at rest settles, °C
+        offsets = _NO_OFFSETS
+        if self.packs:
+            offsets = {}
+            for name, e in self.packs:
+                offsets[name] = offsets.get(name, 0.0) + e.level(t)
         spreads, heat = self._cell_faults(t) if w.cells else (_NO_SPREADS, _NO_HEAT)
-        forced, offline, report = self.forced, self.offline, self.report
+        forced, offline, report, special = self.forced, self.offline, self.report, self.special
         last, truth = self.last, self.truth
         settle = min(1.0, dt / 3600.0)          # how far a pack's temperature follows in dt
+        capacity = cab.capacity_ah
         for b in self.batteries:
+            name = b.name
             lost = b.current_idx in forced
             i_now = 0.0 if lost else amps
             b.current = i_now
-            soc = b.soc - i_now * dt / 3600.0 / cab.capacity_ah
+            soc = b.soc - i_now * dt / 3600.0 / capacity
             b.soc = soc = 1.0 if soc > 1.0 else (soc if soc > 0.02 else 0.02)
-            temp = b.temp = b.temp + (ambient + 2.0 + 0.0015 * i_now * i_now - b.temp) * settle
+            temp = b.temp = b.temp + (warm + 0.0015 * i_now * i_now - b.temp) * settle
             if heat or b.hot:
-                self._heat(b, heat.get(b.name), i_now, dt)
-            if b.name in offline:
+                self._heat(b, heat.get(name), i_now, dt)
+            if name in offline:
                 continue
-            extra = spreads.get(b.name, 0.0) / 2 if spreads else 0.0
+            extra = spreads.get(name, 0.0) / 2 if spreads else 0.0
             key = b.electric
-            if (key is None or key[0] != soc or key[1] != b.modules or key[2] != i_now
+            if (key is None or key[0] != soc or key[2] != i_now or key[1] != b.modules
                     or key[3] != b.dummies or key[4] != extra):
                 b.electric = (soc, b.modules, i_now, b.dummies, extra,
                               self._electric(b.modules - b.dummies, soc, i_now, extra))
                 report(b.electric_idx, b.electric[5])
-            elif self.special:                  # unchanged, but a fault may read them otherwise
+            elif special:                       # unchanged, but a fault may read them otherwise
                 report(b.electric_idx, key[5])
-            t_max, t_min = int((temp + offsets.get(b.name, 0.0) + b.hot) * 10 + 5), int(temp * 10 - 5)
+            if offsets or b.hot:
+                t_max = int((temp + offsets.get(name, 0.0) + b.hot) * 10 + 5)
+            else:                               # (temp + 0.0 + 0.0 is temp)
+                t_max = int(temp * 10 + 5)
+            t_min = int(temp * 10 - 5)
             i_max, i_min = b.temp_idx
             # (a pack's temperatures move a tenth of a degree now and then:
             # report() only when it could change something)
-            if (self.special or t_max != last[i_max] or t_min != last[i_min] or t_max != truth[i_max]
+            if (special or t_max != last[i_max] or t_min != last[i_min] or t_max != truth[i_max]
                     or t_min != truth[i_min]):
                 report(b.temp_idx, (t_max, t_min))
             if event:

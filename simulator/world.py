@@ -66,19 +66,19 @@ def cabinet_catalog(scn: Scenario, cab: Cabinet, extra_schedules: tuple[str, ...
 class Episode:
     """A continuous effect on one channel between ``start`` and ``end`` (ms)."""
 
-    __slots__ = ("start", "end", "channel", "shape", "a", "b", "c", "rng")
+    __slots__ = ("start", "end", "span", "channel", "shape", "a", "b", "c", "rng")
 
     def __init__(self, start: int, end: int, channel: str, shape: str, a: float, b: float = 0.0,
                  c: float = 0.0, rng: random.Random | None = None):
         self.start, self.end, self.channel, self.shape = start, end, channel, shape
+        self.span = end - start
         self.a, self.b, self.c = a, b, c
         self.rng = rng
 
     def envelope(self, t: int) -> float:
-        """0..1: ramps up over the first 15 %, down over the last 15 %."""
-        if self.shape == "step":
-            return 1.0
-        span = self.end - self.start
+        """0..1: ramps up over the first 15 %, down over the last 15 % (the
+        shapes that ease in and out: crane, gusty, wobble, swell)."""
+        span = self.span
         x = (t - self.start) / span if span > 0 else 1.0
         up, down = x / 0.15, (1.0 - x) / 0.15       # min(1.0, up, down) without the call
         if down < up:
@@ -93,7 +93,7 @@ class Episode:
             rms = self.a * env * (0.75 + 0.25 * math.sin(6.2832 * t / self.c)) * (0.9 + 0.2 * rng.random())
             return rms, rms + self.b * env * (0.6 + 0.4 * rng.random())
         if shape == "truck":
-            x = (t - self.start) / (self.end - self.start)
+            x = (t - self.start) / self.span
             env = 1.0 - abs(2.0 * x - 1.0)
             return self.a * env, self.b * env * (0.7 + 0.3 * rng.random())
         if shape == "gusty":      # storms, rain, wind gusts, a careful thief

@@ -209,13 +209,18 @@ class Features:
         # What ``_temp`` reads: (signal, device slot) of each temperature, the modules' first.
         self.temp_points = tuple([(i, d) for i, d in zip(self.io_temps, self.ios) if i >= 0]
                                  + list(zip(self.temps, self.temp_slots)))
-        # Every signal ``_steps`` reads, with its previous reading's list and
-        # place: a scan with every device answering where none of them moved
-        # has no step, found without ``_steps`` (most scans).  ``restore``
-        # refills these lists in place, so the references stay right.
-        self.watched = tuple([(self.doors[k], self.door_prev, k) for k in range(len(self.doors))]
-                             + [(self.currents[k], self.cur_prev, k) for k in range(len(self.currents))]
-                             + [(self.packs[k], self.pack_prev, k) for k in range(len(self.packs))])
+        self._quiet()
+
+    def _quiet(self):
+        """``quiet``: (signal, reading) of every online twin (1) and of every
+        signal ``_steps`` reads (its previous reading).  A scan that finds
+        all of them as they were, after a steady one, has every device
+        answering, none back, and no step (most scans): ``update`` finds
+        that in one pass, without ``_presence`` or ``_steps``.  Made again
+        whenever ``_steps`` or ``restore`` moved a previous reading."""
+        self.quiet = tuple([(i, 1) for i in self.online]
+                           + list(zip(self.doors, self.door_prev)) + list(zip(self.currents, self.cur_prev))
+                           + list(zip(self.packs, self.pack_prev)))
 
     def state(self):
         """What ``update`` and ``close`` go on from: the open window, the last
@@ -235,9 +240,10 @@ class Features:
         _fits(snap, "supply", 2 * len(self.ios))
         self.on = list(snap["on"])
         self.steady = 0              # ``fresh`` is not in the state: the next scan works both out
-        self.door_prev[:] = snap["doors"]      # in place: ``watched`` holds these lists
-        self.cur_prev[:] = snap["cur"]
-        self.pack_prev[:] = snap["pack"]
+        self.door_prev = list(snap["doors"])
+        self.cur_prev = list(snap["cur"])
+        self.pack_prev = list(snap["pack"])
+        self._quiet()
         self.temp_ring = list(snap["temps"])
         self.ring_at, self.temp_restart, self.temp_last = snap["temp"]
         self.supply_prev = list(snap["supply"][0::2])
@@ -248,19 +254,25 @@ class Features:
         """Fold one scan's image into the open window."""
         acc = self.acc
         on = self.on
-        fresh = self.fresh
-        # ``steady``: every device answers and none came back at this scan
-        # (the common case).  After a steady scan ``on`` is all 1 and
-        # ``fresh`` all 0, so one that answers again only checks the twins.
+        # ``steady``: every device answered at the last scan and none came
+        # back (the common case): ``on`` is all 1, ``fresh`` all 0.
         steady = self.steady
+        moved = 1
         if steady:
-            for i in self.online:
-                if not image[i]:
-                    steady = 0
+            for i, v in self.quiet:
+                if image[i] != v:
                     break
+            else:
+                moved = 0           # every device answers, no step
+            if moved:
+                for i in self.online:
+                    if not image[i]:
+                        steady = 0
+                        break
         if not steady:
             steady = self._presence(image)
             self.steady = steady
+        supply_min = self.supply_min
         for vib, peak, tilt, lift, supply, d, k in self.io_points:
             if d < 0 or on[d]:
                 if vib >= 0 and image[vib] > acc[0]:
@@ -275,19 +287,11 @@ class Features:
                     v = abs(image[lift])
                     if v > acc[4]:
                         acc[4] = v
-                if supply >= 0:
-                    v = image[supply]
-                    if d >= 0 and fresh[d]:
-                        self.supply_prev[k] = v   # the supply's drop is measured from a reading
-                        self.supply_min[k] = v
-                    elif v < self.supply_min[k]:
-                        self.supply_min[k] = v
-        if steady:
-            for i, prev, k in self.watched:
-                if image[i] != prev[k]:
-                    break
-            else:
-                return      # no door, current or pack moved: no step
+                if supply >= 0 and image[supply] < supply_min[k]:
+                    supply_min[k] = image[supply]
+        if not moved:
+            return
+        fresh = self.fresh
         if self.doors:    # a door of a module offline is skipped (_steps)
             acc[2] += _steps(image, self.doors, self.door_prev, self.door_slots, on, fresh, _ANY)[1] * 64
         # Losses only: current that stops flowing, pack voltage that goes
@@ -300,10 +304,12 @@ class Features:
             d = _steps(image, self.packs, self.pack_prev, self.pack_slots, on, fresh, _FALL)[0]
             if d > acc[6]:
                 acc[6] = d
+        self._quiet()
 
     def _presence(self, image):
         """Each device's ``on`` and ``fresh`` from its online twin; 1 if every
-        device answers and none came back at this scan."""
+        device answers and none came back at this scan.  A module's supply
+        drop is measured from its first reading back."""
         on = self.on
         fresh = self.fresh
         steady = 1
@@ -319,6 +325,9 @@ class Features:
             else:
                 fresh[k] = 0
             k += 1
+        for _vib, _peak, _tilt, _lift, supply, d, k in self.io_points:
+            if supply >= 0 and d >= 0 and fresh[d]:
+                self.supply_prev[k] = self.supply_min[k] = image[supply]
         return steady
 
     def _temp(self, image):
