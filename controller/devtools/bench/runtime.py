@@ -7,7 +7,8 @@ in their own process (`cabguard sim`), as real devices are not in the
 gateway's process either.  Part A runs `cabguard run` as a real process
 with a real sd_notify socket; part B runs the gateway in this process so a
 hook can time the siren output, while a thread appends 1,000 records/s to
-its journal.
+its journal.  Part D times door to siren again against `cabguard sim --wire
+off`: the gateway's own path, apart from the bus's timing.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from controller.core import modes
 from controller.core.events import CMD_ACK, CMD_ARM
 from controller.core.outputs import OUT_SIREN
 from controller.devtools.bench import Figure
 from controller.devtools.fleetsim import cpu_seconds
+from controller.gateway.loop import Gateway
 from controller.gateway.run import build
 from controller.journal import records as R
 from drivers.modbus.budget import device_load
@@ -44,6 +48,7 @@ from simulator.slave import DEFAULT_TURNAROUND_MS
 JITTER_S = 40
 IDLE_S = 30             # the idle CPU figures' measuring span, after IDLE_SETTLE_S
 IDLE_SETTLE_S = 8
+BARE_WAKE_HZ = 33       # about the bus thread's wake-ups a second on the demo bus
 LATENCY_TRIALS = 25
 JOURNAL_RATE = 1000
 PERIOD_MS = 100         # the demo site's scan period and the I/O module's poll period
@@ -57,11 +62,12 @@ def io_transaction_ms() -> float:
 
 
 class SimProcess:
-    """`cabguard sim` in its own process; ``set()`` sends it a command line."""
+    """`cabguard sim` in its own process; ``set()`` sends it a command line.  ``wire``
+    False: its fast mode (docs/simulator.md), answers at once, no baud pacing."""
 
-    def __init__(self, link_dir: Path):
+    def __init__(self, link_dir: Path, wire: bool = True):
         self.proc = subprocess.Popen([sys.executable, "-m", "controller.cli.main", "sim", "--config", str(SIM_CONFIG),
-                                      "--link", str(link_dir), "--commands"],
+                                      "--link", str(link_dir), "--commands", "--wire", "on" if wire else "off"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -206,11 +212,40 @@ def idle_figures(work: Path, port: str) -> list[Figure]:
     busiest = ", ".join("{} {:.3f} % ({:.1f} wake-ups/s)".format(
         "scan loop" if tid == proc.pid else "thread #{}".format(order[tid]), pct,
         (wakes1.get(tid, 0) - wakes0.get(tid, 0)) / wall) for pct, tid in shares[:4] if pct > 0)
+    wakes = sum(wakes1.get(tid, 0) - n for tid, n in wakes0.items()) / wall
+    bare_us = _bare_wake_us()
     return [Figure("idle CPU of `cabguard run`'s processes (quiet)", sum(each), "%", "<= 1.0",
                    "of one core over {:.0f} s ({}), disarmed, broker up: gateway {:.3f} % (threads: {}), uplink "
                    "process {}".format(wall, "scheduler ns" if all(ns for _c, ns in measured) else "clock ticks",
                                        each[0], busiest or "none",
-                                       " + ".join("{:.3f} %".format(c) for c in each[1:]) or "not started"))]
+                                       " + ".join("{:.3f} %".format(c) for c in each[1:]) or "not started")),
+            Figure("idle wake-ups of `cabguard run`, all threads", wakes, "/s",
+                   note="the scan loop 10, the bus thread 3 per I/O module poll (its request, the answer's "
+                        "first bytes, its end) and 2-3 per other read"),
+            Figure("CPU of one wake-up of a bare Python thread on this machine", bare_us, "us",
+                   note="a thread sleeping to deadlines {} times a second; the idle figure's floor is the "
+                        "wake-ups above times this: {:.2f} %".format(BARE_WAKE_HZ, wakes * bare_us / 1e4))]
+
+
+def _bare_wake_us(seconds: float = 5.0) -> float:
+    """What this machine charges a Python thread that only wakes up: scheduler ns per
+    wake of a thread sleeping to deadlines ``BARE_WAKE_HZ`` times a second.  Most of the
+    idle figure is such wake-ups; a VM charges several times what bare metal does."""
+    spent: list[float] = []
+
+    def sleeper() -> None:
+        stat = Path("/proc/self/task/{}/schedstat".format(threading.get_native_id()))
+        wakes = int(seconds * BARE_WAKE_HZ)
+        ran0, deadline = int(stat.read_text().split()[0]), time.monotonic()
+        for _ in range(wakes):
+            deadline += 1 / BARE_WAKE_HZ
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        spent.append((int(stat.read_text().split()[0]) - ran0) / 1e3 / wakes)
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    thread.join()
+    return spent[0]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -218,47 +253,56 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
-    """B: the gateway in this process: jitter and CPU under journal load, door-to-siren latency."""
-    site = _armed_site(work, sim.port)
+@contextmanager
+def _gateway_in_process(work: Path, sim: SimProcess) -> Iterator[tuple[Gateway, list[float]]]:
+    """The armed demo site's gateway running in this process against ``sim``, its devices
+    online; yields it and the list the siren's first scan time (monotonic) goes into."""
     siren_at: list[float] = []
 
-    def on_scan(gw) -> None:
+    def on_scan(gw: Gateway) -> None:
         if gw.state.outputs[OUT_SIREN] and not siren_at:
             siren_at.append(time.monotonic())
 
-    services = build(str(site), on_scan=on_scan)
+    services = build(str(_armed_site(work, sim.port)), on_scan=on_scan)
     gw = services.gateway
     loop = threading.Thread(target=gw.run, daemon=True)
     loop.start()
-    stop_load = threading.Event()
-
-    def journal_load() -> None:
-        period = 1.0 / JOURNAL_RATE
-        next_t = time.monotonic()
-        while not stop_load.is_set():
-            gw.journal.append(R.telemetry(gw.context(False)))
-            next_t += period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-
-    load = threading.Thread(target=journal_load, daemon=True)
     try:
         time.sleep(2.0)   # devices online, first polls done
-        load.start()
-        gw.lateness_ns.clear()
-        cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-        time.sleep(JITTER_S)
-        cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-        lateness_ms = [n / 1e6 for n in gw.lateness_ns]
-        cpu_pct = 100 * ((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)) / (wall1 - wall0)
-        latencies = _door_to_siren(gw, sim, siren_at)
+        yield gw, siren_at
     finally:
-        stop_load.set()
         gw.stop_event.set()
         loop.join(5)
         services.stop("bench over")
+
+
+def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
+    """B: the gateway in this process: jitter and CPU under journal load, door-to-siren latency."""
+    with _gateway_in_process(work, sim) as (gw, siren_at):
+        stop_load = threading.Event()
+
+        def journal_load() -> None:
+            period = 1.0 / JOURNAL_RATE
+            next_t = time.monotonic()
+            while not stop_load.is_set():
+                gw.journal.append(R.telemetry(gw.context(False)))
+                next_t += period
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+        load = threading.Thread(target=journal_load, daemon=True)
+        load.start()
+        try:
+            gw.lateness_ns.clear()
+            cpu0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            time.sleep(JITTER_S)
+            cpu1, wall1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+            lateness_ms = [n / 1e6 for n in gw.lateness_ns]
+            cpu_pct = 100 * ((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)) / (wall1 - wall0)
+            latencies = _door_to_siren(gw, sim, siren_at)
+        finally:
+            stop_load.set()
     io_ms = io_transaction_ms()
     budget = PERIOD_MS + io_ms + 5
     figures = [
@@ -279,6 +323,26 @@ def loop_figures(work: Path, sim: SimProcess) -> list[Figure]:
             Figure("door flip to siren output, max of {} trials".format(len(latencies)), max(latencies), "ms"),
         ]
     return figures
+
+
+def fast_bus_door_figures(work: Path) -> list[Figure]:
+    """D: door-to-siren with the simulator's wire off (answers at once, docs/simulator.md):
+    the gateway's own path without the bus's timing, as the figure was measured before
+    the simulator had a wire, against that budget (one period + 6 ms)."""
+    sim = SimProcess(work / "links", wire=False)
+    try:
+        with _gateway_in_process(work / "gw", sim) as (gw, siren_at):
+            latencies = _door_to_siren(gw, sim, siren_at)
+    finally:
+        sim.stop()
+    if not latencies:
+        return []
+    return [
+        Figure("door flip to siren output, bus without a wire, p50", statistics.median(latencies), "ms"),
+        Figure("door flip to siren output, bus without a wire, max of {} trials".format(len(latencies)),
+               max(latencies), "ms", "<= {}".format(PERIOD_MS + 6),
+               "budget: {} ms period + 1 ms read + 5 ms: the gateway's own work".format(PERIOD_MS)),
+    ]
 
 
 def _door_to_siren(gw, sim: SimProcess, siren_at: list[float]) -> list[float]:
@@ -360,6 +424,7 @@ def run() -> list[Figure]:
         figures += loop_figures(work / "b", sim)
     finally:
         sim.stop()
+    figures += fast_bus_door_figures(work / "d")
     try:
         figures += pulled_port_figures(work / "c")
     finally:
