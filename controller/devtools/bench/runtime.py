@@ -213,7 +213,7 @@ def idle_figures(work: Path, port: str) -> list[Figure]:
         "scan loop" if tid == proc.pid else "thread #{}".format(order[tid]), pct,
         (wakes1.get(tid, 0) - wakes0.get(tid, 0)) / wall) for pct, tid in shares[:4] if pct > 0)
     wakes = sum(wakes1.get(tid, 0) - n for tid, n in wakes0.items()) / wall
-    bare_us = _bare_wake_us()
+    bare_us, bare_late_ms = _bare_thread()
     return [Figure("idle CPU of `cabguard run`'s processes (quiet)", sum(each), "%", "<= 1.0",
                    "of one core over {:.0f} s ({}), disarmed, broker up: gateway {:.3f} % (threads: {}), uplink "
                    "process {}".format(wall, "scheduler ns" if all(ns for _c, ns in measured) else "clock ticks",
@@ -224,14 +224,19 @@ def idle_figures(work: Path, port: str) -> list[Figure]:
                         "first bytes, its end) and 2-3 per other read"),
             Figure("CPU of one wake-up of a bare Python thread on this machine", bare_us, "us",
                    note="a thread sleeping to deadlines {} times a second; the idle figure's floor is the "
-                        "wake-ups above times this: {:.2f} %".format(BARE_WAKE_HZ, wakes * bare_us / 1e4))]
+                        "wake-ups above times this: {:.2f} %".format(BARE_WAKE_HZ, wakes * bare_us / 1e4)),
+            Figure("lateness p99 of the same bare thread's wake-ups", bare_late_ms, "ms",
+                   note="a floor under the scan lateness figures below: a thread with nothing else to do")]
 
 
-def _bare_wake_us(seconds: float = 5.0) -> float:
-    """What this machine charges a Python thread that only wakes up: scheduler ns per
-    wake of a thread sleeping to deadlines ``BARE_WAKE_HZ`` times a second.  Most of the
-    idle figure is such wake-ups; a VM charges several times what bare metal does."""
+def _bare_thread(seconds: float = 5.0) -> tuple[float, float]:
+    """What this machine gives a Python thread that only sleeps to deadlines,
+    ``BARE_WAKE_HZ`` times a second: the scheduler's microseconds per wake-up, and the
+    p99 of how late it wakes (ms).  Most of the idle figure is such wake-ups, and the
+    scan loop's lateness cannot beat this one's; a VM charges several times what bare
+    metal does for both."""
     spent: list[float] = []
+    late_ms: list[float] = []
 
     def sleeper() -> None:
         stat = Path("/proc/self/task/{}/schedstat".format(threading.get_native_id()))
@@ -240,12 +245,13 @@ def _bare_wake_us(seconds: float = 5.0) -> float:
         for _ in range(wakes):
             deadline += 1 / BARE_WAKE_HZ
             time.sleep(max(0.0, deadline - time.monotonic()))
+            late_ms.append(1000 * (time.monotonic() - deadline))
         spent.append((int(stat.read_text().split()[0]) - ran0) / 1e3 / wakes)
 
     thread = threading.Thread(target=sleeper)
     thread.start()
     thread.join()
-    return spent[0]
+    return spent[0], _percentile(late_ms, 0.99)
 
 
 def _percentile(values: list[float], q: float) -> float:
