@@ -239,14 +239,14 @@ def _bare_thread(seconds: float = 5.0) -> tuple[float, float]:
     late_ms: list[float] = []
 
     def sleeper() -> None:
-        stat = Path("/proc/self/task/{}/schedstat".format(threading.get_native_id()))
+        pid, tid = os.getpid(), threading.get_native_id()
         wakes = int(seconds * BARE_WAKE_HZ)
-        ran0, deadline = int(stat.read_text().split()[0]), time.monotonic()
+        ran0, deadline = _thread_cpu(pid)[tid], time.monotonic()
         for _ in range(wakes):
             deadline += 1 / BARE_WAKE_HZ
             time.sleep(max(0.0, deadline - time.monotonic()))
             late_ms.append(1000 * (time.monotonic() - deadline))
-        spent.append((int(stat.read_text().split()[0]) - ran0) / 1e3 / wakes)
+        spent.append((_thread_cpu(pid)[tid] - ran0) * 1e6 / wakes)
 
     thread = threading.Thread(target=sleeper)
     thread.start()
